@@ -1,0 +1,101 @@
+/** `braid gateway` and `braid device add|list|remove|rotate`. */
+import type { Command } from 'commander';
+import { gatewayConfigSchema } from '../../edge/config.js';
+import { Gateway } from '../../edge/gateway.js';
+import { DeviceRegistry } from '../../edge/registry/index.js';
+import { intOption } from '../cli.js';
+import { configFrom, onShutdown, rootLogger } from './common.js';
+
+interface GatewayFlags {
+  config?: string;
+  dataDir?: string;
+  id?: string;
+  mqttPort?: number;
+  wsPort?: number;
+  httpPort?: number;
+  cloudUrl?: string;
+  token?: string;
+  logLevel?: string;
+}
+
+function gatewayConfig(o: GatewayFlags) {
+  return configFrom(gatewayConfigSchema, o.config, {
+    id: o.id,
+    dataDir: o.dataDir,
+    log: { level: o.logLevel },
+    mqtt: { port: o.mqttPort, wsPort: o.wsPort },
+    http: { port: o.httpPort },
+    cloud: { url: o.cloudUrl, token: o.token },
+  });
+}
+
+export function registerGatewayCommands(program: Command): void {
+  program.command('gateway')
+    .description('run an edge gateway: MQTT broker, durable outbox, speed layer, forwarder to the cloud')
+    .option('--config <file>', 'JSON config file (see deploy/gateway.example.json)')
+    .option('--data-dir <dir>', 'where gateway.db and registry.db live (default ./.braid/gateway)')
+    .option('--id <gatewayId>', 'gateway id, unique in the fleet (default gw-<hostname>)')
+    .addOption(intOption('--mqtt-port <n>', 'MQTT TCP port (default 1883)'))
+    .addOption(intOption('--ws-port <n>', 'MQTT over WebSocket port, path /mqtt (default off)'))
+    .addOption(intOption('--http-port <n>', 'local REST API port (default 8080)'))
+    .option('--cloud-url <url>', 'cloud base URL; without it readings stay buffered in the outbox')
+    .option('--token <token>', 'gateway token from `braid cloud gateway add`')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+    .option('--check-config', 'validate the configuration, print it and exit')
+    .action(async (o: GatewayFlags & { checkConfig?: boolean }) => {
+      const config = gatewayConfig(o);
+      if (o.checkConfig) {
+        process.stdout.write(`${JSON.stringify({ ...config, cloud: { ...config.cloud, token: config.cloud.token ? '[set]' : null } }, null, 2)}\n`);
+        return;
+      }
+      const logger = rootLogger(config.log.level, 'braid-gateway');
+      const gateway = new Gateway(config, logger);
+      onShutdown(logger, () => gateway.close());
+      const a = await gateway.start();
+      process.stdout.write(`gateway ${config.id} ready: mqtt://${config.mqtt.host}:${a.mqttPort} http://${config.http.host}:${a.httpPort}\n`);
+    });
+
+  const device = program.command('device').description('manage the devices registered on a gateway (works while it runs)');
+  const withDir = (c: Command) => c
+    .option('--data-dir <dir>', 'the gateway data dir (default ./.braid/gateway)')
+    .option('--config <file>', 'the gateway config file (for its dataDir)');
+  const registry = async (o: { dataDir?: string; config?: string }) => DeviceRegistry.open(gatewayConfig(o).dataDir);
+
+  withDir(device.command('add <deviceId>')
+    .description('register a device; prints its secret (generated unless --secret) as the last line')
+    .option('--secret <secret>', 'use this secret instead of a generated one'))
+    .action(async (id: string, o: { secret?: string; dataDir?: string; config?: string }) => {
+      const reg = await registry(o);
+      try {
+        const secret = await reg.add(id, o.secret);
+        process.stdout.write(`device ${id} registered; its MQTT username is ${id} and its password:\n${secret}\n`);
+      } finally { await reg.close(); }
+    });
+  withDir(device.command('list').description('list registered devices')
+    .option('--json', 'print JSON'))
+    .action(async (o: { json?: boolean; dataDir?: string; config?: string }) => {
+      const reg = await registry(o);
+      try {
+        const list = await reg.list();
+        if (o.json) process.stdout.write(`${JSON.stringify(list)}\n`);
+        else for (const d of list) process.stdout.write(`${d.id}\tcreated ${new Date(d.createdAt).toISOString()}\tsecret set ${new Date(d.updatedAt).toISOString()}\n`);
+      } finally { await reg.close(); }
+    });
+  withDir(device.command('remove <deviceId>').description('unregister a device (it can no longer connect)'))
+    .action(async (id: string, o: { dataDir?: string; config?: string }) => {
+      const reg = await registry(o);
+      try {
+        await reg.remove(id);
+        process.stdout.write(`device ${id} removed\n`);
+      } finally { await reg.close(); }
+    });
+  withDir(device.command('rotate <deviceId>').description('give a device a new secret; prints it as the last line')
+    .option('--secret <secret>', 'use this secret instead of a generated one'))
+    .action(async (id: string, o: { secret?: string; dataDir?: string; config?: string }) => {
+      const reg = await registry(o);
+      try {
+        const secret = await reg.rotate(id, o.secret);
+        process.stdout.write(`device ${id} has a new secret (the old one stops working at its next connect):\n${secret}\n`);
+      } finally { await reg.close(); }
+    });
+}

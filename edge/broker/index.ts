@@ -1,0 +1,235 @@
+/**
+ * The gateway's MQTT broker: aedes with the device registry for auth, the device ACL, limits, and
+ * the telemetry path into the outbox. Listeners: TCP, and WebSocket and TLS when configured.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
+import { Aedes, type Client } from 'aedes';
+import type { Registry } from 'prom-client';
+import { WebSocketServer, createWebSocketStream } from 'ws';
+import type { Logger } from '../../shared/logger.js';
+import type { Outbox } from '../outbox/index.js';
+import type { DeviceRegistry } from '../registry/index.js';
+import { errorsTopic, telemetryTopic, topicAllowed } from './acl.js';
+import { RateLimiter, limitPacketSize } from './limits.js';
+import { createBrokerMetrics, type BrokerMetrics } from './metrics.js';
+import { handleTelemetry } from './telemetry.js';
+
+export { topicAllowed, telemetryTopic, errorsTopic } from './acl.js';
+
+export interface BrokerOptions {
+  host: string;
+  /** MQTT over TCP; 0 picks a free port. */
+  port: number;
+  /** MQTT over WebSocket at path /mqtt; null is off. */
+  wsPort: number | null;
+  /** MQTT over TLS; null is off. */
+  tlsPort: number | null;
+  tlsCert: string | null;
+  tlsKey: string | null;
+  /** ms a connection has to send CONNECT. */
+  connectTimeoutMs: number;
+  /** Longest keepalive a device may ask for, in seconds; 0 = any. */
+  keepaliveMaxSeconds: number;
+  maxPacketBytes: number;
+  maxTopicLevels: number;
+  maxClientIdLength: number;
+  drainTimeoutMs: number;
+  queueLimit: number;
+  /** Messages per second per device, sustained; `rateBurst` at once. */
+  ratePerDevice: number;
+  rateBurst: number;
+  maxPayloadBytes: number;
+  maxReadingsPerMessage: number;
+}
+
+export interface BrokerDeps {
+  outbox: Outbox;
+  registry: DeviceRegistry;
+  logger: Logger;
+  metrics: Registry;
+  now?: () => number;
+}
+
+// MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3]
+const IDENTIFIER_REJECTED = 2;
+const NOT_AUTHORIZED = 5;
+
+function authError(message: string, returnCode: number): Error & { returnCode: number } {
+  return Object.assign(new Error(message), { returnCode });
+}
+
+export class GatewayBroker {
+  readonly aedes: Aedes;
+  readonly metrics: BrokerMetrics;
+  private readonly logger: Logger;
+  private readonly opts: BrokerOptions;
+  private tcp: NetServer | null = null;
+  private tls: TlsServer | null = null;
+  private ws: { http: HttpServer; wss: WebSocketServer } | null = null;
+  private closed = false;
+
+  private constructor(aedes: Aedes, metrics: BrokerMetrics, logger: Logger, opts: BrokerOptions) {
+    this.aedes = aedes;
+    this.metrics = metrics;
+    this.logger = logger;
+    this.opts = opts;
+  }
+
+  static async create(deps: BrokerDeps, opts: BrokerOptions): Promise<GatewayBroker> {
+    const metrics = createBrokerMetrics(deps.metrics);
+    const logger = deps.logger;
+    const now = deps.now ?? Date.now;
+    const rate = new RateLimiter(opts.ratePerDevice, opts.rateBurst, now);
+    let broker: GatewayBroker;
+    const report = (deviceId: string, body: Record<string, unknown>) => {
+      const payload = Buffer.from(JSON.stringify({ ...body, at: new Date(now()).toISOString() }));
+      broker.aedes.publish({ cmd: 'publish', topic: errorsTopic(deviceId), payload, qos: 0, retain: false, dup: false }, () => {});
+    };
+    const telemetryDeps = {
+      outbox: deps.outbox, metrics, logger, rate, report, now,
+      limits: { maxPayloadBytes: opts.maxPayloadBytes, maxReadingsPerMessage: opts.maxReadingsPerMessage },
+    };
+
+    const aedes = await Aedes.createBroker({
+      id: 'braid-gateway',
+      connectTimeout: opts.connectTimeoutMs,
+      keepaliveLimit: opts.keepaliveMaxSeconds,
+      maxTopicLevels: opts.maxTopicLevels,
+      maxClientsIdLength: opts.maxClientIdLength,
+      drainTimeout: opts.drainTimeoutMs,
+      queueLimit: opts.queueLimit,
+      heartbeatInterval: 60_000, // 1 minute
+
+      authenticate(client, username, password, done) {
+        const id = client.id;
+        // aedes checks the client id length for MQTT 3.1 only; devices speak 3.1.1 too.
+        if (id.length > opts.maxClientIdLength) {
+          metrics.authFailures.inc({ reason: 'client_id_too_long' });
+          return done(authError('client id too long', IDENTIFIER_REJECTED), false);
+        }
+        if (username !== id) {
+          metrics.authFailures.inc({ reason: username === undefined ? 'no_username' : 'username_mismatch' });
+          return done(authError('username must equal the client id (the device id)', NOT_AUTHORIZED), false);
+        }
+        if (!password || password.length === 0) {
+          metrics.authFailures.inc({ reason: 'no_password' });
+          return done(authError('password (device secret) required', NOT_AUTHORIZED), false);
+        }
+        deps.registry.verify(id, password.toString('utf8')).then((ok) => {
+          if (!ok) {
+            metrics.authFailures.inc({ reason: 'bad_credentials' });
+            logger.info({ device: id }, 'device refused: unknown device or wrong secret');
+            return done(authError('not authorized', NOT_AUTHORIZED), false);
+          }
+          done(null, true);
+        }, (err) => {
+          logger.error({ err, device: id }, 'registry lookup failed');
+          metrics.authFailures.inc({ reason: 'registry_error' });
+          done(authError('server unavailable', 3), false);
+        });
+      },
+
+      authorizePublish(client, packet, done) {
+        if (!client) return done(null); // the broker's own publishes (error reports)
+        if (!topicAllowed(client.id, packet.topic)) {
+          metrics.aclDenied.inc({ action: 'publish' });
+          logger.info({ device: client.id, topic: packet.topic }, 'publish refused by ACL');
+          // MQTT 3.1.1 has no negative PUBACK: the connection is closed.
+          return done(new Error(`publish to ${packet.topic} not allowed for ${client.id}`));
+        }
+        if (packet.topic !== telemetryTopic(client.id)) return done(null);
+        handleTelemetry(telemetryDeps, client, packet, done);
+      },
+
+      authorizeSubscribe(client, sub, done) {
+        if (topicAllowed(client.id, sub.topic)) return done(null, sub);
+        metrics.aclDenied.inc({ action: 'subscribe' });
+        logger.info({ device: client.id, topic: sub.topic }, 'subscribe refused by ACL');
+        // SUBACK return code 0x80 (failure) for this filter [MQTT-3.9.3]; the others still apply.
+        done(null, null);
+      },
+    });
+    broker = new GatewayBroker(aedes, metrics, logger, opts);
+
+    aedes.on('client', (client: Client) => limitPacketSize(client, opts.maxPacketBytes, () => metrics.limitRefused.inc({ limit: 'packet_size' })));
+    aedes.on('clientReady', (client: Client) => {
+      metrics.connects.inc();
+      metrics.connections.set(aedes.connectedClients);
+      logger.debug({ device: client.id }, 'device connected');
+    });
+    aedes.on('clientDisconnect', (client: Client) => {
+      metrics.connections.set(aedes.connectedClients);
+      rate.forget(client.id);
+    });
+    aedes.on('clientError', (client: Client, err: Error) => {
+      metrics.clientErrors.inc();
+      logger.debug({ device: client?.id, err: err.message }, 'client error');
+    });
+    aedes.on('connectionError', (_client: Client, err: Error) => {
+      metrics.clientErrors.inc();
+      logger.debug({ err: err.message }, 'connection error');
+    });
+    aedes.on('keepaliveTimeout', () => metrics.limitRefused.inc({ limit: 'keepalive' }));
+    return broker;
+  }
+
+  /** Open the listeners; resolves with the ports bound. */
+  async listen(): Promise<{ port: number; wsPort: number | null; tlsPort: number | null }> {
+    const { host } = this.opts;
+    const handle = this.aedes.handle;
+    this.tcp = createNetServer(handle);
+    const port = await listenOn(this.tcp, this.opts.port, host);
+    let wsPort: number | null = null;
+    if (this.opts.wsPort !== null) {
+      const http = createHttpServer((_req, res) => { res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket: connect to /mqtt\n'); });
+      const wss = new WebSocketServer({ server: http, path: '/mqtt', maxPayload: this.opts.maxPacketBytes + 16 });
+      wss.on('connection', (socket, req) => handle(createWebSocketStream(socket), req));
+      this.ws = { http, wss };
+      wsPort = await listenOn(http, this.opts.wsPort, host);
+    }
+    let tlsPort: number | null = null;
+    if (this.opts.tlsPort !== null) {
+      if (!this.opts.tlsCert || !this.opts.tlsKey) throw new Error('mqtt.tlsPort needs mqtt.tlsCert and mqtt.tlsKey');
+      this.tls = createTlsServer({ cert: readFileSync(this.opts.tlsCert), key: readFileSync(this.opts.tlsKey) }, handle);
+      tlsPort = await listenOn(this.tls, this.opts.tlsPort, host);
+    }
+    this.logger.info({ port, wsPort, tlsPort }, 'MQTT listening');
+    return { port, wsPort, tlsPort };
+  }
+
+  get connected(): number {
+    return this.aedes.connectedClients;
+  }
+
+  /** Stop accepting connections, disconnect devices, close aedes. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const servers: Array<NetServer | HttpServer | TlsServer> = [this.tcp, this.tls, this.ws?.http].filter((s): s is NetServer => s !== null && s !== undefined);
+    for (const s of servers) s.close();
+    this.ws?.wss.clients.forEach((c) => c.terminate());
+    this.ws?.wss.close();
+    await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
+      if (!s.listening) return resolve();
+      s.once('close', () => resolve());
+    })));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+function listenOn(server: NetServer | HttpServer | TlsServer, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}

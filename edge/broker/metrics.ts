@@ -1,0 +1,19 @@
+/** The broker's Prometheus metrics. */
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+export function createBrokerMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    connections: new Gauge({ name: 'braid_mqtt_connected_devices', help: 'Devices connected to the broker now', registers }),
+    connects: new Counter({ name: 'braid_mqtt_connects_total', help: 'Successful MQTT connects', registers }),
+    authFailures: new Counter({ name: 'braid_mqtt_auth_failures_total', help: 'Refused MQTT connects, by reason', labelNames: ['reason'], registers }),
+    aclDenied: new Counter({ name: 'braid_mqtt_acl_denied_total', help: 'Publishes and subscribes refused by the ACL, by action', labelNames: ['action'], registers }),
+    limitRefused: new Counter({ name: 'braid_mqtt_limit_refused_total', help: 'Packets or connections refused at a broker limit, by limit', labelNames: ['limit'], registers }),
+    throttled: new Counter({ name: 'braid_mqtt_throttled_total', help: 'Telemetry messages delayed by the per-device rate limit', registers }),
+    messages: new Counter({ name: 'braid_mqtt_telemetry_messages_total', help: 'Telemetry messages received, by QoS', labelNames: ['qos'], registers }),
+    payloadInvalid: new Counter({ name: 'braid_payload_invalid_total', help: 'Telemetry payloads refused, by reason (acknowledged, quarantined, reported on devices/{id}/errors)', labelNames: ['reason'], registers }),
+    clientErrors: new Counter({ name: 'braid_mqtt_client_errors_total', help: 'Connections closed on a protocol or socket error', registers }),
+  };
+}
+
+export type BrokerMetrics = ReturnType<typeof createBrokerMetrics>;

@@ -1,0 +1,140 @@
+/**
+ * The SQLite side of forwarding: which rows, epochs and gaps the next request carries
+ * (docs/ingest-protocol.md), and the one transaction that applies the cloud's acknowledgement.
+ */
+import { type Db, type WriteQueue, chunkRows, placeholders } from '../store/sqlite.js';
+import { getMeta, outboxRowBytes, setMeta } from '../store/schema.js';
+
+/** meta key holding the highest seq the cloud has acknowledged; rows at or below it are gone. */
+export const ACKED_SEQ_KEY = 'acked_seq';
+/** Most epoch or gap records in one request; the rest ride along with later ones. */
+const MAX_RECORDS = 10_000;
+/** Ids per `IN (...)` when marking records, well under SQLite's parameter limit. */
+const IDS_PER_STATEMENT = 500;
+
+/** `[seq, epoch, device, metric, ts, value]`, as on the wire. */
+export type ReadingTuple = [number, number, string, string, number, number];
+
+export interface EpochRecord { epoch: number; firstSeq: number; lastSeq: number }
+
+export interface GapRecord {
+  id: number; reason: string; fromSeq: number; toSeq: number; count: number;
+  minTs: number; maxTs: number; devices: string[];
+}
+
+/** What one ingest request carries, before `v`, `gateway` and `sentAt` are added. */
+export interface Batch {
+  firstSeq: number;
+  lastSeq: number;
+  readings: ReadingTuple[];
+  epochs: EpochRecord[];
+  gaps: GapRecord[];
+}
+
+/** The request body of docs/ingest-protocol.md, before gzip. */
+export interface IngestBody extends Batch { v: 1; gateway: string; sentAt: number }
+
+export async function loadAckedSeq(reader: Db): Promise<number> {
+  const text = await getMeta(reader, ACKED_SEQ_KEY);
+  const n = text === undefined ? 0 : Number(text);
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
+}
+
+/** Rows still in the outbox (unacknowledged), for close() and status pages. */
+export async function countPending(reader: Db, ackedSeq: number): Promise<number> {
+  const row = await reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox WHERE seq > ?', [ackedSeq]);
+  return row?.n ?? 0;
+}
+
+function parseDevices(text: string): string[] {
+  // budget.ts stores a JSON array; tolerate a bare comma list rather than lose the gap record.
+  try {
+    const v: unknown = JSON.parse(text);
+    if (Array.isArray(v)) return v.map(String);
+  } catch { /* fall through */ }
+  return text.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * The next batch after `ackedSeq`, or null when there is nothing to send.
+ *
+ * Epochs and gaps are read BEFORE the readings (two statements on a shared reader, no snapshot):
+ * an epoch closed, or a gap written, by then only names seqs committed by then, so when the
+ * readings query finds none past `ackedSeq`, every seq those records name is already gone from
+ * the outbox, and `lastSeq` may safely move up to a gap's end.
+ */
+export async function readBatch(reader: Db, ackedSeq: number, maxReadings: number): Promise<Batch | null> {
+  const epochRows = await reader.all<{ epoch: number; first_seq: number; last_seq: number }>(
+    'SELECT epoch, first_seq, last_seq FROM epochs WHERE closed_at IS NOT NULL AND reported = 0 ORDER BY epoch LIMIT ?', [MAX_RECORDS]);
+  const gapRows = await reader.all<{ id: number; reason: string; from_seq: number; to_seq: number; count: number; min_ts: number; max_ts: number; devices: string }>(
+    'SELECT id, reason, from_seq, to_seq, count, min_ts, max_ts, devices FROM gaps WHERE sent = 0 ORDER BY id LIMIT ?', [MAX_RECORDS]);
+  const rows = await reader.all<{ seq: number; epoch: number; device: string; metric: string; ts: number; value: number }>(
+    'SELECT seq, epoch, device, metric, ts, value FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?', [ackedSeq, Math.max(1, maxReadings)]);
+
+  const allEpochs: EpochRecord[] = epochRows.map((e) => ({ epoch: e.epoch, firstSeq: e.first_seq, lastSeq: e.last_seq }));
+  const allGaps: GapRecord[] = gapRows.map((g) => ({
+    id: g.id, reason: g.reason, fromSeq: g.from_seq, toSeq: g.to_seq, count: g.count,
+    minTs: g.min_ts, maxTs: g.max_ts, devices: parseDevices(g.devices),
+  }));
+
+  if (rows.length === 0) {
+    if (allEpochs.length === 0 && allGaps.length === 0) return null;
+    // Protocol: a batch without readings has firstSeq = lastSeq + 1 = the next seq to send.
+    const lastSeq = allGaps.reduce((m, g) => Math.max(m, g.toSeq), ackedSeq);
+    return { firstSeq: lastSeq + 1, lastSeq, readings: [], epochs: allEpochs, gaps: allGaps };
+  }
+
+  const readings: ReadingTuple[] = rows.map((r) => [r.seq, r.epoch, r.device, r.metric, r.ts, r.value]);
+  const lastSeq = rows[rows.length - 1].seq;
+  // An epoch goes with the batch that carries (or follows) its last seq, so the cloud can judge it
+  // complete on arrival. Gaps follow the same rule: a gap above this batch would otherwise tempt
+  // lastSeq to jump over unsent rows between the two, and the ack would delete them.
+  const epochs = allEpochs.filter((e) => e.lastSeq <= lastSeq);
+  const gaps = allGaps.filter((g) => g.toSeq <= lastSeq);
+  const firstSeq = gaps.reduce((m, g) => Math.min(m, g.fromSeq), rows[0].seq);
+  return { firstSeq, lastSeq, readings, epochs, gaps };
+}
+
+export function ingestBody(batch: Batch, gateway: string, sentAt: number): IngestBody {
+  return { v: 1, gateway, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq, readings: batch.readings, epochs: batch.epochs, gaps: batch.gaps, sentAt };
+}
+
+export interface AckApplied {
+  /** acked_seq after the transaction (never lower than before: an old ack is harmless). */
+  ackedSeq: number;
+  /** Outbox rows this acknowledgement deleted. */
+  rows: number;
+  /** Their disk bytes, as the outbox budget counts them (outboxRowBytes). */
+  bytes: number;
+}
+
+async function markIds(db: Db, table: 'epochs' | 'gaps', set: string, column: string, ids: number[]): Promise<void> {
+  for (const chunk of chunkRows(ids, 1, IDS_PER_STATEMENT)) {
+    await db.run(`UPDATE ${table} SET ${set} WHERE ${column} IN ${placeholders(1, chunk.length)}`, chunk);
+  }
+}
+
+/**
+ * Apply a 2xx answer `{ ackSeq }` to `batch`, in one write-queue transaction, so a crash leaves
+ * either the whole acknowledgement or none of it (then the batch is resent and the cloud counts it
+ * once [INV-2]).
+ */
+export function applyAck(writes: WriteQueue, batch: Batch, ackSeq: number, prevAcked: number): Promise<AckApplied> {
+  const upTo = Math.min(ackSeq, batch.lastSeq);
+  const ackedSeq = Math.max(prevAcked, upTo);
+  return writes.tx(async (db) => {
+    // [INV-1] rows are deleted only after a 2xx: the cloud answered, so seqs <= ackSeq that this
+    // request carried are durable in the master dataset. min(ackSeq, lastSeq) never reaches rows
+    // this request did not carry. RETURNING counts what this statement removed, not rows the disk
+    // budget dropped meanwhile (the budget accounts for those itself).
+    const deleted = upTo > 0
+      ? await db.all<{ device: string; metric: string }>('DELETE FROM outbox WHERE seq <= ? RETURNING device, metric', [upTo])
+      : [];
+    await markIds(db, 'epochs', 'reported = 1', 'epoch', batch.epochs.map((e) => e.epoch));
+    await markIds(db, 'gaps', 'sent = 1', 'id', batch.gaps.map((g) => g.id));
+    if (ackedSeq !== prevAcked) await setMeta(db, ACKED_SEQ_KEY, ackedSeq);
+    let bytes = 0;
+    for (const r of deleted) bytes += outboxRowBytes(r.device, r.metric);
+    return { ackedSeq, rows: deleted.length, bytes };
+  });
+}

@@ -1,0 +1,157 @@
+/**
+ * The gateway appliance: outbox, device registry, broker, forwarder, local API and host sampler,
+ * started in that order and closed in reverse.
+ */
+import { mkdirSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import type { Logger } from '../shared/logger.js';
+import { buildGatewayApi } from './api/index.js';
+import { GatewayBroker } from './broker/index.js';
+import type { GatewayConfig } from './config.js';
+import { Forwarder } from './forwarder/index.js';
+import { HostSampler } from './health/host.js';
+import { Outbox } from './outbox/index.js';
+import { DeviceRegistry } from './registry/index.js';
+import { readWindows } from './speed/index.js';
+
+export interface GatewayAddresses {
+  mqttPort: number;
+  wsPort: number | null;
+  tlsPort: number | null;
+  httpPort: number;
+}
+
+const VERSION = '0.1.0';
+
+export class Gateway {
+  readonly config: GatewayConfig;
+  readonly registry = new Registry();
+  readonly logger: Logger;
+  outbox!: Outbox;
+  devices!: DeviceRegistry;
+  broker!: GatewayBroker;
+  forwarder!: Forwarder;
+  api!: FastifyInstance;
+  private host!: HostSampler;
+  private startedAt = Date.now();
+  addresses!: GatewayAddresses;
+  private closing: Promise<void> | null = null;
+
+  constructor(config: GatewayConfig, logger: Logger) {
+    this.config = config;
+    this.logger = logger.child({ gateway: config.id });
+    this.registry.setDefaultLabels({});
+    collectDefaultMetrics({ register: this.registry, prefix: 'braid_process_' });
+  }
+
+  async start(): Promise<GatewayAddresses> {
+    const c = this.config;
+    mkdirSync(c.dataDir, { recursive: true });
+    this.outbox = await Outbox.open({ dataDir: c.dataDir, logger: this.logger.child({ component: 'outbox' }), registry: this.registry }, {
+      ...c.outbox,
+      retentionMinutes: c.speed.retentionMinutes,
+      pruneCron: c.speed.pruneCron,
+    });
+    this.devices = await DeviceRegistry.open(c.dataDir);
+    this.forwarder = new Forwarder({
+      reader: this.outbox.reader,
+      writes: this.outbox.writes,
+      logger: this.logger.child({ component: 'forwarder' }),
+      registry: this.registry,
+      gatewayId: c.id,
+      onAcked: (info) => this.outbox.acked(info),
+    }, c.cloud);
+    this.outbox.inflightUpTo = () => this.forwarder.status().inflightUpToSeq;
+    this.outbox.onWork = () => this.forwarder.notify();
+    this.broker = await GatewayBroker.create({ outbox: this.outbox, registry: this.devices, logger: this.logger.child({ component: 'broker' }), metrics: this.registry }, c.mqtt);
+    this.host = new HostSampler(c.dataDir, this.logger);
+    this.api = buildGatewayApi({
+      logger: this.logger,
+      registry: this.registry,
+      windows: (device, metric) => readWindows(this.outbox.reader, device, metric, Date.now()),
+      health: () => this.health(),
+    });
+
+    this.outbox.start();
+    this.forwarder.start();
+    this.host.start();
+    const mqtt = await this.broker.listen();
+    await this.api.listen({ host: c.http.host, port: c.http.port });
+    const httpPort = (this.api.server.address() as AddressInfo).port;
+    this.addresses = { mqttPort: mqtt.port, wsPort: mqtt.wsPort, tlsPort: mqtt.tlsPort, httpPort };
+    this.startedAt = Date.now();
+    this.logger.info({ ...this.addresses, dataDir: c.dataDir, cloud: c.cloud.url ?? null }, 'gateway started');
+    return this.addresses;
+  }
+
+  /** The health document of GET /api/v1/health. */
+  async health(): Promise<Record<string, unknown>> {
+    const o = this.outbox.status();
+    const f = this.forwarder.status();
+    const value = async (name: string, labels?: Record<string, string>) => {
+      const m = this.registry.getSingleMetric(name);
+      if (!m) return 0;
+      const { values } = await m.get();
+      return values.filter((v) => !labels || Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((a, v) => a + v.value, 0);
+    };
+    return {
+      status: 'ok',
+      gatewayId: this.config.id,
+      version: VERSION,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      outbox: {
+        pending: o.pending,
+        lastSeq: o.lastSeq,
+        bytes: o.bytes,
+        maxBytes: this.config.outbox.maxBytes,
+        epoch: o.epoch,
+        epochOpen: o.epochOpen,
+        ackedSeq: f.ackedSeq,
+      },
+      forwarder: {
+        cloudUrl: this.config.cloud.url,
+        lastSuccessAt: f.lastSuccessAt ? new Date(f.lastSuccessAt).toISOString() : null,
+        consecutiveFailures: f.consecutiveFailures,
+        lastError: f.lastError ?? null,
+      },
+      dropped: {
+        queueFull: await value('braid_readings_dropped_total', { reason: 'queue_full' }),
+        diskBudget: await value('braid_readings_dropped_total', { reason: 'disk_budget' }),
+        quarantineOverflow: await value('braid_quarantine_dropped_total'),
+      },
+      readings: {
+        accepted: await value('braid_readings_accepted_total'),
+        duplicates: await value('braid_readings_duplicate_total'),
+        invalid: await value('braid_payload_invalid_total'),
+      },
+      quarantined: o.quarantined,
+      devices: { connected: this.broker.connected, registered: await this.devices.count() },
+      host: this.host.current,
+    };
+  }
+
+  /** SIGTERM path: stop taking connections, commit what is in flight, close everything. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    const step = async (name: string, fn: () => Promise<unknown> | undefined) => {
+      try { await fn(); } catch (err) { this.logger.error({ err }, `closing ${name} failed`); }
+    };
+    await step('api', () => this.api?.close());
+    await step('broker', () => this.broker?.close());
+    await step('forwarder', () => this.forwarder?.close());
+    await step('host', () => this.host?.close());
+    await step('outbox', () => this.outbox?.close());
+    await step('registry', () => this.devices?.close());
+    this.logger.info('gateway stopped');
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,339 @@
+/**
+ * Durable ingest: group commit of readings into the outbox, the epoch bookkeeping, the speed
+ * partials and the dedup identities, all in one SQLite transaction [INV-2]. A submit resolves only
+ * after COMMIT returned (synchronous=FULL), which is what releases a QoS 1 PUBACK [INV-1].
+ */
+import { LimitExceededError, ClosedError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import { merge, of, type Summary } from '../../shared/summary.js';
+import { minuteOf } from '../../shared/time.js';
+import { type Db, type WriteQueue, chunkRows, placeholders } from '../store/sqlite.js';
+import { outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES } from '../store/schema.js';
+import type { OutboxMetrics } from './metrics.js';
+
+/** A reading with its event time resolved. */
+export interface Reading {
+  device: string;
+  metric: string;
+  ts: number;
+  value: number;
+}
+
+export interface CommitResult {
+  /** Readings given a seq. */
+  accepted: number;
+  /** Readings dropped as repeats of an identity in the dedup window. */
+  duplicates: number;
+}
+
+export interface QuarantineEntry {
+  device: string;
+  topic: string;
+  reason: string;
+  message: string;
+  payload: Buffer;
+}
+
+export interface CommitterOptions {
+  /** Readings arriving within this many ms share one transaction. */
+  groupCommitMs: number;
+  /** Most readings in one transaction. */
+  maxBatchReadings: number;
+  /** Readings waiting for a commit before new ones are refused. */
+  maxQueuedReadings: number;
+  /** An epoch closes after this long, in ms. */
+  epochMs: number;
+  /** Most quarantined payloads kept; older ones are deleted (counted). */
+  quarantineMaxRows: number;
+  /** Bytes of a quarantined payload kept. */
+  quarantinePayloadBytes: number;
+}
+
+interface Pending {
+  readings: Reading[];
+  resolve: (r: CommitResult) => void;
+  reject: (e: Error) => void;
+}
+
+export interface OpenEpoch {
+  epoch: number;
+  firstSeq: number;
+  lastSeq: number;
+  openedAt: number;
+}
+
+export interface CommitterState {
+  lastSeq: number;
+  lastEpoch: number;
+  open: OpenEpoch | null;
+  quarantineRows: number;
+  pendingRows: number;
+  pendingBytes: number;
+}
+
+const SEP = '\u0000';
+const partialKey = (device: string, metric: string, minute: number) => `${device}${SEP}${metric}${SEP}${minute}`;
+
+export class Committer {
+  private readonly writes: WriteQueue;
+  private readonly logger: Logger;
+  private readonly metrics: OutboxMetrics;
+  private readonly now: () => number;
+  private readonly opts: CommitterOptions;
+  readonly state: CommitterState;
+
+  private queue: Pending[] = [];
+  private quarantineQueue: QuarantineEntry[] = [];
+  private queuedReadings = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> | null = null;
+  private closed = false;
+  /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
+  private openPartials = new Map<string, Summary>();
+  /** Called after each commit that assigned seq (the forwarder's wake-up). */
+  onCommitted: (lastSeq: number) => void = () => {};
+
+  constructor(deps: { writes: WriteQueue; logger: Logger; metrics: OutboxMetrics; now: () => number }, opts: CommitterOptions, state: CommitterState) {
+    this.writes = deps.writes;
+    this.logger = deps.logger;
+    this.metrics = deps.metrics;
+    this.now = deps.now;
+    this.opts = opts;
+    this.state = state;
+  }
+
+  /** Queue readings for the next group commit; resolves once they are durable. */
+  submit(readings: Reading[]): Promise<CommitResult> {
+    if (this.closed) return Promise.reject(new ClosedError('gateway is shutting down'));
+    if (this.queuedReadings + readings.length > this.opts.maxQueuedReadings) {
+      this.metrics.dropped.inc({ reason: 'queue_full' }, readings.length);
+      return Promise.reject(new LimitExceededError(`commit queue is full (${this.opts.maxQueuedReadings} readings)`));
+    }
+    return new Promise((resolve, reject) => {
+      this.queue.push({ readings, resolve, reject });
+      this.queuedReadings += readings.length;
+      this.schedule();
+    });
+  }
+
+  /** Keep a payload that could not be parsed, with its reason (bounded). Committed with the next group. */
+  quarantine(entry: QuarantineEntry): void {
+    if (this.closed) return;
+    this.quarantineQueue.push(entry);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.timer || this.flushing) return;
+    if (this.queuedReadings >= this.opts.maxBatchReadings) {
+      this.flushNow();
+      return;
+    }
+    this.timer = setTimeout(() => this.flushNow(), this.opts.groupCommitMs);
+  }
+
+  private flushNow(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.flushing) return;
+    this.flushing = this.flushLoop().finally(() => {
+      this.flushing = null;
+      if (this.queue.length || this.quarantineQueue.length) this.schedule();
+    });
+  }
+
+  private async flushLoop(): Promise<void> {
+    while (this.queue.length || this.quarantineQueue.length) {
+      const batch: Pending[] = [];
+      let n = 0;
+      while (this.queue.length && (n === 0 || n + this.queue[0].readings.length <= this.opts.maxBatchReadings)) {
+        const p = this.queue.shift()!;
+        n += p.readings.length;
+        batch.push(p);
+      }
+      const quarantined = this.quarantineQueue;
+      this.quarantineQueue = [];
+      this.queuedReadings -= n;
+      const started = performance.now();
+      try {
+        const { results, apply } = await this.writes.tx((db) => this.commit(db, batch, quarantined));
+        apply();
+        this.metrics.commitSeconds.observe((performance.now() - started) / 1000);
+        this.metrics.commitReadings.observe(n);
+        batch.forEach((p, i) => p.resolve(results[i]));
+        this.onCommitted(this.state.lastSeq);
+      } catch (err) {
+        this.logger.error({ err, readings: n }, 'outbox commit failed');
+        this.metrics.commitFailures.inc();
+        for (const p of batch) p.reject(err as Error);
+      }
+    }
+  }
+
+  /**
+   * One transaction's statements. Returns the per-submit results and the in-memory changes to
+   * apply once COMMIT has returned, so a failed commit leaves the process state as the disk has it.
+   */
+  private async commit(db: Db, batch: Pending[], quarantined: QuarantineEntry[]): Promise<{ results: CommitResult[]; apply: () => void }> {
+    const now = this.now();
+    const all = batch.flatMap((p) => p.readings);
+
+    // [INV-2] dedup: INSERT OR IGNORE returns only identities not seen before; a repeat inside
+    // this very batch is ignored too, so the first occurrence wins.
+    const fresh = new Set<string>();
+    for (const chunk of chunkRows(all, 4)) {
+      const params: unknown[] = [];
+      for (const r of chunk) params.push(r.ts, r.device, r.metric, now);
+      const rows = await db.all<{ ts: number; device: string; metric: string }>(
+        `INSERT OR IGNORE INTO dedup (ts, device, metric, seen_at) VALUES ${placeholders(chunk.length, 4)} RETURNING ts, device, metric`,
+        params,
+      );
+      for (const row of rows) fresh.add(`${row.ts}${SEP}${row.device}${SEP}${row.metric}`);
+    }
+
+    let seq = this.state.lastSeq;
+    const results: CommitResult[] = [];
+    const kept: Array<Reading & { seq: number }> = [];
+    for (const p of batch) {
+      let accepted = 0;
+      for (const r of p.readings) {
+        if (!fresh.delete(`${r.ts}${SEP}${r.device}${SEP}${r.metric}`)) continue;
+        kept.push({ ...r, seq: ++seq });
+        accepted++;
+      }
+      results.push({ accepted, duplicates: p.readings.length - accepted });
+    }
+
+    let epoch = this.state.open;
+    let partials = this.openPartials;
+    if (epoch && now - epoch.openedAt >= this.opts.epochMs) {
+      await closeEpoch(db, epoch, now);
+      epoch = null;
+      partials = new Map();
+    }
+    if (kept.length) {
+      if (!epoch) {
+        epoch = { epoch: this.state.lastEpoch + 1, firstSeq: this.state.lastSeq + 1, lastSeq: seq, openedAt: now };
+        partials = new Map();
+        await db.run('INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) VALUES (?, ?, ?, ?)', [epoch.epoch, epoch.firstSeq, seq, now]);
+      } else {
+        epoch = { ...epoch, lastSeq: seq };
+        await db.run('UPDATE epochs SET last_seq = ? WHERE epoch = ?', [seq, epoch.epoch]);
+      }
+      for (const chunk of chunkRows(kept, 6)) {
+        const params: unknown[] = [];
+        for (const r of chunk) params.push(r.seq, epoch.epoch, r.device, r.metric, r.ts, r.value);
+        await db.run(`INSERT INTO outbox (seq, epoch, device, metric, ts, value) VALUES ${placeholders(chunk.length, 6)}`, params);
+      }
+      partials = await this.writePartials(db, kept, epoch.epoch, partials, now);
+    }
+    const quarantineDropped = await this.writeQuarantine(db, quarantined, now);
+
+    const apply = () => {
+      let bytes = 0;
+      for (const r of kept) bytes += outboxRowBytes(r.device, r.metric);
+      this.state.lastSeq = seq;
+      this.state.open = epoch;
+      if (epoch) this.state.lastEpoch = epoch.epoch;
+      this.openPartials = partials;
+      this.state.pendingRows += kept.length;
+      this.state.pendingBytes += bytes;
+      this.state.quarantineRows = Math.min(this.opts.quarantineMaxRows, this.state.quarantineRows + quarantined.length);
+      if (kept.length) this.metrics.accepted.inc(kept.length);
+      if (all.length > kept.length) this.metrics.duplicates.inc(all.length - kept.length);
+      if (quarantineDropped) this.metrics.quarantineDropped.inc(quarantineDropped);
+    };
+    return { results, apply };
+  }
+
+  /** Merge the kept readings into the open epoch's partials and write the touched rows. */
+  private async writePartials(db: Db, kept: Reading[], epoch: number, base: Map<string, Summary>, now: number): Promise<Map<string, Summary>> {
+    const next = new Map(base);
+    const touched = new Map<string, { device: string; metric: string; minute: number; s: Summary }>();
+    for (const r of kept) {
+      const minute = minuteOf(r.ts);
+      const key = partialKey(r.device, r.metric, minute);
+      const prev = next.get(key);
+      const s = prev ? merge(prev, of(r.value, r.ts, r.device)) : of(r.value, r.ts, r.device);
+      next.set(key, s);
+      touched.set(key, { device: r.device, metric: r.metric, minute, s });
+    }
+    const rows = [...touched.values()];
+    for (const chunk of chunkRows(rows, 14)) {
+      const params: unknown[] = [];
+      for (const { device, metric, minute, s } of chunk) {
+        params.push(device, metric, minute, epoch, s.count, s.sum, s.min, s.max, s.m2, s.first, s.firstTs, s.last, s.lastTs, now);
+      }
+      await db.run(
+        `INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at) VALUES ${placeholders(chunk.length, 14)}`,
+        params,
+      );
+    }
+    return next;
+  }
+
+  private async writeQuarantine(db: Db, entries: QuarantineEntry[], now: number): Promise<number> {
+    if (!entries.length) return 0;
+    for (const chunk of chunkRows(entries, 6)) {
+      const params: unknown[] = [];
+      for (const e of chunk) params.push(now, e.device, e.topic, e.reason, e.message, e.payload.subarray(0, this.opts.quarantinePayloadBytes));
+      await db.run(`INSERT INTO quarantine (at, device, topic, reason, message, payload) VALUES ${placeholders(chunk.length, 6)}`, params);
+    }
+    const over = this.state.quarantineRows + entries.length - this.opts.quarantineMaxRows;
+    if (over > 0) {
+      await db.run('DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine ORDER BY id LIMIT ?)', [over]);
+      return over;
+    }
+    return 0;
+  }
+
+  /** Close the open epoch if it has been idle for `idleMs` or open for epochMs. */
+  async closeEpochIfDue(idleMs: number, lastActivityAt: number): Promise<boolean> {
+    const open = this.state.open;
+    if (!open) return false;
+    const now = this.now();
+    if (now - lastActivityAt < idleMs && now - open.openedAt < this.opts.epochMs) return false;
+    return this.writes.run(async (db) => {
+      // Re-check inside the queue: a commit may have closed or extended it meanwhile.
+      const cur = this.state.open;
+      if (!cur || cur.epoch !== open.epoch) return false;
+      await closeEpoch(db, cur, this.now());
+      this.state.open = null;
+      this.openPartials = new Map();
+      return true;
+    });
+  }
+
+  /** Stop taking readings, commit everything queued. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    while (this.flushing || this.queue.length || this.quarantineQueue.length) {
+      if (!this.flushing) this.flushNow();
+      await this.flushing;
+    }
+  }
+}
+
+async function closeEpoch(db: Db, epoch: OpenEpoch, now: number): Promise<void> {
+  await db.run('UPDATE epochs SET last_seq = ?, closed_at = ? WHERE epoch = ?', [epoch.lastSeq, now, epoch.epoch]);
+}
+
+/** Read the committer's state back from the database; an epoch left open by a crash is closed. */
+export async function loadCommitterState(db: Db, now: number): Promise<CommitterState> {
+  const last = await db.get<{ epoch: number | null; last_seq: number | null }>('SELECT MAX(epoch) AS epoch, MAX(last_seq) AS last_seq FROM epochs');
+  // Everything in an epoch left open is committed; no seq can join it after a restart.
+  await db.run('UPDATE epochs SET closed_at = ? WHERE closed_at IS NULL', [now]);
+  const pending = await db.get<{ n: number; bytes: number | null }>(`SELECT COUNT(*) AS n, SUM(LENGTH(device) + LENGTH(metric) + ${OUTBOX_ROW_OVERHEAD_BYTES}) AS bytes FROM outbox`);
+  const q = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM quarantine');
+  return {
+    lastSeq: last?.last_seq ?? 0,
+    lastEpoch: last?.epoch ?? 0,
+    open: null,
+    quarantineRows: q?.n ?? 0,
+    pendingRows: pending?.n ?? 0,
+    pendingBytes: pending?.bytes ?? 0,
+  };
+}

@@ -1,0 +1,251 @@
+/**
+ * The outbox: the gateway's durable log of accepted readings, with the speed partials, dedup
+ * identities, epochs, quarantine and gap records beside it in `gateway.db`. The only door to
+ * edge/outbox/.
+ */
+import { join } from 'node:path';
+import cron, { type ScheduledTask } from 'node-cron';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../../shared/logger.js';
+import { type Db, WriteQueue } from '../store/sqlite.js';
+import { openGatewayDb, openGatewayReader } from '../store/schema.js';
+import { dropOldest } from './budget.js';
+import { Committer, loadCommitterState, type CommitResult, type QuarantineEntry, type Reading } from './committer.js';
+import { createOutboxMetrics, type OutboxMetrics } from './metrics.js';
+import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, RETENTION_CHUNK_ROWS } from './retention.js';
+
+export type { CommitResult, QuarantineEntry, Reading } from './committer.js';
+export type { GapRecord } from './budget.js';
+
+export interface OutboxOptions {
+  /** Readings arriving within this many ms share one transaction. */
+  groupCommitMs: number;
+  /** Most readings in one transaction. */
+  maxBatchReadings: number;
+  /** Readings waiting for a commit before new ones are refused. */
+  maxQueuedReadings: number;
+  /** An epoch closes after this long, in ms. */
+  epochMs: number;
+  /** An epoch closes once no reading has arrived for this long, in ms. */
+  epochIdleMs: number;
+  /** Disk budget for unsent readings, in bytes. */
+  maxBytes: number;
+  /** How long an identity is remembered for dedup, in ms. */
+  dedupWindowMs: number;
+  /** Most quarantined payloads kept. */
+  quarantineMaxRows: number;
+  /** Speed partials older than this (event minute) are pruned, in minutes. */
+  retentionMinutes: number;
+  /** node-cron schedule of the retention jobs; null runs none. */
+  pruneCron: string | null;
+}
+
+export const DEFAULT_OUTBOX_OPTIONS: OutboxOptions = {
+  groupCommitMs: 4,
+  maxBatchReadings: 20_000,
+  maxQueuedReadings: 200_000,
+  epochMs: 60_000, // 1 minute
+  epochIdleMs: 2_000,
+  maxBytes: 1024 * 1024 * 1024, // 1 GiB
+  dedupWindowMs: 24 * 3600_000, // 24 hours
+  quarantineMaxRows: 10_000,
+  retentionMinutes: 25 * 60,
+  pruneCron: '*/5 * * * *',
+};
+
+/** Closed, reported epochs, sent gaps and quarantined payloads are kept this long (7 days). */
+const BOOKKEEPING_KEEP_MS = 7 * 24 * 3600_000;
+
+export interface OutboxStatus {
+  pending: number;
+  bytes: number;
+  lastSeq: number;
+  epoch: number;
+  epochOpen: boolean;
+  quarantined: number;
+}
+
+export interface OutboxDeps {
+  dataDir: string;
+  logger: Logger;
+  registry: Registry;
+  now?: () => number;
+}
+
+export class Outbox {
+  readonly writes: WriteQueue;
+  readonly reader: Db;
+  readonly metrics: OutboxMetrics;
+  private readonly committer: Committer;
+  private readonly logger: Logger;
+  private readonly opts: OutboxOptions;
+  private readonly now: () => number;
+  private lastStamp = new Map<string, number>();
+  private lastActivityAt: number;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private cronTask: ScheduledTask | null = null;
+  private budgetRunning: Promise<void> | null = null;
+  private closed = false;
+  /** Highest seq the forwarder has in flight; the disk budget never drops those. */
+  inflightUpTo: () => number = () => 0;
+  /** Called after a commit assigned seq or an epoch closed: there is something to forward. */
+  onWork: () => void = () => {};
+
+  private constructor(writes: WriteQueue, reader: Db, committer: Committer, metrics: OutboxMetrics, deps: OutboxDeps, opts: OutboxOptions) {
+    this.writes = writes;
+    this.reader = reader;
+    this.committer = committer;
+    this.metrics = metrics;
+    this.logger = deps.logger;
+    this.opts = opts;
+    this.now = deps.now ?? Date.now;
+    this.lastActivityAt = this.now();
+  }
+
+  static async open(deps: OutboxDeps, options: Partial<OutboxOptions> = {}): Promise<Outbox> {
+    const opts = { ...DEFAULT_OUTBOX_OPTIONS, ...options };
+    const now = deps.now ?? Date.now;
+    const file = join(deps.dataDir, 'gateway.db');
+    const writer = await openGatewayDb(file);
+    const reader = await openGatewayReader(file);
+    const state = await loadCommitterState(writer, now());
+    const metrics = createOutboxMetrics(deps.registry);
+    const writes = new WriteQueue(writer);
+    const committer = new Committer({ writes, logger: deps.logger, metrics, now }, {
+      groupCommitMs: opts.groupCommitMs,
+      maxBatchReadings: opts.maxBatchReadings,
+      maxQueuedReadings: opts.maxQueuedReadings,
+      epochMs: opts.epochMs,
+      quarantineMaxRows: opts.quarantineMaxRows,
+      quarantinePayloadBytes: 1024,
+    }, state);
+    const outbox = new Outbox(writes, reader, committer, metrics, deps, opts);
+    committer.onCommitted = () => outbox.afterCommit();
+    deps.logger.info({ lastSeq: state.lastSeq, lastEpoch: state.lastEpoch, pending: state.pendingRows }, 'outbox open');
+    return outbox;
+  }
+
+  /** Start the idle-epoch timer and the retention schedule. */
+  start(): void {
+    const tick = Math.max(50, Math.floor(this.opts.epochIdleMs / 2));
+    this.idleTimer = setInterval(() => {
+      this.committer.closeEpochIfDue(this.opts.epochIdleMs, this.lastActivityAt)
+        .then((closed) => { if (closed) this.onWork(); })
+        .catch((err) => this.logger.error({ err }, 'closing epoch failed'));
+    }, tick);
+    this.idleTimer.unref();
+    if (this.opts.pruneCron) {
+      this.cronTask = cron.schedule(this.opts.pruneCron, () => {
+        this.runRetention().catch((err) => this.logger.error({ err }, 'retention failed'));
+      }, { timezone: 'UTC', noOverlap: true });
+    }
+  }
+
+  /** Commit readings (group commit); resolves once durable [INV-1]. */
+  submit(readings: Reading[]): Promise<CommitResult> {
+    this.lastActivityAt = this.now();
+    return this.committer.submit(readings);
+  }
+
+  quarantine(entry: QuarantineEntry): void {
+    this.committer.quarantine(entry);
+  }
+
+  /**
+   * The receive time for a reading without `ts`: strictly increasing per device, so two such
+   * readings of one device never share an identity.
+   */
+  stamp(device: string): number {
+    const now = this.now();
+    const prev = this.lastStamp.get(device) ?? 0;
+    const t = now > prev ? now : prev + 1;
+    this.lastStamp.set(device, t);
+    return t;
+  }
+
+  /** The forwarder's report that the cloud acknowledged and the rows were deleted. */
+  acked(info: { rows: number; bytes: number }): void {
+    this.committer.state.pendingRows = Math.max(0, this.committer.state.pendingRows - info.rows);
+    this.committer.state.pendingBytes = Math.max(0, this.committer.state.pendingBytes - info.bytes);
+  }
+
+  status(): OutboxStatus {
+    const s = this.committer.state;
+    return {
+      pending: s.pendingRows,
+      bytes: s.pendingBytes,
+      lastSeq: s.lastSeq,
+      epoch: s.open?.epoch ?? s.lastEpoch,
+      epochOpen: s.open !== null,
+      quarantined: s.quarantineRows,
+    };
+  }
+
+  private afterCommit(): void {
+    this.onWork();
+    if (this.committer.state.pendingBytes > this.opts.maxBytes && !this.budgetRunning) {
+      this.budgetRunning = this.enforceBudget().finally(() => { this.budgetRunning = null; });
+    }
+  }
+
+  /** Drop the oldest unsent readings down to 90% of the budget, with a gap record [INV-6]. */
+  async enforceBudget(): Promise<void> {
+    const state = this.committer.state;
+    const excess = state.pendingBytes - Math.floor(this.opts.maxBytes * 0.9);
+    if (excess <= 0) return;
+    try {
+      const gap = await this.writes.tx((db) => dropOldest(db, this.inflightUpTo(), excess, this.now()));
+      if (!gap) return;
+      state.pendingRows = Math.max(0, state.pendingRows - gap.count);
+      state.pendingBytes = Math.max(0, state.pendingBytes - gap.bytes);
+      this.metrics.dropped.inc({ reason: 'disk_budget' }, gap.count);
+      this.metrics.gaps.inc();
+      this.logger.warn({ fromSeq: gap.fromSeq, toSeq: gap.toSeq, count: gap.count, devices: gap.devices.length }, 'outbox over its disk budget: dropped the oldest unsent readings');
+      this.onWork();
+    } catch (err) {
+      this.logger.error({ err }, 'enforcing the outbox disk budget failed');
+    }
+  }
+
+  /** The retention jobs: dedup identities, speed partials, bookkeeping. Chunked write jobs. */
+  async runRetention(): Promise<{ dedup: number; partials: number; bookkeeping: number }> {
+    const now = this.now();
+    let dedup = 0;
+    let fromTs = -Infinity;
+    for (;;) {
+      const from = fromTs;
+      const r = await this.writes.run((db) => pruneDedupChunk(db, now, this.opts.dedupWindowMs, from));
+      dedup += r.deleted;
+      if (r.nextTs === null || this.closed) break;
+      fromTs = r.nextTs;
+    }
+    let partials = 0;
+    for (;;) {
+      const n = await this.writes.run((db) => prunePartialsChunk(db, now, this.opts.retentionMinutes));
+      partials += n;
+      if (n < RETENTION_CHUNK_ROWS || this.closed) break;
+    }
+    const bookkeeping = await this.writes.run((db) => pruneBookkeeping(db, now, BOOKKEEPING_KEEP_MS));
+    this.metrics.pruned.inc({ table: 'dedup' }, dedup);
+    this.metrics.pruned.inc({ table: 'partials' }, partials);
+    this.metrics.pruned.inc({ table: 'bookkeeping' }, bookkeeping);
+    return { dedup, partials, bookkeeping };
+  }
+
+  /** Commit what is queued, stop the timers, close both connections. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.cronTask?.stop();
+    await this.committer.close();
+    await this.budgetRunning;
+    await this.writes.drain();
+    await this.reader.close();
+    await this.writes.db.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

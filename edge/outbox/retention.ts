@@ -1,0 +1,40 @@
+/**
+ * Retention: what the gateway may forget, and when. Each function deletes one chunk and returns
+ * how many rows it removed; the caller queues chunk after chunk as separate write jobs, so a large
+ * backlog never holds the write lock for long (group commits run between the chunks).
+ */
+import type { Db } from '../store/sqlite.js';
+
+export const RETENTION_CHUNK_ROWS = 20_000;
+
+/**
+ * Identities whose event time and first sighting are both older than the dedup window [INV-2].
+ * `dedup` is keyed by ts first, so the chunk is a range on the leading key.
+ */
+export async function pruneDedupChunk(db: Db, now: number, windowMs: number, fromTs: number, limit = RETENTION_CHUNK_ROWS): Promise<{ deleted: number; nextTs: number | null }> {
+  const cutoff = now - windowMs;
+  const edge = await db.get<{ ts: number }>('SELECT ts FROM dedup WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?', [fromTs, cutoff, limit]);
+  const upTo = edge ? edge.ts : cutoff;
+  const { changes } = await db.run('DELETE FROM dedup WHERE ts >= ? AND ts < ? AND seen_at < ?', [fromTs, upTo, cutoff]);
+  return { deleted: changes, nextTs: edge ? edge.ts : null };
+}
+
+/** Speed partials whose event minute is older than the retention. */
+export async function prunePartialsChunk(db: Db, now: number, retentionMinutes: number, limit = RETENTION_CHUNK_ROWS): Promise<number> {
+  const cutoff = now - retentionMinutes * 60_000;
+  const { changes } = await db.run(
+    'DELETE FROM partials WHERE (device, metric, minute, epoch) IN (SELECT device, metric, minute, epoch FROM partials WHERE minute < ? LIMIT ?)',
+    [cutoff, limit]);
+  return changes;
+}
+
+/** Reported epochs, sent gap records and quarantined payloads older than `keepMs` (small tables). */
+export async function pruneBookkeeping(db: Db, now: number, keepMs: number): Promise<number> {
+  const cutoff = now - keepMs;
+  let n = 0;
+  // The newest epoch stays: it carries the last seq and epoch numbers across restarts.
+  n += (await db.run('DELETE FROM epochs WHERE reported = 1 AND closed_at < ? AND epoch < (SELECT MAX(epoch) FROM epochs)', [cutoff])).changes;
+  n += (await db.run('DELETE FROM gaps WHERE sent = 1 AND created_at < ?', [cutoff])).changes;
+  n += (await db.run('DELETE FROM quarantine WHERE at < ?', [cutoff])).changes;
+  return n;
+}

@@ -1,0 +1,120 @@
+/**
+ * A small promise layer over node-sqlite3, plus a write queue.
+ *
+ * node-sqlite3 runs statements of one connection on its own thread but does not keep a transaction
+ * to itself: a statement issued by another caller between BEGIN and COMMIT lands inside it. So every
+ * write goes through one `WriteQueue` that runs jobs one at a time; reads use another connection
+ * (WAL gives them a consistent snapshot).
+ */
+import sqlite3 from 'sqlite3';
+
+export type Params = unknown[] | Record<string, unknown>;
+
+export class Db {
+  readonly raw: sqlite3.Database;
+  readonly file: string;
+  private closed = false;
+
+  private constructor(raw: sqlite3.Database, file: string) {
+    this.raw = raw;
+    this.file = file;
+  }
+
+  static open(file: string, mode = sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE): Promise<Db> {
+    return new Promise((resolve, reject) => {
+      const raw = new sqlite3.Database(file, mode, (err) => (err ? reject(err) : resolve(new Db(raw, file))));
+    });
+  }
+
+  run(sql: string, params: Params = []): Promise<{ changes: number; lastID: number }> {
+    return new Promise((resolve, reject) => {
+      this.raw.run(sql, params, function (this: sqlite3.RunResult, err: Error | null) {
+        if (err) reject(err);
+        else resolve({ changes: this.changes, lastID: this.lastID });
+      });
+    });
+  }
+
+  all<T = Record<string, unknown>>(sql: string, params: Params = []): Promise<T[]> {
+    return new Promise((resolve, reject) => {
+      this.raw.all(sql, params, (err, rows) => (err ? reject(err) : resolve(rows as T[])));
+    });
+  }
+
+  get<T = Record<string, unknown>>(sql: string, params: Params = []): Promise<T | undefined> {
+    return new Promise((resolve, reject) => {
+      this.raw.get(sql, params, (err, row) => (err ? reject(err) : resolve(row as T | undefined)));
+    });
+  }
+
+  exec(sql: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.raw.exec(sql, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  /** Close the connection; idempotent. */
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    return new Promise((resolve, reject) => {
+      this.raw.close((err) => (err ? reject(err) : resolve()));
+    });
+  }
+}
+
+/**
+ * Runs write jobs on one connection one at a time, in submission order. A job that wants a
+ * transaction calls `tx`, which rolls back on a throw.
+ */
+export class WriteQueue {
+  readonly db: Db;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(db: Db) {
+    this.db = db;
+  }
+
+  run<T>(job: (db: Db) => Promise<T>): Promise<T> {
+    const next = this.tail.then(() => job(this.db));
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Run `job` inside BEGIN IMMEDIATE ... COMMIT, queued behind other writes. */
+  tx<T>(job: (db: Db) => Promise<T>): Promise<T> {
+    return this.run(async (db) => {
+      await db.exec('BEGIN IMMEDIATE');
+      try {
+        const out = await job(db);
+        await db.exec('COMMIT');
+        return out;
+      } catch (err) {
+        await db.exec('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  /** Resolves when every job queued so far has finished. */
+  drain(): Promise<void> {
+    return this.tail.then(() => undefined);
+  }
+}
+
+/** SQLite's limit on bound parameters per statement (SQLITE_MAX_VARIABLE_NUMBER, 32766 since 3.32). */
+export const MAX_SQL_PARAMS = 32766;
+
+/** Split rows into chunks so that each multi-row statement stays under the parameter limit. */
+export function chunkRows<T>(rows: T[], paramsPerRow: number, maxParams = MAX_SQL_PARAMS): T[][] {
+  const per = Math.max(1, Math.floor(maxParams / paramsPerRow));
+  const out: T[][] = [];
+  for (let i = 0; i < rows.length; i += per) out.push(rows.slice(i, i + per));
+  return out;
+}
+
+/** `(?,?,?),(?,?,?)...` for a multi-row VALUES clause. */
+export function placeholders(rows: number, perRow: number): string {
+  const one = `(${new Array(perRow).fill('?').join(',')})`;
+  return new Array(rows).fill(one).join(',');
+}
