@@ -44,7 +44,8 @@ const ISO_RE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:
 
 /**
  * Parse a timestamp given as epoch milliseconds (number or digit string) or ISO 8601.
- * Returns undefined when it is neither; a date-time without a zone is refused rather than guessed.
+ * Returns undefined when it is neither, or is outside the range a Date can hold; a date-time
+ * without a zone is refused rather than guessed.
  */
 export function parseTimestamp(input: unknown): number | undefined {
   if (typeof input === 'number') return epochMs(input);

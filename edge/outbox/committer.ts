@@ -144,13 +144,14 @@ export class Committer {
 
   private async flushLoop(): Promise<void> {
     while (this.queue.length || this.quarantineQueue.length) {
-      const batch: Pending[] = [];
+      // Take a prefix in one splice: shift() per item is quadratic on a long queue.
       let n = 0;
-      while (this.queue.length && (n === 0 || n + this.queue[0].readings.length <= this.opts.maxBatchReadings)) {
-        const p = this.queue.shift()!;
-        n += p.readings.length;
-        batch.push(p);
+      let take = 0;
+      while (take < this.queue.length && (take === 0 || n + this.queue[take].readings.length <= this.opts.maxBatchReadings)) {
+        n += this.queue[take].readings.length;
+        take++;
       }
+      const batch = this.queue.splice(0, take);
       const quarantined = this.quarantineQueue;
       this.quarantineQueue = [];
       this.queuedReadings -= n;
@@ -205,16 +206,18 @@ export class Committer {
     }
 
     let epoch = this.state.open;
-    let partials = this.openPartials;
+    // The open epoch's partials as they stand; a new epoch starts from none.
+    let base = this.openPartials;
     if (epoch && now - epoch.openedAt >= this.opts.epochMs) {
       await closeEpoch(db, epoch, now);
       epoch = null;
-      partials = new Map();
+      base = new Map();
     }
+    let touched = new Map<string, Summary>();
     if (kept.length) {
       if (!epoch) {
         epoch = { epoch: this.state.lastEpoch + 1, firstSeq: this.state.lastSeq + 1, lastSeq: seq, openedAt: now };
-        partials = new Map();
+        base = new Map();
         await db.run('INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) VALUES (?, ?, ?, ?)', [epoch.epoch, epoch.firstSeq, seq, now]);
       } else {
         epoch = { ...epoch, lastSeq: seq };
@@ -225,7 +228,7 @@ export class Committer {
         for (const r of chunk) params.push(r.seq, epoch.epoch, r.device, r.metric, r.ts, r.value);
         await db.run(`INSERT INTO outbox (seq, epoch, device, metric, ts, value) VALUES ${placeholders(chunk.length, 6)}`, params);
       }
-      partials = await this.writePartials(db, kept, epoch.epoch, partials, now);
+      touched = await this.writePartials(db, kept, epoch.epoch, base, now);
     }
     const quarantineDropped = await this.writeQuarantine(db, quarantined, now);
 
@@ -235,7 +238,8 @@ export class Committer {
       this.state.lastSeq = seq;
       this.state.open = epoch;
       if (epoch) this.state.lastEpoch = epoch.epoch;
-      this.openPartials = partials;
+      if (base !== this.openPartials) this.openPartials = base;
+      for (const [k, v] of touched) this.openPartials.set(k, v);
       this.state.pendingRows += kept.length;
       this.state.pendingBytes += bytes;
       this.state.quarantineRows = Math.min(this.opts.quarantineMaxRows, this.state.quarantineRows + quarantined.length);
@@ -246,14 +250,17 @@ export class Committer {
     return { results, apply };
   }
 
-  /** Merge the kept readings into the open epoch's partials and write the touched rows. */
+  /**
+   * Merge the kept readings into the open epoch's partials (`base`, left untouched) and write the
+   * touched rows; returns the touched summaries for the caller to apply after COMMIT.
+   */
   private async writePartials(db: Db, kept: Reading[], epoch: number, base: Map<string, Summary>, now: number): Promise<Map<string, Summary>> {
-    const next = new Map(base);
+    const next = new Map<string, Summary>();
     const touched = new Map<string, { device: string; metric: string; minute: number; s: Summary }>();
     for (const r of kept) {
       const minute = minuteOf(r.ts);
       const key = partialKey(r.device, r.metric, minute);
-      const prev = next.get(key);
+      const prev = next.get(key) ?? base.get(key);
       const s = prev ? merge(prev, of(r.value, r.ts, r.device)) : of(r.value, r.ts, r.device);
       next.set(key, s);
       touched.set(key, { device: r.device, metric: r.metric, minute, s });

@@ -190,6 +190,25 @@ describe('parseTimestamp', () => {
     expect(parseTimestamp(input)).toBeUndefined();
   });
 
+  it('keeps to the range a Date can hold (±8.64e15 ms), so iso() of the result never throws', () => {
+    expect(parseTimestamp(8.64e15)).toBe(8.64e15);
+    expect(parseTimestamp(-8.64e15)).toBe(-8.64e15);
+    expect(parseTimestamp('8640000000000000')).toBe(8.64e15);
+    expect(parseTimestamp(8.64e15 + 1)).toBeUndefined();
+    expect(parseTimestamp(1e20)).toBeUndefined();
+    expect(parseTimestamp('99999999999999999999')).toBeUndefined();
+    expect(parseTimestamp('-8640000000000001')).toBeUndefined();
+    fc.assert(fc.property(fc.oneof(fc.double(), fc.double().map(String), fc.bigInt().map(String)), (input) => {
+      const t = parseTimestamp(input);
+      if (t !== undefined) expect(() => iso(t)).not.toThrow();
+    }));
+  });
+
+  it('never answers -0', () => {
+    expect(Object.is(parseTimestamp('-0'), 0)).toBe(true);
+    expect(Object.is(parseTimestamp(-0.4), 0)).toBe(true);
+  });
+
   it('round-trips any instant through toISOString and iso()', () => {
     fc.assert(fc.property(fc.integer({ min: Date.UTC(1970, 0, 1), max: Date.UTC(2200, 0, 1) }), (t) => {
       expect(parseTimestamp(new Date(t).toISOString())).toBe(t);

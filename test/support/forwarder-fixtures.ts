@@ -2,11 +2,16 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
 import type { IngestBody } from '../../edge/forwarder/batch.js';
+import { type AckInfo, Forwarder, type ForwarderOptions } from '../../edge/forwarder/index.js';
 import { openGatewayDb, openGatewayReader } from '../../edge/store/schema.js';
 import { type Db, WriteQueue } from '../../edge/store/sqlite.js';
-import { type ScriptedRequest, type Step, answer } from './http-script.js';
+import { type Logger, nullLogger } from '../../shared/logger.js';
+import { HttpScript, type ScriptedRequest, type Step, answer } from './http-script.js';
 
 export interface GatewayFixture {
   dir: string;
@@ -81,4 +86,77 @@ export async function until(pred: () => boolean | Promise<boolean>, timeoutMs = 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** The seqs a request carried. */
+export const seqsOf = (r: ScriptedRequest): number[] => decodeIngest(r).readings.map((x) => x[0]);
+
+/** The seqs in first-arrival order: what the cloud ends up with, however often a batch was resent. */
+export function firstArrivals(reqs: ScriptedRequest[]): number[] {
+  const seen = new Set<number>();
+  const out: number[] = [];
+  for (const r of reqs) for (const s of seqsOf(r)) if (!seen.has(s)) { seen.add(s); out.push(s); }
+  return out;
+}
+
+/** A metric's value (with these labels) on a registry. */
+export async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = registry.getSingleMetric(name);
+  if (!m) throw new Error(`no metric ${name}`);
+  const v = (await m.get()).values.find((x) => Object.entries(labels).every(([k, l]) => x.labels[k] === l));
+  return v?.value ?? 0;
+}
+
+/** A pino logger (level warn) whose lines land parsed in `lines`. */
+export function captureLogger(): { logger: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk)) as Record<string, unknown>); cb(); } });
+  return { logger: pino({ level: 'warn' }, stream), lines };
+}
+
+export interface Made { fwd: Forwarder; registry: Registry; acks: AckInfo[] }
+
+export interface ForwarderHarness {
+  readonly fx: GatewayFixture;
+  readonly cloud: HttpScript;
+  /** A forwarder on the fixture's database, pointed at the cloud script, with small retry delays. */
+  make(opts?: Partial<ForwarderOptions>, logger?: Logger): Made;
+  /** Rows still in the outbox. */
+  pending(): Promise<number>;
+}
+
+/**
+ * Per test: a fresh gateway.db and a cloud script that acknowledges every batch by default;
+ * afterEach closes in reverse start order: forwarders, then the server, then the database.
+ */
+export function useForwarderHarness(): ForwarderHarness {
+  let fx: GatewayFixture | undefined;
+  let cloud: HttpScript | undefined;
+  let forwarders: Forwarder[] = [];
+  beforeEach(async () => {
+    fx = await openGatewayFixture();
+    cloud = await HttpScript.start(ack());
+  });
+  afterEach(async () => {
+    for (const f of forwarders) await f.close();
+    forwarders = [];
+    await cloud?.close();
+    await fx?.close();
+  });
+  const h: ForwarderHarness = {
+    get fx() { return fx as GatewayFixture; },
+    get cloud() { return cloud as HttpScript; },
+    make(opts = {}, logger = nullLogger()) {
+      const registry = new Registry();
+      const acks: AckInfo[] = [];
+      const fwd = new Forwarder(
+        { reader: h.fx.reader, writes: h.fx.writes, logger, registry, gatewayId: 'gw-1', onAcked: (i) => acks.push(i) },
+        { url: h.cloud.url, token: 'tok-1', retryInitialMs: 20, retryMaxMs: 400, requestTimeoutMs: 2000, idlePollMs: 50, ...opts },
+      );
+      forwarders.push(fwd);
+      return { fwd, registry, acks };
+    },
+    async pending() { return (await outboxSeqs(h.fx)).length; },
+  };
+  return h;
 }
