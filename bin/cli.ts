@@ -21,12 +21,17 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<void> {
   const program = buildProgram();
-  program.exitOverride();
+  // Subcommands copy the exit override only when created, so set it on every one: otherwise a usage
+  // error in `braid gateway` makes commander exit 1 itself, not the 2 of a bad invocation.
+  const override = (c: Command): void => { c.exitOverride(); c.commands.forEach(override); };
+  override(program);
   try {
     await program.parseAsync(argv);
   } catch (err) {
     const code = (err as { code?: string }).code;
-    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') process.exit(0);
+    if (code === 'commander.helpDisplayed' || code === 'commander.version') process.exit(0);
+    // `braid help X` exits 0; help shown for a missing subcommand (`braid device`) is a usage error.
+    if (code === 'commander.help') process.exit((err as { exitCode?: number }).exitCode === 0 ? 0 : 2);
     if (code?.startsWith('commander.')) process.exit(2);
     if (err instanceof BraidError) {
       process.stderr.write(`braid: ${err.message} [${err.code}]\n`);

@@ -75,7 +75,7 @@ export class Gateway {
     });
 
     this.outbox.start();
-    this.forwarder.start();
+    await this.forwarder.start();
     this.host.start();
     const mqtt = await this.broker.listen();
     await this.api.listen({ host: c.http.host, port: c.http.port });

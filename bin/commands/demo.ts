@@ -5,8 +5,6 @@
 import { mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
 import { gatewayConfigSchema } from '../../edge/config.js';
-import { Gateway } from '../../edge/gateway.js';
-import { Simulator } from '../../edge/simulator/index.js';
 import { intOption } from '../cli.js';
 import { configFrom, onShutdown, rootLogger } from './common.js';
 
@@ -26,6 +24,8 @@ export function registerDemoCommand(program: Command): void {
         mqtt: { host: '127.0.0.1', port: o.mqttPort }, http: { host: '127.0.0.1', port: o.httpPort },
       });
       const logger = rootLogger(config.log.level, 'braid-demo');
+      const { Gateway } = await import('../../edge/gateway.js');
+      const { Simulator } = await import('../../edge/simulator/index.js');
       const gateway = new Gateway(config, logger);
       const a = await gateway.start();
       const devices = [];

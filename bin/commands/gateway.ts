@@ -1,7 +1,6 @@
 /** `braid gateway` and `braid device add|list|remove|rotate`. */
 import type { Command } from 'commander';
 import { gatewayConfigSchema } from '../../edge/config.js';
-import { Gateway } from '../../edge/gateway.js';
 import { DeviceRegistry } from '../../edge/registry/index.js';
 import { intOption } from '../cli.js';
 import { configFrom, onShutdown, rootLogger } from './common.js';
@@ -49,10 +48,14 @@ export function registerGatewayCommands(program: Command): void {
         return;
       }
       const logger = rootLogger(config.log.level, 'braid-gateway');
+      // Loaded here, not at the top: `braid device ...` and --help need none of the broker's modules.
+      const { Gateway } = await import('../../edge/gateway.js');
       const gateway = new Gateway(config, logger);
       onShutdown(logger, () => gateway.close());
       const a = await gateway.start();
-      process.stdout.write(`gateway ${config.id} ready: mqtt://${config.mqtt.host}:${a.mqttPort} http://${config.http.host}:${a.httpPort}\n`);
+      // A wildcard bind is reachable on loopback; print an address a client can use.
+      const shown = (h: string) => (h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h);
+      process.stdout.write(`gateway ${config.id} ready: mqtt://${shown(config.mqtt.host)}:${a.mqttPort} http://${shown(config.http.host)}:${a.httpPort}\n`);
     });
 
   const device = program.command('device').description('manage the devices registered on a gateway (works while it runs)');

@@ -1,7 +1,7 @@
 /** `braid simulate`: a device fleet publishing to any Braid gateway. */
 import { Option, type Command } from 'commander';
 import { DeviceRegistry } from '../../edge/registry/index.js';
-import { Simulator, type SimDevice } from '../../edge/simulator/index.js';
+import type { SimDevice } from '../../edge/simulator/index.js';
 import { intOption } from '../cli.js';
 
 interface SimulateFlags {
@@ -49,6 +49,7 @@ export function registerSimulateCommand(program: Command): void {
         if (!o.secret) throw Object.assign(new Error('give --secret (the devices\' shared secret) or --register <gateway data dir>'), { code: 'commander.invalidArgument' });
         devices = ids.map((id) => ({ id, secret: o.secret! }));
       }
+      const { Simulator } = await import('../../edge/simulator/index.js');
       const sim = new Simulator({
         url: o.url, devices, ratePerDevice: rate, qos: Number(o.qos) as 0 | 1, format: o.format, shape: o.shape,
         metrics: o.metrics.split(',').map((s) => s.trim()).filter(Boolean),

@@ -15,6 +15,7 @@ import type { DeviceRegistry } from '../registry/index.js';
 import { errorsTopic, telemetryTopic, topicAllowed } from './acl.js';
 import { RateLimiter, limitPacketSize } from './limits.js';
 import { createBrokerMetrics, type BrokerMetrics } from './metrics.js';
+import { RetransmitStamps } from './retransmit.js';
 import { handleTelemetry } from './telemetry.js';
 
 export { topicAllowed, telemetryTopic, errorsTopic } from './acl.js';
@@ -89,22 +90,39 @@ export class GatewayBroker {
       broker.aedes.publish({ cmd: 'publish', topic: errorsTopic(deviceId), payload, qos: 0, retain: false, dup: false }, () => {});
     };
     const telemetryDeps = {
-      outbox: deps.outbox, metrics, logger, rate, report, now,
+      outbox: deps.outbox, metrics, logger, rate, report, now, retransmits: new RetransmitStamps(),
       limits: { maxPayloadBytes: opts.maxPayloadBytes, maxReadingsPerMessage: opts.maxReadingsPerMessage },
     };
+
+    // The keepalive each CONNECT asked for, read in preConnect for the check in authenticate.
+    const keepalives = new WeakMap<Client, number>();
 
     const aedes = await Aedes.createBroker({
       id: 'braid-gateway',
       connectTimeout: opts.connectTimeoutMs,
-      keepaliveLimit: opts.keepaliveMaxSeconds,
+      // aedes' own check refuses with CONNACK 6, a return code MQTT 3.1.1 reserves [MQTT-3.2.2.3]
+      // (clients report "unknown"); the limit is enforced in authenticate instead.
+      keepaliveLimit: 0,
       maxTopicLevels: opts.maxTopicLevels,
       maxClientsIdLength: opts.maxClientIdLength,
       drainTimeout: opts.drainTimeoutMs,
       queueLimit: opts.queueLimit,
       heartbeatInterval: 60_000, // 1 minute
 
+      preConnect(client, packet, done) {
+        keepalives.set(client, packet.keepalive ?? 0);
+        done(null, true);
+      },
+
       authenticate(client, username, password, done) {
         const id = client.id;
+        const keepalive = keepalives.get(client) ?? 0;
+        // Keepalive 0 (never) is over any limit too. Refused as mosquitto does for MQTT < 5
+        // (max_keepalive): CONNACK 2, the one 3.1.1 code about what the client sent.
+        if (opts.keepaliveMaxSeconds > 0 && (keepalive === 0 || keepalive > opts.keepaliveMaxSeconds)) {
+          metrics.limitRefused.inc({ limit: 'keepalive_max' });
+          return done(authError(`keepalive ${keepalive} s is not within 1..${opts.keepaliveMaxSeconds} s`, IDENTIFIER_REJECTED), false);
+        }
         // aedes checks the client id length for MQTT 3.1 only; devices speak 3.1.1 too.
         if (id.length > opts.maxClientIdLength) {
           metrics.authFailures.inc({ reason: 'client_id_too_long' });

@@ -10,6 +10,7 @@ import { parsePayload, type PayloadLimits } from '../../shared/payload.js';
 import type { Outbox } from '../outbox/index.js';
 import { errorsTopic } from './acl.js';
 import type { RateLimiter } from './limits.js';
+import { RetransmitStamps } from './retransmit.js';
 import type { BrokerMetrics } from './metrics.js';
 
 export interface TelemetryDeps {
@@ -18,6 +19,7 @@ export interface TelemetryDeps {
   logger: Logger;
   limits: PayloadLimits;
   rate: RateLimiter;
+  retransmits: RetransmitStamps;
   /** Send a JSON error report to the device (devices/{id}/errors). */
   report: (deviceId: string, body: Record<string, unknown>) => void;
   now: () => number;
@@ -46,13 +48,28 @@ function ingest(deps: TelemetryDeps, device: string, packet: PublishPacket, done
     // [INV-5] a bad payload costs only itself: acknowledged (firmware must not retry it forever),
     // counted, quarantined with its reason, and reported to the device.
     deps.metrics.payloadInvalid.inc({ reason: err.reason });
-    deps.outbox.quarantine({ device, topic: packet.topic, reason: err.reason, message: err.message, payload });
     deps.report(device, { code: err.code, reason: err.reason, message: err.message, topic: packet.topic });
     deps.logger.debug({ device, reason: err.reason }, 'payload refused');
-    done(null);
+    deps.outbox.quarantine({ device, topic: packet.topic, reason: err.reason, message: err.message, payload })
+      .then(() => done(null), (e: Error) => done(e));
     return;
   }
-  const readings = parsed.map((r) => ({ device, metric: r.metric, ts: r.ts ?? deps.outbox.stamp(device), value: r.value }));
+  // A message is received at one time, so its readings without ts share one stamp; only a name
+  // repeated without time (SenML) takes the device's next stamp, to keep an identity of its own.
+  const needsStamp = parsed.some((r) => r.ts === undefined);
+  const track = needsStamp && packet.qos === 1;
+  const digest = track ? RetransmitStamps.digest(payload) : '';
+  const recalled = track && packet.dup ? deps.retransmits.recall(device, packet.messageId, digest) : undefined;
+  const stamps: number[] = recalled ? [...recalled] : [];
+  const repeats = new Map<string, number>();
+  const readings = parsed.map((r) => {
+    if (r.ts !== undefined) return { device, metric: r.metric, ts: r.ts, value: r.value };
+    const k = repeats.get(r.metric) ?? 0;
+    repeats.set(r.metric, k + 1);
+    while (stamps.length <= k) stamps.push(deps.outbox.stamp(device));
+    return { device, metric: r.metric, ts: stamps[k], value: r.value };
+  });
+  if (track) deps.retransmits.remember(device, packet.messageId, digest, stamps);
   deps.outbox.submit(readings).then(
     () => done(null),
     (err: BraidError) => {

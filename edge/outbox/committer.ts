@@ -7,7 +7,7 @@ import { LimitExceededError, ClosedError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
-import { type Db, type WriteQueue, chunkRows, placeholders } from '../store/sqlite.js';
+import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../store/sqlite.js';
 import { outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
 
@@ -51,6 +51,8 @@ export interface CommitterOptions {
 
 interface Pending {
   readings: Reading[];
+  /** A payload to quarantine instead of readings. */
+  quarantine?: QuarantineEntry;
   resolve: (r: CommitResult) => void;
   reject: (e: Error) => void;
 }
@@ -83,7 +85,6 @@ export class Committer {
   readonly state: CommitterState;
 
   private queue: Pending[] = [];
-  private quarantineQueue: QuarantineEntry[] = [];
   private queuedReadings = 0;
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> | null = null;
@@ -116,11 +117,16 @@ export class Committer {
     });
   }
 
-  /** Keep a payload that could not be parsed, with its reason (bounded). Committed with the next group. */
-  quarantine(entry: QuarantineEntry): void {
-    if (this.closed) return;
-    this.quarantineQueue.push(entry);
-    this.schedule();
+  /**
+   * Keep a payload that could not be parsed, with its reason (bounded). Committed with the next
+   * group; resolves once durable, so the PUBACK of a bad payload also follows its record.
+   */
+  quarantine(entry: QuarantineEntry): Promise<void> {
+    if (this.closed) return Promise.reject(new ClosedError('gateway is shutting down'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ readings: [], quarantine: entry, resolve: () => resolve(), reject });
+      this.schedule();
+    });
   }
 
   private schedule(): void {
@@ -138,12 +144,12 @@ export class Committer {
     if (this.flushing) return;
     this.flushing = this.flushLoop().finally(() => {
       this.flushing = null;
-      if (this.queue.length || this.quarantineQueue.length) this.schedule();
+      if (this.queue.length) this.schedule();
     });
   }
 
   private async flushLoop(): Promise<void> {
-    while (this.queue.length || this.quarantineQueue.length) {
+    while (this.queue.length) {
       // Take a prefix in one splice: shift() per item is quadratic on a long queue.
       let n = 0;
       let take = 0;
@@ -152,13 +158,17 @@ export class Committer {
         take++;
       }
       const batch = this.queue.splice(0, take);
-      const quarantined = this.quarantineQueue;
-      this.quarantineQueue = [];
+      const quarantined = batch.flatMap((p) => (p.quarantine ? [p.quarantine] : []));
       this.queuedReadings -= n;
       const started = performance.now();
       try {
-        const { results, apply } = await this.writes.tx((db) => this.commit(db, batch, quarantined));
-        apply();
+        // apply() runs inside the same write job, right after COMMIT: no other write job (an
+        // epoch close) can see the state between the two.
+        const results = await this.writes.run(async (db) => {
+          const { results: r, apply } = await transaction(db, (d) => this.commit(d, batch, quarantined));
+          apply();
+          return r;
+        });
         this.metrics.commitSeconds.observe((performance.now() - started) / 1000);
         this.metrics.commitReadings.observe(n);
         batch.forEach((p, i) => p.resolve(results[i]));
@@ -317,7 +327,7 @@ export class Committer {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    while (this.flushing || this.queue.length || this.quarantineQueue.length) {
+    while (this.flushing || this.queue.length) {
       if (!this.flushing) this.flushNow();
       await this.flushing;
     }

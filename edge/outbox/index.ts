@@ -147,8 +147,9 @@ export class Outbox {
     return this.committer.submit(readings);
   }
 
-  quarantine(entry: QuarantineEntry): void {
-    this.committer.quarantine(entry);
+  /** Keep an unparseable payload with its reason; resolves once durable. */
+  quarantine(entry: QuarantineEntry): Promise<void> {
+    return this.committer.quarantine(entry);
   }
 
   /**
@@ -225,7 +226,14 @@ export class Outbox {
       partials += n;
       if (n < RETENTION_CHUNK_ROWS || this.closed) break;
     }
-    const bookkeeping = await this.writes.run((db) => pruneBookkeeping(db, now, BOOKKEEPING_KEEP_MS));
+    const bookkeeping = await this.writes.run(async (db) => {
+      const n = await pruneBookkeeping(db, now, BOOKKEEPING_KEEP_MS);
+      // The quarantine bound counts the rows left: a stale count would delete new payloads as over it.
+      // Inside the write job, so no commit's apply() runs between the count and the assignment.
+      const q = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM quarantine');
+      this.committer.state.quarantineRows = q?.n ?? 0;
+      return n;
+    });
     this.metrics.pruned.inc({ table: 'dedup' }, dedup);
     this.metrics.pruned.inc({ table: 'partials' }, partials);
     this.metrics.pruned.inc({ table: 'bookkeeping' }, bookkeeping);
@@ -239,6 +247,9 @@ export class Outbox {
     if (this.idleTimer) clearInterval(this.idleTimer);
     this.cronTask?.stop();
     await this.committer.close();
+    // A clean stop closes the open epoch now: nothing more can join it, and the cloud can judge it
+    // complete without waiting for the next start.
+    await this.committer.closeEpochIfDue(0, 0).catch((err) => this.logger.error({ err }, 'closing the epoch at shutdown failed'));
     await this.budgetRunning;
     await this.writes.drain();
     await this.reader.close();

@@ -14,9 +14,11 @@ export const RETENTION_CHUNK_ROWS = 20_000;
 export async function pruneDedupChunk(db: Db, now: number, windowMs: number, fromTs: number, limit = RETENTION_CHUNK_ROWS): Promise<{ deleted: number; nextTs: number | null }> {
   const cutoff = now - windowMs;
   const edge = await db.get<{ ts: number }>('SELECT ts FROM dedup WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?', [fromTs, cutoff, limit]);
-  const upTo = edge ? edge.ts : cutoff;
+  // A chunk must move past fromTs: when more than `limit` identities share one ts (a fleet that
+  // stamps whole seconds), that ts is taken whole, or the next chunk would start where this one did.
+  const upTo = edge ? (edge.ts > fromTs ? edge.ts : edge.ts + 1) : cutoff;
   const { changes } = await db.run('DELETE FROM dedup WHERE ts >= ? AND ts < ? AND seen_at < ?', [fromTs, upTo, cutoff]);
-  return { deleted: changes, nextTs: edge ? edge.ts : null };
+  return { deleted: changes, nextTs: edge ? upTo : null };
 }
 
 /** Speed partials whose event minute is older than the retention. */

@@ -83,22 +83,25 @@ export class WriteQueue {
 
   /** Run `job` inside BEGIN IMMEDIATE ... COMMIT, queued behind other writes. */
   tx<T>(job: (db: Db) => Promise<T>): Promise<T> {
-    return this.run(async (db) => {
-      await db.exec('BEGIN IMMEDIATE');
-      try {
-        const out = await job(db);
-        await db.exec('COMMIT');
-        return out;
-      } catch (err) {
-        await db.exec('ROLLBACK').catch(() => undefined);
-        throw err;
-      }
-    });
+    return this.run((db) => transaction(db, job));
   }
 
   /** Resolves when every job queued so far has finished. */
   drain(): Promise<void> {
     return this.tail.then(() => undefined);
+  }
+}
+
+/** Run `job` inside BEGIN IMMEDIATE ... COMMIT on `db`; ROLLBACK and rethrow if it throws. */
+export async function transaction<T>(db: Db, job: (db: Db) => Promise<T>): Promise<T> {
+  await db.exec('BEGIN IMMEDIATE');
+  try {
+    const out = await job(db);
+    await db.exec('COMMIT');
+    return out;
+  } catch (err) {
+    await db.exec('ROLLBACK').catch(() => undefined);
+    throw err;
   }
 }
 

@@ -1,0 +1,244 @@
+/**
+ * Broker limits against a real gateway (aedes + SQLite outbox) with real MQTT.js clients and raw
+ * TCP sockets: packet size, topic depth, per-device rate, CONNECT timeout, keepalive ceiling.
+ * [INV-5] bad input costs only itself; [INV-6] what a limit refuses is counted.
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import type { MqttClient } from 'mqtt';
+import {
+  type TestGateway, connectDevice, endClient, publish, startTestGateway,
+} from '../support/gateway.js';
+import type { DeepPartial } from '../support/gateway.js';
+import type { GatewayConfig } from '../../edge/config.js';
+
+let tg: TestGateway | null = null;
+let clients: MqttClient[] = [];
+let sockets: Socket[] = [];
+
+afterEach(async () => {
+  for (const c of clients) await endClient(c);
+  clients = [];
+  for (const s of sockets) s.destroy();
+  sockets = [];
+  await tg?.close();
+  tg = null;
+});
+
+async function start(overrides: DeepPartial<GatewayConfig>): Promise<TestGateway> {
+  tg = await startTestGateway(overrides);
+  return tg;
+}
+
+async function connect(id: string, extra: Parameters<typeof connectDevice>[3] = {}): Promise<MqttClient> {
+  const secret = await tg!.addDevice(id);
+  const c = await connectDevice(tg!.mqttUrl, id, secret, extra);
+  clients.push(c);
+  return c;
+}
+
+async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = tg!.gateway.registry.getSingleMetric(name);
+  if (!m) return 0;
+  const v = (await m.get()).values.find((x) => Object.entries(labels).every(([k, l]) => x.labels[k] === l));
+  return v?.value ?? 0;
+}
+
+const outboxRows = () => tg!.gateway.outbox.reader.all<{ seq: number; device: string; metric: string; ts: number; value: number }>('SELECT * FROM outbox ORDER BY seq');
+
+function waitClose(c: MqttClient, timeoutMs = 3000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('connection not closed')), timeoutMs);
+    c.once('close', () => { clearTimeout(t); resolve(); });
+  });
+}
+
+function rawSocket(): Promise<Socket> {
+  const port = Number(new URL(tg!.mqttUrl).port);
+  return new Promise((resolve, reject) => {
+    const s = netConnect(port, '127.0.0.1', () => resolve(s));
+    s.once('error', reject);
+    sockets.push(s);
+  });
+}
+
+describe('packet size', () => {
+  const MAX = 1024;
+
+  it('closes the connection on a packet over maxPacketBytes, counts it, and other devices keep working', async () => {
+    await start({ mqtt: { maxPacketBytes: MAX } });
+    const big = await connect('big');
+    const other = await connect('other');
+    const closed = waitClose(big);
+    big.publish('devices/big/telemetry', JSON.stringify({ temp: 1, pad: 'x'.repeat(MAX) }), { qos: 1 });
+    await closed;
+    expect(await metric('braid_mqtt_limit_refused_total', { limit: 'packet_size' })).toBe(1);
+    expect(other.connected).toBe(true);
+    await publish(other, 'devices/other/telemetry', '{"temp":20}');
+    expect((await outboxRows()).map((r) => [r.device, r.metric, r.value])).toEqual([['other', 'temp', 20]]);
+  });
+
+  it('accepts a packet of exactly maxPacketBytes (remaining length)', async () => {
+    await start({ mqtt: { maxPacketBytes: MAX } });
+    const c = await connect('d1');
+    const topic = 'devices/d1/telemetry';
+    // PUBLISH QoS 1 remaining length = 2 + topic + 2 (packet id) + payload.
+    const room = MAX - (2 + topic.length + 2);
+    const head = '{"temp":1,"pad":';
+    const payload = `${head}${' '.repeat(room - head.length - 1)}}`;
+    expect(Buffer.byteLength(payload)).toBe(room);
+    // The payload is JSON with a string value: acknowledged (quarantined), not refused at the packet limit.
+    await publish(c, topic, payload);
+    expect(await metric('braid_mqtt_limit_refused_total', { limit: 'packet_size' })).toBe(0);
+    expect(c.connected).toBe(true);
+    await publish(c, topic, '{"temp":2}');
+    expect((await outboxRows()).map((r) => r.value)).toEqual([2]);
+  });
+
+  it('refuses a huge declared length before the payload arrives (raw socket)', async () => {
+    await start({ mqtt: { maxPacketBytes: MAX } });
+    const secret = await tg!.addDevice('raw');
+    const s = await rawSocket();
+    s.write(connectPacket('raw', 'raw', secret, 30));
+    await readConnack(s);
+    // PUBLISH QoS 0 announcing 200 MB, then a few bytes: the broker must not wait to buffer it.
+    const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+    s.write(Buffer.from([0x30, 0x80, 0x80, 0x80, 0x60, 0x00, 0x01, 0x61]));
+    await closed;
+    expect(await metric('braid_mqtt_limit_refused_total', { limit: 'packet_size' })).toBe(1);
+  });
+});
+
+describe('topic depth', () => {
+  it('refuses a publish to a topic with more than maxTopicLevels levels and stores nothing', async () => {
+    await start({ mqtt: { maxTopicLevels: 4 } });
+    const c = await connect('d1');
+    const other = await connect('d2');
+    const closed = waitClose(c);
+    c.publish('devices/d1/telemetry/a/b', '{"temp":1}', { qos: 1 });
+    await closed;
+    expect(await outboxRows()).toEqual([]);
+    // aedes refuses it before any hook of ours runs: counted with the protocol errors.
+    expect(await metric('braid_mqtt_client_errors_total')).toBe(1);
+    await publish(other, 'devices/d2/telemetry', '{"temp":2}');
+    expect((await outboxRows()).map((r) => r.device)).toEqual(['d2']);
+  });
+
+  it('refuses a subscription with more than maxTopicLevels levels', async () => {
+    await start({ mqtt: { maxTopicLevels: 4 } });
+    const c = await connect('d1');
+    const closed = waitClose(c);
+    c.subscribe('devices/d1/a/b/c', { qos: 1 }, () => {});
+    await closed;
+    expect(await metric('braid_mqtt_client_errors_total')).toBe(1);
+    expect(await metric('braid_mqtt_acl_denied_total', { action: 'subscribe' })).toBe(0);
+  });
+});
+
+describe('per-device rate', () => {
+  it('throttles a device over its rate and loses none of its QoS 1 readings', async () => {
+    const RATE = 10;
+    const BURST = 5;
+    const N = 20;
+    await start({ mqtt: { ratePerDevice: RATE, rateBurst: BURST } });
+    const fast = await connect('fast');
+    const calm = await connect('calm');
+    const t0 = Date.now();
+    const base = Date.now() - 60_000;
+    const sends = Array.from({ length: N }, (_, i) => publish(fast, 'devices/fast/telemetry', JSON.stringify({ ts: base + i, n: i })));
+    const fastDone = Promise.all(sends).then(() => Date.now());
+    // Another device is not held up by the first one's bucket: acknowledged while that one waits.
+    const calmDone = publish(calm, 'devices/calm/telemetry', '{"temp":1}').then(() => Date.now());
+    const [fastAt, calmAt] = await Promise.all([fastDone, calmDone]);
+    expect(calmAt).toBeLessThan(fastAt);
+    const elapsed = fastAt - t0;
+    // N - BURST messages over the bucket at RATE per second: at least that long, minus slack.
+    expect(elapsed).toBeGreaterThanOrEqual(((N - BURST) / RATE) * 1000 - 200);
+    expect(await metric('braid_mqtt_throttled_total')).toBeGreaterThan(0);
+    const rows = (await outboxRows()).filter((r) => r.device === 'fast');
+    expect(rows.map((r) => r.value)).toEqual(Array.from({ length: N }, (_, i) => i));
+    expect(rows.map((r) => r.ts)).toEqual(Array.from({ length: N }, (_, i) => base + i));
+    expect(await metric('braid_readings_dropped_total', { reason: 'rate_limit' })).toBe(0);
+  });
+});
+
+describe('connection limits', () => {
+  it('closes a TCP connection that never sends CONNECT after connectTimeoutMs', async () => {
+    await start({ mqtt: { connectTimeoutMs: 300 } });
+    const s = await rawSocket();
+    const t0 = Date.now();
+    await new Promise<void>((resolve) => s.once('close', () => resolve()));
+    const waited = Date.now() - t0;
+    expect(waited).toBeGreaterThanOrEqual(250);
+    expect(waited).toBeLessThan(3000);
+    expect(await metric('braid_mqtt_client_errors_total')).toBe(1);
+    // Devices that do connect in time are unaffected.
+    const c = await connect('d1');
+    expect(c.connected).toBe(true);
+  });
+
+  it.each([
+    ['above keepaliveMaxSeconds', 61],
+    ['of 0 (never)', 0],
+  ])('refuses a keepalive %s with CONNACK 2, as mosquitto does for MQTT < 5, and counts it', async (_name, keepalive) => {
+    await start({ mqtt: { keepaliveMaxSeconds: 60 } });
+    const secret = await tg!.addDevice('d1');
+    const err = await connectDevice(tg!.mqttUrl, 'd1', secret, { keepalive }).then(
+      (c) => { clients.push(c); return null; },
+      (e: { code?: number; message: string }) => e,
+    );
+    // MQTT 3.1.1 CONNACK return codes end at 5 [MQTT-3.2.2.3]; aedes' own check answered 6.
+    expect(err).toMatchObject({ code: 2 });
+    expect(await metric('braid_mqtt_limit_refused_total', { limit: 'keepalive_max' })).toBe(1);
+    expect(await metric('braid_mqtt_auth_failures_total')).toBe(0);
+    expect(await metric('braid_mqtt_connects_total')).toBe(0);
+    const ok = await connectDevice(tg!.mqttUrl, 'd1', secret, { keepalive: 60 });
+    clients.push(ok);
+    expect(ok.connected).toBe(true);
+  });
+
+  it('takes any keepalive, 0 included, when keepaliveMaxSeconds is 0', async () => {
+    await start({ mqtt: { keepaliveMaxSeconds: 0 } });
+    const c = await connect('d1', { keepalive: 0 });
+    expect(c.connected).toBe(true);
+    const d = await connect('d2', { keepalive: 65535 });
+    expect(d.connected).toBe(true);
+    expect(await metric('braid_mqtt_limit_refused_total', { limit: 'keepalive_max' })).toBe(0);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Raw MQTT 3.1.1 packets, for what MQTT.js will not send.
+
+function str(s: string): Buffer {
+  const b = Buffer.from(s, 'utf8');
+  const len = Buffer.alloc(2);
+  len.writeUInt16BE(b.length);
+  return Buffer.concat([len, b]);
+}
+
+function remainingLength(n: number): Buffer {
+  const out: number[] = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+
+function connectPacket(clientId: string, username: string, password: string, keepalive: number): Buffer {
+  const ka = Buffer.alloc(2);
+  ka.writeUInt16BE(keepalive);
+  // protocol name, level 4, flags: username + password + clean session
+  const body = Buffer.concat([str('MQTT'), Buffer.from([4, 0xc2]), ka, str(clientId), str(username), str(password)]);
+  return Buffer.concat([Buffer.from([0x10]), remainingLength(body.length), body]);
+}
+
+function readConnack(s: Socket): Promise<number> {
+  return new Promise((resolve, reject) => {
+    s.once('data', (d: Buffer) => (d[0] === 0x20 ? resolve(d[3]) : reject(new Error(`expected CONNACK, got ${d.toString('hex')}`))));
+  });
+}
+
+
