@@ -2,7 +2,7 @@
  * The SQLite side of forwarding: which rows, epochs and gaps the next request carries
  * (docs/ingest-protocol.md), and the one transaction that applies the cloud's acknowledgement.
  */
-import { type Db, type WriteQueue, chunkRows, placeholders } from '../store/sqlite.js';
+import { type Db, type WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
 import { getMeta, outboxRowBytes, setMeta } from '../store/schema.js';
 
 /** meta key holding the highest seq the cloud has acknowledged; rows at or below it are gone. */

@@ -1,7 +1,7 @@
 /** The forwarder's public shapes: what it needs, what it reports. */
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/logger.js';
-import type { Db, WriteQueue } from '../store/sqlite.js';
+import type { Db, WriteQueue } from '../../shared/sqlite.js';
 
 export interface AckInfo {
   /** acked_seq after this acknowledgement. */

@@ -3,7 +3,7 @@
  * flight to the cloud are dropped, counted, and replaced by one gap record (device set, seq range,
  * count, time range) that the forwarder sends to the cloud like a batch.
  */
-import type { Db } from '../store/sqlite.js';
+import type { Db } from '../../shared/sqlite.js';
 import { outboxRowBytes } from '../store/schema.js';
 
 export interface GapRecord {

@@ -7,7 +7,7 @@ import { LimitExceededError, ClosedError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
-import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../store/sqlite.js';
+import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
 import { outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
 

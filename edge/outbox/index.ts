@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/logger.js';
-import { type Db, WriteQueue } from '../store/sqlite.js';
+import { type Db, WriteQueue } from '../../shared/sqlite.js';
 import { openGatewayDb, openGatewayReader } from '../store/schema.js';
 import { dropOldest } from './budget.js';
 import { Committer, loadCommitterState, type CommitResult, type QuarantineEntry, type Reading } from './committer.js';

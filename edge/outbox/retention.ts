@@ -3,7 +3,7 @@
  * how many rows it removed; the caller queues chunk after chunk as separate write jobs, so a large
  * backlog never holds the write lock for long (group commits run between the chunks).
  */
-import type { Db } from '../store/sqlite.js';
+import type { Db } from '../../shared/sqlite.js';
 
 export const RETENTION_CHUNK_ROWS = 20_000;
 

@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ConflictError, NotFoundError, BadRequestError } from '../../shared/errors.js';
-import { Db } from '../store/sqlite.js';
+import { Db } from '../../shared/sqlite.js';
 import { idSchema } from '../config.js';
 
 const scrypt = promisify(scryptCb) as (pw: string | Buffer, salt: Buffer, len: number, opts: { N: number; r: number; p: number; maxmem?: number }) => Promise<Buffer>;

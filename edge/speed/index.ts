@@ -5,7 +5,7 @@
  */
 import { EMPTY, merge, toWindowStats, type Summary, type WindowStats } from '../../shared/summary.js';
 import { MINUTE_MS, minuteOf } from '../../shared/time.js';
-import type { Db } from '../store/sqlite.js';
+import type { Db } from '../../shared/sqlite.js';
 
 export const WINDOW_SPANS = { '1m': 1, '5m': 5, '15m': 15, '1h': 60, '24h': 1440 } as const;
 export type WindowName = keyof typeof WINDOW_SPANS;

@@ -3,7 +3,7 @@
  * identities, quarantine and gap records. WAL with synchronous=FULL: a commit is on disk when
  * COMMIT returns, so a PUBACK sent after it survives a power loss [INV-1].
  */
-import { Db } from './sqlite.js';
+import { Db } from '../../shared/sqlite.js';
 
 export const GATEWAY_SCHEMA_VERSION = 1;
 

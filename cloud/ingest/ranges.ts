@@ -1,0 +1,47 @@
+/** Sets of seq as sorted, merged, inclusive ranges: pure helpers for the ingest state. */
+
+export interface Range {
+  from: number;
+  to: number;
+}
+
+/** Merge ranges into sorted, non-overlapping, non-adjacent ones. */
+export function normalize(ranges: Iterable<Range>): Range[] {
+  const sorted = [...ranges].filter((r) => r.from <= r.to).sort((a, b) => a.from - b.from);
+  const out: Range[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r.from <= last.to + 1) last.to = Math.max(last.to, r.to);
+    else out.push({ from: r.from, to: r.to });
+  }
+  return out;
+}
+
+/** Whether every seq of [from, to] is in the normalized `ranges`. */
+export function covers(ranges: Range[], from: number, to: number): boolean {
+  if (from > to) return true;
+  // Binary search for the last range starting at or before `from`.
+  let lo = 0;
+  let hi = ranges.length - 1;
+  let idx = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (ranges[mid].from <= from) { idx = mid; lo = mid + 1; } else hi = mid - 1;
+  }
+  return idx >= 0 && ranges[idx].to >= to;
+}
+
+/** The parts of [from, to] not in the normalized `ranges`. */
+export function missing(ranges: Range[], from: number, to: number): Range[] {
+  const out: Range[] = [];
+  let cur = from;
+  for (const r of ranges) {
+    if (r.to < cur) continue;
+    if (r.from > to) break;
+    if (r.from > cur) out.push({ from: cur, to: Math.min(to, r.from - 1) });
+    cur = Math.max(cur, r.to + 1);
+    if (cur > to) break;
+  }
+  if (cur <= to) out.push({ from: cur, to });
+  return out;
+}
