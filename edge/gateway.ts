@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../shared/logger.js';
+import { metricValue } from '../shared/metrics.js';
 import { buildGatewayApi } from './api/index.js';
 import { GatewayBroker } from './broker/index.js';
 import type { GatewayConfig } from './config.js';
@@ -90,12 +91,7 @@ export class Gateway {
   async health(): Promise<Record<string, unknown>> {
     const o = this.outbox.status();
     const f = this.forwarder.status();
-    const value = async (name: string, labels?: Record<string, string>) => {
-      const m = this.registry.getSingleMetric(name);
-      if (!m) return 0;
-      const { values } = await m.get();
-      return values.filter((v) => !labels || Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((a, v) => a + v.value, 0);
-    };
+    const value = (name: string, labels?: Record<string, string>) => metricValue(this.registry, name, labels);
     return {
       status: 'ok',
       gatewayId: this.config.id,

@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import type { MqttClient } from 'mqtt';
+import { metricValue, scrapedValue } from '../../shared/metrics.js';
 import { DeviceRegistry } from '../../edge/registry/index.js';
 import {
   type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway,
@@ -47,24 +48,11 @@ async function refused(id: string, secret: string | undefined, extra: Parameters
 }
 
 /** One sample of a metric from the gateway's registry (0 when absent). */
-async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = tg.gateway.registry.getSingleMetric(name);
-  if (!m) return 0;
-  const v = (await m.get()).values.find((x) => Object.entries(labels).every(([k, l]) => x.labels[k] === l));
-  return v?.value ?? 0;
-}
+const metric = (name: string, labels: Record<string, string> = {}) => metricValue(tg.gateway.registry, name, labels);
 
 /** The same sample as GET /metrics serves it (Prometheus text). */
 async function scraped(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${tg.httpUrl}/metrics`)).text();
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = (m[2] ?? '').split(',').filter(Boolean);
-    if (want.every((w) => have.includes(w))) return Number(m[3]);
-  }
-  return 0;
+  return scrapedValue(await (await fetch(`${tg.httpUrl}/metrics`)).text(), name, labels);
 }
 
 const outboxRows = () => tg.gateway.outbox.reader.all<{ seq: number; device: string; metric: string; ts: number; value: number }>('SELECT * FROM outbox ORDER BY seq');

@@ -5,6 +5,7 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
+import { metricValue } from '../../shared/metrics.js';
 import {
   type TestGateway, connectDevice, endClient, publish, startTestGateway,
 } from '../support/gateway.js';
@@ -36,12 +37,7 @@ async function connect(id: string, extra: Parameters<typeof connectDevice>[3] = 
   return c;
 }
 
-async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = tg!.gateway.registry.getSingleMetric(name);
-  if (!m) return 0;
-  const v = (await m.get()).values.find((x) => Object.entries(labels).every(([k, l]) => x.labels[k] === l));
-  return v?.value ?? 0;
-}
+const metric = (name: string, labels: Record<string, string> = {}) => metricValue(tg!.gateway.registry, name, labels);
 
 const outboxRows = () => tg!.gateway.outbox.reader.all<{ seq: number; device: string; metric: string; ts: number; value: number }>('SELECT * FROM outbox ORDER BY seq');
 

@@ -7,6 +7,7 @@ import type { MqttClient } from 'mqtt';
 import { outboxRowBytes } from '../../edge/store/schema.js';
 import { queryGatewayDb } from '../support/child-gateway.js';
 import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway } from '../support/gateway.js';
+import { scrapedValue } from '../../shared/metrics.js';
 
 const MAX_BYTES = 20 * 1024;
 const DEVICES = ['bud-a', 'bud-bb', 'bud-ccc'];
@@ -32,11 +33,8 @@ afterEach(async () => {
   await gw.close();
 });
 
-async function metricValue(name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`${gw.httpUrl}/metrics`)).text();
-  const head = labels ? `${name}{${labels}} ` : `${name} `;
-  const line = text.split('\n').find((l) => l.startsWith(head));
-  return line ? Number(line.split(' ').pop()) : 0;
+async function metricValue(name: string, labels: Record<string, string> = {}): Promise<number> {
+  return scrapedValue(await (await fetch(`${gw.httpUrl}/metrics`)).text(), name, labels);
 }
 
 async function health(): Promise<{ outbox: { bytes: number; maxBytes: number; pending: number; lastSeq: number }; dropped: { diskBudget: number } }> {
@@ -96,8 +94,8 @@ test('[INV-6] over the disk budget: the oldest readings are dropped, counted and
   }
 
   // Counted: the metric, the health document, and the outbox bytes back under the budget.
-  expect(await metricValue('braid_readings_dropped_total', 'reason="disk_budget"')).toBe(dropped);
-  expect(await metricValue('braid_gap_records_total', '')).toBe(gaps.length);
+  expect(await metricValue('braid_readings_dropped_total', { reason: 'disk_budget' })).toBe(dropped);
+  expect(await metricValue('braid_gap_records_total')).toBe(gaps.length);
   expect(h.dropped.diskBudget).toBe(dropped);
   expect(h.outbox.pending).toBe(rows.length);
   expect(h.outbox.bytes).toBe(rows.reduce((a, r) => a + outboxRowBytes(r.device, r.metric), 0));
@@ -176,7 +174,7 @@ test('[INV-6] a concurrent burst far over the budget ends under it, every drop c
   for (let i = 1; i < gaps.length; i++) expect(gaps[i].from_seq).toBe(gaps[i - 1].to_seq + 1);
   expect(gaps[gaps.length - 1].to_seq).toBe(dropped);
   for (const g of gaps) expect(g.count).toBe(g.to_seq - g.from_seq + 1);
-  expect(await metricValue('braid_readings_dropped_total', 'reason="disk_budget"')).toBe(dropped);
+  expect(await metricValue('braid_readings_dropped_total', { reason: 'disk_budget' })).toBe(dropped);
   expect(h.dropped.diskBudget).toBe(dropped);
   expect(h.outbox.bytes).toBe(rows.reduce((a, r) => a + outboxRowBytes(r.device, r.metric), 0));
   for (const device of DEVICES) {

@@ -5,6 +5,7 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
+import { metricValue, scrapedValue } from '../../shared/metrics.js';
 import type { GatewayConfig } from '../../edge/config.js';
 import {
   type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway,
@@ -41,18 +42,10 @@ async function setup(overrides: DeepPartial<GatewayConfig> = {}): Promise<Device
   return { client, secret, errors };
 }
 
-async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = tg!.gateway.registry.getSingleMetric(name);
-  if (!m) return 0;
-  const v = (await m.get()).values.find((x) => Object.entries(labels).every(([k, l]) => x.labels[k] === l));
-  return v?.value ?? 0;
-}
+const metric = (name: string, labels: Record<string, string> = {}) => metricValue(tg!.gateway.registry, name, labels);
 
-async function scraped(name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await fetch(`${tg!.httpUrl}/metrics`)).text();
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && want.every((w) => l.includes(w)));
-  return line ? Number(line.split(' ').pop()) : 0;
+async function scraped(name: string, labels: Record<string, string> = {}): Promise<number> {
+  return scrapedValue(await (await fetch(`${tg!.httpUrl}/metrics`)).text(), name, labels);
 }
 
 interface Row { seq: number; epoch: number; device: string; metric: string; ts: number; value: number }
