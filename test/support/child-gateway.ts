@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import sqlite3 from 'sqlite3';
 import { DeviceRegistry } from '../../edge/registry/index.js';
-import { Db } from '../../edge/store/sqlite.js';
+import { Db } from '../../shared/sqlite.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, 'bin', 'braid.js');

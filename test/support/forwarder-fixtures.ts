@@ -9,7 +9,7 @@ import { Registry } from 'prom-client';
 import type { IngestBody } from '../../edge/forwarder/batch.js';
 import { type AckInfo, Forwarder, type ForwarderOptions } from '../../edge/forwarder/index.js';
 import { openGatewayDb, openGatewayReader } from '../../edge/store/schema.js';
-import { type Db, WriteQueue } from '../../edge/store/sqlite.js';
+import { type Db, WriteQueue } from '../../shared/sqlite.js';
 import { type Logger, nullLogger } from '../../shared/logger.js';
 import { HttpScript, type ScriptedRequest, type Step, answer } from './http-script.js';
 
