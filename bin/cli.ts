@@ -7,6 +7,8 @@ import { BraidError } from '../shared/errors.js';
 import { registerGatewayCommands } from './commands/gateway.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerSimulateCommand } from './commands/simulate.js';
+import { registerCloudCommands } from './commands/cloud.js';
+import { registerBatchCommand } from './commands/batch.js';
 
 export function buildProgram(): Command {
   const program = new Command('braid')
@@ -15,7 +17,9 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)');
   registerGatewayCommands(program);
   registerSimulateCommand(program);
+  registerCloudCommands(program);
   registerDemoCommand(program);
+  registerBatchCommand(program);
   return program;
 }
 

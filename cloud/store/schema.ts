@@ -43,6 +43,18 @@ CREATE TABLE IF NOT EXISTS sealed (
   PRIMARY KEY (gateway, from_seq)
 ) WITHOUT ROWID;
 
+-- Seq ranges held by each unsealed staging segment (a subset of received; merged per segment and
+-- gateway). A line of a segment file counts only if its seq is here: a line written and fsynced by a
+-- group commit whose transaction then failed is not, so a later seal or recovery stores it once at
+-- most [INV-2]. Rows go when the segment is sealed, in the transaction that adds to sealed.
+CREATE TABLE IF NOT EXISTS staged (
+  segment  TEXT    NOT NULL,
+  gateway  TEXT    NOT NULL,
+  from_seq INTEGER NOT NULL,
+  to_seq   INTEGER NOT NULL,
+  PRIMARY KEY (segment, gateway, from_seq)
+) WITHOUT ROWID;
+
 -- Closed epochs, as the gateways report them.
 CREATE TABLE IF NOT EXISTS epochs (
   gateway   TEXT    NOT NULL,

@@ -2,9 +2,9 @@
  * The gateway's local REST API (DESIGN.md, REST gateway): windows, health, Prometheus metrics.
  * fastify: route schemas validate input, errors answer `{ code, message }` with a stable code.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
-import { BraidError } from '../../shared/errors.js';
+import { errorReply } from '../../shared/http-errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { WindowsAnswer } from '../speed/index.js';
 
@@ -33,20 +33,6 @@ const windowStats = {
     lastTs: { type: ['integer', 'null'] },
   },
 } as const;
-
-/** Turn fastify's and our errors into `{ code, message }` with the right status. */
-export function errorReply(err: FastifyError | BraidError | Error): { status: number; body: { code: string; message: string } } {
-  if (err instanceof BraidError) return { status: err.statusCode, body: { code: err.code, message: err.message } };
-  const fe = err as FastifyError;
-  if (fe.validation) {
-    const v = fe.validation[0];
-    const where = (fe.validationContext ?? 'request');
-    const param = v?.instancePath ? v.instancePath.replace(/^\//, '') : (v?.params as { missingProperty?: string })?.missingProperty;
-    return { status: 400, body: { code: 'BRAID_ERR_BAD_REQUEST', message: `${where} parameter "${param ?? '?'}": ${v?.message ?? fe.message}` } };
-  }
-  const status = fe.statusCode && fe.statusCode >= 400 ? fe.statusCode : 500;
-  return { status, body: { code: fe.code ?? 'BRAID_ERR_INTERNAL', message: status >= 500 ? 'internal error' : fe.message } };
-}
 
 export function buildGatewayApi(deps: GatewayApiDeps): FastifyInstance {
   const app = Fastify({ loggerInstance: deps.logger.child({ component: 'api' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) });

@@ -1,0 +1,134 @@
+/** `braid cloud` and `braid cloud gateway add|list|remove|rotate`, `braid cloud key add|list|remove`. */
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import type { Command } from 'commander';
+import { cloudConfigSchema } from '../../cloud/config.js';
+import { intOption } from '../cli.js';
+import { configFrom, onShutdown, rootLogger } from './common.js';
+
+interface CloudFlags {
+  config?: string;
+  dataDir?: string;
+  httpPort?: number;
+  logLevel?: string;
+}
+
+function cloudConfig(o: CloudFlags) {
+  return configFrom(cloudConfigSchema, o.config, {
+    dataDir: o.dataDir,
+    log: { level: o.logLevel },
+    http: { port: o.httpPort },
+  });
+}
+
+/** Open cloud.db of the configured data dir for one admin command, then close it. */
+async function withDb<T>(o: CloudFlags, fn: (db: import('../../shared/sqlite.js').Db) => Promise<T>): Promise<T> {
+  const { dataDir } = cloudConfig(o);
+  mkdirSync(dataDir, { recursive: true });
+  const { openCloudDb } = await import('../../cloud/store/schema.js');
+  const db = await openCloudDb(join(dataDir, 'cloud.db'));
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
+const withDir = (c: Command) => c
+  .option('--data-dir <dir>', 'the cloud data dir (default ./.braid/cloud)')
+  .option('--config <file>', 'the cloud config file (for its dataDir)');
+
+/**
+ * A subcommand's flags with its parents': commander hands `--data-dir` to `braid cloud` (which has
+ * one too) even when it follows `gateway add G`.
+ */
+function flags<T = object>(cmd: Command): CloudFlags & T {
+  return cmd.optsWithGlobals() as CloudFlags & T;
+}
+
+const out = (s: string) => process.stdout.write(`${s}\n`);
+const when = (ms: number) => new Date(ms).toISOString();
+
+export function registerCloudCommands(program: Command): void {
+  const cloud = program.command('cloud')
+    .description('run the cloud: ingest into the master dataset, REST API; or manage its gateways and API keys')
+    .option('--config <file>', 'JSON config file (keys in cloud/config.ts)')
+    .option('--data-dir <dir>', 'holds cloud.db, staging/, master/, views/ (default ./.braid/cloud)')
+    .addOption(intOption('--http-port <n>', 'REST API and ingest port (default 8000; 0 picks a free one)'))
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+    .option('--check-config', 'validate the configuration, print it and exit')
+    .action(async (o: CloudFlags & { checkConfig?: boolean }) => {
+      const config = cloudConfig(o);
+      if (o.checkConfig) {
+        const influx = { ...config.influx, token: config.influx.token ? '[set]' : null, password: config.influx.password ? '[set]' : null };
+        out(JSON.stringify({ ...config, influx }, null, 2));
+        return;
+      }
+      const logger = rootLogger(config.log.level, 'braid-cloud');
+      // Loaded here: `braid cloud key ...` and --help need none of fastify, Arrow or Parquet.
+      const { createCloud } = await import('../../cloud/app.js');
+      const { server } = createCloud(config, { logger });
+      onShutdown(logger, () => server.close());
+      const a = await server.start();
+      out(`cloud ready: ${a.url}`);
+    });
+
+  const gateway = cloud.command('gateway').description('manage the gateways allowed to send to ingest (works while the cloud runs)');
+  withDir(gateway.command('add <gatewayId>').description('register a gateway; prints its token as the last line'))
+    .action(async (id: string, _o: CloudFlags, cmd: Command) => {
+      const o = flags(cmd);
+      const { addGateway } = await import('../../cloud/store/credentials.js');
+      const token = await withDb(o, (db) => addGateway(db, id));
+      out(`gateway ${id} registered; start it with --cloud-url <this cloud> --token <token>. Its token (shown once):`);
+      out(token);
+    });
+  withDir(gateway.command('rotate <gatewayId>').description('give a gateway a new token (the old one stops working within seconds); prints it as the last line'))
+    .action(async (id: string, _o: CloudFlags, cmd: Command) => {
+      const o = flags(cmd);
+      const { rotateGateway } = await import('../../cloud/store/credentials.js');
+      const token = await withDb(o, (db) => rotateGateway(db, id));
+      out(`gateway ${id} has a new token (shown once):`);
+      out(token);
+    });
+  withDir(gateway.command('list').description('list registered gateways').option('--json', 'print JSON'))
+    .action(async (_o: unknown, cmd: Command) => {
+      const o = flags<{ json?: boolean }>(cmd);
+      const { listGateways } = await import('../../cloud/store/credentials.js');
+      const list = await withDb(o, (db) => listGateways(db));
+      if (o.json) out(JSON.stringify(list));
+      else for (const g of list) out(`${g.id}\tcreated ${when(g.createdAt)}`);
+    });
+  withDir(gateway.command('remove <gatewayId>').description('revoke a gateway\'s token (its data stays)'))
+    .action(async (id: string, _o: CloudFlags, cmd: Command) => {
+      const o = flags(cmd);
+      const { removeGateway } = await import('../../cloud/store/credentials.js');
+      await withDb(o, (db) => removeGateway(db, id));
+      out(`gateway ${id} removed`);
+    });
+
+  const key = cloud.command('key').description('manage REST API keys (works while the cloud runs)');
+  withDir(key.command('add <name>').description('issue an API key; prints it as the last line')
+    .requiredOption('--role <role>', 'read (queries) or admin (also gateways, batch)'))
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      const o = flags<{ role: string }>(cmd);
+      const { addApiKey } = await import('../../cloud/store/credentials.js');
+      const k = await withDb(o, (db) => addApiKey(db, name, o.role));
+      out(`API key ${name} (role ${o.role}) issued; use it as Authorization: Bearer <key>. The key (shown once):`);
+      out(k);
+    });
+  withDir(key.command('list').description('list API keys (names and roles; keys are not stored)').option('--json', 'print JSON'))
+    .action(async (_o: unknown, cmd: Command) => {
+      const o = flags<{ json?: boolean }>(cmd);
+      const { listApiKeys } = await import('../../cloud/store/credentials.js');
+      const list = await withDb(o, (db) => listApiKeys(db));
+      if (o.json) out(JSON.stringify(list));
+      else for (const k of list) out(`${k.name}\t${k.role}\tcreated ${when(k.createdAt)}`);
+    });
+  withDir(key.command('remove <name>').description('revoke an API key (stops working within seconds)'))
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      const o = flags(cmd);
+      const { removeApiKey } = await import('../../cloud/store/credentials.js');
+      await withDb(o, (db) => removeApiKey(db, name));
+      out(`API key ${name} removed`);
+    });
+}

@@ -1,0 +1,88 @@
+/**
+ * The DuckDB dialect: everything the batch needs that is not portable SQL (sql.ts is). Opening the
+ * embedded engine with bounded memory, reading a list of master files, materializing a step,
+ * writing a relation to a Parquet file, timestamp types. Porting the batch to Spark SQL or Trino
+ * means rewriting this file only (docs/batch.md shows how).
+ */
+import { mkdir } from 'node:fs/promises';
+import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import { str, type SqlQuoting } from './sql.js';
+
+export interface EngineOptions {
+  /** DuckDB memory_limit, like '2GB'; past it operators spill to tempDir. */
+  memoryLimit: string;
+  /** Worker threads; 0 lets DuckDB pick (one per core). */
+  threads: number;
+  /** Spill directory (<dataDir>/tmp/duckdb). */
+  tempDir: string;
+}
+
+/** An open DuckDB connection with the dialect's statements. */
+export class DuckDialect implements SqlQuoting {
+  private constructor(private readonly instance: DuckDBInstance, readonly conn: DuckDBConnection) {}
+
+  static async open(opts: EngineOptions): Promise<DuckDialect> {
+    await mkdir(opts.tempDir, { recursive: true });
+    const config: Record<string, string> = {
+      memory_limit: opts.memoryLimit,
+      temp_directory: opts.tempDir,
+      // Readings are summed in the order DuckDB likes; results must not depend on insertion order.
+      preserve_insertion_order: 'false',
+    };
+    if (opts.threads > 0) config.threads = String(opts.threads);
+    const instance = await DuckDBInstance.create(':memory:', config);
+    const conn = await instance.connect();
+    // Nothing below depends on the session zone (see scanMaster); UTC anyway, for any TIMESTAMPTZ
+    // arithmetic a later change may add.
+    await conn.run(`SET TimeZone = 'UTC'`);
+    return new DuckDialect(instance, conn);
+  }
+
+  ident(name: string): string {
+    return `"${name.replace(/"/g, '""')}"`;
+  }
+
+  /** The master files as a relation (a parenthesized query) with ts a UTC TIMESTAMP (no zone). */
+  scanMaster(files: string[]): string {
+    const list = files.map(str).join(', ');
+    // Master ts is TIMESTAMP(isAdjustedToUTC) = TIMESTAMPTZ in DuckDB. Its epoch microseconds made
+    // into a zone-less TIMESTAMP give the UTC wall clock on any machine, and cost half of a CAST,
+    // which goes through ICU's zone rules for every row.
+    return `(SELECT device, metric, make_timestamp(epoch_us(ts)) AS ts, value, gateway, seq, epoch
+  FROM read_parquet([${list}], hive_partitioning = false))`;
+  }
+
+  /** The output type of a timestamp column: TIMESTAMP(MILLIS) in Parquet, the wall clock UTC. */
+  outTimestamp(col: string): string {
+    return `CAST(${col} AS TIMESTAMP_MS)`;
+  }
+
+  /** Compute a step into a temp table (Spark: a cached temp view; Trino: a table in a memory catalog). */
+  async materialize(name: string, sql: string): Promise<void> {
+    await this.conn.run(`CREATE OR REPLACE TEMP TABLE ${this.ident(name)} AS ${sql}`);
+  }
+
+  async drop(name: string): Promise<void> {
+    await this.conn.run(`DROP TABLE IF EXISTS ${this.ident(name)}`);
+  }
+
+  async count(name: string): Promise<number> {
+    const r = await this.conn.runAndReadAll(`SELECT COUNT(*) AS n FROM ${this.ident(name)}`);
+    return Number(r.getRowObjects()[0].n);
+  }
+
+  /** Write a query's rows to one zstd Parquet file (the caller fsyncs and renames it). */
+  async copyToParquet(select: string, file: string): Promise<void> {
+    await this.conn.run(`COPY (${select}) TO ${str(file)} (FORMAT parquet, COMPRESSION zstd)`);
+  }
+
+  /** Stop the running statement (close of the scheduler). */
+  interrupt(): void {
+    this.conn.interrupt();
+  }
+
+  close(): void {
+    this.conn.closeSync();
+    this.instance.closeSync();
+  }
+}

@@ -1,0 +1,15 @@
+/** The batch layer (docs/batch.md): the only door into cloud/batch/. */
+export { startBatchRun, DEFAULT_BATCH_JOB_OPTIONS } from './job.js';
+export type { BatchJobOptions, BatchRun, BatchRunDeps, BatchRunRequest, BatchRunResult } from './job.js';
+export { BatchScheduler, batchOptionsFrom } from './scheduler.js';
+export type { BatchSchedulerDeps, BatchSchedulerOptions, BatchStatus } from './scheduler.js';
+export { registerBatchRoutes } from './routes.js';
+export type { BatchRouteDeps } from './routes.js';
+export { VIEW_NAMES } from './sink.js';
+export type { SinkOutcome, ViewChanges, ViewName, ViewSink } from './sink.js';
+export { readManifest, MANIFEST_FILE } from './manifest.js';
+export type { Manifest } from './manifest.js';
+export { BatchAbortedError, BatchRunningError, ManifestInvalidError } from './errors.js';
+export { progressLine } from './progress.js';
+export type { BatchProgress } from './progress.js';
+export type { RunRow, RunKind, RunTrigger } from './state.js';

@@ -1,0 +1,257 @@
+/**
+ * One batch run (docs/batch.md): lock, snapshot E, decide the days, build them with DuckDB, publish
+ * a new manifest atomically, hand the days to the sinks, collect old versions, record the run.
+ */
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Db } from '../../shared/sqlite.js';
+import { nullLogger, type Logger } from '../../shared/logger.js';
+import { openCloudDb } from '../store/schema.js';
+import { buildDay } from './build.js';
+import { deliver } from './deliver.js';
+import { DuckDialect } from './dialect.js';
+import { BatchAbortedError } from './errors.js';
+import { parseVersionDir, publishFile, versionDir } from './files.js';
+import { collectVersions } from './gc.js';
+import { BatchLock } from './lock.js';
+import { nextViews, readManifest, writeManifest, type Manifest } from './manifest.js';
+import { ProgressTracker, type BatchProgress } from './progress.js';
+import { VIEW_NAMES, type SinkOutcome, type ViewName, type ViewSink } from './sink.js';
+import {
+  changedSpans, closeInterruptedRuns, finishRun, getMeta, insertRun, LAST_VERSION_KEY, setMeta, takeSnapshot, updateRunProgress, type RunKind, type RunTrigger,
+} from './state.js';
+
+export interface BatchJobOptions {
+  /** The cloud data dir: cloud.db, master/, views/, tmp/, batch.lock. */
+  dataDir: string;
+  /** DuckDB memory_limit ('2GB'); past it DuckDB spills to <dataDir>/tmp/duckdb. */
+  memoryLimit: string;
+  /** DuckDB threads; 0 = one per core. */
+  threads: number;
+  /** Superseded view versions are deleted this long after they stopped being live, in ms. */
+  retainVersionsMs: number;
+}
+
+export const DEFAULT_BATCH_JOB_OPTIONS: Omit<BatchJobOptions, 'dataDir'> = {
+  memoryLimit: '2GB',
+  threads: 0,
+  retainVersionsMs: 24 * 3600_000, // 1 day
+};
+
+export interface BatchRunRequest {
+  /** Rebuild every day (default: only the days with readings of newly covered epochs). */
+  full?: boolean;
+  trigger: RunTrigger;
+}
+
+export interface BatchRunDeps {
+  logger?: Logger;
+  sinks?: ViewSink[];
+  /** Clock, epoch ms. */
+  now?: () => number;
+  /** Called after each step (throttle on your side). */
+  onProgress?: (p: BatchProgress) => void;
+}
+
+export interface BatchRunResult {
+  id: number;
+  kind: RunKind;
+  trigger: RunTrigger;
+  /** The live manifest version after the run. */
+  version: number;
+  /** Whether this run published a new manifest (false when nothing changed). */
+  published: boolean;
+  /** Days rebuilt. */
+  days: string[];
+  /** Master rows read and readings covered by the rebuilt days. */
+  rowsRead: number;
+  readings: number;
+  watermark: Record<string, number>;
+  sinks: Record<string, SinkOutcome>;
+  deletedVersions: string[];
+  startedAt: number;
+  endedAt: number;
+}
+
+/** A started run: its id at once, its result in `done`. */
+export interface BatchRun {
+  readonly id: number;
+  readonly kind: RunKind;
+  readonly trigger: RunTrigger;
+  readonly startedAt: number;
+  progress(): BatchProgress;
+  /** Stop at the next statement; `done` rejects with BRAID_ERR_BATCH_ABORTED. */
+  abort(reason?: string): void;
+  readonly done: Promise<BatchRunResult>;
+}
+
+/**
+ * Take batch.lock and record the run, then run it in the background. Rejects with
+ * BatchRunningError (BRAID_ERR_BATCH_RUNNING, 409) when another run holds the lock.
+ */
+export async function startBatchRun(opts: BatchJobOptions, req: BatchRunRequest, deps: BatchRunDeps = {}): Promise<BatchRun> {
+  const now = deps.now ?? Date.now;
+  await mkdir(opts.dataDir, { recursive: true });
+  const lock = await BatchLock.acquire(join(opts.dataDir, 'batch.lock'), now);
+  let db: Db | undefined;
+  try {
+    db = await openCloudDb(join(opts.dataDir, 'cloud.db'));
+    const startedAt = now();
+    // We hold the lock: a row still 'running' belongs to a process that died.
+    await closeInterruptedRuns(db, startedAt);
+    const kind: RunKind = req.full ? 'full' : 'incremental';
+    const id = await insertRun(db, kind, req.trigger, startedAt);
+    return new Run(opts, { ...req, kind }, deps, db, lock, id, startedAt);
+  } catch (err) {
+    await db?.close();
+    await lock.release();
+    throw err;
+  }
+}
+
+class Run implements BatchRun {
+  readonly kind: RunKind;
+  readonly trigger: RunTrigger;
+  readonly done: Promise<BatchRunResult>;
+  private readonly tracker: ProgressTracker;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private engine: DuckDialect | null = null;
+  private aborted: string | null = null;
+  private effectiveKind: RunKind;
+  private rowsRead = 0;
+  private partitions = 0;
+
+  constructor(
+    private readonly opts: BatchJobOptions, req: BatchRunRequest & { kind: RunKind }, private readonly deps: BatchRunDeps,
+    private readonly db: Db, private readonly lock: BatchLock, readonly id: number, readonly startedAt: number,
+  ) {
+    this.kind = req.kind;
+    this.effectiveKind = req.kind;
+    this.trigger = req.trigger;
+    this.now = deps.now ?? Date.now;
+    this.logger = (deps.logger ?? nullLogger()).child({ batchRun: id });
+    this.tracker = new ProgressTracker(startedAt, this.now);
+    this.done = this.execute();
+    // The caller may look at `done` late; an unobserved failure must not kill the process.
+    this.done.catch(() => undefined);
+  }
+
+  progress(): BatchProgress {
+    return this.tracker.get();
+  }
+
+  abort(reason = 'aborted'): void {
+    if (this.aborted) return;
+    this.aborted = reason;
+    this.engine?.interrupt();
+  }
+
+  private step(p: Parameters<ProgressTracker['update']>[0]): void {
+    const progress = this.tracker.update(p);
+    this.deps.onProgress?.(progress);
+  }
+
+  private check(): void {
+    if (this.aborted) throw new BatchAbortedError(`batch run ${this.id} ${this.aborted}`);
+  }
+
+  private async execute(): Promise<BatchRunResult> {
+    const viewsDir = join(this.opts.dataDir, 'views');
+    const tmpDir = join(this.opts.dataDir, 'tmp', 'batch', `run-${this.id}`);
+    let version: number | null = null;
+    let published = false;
+    try {
+      await mkdir(viewsDir, { recursive: true });
+      let prev: Manifest | null;
+      try {
+        prev = await readManifest(viewsDir);
+      } catch (err) {
+        if (this.kind !== 'full') throw err;
+        prev = null; // --full rewrites a manifest it cannot read
+      }
+      // Incremental with no manifest is a full run [INV-4: deleting views/ and rerunning restores them].
+      if (!prev) this.effectiveKind = 'full';
+      const snap = await takeSnapshot(this.db, this.effectiveKind === 'full' ? null : prev!.watermark);
+      const nothingNew = prev !== null && snap.days.length === 0 && changedSpans(prev.watermark, snap.watermark).length === 0;
+      const rowsTotal = snap.files.reduce((n, f) => n + f.rows, 0);
+      this.step({ phase: 'building', daysTotal: snap.days.length, rowsTotal });
+      let live = prev;
+      let readings = 0;
+      if (!nothingNew) {
+        // Versions never go back, even after views/ was deleted: answers carry them.
+        const last = (await getMeta<number>(this.db, LAST_VERSION_KEY)) ?? 0;
+        version = Math.max(prev?.version ?? 0, last, await highestVersionDir(viewsDir)) + 1;
+        const vdir = versionDir(version);
+        await mkdir(tmpDir, { recursive: true });
+        const built = Object.fromEntries(VIEW_NAMES.map((v) => [v, new Map<string, string>()])) as Record<ViewName, Map<string, string>>;
+        this.engine = await DuckDialect.open({ memoryLimit: this.opts.memoryLimit, threads: this.opts.threads, tempDir: join(this.opts.dataDir, 'tmp', 'duckdb') });
+        const byDay = new Map<string, string[]>();
+        for (const f of snap.files) byDay.set(f.day, [...(byDay.get(f.day) ?? []), f.path]);
+        for (const day of snap.days) {
+          this.check();
+          this.step({ day });
+          const files = (byDay.get(day) ?? []).map((p) => join(this.opts.dataDir, p));
+          const b = await buildDay(this.engine, day, files, snap.watermark, tmpDir);
+          for (const [view, tmp] of Object.entries(b.files) as Array<[ViewName, string]>) {
+            const rel = `${vdir}/${view}/day=${day}.parquet`;
+            await publishFile(tmp, join(viewsDir, rel));
+            built[view].set(day, rel);
+          }
+          readings += b.readings;
+          this.rowsRead += snap.files.filter((f) => f.day === day).reduce((n, f) => n + f.rows, 0);
+          this.partitions++;
+          this.step({ daysDone: this.partitions, rowsRead: this.rowsRead });
+          await updateRunProgress(this.db, this.id, this.rowsRead, this.partitions);
+        }
+        this.engine.close();
+        this.engine = null;
+        this.check();
+        this.step({ phase: 'publishing', day: null });
+        live = {
+          version, createdAt: new Date(this.now()).toISOString(), watermark: snap.watermark,
+          views: nextViews(this.effectiveKind === 'full' ? null : prev, new Set(snap.days), built),
+        };
+        // [manifest atomicity] every file it names is durable before the rename.
+        await writeManifest(viewsDir, live);
+        published = true;
+        await setMeta(this.db, LAST_VERSION_KEY, version);
+        this.logger.info({ version, days: snap.days.length, rowsRead: this.rowsRead, readings }, 'batch views published');
+      }
+      this.step({ phase: 'sinks' });
+      const sinks = live ? await deliver(this.db, this.deps.sinks ?? [], live, viewsDir, this.logger) : {};
+      const deletedVersions = await collectVersions(this.db, viewsDir, live, this.now(), this.opts.retainVersionsMs, this.logger);
+      const endedAt = this.now();
+      this.step({ phase: 'done' });
+      await finishRun(this.db, this.id, {
+        endedAt, outcome: 'ok', rowsRead: this.rowsRead, partitions: this.partitions, version: live?.version ?? null,
+        watermark: snap.watermark, sinks, error: null, kind: this.effectiveKind,
+      });
+      return {
+        id: this.id, kind: this.effectiveKind, trigger: this.trigger, version: live?.version ?? 0, published,
+        days: snap.days, rowsRead: this.rowsRead, readings, watermark: snap.watermark, sinks, deletedVersions,
+        startedAt: this.startedAt, endedAt,
+      };
+    } catch (err) {
+      const error = this.aborted ? new BatchAbortedError(`batch run ${this.id} ${this.aborted}`, { cause: err }) : err;
+      // An unpublished version is named by no manifest: nobody can be reading it.
+      if (version !== null && !published) await rm(join(viewsDir, versionDir(version)), { recursive: true, force: true }).catch(() => undefined);
+      await finishRun(this.db, this.id, {
+        endedAt: this.now(), outcome: 'failed', rowsRead: this.rowsRead, partitions: this.partitions, version: null,
+        watermark: null, sinks: null, error: (error as Error)?.message ?? String(error), kind: this.effectiveKind,
+      }).catch((e) => this.logger.error({ err: e }, 'could not record the failed run'));
+      this.logger.error({ err: error }, 'batch run failed');
+      throw error;
+    } finally {
+      try { this.engine?.close(); } catch { /* already closed */ }
+      await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
+      await this.db.close().catch(() => undefined);
+      await this.lock.release();
+    }
+  }
+}
+
+async function highestVersionDir(viewsDir: string): Promise<number> {
+  const names = await readdir(viewsDir).catch(() => [] as string[]);
+  return names.reduce((m, n) => Math.max(m, parseVersionDir(n) ?? 0), 0);
+}

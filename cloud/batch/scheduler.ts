@@ -1,0 +1,166 @@
+/**
+ * BatchScheduler: the batch job inside `braid cloud`. Runs it on `batch.cron` (UTC) and on demand
+ * (POST /api/v1/batch/run), one at a time (batch.lock also keeps out `braid batch run` in another
+ * process), and tells GET /api/v1/batch what is going on.
+ */
+import { join } from 'node:path';
+import cron, { type ScheduledTask } from 'node-cron';
+import type { CloudConfig } from '../config.js';
+import { ClosedError, ConfigInvalidError } from '../../shared/errors.js';
+import type { Db } from '../../shared/sqlite.js';
+import { nullLogger, type Logger } from '../../shared/logger.js';
+import { openCloudDb } from '../store/schema.js';
+import { BatchRunningError } from './errors.js';
+import { startBatchRun, type BatchJobOptions, type BatchRun, type BatchRunDeps } from './job.js';
+import { readManifest } from './manifest.js';
+import type { BatchProgress } from './progress.js';
+import type { ViewSink } from './sink.js';
+import { listRuns, type RunRow, type RunTrigger } from './state.js';
+
+export interface BatchSchedulerOptions extends BatchJobOptions {
+  /** node-cron expression, evaluated in UTC; null schedules nothing (runNow still works). */
+  cron: string | null;
+  /** Runs listed by status(). */
+  historyLimit?: number;
+}
+
+/** The scheduler's options from the cloud config (dataDir and batch.*). */
+export function batchOptionsFrom(config: Pick<CloudConfig, 'dataDir' | 'batch'>): BatchSchedulerOptions {
+  return {
+    dataDir: config.dataDir, cron: config.batch.cron, memoryLimit: config.batch.memoryLimit,
+    threads: config.batch.threads, retainVersionsMs: config.batch.retainVersionsMs,
+  };
+}
+
+export interface BatchSchedulerDeps {
+  logger?: Logger;
+  /** View sinks (InfluxDB...) called after each published version. */
+  sinks?: ViewSink[];
+  now?: () => number;
+  /** cloud.db to read the run history from; opened (and closed) by the scheduler when absent. */
+  db?: Db;
+}
+
+export interface BatchStatus {
+  /** The run in progress: in this process with live progress, or in another one (from batch_runs). */
+  running: {
+    id: number; kind: string; trigger: string; startedAt: number;
+    /** Live progress when the run is in this process; null when it runs in another one. */
+    progress: BatchProgress | null;
+    rowsRead: number | null; partitions: number | null;
+  } | null;
+  /** The live manifest: version, createdAt and watermark E (null before the first run). */
+  manifest: { version: number; createdAt: string; watermark: Record<string, number> } | null;
+  schedule: { cron: string | null; nextRunAt: string | null };
+  /** The newest runs first. */
+  runs: RunRow[];
+}
+
+export class BatchScheduler {
+  private task: ScheduledTask | null = null;
+  private current: BatchRun | null = null;
+  private starting = false;
+  private closed = false;
+  private db: Db | null;
+  private readonly ownDb: boolean;
+  private readonly logger: Logger;
+
+  constructor(private readonly opts: BatchSchedulerOptions, private readonly deps: BatchSchedulerDeps = {}) {
+    if (opts.cron !== null && !cron.validate(opts.cron)) {
+      throw new ConfigInvalidError(`config key "batch.cron": '${opts.cron}' is not a cron expression`);
+    }
+    this.logger = deps.logger ?? nullLogger();
+    this.db = deps.db ?? null;
+    this.ownDb = !deps.db;
+  }
+
+  /** Schedule the cron runs. */
+  start(): void {
+    if (this.closed) throw new ClosedError('batch scheduler is closed');
+    if (this.task || this.opts.cron === null) return;
+    this.task = cron.schedule(this.opts.cron, async () => {
+      try {
+        const run = await this.runNow('cron');
+        await run.done;
+      } catch (err) {
+        if ((err as { code?: string }).code === 'BRAID_ERR_BATCH_RUNNING') this.logger.info('scheduled batch run skipped: one is already running');
+        else if ((err as { code?: string }).code !== 'BRAID_ERR_BATCH_ABORTED') this.logger.error({ err }, 'scheduled batch run failed');
+      }
+    }, { timezone: 'UTC', noOverlap: true, name: 'braid-batch' });
+  }
+
+  /**
+   * Start a run now; resolves once it is recorded (with its id), the result in `run.done`.
+   * Rejects with BRAID_ERR_BATCH_RUNNING (409) while another run is going on.
+   */
+  async runNow(trigger: RunTrigger = 'api', opts: { full?: boolean } = {}): Promise<BatchRun> {
+    if (this.closed) throw new ClosedError('batch scheduler is closed');
+    if (this.current || this.starting) {
+      throw new BatchRunningError(`batch run ${this.current?.id ?? ''} is in progress`.replace('  ', ' '), process.pid);
+    }
+    this.starting = true;
+    try {
+      const deps: BatchRunDeps = { logger: this.logger, sinks: this.deps.sinks, now: this.deps.now };
+      const run = await startBatchRun(this.opts, { full: opts.full, trigger }, deps);
+      this.current = run;
+      this.logger.info({ batchRun: run.id, trigger, kind: run.kind }, 'batch run started');
+      run.done.then(
+        (r) => this.logger.info({ batchRun: r.id, version: r.version, days: r.days.length, rowsRead: r.rowsRead, ms: r.endedAt - r.startedAt }, 'batch run done'),
+        () => undefined,
+      ).finally(() => { if (this.current === run) this.current = null; });
+      return run;
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  /** The run in progress in this process, if any. */
+  get running(): BatchRun | null {
+    return this.current;
+  }
+
+  async status(): Promise<BatchStatus> {
+    const db = await this.openDb();
+    const runs = await listRuns(db, this.opts.historyLimit ?? 20);
+    const manifest = await readManifest(join(this.opts.dataDir, 'views')).catch(() => null);
+    const cur = this.current;
+    const other = runs.find((r) => r.outcome === 'running');
+    const running = cur
+      ? { id: cur.id, kind: cur.kind, trigger: cur.trigger, startedAt: cur.startedAt, progress: cur.progress(), rowsRead: cur.progress().rowsRead, partitions: cur.progress().daysDone }
+      : other ? { id: other.id, kind: other.kind, trigger: other.trigger, startedAt: other.startedAt, progress: null, rowsRead: other.rowsRead, partitions: other.partitions } : null;
+    const next = this.task?.getNextRun() ?? null;
+    return {
+      running,
+      manifest: manifest ? { version: manifest.version, createdAt: manifest.createdAt, watermark: manifest.watermark } : null,
+      schedule: { cron: this.opts.cron, nextRunAt: next ? next.toISOString() : null },
+      runs,
+    };
+  }
+
+  /** Stop the schedule, abort the run in progress and wait for it; idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.task) {
+      await this.task.destroy();
+      this.task = null;
+    }
+    const run = this.current;
+    if (run) {
+      run.abort('aborted: the scheduler is closing');
+      await run.done.catch(() => undefined);
+    }
+    if (this.ownDb && this.db) await this.db.close();
+    this.db = null;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private async openDb(): Promise<Db> {
+    if (this.closed) throw new ClosedError('batch scheduler is closed');
+    if (!this.db) this.db = await openCloudDb(join(this.opts.dataDir, 'cloud.db'));
+    return this.db;
+  }
+}

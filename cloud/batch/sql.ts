@@ -1,0 +1,137 @@
+/**
+ * The batch SQL, portable part: standard SQL only (CTEs/subqueries, GROUP BY, CASE, window
+ * functions ROW_NUMBER/SUM/AVG/COUNT OVER, date_trunc), so the same statements run on DuckDB,
+ * Spark SQL and Trino. Everything engine-specific (reading Parquet, writing it, temp tables,
+ * timestamp types, pragmas) is in dialect.ts. docs/batch.md shows the whole script.
+ *
+ * Every view row is the summary of shared/summary.ts [DESIGN "The algebra"]:
+ * - a 1-minute bucket from the readings, m2 two-pass: sum((v - mean)^2) with mean = AVG over the bucket;
+ * - a coarser bucket merges the finer rows (Chan's formula for a group): n = Σn_i, mean = Σsum_i/n,
+ *   m2 = Σ(m2_i + n_i * (mean_i - mean)^2), equal to pairwise Chan up to rounding;
+ * - first/last = the reading with the smallest/largest (ts, device), picked with ROW_NUMBER.
+ */
+import type { ViewName } from './sink.js';
+
+/** What the portable SQL needs from an engine: identifier quoting. */
+export interface SqlQuoting {
+  /** A quoted identifier ("count" in standard SQL, `count` on Spark without ANSI quoting). */
+  ident(name: string): string;
+}
+
+/** A standard SQL string literal. */
+export function str(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
+}
+
+/** The summary columns of every view, in file order after the key columns. */
+export const SUMMARY_COLUMNS = ['count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts'] as const;
+/** The timestamp columns of a view (the dialect gives them the ms type on output). */
+export const TIMESTAMP_COLUMNS = ['bucket', 'first_ts', 'last_ts'] as const;
+
+/**
+ * The deduplicated readings of one scan that the views cover [INV-2, vector watermark]: rows with
+ * epoch <= E[gateway] (a gateway missing from E has no covered epoch), then one row per identity
+ * (device, metric, ts), the one with the lowest (gateway, seq). `scan` is a relation with columns
+ * device, metric, ts (timestamp, UTC), value, gateway, seq, epoch. Null when E is empty.
+ */
+export function readingsSql(scan: string, watermark: Record<string, number>): string | null {
+  const entries = Object.entries(watermark).filter(([, e]) => e > 0);
+  if (entries.length === 0) return null;
+  const values = entries.map(([g, e]) => `(${str(g)}, ${Math.trunc(e)})`).join(', ');
+  return `SELECT device, metric, ts, value, gateway
+FROM (
+  SELECT r.device, r.metric, r.ts, r.value, r.gateway,
+    ROW_NUMBER() OVER (PARTITION BY r.device, r.metric, r.ts ORDER BY r.gateway, r.seq) AS rn
+  FROM ${scan} r
+  JOIN (VALUES ${values}) AS wm (gateway, e) ON r.gateway = wm.gateway AND r.epoch <= wm.e
+) d
+WHERE rn = 1`;
+}
+
+/** 1-minute summaries of `source` (the readings) per key column ('device' or 'gateway'), metric, minute. */
+export function minuteSql(q: SqlQuoting, source: string, key: 'device' | 'gateway'): string {
+  const part = `PARTITION BY ${key}, metric, bucket`;
+  return `SELECT ${key}, metric, bucket,
+  COUNT(*) AS ${q.ident('count')},
+  SUM(value) AS ${q.ident('sum')},
+  MIN(value) AS ${q.ident('min')},
+  MAX(value) AS ${q.ident('max')},
+  SUM((value - mean) * (value - mean)) AS m2,
+  MAX(CASE WHEN rn = 1 THEN value END) AS ${q.ident('first')},
+  MIN(ts) AS first_ts,
+  MAX(CASE WHEN rn = n THEN value END) AS ${q.ident('last')},
+  MAX(ts) AS last_ts
+FROM (
+  SELECT ${key}, metric, bucket, ts, value,
+    AVG(value) OVER (${part}) AS mean,
+    COUNT(*) OVER (${part}) AS n,
+    ROW_NUMBER() OVER (${part} ORDER BY ts, device) AS rn
+  FROM (SELECT s.*, date_trunc('minute', s.ts) AS bucket FROM ${source} s) b
+) x
+GROUP BY ${key}, metric, bucket`;
+}
+
+/**
+ * Merge the rows of a finer view into `unit` buckets per `keys`, metric. `tie` names the column
+ * that breaks (ts) ties between rows for first/last (device when rows of several devices merge);
+ * rows of one key never tie, their buckets being disjoint in time.
+ */
+export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: 'hour' | 'day', tie: string | null): string {
+  const c = (n: string) => q.ident(n);
+  const k = keys.map((x) => `${x}, `).join('');
+  const part = `PARTITION BY ${k}metric, b`;
+  const tieAsc = tie ? `, ${tie}` : '';
+  const tieDesc = tie ? `, ${tie} DESC` : '';
+  const dev = `(${c('sum')} / ${c('count')} - tsum / tcount)`;
+  return `SELECT ${k}metric, b AS bucket,
+  CAST(SUM(${c('count')}) AS BIGINT) AS ${c('count')},
+  SUM(${c('sum')}) AS ${c('sum')},
+  MIN(${c('min')}) AS ${c('min')},
+  MAX(${c('max')}) AS ${c('max')},
+  SUM(m2 + ${c('count')} * ${dev} * ${dev}) AS m2,
+  MAX(CASE WHEN rf = 1 THEN ${c('first')} END) AS ${c('first')},
+  MIN(first_ts) AS first_ts,
+  MAX(CASE WHEN rl = 1 THEN ${c('last')} END) AS ${c('last')},
+  MAX(last_ts) AS last_ts
+FROM (
+  SELECT f.*,
+    SUM(${c('count')}) OVER (${part}) AS tcount,
+    SUM(${c('sum')}) OVER (${part}) AS tsum,
+    ROW_NUMBER() OVER (${part} ORDER BY first_ts${tieAsc}) AS rf,
+    ROW_NUMBER() OVER (${part} ORDER BY last_ts DESC${tieDesc}) AS rl
+  FROM (SELECT s.*, date_trunc('${unit}', s.bucket) AS b FROM ${source} s) f
+) x
+GROUP BY ${k}metric, b`;
+}
+
+/** One step of a day's build: a relation named `name` computed from `from`. */
+export interface ViewStep {
+  name: ViewName | 'gateway_1m';
+  /** Published as a view (gateway_1m is only a step towards gateway_1h). */
+  published: boolean;
+  /** Key columns of the rows, before metric. */
+  keys: string[];
+  sql: (q: SqlQuoting) => string;
+}
+
+/**
+ * The views of one day, in dependency order, from the relation `readings` (readingsSql).
+ * The gateway views group by the reading's own gateway column (after dedup), so a device that
+ * moved gateways counts under each gateway for the readings that gateway delivered.
+ */
+export const VIEW_STEPS: readonly ViewStep[] = [
+  { name: 'device_1m', published: true, keys: ['device'], sql: (q) => minuteSql(q, 'readings', 'device') },
+  { name: 'device_1h', published: true, keys: ['device'], sql: (q) => rollupSql(q, 'device_1m', ['device'], 'hour', null) },
+  { name: 'device_1d', published: true, keys: ['device'], sql: (q) => rollupSql(q, 'device_1h', ['device'], 'day', null) },
+  { name: 'gateway_1m', published: false, keys: ['gateway'], sql: (q) => minuteSql(q, 'readings', 'gateway') },
+  { name: 'gateway_1h', published: true, keys: ['gateway'], sql: (q) => rollupSql(q, 'gateway_1m', ['gateway'], 'hour', null) },
+  { name: 'gateway_1d', published: true, keys: ['gateway'], sql: (q) => rollupSql(q, 'gateway_1h', ['gateway'], 'day', null) },
+  { name: 'fleet_1h', published: true, keys: [], sql: (q) => rollupSql(q, 'device_1h', [], 'hour', 'device') },
+  { name: 'fleet_1d', published: true, keys: [], sql: (q) => rollupSql(q, 'fleet_1h', [], 'day', null) },
+];
+
+/** The file's column list of a view, in order, with `ts` wrapping each timestamp column. */
+export function outputColumns(q: SqlQuoting, keys: string[], ts: (col: string) => string): string {
+  const cols = [...keys, 'metric', 'bucket', ...SUMMARY_COLUMNS];
+  return cols.map((n) => ((TIMESTAMP_COLUMNS as readonly string[]).includes(n) ? `${ts(n)} AS ${n}` : q.ident(n))).join(', ');
+}

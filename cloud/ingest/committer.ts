@@ -1,0 +1,240 @@
+/**
+ * Group commit of ingest requests: requests arriving within `groupCommitMs` (or while the previous
+ * group is being written) share one staging append + fdatasync and one cloud.db transaction.
+ *
+ * Order, inside one BEGIN IMMEDIATE transaction (SQLite's write lock, shared by every ingest
+ * process on the data dir): decide what is new against `received` [INV-2], append it to the open
+ * segment and fdatasync, then add it to `received` and `staged`, COMMIT, and only then answer 2xx
+ * [INV-1]. A crash after the fsync and before the COMMIT leaves lines that no `staged` row
+ * vouches for: the seal that later finds them stores them only if no one has meanwhile (sealer.ts).
+ */
+import { ClosedError, LimitExceededError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { WriteQueue } from '../../shared/sqlite.js';
+import { addRanges } from '../store/ingest-state.js';
+import { IngestUnavailableError } from './errors.js';
+import type { IngestMetrics } from './metrics.js';
+import { type IngestAck, type StagingLine, planGroup, seqRanges } from './plan.js';
+import { type Range, normalize } from './ranges.js';
+import { OpenSegment, segmentLine } from './staging.js';
+import type { IngestBatch } from './validate.js';
+
+export interface CommitterOptions {
+  /** Requests arriving within this many ms share one fsync and one transaction. */
+  groupCommitMs: number;
+  /** A segment holds at most this many readings; a group that would pass it continues in a new one. */
+  sealMaxReadings: number;
+  /** A segment is rotated (and sealed) once this old, in ms. */
+  sealMaxAgeMs: number;
+  /** Readings waiting for a group commit before new requests are refused with 429. */
+  maxQueuedReadings: number;
+}
+
+export interface CommitterDeps {
+  writes: WriteQueue;
+  /** This process's staging directory. */
+  stagingDir: string;
+  log: Logger;
+  metrics: IngestMetrics;
+  /** A rotated segment, every line of it committed or abandoned: seal it. */
+  onRotated: (segment: { id: string; path: string; readings: number }) => void;
+  now?: () => number;
+}
+
+interface Pending { batch: IngestBatch; resolve: (a: IngestAck) => void; reject: (e: Error) => void }
+
+/** Where a group's lines went: per segment, per gateway, the seq ranges. */
+type Placement = Map<string, Map<string, Range[]>>;
+
+export class GroupCommitter {
+  private readonly d: CommitterDeps;
+  private readonly o: CommitterOptions;
+  private readonly now: () => number;
+  private queue: Pending[] = [];
+  private queuedReadings = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private ageTimer: NodeJS.Timeout | null = null;
+  private flushing = false;
+  /** Flushes and rotations run one at a time, in order. */
+  private lane: Promise<void> = Promise.resolve();
+  private segment: OpenSegment | null = null;
+  /** Segments written by this committer and not handed to the sealer yet. */
+  private readonly live = new Set<string>();
+  private closed = false;
+
+  constructor(deps: CommitterDeps, options: CommitterOptions) {
+    this.d = deps;
+    this.o = options;
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** Readings in the open segment. */
+  get openReadings(): number {
+    return this.segment?.readings ?? 0;
+  }
+
+  /** Whether a segment is still this committer's (open, or rotated by a commit in flight). */
+  owns(id: string): boolean {
+    return this.live.has(id);
+  }
+
+  /** Queue a validated batch; resolves once it is durable [INV-1]. */
+  submit(batch: IngestBatch): Promise<IngestAck> {
+    if (this.closed) return Promise.reject(new ClosedError('ingest is shutting down; retry on another node or later'));
+    const n = batch.readings.length;
+    if (this.queuedReadings > 0 && this.queuedReadings + n > this.o.maxQueuedReadings) {
+      // [INV-6] a bounded queue: the gateway keeps the rows and retries after Retry-After.
+      return Promise.reject(new LimitExceededError(`ingest queue is full (${this.queuedReadings} readings waiting); retry shortly`));
+    }
+    return new Promise<IngestAck>((resolve, reject) => {
+      this.queue.push({ batch, resolve, reject });
+      this.queuedReadings += n;
+      this.kick(false);
+    });
+  }
+
+  private kick(now: boolean): void {
+    if (this.timer || this.flushing || this.queue.length === 0) return;
+    const run = () => {
+      this.timer = null;
+      this.flushing = true;
+      void this.enqueue(() => this.flush()).catch(() => undefined);
+    };
+    this.timer = now || this.o.groupCommitMs === 0 ? setTimeout(run, 0) : setTimeout(run, this.o.groupCommitMs);
+  }
+
+  private enqueue(job: () => Promise<void>): Promise<void> {
+    const next = this.lane.then(job);
+    this.lane = next.catch((err) => this.d.log.error({ err }, 'ingest lane job failed'));
+    return next;
+  }
+
+  private async flush(): Promise<void> {
+    const group = this.queue;
+    this.queue = [];
+    const readings = group.reduce((n, p) => n + p.batch.readings.length, 0);
+    try {
+      const rotated: OpenSegment[] = [];
+      const plan = await this.d.writes.tx(async (db) => {
+        const p = await planGroup(db, group.map((x) => x.batch), this.now(), this.d.log);
+        if (p.lines.length > 0) {
+          const placed = await this.stage(p.lines, rotated);
+          for (const [g, ranges] of p.added) await addRanges(db, { table: 'received', gateway: g }, ranges);
+          for (const [segment, byGateway] of placed) {
+            for (const [g, ranges] of byGateway) await addRanges(db, { table: 'staged', segment, gateway: g }, ranges);
+          }
+        }
+        return p;
+      }).finally(() => {
+        // Sealed only now: every line of a rotated segment is committed (or its transaction is gone).
+        for (const s of rotated) this.handOver(s);
+      });
+      this.d.metrics.groupCommits.inc();
+      group.forEach((p, i) => {
+        const o = plan.outcomes[i];
+        this.d.metrics.readings.inc(o.stored);
+        this.d.metrics.duplicates.inc(o.duplicates);
+        this.d.metrics.epochs.inc(o.newEpochs);
+        this.d.metrics.gaps.inc(o.newGaps);
+        this.d.metrics.seqGaps.inc(o.holes.length);
+        p.resolve({ ackSeq: o.ackSeq, stored: o.stored, duplicates: o.duplicates });
+      });
+      // A full segment is sealed now rather than when the next request arrives.
+      if (this.segment && this.segment.readings >= this.o.sealMaxReadings) {
+        await this.rotate().catch((e) => this.d.log.error({ err: e }, 'rotating a full segment failed'));
+      }
+    } catch (err) {
+      this.d.log.error({ err, requests: group.length }, 'group commit failed; nothing acknowledged');
+      // The open segment may hold lines of the failed transaction, or a half write: start a new one.
+      await this.rotate().catch((e) => this.d.log.error({ err: e }, 'rotating after a failed commit failed'));
+      const e = new IngestUnavailableError('could not store the batch durably; retry', { cause: err });
+      for (const p of group) p.reject(e);
+    } finally {
+      this.queuedReadings -= readings;
+      this.flushing = false;
+      this.kick(true);
+    }
+  }
+
+  /** Append the lines to the open segment, rotating at sealMaxReadings; fdatasync each segment written. */
+  private async stage(lines: StagingLine[], rotated: OpenSegment[]): Promise<Placement> {
+    const placed: Placement = new Map();
+    const touched = new Set<OpenSegment>();
+    for (const line of lines) {
+      let rows = line.rows;
+      while (rows.length > 0) {
+        let seg = this.segment;
+        if (seg && seg.readings >= this.o.sealMaxReadings) {
+          await seg.sync();
+          await seg.close();
+          touched.delete(seg);
+          rotated.push(seg);
+          this.segment = seg = null;
+        }
+        if (!seg) seg = await this.openSegment();
+        const take = rows.length <= this.o.sealMaxReadings - seg.readings ? rows : rows.slice(0, this.o.sealMaxReadings - seg.readings);
+        await seg.append(segmentLine(line.gateway, take));
+        seg.readings += take.length;
+        touched.add(seg);
+        const byGateway = placed.get(seg.id) ?? new Map<string, Range[]>();
+        byGateway.set(line.gateway, normalize([...(byGateway.get(line.gateway) ?? []), ...seqRanges(take)]));
+        placed.set(seg.id, byGateway);
+        rows = take === rows ? [] : rows.slice(take.length);
+      }
+    }
+    // [INV-1] durable before the COMMIT that makes it count, and before any 2xx.
+    await Promise.all([...touched].map((s) => s.sync()));
+    return placed;
+  }
+
+  private async openSegment(): Promise<OpenSegment> {
+    const seg = await OpenSegment.create(this.d.stagingDir, this.now());
+    this.segment = seg;
+    this.live.add(seg.id);
+    if (this.ageTimer) clearTimeout(this.ageTimer);
+    this.ageTimer = setTimeout(() => {
+      this.ageTimer = null;
+      if (this.segment === seg) void this.enqueue(() => this.rotate()).catch(() => undefined);
+    }, this.o.sealMaxAgeMs);
+    return seg;
+  }
+
+  /** Close the open segment (if any) and hand it to the sealer. Runs between group commits. */
+  private async rotate(): Promise<void> {
+    const seg = this.segment;
+    if (!seg) return;
+    this.segment = null;
+    if (this.ageTimer) { clearTimeout(this.ageTimer); this.ageTimer = null; }
+    try {
+      await seg.close();
+    } finally {
+      this.handOver(seg);
+    }
+  }
+
+  private handOver(seg: OpenSegment): void {
+    this.live.delete(seg.id);
+    this.d.onRotated({ id: seg.id, path: seg.path, readings: seg.readings });
+  }
+
+  /** Rotate the open segment now (after the group commits queued before this call). */
+  rotateNow(): Promise<void> {
+    return this.enqueue(() => this.rotate());
+  }
+
+  /** Stop taking requests, commit those queued, rotate the open segment. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (;;) {
+      if (this.timer) {
+        clearTimeout(this.timer);
+        this.timer = null;
+        this.flushing = true;
+        void this.enqueue(() => this.flush()).catch(() => undefined);
+      }
+      await this.lane;
+      if (!this.timer && this.queue.length === 0) break;
+    }
+    await this.enqueue(() => this.rotate()).catch(() => undefined);
+  }
+}

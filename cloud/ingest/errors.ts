@@ -1,0 +1,23 @@
+/**
+ * Ingest's own refusals, each with a stable code (the shared ones, 400/401/403/413/429/503, come
+ * from shared/errors.ts). The gateway retries all of them, backing off; none loses data.
+ */
+import { BraidError } from '../../shared/errors.js';
+
+/** A Content-Encoding other than gzip or identity. */
+export class UnsupportedEncodingError extends BraidError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('BRAID_ERR_UNSUPPORTED_ENCODING', message, 415, options);
+  }
+}
+
+/**
+ * The batch could not be made durable (staging write, fsync or cloud.db failed): nothing was
+ * acknowledged, so the gateway keeps the rows and sends them again [INV-1].
+ */
+export class IngestUnavailableError extends BraidError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('BRAID_ERR_INGEST_UNAVAILABLE', message, 503, options);
+  }
+  override canRetry(): boolean { return true; }
+}

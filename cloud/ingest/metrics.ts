@@ -1,0 +1,43 @@
+/** Ingest and master dataset metrics (names braid_ingest_*, braid_master_*, braid_staging_*; no device labels). */
+import { Counter, Gauge, Histogram, type Metric, type Registry } from 'prom-client';
+
+/** Reuse a metric already on the registry: two ingest services in one process (tests) share it. */
+function reuse<T extends Metric>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+export function createIngestMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    requests: reuse(registry, 'braid_ingest_requests_total', () => new Counter({
+      name: 'braid_ingest_requests_total', help: 'Ingest requests by outcome: ok (2xx), rejected (4xx), failed (5xx)', labelNames: ['outcome'] as const, registers })),
+    rejected: reuse(registry, 'braid_ingest_rejected_total', () => new Counter({
+      name: 'braid_ingest_rejected_total', help: 'Ingest requests refused, by error code', labelNames: ['code'] as const, registers })),
+    requestSeconds: reuse(registry, 'braid_ingest_request_seconds', () => new Histogram({
+      name: 'braid_ingest_request_seconds', help: 'Time from an ingest request to its answer (durable when 2xx)', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers })),
+    readings: reuse(registry, 'braid_ingest_readings_total', () => new Counter({
+      name: 'braid_ingest_readings_total', help: 'Readings stored by ingest (new (gateway, seq) only)', registers })),
+    duplicates: reuse(registry, 'braid_ingest_duplicates_total', () => new Counter({
+      name: 'braid_ingest_duplicates_total', help: 'Readings ingest received again and ignored: their (gateway, seq) was stored already', registers })),
+    epochs: reuse(registry, 'braid_ingest_epochs_total', () => new Counter({
+      name: 'braid_ingest_epochs_total', help: 'Closed epochs recorded (repeats not counted)', registers })),
+    gaps: reuse(registry, 'braid_ingest_gap_records_total', () => new Counter({
+      name: 'braid_ingest_gap_records_total', help: 'Gap records (readings a gateway dropped at its disk budget) recorded, repeats not counted', registers })),
+    seqGaps: reuse(registry, 'braid_ingest_seq_gaps_total', () => new Counter({
+      name: 'braid_ingest_seq_gaps_total', help: 'Seq holes seen: a batch starting above the next expected seq with no gap record for the hole', registers })),
+    groupCommits: reuse(registry, 'braid_ingest_group_commits_total', () => new Counter({
+      name: 'braid_ingest_group_commits_total', help: 'Group commits (one staging fsync and one cloud.db transaction each)', registers })),
+    stagingReadings: reuse(registry, 'braid_staging_readings', () => new Gauge({
+      name: 'braid_staging_readings', help: 'Readings in staging segments of this process not sealed yet', registers })),
+    masterFiles: reuse(registry, 'braid_master_files_total', () => new Counter({
+      name: 'braid_master_files_total', help: 'Parquet files added to master/', registers })),
+    sealedReadings: reuse(registry, 'braid_master_sealed_readings_total', () => new Counter({
+      name: 'braid_master_sealed_readings_total', help: 'Readings sealed into master/ Parquet files', registers })),
+    sealSeconds: reuse(registry, 'braid_master_seal_seconds', () => new Histogram({
+      name: 'braid_master_seal_seconds', help: 'Time to seal one staging segment', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers })),
+    sealFailures: reuse(registry, 'braid_master_seal_failures_total', () => new Counter({
+      name: 'braid_master_seal_failures_total', help: 'Seal attempts that failed (the segment stays in staging and is retried)', registers })),
+  };
+}
+
+export type IngestMetrics = ReturnType<typeof createIngestMetrics>;

@@ -1,0 +1,80 @@
+/**
+ * POST /api/v1/ingest (docs/ingest-protocol.md): gateway token first (a stranger's body is not
+ * even read), then the body within its limits, full validation, the token's gateway must be the
+ * body's, then the group commit; 200 `{ackSeq, stored, duplicates}` once durable [INV-1]. Every
+ * refusal is counted by code in braid_ingest_rejected_total [INV-5].
+ */
+import type { IncomingMessage } from 'node:http';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
+import { errorReply } from '../../shared/http-errors.js';
+import { readBody } from './body.js';
+import type { IngestService } from './service.js';
+import { validateIngestBody } from './validate.js';
+
+export const INGEST_PATH = '/api/v1/ingest';
+
+/** Records per request (epochs, gaps); the gateway sends at most 10k of each. */
+const MAX_RECORDS = 100_000;
+
+export interface IngestRouteDeps {
+  ingest: IngestService;
+  /** The gateway-token hook (Authenticator.requireRole('gateway')). */
+  requireGateway: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
+}
+
+/** Register the route in its own encapsulated scope (its body parser and error counting stay there). */
+export async function registerIngestRoute(app: FastifyInstance, deps: IngestRouteDeps): Promise<void> {
+  const { ingest } = deps;
+  const o = ingest.options;
+  const m = ingest.metrics;
+  await app.register(async (scope) => {
+    // The body is read by us, not by fastify's JSON parser: gzip, and limits on both sizes.
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (req: FastifyRequest, payload: IncomingMessage) =>
+      readBody(payload, req.headers, { maxBodyBytes: o.maxBodyBytes, maxInflatedBytes: o.maxInflatedBytes }));
+
+    scope.setErrorHandler((err, req, reply) => {
+      const { status, body } = errorReply(err as Error);
+      m.rejected.inc({ code: body.code });
+      if (status >= 500) req.log.error({ err }, 'ingest request failed');
+      else req.log.debug({ code: body.code, message: body.message }, 'ingest request refused');
+      if (status === 429 || status === 503) void reply.header('retry-after', '1');
+      // A refused body may still be arriving; closing the connection after the answer stops it.
+      if (status === 413) void reply.header('connection', 'close');
+      void reply.status(status).send(body);
+    });
+    scope.addHook('onResponse', async (_req, reply) => {
+      const s = reply.statusCode;
+      m.requests.inc({ outcome: s < 300 ? 'ok' : s < 500 ? 'rejected' : 'failed' });
+      m.requestSeconds.observe(reply.elapsedTime / 1000);
+    });
+
+    scope.post(INGEST_PATH, {
+      onRequest: deps.requireGateway,
+      schema: {
+        response: {
+          200: {
+            type: 'object',
+            properties: { ackSeq: { type: 'integer' }, stored: { type: 'integer' }, duplicates: { type: 'integer' } },
+          },
+        },
+      },
+    }, async (req) => {
+      const raw = req.body as Buffer | undefined;
+      if (!raw || raw.length === 0) throw new BadRequestError('body: empty; expected an ingest batch (JSON, optionally gzip)');
+      let doc: unknown;
+      try {
+        doc = JSON.parse(raw.toString('utf8'));
+      } catch (err) {
+        throw new BadRequestError(`body: not valid JSON (${(err as Error).message})`, { cause: err });
+      }
+      const batch = validateIngestBody(doc, { maxReadings: o.maxReadingsPerRequest, maxRecords: MAX_RECORDS });
+      const p = req.principal;
+      if (p?.kind !== 'gateway' || p.gateway !== batch.gateway) {
+        throw new ForbiddenError(`gateway: the token belongs to gateway ${p?.kind === 'gateway' ? p.gateway : '?'}, the body says ${batch.gateway}`);
+      }
+      return ingest.submit(batch);
+    });
+  });
+}

@@ -1,0 +1,262 @@
+/**
+ * Sealing: a rotated (or adopted) staging segment becomes Parquet in master/, one file per UTC day
+ * of `ts`, then the catalog and `sealed` learn of it, then the staging file goes. Each step can be
+ * redone after a crash without a double count:
+ *
+ * 1. Read the segment (a torn last line is cut: it was never acknowledged).
+ * 2. Transaction: the lines that count are those `staged` names for this segment; a line it does
+ *    not name (written by a group commit whose transaction then failed) is adopted into
+ *    `received` and `staged` only if no one holds its (gateway, seq) yet [INV-2].
+ * 3. Per day: Parquet to tmp/, fsync, hard-link to master/day=D/part-<segment>.parquet (link
+ *    fails if the name exists: a crashed seal wrote it already, from the same rows), fsync the dir.
+ *    No file under master/ is ever modified or deleted [INV-4].
+ * 4. Transaction: `files` + `file_gateways`, the segment's ranges into `sealed`, its `staged` rows out.
+ * 5. Delete the staging file.
+ */
+import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../../shared/logger.js';
+import type { WriteQueue } from '../../shared/sqlite.js';
+import { DAY_MS } from '../../shared/time.js';
+import { type CatalogEntry, addRanges, deleteStaged, insertFiles, rangesNear, stagedRanges } from '../store/ingest-state.js';
+import type { IngestMetrics } from './metrics.js';
+import { DayColumns, type ParquetEncoder, dayString } from './parquet.js';
+import { seqRanges } from './plan.js';
+import { type Range, covers, missing, normalize } from './ranges.js';
+import { fsyncDir, readSegment } from './staging.js';
+
+export interface SealerDeps {
+  dataDir: string;
+  writes: WriteQueue;
+  log: Logger;
+  metrics: IngestMetrics;
+  encoder: ParquetEncoder;
+  /** Delete a sealed segment's staging file (and make that durable). */
+  removeSegment: (path: string) => Promise<void>;
+  now?: () => number;
+}
+
+export interface SegmentRef { id: string; path: string }
+
+export interface SealReport {
+  segment: string;
+  rows: number;
+  files: string[];
+  /** Lines no `staged` row named that were stored now (their commit had failed, nobody else had them). */
+  adopted: number;
+  /** Lines left out: repeats, or seqs someone else holds. */
+  dropped: number;
+  /** Time spent reading the segment, writing Parquet, and in all, in ms. */
+  readMs: number;
+  writeMs: number;
+  ms: number;
+}
+
+interface GatewayRuns { runs: Range[]; rows: number }
+
+/** The seqs in both sorted, merged range lists (one pass over each). */
+function intersect(a: Range[], b: Range[]): Range[] {
+  const out: Range[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const from = Math.max(a[i].from, b[j].from);
+    const to = Math.min(a[i].to, b[j].to);
+    if (from <= to) out.push({ from, to });
+    if (a[i].to < b[j].to) i++;
+    else j++;
+  }
+  return normalize(out);
+}
+
+export class Sealer {
+  private readonly d: SealerDeps;
+  private readonly now: () => number;
+  private readonly queue: SegmentRef[] = [];
+  private readonly queued = new Set<string>();
+  private running: Promise<void> | null = null;
+
+  constructor(deps: SealerDeps) {
+    this.d = deps;
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** Whether a segment is queued or being sealed. */
+  has(id: string): boolean {
+    return this.queued.has(id);
+  }
+
+  enqueue(seg: SegmentRef): void {
+    if (this.queued.has(seg.id)) return;
+    this.queued.add(seg.id);
+    this.queue.push(seg);
+    this.running ??= this.pump();
+  }
+
+  /** Resolves when every queued segment has been sealed (or has failed, logged and counted). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for (let seg = this.queue.shift(); seg; seg = this.queue.shift()) {
+        try {
+          const r = await this.seal(seg);
+          this.d.log.info(r, 'segment sealed');
+        } catch (err) {
+          this.d.metrics.sealFailures.inc();
+          this.d.log.error({ err, segment: seg.id }, 'sealing a segment failed; it stays in staging and is retried');
+        } finally {
+          this.queued.delete(seg.id);
+        }
+      }
+    } finally {
+      this.running = null;
+    }
+  }
+
+  /** Seal one segment (steps 1-5 above). */
+  async seal(seg: SegmentRef): Promise<SealReport> {
+    const t0 = performance.now();
+    const days = new Map<number, DayColumns>();
+    const perGateway = new Map<string, GatewayRuns>();
+    let cols: DayColumns | null = null;
+    await readSegment(seg.path, (g, rows) => {
+      let st = perGateway.get(g);
+      if (!st) perGateway.set(g, st = { runs: [], rows: 0 });
+      st.rows += rows.length;
+      // A loop, not push(...): a line may hold 100k rows, past what a spread call can pass.
+      for (const r of seqRanges(rows)) st.runs.push(r);
+      for (const [seq, epoch, device, metric, ts, value] of rows) {
+        const day = Math.floor(ts / DAY_MS);
+        if (cols?.day !== day) {
+          cols = days.get(day) ?? null;
+          if (!cols) days.set(day, cols = new DayColumns(day));
+        }
+        cols.append(g, seq, epoch, device, metric, ts, value);
+      }
+    });
+
+    const t1 = performance.now();
+    const { valid, adopted } = await this.d.writes.tx(async (db) => {
+      const staged = await stagedRanges(db, seg.id);
+      const out = new Map<string, Range[]>();
+      let n = 0;
+      for (const [g, lost] of staged) {
+        if (!perGateway.has(g)) this.d.log.error({ segment: seg.id, gateway: g, lost }, 'staged seqs are missing from their segment file (disk corruption?)');
+      }
+      for (const [g, st] of perGateway) {
+        const have = normalize(staged.get(g) ?? []);
+        const inFile = normalize(st.runs);
+        const lost = have.flatMap((r) => missing(inFile, r.from, r.to));
+        if (lost.length > 0) this.d.log.error({ segment: seg.id, gateway: g, lost }, 'staged seqs are missing from their segment file (disk corruption?)');
+        const adopt: Range[] = [];
+        for (const e of inFile.flatMap((r) => missing(have, r.from, r.to))) {
+          const held = normalize(await rangesNear(db, { table: 'received', gateway: g }, e.from, e.to));
+          adopt.push(...missing(held, e.from, e.to));
+        }
+        if (adopt.length > 0) {
+          await addRanges(db, { table: 'received', gateway: g }, adopt);
+          await addRanges(db, { table: 'staged', segment: seg.id, gateway: g }, adopt);
+          n += adopt.reduce((s, r) => s + r.to - r.from + 1, 0);
+        }
+        // Only what the file holds: a staged seq lost from the file must not look sealed.
+        out.set(g, intersect(normalize([...have, ...adopt]), inFile));
+      }
+      return { valid: out, adopted: n };
+    });
+
+    const total = [...days.values()].reduce((s, c) => s + c.length, 0);
+    const kept = this.filter(days, perGateway, valid);
+    const files: CatalogEntry[] = [];
+    const t2 = performance.now();
+    for (const c of [...days.values()].sort((a, b) => a.day - b.day)) {
+      if (c.length > 0) files.push(await this.writeDay(seg.id, c));
+    }
+    const t3 = performance.now();
+
+    await this.d.writes.tx(async (db) => {
+      await insertFiles(db, files, this.now());
+      for (const [g, ranges] of valid) if (ranges.length > 0) await addRanges(db, { table: 'sealed', gateway: g }, ranges);
+      await deleteStaged(db, seg.id);
+    });
+    await this.d.removeSegment(seg.path);
+
+    const ms = performance.now() - t0;
+    this.d.metrics.sealedReadings.inc(kept);
+    this.d.metrics.sealSeconds.observe(ms / 1000);
+    return { segment: seg.id, rows: kept, files: files.map((f) => f.path), adopted, dropped: total - kept,
+      readMs: Math.round(t1 - t0), writeMs: Math.round(t3 - t2), ms: Math.round(ms) };
+  }
+
+  /** Drop rows that do not count: seqs outside `valid`, and a second copy of a seq. Returns rows kept. */
+  private filter(days: Map<number, DayColumns>, perGateway: Map<string, GatewayRuns>, valid: Map<string, Range[]>): number {
+    const repeats = new Set<string>();
+    let clean = true;
+    for (const [g, st] of perGateway) {
+      const inFile = normalize(st.runs);
+      const distinct = inFile.reduce((s, r) => s + r.to - r.from + 1, 0);
+      if (distinct < st.rows) repeats.add(g);
+      const v = valid.get(g) ?? [];
+      if (distinct < st.rows || !inFile.every((r) => covers(v, r.from, r.to))) clean = false;
+    }
+    let kept = 0;
+    for (const c of days.values()) {
+      if (!clean) {
+        const seen = new Map<string, Set<number>>();
+        const keep = new Uint8Array(c.length);
+        for (let i = 0; i < c.length; i++) {
+          const g = c.gateway.values[c.gateway.idx[i]];
+          const seq = Number(c.seq[i]);
+          if (!covers(valid.get(g) ?? [], seq, seq)) continue;
+          if (repeats.has(g)) {
+            let s = seen.get(g);
+            if (!s) seen.set(g, s = new Set());
+            if (s.has(seq)) continue;
+            s.add(seq);
+          }
+          keep[i] = 1;
+        }
+        c.compact(keep);
+      }
+      kept += c.length;
+    }
+    return kept;
+  }
+
+  /** Step 3 for one day: write, fsync, link into master/ unless there already; its catalog entry. */
+  private async writeDay(segment: string, c: DayColumns): Promise<CatalogEntry> {
+    const day = dayString(c.day);
+    const dayDir = join(this.d.dataDir, 'master', `day=${day}`);
+    const rel = `master/day=${day}/part-${segment}.parquet`;
+    const target = join(this.d.dataDir, rel);
+    const entry = { path: rel, day, rows: c.length, gateways: c.gatewayStats() };
+    const existing = await stat(target).catch(() => null);
+    if (existing) return { ...entry, bytes: existing.size };
+
+    const bytes = await this.d.encoder.encode(c.table());
+    const tmpDir = join(this.d.dataDir, 'tmp');
+    await mkdir(tmpDir, { recursive: true });
+    const tmp = join(tmpDir, `part-${segment}-${day}.parquet.tmp`);
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    const created = await mkdir(dayDir, { recursive: true });
+    if (created) await fsyncDir(join(this.d.dataDir, 'master'));
+    try {
+      await link(tmp, target);
+      this.d.metrics.masterFiles.inc();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    await unlink(tmp);
+    await fsyncDir(dayDir);
+    return { ...entry, bytes: bytes.length };
+  }
+}

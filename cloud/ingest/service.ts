@@ -1,0 +1,177 @@
+/**
+ * The ingest service: group commit into this process's staging segments, sealing into master/,
+ * and the adoption of segments that dead ingest processes left behind. start() before serving,
+ * close() after the HTTP server stopped taking requests: it commits what is queued and seals the
+ * open segment.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Registry } from 'prom-client';
+import { ClosedError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { WriteQueue } from '../../shared/sqlite.js';
+import { GroupCommitter } from './committer.js';
+import { type IngestMetrics, createIngestMetrics } from './metrics.js';
+import type { IngestAck } from './plan.js';
+import { ParquetEncoder } from './parquet.js';
+import { Sealer } from './sealer.js';
+import { StagingArea, fsyncDir } from './staging.js';
+import type { IngestBatch } from './validate.js';
+
+export interface IngestOptions {
+  /** Largest request body as sent (gzip), in bytes; larger is 413. */
+  maxBodyBytes: number;
+  /** Largest body after gunzip, in bytes; larger is 413. */
+  maxInflatedBytes: number;
+  /** Most readings in one request; more is 413 (the gateway halves its batch). */
+  maxReadingsPerRequest: number;
+  /** Requests arriving within this many ms share one fsync and one cloud.db transaction. */
+  groupCommitMs: number;
+  /** A staging segment holds at most this many readings, then it is sealed (bounds seal memory). */
+  sealMaxReadings: number;
+  /** A staging segment is sealed once this old, in ms. */
+  sealMaxAgeMs: number;
+  /** Readings waiting for a group commit before requests get 429 (not in the config file yet). */
+  maxQueuedReadings: number;
+  /** How often to look for dead processes' staging dirs and retry failed seals, in ms. */
+  orphanScanMs: number;
+}
+
+export const DEFAULT_INGEST_OPTIONS: IngestOptions = {
+  maxBodyBytes: 16 * 1024 * 1024, // 16 MiB
+  maxInflatedBytes: 64 * 1024 * 1024, // 64 MiB
+  maxReadingsPerRequest: 100_000,
+  groupCommitMs: 2,
+  sealMaxReadings: 1_000_000,
+  sealMaxAgeMs: 60_000, // 1 minute
+  maxQueuedReadings: 1_000_000,
+  orphanScanMs: 60_000, // 1 minute
+};
+
+export interface IngestDeps {
+  dataDir: string;
+  /** cloud.db's write queue (BEGIN IMMEDIATE transactions). */
+  writes: WriteQueue;
+  logger: Logger;
+  registry: Registry;
+  now?: () => number;
+}
+
+export interface IngestStatus {
+  procId: string;
+  openReadings: number;
+  unsealedReadings: number;
+  sealing: number;
+}
+
+export class IngestService {
+  readonly options: IngestOptions;
+  readonly metrics: IngestMetrics;
+  readonly staging: StagingArea;
+  private readonly d: IngestDeps;
+  private readonly log: Logger;
+  private readonly committer: GroupCommitter;
+  private readonly sealer: Sealer;
+  private readonly encoder: ParquetEncoder;
+  /** Rotated segments not sealed yet, with their reading counts (the staging gauge). */
+  private readonly unsealed = new Map<string, number>();
+  private scanTimer: NodeJS.Timeout | null = null;
+  private started = false;
+  private closing: Promise<void> | null = null;
+
+  constructor(deps: IngestDeps, options: Partial<IngestOptions> = {}) {
+    this.d = deps;
+    this.options = { ...DEFAULT_INGEST_OPTIONS, ...options };
+    this.log = deps.logger.child({ component: 'ingest' });
+    this.metrics = createIngestMetrics(deps.registry);
+    this.staging = new StagingArea(deps.dataDir, this.log);
+    this.encoder = new ParquetEncoder((err) => this.log.warn({ err }, 'no Parquet worker thread; encoding on the main thread'));
+    this.sealer = new Sealer({
+      dataDir: deps.dataDir, writes: deps.writes, log: this.log, metrics: this.metrics, now: deps.now, encoder: this.encoder,
+      removeSegment: async (path) => {
+        await this.staging.removeSegment(path);
+        this.unsealed.delete(path);
+        this.gauge();
+      },
+    });
+    this.committer = new GroupCommitter({
+      writes: deps.writes, stagingDir: this.staging.dir, log: this.log, metrics: this.metrics, now: deps.now,
+      onRotated: (seg) => {
+        this.unsealed.set(seg.path, seg.readings);
+        this.sealer.enqueue(seg);
+        this.gauge();
+      },
+    }, this.options);
+  }
+
+  /** Create the staging dir, adopt dead processes' segments (sealed in the background), start the scan timer. */
+  async start(): Promise<void> {
+    if (this.closing) throw new ClosedError('ingest is closed');
+    if (this.started) return;
+    this.started = true;
+    const master = join(this.d.dataDir, 'master');
+    await mkdir(master, { recursive: true });
+    await mkdir(join(this.d.dataDir, 'tmp'), { recursive: true });
+    await fsyncDir(this.d.dataDir);
+    await this.staging.open();
+    await this.scan();
+    this.scanTimer = setInterval(() => { void this.scan().catch((err) => this.log.error({ err }, 'staging scan failed')); }, this.options.orphanScanMs);
+    this.scanTimer.unref();
+    this.log.info({ procId: this.staging.procId, options: this.options }, 'ingest started');
+  }
+
+  /** Adopt orphaned segments and queue every segment of ours that is neither open nor being sealed. */
+  private async scan(): Promise<void> {
+    await this.staging.adoptOrphans();
+    for (const seg of await this.staging.segments()) {
+      if (this.committer.owns(seg.id) || this.sealer.has(seg.id)) continue;
+      this.sealer.enqueue(seg);
+    }
+  }
+
+  private gauge(): void {
+    let n = this.committer.openReadings;
+    for (const v of this.unsealed.values()) n += v;
+    this.metrics.stagingReadings.set(n);
+  }
+
+  /** Store a validated batch; resolves with the ack once it is durable [INV-1]. */
+  async submit(batch: IngestBatch): Promise<IngestAck> {
+    if (!this.started || this.closing) throw new ClosedError('ingest is not running');
+    const ack = await this.committer.submit(batch);
+    this.gauge();
+    return ack;
+  }
+
+  /** Seal the open segment now and wait for every pending seal (tests, operators, before a batch run). */
+  async sealNow(): Promise<void> {
+    await this.committer.rotateNow();
+    await this.sealer.idle();
+  }
+
+  status(): IngestStatus {
+    let unsealed = 0;
+    for (const v of this.unsealed.values()) unsealed += v;
+    return { procId: this.staging.procId, openReadings: this.committer.openReadings, unsealedReadings: unsealed, sealing: this.unsealed.size };
+  }
+
+  /** Commit what is queued, seal the open segment, release the staging dir. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    if (this.scanTimer) clearInterval(this.scanTimer);
+    if (!this.started) return;
+    await this.committer.close();
+    await this.sealer.idle();
+    await this.encoder.close();
+    await this.staging.close();
+    this.log.info({ procId: this.staging.procId }, 'ingest closed');
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * The cloud process: cloud.db, ingest (staging + sealing), the HTTP server (ingest, health,
+ * metrics, and whatever route plugins are given), and long-running services (batch cron, speed
+ * store...). Start order: database, ingest, routes, services, listen. Close order is the reverse:
+ * stop listening (in-flight requests finish), services, ingest (commits what is queued, seals the
+ * open segment), database.
+ */
+import { mkdirSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { errorReply } from '../shared/http-errors.js';
+import { type Logger, nullLogger } from '../shared/logger.js';
+import { type Db, WriteQueue } from '../shared/sqlite.js';
+import { type AuthOptions, Authenticator } from './api/auth.js';
+import type { CloudConfig } from './config.js';
+import { type IngestOptions, IngestService, registerIngestRoute } from './ingest/index.js';
+import { openCloudDb } from './store/schema.js';
+
+/** What a route plugin or a service gets to work with. */
+export interface CloudContext {
+  config: CloudConfig;
+  logger: Logger;
+  registry: Registry;
+  dataDir: string;
+  /** cloud.db: `writes` serialises writes on one connection (transactions), `reader` is for reads. */
+  db: { writes: WriteQueue; reader: Db };
+  auth: Authenticator;
+  ingest: IngestService;
+}
+
+/** Registers routes on the cloud's fastify instance (use ctx.auth.requireRole for auth). */
+export type CloudPlugin = (app: FastifyInstance, ctx: CloudContext) => void | Promise<void>;
+
+/** A long-running part: started after ingest and the routes, closed before ingest. */
+export interface CloudService {
+  start(): Promise<void> | void;
+  close(): Promise<void>;
+}
+
+export interface CloudServerOptions {
+  /** Root logger; none means silent. */
+  logger?: Logger;
+  /** Metrics registry; a new one by default. */
+  registry?: Registry;
+  plugins?: CloudPlugin[];
+  /** Services, or factories that build one from the context once the database is open. */
+  services?: Array<CloudService | ((ctx: CloudContext) => CloudService)>;
+  /** Overrides of the ingest options the config does not carry (maxQueuedReadings, orphanScanMs). */
+  ingest?: Partial<IngestOptions>;
+  auth?: Partial<AuthOptions>;
+}
+
+export interface CloudAddress {
+  port: number;
+  /** Base URL a client on this machine can use (loopback for a wildcard bind). */
+  url: string;
+}
+
+export class CloudServer {
+  readonly config: CloudConfig;
+  readonly logger: Logger;
+  private readonly log: Logger;
+  readonly registry: Registry;
+  private readonly opts: CloudServerOptions;
+  private readonly plugins: CloudPlugin[];
+  private readonly serviceSpecs: Array<CloudService | ((ctx: CloudContext) => CloudService)>;
+  private services: CloudService[] = [];
+  private writer: Db | null = null;
+  private reader: Db | null = null;
+  private app: FastifyInstance | null = null;
+  private context: CloudContext | null = null;
+  private started: Promise<CloudAddress> | null = null;
+  /** start()'s own work, without its clean-up on failure (close() waits for this one). */
+  private attempt: Promise<CloudAddress> | null = null;
+  private closing: Promise<void> | null = null;
+  address: CloudAddress | null = null;
+
+  constructor(config: CloudConfig, options: CloudServerOptions = {}) {
+    this.config = config;
+    this.opts = options;
+    this.logger = options.logger ?? nullLogger();
+    this.log = this.logger.child({ component: 'server' });
+    this.registry = options.registry ?? new Registry();
+    if (!options.registry) collectDefaultMetrics({ register: this.registry, prefix: 'braid_process_' });
+    this.plugins = [...(options.plugins ?? [])];
+    this.serviceSpecs = [...(options.services ?? [])];
+  }
+
+  /** Add a route plugin (before start). */
+  use(plugin: CloudPlugin): this {
+    if (this.started) throw new Error('CloudServer.use() after start()');
+    this.plugins.push(plugin);
+    return this;
+  }
+
+  /** Add a service (before start). */
+  addService(service: CloudService | ((ctx: CloudContext) => CloudService)): this {
+    if (this.started) throw new Error('CloudServer.addService() after start()');
+    this.serviceSpecs.push(service);
+    return this;
+  }
+
+  /** Everything a plugin or service gets; available once start() has resolved. */
+  get ctx(): CloudContext {
+    if (!this.context) throw new Error('CloudServer not started');
+    return this.context;
+  }
+
+  get ingest(): IngestService {
+    return this.ctx.ingest;
+  }
+
+  start(): Promise<CloudAddress> {
+    if (this.closing) return Promise.reject(new Error('CloudServer is closed'));
+    if (!this.started) {
+      const attempt = this.doStart();
+      this.started = attempt;
+      this.started = attempt.catch(async (err) => {
+        await this.close().catch(() => undefined);
+        throw err;
+      });
+      this.attempt = attempt;
+    }
+    return this.started;
+  }
+
+  private async doStart(): Promise<CloudAddress> {
+    const c = this.config;
+    mkdirSync(c.dataDir, { recursive: true });
+    const dbFile = join(c.dataDir, 'cloud.db');
+    this.writer = await openCloudDb(dbFile);
+    this.reader = await openCloudDb(dbFile);
+    const writes = new WriteQueue(this.writer);
+    const ingest = new IngestService({ dataDir: c.dataDir, writes, logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
+    const auth = new Authenticator(this.reader, this.opts.auth);
+    this.context = { config: c, logger: this.logger, registry: this.registry, dataDir: c.dataDir, db: { writes, reader: this.reader }, auth, ingest };
+    await ingest.start();
+
+    const app = Fastify({
+      loggerInstance: this.logger.child({ component: 'http' }) as FastifyBaseLogger,
+      logController: new LogController({ disableRequestLogging: true }),
+      // A gateway's request carries up to maxBodyBytes; give slow links time, not forever.
+      requestTimeout: 120_000,
+    });
+    this.app = app;
+    app.setErrorHandler((err, req, reply) => {
+      const { status, body } = errorReply(err as Error);
+      if (status >= 500) req.log.error({ err }, 'request failed');
+      if (status === 429 || status === 503) void reply.header('retry-after', '1');
+      void reply.status(status).send(body);
+    });
+    app.setNotFoundHandler((req, reply) => {
+      void reply.status(404).send({ code: 'BRAID_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` });
+    });
+    app.get('/healthz', async () => ({ status: 'ok' }));
+    app.get('/metrics', async (_req, reply) => {
+      void reply.header('content-type', this.registry.contentType);
+      return this.registry.metrics();
+    });
+    await registerIngestRoute(app, { ingest, requireGateway: auth.requireRole('gateway') });
+    for (const plugin of this.plugins) await plugin(app, this.context);
+
+    for (const spec of this.serviceSpecs) {
+      const s = typeof spec === 'function' ? spec(this.context) : spec;
+      this.services.push(s);
+      await s.start();
+    }
+
+    await app.listen({ host: c.http.host, port: c.http.port });
+    const port = (app.server.address() as AddressInfo).port;
+    const host = c.http.host === '0.0.0.0' || c.http.host === '::' ? '127.0.0.1' : c.http.host;
+    this.address = { port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
+    this.log.info({ ...this.address, dataDir: c.dataDir, procId: ingest.staging.procId }, 'cloud started');
+    return this.address;
+  }
+
+  /** Stop serving, close services, commit and seal what ingest holds, close cloud.db. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    // Let start() finish (or fail) first: closing half-built parts under it would race.
+    if (this.attempt) await this.attempt.catch(() => undefined);
+    const step = async (name: string, fn: () => Promise<unknown> | undefined) => {
+      try { await fn(); } catch (err) { this.log.error({ err }, `closing ${name} failed`); }
+    };
+    await step('http', () => this.app?.close());
+    for (const s of [...this.services].reverse()) await step('service', () => s.close());
+    await step('ingest', () => this.context?.ingest.close());
+    await step('db', async () => {
+      await this.context?.db.writes.drain();
+      await this.reader?.close();
+      await this.writer?.close();
+    });
+    this.log.info('cloud stopped');
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

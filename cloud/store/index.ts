@@ -1,0 +1,4 @@
+/** cloud.db: the schema, credentials (gateway tokens, API keys) and the ingest state. */
+export { openCloudDb, CLOUD_SCHEMA_VERSION } from './schema.js';
+export * from './credentials.js';
+export * from './ingest-state.js';

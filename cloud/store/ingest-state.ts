@@ -1,0 +1,134 @@
+/**
+ * The ingest state in cloud.db (docs/cloud-storage.md): seq range sets (`received`, `sealed`,
+ * `staged`), epochs, gap records, seq holes and the master file catalog. Plain statements on a Db;
+ * callers run them inside their BEGIN IMMEDIATE transaction (the WriteQueue), which is what makes
+ * a read-decide-write sequence safe against a second ingest process on the same data dir.
+ */
+import { normalize, type Range } from '../ingest/ranges.js';
+import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
+
+/** A merged range set: a table and the key that picks one set in it. */
+export type RangeSet =
+  | { table: 'received' | 'sealed'; gateway: string }
+  | { table: 'staged'; segment: string; gateway: string };
+
+function keyOf(set: RangeSet): { where: string; params: string[]; cols: string; } {
+  return set.table === 'staged'
+    ? { where: 'segment = ? AND gateway = ?', params: [set.segment, set.gateway], cols: 'segment, gateway' }
+    : { where: 'gateway = ?', params: [set.gateway], cols: 'gateway' };
+}
+
+/**
+ * The ranges of `set` that overlap or touch [from, to], sorted. Two index seeks: the last range
+ * starting at or before from - 1, and those starting up to to + 1.
+ */
+export async function rangesNear(db: Db, set: RangeSet, from: number, to: number): Promise<Range[]> {
+  const k = keyOf(set);
+  const rows = await db.all<Range>(
+    `SELECT from_seq AS "from", to_seq AS "to" FROM ${set.table}
+     WHERE ${k.where} AND from_seq <= ?
+       AND from_seq >= COALESCE((SELECT MAX(from_seq) FROM ${set.table} WHERE ${k.where} AND from_seq <= ?), ?)
+     ORDER BY from_seq`,
+    [...k.params, to + 1, ...k.params, from - 1, from - 1]);
+  return rows.filter((r) => r.to >= from - 1);
+}
+
+/** Add `ranges` to `set`, keeping it merged (no two rows overlap or touch). */
+export async function addRanges(db: Db, set: RangeSet, ranges: Range[]): Promise<void> {
+  const k = keyOf(set);
+  for (const r of normalize(ranges)) {
+    const near = await rangesNear(db, set, r.from, r.to);
+    const merged = normalize([r, ...near])[0];
+    if (near.length === 1 && near[0].from === merged.from && near[0].to === merged.to) continue;
+    for (const chunk of chunkRows(near, 1, 500)) {
+      await db.run(`DELETE FROM ${set.table} WHERE ${k.where} AND from_seq IN ${placeholders(1, chunk.length)}`, [...k.params, ...chunk.map((n) => n.from)]);
+    }
+    await db.run(`INSERT INTO ${set.table} (${k.cols}, from_seq, to_seq) VALUES (${k.params.map(() => '?').join(', ')}, ?, ?)`, [...k.params, merged.from, merged.to]);
+  }
+}
+
+/** The highest seq of a gateway in `received`, 0 when none. */
+export async function maxReceived(db: Db, gateway: string): Promise<number> {
+  const row = await db.get<{ to: number }>('SELECT to_seq AS "to" FROM received WHERE gateway = ? ORDER BY from_seq DESC LIMIT 1', [gateway]);
+  return row?.to ?? 0;
+}
+
+/** The staged ranges of `segment`, by gateway. */
+export async function stagedRanges(db: Db, segment: string): Promise<Map<string, Range[]>> {
+  const rows = await db.all<{ gateway: string; from: number; to: number }>(
+    'SELECT gateway, from_seq AS "from", to_seq AS "to" FROM staged WHERE segment = ? ORDER BY gateway, from_seq', [segment]);
+  const out = new Map<string, Range[]>();
+  for (const r of rows) {
+    const list = out.get(r.gateway) ?? [];
+    list.push({ from: r.from, to: r.to });
+    out.set(r.gateway, list);
+  }
+  return out;
+}
+
+export async function deleteStaged(db: Db, segment: string): Promise<void> {
+  await db.run('DELETE FROM staged WHERE segment = ?', [segment]);
+}
+
+export interface EpochRow { epoch: number; firstSeq: number; lastSeq: number }
+export interface GapRow {
+  id: number; reason: string; fromSeq: number; toSeq: number; count: number;
+  minTs: number; maxTs: number; devices: string[];
+}
+
+/** Record closed epochs; a resent one is kept as first stored. Returns how many were new. */
+export async function insertEpochs(db: Db, gateway: string, epochs: EpochRow[]): Promise<number> {
+  let added = 0;
+  for (const chunk of chunkRows(epochs, 4, 4000)) {
+    const params: unknown[] = [];
+    for (const e of chunk) params.push(gateway, e.epoch, e.firstSeq, e.lastSeq);
+    added += (await db.run(`INSERT OR IGNORE INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${placeholders(chunk.length, 4)}`, params)).changes;
+  }
+  return added;
+}
+
+/** Record gap records, idempotent by (gateway, id). Returns how many were new. */
+export async function insertGaps(db: Db, gateway: string, gaps: GapRow[], now: number): Promise<number> {
+  let added = 0;
+  for (const chunk of chunkRows(gaps, 10, 4000)) {
+    const params: unknown[] = [];
+    for (const g of chunk) params.push(gateway, g.id, g.reason, g.fromSeq, g.toSeq, g.count, g.minTs, g.maxTs, JSON.stringify(g.devices), now);
+    added += (await db.run(
+      `INSERT OR IGNORE INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at) VALUES ${placeholders(chunk.length, 10)}`,
+      params)).changes;
+  }
+  return added;
+}
+
+/** Gap-record ranges of a gateway that overlap [from, to]. */
+export async function gapRangesIn(db: Db, gateway: string, from: number, to: number): Promise<Range[]> {
+  return db.all<Range>('SELECT from_seq AS "from", to_seq AS "to" FROM gaps WHERE gateway = ? AND to_seq >= ? AND from_seq <= ?', [gateway, from, to]);
+}
+
+/** Keep a seq hole for the operator; the first sighting of a hole starting at from_seq wins. */
+export async function insertSeqGap(db: Db, gateway: string, hole: Range, now: number): Promise<boolean> {
+  const r = await db.run('INSERT OR IGNORE INTO seq_gaps (gateway, from_seq, to_seq, seen_at) VALUES (?, ?, ?, ?)', [gateway, hole.from, hole.to, now]);
+  return r.changes > 0;
+}
+
+/** A master file and what it holds per gateway, as catalogued at seal. */
+export interface CatalogEntry {
+  /** Relative to the data dir: master/day=YYYY-MM-DD/part-<segment>.parquet */
+  path: string;
+  day: string;
+  rows: number;
+  bytes: number;
+  gateways: Array<{ gateway: string; minSeq: number; maxSeq: number; minEpoch: number; maxEpoch: number; rows: number }>;
+}
+
+/** Catalog files (idempotent: re-sealing after a crash finds the rows there). */
+export async function insertFiles(db: Db, files: CatalogEntry[], now: number): Promise<void> {
+  for (const f of files) {
+    await db.run('INSERT OR IGNORE INTO files (path, day, rows, bytes, created_at) VALUES (?, ?, ?, ?, ?)', [f.path, f.day, f.rows, f.bytes, now]);
+    for (const chunk of chunkRows(f.gateways, 7, 7000)) {
+      const params: unknown[] = [];
+      for (const g of chunk) params.push(f.path, g.gateway, g.minSeq, g.maxSeq, g.minEpoch, g.maxEpoch, g.rows);
+      await db.run(`INSERT OR IGNORE INTO file_gateways (path, gateway, min_seq, max_seq, min_epoch, max_epoch, rows) VALUES ${placeholders(chunk.length, 7)}`, params);
+    }
+  }
+}

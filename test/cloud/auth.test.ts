@@ -1,0 +1,127 @@
+/**
+ * Gateway tokens and API keys: issued by `braid cloud gateway|key add` (printed as the last line),
+ * stored as SHA-256 only, checked by requireRole (401 / 403, admin implies read), cached briefly:
+ * a removed key or a rotated token stops working within the cache TTL.
+ */
+import { spawn } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { hashSecret } from '../../cloud/store/credentials.js';
+import type { CloudPlugin } from '../../cloud/server.js';
+import { type TestCloud, ingestBody, makeReadings, postIngest, queryCloudDb, startTestCloud } from '../support/cloud.js';
+import { eventually, tempDir } from '../support/gateway.js';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+
+interface Run { code: number | null; stdout: string; stderr: string }
+
+function braid(args: string[]): Promise<Run> {
+  return new Promise((res, rej) => {
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BRAID_') && k !== 'NODE_OPTIONS') env[k] = v;
+    const p = spawn(process.execPath, [join(ROOT, 'bin/braid.js'), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    p.once('error', rej);
+    p.once('close', (code) => res({ code, stdout, stderr }));
+  });
+}
+const lastLine = (s: string) => s.trimEnd().split('\n').pop()!;
+
+let dir: { path: string; remove: () => void };
+let cloud: TestCloud | null = null;
+beforeEach(() => { dir = tempDir('braid-auth-'); });
+afterEach(async () => {
+  await cloud?.close();
+  cloud = null;
+  dir.remove();
+});
+
+/** Routes that need each role, for the matrix. */
+const probes: CloudPlugin = (app, ctx) => {
+  for (const role of ['read', 'admin', 'gateway'] as const) {
+    app.get(`/test/${role}`, { preHandler: ctx.auth.requireRole(role) }, async (req) => ({ principal: req.principal }));
+  }
+};
+
+async function get(path: string, secret?: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${cloud!.url}${path}`, { headers: secret ? { authorization: `Bearer ${secret}` } : {} });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+test('CLI: gateway add/list/rotate/remove and key add/list/remove; secrets printed last, stored hashed', async () => {
+  const added = await braid(['cloud', 'gateway', 'add', 'gw-1', '--data-dir', dir.path]);
+  expect(added.code).toBe(0);
+  const token = lastLine(added.stdout);
+  expect(token).toMatch(/^bgt_[A-Za-z0-9_-]{43}$/);
+  const key = lastLine((await braid(['cloud', 'key', 'add', 'ops', '--role', 'admin', '--data-dir', dir.path])).stdout);
+  expect(key).toMatch(/^brk_[A-Za-z0-9_-]{43}$/);
+
+  const gws = await queryCloudDb<{ id: string; token_hash: string }>(dir.path, 'SELECT id, token_hash FROM gateways');
+  expect(gws).toEqual([{ id: 'gw-1', token_hash: hashSecret(token) }]);
+  expect(JSON.stringify(await queryCloudDb(dir.path, 'SELECT * FROM api_keys'))).not.toContain(key);
+
+  expect(JSON.parse(lastLine((await braid(['cloud', 'gateway', 'list', '--json', '--data-dir', dir.path])).stdout))).toEqual([{ id: 'gw-1', createdAt: expect.any(Number) }]);
+  expect((await braid(['cloud', 'key', 'list', '--data-dir', dir.path])).stdout).toMatch(/^ops\tadmin\tcreated /);
+
+  const dup = await braid(['cloud', 'gateway', 'add', 'gw-1', '--data-dir', dir.path]);
+  expect({ code: dup.code, err: dup.stderr }).toEqual({ code: 1, err: expect.stringContaining('BRAID_ERR_CONFLICT') });
+  const badRole = await braid(['cloud', 'key', 'add', 'x', '--role', 'root', '--data-dir', dir.path]);
+  expect({ code: badRole.code, err: badRole.stderr }).toEqual({ code: 2, err: expect.stringContaining('role "root"') });
+  const badId = await braid(['cloud', 'gateway', 'add', '../etc', '--data-dir', dir.path]);
+  expect(badId.code).toBe(2);
+
+  const rotated = lastLine((await braid(['cloud', 'gateway', 'rotate', 'gw-1', '--data-dir', dir.path])).stdout);
+  expect(rotated).not.toBe(token);
+  expect((await braid(['cloud', 'key', 'remove', 'ops', '--data-dir', dir.path])).code).toBe(0);
+  expect((await braid(['cloud', 'gateway', 'remove', 'gw-1', '--data-dir', dir.path])).code).toBe(0);
+  const gone = await braid(['cloud', 'key', 'remove', 'ops', '--data-dir', dir.path]);
+  expect({ code: gone.code, err: gone.stderr }).toEqual({ code: 1, err: expect.stringContaining('BRAID_ERR_NOT_FOUND') });
+  expect(await queryCloudDb(dir.path, 'SELECT * FROM gateways')).toEqual([]);
+}, 60_000);
+
+test('requireRole: 401 without a known bearer, 403 for the wrong role, admin implies read', async () => {
+  const tok = lastLine((await braid(['cloud', 'gateway', 'add', 'gw-1', '--data-dir', dir.path])).stdout);
+  const read = lastLine((await braid(['cloud', 'key', 'add', 'reader', '--role', 'read', '--data-dir', dir.path])).stdout);
+  const admin = lastLine((await braid(['cloud', 'key', 'add', 'boss', '--role', 'admin', '--data-dir', dir.path])).stdout);
+  cloud = await startTestCloud(dir.path, {}, { plugins: [probes] });
+
+  const matrix: Array<[string | undefined, string, number, string | null]> = [
+    [undefined, 'read', 401, 'BRAID_ERR_UNAUTHORIZED'],
+    ['brk_nonsense', 'read', 401, 'BRAID_ERR_UNAUTHORIZED'],
+    [read, 'read', 200, null], [read, 'admin', 403, 'BRAID_ERR_FORBIDDEN'], [read, 'gateway', 403, 'BRAID_ERR_FORBIDDEN'],
+    [admin, 'read', 200, null], [admin, 'admin', 200, null], [admin, 'gateway', 403, 'BRAID_ERR_FORBIDDEN'],
+    [tok, 'read', 403, 'BRAID_ERR_FORBIDDEN'], [tok, 'admin', 403, 'BRAID_ERR_FORBIDDEN'], [tok, 'gateway', 200, null],
+  ];
+  for (const [secret, role, status, code] of matrix) {
+    const a = await get(`/test/${role}`, secret);
+    expect({ role, status: a.status, code: a.body.code ?? null }).toEqual({ role, status, code });
+  }
+  expect((await get('/test/admin', admin)).body.principal).toEqual({ kind: 'key', name: 'boss', role: 'admin' });
+  expect((await get('/test/gateway', tok)).body.principal).toEqual({ kind: 'gateway', gateway: 'gw-1' });
+}, 60_000);
+
+test('a removed key and a rotated token stop working within the cache TTL', async () => {
+  const tok = lastLine((await braid(['cloud', 'gateway', 'add', 'gw-1', '--data-dir', dir.path])).stdout);
+  const key = lastLine((await braid(['cloud', 'key', 'add', 'temp', '--role', 'read', '--data-dir', dir.path])).stdout);
+  cloud = await startTestCloud(dir.path, {}, { plugins: [probes], auth: { cacheTtlMs: 300 } });
+  expect((await get('/test/read', key)).status).toBe(200);
+  expect((await postIngest(cloud.url, tok, ingestBody('gw-1', makeReadings(1, 5)))).status).toBe(200);
+
+  expect((await braid(['cloud', 'key', 'remove', 'temp', '--data-dir', dir.path])).code).toBe(0);
+  const fresh = lastLine((await braid(['cloud', 'gateway', 'rotate', 'gw-1', '--data-dir', dir.path])).stdout);
+  const t0 = Date.now();
+  await eventually(async () => (await get('/test/read', key)).status === 401, 3000);
+  await eventually(async () => (await postIngest(cloud!.url, tok, ingestBody('gw-1', makeReadings(100, 105)))).status === 401, 3000);
+  expect(Date.now() - t0).toBeLessThan(2000);
+  expect((await postIngest(cloud.url, fresh, ingestBody('gw-1', makeReadings(6, 10)))).body).toEqual({ ackSeq: 10, stored: 5, duplicates: 0 });
+}, 60_000);
+
+test('braid cloud --check-config prints the resolved config; a bad key exits 2 naming it', async () => {
+  const ok = await braid(['cloud', '--data-dir', dir.path, '--http-port', '0', '--check-config']);
+  expect(ok.code).toBe(0);
+  expect(JSON.parse(ok.stdout)).toMatchObject({ dataDir: dir.path, http: { port: 0 }, ingest: { groupCommitMs: 2 } });
+  const bad = await braid(['cloud', '--data-dir', dir.path, '--http-port', '70000', '--check-config']);
+  expect({ code: bad.code, err: bad.stderr }).toEqual({ code: 2, err: expect.stringContaining('config key "http.port"') });
+}, 30_000);

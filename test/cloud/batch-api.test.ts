@@ -1,0 +1,258 @@
+/**
+ * The batch from outside: manifest atomicity under a polling reader, BatchScheduler (runNow, cron,
+ * status, close), the REST routes, and `braid batch run`.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { BatchScheduler, registerBatchRoutes, startBatchRun, VIEW_NAMES, type BatchSchedulerOptions, type ViewSink } from '../../cloud/batch/index.js';
+import { DAY_MS } from '../../shared/time.js';
+import { GatewaySim, MasterFixture, readViews, sameViews, type FixtureReading } from '../support/master-fixture.js';
+
+const DAY0 = Date.UTC(2024, 10, 20);
+const dirs: string[] = [];
+let app: FastifyInstance | null = null;
+let scheduler: BatchScheduler | null = null;
+
+afterEach(async () => {
+  await app?.close();
+  app = null;
+  await scheduler?.close();
+  scheduler = null;
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function tempDir(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'braid-batch-'));
+  dirs.push(d);
+  return d;
+}
+
+const options = (dataDir: string, o: Partial<BatchSchedulerOptions> = {}): BatchSchedulerOptions =>
+  ({ dataDir, cron: null, memoryLimit: '512MB', threads: 2, retainVersionsMs: 3600_000, ...o });
+
+/** Seal `perDay` readings on each of `days` days from gateway `g`, one closed epoch per call. */
+async function append(fx: MasterFixture, g: GatewaySim, firstDay: number, days: number, perDay: number): Promise<FixtureReading[]> {
+  const rows: FixtureReading[] = [];
+  for (let d = 0; d < days; d++) {
+    for (let i = 0; i < perDay; i++) rows.push(g.reading(`d${i % 7}`, i % 2 ? 'temp' : 'hum', firstDay + d * DAY_MS + i * 7_000, (i * 37) % 101));
+  }
+  g.closeEpoch();
+  await fx.seal(rows);
+  await g.report(fx);
+  return rows;
+}
+
+describe('manifest atomicity', () => {
+  it('a reader polling manifest.json during runs never fails nor sees a mix of versions', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const g = new GatewaySim('gw-a');
+    await append(fx, g, DAY0, 4, 300);
+    let stop = false;
+    let polls = 0;
+    const problems: string[] = [];
+    const seen = new Set<number>();
+    // [manifest atomicity] every poll: the manifest parses, every file it names exists and is whole
+    // Parquet, no file is newer than the manifest, and each day is one version across all views.
+    const reader = (async () => {
+      while (!stop) {
+        await new Promise((r) => setImmediate(r));
+        const file = join(dir, 'views', 'manifest.json');
+        if (!existsSync(file)) continue;
+        try {
+          const m = JSON.parse(readFileSync(file, 'utf8')) as { version: number; views: Record<string, string[]> };
+          seen.add(m.version);
+          const dayVersion = new Map<string, string>();
+          for (const view of VIEW_NAMES) {
+            for (const p of m.views[view]) {
+              const bytes = readFileSync(join(dir, 'views', p));
+              if (bytes.subarray(0, 4).toString() !== 'PAR1' || bytes.subarray(-4).toString() !== 'PAR1') problems.push(`${p}: not whole`);
+              const [vdir, , day] = p.split('/');
+              if (Number(vdir.slice(1)) > m.version) problems.push(`${p}: newer than manifest ${m.version}`);
+              if ((dayVersion.get(day) ?? vdir) !== vdir) problems.push(`${day}: two versions in manifest ${m.version}`);
+              dayVersion.set(day, vdir);
+            }
+          }
+          for (const view of VIEW_NAMES) if (m.views[view].length !== dayVersion.size) problems.push(`${view}: missing days in manifest ${m.version}`);
+          polls++;
+        } catch (err) {
+          problems.push(String(err));
+        }
+      }
+    })();
+    for (let i = 0; i < 6; i++) {
+      await append(fx, g, DAY0 + (i % 4) * DAY_MS, 1 + (i % 2), 200);
+      await (await startBatchRun(options(dir), { trigger: 'cli', full: i === 3 })).done;
+    }
+    stop = true;
+    await reader;
+    await fx.close();
+    expect(problems.slice(0, 5)).toEqual([]);
+    expect(seen.size).toBeGreaterThan(3);
+    expect(polls).toBeGreaterThan(20);
+    // The temporary manifest never lingers.
+    expect(existsSync(join(dir, 'views', 'manifest.json.tmp'))).toBe(false);
+  });
+});
+
+describe('BatchScheduler', () => {
+  it('runNow starts one run at a time; status shows it, the manifest and the history', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    await append(fx, new GatewaySim('gw-a'), DAY0, 2, 200);
+    await fx.close();
+    scheduler = new BatchScheduler(options(dir));
+    const run = await scheduler.runNow('api');
+    expect(run.id).toBe(1);
+    await expect(scheduler.runNow('api')).rejects.toMatchObject({ code: 'BRAID_ERR_BATCH_RUNNING', statusCode: 409 });
+    const during = await scheduler.status();
+    expect(during.running).toMatchObject({ id: 1, trigger: 'api' });
+    await run.done;
+    const after = await scheduler.status();
+    expect(after.running).toBeNull();
+    expect(after.manifest).toMatchObject({ version: 1, watermark: { 'gw-a': 1 } });
+    expect(after.runs[0]).toMatchObject({ id: 1, outcome: 'ok', kind: 'full', trigger: 'api', version: 1, partitions: 2, rowsRead: 400, watermark: { 'gw-a': 1 } });
+  });
+
+  it('runs on its cron schedule (UTC) and close() stops it', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    await append(fx, new GatewaySim('gw-a'), DAY0, 1, 50);
+    await fx.close();
+    scheduler = new BatchScheduler(options(dir, { cron: '* * * * * *' }));
+    scheduler.start();
+    expect((await scheduler.status()).schedule.nextRunAt).not.toBeNull();
+    const deadline = Date.now() + 10_000;
+    let runs = (await scheduler.status()).runs;
+    while (!runs.some((r) => r.trigger === 'cron' && r.outcome === 'ok') && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      runs = (await scheduler.status()).runs;
+    }
+    expect(runs.find((r) => r.trigger === 'cron')).toMatchObject({ outcome: 'ok', version: 1 });
+    await scheduler.close();
+    await expect(scheduler.runNow('api')).rejects.toMatchObject({ code: 'BRAID_ERR_CLOSED' });
+  });
+
+  it('close() aborts the run in progress and releases the lock', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    await append(fx, new GatewaySim('gw-a'), DAY0, 5, 500);
+    await fx.close();
+    scheduler = new BatchScheduler(options(dir));
+    const run = await scheduler.runNow('api');
+    await scheduler.close();
+    await expect(run.done).rejects.toMatchObject({ code: 'BRAID_ERR_BATCH_ABORTED' });
+    expect(existsSync(join(dir, 'batch.lock'))).toBe(false);
+    expect(existsSync(join(dir, 'views', 'manifest.json'))).toBe(false);
+    // The next run starts clean.
+    const r = await (await startBatchRun(options(dir), { trigger: 'cli' })).done;
+    expect(r.version).toBe(1);
+  });
+
+  it('a bad cron expression is a config error naming the key', () => {
+    expect(() => new BatchScheduler(options('/nonexistent', { cron: 'every night' }))).toThrow(expect.objectContaining({ code: 'BRAID_ERR_CONFIG_INVALID' }));
+  });
+
+  it('a sink added later gets every live day, and one left out of a run misses nothing', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const g = new GatewaySim('gw-a');
+    await append(fx, g, DAY0, 3, 50);
+    await (await startBatchRun(options(dir), { trigger: 'cli' })).done;
+    const got: string[][] = [];
+    const sink: ViewSink = { name: 'late', async write(c) { got.push(c.days); return { points: 1 }; } };
+    await (await startBatchRun(options(dir), { trigger: 'cli' }, { sinks: [sink] })).done;
+    expect(got).toEqual([['2024-11-20', '2024-11-21', '2024-11-22']]);
+    await append(fx, g, DAY0 + 5 * DAY_MS, 1, 50);
+    await (await startBatchRun(options(dir), { trigger: 'cli' })).done; // without the sink
+    await append(fx, g, DAY0 + 6 * DAY_MS, 1, 50);
+    await (await startBatchRun(options(dir), { trigger: 'cli' }, { sinks: [sink] })).done;
+    expect(got[1]).toEqual(['2024-11-25', '2024-11-26']);
+    await fx.close();
+  });
+});
+
+describe('REST routes', () => {
+  it('POST /api/v1/batch/run answers 202 with the run id, 409 while it runs; GET shows it; admin only', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    await append(fx, new GatewaySim('gw-a'), DAY0, 2, 100);
+    await fx.close();
+    scheduler = new BatchScheduler(options(dir));
+    app = Fastify();
+    const roles: string[] = [];
+    registerBatchRoutes(app, {
+      scheduler,
+      auth: (role) => async (req, reply) => {
+        roles.push(role);
+        if (req.headers.authorization !== `Bearer ${role}-key`) await reply.code(403).send({ code: 'BRAID_ERR_FORBIDDEN' });
+      },
+    });
+    // A real server on port 0 (light-my-request's inject does not load under jest's ESM mode).
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    const call = async (method: string, path: string, key: string, body?: unknown) => {
+      const res = await fetch(`${base}${path}`, {
+        method, headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { statusCode: res.status, json: await res.json() as Record<string, unknown> };
+    };
+    expect((await call('POST', '/api/v1/batch/run', 'read-key')).statusCode).toBe(403);
+    const started = await call('POST', '/api/v1/batch/run', 'admin-key');
+    expect(started.statusCode).toBe(202);
+    expect(started.json).toMatchObject({ id: 1, trigger: 'api', kind: 'incremental' });
+    const again = await call('POST', '/api/v1/batch/run', 'admin-key', { full: true });
+    expect(again.statusCode).toBe(409);
+    expect(again.json).toMatchObject({ code: 'BRAID_ERR_BATCH_RUNNING' });
+    expect((await call('POST', '/api/v1/batch/run', 'admin-key', { full: 'yes' })).statusCode).toBe(400);
+    await scheduler.running?.done;
+    const status = await call('GET', '/api/v1/batch', 'admin-key');
+    expect(status.statusCode).toBe(200);
+    expect(status.json).toMatchObject({ running: null, manifest: { version: 1 }, runs: [{ id: 1, outcome: 'ok', kind: 'full' }] });
+    expect(new Set(roles)).toEqual(new Set(['admin']));
+  });
+});
+
+describe('braid batch run', () => {
+  const braid = (args: string[]) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [join(process.cwd(), 'bin/braid.js'), ...args], { env: { ...process.env, BRAID_LOG_LEVEL: 'warn' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b) => { stdout += b; });
+    child.stderr.on('data', (b) => { stderr += b; });
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+
+  it('runs once, --full gives the same rows, and a held lock is BRAID_ERR_BATCH_RUNNING', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    await append(fx, new GatewaySim('gw-a'), DAY0, 2, 100);
+    await fx.close();
+    const first = await braid(['batch', 'run', '--data-dir', dir]);
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/batch run 1 ok \(full\): version 1 published; 2 days rebuilt, 200 master rows read/);
+    const before = await readViews(dir);
+    const full = await braid(['batch', 'run', '--full', '--json', '--data-dir', dir]);
+    expect(full.code).toBe(0);
+    expect(JSON.parse(full.stdout)).toMatchObject({ kind: 'full', version: 2, days: ['2024-11-20', '2024-11-21'] });
+    expect(sameViews(await readViews(dir), before)).toEqual([]);
+
+    await writeFile(join(dir, 'batch.lock'), JSON.stringify({ pid: process.pid, startedAt: Date.now() }));
+    const locked = await braid(['batch', 'run', '--data-dir', dir]);
+    expect(locked.code).toBe(1);
+    expect(locked.stderr).toContain('[BRAID_ERR_BATCH_RUNNING]');
+    expect(statSync(join(dir, 'batch.lock')).isFile()).toBe(true);
+  });
+
+  it('rejects a bad config value naming the key', async () => {
+    const r = await braid(['batch', 'run', '--memory-limit', 'lots', '--data-dir', await tempDir()]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('batch.memoryLimit');
+  });
+});

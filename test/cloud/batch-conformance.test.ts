@@ -1,0 +1,146 @@
+/**
+ * Batch conformance [DESIGN "The algebra"]: on random master data (ties on ts across devices,
+ * duplicates across gateways, several epochs, some of them above E), every row of every view
+ * equals the summary shared/summary.ts computes from the deduplicated readings with epoch <= E.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startBatchRun, type BatchJobOptions } from '../../cloud/batch/index.js';
+import { changedSpans } from '../../cloud/batch/state.js';
+import { nextViews, emptyViews, type Manifest } from '../../cloud/batch/manifest.js';
+import { readingsSql } from '../../cloud/batch/sql.js';
+import { DAY_MS } from '../../shared/time.js';
+import {
+  coveredReadings, expectedViews, GatewaySim, MasterFixture, readViews, rng, viewDiffs, type FixtureReading,
+} from '../support/master-fixture.js';
+
+const DAY0 = Date.UTC(2024, 10, 22);
+const dirs: string[] = [];
+
+afterEach(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function tempDir(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'braid-batch-'));
+  dirs.push(d);
+  return d;
+}
+
+export function jobOptions(dataDir: string): BatchJobOptions {
+  return { dataDir, memoryLimit: '512MB', threads: 2, retainVersionsMs: 3600_000 };
+}
+
+/**
+ * Random readings from three gateways over three days: gw-b's epoch `hole` is not sealed (so E[gw-b]
+ * stops before it while its later epochs are in master), gw-c's last epoch is never closed.
+ */
+async function randomFleet(fx: MasterFixture, seed: number, n: number) {
+  const rand = rng(seed);
+  const gws = ['gw-a', 'gw-b', 'gw-c'].map((id) => new GatewaySim(id));
+  const devices = ['d1', 'd2', 'd3', 'd4', 'd5', 'd6'];
+  const metrics = ['temp', 'hum', 'pressure'];
+  const all: FixtureReading[] = [];
+  const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)];
+  for (let i = 0; i < n; i++) {
+    const g = pick(gws);
+    const metric = pick(metrics);
+    // A 15 s grid over 3 days: many readings of different devices share a ts.
+    const ts = DAY0 + Math.floor(rand() * ((3 * DAY_MS) / 15_000)) * 15_000;
+    const value = metric === 'pressure' ? 101_325 + rand() * 10 : Math.round(rand() * 1000) / 10 - 20;
+    const r = g.reading(pick(devices), metric, ts, value);
+    all.push(r);
+    // The same identity delivered by another gateway too (a device that moved), another value.
+    if (rand() < 0.1) all.push(pick(gws.filter((x) => x !== g)).reading(r.device, r.metric, r.ts, r.value + 1));
+    if (rand() < 0.05) g.closeEpoch();
+  }
+  gws[0].closeEpoch();
+  gws[1].closeEpoch();
+  const hole = Math.max(2, Math.floor(gws[1].currentEpoch / 2));
+  const sealed = all.filter((r) => !(r.gateway === 'gw-b' && r.epoch === hole));
+  for (let i = 0; i < sealed.length;) {
+    const size = 50 + Math.floor(rand() * 400);
+    await fx.seal(sealed.slice(i, i + size));
+    i += size;
+  }
+  for (const g of gws) await g.report(fx);
+  const e = { 'gw-a': gws[0].currentEpoch - 1, 'gw-b': hole - 1, 'gw-c': gws[2].currentEpoch - 1 };
+  return { all, e };
+}
+
+describe('batch views conformance with shared/summary.ts', () => {
+  it.each([1, 2, 3])('seed %i: every row of every view equals the reference summary', async (seed) => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const { all, e } = await randomFleet(fx, seed, 4000);
+    await fx.close();
+
+    const run = await startBatchRun(jobOptions(dir), { trigger: 'cli' });
+    const result = await run.done;
+    expect(result.watermark).toEqual(e);
+    expect(result.kind).toBe('full');
+
+    const covered = coveredReadings(all, e);
+    // The data exercises what it should: readings above E, duplicates across gateways.
+    expect(all.filter((r) => r.epoch > e[r.gateway as keyof typeof e]).length).toBeGreaterThan(50);
+    expect(covered.length).toBeLessThan(all.filter((r) => r.epoch <= e[r.gateway as keyof typeof e]).length);
+    expect(result.readings).toBe(covered.length);
+
+    const diffs = viewDiffs(await readViews(dir), expectedViews(covered));
+    expect(diffs.slice(0, 10)).toEqual([]);
+  });
+
+  it('ties on ts across devices pick first/last by (ts, device); duplicates keep the lowest (gateway, seq)', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const a = new GatewaySim('gw-a');
+    const b = new GatewaySim('gw-b');
+    const t = DAY0 + 3_600_000;
+    const rows = [
+      b.reading('d2', 'temp', t, 2), // same ts as d1: d1 is first
+      a.reading('d9', 'temp', t + 59_000, 9),
+      b.reading('d1', 'temp', t, 1),
+      a.reading('d3', 'temp', t + 59_000, 3), // same ts as d9: d9 is last
+      a.reading('d1', 'temp', t, 100), // identity of b's d1 reading: gw-a < gw-b, this one wins
+    ];
+    a.closeEpoch();
+    b.closeEpoch();
+    await fx.seal(rows);
+    await a.report(fx);
+    await b.report(fx);
+    await fx.close();
+    await (await startBatchRun(jobOptions(dir), { trigger: 'cli' })).done;
+    const views = await readViews(dir);
+    const fleet = views.fleet_1h.get(`|temp|${t}`)!.summary;
+    expect(fleet).toMatchObject({ count: 4, first: 100, firstTs: t, last: 9, lastTs: t + 59_000, min: 2, max: 100 });
+    expect(views.gateway_1h.get(`gw-a|temp|${t}`)!.summary).toMatchObject({ count: 3, first: 100, last: 9 });
+    expect(views.gateway_1h.get(`gw-b|temp|${t}`)!.summary).toMatchObject({ count: 1, first: 2, last: 2 });
+    expect(views.device_1m.get(`d1|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 100 });
+  });
+});
+
+describe('batch pure parts', () => {
+  it('readingsSql is null when no gateway has a covered epoch', () => {
+    expect(readingsSql('m', {})).toBeNull();
+    expect(readingsSql('m', { g: 0 })).toBeNull();
+    expect(readingsSql('m', { "g'1": 3 })).toContain("('g''1', 3)");
+  });
+
+  it('changedSpans covers new epochs, new gateways and vanished ones', () => {
+    expect(changedSpans({ a: 3, b: 5, c: 2 }, { a: 7, b: 5, d: 1 })).toEqual([
+      { gateway: 'a', lo: 3, hi: 7 }, { gateway: 'c', lo: 0, hi: 2 }, { gateway: 'd', lo: 0, hi: 1 },
+    ]);
+  });
+
+  it('nextViews keeps the previous files of the days not rebuilt and drops rebuilt days left empty', () => {
+    const prev: Manifest = {
+      version: 3, createdAt: '', watermark: {},
+      views: { ...emptyViews(), device_1m: ['v000002/device_1m/day=2024-11-20.parquet', 'v000003/device_1m/day=2024-11-21.parquet'] },
+    };
+    const built = Object.fromEntries(Object.keys(emptyViews()).map((v) => [v, new Map<string, string>()])) as never as Parameters<typeof nextViews>[2];
+    built.device_1m.set('2024-11-19', 'v000004/device_1m/day=2024-11-19.parquet');
+    const next = nextViews(prev, new Set(['2024-11-19', '2024-11-21']), built);
+    expect(next.device_1m).toEqual(['v000004/device_1m/day=2024-11-19.parquet', 'v000002/device_1m/day=2024-11-20.parquet']);
+  });
+});

@@ -1,0 +1,275 @@
+/**
+ * Batch runs over time: incremental == full [INV-4], rerun after deleting views/ [INV-4], master
+ * untouched, the vector watermark (readings above E left out, taken in when E advances), late
+ * readings, batch.lock, sinks that fail, old versions collected.
+ */
+import { mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startBatchRun, type BatchJobOptions, type ViewChanges, type ViewSink } from '../../cloud/batch/index.js';
+import { BatchLock } from '../../cloud/batch/lock.js';
+import { openCloudDb } from '../../cloud/store/schema.js';
+import { DAY_MS } from '../../shared/time.js';
+import {
+  coveredReadings, dayOf, expectedViews, GatewaySim, hashMaster, MasterFixture, readViews, rng, sameViews, viewDiffs, type FixtureReading,
+} from '../support/master-fixture.js';
+
+const DAY0 = Date.UTC(2024, 10, 20);
+const dirs: string[] = [];
+
+afterEach(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function tempDir(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'braid-batch-'));
+  dirs.push(d);
+  return d;
+}
+
+const opts = (dataDir: string, o: Partial<BatchJobOptions> = {}): BatchJobOptions =>
+  ({ dataDir, memoryLimit: '512MB', threads: 2, retainVersionsMs: 3600_000, ...o });
+
+/** A small fleet that appends readings and seals them like ingest does. */
+class Fleet {
+  readonly all: FixtureReading[] = [];
+  readonly gws = ['gw-a', 'gw-b'].map((id) => new GatewaySim(id));
+  private readonly rand: () => number;
+  constructor(readonly fx: MasterFixture, seed: number) {
+    this.rand = rng(seed);
+  }
+
+  /** `n` readings with ts in [fromDay, fromDay + days), sealed, epochs closed and reported. */
+  async append(n: number, fromDay: number, days = 1, opts: { report?: boolean } = {}): Promise<FixtureReading[]> {
+    const rows: FixtureReading[] = [];
+    for (let i = 0; i < n; i++) {
+      const g = this.gws[Math.floor(this.rand() * this.gws.length)];
+      const ts = fromDay + Math.floor(this.rand() * days * 1440) * 60_000 + Math.floor(this.rand() * 4) * 15_000;
+      const r = g.reading(`d${Math.floor(this.rand() * 5)}`, this.rand() < 0.5 ? 'temp' : 'hum', ts, Math.round(this.rand() * 500) / 10);
+      rows.push(r);
+      if (this.rand() < 0.05) rows.push(this.gws.find((x) => x !== g)!.reading(r.device, r.metric, r.ts, r.value + 0.5));
+    }
+    for (const g of this.gws) g.closeEpoch();
+    await this.fx.seal(rows);
+    this.all.push(...rows);
+    if (opts.report !== false) await this.report();
+    return rows;
+  }
+
+  async report(): Promise<void> {
+    for (const g of this.gws) await g.report(this.fx);
+  }
+
+  /** E as the fleet knows it: every closed epoch reported and sealed. */
+  e(): Record<string, number> {
+    return Object.fromEntries(this.gws.map((g) => [g.id, g.currentEpoch - 1]));
+  }
+}
+
+async function check(dir: string, all: FixtureReading[], e: Record<string, number>): Promise<void> {
+  const diffs = viewDiffs(await readViews(dir), expectedViews(coveredReadings(all, e)));
+  expect(diffs.slice(0, 10)).toEqual([]);
+}
+
+describe('batch runs', () => {
+  it('[INV-4] incremental runs after appends equal one --full run; master files are never touched', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 7);
+    const versions: number[] = [];
+    for (let step = 0; step < 4; step++) {
+      await fleet.append(600, DAY0 + step * DAY_MS, 2);
+      const before = await hashMaster(dir);
+      const r = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+      expect(await hashMaster(dir)).toEqual(before);
+      expect(r.kind).toBe(step === 0 ? 'full' : 'incremental');
+      // Only the days the new epochs touched: this step's two days.
+      if (step > 0) expect(r.days).toEqual([dayOf(DAY0 + step * DAY_MS), dayOf(DAY0 + (step + 1) * DAY_MS)]);
+      versions.push(r.version);
+      await check(dir, fleet.all, fleet.e());
+    }
+    expect(versions).toEqual([1, 2, 3, 4]);
+    const incremental = await readViews(dir);
+    const manifest = JSON.parse(await readFile(join(dir, 'views/manifest.json'), 'utf8'));
+    // The manifest mixes versions: days not rebuilt keep their older files.
+    expect(new Set(manifest.views.device_1m.map((p: string) => p.split('/')[0])).size).toBeGreaterThan(1);
+
+    const full = await (await startBatchRun(opts(dir), { full: true, trigger: 'cli' })).done;
+    expect(full.kind).toBe('full');
+    expect(full.days).toHaveLength(5);
+    expect(sameViews(await readViews(dir), incremental)).toEqual([]);
+    await fx.close();
+  });
+
+  it('[INV-4] deleting views/ and rerunning restores the same rows', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 11);
+    await fleet.append(500, DAY0, 3);
+    await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    await fleet.append(300, DAY0 + 2 * DAY_MS, 2);
+    await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    const before = await readViews(dir);
+    await rm(join(dir, 'views'), { recursive: true });
+    const r = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    expect(r.kind).toBe('full');
+    // Versions never go back: answers that carry version 2 must not meet another version 1.
+    expect(r.version).toBe(3);
+    expect(sameViews(await readViews(dir), before)).toEqual([]);
+    await fx.close();
+  });
+
+  it('readings of epochs above E are left out, and taken in (their day only) once E covers them', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 3);
+    await fleet.append(400, DAY0, 2);
+    const e1 = fleet.e();
+    // Sealed but its epochs not reported yet: not complete, so above E.
+    await fleet.append(200, DAY0 + 5 * DAY_MS, 1, { report: false });
+    const r1 = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    expect(r1.watermark).toEqual(e1);
+    await check(dir, fleet.all, e1);
+    const views1 = await readViews(dir);
+    expect([...views1.device_1d.values()].some((r) => r.bucket === DAY0 + 5 * DAY_MS)).toBe(false);
+
+    await fleet.report();
+    const r2 = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    expect(r2.watermark).toEqual(fleet.e());
+    expect(r2.days).toEqual([dayOf(DAY0 + 5 * DAY_MS)]);
+    await check(dir, fleet.all, fleet.e());
+
+    // Nothing new: no new version.
+    const r3 = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    expect(r3).toMatchObject({ published: false, version: r2.version, days: [] });
+    await fx.close();
+  });
+
+  it('an epoch covered by a gap record counts as complete', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const g = new GatewaySim('gw-a');
+    const rows = [g.reading('d1', 'temp', DAY0 + 1000, 1), g.reading('d1', 'temp', DAY0 + 2000, 2), g.reading('d1', 'temp', DAY0 + 3000, 3)];
+    g.closeEpoch();
+    await fx.seal([rows[0], rows[2]]); // seq 2 was dropped at the gateway's disk budget
+    await g.report(fx);
+    expect((await (await startBatchRun(opts(dir), { trigger: 'cli' })).done).watermark).toEqual({ 'gw-a': 0 });
+    await fx.gap('gw-a', 1, 2, 2);
+    const r = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    expect(r.watermark).toEqual({ 'gw-a': 1 });
+    expect((await readViews(dir)).device_1m.get(`d1|temp|${DAY0}`)!.summary).toMatchObject({ count: 2, sum: 4 });
+    await fx.close();
+  });
+
+  it('late readings (days old) rebuild their old day and only it', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 5);
+    await fleet.append(500, DAY0, 10);
+    await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    const before = await readViews(dir);
+    // A gateway back from a week offline uploads readings of day 3.
+    await fleet.append(50, DAY0 + 3 * DAY_MS, 1);
+    const r = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    expect(r.days).toEqual([dayOf(DAY0 + 3 * DAY_MS)]);
+    await check(dir, fleet.all, fleet.e());
+    const after = await readViews(dir);
+    const day3 = (b: number) => b >= DAY0 + 3 * DAY_MS && b < DAY0 + 4 * DAY_MS;
+    const count = (v: typeof after) => [...v.device_1d.values()].filter((x) => day3(x.bucket)).reduce((n, x) => n + x.summary.count, 0);
+    expect(count(after)).toBeGreaterThan(count(before));
+    await fx.close();
+  });
+
+  it('a second concurrent run fails with BRAID_ERR_BATCH_RUNNING; a stale lock is taken over', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    await new Fleet(fx, 1).append(100, DAY0);
+    await fx.close();
+    const held = await BatchLock.acquire(join(dir, 'batch.lock'));
+    await expect(startBatchRun(opts(dir), { trigger: 'cli' })).rejects.toMatchObject({ code: 'BRAID_ERR_BATCH_RUNNING', statusCode: 409 });
+    await held.release();
+
+    // Two runs started together: exactly one gets the lock.
+    const both = await Promise.allSettled([startBatchRun(opts(dir), { trigger: 'cli' }), startBatchRun(opts(dir), { trigger: 'api' })]);
+    expect(both.filter((s) => s.status === 'fulfilled')).toHaveLength(1);
+    expect(both.find((s) => s.status === 'rejected')).toMatchObject({ reason: { code: 'BRAID_ERR_BATCH_RUNNING' } });
+    await (both.find((s) => s.status === 'fulfilled') as PromiseFulfilledResult<Awaited<ReturnType<typeof startBatchRun>>>).value.done;
+
+    // A lock left by a process that is gone.
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString();
+    await writeFile(join(dir, 'batch.lock'), JSON.stringify({ pid: Number(dead), startedAt: 1 }));
+    const r = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    expect(r.published).toBe(false);
+    await expect(readdir(dir)).resolves.not.toContain('batch.lock');
+  });
+
+  it('a failing sink does not block the views and gets its days again at the next run', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 9);
+    await fleet.append(300, DAY0, 2);
+    const calls: ViewChanges[] = [];
+    let fail = true;
+    const sink: ViewSink = {
+      name: 'flaky',
+      async write(changes) {
+        calls.push(changes);
+        if (fail) throw new Error('influx is down');
+        return { points: Object.values(changes.views).flat().length };
+      },
+    };
+    const r1 = await (await startBatchRun(opts(dir), { trigger: 'cli' }, { sinks: [sink] })).done;
+    expect(r1.sinks.flaky).toMatchObject({ outcome: 'failed', days: 2, error: 'influx is down' });
+    await check(dir, fleet.all, fleet.e());
+    expect(calls[0].days).toEqual([dayOf(DAY0), dayOf(DAY0 + DAY_MS)]);
+    expect(calls[0].views.device_1m.every((p) => p.startsWith(join(dir, 'views', 'v000001')))).toBe(true);
+
+    fail = false;
+    await fleet.append(100, DAY0 + 4 * DAY_MS, 1);
+    const r2 = await (await startBatchRun(opts(dir), { trigger: 'cli' }, { sinks: [sink] })).done;
+    expect(r2.days).toEqual([dayOf(DAY0 + 4 * DAY_MS)]);
+    expect(calls[1].days).toEqual([dayOf(DAY0), dayOf(DAY0 + DAY_MS), dayOf(DAY0 + 4 * DAY_MS)]);
+    expect(calls[1].version).toBe(r2.version);
+    expect(calls[1].views.fleet_1d).toHaveLength(3);
+    expect(r2.sinks.flaky).toMatchObject({ outcome: 'ok', days: 3 });
+
+    await fleet.append(50, DAY0 + 4 * DAY_MS, 1);
+    await (await startBatchRun(opts(dir), { trigger: 'cli' }, { sinks: [sink] })).done;
+    expect(calls[2].days).toEqual([dayOf(DAY0 + 4 * DAY_MS)]);
+
+    const db = await openCloudDb(join(dir, 'cloud.db'));
+    const rows = await db.all<{ sinks: string; outcome: string }>('SELECT sinks, outcome FROM batch_runs ORDER BY id');
+    await db.close();
+    expect(rows.map((r) => r.outcome)).toEqual(['ok', 'ok', 'ok']);
+    expect(JSON.parse(rows[0].sinks).flaky.outcome).toBe('failed');
+    await fx.close();
+  });
+
+  it('old versions are deleted batch.retainVersionsMs after they stopped being live', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 2);
+    let t = Date.UTC(2025, 0, 1);
+    const now = () => t;
+    const run = async (full = false) => (await startBatchRun(opts(dir, { retainVersionsMs: 60_000 }), { trigger: 'cli', full }, { now })).done;
+    const versions = async () => (await readdir(join(dir, 'views'))).filter((n) => n.startsWith('v')).sort();
+    await fleet.append(100, DAY0);
+    await run();
+    await fleet.append(100, DAY0);
+    await run();
+    // v000001's only day was rebuilt: it is not live any more, but kept for the retention.
+    expect(await versions()).toEqual(['v000001', 'v000002']);
+    t += 30_000;
+    await run(true);
+    expect(await versions()).toEqual(['v000001', 'v000002', 'v000003']);
+    t += 30_000;
+    const r = await run();
+    expect(r.deletedVersions).toEqual(['v000001']);
+    expect(await versions()).toEqual(['v000002', 'v000003']);
+    t += 60_000;
+    expect((await run()).deletedVersions).toEqual(['v000002']);
+    await check(dir, fleet.all, fleet.e());
+    await fx.close();
+  });
+});

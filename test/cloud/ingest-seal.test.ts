@@ -1,0 +1,143 @@
+/**
+ * Sealing staging segments into master/ (docs/cloud-storage.md): DuckDB reads back exactly the
+ * stored readings with their `day` partition, the catalog and `sealed` agree, staging is emptied,
+ * segments rotate by size and by age, and no master file is ever modified [INV-4].
+ */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import {
+  type Reading, type TestCloud, addGatewayToken, hashTree, ingestBody, listFiles, makeReadings, postIngest,
+  queryCloudDb, readMaster, startTestCloud,
+} from '../support/cloud.js';
+import { eventually, tempDir } from '../support/gateway.js';
+
+let dir: { path: string; remove: () => void };
+let cloud: TestCloud | null = null;
+
+beforeEach(() => { dir = tempDir('braid-seal-'); });
+afterEach(async () => {
+  await cloud?.close();
+  cloud = null;
+  dir.remove();
+});
+
+const day = (ts: number) => new Date(ts).toISOString().slice(0, 10);
+const stagingFiles = () => listFiles(join(dir.path, 'staging')).filter((f) => f.endsWith('.ndjson'));
+
+function expectMaster(rows: Awaited<ReturnType<typeof readMaster>>, gateway: string, readings: Reading[]): void {
+  const got = rows.filter((r) => r.gateway === gateway);
+  expect(got.length).toBe(readings.length);
+  expect(got).toEqual(readings.map(([seq, epoch, device, metric, ts, value]) => ({ gateway, seq, epoch, device, metric, ts, value, day: day(ts) })));
+}
+
+test('seal: Parquet readable by DuckDB with exactly the stored readings, catalogued, sealed ranges right, staging removed', async () => {
+  const t1 = await addGatewayToken(dir.path, 'gw-1');
+  const t2 = await addGatewayToken(dir.path, 'gw-2');
+  cloud = await startTestCloud(dir.path);
+  const r1 = makeReadings(1, 3000, { days: 3, devices: 7, epoch: (s) => 1 + Math.floor(s / 1000) });
+  const r2 = makeReadings(1, 500, { days: 2 });
+  for (let i = 0; i < r1.length; i += 1000) {
+    expect((await postIngest(cloud.url, t1, ingestBody('gw-1', r1.slice(i, i + 1000)))).status).toBe(200);
+  }
+  expect((await postIngest(cloud.url, t2, ingestBody('gw-2', r2))).status).toBe(200);
+  // A retry of already stored readings adds nothing to master.
+  await postIngest(cloud.url, t1, ingestBody('gw-1', r1.slice(0, 1000)));
+  expect(stagingFiles().length).toBe(1);
+
+  await cloud.server.ingest.sealNow();
+  const rows = await readMaster(dir.path);
+  expect(rows.length).toBe(3500);
+  expectMaster(rows, 'gw-1', r1);
+  expectMaster(rows, 'gw-2', r2);
+
+  // One file per day of the segment, in its day= partition, all in the catalog.
+  const parquet = listFiles(join(dir.path, 'master')).map((f) => f.slice(dir.path.length + 1)).sort();
+  expect(parquet.length).toBe(3);
+  for (const p of parquet) expect(p).toMatch(/^master\/day=\d{4}-\d{2}-\d{2}\/part-\d+-\d+-[0-9a-f]+\.parquet$/);
+  const files = await queryCloudDb<{ path: string; day: string; rows: number; bytes: number }>(dir.path, 'SELECT path, day, rows, bytes FROM files ORDER BY path');
+  expect(files.map((f) => f.path)).toEqual(parquet);
+  expect(files.reduce((s, f) => s + f.rows, 0)).toBe(3500);
+  for (const f of files) expect(f.path).toContain(`day=${f.day}/`);
+  const fg = await queryCloudDb<{ gateway: string; rows: number; min_seq: number; max_seq: number; min_epoch: number; max_epoch: number }>(
+    dir.path, 'SELECT gateway, SUM(rows) AS rows, MIN(min_seq) AS min_seq, MAX(max_seq) AS max_seq, MIN(min_epoch) AS min_epoch, MAX(max_epoch) AS max_epoch FROM file_gateways GROUP BY gateway ORDER BY gateway');
+  expect(fg).toEqual([
+    { gateway: 'gw-1', rows: 3000, min_seq: 1, max_seq: 3000, min_epoch: 1, max_epoch: 4 },
+    { gateway: 'gw-2', rows: 500, min_seq: 1, max_seq: 500, min_epoch: 1, max_epoch: 1 },
+  ]);
+
+  expect(await queryCloudDb(dir.path, 'SELECT gateway, from_seq, to_seq FROM sealed ORDER BY gateway')).toEqual([
+    { gateway: 'gw-1', from_seq: 1, to_seq: 3000 }, { gateway: 'gw-2', from_seq: 1, to_seq: 500 },
+  ]);
+  expect(await queryCloudDb(dir.path, 'SELECT * FROM staged')).toEqual([]);
+  expect(stagingFiles()).toEqual([]);
+  expect(readdirSync(join(dir.path, 'tmp'))).toEqual([]);
+  const m = cloud.server.registry;
+  expect((await m.getSingleMetric('braid_master_files_total')!.get()).values[0].value).toBe(3);
+  expect((await m.getSingleMetric('braid_master_sealed_readings_total')!.get()).values[0].value).toBe(3500);
+  expect((await m.getSingleMetric('braid_staging_readings')!.get()).values[0].value).toBe(0);
+});
+
+test('the Parquet types outside tools see', async () => {
+  const t = await addGatewayToken(dir.path, 'gw-1');
+  cloud = await startTestCloud(dir.path);
+  await postIngest(cloud.url, t, ingestBody('gw-1', makeReadings(1, 10)));
+  await cloud.server.ingest.sealNow();
+  const db = await DuckDBInstance.create(':memory:');
+  const c = await db.connect();
+  const r = await c.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet('${dir.path}/master/**/*.parquet', hive_partitioning = true)`);
+  const types = Object.fromEntries(r.getRowObjects().map((x) => [x.column_name, x.column_type]));
+  c.closeSync();
+  db.closeSync();
+  expect(types).toEqual({
+    device: 'VARCHAR', metric: 'VARCHAR', ts: 'TIMESTAMP WITH TIME ZONE', value: 'DOUBLE',
+    gateway: 'VARCHAR', seq: 'BIGINT', epoch: 'BIGINT', day: 'DATE',
+  });
+});
+
+test('a segment holds at most sealMaxReadings; a big request spills into the next one', async () => {
+  const t = await addGatewayToken(dir.path, 'gw-1');
+  cloud = await startTestCloud(dir.path, { ingest: { sealMaxReadings: 400 } });
+  const r = makeReadings(1, 1000);
+  expect((await postIngest(cloud.url, t, ingestBody('gw-1', r))).body).toEqual({ ackSeq: 1000, stored: 1000, duplicates: 0 });
+  await cloud.server.ingest.sealNow();
+  const files = await queryCloudDb<{ path: string; rows: number }>(dir.path, 'SELECT path, rows FROM files ORDER BY path');
+  // Segment ids created in the same ms sort by their random part: compare the multiset.
+  expect(files.map((f) => f.rows).sort((a, b) => a - b)).toEqual([200, 400, 400]);
+  expectMaster(await readMaster(dir.path), 'gw-1', r);
+  expect(stagingFiles()).toEqual([]);
+});
+
+test('a segment is sealed once sealMaxAgeMs old, without a request or a close', async () => {
+  const t = await addGatewayToken(dir.path, 'gw-1');
+  cloud = await startTestCloud(dir.path, { ingest: { sealMaxAgeMs: 300 } });
+  const r = makeReadings(1, 100, { days: 2 });
+  await postIngest(cloud.url, t, ingestBody('gw-1', r));
+  await eventually(async () => (await queryCloudDb(dir.path, 'SELECT * FROM sealed')).length === 1, 5000);
+  await eventually(() => stagingFiles().length === 0, 5000);
+  expectMaster(await readMaster(dir.path), 'gw-1', r);
+});
+
+test('[INV-4] master files are never modified: hashes of old files hold across more ingest, seals and a restart', async () => {
+  const t = await addGatewayToken(dir.path, 'gw-1');
+  cloud = await startTestCloud(dir.path, { ingest: { sealMaxReadings: 250 } });
+  await postIngest(cloud.url, t, ingestBody('gw-1', makeReadings(1, 600, { days: 3 })));
+  await cloud.server.ingest.sealNow();
+  const before = hashTree(join(dir.path, 'master'));
+  expect(before.size).toBeGreaterThan(3);
+
+  // Same days again (late readings), repeats of sealed seqs, new seqs; seal; restart; seal.
+  await postIngest(cloud.url, t, ingestBody('gw-1', makeReadings(1, 900, { days: 3 })));
+  await cloud.server.ingest.sealNow();
+  await cloud.close();
+  cloud = await startTestCloud(dir.path, { ingest: { sealMaxReadings: 250 } });
+  await postIngest(cloud.url, t, ingestBody('gw-1', makeReadings(901, 1000, { days: 3 })));
+  await cloud.close();
+  cloud = null;
+
+  const after = hashTree(join(dir.path, 'master'));
+  for (const [path, hash] of before) expect({ path, hash: after.get(path) }).toEqual({ path, hash });
+  expect(after.size).toBeGreaterThan(before.size);
+  const rows = await readMaster(dir.path);
+  expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+});
