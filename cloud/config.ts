@@ -42,6 +42,18 @@ export const cloudConfigSchema = z.object({
     /** Superseded view versions are deleted this long after they stopped being live, in ms. */
     retainVersionsMs: positive.default(24 * 3600_000),
   }).strict().prefault({}),
+  speed: z.object({
+    /** A gateway whose last speed push is older than this is offline; its speed parts are provisional. In ms. */
+    staleAfterMs: positive.default(15_000),
+    /** Most partials accepted in one speed push. */
+    maxPartialsPerRequest: positive.default(100_000),
+  }).strict().prefault({}),
+  query: z.object({
+    /** Most buckets one query may answer. */
+    maxBuckets: positive.default(100_000),
+    /** Where batch views are read from: the Parquet views, or InfluxDB (influx.*) when it holds them. */
+    viewStore: z.enum(['parquet', 'influx']).default('parquet'),
+  }).strict().prefault({}),
   influx: z.object({
     /** InfluxDB base URL; null writes no InfluxDB views (Parquet views are always written). */
     url: z.url().nullable().default(null),

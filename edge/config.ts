@@ -87,6 +87,10 @@ export const gatewayConfigSchema = z.object({
     retentionMinutes: positive.min(1441).default(25 * 60),
     /** node-cron schedule of the retention job. */
     pruneCron: z.string().default('*/5 * * * *'),
+    /** How often the speed partials changed since the last push go to the cloud, in ms. */
+    pushIntervalMs: positive.default(2_000),
+    /** Most partials in one speed push. */
+    pushMaxPartials: positive.default(20_000),
   }).strict().prefault({}),
   cloud: z.object({
     /** Cloud base URL (http://host:port); null keeps everything in the outbox. */
