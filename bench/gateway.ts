@@ -1,0 +1,687 @@
+/**
+ * `npm run bench:gateway`: the Braid gateway beside stock aedes (in memory) and Debian's mosquitto,
+ * in one run, with the same clients, on 127.0.0.1. Prints a markdown report and, at full scale,
+ * writes it into docs/benchmarks.md (between the generated-section markers). See docs/benchmarks.md
+ * for what each figure means and the knobs (BENCH_* environment variables, listed in `usage`).
+ */
+import { openSync, closeSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { DeviceRegistry, hashSecret } from '../edge/registry/index.js';
+import { Db, chunkRows, placeholders } from '../shared/sqlite.js';
+import { bundleBraidCli } from './lib/bundle.js';
+import { fillOutbox } from './lib/fill-outbox.js';
+import { machineInfo, type MachineInfo } from './lib/machine.js';
+import { HOST, bytesInFlightTo, sleep } from './lib/net.js';
+import { PEER_KINDS, ROOT, TSX, isBraid, childEnv, commitSummary, gatewayCounters, GATEWAY_ENV, GATEWAY_NODE_FLAGS, health, mainThreadProfile, startAedes, startBraid, startMosquitto, MOSQUITTO, type Broker, type PeerKind } from './lib/peers.js';
+import { profileMarkdown, summarizeProfile } from './lib/profile.js';
+import { cpuSecondsOf, installCleanup, memoryOf, startProc, stopAll, type Proc } from './lib/procs.js';
+import { int, mb, median, ms, quantile, ratio } from './lib/stats.js';
+
+const usage = `npm run bench:gateway   (node --import tsx bench/gateway.ts)
+Environment:
+  BENCH_SCALE=1          scale every count (0.1 for a quick run; latency load stays 25k msg/s)
+  BENCH_REPEAT=3         throughput runs per peer (the median is reported)
+  BENCH_PHASES=qos1,qos1-w20,qos0,latency,rss,drain
+  BENCH_PEERS=braid,aedes,mosquitto
+  BENCH_ALT_ROOT=DIR     also run the gateway of another checkout (with node_modules) beside this one
+  BENCH_INFLIGHT=100     mosquitto_pub -M (QoS 1 messages in flight per client)
+  BENCH_PROFILE=1        run each Braid gateway under node --cpu-prof; summaries go in the report
+  BENCH_GATEWAY_CONFIG='{"outbox":{"groupCommitMs":2}}'   merged into the gateway's config
+  BENCH_WRITE_DOCS=1|0   write docs/benchmarks.md (default: only a full-scale run of everything)
+  BENCH_KEEP=1           keep the temp dir (data dirs, latency samples)
+Output: bench/.out/latest.md and latest.json, profiles in bench/.out/profiles/.`;
+
+if (process.argv.includes('--help') || process.argv.includes('-h')) {
+  process.stdout.write(`${usage}\n`);
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+const env = process.env;
+const num = (name: string, dflt: number) => {
+  const v = env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${v}"`);
+  return n;
+};
+const SCALE = num('BENCH_SCALE', 1);
+const REPEAT = Math.round(num('BENCH_REPEAT', 3));
+const INFLIGHT = Math.round(num('BENCH_INFLIGHT', 100));
+const ALL_PHASES = ['qos1', 'qos1-w20', 'qos0', 'latency', 'rss', 'drain'] as const;
+type Phase = (typeof ALL_PHASES)[number];
+const PHASES = new Set<Phase>((env.BENCH_PHASES ?? ALL_PHASES.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((p) => {
+  if (!(ALL_PHASES as readonly string[]).includes(p)) throw new Error(`BENCH_PHASES: unknown phase "${p}" (one of ${ALL_PHASES.join(', ')})`);
+  return p as Phase;
+}));
+const PEERS: PeerKind[] = (env.BENCH_PEERS ?? PEER_KINDS.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((p) => {
+  if (!(PEER_KINDS as string[]).includes(p)) throw new Error(`BENCH_PEERS: unknown peer "${p}" (one of ${PEER_KINDS.join(', ')})`);
+  return p as PeerKind;
+});
+/** Another checkout (with node_modules) whose gateway runs beside this one: compare a change in one run. */
+const ALT_ROOT = env.BENCH_ALT_ROOT ? resolve(env.BENCH_ALT_ROOT) : null;
+if (ALT_ROOT) {
+  if (!existsSync(join(ALT_ROOT, 'bin/braid.js'))) throw new Error(`BENCH_ALT_ROOT: no bin/braid.js in ${ALT_ROOT}`);
+  if (PEERS.includes('braid') && !PEERS.includes('braid-alt')) PEERS.splice(PEERS.indexOf('braid') + 1, 0, 'braid-alt');
+}
+const rootOf = (kind: PeerKind) => (kind === 'braid-alt' ? ALT_ROOT! : ROOT);
+const PROFILE = env.BENCH_PROFILE === '1';
+const KEEP = env.BENCH_KEEP === '1';
+const FULL = SCALE === 1 && PHASES.size === ALL_PHASES.length && PEER_KINDS.every((k) => PEERS.includes(k)) && !ALT_ROOT;
+const WRITE_DOCS = env.BENCH_WRITE_DOCS === undefined ? FULL : env.BENCH_WRITE_DOCS === '1';
+
+const TP_CLIENTS = 4;
+const TP_PER_CLIENT = Math.max(1000, Math.round(50_000 * SCALE));
+const LAT_CLIENTS = 20;
+const LAT_RATE_PER_CLIENT = 1250; // 20 x 1250 = 25k msg/s: the QoS 0 target load
+const LAT_WORKERS = 2;
+const LAT_WARMUP_MS = 2000;
+const LAT_DURATION_MS = Math.max(3000, Math.round(10_000 * SCALE));
+const RSS_DEVICES = Math.max(100, Math.round(10_000 * SCALE));
+const RSS_HOLDERS = 2;
+const DRAIN_READINGS = Math.max(20_000, Math.round(500_000 * SCALE));
+const DRAIN_BATCH = 5000; // the forwarder's default cloud.batchMaxReadings
+
+const TARGET = { qos1VsAedes: 0.5, qos0PerSec: 25_000, pubackP99Ms: 150, rssBytes: 200 * 1024 * 1024, drainPerSec: 100_000 };
+
+const LABEL: Record<PeerKind, string> = { braid: 'Braid gateway', 'braid-alt': `Braid gateway (${ALT_ROOT ?? 'alt'})`, aedes: 'stock aedes (memory)', mosquitto: 'mosquitto' };
+/** The RSS phase also runs the gateway from a bundled JS build, to show what tsx's loader costs. */
+type RssKind = PeerKind | 'braid-js';
+const RSS_LABEL: Record<RssKind, string> = { ...LABEL, 'braid-js': 'Braid gateway, bundled JS (no tsx)' };
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+interface CommitStats { commits: number; readingsPerCommit: number; msPerCommit: number; p50Ms: number; p99Ms: number; slowShare: number }
+interface TpRun { n: number; done: number; ms: number; perSec: number; publishersMs: number; cpuSec: number; commit?: CommitStats; note?: string }
+interface LatRun { p50: number; p90: number; p99: number; p999: number; max: number; samples: number; offeredPerSec: number; unacked: number; errors: number; cpuSec: number; clientCpuSec: number; commit?: CommitStats; loopLagP99Ms?: number; loopLagMaxMs?: number }
+interface RssRun { baseline: number; rss: number; hwm: number; connected: number; failed: number; connectMs: number; errors: Record<string, number>; heap?: { total: number; used: number; external: number } }
+interface DrainRun { readings: number; ms: number; perSec: number; sinkPerSec: number; sinkRequests: number; ceilingPerSec: number; ceilingMs: number; fillMs: number; cpuSec: number }
+
+const results = {
+  tp: {} as Partial<Record<'qos1' | 'qos1-w20' | 'qos0', Partial<Record<PeerKind, TpRun[]>>>>,
+  lat: {} as Partial<Record<PeerKind, LatRun>>,
+  latRuns: {} as Partial<Record<PeerKind, LatRun[]>>,
+  rss: {} as Partial<Record<RssKind, RssRun>>,
+  drain: {} as Partial<Record<PeerKind, DrainRun>>,
+  profiles: [] as Array<{ name: string; dir: string; pid: number }>,
+  registerMs: 0,
+  braidConfig: {} as Record<string, unknown>,
+};
+
+const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+const work = mkdtempSync(join(tmpdir(), 'braid-bench-'));
+const OUT = join(ROOT, 'bench/.out');
+const PROFILE_DIR = join(OUT, 'profiles');
+const SECRET = `bench-${Math.random().toString(36).slice(2)}`;
+const tpDir = join(work, 'gw-traffic');
+const rssDir = join(work, 'gw-10k');
+const drainDir = join(work, 'gw-drain');
+const configFile = join(work, 'gateway.json');
+const runStart = Date.now();
+
+const tpDevices = Array.from({ length: TP_CLIENTS }, (_, i) => `tp-${i + 1}`);
+const latDevices = Array.from({ length: LAT_CLIENTS }, (_, i) => `lat-${String(i + 1).padStart(2, '0')}`);
+const RSS_PREFIX = 'rss-';
+
+function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && out[k] && typeof out[k] === 'object'
+      ? mergeDeep(out[k] as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
+
+function writeGatewayConfig() {
+  // Loopback only. The per-device rate limit (default 100 msg/s, burst 200) is lifted: the
+  // benchmark drives a few devices hard, where a fleet spreads the same load over many.
+  const base = { mqtt: { host: HOST, ratePerDevice: 1_000_000, rateBurst: 1_000_000 }, http: { host: HOST } };
+  const extra = env.BENCH_GATEWAY_CONFIG ? JSON.parse(env.BENCH_GATEWAY_CONFIG) as Record<string, unknown> : {};
+  results.braidConfig = mergeDeep(base, extra);
+  writeFileSync(configFile, JSON.stringify(results.braidConfig, null, 2));
+}
+
+/**
+ * Register devices in bulk. DeviceRegistry.add costs an scrypt hash and an fsync'd INSERT per
+ * device (about 10 ms here: 100 s for 10k); the secret is the same for every bench device, so it
+ * is hashed once (hashSecret, the registry's own format and cost) and the rows are inserted in one
+ * transaction into the table DeviceRegistry.open created. The gateway still runs one scrypt per
+ * device at its first CONNECT, as in the field.
+ */
+async function register(dataDir: string, ids: string[]): Promise<void> {
+  const reg = await DeviceRegistry.open(dataDir);
+  await reg.close();
+  const hash = await hashSecret(SECRET);
+  const db = await Db.open(join(dataDir, 'registry.db'));
+  try {
+    const now = Date.now();
+    await db.exec('BEGIN IMMEDIATE');
+    for (const chunk of chunkRows(ids, 4, 4000)) {
+      const params: unknown[] = [];
+      for (const id of chunk) params.push(id, hash, now, now);
+      await db.run(`INSERT INTO devices (id, secret, created_at, updated_at) VALUES ${placeholders(chunk.length, 4)}`, params);
+    }
+    await db.exec('COMMIT');
+  } finally {
+    await db.close();
+  }
+  const check = await DeviceRegistry.open(dataDir);
+  try {
+    if (!(await check.verify(ids[0], SECRET))) throw new Error('bulk registration: the first device does not verify');
+    if ((await check.count()) < ids.length) throw new Error('bulk registration: devices missing');
+  } finally {
+    await check.close();
+  }
+}
+
+function checkTools() {
+  for (const bin of [MOSQUITTO, '/usr/bin/mosquitto_pub']) {
+    if (!existsSync(bin)) throw new Error(`${bin} not found: apt-get install mosquitto mosquitto-clients`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Brokers
+
+async function startPeer(kind: PeerKind, phase: string, dataDir = tpDir): Promise<Broker> {
+  if (isBraid(kind)) {
+    const profileDir = PROFILE ? join(PROFILE_DIR, `${kind}-${phase}`) : undefined;
+    if (profileDir) { rmSync(profileDir, { recursive: true, force: true }); mkdirSync(profileDir, { recursive: true }); }
+    const b = await startBraid({ dataDir: kind === 'braid-alt' ? `${dataDir}-alt` : dataDir, configFile, profileDir, root: rootOf(kind), kind });
+    if (profileDir) results.profiles.push({ name: `${LABEL[kind]}, ${phase}`, dir: profileDir, pid: b.pid });
+    return b;
+  }
+  if (kind === 'aedes') return startAedes();
+  return startMosquitto(work);
+}
+
+async function withPeers<T>(phase: string, fn: (brokers: Broker[]) => Promise<T>): Promise<T> {
+  const brokers: Broker[] = [];
+  try {
+    for (const kind of PEERS) brokers.push(await startPeer(kind, phase));
+    return await fn(brokers);
+  } finally {
+    for (const b of brokers) await b.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput: 4 mosquitto_pub -l, one device each
+
+function linesFile(phase: string, rep: number, client: number, tsBase: number): string {
+  const file = join(work, `lines-${phase}-${rep}-${client}.txt`);
+  const parts: string[] = [];
+  for (let k = 0; k < TP_PER_CLIENT; k++) parts.push(`{"ts":${tsBase + k},"temp":${(20 + (k % 100) / 10).toFixed(1)}}`);
+  writeFileSync(file, `${parts.join('\n')}\n`);
+  return file;
+}
+
+async function throughputRun(b: Broker, files: string[], qos: 0 | 1, inflight: number): Promise<TpRun> {
+  const n = files.length * TP_PER_CLIENT;
+  const before = isBraid(b.kind) ? (await health(b)).outbox.lastSeq : 0;
+  const counters0 = isBraid(b.kind) ? await gatewayCounters(b) : null;
+  const cpu0 = cpuSecondsOf(b.pid);
+  const t0 = performance.now();
+  const pubs: Proc[] = [];
+  for (let i = 0; i < files.length; i++) {
+    const id = tpDevices[i];
+    const fd = openSync(files[i], 'r');
+    try {
+      pubs.push(startProc(`mosquitto_pub ${id}`, 'mosquitto_pub', ['-h', HOST, '-p', String(b.port), '-i', id, '-u', id, '-P', SECRET,
+        '-t', `devices/${id}/telemetry`, '-q', String(qos), '-M', String(inflight), '-l'], { stdio: [fd, 'ignore', 'pipe'] }));
+    } finally {
+      closeSync(fd);
+    }
+  }
+  const exits = await Promise.all(pubs.map((p) => p.exited));
+  const publishersMs = performance.now() - t0;
+  exits.forEach((e, i) => {
+    if (e.code !== 0) throw new Error(`${pubs[i].name} exited with ${e.code ?? e.signal} against ${LABEL[b.kind]}: ${pubs[i].stderrTail()}`);
+  });
+  let done = n;
+  let note: string | undefined;
+  if (isBraid(b.kind)) {
+    // Committed = rows in the outbox: lastSeq has moved by n.
+    let last = -1;
+    let lastChange = performance.now();
+    for (;;) {
+      const h = await health(b);
+      done = h.outbox.lastSeq - before;
+      if (done >= n) break;
+      if (done !== last) { last = done; lastChange = performance.now(); }
+      if (performance.now() - lastChange > 10_000) {
+        note = `only ${done} of ${n} committed (dropped at the queue: ${h.dropped.queueFull}, duplicates: ${h.readings.duplicates}, invalid: ${h.readings.invalid})`;
+        break;
+      }
+      await sleep(qos === 0 ? 10 : 5);
+    }
+  } else {
+    // The broker has read every byte the publishers wrote (QoS 0 has no other receipt).
+    while (bytesInFlightTo(b.port) > 0) await sleep(2);
+  }
+  const elapsed = performance.now() - t0;
+  const cpuSec = cpuSecondsOf(b.pid) - cpu0;
+  const commit = counters0 ? commitSummary(counters0, await gatewayCounters(b)) : undefined;
+  return { n, done, ms: elapsed, perSec: done / (elapsed / 1000), publishersMs, cpuSec, commit, note };
+}
+
+async function throughputPhase(phase: 'qos1' | 'qos1-w20' | 'qos0', phaseIndex: number) {
+  const qos = phase === 'qos0' ? 0 : 1;
+  const inflight = phase === 'qos1-w20' ? 20 : INFLIGHT;
+  const reps = phase === 'qos1-w20' ? 1 : REPEAT;
+  log(`${phase}: ${TP_CLIENTS} x mosquitto_pub -l -q ${qos}${qos ? ` -M ${inflight}` : ''}, ${TP_PER_CLIENT} msgs each, ${reps} run(s) per peer`);
+  const out: Partial<Record<PeerKind, TpRun[]>> = {};
+  results.tp[phase] = out;
+  await withPeers(phase, async (brokers) => {
+    for (let rep = 0; rep < reps; rep++) {
+      // Distinct event times per run: the gateway would drop repeated identities as duplicates.
+      const tsBase = runStart - 20 * 3600_000 + (phaseIndex * 10 + rep) * 600_000;
+      const files = tpDevices.map((_, c) => linesFile(phase, rep, c, tsBase));
+      // Rotate the order each run so no peer always goes first.
+      const order = brokers.map((_, i) => brokers[(i + rep) % brokers.length]);
+      for (const b of order) {
+        await sleep(500);
+        const r = await throughputRun(b, files, qos, inflight);
+        (out[b.kind] ??= []).push(r);
+        log(`  ${phase} ${LABEL[b.kind]}: ${int(r.perSec)} msg/s (${int(r.done)} in ${ms(r.ms)}; broker CPU ${r.cpuSec.toFixed(2)} s)${r.note ? `; ${r.note}` : ''}`);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// PUBACK latency at 25k msg/s: 20 MQTT.js clients x 1250 msg/s QoS 1, in 2 worker processes
+
+async function latencyRun(b: Broker, tsBase: number, rep: number): Promise<LatRun & { all: Float64Array }> {
+  const url = `mqtt://${HOST}:${b.port}`;
+  const workers: Proc[] = [];
+  const files: string[] = [];
+  const per = Math.ceil(LAT_CLIENTS / LAT_WORKERS);
+  for (let w = 0; w < LAT_WORKERS; w++) {
+    const clients = latDevices.slice(w * per, (w + 1) * per).map((id) => ({ id, secret: SECRET }));
+    const out = join(work, `lat-${b.kind}-${rep}-${w}.bin`);
+    files.push(out);
+    const args = { url, clients, ratePerClient: LAT_RATE_PER_CLIENT, warmupMs: LAT_WARMUP_MS, durationMs: LAT_DURATION_MS, tsBase, out };
+    workers.push(startProc(`latency worker ${w}`, process.execPath, [...TSX, join(ROOT, 'bench/clients/latency.ts'), JSON.stringify(args)],
+      { cwd: ROOT, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] }));
+  }
+  await Promise.all(workers.map((w) => w.waitLine(/^\{"ready":true\}/, 60_000)));
+  const counters0 = isBraid(b.kind) ? await gatewayCounters(b) : null;
+  const cpu0 = cpuSecondsOf(b.pid);
+  const startAt = Date.now() + 300;
+  for (const w of workers) w.child.stdin?.write(`go ${startAt}\n`);
+  const lines = await Promise.all(workers.map((w) => w.waitLine(/^\{"sent"/, LAT_WARMUP_MS + LAT_DURATION_MS + 60_000)));
+  const cpuSec = cpuSecondsOf(b.pid) - cpu0;
+  const counters1 = counters0 ? await gatewayCounters(b) : null;
+  await Promise.all(workers.map((w) => w.exited));
+  const summaries = lines.map((m) => JSON.parse(m.input ?? '{}') as { offeredPerSec: number; unacked: number; errors: number; cpuSec: number });
+  const parts = files.map((f) => {
+    const buf = readFileSync(f);
+    return new Float64Array(buf.buffer, buf.byteOffset, buf.length / 8);
+  });
+  const all = new Float64Array(parts.reduce((a, p) => a + p.length, 0));
+  let off = 0;
+  for (const p of parts) { all.set(p, off); off += p.length; }
+  all.sort();
+  return {
+    all,
+    p50: quantile(all, 0.5), p90: quantile(all, 0.9), p99: quantile(all, 0.99), p999: quantile(all, 0.999), max: all.length ? all[all.length - 1] : NaN,
+    samples: all.length,
+    offeredPerSec: summaries.reduce((a, s) => a + s.offeredPerSec, 0),
+    unacked: summaries.reduce((a, s) => a + s.unacked, 0),
+    errors: summaries.reduce((a, s) => a + s.errors, 0),
+    cpuSec,
+    clientCpuSec: summaries.reduce((a, s) => a + s.cpuSec, 0),
+    commit: counters0 && counters1 ? commitSummary(counters0, counters1) : undefined,
+    loopLagP99Ms: counters1 ? counters1.loopLagP99 * 1000 : undefined,
+    loopLagMaxMs: counters1 ? counters1.loopLagMax * 1000 : undefined,
+  };
+}
+
+function pooled(runs: Array<LatRun & { all: Float64Array }>): LatRun {
+  const all = new Float64Array(runs.reduce((a, r) => a + r.all.length, 0));
+  let off = 0;
+  for (const r of runs) { all.set(r.all, off); off += r.all.length; }
+  all.sort();
+  const sum = (f: (r: LatRun) => number) => runs.reduce((a, r) => a + f(r), 0);
+  return {
+    p50: quantile(all, 0.5), p90: quantile(all, 0.9), p99: quantile(all, 0.99), p999: quantile(all, 0.999), max: all.length ? all[all.length - 1] : NaN,
+    samples: all.length, offeredPerSec: sum((r) => r.offeredPerSec) / runs.length, unacked: sum((r) => r.unacked), errors: sum((r) => r.errors),
+    cpuSec: sum((r) => r.cpuSec), clientCpuSec: sum((r) => r.clientCpuSec),
+  };
+}
+
+async function latencyPhase() {
+  log(`latency: ${LAT_CLIENTS} MQTT.js clients x ${LAT_RATE_PER_CLIENT} msg/s QoS 1 (${int(LAT_CLIENTS * LAT_RATE_PER_CLIENT)}/s) in ${LAT_WORKERS} processes, ${LAT_WARMUP_MS / 1000} s warm-up + ${LAT_DURATION_MS / 1000} s measured, ${REPEAT} run(s) per peer`);
+  const runs: Partial<Record<PeerKind, Array<LatRun & { all: Float64Array }>>> = {};
+  await withPeers('latency', async (brokers) => {
+    for (let rep = 0; rep < REPEAT; rep++) {
+      const order = brokers.map((_, i) => brokers[(i + rep) % brokers.length]);
+      for (const b of order) {
+        await sleep(500);
+        // Distinct event times per run (the gateway drops repeated identities).
+        const r = await latencyRun(b, runStart - 12 * 3600_000 + rep * 600_000, rep);
+        (runs[b.kind] ??= []).push(r);
+        log(`  latency ${LABEL[b.kind]}: p50 ${ms(r.p50)} p99 ${ms(r.p99)} max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered (${r.samples} samples, ${r.unacked} unacked)`);
+      }
+    }
+  });
+  for (const [k, list] of Object.entries(runs)) {
+    results.lat[k as PeerKind] = pooled(list!);
+    results.latRuns[k as PeerKind] = list!.map(({ all: _all, ...rest }) => rest);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RSS with 10k connected devices: raw MQTT connections from 2 light processes
+
+async function rssRun(kind: RssKind, bundled: string | null): Promise<RssRun> {
+  const b = kind === 'braid-js' ? await startBraid({ dataDir: rssDir, configFile, entry: bundled ?? undefined }) : await startPeer(kind, 'rss', rssDir);
+  const holders: Proc[] = [];
+  try {
+    await sleep(1000);
+    const baseline = memoryOf(b.pid).rss;
+    const per = Math.ceil(RSS_DEVICES / RSS_HOLDERS);
+    for (let h = 0; h < RSS_HOLDERS; h++) {
+      const from = h * per;
+      const count = Math.min(per, RSS_DEVICES - from);
+      const args = { host: HOST, port: b.port, prefix: RSS_PREFIX, from, count, secret: SECRET, concurrency: 100, keepalive: 600, publish: true, timeoutMs: 120_000 };
+      holders.push(startProc(`connection holder ${h}`, process.execPath, [...TSX, join(ROOT, 'bench/clients/connections.ts'), JSON.stringify(args)],
+        { cwd: ROOT, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] }));
+    }
+    const reports = (await Promise.all(holders.map((h) => h.waitLine(/^\{"connected"/, 300_000))))
+      .map((m) => JSON.parse(m.input ?? '{}') as { connected: number; failed: number; ms: number; errors: Record<string, number> });
+    await sleep(2000);
+    const mem = memoryOf(b.pid);
+    const c = b.httpUrl ? await gatewayCounters(b) : null;
+    const errors: Record<string, number> = {};
+    for (const r of reports) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+    return {
+      baseline, rss: mem.rss, hwm: mem.hwm,
+      connected: reports.reduce((a, r) => a + r.connected, 0),
+      failed: reports.reduce((a, r) => a + r.failed, 0),
+      connectMs: Math.max(...reports.map((r) => r.ms)),
+      errors,
+      heap: c ? { total: c.heapTotal, used: c.heapUsed, external: c.external } : undefined,
+    };
+  } finally {
+    for (const h of holders) h.child.stdin?.end('close\n');
+    await Promise.all(holders.map((h) => Promise.race([h.exited, sleep(10_000).then(() => h.stop())])));
+    await b.stop();
+  }
+}
+
+async function rssPhase() {
+  log(`rss: ${int(RSS_DEVICES)} devices connected (each publishes one QoS 1 reading), VmRSS of the broker process`);
+  const kinds: RssKind[] = [...PEERS];
+  let bundled: string | null = null;
+  if (PEERS.includes('braid')) {
+    bundled = await bundleBraidCli(ROOT, join(OUT, 'braid-bundle')).catch((err: Error) => { log(`  (no bundled build: ${err.message})`); return null; });
+    if (bundled) kinds.splice(1, 0, 'braid-js');
+  }
+  for (const kind of kinds) {
+    await sleep(1000);
+    const r = await rssRun(kind, bundled);
+    results.rss[kind] = r;
+    log(`  rss ${RSS_LABEL[kind]}: ${mb(r.rss)} with ${int(r.connected)} connected (${r.failed} failed; baseline ${mb(r.baseline)}, peak ${mb(r.hwm)}; connects took ${ms(r.connectMs)})`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbox drain to a local ingest sink, beside the sink's own ceiling
+
+async function drainRun(kind: PeerKind): Promise<DrainRun> {
+  const dir = kind === 'braid-alt' ? `${drainDir}-alt` : drainDir;
+  log(`drain ${LABEL[kind]}: fill an outbox with ${int(DRAIN_READINGS)} readings, restart the gateway with --cloud-url at a local sink`);
+  const fill = await fillOutbox(dir, DRAIN_READINGS);
+  log(`  filled in ${ms(fill.ms)}`);
+  const sink = startProc('ingest sink', process.execPath, [...TSX, join(ROOT, 'bench/peers/ingest-sink.ts'), '0'], { cwd: ROOT, env: childEnv() });
+  try {
+    const sinkUrl = (await sink.waitLine(/^sink ready: (http:\/\/\S+)/, 30_000))[1];
+    const profileDir = PROFILE ? join(PROFILE_DIR, `${kind}-drain`) : undefined;
+    if (profileDir) { rmSync(profileDir, { recursive: true, force: true }); mkdirSync(profileDir, { recursive: true }); }
+    const gw = await startBraid({ dataDir: dir, configFile, cloudUrl: sinkUrl, profileDir, root: rootOf(kind), kind });
+    if (profileDir) results.profiles.push({ name: `${LABEL[kind]}, drain`, dir: profileDir, pid: gw.pid });
+    const t0 = gw.readyAt;
+    const cpu0 = cpuSecondsOf(gw.pid);
+    let t1 = 0;
+    let cpuSec = 0;
+    try {
+      for (;;) {
+        const h = await health(gw);
+        if (h.outbox.pending === 0) { t1 = performance.now(); break; }
+        if (performance.now() - t0 > 600_000) throw new Error(`outbox still has ${h.outbox.pending} readings after 10 minutes`);
+        await sleep(20);
+      }
+    } finally {
+      cpuSec = cpuSecondsOf(gw.pid) - cpu0;
+      await gw.stop();
+    }
+    const stats = await (await fetch(`${sinkUrl}/stats`)).json() as { requests: number; readings: number; firstAt: number; lastAt: number };
+    if (stats.readings < DRAIN_READINGS) throw new Error(`the sink saw ${stats.readings} readings, expected ${DRAIN_READINGS}`);
+    const drainMs = t1 - t0;
+    log(`  drain: ${int(DRAIN_READINGS / (drainMs / 1000))} readings/s (${ms(drainMs)}, ${stats.requests} requests)`);
+    const ceiling = startProc('sink ceiling client', process.execPath, [...TSX, join(ROOT, 'bench/clients/sink-ceiling.ts'),
+      JSON.stringify({ url: sinkUrl, batches: Math.ceil(DRAIN_READINGS / DRAIN_BATCH), readingsPerBatch: DRAIN_BATCH })], { cwd: ROOT, env: childEnv() });
+    const c = JSON.parse((await ceiling.waitLine(/^\{"readings"/, 300_000)).input ?? '{}') as { readings: number; ms: number; perSec: number };
+    await ceiling.exited;
+    log(`  sink ceiling: ${int(c.perSec)} readings/s (pre-built gzip batches of ${DRAIN_BATCH}, one request at a time)`);
+    return {
+      readings: DRAIN_READINGS, ms: drainMs, perSec: DRAIN_READINGS / (drainMs / 1000),
+      sinkPerSec: stats.readings / (Math.max(1, stats.lastAt - stats.firstAt) / 1000), sinkRequests: stats.requests,
+      ceilingPerSec: c.perSec, ceilingMs: c.ms, fillMs: fill.ms, cpuSec,
+    };
+  } finally {
+    await sink.stop();
+  }
+}
+
+async function drainPhase() {
+  for (const kind of PEERS.filter(isBraid)) results.drain[kind] = await drainRun(kind);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function status(ok: boolean | null): string {
+  return ok === null ? 'n/a' : ok ? '**met**' : '**short**';
+}
+
+function commitText(c: CommitStats): string {
+  return `${int(c.commits)} group commits of ${int(c.readingsPerCommit)} readings, ${ms(c.msPerCommit)} on average (p50 <= ${ms(c.p50Ms)}, p99 <= ${ms(c.p99Ms)}; ${(100 * c.slowShare).toFixed(1)}% over 25 ms)`;
+}
+
+function medianRun(runs: TpRun[] | undefined): number {
+  return runs?.length ? median(runs.map((r) => r.perSec)) : NaN;
+}
+
+function report(machine: MachineInfo, totalMs: number): string {
+  const L: string[] = [];
+  L.push(`Measured ${machine.date.slice(0, 10)} (${machine.date}), total run time ${(totalMs / 1000).toFixed(0)} s.`, '');
+  L.push('| Machine | |', '|---|---|');
+  L.push(`| CPU | ${machine.nproc} cores, ${machine.cpu} |`, `| RAM | ${machine.ramGiB} GiB |`, `| Kernel | ${machine.kernel} |`,
+    `| Disk (data dirs) | ${machine.disk} |`, `| Node.js | ${machine.node} |`, `| mosquitto | ${machine.mosquitto} (Debian) |`,
+    `| SQLite | ${machine.sqlite} |`, `| aedes / MQTT.js | ${machine.aedes} / ${machine.mqttjs} |`, '');
+  const cmd = [SCALE !== 1 && `BENCH_SCALE=${SCALE}`, REPEAT !== 3 && `BENCH_REPEAT=${REPEAT}`, PROFILE && 'BENCH_PROFILE=1',
+    env.BENCH_PHASES && `BENCH_PHASES=${env.BENCH_PHASES}`, env.BENCH_PEERS && `BENCH_PEERS=${env.BENCH_PEERS}`,
+    INFLIGHT !== 100 && `BENCH_INFLIGHT=${INFLIGHT}`, env.BENCH_GATEWAY_CONFIG && `BENCH_GATEWAY_CONFIG='${env.BENCH_GATEWAY_CONFIG}'`,
+    env.BENCH_GATEWAY_NODE_OPTIONS && `BENCH_GATEWAY_NODE_OPTIONS='${env.BENCH_GATEWAY_NODE_OPTIONS}'`, env.BENCH_GATEWAY_ENV && `BENCH_GATEWAY_ENV='${env.BENCH_GATEWAY_ENV}'`]
+    .filter(Boolean).join(' ');
+  L.push(`Command: \`${cmd ? `${cmd} ` : ''}npm run bench:gateway\``, '');
+  const cols = PEERS;
+  const head = (k: PeerKind) => (k === 'mosquitto' ? `mosquitto ${machine.mosquitto}` : LABEL[k]);
+  L.push(`| Figure | ${cols.map(head).join(' | ')} | Target | Result |`, `|---|${cols.map(() => '---:|').join('')}---|---|`);
+  const row = (title: string, cell: (k: PeerKind) => string, target = '', result = '') => {
+    L.push(`| ${title} | ${cols.map(cell).join(' | ')} | ${target} | ${result} |`);
+  };
+  const verdict = (ks: PeerKind[], ok: (k: PeerKind) => boolean | null) => {
+    const v = ks.filter(isBraid).map((k) => ({ k, ok: ok(k) }));
+    if (!v.length) return 'n/a';
+    if (v.length === 1) return status(v[0].ok);
+    return v.map((x) => `${LABEL[x.k]}: ${status(x.ok)}`).join('<br>');
+  };
+
+  const tpRow = (phase: 'qos1' | 'qos1-w20' | 'qos0', title: string, target: string, judge: ((k: PeerKind, v: number, aedes: number) => boolean | null) | null) => {
+    const r = results.tp[phase];
+    if (!r) return;
+    const v = (k: PeerKind) => medianRun(r[k]);
+    const aedes = v('aedes');
+    const range = (k: PeerKind) => {
+      const xs = (r[k] ?? []).map((x) => x.perSec);
+      return xs.length > 1 ? `<br><sub>${int(Math.min(...xs))}-${int(Math.max(...xs))}</sub>` : '';
+    };
+    row(title, (k) => `${int(v(k))}${isBraid(k) && Number.isFinite(aedes) ? ` (${ratio(v(k), aedes)} aedes)` : ''}${range(k)}`,
+      target, judge ? verdict(cols, (k) => judge(k, v(k), aedes)) : 'info');
+  };
+  const reps = REPEAT > 1 ? `, median of ${REPEAT} runs, range below` : '';
+  tpRow('qos1', `QoS 1 throughput, msg/s (4 devices x mosquitto_pub -l -M ${INFLIGHT}${reps}; Braid: PUBACK after durable commit)`,
+    `>= ${TARGET.qos1VsAedes}x aedes`, (_k, b, a) => (Number.isFinite(b) && Number.isFinite(a) ? b >= TARGET.qos1VsAedes * a : null));
+  tpRow('qos1-w20', 'QoS 1 throughput, msg/s, mosquitto_pub default window -M 20 (1 run)', '', null);
+  tpRow('qos0', `QoS 0 throughput, readings/s (4 devices x mosquitto_pub -l${reps}; Braid: committed to the outbox; peers: read off the socket)`,
+    `>= ${int(TARGET.qos0PerSec)}/s committed`, (_k, b) => (Number.isFinite(b) ? b >= TARGET.qos0PerSec : null));
+  if (Object.keys(results.lat).length) {
+    const v = (f: (r: LatRun) => string) => (k: PeerKind) => (results.lat[k] ? f(results.lat[k]!) : 'n/a');
+    const load = `${LAT_CLIENTS} MQTT.js devices x ${LAT_RATE_PER_CLIENT}/s QoS 1${REPEAT > 1 ? `, ${REPEAT} runs pooled` : ''}`;
+    row(`PUBACK latency p50 (${load})`, v((r) => ms(r.p50)));
+    row('PUBACK latency p99 (same load)', v((r) => ms(r.p99)), `<= ${TARGET.pubackP99Ms} ms`,
+      verdict(cols, (k) => (results.lat[k] ? results.lat[k]!.p99 <= TARGET.pubackP99Ms : null)));
+    row('PUBACK latency p99.9 / max', v((r) => `${ms(r.p999)} / ${ms(r.max)}`));
+    row('load offered during the measured window, msg/s', v((r) => int(r.offeredPerSec)), int(LAT_CLIENTS * LAT_RATE_PER_CLIENT));
+  }
+  if (Object.keys(results.rss).length) {
+    const v = (f: (r: RssRun) => string) => (k: PeerKind) => (results.rss[k] ? f(results.rss[k]!) : 'n/a');
+    row(`RSS with ${int(RSS_DEVICES)} devices connected (VmRSS)`, v((r) => mb(r.rss)), '<= 200 MB',
+      verdict(cols, (k) => (results.rss[k] ? results.rss[k]!.rss <= TARGET.rssBytes : null)));
+    row('RSS idle before connects / peak (VmHWM)', v((r) => `${mb(r.baseline)} / ${mb(r.hwm)}`));
+    const js = results.rss['braid-js'];
+    if (js) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-js']}`, (k) => (k === 'braid' ? `${mb(js.rss)} (idle ${mb(js.baseline)})` : ''), '<= 200 MB', `${status(js.rss <= TARGET.rssBytes)} (info)`);
+    row(`time to connect ${int(RSS_DEVICES)} devices (200 CONNECTs in flight)`, v((r) => `${(r.connectMs / 1000).toFixed(1)} s`));
+  }
+  if (Object.keys(results.drain).length) {
+    const d = results.drain;
+    const first = Object.values(d)[0]!;
+    row(`Outbox drain, readings/s (${int(first.readings)} buffered, gzip JSON batches of ${DRAIN_BATCH} to a local sink)`,
+      (k) => (d[k] ? `${int(d[k]!.perSec)} (${ratio(d[k]!.perSec, d[k]!.ceilingPerSec)} of the sink ceiling)` : ''),
+      `>= ${int(TARGET.drainPerSec)}/s`, verdict(cols, (k) => (d[k] ? d[k]!.perSec >= TARGET.drainPerSec : null)));
+    row('the sink\'s own ceiling (pre-built batches, one request at a time)', (k) => (d[k] ? int(d[k]!.ceilingPerSec) : ''));
+  }
+  L.push('');
+
+  // Details
+  L.push('<details><summary>Details of each measurement</summary>', '');
+  for (const [phase, byPeer] of Object.entries(results.tp)) {
+    for (const [k, runs] of Object.entries(byPeer ?? {})) {
+      for (const r of runs ?? []) {
+        L.push(`- ${phase} ${LABEL[k as PeerKind]}: ${int(r.perSec)}/s, ${int(r.done)} of ${int(r.n)} in ${ms(r.ms)} (publishers exited after ${ms(r.publishersMs)}); broker CPU ${r.cpuSec.toFixed(2)} s = ${((r.cpuSec * 1e6) / Math.max(1, r.done)).toFixed(1)} us/msg${r.commit ? `; ${commitText(r.commit)}` : ''}${r.note ? `; ${r.note}` : ''}`);
+      }
+    }
+  }
+  for (const [k, list] of Object.entries(results.latRuns)) {
+    for (const r of list ?? []) {
+      L.push(`- latency ${LABEL[k as PeerKind]}: p50 ${ms(r.p50)}, p90 ${ms(r.p90)}, p99 ${ms(r.p99)}, p99.9 ${ms(r.p999)}, max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered; ${int(r.samples)} samples, ${r.unacked} unacked, ${r.errors} errors; CPU over the ${((LAT_DURATION_MS + LAT_WARMUP_MS) / 1000).toFixed(0)} s: broker ${r.cpuSec.toFixed(1)} s, the ${LAT_WORKERS} client processes ${r.clientCpuSec.toFixed(1)} s${r.commit ? `; ${commitText(r.commit)}; event-loop delay p99 ${ms(r.loopLagP99Ms ?? NaN)}, max ${ms(r.loopLagMaxMs ?? NaN)}` : ''}`);
+    }
+  }
+  for (const [k, r] of Object.entries(results.rss)) {
+    if (!r) continue;
+    L.push(`- rss ${RSS_LABEL[k as RssKind]}: ${int(r.connected)} connected, ${r.failed} failed${Object.keys(r.errors).length ? ` (${JSON.stringify(r.errors)})` : ''}; VmRSS ${mb(r.rss)}, idle ${mb(r.baseline)}, VmHWM ${mb(r.hwm)}; per connection ${((r.rss - r.baseline) / Math.max(1, r.connected) / 1024).toFixed(1)} KB${r.heap ? `; V8 heap ${mb(r.heap.total)} (used ${mb(r.heap.used)}), external ${mb(r.heap.external)}, the rest (native: code, malloc arenas, libuv, SQLite) ${mb(r.rss - r.heap.total - r.heap.external)}` : ''}`);
+  }
+  for (const [k, d] of Object.entries(results.drain)) {
+    if (!d) continue;
+    L.push(`- drain ${LABEL[k as PeerKind]}: ${int(d.readings)} readings in ${ms(d.ms)} (from the gateway's ready line to health outbox.pending = 0), ${d.sinkRequests} requests; sink-side ${int(d.sinkPerSec)}/s; gateway CPU ${d.cpuSec.toFixed(1)} s; outbox filled directly in ${ms(d.fillMs)}`);
+    L.push(`- sink ceiling: ${int(d.readings)} readings as pre-built gzip batches of ${DRAIN_BATCH}, one request at a time, in ${ms(d.ceilingMs)}`);
+  }
+  if (results.registerMs) L.push(`- registering ${int(RSS_DEVICES + TP_CLIENTS + LAT_CLIENTS)} devices (one scrypt hash, one transaction): ${ms(results.registerMs)}`);
+  L.push(`- Braid gateway config: \`${JSON.stringify(results.braidConfig)}\` (everything else default)${GATEWAY_NODE_FLAGS.length ? `; node flags ${GATEWAY_NODE_FLAGS.join(' ')}` : ''}${Object.keys(GATEWAY_ENV).length ? `; env ${JSON.stringify(GATEWAY_ENV)}` : ''}`);
+  L.push('', '</details>', '');
+
+  if (results.profiles.length) {
+    L.push('### CPU profiles of the Braid gateway (node --cpu-prof)', '');
+    for (const p of results.profiles) {
+      const file = mainThreadProfile(p.dir, p.pid);
+      if (!file) { L.push(`(no profile written for ${p.name})`, ''); continue; }
+      L.push(profileMarkdown(`${p.name} (${file.replace(`${ROOT}/`, '')})`, summarizeProfile(file)), '');
+    }
+  }
+  return L.join('\n');
+}
+
+const START = '<!-- bench:gateway results start (generated by npm run bench:gateway; edit outside these markers) -->';
+const END = '<!-- bench:gateway results end -->';
+
+function writeDocs(section: string) {
+  const file = join(ROOT, 'docs/benchmarks.md');
+  const body = `${START}\n\n${section}\n${END}`;
+  if (!existsSync(file)) {
+    writeFileSync(file, `# Benchmarks\n\n## Gateway\n\n${body}\n`);
+    return;
+  }
+  const text = readFileSync(file, 'utf8');
+  const a = text.indexOf(START);
+  const b = text.indexOf(END);
+  writeFileSync(file, a >= 0 && b > a ? `${text.slice(0, a)}${body}${text.slice(b + END.length)}` : `${text.trimEnd()}\n\n${body}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  installCleanup();
+  checkTools();
+  const t0 = performance.now();
+  mkdirSync(OUT, { recursive: true });
+  if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
+  writeGatewayConfig();
+  const machine = await machineInfo(work);
+  log(`scale ${SCALE}, phases ${[...PHASES].join(',')}, peers ${PEERS.join(',')}; work dir ${work}`);
+
+  if (PEERS.some(isBraid)) {
+    const r0 = performance.now();
+    const jobs: Array<Promise<void>> = [];
+    for (const suffix of PEERS.filter(isBraid).map((k) => (k === 'braid-alt' ? '-alt' : ''))) {
+      if (PHASES.has('qos1') || PHASES.has('qos1-w20') || PHASES.has('qos0') || PHASES.has('latency')) jobs.push(register(`${tpDir}${suffix}`, [...tpDevices, ...latDevices]));
+      if (PHASES.has('rss')) jobs.push(register(`${rssDir}${suffix}`, Array.from({ length: RSS_DEVICES }, (_, i) => `${RSS_PREFIX}${i}`)));
+    }
+    await Promise.all(jobs);
+    results.registerMs = performance.now() - r0;
+    log(`registered devices in ${ms(results.registerMs)}`);
+  }
+
+  let phaseIndex = 0;
+  for (const phase of ['qos1', 'qos1-w20', 'qos0'] as const) {
+    phaseIndex++;
+    if (PHASES.has(phase)) await throughputPhase(phase, phaseIndex);
+  }
+  if (PHASES.has('latency')) await latencyPhase();
+  if (PHASES.has('rss')) await rssPhase();
+  if (PHASES.has('drain') && PEERS.some(isBraid)) await drainPhase();
+
+  await stopAll();
+  const md = report(machine, performance.now() - t0);
+  process.stdout.write(`\n${md}\n`);
+  writeFileSync(join(OUT, 'latest.md'), `${md}\n`);
+  writeFileSync(join(OUT, 'latest.json'), `${JSON.stringify({ machine, scale: SCALE, results }, null, 2)}\n`);
+  if (WRITE_DOCS) {
+    writeDocs(md);
+    log('wrote docs/benchmarks.md');
+  } else {
+    log('docs/benchmarks.md left as it is (not a full-scale run of everything; BENCH_WRITE_DOCS=1 to write it anyway)');
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  log(`failed: ${(err as Error).stack ?? err}`);
+  process.exitCode = 1;
+} finally {
+  await stopAll();
+  if (!KEEP) rmSync(work, { recursive: true, force: true });
+  else log(`kept ${work}`);
+}
