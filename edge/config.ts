@@ -65,8 +65,11 @@ export const gatewayConfigSchema = z.object({
     port: port.default(8080),
   }).strict().prefault({}),
   outbox: z.object({
-    /** Readings arriving within this many ms share one SQLite transaction (group commit). */
-    groupCommitMs: z.number().int().min(0).default(4),
+    /**
+     * Readings arriving within this many ms share one SQLite transaction (group commit); 0 commits on
+     * the next turn of the event loop, and what arrives during a commit forms the next group.
+     */
+    groupCommitMs: z.number().int().min(0).default(0),
     /** Most readings in one group commit. */
     maxBatchReadings: positive.default(20_000),
     /** Readings waiting for a commit before new ones are refused (counted). */

@@ -1,6 +1,6 @@
 /**
- * The gateway appliance: outbox, device registry, broker, forwarder, local API and host sampler,
- * started in that order and closed in reverse.
+ * The gateway appliance: outbox, device registry, broker, forwarder, speed pusher, local API and
+ * host sampler, started in that order and closed in reverse.
  */
 import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -16,6 +16,7 @@ import { HostSampler } from './health/host.js';
 import { Outbox } from './outbox/index.js';
 import { DeviceRegistry } from './registry/index.js';
 import { readWindows } from './speed/index.js';
+import { SpeedPusher } from './speedpush/index.js';
 
 export interface GatewayAddresses {
   mqttPort: number;
@@ -34,6 +35,7 @@ export class Gateway {
   devices!: DeviceRegistry;
   broker!: GatewayBroker;
   forwarder!: Forwarder;
+  speedPush!: SpeedPusher;
   api!: FastifyInstance;
   private host!: HostSampler;
   private startedAt = Date.now();
@@ -62,11 +64,27 @@ export class Gateway {
       logger: this.logger.child({ component: 'forwarder' }),
       registry: this.registry,
       gatewayId: c.id,
-      onAcked: (info) => this.outbox.acked(info),
+      onAcked: (info) => {
+        this.outbox.acked(info);
+        // The cloud is back: a speed push backing off need not wait out its delay.
+        this.speedPush?.cloudReachable();
+      },
     }, c.cloud);
     this.outbox.inflightUpTo = () => this.forwarder.status().inflightUpToSeq;
     this.outbox.onWork = () => this.forwarder.notify();
     this.broker = await GatewayBroker.create({ outbox: this.outbox, registry: this.devices, logger: this.logger.child({ component: 'broker' }), metrics: this.registry }, c.mqtt);
+    this.speedPush = new SpeedPusher({
+      reader: this.outbox.reader,
+      writes: this.outbox.writes,
+      logger: this.logger,
+      registry: this.registry,
+      gatewayId: c.id,
+      health: () => this.health(),
+      connectedDevices: () => this.broker.connectedDevices(),
+    }, {
+      url: c.cloud.url, token: c.cloud.token, pushIntervalMs: c.speed.pushIntervalMs, pushMaxPartials: c.speed.pushMaxPartials,
+      requestTimeoutMs: c.cloud.requestTimeoutMs, retryInitialMs: c.cloud.retryInitialMs, retryMaxMs: c.cloud.retryMaxMs,
+    });
     this.host = new HostSampler(c.dataDir, this.logger);
     this.api = buildGatewayApi({
       logger: this.logger,
@@ -77,6 +95,7 @@ export class Gateway {
 
     this.outbox.start();
     await this.forwarder.start();
+    await this.speedPush.start();
     this.host.start();
     const mqtt = await this.broker.listen();
     await this.api.listen({ host: c.http.host, port: c.http.port });
@@ -91,6 +110,7 @@ export class Gateway {
   async health(): Promise<Record<string, unknown>> {
     const o = this.outbox.status();
     const f = this.forwarder.status();
+    const sp = this.speedPush.status();
     const value = (name: string, labels?: Record<string, string>) => metricValue(this.registry, name, labels);
     return {
       status: 'ok',
@@ -111,6 +131,11 @@ export class Gateway {
         lastSuccessAt: f.lastSuccessAt ? new Date(f.lastSuccessAt).toISOString() : null,
         consecutiveFailures: f.consecutiveFailures,
         lastError: f.lastError ?? null,
+      },
+      speedPush: {
+        lastSuccessAt: sp.lastSuccessAt ? new Date(sp.lastSuccessAt).toISOString() : null,
+        watermark: sp.watermark,
+        consecutiveFailures: sp.consecutiveFailures,
       },
       dropped: {
         queueFull: await value('braid_readings_dropped_total', { reason: 'queue_full' }),
@@ -140,6 +165,7 @@ export class Gateway {
     };
     await step('api', () => this.api?.close());
     await step('broker', () => this.broker?.close());
+    await step('speed push', () => this.speedPush?.close());
     await step('forwarder', () => this.forwarder?.close());
     await step('host', () => this.host?.close());
     await step('outbox', () => this.outbox?.close());

@@ -222,6 +222,12 @@ export class GatewayBroker {
     return this.aedes.connectedClients;
   }
 
+  /** Ids of the devices connected now, sorted (aedes keeps them in `clients`, which its types leave out). */
+  connectedDevices(): string[] {
+    const clients = (this.aedes as unknown as { clients: Record<string, Client> }).clients;
+    return Object.keys(clients).sort();
+  }
+
   /** Stop accepting connections, disconnect devices, close aedes. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -5,9 +5,9 @@
  */
 import { BraidError, ClosedError, HttpError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { retryDelayMs } from './backoff.js';
+import { errorBodyCode, gzipJson, retryDelayMs } from '../cloudclient/index.js';
 import { type Batch, applyAck, countPending, ingestBody, loadAckedSeq, readBatch } from './batch.js';
-import { type IngestAck, errorBodyCode, gzipJson, postIngest } from './http.js';
+import { type IngestAck, postIngest } from './http.js';
 import { type ForwarderMetrics, createForwarderMetrics } from './metrics.js';
 import { DEFAULT_FORWARDER_OPTIONS, type ForwarderOptions, checkForwarderOptions } from './options.js';
 import type { CloseReport, ForwarderDeps, ForwarderError, ForwarderStatus } from './types.js';

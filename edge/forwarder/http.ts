@@ -1,45 +1,20 @@
 /**
- * One ingest request: gzip the body, POST it, and turn every outcome into either an ack or an
- * error that carries the retry decision (like influxdb-client's HttpError).
+ * One ingest request: gzip the body, POST it (edge/cloudclient), and turn every outcome into
+ * either an ack or an error that carries the retry decision (like influxdb-client's HttpError).
  */
-import { promisify } from 'node:util';
-import { gzip as gzipCb } from 'node:zlib';
-import { HttpError } from '../../shared/errors.js';
-import { parseRetryAfterMs } from './backoff.js';
+import { type CloudRequest, cloudUrl, errorBodyCode, gzipJson, postGzip } from '../cloudclient/index.js';
 import { IngestResponseInvalidError, IngestTimeoutError, IngestUnreachableError } from './errors.js';
 
-const gzip = promisify(gzipCb);
+export { errorBodyCode, gzipJson };
 
 export const INGEST_PATH = '/api/v1/ingest';
 
 export interface IngestAck { ackSeq: number; stored?: number; duplicates?: number }
 
-export interface IngestRequest {
-  /** Cloud base URL. */
-  url: string;
-  token: string | null;
-  timeoutMs: number;
-  /** Aborts the request from outside (close()); its reason is what the call rejects with. */
-  signal?: AbortSignal;
-  now?: () => number;
-}
-
-/** The `code` of a Braid error body `{ code, message }`, if the peer sent one. */
-export function errorBodyCode(body: string): string | undefined {
-  try {
-    const v = JSON.parse(body) as { code?: unknown };
-    return typeof v?.code === 'string' ? v.code : undefined;
-  } catch {
-    return undefined;
-  }
-}
+export type IngestRequest = CloudRequest;
 
 export function ingestUrl(base: string): string {
-  return base.replace(/\/+$/, '') + INGEST_PATH;
-}
-
-export async function gzipJson(json: string): Promise<Buffer> {
-  return gzip(Buffer.from(json, 'utf8'));
+  return cloudUrl(base, INGEST_PATH);
 }
 
 function parseAck(text: string): IngestAck {
@@ -66,23 +41,6 @@ function parseAck(text: string): IngestAck {
  * IngestUnreachableError, or the outer signal's reason when it aborted.
  */
 export async function postIngest(req: IngestRequest, body: Buffer): Promise<IngestAck> {
-  const timeout = AbortSignal.timeout(req.timeoutMs);
-  const signal = req.signal ? AbortSignal.any([timeout, req.signal]) : timeout;
-  const headers: Record<string, string> = { 'content-type': 'application/json', 'content-encoding': 'gzip' };
-  if (req.token) headers.authorization = `Bearer ${req.token}`;
-  try {
-    // A copy typed Uint8Array<ArrayBuffer>: Buffer's ArrayBufferLike is not a BodyInit to TypeScript.
-    const bytes = new Uint8Array(body);
-    const res = await fetch(ingestUrl(req.url), { method: 'POST', headers, body: bytes, signal });
-    // The timeout covers the answer body too: a peer that stalls mid-body is as down as a silent one.
-    const text = await res.text();
-    if (res.status >= 200 && res.status < 300) return parseAck(text);
-    throw new HttpError(res.status, text, parseRetryAfterMs(res.headers.get('retry-after'), (req.now ?? Date.now)()));
-  } catch (err) {
-    if (err instanceof HttpError || err instanceof IngestResponseInvalidError) throw err;
-    if (req.signal?.aborted) throw req.signal.reason;
-    if (timeout.aborted) throw new IngestTimeoutError(`ingest request took longer than ${req.timeoutMs} ms`, { cause: err });
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw new IngestUnreachableError(`ingest unreachable: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { cause: err });
-  }
+  const text = await postGzip({ ...req, path: INGEST_PATH, what: 'ingest', TimeoutError: IngestTimeoutError, UnreachableError: IngestUnreachableError }, body);
+  return parseAck(text);
 }

@@ -86,7 +86,8 @@ export class Committer {
 
   private queue: Pending[] = [];
   private queuedReadings = 0;
-  private timer: NodeJS.Timeout | null = null;
+  /** Cancels the scheduled group commit, when one is scheduled. */
+  private timer: (() => void) | null = null;
   private flushing: Promise<void> | null = null;
   private closed = false;
   /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
@@ -135,12 +136,24 @@ export class Committer {
       this.flushNow();
       return;
     }
-    this.timer = setTimeout(() => this.flushNow(), this.opts.groupCommitMs);
+    // groupCommitMs 0: commit on the next turn of the event loop (a 0 ms setTimeout is 1 ms);
+    // what arrives while a commit runs forms the next group anyway.
+    if (this.opts.groupCommitMs === 0) {
+      const h = setImmediate(() => this.flushNow());
+      this.timer = () => clearImmediate(h);
+    } else {
+      const h = setTimeout(() => this.flushNow(), this.opts.groupCommitMs);
+      this.timer = () => clearTimeout(h);
+    }
+  }
+
+  private clearTimer(): void {
+    this.timer?.();
+    this.timer = null;
   }
 
   private flushNow(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.clearTimer();
     if (this.flushing) return;
     this.flushing = this.flushLoop().finally(() => {
       this.flushing = null;
@@ -218,8 +231,11 @@ export class Committer {
     let epoch = this.state.open;
     // The open epoch's partials as they stand; a new epoch starts from none.
     let base = this.openPartials;
+    // The writer connection runs statements in the order issued (serialize mode, schema.ts), so
+    // they go out together and are awaited once: one wait on SQLite's thread instead of several.
+    const pending: Array<Promise<unknown>> = [];
     if (epoch && now - epoch.openedAt >= this.opts.epochMs) {
-      await closeEpoch(db, epoch, now);
+      pending.push(closeEpoch(db, epoch, now));
       epoch = null;
       base = new Map();
     }
@@ -228,18 +244,19 @@ export class Committer {
       if (!epoch) {
         epoch = { epoch: this.state.lastEpoch + 1, firstSeq: this.state.lastSeq + 1, lastSeq: seq, openedAt: now };
         base = new Map();
-        await db.run('INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) VALUES (?, ?, ?, ?)', [epoch.epoch, epoch.firstSeq, seq, now]);
+        pending.push(db.run('INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) VALUES (?, ?, ?, ?)', [epoch.epoch, epoch.firstSeq, seq, now]));
       } else {
         epoch = { ...epoch, lastSeq: seq };
-        await db.run('UPDATE epochs SET last_seq = ? WHERE epoch = ?', [seq, epoch.epoch]);
+        pending.push(db.run('UPDATE epochs SET last_seq = ? WHERE epoch = ?', [seq, epoch.epoch]));
       }
       for (const chunk of chunkRows(kept, 6)) {
         const params: unknown[] = [];
         for (const r of chunk) params.push(r.seq, epoch.epoch, r.device, r.metric, r.ts, r.value);
-        await db.run(`INSERT INTO outbox (seq, epoch, device, metric, ts, value) VALUES ${placeholders(chunk.length, 6)}`, params);
+        pending.push(db.run(`INSERT INTO outbox (seq, epoch, device, metric, ts, value) VALUES ${placeholders(chunk.length, 6)}`, params));
       }
-      touched = await this.writePartials(db, kept, epoch.epoch, base, now);
+      touched = this.writePartials(db, kept, epoch.epoch, base, now, pending);
     }
+    await Promise.all(pending);
     const quarantineDropped = await this.writeQuarantine(db, quarantined, now);
 
     const apply = () => {
@@ -262,9 +279,9 @@ export class Committer {
 
   /**
    * Merge the kept readings into the open epoch's partials (`base`, left untouched) and write the
-   * touched rows; returns the touched summaries for the caller to apply after COMMIT.
+   * touched rows (their statements pushed on `pending`); returns the touched summaries for the caller to apply after COMMIT.
    */
-  private async writePartials(db: Db, kept: Reading[], epoch: number, base: Map<string, Summary>, now: number): Promise<Map<string, Summary>> {
+  private writePartials(db: Db, kept: Reading[], epoch: number, base: Map<string, Summary>, now: number, pending: Array<Promise<unknown>>): Map<string, Summary> {
     const next = new Map<string, Summary>();
     const touched = new Map<string, { device: string; metric: string; minute: number; s: Summary }>();
     for (const r of kept) {
@@ -281,10 +298,10 @@ export class Committer {
       for (const { device, metric, minute, s } of chunk) {
         params.push(device, metric, minute, epoch, s.count, s.sum, s.min, s.max, s.m2, s.first, s.firstTs, s.last, s.lastTs, now);
       }
-      await db.run(
+      pending.push(db.run(
         `INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at) VALUES ${placeholders(chunk.length, 14)}`,
         params,
-      );
+      ));
     }
     return next;
   }
@@ -325,8 +342,7 @@ export class Committer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.clearTimer();
     while (this.flushing || this.queue.length) {
       if (!this.flushing) this.flushNow();
       await this.flushing;

@@ -41,7 +41,7 @@ export interface OutboxOptions {
 }
 
 export const DEFAULT_OUTBOX_OPTIONS: OutboxOptions = {
-  groupCommitMs: 4,
+  groupCommitMs: 0, // the next turn of the event loop
   maxBatchReadings: 20_000,
   maxQueuedReadings: 200_000,
   epochMs: 60_000, // 1 minute

@@ -95,6 +95,8 @@ CREATE TABLE IF NOT EXISTS gaps (
 /** Open the gateway database for writing, with its pragmas and schema. */
 export async function openGatewayDb(file: string): Promise<Db> {
   const db = await Db.open(file);
+  // Statements run in the order issued: the committer sends a transaction's statements together.
+  db.raw.serialize();
   await db.exec(`
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = FULL;

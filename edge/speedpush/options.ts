@@ -1,0 +1,50 @@
+/** The speed pusher's options, one field at a time, with their defaults (merged by spread). */
+import { ConfigInvalidError } from '../../shared/errors.js';
+
+export interface SpeedPushOptions {
+  /** Cloud base URL; the pusher POSTs to `<url>/api/v1/speed`. null pushes nothing (the pusher idles). */
+  url: string | null;
+  /** Gateway token (`braid cloud gateway add`), sent as `Authorization: Bearer`. */
+  token: string | null;
+  /** Time between pushes, in ms (config `speed.pushIntervalMs`); a push goes even with no partial, as the gateway's heartbeat. */
+  pushIntervalMs: number;
+  /** Most partials in one push (config `speed.pushMaxPartials`); a 413 halves the working size, successes grow it back. */
+  pushMaxPartials: number;
+  /** Time one push may take, answer body included, in ms. */
+  requestTimeoutMs: number;
+  /** First retry delay after a failed push, in ms; doubles per consecutive failure up to `retryMaxMs`. */
+  retryInitialMs: number;
+  /** Longest retry delay, in ms; also caps a server's `Retry-After`. */
+  retryMaxMs: number;
+  /** Fraction of each retry delay that is random, 0..1 (see edge/cloudclient/backoff.ts). */
+  jitter: number;
+  /** How long `close()` lets an in-flight push finish before aborting it, in ms. */
+  closeGraceMs: number;
+}
+
+export const DEFAULT_SPEED_PUSH_OPTIONS: SpeedPushOptions = {
+  url: null,
+  token: null,
+  pushIntervalMs: 2_000, // 2 s
+  pushMaxPartials: 20_000, // about 2.5 MB of JSON before gzip
+  requestTimeoutMs: 30_000, // 30 s
+  retryInitialMs: 500,
+  retryMaxMs: 60_000, // 1 minute
+  jitter: 0.2,
+  closeGraceMs: 2_000, // 2 s
+};
+
+/** Reject options no pusher can run with; the message names the key (config.ts validates first, this guards direct callers). */
+export function checkSpeedPushOptions(o: SpeedPushOptions): SpeedPushOptions {
+  const positive = ['pushIntervalMs', 'pushMaxPartials', 'requestTimeoutMs', 'retryInitialMs', 'retryMaxMs'] as const;
+  for (const key of positive) {
+    if (!Number.isFinite(o[key]) || o[key] <= 0) throw new ConfigInvalidError(`speed push option ${key} must be a positive number, got ${o[key]}`);
+  }
+  if (!Number.isInteger(o.pushMaxPartials)) throw new ConfigInvalidError(`speed push option pushMaxPartials must be an integer, got ${o.pushMaxPartials}`);
+  if (!(o.jitter >= 0 && o.jitter <= 1)) throw new ConfigInvalidError(`speed push option jitter must be within 0..1, got ${o.jitter}`);
+  if (!(o.closeGraceMs >= 0)) throw new ConfigInvalidError(`speed push option closeGraceMs must be >= 0, got ${o.closeGraceMs}`);
+  if (o.url !== null) {
+    try { new URL(o.url); } catch { throw new ConfigInvalidError(`speed push option url is not a URL: ${o.url}`); }
+  }
+  return o;
+}

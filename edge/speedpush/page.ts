@@ -1,0 +1,107 @@
+/**
+ * The SQLite side of the speed push (docs/serving.md): which partials the next push carries, and
+ * where the pusher stands (its cursor on `partials.updated_at` and the watermark the cloud told it,
+ * both in the meta table).
+ *
+ * Why a cursor plus "ties": `updated_at` is the committing transaction's clock in ms, and commits
+ * are serialised, so a commit not yet visible to a read carries an updated_at >= every visible one
+ * — but possibly EQUAL to the highest one seen (two commits in one ms). So after a push the cursor
+ * is the highest updated_at pushed, the next read takes `updated_at >= cursor`, and the rows at
+ * exactly the cursor that were already pushed (same key, same count: a partial only grows while
+ * its epoch is open) are skipped. The ties live in memory: after a restart the rows of that one ms
+ * are pushed again, which the cloud's upsert absorbs [idempotent].
+ */
+import type { Db, WriteQueue } from '../../shared/sqlite.js';
+import { getMeta, setMeta } from '../store/schema.js';
+
+/** meta key: updated_at of the newest partial the cloud has acknowledged. */
+export const CURSOR_KEY = 'speed_push_cursor';
+/** meta key: E[g], the last epoch the cloud's live batch views cover; partials of epochs <= it are not pushed. */
+export const WATERMARK_KEY = 'speed_watermark';
+
+/** `[device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts]`, as on the wire. */
+export type PartialTuple = [string, string, number, number, number, number, number, number, number, number, number, number, number];
+
+export interface PartialRow {
+  device: string; metric: string; minute: number; epoch: number; count: number; sum: number; min: number; max: number;
+  m2: number; first: number; first_ts: number; last: number; last_ts: number; updated_at: number;
+}
+
+/** Where the pusher stands: the cursor, and the rows at exactly the cursor already pushed (key -> count). */
+export interface Position {
+  cursor: number;
+  ties: Map<string, number>;
+}
+
+export interface Page {
+  rows: PartialRow[];
+  /** The position once the cloud has acknowledged these rows. */
+  next: Position;
+  /** The page hit the limit: more may be waiting. */
+  full: boolean;
+  /** The position moved (false: the same rows would come again, do not loop on them). */
+  advanced: boolean;
+}
+
+const COLUMNS = 'device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at';
+// The index on updated_at holds the WITHOUT ROWID key after it, so this order needs no sort.
+const ORDER = 'ORDER BY updated_at, device, metric, minute, epoch';
+
+export function partialKey(r: Pick<PartialRow, 'device' | 'metric' | 'minute' | 'epoch'>): string {
+  return `${r.device}\u0000${r.metric}\u0000${r.minute}\u0000${r.epoch}`;
+}
+
+export function toTuple(r: PartialRow): PartialTuple {
+  return [r.device, r.metric, r.minute, r.epoch, r.count, r.sum, r.min, r.max, r.m2, r.first, r.first_ts, r.last, r.last_ts];
+}
+
+/**
+ * The push reads partials in updated_at order; without this index each read would scan every
+ * partial of the retention (a day of device x metric x minute x epoch).
+ */
+export async function ensureCursorIndex(writes: WriteQueue): Promise<void> {
+  await writes.run((db) => db.exec('CREATE INDEX IF NOT EXISTS partials_updated_at ON partials (updated_at)'));
+}
+
+function metaInt(text: string | undefined): number {
+  const n = text === undefined ? 0 : Number(text);
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
+}
+
+export async function loadPosition(reader: Db): Promise<{ position: Position; watermark: number }> {
+  return {
+    position: { cursor: metaInt(await getMeta(reader, CURSOR_KEY)), ties: new Map() },
+    watermark: metaInt(await getMeta(reader, WATERMARK_KEY)),
+  };
+}
+
+/** Store what a 2xx acknowledged, in one transaction. */
+export async function savePosition(writes: WriteQueue, cursor: number, watermark: number): Promise<void> {
+  await writes.tx(async (db) => {
+    await setMeta(db, CURSOR_KEY, cursor);
+    await setMeta(db, WATERMARK_KEY, watermark);
+  });
+}
+
+/**
+ * The next push's partials: those of epochs above `watermark` updated at or after the cursor,
+ * minus the ties already pushed, oldest first, at most `limit`. `now` caps the next cursor: a
+ * clock stepped back stamps new rows below rows already seen, and a cursor held at `now` still
+ * finds them (the rows stamped "in the future" are then pushed again until the clock catches up).
+ */
+export async function readPage(reader: Db, pos: Position, watermark: number, limit: number, now: number): Promise<Page> {
+  const n = Math.max(1, limit);
+  const atCursor = await reader.all<PartialRow>(
+    `SELECT ${COLUMNS} FROM partials WHERE updated_at = ? AND epoch > ? ${ORDER} LIMIT ?`, [pos.cursor, watermark, n + pos.ties.size]);
+  const fresh = atCursor.filter((r) => pos.ties.get(partialKey(r)) !== r.count);
+  const after = fresh.length >= n ? [] : await reader.all<PartialRow>(
+    `SELECT ${COLUMNS} FROM partials WHERE updated_at > ? AND epoch > ? ${ORDER} LIMIT ?`, [pos.cursor, watermark, n - fresh.length]);
+  const rows = fresh.concat(after).slice(0, n);
+  if (rows.length === 0) return { rows, next: pos, full: false, advanced: false };
+
+  const cursor = Math.min(rows[rows.length - 1].updated_at, now);
+  const ties = cursor === pos.cursor ? new Map(pos.ties) : new Map<string, number>();
+  for (const r of rows) if (r.updated_at === cursor) ties.set(partialKey(r), r.count);
+  const advanced = cursor > pos.cursor || (cursor === pos.cursor && ties.size > pos.ties.size) || rows.some((r) => r.updated_at === cursor && pos.ties.has(partialKey(r)));
+  return { rows, next: { cursor, ties }, full: rows.length === n, advanced };
+}

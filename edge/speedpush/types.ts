@@ -1,0 +1,55 @@
+/** The speed pusher's public shapes: what it needs, what it sends, what it reports. */
+import type { Registry } from 'prom-client';
+import type { Logger } from '../../shared/logger.js';
+import type { Db, WriteQueue } from '../../shared/sqlite.js';
+import type { PartialTuple } from './page.js';
+
+export interface SpeedPusherDeps {
+  /** Read connection to gateway.db (openGatewayReader). */
+  reader: Db;
+  /** The gateway's write queue (the cursor and watermark go to the meta table through it). */
+  writes: WriteQueue;
+  logger: Logger;
+  registry: Registry;
+  gatewayId: string;
+  /** The gateway's GET /api/v1/health document, sent with every push. */
+  health: () => Promise<Record<string, unknown>>;
+  /** Ids of the devices connected to the broker now. */
+  connectedDevices: () => string[];
+  /** Wall clock in epoch ms (sentAt, lastSuccessAt, the lag). */
+  now?: () => number;
+}
+
+/** The body of POST /api/v1/speed (docs/serving.md), before gzip. */
+export interface SpeedPushBody {
+  v: 1;
+  gateway: string;
+  sentAt: number;
+  partials: PartialTuple[];
+  health: Record<string, unknown>;
+  devices: Array<{ id: string; connected: boolean }>;
+}
+
+/** The cloud's 200 answer. */
+export interface SpeedPushAnswer {
+  /** E[g] of the live manifest: partials of epochs at or below it are not pushed again. */
+  watermark: number;
+  manifestVersion: number | null;
+  stored: number;
+}
+
+export interface SpeedPushError { code: string; message: string; status?: number; at: number }
+
+export interface SpeedPushStatus {
+  lastSuccessAt: number | null;
+  watermark: number;
+  consecutiveFailures: number;
+  lastError: SpeedPushError | null;
+  /** updated_at of the newest partial acknowledged. */
+  cursor: number;
+  manifestVersion: number | null;
+  /** Pushes answered 2xx since start. */
+  pushes: number;
+  /** Partials in pushes answered 2xx since start (re-sends included). */
+  partialsSent: number;
+}
