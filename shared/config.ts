@@ -4,7 +4,7 @@
  * ConfigInvalidError whose message names the key and where it came from.
  *
  * Environment names are derived from the key path: `mqtt.port` is BRAID_MQTT_PORT,
- * `outbox.maxBytes` is BRAID_OUTBOX_MAX_BYTES.
+ * `outbox.maxBytes` is BRAID_OUTBOX_MAX_BYTES; the value `null` sets a nullable key to null.
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
@@ -46,6 +46,8 @@ export function leafPaths(schema: z.ZodType, prefix: string[] = []): Array<{ pat
 
 /** Turn an environment string into the leaf's type; strings that do not fit are left for zod to reject. */
 function coerce(text: string, schema: z.ZodType): unknown {
+  // `null` turns off a nullable key (BRAID_BATCH_CRON=null); zod names the key if it is not nullable.
+  if (text.trim().toLowerCase() === 'null') return null;
   const k = kind(schema);
   if (k === 'number' && text.trim() !== '' && Number.isFinite(Number(text))) return Number(text);
   if (k === 'boolean') {
