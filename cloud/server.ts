@@ -65,6 +65,8 @@ export class CloudServer {
   readonly registry: Registry;
   private readonly opts: CloudServerOptions;
   private readonly plugins: CloudPlugin[];
+  /** Plugins that must see every route (onRoute hooks: the OpenAPI document), run before any route. */
+  private readonly firstPlugins: CloudPlugin[] = [];
   private readonly serviceSpecs: Array<CloudService | ((ctx: CloudContext) => CloudService)>;
   private services: CloudService[] = [];
   private writer: Db | null = null;
@@ -92,6 +94,16 @@ export class CloudServer {
   use(plugin: CloudPlugin): this {
     if (this.started) throw new Error('CloudServer.use() after start()');
     this.plugins.push(plugin);
+    return this;
+  }
+
+  /**
+   * Add a plugin that runs before any route is added (before start): one whose onRoute hook must
+   * see every route, as @fastify/swagger's does to build the OpenAPI document.
+   */
+  useFirst(plugin: CloudPlugin): this {
+    if (this.started) throw new Error('CloudServer.useFirst() after start()');
+    this.firstPlugins.push(plugin);
     return this;
   }
 
@@ -154,6 +166,7 @@ export class CloudServer {
     app.setNotFoundHandler((req, reply) => {
       void reply.status(404).send({ code: 'BRAID_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` });
     });
+    for (const plugin of this.firstPlugins) await plugin(app, this.context);
     app.get('/healthz', async () => ({ status: 'ok' }));
     app.get('/metrics', async (_req, reply) => {
       void reply.header('content-type', this.registry.contentType);

@@ -86,7 +86,10 @@ export const gatewayConfigSchema = z.object({
     quarantineMaxRows: positive.default(10_000),
   }).strict().prefault({}),
   speed: z.object({
-    /** Partials older than this (event minute) are pruned, in minutes; must cover the 24h window. */
+    /**
+     * Partials older than this (event minute) are pruned, in minutes; must cover the 24h window.
+     * With a cloud, only once pushed or covered by its views (a late reading's partial reaches it).
+     */
     retentionMinutes: positive.min(1441).default(25 * 60),
     /** node-cron schedule of the retention job. */
     pruneCron: z.string().default('*/5 * * * *'),

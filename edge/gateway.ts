@@ -56,6 +56,7 @@ export class Gateway {
       ...c.outbox,
       retentionMinutes: c.speed.retentionMinutes,
       pruneCron: c.speed.pruneCron,
+      keepUnpushedPartials: c.cloud.url !== null,
     });
     this.devices = await DeviceRegistry.open(c.dataDir);
     this.forwarder = new Forwarder({

@@ -33,7 +33,7 @@ export async function buildDay(engine: DuckDialect, day: string, files: string[]
       const order = [...step.keys, 'metric', 'bucket'].join(', ');
       const file = join(outDir, `${name}-day=${day}.parquet`);
       await engine.copyToParquet(
-        `SELECT ${outputColumns(engine, step.keys, (c) => engine.outTimestamp(c))} FROM ${engine.ident(name)} ORDER BY ${order}`, file);
+        `SELECT ${outputColumns(engine, step.keys, (c) => engine.outTimestamp(c), step.devices)} FROM ${engine.ident(name)} ORDER BY ${order}`, file);
       out[name] = file;
     }
   }

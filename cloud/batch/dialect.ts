@@ -17,6 +17,9 @@ export interface EngineOptions {
   tempDir: string;
 }
 
+/** Rows per row group of a view file (a day of device_1m for 100 devices and 3 metrics is 432,000 rows). */
+export const VIEW_ROW_GROUP_ROWS = 16_384;
+
 /** An open DuckDB connection with the dialect's statements. */
 export class DuckDialect implements SqlQuoting {
   private constructor(private readonly instance: DuckDBInstance, readonly conn: DuckDBConnection) {}
@@ -71,9 +74,13 @@ export class DuckDialect implements SqlQuoting {
     return Number(r.getRowObjects()[0].n);
   }
 
-  /** Write a query's rows to one zstd Parquet file (the caller fsyncs and renames it). */
+  /**
+   * Write a query's rows to one zstd Parquet file (the caller fsyncs and renames it). Row groups of
+   * VIEW_ROW_GROUP_ROWS: rows are sorted by key, so a query for one device decodes the few row
+   * groups whose statistics hold it, not 122,880 rows (DuckDB's default) of some 28 devices.
+   */
   async copyToParquet(select: string, file: string): Promise<void> {
-    await this.conn.run(`COPY (${select}) TO ${str(file)} (FORMAT parquet, COMPRESSION zstd)`);
+    await this.conn.run(`COPY (${select}) TO ${str(file)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${VIEW_ROW_GROUP_ROWS})`);
   }
 
   /** Stop the running statement (close of the scheduler). */

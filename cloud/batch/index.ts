@@ -13,3 +13,5 @@ export { BatchAbortedError, BatchRunningError, ManifestInvalidError } from './er
 export { progressLine } from './progress.js';
 export type { BatchProgress } from './progress.js';
 export type { RunRow, RunKind, RunTrigger } from './state.js';
+/** cloud.db meta: a view sink's state (`sinkKey(name)`: {version, pending}), read by the query's InfluxDB reader. */
+export { getMeta, sinkKey } from './state.js';

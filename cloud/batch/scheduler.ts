@@ -12,7 +12,7 @@ import { nullLogger, type Logger } from '../../shared/logger.js';
 import { openCloudDb } from '../store/schema.js';
 import { BatchRunningError } from './errors.js';
 import { startBatchRun, type BatchJobOptions, type BatchRun, type BatchRunDeps } from './job.js';
-import { readManifest } from './manifest.js';
+import { readManifest, type Manifest } from './manifest.js';
 import type { BatchProgress } from './progress.js';
 import type { ViewSink } from './sink.js';
 import { listRuns, type RunRow, type RunTrigger } from './state.js';
@@ -39,6 +39,8 @@ export interface BatchSchedulerDeps {
   now?: () => number;
   /** cloud.db to read the run history from; opened (and closed) by the scheduler when absent. */
   db?: Db;
+  /** Called once a run of this scheduler has published a new manifest (it is live): the speed store prunes behind it. */
+  onPublished?: (manifest: Manifest) => void;
 }
 
 export interface BatchStatus {
@@ -105,7 +107,10 @@ export class BatchScheduler {
       this.current = run;
       this.logger.info({ batchRun: run.id, trigger, kind: run.kind }, 'batch run started');
       run.done.then(
-        (r) => this.logger.info({ batchRun: r.id, version: r.version, days: r.days.length, rowsRead: r.rowsRead, ms: r.endedAt - r.startedAt }, 'batch run done'),
+        (r) => {
+          this.logger.info({ batchRun: r.id, version: r.version, days: r.days.length, rowsRead: r.rowsRead, ms: r.endedAt - r.startedAt }, 'batch run done');
+          if (r.published && this.deps.onPublished) this.notifyPublished(this.deps.onPublished);
+        },
         () => undefined,
       ).finally(() => { if (this.current === run) this.current = null; });
       return run;
@@ -156,6 +161,12 @@ export class BatchScheduler {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  private notifyPublished(hook: (m: Manifest) => void): void {
+    readManifest(join(this.opts.dataDir, 'views'))
+      .then((m) => { if (m) hook(m); })
+      .catch((err) => this.logger.error({ err }, 'onPublished hook failed'));
   }
 
   private async openDb(): Promise<Db> {

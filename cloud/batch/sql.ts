@@ -8,7 +8,10 @@
  * - a 1-minute bucket from the readings, m2 two-pass: sum((v - mean)^2) with mean = AVG over the bucket;
  * - a coarser bucket merges the finer rows (Chan's formula for a group): n = Σn_i, mean = Σsum_i/n,
  *   m2 = Σ(m2_i + n_i * (mean_i - mean)^2), equal to pairwise Chan up to rounding;
- * - first/last = the reading with the smallest/largest (ts, device), picked with ROW_NUMBER.
+ * - first/last = the reading with the smallest/largest (ts, device), picked with ROW_NUMBER;
+ * - views whose rows mix devices (gateway_*, fleet_*) also carry first_device/last_device, the
+ *   device of that reading, so the query merges their first/last with speed partials (or rows of
+ *   other views) in the (ts, device) order of the algebra exactly (docs/serving.md).
  */
 import type { ViewName } from './sink.js';
 
@@ -25,6 +28,8 @@ export function str(s: string): string {
 
 /** The summary columns of every view, in file order after the key columns. */
 export const SUMMARY_COLUMNS = ['count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts'] as const;
+/** The device columns of the views whose rows mix devices (gateway_*, fleet_*), after SUMMARY_COLUMNS. */
+export const DEVICE_COLUMNS = ['first_device', 'last_device'] as const;
 /** The timestamp columns of a view (the dialect gives them the ms type on output). */
 export const TIMESTAMP_COLUMNS = ['bucket', 'first_ts', 'last_ts'] as const;
 
@@ -48,9 +53,15 @@ FROM (
 WHERE rn = 1`;
 }
 
-/** 1-minute summaries of `source` (the readings) per key column ('device' or 'gateway'), metric, minute. */
+/**
+ * 1-minute summaries of `source` (the readings) per key column ('device' or 'gateway'), metric,
+ * minute; a gateway's rows mix devices, so they also name the device of first and last.
+ */
 export function minuteSql(q: SqlQuoting, source: string, key: 'device' | 'gateway'): string {
   const part = `PARTITION BY ${key}, metric, bucket`;
+  const devices = key === 'gateway' ? `,
+  MAX(CASE WHEN rn = 1 THEN device END) AS first_device,
+  MAX(CASE WHEN rn = n THEN device END) AS last_device` : '';
   return `SELECT ${key}, metric, bucket,
   COUNT(*) AS ${q.ident('count')},
   SUM(value) AS ${q.ident('sum')},
@@ -60,9 +71,9 @@ export function minuteSql(q: SqlQuoting, source: string, key: 'device' | 'gatewa
   MAX(CASE WHEN rn = 1 THEN value END) AS ${q.ident('first')},
   MIN(ts) AS first_ts,
   MAX(CASE WHEN rn = n THEN value END) AS ${q.ident('last')},
-  MAX(ts) AS last_ts
+  MAX(ts) AS last_ts${devices}
 FROM (
-  SELECT ${key}, metric, bucket, ts, value,
+  SELECT ${key}, metric, bucket, ts, value,${key === 'device' ? '' : ' device,'}
     AVG(value) OVER (${part}) AS mean,
     COUNT(*) OVER (${part}) AS n,
     ROW_NUMBER() OVER (${part} ORDER BY ts, device) AS rn
@@ -71,18 +82,29 @@ FROM (
 GROUP BY ${key}, metric, bucket`;
 }
 
+/** Where a rollup finds the device of each source row's first and last reading. */
+export interface DeviceSource {
+  /** Column of the source holding the device of its first reading (`device` for device rows). */
+  first: string;
+  last: string;
+}
+
 /**
  * Merge the rows of a finer view into `unit` buckets per `keys`, metric. `tie` names the column
  * that breaks (ts) ties between rows for first/last (device when rows of several devices merge);
- * rows of one key never tie, their buckets being disjoint in time.
+ * rows of one key never tie, their buckets being disjoint in time. With `devices`, the output
+ * carries first_device and last_device: the device of the row picked for first and for last.
  */
-export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: 'hour' | 'day', tie: string | null): string {
+export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: 'hour' | 'day', tie: string | null, devices: DeviceSource | null = null): string {
   const c = (n: string) => q.ident(n);
   const k = keys.map((x) => `${x}, `).join('');
   const part = `PARTITION BY ${k}metric, b`;
   const tieAsc = tie ? `, ${tie}` : '';
   const tieDesc = tie ? `, ${tie} DESC` : '';
   const dev = `(${c('sum')} / ${c('count')} - tsum / tcount)`;
+  const deviceCols = devices ? `,
+  MAX(CASE WHEN rf = 1 THEN ${devices.first} END) AS first_device,
+  MAX(CASE WHEN rl = 1 THEN ${devices.last} END) AS last_device` : '';
   return `SELECT ${k}metric, b AS bucket,
   CAST(SUM(${c('count')}) AS BIGINT) AS ${c('count')},
   SUM(${c('sum')}) AS ${c('sum')},
@@ -92,7 +114,7 @@ export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: '
   MAX(CASE WHEN rf = 1 THEN ${c('first')} END) AS ${c('first')},
   MIN(first_ts) AS first_ts,
   MAX(CASE WHEN rl = 1 THEN ${c('last')} END) AS ${c('last')},
-  MAX(last_ts) AS last_ts
+  MAX(last_ts) AS last_ts${deviceCols}
 FROM (
   SELECT f.*,
     SUM(${c('count')}) OVER (${part}) AS tcount,
@@ -111,8 +133,13 @@ export interface ViewStep {
   published: boolean;
   /** Key columns of the rows, before metric. */
   keys: string[];
+  /** Rows mix devices: the step has first_device and last_device (DEVICE_COLUMNS). */
+  devices: boolean;
   sql: (q: SqlQuoting) => string;
 }
+
+/** A rollup of rows that already carry first_device/last_device. */
+const CARRIED: DeviceSource = { first: 'first_device', last: 'last_device' };
 
 /**
  * The views of one day, in dependency order, from the relation `readings` (readingsSql).
@@ -120,18 +147,18 @@ export interface ViewStep {
  * moved gateways counts under each gateway for the readings that gateway delivered.
  */
 export const VIEW_STEPS: readonly ViewStep[] = [
-  { name: 'device_1m', published: true, keys: ['device'], sql: (q) => minuteSql(q, 'readings', 'device') },
-  { name: 'device_1h', published: true, keys: ['device'], sql: (q) => rollupSql(q, 'device_1m', ['device'], 'hour', null) },
-  { name: 'device_1d', published: true, keys: ['device'], sql: (q) => rollupSql(q, 'device_1h', ['device'], 'day', null) },
-  { name: 'gateway_1m', published: false, keys: ['gateway'], sql: (q) => minuteSql(q, 'readings', 'gateway') },
-  { name: 'gateway_1h', published: true, keys: ['gateway'], sql: (q) => rollupSql(q, 'gateway_1m', ['gateway'], 'hour', null) },
-  { name: 'gateway_1d', published: true, keys: ['gateway'], sql: (q) => rollupSql(q, 'gateway_1h', ['gateway'], 'day', null) },
-  { name: 'fleet_1h', published: true, keys: [], sql: (q) => rollupSql(q, 'device_1h', [], 'hour', 'device') },
-  { name: 'fleet_1d', published: true, keys: [], sql: (q) => rollupSql(q, 'fleet_1h', [], 'day', null) },
+  { name: 'device_1m', published: true, keys: ['device'], devices: false, sql: (q) => minuteSql(q, 'readings', 'device') },
+  { name: 'device_1h', published: true, keys: ['device'], devices: false, sql: (q) => rollupSql(q, 'device_1m', ['device'], 'hour', null) },
+  { name: 'device_1d', published: true, keys: ['device'], devices: false, sql: (q) => rollupSql(q, 'device_1h', ['device'], 'day', null) },
+  { name: 'gateway_1m', published: false, keys: ['gateway'], devices: true, sql: (q) => minuteSql(q, 'readings', 'gateway') },
+  { name: 'gateway_1h', published: true, keys: ['gateway'], devices: true, sql: (q) => rollupSql(q, 'gateway_1m', ['gateway'], 'hour', null, CARRIED) },
+  { name: 'gateway_1d', published: true, keys: ['gateway'], devices: true, sql: (q) => rollupSql(q, 'gateway_1h', ['gateway'], 'day', null, CARRIED) },
+  { name: 'fleet_1h', published: true, keys: [], devices: true, sql: (q) => rollupSql(q, 'device_1h', [], 'hour', 'device', { first: 'device', last: 'device' }) },
+  { name: 'fleet_1d', published: true, keys: [], devices: true, sql: (q) => rollupSql(q, 'fleet_1h', [], 'day', null, CARRIED) },
 ];
 
 /** The file's column list of a view, in order, with `ts` wrapping each timestamp column. */
-export function outputColumns(q: SqlQuoting, keys: string[], ts: (col: string) => string): string {
-  const cols = [...keys, 'metric', 'bucket', ...SUMMARY_COLUMNS];
+export function outputColumns(q: SqlQuoting, keys: string[], ts: (col: string) => string, devices = false): string {
+  const cols = [...keys, 'metric', 'bucket', ...SUMMARY_COLUMNS, ...(devices ? DEVICE_COLUMNS : [])];
   return cols.map((n) => ((TIMESTAMP_COLUMNS as readonly string[]).includes(n) ? `${ts(n)} AS ${n}` : q.ident(n))).join(', ');
 }

@@ -6,3 +6,4 @@ export type { IngestAck } from './plan.js';
 export { UnsupportedEncodingError, IngestUnavailableError } from './errors.js';
 export { watermark, watermarkOf, type EpochSpan } from './watermark.js';
 export { normalize, covers, missing, type Range } from './ranges.js';
+export { readBody, bodyEncoding, type BodyLimits } from './body.js';

@@ -19,6 +19,9 @@ export interface ViewRow {
   firstTs: number | null;
   last: number | null;
   lastTs: number | null;
+  /** The devices of first and last, in views whose rows mix devices (gateway_*, fleet_*); absent elsewhere. */
+  firstDevice?: string | null;
+  lastDevice?: string | null;
 }
 
 /** The key column of a view file: device, gateway, or none (fleet). */
@@ -30,6 +33,7 @@ function sqlString(s: string): string {
 
 const num = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
 const str = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
+const nullableStr = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 
 /** A DuckDB connection for one sink write; `close()` frees the instance. */
 export async function openViewReader(): Promise<{ rows: (file: string) => AsyncGenerator<ViewRow[]>; close: () => void }> {
@@ -50,9 +54,10 @@ async function* readViewRows(conn: DuckDBConnection, file: string): AsyncGenerat
   const columns = new Set(described.getRowObjects().map((r) => String(r.column_name)));
   const key = KEY_COLUMNS.find((c) => columns.has(c));
   const ms = (c: string) => `CAST(epoch_ms(${c}) AS DOUBLE) AS ${c}`;
+  const devices = columns.has('first_device') && columns.has('last_device');
   const sql = `SELECT ${key ? `CAST(${key} AS VARCHAR) AS key, ` : ''}CAST(metric AS VARCHAR) AS metric, ${ms('bucket')},
     CAST(count AS DOUBLE) AS count, CAST(sum AS DOUBLE) AS sum, CAST(min AS DOUBLE) AS min, CAST(max AS DOUBLE) AS max,
-    CAST(m2 AS DOUBLE) AS m2, CAST(first AS DOUBLE) AS first, ${ms('first_ts')}, CAST(last AS DOUBLE) AS last, ${ms('last_ts')}
+    CAST(m2 AS DOUBLE) AS m2, CAST(first AS DOUBLE) AS first, ${ms('first_ts')}, CAST(last AS DOUBLE) AS last, ${ms('last_ts')}${devices ? ', first_device, last_device' : ''}
     FROM ${source}`;
   const result = await conn.stream(sql);
   for await (const chunk of result.yieldRowObjects()) {
@@ -68,6 +73,7 @@ async function* readViewRows(conn: DuckDBConnection, file: string): AsyncGenerat
       firstTs: num(r.first_ts),
       last: num(r.last),
       lastTs: num(r.last_ts),
+      ...(devices ? { firstDevice: nullableStr(r.first_device), lastDevice: nullableStr(r.last_device) } : {}),
     }));
   }
 }

@@ -125,6 +125,58 @@ CREATE TABLE IF NOT EXISTS batch_runs (
   sinks       TEXT,                      -- JSON {sink: {outcome, points, error}}
   error       TEXT
 );
+
+-- Speed partials pushed by the gateways (docs/serving.md): the summary of one device's metric in
+-- one minute of event time for the readings of one epoch. Only epochs above the live manifest's
+-- E[gateway] matter; those at or below it are pruned once that manifest is live.
+CREATE TABLE IF NOT EXISTS speed_partials (
+  gateway     TEXT    NOT NULL,
+  device      TEXT    NOT NULL,
+  metric      TEXT    NOT NULL,
+  minute      INTEGER NOT NULL,
+  epoch       INTEGER NOT NULL,
+  count       INTEGER NOT NULL,
+  sum         REAL    NOT NULL,
+  min         REAL    NOT NULL,
+  max         REAL    NOT NULL,
+  m2          REAL    NOT NULL,
+  first       REAL    NOT NULL,
+  first_ts    INTEGER NOT NULL,
+  last        REAL    NOT NULL,
+  last_ts     INTEGER NOT NULL,
+  received_at INTEGER NOT NULL,
+  PRIMARY KEY (gateway, device, metric, minute, epoch)
+) WITHOUT ROWID;
+-- The merged query: one device's metric over a time range, or every device's (gateway, fleet).
+CREATE INDEX IF NOT EXISTS speed_partials_device ON speed_partials (device, metric, minute);
+CREATE INDEX IF NOT EXISTS speed_partials_metric ON speed_partials (metric, minute);
+
+-- Per gateway, the epoch up to which speed partials were pruned: a push of an older partial (sent
+-- before the gateway learnt the watermark) is dropped instead of stored again [INV-3].
+CREATE TABLE IF NOT EXISTS speed_pruned (
+  gateway TEXT    PRIMARY KEY,
+  epoch   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The registry: each gateway's last speed push (its heartbeat), health document and connected devices.
+CREATE TABLE IF NOT EXISTS gateway_status (
+  gateway      TEXT    PRIMARY KEY,
+  last_push_at INTEGER NOT NULL,
+  sent_at      INTEGER,
+  health       TEXT    NOT NULL,          -- JSON: the gateway's GET /api/v1/health document
+  connected    TEXT    NOT NULL,          -- JSON array of the device ids connected to it
+  pushes       INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- The registry: every device a gateway reported (in a speed partial or as connected).
+CREATE TABLE IF NOT EXISTS devices (
+  id         TEXT    PRIMARY KEY,
+  gateway    TEXT    NOT NULL,          -- the gateway that reported it last
+  first_seen INTEGER NOT NULL,
+  last_seen  INTEGER NOT NULL,
+  metrics    TEXT    NOT NULL           -- JSON array of metric names, sorted
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS devices_gateway ON devices (gateway);
 `;
 
 /** Open cloud.db with its pragmas and schema (any process: ingest, batch, CLI). */

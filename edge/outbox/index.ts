@@ -38,6 +38,11 @@ export interface OutboxOptions {
   retentionMinutes: number;
   /** node-cron schedule of the retention jobs; null runs none. */
   pruneCron: string | null;
+  /**
+   * A cloud takes the speed partials (cloud.url is set): retention keeps old ones until pushed or
+   * covered by the cloud's views, so late readings reach the cloud's speed side [INV-3].
+   */
+  keepUnpushedPartials: boolean;
 }
 
 export const DEFAULT_OUTBOX_OPTIONS: OutboxOptions = {
@@ -51,6 +56,7 @@ export const DEFAULT_OUTBOX_OPTIONS: OutboxOptions = {
   quarantineMaxRows: 10_000,
   retentionMinutes: 25 * 60,
   pruneCron: '*/5 * * * *',
+  keepUnpushedPartials: false,
 };
 
 /** Closed, reported epochs, sent gaps and quarantined payloads are kept this long (7 days). */
@@ -222,7 +228,7 @@ export class Outbox {
     }
     let partials = 0;
     for (;;) {
-      const n = await this.writes.run((db) => prunePartialsChunk(db, now, this.opts.retentionMinutes));
+      const n = await this.writes.run((db) => prunePartialsChunk(db, now, this.opts.retentionMinutes, RETENTION_CHUNK_ROWS, this.opts.keepUnpushedPartials));
       partials += n;
       if (n < RETENTION_CHUNK_ROWS || this.closed) break;
     }

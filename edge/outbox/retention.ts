@@ -4,6 +4,8 @@
  * backlog never holds the write lock for long (group commits run between the chunks).
  */
 import type { Db } from '../../shared/sqlite.js';
+import { CURSOR_KEY, WATERMARK_KEY } from '../speedpush/index.js';
+import { getMeta } from '../store/schema.js';
 
 export const RETENTION_CHUNK_ROWS = 20_000;
 
@@ -21,12 +23,27 @@ export async function pruneDedupChunk(db: Db, now: number, windowMs: number, fro
   return { deleted: changes, nextTs: edge ? upTo : null };
 }
 
-/** Speed partials whose event minute is older than the retention. */
-export async function prunePartialsChunk(db: Db, now: number, retentionMinutes: number, limit = RETENTION_CHUNK_ROWS): Promise<number> {
+/**
+ * Speed partials whose event minute is older than the retention. With `keepUnpushed` (a cloud takes
+ * the partials), only those the cloud no longer needs from here: pushed (updated_at below the push
+ * cursor) or of an epoch its live views cover (<= the watermark it told). A reading days late has
+ * an old minute at once: pruned before its push, the cloud's speed side would never count it and
+ * queries would miss it until a batch run covers its epoch [INV-3].
+ */
+export async function prunePartialsChunk(db: Db, now: number, retentionMinutes: number, limit = RETENTION_CHUNK_ROWS, keepUnpushed = false): Promise<number> {
   const cutoff = now - retentionMinutes * 60_000;
+  if (!keepUnpushed) {
+    const { changes } = await db.run(
+      'DELETE FROM partials WHERE (device, metric, minute, epoch) IN (SELECT device, metric, minute, epoch FROM partials WHERE minute < ? LIMIT ?)',
+      [cutoff, limit]);
+    return changes;
+  }
+  const cursor = Number((await getMeta(db, CURSOR_KEY)) ?? 0) || 0;
+  const watermark = Number((await getMeta(db, WATERMARK_KEY)) ?? 0) || 0;
   const { changes } = await db.run(
-    'DELETE FROM partials WHERE (device, metric, minute, epoch) IN (SELECT device, metric, minute, epoch FROM partials WHERE minute < ? LIMIT ?)',
-    [cutoff, limit]);
+    `DELETE FROM partials WHERE (device, metric, minute, epoch) IN (SELECT device, metric, minute, epoch FROM partials
+       WHERE minute < ? AND (epoch <= ? OR updated_at < ?) LIMIT ?)`,
+    [cutoff, watermark, cursor, limit]);
   return changes;
 }
 

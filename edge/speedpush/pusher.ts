@@ -5,6 +5,7 @@
  * the gateway's heartbeat in the cloud's registry. Failures back off (edge/cloudclient) and keep
  * the cursor, so after the failure streak the next pushes carry everything missed, at once.
  */
+import { performance } from 'node:perf_hooks';
 import { BraidError, ClosedError, HttpError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { errorBodyCode, gzipJson, postGzip, retryDelayMs } from '../cloudclient/index.js';
@@ -52,6 +53,8 @@ export class SpeedPusher {
   private readonly abort = new AbortController();
 
   private position: Position = { cursor: 0, ties: new Map() };
+  /** performance.now() of the read that produced `position` (null: loaded at start). */
+  private positionReadAt: number | null = null;
   private watermark = 0;
   /** Working page size: halved by a 413, grown back by successes. */
   private pageSize: number;
@@ -144,7 +147,10 @@ export class SpeedPusher {
   }
 
   private async step(): Promise<Next> {
-    const page = await readPage(this.deps.reader, this.position, this.watermark, this.pageSize, this.now());
+    const now = this.now();
+    const readAt = performance.now();
+    if (this.position.cursor > now) this.rewind(now, readAt);
+    const page = await readPage(this.deps.reader, this.position, this.watermark, this.pageSize, now);
     this.oldestPendingAt = page.rows.length ? page.rows[0].updated_at : null;
     const body = await this.body(page);
     if (this.closing) return NOW;
@@ -161,7 +167,19 @@ export class SpeedPusher {
       if (this.closing && this.abort.signal.aborted) return NOW;
       return this.requestFailed(err, page);
     }
-    return this.acknowledged(page, answer);
+    return this.acknowledged(page, answer, readAt);
+  }
+
+  /**
+   * The wall clock went back below the cursor: rows committed since are stamped below it too. They
+   * were all stamped after the acknowledged read, i.e. no earlier than `now` minus the monotonic
+   * time since that read; push again from there (the cloud's upsert absorbs the repeats), or from
+   * the start after a restart, when that time is unknown.
+   */
+  private rewind(now: number, readAt: number): void {
+    const floor = this.positionReadAt === null ? 0 : Math.max(0, Math.floor(now - (readAt - this.positionReadAt)) - 1);
+    this.log.warn({ cursor: this.position.cursor, now, floor }, 'the clock went back; pushing again from an earlier cursor');
+    this.position = { cursor: Math.min(this.position.cursor, floor), ties: new Map() };
   }
 
   private async body(page: Page): Promise<SpeedPushBody> {
@@ -176,12 +194,13 @@ export class SpeedPusher {
     return { v: 1, gateway: this.deps.gatewayId, sentAt: this.now(), partials: page.rows.map(toTuple), health, devices };
   }
 
-  private async acknowledged(page: Page, answer: SpeedPushAnswer): Promise<Next> {
+  private async acknowledged(page: Page, answer: SpeedPushAnswer, readAt: number): Promise<Next> {
     if (page.next.cursor !== this.position.cursor || answer.watermark !== this.watermark) {
       await savePosition(this.deps.writes, page.next.cursor, answer.watermark);
     }
     if (answer.watermark !== this.watermark) this.log.debug({ from: this.watermark, to: answer.watermark }, 'cloud watermark moved');
     this.position = page.next;
+    this.positionReadAt = readAt;
     // The cloud's word, even if lower (its data dir was reset): it knows what its views cover.
     this.watermark = answer.watermark;
     this.manifestVersion = answer.manifestVersion;

@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startBatchRun, type BatchJobOptions } from '../../cloud/batch/index.js';
 import { changedSpans } from '../../cloud/batch/state.js';
-import { nextViews, emptyViews, type Manifest } from '../../cloud/batch/manifest.js';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { nextViews, emptyViews, readManifest, type Manifest } from '../../cloud/batch/manifest.js';
+import type { ViewName } from '../../cloud/batch/sink.js';
 import { readingsSql } from '../../cloud/batch/sql.js';
 import { DAY_MS } from '../../shared/time.js';
 import {
@@ -114,9 +116,41 @@ describe('batch views conformance with shared/summary.ts', () => {
     const views = await readViews(dir);
     const fleet = views.fleet_1h.get(`|temp|${t}`)!.summary;
     expect(fleet).toMatchObject({ count: 4, first: 100, firstTs: t, last: 9, lastTs: t + 59_000, min: 2, max: 100 });
-    expect(views.gateway_1h.get(`gw-a|temp|${t}`)!.summary).toMatchObject({ count: 3, first: 100, last: 9 });
-    expect(views.gateway_1h.get(`gw-b|temp|${t}`)!.summary).toMatchObject({ count: 1, first: 2, last: 2 });
+    // first_device/last_device name the device of the reading picked, across the tie [docs/serving.md]
+    expect(fleet).toMatchObject({ firstDevice: 'd1', lastDevice: 'd9' });
+    expect(views.fleet_1d.get(`|temp|${DAY0}`)!.summary).toMatchObject({ first: 100, firstDevice: 'd1', last: 9, lastDevice: 'd9' });
+    expect(views.gateway_1h.get(`gw-a|temp|${t}`)!.summary).toMatchObject({ count: 3, first: 100, last: 9, firstDevice: 'd1', lastDevice: 'd9' });
+    expect(views.gateway_1d.get(`gw-a|temp|${DAY0}`)!.summary).toMatchObject({ firstDevice: 'd1', lastDevice: 'd9' });
+    expect(views.gateway_1h.get(`gw-b|temp|${t}`)!.summary).toMatchObject({ count: 1, first: 2, last: 2, firstDevice: 'd2', lastDevice: 'd2' });
     expect(views.device_1m.get(`d1|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 100 });
+  });
+});
+
+describe('view columns', () => {
+  it('gateway and fleet views add first_device and last_device after the summary columns; device views do not', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const a = new GatewaySim('gw-a');
+    await fx.seal([a.reading('d1', 'temp', DAY0 + 5_000, 1), a.reading('d2', 'temp', DAY0 + 5_000, 2)]);
+    a.closeEpoch();
+    await a.report(fx);
+    await fx.close();
+    await (await startBatchRun(jobOptions(dir), { trigger: 'cli' })).done;
+    const manifest = await readManifest(join(dir, 'views'));
+    const inst = await DuckDBInstance.create(':memory:');
+    const conn = await inst.connect();
+    try {
+      const columns = async (view: ViewName) => (await conn.runAndReadAll(
+        `DESCRIBE SELECT * FROM read_parquet('${join(dir, 'views', manifest!.views[view][0])}')`)).getRowObjects().map((r) => `${String(r.column_name)}:${String(r.column_type)}`);
+      const summary = ['count:BIGINT', 'sum:DOUBLE', 'min:DOUBLE', 'max:DOUBLE', 'm2:DOUBLE', 'first:DOUBLE', 'first_ts:TIMESTAMP', 'last:DOUBLE', 'last_ts:TIMESTAMP'];
+      const devices = ['first_device:VARCHAR', 'last_device:VARCHAR'];
+      for (const v of ['device_1m', 'device_1h', 'device_1d'] as const) expect(await columns(v)).toEqual(['device:VARCHAR', 'metric:VARCHAR', 'bucket:TIMESTAMP', ...summary]);
+      for (const v of ['gateway_1h', 'gateway_1d'] as const) expect(await columns(v)).toEqual(['gateway:VARCHAR', 'metric:VARCHAR', 'bucket:TIMESTAMP', ...summary, ...devices]);
+      for (const v of ['fleet_1h', 'fleet_1d'] as const) expect(await columns(v)).toEqual(['metric:VARCHAR', 'bucket:TIMESTAMP', ...summary, ...devices]);
+    } finally {
+      conn.closeSync();
+      inst.closeSync();
+    }
   });
 });
 

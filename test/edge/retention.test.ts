@@ -8,6 +8,7 @@ import { Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/inde
 import { nullLogger } from '../../shared/logger.js';
 import { MINUTE_MS, minuteOf } from '../../shared/time.js';
 import { tempDir } from '../support/gateway.js';
+import { CURSOR_KEY, WATERMARK_KEY } from '../../edge/speedpush/index.js';
 
 const HOUR = 3600_000;
 const DAY = 24 * HOUR;
@@ -195,4 +196,28 @@ test('quarantine: the bound counts what retention left, not what it deleted', as
   expect(o.status().quarantined).toBe(3);
   const dropped = await o.metrics.quarantineDropped.get();
   expect(dropped.values.reduce((a, v) => a + v.value, 0)).toBe(0);
+});
+
+test('partials: with a cloud, an old partial is kept until pushed or covered by the views (a reading days late)', async () => {
+  const o = await open({ keepUnpushedPartials: true });
+  // Days late: its minute is past the retention the moment it arrives.
+  await o.submit([r('d1', 'temp', T0 - 3 * DAY)]);
+  clock = T0 + 1000;
+  await o.runRetention();
+  expect(await all(o, 'SELECT device FROM partials')).toHaveLength(1); // not pushed yet: kept
+
+  // The speed pusher's cursor moves past it: the cloud has it, retention may take it.
+  await o.writes.run((db) => db.run(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, [CURSOR_KEY, String(clock + 1)]));
+  await o.runRetention();
+  expect(await all(o, 'SELECT device FROM partials')).toHaveLength(0);
+
+  // Unpushed, but of an epoch the cloud's views already cover (<= the watermark it told): taken too.
+  await o.submit([r('d2', 'temp', T0 - 4 * DAY)]);
+  await o.writes.run((db) => db.run(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, '0')`, [CURSOR_KEY]));
+  await o.runRetention();
+  expect(await all(o, 'SELECT device FROM partials')).toHaveLength(1);
+  const [{ epoch }] = await all<{ epoch: number }>(o, 'SELECT epoch FROM partials');
+  await o.writes.run((db) => db.run(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, [WATERMARK_KEY, String(epoch)]));
+  await o.runRetention();
+  expect(await all(o, 'SELECT device FROM partials')).toHaveLength(0);
 });

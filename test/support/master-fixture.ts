@@ -158,12 +158,15 @@ export async function readViews(dataDir: string): Promise<Record<string, Map<str
       const files = manifest.views[view] ?? [];
       if (files.length === 0) continue;
       const list = files.map((f) => `'${join(dataDir, 'views', f)}'`).join(', ');
+      // Rows of a device view are one device's; gateway and fleet rows name first/last's device.
+      const devices = key === 'device' ? 'device AS first_device, device AS last_device' : 'first_device, last_device';
       const r = await conn.runAndReadAll(`SELECT ${key ?? "''"} AS k, metric, epoch_ms(bucket) AS bucket, count, sum, min, max, m2,
-        first, epoch_ms(first_ts) AS first_ts, last, epoch_ms(last_ts) AS last_ts FROM read_parquet([${list}])`);
+        first, epoch_ms(first_ts) AS first_ts, last, epoch_ms(last_ts) AS last_ts, ${devices} FROM read_parquet([${list}])`);
       for (const row of r.getRowObjectsJS()) {
         const s: Summary = {
           count: Number(row.count), sum: Number(row.sum), min: Number(row.min), max: Number(row.max), m2: Number(row.m2),
-          first: Number(row.first), firstTs: Number(row.first_ts), firstDevice: '', last: Number(row.last), lastTs: Number(row.last_ts), lastDevice: '',
+          first: Number(row.first), firstTs: Number(row.first_ts), firstDevice: String(row.first_device),
+          last: Number(row.last), lastTs: Number(row.last_ts), lastDevice: String(row.last_device),
         };
         const k = `${row.k}|${row.metric}|${Number(row.bucket)}`;
         if (map.has(k)) throw new Error(`${view}: two rows for ${k}`);
@@ -268,7 +271,7 @@ export class GatewaySim {
   }
 }
 
-/** Compare two summaries: count, min, max, first/last exact; sum and m2 within `rel` relative. */
+/** Compare two summaries: count, min, max, first/last (value, ts, device) exact; sum and m2 within `rel` relative. */
 export function summaryDiff(got: Summary, want: Summary, rel = 1e-9): string | null {
   const close = (a: number, b: number) => Math.abs(a - b) <= rel * Math.max(1, Math.abs(a), Math.abs(b));
   const bad: string[] = [];
@@ -279,6 +282,8 @@ export function summaryDiff(got: Summary, want: Summary, rel = 1e-9): string | n
   if (!close(got.m2, want.m2)) bad.push(`m2 ${got.m2} != ${want.m2}`);
   if (got.first !== want.first || got.firstTs !== want.firstTs) bad.push(`first ${got.first}@${got.firstTs} != ${want.first}@${want.firstTs}`);
   if (got.last !== want.last || got.lastTs !== want.lastTs) bad.push(`last ${got.last}@${got.lastTs} != ${want.last}@${want.lastTs}`);
+  if (got.firstDevice !== want.firstDevice) bad.push(`first_device ${got.firstDevice} != ${want.firstDevice}`);
+  if (got.lastDevice !== want.lastDevice) bad.push(`last_device ${got.lastDevice} != ${want.lastDevice}`);
   return bad.length ? bad.join(', ') : null;
 }
 

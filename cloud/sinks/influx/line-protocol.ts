@@ -18,6 +18,20 @@ export type PointField = (typeof POINT_FIELDS)[number];
 /** Fields written as integers (`12i`); the others are floats. */
 export const INTEGER_FIELDS: ReadonlySet<PointField> = new Set(['count', 'first_ts', 'last_ts']);
 
+/**
+ * String fields, after the numeric ones, where the row has them (gateway and fleet views): the
+ * devices of first and last, so a reader merges first/last across devices exactly (docs/serving.md).
+ */
+export const STRING_FIELDS = ['first_device', 'last_device'] as const;
+
+export interface LineOptions {
+  /**
+   * Write STRING_FIELDS (default true). VictoriaMetrics stores a string field as a series of zeros,
+   * so the sink leaves them out for a server that is not InfluxDB.
+   */
+  stringFields?: boolean;
+}
+
 /** Measurement names: comma and space are escaped (line protocol reference, "Special characters"). */
 export function escapeMeasurement(s: string): string {
   return s.replace(/[, ]/g, (c) => `\\${c}`);
@@ -60,8 +74,13 @@ function formatField(name: PointField, v: number): string | undefined {
   return INTEGER_FIELDS.has(name) ? `${Math.round(v)}i` : String(v);
 }
 
+/** A string field value: backslash and double quote are escaped (the only escapes InfluxDB reads there). */
+export function quoteStringField(s: string): string {
+  return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
 /** One line, or why the row has none. */
-export function toLine(measurement: string, row: ViewRow): { line: string } | { skip: SkipReason } {
+export function toLine(measurement: string, row: ViewRow, o: LineOptions = {}): { line: string } | { skip: SkipReason } {
   if (!(row.count >= 1) || !Number.isFinite(row.count)) return { skip: 'bad_count' };
   let tags = '';
   // sorted tag keys: what InfluxDB recommends for parse speed
@@ -77,6 +96,10 @@ export function toLine(measurement: string, row: ViewRow): { line: string } | { 
     const v = values[name];
     const text = v === undefined ? undefined : formatField(name, v);
     if (text !== undefined) fields.push(`${name}=${text}`);
+  }
+  if (o.stringFields !== false) {
+    if (row.firstDevice != null) fields.push(`first_device=${quoteStringField(row.firstDevice)}`);
+    if (row.lastDevice != null) fields.push(`last_device=${quoteStringField(row.lastDevice)}`);
   }
   return { line: `${escapeMeasurement(measurement)}${tags} ${fields.join(',')} ${Math.round(row.bucket)}` };
 }

@@ -27,6 +27,8 @@ export class InfluxSink implements ViewSink {
   /** Writes run one at a time, in call order. */
   private chain: Promise<unknown> = Promise.resolve();
   private closing: Promise<void> | undefined;
+  /** Whether the server is InfluxDB (it keeps string fields); set when the API is chosen. */
+  private stringFields = true;
 
   constructor(
     private readonly config: InfluxConfig,
@@ -84,7 +86,7 @@ export class InfluxSink implements ViewSink {
         for (const file of files ?? []) {
           for await (const rows of reader.rows(file)) {
             for (const row of rows) {
-              const r = toLine(view, row);
+              const r = toLine(view, row, { stringFields: this.stringFields });
               if ('skip' in r) {
                 skipped.set(r.skip, (skipped.get(r.skip) ?? 0) + 1);
                 continue;
@@ -137,6 +139,9 @@ export class InfluxSink implements ViewSink {
       detected = await this.attempt(() => detectApi(this.url, { timeoutMs: c.timeoutMs, signal: this.abort.signal }), 'ping');
     }
     this.log.info({ api: detected.api, serverVersion: detected.version ?? null, configured: c.api, host: new URL(this.url).host }, 'influx: write API chosen');
+    // InfluxDB says its version on /ping; VictoriaMetrics does not, and would keep a string field
+    // (first_device, last_device) as a series of zeros.
+    this.stringFields = detected.influx1 || detected.version !== undefined;
     const v1 = new V1Writer({
       url: this.url, database: c.database, username: c.username, password: c.password,
       timeoutMs: c.timeoutMs, gzipThreshold: this.tuning.gzipThreshold, signal: this.abort.signal,

@@ -1,0 +1,929 @@
+/**
+ * `npm run bench:cloud`: cloud ingest and the batch layer, in one run, on 127.0.0.1.
+ *
+ * 1. Ingest: a real `braid cloud` process; 50 simulated gateways (bench/clients/ingest-load.ts, in
+ *    2 client processes) post gzip batches of 5000 readings as fast as the acks come back; readings/s
+ *    acknowledged, request latency, the cloud's RSS and CPU; after a SIGTERM (which seals), master +
+ *    staging must hold exactly the readings sent (DuckDB over master/, cloud.db). Beside it the
+ *    client side's own ceiling (the same clients against bench/peers/ingest-sink.ts), the latency at
+ *    the target rate (the gateways paced, seals timed from the cloud's log), and two shorter runs
+ *    under `node --cpu-prof` (paced: the main thread's busy stretches; as fast as the acks).
+ * 2. Batch: a master dataset written directly (bench/lib/cloud-master.ts: cloud/ingest/parquet.ts
+ *    files + the catalog rows), then the bare DuckDB device_1m aggregation of the same files (the
+ *    ceiling, 3 times), `braid batch run --full` (twice), an incremental run with nothing new, then 3
+ *    rounds of 1% new readings (new files, catalog rows, epochs) and an incremental run; the build
+ *    statements under EXPLAIN ANALYZE for one day, and a prototype rewrite of them beside.
+ *
+ * Prints a markdown report and, at full scale, writes it into docs/benchmarks.md between the
+ * bench:cloud markers. Knobs: `npm run bench:cloud -- --help`.
+ */
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { DuckDialect } from '../cloud/batch/dialect.js';
+import { takeSnapshot } from '../cloud/batch/state.js';
+import { openCloudDb } from '../cloud/store/schema.js';
+import { DAY_MS } from '../shared/time.js';
+import { bareSql, profileDay, type DayProfile, type StatementProfile } from './lib/cloud-explain.js';
+import { newStream, writeMaster, type FleetShape, type WriteReport } from './lib/cloud-master.js';
+import { machineInfo, type MachineInfo } from './lib/machine.js';
+import { HOST, sleep } from './lib/net.js';
+import { ROOT, TSX, childEnv } from './lib/peers.js';
+import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
+import { busyStretches, type Stretch } from './lib/cloud-stretch.js';
+import { cpuSecondsOf, installCleanup, memoryOf, startProc, stopAll, type Proc } from './lib/procs.js';
+import { int, mb, median, ms, quantile, ratio } from './lib/stats.js';
+
+const usage = `npm run bench:cloud   (node --import tsx bench/cloud.ts)
+Environment:
+  BENCH_SCALE=1                 scale every count (0.1 for a quick run of the plumbing)
+  BENCH_PHASES=ingest,batch
+  BENCH_PROFILE=0               skip the profiled ingest run and the EXPLAIN ANALYZE of the batch
+  BENCH_INGEST_READINGS=5000000 readings posted in the measured ingest run (x scale)
+  BENCH_INGEST_GATEWAYS=50      simulated gateways (each its own token), BENCH_INGEST_CLIENTS=2 processes
+  BENCH_BATCH_DEVICES=40 BENCH_BATCH_METRICS=5 BENCH_BATCH_INTERVAL_S=10 BENCH_BATCH_DAYS=7
+  BENCH_BATCH_GATEWAYS=10 BENCH_BATCH_DUP=0.03 BENCH_BATCH_SEGMENT_MIN=60   the generated master dataset (devices x scale)
+  BENCH_CLOUD_CONFIG='{"ingest":{"groupCommitMs":0}}'   merged into the cloud's config
+  BENCH_CLOUD_NODE_OPTIONS=--max-semi-space-size=16     node flags for the cloud process
+  BENCH_WRITE_DOCS=1|0          write docs/benchmarks.md (default: only a full-scale run of everything)
+  BENCH_KEEP=1                  keep the temp dir (data dirs, latency samples)
+  BENCH_TIMEOUT_S=870           stop everything and fail after this long
+Output: bench/.out/cloud-latest.md and cloud-latest.json, profiles in bench/.out/cloud-profiles/.`;
+
+if (process.argv.includes('--help') || process.argv.includes('-h')) {
+  process.stdout.write(`${usage}\n`);
+  process.exit(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+const env = process.env;
+const num = (name: string, dflt: number) => {
+  const v = env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a number >= 0, got "${v}"`);
+  return n;
+};
+const SCALE = num('BENCH_SCALE', 1);
+if (SCALE <= 0) throw new Error('BENCH_SCALE must be > 0');
+const ALL_PHASES = ['ingest', 'batch'] as const;
+type Phase = (typeof ALL_PHASES)[number];
+const PHASES = new Set<Phase>((env.BENCH_PHASES ?? ALL_PHASES.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((p) => {
+  if (!(ALL_PHASES as readonly string[]).includes(p)) throw new Error(`BENCH_PHASES: unknown phase "${p}" (one of ${ALL_PHASES.join(', ')})`);
+  return p as Phase;
+}));
+const PROFILE = env.BENCH_PROFILE !== '0';
+const KEEP = env.BENCH_KEEP === '1';
+const CUSTOM = Object.keys(env).some((k) => /^BENCH_(INGEST|BATCH)_|^BENCH_CLOUD_/.test(k));
+const FULL = SCALE === 1 && PHASES.size === ALL_PHASES.length && PROFILE && !CUSTOM;
+const WRITE_DOCS = env.BENCH_WRITE_DOCS === undefined ? FULL : env.BENCH_WRITE_DOCS === '1';
+
+const BATCH_READINGS = 5000; // the forwarder's default cloud.batchMaxReadings
+const GATEWAYS = Math.max(1, Math.round(num('BENCH_INGEST_GATEWAYS', 50)));
+const CLIENTS = Math.max(1, Math.min(GATEWAYS, Math.round(num('BENCH_INGEST_CLIENTS', 2))));
+const PER_GATEWAY = Math.max(2, Math.round((num('BENCH_INGEST_READINGS', 5_000_000) * SCALE) / GATEWAYS / BATCH_READINGS)) * BATCH_READINGS;
+const INGEST_TOTAL = PER_GATEWAY * GATEWAYS;
+/** The profiled run posts this share of every gateway's batches (to a fresh data dir). */
+const PROFILE_SHARE = 0.4;
+/** The paced latency run lasts about this long at the target rate (x scale). */
+const PACED_SECONDS = 15;
+/** ... and its profiled twin this long (two seals of the default 1M-reading segments). */
+const PACED_PROFILE_SECONDS = 10;
+const EPOCH_READINGS = 5 * BATCH_READINGS;
+const INGEST_METRICS = ['temp', 'hum', 'co2', 'pressure', 'battery'];
+
+const METRIC_NAMES = ['temp', 'hum', 'co2', 'pressure', 'battery', 'voltage', 'current', 'rssi', 'lux', 'noise'];
+const SHAPE_DEVICES = Math.max(10, Math.round(num('BENCH_BATCH_DEVICES', 40) * SCALE));
+const SHAPE_METRICS = Math.max(1, Math.min(METRIC_NAMES.length, Math.round(num('BENCH_BATCH_METRICS', 5))));
+const SHAPE_INTERVAL_MS = Math.max(1, num('BENCH_BATCH_INTERVAL_S', 10)) * 1000;
+const SHAPE_DAYS = Math.max(1, num('BENCH_BATCH_DAYS', 7));
+const SHAPE_GATEWAYS = Math.max(1, Math.round(num('BENCH_BATCH_GATEWAYS', 10)));
+const SHAPE_DUP = num('BENCH_BATCH_DUP', 0.03);
+const SHAPE_SEGMENT_MS = Math.max(1, num('BENCH_BATCH_SEGMENT_MIN', 60)) * 60_000;
+/** New readings before each incremental run, as a share of the readings in master. */
+const APPEND_SHARE = 0.01;
+const BARE_REPEAT = 3;
+const FULL_REPEAT = 2;
+const INCREMENTAL_ROUNDS = 3;
+
+const TARGET = { ingestPerSec: 200_000, ingestP99Ms: 100, batchVsBare: 0.5, incrementalVsFull: 0.1 };
+
+const CLOUD_NODE_FLAGS = (env.BENCH_CLOUD_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean);
+
+const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+interface LoadRun {
+  tag: string;
+  readings: number;
+  requests: number;
+  errors: number;
+  errorCodes: Record<string, number>;
+  ms: number;
+  perSec: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  /** p99 without the first 2 s (connections, JIT). */
+  p99Warm: number;
+  clientCpuSec: number;
+  serverCpuSec: number;
+  /** Paced runs: the load offered, and how late the clients' sends were (mean, max). */
+  offeredPerSec?: number;
+  behindMs?: number;
+  behindMaxMs?: number;
+  /** Paced run with the cloud's seal log: requests over the latency target, and those that overlapped a seal. */
+  slow?: { over: number; duringSeal: number; seals: number; sealMs: number; sealReadMs: number; sealWriteMs: number };
+}
+interface CloudCounters { groupCommits: number; requestSecondsSum: number; requests: number; sealedReadings: number; sealCount: number; sealSecondsSum: number; masterFiles: number; staging: number; loopLagP99: number; loopLagMax: number; heapTotal: number; heapUsed: number; external: number }
+interface IngestResult {
+  sink: LoadRun;
+  cloud: LoadRun;
+  rssMax: number;
+  rssEnd: number;
+  hwm: number;
+  rssIdle: number;
+  counters: CloudCounters;
+  stopMs: number;
+  verify: { masterRows: number; distinctIds: number; stagingReadings: number; perGatewayOk: number; gateways: number; sealedOk: number; staged: number; epochs: number; watermarkOk: number; ok: boolean; files: number; masterBytes: number; notes: string[] };
+  registerMs: number;
+  genMs: number;
+  bodyBytes: number;
+  /** Latency at the target rate (paced, open loop), into a fresh data dir. */
+  paced?: LoadRun;
+  profile?: { run: LoadRun; file: string | null; summary: ProfileSummary | null; threads: Array<{ file: string; busyMs: number; top: string }> };
+  /** The paced load again under --cpu-prof: the main thread's busy stretches after start-up. */
+  pacedProfile?: { run: LoadRun; file: string | null; stretches: Stretch[]; busyMs: number; totalMs: number; skippedMs: number; loadEndMs: number };
+}
+interface BatchProc { wallMs: number; runMs: number; hwm: number; cpuSec: number; json: BatchJson }
+interface BatchJson { kind: string; version: number; published: boolean; days: string[]; rowsRead: number; readings: number; startedAt: number; endedAt: number; watermark: Record<string, number> }
+interface BatchResult {
+  shape: FleetShape & { days: number };
+  gen: WriteReport;
+  /** The bare aggregation, BARE_REPEAT times (median used). */
+  bare: Array<{ ms: number; rows: number; groups: number }>;
+  barePerDay: { ms: number };
+  /** `braid batch run --full`, FULL_REPEAT times (median used). */
+  full: BatchProc[];
+  noop: BatchProc;
+  /** INCREMENTAL_ROUNDS x (append APPEND_SHARE new readings, incremental run); median used. */
+  rounds: Array<{ append: WriteReport; run: BatchProc }>;
+  explain?: DayProfile;
+  viewBytes: number;
+}
+
+const results = { ingest: null as IngestResult | null, batch: null as BatchResult | null, cloudConfig: {} as Record<string, unknown> };
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+const work = mkdtempSync(join(tmpdir(), 'braid-bench-cloud-'));
+const OUT = join(ROOT, 'bench/.out');
+const PROFILE_DIR = join(OUT, 'cloud-profiles');
+const configFile = join(work, 'cloud.json');
+
+function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && out[k] && typeof out[k] === 'object'
+      ? mergeDeep(out[k] as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
+
+function writeCloudConfig() {
+  // Loopback only, no cron run during the benchmark, warnings only; everything else default.
+  const base = { http: { host: HOST }, batch: { cron: null }, log: { level: 'warn' } };
+  const extra = env.BENCH_CLOUD_CONFIG ? JSON.parse(env.BENCH_CLOUD_CONFIG) as Record<string, unknown> : {};
+  results.cloudConfig = mergeDeep(base, extra);
+  writeFileSync(configFile, JSON.stringify(results.cloudConfig, null, 2));
+}
+
+/** Set on SIGINT/SIGTERM: nothing new is started while the processes are being stopped. */
+let stopping = false;
+
+function braid(args: string[], name: string, extraNode: string[] = []): Proc {
+  if (stopping) throw new Error('stopping: not starting another process');
+  return startProc(name, process.execPath, [...extraNode, join(ROOT, 'bin/braid.js'), ...args], { cwd: ROOT, env: childEnv() });
+}
+
+async function startCloud(dataDir: string, profileDir?: string, logLevel = 'warn'): Promise<{ proc: Proc; url: string; startMs: number }> {
+  const node = [...CLOUD_NODE_FLAGS];
+  if (profileDir) node.push('--cpu-prof', '--cpu-prof-dir', profileDir);
+  const t0 = performance.now();
+  const proc = braid(['cloud', '--config', configFile, '--data-dir', dataDir, '--http-port', '0', '--log-level', logLevel], 'braid cloud', node);
+  const m = await proc.waitLine(/^cloud ready: (http:\/\/\S+)/, 60_000);
+  return { proc, url: m[1], startMs: performance.now() - t0 };
+}
+
+async function scrape(url: string): Promise<CloudCounters> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const v = (name: string) => {
+    const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+|NaN)$`, 'm'));
+    return m ? Number(m[1]) : NaN;
+  };
+  return {
+    groupCommits: v('braid_ingest_group_commits_total'), requestSecondsSum: v('braid_ingest_request_seconds_sum'), requests: v('braid_ingest_request_seconds_count'),
+    sealedReadings: v('braid_master_sealed_readings_total'), sealCount: v('braid_master_seal_seconds_count'), sealSecondsSum: v('braid_master_seal_seconds_sum'),
+    masterFiles: v('braid_master_files_total'), staging: v('braid_staging_readings'),
+    loopLagP99: v('braid_process_nodejs_eventloop_lag_p99_seconds'), loopLagMax: v('braid_process_nodejs_eventloop_lag_max_seconds'),
+    heapTotal: v('braid_process_nodejs_heap_size_total_bytes'), heapUsed: v('braid_process_nodejs_heap_size_used_bytes'), external: v('braid_process_nodejs_external_memory_bytes'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+
+/** `braid cloud gateway add` for every gateway, a few at a time; the token is the last stdout line. */
+async function registerGateways(dataDir: string, ids: string[]): Promise<Map<string, string>> {
+  const tokens = new Map<string, string>();
+  // The first alone: it creates cloud.db.
+  const one = async (id: string) => {
+    const p = braid(['cloud', 'gateway', 'add', id, '--data-dir', dataDir], `braid cloud gateway add ${id}`);
+    const { code } = await p.exited;
+    const token = p.lines[p.lines.length - 1]?.trim();
+    if (code !== 0 || !token?.startsWith('bgt_')) throw new Error(`braid cloud gateway add ${id} failed (exit ${code}): ${p.stderrTail()}`);
+    tokens.set(id, token);
+  };
+  await one(ids[0]);
+  let next = 1;
+  await Promise.all(Array.from({ length: 4 }, async () => {
+    while (next < ids.length) await one(ids[next++]);
+  }));
+  return tokens;
+}
+
+interface Clients { procs: Proc[]; files: string[]; gateways: number[]; genMs: number; bytes: number }
+
+async function startClients(tokens: Map<string, string>, tsBase: number): Promise<Clients> {
+  const ids = [...tokens.keys()];
+  const per = Math.ceil(ids.length / CLIENTS);
+  const procs: Proc[] = [];
+  const files: string[] = [];
+  const gateways: number[] = [];
+  for (let c = 0; c < CLIENTS; c++) {
+    const gws = ids.slice(c * per, (c + 1) * per).map((id) => ({ id, token: tokens.get(id)!, index: ids.indexOf(id) }));
+    if (!gws.length) continue;
+    const out = join(work, `ingest-lat-${c}`);
+    files.push(out);
+    gateways.push(gws.length);
+    const args = {
+      gateways: gws, readingsPerGateway: PER_GATEWAY, batchReadings: BATCH_READINGS, epochReadings: EPOCH_READINGS,
+      devicesPerGateway: 20, metrics: INGEST_METRICS, intervalMs: 10_000, tsBase, out,
+    };
+    procs.push(startProc(`ingest client ${c}`, process.execPath, [...TSX, join(ROOT, 'bench/clients/ingest-load.ts'), JSON.stringify(args)],
+      { cwd: ROOT, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] }));
+  }
+  const ready = await Promise.all(procs.map((p) => p.waitLine(/^\{"ready":true/, 300_000)));
+  const info = ready.map((m) => JSON.parse(m.input ?? '{}') as { genMs: number; bytes: number });
+  return { procs, files, gateways, genMs: Math.max(...info.map((i) => i.genMs)), bytes: info.reduce((n, i) => n + i.bytes, 0) };
+}
+
+/** Each request of a run: when it was sent (epoch ms) and its latency. */
+type Samples = Array<[number, number]>;
+
+async function loadRun(clients: Clients, url: string, tag: string, serverPid: number | null, o: { batches?: number; rate?: number; during?: () => void; samples?: Samples } = {}): Promise<LoadRun> {
+  const { batches, rate, during } = o;
+  const startAt = Date.now() + 500;
+  const cpu0 = serverPid ? cpuSecondsOf(serverPid) : 0;
+  const total = clients.gateways.reduce((a, n) => a + n, 0);
+  clients.procs.forEach((p, i) => {
+    const go = { url, startAt, batches, tag, rate: rate ? (rate * clients.gateways[i]) / total : undefined };
+    p.child.stdin?.write(`go ${JSON.stringify(go)}\n`);
+  });
+  let poll: NodeJS.Timeout | null = null;
+  if (during) poll = setInterval(during, 200);
+  let lines: RegExpMatchArray[];
+  try {
+    lines = await Promise.all(clients.procs.map((p) => p.waitLine(new RegExp(`^\\{"(tag":"${tag}"|error")`), 900_000)));
+  } finally {
+    if (poll) clearInterval(poll);
+  }
+  const serverCpuSec = serverPid ? cpuSecondsOf(serverPid) - cpu0 : 0;
+  const reps = lines.map((m) => JSON.parse(m.input ?? '{}') as { error?: string; readings: number; requests: number; errors: number; errorCodes: Record<string, number>; startedAt: number; lastAckAt: number; cpuSec: number; behindMs: number; behindMaxMs: number });
+  const failed = reps.find((r) => r.error);
+  if (failed) throw new Error(`ingest client failed: ${failed.error}`);
+  const parts = clients.files.map((f) => {
+    const buf = readFileSync(`${f}-${tag}.bin`);
+    return new Float64Array(buf.buffer, buf.byteOffset, buf.length / 8);
+  });
+  const all = new Float64Array(parts.reduce((a, p) => a + p.length, 0));
+  let off = 0;
+  for (const p of parts) { all.set(p, off); off += p.length; }
+  if (o.samples) {
+    clients.files.forEach((f, i) => {
+      const buf = readFileSync(`${f}-${tag}.sent.bin`);
+      const sent = new Float64Array(buf.buffer, buf.byteOffset, buf.length / 8);
+      sent.forEach((t, k) => o.samples!.push([reps[i].startedAt + t, parts[i][k]]));
+    });
+  }
+  all.sort();
+  const readings = reps.reduce((a, r) => a + r.readings, 0);
+  const elapsed = Math.max(...reps.map((r) => r.lastAckAt)) - startAt;
+  // Latency without the first 2 s: approximate by dropping each client's first requests issued then (samples are in completion order per file).
+  const warmParts = parts.map((p) => {
+    const n = Math.floor(p.length * Math.min(1, 2000 / Math.max(1, elapsed)));
+    return Array.from(p.subarray(n));
+  });
+  const warm = Float64Array.from(warmParts.flat()).sort();
+  return {
+    tag, readings, requests: all.length, errors: reps.reduce((a, r) => a + r.errors, 0),
+    errorCodes: reps.reduce((acc, r) => { for (const [k, v] of Object.entries(r.errorCodes)) acc[k] = (acc[k] ?? 0) + v; return acc; }, {} as Record<string, number>),
+    ms: elapsed, perSec: readings / (elapsed / 1000),
+    p50: quantile(all, 0.5), p90: quantile(all, 0.9), p99: quantile(all, 0.99), p999: quantile(all, 0.999), max: all.length ? all[all.length - 1] : NaN,
+    p99Warm: quantile(warm, 0.99),
+    clientCpuSec: reps.reduce((a, r) => a + r.cpuSec, 0), serverCpuSec,
+    ...(rate ? { offeredPerSec: rate, behindMs: Math.max(...reps.map((r) => r.behindMs)), behindMaxMs: Math.max(...reps.map((r) => r.behindMaxMs)) } : {}),
+  };
+}
+
+/** Readings in the staging segments left under `dataDir/staging` (lines `{"g":..,"r":[...]}`). */
+function stagingReadings(dataDir: string): number {
+  let n = 0;
+  const root = join(dataDir, 'staging');
+  if (!existsSync(root)) return 0;
+  for (const dir of readdirSync(root)) {
+    const d = join(root, dir);
+    if (!statSync(d).isDirectory()) continue;
+    for (const f of readdirSync(d).filter((x) => x.endsWith('.ndjson'))) {
+      for (const line of readFileSync(join(d, f), 'utf8').split('\n')) {
+        if (!line.trim()) continue;
+        try { n += (JSON.parse(line) as { r: unknown[] }).r.length; } catch { /* a torn tail: never acknowledged */ }
+      }
+    }
+  }
+  return n;
+}
+
+function dirBytes(dir: string): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  if (!existsSync(dir)) return { files, bytes };
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) { const s = dirBytes(p); files += s.files; bytes += s.bytes; } else { files++; bytes += statSync(p).size; }
+  }
+  return { files, bytes };
+}
+
+/** After a clean stop: master + staging hold exactly the readings sent, once each; cloud.db agrees. */
+async function verifyIngest(dataDir: string, ids: string[], perGateway: number): Promise<IngestResult['verify']> {
+  const notes: string[] = [];
+  const inst = await DuckDBInstance.create(':memory:');
+  const conn = await inst.connect();
+  let masterRows = 0;
+  let distinctIds = 0;
+  let perGatewayOk = 0;
+  try {
+    const glob = join(dataDir, 'master', '**', '*.parquet');
+    const r = await conn.runAndReadAll(`SELECT COUNT(*) AS n, COUNT(DISTINCT (gateway, seq)) AS ids FROM read_parquet('${glob}', hive_partitioning = false)`);
+    const row = r.getRowObjectsJS()[0] as { n: bigint; ids: bigint };
+    masterRows = Number(row.n);
+    distinctIds = Number(row.ids);
+    const g = await conn.runAndReadAll(`SELECT gateway, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi FROM read_parquet('${glob}', hive_partitioning = false) GROUP BY gateway`);
+    for (const x of g.getRowObjectsJS() as Array<{ gateway: string; n: bigint; lo: bigint; hi: bigint }>) {
+      if (Number(x.n) === perGateway && Number(x.lo) === 1 && Number(x.hi) === perGateway) perGatewayOk++;
+      else notes.push(`${x.gateway}: ${x.n} rows, seq ${x.lo}..${x.hi}`);
+    }
+  } finally {
+    conn.closeSync();
+    inst.closeSync();
+  }
+  const staging = stagingReadings(dataDir);
+  const db = await openCloudDb(join(dataDir, 'cloud.db'));
+  let sealedOk = 0;
+  let staged = 0;
+  let epochs = 0;
+  let watermarkOk = 0;
+  try {
+    const sealed = await db.all<{ gateway: string; from_seq: number; to_seq: number }>('SELECT gateway, from_seq, to_seq FROM sealed');
+    for (const id of ids) {
+      const s = sealed.filter((x) => x.gateway === id);
+      if (s.length === 1 && s[0].from_seq === 1 && s[0].to_seq === perGateway) sealedOk++;
+      else notes.push(`sealed ${id}: ${JSON.stringify(s)}`);
+    }
+    staged = (await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM staged'))?.n ?? 0;
+    epochs = (await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM epochs'))?.n ?? 0;
+    const snap = await takeSnapshot(db, null);
+    const want = Math.ceil(perGateway / EPOCH_READINGS);
+    for (const id of ids) if (snap.watermark[id] === want) watermarkOk++;
+  } finally {
+    await db.close();
+  }
+  const sent = ids.length * perGateway;
+  const ok = masterRows + staging === sent && distinctIds === masterRows && perGatewayOk === ids.length && sealedOk === ids.length;
+  const size = dirBytes(join(dataDir, 'master'));
+  return { masterRows, distinctIds, stagingReadings: staging, perGatewayOk, gateways: ids.length, sealedOk, staged, epochs, watermarkOk, ok, files: size.files, masterBytes: size.bytes, notes: notes.slice(0, 10) };
+}
+
+async function ingestPhase(): Promise<IngestResult> {
+  const ids = Array.from({ length: GATEWAYS }, (_, i) => `gw-${String(i + 1).padStart(3, '0')}`);
+  const template = join(work, 'cloud-template');
+  log(`ingest: registering ${GATEWAYS} gateways (braid cloud gateway add)`);
+  const r0 = performance.now();
+  const tokens = await registerGateways(template, ids);
+  const registerMs = performance.now() - r0;
+  const tsBase = Date.now() - Math.ceil((PER_GATEWAY / (20 * INGEST_METRICS.length)) * 10_000) - 60_000;
+  log(`ingest: ${CLIENTS} client processes build ${int(INGEST_TOTAL)} readings as gzip batches of ${BATCH_READINGS} (${int(PER_GATEWAY)} per gateway)`);
+  const clients = await startClients(tokens, tsBase);
+  log(`  bodies built in ${ms(clients.genMs)} (${mb(clients.bytes)} gzip)`);
+  try {
+    // 1. The client side's own ceiling: the same clients against a sink that gunzips, parses and answers.
+    const sink = startProc('ingest sink', process.execPath, [...TSX, join(ROOT, 'bench/peers/ingest-sink.ts'), '0'], { cwd: ROOT, env: childEnv() });
+    let sinkRun: LoadRun;
+    try {
+      const sinkUrl = (await sink.waitLine(/^sink ready: (http:\/\/\S+)/, 30_000))[1];
+      await sleep(500);
+      sinkRun = await loadRun(clients, sinkUrl, 'sink', sink.pid);
+      log(`  sink: ${int(sinkRun.perSec)} readings/s, p50 ${ms(sinkRun.p50)} p99 ${ms(sinkRun.p99)}`);
+    } finally {
+      await sink.stop();
+    }
+
+    // 2. The measured run against braid cloud.
+    const dataDir = join(work, 'cloud-ingest');
+    cpSync(template, dataDir, { recursive: true });
+    const cloud = await startCloud(dataDir);
+    let cloudRun: LoadRun;
+    let rssMax = 0;
+    let counters: CloudCounters;
+    let rssEnd = 0;
+    let hwm = 0;
+    let stopMs = 0;
+    let rssIdle = 0;
+    try {
+      await sleep(1000);
+      rssIdle = memoryOf(cloud.proc.pid).rss;
+      cloudRun = await loadRun(clients, cloud.url, 'cloud', cloud.proc.pid, { during: () => {
+        try {
+          const r = memoryOf(cloud.proc.pid).rss;
+          if (Number.isFinite(r)) rssMax = Math.max(rssMax, r);
+        } catch { /* exited */ }
+      } });
+      const mem = memoryOf(cloud.proc.pid);
+      rssEnd = mem.rss;
+      hwm = mem.hwm;
+      counters = await scrape(cloud.url);
+      log(`  braid cloud: ${int(cloudRun.perSec)} readings/s acknowledged, p50 ${ms(cloudRun.p50)} p99 ${ms(cloudRun.p99)}; RSS ${mb(rssEnd)} (peak ${mb(hwm)}); cloud CPU ${cloudRun.serverCpuSec.toFixed(1)} s`);
+    } finally {
+      const t0 = performance.now();
+      await cloud.proc.stop(120_000);
+      stopMs = performance.now() - t0;
+    }
+    const exit = await cloud.proc.exited;
+    if (exit.code !== 0) throw new Error(`braid cloud exited with ${exit.code ?? exit.signal} after SIGTERM: ${cloud.proc.stderrTail()}`);
+    log(`  stopped in ${ms(stopMs)} (SIGTERM: commit, seal the open segment); verifying master + staging`);
+    const verify = await verifyIngest(dataDir, ids, PER_GATEWAY);
+    log(`  ${verify.ok ? 'OK' : 'MISMATCH'}: master ${int(verify.masterRows)} rows (${int(verify.distinctIds)} distinct (gateway, seq)), staging ${int(verify.stagingReadings)}, sent ${int(INGEST_TOTAL)}`);
+
+    // 3. Latency at the target rate: the gateways paced to 200k readings/s in all, into a fresh data dir.
+    let paced: LoadRun | undefined;
+    {
+      const batches = Math.min(PER_GATEWAY / BATCH_READINGS, Math.max(2, Math.round((PACED_SECONDS * TARGET.ingestPerSec * SCALE) / (BATCH_READINGS * GATEWAYS))));
+      const dir = join(work, 'cloud-paced');
+      cpSync(template, dir, { recursive: true });
+      log(`ingest paced at ${int(TARGET.ingestPerSec)} readings/s: ${batches} batches per gateway`);
+      // Info logging here: the seal log lines ('segment sealed', with their durations) time the seals.
+      const pc = await startCloud(dir, undefined, 'info');
+      const seals: Array<{ time: number; ms: number; readMs: number; writeMs: number }> = [];
+      pc.proc.child.stderr?.on('data', (chunk: string) => {
+        for (const line of chunk.split('\n')) {
+          if (!line.includes('segment sealed')) continue;
+          try { seals.push(JSON.parse(line) as { time: number; ms: number; readMs: number; writeMs: number }); } catch { /* split line */ }
+        }
+      });
+      const samples: Samples = [];
+      try {
+        await sleep(500);
+        paced = await loadRun(clients, pc.url, 'paced', pc.proc.pid, { batches, rate: TARGET.ingestPerSec, samples });
+      } finally {
+        await pc.proc.stop(120_000);
+      }
+      const slow = samples.filter(([, l]) => l > TARGET.ingestP99Ms);
+      const inSeal = slow.filter(([t, l]) => seals.some((x) => t < x.time && t + l > x.time - x.ms));
+      paced.slow = {
+        over: slow.length, duringSeal: inSeal.length, seals: seals.length, sealMs: seals.reduce((a, x) => a + x.ms, 0),
+        sealReadMs: seals.reduce((a, x) => a + x.readMs, 0), sealWriteMs: seals.reduce((a, x) => a + x.writeMs, 0),
+      };
+      log(`  paced: ${int(paced.perSec)} readings/s acknowledged, p50 ${ms(paced.p50)} p99 ${ms(paced.p99)}; sends behind schedule by ${ms(paced.behindMs ?? NaN)} on average`);
+    }
+
+    // 4. The paced load again under the profiler: what the main thread runs when requests wait.
+    let pacedProfile: IngestResult['pacedProfile'];
+    if (PROFILE) {
+      const batches = Math.min(PER_GATEWAY / BATCH_READINGS, Math.max(2, Math.round((PACED_PROFILE_SECONDS * TARGET.ingestPerSec * SCALE) / (BATCH_READINGS * GATEWAYS))));
+      const pdir = join(PROFILE_DIR, 'ingest-paced');
+      rmSync(pdir, { recursive: true, force: true });
+      mkdirSync(pdir, { recursive: true });
+      const dir = join(work, 'cloud-paced-profile');
+      cpSync(template, dir, { recursive: true });
+      log(`ingest paced at ${int(TARGET.ingestPerSec)} readings/s under node --cpu-prof: ${batches} batches per gateway`);
+      const pc = await startCloud(dir, pdir);
+      let run: LoadRun;
+      let sinceStart = 0;
+      try {
+        await sleep(500);
+        // loadRun starts the clients 500 ms after it is called.
+        sinceStart = pc.startMs + 1000;
+        run = await loadRun(clients, pc.url, 'paced-profile', pc.proc.pid, { batches, rate: TARGET.ingestPerSec });
+      } finally {
+        await pc.proc.stop(120_000);
+      }
+      const main = readdirSync(pdir).find((f) => f.endsWith('.cpuprofile') && f.includes(`.${pc.proc.pid}.0.`));
+      if (main) {
+        const st = busyStretches(join(pdir, main), 50);
+        // Start-up (module loading, opening cloud.db) is not the load's: skip what ran before the ready line.
+        pacedProfile = { run, file: join(pdir, main), stretches: st.stretches.filter((x) => x.startMs > sinceStart), busyMs: st.busyMs, totalMs: st.totalMs, skippedMs: sinceStart, loadEndMs: sinceStart + run.ms };
+        log(`  profiled paced: p99 ${ms(run.p99)}; ${pacedProfile.stretches.length} busy stretches of 50 ms or more on the main thread`);
+      }
+    }
+
+    // 5. A shorter run as fast as the acks, under the profiler, into a fresh data dir.
+    let profile: IngestResult['profile'];
+    if (PROFILE) {
+      const batches = Math.max(1, Math.round((PER_GATEWAY / BATCH_READINGS) * PROFILE_SHARE));
+      const pdir = join(PROFILE_DIR, 'ingest');
+      rmSync(pdir, { recursive: true, force: true });
+      mkdirSync(pdir, { recursive: true });
+      const profDir = join(work, 'cloud-profile');
+      cpSync(template, profDir, { recursive: true });
+      log(`ingest under node --cpu-prof: ${batches} batches per gateway (${int(batches * BATCH_READINGS * GATEWAYS)} readings)`);
+      const pc = await startCloud(profDir, pdir);
+      let run: LoadRun;
+      try {
+        await sleep(500);
+        run = await loadRun(clients, pc.url, 'profile', pc.proc.pid, { batches });
+      } finally {
+        await pc.proc.stop(120_000);
+      }
+      log(`  profiled: ${int(run.perSec)} readings/s, p99 ${ms(run.p99)}`);
+      const files = readdirSync(pdir).filter((f) => f.endsWith('.cpuprofile') && f.includes(`.${pc.proc.pid}.`));
+      const main = files.find((f) => f.includes(`.${pc.proc.pid}.0.`)) ?? null;
+      const threads = files.filter((f) => f !== main).map((f) => {
+        const s = summarizeProfile(join(pdir, f));
+        const top = [...s.functions].filter((x) => x.name !== '(idle)' && x.selfMs > 0).sort((a, b) => b.selfMs - a.selfMs).slice(0, 3)
+          .map((x) => `${x.name}${x.where ? ` (${x.where})` : ''} ${x.selfMs.toFixed(0)} ms`).join(', ');
+        return { file: f, busyMs: s.busyMs, top };
+      });
+      profile = { run, file: main ? join(pdir, main) : null, summary: main ? summarizeProfile(join(pdir, main)) : null, threads };
+    }
+    return { sink: sinkRun, cloud: cloudRun, rssMax, rssEnd, hwm, rssIdle, counters: counters!, stopMs, verify, registerMs, genMs: clients.genMs, bodyBytes: clients.bytes, paced, pacedProfile, profile };
+  } finally {
+    for (const p of clients.procs) p.child.stdin?.end('exit\n');
+    await Promise.all(clients.procs.map((p) => Promise.race([p.exited, sleep(10_000).then(() => p.stop())])));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch
+
+/** Dirty pages of the setup (generated files) are written back before a timed step, not charged to its fsyncs. */
+function syncDisks(): void {
+  try { execFileSync('sync'); } catch { /* no sync(1): fine */ }
+}
+
+async function batchRun(dataDir: string, full: boolean): Promise<BatchProc> {
+  syncDisks();
+  const args = ['batch', 'run', '--data-dir', dataDir, '--json', '--no-progress', '--log-level', 'warn'];
+  if (full) args.push('--full');
+  const t0 = performance.now();
+  const p = braid(args, `braid batch run${full ? ' --full' : ''}`);
+  let hwm = 0;
+  let cpuSec = 0;
+  const poll = setInterval(() => {
+    try {
+      const m = memoryOf(p.pid).hwm;
+      const c = cpuSecondsOf(p.pid);
+      if (Number.isFinite(m)) hwm = Math.max(hwm, m);
+      if (Number.isFinite(c)) cpuSec = c;
+    } catch { /* exited */ }
+  }, 50);
+  const { code } = await p.exited;
+  clearInterval(poll);
+  const wallMs = performance.now() - t0;
+  const line = p.lines.find((l) => l.startsWith('{'));
+  if (code !== 0 || !line) throw new Error(`braid batch run${full ? ' --full' : ''} failed (exit ${code}): ${p.stderrTail()}`);
+  const json = JSON.parse(line) as BatchJson;
+  return { wallMs, runMs: json.endedAt - json.startedAt, hwm, cpuSec, json };
+}
+
+async function bare(dataDir: string, perDay: boolean): Promise<{ ms: number; rows: number; groups: number }> {
+  const db = await openCloudDb(join(dataDir, 'cloud.db'));
+  const snap = await takeSnapshot(db, null);
+  await db.close();
+  const engine = await DuckDialect.open({ memoryLimit: '2GB', threads: 0, tempDir: join(work, 'bare-duckdb') });
+  try {
+    const rows = snap.files.reduce((n, f) => n + f.rows, 0);
+    syncDisks();
+    const t0 = performance.now();
+    let groups = 0;
+    const groupsOf = async () => Number((await engine.conn.runAndReadAll('SELECT COUNT(*) AS n FROM bare')).getRowObjects()[0].n);
+    if (!perDay) {
+      await engine.conn.run(`CREATE OR REPLACE TEMP TABLE bare AS ${bareSql(engine, snap.files.map((f) => join(dataDir, f.path)))}`);
+      const msAll = performance.now() - t0;
+      groups = await groupsOf();
+      return { ms: msAll, rows, groups };
+    }
+    for (const day of snap.days) {
+      await engine.conn.run(`CREATE OR REPLACE TEMP TABLE bare AS ${bareSql(engine, snap.files.filter((f) => f.day === day).map((f) => join(dataDir, f.path)))}`);
+      groups += await groupsOf();
+    }
+    return { ms: performance.now() - t0, rows, groups };
+  } finally {
+    engine.close();
+  }
+}
+
+async function batchPhase(): Promise<BatchResult> {
+  const dataDir = join(work, 'cloud-batch');
+  mkdirSync(dataDir, { recursive: true });
+  // The history: whole days from noon to noon (the first and last UTC days are half days), ending yesterday noon.
+  const startMs = Math.floor(Date.now() / DAY_MS) * DAY_MS - (Math.ceil(SHAPE_DAYS) + 1) * DAY_MS + DAY_MS / 2;
+  const shape: FleetShape = {
+    devices: SHAPE_DEVICES, metrics: METRIC_NAMES.slice(0, SHAPE_METRICS), intervalMs: SHAPE_INTERVAL_MS, gateways: SHAPE_GATEWAYS,
+    dupShare: SHAPE_DUP, segmentMs: SHAPE_SEGMENT_MS, startMs,
+  };
+  const steps = Math.round((SHAPE_DAYS * DAY_MS) / SHAPE_INTERVAL_MS);
+  const series = SHAPE_DEVICES * SHAPE_METRICS;
+  log(`batch: writing master: ${SHAPE_DEVICES} devices x ${SHAPE_METRICS} metrics every ${SHAPE_INTERVAL_MS / 1000} s for ${SHAPE_DAYS} days = ${int(steps * series)} readings (+${SHAPE_DUP * 100}% duplicates), ${SHAPE_GATEWAYS} gateways`);
+  const state = newStream(shape);
+  const gen = await writeMaster(dataDir, shape, state, steps, 'hist');
+  log(`  ${int(gen.rows)} master rows in ${gen.files} files over ${gen.days.length} days (${mb(gen.bytes)}), ${int(gen.epochs)} epochs, in ${ms(gen.ms)}`);
+
+  log(`batch: bare DuckDB device_1m aggregation of the same files (one statement over all files, ${BARE_REPEAT} times)`);
+  const bareAll: BatchResult['bare'] = [];
+  for (let i = 0; i < BARE_REPEAT; i++) {
+    const r = await bare(dataDir, false);
+    bareAll.push(r);
+    log(`  bare: ${int(r.rows / (r.ms / 1000))} rows/s (${ms(r.ms)}, ${int(r.groups)} groups)`);
+  }
+  const barePerDay = await bare(dataDir, true);
+  log(`  bare, one statement per day: ${int(barePerDay.rows / (barePerDay.ms / 1000))} rows/s (${ms(barePerDay.ms)})`);
+
+  const full: BatchProc[] = [];
+  for (let i = 0; i < FULL_REPEAT; i++) {
+    log('batch: braid batch run --full');
+    const r = await batchRun(dataDir, true);
+    full.push(r);
+    log(`  full: ${int(r.json.rowsRead / (r.runMs / 1000))} rows/s (run ${ms(r.runMs)}, process ${ms(r.wallMs)}), peak RSS ${mb(r.hwm)}, ${r.json.days.length} days`);
+  }
+  const fullMs = median(full.map((r) => r.runMs));
+  const noop = await batchRun(dataDir, false);
+  log(`  incremental with nothing new: run ${ms(noop.runMs)}, process ${ms(noop.wallMs)} (published: ${noop.json.published})`);
+
+  const newSteps = Math.max(1, Math.round(steps * APPEND_SHARE));
+  const rounds: BatchResult['rounds'] = [];
+  for (let i = 0; i < INCREMENTAL_ROUNDS; i++) {
+    log(`batch: appending ${int(newSteps * series)} new readings (${APPEND_SHARE * 100}%: the next ${((newSteps * SHAPE_INTERVAL_MS) / 3600_000).toFixed(1)} h of the stream, new epochs), then an incremental run`);
+    const append = await writeMaster(dataDir, shape, state, newSteps, `new${i + 1}`);
+    const run = await batchRun(dataDir, false);
+    rounds.push({ append, run });
+    log(`  incremental: run ${ms(run.runMs)} (process ${ms(run.wallMs)}) = ${ratio(run.runMs, fullMs)} of the full run; days ${run.json.days.join(', ')}`);
+  }
+
+  let explain: DayProfile | undefined;
+  if (PROFILE) {
+    const db = await openCloudDb(join(dataDir, 'cloud.db'));
+    const snap = await takeSnapshot(db, null);
+    await db.close();
+    // A whole day (not the half days at either end).
+    const day = snap.days[Math.min(1, snap.days.length - 1)];
+    const files = snap.files.filter((f) => f.day === day);
+    log(`batch: EXPLAIN ANALYZE of the build statements for ${day} (${int(files.reduce((n, f) => n + f.rows, 0))} rows, ${files.length} files)`);
+    const raw = join(PROFILE_DIR, 'batch-explain');
+    rmSync(raw, { recursive: true, force: true });
+    explain = await profileDay({
+      day, files: files.map((f) => join(dataDir, f.path)), masterRows: files.reduce((n, f) => n + f.rows, 0), watermark: snap.watermark,
+      tempDir: join(work, 'explain-duckdb'), outDir: join(work, 'explain-out'), rawDir: raw,
+    });
+    const sum = explain.statements.reduce((n, s) => n + s.wallMs, 0);
+    log(`  statements ${ms(sum)} in all vs bare ${ms(explain.bare.wallMs)} for the same day`);
+  }
+  return {
+    shape: { ...shape, days: SHAPE_DAYS }, gen, bare: bareAll, barePerDay: { ms: barePerDay.ms }, full, noop, rounds, explain,
+    viewBytes: dirBytes(join(dataDir, 'views')).bytes,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function status(ok: boolean | null): string {
+  return ok === null ? 'n/a' : ok ? '**met**' : '**short**';
+}
+
+function latText(r: LoadRun): string {
+  return `p50 ${ms(r.p50)}, p90 ${ms(r.p90)}, p99 ${ms(r.p99)} (after the first 2 s: ${ms(r.p99Warm)}), p99.9 ${ms(r.p999)}, max ${ms(r.max)}`;
+}
+
+function statementRow(s: StatementProfile, bareWall: number): string {
+  const top = s.operators.slice(0, 3).filter((o) => o.seconds >= 0.001)
+    .map((o) => `${o.op} ${(o.seconds * 1000).toFixed(0)} ms${o.rows ? ` (${int(o.rows)} rows)` : ''}${o.detail ? `: <sub>${o.detail.replace(/\|/g, '\\|')}</sub>` : ''}`).join('<br>');
+  return `| ${s.name} | ${ms(s.wallMs)} | ${(s.wallMs / bareWall).toFixed(1)}x | ${ms(s.cpuMs)} | ${int(s.rowsOut)} | ${mb(s.peakBufferBytes)}${s.spillBytes ? `, spilled ${mb(s.spillBytes)}` : ''} | ${top} |`;
+}
+
+function profileTable(s: ProfileSummary, top = 15): string[] {
+  const pct = (x: number) => `${((100 * x) / s.busyMs).toFixed(1)}%`;
+  const L = [`CPU busy ${(s.busyMs / 1000).toFixed(1)} s of ${(s.totalMs / 1000).toFixed(1)} s profiled (main thread).`, '',
+    '| self time | % of busy | function | where |', '|---:|---:|---|---|'];
+  for (const f of [...s.functions].filter((f) => f.name !== '(idle)').sort((a, b) => b.selfMs - a.selfMs).slice(0, top)) {
+    L.push(`| ${f.selfMs.toFixed(0)} ms | ${pct(f.selfMs)} | \`${f.name}\` | ${f.where} |`);
+  }
+  L.push('', '| inclusive time | % of busy | function (project code) | where |', '|---:|---:|---|---|');
+  for (const f of s.functions.filter((f) => /^(cloud|shared|bin)\//.test(f.where)).sort((a, b) => b.totalMs - a.totalMs).slice(0, top)) {
+    L.push(`| ${f.totalMs.toFixed(0)} ms | ${pct(f.totalMs)} | \`${f.name}\` | ${f.where} |`);
+  }
+  L.push('', '| self time by module | % of busy |', '|---|---:|');
+  for (const g of s.groups.filter((g) => g.group !== '(idle)').slice(0, 12)) L.push(`| ${g.group} | ${pct(g.selfMs)} |`);
+  return L;
+}
+
+function report(machine: MachineInfo, totalMs: number): string {
+  const L: string[] = [];
+  const version = (pkg: string) => {
+    try { return (JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version; } catch { return 'unknown'; }
+  };
+  L.push(`Measured ${machine.date.slice(0, 10)} (${machine.date}), total run time ${(totalMs / 1000).toFixed(0)} s.`, '');
+  L.push('| Machine | |', '|---|---|');
+  L.push(`| CPU | ${machine.nproc} cores, ${machine.cpu} |`, `| RAM | ${machine.ramGiB} GiB |`, `| Kernel | ${machine.kernel} |`,
+    `| Disk (data dirs) | ${machine.disk} |`, `| Node.js | ${machine.node} |`, `| SQLite | ${machine.sqlite} |`,
+    `| DuckDB (@duckdb/node-api) / parquet-wasm / fastify | ${version('@duckdb/node-api')} / ${version('parquet-wasm')} / ${version('fastify')} |`, '');
+  const cmd = [SCALE !== 1 && `BENCH_SCALE=${SCALE}`, env.BENCH_PHASES && `BENCH_PHASES=${env.BENCH_PHASES}`, !PROFILE && 'BENCH_PROFILE=0',
+    ...Object.keys(env).filter((k) => /^BENCH_(INGEST|BATCH)_|^BENCH_CLOUD_/.test(k)).map((k) => `${k}='${env[k]}'`)].filter(Boolean).join(' ');
+  L.push(`Command: \`${cmd ? `${cmd} ` : ''}npm run bench:cloud\``, '');
+  L.push('| Figure | Braid | Reference | Target | Result |', '|---|---:|---:|---|---|');
+  const ing = results.ingest;
+  if (ing) {
+    const c = ing.cloud;
+    L.push(`| Ingest, readings/s acknowledged (${GATEWAYS} gateways x ${int(PER_GATEWAY)} readings in gzip batches of ${BATCH_READINGS}, one request in flight each) | ${int(c.perSec)} | ${int(ing.sink.perSec)} (the same clients against a gunzip + parse sink; Braid = ${ratio(c.perSec, ing.sink.perSec)}) | >= ${int(TARGET.ingestPerSec)}/s | ${status(c.perSec >= TARGET.ingestPerSec)} |`);
+    L.push(`| Ingest request latency p50 | ${ms(c.p50)} | ${ms(ing.sink.p50)} |  |  |`);
+    L.push(`| Ingest request latency p99 (same run: every gateway always has a request in flight) | ${ms(c.p99)} | ${ms(ing.sink.p99)} | <= ${TARGET.ingestP99Ms} ms | ${status(c.p99 <= TARGET.ingestP99Ms)} |`);
+    if (ing.paced) {
+      const p = ing.paced;
+      L.push(`| Ingest request latency p50 / p99 at ${int(p.offeredPerSec ?? 0)} readings/s offered (the same gateways paced, ${int(p.readings)} readings) | ${ms(p.p50)} / ${ms(p.p99)} |  | <= ${TARGET.ingestP99Ms} ms | ${status(p.p99 <= TARGET.ingestP99Ms)} |`);
+    }
+    L.push(`| Cloud RSS at the end of the load / peak (VmHWM) | ${mb(ing.rssEnd)} / ${mb(ing.hwm)} | idle ${mb(ing.rssIdle)} |  |  |`);
+    L.push(`| Master + staging after SIGTERM = readings sent, each (gateway, seq) once | ${int(ing.verify.masterRows + ing.verify.stagingReadings)} of ${int(INGEST_TOTAL)} | | exact | ${ing.verify.ok ? '**met**' : '**failed**'} |`);
+  }
+  const b = results.batch;
+  if (b) {
+    const rate = (rows: number, t: number) => rows / (t / 1000);
+    const rows = b.bare[0].rows;
+    const bareMs = median(b.bare.map((r) => r.ms));
+    const fullMs = median(b.full.map((r) => r.runMs));
+    const fullWall = median(b.full.map((r) => r.wallMs));
+    const incMs = median(b.rounds.map((r) => r.run.runMs));
+    const incWall = median(b.rounds.map((r) => r.run.wallMs));
+    const bareRate = rate(rows, bareMs);
+    const fullRate = rate(b.full[0].json.rowsRead, fullMs);
+    const range = (xs: number[]) => (xs.length > 1 ? `<br><sub>${xs.map((x) => (x / 1000).toFixed(1)).join(', ')} s</sub>` : '');
+    const days = b.full[0].json.days.length;
+    L.push(`| Batch --full, master rows/s (${int(b.full[0].json.rowsRead)} rows, ${days} days; the run's own time, median of ${b.full.length}) | ${int(fullRate)} (${ratio(fullRate, bareRate)} bare)${range(b.full.map((r) => r.runMs))} | ${int(bareRate)} (the bare device_1m aggregation of the same files, median of ${b.bare.length})${range(b.bare.map((r) => r.ms))} | >= ${TARGET.batchVsBare}x bare | ${status(fullRate >= TARGET.batchVsBare * bareRate)} |`);
+    L.push(`| Batch --full: wall time of the \`braid batch run --full\` process / peak RSS (VmHWM) | ${(fullWall / 1000).toFixed(1)} s / ${mb(Math.max(...b.full.map((r) => r.hwm)))} | bare ${(bareMs / 1000).toFixed(1)} s (one statement per day: ${(b.barePerDay.ms / 1000).toFixed(1)} s) |  |  |`);
+    const r0 = b.rounds[0];
+    L.push(`| Incremental after ${APPEND_SHARE * 100}% new readings (${int(r0.append.rows)} rows, new epochs; ${b.rounds.length} rounds, median): run time vs the full run's | ${(incMs / 1000).toFixed(2)} s = ${ratio(incMs, fullMs)} (${r0.run.json.days.length} day of ${days} rebuilt, ${int(median(b.rounds.map((r) => r.run.json.rowsRead)))} rows)${range(b.rounds.map((r) => r.run.runMs))} | full ${(fullMs / 1000).toFixed(1)} s | <= ${TARGET.incrementalVsFull}x | ${status(incMs <= TARGET.incrementalVsFull * fullMs)} |`);
+    L.push(`| the same, wall time of the processes (with node + tsx start) | ${(incWall / 1000).toFixed(2)} s = ${ratio(incWall, fullWall)} | full ${(fullWall / 1000).toFixed(1)} s |  | info |`);
+    L.push(`| Incremental with nothing new (fixed cost): run / process | ${ms(b.noop.runMs)} / ${ms(b.noop.wallMs)} |  |  |  |`);
+  }
+  L.push('');
+
+  L.push('<details><summary>Details of each measurement</summary>', '');
+  if (ing) {
+    for (const r of [ing.sink, ing.cloud, ...(ing.paced ? [ing.paced] : []), ...(ing.pacedProfile ? [ing.pacedProfile.run] : []), ...(ing.profile ? [ing.profile.run] : [])]) {
+      const who = { sink: 'sink (bench/peers/ingest-sink.ts)', cloud: 'braid cloud', paced: `braid cloud, paced at ${int(r.offeredPerSec ?? 0)}/s`, 'paced-profile': `braid cloud, paced at ${int(r.offeredPerSec ?? 0)}/s, under --cpu-prof`, profile: 'braid cloud under --cpu-prof' }[r.tag] ?? r.tag;
+      L.push(`- ingest ${who}: ${int(r.readings)} readings in ${ms(r.ms)} = ${int(r.perSec)}/s, ${int(r.requests)} requests, ${r.errors} non-2xx${r.errors ? ` ${JSON.stringify(r.errorCodes)}` : ''}; latency ${latText(r)}; CPU: server ${r.serverCpuSec.toFixed(1)} s (${((r.serverCpuSec * 1e6) / Math.max(1, r.readings)).toFixed(2)} us/reading), the ${CLIENTS} client processes ${r.clientCpuSec.toFixed(1)} s${r.behindMs !== undefined ? `; sends behind schedule ${ms(r.behindMs)} on average, ${ms(r.behindMaxMs ?? NaN)} at most` : ''}${r.slow ? `; ${r.slow.over} requests over ${TARGET.ingestP99Ms} ms, ${r.slow.duringSeal} of them overlapping one of the ${r.slow.seals} seals (${ms(r.slow.sealMs)} of sealing in all: reading the segment ${ms(r.slow.sealReadMs)}, writing Parquet ${ms(r.slow.sealWriteMs)}; the cloud logged at info for this run)` : ''}`);
+    }
+    const k = ing.counters;
+    L.push(`- braid cloud during the load: ${int(k.groupCommits)} group commits (${(k.requests / Math.max(1, k.groupCommits)).toFixed(1)} requests each), server-side request time ${ms((1000 * k.requestSecondsSum) / Math.max(1, k.requests))} on average; ${int(k.sealCount)} segments sealed (${ms((1000 * k.sealSecondsSum) / Math.max(1, k.sealCount))} each, ${int(k.sealedReadings)} readings), ${int(k.staging)} readings still in staging at the end; event-loop delay p99 ${ms(k.loopLagP99 * 1000)}, max ${ms(k.loopLagMax * 1000)}; V8 heap ${mb(k.heapTotal)} (used ${mb(k.heapUsed)}), external ${mb(k.external)}`);
+    L.push(`- RSS: idle ${mb(ing.rssIdle)}, highest seen while loading ${mb(ing.rssMax)}, at the end ${mb(ing.rssEnd)}, VmHWM ${mb(ing.hwm)}`);
+    const v = ing.verify;
+    L.push(`- after SIGTERM (stopped in ${ms(ing.stopMs)}): master/ ${int(v.masterRows)} rows in ${v.files} files (${mb(v.masterBytes)}), ${int(v.distinctIds)} distinct (gateway, seq); staging ${int(v.stagingReadings)} readings; ${v.perGatewayOk}/${v.gateways} gateways with seq 1..${int(PER_GATEWAY)} each once; cloud.db: sealed = 1..${int(PER_GATEWAY)} for ${v.sealedOk}/${v.gateways}, ${v.staged} staged rows left, ${int(v.epochs)} epochs, E[g] = last epoch for ${v.watermarkOk}/${v.gateways}${v.notes.length ? `; ${v.notes.join('; ')}` : ''}`);
+    L.push(`- setup: ${GATEWAYS} x \`braid cloud gateway add\` in ${ms(ing.registerMs)}; the clients built ${int(INGEST_TOTAL)} readings (${int(INGEST_TOTAL / BATCH_READINGS)} bodies, ${mb(ing.bodyBytes)} gzip, ${Math.round(ing.bodyBytes / (INGEST_TOTAL / BATCH_READINGS) / 1024)} KiB each) in ${ms(ing.genMs)} before the measured window`);
+  }
+  if (b) {
+    const s = b.shape;
+    L.push(`- master dataset: ${s.devices} devices x ${s.metrics.length} metrics, one reading per series every ${s.intervalMs / 1000} s, ${s.days} days from ${new Date(s.startMs).toISOString().slice(0, 16)}Z, ${s.gateways} gateways, ${(s.dupShare * 100).toFixed(0)}% of readings delivered again by a second gateway; epochs = minutes of arrival, one segment per ${s.segmentMs / 60_000} min of arrival: ${int(b.gen.rows)} rows (${int(b.gen.readings)} readings), ${b.gen.files} files, ${mb(b.gen.bytes)}, ${int(b.gen.epochs)} epochs, written in ${ms(b.gen.ms)}`);
+    L.push(`- bare aggregation (DuckDB in the benchmark process, memory_limit 2GB, threads = cores, the dialect's scan): all files in one statement ${b.bare.map((r) => ms(r.ms)).join(', ')} (${int(b.bare[0].groups)} groups); one statement per day ${ms(b.barePerDay.ms)}`);
+    const runs: Array<[string, BatchProc]> = [...b.full.map((r) => ['--full', r] as [string, BatchProc]), ['incremental, nothing new', b.noop],
+      ...b.rounds.map((r, i) => [`incremental after append ${i + 1} (${int(r.append.rows)} rows in ${r.append.files} files, ${int(r.append.epochs)} epochs)`, r.run] as [string, BatchProc])];
+    for (const [name, r] of runs) {
+      L.push(`- batch ${name}: process ${ms(r.wallMs)}, run ${ms(r.runMs)}, CPU ${r.cpuSec.toFixed(1)} s, peak RSS ${mb(r.hwm)}; ${r.json.published ? `version ${r.json.version} published` : 'nothing published'}, ${r.json.days.length} days${r.json.days.length && r.json.days.length <= 3 ? ` (${r.json.days.join(', ')})` : ''}, ${int(r.json.rowsRead)} master rows read, ${int(r.json.readings)} readings covered`);
+    }
+    L.push(`- views after the runs: ${mb(b.viewBytes)} (old versions are kept for a day)`);
+  }
+  L.push(`- cloud config: \`${JSON.stringify(results.cloudConfig)}\` (everything else default)${CLOUD_NODE_FLAGS.length ? `; node flags ${CLOUD_NODE_FLAGS.join(' ')}` : ''}`);
+  L.push('', '</details>', '');
+
+  if (b?.explain) {
+    const e = b.explain;
+    const total = e.statements.reduce((n, s) => n + s.wallMs, 0);
+    L.push(`### Batch statements under EXPLAIN ANALYZE (${e.day}: ${int(e.masterRows)} master rows, ${e.files} files)`, '');
+    L.push(`The statements of cloud/batch/build.ts \`buildDay\` for one whole day, run by hand in the same order and engine settings (\`EXPLAIN (ANALYZE, FORMAT JSON)\`; JSON in bench/.out/cloud-profiles/batch-explain/). CPU is DuckDB's operator time summed over threads. In all ${ms(total)} against ${ms(e.bare.wallMs)} for the bare aggregation of the same files (${(total / e.bare.wallMs).toFixed(1)}x).`, '');
+    L.push('| statement | wall | x bare | operator CPU | rows out | peak buffer | top operators (CPU) |', '|---|---:|---:|---:|---:|---|---|');
+    for (const s of [...e.statements, e.bare]) L.push(statementRow(s, e.bare.wallMs));
+    L.push('');
+    const steps = e.statements.filter((s) => !s.name.startsWith('copy'));
+    const stepsMs = steps.reduce((n, s) => n + s.wallMs, 0);
+    const altMs = e.alt.statements.reduce((n, s) => n + s.wallMs, 0);
+    const equal = Object.values(e.alt.diffs).every((n) => n === 0);
+    L.push(`A prototype rewrite of the same steps as single hash aggregations (bench/lib/cloud-sql-alt.ts: dedup by GROUP BY identity with arg_min over (gateway, seq), 1-minute steps with VAR_POP(value) * COUNT(*) and arg_min/arg_max, rollups without ROW_NUMBER), run after them on the same engine: ${ms(altMs)} against ${ms(stepsMs)} for the real steps (${(stepsMs / altMs).toFixed(1)}x faster); rows ${equal ? 'equal to the real steps\' in every table (count, min, max, first/last with their ts and devices exact; sum and m2 within 1e-9 relative)' : `DIFFERENT: ${JSON.stringify(e.alt.diffs)}`}.`, '');
+    L.push('| step | real | rewrite | top operator of the rewrite |', '|---|---:|---:|---|');
+    for (const a of e.alt.statements) {
+      const of = a.name === 'alt readings' ? 'readings' : a.name.replace(/^alt_/, '');
+      const real = steps.find((s) => s.name === of);
+      const top = a.operators[0];
+      L.push(`| ${of} | ${real ? ms(real.wallMs) : ''} | ${ms(a.wallMs)} | ${top ? `${top.op} ${(top.seconds * 1000).toFixed(0)} ms (${int(top.rows)} rows)` : ''} |`);
+    }
+    L.push('');
+  }
+  if (ing?.pacedProfile) {
+    const pp = ing.pacedProfile;
+    L.push(`### The cloud's main thread under the paced load (node --cpu-prof)`, '');
+    L.push(`The paced load again (${int(pp.run.readings)} readings at ${int(pp.run.offeredPerSec ?? 0)}/s, a fresh data dir) with the cloud under \`--cpu-prof\`: p50 ${ms(pp.run.p50)}, p99 ${ms(pp.run.p99)}. A busy stretch is a span in which the main thread never went idle: requests arriving then wait for what it runs. Main thread busy ${(pp.busyMs / 1000).toFixed(1)} s of ${(pp.totalMs / 1000).toFixed(1)} s; the load ran from about ${(pp.skippedMs / 1000).toFixed(1)} s to ${(pp.loadEndMs / 1000).toFixed(1)} s (times since the process started, within ~0.2 s); stretches of 50 ms or more from its start (start-up skipped):`, '');
+    L.push('| at | busy for | top functions (self ms) | project code in it (inclusive ms) |', '|---:|---:|---|---|');
+    for (const x of pp.stretches) {
+      const f = (xs: Array<[string, number]>) => xs.map(([k, v]) => `${k.replace(/\|/g, '\\|')} ${v.toFixed(0)}`).join('<br>');
+      L.push(`| ${(x.startMs / 1000).toFixed(1)} s${x.startMs > pp.loadEndMs - 250 ? ' (at the end of the load: the seal at SIGTERM)' : ''} | ${ms(x.ms)} | ${f(x.self)} | ${f(x.project)} |`);
+    }
+    L.push('');
+  }
+  if (ing?.profile?.summary) {
+    L.push(`### CPU profile of braid cloud under ingest load (node --cpu-prof)`, '');
+    L.push(`That run (a fresh data dir, the same gateways, ${int(ing.profile.run.readings)} readings, process start included): ${int(ing.profile.run.perSec)}/s, p99 ${ms(ing.profile.run.p99)}; server CPU ${ing.profile.run.serverCpuSec.toFixed(1)} s. Other threads: ${ing.profile.threads.map((t) => `thread ${t.file.split('.')[4] ?? '?'} busy ${(t.busyMs / 1000).toFixed(1)} s${t.top ? ` (${t.top})` : ''}`).join('; ') || 'none'}.`, '');
+    L.push(...profileTable(ing.profile.summary), '');
+  }
+  return L.join('\n');
+}
+
+const START = '<!-- bench:cloud results start (generated by npm run bench:cloud; edit outside these markers) -->';
+const END = '<!-- bench:cloud results end -->';
+
+function writeDocs(section: string) {
+  const file = join(ROOT, 'docs/benchmarks.md');
+  const body = `${START}\n\n${section}\n${END}`;
+  const text = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n';
+  const a = text.indexOf(START);
+  const b = text.indexOf(END);
+  writeFileSync(file, a >= 0 && b > a ? `${text.slice(0, a)}${body}${text.slice(b + END.length)}` : `${text.trimEnd()}\n\n## Cloud: \`npm run bench:cloud\`\n\n### Results\n\n${body}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** The whole run stops by itself after this long (every process it started is stopped). */
+const TIMEOUT_MS = num('BENCH_TIMEOUT_S', 870) * 1000;
+
+async function main() {
+  installCleanup(() => { stopping = true; });
+  // On any exit (a signal included, after every process was stopped): the work dir goes too.
+  process.on('exit', () => { if (!KEEP) rmSync(work, { recursive: true, force: true }); });
+  const watchdog = setTimeout(() => {
+    log(`failed: still running after ${TIMEOUT_MS / 1000} s (BENCH_TIMEOUT_S); stopping every process it started`);
+    void stopAll().finally(() => {
+      if (!KEEP) rmSync(work, { recursive: true, force: true });
+      process.exit(2);
+    });
+  }, TIMEOUT_MS);
+  watchdog.unref();
+  const t0 = performance.now();
+  mkdirSync(OUT, { recursive: true });
+  if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
+  writeCloudConfig();
+  const machine = await machineInfo(work);
+  log(`scale ${SCALE}, phases ${[...PHASES].join(',')}; work dir ${work}`);
+  if (PHASES.has('ingest')) results.ingest = await ingestPhase();
+  if (PHASES.has('batch')) results.batch = await batchPhase();
+  await stopAll();
+  const md = report(machine, performance.now() - t0);
+  process.stdout.write(`\n${md}\n`);
+  writeFileSync(join(OUT, 'cloud-latest.md'), `${md}\n`);
+  writeFileSync(join(OUT, 'cloud-latest.json'), `${JSON.stringify({ machine, scale: SCALE, results }, (k, v) => (k === 'summary' ? undefined : v), 2)}\n`);
+  if (WRITE_DOCS) {
+    writeDocs(md);
+    log('wrote docs/benchmarks.md');
+  } else {
+    log('docs/benchmarks.md left as it is (not a full-scale run of everything; BENCH_WRITE_DOCS=1 to write it anyway)');
+  }
+  if (results.ingest && !results.ingest.verify.ok) {
+    log('FAILED: master + staging do not hold exactly the readings sent');
+    process.exitCode = 1;
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  log(`failed: ${(err as Error).stack ?? err}`);
+  process.exitCode = 1;
+} finally {
+  await stopAll();
+  if (!KEEP) rmSync(work, { recursive: true, force: true });
+  else log(`kept ${work}`);
+}

@@ -1,0 +1,83 @@
+/**
+ * The serving layer's query part as the cloud runs it: a plugin that opens the view readers and
+ * registers GET /api/v1/query, and a service that closes them. `server.use(layer.plugin)`,
+ * `server.addService(layer)`.
+ */
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { getMeta, sinkKey } from '../batch/index.js';
+import { INFLUX_SINK_NAME } from '../sinks/influx/index.js';
+import type { CloudContext, CloudService } from '../server.js';
+import { ConfigInvalidError } from '../../shared/errors.js';
+import { FileManifestSource } from './manifest.js';
+import { registerQueryRoute } from './route.js';
+import { QueryService, type QueryHooks } from './service.js';
+import { cloudSpeedSource, type SpeedSource } from './speed.js';
+import {
+  DEFAULT_INFLUX_VIEW_READER_TUNING, InfluxViewReader, ParquetViewReader, type ParquetViewReaderOptions, type ViewReader,
+} from './views/index.js';
+
+export interface QueryLayerOptions {
+  /** The speed side; cloud/speed's store on cloud.db by default. */
+  speed?: SpeedSource | ((ctx: CloudContext) => SpeedSource);
+  hooks?: QueryHooks;
+  /** Reader tuning (connections, cacheRows, memoryLimit, threads). */
+  parquet?: Partial<Omit<ParquetViewReaderOptions, 'viewsDir'>>;
+  influx?: Partial<typeof DEFAULT_INFLUX_VIEW_READER_TUNING>;
+  /** Clock, epoch ms (provisional). */
+  now?: () => number;
+}
+
+export class QueryLayer implements CloudService {
+  private readers: ViewReader[] = [];
+  private svc: QueryService | null = null;
+  private closed = false;
+
+  constructor(private readonly o: QueryLayerOptions = {}) {}
+
+  /** The CloudPlugin: opens the readers, registers the route. */
+  readonly plugin = async (app: FastifyInstance, ctx: CloudContext): Promise<void> => {
+    const { config } = ctx;
+    const viewsDir = join(ctx.dataDir, 'views');
+    if (config.query.viewStore === 'influx' && !config.influx.url) {
+      throw new ConfigInvalidError('query.viewStore: "influx" needs influx.url (the InfluxDB the batch views are written to)');
+    }
+    const parquet = await ParquetViewReader.open({ viewsDir, ...this.o.parquet });
+    this.readers.push(parquet);
+    let views: ViewReader = parquet;
+    if (config.query.viewStore === 'influx') {
+      const i = config.influx;
+      views = new InfluxViewReader({
+        url: i.url!, database: i.database, username: i.username, password: i.password, token: i.token,
+        ...DEFAULT_INFLUX_VIEW_READER_TUNING, ...this.o.influx,
+        sinkState: () => getMeta<{ version: number; pending: string[] }>(ctx.db.reader, sinkKey(INFLUX_SINK_NAME)),
+      });
+      this.readers.push(views);
+    }
+    const speed = typeof this.o.speed === 'function' ? this.o.speed(ctx) : this.o.speed ?? cloudSpeedSource(ctx.db.reader);
+    this.svc = new QueryService(
+      { maxBuckets: config.query.maxBuckets, staleAfterMs: config.speed.staleAfterMs },
+      { manifests: new FileManifestSource(viewsDir), views, parquet, speed, logger: ctx.logger, registry: ctx.registry, now: this.o.now, hooks: this.o.hooks },
+    );
+    registerQueryRoute(app, { service: this.svc, requireRead: ctx.auth.requireRole('read') });
+  };
+
+  /** The query service, once the plugin has run. */
+  get service(): QueryService {
+    if (!this.svc) throw new Error('QueryLayer: the cloud has not started');
+    return this.svc;
+  }
+
+  start(): void {}
+
+  /** Close the readers; idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const r of this.readers.splice(0).reverse()) await r.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * The live manifest as the query sees it: read once per query [docs/serving.md], so the batch rows
+ * and the speed side's E come from one version even when a batch run publishes mid-query. The
+ * manifest is replaced by rename only (cloud/batch/manifest.ts), so a file whose inode, size and
+ * mtime have not changed is the one already parsed: a query costs a stat, not a parse.
+ */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MANIFEST_FILE, readManifest, type Manifest, type ViewName } from '../batch/index.js';
+import { DAY_MS } from '../../shared/time.js';
+
+/** Where a query gets the live manifest (null: no batch has published yet). */
+export interface ManifestSource {
+  current(): Promise<Manifest | null>;
+}
+
+export class FileManifestSource implements ManifestSource {
+  private cached: { id: string; manifest: Manifest | null } | null = null;
+
+  constructor(readonly viewsDir: string) {}
+
+  async current(): Promise<Manifest | null> {
+    const id = await this.fileId();
+    if (this.cached && this.cached.id === id) return this.cached.manifest;
+    // Stat first, read second: if a publish lands in between we cache the newer content under the
+    // older id, and the next stat (the new inode) reads again. Versions only move forward.
+    const manifest = await readManifest(this.viewsDir);
+    this.cached = { id, manifest };
+    return manifest;
+  }
+
+  private async fileId(): Promise<string> {
+    try {
+      const s = await stat(join(this.viewsDir, MANIFEST_FILE), { bigint: true });
+      return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}`;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'none';
+      throw err;
+    }
+  }
+}
+
+interface DayFile {
+  /** UTC midnight of the file's day, epoch ms. */
+  day: number;
+  /** Path relative to views/. */
+  path: string;
+}
+
+const dayIndex = new WeakMap<Manifest, Map<ViewName, DayFile[]>>();
+const DAY_RE = /day=(\d{4})-(\d{2})-(\d{2})\.parquet$/;
+
+function filesByDay(manifest: Manifest, view: ViewName): DayFile[] {
+  let byView = dayIndex.get(manifest);
+  if (!byView) {
+    byView = new Map();
+    dayIndex.set(manifest, byView);
+  }
+  let files = byView.get(view);
+  if (!files) {
+    files = [];
+    for (const path of manifest.views[view] ?? []) {
+      const m = DAY_RE.exec(path);
+      if (m) files.push({ day: Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])), path });
+    }
+    files.sort((a, b) => a.day - b.day);
+    byView.set(view, files);
+  }
+  return files;
+}
+
+/**
+ * The manifest's files of `view` whose UTC day overlaps [fromMs, toMs), oldest first: day pruning
+ * from the file names (one file per view and day), before any file is opened.
+ */
+export function viewFiles(manifest: Manifest, view: ViewName, fromMs: number, toMs: number): string[] {
+  const files = filesByDay(manifest, view);
+  // first file whose day ends after fromMs (binary search: a year of days is 365 entries per view)
+  let lo = 0;
+  let hi = files.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (files[mid].day + DAY_MS <= fromMs) lo = mid + 1;
+    else hi = mid;
+  }
+  const out: string[] = [];
+  for (let i = lo; i < files.length && files[i].day < toMs; i++) out.push(files[i].path);
+  return out;
+}
+
+/** The manifest's view files as absolute paths. */
+export function absoluteViewFiles(viewsDir: string, manifest: Manifest, view: ViewName, fromMs: number, toMs: number): string[] {
+  return viewFiles(manifest, view, fromMs, toMs).map((p) => join(viewsDir, p));
+}

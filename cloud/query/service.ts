@@ -1,0 +1,159 @@
+/**
+ * The merged query (docs/serving.md): read the live manifest once, read the batch rows of the chosen
+ * view from the view store, read the speed partials of epochs above that manifest's E, merge per
+ * bucket. Every answer carries the manifest version it used.
+ */
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Manifest } from '../batch/index.js';
+import { type Logger, nullLogger } from '../../shared/logger.js';
+import type { ManifestSource } from './manifest.js';
+import { mergeBuckets, toPoints, type Point } from './merge.js';
+import { planQuery, type QueryParams, type QueryPlan, type Scope } from './params.js';
+import type { SpeedPartial, SpeedSource } from './speed.js';
+import type { SummaryRow, ViewReader } from './views/types.js';
+
+export interface QueryOptions {
+  /** query.maxBuckets: most buckets one answer may hold. */
+  maxBuckets: number;
+  /** speed.staleAfterMs: a gateway not heard from for longer makes its speed parts provisional, in ms. */
+  staleAfterMs: number;
+}
+
+export interface QueryHooks {
+  /**
+   * Called after the batch rows are read and before the speed side is (each attempt): tests publish
+   * a new manifest here to check that an answer keeps to one version.
+   */
+  afterBatchRead?: (manifest: Manifest | null) => Promise<void> | void;
+}
+
+export interface QueryDeps {
+  manifests: ManifestSource;
+  /** Where batch rows come from (query.viewStore). */
+  views: ViewReader;
+  /** The Parquet views: read instead when `views` does not hold the manifest's version, or fails. */
+  parquet: ViewReader;
+  speed: SpeedSource;
+  logger?: Logger;
+  registry?: Registry;
+  /** Clock, epoch ms. */
+  now?: () => number;
+  hooks?: QueryHooks;
+}
+
+export interface QueryAnswer {
+  metric: string;
+  scope: Scope;
+  step: string;
+  agg: QueryPlan['agg'];
+  manifest: { version: number; watermark: Record<string, number> };
+  points: Point[];
+}
+
+/** Reads of one query at most, when batch runs keep publishing under it. */
+const MAX_ATTEMPTS = 3;
+
+interface QueryMetrics {
+  fallbacks: Counter<'store' | 'reason'>;
+  retries: Counter;
+  seconds: Histogram<'view'>;
+}
+
+function metricsOn(registry: Registry | undefined): QueryMetrics | null {
+  if (!registry) return null;
+  const get = <T>(name: string, make: () => T): T => (registry.getSingleMetric(name) as T | undefined) ?? make();
+  return {
+    fallbacks: get('braid_query_view_fallbacks_total', () => new Counter({
+      name: 'braid_query_view_fallbacks_total', registers: [registry], labelNames: ['store', 'reason'] as const,
+      help: 'Batch reads answered from the Parquet views instead of the configured view store (reason: behind, error)',
+    })),
+    retries: get('braid_query_retries_total', () => new Counter({
+      name: 'braid_query_retries_total', registers: [registry],
+      help: 'Queries read again because a batch run published a manifest while they ran',
+    })),
+    seconds: get('braid_query_seconds', () => new Histogram({
+      name: 'braid_query_seconds', registers: [registry], labelNames: ['view'] as const,
+      help: 'Time to answer a merged query, by the view read', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    })),
+  };
+}
+
+export class QueryService {
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly metrics: QueryMetrics | null;
+
+  constructor(readonly options: QueryOptions, private readonly deps: QueryDeps) {
+    this.log = (deps.logger ?? nullLogger()).child({ component: 'query' });
+    this.now = deps.now ?? Date.now;
+    this.metrics = metricsOn(deps.registry);
+  }
+
+  /** Validate (BadRequestError naming the parameter) and answer. */
+  async query(params: QueryParams): Promise<QueryAnswer> {
+    const plan = planQuery(params, { maxBuckets: this.options.maxBuckets });
+    const end = this.metrics?.seconds.startTimer({ view: plan.view });
+    for (let attempt = 1; ; attempt++) {
+      // [docs/serving.md] the manifest is read once: batch rows and the speed side's E from one version.
+      const manifest = await this.deps.manifests.current();
+      const watermark = manifest?.watermark ?? {};
+      const batch = this.readBatch(plan, manifest);
+      const hook = this.deps.hooks?.afterBatchRead;
+      const speed = (hook ? batch.then(() => hook(manifest)) : Promise.resolve()).then(() => this.readSpeed(plan, watermark));
+      const [rows, { partials, stale }] = await Promise.all([batch, speed]);
+      // A batch run that published meanwhile may have let the speed store prune partials of epochs
+      // in (E, E'] before we read them, and a view store (InfluxDB) may have started on the next
+      // version: with the manifest unchanged neither can have happened; otherwise ask again.
+      const after = await this.deps.manifests.current();
+      if ((after?.version ?? 0) !== (manifest?.version ?? 0)) {
+        if (attempt < MAX_ATTEMPTS) {
+          this.metrics?.retries.inc();
+          continue;
+        }
+        this.log.warn({ attempts: attempt, version: manifest?.version, live: after?.version }, 'manifest kept changing under a query; answered from the last one read');
+      }
+      end?.();
+      return {
+        metric: plan.metric, scope: plan.scope, step: plan.step, agg: plan.agg,
+        manifest: { version: manifest?.version ?? 0, watermark },
+        points: toPoints(mergeBuckets(plan.stepMs, rows, partials, stale), plan.agg),
+      };
+    }
+  }
+
+  private async readBatch(plan: QueryPlan, manifest: Manifest | null): Promise<SummaryRow[]> {
+    if (!manifest) return [];
+    const req = { view: plan.view, key: plan.key, metric: plan.metric, fromMs: plan.fromMs, toMs: plan.toMs, manifest };
+    const { views, parquet } = this.deps;
+    if (views === parquet || !views.holds) return views.read(req);
+    const fallback = (reason: string, err?: unknown) => {
+      this.metrics?.fallbacks.inc({ store: views.name, reason });
+      if (err) this.log.warn({ err, store: views.name, view: plan.view }, 'view store failed; answered from the Parquet views');
+      return parquet.read(req);
+    };
+    try {
+      // InfluxDB holds one version at a time, written after that version's manifest went live.
+      if (await views.holds(manifest)) return await views.read(req);
+    } catch (err) {
+      return fallback('error', err);
+    }
+    return fallback('behind');
+  }
+
+  private async readSpeed(plan: QueryPlan, watermark: Record<string, number>): Promise<{ partials: SpeedPartial[]; stale: (g: string) => boolean }> {
+    const s = plan.scope;
+    const partials = await this.deps.speed.readSpeedPartials({
+      metric: plan.metric, fromMs: plan.fromMs, toMs: plan.toMs, watermark,
+      ...('device' in s ? { device: s.device } : 'gateway' in s ? { gateway: s.gateway } : {}),
+    });
+    if (partials.length === 0) return { partials, stale: () => false };
+    const contact = await this.deps.speed.gatewayLastContact();
+    const now = this.now();
+    const limit = this.options.staleAfterMs;
+    return {
+      partials,
+      // A gateway never heard from (no contact recorded) is as stale as one long gone.
+      stale: (g) => !Object.hasOwn(contact, g) || now - contact[g] > limit,
+    };
+  }
+}

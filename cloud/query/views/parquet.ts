@@ -1,0 +1,230 @@
+/**
+ * The Parquet views of a manifest, read by one long-lived embedded DuckDB (docs/cloud-storage.md,
+ * Views). A read opens only the files whose UTC day overlaps the range (day pruning from the
+ * manifest's file names), pushes metric and key down to the Parquet scan (the files are sorted by
+ * key, metric, bucket, so row-group statistics skip the other keys), and reads through prepared
+ * statements on a small pool of connections, with DuckDB's Parquet metadata cache on.
+ *
+ * View files are immutable (a new version writes new paths), so the rows of one (file, key, metric)
+ * never change: they are kept in an LRU bounded by `cacheRows`, and a dashboard that asks again
+ * opens no file. That is why a whole day's rows of the key are read, not only the buckets asked
+ * for: the cache entry then serves any range within that day.
+ */
+import { DuckDBInstance, DuckDBListValue, LIST, VARCHAR, type DuckDBConnection, type DuckDBPreparedStatement, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
+import { absoluteViewFiles } from '../manifest.js';
+import { keyOf, type SummaryRow, type ViewReader, type ViewReadRequest } from './types.js';
+
+export interface ParquetViewReaderOptions {
+  /** <dataDir>/views: the manifest's paths are relative to it. */
+  viewsDir: string;
+  /** DuckDB connections, i.e. view reads running at once; more wait. */
+  connections: number;
+  /** DuckDB memory_limit of the reader's instance. */
+  memoryLimit: string;
+  /** DuckDB threads; 0 lets DuckDB pick (one per core). */
+  threads: number;
+  /** Rows kept in the (file, key, metric) cache, about 200 bytes each; 0 turns it off. */
+  cacheRows: number;
+}
+
+export const DEFAULT_PARQUET_VIEW_READER_OPTIONS: Omit<ParquetViewReaderOptions, 'viewsDir'> = {
+  connections: 4,
+  memoryLimit: '512MB',
+  threads: 0,
+  cacheRows: 1_000_000, // ~200 MB
+};
+
+const SUMMARY_SELECT = `CAST(epoch_ms(bucket) AS DOUBLE) AS b, CAST("count" AS DOUBLE) AS n, "sum", "min", "max", m2,
+  "first", CAST(epoch_ms(first_ts) AS DOUBLE) AS fts, "last", CAST(epoch_ms(last_ts) AS DOUBLE) AS lts`;
+
+/**
+ * The statement of a view kind. Gateway and fleet views read by name across files (union_by_name):
+ * files written before first_device/last_device existed lack them and read as NULL.
+ */
+function statementSql(key: 'device' | 'gateway' | null): string {
+  const devices = key === 'device' ? '' : ', first_device, last_device';
+  const options = key === 'device' ? 'filename = true' : 'filename = true, union_by_name = true';
+  return `SELECT filename, ${SUMMARY_SELECT}${devices}
+FROM read_parquet($1, ${options})
+WHERE metric = $2${key ? ` AND ${key} = $3` : ''}
+ORDER BY filename, bucket`;
+}
+
+/** A connection with its prepared statements (a statement belongs to one connection). */
+interface PooledConnection {
+  conn: DuckDBConnection;
+  statements: Map<string, DuckDBPreparedStatement>;
+}
+
+export class ParquetViewReader implements ViewReader {
+  readonly name = 'parquet';
+  private readonly idle: PooledConnection[] = [];
+  private readonly waiting: Array<(c: PooledConnection) => void> = [];
+  private readonly cache = new Map<string, SummaryRow[]>();
+  private cachedRows = 0;
+  private closed = false;
+
+  private constructor(private readonly instance: DuckDBInstance, private readonly all: PooledConnection[], readonly options: ParquetViewReaderOptions) {
+    this.idle.push(...all);
+  }
+
+  static async open(options: Partial<ParquetViewReaderOptions> & { viewsDir: string }): Promise<ParquetViewReader> {
+    const o: ParquetViewReaderOptions = { ...DEFAULT_PARQUET_VIEW_READER_OPTIONS, ...options };
+    const config: Record<string, string> = { memory_limit: o.memoryLimit };
+    if (o.threads > 0) config.threads = String(o.threads);
+    const instance = await DuckDBInstance.create(':memory:', config);
+    const conns: PooledConnection[] = [];
+    try {
+      for (let i = 0; i < Math.max(1, o.connections); i++) {
+        const conn = await instance.connect();
+        conns.push({ conn, statements: new Map() });
+      }
+      const first = conns[0].conn;
+      // Global settings: bucket columns are zone-less UTC wall-clock TIMESTAMPs, and epoch_ms()
+      // needs no zone, but any TIMESTAMPTZ arithmetic a later change adds must be UTC too.
+      await first.run(`SET GLOBAL TimeZone = 'UTC'`);
+      // Footers and row-group statistics of hot files stay in memory between queries.
+      await first.run('SET GLOBAL parquet_metadata_cache = true');
+      // Prepared now, so the first query does not pay for parsing and planning.
+      for (const c of conns) {
+        for (const key of ['device', 'gateway', null] as const) {
+          const sql = statementSql(key);
+          c.statements.set(sql, await c.conn.prepare(sql));
+        }
+      }
+    } catch (err) {
+      for (const c of conns) {
+        for (const st of c.statements.values()) st.destroySync();
+        c.conn.closeSync();
+      }
+      instance.closeSync();
+      throw err;
+    }
+    return new ParquetViewReader(instance, conns, o);
+  }
+
+  async read(req: ViewReadRequest): Promise<SummaryRow[]> {
+    if (this.closed) throw new Error('ParquetViewReader is closed');
+    const key = keyOf(req);
+    const files = absoluteViewFiles(this.options.viewsDir, req.manifest, req.view, req.fromMs, req.toMs);
+    if (files.length === 0) return [];
+    const suffix = `\u0000${key?.value ?? ''}\u0000${req.metric}`;
+    const perFile = new Map<string, SummaryRow[]>();
+    const missing: string[] = [];
+    for (const f of files) {
+      const hit = this.cacheGet(f + suffix);
+      if (hit) perFile.set(f, hit);
+      else missing.push(f);
+    }
+    if (missing.length > 0) {
+      const loaded = await this.load(missing, key, req.metric);
+      for (const f of missing) {
+        const rows = loaded.get(f) ?? [];
+        perFile.set(f, rows);
+        this.cachePut(f + suffix, rows);
+      }
+    }
+    const out: SummaryRow[] = [];
+    // Files are in day order and each file's rows in bucket order: the answer is sorted.
+    for (const f of files) {
+      for (const r of perFile.get(f)!) if (r.bucket >= req.fromMs && r.bucket < req.toMs) out.push(r);
+    }
+    return out;
+  }
+
+  /** The rows of key and metric in each of `files` (a file with none is absent). */
+  private async load(files: string[], key: { column: 'device' | 'gateway'; value: string } | null, metric: string): Promise<Map<string, SummaryRow[]>> {
+    const pooled = await this.acquire();
+    try {
+      const sql = statementSql(key?.column ?? null);
+      let stmt = pooled.statements.get(sql);
+      if (!stmt) {
+        stmt = await pooled.conn.prepare(sql);
+        pooled.statements.set(sql, stmt);
+      }
+      const values: DuckDBValue[] = [new DuckDBListValue(files), metric];
+      const types: DuckDBType[] = [LIST(VARCHAR), VARCHAR];
+      if (key) {
+        values.push(key.value);
+        types.push(VARCHAR);
+      }
+      stmt.bind(values, types);
+      const result = await stmt.runAndReadAll();
+      const out = new Map<string, SummaryRow[]>();
+      const deviceOf = key?.column === 'device' ? key.value : null;
+      for (const r of result.getRowsJS()) {
+        const file = r[0] as string;
+        const row: SummaryRow = {
+          bucket: r[1] as number, count: r[2] as number, sum: r[3] as number, min: r[4] as number, max: r[5] as number,
+          m2: r[6] as number, first: r[7] as number, firstTs: r[8] as number, last: r[9] as number, lastTs: r[10] as number,
+          firstDevice: deviceOf ?? ((r[11] as string | null) ?? ''),
+          lastDevice: deviceOf ?? ((r[12] as string | null) ?? ''),
+        };
+        const list = out.get(file);
+        if (list) list.push(row);
+        else out.set(file, [row]);
+      }
+      return out;
+    } finally {
+      this.release(pooled);
+    }
+  }
+
+  private cacheGet(k: string): SummaryRow[] | undefined {
+    const hit = this.cache.get(k);
+    if (hit) {
+      // LRU: a Map iterates in insertion order, so re-inserting marks it most recent.
+      this.cache.delete(k);
+      this.cache.set(k, hit);
+    }
+    return hit;
+  }
+
+  private cachePut(k: string, rows: SummaryRow[]): void {
+    const limit = this.options.cacheRows;
+    // An empty entry (the key has no row that day) still costs a map slot: count it as one row.
+    const cost = rows.length + 1;
+    if (cost > limit) return;
+    const old = this.cache.get(k);
+    if (old) {
+      this.cache.delete(k);
+      this.cachedRows -= old.length + 1;
+    }
+    this.cache.set(k, rows);
+    this.cachedRows += cost;
+    for (const [victim, v] of this.cache) {
+      if (this.cachedRows <= limit) break;
+      this.cache.delete(victim);
+      this.cachedRows -= v.length + 1;
+    }
+  }
+
+  /** Rows held in the cache (for tests and metrics). */
+  get cacheSize(): { entries: number; rows: number } {
+    return { entries: this.cache.size, rows: this.cachedRows };
+  }
+
+  private acquire(): Promise<PooledConnection> {
+    const c = this.idle.pop();
+    if (c) return Promise.resolve(c);
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(c: PooledConnection): void {
+    const next = this.waiting.shift();
+    if (next) next(c);
+    else this.idle.push(c);
+  }
+
+  /** Idempotent. A read still running when it is called fails. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.cache.clear();
+    for (const c of this.all) {
+      for (const s of c.statements.values()) s.destroySync();
+      c.conn.closeSync();
+    }
+    this.instance.closeSync();
+  }
+}

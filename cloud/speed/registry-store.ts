@@ -1,0 +1,119 @@
+/**
+ * The registry in cloud.db (`gateway_status`, `devices`), written by every speed push, and read
+ * with the ingest state (`received`, `gaps`, `seq_gaps`) for GET /api/v1/gateways and
+ * GET /api/v1/devices (docs/serving.md).
+ */
+import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
+import type { SpeedPush } from './validate.js';
+
+/**
+ * A device row is rewritten only when something worth a write changed: a new metric, another
+ * gateway, or last_seen older than this (so `lastSeenAt` is accurate to 5 s, and a fleet of
+ * connected devices does not cost a page write per device per push).
+ */
+export const DEVICE_SEEN_RESOLUTION_MS = 5_000;
+/** Most gap records and seq holes listed per gateway (the newest). */
+export const MAX_LISTED_GAPS = 1_000;
+
+/** Record one push in the registry; run inside the caller's transaction. */
+export async function recordContact(db: Db, push: SpeedPush, now: number): Promise<void> {
+  const connected = push.devices.filter((d) => d.connected).map((d) => d.id).sort();
+  await db.run(
+    `INSERT INTO gateway_status (gateway, last_push_at, sent_at, health, connected, pushes) VALUES (?, ?, ?, ?, ?, 1)
+     ON CONFLICT (gateway) DO UPDATE SET last_push_at = MAX(last_push_at, excluded.last_push_at), sent_at = excluded.sent_at,
+       health = excluded.health, connected = excluded.connected, pushes = pushes + 1`,
+    [push.gateway, now, push.sentAt, push.health, JSON.stringify(connected)]);
+
+  const metrics = new Map<string, Set<string>>();
+  for (const d of push.devices) if (!metrics.has(d.id)) metrics.set(d.id, new Set());
+  for (const p of push.partials) {
+    const set = metrics.get(p[0]) ?? new Set<string>();
+    set.add(p[1]);
+    metrics.set(p[0], set);
+  }
+  const rows = [...metrics].map(([id, m]) => [id, JSON.stringify([...m].sort())] as const);
+  for (const chunk of chunkRows(rows, 5)) {
+    const params: unknown[] = [];
+    for (const [id, m] of chunk) params.push(id, push.gateway, now, now, m);
+    await db.run(
+      `INSERT INTO devices (id, gateway, first_seen, last_seen, metrics) VALUES ${placeholders(chunk.length, 5)}
+       ON CONFLICT (id) DO UPDATE SET gateway = excluded.gateway, last_seen = MAX(devices.last_seen, excluded.last_seen),
+         metrics = (SELECT json_group_array(value) FROM
+           (SELECT value FROM json_each(devices.metrics) UNION SELECT value FROM json_each(excluded.metrics) ORDER BY value))
+       WHERE excluded.last_seen >= devices.last_seen + ${DEVICE_SEEN_RESOLUTION_MS} OR devices.gateway <> excluded.gateway
+         OR EXISTS (SELECT 1 FROM json_each(excluded.metrics) n WHERE n.value NOT IN (SELECT value FROM json_each(devices.metrics)))`,
+      params);
+  }
+}
+
+export interface GatewayStatusRow { gateway: string; lastPushAt: number; health: Record<string, unknown> | null; connected: string[] }
+
+function parseJson<T>(text: string | null, fallback: T): T {
+  if (text === null) return fallback;
+  try { return JSON.parse(text) as T; } catch { return fallback; }
+}
+
+export async function gatewayStatuses(db: Db): Promise<Map<string, GatewayStatusRow>> {
+  const rows = await db.all<{ gateway: string; last_push_at: number; health: string; connected: string }>(
+    'SELECT gateway, last_push_at, health, connected FROM gateway_status');
+  return new Map(rows.map((r) => [r.gateway, {
+    gateway: r.gateway, lastPushAt: r.last_push_at, health: parseJson<Record<string, unknown> | null>(r.health, null), connected: parseJson<string[]>(r.connected, []),
+  }]));
+}
+
+/** Every gateway the cloud knows: registered (a token) or heard from. */
+export async function gatewayIds(db: Db): Promise<string[]> {
+  const rows = await db.all<{ id: string }>('SELECT id FROM gateways UNION SELECT gateway FROM gateway_status ORDER BY 1');
+  return rows.map((r) => r.id);
+}
+
+export async function receivedSeqs(db: Db): Promise<Map<string, number>> {
+  const rows = await db.all<{ gateway: string; seq: number }>('SELECT gateway, MAX(to_seq) AS seq FROM received GROUP BY gateway');
+  return new Map(rows.map((r) => [r.gateway, r.seq]));
+}
+
+export interface GapEntry { fromSeq: number; toSeq: number; count: number; reason: string; minTs: number; maxTs: number; devices: string[] }
+export interface SeqGapEntry { fromSeq: number; toSeq: number; seenAt: number }
+
+function group<T extends { gateway: string }, U>(rows: T[], map: (r: T) => U): Map<string, U[]> {
+  const out = new Map<string, U[]>();
+  for (const r of rows) {
+    const list = out.get(r.gateway) ?? [];
+    list.push(map(r));
+    out.set(r.gateway, list);
+  }
+  return out;
+}
+
+/** Gap records (readings a gateway dropped at its disk budget), the newest MAX_LISTED_GAPS per gateway, in seq order; and their total count. */
+export async function gapRecords(db: Db): Promise<{ gaps: Map<string, GapEntry[]>; totals: Map<string, number> }> {
+  const rows = await db.all<{ gateway: string; from_seq: number; to_seq: number; count: number; reason: string; min_ts: number; max_ts: number; devices: string }>(
+    `SELECT gateway, from_seq, to_seq, count, reason, min_ts, max_ts, devices FROM
+       (SELECT *, ROW_NUMBER() OVER (PARTITION BY gateway ORDER BY from_seq DESC) AS n FROM gaps)
+     WHERE n <= ? ORDER BY gateway, from_seq`, [MAX_LISTED_GAPS]);
+  const totals = await db.all<{ gateway: string; n: number }>('SELECT gateway, SUM(count) AS n FROM gaps GROUP BY gateway');
+  return {
+    gaps: group(rows, (r) => ({
+      fromSeq: r.from_seq, toSeq: r.to_seq, count: r.count, reason: r.reason, minTs: r.min_ts, maxTs: r.max_ts, devices: parseJson<string[]>(r.devices, []),
+    })),
+    totals: new Map(totals.map((t) => [t.gateway, t.n])),
+  };
+}
+
+/** Seq holes ingest saw, the newest MAX_LISTED_GAPS per gateway, in seq order. */
+export async function seqGaps(db: Db): Promise<Map<string, SeqGapEntry[]>> {
+  const rows = await db.all<{ gateway: string; from_seq: number; to_seq: number; seen_at: number }>(
+    `SELECT gateway, from_seq, to_seq, seen_at FROM
+       (SELECT *, ROW_NUMBER() OVER (PARTITION BY gateway ORDER BY from_seq DESC) AS n FROM seq_gaps)
+     WHERE n <= ? ORDER BY gateway, from_seq`, [MAX_LISTED_GAPS]);
+  return group(rows, (r) => ({ fromSeq: r.from_seq, toSeq: r.to_seq, seenAt: r.seen_at }));
+}
+
+export interface DeviceRow { id: string; gateway: string; firstSeen: number; lastSeen: number; metrics: string[] }
+
+export async function listDevices(db: Db, gateway?: string): Promise<DeviceRow[]> {
+  const rows = await db.all<{ id: string; gateway: string; first_seen: number; last_seen: number; metrics: string }>(
+    `SELECT id, gateway, first_seen, last_seen, metrics FROM devices ${gateway === undefined ? '' : 'WHERE gateway = ?'} ORDER BY id`,
+    gateway === undefined ? [] : [gateway]);
+  return rows.map((r) => ({ id: r.id, gateway: r.gateway, firstSeen: r.first_seen, lastSeen: r.last_seen, metrics: parseJson<string[]>(r.metrics, []) }));
+}

@@ -1,0 +1,144 @@
+/**
+ * GET /api/v1/gateways and GET /api/v1/devices (admin key; docs/serving.md): what the cloud knows
+ * of each gateway (last push, health, E from the live manifest, the highest seq received, gap
+ * records and seq holes) and of each device. A gateway is online when its last push is younger
+ * than `speed.staleAfterMs`; a device when its gateway is online and says it is connected.
+ */
+import type { FastifyInstance, preHandlerHookHandler } from 'fastify';
+import type { Db } from '../../shared/sqlite.js';
+import { iso } from '../../shared/time.js';
+import type { LiveManifest } from './live-manifest.js';
+import {
+  type GatewayStatusRow, gapRecords, gatewayIds, gatewayStatuses, listDevices, receivedSeqs, seqGaps,
+} from './registry-store.js';
+import { epochOf } from './store.js';
+
+export interface RegistryRouteDeps {
+  reader: Db;
+  live: LiveManifest;
+  staleAfterMs: number;
+  /** The preHandler that admits an admin key (401/403 otherwise). */
+  admin: preHandlerHookHandler;
+  now: () => number;
+}
+
+const isoOrNull = (ms: number | null | undefined) => (ms === null || ms === undefined ? null : iso(ms));
+
+function isOnline(s: GatewayStatusRow | undefined, now: number, staleAfterMs: number): boolean {
+  return s !== undefined && now - s.lastPushAt < staleAfterMs;
+}
+
+/** A number from the health document at `path`, or null (an older gateway may not send it). */
+function healthNumber(health: Record<string, unknown> | null, ...path: string[]): number | null {
+  let v: unknown = health;
+  for (const k of path) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+const looseObject = { type: ['object', 'null'], additionalProperties: true } as const;
+const gatewaySchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    lastContactAt: { type: ['string', 'null'] },
+    online: { type: 'boolean' },
+    watermark: { type: 'integer' },
+    receivedSeq: { type: 'integer' },
+    outboxPending: { type: ['integer', 'null'] },
+    health: looseObject,
+    gaps: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          fromSeq: { type: 'integer' }, toSeq: { type: 'integer' }, count: { type: 'integer' }, reason: { type: 'string' },
+          minTs: { type: 'string' }, maxTs: { type: 'string' }, devices: { type: 'array', items: { type: 'string' } },
+        },
+      },
+    },
+    seqGaps: {
+      type: 'array',
+      items: { type: 'object', properties: { fromSeq: { type: 'integer' }, toSeq: { type: 'integer' }, seenAt: { type: 'string' } } },
+    },
+    dropped: {
+      type: 'object',
+      properties: { diskBudget: { type: 'integer' }, queueFull: { type: 'integer' }, invalid: { type: 'integer' }, duplicates: { type: 'integer' } },
+    },
+  },
+} as const;
+
+const deviceSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' }, gateway: { type: 'string' }, firstSeenAt: { type: 'string' }, lastSeenAt: { type: 'string' },
+    online: { type: 'boolean' }, metrics: { type: 'array', items: { type: 'string' } },
+  },
+} as const;
+
+export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRouteDeps): void {
+  const { reader: db } = deps;
+
+  app.get('/api/v1/gateways', {
+    preHandler: deps.admin,
+    schema: { response: { 200: { type: 'object', properties: { gateways: { type: 'array', items: gatewaySchema } } } } },
+  }, async () => {
+    const now = deps.now();
+    const [ids, status, received, gaps, holes, live] = await Promise.all([
+      gatewayIds(db), gatewayStatuses(db), receivedSeqs(db), gapRecords(db), seqGaps(db), deps.live.get(),
+    ]);
+    return {
+      gateways: ids.map((id) => {
+        const s = status.get(id);
+        const health = s?.health ?? null;
+        // Disk budget drops: the durable gap records, or the gateway's counter if it is ahead
+        // (its gap records not forwarded yet); the other counters exist only at the gateway, since its start.
+        const diskBudget = Math.max(gaps.totals.get(id) ?? 0, healthNumber(health, 'dropped', 'diskBudget') ?? 0);
+        return {
+          id,
+          lastContactAt: isoOrNull(s?.lastPushAt),
+          online: isOnline(s, now, deps.staleAfterMs),
+          watermark: live ? epochOf(live.watermark, id) : 0,
+          receivedSeq: received.get(id) ?? 0,
+          outboxPending: healthNumber(health, 'outbox', 'pending'),
+          health,
+          gaps: (gaps.gaps.get(id) ?? []).map((g) => ({ ...g, minTs: iso(g.minTs), maxTs: iso(g.maxTs) })),
+          seqGaps: (holes.get(id) ?? []).map((h) => ({ fromSeq: h.fromSeq, toSeq: h.toSeq, seenAt: iso(h.seenAt) })),
+          dropped: {
+            diskBudget,
+            queueFull: healthNumber(health, 'dropped', 'queueFull') ?? 0,
+            invalid: healthNumber(health, 'readings', 'invalid') ?? 0,
+            duplicates: healthNumber(health, 'readings', 'duplicates') ?? 0,
+          },
+        };
+      }),
+    };
+  });
+
+  app.get('/api/v1/devices', {
+    preHandler: deps.admin,
+    schema: {
+      querystring: {
+        type: 'object',
+        properties: { gateway: { type: 'string', minLength: 1, maxLength: 64 } },
+        additionalProperties: false,
+      },
+      response: { 200: { type: 'object', properties: { devices: { type: 'array', items: deviceSchema } } } },
+    },
+  }, async (req) => {
+    const { gateway } = req.query as { gateway?: string };
+    const now = deps.now();
+    const [devices, status] = await Promise.all([listDevices(db, gateway), gatewayStatuses(db)]);
+    const connected = new Map<string, Set<string>>();
+    for (const [g, s] of status) if (isOnline(s, now, deps.staleAfterMs)) connected.set(g, new Set(s.connected));
+    return {
+      devices: devices.map((d) => ({
+        id: d.id,
+        gateway: d.gateway,
+        firstSeenAt: iso(d.firstSeen),
+        lastSeenAt: iso(d.lastSeen),
+        online: connected.get(d.gateway)?.has(d.id) ?? false,
+        metrics: d.metrics,
+      })),
+    };
+  });
+}

@@ -1,0 +1,79 @@
+/**
+ * POST /api/v1/speed (docs/serving.md): gateway token first (a stranger's body is not even read),
+ * the body within its limits (gzip as at ingest), the body's gateway must be the token's (403),
+ * full validation (400 naming the row and field, 413 past a limit), then the store; 200
+ * `{watermark, manifestVersion, stored}`. Every refusal is counted by code in
+ * braid_speed_rejected_total [INV-5].
+ */
+import type { IncomingMessage } from 'node:http';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
+import { errorReply } from '../../shared/http-errors.js';
+import { readBody } from '../ingest/index.js';
+import type { SpeedMetrics } from './metrics.js';
+import { type SpeedLimits, type SpeedPush, pushGateway, validateSpeedPush } from './validate.js';
+
+export const SPEED_PATH = '/api/v1/speed';
+
+export interface SpeedAnswer { watermark: number; manifestVersion: number | null; stored: number }
+
+export interface SpeedRouteDeps {
+  metrics: SpeedMetrics;
+  limits: SpeedLimits & { maxBodyBytes: number; maxInflatedBytes: number };
+  /** The gateway-token hook (Authenticator.requireRole('gateway')). */
+  requireGateway: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  /** Store a validated push; resolves with the answer once committed. */
+  submit: (push: SpeedPush) => Promise<SpeedAnswer>;
+}
+
+/** Register the route in its own encapsulated scope (its body parser and error counting stay there). */
+export async function registerSpeedRoute(app: FastifyInstance, deps: SpeedRouteDeps): Promise<void> {
+  const { metrics: m, limits } = deps;
+  await app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (req: FastifyRequest, payload: IncomingMessage) =>
+      readBody(payload, req.headers, { maxBodyBytes: limits.maxBodyBytes, maxInflatedBytes: limits.maxInflatedBytes }));
+
+    scope.setErrorHandler((err, req, reply) => {
+      const { status, body } = errorReply(err as Error);
+      m.rejected.inc({ code: body.code });
+      if (status >= 500) req.log.error({ err }, 'speed push failed');
+      else req.log.debug({ code: body.code, message: body.message }, 'speed push refused');
+      if (status === 429 || status === 503) void reply.header('retry-after', '1');
+      if (status === 413) void reply.header('connection', 'close');
+      void reply.status(status).send(body);
+    });
+    scope.addHook('onResponse', async (_req, reply) => {
+      const s = reply.statusCode;
+      m.requests.inc({ outcome: s < 300 ? 'ok' : s < 500 ? 'rejected' : 'failed' });
+      m.requestSeconds.observe(reply.elapsedTime / 1000);
+    });
+
+    scope.post(SPEED_PATH, {
+      onRequest: deps.requireGateway,
+      schema: {
+        response: {
+          200: {
+            type: 'object',
+            properties: { watermark: { type: 'integer' }, manifestVersion: { type: ['integer', 'null'] }, stored: { type: 'integer' } },
+          },
+        },
+      },
+    }, async (req) => {
+      const raw = req.body as Buffer | undefined;
+      if (!raw || raw.length === 0) throw new BadRequestError('body: empty; expected a speed push (JSON, optionally gzip)');
+      let doc: unknown;
+      try {
+        doc = JSON.parse(raw.toString('utf8'));
+      } catch (err) {
+        throw new BadRequestError(`body: not valid JSON (${(err as Error).message})`, { cause: err });
+      }
+      const gateway = pushGateway(doc);
+      const p = req.principal;
+      if (p?.kind !== 'gateway' || p.gateway !== gateway) {
+        throw new ForbiddenError(`gateway: the token belongs to gateway ${p?.kind === 'gateway' ? p.gateway : '?'}, the body says ${gateway}`);
+      }
+      return deps.submit(validateSpeedPush(doc, limits));
+    });
+  });
+}

@@ -1,0 +1,211 @@
+/**
+ * The speed store and registry inside the cloud: POST /api/v1/speed, GET /api/v1/gateways and
+ * /api/v1/devices, and the prune that follows the live manifest. A plugin (routes) and a service
+ * (the prune loop) of CloudServer; `published(manifest)` is the batch scheduler's hook.
+ *
+ * Pushes that arrive while a transaction runs share the next one (group commit): one fsync for
+ * many gateways.
+ */
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { ClosedError, LimitExceededError } from '../../shared/errors.js';
+import { type Logger, nullLogger } from '../../shared/logger.js';
+import { transaction } from '../../shared/sqlite.js';
+import type { Manifest } from '../batch/index.js';
+import type { CloudConfig } from '../config.js';
+import type { CloudContext, CloudService } from '../server.js';
+import { SpeedUnavailableError } from './errors.js';
+import { LiveManifest } from './live-manifest.js';
+import { type SpeedMetrics, createSpeedMetrics } from './metrics.js';
+import { recordContact } from './registry-store.js';
+import { registerRegistryRoutes } from './registry.js';
+import { type SpeedAnswer, registerSpeedRoute } from './route.js';
+import { epochOf, prunePartials, upsertPartials } from './store.js';
+import type { SpeedPush } from './validate.js';
+
+export interface SpeedOptions {
+  /** A gateway whose last push is older than this is offline, its speed parts provisional, in ms (config `speed.staleAfterMs`). */
+  staleAfterMs: number;
+  /** Most partials in one push; more is 413 (config `speed.maxPartialsPerRequest`). */
+  maxPartialsPerRequest: number;
+  /** Most entries in a push's `devices`; more is 413. */
+  maxDevicesPerRequest: number;
+  /** Largest health document in a push, as JSON, in bytes; larger is 413. */
+  maxHealthBytes: number;
+  /** Pushes waiting for the store before new ones are refused with 429 (the gateway backs off). */
+  maxQueuedPushes: number;
+  /**
+   * How long a manifest must have been live before the partials it covers are pruned, in ms: a
+   * query that read the previous manifest (and its smaller E) still finds them meanwhile.
+   */
+  pruneGraceMs: number;
+  /** How often the live manifest is looked at for a prune, in ms (a run in another process, `braid batch run`, has no hook). */
+  manifestPollMs: number;
+  /** Partials deleted per transaction when pruning. */
+  pruneChunkRows: number;
+}
+
+export const DEFAULT_SPEED_OPTIONS: SpeedOptions = {
+  staleAfterMs: 15_000, // 15 s
+  maxPartialsPerRequest: 100_000,
+  maxDevicesPerRequest: 100_000,
+  maxHealthBytes: 256 * 1024, // 256 KiB
+  maxQueuedPushes: 1_000,
+  pruneGraceMs: 60_000, // 1 minute
+  manifestPollMs: 1_000, // 1 s
+  pruneChunkRows: 5_000,
+};
+
+/** The options from the cloud config (speed.*), then `overrides`. */
+export function speedOptionsFrom(config: Pick<CloudConfig, 'speed'>, overrides: Partial<SpeedOptions> = {}): SpeedOptions {
+  return { ...DEFAULT_SPEED_OPTIONS, staleAfterMs: config.speed.staleAfterMs, maxPartialsPerRequest: config.speed.maxPartialsPerRequest, ...overrides };
+}
+
+interface Pending { push: SpeedPush; resolve: (r: { stored: number; stale: number }) => void; reject: (err: unknown) => void }
+
+export class SpeedService implements CloudService {
+  private readonly overrides: Partial<SpeedOptions>;
+  private readonly now: () => number;
+  private o: SpeedOptions = DEFAULT_SPEED_OPTIONS;
+  private ctx: CloudContext | null = null;
+  private log: Logger = nullLogger();
+  private metrics: SpeedMetrics | null = null;
+  private live: LiveManifest | null = null;
+
+  private queue: Pending[] = [];
+  private scheduled = false;
+  private closed = false;
+  private timer: NodeJS.Timeout | null = null;
+  private pruneChain: Promise<void> = Promise.resolve();
+  /** Version of the manifest whose E was last pruned to. */
+  private prunedVersion: number | null = null;
+
+  constructor(overrides: Partial<SpeedOptions> = {}, now: () => number = Date.now) {
+    this.overrides = overrides;
+    this.now = now;
+  }
+
+  /** The CloudPlugin: routes. Call as `server.use(speed.plugin)`. */
+  readonly plugin = async (app: FastifyInstance, ctx: CloudContext): Promise<void> => {
+    this.ctx = ctx;
+    this.o = speedOptionsFrom(ctx.config, this.overrides);
+    this.log = ctx.logger.child({ component: 'speed' });
+    this.metrics = createSpeedMetrics(ctx.registry);
+    this.live = new LiveManifest(join(ctx.dataDir, 'views'), this.log);
+    const ing = ctx.config.ingest;
+    await registerSpeedRoute(app, {
+      metrics: this.metrics,
+      limits: {
+        maxPartials: this.o.maxPartialsPerRequest, maxDevices: this.o.maxDevicesPerRequest, maxHealthBytes: this.o.maxHealthBytes,
+        maxBodyBytes: ing.maxBodyBytes, maxInflatedBytes: ing.maxInflatedBytes,
+      },
+      requireGateway: ctx.auth.requireRole('gateway'),
+      submit: (push) => this.submit(push),
+    });
+    registerRegistryRoutes(app, {
+      reader: ctx.db.reader, live: this.live, staleAfterMs: this.o.staleAfterMs, admin: ctx.auth.requireRole('admin'), now: this.now,
+    });
+  };
+
+  /** Prune behind the live manifest now (start-up), then every manifestPollMs. */
+  start(): void {
+    if (!this.ctx) throw new Error('SpeedService.start() before its plugin was registered');
+    if (this.closed) throw new ClosedError('speed service is closed');
+    const loop = async () => {
+      await this.prune();
+      if (!this.closed) this.timer = setTimeout(loop, this.o.manifestPollMs);
+    };
+    void loop();
+  }
+
+  /** The batch scheduler published `manifest`: prune now if the grace allows, else the poll will. */
+  published(manifest: Manifest): void {
+    if (this.closed || !this.ctx) return;
+    this.log.debug({ version: manifest.version }, 'manifest published');
+    void this.prune();
+  }
+
+  /**
+   * Prune the partials the live manifest covers, if it has been live for pruneGraceMs and was not
+   * pruned to yet. Resolves with how many were deleted. Runs one at a time; never rejects.
+   */
+  prune(): Promise<number> {
+    const run = this.pruneChain.then(() => this.pruneOnce());
+    this.pruneChain = run.then(() => undefined);
+    return run;
+  }
+
+  private async pruneOnce(): Promise<number> {
+    if (this.closed) return 0;
+    try {
+      const view = await this.live!.get();
+      if (!view || view.version === this.prunedVersion) return 0;
+      if (this.now() - view.liveSince < this.o.pruneGraceMs) return 0;
+      // [INV-3] only a live manifest's E: its views hold every reading of the epochs removed here.
+      const deleted = await prunePartials(this.ctx!.db.writes, view.watermark, this.o.pruneChunkRows);
+      this.prunedVersion = view.version;
+      this.metrics!.pruned.inc(deleted);
+      if (deleted) this.log.info({ version: view.version, deleted }, 'speed partials pruned behind the live views');
+      return deleted;
+    } catch (err) {
+      this.log.error({ err }, 'speed prune failed; retrying at the next poll');
+      return 0;
+    }
+  }
+
+  /** Stop the prune loop and wait for a prune in progress; pushes still queued are stored first. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.pruneChain;
+    await this.ctx?.db.writes.drain();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Store a validated push (group commit) and answer with E[g] of the live manifest. */
+  async submit(push: SpeedPush): Promise<SpeedAnswer> {
+    if (this.queue.length >= this.o.maxQueuedPushes) {
+      throw new LimitExceededError(`${this.queue.length} speed pushes wait for the store, at the limit of ${this.o.maxQueuedPushes}`);
+    }
+    const result = await new Promise<{ stored: number; stale: number }>((resolve, reject) => {
+      this.queue.push({ push, resolve, reject });
+      if (!this.scheduled) this.flush();
+    });
+    this.metrics!.stored.inc(result.stored);
+    if (result.stale) this.metrics!.stale.inc(result.stale);
+    // Read after the commit: the gateway may drop what this E covers, and these rows are stored.
+    const view = await this.live!.get();
+    return { watermark: view ? epochOf(view.watermark, push.gateway) : 0, manifestVersion: view?.version ?? null, stored: result.stored };
+  }
+
+  private flush(): void {
+    this.scheduled = true;
+    const ctx = this.ctx!;
+    void ctx.db.writes.run(async (db) => {
+      this.scheduled = false;
+      const batch = this.queue.splice(0);
+      if (batch.length === 0) return;
+      const now = this.now();
+      try {
+        const results = await transaction(db, async (d) => {
+          const out: Array<{ stored: number; stale: number }> = [];
+          for (const p of batch) {
+            out.push(await upsertPartials(d, p.push.gateway, p.push.partials, now));
+            await recordContact(d, p.push, now);
+          }
+          return out;
+        });
+        batch.forEach((p, i) => p.resolve(results[i]));
+      } catch (err) {
+        this.log.error({ err, pushes: batch.length }, 'speed store transaction failed');
+        const e = new SpeedUnavailableError('the speed store could not commit the push; send it again', { cause: err });
+        for (const p of batch) p.reject(e);
+      }
+    });
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * The batch view readers: Parquet (embedded DuckDB) and InfluxDB 1.6.7 (real influxd, fed by the
+ * real InfluxDB sink) run one conformance suite. Then what is particular to each: the Parquet
+ * reader's cache and day pruning, InfluxDB's `holds` (the sink's version), and the sink's
+ * first_device/last_device string fields.
+ */
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { readManifest, startBatchRun, type Manifest } from '../../cloud/batch/index.js';
+import { cloudConfigSchema } from '../../cloud/config.js';
+import { FileManifestSource, InfluxViewReader, ParquetViewReader, viewFiles } from '../../cloud/query/index.js';
+import { createInfluxSink, quoteStringField, toLine, type InfluxConfig } from '../../cloud/sinks/influx/index.js';
+import { loadConfig } from '../../shared/config.js';
+import { nullLogger } from '../../shared/logger.js';
+import { DAY_MS } from '../../shared/time.js';
+import { requireBinary, tempDir } from '../support/gateway.js';
+import { startInfluxd } from '../support/influx.js';
+import { GatewaySim, MasterFixture } from '../support/master-fixture.js';
+import { viewReaderConformance } from '../support/view-reader-conformance.js';
+
+const influxConfig = (influx: Partial<InfluxConfig>): InfluxConfig => loadConfig(cloudConfigSchema, { env: {}, flags: { influx } }).influx;
+const QUICK = { retryInitialMs: 5, retryMaxMs: 20, jitter: 0.5 };
+const haveInfluxd = requireBinary('influxd', 'influxdb');
+
+viewReaderConformance('Parquet (DuckDB)', {
+  start: async () => ({
+    harness: { sinks: [], reader: (dataDir) => ParquetViewReader.open({ viewsDir: join(dataDir, 'views'), connections: 2 }) },
+    stop: async () => {},
+  }),
+});
+
+viewReaderConformance('Parquet (DuckDB), no row cache', {
+  start: async () => ({
+    harness: { sinks: [], reader: (dataDir) => ParquetViewReader.open({ viewsDir: join(dataDir, 'views'), connections: 1, cacheRows: 0 }) },
+    stop: async () => {},
+  }),
+});
+
+viewReaderConformance('InfluxDB 1.6.7 (InfluxQL /query)', {
+  skip: !haveInfluxd,
+  start: async () => {
+    const server = await startInfluxd();
+    const sink = createInfluxSink(influxConfig({ url: server.url, api: 'auto', batchSize: 500 }), nullLogger(), new Registry(), QUICK);
+    return {
+      harness: {
+        sinks: [sink],
+        reader: async () => new InfluxViewReader({
+          url: server.url, database: 'braid', username: null, password: null, token: null, timeoutMs: 10_000,
+          chunkSize: 100, // several chunks per answer
+          sinkState: async () => null,
+        }),
+      },
+      stop: server.stop,
+    };
+  },
+});
+
+describe('ParquetViewReader', () => {
+  let dir: ReturnType<typeof tempDir>;
+  let manifest: Manifest;
+  const DAY0 = Date.UTC(2024, 10, 22);
+
+  beforeAll(async () => {
+    dir = tempDir('braid-parquet-reader-');
+    const fx = await MasterFixture.open(dir.path);
+    const g = new GatewaySim('gw-1');
+    const rows = [0, 1, 2, 3].flatMap((d) => [g.reading('d1', 'temp', DAY0 + d * DAY_MS + 60_000, d), g.reading('d2', 'temp', DAY0 + d * DAY_MS + 60_000, 10 + d)]);
+    await fx.seal(rows);
+    g.closeEpoch();
+    await g.report(fx);
+    await fx.close();
+    await (await startBatchRun({ dataDir: dir.path, memoryLimit: '256MB', threads: 1, retainVersionsMs: 3600_000 }, { trigger: 'cli' })).done;
+    manifest = (await readManifest(join(dir.path, 'views')))!;
+  });
+  afterAll(() => dir?.remove());
+
+  it('picks the files of the days that overlap [from, to) from the manifest alone', () => {
+    const days = (from: number, to: number) => viewFiles(manifest, 'device_1m', from, to).map((p) => p.slice(-18, -8));
+    expect(days(DAY0, DAY0 + 4 * DAY_MS)).toEqual(['2024-11-22', '2024-11-23', '2024-11-24', '2024-11-25']);
+    expect(days(DAY0 + DAY_MS - 1, DAY0 + DAY_MS + 1)).toEqual(['2024-11-22', '2024-11-23']);
+    expect(days(DAY0 + DAY_MS, DAY0 + 2 * DAY_MS)).toEqual(['2024-11-23']);
+    expect(days(DAY0 - 10 * DAY_MS, DAY0)).toEqual([]);
+    expect(days(DAY0 + 4 * DAY_MS, DAY0 + 9 * DAY_MS)).toEqual([]);
+  });
+
+  it('keeps the rows of (file, key, metric) it read, bounded by cacheRows, and answers the same from them', async () => {
+    const reader = await ParquetViewReader.open({ viewsDir: join(dir.path, 'views'), connections: 1, cacheRows: 5 });
+    try {
+      const req = { view: 'device_1m' as const, key: { device: 'd1' }, metric: 'temp', fromMs: DAY0, toMs: DAY0 + 2 * DAY_MS, manifest };
+      const first = await reader.read(req);
+      expect(first.map((r) => r.sum)).toEqual([0, 1]);
+      expect(reader.cacheSize).toEqual({ entries: 2, rows: 4 }); // a row and a slot per file
+      expect(await reader.read(req)).toEqual(first);
+      await reader.read({ ...req, fromMs: DAY0 + 2 * DAY_MS, toMs: DAY0 + 4 * DAY_MS });
+      expect(reader.cacheSize.rows).toBeLessThanOrEqual(5); // the oldest entries went
+      expect(await reader.read({ ...req, key: { device: 'd2' } })).toMatchObject([{ sum: 10 }, { sum: 11 }]);
+    } finally {
+      await reader.close();
+      await reader.close(); // idempotent
+    }
+    await expect(reader.read({ view: 'fleet_1d', metric: 'temp', fromMs: DAY0, toMs: DAY0 + DAY_MS, manifest })).rejects.toThrow(/closed/);
+  });
+
+  it('the manifest source parses the file once per change: a stat per query', async () => {
+    const src = new FileManifestSource(join(dir.path, 'views'));
+    const a = await src.current();
+    expect(await src.current()).toBe(a);
+    expect(a?.version).toBe(manifest.version);
+    expect(await new FileManifestSource(join(dir.path, 'nowhere')).current()).toBeNull();
+  });
+});
+
+describe('InfluxDB view store particulars', () => {
+  it('holds a manifest only once the sink has taken its version with no day pending', async () => {
+    let state: { version: number; pending: string[] } | null = null;
+    const r = new InfluxViewReader({ url: 'http://127.0.0.1:9', database: 'braid', username: null, password: null, token: null, timeoutMs: 1000, chunkSize: 10, sinkState: async () => state });
+    const m = (version: number) => ({ version, createdAt: '', watermark: {}, views: {} }) as unknown as Manifest;
+    expect(await r.holds(m(3))).toBe(false);
+    state = { version: 3, pending: ['2024-11-22'] };
+    expect(await r.holds(m(3))).toBe(false);
+    state = { version: 2, pending: [] };
+    expect(await r.holds(m(3))).toBe(false);
+    state = { version: 3, pending: [] };
+    expect(await r.holds(m(3))).toBe(true);
+    expect(await r.holds(m(4))).toBe(false);
+    await r.close();
+  });
+
+  it('a server that is down fails the read (the query then answers from Parquet)', async () => {
+    const r = new InfluxViewReader({ url: 'http://127.0.0.1:9', database: 'braid', username: null, password: null, token: null, timeoutMs: 1000, chunkSize: 10, sinkState: async () => null });
+    await expect(r.read({ view: 'fleet_1h', metric: 'temp', fromMs: 0, toMs: 1, manifest: {} as Manifest })).rejects.toThrow();
+    await r.close();
+  });
+
+  it('the sink writes first_device/last_device as string fields, escaped; none for VictoriaMetrics', () => {
+    const row = {
+      tags: { metric: 'temp' }, bucket: 0, count: 2, sum: 3, min: 1, max: 2, m2: 0.5, first: 1, firstTs: 5, last: 2, lastTs: 9,
+      firstDevice: 'd"1\\', lastDevice: 'dé 2,=',
+    };
+    expect(toLine('fleet_1h', row)).toEqual({ line: 'fleet_1h,metric=temp count=2i,sum=3,min=1,max=2,m2=0.5,mean=1.5,stddev=0.5,first=1,last=2,first_ts=5i,last_ts=9i,first_device="d\\"1\\\\",last_device="dé 2,=" 0' });
+    const vm = toLine('fleet_1h', row, { stringFields: false });
+    expect('line' in vm ? vm.line : '').toMatch(/last_ts=9i 0$/);
+    expect(quoteStringField('a\\"b')).toBe('"a\\\\\\"b"');
+  });
+});

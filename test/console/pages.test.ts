@@ -1,0 +1,277 @@
+/**
+ * The console's pages in Debian's chromium against a real cloud, gateway and batch (world.ts),
+ * with an admin key: every figure a page shows is compared with the API's answer (fetched again by
+ * the test, or the very answer the page rendered where the figure moves with time), and every
+ * page is saved to test-artifacts/console/<page>.png.
+ */
+import type { Browser } from 'playwright-core';
+import {
+  type ConsolePage, apiCall, fmtBytes, fmtInt, fmtNum, fmtTime, haveChromium, launchChromium, newConsolePage, nextRender, screenshot, tableRows,
+} from '../support/browser.js';
+import { eventually } from '../support/gateway.js';
+import { type World, closeSteps, makeWorld } from './world.js';
+
+const HAVE = haveChromium();
+const maybe = HAVE ? describe : describe.skip;
+
+interface Point { t: string; value: number | null; count: number; batch: number; speed: number; provisional: boolean }
+interface QueryAnswer { metric: string; scope: Record<string, unknown>; step: string; agg: string; manifest: { version: number; watermark: Record<string, number> }; points: Point[] }
+interface GatewayDoc {
+  id: string; lastContactAt: string | null; online: boolean; watermark: number; receivedSeq: number; outboxPending: number | null;
+  health: { readings?: { accepted?: number }; outbox?: { bytes?: number }; host?: { cpuPercent?: number | null } } | null;
+  gaps: Array<{ count: number }>; seqGaps: unknown[];
+  dropped: { diskBudget: number; queueFull: number; invalid: number; duplicates: number };
+}
+
+let world: World;
+let browser: Browser;
+let cp: ConsolePage;
+
+maybe('console pages (admin key)', () => {
+  beforeAll(async () => {
+    [world, browser] = await Promise.all([makeWorld(), launchChromium()]);
+    cp = await newConsolePage(browser, world.url, { key: world.admin });
+  }, 45_000);
+
+  afterAll(() => closeSteps('console test', [
+    ['page', async () => cp?.close()],
+    ['chromium', async () => browser?.close()],
+    ['world', async () => world?.close()],
+  ]), 50_000);
+
+  afterEach(async () => {
+    await cp.flush();
+    expect(cp.errors).toEqual([]);
+    // Every API call of the page carried the key.
+    expect(cp.responses.filter((r) => r.auth !== `Bearer ${world.admin}`).map((r) => r.url.pathname)).toEqual([]);
+  });
+
+  const text = (sel: string) => cp.page.locator(sel).innerText();
+  const go = (hash: string) => nextRender(cp.page, () => cp.page.evaluate((h) => { location.hash = h; }, hash));
+
+  it('fleet overview: gateways, online devices, readings/s, drops, gaps and the watermark age are the API\'s', async () => {
+    const { page } = cp;
+    await page.goto('/#/fleet');
+    await page.waitForSelector('[data-testid=stat-gateways]');
+    // Readings flow while the page measures: two gateway snapshots give readings/s.
+    let publishing = true;
+    const flow = (async () => { while (publishing) await world.publishNow('dev-3', 5, 'hum'); })();
+    try {
+      let shown = '—';
+      for (let i = 0; i < 4 && shown === '—'; i++) {
+        await nextRender(page);
+        shown = await text('[data-testid=stat-rate]');
+      }
+      // The rate is the one the page's gateway answers give: sum of accepted growth / snapshot interval.
+      await cp.flush();
+      const docs = cp.responses.filter((r) => r.url.pathname === '/api/v1/gateways' && r.status === 200).map((r) => r.body as { gateways: GatewayDoc[] });
+      let prev: { gateways: GatewayDoc[] } | null = null;
+      let want: { rate: number; readings: number; gateways: number } | null = null;
+      for (const doc of docs) {
+        want = null;
+        if (prev) {
+          let rate = 0; let readings = 0; let n = 0;
+          for (const g of doc.gateways) {
+            const p = prev.gateways.find((x) => x.id === g.id);
+            const a1 = g.health?.readings?.accepted; const a0 = p?.health?.readings?.accepted;
+            const dt = (Date.parse(g.lastContactAt ?? '') - Date.parse(p?.lastContactAt ?? '')) / 1000;
+            if (typeof a1 !== 'number' || typeof a0 !== 'number' || !(dt > 0) || a1 < a0) continue;
+            rate += (a1 - a0) / dt; readings += a1 - a0; n++;
+          }
+          if (n) want = { rate, readings, gateways: n };
+        }
+        if (want || !prev) prev = doc;
+      }
+      expect(want).not.toBeNull();
+      expect(want!.readings).toBeGreaterThan(0);
+      expect(shown).toBe(fmtNum(want!.rate));
+      expect(await text('[data-testid=note-rate]')).toBe(`${fmtInt(want!.readings)} readings accepted at ${fmtInt(want!.gateways)} gateway${want!.gateways === 1 ? '' : 's'} since the previous snapshot`);
+    } finally {
+      publishing = false;
+      await flow;
+    }
+
+    // Once the readings are in, the rest against the test's own calls.
+    await world.settle();
+    await nextRender(page);
+    const gw = (await apiCall<{ gateways: GatewayDoc[] }>(world.url, '/api/v1/gateways', world.admin)).body.gateways;
+    const devices = (await apiCall<{ devices: Array<{ online: boolean }> }>(world.url, '/api/v1/devices', world.admin)).body.devices;
+    const batch = (await apiCall<{ manifest: { version: number; createdAt: string } }>(world.url, '/api/v1/batch', world.admin)).body;
+    const sum = (f: (g: GatewayDoc) => number) => gw.reduce((n, g) => n + f(g), 0);
+    expect(await text('[data-testid=stat-gateways]')).toBe(fmtInt(gw.length));
+    expect(await text('[data-testid=note-gateways]')).toBe(`${fmtInt(gw.filter((g) => g.online).length)} online`);
+    expect(await text('[data-testid=stat-outbox]')).toBe(fmtInt(sum((g) => g.outboxPending ?? 0)));
+    expect(await text('[data-testid=stat-dropped]')).toBe(fmtInt(sum((g) => g.dropped.diskBudget + g.dropped.queueFull)));
+    expect(await text('[data-testid=note-dropped]')).toBe(`disk budget ${fmtInt(sum((g) => g.dropped.diskBudget))}, queue full ${fmtInt(sum((g) => g.dropped.queueFull))}; `
+      + `invalid ${fmtInt(sum((g) => g.dropped.invalid))}, duplicates ${fmtInt(sum((g) => g.dropped.duplicates))}`);
+    expect(await text('[data-testid=stat-gaps]')).toBe(fmtInt(sum((g) => g.gaps.length)));
+    expect(await text('[data-testid=note-gaps]')).toBe(`${fmtInt(sum((g) => g.gaps.reduce((n, r) => n + r.count, 0)))} readings lost; ${fmtInt(sum((g) => g.seqGaps.length))} seq holes`);
+    expect(await text('[data-testid=stat-devices-online]')).toBe(fmtInt(devices.filter((d) => d.online).length));
+    expect(await text('[data-testid=note-devices-online]')).toBe(`of ${fmtInt(devices.length)} known`);
+    expect(await text('[data-testid=note-watermark-age]')).toBe(`manifest v${batch.manifest.version}, created ${fmtTime(batch.manifest.createdAt)}`);
+    // The age: now - createdAt, as "12.3 s" or "1m05s".
+    const age = await text('[data-testid=stat-watermark-age]');
+    const m = /^(?:(\d+)m(\d+)s|([\d.]+) s)$/.exec(age);
+    expect(m).not.toBeNull();
+    const ageS = m![3] !== undefined ? Number(m![3]) : Number(m![1]) * 60 + Number(m![2]);
+    expect(Math.abs(ageS - (Date.now() - Date.parse(batch.manifest.createdAt)) / 1000)).toBeLessThan(10);
+    // The figures the fixture put there, so the comparison is not of zeros.
+    expect(gw.map((g) => g.id)).toEqual(['gw-gone', 'gw-hist', 'gw-live']);
+    expect(await text('[data-testid=stat-gaps]')).toBe('1');
+    expect(await text('[data-testid=stat-devices-online]')).toBe('2');
+    await screenshot(page, 'fleet');
+  });
+
+  it('gateway health: one row per gateway with its health snapshot, drops and gap records', async () => {
+    const { page } = cp;
+    await go('#/gateways');
+    await cp.flush();
+    // CPU, memory and the last contact move: compare with the answer the page rendered...
+    const rendered = (cp.responses.filter((r) => r.url.pathname === '/api/v1/gateways').at(-1)!.body as { gateways: GatewayDoc[] }).gateways;
+    const rows = await tableRows(page, '[data-testid=gateways-table]');
+    expect(rows.map((r) => r.data.gateway)).toEqual(rendered.map((g) => g.id));
+    for (const [i, g] of rendered.entries()) {
+      const c = rows[i].cells;
+      const host = (g.health as { host?: Record<string, number | null> } | null)?.host ?? {};
+      const usage = (u: number | null | undefined, t: number | null | undefined) => (u === null || u === undefined || !t ? '—' : `${Math.round((u / t) * 100)}% of ${fmtBytes(t)}`);
+      expect(c.state).toBe(g.online ? 'online' : 'offline');
+      expect(c.cpu).toBe(typeof host.cpuPercent === 'number' ? `${fmtNum(host.cpuPercent)}%` : '—');
+      expect(c.memory).toBe(usage(host.memUsedBytes, host.memTotalBytes));
+      expect(c.disk).toBe(usage(host.diskUsedBytes, host.diskTotalBytes));
+      const title = await page.$eval(`tr[data-gateway="${g.id}"] td[data-k=lastContact]`, (td) => td.querySelector('span')?.title ?? null);
+      expect(title).toBe(g.lastContactAt ? fmtTime(g.lastContactAt) : null);
+      if (!g.lastContactAt) expect(c.lastContact).toBe('never');
+    }
+    // ...and the settled figures with the test's own call.
+    const gw = (await apiCall<{ gateways: GatewayDoc[] }>(world.url, '/api/v1/gateways', world.admin)).body.gateways;
+    for (const [i, g] of gw.entries()) {
+      const c = rows[i].cells;
+      expect(c.id).toBe(g.id);
+      expect(c.outbox.split(' ')[0]).toBe(fmtInt(g.outboxPending));
+      expect(c.watermark).toBe(fmtInt(g.watermark));
+      expect(c.receivedSeq).toBe(fmtInt(g.receivedSeq));
+      expect(c.dropped).toBe(`${fmtInt(g.dropped.diskBudget)} / ${fmtInt(g.dropped.queueFull)}`);
+      expect(c.rejected).toBe(`${fmtInt(g.dropped.invalid)} / ${fmtInt(g.dropped.duplicates)}`);
+      expect(c.gaps).toBe(g.gaps.length ? `${fmtInt(g.gaps.length)} (${fmtInt(g.gaps.reduce((n, r) => n + r.count, 0))} readings)` : '0');
+    }
+    expect(rows.map((r) => [r.cells.id, r.cells.state])).toEqual([['gw-gone', 'offline'], ['gw-hist', 'offline'], ['gw-live', 'online']]);
+    expect(rows.find((r) => r.cells.id === 'gw-live')!.cells.cpu).toMatch(/%$/);
+    // gw-hist's gap record, in detail.
+    const gaps = await tableRows(page, 'section.gaps[data-gateway="gw-hist"] table');
+    expect(gaps.map((r) => r.cells)).toEqual([{
+      seqs: '9,001–9,042', count: '42', reason: 'disk_budget', devices: 'dev-2',
+      span: `${fmtTime(world.h0 - 7 * 3600_000)} – ${fmtTime(world.h0 - 7 * 3600_000 + 410_000)}`,
+    }]);
+    await screenshot(page, 'gateways');
+  });
+
+  /** The bucket table against `answer`, row by row (newest first). */
+  async function expectPoints(answer: QueryAnswer): Promise<void> {
+    const rows = await tableRows(cp.page, '[data-testid=points-table]');
+    const side = (p: Point) => (p.batch > 0 && p.speed > 0 ? 'batch + speed' : p.speed > 0 ? 'speed' : 'batch');
+    expect(rows.map((r) => r.data.t)).toEqual(answer.points.map((p) => p.t).reverse());
+    expect(rows.map((r) => r.cells)).toEqual([...answer.points].reverse().map((p) => ({
+      t: fmtTime(p.t), value: fmtNum(p.value), count: fmtInt(p.count), batch: fmtInt(p.batch), speed: fmtInt(p.speed), side: side(p), provisional: p.provisional ? 'yes' : '',
+    })));
+    const total = (k: 'count' | 'batch' | 'speed') => answer.points.reduce((n, p) => n + p[k], 0);
+    expect(await text('[data-testid=query-summary] [data-k=readings]')).toBe(`${fmtInt(total('count'))}: ${fmtInt(total('batch'))} from batch views, ${fmtInt(total('speed'))} from speed`);
+    expect(await text('[data-testid=query-summary] [data-k=buckets]'))
+      .toBe(`${fmtInt(answer.points.length)} with readings, ${fmtInt(answer.points.filter((p) => p.provisional).length)} provisional`);
+    const wm = Object.entries(answer.manifest.watermark).map(([g, e]) => `${g}: ${fmtInt(e)}`).join(', ');
+    expect(await text('[data-testid=query-summary] [data-k=manifest]')).toBe(`manifest v${answer.manifest.version}, watermark ${wm}`);
+  }
+
+  /** The query the page made last, and the same URL fetched again by the test. */
+  async function lastQuery(): Promise<{ params: URLSearchParams; page: QueryAnswer; api: QueryAnswer }> {
+    await cp.flush();
+    const r = cp.responses.filter((x) => x.url.pathname === '/api/v1/query').at(-1)!;
+    expect(r.status).toBe(200);
+    const again = await apiCall<QueryAnswer>(world.url, r.url.pathname + r.url.search, world.admin);
+    expect(again.status).toBe(200);
+    return { params: r.url.searchParams, page: r.body as QueryAnswer, api: again.body };
+  }
+
+  /** Pixels of each bar color on the chart's canvas: the batch/speed boundary must be drawn. */
+  async function chartColors(): Promise<Record<string, number>> {
+    return cp.page.evaluate(() => {
+      const canvas = document.querySelector('[data-testid=chart] canvas') as HTMLCanvasElement;
+      const px = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data;
+      const want: Record<string, [number, number, number]> = {
+        batch: [0x2f, 0x6f, 0xb3], speed: [0xe0, 0x86, 0x2b], mixed: [0x7b, 0x4f, 0xb0], provisional: [0xc6, 0x28, 0x28],
+      };
+      const out: Record<string, number> = { batch: 0, speed: 0, mixed: 0, provisional: 0 };
+      for (let i = 0; i < px.length; i += 4) {
+        for (const [k, [r, g, b]] of Object.entries(want)) {
+          if (Math.abs(px[i] - r) < 12 && Math.abs(px[i + 1] - g) < 12 && Math.abs(px[i + 2] - b) < 12) out[k]++;
+        }
+      }
+      return out;
+    });
+  }
+
+  it('device view: the merged answer as a chart colored by batch/speed side, provisional buckets marked, and a table', async () => {
+    const { page } = cp;
+    await go('#/device?device=dev-1&metric=temp&range=24h&step=1h&agg=avg');
+    const q = await lastQuery();
+    expect(Object.fromEntries(q.params)).toMatchObject({ device: 'dev-1', metric: 'temp', step: '1h', agg: 'avg' });
+    expect(Number(q.params.get('to')) - Number(q.params.get('from'))).toBe(24 * 3600_000);
+    expect(q.page).toEqual(q.api);
+    await expectPoints(q.api);
+    // The world made every kind of bucket: batch only, speed only, both, and a provisional one.
+    const kinds = new Set(q.api.points.map((p) => (p.batch > 0 && p.speed > 0 ? 'mixed' : p.speed > 0 ? 'speed' : 'batch')));
+    expect([...kinds].sort()).toEqual(['batch', 'mixed', 'speed']);
+    expect(q.api.points.filter((p) => p.provisional).map((p) => Date.parse(p.t))).toEqual([world.h0 - 3 * 3600_000]);
+    const colors = await chartColors();
+    for (const k of ['batch', 'speed', 'mixed', 'provisional']) expect({ [k]: colors[k] > 50 }).toEqual({ [k]: true });
+    expect(await text('[data-testid=legend]')).toContain('provisional');
+    // Hovering the provisional bar names its bucket with the API's figures.
+    const from = Math.floor(Number(q.params.get('from')) / 3600_000) * 3600_000;
+    const end = Math.ceil(Number(q.params.get('to')) / 3600_000) * 3600_000;
+    const prov = q.api.points.find((p) => p.provisional)!;
+    const box = (await page.locator('[data-testid=chart] .u-over').boundingBox())!;
+    await page.mouse.move(box.x + (box.width * (Date.parse(prov.t) + 1800_000 - from)) / (end - from), box.y + box.height - 5);
+    expect(await text('[data-testid=hover]')).toBe(`${fmtTime(prov.t)}: avg ${fmtNum(prov.value)}, ${fmtInt(prov.count)} readings `
+      + `(batch ${fmtInt(prov.batch)}, speed ${fmtInt(prov.speed)}), provisional`);
+    await screenshot(page, 'device');
+    await page.mouse.move(0, 0);
+
+    // The form: another aggregate and a custom range (UTC) ask the API for exactly that.
+    await page.selectOption('[data-testid=select-agg]', 'max');
+    await page.selectOption('[data-testid=select-range]', 'custom');
+    await page.selectOption('[data-testid=select-step]', '15m');
+    await page.fill('input[name=from]', new Date(world.h0 - 6 * 3600_000).toISOString().slice(0, 16));
+    await page.fill('input[name=to]', new Date(world.h0).toISOString().slice(0, 16));
+    await nextRender(page, () => page.click('[data-testid=show]'));
+    const q2 = await lastQuery();
+    expect(Object.fromEntries(q2.params)).toEqual({ device: 'dev-1', metric: 'temp', from: String(world.h0 - 6 * 3600_000), to: String(world.h0), step: '15m', agg: 'max' });
+    expect(q2.page).toEqual(q2.api);
+    expect(q2.api.points.length).toBeGreaterThan(10);
+    await expectPoints(q2.api);
+  });
+
+  it('fleet chart: one metric over the fleet at a step of an hour or more', async () => {
+    const { page } = cp;
+    await go('#/fleet-chart?metric=temp&range=7d');
+    const q = await lastQuery();
+    expect(Object.fromEntries(q.params)).toMatchObject({ metric: 'temp', step: '1h', agg: 'avg' });
+    expect(q.params.has('device') || q.params.has('gateway')).toBe(false);
+    expect(q.page).toEqual(q.api);
+    expect(q.api.scope).toEqual({ fleet: true });
+    await expectPoints(q.api);
+    // Daily noon readings from a week of history, and today's hours.
+    expect(q.api.points.length).toBeGreaterThanOrEqual(12);
+    await screenshot(page, 'fleet-chart');
+    // Steps below an hour are not offered: the fleet's finest view is hourly.
+    const steps = await page.$$eval('[data-testid=select-step] option', (os) => os.map((o) => (o as HTMLOptionElement).value));
+    expect(steps).toEqual(['auto', '1h', '6h', '1d']);
+
+    // One gateway's scope, by the form.
+    await page.selectOption('[data-testid=select-gateway]', 'gw-hist');
+    await nextRender(page, () => page.click('[data-testid=show]'));
+    const q2 = await lastQuery();
+    expect(q2.params.get('gateway')).toBe('gw-hist');
+    expect(q2.api.scope).toEqual({ gateway: 'gw-hist' });
+    await expectPoints(q2.api);
+    await eventually(async () => (await page.locator('[data-testid=select-gateway]').inputValue()) === 'gw-hist');
+  });
+});

@@ -1,0 +1,213 @@
+/**
+ * The speed push end to end (docs/serving.md): MQTT.js devices -> a real gateway (outbox, speed
+ * partials, forwarder, speed pusher) -> a real cloud (ingest, speed store, registry, batch). The
+ * cloud's speed_partials equal the gateway's partials table, re-pushes change nothing, an outage
+ * is caught up at once on reconnect, and after a batch run the cloud prunes behind the live
+ * manifest while the gateway stops pushing what it covers.
+ */
+import { join } from 'node:path';
+import type { MqttClient } from 'mqtt';
+import { scrapedValue } from '../../shared/metrics.js';
+import { Db } from '../../shared/sqlite.js';
+import { type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir } from '../support/gateway.js';
+import type { GatewayConfig } from '../../edge/config.js';
+import { queryGatewayDb } from '../support/child-gateway.js';
+import { type SpeedCloud, credentials, getJson, startSpeedCloud, storedPartials } from '../cloud/speed-fixtures.js';
+
+const GW = 'gw-sp';
+const DEVICES = ['dev-a', 'dev-b'];
+
+let cloudDir: { path: string; remove: () => void };
+let cloud: SpeedCloud | null = null;
+let gw: TestGateway | null = null;
+let gwDir: { path: string; remove: () => void };
+let clients: MqttClient[] = [];
+let keys: { token: string; admin: string };
+
+beforeEach(async () => {
+  secrets.clear();
+  cloudDir = tempDir('braid-sp-cloud-');
+  gwDir = tempDir('braid-sp-gw-');
+  const c = await credentials(cloudDir.path, [GW]);
+  keys = { token: c.tokens[GW], admin: c.admin };
+});
+
+afterEach(async () => {
+  for (const c of clients) await endClient(c);
+  clients = [];
+  await gw?.close();
+  gw = null;
+  await cloud?.close();
+  cloud = null;
+  cloudDir.remove();
+  gwDir.remove();
+});
+
+function gatewayOptions(url: string, speed: DeepPartial<GatewayConfig['speed']> = {}): DeepPartial<GatewayConfig> {
+  return {
+    id: GW,
+    cloud: { url, token: keys.token, retryInitialMs: 50, retryMaxMs: 300 },
+    outbox: { epochIdleMs: 150, epochMs: 1000 },
+    speed: { pushIntervalMs: 100, ...speed },
+  };
+}
+
+const secrets = new Map<string, string>();
+
+/** Connect every device (registered on first use; the registry lives in the gateway's data dir). */
+async function connectAll(): Promise<void> {
+  for (const d of DEVICES) {
+    if (!secrets.has(d)) secrets.set(d, await gw!.addDevice(d));
+    clients.push(await connectDevice(gw!.mqttUrl, d, secrets.get(d)));
+  }
+}
+
+/** `n` readings per device, spread over `minutes` minutes ending now, some of them an hour late. */
+async function send(n: number, minutes = 5, salt = 0): Promise<void> {
+  const now = Date.now();
+  for (let i = 0; i < n; i++) {
+    for (const [k, d] of DEVICES.entries()) {
+      const late = i % 9 === 0 ? 3600_000 : 0;
+      const ts = now - late - (i % minutes) * 60_000 - k - i * 3 - salt * 7;
+      await publish(clients[k], `devices/${d}/telemetry`, JSON.stringify({ ts, temp: 20 + ((i * 7 + salt) % 50) / 10, hum: 40 + (i % 13) }), 1);
+    }
+  }
+}
+
+interface Row { device: string; metric: string; minute: number; epoch: number; count: number; sum: number; min: number; max: number; m2: number; first: number; first_ts: number; last: number; last_ts: number }
+
+const COLS = 'device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts';
+const gatewayPartials = (minEpochExclusive = 0) => queryGatewayDb<Row>(gwDir.path,
+  `SELECT ${COLS} FROM partials WHERE epoch > ? ORDER BY device, metric, minute, epoch`, [minEpochExclusive]);
+const cloudPartials = async (): Promise<Row[]> => (await storedPartials(cloudDir.path, GW)).map(({ gateway: _g, ...r }) => r);
+
+/** The cloud holds exactly the gateway's partials (of epochs above `e`). */
+async function inSync(e = 0): Promise<boolean> {
+  const [a, b] = await Promise.all([gatewayPartials(e), cloudPartials()]);
+  return a.length > 0 && JSON.stringify(a) === JSON.stringify(b);
+}
+
+async function setCursor(value: number): Promise<void> {
+  const db = await Db.open(join(gwDir.path, 'gateway.db'));
+  try {
+    await db.run(`INSERT INTO meta (key, value) VALUES ('speed_push_cursor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, [String(value)]);
+  } finally {
+    await db.close();
+  }
+}
+
+const gatewayMetrics = async () => (await fetch(`${gw!.httpUrl}/metrics`)).text();
+const health = async () => (await (await fetch(`${gw!.httpUrl}/api/v1/health`)).json()) as Record<string, any>;
+
+test('pushes arrive and equal the gateway\'s partials table; health and connected devices reach the registry', async () => {
+  cloud = await startSpeedCloud(cloudDir.path);
+  gw = await startTestGateway(gatewayOptions(cloud.url), gwDir.path);
+  await connectAll();
+  await send(60);
+  await eventually(() => inSync(), 10_000);
+
+  const h = await health();
+  expect(h.speedPush).toEqual({ lastSuccessAt: expect.any(String), watermark: 0, consecutiveFailures: 0 });
+  const gws = (await getJson(cloud.url, '/api/v1/gateways', keys.admin)).body.gateways as Array<Record<string, any>>;
+  expect(gws).toMatchObject([{ id: GW, online: true, health: { gatewayId: GW, devices: { connected: 2 } } }]);
+  const devices = (await getJson(cloud.url, '/api/v1/devices', keys.admin)).body.devices;
+  expect(devices).toMatchObject([
+    { id: 'dev-a', gateway: GW, online: true, metrics: ['hum', 'temp'] },
+    { id: 'dev-b', gateway: GW, online: true, metrics: ['hum', 'temp'] },
+  ]);
+  // A device that goes away is not online any more once the next push says so.
+  await endClient(clients.pop()!);
+  await eventually(async () => ((await getJson(cloud!.url, '/api/v1/devices', keys.admin)).body.devices as Array<{ online: boolean }>)[1].online === false, 5000);
+
+  const text = await gatewayMetrics();
+  expect(scrapedValue(text, 'braid_speedpush_requests_total', { outcome: 'ok' })).toBeGreaterThan(0);
+  expect(scrapedValue(text, 'braid_speedpush_partials_sent_total')).toBeGreaterThanOrEqual((await gatewayPartials()).length);
+  expect(scrapedValue(text, 'braid_speedpush_lag_seconds')).toBe(0);
+}, 30_000);
+
+test('a push from cursor 0 again, in small pages, changes nothing in the cloud [idempotent]', async () => {
+  cloud = await startSpeedCloud(cloudDir.path);
+  gw = await startTestGateway(gatewayOptions(cloud.url, { pushMaxPartials: 7 }), gwDir.path);
+  await connectAll();
+  await send(40);
+  await eventually(() => inSync(), 10_000);
+  const before = await cloudPartials();
+  await endClient(clients.pop()!);
+  await endClient(clients.pop()!);
+  await gw.close();
+
+  await setCursor(0);
+  gw = await startTestGateway(gatewayOptions(cloud.url, { pushMaxPartials: 7 }), gwDir.path);
+  await eventually(async () => scrapedValue(await gatewayMetrics(), 'braid_speedpush_partials_sent_total') >= before.length, 10_000);
+  expect(await cloudPartials()).toEqual(before);
+  expect(await inSync()).toBe(true);
+}, 30_000);
+
+test('a cloud outage: the gateway keeps its cursor and backs off; on reconnect it pushes what changed while away, at once', async () => {
+  cloud = await startSpeedCloud(cloudDir.path);
+  const port = cloud.port;
+  // A long interval and small pages: only the "at once" path catches up in time.
+  gw = await startTestGateway(gatewayOptions(cloud.url, { pushIntervalMs: 1500, pushMaxPartials: 5 }), gwDir.path);
+  await connectAll();
+  await send(30);
+  await eventually(() => inSync(), 15_000);
+  const cursor = gw.gateway.speedPush.status().cursor;
+
+  await cloud.close();
+  cloud = null;
+  await send(40, 8, 1); // grows existing partials and adds new ones
+  await eventually(() => gw!.gateway.speedPush.status().consecutiveFailures >= 2, 10_000);
+  expect(gw.gateway.speedPush.status().cursor).toBe(cursor);
+  expect(scrapedValue(await gatewayMetrics(), 'braid_speedpush_lag_seconds')).toBeGreaterThan(0);
+  expect((await health()).speedPush.consecutiveFailures).toBeGreaterThan(0);
+  const changed = (await gatewayPartials()).length;
+
+  cloud = await startSpeedCloud(cloudDir.path, { http: { port } });
+  await eventually(() => gw!.gateway.speedPush.status().consecutiveFailures === 0, 10_000, 5);
+  const reconnectedAt = Date.now();
+  await eventually(() => inSync(), 10_000, 10);
+  // More than `changed / 5` pages went in far less than one pushIntervalMs.
+  expect(Date.now() - reconnectedAt).toBeLessThan(1500);
+  expect(changed).toBeGreaterThan(10);
+  expect(scrapedValue(await gatewayMetrics(), 'braid_speedpush_requests_total', { outcome: 'retry' })).toBeGreaterThan(0);
+}, 40_000);
+
+test('after a batch run publishes E: the cloud prunes epochs <= E once live, the gateway learns E and stops pushing epochs <= E', async () => {
+  cloud = await startSpeedCloud(cloudDir.path, { ingest: { sealMaxAgeMs: 400 } }, { pruneGraceMs: 0, manifestPollMs: 50 });
+  gw = await startTestGateway(gatewayOptions(cloud.url), gwDir.path);
+  await connectAll();
+  await send(40);
+  await eventually(() => inSync(), 10_000);
+
+  // Every epoch closes (idle) and is reported; its readings reach master/; then a batch run.
+  const lastClosed = await eventually(async () => {
+    const rows = await queryGatewayDb<{ open: number; last: number | null; unreported: number }>(gwDir.path,
+      'SELECT SUM(closed_at IS NULL) AS open, MAX(epoch) AS last, SUM(reported = 0) AS unreported FROM epochs');
+    return rows[0].open === 0 && rows[0].unreported === 0 && gw!.gateway.outbox.status().pending === 0 ? rows[0].last : null;
+  }, 15_000);
+  await cloud.app.server.ingest.sealNow();
+  const result = await (await cloud.app.scheduler().runNow('api')).done;
+  const E = result.watermark[GW];
+  expect(E).toBe(lastClosed);
+
+  await eventually(async () => (await health()).speedPush.watermark === E, 5000);
+  await eventually(async () => (await cloudPartials()).every((r) => r.epoch > E), 5000);
+  expect(await cloudPartials()).toEqual([]); // every epoch was covered
+  // The gateway keeps them for its own windows.
+  expect((await gatewayPartials()).length).toBeGreaterThan(0);
+
+  // From cursor 0 again: it pushes nothing of epochs <= E, and what comes next still arrives.
+  for (const c of clients.splice(0)) await endClient(c);
+  await gw.close();
+  await setCursor(0);
+  gw = await startTestGateway(gatewayOptions(cloud.url), gwDir.path);
+  await eventually(() => gw!.gateway.speedPush.status().pushes >= 3, 5000);
+  expect(gw.gateway.speedPush.status().partialsSent).toBe(0);
+  await connectAll();
+  await send(10, 2, 3);
+  await eventually(() => inSync(E), 10_000);
+  expect((await cloudPartials()).every((r) => r.epoch > E)).toBe(true);
+  const cloudMetrics = await (await fetch(`${cloud.url}/metrics`)).text();
+  expect(scrapedValue(cloudMetrics, 'braid_speed_partials_stale_total')).toBe(0);
+  expect(scrapedValue(cloudMetrics, 'braid_speed_partials_pruned_total')).toBeGreaterThan(0);
+}, 60_000);
