@@ -27,6 +27,30 @@ export const EMPTY: Readonly<Summary> = Object.freeze({
   first: NaN, firstTs: Infinity, firstDevice: '', last: NaN, lastTs: -Infinity, lastDevice: '',
 });
 
+/**
+ * A summary as a table row or a view file holds it: snake-case times, and no device (a row is one
+ * device's, or carries first_device/last_device columns of its own).
+ */
+export interface SummaryColumns {
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+  m2: number;
+  first: number;
+  first_ts: number;
+  last: number;
+  last_ts: number;
+}
+
+/** The summary of a stored row; `firstDevice`/`lastDevice` break ties on ts when merging across devices. */
+export function fromColumns(r: SummaryColumns, firstDevice: string, lastDevice = firstDevice): Summary {
+  return {
+    count: r.count, sum: r.sum, min: r.min, max: r.max, m2: r.m2,
+    first: r.first, firstTs: r.first_ts, firstDevice, last: r.last, lastTs: r.last_ts, lastDevice,
+  };
+}
+
 /** The summary of one reading. */
 export function of(value: number, ts: number, deviceId = ''): Summary {
   return {

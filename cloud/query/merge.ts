@@ -3,7 +3,7 @@
  * bucket merged, the speed partials inside it merged, then the two merged, all with
  * shared/summary.ts. Pure.
  */
-import { derive, EMPTY, merge, type Agg, type Summary } from '../../shared/summary.js';
+import { derive, EMPTY, fromColumns, merge, type Agg, type Summary } from '../../shared/summary.js';
 import { bucketStart, iso } from '../../shared/time.js';
 import type { SpeedPartial } from './speed.js';
 import type { SummaryRow } from './views/types.js';
@@ -29,11 +29,7 @@ export interface Point {
 
 /** A speed partial as a summary: its readings are one device's, so that device is first's and last's. */
 export function partialSummary(p: SpeedPartial): Summary {
-  return {
-    count: p.count, sum: p.sum, min: p.min, max: p.max, m2: p.m2,
-    first: p.first, firstTs: p.first_ts, firstDevice: p.device,
-    last: p.last, lastTs: p.last_ts, lastDevice: p.device,
-  };
+  return fromColumns(p, p.device);
 }
 
 /**

@@ -4,36 +4,13 @@
  * hand it a table of their own; `cloudSpeedSource` binds cloud/speed's reads to cloud.db.
  */
 import type { Db } from '../../shared/sqlite.js';
-import { gatewayLastContact, readSpeedPartials } from '../speed/index.js';
+import { gatewayLastContact, readSpeedPartials, type SpeedPartialRow, type SpeedPartialsQuery } from '../speed/index.js';
 
 /** One partial: one device's metric in one minute for the readings of one epoch of its gateway. */
-export interface SpeedPartial {
-  gateway: string;
-  device: string;
-  /** Minute start, epoch ms. */
-  minute: number;
-  epoch: number;
-  count: number;
-  sum: number;
-  min: number;
-  max: number;
-  m2: number;
-  first: number;
-  first_ts: number;
-  last: number;
-  last_ts: number;
-}
+export type SpeedPartial = SpeedPartialRow;
 
-export interface SpeedPartialsRequest {
-  metric: string;
-  device?: string;
-  gateway?: string;
-  /** Minutes in [fromMs, toMs), epoch ms. */
-  fromMs: number;
-  toMs: number;
-  /** E of the manifest the query read: only partials of epochs above E[gateway] (0 when absent). */
-  watermark: Record<string, number>;
-}
+/** Which partials a query wants (minutes in [fromMs, toMs); epochs above the manifest's E only). */
+export type SpeedPartialsRequest = SpeedPartialsQuery;
 
 export interface SpeedSource {
   /** Partials of epochs > watermark[gateway] only. */

@@ -3,23 +3,15 @@
  * the prune behind the live manifest, and the reads of the merged query (docs/serving.md).
  */
 import { type Db, type WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
+import type { SummaryColumns } from '../../shared/summary.js';
 import type { PartialTuple } from './validate.js';
 
 /** One stored partial, as the merged query reads it (shared/summary.ts columns; times in epoch ms). */
-export interface SpeedPartialRow {
+export interface SpeedPartialRow extends SummaryColumns {
   gateway: string;
   device: string;
   minute: number;
   epoch: number;
-  count: number;
-  sum: number;
-  min: number;
-  max: number;
-  m2: number;
-  first: number;
-  first_ts: number;
-  last: number;
-  last_ts: number;
 }
 
 export interface SpeedPartialsQuery {

@@ -3,7 +3,7 @@
  * partials (never a rescan of raw readings). A window of span W covers the 1-minute buckets that
  * cover [now - W, now]: every minute from minuteOf(now - W) to the current one, included.
  */
-import { EMPTY, merge, toWindowStats, type Summary, type WindowStats } from '../../shared/summary.js';
+import { EMPTY, fromColumns, merge, toWindowStats, type Summary, type SummaryColumns, type WindowStats } from '../../shared/summary.js';
 import { MINUTE_MS, minuteOf } from '../../shared/time.js';
 import type { Db } from '../../shared/sqlite.js';
 
@@ -16,24 +16,13 @@ export interface WindowsAnswer {
   windows: Record<WindowName, WindowStats>;
 }
 
-export interface PartialRow {
+/** A row of `partials` as the windows read it: one minute of one device's metric, one epoch. */
+export interface PartialRow extends SummaryColumns {
   minute: number;
-  count: number;
-  sum: number;
-  min: number;
-  max: number;
-  m2: number;
-  first: number;
-  first_ts: number;
-  last: number;
-  last_ts: number;
 }
 
 export function rowToSummary(r: PartialRow, device: string): Summary {
-  return {
-    count: r.count, sum: r.sum, min: r.min, max: r.max, m2: r.m2,
-    first: r.first, firstTs: r.first_ts, firstDevice: device, last: r.last, lastTs: r.last_ts, lastDevice: device,
-  };
+  return fromColumns(r, device);
 }
 
 /** The windows of one device's metric at `now`, from the partials (all epochs) in the database. */

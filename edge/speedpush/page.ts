@@ -13,6 +13,7 @@
  */
 import type { Db, WriteQueue } from '../../shared/sqlite.js';
 import { getMeta, setMeta } from '../store/schema.js';
+import type { SummaryColumns } from '../../shared/summary.js';
 
 /** meta key: updated_at of the newest partial the cloud has acknowledged. */
 export const CURSOR_KEY = 'speed_push_cursor';
@@ -22,9 +23,12 @@ export const WATERMARK_KEY = 'speed_watermark';
 /** `[device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts]`, as on the wire. */
 export type PartialTuple = [string, string, number, number, number, number, number, number, number, number, number, number, number];
 
-export interface PartialRow {
-  device: string; metric: string; minute: number; epoch: number; count: number; sum: number; min: number; max: number;
-  m2: number; first: number; first_ts: number; last: number; last_ts: number; updated_at: number;
+export interface PartialRow extends SummaryColumns {
+  device: string;
+  metric: string;
+  minute: number;
+  epoch: number;
+  updated_at: number;
 }
 
 /** Where the pusher stands: the cursor, and the rows at exactly the cursor already pushed (key -> count). */
