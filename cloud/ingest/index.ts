@@ -7,3 +7,4 @@ export { UnsupportedEncodingError, IngestUnavailableError } from './errors.js';
 export { watermark, watermarkOf, type EpochSpan } from './watermark.js';
 export { normalize, covers, missing, type Range } from './ranges.js';
 export { readBody, bodyEncoding, type BodyLimits } from './body.js';
+export { prepareGatewayScope, type GatewayRouteMetrics } from './gateway-scope.js';

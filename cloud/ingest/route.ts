@@ -4,11 +4,9 @@
  * body's, then the group commit; 200 `{ackSeq, stored, duplicates}` once durable [INV-1]. Every
  * refusal is counted by code in braid_ingest_rejected_total [INV-5].
  */
-import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
-import { errorReply } from '../../shared/http-errors.js';
-import { readBody } from './body.js';
+import { prepareGatewayScope } from './gateway-scope.js';
 import type { IngestService } from './service.js';
 import { validateIngestBody } from './validate.js';
 
@@ -29,26 +27,7 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
   const o = ingest.options;
   const m = ingest.metrics;
   await app.register(async (scope) => {
-    // The body is read by us, not by fastify's JSON parser: gzip, and limits on both sizes.
-    scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('*', (req: FastifyRequest, payload: IncomingMessage) =>
-      readBody(payload, req.headers, { maxBodyBytes: o.maxBodyBytes, maxInflatedBytes: o.maxInflatedBytes }));
-
-    scope.setErrorHandler((err, req, reply) => {
-      const { status, body } = errorReply(err as Error);
-      m.rejected.inc({ code: body.code });
-      if (status >= 500) req.log.error({ err }, 'ingest request failed');
-      else req.log.debug({ code: body.code, message: body.message }, 'ingest request refused');
-      if (status === 429 || status === 503) void reply.header('retry-after', '1');
-      // A refused body may still be arriving; closing the connection after the answer stops it.
-      if (status === 413) void reply.header('connection', 'close');
-      void reply.status(status).send(body);
-    });
-    scope.addHook('onResponse', async (_req, reply) => {
-      const s = reply.statusCode;
-      m.requests.inc({ outcome: s < 300 ? 'ok' : s < 500 ? 'rejected' : 'failed' });
-      m.requestSeconds.observe(reply.elapsedTime / 1000);
-    });
+    prepareGatewayScope(scope, o, m, 'ingest request');
 
     scope.post(INGEST_PATH, {
       onRequest: deps.requireGateway,

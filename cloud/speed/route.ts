@@ -5,11 +5,9 @@
  * `{watermark, manifestVersion, stored}`. Every refusal is counted by code in
  * braid_speed_rejected_total [INV-5].
  */
-import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
-import { errorReply } from '../../shared/http-errors.js';
-import { readBody } from '../ingest/index.js';
+import { prepareGatewayScope } from '../ingest/index.js';
 import type { SpeedMetrics } from './metrics.js';
 import { type SpeedLimits, type SpeedPush, pushGateway, validateSpeedPush } from './validate.js';
 
@@ -30,24 +28,7 @@ export interface SpeedRouteDeps {
 export async function registerSpeedRoute(app: FastifyInstance, deps: SpeedRouteDeps): Promise<void> {
   const { metrics: m, limits } = deps;
   await app.register(async (scope) => {
-    scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('*', (req: FastifyRequest, payload: IncomingMessage) =>
-      readBody(payload, req.headers, { maxBodyBytes: limits.maxBodyBytes, maxInflatedBytes: limits.maxInflatedBytes }));
-
-    scope.setErrorHandler((err, req, reply) => {
-      const { status, body } = errorReply(err as Error);
-      m.rejected.inc({ code: body.code });
-      if (status >= 500) req.log.error({ err }, 'speed push failed');
-      else req.log.debug({ code: body.code, message: body.message }, 'speed push refused');
-      if (status === 429 || status === 503) void reply.header('retry-after', '1');
-      if (status === 413) void reply.header('connection', 'close');
-      void reply.status(status).send(body);
-    });
-    scope.addHook('onResponse', async (_req, reply) => {
-      const s = reply.statusCode;
-      m.requests.inc({ outcome: s < 300 ? 'ok' : s < 500 ? 'rejected' : 'failed' });
-      m.requestSeconds.observe(reply.elapsedTime / 1000);
-    });
+    prepareGatewayScope(scope, limits, m, 'speed push');
 
     scope.post(SPEED_PATH, {
       onRequest: deps.requireGateway,
