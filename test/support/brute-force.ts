@@ -8,7 +8,9 @@
  * readViews() reads the views back.
  */
 import { type Summary, EMPTY, merge, of } from '../../shared/summary.js';
-import { bucketStart, DAY_MS, HOUR_MS, MINUTE_MS } from '../../shared/time.js';
+import { bucketStart } from '../../shared/time.js';
+import { VIEW_SPECS, type ViewScope } from '../../cloud/query/views/types.js';
+import type { ViewName } from '../../cloud/batch/index.js';
 
 /** One reading as master/ holds it (ts in epoch ms). */
 export interface RawReading {
@@ -22,20 +24,10 @@ export interface RawReading {
 }
 
 /** What a view groups by besides metric and bucket. */
-export type Scope = 'device' | 'gateway' | 'fleet';
+export type Scope = ViewScope;
 
-/** The published views: scope and bucket width (docs/cloud-storage.md "Views"). */
-export const VIEW_SPECS = {
-  device_1m: { scope: 'device', widthMs: MINUTE_MS },
-  device_1h: { scope: 'device', widthMs: HOUR_MS },
-  device_1d: { scope: 'device', widthMs: DAY_MS },
-  gateway_1h: { scope: 'gateway', widthMs: HOUR_MS },
-  gateway_1d: { scope: 'gateway', widthMs: DAY_MS },
-  fleet_1h: { scope: 'fleet', widthMs: HOUR_MS },
-  fleet_1d: { scope: 'fleet', widthMs: DAY_MS },
-} as const satisfies Record<string, { scope: Scope; widthMs: number }>;
-
-export type BruteViewName = keyof typeof VIEW_SPECS;
+/** The published views; their scopes and widths are the product's own (docs/cloud-storage.md "Views"). */
+export type BruteViewName = ViewName;
 
 const identity = (r: RawReading): string => `${r.device}\u0000${r.metric}\u0000${r.ts}`;
 
@@ -90,7 +82,7 @@ export function bruteForceRows(readings: readonly RawReading[], scope: Scope, wi
 export function bruteForceViews(readings: Iterable<RawReading>, e?: Readonly<Record<string, number>>): Record<BruteViewName, Map<string, Summary>> {
   const covered = dedupCovered(readings, e);
   const out = {} as Record<BruteViewName, Map<string, Summary>>;
-  for (const [view, spec] of Object.entries(VIEW_SPECS) as Array<[BruteViewName, (typeof VIEW_SPECS)[BruteViewName]]>) {
+  for (const [view, spec] of Object.entries(VIEW_SPECS) as Array<[BruteViewName, (typeof VIEW_SPECS)[ViewName]]>) {
     out[view] = bruteForceRows(covered, spec.scope, spec.widthMs);
   }
   return out;
