@@ -8,7 +8,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
-import { CONNACK, PUBACK, PacketReader, connectPacket, publishPacket } from '../lib/mqtt-raw.js';
+import { CONNACK, PUBACK, PacketReader, connectPacket, publishPacket } from '../../test/support/mqtt-raw.js';
 
 interface Args {
   host: string;

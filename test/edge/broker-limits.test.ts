@@ -6,6 +6,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
+import { connectPacket } from '../support/mqtt-raw.js';
 import {
   type TestGateway, connectDevice, endClient, publish, startTestGateway,
 } from '../support/gateway.js';
@@ -204,32 +205,6 @@ describe('connection limits', () => {
 
 // ---------------------------------------------------------------------------------------------
 // Raw MQTT 3.1.1 packets, for what MQTT.js will not send.
-
-function str(s: string): Buffer {
-  const b = Buffer.from(s, 'utf8');
-  const len = Buffer.alloc(2);
-  len.writeUInt16BE(b.length);
-  return Buffer.concat([len, b]);
-}
-
-function remainingLength(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return Buffer.from(out);
-}
-
-function connectPacket(clientId: string, username: string, password: string, keepalive: number): Buffer {
-  const ka = Buffer.alloc(2);
-  ka.writeUInt16BE(keepalive);
-  // protocol name, level 4, flags: username + password + clean session
-  const body = Buffer.concat([str('MQTT'), Buffer.from([4, 0xc2]), ka, str(clientId), str(username), str(password)]);
-  return Buffer.concat([Buffer.from([0x10]), remainingLength(body.length), body]);
-}
 
 function readConnack(s: Socket): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -6,6 +6,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue, scrapedValue } from '../../shared/metrics.js';
+import { collectPackets, connectPacket, publishPacket } from '../support/mqtt-raw.js';
 import type { GatewayConfig } from '../../edge/config.js';
 import {
   type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway,
@@ -129,11 +130,11 @@ describe('dedup [INV-2]', () => {
     const secret = await tg.addDevice('raw');
     const s = await rawSocket();
     const packets = collectPackets(s);
-    s.write(connectPacket('raw', secret));
+    s.write(connectPacket('raw', 'raw', secret, 30));
     await eventually(() => packets.some((p) => p.type === 2));
     const payload = JSON.stringify({ ts: T, temp: 7 });
-    s.write(publishPacket('devices/raw/telemetry', payload, 42, false));
-    s.write(publishPacket('devices/raw/telemetry', payload, 42, true));
+    s.write(publishPacket('devices/raw/telemetry', payload, 1, 42, false));
+    s.write(publishPacket('devices/raw/telemetry', payload, 1, 42, true));
     await eventually(() => packets.filter((p) => p.type === 4).length === 2);
     expect(packets.filter((p) => p.type === 4).map((p) => p.body.readUInt16BE(0))).toEqual([42, 42]);
     expect((await rows()).map((r) => [r.device, r.metric, r.ts, r.value])).toEqual([['raw', 'temp', T, 7]]);
@@ -145,18 +146,18 @@ describe('dedup [INV-2]', () => {
     const secret = await tg.addDevice('raw');
     const first = await rawSocket();
     const seen = collectPackets(first);
-    first.write(connectPacket('raw', secret));
+    first.write(connectPacket('raw', 'raw', secret, 30));
     await eventually(() => seen.some((p) => p.type === 2));
     const payload = JSON.stringify({ temp: 7, hum: 40 });
-    first.write(publishPacket('devices/raw/telemetry', payload, 9, false));
+    first.write(publishPacket('devices/raw/telemetry', payload, 1, 9, false));
     await eventually(async () => (await rows()).length === 2);
     first.destroy(); // the device never read the PUBACK
     await new Promise((r) => setTimeout(r, 20)); // a later receive time, were it stamped again
     const again = await rawSocket();
     const packets = collectPackets(again);
-    again.write(connectPacket('raw', secret));
+    again.write(connectPacket('raw', 'raw', secret, 30));
     await eventually(() => packets.some((p) => p.type === 2));
-    again.write(publishPacket('devices/raw/telemetry', payload, 9, true));
+    again.write(publishPacket('devices/raw/telemetry', payload, 1, 9, true));
     await eventually(() => packets.some((p) => p.type === 4));
     const r = await rows();
     expect(r.map((x) => [x.metric, x.value])).toEqual([['temp', 7], ['hum', 40]]);
@@ -276,52 +277,3 @@ function rawSocket(): Promise<Socket> {
   });
 }
 
-function str(s: string): Buffer {
-  const b = Buffer.from(s, 'utf8');
-  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
-}
-
-function frame(first: number, body: Buffer): Buffer {
-  const len: number[] = [];
-  let n = body.length;
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    len.push(byte);
-  } while (n > 0);
-  return Buffer.concat([Buffer.from([first, ...len]), body]);
-}
-
-function connectPacket(id: string, secret: string): Buffer {
-  // MQTT level 4, flags username + password + clean session, keepalive 30 s.
-  return frame(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 0xc2, 0, 30]), str(id), str(id), str(secret)]));
-}
-
-function publishPacket(topic: string, payload: string, packetId: number, dup: boolean): Buffer {
-  return frame(0x32 | (dup ? 0x08 : 0), Buffer.concat([str(topic), Buffer.from([packetId >> 8, packetId & 0xff]), Buffer.from(payload)]));
-}
-
-/** Split the bytes the broker sends into packets (type = first byte >> 4). */
-function collectPackets(s: Socket): Array<{ type: number; body: Buffer }> {
-  const out: Array<{ type: number; body: Buffer }> = [];
-  let buf = Buffer.alloc(0);
-  s.on('data', (d: Buffer) => {
-    buf = Buffer.concat([buf, d]);
-    for (;;) {
-      if (buf.length < 2) return;
-      let len = 0;
-      let mult = 1;
-      let i = 1;
-      for (; i < buf.length; i++) {
-        len += (buf[i] & 0x7f) * mult;
-        mult *= 128;
-        if (!(buf[i] & 0x80)) break;
-      }
-      if (i >= buf.length || buf.length < i + 1 + len) return;
-      out.push({ type: buf[0] >> 4, body: buf.subarray(i + 1, i + 1 + len) });
-      buf = buf.subarray(i + 1 + len);
-    }
-  });
-  return out;
-}

@@ -1,5 +1,6 @@
 /**
- * Just enough MQTT 3.1.1 to hold thousands of idle device connections from one light process:
+ * Raw MQTT 3.1.1 packets, for what MQTT.js will not send (tests) and for
+ * just enough MQTT 3.1.1 to hold thousands of idle device connections from one light process:
  * CONNECT and PUBLISH encoders and a reader for CONNACK and PUBACK. (MQTT.js costs tens of KB per
  * client, which would make the client side heavier than the brokers measured.)
  */
@@ -34,15 +35,24 @@ export function connectPacket(clientId: string, username: string | null, passwor
   return Buffer.concat([Buffer.from([0x10, ...varLength(body.length)]), body]);
 }
 
-export function publishPacket(topic: string, payload: Buffer, qos: 0 | 1, messageId = 1): Buffer {
+/** A PUBLISH; `dup` marks a retransmit of a QoS 1 message [MQTT-3.3.1-1]. */
+export function publishPacket(topic: string, payload: Buffer | string, qos: 0 | 1, messageId = 1, dup = false): Buffer {
   const parts = [str(topic)];
   if (qos > 0) parts.push(Buffer.from([messageId >> 8, messageId & 0xff]));
-  parts.push(payload);
+  parts.push(Buffer.from(payload));
   const body = Buffer.concat(parts);
-  return Buffer.concat([Buffer.from([0x30 | (qos << 1), ...varLength(body.length)]), body]);
+  return Buffer.concat([Buffer.from([0x30 | (dup ? 0x08 : 0) | (qos << 1), ...varLength(body.length)]), body]);
 }
 
 export interface Incoming { type: number; body: Buffer }
+
+/** Every packet `socket` receives from now on, as they arrive (type = first byte >> 4). */
+export function collectPackets(socket: { on(event: 'data', fn: (d: Buffer) => void): unknown }): Incoming[] {
+  const out: Incoming[] = [];
+  const reader = new PacketReader();
+  socket.on('data', (d: Buffer) => { out.push(...reader.push(d)); });
+  return out;
+}
 
 /** Splits a byte stream into MQTT packets. */
 export class PacketReader {
