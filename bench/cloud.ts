@@ -224,8 +224,8 @@ async function startCloud(dataDir: string, profileDir?: string, logLevel = 'warn
   return { proc, url: m[1], startMs: performance.now() - t0 };
 }
 
-async function scrape(url: string): Promise<CloudCounters> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+async function scrape(url: string, key: string): Promise<CloudCounters> {
+  const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${key}` } })).text();
   const v = (name: string) => {
     const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+|NaN)$`, 'm'));
     return m ? Number(m[1]) : NaN;
@@ -259,6 +259,15 @@ async function registerGateways(dataDir: string, ids: string[]): Promise<Map<str
     while (next < ids.length) await one(ids[next++]);
   }));
   return tokens;
+}
+
+/** `braid cloud key add` (a read key: what GET /metrics needs); the key is the last stdout line. */
+async function addReadKey(dataDir: string): Promise<string> {
+  const p = braid(['cloud', 'key', 'add', 'bench', '--role', 'read', '--data-dir', dataDir], 'braid cloud key add');
+  const { code } = await p.exited;
+  const key = p.lines[p.lines.length - 1]?.trim();
+  if (code !== 0 || !key?.startsWith('brk_')) throw new Error(`braid cloud key add failed (exit ${code}): ${p.stderrTail()}`);
+  return key;
 }
 
 interface Clients { procs: Proc[]; files: string[]; gateways: number[]; genMs: number; bytes: number }
@@ -430,6 +439,7 @@ async function ingestPhase(): Promise<IngestResult> {
   log(`ingest: registering ${GATEWAYS} gateways (braid cloud gateway add)`);
   const r0 = performance.now();
   const tokens = await registerGateways(template, ids);
+  const readKey = await addReadKey(template);
   const registerMs = performance.now() - r0;
   const tsBase = Date.now() - Math.ceil((PER_GATEWAY / (20 * INGEST_METRICS.length)) * 10_000) - 60_000;
   log(`ingest: ${CLIENTS} client processes build ${int(INGEST_TOTAL)} readings as gzip batches of ${BATCH_READINGS} (${int(PER_GATEWAY)} per gateway)`);
@@ -471,7 +481,7 @@ async function ingestPhase(): Promise<IngestResult> {
       const mem = memoryOf(cloud.proc.pid);
       rssEnd = mem.rss;
       hwm = mem.hwm;
-      counters = await scrape(cloud.url);
+      counters = await scrape(cloud.url, readKey);
       log(`  braid cloud: ${int(cloudRun.perSec)} readings/s acknowledged, p50 ${ms(cloudRun.p50)} p99 ${ms(cloudRun.p99)}; RSS ${mb(rssEnd)} (peak ${mb(hwm)}); cloud CPU ${cloudRun.serverCpuSec.toFixed(1)} s`);
     } finally {
       const t0 = performance.now();

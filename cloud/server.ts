@@ -168,7 +168,9 @@ export class CloudServer {
     });
     for (const plugin of this.firstPlugins) await plugin(app, this.context);
     app.get('/healthz', async () => ({ status: 'ok' }));
-    app.get('/metrics', async (_req, reply) => {
+    // Counters name gateways and devices: a read key, like the rest of the API (Prometheus sends it
+    // with `authorization: {credentials: ...}` in its scrape config).
+    app.get('/metrics', { preHandler: auth.requireRole('read') }, async (_req, reply) => {
       void reply.header('content-type', this.registry.contentType);
       return this.registry.metrics();
     });

@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 export const OPENAPI_PATH = '/api/v1/openapi.json';
 
 /** Routes that take no bearer token. */
-const PUBLIC = new Set([OPENAPI_PATH, '/healthz', '/metrics']);
+const PUBLIC = new Set([OPENAPI_PATH, '/healthz']);
 
 export interface OpenApiOptions {
   /** The API's version (package.json). */

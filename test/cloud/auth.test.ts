@@ -9,6 +9,7 @@ import { hashSecret } from '../../cloud/store/credentials.js';
 import type { CloudPlugin } from '../../cloud/server.js';
 import { type TestCloud, ingestBody, makeReadings, postIngest, queryCloudDb, startTestCloud } from '../support/cloud.js';
 import { eventually, tempDir } from '../support/gateway.js';
+import { startSpeedCloud } from './speed-fixtures.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 
@@ -32,9 +33,13 @@ const lastLine = (s: string) => s.trimEnd().split('\n').pop()!;
 let dir: { path: string; remove: () => void };
 let cloud: TestCloud | null = null;
 beforeEach(() => { dir = tempDir('braid-auth-'); });
+let closeApp: (() => Promise<void>) | null = null;
+
 afterEach(async () => {
   await cloud?.close();
   cloud = null;
+  await closeApp?.();
+  closeApp = null;
   dir.remove();
 });
 
@@ -100,6 +105,28 @@ test('requireRole: 401 without a known bearer, 403 for the wrong role, admin imp
   }
   expect((await get('/test/admin', admin)).body.principal).toEqual({ kind: 'key', name: 'boss', role: 'admin' });
   expect((await get('/test/gateway', tok)).body.principal).toEqual({ kind: 'gateway', gateway: 'gw-1' });
+}, 60_000);
+
+test('every route takes a key but /healthz and the console\'s static files: /metrics needs a read key', async () => {
+  const read = lastLine((await braid(['cloud', 'key', 'add', 'scraper', '--role', 'read', '--data-dir', dir.path])).stdout);
+  const tok = lastLine((await braid(['cloud', 'gateway', 'add', 'gw-1', '--data-dir', dir.path])).stdout);
+  const app = await startSpeedCloud(dir.path); // the whole cloud of `braid cloud`: console, query, batch routes
+  closeApp = app.close;
+  const status = async (path: string, secret?: string) => {
+    const res = await fetch(`${app.url}${path}`, { headers: secret ? { authorization: `Bearer ${secret}` } : {} });
+    return { path, status: res.status, type: res.headers.get('content-type')?.split(';')[0] ?? null, text: await res.text() };
+  };
+  expect(await status('/metrics')).toMatchObject({ status: 401, text: expect.stringContaining('BRAID_ERR_UNAUTHORIZED') });
+  expect(await status('/metrics', tok)).toMatchObject({ status: 403 });
+  const scraped = await status('/metrics', read);
+  expect(scraped).toMatchObject({ status: 200, type: 'text/plain' });
+  expect(scraped.text).toMatch(/^braid_ingest_requests_total|^# HELP braid_/m);
+  expect(await status('/healthz')).toMatchObject({ status: 200 });
+  expect(await status('/')).toMatchObject({ status: 200, type: 'text/html' });
+  expect(await status('/api/v1/openapi.json')).toMatchObject({ status: 200 });
+  for (const path of ['/api/v1/query?metric=temp', '/api/v1/devices', '/api/v1/gateways', '/api/v1/batch']) {
+    expect(await status(path)).toMatchObject({ path, status: 401 });
+  }
 }, 60_000);
 
 test('a removed key and a rotated token stop working within the cache TTL', async () => {

@@ -65,12 +65,12 @@ describe('OpenAPI document', () => {
     }
   });
 
-  it('declares bearer auth for every /api/v1 route but the document itself', () => {
+  it('declares bearer auth for every route but the document itself and /healthz', () => {
     expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });
     expect(doc.security).toEqual([{ bearerAuth: [] }]);
     for (const [path, ops] of Object.entries(doc.paths)) {
       for (const op of Object.values(ops)) {
-        if (path === '/api/v1/openapi.json' || !path.startsWith('/api/v1/')) expect(op.security).toEqual([]);
+        if (path === '/api/v1/openapi.json' || path === '/healthz') expect(op.security).toEqual([]);
         else expect(op.security ?? doc.security).toEqual([{ bearerAuth: [] }]);
       }
     }

@@ -25,7 +25,7 @@ afterEach(async () => {
 
 const asRows = (g: string, ps: Tuple[]) => ps.map(([device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts]) =>
   ({ gateway: g, device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts }));
-const metrics = async (c: SpeedCloud) => (await fetch(`${c.url}/metrics`)).text();
+const metrics = async (c: SpeedCloud, key: string) => (await fetch(`${c.url}/metrics`, { headers: { authorization: `Bearer ${key}` } })).text();
 
 describe('POST /api/v1/speed', () => {
   test('a push is stored as sent; the answer carries E of the live manifest (none yet: 0)', async () => {
@@ -66,7 +66,7 @@ describe('POST /api/v1/speed', () => {
   });
 
   test('bad pushes are refused with their code, counted in braid_speed_rejected_total, and store nothing [INV-5]', async () => {
-    const { tokens } = await credentials(dir.path, ['gw-1', 'gw-2']);
+    const { tokens, read } = await credentials(dir.path, ['gw-1', 'gw-2']);
     cloud = await startSpeedCloud(dir.path, { speed: { maxPartialsPerRequest: 5 } });
     const ok = [partial('d1', 'temp', 0, 1)];
     const post = (token: string | null, body: unknown, o?: { gzip?: boolean; raw?: Buffer }) => postSpeed(cloud!.url, token, body, o);
@@ -99,7 +99,7 @@ describe('POST /api/v1/speed', () => {
 
     expect(await storedPartials(dir.path)).toEqual([]);
     expect(await queryCloudDb(dir.path, 'SELECT * FROM gateway_status')).toEqual([]);
-    const text = await metrics(cloud);
+    const text = await metrics(cloud, read);
     expect(scrapedValue(text, 'braid_speed_rejected_total', { code: 'BRAID_ERR_UNAUTHORIZED' })).toBe(2);
     expect(scrapedValue(text, 'braid_speed_rejected_total', { code: 'BRAID_ERR_FORBIDDEN' })).toBe(1);
     expect(scrapedValue(text, 'braid_speed_rejected_total', { code: 'BRAID_ERR_BAD_REQUEST' })).toBe(bad.length + 1);
@@ -147,7 +147,7 @@ const epochsStored = async (g: string) => (await storedPartials(dir.path, g)).ma
 
 describe('pruning behind the live manifest', () => {
   test('after a batch run publishes E, partials <= E go only once that manifest is live (and pruneGraceMs passed); a late re-push of them is dropped', async () => {
-    const { tokens } = await credentials(dir.path, ['gw-1']);
+    const { tokens, read } = await credentials(dir.path, ['gw-1']);
     cloud = await startSpeedCloud(dir.path, {}, { pruneGraceMs: 1500, manifestPollMs: 25 });
     const ps = [partial('d1', 'temp', 0, 1, 2), partial('d1', 'temp', 1, 2, 2), partial('d1', 'temp', 2, 3, 2)];
     await postSpeed(cloud.url, tokens['gw-1'], pushBody('gw-1', ps));
@@ -179,7 +179,7 @@ describe('pruning behind the live manifest', () => {
     const again = await postSpeed(cloud.url, tokens['gw-1'], pushBody('gw-1', [partial('d1', 'temp', 1, 2, 3), partial('d1', 'temp', 2, 3, 3)]));
     expect(again.body).toEqual({ watermark: 2, manifestVersion: result.version, stored: 1 });
     expect(await storedPartials(dir.path, 'gw-1')).toEqual(asRows('gw-1', [partial('d1', 'temp', 2, 3, 3)]));
-    const text = await metrics(cloud);
+    const text = await metrics(cloud, read);
     expect(scrapedValue(text, 'braid_speed_partials_stale_total')).toBe(1);
     expect(scrapedValue(text, 'braid_speed_partials_pruned_total')).toBe(2);
   }, 30_000);

@@ -207,7 +207,7 @@ test('after a batch run publishes E: the cloud prunes epochs <= E once live, the
   await send(10, 2, 3);
   await eventually(() => inSync(E), 10_000);
   expect((await cloudPartials()).every((r) => r.epoch > E)).toBe(true);
-  const cloudMetrics = await (await fetch(`${cloud.url}/metrics`)).text();
+  const cloudMetrics = await (await fetch(`${cloud.url}/metrics`, { headers: { authorization: `Bearer ${keys.admin}` } })).text();
   expect(scrapedValue(cloudMetrics, 'braid_speed_partials_stale_total')).toBe(0);
   expect(scrapedValue(cloudMetrics, 'braid_speed_partials_pruned_total')).toBeGreaterThan(0);
 }, 60_000);
