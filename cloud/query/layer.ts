@@ -5,6 +5,7 @@
  */
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { Counter } from 'prom-client';
 import { getMeta, sinkKey } from '../batch/index.js';
 import { INFLUX_SINK_NAME } from '../sinks/influx/index.js';
 import type { CloudContext, CloudService } from '../server.js';
@@ -42,7 +43,20 @@ export class QueryLayer implements CloudService {
     if (config.query.viewStore === 'influx' && !config.influx.url) {
       throw new ConfigInvalidError('query.viewStore: "influx" needs influx.url (the InfluxDB the batch views are written to)');
     }
-    const parquet = await ParquetViewReader.open({ viewsDir, ...this.o.parquet });
+    const compactions = (ctx.registry.getSingleMetric('braid_query_view_compactions_total') as Counter<'result'> | undefined) ?? new Counter({
+      name: 'braid_query_view_compactions_total', registers: [ctx.registry], labelNames: ['result'] as const,
+      help: 'Compacted copies of the hourly and daily views built for long ranges (result: built, failed; failed ones fall back to the day files)',
+    });
+    const parquet = await ParquetViewReader.open({
+      viewsDir,
+      compactDir: join(ctx.dataDir, 'cache', 'views'),
+      onCompacted: (e) => {
+        compactions.inc({ result: e.err ? 'failed' : 'built' });
+        if (e.err) ctx.logger.warn({ err: e.err, view: e.view, version: e.version }, 'could not compact a view; its day files answer');
+        else ctx.logger.info({ view: e.view, version: e.version, rows: e.rows, ms: Math.round(e.ms) }, 'view compacted for long ranges');
+      },
+      ...this.o.parquet,
+    });
     this.readers.push(parquet);
     let views: ViewReader = parquet;
     if (config.query.viewStore === 'influx') {

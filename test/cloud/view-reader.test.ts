@@ -4,6 +4,7 @@
  * reader's cache and day pruning, InfluxDB's `holds` (the sink's version), and the sink's
  * first_device/last_device string fields.
  */
+import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { readManifest, startBatchRun, type Manifest } from '../../cloud/batch/index.js';
@@ -13,6 +14,7 @@ import { createInfluxSink, quoteStringField, toLine, type InfluxConfig } from '.
 import { loadConfig } from '../../shared/config.js';
 import { nullLogger } from '../../shared/logger.js';
 import { DAY_MS } from '../../shared/time.js';
+import { listFiles } from '../support/cloud.js';
 import { requireBinary, tempDir } from '../support/gateway.js';
 import { startInfluxd } from '../support/influx.js';
 import { GatewaySim, MasterFixture } from '../support/master-fixture.js';
@@ -34,6 +36,24 @@ viewReaderConformance('Parquet (DuckDB), no row cache', {
     harness: { sinks: [], reader: (dataDir) => ParquetViewReader.open({ viewsDir: join(dataDir, 'views'), connections: 1, cacheRows: 0 }) },
     stop: async () => {},
   }),
+});
+
+viewReaderConformance('Parquet (DuckDB), compacted copies of the hourly and daily views', {
+  start: async () => {
+    const compact = tempDir('braid-compact-');
+    return {
+      harness: {
+        sinks: [],
+        reader: async (dataDir) => {
+          const r = await ParquetViewReader.open({ viewsDir: join(dataDir, 'views'), connections: 2, compactDir: compact.path, compactAfterFiles: 0 });
+          const m = await readManifest(join(dataDir, 'views'));
+          if (m) await r.compactFor(m); // every read over a day or more now goes to the copies
+          return r;
+        },
+      },
+      stop: async () => compact.remove(),
+    };
+  },
 });
 
 viewReaderConformance('InfluxDB 1.6.7 (InfluxQL /query)', {
@@ -99,6 +119,59 @@ describe('ParquetViewReader', () => {
       await reader.close(); // idempotent
     }
     await expect(reader.read({ view: 'fleet_1d', metric: 'temp', fromMs: DAY0, toMs: DAY0 + DAY_MS, manifest })).rejects.toThrow(/closed/);
+  });
+
+  it('long ranges read one compacted copy per view and version, built in the background; older versions\' copies go', async () => {
+    const compact = tempDir('braid-compact-');
+    const built: string[] = [];
+    const open = () => ParquetViewReader.open({
+      viewsDir: join(dir.path, 'views'), connections: 2, compactDir: compact.path, compactAfterFiles: 2,
+      onCompacted: (e) => built.push(`${e.view}@${e.version}:${e.err ? e.err.message : e.rows}`),
+    });
+    const year = { key: { device: 'd1' }, metric: 'temp', fromMs: DAY0 - 300 * DAY_MS, toMs: DAY0 + 60 * DAY_MS, manifest };
+    let reader = await open();
+    try {
+      const fromDays = await reader.read({ ...year, view: 'device_1d' }); // 4 day files: answered from them, compaction queued
+      expect(fromDays.map((r) => [r.bucket, r.sum])).toEqual([0, 1, 2, 3].map((d) => [DAY0 + d * DAY_MS, d]));
+      await reader.compactFor(manifest);
+      // Every hourly and daily view with more than 2 day files; not device_1m (a range of it is bounded by maxBuckets).
+      expect(built.sort()).toEqual(['device_1d', 'device_1h', 'fleet_1d', 'fleet_1h', 'gateway_1d', 'gateway_1h'].map((v) => `${v}@${manifest.version}:${v.startsWith('device') ? 8 : 4}`));
+      const copy = join(compact.path, `v${manifest.version}`, 'device_1d.parquet');
+      expect(listFiles(compact.path).map((f) => f.slice(compact.path.length + 1)).filter((f) => !f.startsWith('tmp')).sort())
+        .toEqual(['device_1d', 'device_1h', 'fleet_1d', 'fleet_1h', 'gateway_1d', 'gateway_1h'].map((v) => `v${manifest.version}/${v}.parquet`));
+      // The same rows from the copy, for any range and key; short ranges still read their day files.
+      expect(await reader.read({ ...year, view: 'device_1d' })).toEqual(fromDays);
+      expect((await reader.read({ ...year, view: 'device_1h', key: { device: 'd2' } })).map((r) => r.sum)).toEqual([10, 11, 12, 13]);
+      expect((await reader.read({ ...year, view: 'fleet_1d', key: undefined, fromMs: DAY0 + DAY_MS })).map((r) => r.sum)).toEqual([12, 14, 16]);
+      await reader.close();
+
+      // A new process finds the copy on disk; a read then needs it alone: with the view's day files
+      // out of reach (renamed away), the long range still answers and a short one cannot.
+      built.length = 0;
+      reader = await open();
+      const dayFiles = viewFiles(manifest, 'device_1d', DAY0, DAY0 + 4 * DAY_MS).map((p) => join(dir.path, 'views', p));
+      for (const f of dayFiles) renameSync(f, `${f}.away`);
+      try {
+        expect(await reader.read({ ...year, view: 'device_1d' })).toEqual(fromDays);
+        expect(built).toEqual([]);
+        await expect(reader.read({ ...year, view: 'device_1d', fromMs: DAY0, toMs: DAY0 + DAY_MS })).rejects.toThrow();
+      } finally {
+        for (const f of dayFiles) renameSync(`${f}.away`, f);
+      }
+      expect(existsSync(copy)).toBe(true);
+
+      // Two newer versions later, this version's copies are gone (the previous version's stay for
+      // queries still reading it).
+      const later = (v: number) => ({ ...manifest, version: manifest.version + v });
+      await reader.compactFor(later(1));
+      await reader.compactFor(later(2));
+      expect(existsSync(copy)).toBe(false);
+      expect(existsSync(join(compact.path, `v${manifest.version + 1}`, 'device_1d.parquet'))).toBe(true);
+      expect(existsSync(join(compact.path, `v${manifest.version + 2}`, 'device_1d.parquet'))).toBe(true);
+    } finally {
+      await reader.close();
+      compact.remove();
+    }
   });
 
   it('the manifest source parses the file once per change: a stat per query', async () => {

@@ -16,6 +16,8 @@ export interface TestServer {
   dir: string;
   /** What the process wrote, for a failing test's message. */
   output: () => string;
+  /** The server's process id (for the benchmarks' RSS and CPU figures). */
+  pid: number;
   stop: () => Promise<void>;
 }
 
@@ -67,7 +69,7 @@ async function startProcess(cmd: string, args: string[], probe: (url: string) =>
     await stop();
     throw err;
   }
-  return { url, dir: dir.path, output: () => out, stop };
+  return { url, dir: dir.path, output: () => out, pid: proc.pid!, stop };
 }
 
 /** influxd 1.6.7 with its own config: loopback only, no reporting, no _internal monitor, HTTP on a free port. */

@@ -9,10 +9,22 @@
  * never change: they are kept in an LRU bounded by `cacheRows`, and a dashboard that asks again
  * opens no file. That is why a whole day's rows of the key are read, not only the buckets asked
  * for: the cache entry then serves any range within that day.
+ *
+ * One file per day makes a long range cost a file per day (a device's year at 1d: 365 footers and
+ * scans, ~0.2 ms each, for 365 rows). So for each manifest version the reader writes, in the
+ * background, one compacted copy of every hourly and daily view (`compactDir/v<version>/<view>.parquet`,
+ * all days, sorted by key, metric, bucket: row-group statistics skip the other keys). A read over
+ * more than `compactAfterFiles` days uses it once it is there; until then, and if building it fails,
+ * the day files answer (the same rows). The copies are derived data: deleting them is safe.
  */
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { DuckDBInstance, DuckDBListValue, LIST, VARCHAR, type DuckDBConnection, type DuckDBPreparedStatement, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
+import type { Manifest, ViewName } from '../../batch/index.js';
+import { HOUR_MS } from '../../../shared/time.js';
 import { absoluteViewFiles } from '../manifest.js';
-import { keyOf, type SummaryRow, type ViewReader, type ViewReadRequest } from './types.js';
+import { VIEW_SPECS, keyOf, type SummaryRow, type ViewReader, type ViewReadRequest } from './types.js';
 
 export interface ParquetViewReaderOptions {
   /** <dataDir>/views: the manifest's paths are relative to it. */
@@ -25,6 +37,12 @@ export interface ParquetViewReaderOptions {
   threads: number;
   /** Rows kept in the (file, key, metric) cache, about 200 bytes each; 0 turns it off. */
   cacheRows: number;
+  /** Where the compacted copies of the hourly and daily views go; null: none (every read opens day files). */
+  compactDir: string | null;
+  /** A read over more day files than this uses the compacted copy once it is built. */
+  compactAfterFiles: number;
+  /** Told when a compacted copy is built (err null) or could not be (the day files keep answering). */
+  onCompacted?: (e: { view: ViewName; version: number; ms: number; rows: number; err: Error | null }) => void;
 }
 
 export const DEFAULT_PARQUET_VIEW_READER_OPTIONS: Omit<ParquetViewReaderOptions, 'viewsDir'> = {
@@ -32,7 +50,17 @@ export const DEFAULT_PARQUET_VIEW_READER_OPTIONS: Omit<ParquetViewReaderOptions,
   memoryLimit: '512MB',
   threads: 0,
   cacheRows: 1_000_000, // ~200 MB
+  compactDir: null,
+  compactAfterFiles: 31,
 };
+
+/** A compacted copy of one view of one manifest version. */
+interface Compaction {
+  path: string;
+  ready: boolean;
+}
+
+const sqlString = (s: string) => `'${s.replaceAll("'", "''")}'`;
 
 const SUMMARY_SELECT = `CAST(epoch_ms(bucket) AS DOUBLE) AS b, CAST("count" AS DOUBLE) AS n, "sum", "min", "max", m2,
   "first", CAST(epoch_ms(first_ts) AS DOUBLE) AS fts, "last", CAST(epoch_ms(last_ts) AS DOUBLE) AS lts`;
@@ -63,6 +91,10 @@ export class ParquetViewReader implements ViewReader {
   private readonly cache = new Map<string, SummaryRow[]>();
   private cachedRows = 0;
   private closed = false;
+  private readonly compactions = new Map<string, Compaction>();
+  /** Manifest versions whose compactions were scheduled (the newest last). */
+  private readonly compactedVersions: number[] = [];
+  private compacting: Promise<void> = Promise.resolve();
 
   private constructor(private readonly instance: DuckDBInstance, private readonly all: PooledConnection[], readonly options: ParquetViewReaderOptions) {
     this.idle.push(...all);
@@ -85,6 +117,11 @@ export class ParquetViewReader implements ViewReader {
       await first.run(`SET GLOBAL TimeZone = 'UTC'`);
       // Footers and row-group statistics of hot files stay in memory between queries.
       await first.run('SET GLOBAL parquet_metadata_cache = true');
+      // Sorting a view for its compacted copy may spill: next to the copies, not in the cwd.
+      if (o.compactDir) {
+        await mkdir(join(o.compactDir, 'tmp'), { recursive: true });
+        await first.run(`SET GLOBAL temp_directory = ${sqlString(join(o.compactDir, 'tmp'))}`);
+      }
       // Prepared now, so the first query does not pay for parsing and planning.
       for (const c of conns) {
         for (const key of ['device', 'gateway', null] as const) {
@@ -106,8 +143,14 @@ export class ParquetViewReader implements ViewReader {
   async read(req: ViewReadRequest): Promise<SummaryRow[]> {
     if (this.closed) throw new Error('ParquetViewReader is closed');
     const key = keyOf(req);
-    const files = absoluteViewFiles(this.options.viewsDir, req.manifest, req.view, req.fromMs, req.toMs);
+    let files = absoluteViewFiles(this.options.viewsDir, req.manifest, req.view, req.fromMs, req.toMs);
     if (files.length === 0) return [];
+    this.scheduleCompactions(req.manifest);
+    if (files.length > this.options.compactAfterFiles) {
+      const c = this.compactions.get(compactionId(req.manifest.version, req.view));
+      // One file for all days: its rows of the key and metric are one cache entry for every range.
+      if (c?.ready) files = [c.path];
+    }
     const suffix = `\u0000${key?.value ?? ''}\u0000${req.metric}`;
     const perFile = new Map<string, SummaryRow[]>();
     const missing: string[] = [];
@@ -199,6 +242,74 @@ export class ParquetViewReader implements ViewReader {
     }
   }
 
+  /**
+   * The first read of a manifest version queues its compactions (one at a time, on one pooled
+   * connection) and removes the copies of versions before the previous one: a query that read the
+   * previous manifest may still be reading its copies.
+   */
+  private scheduleCompactions(manifest: Manifest): void {
+    const dir = this.options.compactDir;
+    if (!dir || this.compactedVersions.includes(manifest.version)) return;
+    if (this.compactedVersions.length && manifest.version < this.compactedVersions[this.compactedVersions.length - 1]) return;
+    this.compactedVersions.push(manifest.version);
+    for (const view of Object.keys(manifest.views) as ViewName[]) {
+      const spec = VIEW_SPECS[view];
+      const files = manifest.views[view] ?? [];
+      if (!spec || spec.widthMs < HOUR_MS || files.length <= this.options.compactAfterFiles) continue;
+      const c: Compaction = { path: join(dir, `v${manifest.version}`, `${view}.parquet`), ready: false };
+      this.compactions.set(compactionId(manifest.version, view), c);
+      c.ready = existsSync(c.path); // built by an earlier process: written by rename, so whole
+      if (c.ready) continue;
+      const paths = files.map((f) => join(this.options.viewsDir, f));
+      this.compacting = this.compacting.then(() => this.compact(manifest.version, view, paths, c));
+    }
+    const keep = this.compactedVersions.slice(-2);
+    this.compacting = this.compacting.then(() => this.removeCompactionsBut(keep));
+  }
+
+  private async compact(version: number, view: ViewName, files: string[], c: Compaction): Promise<void> {
+    if (this.closed) return;
+    const t0 = performance.now();
+    const tmp = `${c.path}.tmp`;
+    const key = VIEW_SPECS[view].scope === 'fleet' ? null : VIEW_SPECS[view].scope;
+    let rows = 0;
+    let err: Error | null = null;
+    const pooled = await this.acquire();
+    try {
+      await mkdir(join(c.path, '..'), { recursive: true });
+      const list = files.map(sqlString).join(', ');
+      const order = `${key ? `${key}, ` : ''}metric, bucket`;
+      const r = await pooled.conn.runAndReadAll(`COPY (SELECT * FROM read_parquet([${list}], union_by_name = true) ORDER BY ${order})
+        TO ${sqlString(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384)`);
+      rows = Number(r.getRows()[0]?.[0] ?? 0);
+      await rename(tmp, c.path);
+      c.ready = true;
+    } catch (e) {
+      err = e as Error;
+      await rm(tmp, { force: true }).catch(() => undefined);
+    } finally {
+      this.release(pooled);
+    }
+    this.options.onCompacted?.({ view, version, ms: performance.now() - t0, rows, err });
+  }
+
+  private async removeCompactionsBut(versions: number[]): Promise<void> {
+    const dir = this.options.compactDir!;
+    const keep = new Set(versions.map((v) => `v${v}`));
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (/^v\d+$/.test(name) && !keep.has(name)) await rm(join(dir, name), { recursive: true, force: true });
+    }
+    for (const id of [...this.compactions.keys()]) {
+      if (!keep.has(id.split('/')[0])) this.compactions.delete(id);
+    }
+  }
+
+  /** Queue the compactions of `manifest` (as its first read does); resolves when all have finished (built or failed). */
+  compactFor(manifest: Manifest): Promise<void> {
+    this.scheduleCompactions(manifest);
+    return this.compacting;
+  }
+
   /** Rows held in the cache (for tests and metrics). */
   get cacheSize(): { entries: number; rows: number } {
     return { entries: this.cache.size, rows: this.cachedRows };
@@ -216,10 +327,11 @@ export class ParquetViewReader implements ViewReader {
     else this.idle.push(c);
   }
 
-  /** Idempotent. A read still running when it is called fails. */
+  /** Idempotent. A read still running when it is called fails; a compaction running finishes first. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.compacting.catch(() => undefined);
     this.cache.clear();
     for (const c of this.all) {
       for (const s of c.statements.values()) s.destroySync();
@@ -228,3 +340,5 @@ export class ParquetViewReader implements ViewReader {
     this.instance.closeSync();
   }
 }
+
+const compactionId = (version: number, view: ViewName) => `v${version}/${view}`;
