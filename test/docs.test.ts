@@ -1,0 +1,250 @@
+/**
+ * The operator documentation says what is true:
+ * - docs/operations.md names every metric a running gateway and a running cloud (`braid cloud`:
+ *   createCloud, with the InfluxDB sink configured so its metrics exist) serve on /metrics, and
+ *   every braid_* name it mentions is one of them (no stale names);
+ * - the DuckDB examples of docs/scale-out.md run against a master dataset written by the real
+ *   ingest path (and a real batch run) and return what the page says they return, and its script
+ *   that prints the batch SQL for Trino prints a query whose rows are the views' (run on DuckDB);
+ * - every relative link of README.md and docs/*.md points to a file that exists (and a #fragment
+ *   into a Markdown page to one of its headings).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { createCloud } from '../cloud/app.js';
+import { DEFAULT_BATCH_JOB_OPTIONS, VIEW_NAMES, startBatchRun } from '../cloud/batch/index.js';
+import { addApiKey } from '../cloud/store/credentials.js';
+import { openCloudDb } from '../cloud/store/schema.js';
+import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart } from '../shared/time.js';
+import {
+  type Reading, addGatewayToken, ingestBody, listFiles, postIngest, startTestCloud, testCloudConfig,
+} from './support/cloud.js';
+import {
+  exposedMetrics, headingAnchors, isRelativeTarget, linkTargets, mentionedMetricNames, sampleNames, taggedBlocks,
+} from './support/docs.js';
+import { startTestGateway, tempDir } from './support/gateway.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const read = (rel: string) => readFileSync(join(ROOT, rel), 'utf8');
+
+let dir: { path: string; remove: () => void };
+beforeEach(() => { dir = tempDir('braid-docs-'); });
+afterEach(() => dir.remove());
+
+/** GET /metrics; on a 401, again with an API key made in the cloud's cloud.db (admin implies read). */
+async function scrape(url: string, dataDir?: string): Promise<string> {
+  let res = await fetch(`${url}/metrics`);
+  if (res.status === 401 && dataDir) {
+    const db = await openCloudDb(join(dataDir, 'cloud.db'));
+    const key = await addApiKey(db, 'docs-test', 'admin').finally(() => db.close());
+    res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${key}` } });
+  }
+  expect(res.status).toBe(200);
+  return res.text();
+}
+
+test('docs/operations.md documents every metric the gateway and the cloud serve, and no other', async () => {
+  const gateway = await startTestGateway();
+  // createCloud is what `braid cloud` runs (ingest, batch, speed store, query, sinks). An InfluxDB
+  // URL makes the sink (and its braid_sink_* metrics) exist; nothing is written without a batch run.
+  const cloud = createCloud(testCloudConfig(dir.path, { influx: { url: 'http://127.0.0.1:9' } }));
+  let exposed: Map<string, string>;
+  try {
+    const { url } = await cloud.server.start();
+    exposed = new Map([...exposedMetrics(await scrape(gateway.httpUrl)), ...exposedMetrics(await scrape(url, dir.path))]);
+  } finally {
+    await cloud.server.close();
+    await gateway.close();
+  }
+  const braid = [...exposed.keys()].filter((n) => n.startsWith('braid_'));
+  // Every exposed name should be ours: a metric without the braid_ prefix is a naming slip.
+  expect([...exposed.keys()].filter((n) => !n.startsWith('braid_'))).toEqual([]);
+  expect(braid.length).toBeGreaterThan(50);
+
+  const doc = read('docs/operations.md');
+  const undocumented = braid.filter((n) => !new RegExp(`\\b${n}\\b`).test(doc));
+  expect(undocumented).toEqual([]);
+
+  // Names the page mentions: a family, one of its samples (_bucket...), or a prefix of families (braid_process_).
+  const known = new Set([...exposed].flatMap(([n, t]) => sampleNames(n, t)));
+  const stale = [...mentionedMetricNames(doc)].filter((n) => !known.has(n) && !(n.endsWith('_') && braid.some((b) => b.startsWith(n))));
+  expect(stale).toEqual([]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// scale-out.md's DuckDB examples
+
+const at = (iso: string) => Date.parse(iso);
+const TIMES = Array.from({ length: 24 }, (_, i) => at('2024-11-24T22:00:00Z') + i * 10 * MINUTE_MS); // 22:00 .. 01:50
+
+interface Row { gateway: string; seq: number; epoch: number; device: string; metric: string; ts: number; value: number }
+
+/** Readings of one gateway with contiguous seqs from `firstSeq`, `epochOf(seq)` their epoch. */
+function stream(gateway: string, firstSeq: number, rows: Array<Omit<Row, 'gateway' | 'seq' | 'epoch'>>, epochOf: (seq: number) => number): Row[] {
+  return rows.map((r, i) => ({ ...r, gateway, seq: firstSeq + i, epoch: epochOf(firstSeq + i) }));
+}
+
+function spans(rows: Row[]): Array<{ epoch: number; firstSeq: number; lastSeq: number }> {
+  const m = new Map<number, { epoch: number; firstSeq: number; lastSeq: number }>();
+  for (const r of rows) {
+    const s = m.get(r.epoch);
+    if (s) s.lastSeq = Math.max(s.lastSeq, r.seq);
+    else m.set(r.epoch, { epoch: r.epoch, firstSeq: r.seq, lastSeq: r.seq });
+  }
+  return [...m.values()];
+}
+
+async function ingest(url: string, token: string, rows: Row[], closed: boolean): Promise<void> {
+  const tuples: Reading[] = rows.map((r) => [r.seq, r.epoch, r.device, r.metric, r.ts, r.value]);
+  const res = await postIngest(url, token, ingestBody(rows[0].gateway, tuples, { epochs: closed ? spans(rows) : [] }));
+  expect(res.status).toBe(200);
+  expect(res.body).toMatchObject({ stored: rows.length, duplicates: 0 });
+}
+
+test('docs/scale-out.md: the DuckDB examples run on a master dataset made by ingest and return what they say', async () => {
+  // gw-1: dev-1..3, temp and hum every 10 min across midnight UTC, three closed epochs.
+  const gw1 = stream('gw-1', 1, ['dev-1', 'dev-2', 'dev-3'].flatMap((device) => ['temp', 'hum'].flatMap((metric) =>
+    TIMES.map((ts, i) => ({ device, metric, ts, value: (metric === 'temp' ? 20 : 40) + i / 4 + device.length })))),
+  (seq) => 1 + Math.floor((seq - 1) / 50));
+  // gw-2: dev-4, and dev-3 after it moved there, sending its last hour of temp again (same identities).
+  const moved = gw1.filter((r) => r.device === 'dev-3' && r.metric === 'temp' && r.ts >= at('2024-11-25T01:00:00Z'))
+    .map(({ device, metric, ts, value }) => ({ device, metric, ts, value }));
+  const gw2 = stream('gw-2', 1, [
+    ...['temp', 'hum'].flatMap((metric) => TIMES.map((ts, i) => ({ device: 'dev-4', metric, ts, value: 10 + i }))),
+    ...moved,
+  ], () => 1);
+  // Arrived after the batch run: gw-1's epoch 4 (not closed), dev-1's temp from 02:00.
+  const late = stream('gw-1', gw1.length + 1, Array.from({ length: 6 }, (_, i) => ({
+    device: 'dev-1', metric: 'temp', ts: at('2024-11-25T02:00:00Z') + i * 10 * MINUTE_MS, value: 30 + i,
+  })), () => 4);
+
+  const tokens = { 'gw-1': await addGatewayToken(dir.path, 'gw-1'), 'gw-2': await addGatewayToken(dir.path, 'gw-2') };
+  let cloud = await startTestCloud(dir.path);
+  try {
+    await ingest(cloud.url, tokens['gw-1'], gw1, true);
+    await ingest(cloud.url, tokens['gw-2'], gw2, true);
+  } finally {
+    await cloud.close(); // seals staging into master/
+  }
+  const run = await startBatchRun({ ...DEFAULT_BATCH_JOB_OPTIONS, dataDir: dir.path, threads: 1 }, { trigger: 'cli' });
+  expect((await run.done).watermark).toEqual({ 'gw-1': 3, 'gw-2': 1 });
+  cloud = await startTestCloud(dir.path);
+  try {
+    await ingest(cloud.url, tokens['gw-1'], late, false);
+  } finally {
+    await cloud.close();
+  }
+  expect(listFiles(join(dir.path, 'staging')).filter((f) => f.endsWith('.ndjson'))).toEqual([]);
+
+  // What each example must return, computed from the readings sent.
+  const all = [...gw1, ...gw2, ...late];
+  const day = (ts: number) => new Date(bucketStart(ts, DAY_MS)).toISOString().slice(0, 10);
+  const identities = new Map<string, Row>();
+  for (const r of [...all].sort((a, b) => a.gateway.localeCompare(b.gateway) || a.seq - b.seq)) {
+    const id = `${r.device}|${r.metric}|${r.ts}`;
+    if (!identities.has(id)) identities.set(id, r);
+  }
+  const unique = [...identities.values()];
+  const distinct = <T>(xs: T[]) => new Set(xs).size;
+  const expected: Record<string, { rows: number; check?: (rows: Array<Record<string, unknown>>) => void }> = {
+    days: {
+      rows: distinct(all.map((r) => day(r.ts))),
+      check: (rows) => expect(rows.map((r) => Number(r.readings))).toEqual(['2024-11-24', '2024-11-25'].map((d) => all.filter((r) => day(r.ts) === d).length)),
+    },
+    'device-day': { rows: all.filter((r) => r.device === 'dev-1' && day(r.ts) === '2024-11-25').length },
+    dedup: {
+      rows: 1,
+      check: ([r]) => expect({ readings: Number(r.readings), devices: Number(r.devices) }).toEqual({ readings: unique.length, devices: 4 }),
+    },
+    hourly: {
+      rows: distinct(unique.map((r) => `${r.device}|${r.metric}|${bucketStart(r.ts, HOUR_MS)}`)),
+      check: (rows) => expect(rows.filter((r) => (r.hour as Date).getUTCMinutes() !== 0)).toEqual([]),
+    },
+    covered: {
+      rows: 2,
+      check: (rows) => expect(rows.map((r) => ({ gateway: r.gateway, watermark: Number(r.watermark), in: Number(r.in_views), above: Number(r.above_watermark) })))
+        .toEqual([
+          { gateway: 'gw-1', watermark: 3, in: gw1.length, above: late.length },
+          { gateway: 'gw-2', watermark: 1, in: gw2.length, above: 0 },
+        ]),
+    },
+  };
+
+  const blocks = taggedBlocks(read('docs/scale-out.md'), 'duckdb-example');
+  expect(blocks.map((b) => b.name).sort()).toEqual(Object.keys(expected).sort());
+  const instance = await DuckDBInstance.create(':memory:');
+  const conn = await instance.connect();
+  try {
+    // As a user in the data dir: relative paths resolve there. A session zone that is not UTC (and
+    // not a whole hour off) shows whether the page's own `SET TimeZone` is what makes it right.
+    await conn.run(`SET file_search_path = '${dir.path.replace(/'/g, "''")}'`);
+    await conn.run(`SET TimeZone = 'Asia/Kolkata'`);
+    // One session, in page order, as someone pasting them into the duckdb shell would.
+    for (const block of blocks) {
+      const rows = (await conn.runAndReadAll(block.code)).getRowObjectsJS() as Array<Record<string, unknown>>;
+      const want = expected[block.name];
+      expect({ example: block.name, rows: rows.length }).toEqual({ example: block.name, rows: want.rows });
+      want.check?.(rows);
+    }
+
+    // The batch-sql.ts script, as printed on the page, for Trino; DuckDB reads the same SQL over a
+    // hive.braid.master relation with ts as a zone-less UTC timestamp (what Trino's Hive connector
+    // gives with hive.parquet.time-zone=UTC).
+    const [script] = taggedBlocks(read('docs/scale-out.md'), 'ts-example').filter((b) => b.name === 'batch-sql');
+    expect(script.code).toContain(`from './cloud/batch/sql.js'`);
+    const scriptFile = join(dir.path, 'batch-sql.ts');
+    writeFileSync(scriptFile, script.code.replace(`'./cloud/batch/sql.js'`, JSON.stringify(join(ROOT, 'cloud/batch/sql.ts'))));
+    const master = join(dir.path, 'master').replace(/'/g, "''");
+    await conn.run(`ATTACH ':memory:' AS hive; CREATE SCHEMA hive.braid;
+      CREATE VIEW hive.braid.master AS SELECT device, metric, make_timestamp(epoch_us(ts)) AS ts, value, gateway, seq, epoch, day
+      FROM read_parquet('${master}/day=*/*.parquet', hive_partitioning = true)`);
+    const manifest = JSON.parse(readFileSync(join(dir.path, 'views', 'manifest.json'), 'utf8')) as { watermark: Record<string, number>; views: Record<string, string[]> };
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env.NODE_OPTIONS;
+    const plain = (rows: unknown[]) => JSON.parse(JSON.stringify(rows, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as unknown[];
+    for (const view of VIEW_NAMES) {
+      const sql = execFileSync(process.execPath, ['--import', 'tsx', scriptFile, 'trino', '2024-11-25', JSON.stringify(manifest.watermark), view], { cwd: ROOT, env }).toString();
+      const file = manifest.views[view].find((f) => f.includes('day=2024-11-25'));
+      expect({ view, file: Boolean(file) }).toEqual({ view, file: true });
+      const got = (await conn.runAndReadAll(`SELECT * FROM (${sql}) ORDER BY ALL`)).getRowObjectsJS();
+      const want = (await conn.runAndReadAll(`SELECT * FROM read_parquet('${join(dir.path, 'views', file!).replace(/'/g, "''")}') ORDER BY ALL`)).getRowObjectsJS();
+      expect(want.length).toBeGreaterThan(0);
+      expect({ view, rows: plain(got) }).toEqual({ view, rows: plain(want) });
+    }
+  } finally {
+    conn.closeSync();
+    instance.closeSync();
+  }
+}, 90_000);
+
+// ---------------------------------------------------------------------------------------------
+// Links
+
+test('every relative link in README.md and docs/*.md points to a file that exists', () => {
+  const pages = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  const broken: string[] = [];
+  let checked = 0;
+  for (const page of pages) {
+    const text = read(page);
+    for (const target of linkTargets(text)) {
+      const [path, fragment] = target.split('#', 2) as [string, string | undefined];
+      if (target.startsWith('#')) {
+        checked++;
+        if (!headingAnchors(text).has(decodeURIComponent(fragment ?? ''))) broken.push(`${page}: ${target} (no such heading here)`);
+        continue;
+      }
+      if (!isRelativeTarget(target)) continue;
+      checked++;
+      const file = resolve(dirname(join(ROOT, page)), decodeURIComponent(path.split('?')[0]));
+      if (!existsSync(file)) {
+        broken.push(`${page}: ${target} (no ${relative(ROOT, file)})`);
+      } else if (fragment && file.endsWith('.md') && statSync(file).isFile() && !headingAnchors(readFileSync(file, 'utf8')).has(decodeURIComponent(fragment))) {
+        broken.push(`${page}: ${target} (no heading #${fragment} in ${relative(ROOT, file)})`);
+      }
+    }
+  }
+  expect(broken).toEqual([]);
+  expect(checked).toBeGreaterThan(20);
+});
