@@ -1,6 +1,10 @@
 /**
  * The cloud's configuration: every key with its default and unit. Loaded by shared/config.ts
  * (defaults < file < BRAID_* env < flags); `braid cloud` runs with none of them given.
+ *
+ * Each key's `.describe()` (or `.meta()`) is its documentation, the one source of
+ * docs/configuration.md (`node --import tsx bin/gen-config-docs.ts`); `secret: true` marks values
+ * that `--check-config` never prints.
  */
 import { z } from 'zod';
 
@@ -8,72 +12,62 @@ const port = z.number().int().min(0).max(65535);
 const positive = z.number().int().positive();
 
 export const cloudConfigSchema = z.object({
-  /** Holds cloud.db, staging/, master/, views/ (docs/cloud-storage.md). */
-  dataDir: z.string().min(1).default('./.braid/cloud'),
+  dataDir: z.string().min(1).default('./.braid/cloud')
+    .describe('Holds cloud.db, staging/, master/, views/ and tmp/ (docs/cloud-storage.md); created if missing.'),
   log: z.object({
-    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  }).strict().prefault({}),
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
+      .describe('Log level of the JSON log on stdout (pino).'),
+  }).strict().prefault({}).describe('Logging.'),
   http: z.object({
-    host: z.string().default('0.0.0.0'),
-    /** REST API, ingest and console; 0 picks a free port. */
-    port: port.default(8000),
-  }).strict().prefault({}),
+    host: z.string().default('0.0.0.0').describe('Address the REST API binds (127.0.0.1 behind a reverse proxy on the same machine).'),
+    port: port.default(8000).describe('REST API, ingest and console; 0 picks a free port.'),
+  }).strict().prefault({}).describe('The REST API, ingest and the operator console.'),
   ingest: z.object({
-    /** Largest request body as sent (gzip), in bytes; larger is 413. */
-    maxBodyBytes: positive.default(16 * 1024 * 1024),
-    /** Largest body after gunzip, in bytes; larger is 413. */
-    maxInflatedBytes: positive.default(64 * 1024 * 1024),
-    /** Most readings in one request. */
-    maxReadingsPerRequest: positive.default(100_000),
-    /** Requests arriving within this many ms share one fsync of the staging segment (group commit). */
-    groupCommitMs: z.number().int().min(0).default(2),
-    /** A staging segment is sealed into Parquet once it holds this many readings... */
-    sealMaxReadings: positive.default(1_000_000),
-    /** ...or is this old, in ms. */
-    sealMaxAgeMs: positive.default(60_000),
-  }).strict().prefault({}),
+    maxBodyBytes: positive.default(16 * 1024 * 1024).describe('Largest request body as sent (gzip), in bytes; larger is 413.'),
+    maxInflatedBytes: positive.default(64 * 1024 * 1024).describe('Largest body after gunzip, in bytes; larger is 413.'),
+    maxReadingsPerRequest: positive.default(100_000).describe('Most readings in one ingest request.'),
+    groupCommitMs: z.number().int().min(0).default(2).describe('Requests arriving within this many ms share one fsync of the staging segment (group commit).'),
+    sealMaxReadings: positive.default(1_000_000).describe('A staging segment is sealed into master Parquet once it holds this many readings, or is ingest.sealMaxAgeMs old.'),
+    sealMaxAgeMs: positive.default(60_000).describe('A staging segment is sealed into master Parquet once it is this old, in ms.'),
+  }).strict().prefault({}).describe('Ingest of gateway batches into the master dataset.'),
   batch: z.object({
-    /** node-cron schedule of the nightly batch run, UTC; null runs none (use `braid batch run`). */
-    cron: z.string().nullable().default('0 2 * * *'),
-    /** DuckDB memory_limit; past it DuckDB spills to dataDir/tmp. */
-    memoryLimit: z.string().regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'must be a size like 2GB').default('2GB'),
-    /** DuckDB threads (0 = one per core). */
-    threads: z.number().int().min(0).default(0),
-    /** Superseded view versions are deleted this long after they stopped being live, in ms. */
-    retainVersionsMs: positive.default(24 * 3600_000),
-  }).strict().prefault({}),
+    cron: z.string().nullable().default('0 2 * * *')
+      .describe('node-cron schedule of the batch run, in UTC (5 fields, or 6 with seconds first); null runs none (use `braid batch run`).'),
+    memoryLimit: z.string().regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'must be a size like 2GB').default('2GB')
+      .describe('DuckDB memory_limit of a batch run, like 2GB; past it DuckDB spills to dataDir/tmp.'),
+    threads: z.number().int().min(0).default(0).describe('DuckDB threads of a batch run (0 = one per core).'),
+    retainVersionsMs: positive.default(24 * 3600_000).describe('Superseded view versions are deleted this long after they stopped being live, in ms.'),
+  }).strict().prefault({}).describe('The batch job that rebuilds the views.'),
   speed: z.object({
-    /** A gateway whose last speed push is older than this is offline; its speed parts are provisional. In ms. */
-    staleAfterMs: positive.default(15_000),
-    /** Most partials accepted in one speed push. */
-    maxPartialsPerRequest: positive.default(100_000),
-  }).strict().prefault({}),
+    staleAfterMs: positive.default(15_000).describe('A gateway whose last speed push is older than this is offline and its speed parts are provisional, in ms.'),
+    maxPartialsPerRequest: positive.default(100_000).describe('Most partials accepted in one speed push.'),
+  }).strict().prefault({}).describe('The cloud speed store (partials pushed by gateways).'),
   query: z.object({
-    /** Most buckets one query may answer. */
-    maxBuckets: positive.default(100_000),
-    /** Where batch views are read from: the Parquet views, or InfluxDB (influx.*) when it holds them. */
-    viewStore: z.enum(['parquet', 'influx']).default('parquet'),
-  }).strict().prefault({}),
+    maxBuckets: positive.default(100_000).describe('Most buckets one query may answer.'),
+    viewStore: z.enum(['parquet', 'influx']).default('parquet')
+      .describe('Where the merged query reads batch views: the Parquet views, or InfluxDB (influx.*) once it holds them.'),
+  }).strict().prefault({}).describe('The merged query, GET /api/v1/query.'),
   influx: z.object({
-    /** InfluxDB base URL; null writes no InfluxDB views (Parquet views are always written). */
-    url: z.url().nullable().default(null),
-    /** Protocol: auto reads /ping's X-Influxdb-Version (1.x before 1.8 gets the 1.x /write). */
-    api: z.enum(['auto', 'v1', 'v2']).default('auto'),
-    /** v2: token, org and bucket. */
-    token: z.string().nullable().default(null),
-    org: z.string().default('braid'),
-    bucket: z.string().default('braid'),
-    /** v1: database (created if missing), and credentials if the server wants them. */
-    database: z.string().default('braid'),
-    username: z.string().nullable().default(null),
-    password: z.string().nullable().default(null),
-    /** Points per write request. */
-    batchSize: positive.default(5000),
-    /** Time one write may take, in ms. */
-    timeoutMs: positive.default(30_000),
-    /** Attempts per batch before the sink's step fails (retried at the next run). */
-    maxRetries: z.number().int().min(0).default(5),
-  }).strict().prefault({}),
+    url: z.url().nullable().default(null)
+      .describe('InfluxDB base URL (http://influxdb:8086); null writes no InfluxDB views (Parquet views are always written).'),
+    api: z.enum(['auto', 'v1', 'v2']).default('auto')
+      .describe('Write API: auto reads /ping\'s X-Influxdb-Version (1.x before 1.8 gets the 1.x /write), v1 or v2 force one.'),
+    token: z.string().nullable().default(null).meta({
+      description: 'v2 API token with write access to influx.bucket. Better given as BRAID_INFLUX_TOKEN than in the file.',
+      secret: true,
+    }),
+    org: z.string().default('braid').describe('v2 organization.'),
+    bucket: z.string().default('braid').describe('v2 bucket the views are written to.'),
+    database: z.string().default('braid').describe('v1 database (created if missing); with InfluxDB 1.8+ also the v2 bucket.'),
+    username: z.string().nullable().default(null).describe('v1 user, if the server wants one.'),
+    password: z.string().nullable().default(null).meta({
+      description: 'v1 password of influx.username. Better given as BRAID_INFLUX_PASSWORD than in the file.',
+      secret: true,
+    }),
+    batchSize: positive.default(5000).describe('Points per write request.'),
+    timeoutMs: positive.default(30_000).describe('Time one write may take, in ms.'),
+    maxRetries: z.number().int().min(0).default(5).describe('Attempts per batch before the sink\'s step fails (retried at the next run).'),
+  }).strict().prefault({}).describe('The InfluxDB view sink (and reader, with query.viewStore = influx).'),
 }).strict();
 
 export type CloudConfig = z.infer<typeof cloudConfigSchema>;

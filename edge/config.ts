@@ -1,6 +1,10 @@
 /**
  * The gateway's configuration: every key with its default and unit. Loaded by shared/config.ts
  * (defaults < file < BRAID_* env < flags); `braid gateway` runs with none of them given.
+ *
+ * Each key's `.describe()` (or `.meta()`) is its documentation, the one source of
+ * docs/configuration.md (`node --import tsx bin/gen-config-docs.ts`); `secret: true` marks values
+ * that `--check-config` never prints, `docDefault` a default that depends on the machine.
  */
 import { hostname } from 'node:os';
 import { z } from 'zod';
@@ -18,99 +22,70 @@ export function defaultGatewayId(): string {
 }
 
 export const gatewayConfigSchema = z.object({
-  /** Gateway id, unique in the fleet (default: gw-<hostname>). */
-  id: idSchema.default(defaultGatewayId()),
-  /** Where the gateway keeps gateway.db and registry.db. */
-  dataDir: z.string().min(1).default('./.braid/gateway'),
+  id: idSchema.default(defaultGatewayId()).meta({
+    description: 'Gateway id, unique in the fleet: 1-64 of A-Z a-z 0-9 _ . - (the cloud registers it with `braid cloud gateway add`).',
+    docDefault: 'gw-<hostname>',
+  }),
+  dataDir: z.string().min(1).default('./.braid/gateway')
+    .describe('Where the gateway keeps gateway.db (outbox, speed layer, quarantine) and registry.db (devices); created if missing.'),
   log: z.object({
-    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  }).strict().prefault({}),
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
+      .describe('Log level of the JSON log on stdout (pino).'),
+  }).strict().prefault({}).describe('Logging.'),
   mqtt: z.object({
-    /** Address the MQTT listeners bind. */
-    host: z.string().default('0.0.0.0'),
-    /** MQTT over TCP; 0 picks a free port. */
-    port: port.default(1883),
-    /** MQTT over WebSocket (path /mqtt); null turns it off. */
-    wsPort: port.nullable().default(null),
-    /** MQTT over TLS; null turns it off. Needs tlsCert and tlsKey. */
-    tlsPort: port.nullable().default(null),
-    tlsCert: z.string().nullable().default(null),
-    tlsKey: z.string().nullable().default(null),
-    /** Time a new connection has to send CONNECT, in ms. */
-    connectTimeoutMs: positive.default(10_000),
-    /** Longest keepalive a device may ask for, in seconds (0 = any). */
-    keepaliveMaxSeconds: z.number().int().min(0).default(1200),
-    /** Largest MQTT packet accepted, in bytes; a larger one closes the connection. */
-    maxPacketBytes: positive.default(256 * 1024),
-    /** Most topic levels in a topic. */
-    maxTopicLevels: positive.default(8),
-    /** Longest client id (= device id). */
-    maxClientIdLength: positive.default(64),
-    /** Time to wait for a slow client to drain its socket before closing it, in ms. */
-    drainTimeoutMs: positive.default(30_000),
-    /** Packets queued per client before its CONNECT is handled. */
-    queueLimit: positive.default(42),
-    /** Messages per second a device may publish, sustained. */
-    ratePerDevice: positive.default(100),
-    /** Burst above the sustained rate a device may publish at once. */
-    rateBurst: positive.default(200),
-    /** Largest telemetry payload, in bytes. */
-    maxPayloadBytes: positive.default(64 * 1024),
-    /** Most readings in one message. */
-    maxReadingsPerMessage: positive.default(1000),
-  }).strict().prefault({}),
+    host: z.string().default('0.0.0.0').describe('Address the MQTT listeners (TCP, WebSocket, TLS) bind.'),
+    port: port.default(1883).describe('MQTT over TCP; 0 picks a free port.'),
+    wsPort: port.nullable().default(null).describe('MQTT over WebSocket (path /mqtt); null turns it off.'),
+    tlsPort: port.nullable().default(null).describe('MQTT over TLS (usually 8883); null turns it off. Needs mqtt.tlsCert and mqtt.tlsKey.'),
+    tlsCert: z.string().nullable().default(null).describe('Path of the PEM certificate (chain) of the TLS listener.'),
+    tlsKey: z.string().nullable().default(null).describe('Path of the PEM private key of the TLS listener; readable by the gateway\'s user only.'),
+    connectTimeoutMs: positive.default(10_000).describe('Time a new connection has to send CONNECT, in ms.'),
+    keepaliveMaxSeconds: z.number().int().min(0).default(1200).describe('Longest keepalive a device may ask for, in seconds (0 = any).'),
+    maxPacketBytes: positive.default(256 * 1024).describe('Largest MQTT packet accepted, in bytes; a larger one closes the connection (counted).'),
+    maxTopicLevels: positive.default(8).describe('Most topic levels in a topic.'),
+    maxClientIdLength: positive.default(64).describe('Longest client id (= device id).'),
+    drainTimeoutMs: positive.default(30_000).describe('Time to wait for a slow client to drain its socket before closing it, in ms.'),
+    queueLimit: positive.default(42).describe('Packets queued per client before its CONNECT is handled.'),
+    ratePerDevice: positive.default(100).describe('Messages per second a device may publish, sustained; above it the gateway stops reading its socket for a moment.'),
+    rateBurst: positive.default(200).describe('Burst above the sustained rate a device may publish at once.'),
+    maxPayloadBytes: positive.default(64 * 1024).describe('Largest telemetry payload, in bytes; a larger one is quarantined (counted).'),
+    maxReadingsPerMessage: positive.default(1000).describe('Most readings in one message (a SenML pack or a flat object).'),
+  }).strict().prefault({}).describe('The MQTT broker devices connect to.'),
   http: z.object({
-    host: z.string().default('0.0.0.0'),
-    /** Local REST API (windows, health, metrics); 0 picks a free port. */
-    port: port.default(8080),
-  }).strict().prefault({}),
+    host: z.string().default('0.0.0.0').describe('Address the local REST API binds.'),
+    port: port.default(8080).describe('Local REST API (windows, health, metrics); 0 picks a free port.'),
+  }).strict().prefault({}).describe('The local REST API.'),
   outbox: z.object({
-    /**
-     * Readings arriving within this many ms share one SQLite transaction (group commit); 0 commits on
-     * the next turn of the event loop, and what arrives during a commit forms the next group.
-     */
-    groupCommitMs: z.number().int().min(0).default(0),
-    /** Most readings in one group commit. */
-    maxBatchReadings: positive.default(20_000),
-    /** Readings waiting for a commit before new ones are refused (counted). */
-    maxQueuedReadings: positive.default(200_000),
-    /** An epoch closes after this long, in ms. */
-    epochMs: positive.default(60_000),
-    /** An epoch closes once no reading has arrived for this long, in ms. */
-    epochIdleMs: positive.default(2_000),
-    /** Disk budget for unsent readings, in bytes; past it the oldest are dropped and a gap recorded. */
-    maxBytes: positive.default(1024 * 1024 * 1024),
-    /** How long an identity is remembered for dedup, in ms. */
-    dedupWindowMs: positive.default(24 * 3600_000),
-    /** Most quarantined payloads kept. */
-    quarantineMaxRows: positive.default(10_000),
-  }).strict().prefault({}),
+    groupCommitMs: z.number().int().min(0).default(0).describe(
+      'Readings arriving within this many ms share one SQLite transaction (group commit); 0 commits on the next turn of the event loop, and what arrives during a commit forms the next group.',
+    ),
+    maxBatchReadings: positive.default(20_000).describe('Most readings in one group commit.'),
+    maxQueuedReadings: positive.default(200_000).describe('Readings waiting for a commit before new ones are refused (counted).'),
+    epochMs: positive.default(60_000).describe('An epoch closes after this long, in ms.'),
+    epochIdleMs: positive.default(2_000).describe('An epoch closes once no reading has arrived for this long, in ms.'),
+    maxBytes: positive.default(1024 * 1024 * 1024).describe('Disk budget for unsent readings, in bytes; past it the oldest are dropped and a gap record goes to the cloud.'),
+    dedupWindowMs: positive.default(24 * 3600_000).describe('How long a reading\'s identity (device, metric, ts) is remembered to drop repeats, in ms.'),
+    quarantineMaxRows: positive.default(10_000).describe('Most quarantined payloads kept (the oldest go first).'),
+  }).strict().prefault({}).describe('The durable outbox (SQLite WAL) of readings not yet acknowledged by the cloud.'),
   speed: z.object({
-    /**
-     * Partials older than this (event minute) are pruned, in minutes; must cover the 24h window.
-     * With a cloud, only once pushed or covered by its views (a late reading's partial reaches it).
-     */
-    retentionMinutes: positive.min(1441).default(25 * 60),
-    /** node-cron schedule of the retention job. */
-    pruneCron: z.string().default('*/5 * * * *'),
-    /** How often the speed partials changed since the last push go to the cloud, in ms. */
-    pushIntervalMs: positive.default(2_000),
-    /** Most partials in one speed push. */
-    pushMaxPartials: positive.default(20_000),
-  }).strict().prefault({}),
+    retentionMinutes: positive.min(1441).default(25 * 60).describe(
+      'Speed partials older than this (event minute) are pruned, in minutes; must cover the 24h window. With a cloud, only once pushed or covered by its views (a late reading\'s partial reaches it).',
+    ),
+    pruneCron: z.string().default('*/5 * * * *').describe('node-cron schedule of the retention job (5 fields, or 6 with seconds first).'),
+    pushIntervalMs: positive.default(2_000).describe('How often the speed partials changed since the last push go to the cloud, in ms.'),
+    pushMaxPartials: positive.default(20_000).describe('Most partials in one speed push.'),
+  }).strict().prefault({}).describe('The speed layer: 1-minute partials behind the rolling windows.'),
   cloud: z.object({
-    /** Cloud base URL (http://host:port); null keeps everything in the outbox. */
-    url: z.url().nullable().default(null),
-    /** The gateway token (`braid cloud gateway add`). */
-    token: z.string().nullable().default(null),
-    /** Most readings in one ingest request. */
-    batchMaxReadings: positive.default(5_000),
-    /** Time an ingest request may take, in ms. */
-    requestTimeoutMs: positive.default(30_000),
-    /** First retry delay, in ms; doubles up to retryMaxMs, with jitter. */
-    retryInitialMs: positive.default(500),
-    retryMaxMs: positive.default(60_000),
-  }).strict().prefault({}),
+    url: z.url().nullable().default(null).describe('Cloud base URL (https://host[:port]); null keeps everything in the outbox.'),
+    token: z.string().nullable().default(null).meta({
+      description: 'The gateway token (printed by `braid cloud gateway add`); needed with cloud.url. Better given as BRAID_CLOUD_TOKEN than in the file.',
+      secret: true,
+    }),
+    batchMaxReadings: positive.default(5_000).describe('Most readings in one ingest request.'),
+    requestTimeoutMs: positive.default(30_000).describe('Time an ingest request may take, in ms.'),
+    retryInitialMs: positive.default(500).describe('First retry delay, in ms; doubles up to cloud.retryMaxMs, with jitter.'),
+    retryMaxMs: positive.default(60_000).describe('Longest retry delay, in ms.'),
+  }).strict().prefault({}).describe('Forwarding to the cloud.'),
 }).strict();
 
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;

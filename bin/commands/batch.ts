@@ -2,6 +2,8 @@
 import type { Command } from 'commander';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import { intOption } from '../cli.js';
+import { CLOUD_RULES } from './config-lint.js';
+import { checkConfigOption, checkMode, printCheck, runCheck } from './check-config.js';
 import { configFrom, rootLogger } from './common.js';
 
 interface BatchRunFlags {
@@ -13,6 +15,12 @@ interface BatchRunFlags {
   logLevel?: string;
   json?: boolean;
   progress?: boolean;
+  checkConfig?: string | boolean;
+}
+
+/** The flags as config key paths (undefined where not given: the file or environment stands). */
+function batchFlagValues(o: BatchRunFlags) {
+  return { dataDir: o.dataDir, log: { level: o.logLevel }, batch: { memoryLimit: o.memoryLimit, threads: o.threads } };
 }
 
 /** Progress goes to stderr once a run has taken this long: short runs print only their result. */
@@ -32,12 +40,15 @@ export function registerBatchCommand(program: Command): void {
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
     .option('--json', 'print the result as JSON')
     .option('--no-progress', 'no progress line on stderr')
+    .addOption(checkConfigOption())
     .action(async (o: BatchRunFlags) => {
-      const config = configFrom(cloudConfigSchema, o.config, {
-        dataDir: o.dataDir,
-        log: { level: o.logLevel },
-        batch: { memoryLimit: o.memoryLimit, threads: o.threads },
-      });
+      const load = () => configFrom(cloudConfigSchema, o.config, batchFlagValues(o));
+      const check = checkMode(o.checkConfig, o.json);
+      if (check) {
+        printCheck(runCheck(cloudConfigSchema, CLOUD_RULES, load, { file: o.config, flags: batchFlagValues(o) }), { ...check, command: 'batch run' });
+        return;
+      }
+      const config = load();
       const logger = rootLogger(config.log.level, 'braid-batch');
       // Loaded here: --help needs none of DuckDB.
       const { startBatchRun, batchOptionsFrom, progressLine } = await import('../../cloud/batch/index.js');

@@ -4,6 +4,8 @@ import { mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import { intOption } from '../cli.js';
+import { CLOUD_RULES } from './config-lint.js';
+import { checkConfigOption, checkMode, printCheck, runCheck } from './check-config.js';
 import { configFrom, onShutdown, rootLogger } from './common.js';
 
 interface CloudFlags {
@@ -13,12 +15,13 @@ interface CloudFlags {
   logLevel?: string;
 }
 
+/** The flags as config key paths (undefined where not given: the file or environment stands). */
+function cloudFlagValues(o: CloudFlags) {
+  return { dataDir: o.dataDir, log: { level: o.logLevel }, http: { port: o.httpPort } };
+}
+
 function cloudConfig(o: CloudFlags) {
-  return configFrom(cloudConfigSchema, o.config, {
-    dataDir: o.dataDir,
-    log: { level: o.logLevel },
-    http: { port: o.httpPort },
-  });
+  return configFrom(cloudConfigSchema, o.config, cloudFlagValues(o));
 }
 
 /** Open cloud.db of the configured data dir for one admin command, then close it. */
@@ -56,14 +59,15 @@ export function registerCloudCommands(program: Command): void {
     .option('--data-dir <dir>', 'holds cloud.db, staging/, master/, views/ (default ./.braid/cloud)')
     .addOption(intOption('--http-port <n>', 'REST API and ingest port (default 8000; 0 picks a free one)'))
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
-    .option('--check-config', 'validate the configuration, print it and exit')
-    .action(async (o: CloudFlags & { checkConfig?: boolean }) => {
-      const config = cloudConfig(o);
-      if (o.checkConfig) {
-        const influx = { ...config.influx, token: config.influx.token ? '[set]' : null, password: config.influx.password ? '[set]' : null };
-        out(JSON.stringify({ ...config, influx }, null, 2));
+    .addOption(checkConfigOption())
+    .action(async (o: CloudFlags & { checkConfig?: string | boolean }) => {
+      const check = checkMode(o.checkConfig);
+      if (check) {
+        const result = runCheck(cloudConfigSchema, CLOUD_RULES, () => cloudConfig(o), { file: o.config, flags: cloudFlagValues(o) });
+        printCheck(result, { ...check, command: 'cloud' });
         return;
       }
+      const config = cloudConfig(o);
       const logger = rootLogger(config.log.level, 'braid-cloud');
       // Loaded here: `braid cloud key ...` and --help need none of fastify, Arrow or Parquet.
       const { createCloud } = await import('../../cloud/app.js');

@@ -3,6 +3,8 @@ import type { Command } from 'commander';
 import { gatewayConfigSchema } from '../../edge/config.js';
 import { DeviceRegistry } from '../../edge/registry/index.js';
 import { intOption } from '../cli.js';
+import { GATEWAY_RULES } from './config-lint.js';
+import { checkConfigOption, checkMode, printCheck, runCheck } from './check-config.js';
 import { configFrom, onShutdown, rootLogger } from './common.js';
 
 interface GatewayFlags {
@@ -17,15 +19,20 @@ interface GatewayFlags {
   logLevel?: string;
 }
 
-function gatewayConfig(o: GatewayFlags) {
-  return configFrom(gatewayConfigSchema, o.config, {
+/** The flags as config key paths (undefined where not given: the file or environment stands). */
+function gatewayFlagValues(o: GatewayFlags) {
+  return {
     id: o.id,
     dataDir: o.dataDir,
     log: { level: o.logLevel },
     mqtt: { port: o.mqttPort, wsPort: o.wsPort },
     http: { port: o.httpPort },
     cloud: { url: o.cloudUrl, token: o.token },
-  });
+  };
+}
+
+function gatewayConfig(o: GatewayFlags) {
+  return configFrom(gatewayConfigSchema, o.config, gatewayFlagValues(o));
 }
 
 export function registerGatewayCommands(program: Command): void {
@@ -40,13 +47,15 @@ export function registerGatewayCommands(program: Command): void {
     .option('--cloud-url <url>', 'cloud base URL; without it readings stay buffered in the outbox')
     .option('--token <token>', 'gateway token from `braid cloud gateway add`')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
-    .option('--check-config', 'validate the configuration, print it and exit')
-    .action(async (o: GatewayFlags & { checkConfig?: boolean }) => {
-      const config = gatewayConfig(o);
-      if (o.checkConfig) {
-        process.stdout.write(`${JSON.stringify({ ...config, cloud: { ...config.cloud, token: config.cloud.token ? '[set]' : null } }, null, 2)}\n`);
+    .addOption(checkConfigOption())
+    .action(async (o: GatewayFlags & { checkConfig?: string | boolean }) => {
+      const check = checkMode(o.checkConfig);
+      if (check) {
+        const result = runCheck(gatewayConfigSchema, GATEWAY_RULES, () => gatewayConfig(o), { file: o.config, flags: gatewayFlagValues(o) });
+        printCheck(result, { ...check, command: 'gateway' });
         return;
       }
+      const config = gatewayConfig(o);
       const logger = rootLogger(config.log.level, 'braid-gateway');
       // Loaded here, not at the top: `braid device ...` and --help need none of the broker's modules.
       const { Gateway } = await import('../../edge/gateway.js');
