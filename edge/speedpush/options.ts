@@ -25,7 +25,7 @@ export interface SpeedPushOptions {
 export const DEFAULT_SPEED_PUSH_OPTIONS: SpeedPushOptions = {
   url: null,
   token: null,
-  pushIntervalMs: 2_000, // 2 s
+  pushIntervalMs: 1_000, // 1 s: a reading shows in the merged query within ~1.2 s at p99 (docs/benchmarks.md, Freshness)
   pushMaxPartials: 20_000, // about 2.5 MB of JSON before gzip
   requestTimeoutMs: 30_000, // 30 s
   retryInitialMs: 500,
