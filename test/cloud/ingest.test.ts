@@ -4,6 +4,7 @@
  * gzip and identity, idempotent retries and overlaps [INV-2], epochs and gap records stored once,
  * seq holes recorded.
  */
+import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { addApiKey } from '../../cloud/store/credentials.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
@@ -143,6 +144,39 @@ describe('size limits', () => {
     expect(res.status).toBe(413);
     expect(((await res.json()) as { code: string }).code).toBe('BRAID_ERR_PAYLOAD_TOO_LARGE');
     expect(await received()).toEqual([]);
+  });
+
+  test('a refused body much larger than the limit is read to its end before the 413, as a proxy sending it first needs (else 502)', async () => {
+    // Like nginx: the whole body is written before the answer is looked at; a reset on the way fails.
+    const { port } = new URL(cloud.url);
+    for (const chunked of [false, true]) {
+      const total = 8 * 1024 * 1024;
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1');
+        let received = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (c: string) => { received += c; });
+        socket.on('error', reject);
+        socket.on('close', () => resolve(received));
+        socket.once('connect', async () => {
+          const head = [`POST /api/v1/ingest HTTP/1.1`, `host: 127.0.0.1:${port}`, `authorization: Bearer ${token}`, 'content-type: application/json',
+            chunked ? 'transfer-encoding: chunked' : `content-length: ${total}`, '', ''].join('\r\n');
+          const write = (b: Buffer | string) => new Promise<void>((ok, bad) => socket.write(b, (err) => (err ? bad(err) : ok())));
+          try {
+            await write(head);
+            for (let sent = 0; sent < total; sent += chunk.length) {
+              await write(chunked ? Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]) : chunk);
+            }
+            if (chunked) await write('0\r\n\r\n');
+          } catch (err) {
+            reject(err);
+          }
+        });
+      });
+      expect({ chunked, status: answer.split('\r\n')[0] }).toEqual({ chunked, status: 'HTTP/1.1 413 Payload Too Large' });
+      expect(answer).toContain('BRAID_ERR_PAYLOAD_TOO_LARGE');
+    }
   });
 
   test('a gzip body inflating past maxInflatedBytes is 413 (a gzip bomb costs at most the limit)', async () => {
