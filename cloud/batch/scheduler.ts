@@ -5,17 +5,19 @@
  */
 import { join } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
+import type { Registry } from 'prom-client';
 import type { CloudConfig } from '../config.js';
 import { ClosedError, ConfigInvalidError } from '../../shared/errors.js';
 import type { Db } from '../../shared/sqlite.js';
 import { nullLogger, type Logger } from '../../shared/logger.js';
 import { openCloudDb } from '../store/schema.js';
 import { BatchRunningError } from './errors.js';
+import { type BatchMetrics, createBatchMetrics } from './metrics.js';
 import { startBatchRun, type BatchJobOptions, type BatchRun, type BatchRunDeps } from './job.js';
 import { readManifest, type Manifest } from './manifest.js';
 import type { BatchProgress } from './progress.js';
 import type { ViewSink } from './sink.js';
-import { listRuns, type RunRow, type RunTrigger } from './state.js';
+import { lastSuccessAt, listRuns, type RunRow, type RunTrigger } from './state.js';
 
 export interface BatchSchedulerOptions extends BatchJobOptions {
   /** node-cron expression, evaluated in UTC; null schedules nothing (runNow still works). */
@@ -41,6 +43,8 @@ export interface BatchSchedulerDeps {
   db?: Db;
   /** Called once a run of this scheduler has published a new manifest (it is live): the speed store prunes behind it. */
   onPublished?: (manifest: Manifest) => void;
+  /** Where the braid_batch_* metrics go; none means no metrics. */
+  registry?: Registry;
 }
 
 export interface BatchStatus {
@@ -66,6 +70,7 @@ export class BatchScheduler {
   private db: Db | null;
   private readonly ownDb: boolean;
   private readonly logger: Logger;
+  private readonly metrics: BatchMetrics | null;
 
   constructor(private readonly opts: BatchSchedulerOptions, private readonly deps: BatchSchedulerDeps = {}) {
     if (opts.cron !== null && !cron.validate(opts.cron)) {
@@ -74,6 +79,7 @@ export class BatchScheduler {
     this.logger = deps.logger ?? nullLogger();
     this.db = deps.db ?? null;
     this.ownDb = !deps.db;
+    this.metrics = deps.registry ? createBatchMetrics(deps.registry, async () => lastSuccessAt(await this.openDb())) : null;
   }
 
   /** Schedule the cron runs. */
@@ -103,8 +109,17 @@ export class BatchScheduler {
     this.starting = true;
     try {
       const deps: BatchRunDeps = { logger: this.logger, sinks: this.deps.sinks, now: this.deps.now };
-      const run = await startBatchRun(this.opts, { full: opts.full, trigger }, deps);
+      let run: BatchRun;
+      try {
+        run = await startBatchRun(this.opts, { full: opts.full, trigger }, deps);
+      } catch (err) {
+        // Another process's run holds the lock: no run of ours, nothing to count. Anything else
+        // (cloud.db, the data dir) is a run that failed before it began.
+        if (!(err instanceof BatchRunningError)) this.metrics?.runs.inc({ kind: opts.full ? 'full' : 'incremental', result: 'failed' });
+        throw err;
+      }
       this.current = run;
+      this.count(run);
       this.logger.info({ batchRun: run.id, trigger, kind: run.kind }, 'batch run started');
       run.done.then(
         (r) => {
@@ -117,6 +132,23 @@ export class BatchScheduler {
     } finally {
       this.starting = false;
     }
+  }
+
+  /** Count a run of this scheduler once it ends. */
+  private count(run: BatchRun): void {
+    const m = this.metrics;
+    if (!m) return;
+    run.done.then(
+      (r) => {
+        m.runs.inc({ kind: r.kind, result: r.published ? 'published' : 'noop' });
+        m.runSeconds.observe({ kind: r.kind }, Math.max(0, r.endedAt - r.startedAt) / 1000);
+        m.rowsRead.inc(r.rowsRead);
+      },
+      (err: unknown) => {
+        const aborted = (err as { code?: string } | null)?.code === 'BRAID_ERR_BATCH_ABORTED';
+        m.runs.inc({ kind: run.kind, result: aborted ? 'aborted' : 'failed' });
+      },
+    );
   }
 
   /** The run in progress in this process, if any. */

@@ -143,6 +143,12 @@ export async function listRuns(db: Db, limit = 20): Promise<RunRow[]> {
   }));
 }
 
+/** When the newest run that ended ok ended (epoch ms), null when none has; walks back from the newest run. */
+export async function lastSuccessAt(db: Db): Promise<number | null> {
+  const row = await db.get<{ at: number | null }>(`SELECT ended_at AS at FROM batch_runs WHERE outcome = 'ok' ORDER BY id DESC LIMIT 1`);
+  return row?.at ?? null;
+}
+
 export async function getMeta<T>(db: Db, key: string): Promise<T | null> {
   const row = await db.get<{ value: string }>('SELECT value FROM meta WHERE key = ?', [key]);
   return row ? parseJson<T>(row.value) : null;

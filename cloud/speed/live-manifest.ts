@@ -13,6 +13,8 @@ export interface LiveView {
   watermark: Record<string, number>;
   /** When it went live, epoch ms (the file's mtime: written, fsynced, then renamed into place). */
   liveSince: number;
+  /** The manifest's createdAt, epoch ms (its mtime if that does not parse): the age of the views. */
+  createdAt: number;
 }
 
 export class LiveManifest {
@@ -39,7 +41,8 @@ export class LiveManifest {
       let view: LiveView | null;
       try {
         const m = await readManifest(this.viewsDir);
-        view = m ? { version: m.version, watermark: m.watermark, liveSince: before.mtimeMs } : null;
+        const createdAt = m ? Date.parse(m.createdAt) : NaN;
+        view = m ? { version: m.version, watermark: m.watermark, liveSince: before.mtimeMs, createdAt: Number.isFinite(createdAt) ? createdAt : before.mtimeMs } : null;
       } catch (err) {
         this.logger.warn({ err }, 'the live manifest does not parse; keeping the last good one');
         return this.cached?.view ?? null;

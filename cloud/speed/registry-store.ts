@@ -61,6 +61,13 @@ export async function gatewayStatuses(db: Db): Promise<Map<string, GatewayStatus
   }]));
 }
 
+/** Per gateway that has a token and has pushed, its last push (epoch ms): what an operator should hear from. */
+export async function registeredLastContact(db: Db): Promise<Map<string, number>> {
+  const rows = await db.all<{ gateway: string; at: number }>(
+    'SELECT s.gateway, s.last_push_at AS at FROM gateway_status s JOIN gateways g ON g.id = s.gateway');
+  return new Map(rows.map((r) => [r.gateway, r.at]));
+}
+
 /** Every gateway the cloud knows: registered (a token) or heard from. */
 export async function gatewayIds(db: Db): Promise<string[]> {
   const rows = await db.all<{ id: string }>('SELECT id FROM gateways UNION SELECT gateway FROM gateway_status ORDER BY 1');

@@ -17,7 +17,7 @@ import type { CloudContext, CloudService } from '../server.js';
 import { SpeedUnavailableError } from './errors.js';
 import { LiveManifest } from './live-manifest.js';
 import { type SpeedMetrics, createSpeedMetrics } from './metrics.js';
-import { recordContact } from './registry-store.js';
+import { recordContact, registeredLastContact } from './registry-store.js';
 import { registerRegistryRoutes } from './registry.js';
 import { type SpeedAnswer, registerSpeedRoute } from './route.js';
 import { epochOf, prunePartials, upsertPartials } from './store.js';
@@ -90,8 +90,16 @@ export class SpeedService implements CloudService {
     this.ctx = ctx;
     this.o = speedOptionsFrom(ctx.config, this.overrides);
     this.log = ctx.logger.child({ component: 'speed' });
-    this.metrics = createSpeedMetrics(ctx.registry);
-    this.live = new LiveManifest(join(ctx.dataDir, 'views'), this.log);
+    const live = new LiveManifest(join(ctx.dataDir, 'views'), this.log);
+    this.live = live;
+    this.metrics = createSpeedMetrics(ctx.registry, {
+      views: async () => {
+        const v = await live.get();
+        return v ? { version: v.version, createdAt: v.createdAt } : null;
+      },
+      lastContact: () => registeredLastContact(ctx.db.reader),
+      now: this.now,
+    });
     const ing = ctx.config.ingest;
     await registerSpeedRoute(app, {
       metrics: this.metrics,

@@ -62,6 +62,7 @@ export class Forwarder {
     this.ackedSeq = await loadAckedSeq(this.deps.reader);
     this.metrics.ackedSeq.set(this.ackedSeq);
     this.metrics.consecutiveFailures.set(0);
+    this.metrics.lastSuccess.remove({}); // a forwarder before us on this registry (a restart in one process) had its own
     if (this.closing) return;
     if (this.o.url === null) {
       this.log.info({ ackedSeq: this.ackedSeq }, 'no cloud url: readings stay buffered in the outbox');
@@ -207,6 +208,7 @@ export class Forwarder {
     }
     this.consecutiveFailures = 0;
     this.metrics.consecutiveFailures.set(0);
+    this.metrics.lastSuccess.set(this.now() / 1000);
     this.log.debug({ ackSeq: applied.ackedSeq, rows: applied.rows, epochs: batch.epochs.length, gaps: batch.gaps.length }, 'batch acknowledged');
     return NOW;
   }

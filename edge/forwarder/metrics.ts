@@ -21,6 +21,9 @@ export function createForwarderMetrics(registry: Registry) {
       name: 'braid_forward_acked_seq', help: 'Highest seq the cloud has acknowledged', registers })),
     consecutiveFailures: reuse(registry, 'braid_forward_consecutive_failures', () => new Gauge({
       name: 'braid_forward_consecutive_failures', help: 'Ingest attempts failed in a row (0 after a success)', registers })),
+    // No sample until the first success since the start: a 0 would read as "last success in 1970".
+    lastSuccess: reuse(registry, 'braid_forward_last_success_timestamp_seconds', () => new Gauge({
+      name: 'braid_forward_last_success_timestamp_seconds', help: 'Unix time of the last ingest request the cloud answered 2xx with progress (absent before the first one since the start)', registers })),
   };
 }
 

@@ -11,7 +11,7 @@ import { type Db, WriteQueue } from '../../shared/sqlite.js';
 import { openGatewayDb, openGatewayReader } from '../store/schema.js';
 import { dropOldest } from './budget.js';
 import { Committer, loadCommitterState, type CommitResult, type QuarantineEntry, type Reading } from './committer.js';
-import { createOutboxMetrics, type OutboxMetrics } from './metrics.js';
+import { createOutboxMetrics, type OutboxBacklogSource, type OutboxMetrics } from './metrics.js';
 import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, RETENTION_CHUNK_ROWS } from './retention.js';
 
 export type { CommitResult, QuarantineEntry, Reading } from './committer.js';
@@ -78,7 +78,7 @@ export interface OutboxDeps {
   now?: () => number;
 }
 
-export class Outbox {
+export class Outbox implements OutboxBacklogSource {
   readonly writes: WriteQueue;
   readonly reader: Db;
   readonly metrics: OutboxMetrics;
@@ -115,7 +115,8 @@ export class Outbox {
     const writer = await openGatewayDb(file);
     const reader = await openGatewayReader(file);
     const state = await loadCommitterState(writer, now());
-    const metrics = createOutboxMetrics(deps.registry);
+    let outbox: Outbox | null = null;
+    const metrics = createOutboxMetrics(deps.registry, () => outbox);
     const writes = new WriteQueue(writer);
     const committer = new Committer({ writes, logger: deps.logger, metrics, now }, {
       groupCommitMs: opts.groupCommitMs,
@@ -125,10 +126,11 @@ export class Outbox {
       quarantineMaxRows: opts.quarantineMaxRows,
       quarantinePayloadBytes: 1024,
     }, state);
-    const outbox = new Outbox(writes, reader, committer, metrics, deps, opts);
-    committer.onCommitted = () => outbox.afterCommit();
+    const opened = new Outbox(writes, reader, committer, metrics, deps, opts);
+    outbox = opened;
+    committer.onCommitted = () => opened.afterCommit();
     deps.logger.info({ lastSeq: state.lastSeq, lastEpoch: state.lastEpoch, pending: state.pendingRows }, 'outbox open');
-    return outbox;
+    return opened;
   }
 
   /** Start the idle-epoch timer and the retention schedule. */
@@ -186,6 +188,31 @@ export class Outbox {
       epochOpen: s.open !== null,
       quarantined: s.quarantineRows,
     };
+  }
+
+  /** The backlog gauges' view of status(), with the budget it is held to. */
+  backlog(): { pending: number; bytes: number; maxBytes: number } {
+    const s = this.committer.state;
+    return { pending: s.pendingRows, bytes: s.pendingBytes, maxBytes: this.opts.maxBytes };
+  }
+
+  /**
+   * Commit time of the oldest reading the cloud has not acknowledged, as the opening of its epoch
+   * (outbox rows carry no time of their own but their epoch; an epoch spans at most epochMs), or
+   * null when none waits. Event time would not do: a late or clock-skewed device would look like
+   * a stuck forwarder. Two index seeks on the reader connection (committed rows only).
+   */
+  async oldestPendingAt(): Promise<number | null> {
+    // `epoch >= ...`: should that epoch's row be gone, the next one's opening is the best bound left.
+    const row = await this.reader.get<{ at: number | null }>(
+      `SELECT (SELECT opened_at FROM epochs WHERE epoch >= o.epoch ORDER BY epoch LIMIT 1) AS at
+       FROM outbox o ORDER BY o.seq LIMIT 1`);
+    return row?.at ?? null;
+  }
+
+  async oldestPendingAgeSeconds(): Promise<number> {
+    const at = await this.oldestPendingAt();
+    return at === null ? 0 : Math.max(0, this.now() - at) / 1000;
   }
 
   private afterCommit(): void {

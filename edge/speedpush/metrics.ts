@@ -24,6 +24,9 @@ export function createSpeedPushMetrics(registry: Registry, lagSeconds: () => num
       collect() { this.set(lagSources.get(registry)?.() ?? 0); } })),
     consecutiveFailures: reuse(registry, 'braid_speedpush_consecutive_failures', () => new Gauge({
       name: 'braid_speedpush_consecutive_failures', help: 'Speed pushes failed in a row (0 after a success)', registers })),
+    // No sample until the first success since the start: a 0 would read as "last success in 1970".
+    lastSuccess: reuse(registry, 'braid_speedpush_last_success_timestamp_seconds', () => new Gauge({
+      name: 'braid_speedpush_last_success_timestamp_seconds', help: 'Unix time of the last speed push the cloud answered 2xx (absent before the first one since the start)', registers })),
     watermark: reuse(registry, 'braid_speedpush_watermark', () => new Gauge({
       name: 'braid_speedpush_watermark', help: 'The last epoch the cloud said its batch views cover (E[g]); partials of epochs at or below it are not pushed', registers })),
   };

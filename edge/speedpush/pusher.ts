@@ -87,6 +87,7 @@ export class SpeedPusher {
     this.watermark = loaded.watermark;
     this.metrics.watermark.set(this.watermark);
     this.metrics.consecutiveFailures.set(0);
+    this.metrics.lastSuccess.remove({}); // a pusher before us on this registry (a restart in one process) had its own
     if (this.closing || this.o.url === null) return;
     await ensureCursorIndex(this.deps.writes);
     this.log.info({ url: this.o.url, cursor: this.position.cursor, watermark: this.watermark }, 'pushing speed partials');
@@ -210,6 +211,7 @@ export class SpeedPusher {
     this.partialsSent += page.rows.length;
     this.pushes++;
     this.lastSuccessAt = this.now();
+    this.metrics.lastSuccess.set(this.lastSuccessAt / 1000);
     if (this.consecutiveFailures > 0) this.log.info({ failures: this.consecutiveFailures }, 'speed push reconnected');
     this.consecutiveFailures = 0;
     this.metrics.consecutiveFailures.set(0);
