@@ -53,6 +53,10 @@ export interface BraidOptions {
   /** The checkout to run it from (default: this one). */
   root?: string;
   kind?: PeerKind;
+  /** The gateway token for `cloudUrl` (default 'bench-token', what bench/peers/ingest-sink.ts accepts). */
+  token?: string;
+  /** Gateway id (default 'bench-gw'). */
+  id?: string;
 }
 
 /** Extra node flags for the gateway (experiments), e.g. BENCH_GATEWAY_NODE_OPTIONS=--max-semi-space-size=2 */
@@ -65,8 +69,8 @@ export async function startBraid(o: BraidOptions): Promise<Broker> {
   if (o.profileDir) node.push('--cpu-prof', '--cpu-prof-dir', o.profileDir);
   const root = o.root ?? ROOT;
   const args = [...node, o.entry ?? join(root, 'bin/braid.js'), 'gateway', '--config', o.configFile, '--data-dir', o.dataDir,
-    '--mqtt-port', '0', '--http-port', '0', '--id', 'bench-gw', '--log-level', 'warn'];
-  if (o.cloudUrl) args.push('--cloud-url', o.cloudUrl, '--token', 'bench-token');
+    '--mqtt-port', '0', '--http-port', '0', '--id', o.id ?? 'bench-gw', '--log-level', 'warn'];
+  if (o.cloudUrl) args.push('--cloud-url', o.cloudUrl, '--token', o.token ?? 'bench-token');
   const proc = startProc(`braid gateway (${root})`, process.execPath, args, { cwd: root, env: childEnv(GATEWAY_ENV) });
   const m = await proc.waitLine(/^gateway \S+ ready: mqtt:\/\/([^:]+):(\d+) http:\/\/([^:]+):(\d+)/, 60_000);
   return { kind: o.kind ?? 'braid', port: Number(m[2]), pid: proc.pid, proc, httpUrl: `http://${HOST}:${m[4]}`, readyAt: performance.now(), stop: () => proc.stop(15_000) };
