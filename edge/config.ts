@@ -82,6 +82,9 @@ export const gatewayConfigSchema = z.object({
       secret: true,
     }),
     batchMaxReadings: positive.default(5_000).describe('Most readings in one ingest request.'),
+    lingerMs: z.number().int().min(0).default(200).describe(
+      'How long the forwarder holds a batch short of cloud.batchMaxReadings for more readings, in ms: one ingest request per lingerMs instead of one per outbox commit. A full batch goes at once; 0 sends after every commit. Delays only the master dataset, not the speed layer.',
+    ),
     requestTimeoutMs: positive.default(30_000).describe('Time an ingest request may take, in ms.'),
     retryInitialMs: positive.default(500).describe('First retry delay, in ms; doubles up to cloud.retryMaxMs, with jitter.'),
     retryMaxMs: positive.default(60_000).describe('Longest retry delay, in ms.'),

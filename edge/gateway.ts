@@ -72,7 +72,8 @@ export class Gateway {
       },
     }, c.cloud);
     this.outbox.inflightUpTo = () => this.forwarder.status().inflightUpToSeq;
-    this.outbox.onWork = () => this.forwarder.notify();
+    // The outbox's lastSeq lets the forwarder's linger end as soon as a full batch is committed.
+    this.outbox.onWork = () => this.forwarder.notify(this.outbox.status().lastSeq);
     this.broker = await GatewayBroker.create({ outbox: this.outbox, registry: this.devices, logger: this.logger.child({ component: 'broker' }), metrics: this.registry }, c.mqtt);
     this.speedPush = new SpeedPusher({
       reader: this.outbox.reader,

@@ -1,21 +1,19 @@
 /**
  * The forwarder: sends the outbox to cloud ingest in seq order, one request at a time, and deletes
  * rows only once the cloud has them (docs/ingest-protocol.md). It never drops a reading because of
- * an ingest error: failures back off and retry the same rows.
+ * an ingest error: failures back off and retry the same rows. The loop, waits, backoff, close and
+ * status are edge/cloudclient's CloudSender; this file decides what each request carries and when
+ * a small batch has waited long enough (lingerMs).
  */
-import { BraidError, ClosedError, HttpError } from '../../shared/errors.js';
+import { performance } from 'node:perf_hooks';
+import { BraidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { errorBodyCode, gzipJson, retryDelayMs } from '../cloudclient/index.js';
+import { CloudSender, IDLE, type Next, NOW, gzipJson } from '../cloudclient/index.js';
 import { type Batch, applyAck, countPending, ingestBody, loadAckedSeq, readBatch } from './batch.js';
 import { type IngestAck, postIngest } from './http.js';
 import { type ForwarderMetrics, createForwarderMetrics } from './metrics.js';
 import { DEFAULT_FORWARDER_OPTIONS, type ForwarderOptions, checkForwarderOptions } from './options.js';
-import type { CloseReport, ForwarderDeps, ForwarderError, ForwarderStatus } from './types.js';
-
-/** What the loop does next: go on at once, back off, or wait for work (notify or the idle poll). */
-type Next = { kind: 'now' } | { kind: 'backoff'; ms: number } | { kind: 'idle' };
-const NOW: Next = { kind: 'now' };
-const IDLE: Next = { kind: 'idle' };
+import type { CloseReport, ForwarderDeps, ForwarderStatus } from './types.js';
 
 export class Forwarder {
   private readonly deps: ForwarderDeps;
@@ -23,27 +21,19 @@ export class Forwarder {
   private readonly log: Logger;
   private readonly metrics: ForwarderMetrics;
   private readonly now: () => number;
-
-  private started = false;
-  private closing = false;
-  private loop: Promise<void> | null = null;
+  private readonly sender: CloudSender;
   private closed: Promise<CloseReport> | null = null;
-  private readonly abort = new AbortController();
 
-  /** Working batch size: halved by a 413, grown back by successes. */
-  private batchSize: number;
   private ackedSeq = 0;
   private inflightUpTo: number | null = null;
-  private lastSuccessAt: number | null = null;
-  private lastError: ForwarderError | null = null;
-  private consecutiveFailures = 0;
   private sentReadings = 0;
   private batchesSent = 0;
-
-  /** notify() since the last outbox read: skip the idle wait, the read may have missed those rows. */
-  private notified = false;
-  private wake: (() => void) | null = null;
-  private wakeOnNotify = false;
+  /**
+   * performance.now() of the first notify() since the last send decision: when the readings a small
+   * batch would carry started waiting, so lingering never holds one longer than lingerMs. null: no
+   * commit seen since (rows found by the idle poll, e.g. at start, have waited already: no linger).
+   */
+  private pendingSince: number | null = null;
 
   constructor(deps: ForwarderDeps, options: Partial<ForwarderOptions> = {}) {
     this.deps = deps;
@@ -51,49 +41,52 @@ export class Forwarder {
     this.log = deps.logger.child({ component: 'forwarder' });
     this.metrics = createForwarderMetrics(deps.registry);
     this.now = deps.now ?? Date.now;
-    this.batchSize = this.o.batchMaxReadings;
+    this.sender = new CloudSender({
+      name: 'forwarder', what: 'ingest', sizeField: 'batchSize', log: this.log, metrics: this.metrics, now: this.now,
+      options: { ...this.o, idleMs: this.o.idlePollMs, maxSize: this.o.batchMaxReadings },
+    });
   }
 
   /** Load acked_seq and start sending (with no url, only the former). Throws ClosedError after close(). */
   async start(): Promise<void> {
-    if (this.closing) throw new ClosedError('forwarder is closed');
-    if (this.started) return;
-    this.started = true;
+    if (!this.sender.begin()) return;
     this.ackedSeq = await loadAckedSeq(this.deps.reader);
     this.metrics.ackedSeq.set(this.ackedSeq);
-    this.metrics.consecutiveFailures.set(0);
-    this.metrics.lastSuccess.remove({}); // a forwarder before us on this registry (a restart in one process) had its own
-    if (this.closing) return;
+    if (this.sender.closing) return;
     if (this.o.url === null) {
       this.log.info({ ackedSeq: this.ackedSeq }, 'no cloud url: readings stay buffered in the outbox');
       return;
     }
     if (!this.o.token) this.log.warn('no cloud token: ingest will answer 401 until one is configured');
-    this.log.info({ url: this.o.url, ackedSeq: this.ackedSeq }, 'forwarding the outbox');
-    this.loop = this.run();
+    this.log.info({ url: this.o.url, ackedSeq: this.ackedSeq, lingerMs: this.o.lingerMs }, 'forwarding the outbox');
+    this.sender.run((flush) => this.step(flush));
   }
 
-  /** New rows were committed: look for work now instead of at the next idle poll. */
-  notify(): void {
-    this.notified = true;
-    if (this.wakeOnNotify) this.wake?.();
+  /**
+   * New rows were committed (or an epoch closed): look for work now instead of at the next idle
+   * poll. `lastSeq`, the outbox's highest seq, lets a linger end as soon as a full batch is there;
+   * without it every notify ends the linger and the batch is read again.
+   */
+  notify(lastSeq?: number): void {
+    this.pendingSince ??= performance.now();
+    this.sender.poke();
+    if (lastSeq === undefined || lastSeq - this.ackedSeq >= this.sender.size) this.sender.wake('linger');
   }
 
   status(): ForwarderStatus {
     return {
       ackedSeq: this.ackedSeq,
       inflightUpToSeq: this.inflightUpTo ?? this.ackedSeq,
-      lastSuccessAt: this.lastSuccessAt,
-      lastError: this.lastError,
-      consecutiveFailures: this.consecutiveFailures,
+      ...this.sender.status(),
       sentReadings: this.sentReadings,
       batchesSent: this.batchesSent,
     };
   }
 
   /**
-   * Stop: lets an in-flight request finish for closeGraceMs, then aborts it (its rows stay in the
-   * outbox [INV-1]); reports how many readings are still unacknowledged. Idempotent.
+   * Stop: a batch held by the linger goes at once; a request in flight gets closeGraceMs, then is
+   * aborted (its rows stay in the outbox [INV-1]); reports how many readings are still
+   * unacknowledged. Idempotent.
    */
   close(): Promise<CloseReport> {
     this.closed ??= this.shutdown();
@@ -105,16 +98,7 @@ export class Forwarder {
   }
 
   private async shutdown(): Promise<CloseReport> {
-    this.closing = true;
-    this.wake?.();
-    if (this.loop) {
-      const grace = setTimeout(() => this.abort.abort(new ClosedError('forwarder closed during an ingest request')), this.o.closeGraceMs);
-      try {
-        await this.loop;
-      } finally {
-        clearTimeout(grace);
-      }
-    }
+    await this.sender.close();
     let pending: number | null = null;
     try {
       pending = await countPending(this.deps.reader, this.ackedSeq);
@@ -125,27 +109,20 @@ export class Forwarder {
     return { pending };
   }
 
-  private async run(): Promise<void> {
-    while (!this.closing) {
-      let next: Next;
-      try {
-        next = await this.step();
-      } catch (err) {
-        // A database error (busy, disk): nothing was acknowledged, so retry the same rows later.
-        next = this.failed(err, 'forwarder step failed');
-      }
-      if (this.closing) break;
-      if (next.kind === 'now') continue;
-      if (next.kind === 'idle') await this.sleep(this.o.idlePollMs, true);
-      else await this.sleep(next.ms, false);
+  private async step(flush: boolean): Promise<Next> {
+    const batch = await readBatch(this.deps.reader, this.ackedSeq, this.sender.size);
+    if (!batch) {
+      // A notify during the read may name rows it missed: keep their clock for the next step.
+      if (!this.sender.pokedDuringStep) this.pendingSince = null;
+      return IDLE;
     }
-  }
-
-  private async step(): Promise<Next> {
-    this.notified = false;
-    const batch = await readBatch(this.deps.reader, this.ackedSeq, this.batchSize);
-    if (!batch) return this.notified ? NOW : IDLE;
-    if (this.closing) return NOW;
+    if (!flush) {
+      const lingerMs = this.lingerLeft(batch);
+      if (lingerMs > 0) return { kind: 'linger', ms: lingerMs };
+      if (this.sender.closing) return NOW;
+    }
+    // Rows committed during the read are not in this batch: their wait starts about now.
+    this.pendingSince = this.sender.pokedDuringStep ? performance.now() : null;
     // Read-then-mark leaves a moment where the disk budget may drop rows of this batch; they then
     // reach the cloud AND get a gap record, which is harmless: the cloud keys on (gateway, seq) [INV-2].
     this.inflightUpTo = batch.lastSeq;
@@ -156,6 +133,16 @@ export class Forwarder {
     }
   }
 
+  /**
+   * How much longer a batch short of the working size may wait for more readings (Kafka's
+   * linger.ms): one request per lingerMs instead of one per group commit, and no reading waits
+   * more than lingerMs (plus the request in flight) for its request. A full batch goes at once.
+   */
+  private lingerLeft(batch: Batch): number {
+    if (this.pendingSince === null || this.o.lingerMs <= 0 || batch.readings.length >= this.sender.size) return 0;
+    return this.pendingSince + this.o.lingerMs - performance.now();
+  }
+
   private async send(batch: Batch): Promise<Next> {
     const body = await gzipJson(JSON.stringify(ingestBody(batch, this.deps.gatewayId, this.now())));
     this.metrics.bytesSent.inc(body.length);
@@ -164,14 +151,14 @@ export class Forwarder {
     try {
       ack = await postIngest({
         url: this.o.url as string, token: this.o.token, timeoutMs: this.o.requestTimeoutMs,
-        signal: this.abort.signal, now: this.now,
+        signal: this.sender.signal, now: this.now,
       }, body);
     } catch (err) {
-      if (this.closing && this.abort.signal.aborted) {
+      if (this.sender.abortedByClose()) {
         this.log.info({ lastSeq: batch.lastSeq }, 'ingest request aborted at close; its rows stay in the outbox');
         return NOW;
       }
-      return this.requestFailed(err, batch);
+      return this.sender.requestFailed(err, batch.readings.length);
     } finally {
       stop();
     }
@@ -184,11 +171,10 @@ export class Forwarder {
     const applied = await applyAck(this.deps.writes, batch, ack.ackSeq, prev);
     this.ackedSeq = applied.ackedSeq;
     this.metrics.ackedSeq.set(applied.ackedSeq);
-    this.metrics.requests.inc({ outcome: 'ok' });
     this.metrics.readingsSent.inc(batch.readings.length);
     this.sentReadings += batch.readings.length;
     this.batchesSent++;
-    this.lastSuccessAt = this.now();
+    this.sender.answered();
     if (applied.rows > 0 || applied.ackedSeq !== prev) {
       try {
         this.deps.onAcked?.({ ackSeq: applied.ackedSeq, rows: applied.rows, bytes: applied.bytes });
@@ -196,81 +182,14 @@ export class Forwarder {
         this.log.error({ err }, 'onAcked callback threw');
       }
     }
-    if (this.batchSize < this.o.batchMaxReadings) {
-      // Grow back by a quarter per success: a body that hit 413 is not retried at full size at once.
-      this.batchSize = Math.min(this.o.batchMaxReadings, this.batchSize + Math.max(1, Math.floor(this.batchSize / 4)));
-    }
     if (batch.readings.length > 0 && applied.ackedSeq === prev) {
       // A 2xx that acknowledges none of our readings (an old or duplicate ackSeq) is harmless
       // [INV-2], but resending at once would spin: back off as after a failure.
       this.log.warn({ ackSeq: ack.ackSeq, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq }, 'ingest acknowledged none of the batch; resending later');
-      return this.failed(new BraidError('BRAID_ERR_INGEST_NO_PROGRESS', `ingest answered ackSeq ${ack.ackSeq} for seq ${batch.firstSeq}..${batch.lastSeq}`, 502), null);
+      return this.sender.failed(new BraidError('BRAID_ERR_INGEST_NO_PROGRESS', `ingest answered ackSeq ${ack.ackSeq} for seq ${batch.firstSeq}..${batch.lastSeq}`, 502), null);
     }
-    this.consecutiveFailures = 0;
-    this.metrics.consecutiveFailures.set(0);
-    this.metrics.lastSuccess.set(this.now() / 1000);
+    this.sender.progressed();
     this.log.debug({ ackSeq: applied.ackedSeq, rows: applied.rows, epochs: batch.epochs.length, gaps: batch.gaps.length }, 'batch acknowledged');
     return NOW;
-  }
-
-  private requestFailed(err: unknown, batch: Batch): Next {
-    if (err instanceof HttpError && err.statusCode === 413 && batch.readings.length > 1) {
-      // Too large for the cloud: halve what this request carried and retry at once, no backoff.
-      this.batchSize = Math.max(1, Math.floor(batch.readings.length / 2));
-      this.metrics.requests.inc({ outcome: 'retry' });
-      this.record(err);
-      this.log.warn({ batchSize: this.batchSize }, 'ingest body too large; halving the batch');
-      return NOW;
-    }
-    // 400/401/403/413-at-one-reading: sending the same again cannot help until someone fixes the
-    // token, version or limit, yet the protocol keeps the data and retries, backing off.
-    const rejected = err instanceof HttpError && !err.canRetry();
-    this.metrics.requests.inc({ outcome: rejected ? 'rejected' : 'retry' });
-    return this.failed(err, rejected ? 'ingest rejected the batch; keeping it and retrying' : 'ingest failed; retrying', rejected);
-  }
-
-  /** Count a failure and pick the backoff (honouring Retry-After). */
-  private failed(err: unknown, msg: string | null, rejected = false): Next {
-    this.consecutiveFailures++;
-    this.metrics.consecutiveFailures.set(this.consecutiveFailures);
-    const e = this.record(err);
-    const retryAfterMs = err instanceof HttpError ? err.retryAfterMs : undefined;
-    const ms = retryDelayMs(this.consecutiveFailures, retryAfterMs, this.o);
-    if (msg) {
-      const fields = { code: e.code, status: e.status, failures: this.consecutiveFailures, retryInMs: ms, error: e.message };
-      if (rejected) this.log.error(fields, msg);
-      else this.log.warn(fields, msg);
-    }
-    return { kind: 'backoff', ms };
-  }
-
-  private record(err: unknown): ForwarderError {
-    const at = this.now();
-    let e: ForwarderError;
-    if (err instanceof HttpError) {
-      e = { code: errorBodyCode(err.body) ?? err.code, message: err.message, status: err.statusCode, at };
-    } else if (err instanceof BraidError) {
-      e = { code: err.code, message: err.message, at };
-    } else {
-      const x = err as { code?: unknown; message?: unknown } | undefined;
-      e = { code: typeof x?.code === 'string' ? x.code : 'BRAID_ERR_INTERNAL', message: String(x?.message ?? err), at };
-    }
-    this.lastError = e;
-    return e;
-  }
-
-  private sleep(ms: number, wakeOnNotify: boolean): Promise<void> {
-    if (this.closing || (wakeOnNotify && this.notified)) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wake = null;
-        this.wakeOnNotify = false;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wake = done;
-      this.wakeOnNotify = wakeOnNotify;
-    });
   }
 }

@@ -19,6 +19,12 @@ export interface ForwarderOptions {
    * `[d * (1 - jitter), d]` ("full jitter" over that window; 1 is classic full jitter, 0 none).
    */
   jitter: number;
+  /**
+   * How long a batch short of `batchMaxReadings` may wait for more readings before it is sent, in
+   * ms (Kafka's linger.ms); a full batch goes at once, close() sends a held one at once; 0 sends
+   * after every commit.
+   */
+  lingerMs: number;
   /** How often an idle forwarder looks for work, in ms, besides being woken by `notify()`. */
   idlePollMs: number;
   /** How long `close()` lets an in-flight request finish before aborting it, in ms. */
@@ -33,6 +39,10 @@ export const DEFAULT_FORWARDER_OPTIONS: ForwarderOptions = {
   retryInitialMs: 500,
   retryMaxMs: 60_000, // 1 minute
   jitter: 0.2,
+  // 200 ms: a fleet at 800 readings/s sends 5 requests a second of ~160 readings instead of one per
+  // group commit (45-90 a second), while the master dataset stays 0.2 s behind at most; the speed
+  // layer, not ingest, serves "now", so the delay is invisible to queries.
+  lingerMs: 200,
   idlePollMs: 1_000, // 1 s
   closeGraceMs: 2_000, // 2 s
 };
@@ -45,6 +55,7 @@ export function checkForwarderOptions(o: ForwarderOptions): ForwarderOptions {
   }
   if (!Number.isInteger(o.batchMaxReadings)) throw new ConfigInvalidError(`forwarder option batchMaxReadings must be an integer, got ${o.batchMaxReadings}`);
   if (!(o.jitter >= 0 && o.jitter <= 1)) throw new ConfigInvalidError(`forwarder option jitter must be within 0..1, got ${o.jitter}`);
+  if (!(o.lingerMs >= 0 && Number.isFinite(o.lingerMs))) throw new ConfigInvalidError(`forwarder option lingerMs must be a number >= 0, got ${o.lingerMs}`);
   if (!(o.closeGraceMs >= 0)) throw new ConfigInvalidError(`forwarder option closeGraceMs must be >= 0, got ${o.closeGraceMs}`);
   if (o.url !== null) {
     try { new URL(o.url); } catch { throw new ConfigInvalidError(`forwarder option url is not a URL: ${o.url}`); }

@@ -2,6 +2,7 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/logger.js';
 import type { Db, WriteQueue } from '../../shared/sqlite.js';
+import type { SenderError } from '../cloudclient/index.js';
 
 export interface AckInfo {
   /** acked_seq after this acknowledgement. */
@@ -26,7 +27,7 @@ export interface ForwarderDeps {
   now?: () => number;
 }
 
-export interface ForwarderError { code: string; message: string; status?: number; at: number }
+export type ForwarderError = SenderError;
 
 export interface ForwarderStatus {
   ackedSeq: number;

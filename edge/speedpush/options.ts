@@ -6,7 +6,7 @@ export interface SpeedPushOptions {
   url: string | null;
   /** Gateway token (`braid cloud gateway add`), sent as `Authorization: Bearer`. */
   token: string | null;
-  /** Time between pushes, in ms (config `speed.pushIntervalMs`); a push goes even with no partial, as the gateway's heartbeat. */
+  /** Time between the starts of two pushes, in ms (config `speed.pushIntervalMs`): a fixed cadence that slow pushes do not stretch; a push goes even with no partial, as the gateway's heartbeat. */
   pushIntervalMs: number;
   /** Most partials in one push (config `speed.pushMaxPartials`); a 413 halves the working size, successes grow it back. */
   pushMaxPartials: number;

@@ -2,6 +2,7 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/logger.js';
 import type { Db, WriteQueue } from '../../shared/sqlite.js';
+import type { SenderError } from '../cloudclient/index.js';
 import type { PartialTuple } from './page.js';
 
 export interface SpeedPusherDeps {
@@ -38,7 +39,7 @@ export interface SpeedPushAnswer {
   stored: number;
 }
 
-export interface SpeedPushError { code: string; message: string; status?: number; at: number }
+export type SpeedPushError = SenderError;
 
 export interface SpeedPushStatus {
   lastSuccessAt: number | null;
