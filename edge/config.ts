@@ -72,7 +72,7 @@ export const gatewayConfigSchema = z.object({
       'Speed partials older than this (event minute) are pruned, in minutes; must cover the 24h window. With a cloud, only once pushed or covered by its views (a late reading\'s partial reaches it).',
     ),
     pruneCron: z.string().default('*/5 * * * *').describe('node-cron schedule of the retention job (5 fields, or 6 with seconds first).'),
-    pushIntervalMs: positive.default(1_000).describe('How often the speed partials changed since the last push go to the cloud, in ms.'),
+    pushIntervalMs: positive.default(1_000).describe('How often the speed partials changed since the last push go to the cloud, in ms, start to start (a slow push is followed at once).'),
     pushMaxPartials: positive.default(20_000).describe('Most partials in one speed push.'),
   }).strict().prefault({}).describe('The speed layer: 1-minute partials behind the rolling windows.'),
   cloud: z.object({
