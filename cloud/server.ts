@@ -14,6 +14,7 @@ import { errorReply } from '../shared/http-errors.js';
 import { type Logger, nullLogger } from '../shared/logger.js';
 import { type Db, WriteQueue } from '../shared/sqlite.js';
 import { type AuthOptions, Authenticator } from './api/auth.js';
+import { registerWhoamiRoute } from './api/whoami.js';
 import type { CloudConfig } from './config.js';
 import { type IngestOptions, IngestService, registerIngestRoute } from './ingest/index.js';
 import { openCloudDb } from './store/schema.js';
@@ -174,6 +175,7 @@ export class CloudServer {
       void reply.header('content-type', this.registry.contentType);
       return this.registry.metrics();
     });
+    registerWhoamiRoute(app, { authenticate: auth.authenticate() });
     await registerIngestRoute(app, { ingest, requireGateway: auth.requireRole('gateway') });
     for (const plugin of this.plugins) await plugin(app, this.context);
 

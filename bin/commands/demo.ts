@@ -87,7 +87,7 @@ export function registerDemoCommand(program: Command): void {
       guide.push(`Braid demo: a cloud and gateways ${d.gateways.map((g) => g.id).join(' and ')} with ${d.devices.length} simulated devices (Ctrl-C stops it)`);
       guide.push(`Data:    ${d.dataDir}${d.reused ? ' (reusing an earlier run\'s data; --fresh starts over)' : ''}`);
       guide.push('');
-      guide.push('Open the console and enter the admin key (fleet overview, gateways, batch runs) or the read key (device and fleet charts):');
+      guide.push('Open the console and enter the API key (it reads everything: fleet, gateways, charts, batch runs); the admin key can also start batch runs:');
       guide.push(`Console: ${d.consoleUrl}`);
       guide.push(`API key: ${d.readKey}`);
       guide.push(`Admin key: ${d.adminKey}`);

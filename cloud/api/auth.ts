@@ -70,25 +70,41 @@ export class Authenticator {
     this.cache.clear();
   }
 
+  /**
+   * A fastify hook for routes open to any caller the cloud knows (a gateway token or an API key of
+   * either role): 401 without a known bearer secret; sets `req.principal`.
+   */
+  authenticate(): (req: FastifyRequest, reply: FastifyReply) => Promise<void> {
+    return async (req, reply) => {
+      req.principal = await this.known(req, reply);
+    };
+  }
+
   /** A fastify hook: 401 without a known bearer secret, 403 when it lacks `role`; sets `req.principal`. */
   requireRole(role: Role): (req: FastifyRequest, reply: FastifyReply) => Promise<void> {
     return async (req, reply) => {
-      const header = req.headers.authorization;
-      const m = typeof header === 'string' ? BEARER_RE.exec(header) : null;
-      if (!m) {
-        void reply.header('www-authenticate', 'Bearer realm="braid"');
-        throw new UnauthorizedError(header ? 'Authorization must be "Bearer <token>"' : 'missing Authorization: Bearer <token>');
-      }
-      const p = await this.principal(m[1]);
-      if (!p) {
-        void reply.header('www-authenticate', 'Bearer realm="braid", error="invalid_token"');
-        throw new UnauthorizedError('unknown or revoked token');
-      }
+      const p = await this.known(req, reply);
       if (!allows(p, role)) {
         const who = p.kind === 'gateway' ? `a gateway token (${p.gateway})` : `a ${p.role} key`;
         throw new ForbiddenError(`this route needs ${role === 'gateway' ? 'a gateway token' : `an API key with role ${role}`}; the request has ${who}`);
       }
       req.principal = p;
     };
+  }
+
+  /** The owner of the request's bearer secret; throws the 401 (with its WWW-Authenticate) otherwise. */
+  private async known(req: FastifyRequest, reply: FastifyReply): Promise<Principal> {
+    const header = req.headers.authorization;
+    const m = typeof header === 'string' ? BEARER_RE.exec(header) : null;
+    if (!m) {
+      void reply.header('www-authenticate', 'Bearer realm="braid"');
+      throw new UnauthorizedError(header ? 'Authorization must be "Bearer <token>"' : 'missing Authorization: Bearer <token>');
+    }
+    const p = await this.principal(m[1]);
+    if (!p) {
+      void reply.header('www-authenticate', 'Bearer realm="braid", error="invalid_token"');
+      throw new UnauthorizedError('unknown or revoked token');
+    }
+    return p;
   }
 }

@@ -1,6 +1,7 @@
 /**
- * GET /api/v1/batch and POST /api/v1/batch/run (admin key; DESIGN.md REST contract). The caller
- * passes the API-key check as `auth(role)`, so these routes know nothing of keys.
+ * GET /api/v1/batch (read key: a read key reads everything) and POST /api/v1/batch/run (admin key:
+ * admin is for actions). The caller passes the API-key check as `auth(role)`, so these routes know
+ * nothing of keys.
  */
 import type { FastifyInstance, preHandlerHookHandler } from 'fastify';
 import type { BatchScheduler } from './scheduler.js';
@@ -12,7 +13,7 @@ export interface BatchRouteDeps {
 }
 
 export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps): void {
-  app.get('/api/v1/batch', { preHandler: deps.auth('admin') }, async () => deps.scheduler.status());
+  app.get('/api/v1/batch', { preHandler: deps.auth('read') }, async () => deps.scheduler.status());
 
   app.post('/api/v1/batch/run', {
     preHandler: deps.auth('admin'),

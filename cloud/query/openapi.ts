@@ -24,7 +24,8 @@ export async function registerOpenApi(app: FastifyInstance, o: OpenApiOptions): 
       info: {
         title: 'Braid cloud API',
         version: o.version,
-        description: 'Ingest and speed push (gateway tokens), the merged query (read key), batch runs and the registry (admin key). '
+        description: 'Ingest and speed push (gateway tokens); every GET, the merged query, the registry and the batch status (read key); '
+          + 'starting a batch run (admin key; an admin key also reads). GET /api/v1/whoami names the caller. '
           + 'Errors are {code, message} with a stable code.',
       },
       components: {

@@ -1,5 +1,5 @@
 /**
- * GET /api/v1/gateways and GET /api/v1/devices (admin key; docs/serving.md): what the cloud knows
+ * GET /api/v1/gateways and GET /api/v1/devices (read key; docs/serving.md): what the cloud knows
  * of each gateway (last push, health, E from the live manifest, the highest seq received, gap
  * records and seq holes) and of each device. A gateway is online when its last push is younger
  * than `speed.staleAfterMs`; a device when its gateway is online and says it is connected.
@@ -17,8 +17,8 @@ export interface RegistryRouteDeps {
   reader: Db;
   live: LiveManifest;
   staleAfterMs: number;
-  /** The preHandler that admits an admin key (401/403 otherwise). */
-  admin: preHandlerHookHandler;
+  /** The preHandler that admits a read key, or an admin key (401/403 otherwise). */
+  read: preHandlerHookHandler;
   now: () => number;
 }
 
@@ -79,7 +79,7 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
   const { reader: db } = deps;
 
   app.get('/api/v1/gateways', {
-    preHandler: deps.admin,
+    preHandler: deps.read,
     schema: { response: { 200: { type: 'object', properties: { gateways: { type: 'array', items: gatewaySchema } } } } },
   }, async () => {
     const now = deps.now();
@@ -115,7 +115,7 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
   });
 
   app.get('/api/v1/devices', {
-    preHandler: deps.admin,
+    preHandler: deps.read,
     schema: {
       querystring: {
         type: 'object',

@@ -111,7 +111,7 @@ export class SpeedService implements CloudService {
       submit: (push) => this.submit(push),
     });
     registerRegistryRoutes(app, {
-      reader: ctx.db.reader, live: this.live, staleAfterMs: this.o.staleAfterMs, admin: ctx.auth.requireRole('admin'), now: this.now,
+      reader: ctx.db.reader, live: this.live, staleAfterMs: this.o.staleAfterMs, read: ctx.auth.requireRole('read'), now: this.now,
     });
   };
 

@@ -1,7 +1,8 @@
 /**
  * Gateway tokens and API keys: issued by `braid cloud gateway|key add` (printed as the last line),
- * stored as SHA-256 only, checked by requireRole (401 / 403, admin implies read), cached briefly:
- * a removed key or a rotated token stops working within the cache TTL.
+ * stored as SHA-256 only, checked by requireRole (401 / 403, admin implies read), named by
+ * GET /api/v1/whoami, cached briefly: a removed key or a rotated token stops working within the
+ * cache TTL. A read key reads every route; admin is for actions (POST /api/v1/batch/run).
  */
 import { spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
@@ -105,11 +106,24 @@ test('requireRole: 401 without a known bearer, 403 for the wrong role, admin imp
   }
   expect((await get('/test/admin', admin)).body.principal).toEqual({ kind: 'key', name: 'boss', role: 'admin' });
   expect((await get('/test/gateway', tok)).body.principal).toEqual({ kind: 'gateway', gateway: 'gw-1' });
+
+  // GET /api/v1/whoami: any known secret, answered with its owner (never the secret); 401 otherwise.
+  expect(await get('/api/v1/whoami', read)).toEqual({ status: 200, body: { kind: 'key', name: 'reader', role: 'read' } });
+  expect(await get('/api/v1/whoami', admin)).toEqual({ status: 200, body: { kind: 'key', name: 'boss', role: 'admin' } });
+  expect(await get('/api/v1/whoami', tok)).toEqual({ status: 200, body: { kind: 'gateway', gateway: 'gw-1' } });
+  for (const secret of [undefined, 'brk_nonsense', 'bgt_nonsense']) {
+    const w = await get('/api/v1/whoami', secret);
+    expect({ status: w.status, code: w.body.code }).toEqual({ status: 401, code: 'BRAID_ERR_UNAUTHORIZED' });
+  }
+  const malformed = await fetch(`${cloud.url}/api/v1/whoami`, { headers: { authorization: `Basic ${read}` } });
+  expect({ status: malformed.status, www: malformed.headers.get('www-authenticate'), body: await malformed.json() })
+    .toEqual({ status: 401, www: 'Bearer realm="braid"', body: { code: 'BRAID_ERR_UNAUTHORIZED', message: 'Authorization must be "Bearer <token>"' } });
 }, 60_000);
 
-test('every route takes a key but /healthz and the console\'s static files: /metrics needs a read key', async () => {
+test('every route takes a key but /healthz and the console\'s static files: a read key reads everything, admin is for actions', async () => {
   const read = lastLine((await braid(['cloud', 'key', 'add', 'scraper', '--role', 'read', '--data-dir', dir.path])).stdout);
   const tok = lastLine((await braid(['cloud', 'gateway', 'add', 'gw-1', '--data-dir', dir.path])).stdout);
+  const admin = lastLine((await braid(['cloud', 'key', 'add', 'boss', '--role', 'admin', '--data-dir', dir.path])).stdout);
   const app = await startSpeedCloud(dir.path); // the whole cloud of `braid cloud`: console, query, batch routes
   closeApp = app.close;
   const status = async (path: string, secret?: string) => {
@@ -124,9 +138,23 @@ test('every route takes a key but /healthz and the console\'s static files: /met
   expect(await status('/healthz')).toMatchObject({ status: 200 });
   expect(await status('/')).toMatchObject({ status: 200, type: 'text/html' });
   expect(await status('/api/v1/openapi.json')).toMatchObject({ status: 200 });
-  for (const path of ['/api/v1/query?metric=temp', '/api/v1/devices', '/api/v1/gateways', '/api/v1/batch']) {
+  const reads = ['/api/v1/devices', '/api/v1/gateways', '/api/v1/batch', `/api/v1/query?metric=temp&from=0&to=${3600_000}`, '/api/v1/whoami'];
+  for (const path of [...reads, '/api/v1/query?metric=temp']) {
     expect(await status(path)).toMatchObject({ path, status: 401 });
   }
+  // Every read route answers a read key and an admin key; a gateway token reads nothing but whoami.
+  for (const path of reads) {
+    for (const [who, secret] of [['read', read], ['admin', admin]]) expect({ who, ...(await status(path, secret)) }).toMatchObject({ who, path, status: 200 });
+    expect(await status(path, tok)).toMatchObject({ path, status: path === '/api/v1/whoami' ? 200 : 403 });
+  }
+  // Starting a batch run is an action: admin only (the read key's 403 names the role it needs).
+  const run = async (secret: string) => {
+    const res = await fetch(`${app.url}/api/v1/batch/run`, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: '{}' });
+    return { status: res.status, body: await res.json() as Record<string, unknown> };
+  };
+  expect(await run(read)).toEqual({ status: 403, body: { code: 'BRAID_ERR_FORBIDDEN', message: 'this route needs an API key with role admin; the request has a read key' } });
+  expect(await run(tok)).toMatchObject({ status: 403, body: { code: 'BRAID_ERR_FORBIDDEN' } });
+  expect(await run(admin)).toMatchObject({ status: 202, body: { trigger: 'api' } });
 }, 60_000);
 
 test('a removed key and a rotated token stop working within the cache TTL', async () => {

@@ -177,7 +177,7 @@ describe('BatchScheduler', () => {
 });
 
 describe('REST routes', () => {
-  it('POST /api/v1/batch/run answers 202 with the run id, 409 while it runs; GET shows it; admin only', async () => {
+  it('POST /api/v1/batch/run answers 202 with the run id, 409 while it runs (admin only); GET shows it (read key)', async () => {
     const dir = await tempDir();
     const fx = await MasterFixture.open(dir);
     await append(fx, new GatewaySim('gw-a'), DAY0, 2, 100);
@@ -185,11 +185,13 @@ describe('REST routes', () => {
     scheduler = new BatchScheduler(options(dir));
     app = Fastify();
     const roles: string[] = [];
+    // The role check as Authenticator.requireRole does it: admin implies read.
+    const admits = { read: ['Bearer read-key', 'Bearer admin-key'], admin: ['Bearer admin-key'] };
     registerBatchRoutes(app, {
       scheduler,
       auth: (role) => async (req, reply) => {
-        roles.push(role);
-        if (req.headers.authorization !== `Bearer ${role}-key`) await reply.code(403).send({ code: 'BRAID_ERR_FORBIDDEN' });
+        roles.push(`${req.method} ${req.url}: ${role}`);
+        if (!admits[role].includes(req.headers.authorization ?? '')) await reply.code(403).send({ code: 'BRAID_ERR_FORBIDDEN' });
       },
     });
     // A real server on port 0 (light-my-request's inject does not load under jest's ESM mode).
@@ -211,10 +213,12 @@ describe('REST routes', () => {
     expect(again.json).toMatchObject({ code: 'BRAID_ERR_BATCH_RUNNING' });
     expect((await call('POST', '/api/v1/batch/run', 'admin-key', { full: 'yes' })).statusCode).toBe(400);
     await scheduler.running?.done;
-    const status = await call('GET', '/api/v1/batch', 'admin-key');
+    const status = await call('GET', '/api/v1/batch', 'read-key');
     expect(status.statusCode).toBe(200);
     expect(status.json).toMatchObject({ running: null, manifest: { version: 1 }, runs: [{ id: 1, outcome: 'ok', kind: 'full' }] });
-    expect(new Set(roles)).toEqual(new Set(['admin']));
+    expect(await call('GET', '/api/v1/batch', 'admin-key')).toEqual(status);
+    // The route asks for the role: read to look, admin to act.
+    expect(new Set(roles)).toEqual(new Set(['POST /api/v1/batch/run: admin', 'GET /api/v1/batch: read']));
   });
 });
 

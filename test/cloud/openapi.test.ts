@@ -8,15 +8,19 @@ import { createCloud, type CloudApp } from '../../cloud/app.js';
 import { testCloudConfig } from '../support/cloud.js';
 import { tempDir } from '../support/gateway.js';
 
-/** The cloud's REST contract (DESIGN.md "REST (cloud)" and the query). */
+/** The cloud's REST contract (DESIGN.md "REST (cloud)" and the query), and whoami (docs/serving.md). */
 const CONTRACT: Array<[method: 'get' | 'post', path: string]> = [
   ['post', '/api/v1/ingest'], ['post', '/api/v1/speed'],
   ['get', '/api/v1/devices'], ['get', '/api/v1/gateways'],
   ['get', '/api/v1/batch'], ['post', '/api/v1/batch/run'],
   ['get', '/api/v1/query'], ['get', '/api/v1/openapi.json'],
+  ['get', '/api/v1/whoami'],
 ];
 
-type Operation = { security?: unknown[]; parameters?: Array<{ name: string; in: string; required?: boolean }>; responses: Record<string, { content?: Record<string, unknown> }> };
+type Operation = {
+  security?: unknown[]; parameters?: Array<{ name: string; in: string; required?: boolean }>;
+  responses: Record<string, { content?: Record<string, { schema?: { properties?: Record<string, unknown> } }> }>;
+};
 type Doc = { openapi: string; paths: Record<string, Record<string, Operation>>; components: { securitySchemes: Record<string, unknown> }; security: unknown[] };
 
 let app: CloudApp;
@@ -83,5 +87,11 @@ describe('OpenAPI document', () => {
     ]);
     expect(Object.keys(op.responses['200'].content ?? {}).sort()).toEqual(['application/json', 'text/csv']);
     expect(Object.keys(op.responses).sort()).toEqual(['200', '400', '401', '403']);
+  });
+
+  it('documents whoami: the caller as a key (name, role) or a gateway, and its 401', () => {
+    const op = doc.paths['/api/v1/whoami'].get;
+    expect(Object.keys(op.responses).sort()).toEqual(['200', '401']);
+    expect(Object.keys(op.responses['200'].content?.['application/json']?.schema?.properties ?? {}).sort()).toEqual(['gateway', 'kind', 'name', 'role']);
   });
 });

@@ -1,15 +1,15 @@
 /**
  * The console and its keys, in Debian's chromium against a real cloud (world.ts): static files need
  * no key, the key prompt on a first visit, a wrong key and a key revoked under a running console
- * (401: the prompt comes back with the API's code and message), "Change key", and a read key (the
- * admin-only answers show their 403, the query works, Run now is absent and refused).
+ * (401: the prompt comes back with the API's code and message), "Change key", and a read key (every
+ * page shows the fleet, as GET /api/v1/whoami names the key; Run now shows disabled and is refused).
  */
 import { request } from 'node:http';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { addApiKey, removeApiKey } from '../../cloud/store/credentials.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
-import { type ConsolePage, apiCall, fmtInt, haveChromium, launchChromium, newConsolePage, nextRender, screenshot, tableRows } from '../support/browser.js';
+import { type ConsolePage, apiCall, fmtInt, fmtTime, haveChromium, launchChromium, newConsolePage, nextRender, screenshot, tableRows } from '../support/browser.js';
 import { type World, closeSteps, makeWorld } from './world.js';
 
 const HAVE = haveChromium();
@@ -82,7 +82,7 @@ maybe('console keys', () => {
       expect((await rawGet(path)).status).toBe(404);
     }
     // The API is another matter.
-    for (const path of ['/api/v1/gateways', '/api/v1/devices', '/api/v1/batch', '/api/v1/query?metric=temp&from=0&to=3600000']) {
+    for (const path of ['/api/v1/gateways', '/api/v1/devices', '/api/v1/batch', '/api/v1/query?metric=temp&from=0&to=3600000', '/api/v1/whoami']) {
       const r = await apiCall(world.url, path, null);
       expect({ path, status: r.status, code: r.body.code }).toEqual({ path, status: 401, code: 'BRAID_ERR_UNAUTHORIZED' });
     }
@@ -148,33 +148,53 @@ maybe('console keys', () => {
     expect(await page.isVisible('[data-testid=gateways-table]')).toBe(true);
   });
 
-  it('a read key: admin-only answers show their 403 code and message, the query works, Run now is absent and refused', async () => {
+  it('a read key (what `braid demo` prints as "API key"): every page shows the fleet with the API\'s numbers; Run now shows disabled', async () => {
     const cp = await open(world.read);
     const { page } = cp;
+    await world.settle();
     await page.goto('/#/fleet');
-    await page.waitForSelector('[data-testid=error]');
+    await page.waitForSelector('[data-testid=stat-gateways]');
     await nextRender(page);
-    expect(await page.innerText('[data-testid=key-info]')).toContain('· read');
-    const forbidden = async (path: string) => {
-      const r = await apiCall<{ code: string; message: string }>(world.url, path, world.read);
-      expect(r.status).toBe(403);
-      return r.body;
-    };
-    const boxes = await page.$$eval('[data-testid=error]', (els) => els.map((e) => ({ code: (e as HTMLElement).dataset.code, text: (e.textContent ?? '').trim() })));
-    const want = [];
-    for (const path of ['gateways', 'devices', 'batch']) {
-      const e = await forbidden(`/api/v1/${path}`);
-      want.push({ code: e.code, text: `GET /api/v1/${path}: 403 ${e.code} ${e.message}` });
-    }
-    expect(boxes).toEqual(want);
-    expect(want[0].code).toBe('BRAID_ERR_FORBIDDEN');
+    const text = (sel: string) => page.locator(sel).innerText();
+    // Who the key is comes from GET /api/v1/whoami: the key's name and role, not a probe of an admin route.
+    expect(await text('[data-testid=key-info]')).toBe(`key ${world.read.slice(0, 8)}…${world.read.slice(-4)} · read`);
+    await cp.flush();
+    expect(cp.responses[0]).toMatchObject({ method: 'GET', status: 200, body: { kind: 'key', name: 'app', role: 'read' } });
+    expect(cp.responses[0].url.pathname).toBe('/api/v1/whoami');
+    expect(await page.$$('[data-testid=error]')).toEqual([]);
+
+    // Fleet overview: the figures are the API's, read with the same read key.
+    type Gw = { id: string; online: boolean; outboxPending: number | null; gaps: Array<{ count: number }>; seqGaps: unknown[]; dropped: Record<'diskBudget' | 'queueFull' | 'invalid' | 'duplicates', number> };
+    const gw = (await apiCall<{ gateways: Gw[] }>(world.url, '/api/v1/gateways', world.read)).body.gateways;
+    const devices = (await apiCall<{ devices: Array<{ id: string; online: boolean; metrics: string[] }> }>(world.url, '/api/v1/devices', world.read)).body.devices;
+    const batch = (await apiCall<{ manifest: { version: number; createdAt: string } }>(world.url, '/api/v1/batch', world.read)).body;
+    const sum = (f: (g: Gw) => number) => gw.reduce((n, g) => n + f(g), 0);
+    expect(await text('[data-testid=stat-gateways]')).toBe(fmtInt(gw.length));
+    expect(await text('[data-testid=note-gateways]')).toBe(`${fmtInt(gw.filter((g) => g.online).length)} online`);
+    expect(await text('[data-testid=stat-outbox]')).toBe(fmtInt(sum((g) => g.outboxPending ?? 0)));
+    expect(await text('[data-testid=stat-dropped]')).toBe(fmtInt(sum((g) => g.dropped.diskBudget + g.dropped.queueFull)));
+    expect(await text('[data-testid=note-dropped]')).toBe(`disk budget ${fmtInt(sum((g) => g.dropped.diskBudget))}, queue full ${fmtInt(sum((g) => g.dropped.queueFull))}; `
+      + `invalid ${fmtInt(sum((g) => g.dropped.invalid))}, duplicates ${fmtInt(sum((g) => g.dropped.duplicates))}`);
+    expect(await text('[data-testid=stat-gaps]')).toBe(fmtInt(sum((g) => g.gaps.length)));
+    expect(await text('[data-testid=note-gaps]')).toBe(`${fmtInt(sum((g) => g.gaps.reduce((n, r) => n + r.count, 0)))} readings lost; ${fmtInt(sum((g) => g.seqGaps.length))} seq holes`);
+    expect(await text('[data-testid=stat-devices-online]')).toBe(fmtInt(devices.filter((d) => d.online).length));
+    expect(await text('[data-testid=note-devices-online]')).toBe(`of ${fmtInt(devices.length)} known`);
+    expect(await text('[data-testid=note-watermark-age]')).toBe(`manifest v${batch.manifest.version}, created ${fmtTime(batch.manifest.createdAt)}`);
+    // What the world put there, so the comparison is not of zeros.
+    expect([await text('[data-testid=stat-gateways]'), await text('[data-testid=stat-gaps]'), await text('[data-testid=stat-devices-online]')]).toEqual(['3', '1', '2']);
     await screenshot(page, 'fleet-read-key');
 
-    // The device view: no device list (403, shown), the device typed in; the query answers a read key.
+    // Gateways: one row per gateway of the API's answer.
+    await nextRender(page, () => page.evaluate(() => { location.hash = '#/gateways'; }));
+    const gwRows = await tableRows(page, '[data-testid=gateways-table]');
+    expect(gwRows.map((r) => [r.cells.id, r.cells.state])).toEqual(gw.map((g) => [g.id, g.online ? 'online' : 'offline']));
+    expect(gwRows.map((r) => r.cells.gaps)).toEqual(gw.map((g) => (g.gaps.length ? `${fmtInt(g.gaps.length)} (${fmtInt(g.gaps.reduce((n, r) => n + r.count, 0))} readings)` : '0')));
+
+    // The device view: the device list to pick from (the API's devices), and the merged answer.
     await nextRender(page, () => page.evaluate(() => { location.hash = '#/device?device=dev-1&metric=temp&range=24h&step=1h'; }));
-    const devErr = await forbidden('/api/v1/devices');
-    expect(await page.innerText('[data-testid=error]')).toBe(`GET /api/v1/devices (type the device and metric instead): 403 ${devErr.code} ${devErr.message}`);
-    expect(await page.inputValue('[data-testid=input-device]')).toBe('dev-1');
+    expect(await page.$$('[data-testid=error]')).toEqual([]);
+    expect(await page.$$eval('[data-testid=select-device] option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(devices.map((d) => d.id));
+    expect(await page.$$eval('[data-testid=select-metric] option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(devices.find((d) => d.id === 'dev-1')!.metrics);
     await cp.flush();
     const q = cp.responses.filter((r) => r.url.pathname === '/api/v1/query').at(-1)!;
     const again = await apiCall<{ points: Array<{ t: string; count: number }> }>(world.url, q.url.pathname + q.url.search, world.read);
@@ -192,16 +212,32 @@ maybe('console keys', () => {
     expect(badAgain.status).toBe(400);
     expect(await page.innerText('[data-testid=result] [data-testid=error]')).toBe(`GET /api/v1/query: 400 ${badAgain.body.code} ${badAgain.body.message}`);
 
-    // Batch runs: the 403 instead of the page, no Run now; the API refuses the run as well.
+    // The fleet chart: the gateways to scope by come from the registry.
+    await nextRender(page, () => page.evaluate(() => { location.hash = '#/fleet-chart?metric=temp&range=7d'; }));
+    expect(await page.$$eval('[data-testid=select-gateway] option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(['', ...gw.map((g) => g.id)]);
+    await cp.flush();
+    const fq = cp.responses.filter((r) => r.url.pathname === '/api/v1/query').at(-1)!;
+    expect(fq.status).toBe(200);
+    expect((await apiCall(world.url, fq.url.pathname + fq.url.search, world.read)).body).toEqual(fq.body);
+
+    // Batch runs: the history as the API gives it; Run now is there, disabled, saying it needs an admin key.
     await nextRender(page, () => page.evaluate(() => { location.hash = '#/batch'; }));
-    const batchErr = await forbidden('/api/v1/batch');
-    expect(await page.innerText('[data-testid=batch-status] [data-testid=error]')).toBe(`GET /api/v1/batch: 403 ${batchErr.code} ${batchErr.message}`);
-    expect(await page.isVisible('[data-testid=run-now]')).toBe(false);
+    const runs = (await apiCall<{ runs: Array<{ id: number }> }>(world.url, '/api/v1/batch', world.read)).body.runs;
+    expect((await tableRows(page, '[data-testid=runs-table]')).map((r) => r.cells.id)).toEqual(runs.map((r) => fmtInt(r.id)));
+    expect(await page.isVisible('[data-testid=run-now]')).toBe(true);
+    expect(await page.isDisabled('[data-testid=run-now]')).toBe(true);
+    expect(await page.isDisabled('[data-testid=run-full]')).toBe(true);
+    expect(await page.getAttribute('[data-testid=run-now]', 'title')).toBe('Starting a batch run needs an admin key');
+    expect(await text('[data-testid=run-note]')).toBe('needs an admin key (this is a read key)');
+    // The API refuses the run as well.
     const run = await apiCall<{ code: string }>(world.url, '/api/v1/batch/run', world.read, { method: 'POST', body: {} });
     expect({ status: run.status, code: run.body.code }).toEqual({ status: 403, code: 'BRAID_ERR_FORBIDDEN' });
     await screenshot(page, 'batch-read-key');
+    await cp.flush();
+    // No call of the console was refused.
+    expect(cp.responses.filter((r) => r.status !== 200 && r.url.pathname !== '/api/v1/query').map((r) => `${r.status} ${r.url.pathname}`)).toEqual([]);
 
-    // "Change key": cancel keeps the read key; an admin key brings Run now.
+    // "Change key": cancel keeps the read key; an admin key enables Run now.
     await page.click('[data-testid=change-key]');
     await page.waitForSelector('dialog#key-dialog[open]');
     expect(await page.isVisible('[data-testid=key-cancel]')).toBe(true);
@@ -211,8 +247,11 @@ maybe('console keys', () => {
     await page.click('[data-testid=change-key]');
     await page.fill('[data-testid=key-input]', world.admin);
     await nextRender(page, () => page.click('[data-testid=key-save]'));
-    expect(await page.innerText('[data-testid=key-info]')).toContain('· admin');
+    expect(await text('[data-testid=key-info]')).toContain('· admin');
     expect(await page.isVisible('[data-testid=run-now]')).toBe(true);
+    expect(await page.isEnabled('[data-testid=run-now]')).toBe(true);
+    expect(await page.getAttribute('[data-testid=run-now]', 'title')).toBeNull();
+    expect(await page.$$('[data-testid=run-note]')).toEqual([]);
     await cp.flush();
     // Until the change every call carried the read key; after it, the admin key.
     const switchAt = cp.responses.findIndex((r) => r.auth === `Bearer ${world.admin}`);

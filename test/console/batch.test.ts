@@ -73,7 +73,10 @@ maybe('console: batch runs (admin key)', () => {
     expect(await text('[data-testid=manifest] [data-k=watermark]')).toBe(wmText(b.manifest!.watermark));
     expect(await text('[data-testid=manifest] [data-k=schedule]')).toBe('none (runs only when started)');
     expect(await text('[data-testid=idle]')).toBe('No run in progress.');
+    // An admin key may act: Run now is enabled, with no "needs an admin key" note.
     expect(await page.isVisible('[data-testid=run-now]')).toBe(true);
+    expect(await page.isEnabled('[data-testid=run-now]')).toBe(true);
+    expect(await page.$$('[data-testid=run-note]')).toEqual([]);
     await screenshot(page, 'batch');
   });
 

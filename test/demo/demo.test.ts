@@ -1,6 +1,7 @@
 /**
  * `braid demo` as a user runs it: a child process in a temp data dir, its Console and API key
- * lines, the console in Debian's chromium showing the fleet overview with the API's numbers and
+ * lines, the console in Debian's chromium (entered with the printed API key, a read key, as a
+ * newcomer does) showing the fleet overview with the API's numbers and
  * numbers that move, both sides of the merged query once the first batch run is in, then Ctrl-C:
  * exit 0, no stack trace, nothing left listening. A second start reuses the data dir.
  */
@@ -91,17 +92,23 @@ maybe('braid demo', () => {
       }, 10_000);
     }
 
-    // The read key answers queries, not admin routes.
-    expect((await apiCall(url, '/api/v1/gateways', l['API key'])).status).toBe(403);
+    // The guide says which key does what, and it is true: the API key (a read key) reads everything,
+    // the admin key can also start batch runs.
+    expect(stdout).toMatch(/^Open the console and enter the API key \(it reads everything: fleet, gateways, charts, batch runs\); the admin key can also start batch runs:$/m);
+    expect(await apiCall(url, '/api/v1/whoami', l['API key'])).toEqual({ status: 200, body: { kind: 'key', name: 'demo-read', role: 'read' } });
+    expect(await apiCall(url, '/api/v1/whoami', l['Admin key'])).toEqual({ status: 200, body: { kind: 'key', name: 'demo-admin', role: 'admin' } });
+    for (const path of ['/api/v1/gateways', '/api/v1/devices', '/api/v1/batch']) expect({ path, status: (await apiCall(url, path, l['API key'])).status }).toEqual({ path, status: 200 });
+    expect((await apiCall(url, '/api/v1/batch/run', l['API key'], { method: 'POST', body: {} })).status).toBe(403);
 
-    // The console: a first visit asks for the key; the admin key opens the fleet overview.
+    // The console: a first visit asks for the key; the printed API key (what a newcomer enters) opens the fleet overview.
     const cp = await newConsolePage(browser, url);
     pages.push(cp);
     const { page } = cp;
     await page.goto('/#/fleet');
     await page.waitForSelector('dialog#key-dialog[open]');
-    await page.fill('[data-testid=key-input]', l['Admin key']);
+    await page.fill('[data-testid=key-input]', l['API key']);
     await nextRender(page, () => page.click('[data-testid=key-save]'));
+    expect(await page.locator('[data-testid=key-info]').innerText()).toMatch(/ · read$/);
     const text = (sel: string) => page.locator(sel).innerText();
 
     // Within seconds of start there is a readings/s figure (it needs two gateway snapshots).
@@ -151,7 +158,7 @@ maybe('braid demo', () => {
     expect(await text('[data-testid=stat-devices-online]')).toBe(fmtInt(devices.filter((d) => d.online).length));
     expect(await text('[data-testid=note-devices-online]')).toBe(`of ${fmtInt(devices.length)} known`);
     expect(devices.filter((d) => /^(north|south)-\d\d$/.test(d.id)).length).toBe(fleetLines.length);
-    const gws = (await apiCall<{ gateways: GatewayDoc[] }>(url, '/api/v1/gateways', l['Admin key'])).body.gateways;
+    const gws = (await apiCall<{ gateways: GatewayDoc[] }>(url, '/api/v1/gateways', l['API key'])).body.gateways;
     expect(gws.map((g) => g.id)).toEqual(['gw-north', 'gw-south']);
     expect(gws.every((g) => g.online)).toBe(true);
     expect(gws.reduce((n, g) => n + g.dropped.invalid, 0)).toBeGreaterThan(0);

@@ -1,4 +1,4 @@
-// The console shell: the key prompt, the role probe, hash routing and page lifetimes.
+// The console shell: the key prompt, who the key is (GET /api/v1/whoami), hash routing and page lifetimes.
 import { ApiError, api, getKey, onUnauthorized, setKey } from './api.js';
 import { errorBox, show } from './dom.js';
 import * as batch from './pages/batch.js';
@@ -13,8 +13,11 @@ const $ = (id) => document.getElementById(id);
 const main = $('page');
 const dialog = $('key-dialog');
 
-/** The key's role as probed: 'admin', 'read', or null when unknown. */
-const session = { role: null };
+/**
+ * Who the key is, from GET /api/v1/whoami: `role` 'admin' or 'read' for an API key, 'gateway' for
+ * a gateway token, null when unknown; `name` the key's name or the token's gateway.
+ */
+const session = { role: null, name: null };
 /** The page shown: { alive, timers } (its pending poll timers, cleared when it goes). */
 let current = null;
 
@@ -31,6 +34,7 @@ function keyHint(key) {
 function showKeyInfo() {
   const key = getKey();
   $('key-info').textContent = key ? `key ${keyHint(key)}${session.role ? ` · ${session.role}` : ''}` : 'no key';
+  $('key-info').title = session.name ? `${session.role === 'gateway' ? 'gateway token of' : 'API key'} ${session.name}` : '';
   $('key-info').dataset.role = session.role ?? '';
 }
 
@@ -50,16 +54,19 @@ function promptKey(err) {
 }
 
 /**
- * Which role the key has: GET /api/v1/batch is admin only, so 200 means admin and 403 read.
- * A 401 reopens the prompt (through the api's handler).
+ * Who the key is (GET /api/v1/whoami): a read key sees every page, an admin key may also start
+ * batch runs. A 401 reopens the prompt (through the api's handler) and returns false; any other
+ * failure leaves the role unknown and the pages show their own errors.
  */
 async function probeRole() {
   try {
-    await api('batch');
-    session.role = 'admin';
+    const { body: who } = await api('whoami');
+    session.role = who.kind === 'gateway' ? 'gateway' : who.role;
+    session.name = who.kind === 'gateway' ? who.gateway : who.name;
   } catch (err) {
-    session.role = err instanceof ApiError && err.status === 403 ? 'read' : null;
-    if (err.status === 401) return false;
+    session.role = null;
+    session.name = null;
+    if (err instanceof ApiError && err.status === 401) return false;
   }
   showKeyInfo();
   return true;
@@ -81,6 +88,8 @@ async function render() {
   current = page;
   const ctx = {
     params,
+    /** The key's role ('admin', 'read', 'gateway') or null when unknown: what the page may offer. */
+    role: session.role,
     /**
      * Run `fn` now and again `ms` after each run ends, while the page is shown; `ms` may be a
      * function, or null for once. Returns `refresh()`: run it again as soon as the current run
@@ -124,6 +133,7 @@ async function start() {
   onUnauthorized((err) => {
     stopPage();
     session.role = null;
+    session.name = null;
     showKeyInfo();
     promptKey(err);
   });

@@ -1,5 +1,6 @@
 // Batch runs: the live views (manifest), the schedule, a run in progress with its progress (polled),
-// the run history, and "Run now" (POST /api/v1/batch/run) for an admin key.
+// the run history, and "Run now" (POST /api/v1/batch/run): a read key sees it all, but starting a
+// run needs an admin key, so for a read key the button shows disabled with a note saying why.
 import { api } from '../api.js';
 import { errorBox, h, show, table } from '../dom.js';
 import { ago, duration, int, num, time } from '../format.js';
@@ -53,8 +54,16 @@ export async function render(el, ctx) {
   const updated = h('p', { class: 'muted', 'data-testid': 'updated' });
   const full = h('input', { type: 'checkbox', name: 'full', 'data-testid': 'run-full' });
   const runNow = h('button', { type: 'button', 'data-testid': 'run-now' }, 'Run now');
+  // Unknown role (whoami failed): offer the button and let the API's answer say.
+  const canRun = ctx.role === 'admin' || ctx.role === null;
+  const note = canRun ? null : h('span', { class: 'muted', 'data-testid': 'run-note' }, `needs an admin key (this is a ${ctx.role} ${ctx.role === 'gateway' ? 'token' : 'key'})`);
+  if (!canRun) {
+    runNow.disabled = true;
+    full.disabled = true;
+    runNow.title = 'Starting a batch run needs an admin key';
+  }
   const actions = h('div', { class: 'actions', hidden: true, 'data-testid': 'run-actions' },
-    runNow, h('label', {}, full, ' full rebuild (every day)'), answer);
+    runNow, h('label', {}, full, ' full rebuild (every day)'), note, answer);
   show(el, h('h1', {}, 'Batch runs'), actions, status, history, updated);
   let running = false;
   let refresh = () => {};
@@ -81,7 +90,6 @@ export async function render(el, ctx) {
       const { body: b } = await api('batch');
       if (!ctx.alive) return;
       running = b.running !== null;
-      // GET /api/v1/batch answers only an admin key, the same as POST /api/v1/batch/run.
       actions.hidden = false;
       const m = b.manifest;
       show(status,
@@ -96,7 +104,7 @@ export async function render(el, ctx) {
       if (!ctx.alive) return;
       actions.hidden = true;
       running = false;
-      show(status, errorBox(err, 'GET /api/v1/batch'), err.status === 403 ? h('p', { class: 'muted' }, 'Batch runs need an admin key.') : null);
+      show(status, errorBox(err, 'GET /api/v1/batch'));
       show(history);
     }
     updated.textContent = `Updated ${time(Date.now())}.`;

@@ -9,7 +9,7 @@ const MINUTE = 60_000;
 
 export async function render(el, ctx) {
   const p = ctx.params;
-  // The device list needs an admin key; with a read key the device and metric are typed in.
+  // The device list (GET /api/v1/devices, a read key's); if it fails, the device and metric are typed in.
   let devices = null;
   let listError = null;
   try {

@@ -9,7 +9,7 @@ const HOUR = 3_600_000;
 
 export async function render(el, ctx) {
   const p = ctx.params;
-  // Metrics and gateways to pick from come from the registry (admin key); else they are typed in.
+  // Metrics and gateways to pick from come from the registry (a read key's); if it fails, they are typed in.
   let devices = null;
   let gateways = null;
   let listError = null;
