@@ -18,8 +18,7 @@
  * bench:cloud markers. Knobs: `npm run bench:cloud -- --help`.
  */
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { DuckDialect } from '../cloud/batch/dialect.js';
@@ -33,7 +32,10 @@ import { HOST, sleep } from './lib/net.js';
 import { ROOT, TSX, childEnv } from './lib/peers.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { busyStretches, type Stretch } from './lib/cloud-stretch.js';
-import { cpuSecondsOf, installCleanup, memoryOf, startProc, stopAll, type Proc } from './lib/procs.js';
+import { cpuSecondsOf, memoryOf, startProc, stopAll, type Proc } from './lib/procs.js';
+import { OUT, publishReport } from './lib/report.js';
+import { isStopping, logger, runBench, workDir } from './lib/run.js';
+import { envChoices, envJson, envNumber, envScale, envTimeoutMs, envWriteDocs, exitOnHelp, mergeDeep } from './lib/settings.js';
 import { int, mb, median, ms, quantile, ratio } from './lib/stats.js';
 
 const usage = `npm run bench:cloud   (node --import tsx bench/cloud.ts)
@@ -52,35 +54,21 @@ Environment:
   BENCH_TIMEOUT_S=870           stop everything and fail after this long
 Output: bench/.out/cloud-latest.md and cloud-latest.json, profiles in bench/.out/cloud-profiles/.`;
 
-if (process.argv.includes('--help') || process.argv.includes('-h')) {
-  process.stdout.write(`${usage}\n`);
-  process.exit(0);
-}
+exitOnHelp(usage);
 
 // ---------------------------------------------------------------------------------------------
 // Settings
 
 const env = process.env;
-const num = (name: string, dflt: number) => {
-  const v = env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a number >= 0, got "${v}"`);
-  return n;
-};
-const SCALE = num('BENCH_SCALE', 1);
-if (SCALE <= 0) throw new Error('BENCH_SCALE must be > 0');
+const num = (name: string, dflt: number) => envNumber(name, dflt, { zeroOk: true });
+const SCALE = envScale();
 const ALL_PHASES = ['ingest', 'batch'] as const;
 type Phase = (typeof ALL_PHASES)[number];
-const PHASES = new Set<Phase>((env.BENCH_PHASES ?? ALL_PHASES.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((p) => {
-  if (!(ALL_PHASES as readonly string[]).includes(p)) throw new Error(`BENCH_PHASES: unknown phase "${p}" (one of ${ALL_PHASES.join(', ')})`);
-  return p as Phase;
-}));
+const PHASES = new Set<Phase>(envChoices('BENCH_PHASES', ALL_PHASES, 'phase'));
 const PROFILE = env.BENCH_PROFILE !== '0';
-const KEEP = env.BENCH_KEEP === '1';
 const CUSTOM = Object.keys(env).some((k) => /^BENCH_(INGEST|BATCH)_|^BENCH_CLOUD_/.test(k));
 const FULL = SCALE === 1 && PHASES.size === ALL_PHASES.length && PROFILE && !CUSTOM;
-const WRITE_DOCS = env.BENCH_WRITE_DOCS === undefined ? FULL : env.BENCH_WRITE_DOCS === '1';
+const WRITE_DOCS = envWriteDocs(FULL);
 
 const BATCH_READINGS = 5000; // the forwarder's default cloud.batchMaxReadings
 const GATEWAYS = Math.max(1, Math.round(num('BENCH_INGEST_GATEWAYS', 50)));
@@ -114,7 +102,7 @@ const TARGET = { ingestPerSec: 200_000, ingestP99Ms: 100, batchVsBare: 0.5, incr
 
 const CLOUD_NODE_FLAGS = (env.BENCH_CLOUD_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean);
 
-const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+const log = logger('bench');
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -185,33 +173,19 @@ const results = { ingest: null as IngestResult | null, batch: null as BatchResul
 // ---------------------------------------------------------------------------------------------
 // Setup
 
-const work = mkdtempSync(join(tmpdir(), 'braid-bench-cloud-'));
-const OUT = join(ROOT, 'bench/.out');
+const work = workDir('braid-bench-cloud-');
 const PROFILE_DIR = join(OUT, 'cloud-profiles');
 const configFile = join(work, 'cloud.json');
-
-function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && out[k] && typeof out[k] === 'object'
-      ? mergeDeep(out[k] as Record<string, unknown>, v as Record<string, unknown>) : v;
-  }
-  return out;
-}
 
 function writeCloudConfig() {
   // Loopback only, no cron run during the benchmark, warnings only; everything else default.
   const base = { http: { host: HOST }, batch: { cron: null }, log: { level: 'warn' } };
-  const extra = env.BENCH_CLOUD_CONFIG ? JSON.parse(env.BENCH_CLOUD_CONFIG) as Record<string, unknown> : {};
-  results.cloudConfig = mergeDeep(base, extra);
+  results.cloudConfig = mergeDeep(base, envJson('BENCH_CLOUD_CONFIG'));
   writeFileSync(configFile, JSON.stringify(results.cloudConfig, null, 2));
 }
 
-/** Set on SIGINT/SIGTERM: nothing new is started while the processes are being stopped. */
-let stopping = false;
-
 function braid(args: string[], name: string, extraNode: string[] = []): Proc {
-  if (stopping) throw new Error('stopping: not starting another process');
+  if (isStopping()) throw new Error('stopping: not starting another process');
   return startProc(name, process.execPath, [...extraNode, join(ROOT, 'bin/braid.js'), ...args], { cwd: ROOT, env: childEnv() });
 }
 
@@ -873,35 +847,9 @@ function report(machine: MachineInfo, totalMs: number): string {
   return L.join('\n');
 }
 
-const START = '<!-- bench:cloud results start (generated by npm run bench:cloud; edit outside these markers) -->';
-const END = '<!-- bench:cloud results end -->';
-
-function writeDocs(section: string) {
-  const file = join(ROOT, 'docs/benchmarks.md');
-  const body = `${START}\n\n${section}\n${END}`;
-  const text = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n';
-  const a = text.indexOf(START);
-  const b = text.indexOf(END);
-  writeFileSync(file, a >= 0 && b > a ? `${text.slice(0, a)}${body}${text.slice(b + END.length)}` : `${text.trimEnd()}\n\n## Cloud: \`npm run bench:cloud\`\n\n### Results\n\n${body}\n`);
-}
-
 // ---------------------------------------------------------------------------------------------
 
-/** The whole run stops by itself after this long (every process it started is stopped). */
-const TIMEOUT_MS = num('BENCH_TIMEOUT_S', 870) * 1000;
-
 async function main() {
-  installCleanup(() => { stopping = true; });
-  // On any exit (a signal included, after every process was stopped): the work dir goes too.
-  process.on('exit', () => { if (!KEEP) rmSync(work, { recursive: true, force: true }); });
-  const watchdog = setTimeout(() => {
-    log(`failed: still running after ${TIMEOUT_MS / 1000} s (BENCH_TIMEOUT_S); stopping every process it started`);
-    void stopAll().finally(() => {
-      if (!KEEP) rmSync(work, { recursive: true, force: true });
-      process.exit(2);
-    });
-  }, TIMEOUT_MS);
-  watchdog.unref();
   const t0 = performance.now();
   mkdirSync(OUT, { recursive: true });
   if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
@@ -912,28 +860,18 @@ async function main() {
   if (PHASES.has('batch')) results.batch = await batchPhase();
   await stopAll();
   const md = report(machine, performance.now() - t0);
-  process.stdout.write(`\n${md}\n`);
-  writeFileSync(join(OUT, 'cloud-latest.md'), `${md}\n`);
-  writeFileSync(join(OUT, 'cloud-latest.json'), `${JSON.stringify({ machine, scale: SCALE, results }, (k, v) => (k === 'summary' ? undefined : v), 2)}\n`);
-  if (WRITE_DOCS) {
-    writeDocs(md);
-    log('wrote docs/benchmarks.md');
-  } else {
-    log('docs/benchmarks.md left as it is (not a full-scale run of everything; BENCH_WRITE_DOCS=1 to write it anyway)');
-  }
+  publishReport(md, {
+    log, docs: { name: 'cloud', heading: '## Cloud: `npm run bench:cloud`\n\n### Results' }, writeDocs: WRITE_DOCS, fullRun: 'a full-scale run of everything',
+    files: {
+      'cloud-latest.md': `${md}\n`,
+      'cloud-latest.json': `${JSON.stringify({ machine, scale: SCALE, results }, (k, v) => (k === 'summary' ? undefined : v), 2)}\n`,
+    },
+  });
   if (results.ingest && !results.ingest.verify.ok) {
     log('FAILED: master + staging do not hold exactly the readings sent');
     process.exitCode = 1;
   }
 }
 
-try {
-  await main();
-} catch (err) {
-  log(`failed: ${(err as Error).stack ?? err}`);
-  process.exitCode = 1;
-} finally {
-  await stopAll();
-  if (!KEEP) rmSync(work, { recursive: true, force: true });
-  else log(`kept ${work}`);
-}
+/** The whole run stops by itself after BENCH_TIMEOUT_S (every process it started is stopped). */
+await runBench(main, { log, work, timeoutMs: envTimeoutMs(870) });

@@ -14,8 +14,8 @@
  * Prints a markdown report and, at full scale with the default configurations, writes it into
  * docs/benchmarks.md between the bench:freshness markers. Knobs: `npm run bench:freshness -- --help`.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { gatewayConfigSchema } from '../edge/config.js';
 import { DEFAULT_FORWARDER_OPTIONS } from '../edge/forwarder/options.js';
@@ -25,7 +25,10 @@ import { Probe, pollVisibility, promValue, type ObserverStats, type ProbeReading
 import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, sleep } from './lib/net.js';
 import { ROOT, TSX, childEnv, startBraid, type Broker } from './lib/peers.js';
-import { cpuSecondsOf, installCleanup, startProc, stopAll, type Proc } from './lib/procs.js';
+import { cpuSecondsOf, startProc, stopAll, type Proc } from './lib/procs.js';
+import { OUT, publishReport } from './lib/report.js';
+import { isStopping, logger, runBench, workDir } from './lib/run.js';
+import { envChoices, envJson, envNumber as num, envScale, envTimeoutMs, envWriteDocs, exitOnHelp, mergeDeep } from './lib/settings.js';
 import { int, ms, quantile } from './lib/stats.js';
 
 /** Gateway configurations the benchmark knows by name (merged into loopback-only defaults). */
@@ -51,38 +54,14 @@ Environment:
   BENCH_TIMEOUT_S=900        stop everything and fail after this long
 Output: bench/.out/freshness-latest.md and freshness-latest.json.`;
 
-if (process.argv.includes('--help') || process.argv.includes('-h')) {
-  process.stdout.write(`${usage}\n`);
-  process.exit(0);
-}
+exitOnHelp(usage);
 
 // ---------------------------------------------------------------------------------------------
 // Settings
 
 const env = process.env;
-const num = (name: string, dflt: number) => {
-  const v = env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${v}"`);
-  return n;
-};
-const json = (name: string): Record<string, unknown> => {
-  const v = env[name];
-  if (!v) return {};
-  try {
-    const o = JSON.parse(v) as unknown;
-    if (!o || typeof o !== 'object' || Array.isArray(o)) throw new Error('not an object');
-    return o as Record<string, unknown>;
-  } catch (err) {
-    throw new Error(`${name} must be a JSON object: ${(err as Error).message}`);
-  }
-};
-const SCALE = num('BENCH_SCALE', 1);
-const VARIANT_NAMES = (env.BENCH_VARIANTS ?? DEFAULT_VARIANTS.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((v) => {
-  if (!Object.hasOwn(VARIANTS, v)) throw new Error(`BENCH_VARIANTS: unknown variant "${v}" (one of ${Object.keys(VARIANTS).join(', ')})`);
-  return v;
-});
+const SCALE = envScale();
+const VARIANT_NAMES = envChoices('BENCH_VARIANTS', Object.keys(VARIANTS), 'variant', DEFAULT_VARIANTS);
 const DEVICES = Math.max(2, Math.round(num('BENCH_DEVICES', 200) * SCALE));
 const RATE = num('BENCH_RATE', 1);
 const METRICS = (env.BENCH_METRICS ?? 'temp,hum,co2,battery').split(',').map((s) => s.trim()).filter(Boolean);
@@ -91,15 +70,13 @@ const PROBE_S = Math.max(10, num('BENCH_PROBE_S', 60) * SCALE);
 const PROBES = Math.max(2, Math.round((PROBE_S * 1000) / PROBE_MS));
 const POLL_MS = num('BENCH_POLL_MS', 50);
 const WARMUP_MS = num('BENCH_WARMUP_S', 5) * 1000;
-const GATEWAY_EXTRA = json('BENCH_GATEWAY_CONFIG');
-const CLOUD_EXTRA = json('BENCH_CLOUD_CONFIG');
-const KEEP = env.BENCH_KEEP === '1';
+const GATEWAY_EXTRA = envJson('BENCH_GATEWAY_CONFIG');
+const CLOUD_EXTRA = envJson('BENCH_CLOUD_CONFIG');
 const CUSTOM = Object.keys(env).some((k) => /^BENCH_(DEVICES|RATE|METRICS|PROBE_MS|PROBE_S|POLL_MS|WARMUP_S|GATEWAY_CONFIG|CLOUD_CONFIG|VARIANTS)$/.test(k));
 const FULL = SCALE === 1 && !CUSTOM;
-const WRITE_DOCS = env.BENCH_WRITE_DOCS === undefined ? FULL : env.BENCH_WRITE_DOCS === '1';
+const WRITE_DOCS = envWriteDocs(FULL);
 /** A probe reading not visible this long after the last one was published counts as never seen. */
 const SETTLE_MS = 30_000;
-const TIMEOUT_MS = num('BENCH_TIMEOUT_S', 900) * 1000;
 
 const TARGET_P99_MS = 2000;
 const GW_ID = 'fresh-gw';
@@ -108,7 +85,7 @@ const PROBE_METRIC = 'fresh';
 const OBSERVERS = ['cloud', 'gateway'] as const;
 type Observer = (typeof OBSERVERS)[number];
 
-const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+const log = logger('bench');
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -143,15 +120,11 @@ const results: VariantResult[] = [];
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-const work = mkdtempSync(join(tmpdir(), 'braid-bench-fresh-'));
-const OUT = join(ROOT, 'bench/.out');
+const work = workDir('braid-bench-fresh-');
 const SECRET = `fresh-${Math.random().toString(36).slice(2)}`;
 
-/** Set on SIGINT/SIGTERM: nothing new is started while the processes are being stopped. */
-let stopping = false;
-
 function braid(args: string[], name: string): Proc {
-  if (stopping) throw new Error('stopping: not starting another process');
+  if (isStopping()) throw new Error('stopping: not starting another process');
   return startProc(name, process.execPath, [join(ROOT, 'bin/braid.js'), ...args], { cwd: ROOT, env: childEnv() });
 }
 
@@ -162,15 +135,6 @@ async function braidLastLine(args: string[], expect: RegExp): Promise<string> {
   const last = p.lines[p.lines.length - 1]?.trim() ?? '';
   if (code !== 0 || !expect.test(last)) throw new Error(`braid ${args.join(' ')} failed (exit ${code}): ${p.stderrTail()}`);
   return last;
-}
-
-function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && out[k] && typeof out[k] === 'object'
-      ? mergeDeep(out[k] as Record<string, unknown>, v as Record<string, unknown>) : v;
-  }
-  return out;
 }
 
 async function text(url: string, headers: Record<string, string> = {}): Promise<string> {
@@ -276,7 +240,7 @@ async function runVariant(name: string): Promise<VariantResult> {
     let published = false;
     let lastSentAt = Infinity;
     const allSeen = () => published && readings.every((r) => OBSERVERS.every((o) => r.seenAt[o] !== null));
-    const done = () => stopping || allSeen() || performance.now() - lastSentAt > SETTLE_MS;
+    const done = () => isStopping() || allSeen() || performance.now() - lastSentAt > SETTLE_MS;
     const pollers = OBSERVERS.map((o) => pollVisibility(o, readings, observe[o], POLL_MS, done));
     log(`${name}: ${PROBES} probe readings, one every ${PROBE_MS} ms on average (${(PROBES * PROBE_MS / 1000).toFixed(0)} s); polling every ${POLL_MS} ms`);
     await probe.run(PROBES, PROBE_MS);
@@ -414,47 +378,23 @@ function report(machine: MachineInfo, totalMs: number): string {
   return L.join('\n');
 }
 
-const START = '<!-- bench:freshness results start (generated by npm run bench:freshness; edit outside these markers) -->';
-const END = '<!-- bench:freshness results end -->';
-
-function writeDocs(section: string) {
-  const file = join(ROOT, 'docs/benchmarks.md');
-  const body = `${START}\n\n${section}\n${END}`;
-  const doc = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n';
-  const a = doc.indexOf(START);
-  const b = doc.indexOf(END);
-  writeFileSync(file, a >= 0 && b > a ? `${doc.slice(0, a)}${body}${doc.slice(b + END.length)}` : `${doc.trimEnd()}\n\n## Freshness: \`npm run bench:freshness\`\n\n### Results\n\n${body}\n`);
-}
-
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  installCleanup(() => { stopping = true; });
-  process.on('exit', () => { if (!KEEP) rmSync(work, { recursive: true, force: true }); });
-  const watchdog = setTimeout(() => {
-    log(`failed: still running after ${TIMEOUT_MS / 1000} s (BENCH_TIMEOUT_S); stopping every process it started`);
-    void stopAll().finally(() => process.exit(2));
-  }, TIMEOUT_MS);
-  watchdog.unref();
   const t0 = performance.now();
   mkdirSync(OUT, { recursive: true });
   const machine = await machineInfo(work);
   log(`scale ${SCALE}: ${DEVICES} devices x ${RATE} msg/s x ${METRICS.length} metrics; variants ${VARIANT_NAMES.join(',')}; work dir ${work}`);
   for (const v of VARIANT_NAMES) {
-    if (stopping) break;
+    if (isStopping()) break;
     results.push(await runVariant(v));
   }
   await stopAll();
   const md = report(machine, performance.now() - t0);
-  process.stdout.write(`\n${md}\n`);
-  writeFileSync(join(OUT, 'freshness-latest.md'), `${md}\n`);
-  writeFileSync(join(OUT, 'freshness-latest.json'), `${JSON.stringify({ machine, scale: SCALE, results }, null, 2)}\n`);
-  if (WRITE_DOCS) {
-    writeDocs(md);
-    log('wrote docs/benchmarks.md');
-  } else {
-    log('docs/benchmarks.md left as it is (not a full-scale run of the default variants; BENCH_WRITE_DOCS=1 to write it anyway)');
-  }
+  publishReport(md, {
+    log, docs: { name: 'freshness', heading: '## Freshness: `npm run bench:freshness`\n\n### Results' }, writeDocs: WRITE_DOCS, fullRun: 'a full-scale run of the default variants',
+    files: { 'freshness-latest.md': `${md}\n`, 'freshness-latest.json': `${JSON.stringify({ machine, scale: SCALE, results }, null, 2)}\n` },
+  });
   const bad = results.filter((r) => r.observers.cloud.inconsistent || r.observers.gateway.inconsistent || r.fresh.cloud.unseen || r.fresh.gateway.unseen);
   if (bad.length) {
     log(`FAILED: ${bad.map((r) => r.name).join(', ')}: a probe reading was never seen, or an answer was inconsistent`);
@@ -462,12 +402,4 @@ async function main() {
   }
 }
 
-try {
-  await main();
-} catch (err) {
-  log(`failed: ${(err as Error).stack ?? err}`);
-  process.exitCode = 1;
-} finally {
-  await stopAll();
-  if (KEEP) log(`kept ${work}`);
-}
+await runBench(main, { log, work, timeoutMs: envTimeoutMs(900) });

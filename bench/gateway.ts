@@ -4,8 +4,7 @@
  * writes it into docs/benchmarks.md (between the generated-section markers). See docs/benchmarks.md
  * for what each figure means and the knobs (BENCH_* environment variables, listed in `usage`).
  */
-import { openSync, closeSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { openSync, closeSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DeviceRegistry, hashSecret } from '../edge/registry/index.js';
 import { Db, chunkRows, placeholders } from '../shared/sqlite.js';
@@ -15,7 +14,10 @@ import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, bytesInFlightTo, sleep } from './lib/net.js';
 import { PEER_KINDS, ROOT, TSX, isBraid, childEnv, commitSummary, gatewayCounters, GATEWAY_ENV, GATEWAY_NODE_FLAGS, health, mainThreadProfile, startAedes, startBraid, startMosquitto, MOSQUITTO, type Broker, type PeerKind } from './lib/peers.js';
 import { profileMarkdown, summarizeProfile } from './lib/profile.js';
-import { cpuSecondsOf, installCleanup, memoryOf, startProc, stopAll, type Proc } from './lib/procs.js';
+import { cpuSecondsOf, memoryOf, startProc, stopAll, type Proc } from './lib/procs.js';
+import { OUT, publishReport } from './lib/report.js';
+import { logger, runBench, workDir } from './lib/run.js';
+import { envChoices, envJson, envNumber as num, envScale, envWriteDocs, exitOnHelp, mergeDeep } from './lib/settings.js';
 import { int, mb, median, ms, quantile, ratio } from './lib/stats.js';
 
 const usage = `npm run bench:gateway   (node --import tsx bench/gateway.ts)
@@ -32,35 +34,19 @@ Environment:
   BENCH_KEEP=1           keep the temp dir (data dirs, latency samples)
 Output: bench/.out/latest.md and latest.json, profiles in bench/.out/profiles/.`;
 
-if (process.argv.includes('--help') || process.argv.includes('-h')) {
-  process.stdout.write(`${usage}\n`);
-  process.exit(0);
-}
+exitOnHelp(usage);
 
 // ---------------------------------------------------------------------------------------------
 // Settings
 
 const env = process.env;
-const num = (name: string, dflt: number) => {
-  const v = env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${v}"`);
-  return n;
-};
-const SCALE = num('BENCH_SCALE', 1);
+const SCALE = envScale();
 const REPEAT = Math.round(num('BENCH_REPEAT', 3));
 const INFLIGHT = Math.round(num('BENCH_INFLIGHT', 100));
 const ALL_PHASES = ['qos1', 'qos1-w20', 'qos0', 'latency', 'rss', 'drain'] as const;
 type Phase = (typeof ALL_PHASES)[number];
-const PHASES = new Set<Phase>((env.BENCH_PHASES ?? ALL_PHASES.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((p) => {
-  if (!(ALL_PHASES as readonly string[]).includes(p)) throw new Error(`BENCH_PHASES: unknown phase "${p}" (one of ${ALL_PHASES.join(', ')})`);
-  return p as Phase;
-}));
-const PEERS: PeerKind[] = (env.BENCH_PEERS ?? PEER_KINDS.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((p) => {
-  if (!(PEER_KINDS as string[]).includes(p)) throw new Error(`BENCH_PEERS: unknown peer "${p}" (one of ${PEER_KINDS.join(', ')})`);
-  return p as PeerKind;
-});
+const PHASES = new Set<Phase>(envChoices('BENCH_PHASES', ALL_PHASES, 'phase'));
+const PEERS: PeerKind[] = envChoices('BENCH_PEERS', PEER_KINDS, 'peer');
 /** Another checkout (with node_modules) whose gateway runs beside this one: compare a change in one run. */
 const ALT_ROOT = env.BENCH_ALT_ROOT ? resolve(env.BENCH_ALT_ROOT) : null;
 if (ALT_ROOT) {
@@ -69,9 +55,8 @@ if (ALT_ROOT) {
 }
 const rootOf = (kind: PeerKind) => (kind === 'braid-alt' ? ALT_ROOT! : ROOT);
 const PROFILE = env.BENCH_PROFILE === '1';
-const KEEP = env.BENCH_KEEP === '1';
 const FULL = SCALE === 1 && PHASES.size === ALL_PHASES.length && PEER_KINDS.every((k) => PEERS.includes(k)) && !ALT_ROOT;
-const WRITE_DOCS = env.BENCH_WRITE_DOCS === undefined ? FULL : env.BENCH_WRITE_DOCS === '1';
+const WRITE_DOCS = envWriteDocs(FULL);
 
 const TP_CLIENTS = 4;
 const TP_PER_CLIENT = Math.max(1000, Math.round(50_000 * SCALE));
@@ -112,13 +97,12 @@ const results = {
   braidConfig: {} as Record<string, unknown>,
 };
 
-const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+const log = logger('bench');
 
 // ---------------------------------------------------------------------------------------------
 // Setup
 
-const work = mkdtempSync(join(tmpdir(), 'braid-bench-'));
-const OUT = join(ROOT, 'bench/.out');
+const work = workDir('braid-bench-');
 const PROFILE_DIR = join(OUT, 'profiles');
 const SECRET = `bench-${Math.random().toString(36).slice(2)}`;
 const tpDir = join(work, 'gw-traffic');
@@ -131,21 +115,11 @@ const tpDevices = Array.from({ length: TP_CLIENTS }, (_, i) => `tp-${i + 1}`);
 const latDevices = Array.from({ length: LAT_CLIENTS }, (_, i) => `lat-${String(i + 1).padStart(2, '0')}`);
 const RSS_PREFIX = 'rss-';
 
-function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && out[k] && typeof out[k] === 'object'
-      ? mergeDeep(out[k] as Record<string, unknown>, v as Record<string, unknown>) : v;
-  }
-  return out;
-}
-
 function writeGatewayConfig() {
   // Loopback only. The per-device rate limit (default 100 msg/s, burst 200) is lifted: the
   // benchmark drives a few devices hard, where a fleet spreads the same load over many.
   const base = { mqtt: { host: HOST, ratePerDevice: 1_000_000, rateBurst: 1_000_000 }, http: { host: HOST } };
-  const extra = env.BENCH_GATEWAY_CONFIG ? JSON.parse(env.BENCH_GATEWAY_CONFIG) as Record<string, unknown> : {};
-  results.braidConfig = mergeDeep(base, extra);
+  results.braidConfig = mergeDeep(base, envJson('BENCH_GATEWAY_CONFIG'));
   writeFileSync(configFile, JSON.stringify(results.braidConfig, null, 2));
 }
 
@@ -613,26 +587,9 @@ function report(machine: MachineInfo, totalMs: number): string {
   return L.join('\n');
 }
 
-const START = '<!-- bench:gateway results start (generated by npm run bench:gateway; edit outside these markers) -->';
-const END = '<!-- bench:gateway results end -->';
-
-function writeDocs(section: string) {
-  const file = join(ROOT, 'docs/benchmarks.md');
-  const body = `${START}\n\n${section}\n${END}`;
-  if (!existsSync(file)) {
-    writeFileSync(file, `# Benchmarks\n\n## Gateway\n\n${body}\n`);
-    return;
-  }
-  const text = readFileSync(file, 'utf8');
-  const a = text.indexOf(START);
-  const b = text.indexOf(END);
-  writeFileSync(file, a >= 0 && b > a ? `${text.slice(0, a)}${body}${text.slice(b + END.length)}` : `${text.trimEnd()}\n\n${body}\n`);
-}
-
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  installCleanup();
   checkTools();
   const t0 = performance.now();
   mkdirSync(OUT, { recursive: true });
@@ -664,24 +621,10 @@ async function main() {
 
   await stopAll();
   const md = report(machine, performance.now() - t0);
-  process.stdout.write(`\n${md}\n`);
-  writeFileSync(join(OUT, 'latest.md'), `${md}\n`);
-  writeFileSync(join(OUT, 'latest.json'), `${JSON.stringify({ machine, scale: SCALE, results }, null, 2)}\n`);
-  if (WRITE_DOCS) {
-    writeDocs(md);
-    log('wrote docs/benchmarks.md');
-  } else {
-    log('docs/benchmarks.md left as it is (not a full-scale run of everything; BENCH_WRITE_DOCS=1 to write it anyway)');
-  }
+  publishReport(md, {
+    log, docs: { name: 'gateway', heading: '## Gateway' }, writeDocs: WRITE_DOCS, fullRun: 'a full-scale run of everything',
+    files: { 'latest.md': `${md}\n`, 'latest.json': `${JSON.stringify({ machine, scale: SCALE, results }, null, 2)}\n` },
+  });
 }
 
-try {
-  await main();
-} catch (err) {
-  log(`failed: ${(err as Error).stack ?? err}`);
-  process.exitCode = 1;
-} finally {
-  await stopAll();
-  if (!KEEP) rmSync(work, { recursive: true, force: true });
-  else log(`kept ${work}`);
-}
+await runBench(main, { log, work });

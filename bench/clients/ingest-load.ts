@@ -21,6 +21,7 @@ import { Agent, request } from 'node:http';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
+import { mulberry32 } from '../../test/support/random.js';
 
 const gzip = promisify(gzipCb);
 
@@ -52,14 +53,7 @@ type Row = [number, number, string, string, number, number];
 async function buildBodies(g: Args['gateways'][number]): Promise<Array<{ body: Buffer; readings: number; lastSeq: number }>> {
   const series = args.devicesPerGateway * args.metrics.length;
   const devices = Array.from({ length: args.devicesPerGateway }, (_, k) => `dev-${String(g.index * args.devicesPerGateway + k).padStart(5, '0')}`);
-  let seed = (g.index + 1) * 2654435761;
-  const rand = () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32((g.index + 1) * 2654435761);
   const out: Array<Promise<{ body: Buffer; readings: number; lastSeq: number }>> = [];
   let reportedEpoch = 0;
   for (let first = 1; first <= args.readingsPerGateway; first += args.batchReadings) {

@@ -8,6 +8,7 @@ import { type PartialRow, WINDOW_SPANS, type WindowName, windowsFromRows } from 
 import { merge, of, type Summary, type WindowStats } from '../../shared/summary.js';
 import { MINUTE_MS, minuteOf } from '../../shared/time.js';
 import { type TestGateway, connectDevice, endClient, publish, startTestGateway } from '../support/gateway.js';
+import { mulberry32 } from '../support/random.js';
 import type { MqttClient } from 'mqtt';
 
 interface Reading { device: string; metric: string; ts: number; value: number }
@@ -57,18 +58,6 @@ function expectStatsClose(actual: WindowStats, expected: WindowStats, scale: num
   }
 }
 
-/** mulberry32: a seeded PRNG, so a failure can be replayed from the seed it prints. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('GET /api/v1/windows through MQTT', () => {
   let gw: TestGateway;
   let clients: MqttClient[] = [];
@@ -97,7 +86,7 @@ describe('GET /api/v1/windows through MQTT', () => {
 
   test('each series equals a brute force over the deduplicated readings (random, 25 h, duplicates)', async () => {
     const seed = Number(process.env.BRAID_TEST_SEED ?? Date.now() % 1_000_000);
-    const rnd = prng(seed);
+    const rnd = mulberry32(seed);
     const int = (lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
     const devices = ['win-a', 'win-b', 'win-c'];
     const metrics = ['temp', 'hum', 'co2'];
@@ -249,7 +238,7 @@ describe('windowsFromRows', () => {
       fc.integer(),
       (readings, shuffleSeed) => {
         const rows = partials(readings);
-        const rnd = prng(shuffleSeed);
+        const rnd = mulberry32(shuffleSeed);
         for (let i = rows.length - 1; i > 0; i--) {
           const j = Math.floor(rnd() * (i + 1));
           [rows[i], rows[j]] = [rows[j], rows[i]];

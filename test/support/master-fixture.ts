@@ -226,16 +226,7 @@ export async function hashMaster(dataDir: string): Promise<Record<string, string
 }
 
 /** A seeded PRNG (mulberry32), so a failing random case can be replayed from its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 as rng } from './random.js';
 
 /** A gateway as the cloud sees it: contiguous seqs, epochs closed when told. */
 export class GatewaySim {
