@@ -111,6 +111,22 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '[::1]' || /^127\./.test(host);
 }
 
+/** The two rules of a cron key: a valid node-cron expression (error), and not 6 fields (warning). */
+const cronRules = <C>(key: string, get: (c: C) => string | null, orNull = ''): Array<Rule<C>> => [
+  {
+    id: 'cron',
+    level: 'error',
+    doc: `\`${key}\` is a valid node-cron expression${orNull}.`,
+    check: (c) => cronProblems(key, get(c)),
+  },
+  {
+    id: 'cron-seconds',
+    level: 'warning',
+    doc: `\`${key}\` has 6 fields: node-cron reads the first as seconds.`,
+    check: (c) => cronSecondsProblems(key, get(c)),
+  },
+];
+
 const dataDirRule = <C extends { dataDir: string }>(): Rule<C> => ({
   id: 'data-dir',
   level: 'error',
@@ -232,18 +248,7 @@ export const GATEWAY_RULES: ReadonlyArray<Rule<GatewayConfig>> = [
         : [];
     },
   },
-  {
-    id: 'cron',
-    level: 'error',
-    doc: '`speed.pruneCron` is a valid node-cron expression.',
-    check: (c) => cronProblems('speed.pruneCron', c.speed.pruneCron),
-  },
-  {
-    id: 'cron-seconds',
-    level: 'warning',
-    doc: '`speed.pruneCron` has 6 fields: node-cron reads the first as seconds.',
-    check: (c) => cronSecondsProblems('speed.pruneCron', c.speed.pruneCron),
-  },
+  ...cronRules<GatewayConfig>('speed.pruneCron', (c) => c.speed.pruneCron),
   {
     id: 'payload-over-packet',
     level: 'warning',
@@ -291,18 +296,7 @@ function sizeBytes(text: string): number {
 }
 
 export const CLOUD_RULES: ReadonlyArray<Rule<CloudConfig>> = [
-  {
-    id: 'cron',
-    level: 'error',
-    doc: '`batch.cron` is a valid node-cron expression (or null).',
-    check: (c) => cronProblems('batch.cron', c.batch.cron),
-  },
-  {
-    id: 'cron-seconds',
-    level: 'warning',
-    doc: '`batch.cron` has 6 fields: node-cron reads the first as seconds.',
-    check: (c) => cronSecondsProblems('batch.cron', c.batch.cron),
-  },
+  ...cronRules<CloudConfig>('batch.cron', (c) => c.batch.cron, ' (or null)'),
   {
     id: 'view-store',
     level: 'error',

@@ -9,7 +9,7 @@ import {
   type ConsolePage, apiCall, fmtBytes, fmtInt, fmtNum, fmtTime, haveChromium, launchChromium, newConsolePage, nextRender, screenshot, tableRows,
 } from '../support/browser.js';
 import { eventually } from '../support/gateway.js';
-import { type World, closeSteps, makeWorld } from './world.js';
+import { type World, closeSteps, expectOverviewEqualsApi, makeWorld } from './world.js';
 
 const HAVE = haveChromium();
 const maybe = HAVE ? describe : describe.skip;
@@ -94,21 +94,7 @@ maybe('console pages (admin key)', () => {
     // Once the readings are in, the rest against the test's own calls.
     await world.settle();
     await nextRender(page);
-    const gw = (await apiCall<{ gateways: GatewayDoc[] }>(world.url, '/api/v1/gateways', world.admin)).body.gateways;
-    const devices = (await apiCall<{ devices: Array<{ online: boolean }> }>(world.url, '/api/v1/devices', world.admin)).body.devices;
-    const batch = (await apiCall<{ manifest: { version: number; createdAt: string } }>(world.url, '/api/v1/batch', world.admin)).body;
-    const sum = (f: (g: GatewayDoc) => number) => gw.reduce((n, g) => n + f(g), 0);
-    expect(await text('[data-testid=stat-gateways]')).toBe(fmtInt(gw.length));
-    expect(await text('[data-testid=note-gateways]')).toBe(`${fmtInt(gw.filter((g) => g.online).length)} online`);
-    expect(await text('[data-testid=stat-outbox]')).toBe(fmtInt(sum((g) => g.outboxPending ?? 0)));
-    expect(await text('[data-testid=stat-dropped]')).toBe(fmtInt(sum((g) => g.dropped.diskBudget + g.dropped.queueFull)));
-    expect(await text('[data-testid=note-dropped]')).toBe(`disk budget ${fmtInt(sum((g) => g.dropped.diskBudget))}, queue full ${fmtInt(sum((g) => g.dropped.queueFull))}; `
-      + `invalid ${fmtInt(sum((g) => g.dropped.invalid))}, duplicates ${fmtInt(sum((g) => g.dropped.duplicates))}`);
-    expect(await text('[data-testid=stat-gaps]')).toBe(fmtInt(sum((g) => g.gaps.length)));
-    expect(await text('[data-testid=note-gaps]')).toBe(`${fmtInt(sum((g) => g.gaps.reduce((n, r) => n + r.count, 0)))} readings lost; ${fmtInt(sum((g) => g.seqGaps.length))} seq holes`);
-    expect(await text('[data-testid=stat-devices-online]')).toBe(fmtInt(devices.filter((d) => d.online).length));
-    expect(await text('[data-testid=note-devices-online]')).toBe(`of ${fmtInt(devices.length)} known`);
-    expect(await text('[data-testid=note-watermark-age]')).toBe(`manifest v${batch.manifest.version}, created ${fmtTime(batch.manifest.createdAt)}`);
+    const { gateways: gw, batch } = await expectOverviewEqualsApi(cp.page, world.url, world.admin);
     // The age: now - createdAt, as "12.3 s" or "1m05s".
     const age = await text('[data-testid=stat-watermark-age]');
     const m = /^(?:(\d+)m(\d+)s|([\d.]+) s)$/.exec(age);

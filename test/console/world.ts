@@ -15,11 +15,13 @@
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { MqttClient } from 'mqtt';
+import type { Page } from 'playwright-core';
 import { type CloudApp, createCloud } from '../../cloud/app.js';
 import { batchOptionsFrom, startBatchRun } from '../../cloud/batch/index.js';
 import { addApiKey, addGateway } from '../../cloud/store/credentials.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart } from '../../shared/time.js';
+import { apiCall, fmtInt, fmtTime } from '../support/browser.js';
 import { testCloudConfig } from '../support/cloud.js';
 import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir } from '../support/gateway.js';
 import { type FixtureReading, GatewaySim, MasterFixture } from '../support/master-fixture.js';
@@ -183,4 +185,35 @@ export async function makeWorld(): Promise<World> {
       ['temp dir', async () => tmp.remove()],
     ]),
   };
+}
+
+/** What the Fleet overview sums, from GET /api/v1/gateways. */
+export interface OverviewGateway {
+  id: string; online: boolean; outboxPending: number | null;
+  gaps: Array<{ count: number }>; seqGaps: unknown[];
+  dropped: { diskBudget: number; queueFull: number; invalid: number; duplicates: number };
+}
+
+/**
+ * The Fleet overview on `page` shows exactly what the API answers `key` now (gateways, devices,
+ * batch); returns those answers for the caller's own checks.
+ */
+export async function expectOverviewEqualsApi(page: Page, url: string, key: string): Promise<{ gateways: OverviewGateway[]; batch: { manifest: { version: number; createdAt: string } } }> {
+  const text = (sel: string) => page.locator(sel).innerText();
+  const gw = (await apiCall<{ gateways: OverviewGateway[] }>(url, '/api/v1/gateways', key)).body.gateways;
+  const devices = (await apiCall<{ devices: Array<{ online: boolean }> }>(url, '/api/v1/devices', key)).body.devices;
+  const batch = (await apiCall<{ manifest: { version: number; createdAt: string } }>(url, '/api/v1/batch', key)).body;
+  const sum = (f: (g: OverviewGateway) => number) => gw.reduce((n, g) => n + f(g), 0);
+  expect(await text('[data-testid=stat-gateways]')).toBe(fmtInt(gw.length));
+  expect(await text('[data-testid=note-gateways]')).toBe(`${fmtInt(gw.filter((g) => g.online).length)} online`);
+  expect(await text('[data-testid=stat-outbox]')).toBe(fmtInt(sum((g) => g.outboxPending ?? 0)));
+  expect(await text('[data-testid=stat-dropped]')).toBe(fmtInt(sum((g) => g.dropped.diskBudget + g.dropped.queueFull)));
+  expect(await text('[data-testid=note-dropped]')).toBe(`disk budget ${fmtInt(sum((g) => g.dropped.diskBudget))}, queue full ${fmtInt(sum((g) => g.dropped.queueFull))}; `
+    + `invalid ${fmtInt(sum((g) => g.dropped.invalid))}, duplicates ${fmtInt(sum((g) => g.dropped.duplicates))}`);
+  expect(await text('[data-testid=stat-gaps]')).toBe(fmtInt(sum((g) => g.gaps.length)));
+  expect(await text('[data-testid=note-gaps]')).toBe(`${fmtInt(sum((g) => g.gaps.reduce((n, r) => n + r.count, 0)))} readings lost; ${fmtInt(sum((g) => g.seqGaps.length))} seq holes`);
+  expect(await text('[data-testid=stat-devices-online]')).toBe(fmtInt(devices.filter((d) => d.online).length));
+  expect(await text('[data-testid=note-devices-online]')).toBe(`of ${fmtInt(devices.length)} known`);
+  expect(await text('[data-testid=note-watermark-age]')).toBe(`manifest v${batch.manifest.version}, created ${fmtTime(batch.manifest.createdAt)}`);
+  return { gateways: gw, batch };
 }

@@ -6,8 +6,12 @@
  * headings only, and these few rules (skip fenced blocks and code spans) are all the checks need.
  */
 
-/** Lines of `md` outside fenced code blocks (``` or ~~~), with code spans blanked. */
-export function proseLines(md: string): string[] {
+/**
+ * Lines of `md` outside fenced code blocks (``` or ~~~). Code spans are blanked (a code span may
+ * hold brackets and parentheses that are no link: its length stays, its text goes) unless
+ * `keepCode` (heading text includes them).
+ */
+export function proseLines(md: string, o: { keepCode?: boolean } = {}): string[] {
   const out: string[] = [];
   let fence: string | null = null;
   for (const line of md.split('\n')) {
@@ -20,8 +24,7 @@ export function proseLines(md: string): string[] {
       fence = m[1];
       continue;
     }
-    // A code span may hold brackets and parentheses that are no link: keep its length, drop its text.
-    out.push(line.replace(/(`+)(?:(?!\1).)+?\1/g, (s) => ' '.repeat(s.length)));
+    out.push(o.keepCode ? line : line.replace(/(`+)(?:(?!\1).)+?\1/g, (s) => ' '.repeat(s.length)));
   }
   return out;
 }
@@ -48,7 +51,7 @@ export function isRelativeTarget(target: string): boolean {
 export function headingAnchors(md: string): Set<string> {
   const seen = new Map<string, number>();
   const out = new Set<string>();
-  for (const line of proseLinesKeepingCode(md)) {
+  for (const line of proseLines(md, { keepCode: true })) {
     const m = /^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
     if (!m) continue;
     const text = m[1].replace(/`/g, '').replace(/\[([^\]]*)\]\([^)]*\)/g, '$1');
@@ -60,21 +63,6 @@ export function headingAnchors(md: string): Set<string> {
   return out;
 }
 
-/** Lines outside fenced blocks, code spans kept (heading text includes them). */
-function proseLinesKeepingCode(md: string): string[] {
-  const out: string[] = [];
-  let fence: string | null = null;
-  for (const line of md.split('\n')) {
-    const m = /^\s{0,3}(`{3,}|~{3,})/.exec(line);
-    if (fence) {
-      if (m && m[1][0] === fence[0] && m[1].length >= fence.length) fence = null;
-      continue;
-    }
-    if (m) fence = m[1];
-    else out.push(line);
-  }
-  return out;
-}
 
 export interface TaggedBlock {
   name: string;
