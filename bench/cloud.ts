@@ -12,7 +12,7 @@
  *    files + the catalog rows), then the bare DuckDB device_1m aggregation of the same files (the
  *    ceiling, 3 times), `braid batch run --full` (twice), an incremental run with nothing new, then 3
  *    rounds of 1% new readings (new files, catalog rows, epochs) and an incremental run; the build
- *    statements under EXPLAIN ANALYZE for one day, and a prototype rewrite of them beside.
+ *    statements under EXPLAIN ANALYZE for one day.
  *
  * Prints a markdown report and, at full scale, writes it into docs/benchmarks.md between the
  * bench:cloud markers. Knobs: `npm run bench:cloud -- --help`.
@@ -813,19 +813,6 @@ function report(machine: MachineInfo, totalMs: number): string {
     L.push(`The statements of cloud/batch/build.ts \`buildDay\` for one whole day, run by hand in the same order and engine settings (\`EXPLAIN (ANALYZE, FORMAT JSON)\`; JSON in bench/.out/cloud-profiles/batch-explain/). CPU is DuckDB's operator time summed over threads. In all ${ms(total)} against ${ms(e.bare.wallMs)} for the bare aggregation of the same files (${(total / e.bare.wallMs).toFixed(1)}x).`, '');
     L.push('| statement | wall | x bare | operator CPU | rows out | peak buffer | top operators (CPU) |', '|---|---:|---:|---:|---:|---|---|');
     for (const s of [...e.statements, e.bare]) L.push(statementRow(s, e.bare.wallMs));
-    L.push('');
-    const steps = e.statements.filter((s) => !s.name.startsWith('copy'));
-    const stepsMs = steps.reduce((n, s) => n + s.wallMs, 0);
-    const altMs = e.alt.statements.reduce((n, s) => n + s.wallMs, 0);
-    const equal = Object.values(e.alt.diffs).every((n) => n === 0);
-    L.push(`A prototype rewrite of the same steps as single hash aggregations (bench/lib/cloud-sql-alt.ts: dedup by GROUP BY identity with arg_min over (gateway, seq), 1-minute steps with VAR_POP(value) * COUNT(*) and arg_min/arg_max, rollups without ROW_NUMBER), run after them on the same engine: ${ms(altMs)} against ${ms(stepsMs)} for the real steps (${(stepsMs / altMs).toFixed(1)}x faster); rows ${equal ? 'equal to the real steps\' in every table (count, min, max, first/last with their ts and devices exact; sum and m2 within 1e-9 relative)' : `DIFFERENT: ${JSON.stringify(e.alt.diffs)}`}.`, '');
-    L.push('| step | real | rewrite | top operator of the rewrite |', '|---|---:|---:|---|');
-    for (const a of e.alt.statements) {
-      const of = a.name === 'alt readings' ? 'readings' : a.name.replace(/^alt_/, '');
-      const real = steps.find((s) => s.name === of);
-      const top = a.operators[0];
-      L.push(`| ${of} | ${real ? ms(real.wallMs) : ''} | ${ms(a.wallMs)} | ${top ? `${top.op} ${(top.seconds * 1000).toFixed(0)} ms (${int(top.rows)} rows)` : ''} |`);
-    }
     L.push('');
   }
   if (ing?.pacedProfile) {

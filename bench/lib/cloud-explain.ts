@@ -11,7 +11,6 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDialect } from '../../cloud/batch/dialect.js';
 import { outputColumns, readingsSql, VIEW_STEPS } from '../../cloud/batch/sql.js';
-import { altReadings, altSteps, diffSql } from './cloud-sql-alt.js';
 
 export interface OperatorTime {
   /** Operator type, with the window's PARTITION/ORDER or the aggregate's groups when DuckDB names them. */
@@ -88,8 +87,6 @@ export interface DayProfile {
   masterRows: number;
   statements: StatementProfile[];
   bare: StatementProfile;
-  /** The prototype rewrite (bench/lib/cloud-sql-alt.ts) of readings and the view steps, and its differing rows per step (0 = equal). */
-  alt: { statements: StatementProfile[]; diffs: Record<string, number> };
 }
 
 /**
@@ -118,17 +115,7 @@ export async function profileDay(opts: { day: string; files: string[]; masterRow
     }
     const bare = await profiled(engine, 'bare device_1m', `CREATE OR REPLACE TEMP TABLE bare AS ${bareSql(engine, opts.files)}`, opts.rawDir);
 
-    const alt: StatementProfile[] = [];
-    const diffs: Record<string, number> = {};
-    const count = async (sql: string) => Number((await engine.conn.runAndReadAll(sql)).getRowObjects()[0].n);
-    alt.push(await profiled(engine, 'alt readings', `CREATE OR REPLACE TEMP TABLE alt_readings AS ${altReadings(engine.scanMaster(opts.files), opts.watermark)}`, opts.rawDir));
-    const cols = 'device, metric, ts, value, gateway';
-    diffs.readings = await count(`SELECT COUNT(*) AS n FROM ((SELECT ${cols} FROM readings EXCEPT ALL SELECT ${cols} FROM alt_readings) UNION ALL (SELECT ${cols} FROM alt_readings EXCEPT ALL SELECT ${cols} FROM readings))`);
-    for (const step of altSteps(engine)) {
-      alt.push(await profiled(engine, step.name, `CREATE OR REPLACE TEMP TABLE ${step.name} AS ${step.sql}`, opts.rawDir));
-      diffs[step.of] = await count(diffSql(engine, step.name, engine.ident(step.of), step.keys, step.devices));
-    }
-    return { day: opts.day, files: opts.files.length, masterRows: opts.masterRows, statements, bare, alt: { statements: alt, diffs } };
+    return { day: opts.day, files: opts.files.length, masterRows: opts.masterRows, statements, bare };
   } finally {
     engine.close();
   }

@@ -1,14 +1,18 @@
 /**
- * The batch SQL, portable part: standard SQL only (CTEs/subqueries, GROUP BY, CASE, window
- * functions ROW_NUMBER/SUM/AVG/COUNT OVER, date_trunc), so the same statements run on DuckDB,
- * Spark SQL and Trino. Everything engine-specific (reading Parquet, writing it, temp tables,
+ * The batch SQL, portable part: standard SQL (subqueries, GROUP BY, unordered SUM/AVG OVER, date_trunc,
+ * row values like (ts, device)) plus MIN_BY/MAX_BY, which DuckDB (alias of arg_min/arg_max), Spark
+ * SQL (3.0+) and Trino all have, ordering by a row value field by field. So the same statements run
+ * on the three engines. Everything engine-specific (reading Parquet, writing it, temp tables,
  * timestamp types, pragmas) is in dialect.ts. docs/batch.md shows the whole script.
  *
- * Every view row is the summary of shared/summary.ts [DESIGN "The algebra"]:
- * - a 1-minute bucket from the readings, m2 two-pass: sum((v - mean)^2) with mean = AVG over the bucket;
+ * No step sorts the readings: first/last and the dedup are MIN_BY/MAX_BY in a GROUP BY, and the
+ * only windows are unordered SUM/AVG, which DuckDB runs as a hash aggregation joined back (with
+ * ROW_NUMBER windows, which sorted every reading three times, `--full` took ~1.25x as long;
+ * docs/benchmarks.md). Every view row is the summary of shared/summary.ts [DESIGN "The algebra"]:
+ * - a 1-minute bucket from the readings, m2 two-pass: Σ(v - mean)² with mean = AVG over the bucket;
  * - a coarser bucket merges the finer rows (Chan's formula for a group): n = Σn_i, mean = Σsum_i/n,
  *   m2 = Σ(m2_i + n_i * (mean_i - mean)^2), equal to pairwise Chan up to rounding;
- * - first/last = the reading with the smallest/largest (ts, device), picked with ROW_NUMBER;
+ * - first/last = the reading with the smallest/largest (ts, device), picked with MIN_BY/MAX_BY;
  * - views whose rows mix devices (gateway_*, fleet_*) also carry first_device/last_device, the
  *   device of that reading, so the query merges their first/last with speed partials (or rows of
  *   other views) in the (ts, device) order of the algebra exactly (docs/serving.md).
@@ -38,45 +42,53 @@ export const TIMESTAMP_COLUMNS = ['bucket', 'first_ts', 'last_ts'] as const;
  * epoch <= E[gateway] (a gateway missing from E has no covered epoch), then one row per identity
  * (device, metric, ts), the one with the lowest (gateway, seq). `scan` is a relation with columns
  * device, metric, ts (timestamp, UTC), value, gateway, seq, epoch. Null when E is empty.
+ *
+ * One hash aggregation per identity: the kept row's value is MIN_BY(value, (gateway, seq)), and its
+ * gateway, the lowest of the identity's, is MIN(gateway). (A ROW_NUMBER window ordered by
+ * (gateway, seq) gave the same rows sorting every reading: ~1.2x the time.)
  */
 export function readingsSql(scan: string, watermark: Record<string, number>): string | null {
   const entries = Object.entries(watermark).filter(([, e]) => e > 0);
   if (entries.length === 0) return null;
   const values = entries.map(([g, e]) => `(${str(g)}, ${Math.trunc(e)})`).join(', ');
-  return `SELECT device, metric, ts, value, gateway
-FROM (
-  SELECT r.device, r.metric, r.ts, r.value, r.gateway,
-    ROW_NUMBER() OVER (PARTITION BY r.device, r.metric, r.ts ORDER BY r.gateway, r.seq) AS rn
-  FROM ${scan} r
-  JOIN (VALUES ${values}) AS wm (gateway, e) ON r.gateway = wm.gateway AND r.epoch <= wm.e
-) d
-WHERE rn = 1`;
+  return `SELECT r.device, r.metric, r.ts,
+  MIN_BY(r.value, (r.gateway, r.seq)) AS value,
+  MIN(r.gateway) AS gateway
+FROM ${scan} r
+JOIN (VALUES ${values}) AS wm (gateway, e) ON r.gateway = wm.gateway AND r.epoch <= wm.e
+GROUP BY r.device, r.metric, r.ts`;
 }
 
 /**
  * 1-minute summaries of `source` (the readings) per key column ('device' or 'gateway'), metric,
- * minute; a gateway's rows mix devices, so they also name the device of first and last.
+ * minute; a gateway's rows mix devices, so they also name the device of first and last. Readings of
+ * one device never tie on ts (ts is part of their identity), so device rows order by ts alone.
+ *
+ * m2 is two-pass, Σ(v - mean)² with the bucket's mean from an unordered AVG window, which DuckDB
+ * runs as a hash aggregation joined back (no sort). Not VAR_POP(value) * COUNT(*), one pass
+ * cheaper: its Welford update rounds the running mean, an error of about eps * |mean| / stddev
+ * relative, so on large values with a small spread in a minute (energy counters, uptimes: 1e9 ± 500)
+ * it was up to 2.7e-9 off shared/summary.ts, past the 1e-9 the views promise; two-pass stayed
+ * within 1e-9 on the same data (2026-11-26, 20,000 such buckets).
  */
 export function minuteSql(q: SqlQuoting, source: string, key: 'device' | 'gateway'): string {
-  const part = `PARTITION BY ${key}, metric, bucket`;
+  const c = (n: string) => q.ident(n);
+  const order = key === 'device' ? 'ts' : '(ts, device)';
   const devices = key === 'gateway' ? `,
-  MAX(CASE WHEN rn = 1 THEN device END) AS first_device,
-  MAX(CASE WHEN rn = n THEN device END) AS last_device` : '';
+  MIN_BY(device, ${order}) AS first_device,
+  MAX_BY(device, ${order}) AS last_device` : '';
   return `SELECT ${key}, metric, bucket,
-  COUNT(*) AS ${q.ident('count')},
-  SUM(value) AS ${q.ident('sum')},
-  MIN(value) AS ${q.ident('min')},
-  MAX(value) AS ${q.ident('max')},
+  COUNT(*) AS ${c('count')},
+  SUM(value) AS ${c('sum')},
+  MIN(value) AS ${c('min')},
+  MAX(value) AS ${c('max')},
   SUM((value - mean) * (value - mean)) AS m2,
-  MAX(CASE WHEN rn = 1 THEN value END) AS ${q.ident('first')},
+  MIN_BY(value, ${order}) AS ${c('first')},
   MIN(ts) AS first_ts,
-  MAX(CASE WHEN rn = n THEN value END) AS ${q.ident('last')},
+  MAX_BY(value, ${order}) AS ${c('last')},
   MAX(ts) AS last_ts${devices}
 FROM (
-  SELECT ${key}, metric, bucket, ts, value,${key === 'device' ? '' : ' device,'}
-    AVG(value) OVER (${part}) AS mean,
-    COUNT(*) OVER (${part}) AS n,
-    ROW_NUMBER() OVER (${part} ORDER BY ts, device) AS rn
+  SELECT b.*, AVG(value) OVER (PARTITION BY ${key}, metric, bucket) AS mean
   FROM (SELECT s.*, date_trunc('minute', s.ts) AS bucket FROM ${source} s) b
 ) x
 GROUP BY ${key}, metric, bucket`;
@@ -94,33 +106,33 @@ export interface DeviceSource {
  * that breaks (ts) ties between rows for first/last (device when rows of several devices merge);
  * rows of one key never tie, their buckets being disjoint in time. With `devices`, the output
  * carries first_device and last_device: the device of the row picked for first and for last.
+ * First/last are MIN_BY/MAX_BY over (first_ts, tie) / (last_ts, tie); Chan's m2 needs the group's
+ * mean in every row, from SUM windows (unordered: no sort within a partition).
  */
 export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: 'hour' | 'day', tie: string | null, devices: DeviceSource | null = null): string {
   const c = (n: string) => q.ident(n);
   const k = keys.map((x) => `${x}, `).join('');
   const part = `PARTITION BY ${k}metric, b`;
-  const tieAsc = tie ? `, ${tie}` : '';
-  const tieDesc = tie ? `, ${tie} DESC` : '';
+  const firstBy = tie ? `(first_ts, ${tie})` : 'first_ts';
+  const lastBy = tie ? `(last_ts, ${tie})` : 'last_ts';
   const dev = `(${c('sum')} / ${c('count')} - tsum / tcount)`;
   const deviceCols = devices ? `,
-  MAX(CASE WHEN rf = 1 THEN ${devices.first} END) AS first_device,
-  MAX(CASE WHEN rl = 1 THEN ${devices.last} END) AS last_device` : '';
+  MIN_BY(${devices.first}, ${firstBy}) AS first_device,
+  MAX_BY(${devices.last}, ${lastBy}) AS last_device` : '';
   return `SELECT ${k}metric, b AS bucket,
   CAST(SUM(${c('count')}) AS BIGINT) AS ${c('count')},
   SUM(${c('sum')}) AS ${c('sum')},
   MIN(${c('min')}) AS ${c('min')},
   MAX(${c('max')}) AS ${c('max')},
   SUM(m2 + ${c('count')} * ${dev} * ${dev}) AS m2,
-  MAX(CASE WHEN rf = 1 THEN ${c('first')} END) AS ${c('first')},
+  MIN_BY(${c('first')}, ${firstBy}) AS ${c('first')},
   MIN(first_ts) AS first_ts,
-  MAX(CASE WHEN rl = 1 THEN ${c('last')} END) AS ${c('last')},
+  MAX_BY(${c('last')}, ${lastBy}) AS ${c('last')},
   MAX(last_ts) AS last_ts${deviceCols}
 FROM (
   SELECT f.*,
     SUM(${c('count')}) OVER (${part}) AS tcount,
-    SUM(${c('sum')}) OVER (${part}) AS tsum,
-    ROW_NUMBER() OVER (${part} ORDER BY first_ts${tieAsc}) AS rf,
-    ROW_NUMBER() OVER (${part} ORDER BY last_ts DESC${tieDesc}) AS rl
+    SUM(${c('sum')}) OVER (${part}) AS tsum
   FROM (SELECT s.*, date_trunc('${unit}', s.bucket) AS b FROM ${source} s) f
 ) x
 GROUP BY ${k}metric, b`;
