@@ -5,7 +5,7 @@
  * [INV-5]. Hand-written rather than a JSON schema: one pass over 100k rows with messages that name
  * the row, at a fraction of ajv's cost on arrays of tuples.
  */
-import { BadRequestError, PayloadTooLargeError } from '../../shared/errors.js';
+import { MAX_TS_MS, array, bad, describe, int, num, object, str } from '../api/json-checks.js';
 import type { EpochRow, GapRow } from '../store/ingest-state.js';
 
 /** `[seq, epoch, device, metric, ts, value]`, as on the wire. */
@@ -36,45 +36,6 @@ export const MAX_METRIC_LENGTH = 128;
 const MAX_GATEWAY_LENGTH = 64;
 const MAX_REASON_LENGTH = 64;
 const MAX_GAP_DEVICES = 100_000;
-/** Event times must fit a Parquet/Arrow ms timestamp and a 4-digit year: 1970-01-01 .. 9999-12-31. */
-export const MAX_TS_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
-
-const bad = (path: string, msg: string) => new BadRequestError(`${path}: ${msg}`);
-
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return v.length > 40 ? `"${v.slice(0, 37)}..."` : JSON.stringify(v);
-  return typeof v === 'object' ? 'an object' : String(v);
-}
-
-function int(v: unknown, path: string, what: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
-    throw bad(path, `${what} must be a whole number${max === Number.MAX_SAFE_INTEGER ? ` >= ${min}` : ` in ${min}..${max}`}, got ${describe(v)}`);
-  }
-  return v;
-}
-
-function str(v: unknown, path: string, what: string, maxLength: number): string {
-  if (typeof v !== 'string' || v.length === 0 || v.length > maxLength) {
-    throw bad(path, `${what} must be a string of 1-${maxLength} characters, got ${describe(v)}`);
-  }
-  return v;
-}
-
-function array(v: unknown, path: string, max: number, tooLarge = false): unknown[] {
-  if (!Array.isArray(v)) throw bad(path, `must be an array, got ${describe(v)}`);
-  if (v.length > max) {
-    const msg = `${path}: ${v.length} entries, over the limit of ${max}`;
-    throw tooLarge ? new PayloadTooLargeError(msg) : new BadRequestError(msg);
-  }
-  return v;
-}
-
-function object(v: unknown, path: string): Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw bad(path, `must be a JSON object, got ${describe(v)}`);
-  return v as Record<string, unknown>;
-}
 
 function readings(v: unknown, firstSeq: number, lastSeq: number, max: number): ReadingTuple[] {
   const rows = array(v, 'readings', max, true);
@@ -91,8 +52,7 @@ function readings(v: unknown, firstSeq: number, lastSeq: number, max: number): R
     str(row[2], `${p}[2]`, 'device', MAX_DEVICE_LENGTH);
     str(row[3], `${p}[3]`, 'metric', MAX_METRIC_LENGTH);
     int(row[4], `${p}[4]`, 'ts (epoch ms)', 0, MAX_TS_MS);
-    const value = row[5];
-    if (typeof value !== 'number' || !Number.isFinite(value)) throw bad(`${p}[5]`, `value must be a finite number, got ${describe(value)}`);
+    num(row[5], `${p}[5]`, 'value');
   }
   return rows as ReadingTuple[];
 }

@@ -4,7 +4,8 @@
  * checked before anything is stored, so a bad push costs only itself [INV-5]. Hand-written, like
  * the ingest validation, for messages that name the row at a fraction of a schema's cost.
  */
-import { BadRequestError, PayloadTooLargeError } from '../../shared/errors.js';
+import { PayloadTooLargeError } from '../../shared/errors.js';
+import { MAX_TS_MS, array, bad, describe, int, num, object, str } from '../api/json-checks.js';
 import { MINUTE_MS } from '../../shared/time.js';
 
 /** `[device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts]`, as on the wire. */
@@ -31,46 +32,7 @@ export interface SpeedLimits {
 /** Ids as the gateway's config allows them (edge/config.ts idSchema); metric names as shared/payload.ts. */
 const MAX_ID_LENGTH = 64;
 const MAX_METRIC_LENGTH = 128;
-/** Event times must fit a Parquet/Arrow ms timestamp and a 4-digit year, as at ingest. */
-const MAX_TS_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 const FIELDS = ['device', 'metric', 'minute', 'epoch', 'count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts'] as const;
-
-const bad = (path: string, msg: string) => new BadRequestError(`${path}: ${msg}`);
-
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return v.length > 40 ? `"${v.slice(0, 37)}..."` : JSON.stringify(v);
-  return typeof v === 'object' ? 'an object' : String(v);
-}
-
-function int(v: unknown, path: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
-    throw bad(path, `must be a whole number${max === Number.MAX_SAFE_INTEGER ? ` >= ${min}` : ` in ${min}..${max}`}, got ${describe(v)}`);
-  }
-  return v;
-}
-
-function num(v: unknown, path: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(path, `must be a finite number, got ${describe(v)}`);
-  return v;
-}
-
-function str(v: unknown, path: string, maxLength: number): string {
-  if (typeof v !== 'string' || v.length === 0 || v.length > maxLength) throw bad(path, `must be a string of 1-${maxLength} characters, got ${describe(v)}`);
-  return v;
-}
-
-function array(v: unknown, path: string, max: number): unknown[] {
-  if (!Array.isArray(v)) throw bad(path, `must be an array, got ${describe(v)}`);
-  if (v.length > max) throw new PayloadTooLargeError(`${path}: ${v.length} entries, over the limit of ${max}`);
-  return v;
-}
-
-function object(v: unknown, path: string): Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw bad(path, `must be a JSON object, got ${describe(v)}`);
-  return v as Record<string, unknown>;
-}
 
 function partial(row: unknown, i: number): PartialTuple {
   const p = `partials[${i}]`;
@@ -78,22 +40,22 @@ function partial(row: unknown, i: number): PartialTuple {
     throw bad(p, `must be [${FIELDS.join(', ')}], got ${Array.isArray(row) ? `${row.length} elements` : describe(row)}`);
   }
   const at = (k: number) => `${p}[${k}] (${FIELDS[k]})`;
-  str(row[0], at(0), MAX_ID_LENGTH);
-  str(row[1], at(1), MAX_METRIC_LENGTH);
-  const minute = int(row[2], at(2), 0, MAX_TS_MS);
+  str(row[0], at(0), '', MAX_ID_LENGTH);
+  str(row[1], at(1), '', MAX_METRIC_LENGTH);
+  const minute = int(row[2], at(2), '', 0, MAX_TS_MS);
   if (minute % MINUTE_MS !== 0) throw bad(at(2), `must be the start of a minute (a multiple of ${MINUTE_MS}), got ${minute}`);
-  int(row[3], at(3), 1);
-  int(row[4], at(4), 1);
-  num(row[5], at(5));
-  const min = num(row[6], at(6));
-  const max = num(row[7], at(7));
+  int(row[3], at(3), '', 1);
+  int(row[4], at(4), '', 1);
+  num(row[5], at(5), '');
+  const min = num(row[6], at(6), '');
+  const max = num(row[7], at(7), '');
   if (max < min) throw bad(at(7), `must not be below min (${min}), got ${max}`);
-  if (num(row[8], at(8)) < 0) throw bad(at(8), `must not be negative, got ${row[8]}`);
-  num(row[9], at(9));
+  if (num(row[8], at(8), '') < 0) throw bad(at(8), `must not be negative, got ${row[8]}`);
+  num(row[9], at(9), '');
   const end = minute + MINUTE_MS - 1;
-  const firstTs = int(row[10], at(10), minute, end);
-  num(row[11], at(11));
-  int(row[12], at(12), firstTs, end);
+  const firstTs = int(row[10], at(10), '', minute, end);
+  num(row[11], at(11), '');
+  int(row[12], at(12), '', firstTs, end);
   return row as PartialTuple;
 }
 
@@ -101,24 +63,24 @@ function partial(row: unknown, i: number): PartialTuple {
 export function pushGateway(doc: unknown): string {
   const o = object(doc, 'body');
   if (o.v !== 1) throw bad('v', `protocol version must be 1, got ${describe(o.v)}`);
-  return str(o.gateway, 'gateway', MAX_ID_LENGTH);
+  return str(o.gateway, 'gateway', '', MAX_ID_LENGTH);
 }
 
 /** Check a parsed body completely. Throws BadRequestError (400) or PayloadTooLargeError (413). */
 export function validateSpeedPush(doc: unknown, limits: SpeedLimits): SpeedPush {
   const gateway = pushGateway(doc);
   const o = doc as Record<string, unknown>;
-  const sentAt = o.sentAt === undefined || o.sentAt === null ? null : int(o.sentAt, 'sentAt', 0);
-  const partials = array(o.partials, 'partials', limits.maxPartials).map(partial);
+  const sentAt = o.sentAt === undefined || o.sentAt === null ? null : int(o.sentAt, 'sentAt', '', 0);
+  const partials = array(o.partials, 'partials', limits.maxPartials, true).map(partial);
   let health = '{}';
   if (o.health !== undefined && o.health !== null) {
     health = JSON.stringify(object(o.health, 'health'));
     const bytes = Buffer.byteLength(health);
     if (bytes > limits.maxHealthBytes) throw new PayloadTooLargeError(`health: ${bytes} bytes of JSON, over the limit of ${limits.maxHealthBytes}`);
   }
-  const devices = o.devices === undefined ? [] : array(o.devices, 'devices', limits.maxDevices).map((d, i) => {
+  const devices = o.devices === undefined ? [] : array(o.devices, 'devices', limits.maxDevices, true).map((d, i) => {
     const e = object(d, `devices[${i}]`);
-    const id = str(e.id, `devices[${i}].id`, MAX_ID_LENGTH);
+    const id = str(e.id, `devices[${i}].id`, '', MAX_ID_LENGTH);
     if (typeof e.connected !== 'boolean') throw bad(`devices[${i}].connected`, `must be true or false, got ${describe(e.connected)}`);
     return { id, connected: e.connected };
   });
