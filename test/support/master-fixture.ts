@@ -14,19 +14,13 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import type { Db } from '../../shared/sqlite.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
 import { normalize } from '../../cloud/ingest/ranges.js';
-import { add, EMPTY, type Summary } from '../../shared/summary.js';
-import { bucketStart, DAY_MS, HOUR_MS, MINUTE_MS } from '../../shared/time.js';
+import type { Summary } from '../../shared/summary.js';
+import { bucketStart, DAY_MS } from '../../shared/time.js';
+import { VIEW_SPECS } from '../../cloud/query/views/types.js';
+import { type RawReading, bruteForceRows, dedupCovered } from './brute-force.js';
 
-export interface FixtureReading {
-  device: string;
-  metric: string;
-  /** Epoch ms. */
-  ts: number;
-  value: number;
-  gateway: string;
-  seq: number;
-  epoch: number;
-}
+/** One reading as master/ holds it (ts in epoch ms): the brute-force reference's reading. */
+export type FixtureReading = RawReading;
 
 export const dayOf = (ts: number): string => new Date(bucketStart(ts, DAY_MS)).toISOString().slice(0, 10);
 
@@ -138,10 +132,8 @@ export interface ViewRowMs {
   summary: Summary;
 }
 
-const VIEW_KEYS: Record<string, 'device' | 'gateway' | null> = {
-  device_1m: 'device', device_1h: 'device', device_1d: 'device',
-  gateway_1h: 'gateway', gateway_1d: 'gateway', fleet_1h: null, fleet_1d: null,
-};
+/** The product's views and each one's key column (null: the fleet). */
+const VIEW_KEYS = Object.fromEntries(Object.entries(VIEW_SPECS).map(([v, spec]) => [v, spec.scope === 'fleet' ? null : spec.scope])) as Record<string, 'device' | 'gateway' | null>;
 export const VIEWS = Object.keys(VIEW_KEYS);
 
 /** Every row of every view the live manifest names, keyed `key|metric|bucket`. */
@@ -181,34 +173,11 @@ export async function readViews(dataDir: string): Promise<Record<string, Map<str
 }
 
 /** The readings the views must cover: epoch <= E[gateway], one per identity, lowest (gateway, seq). */
-export function coveredReadings(all: FixtureReading[], e: Record<string, number>): FixtureReading[] {
-  const best = new Map<string, FixtureReading>();
-  for (const r of all) {
-    if (r.epoch > (e[r.gateway] ?? 0)) continue;
-    const id = `${r.device}\u0000${r.metric}\u0000${r.ts}`;
-    const cur = best.get(id);
-    if (!cur || r.gateway < cur.gateway || (r.gateway === cur.gateway && r.seq < cur.seq)) best.set(id, r);
-  }
-  return [...best.values()];
-}
+export const coveredReadings = (all: FixtureReading[], e: Record<string, number>): FixtureReading[] => dedupCovered(all, e);
 
-/** The expected views, computed with shared/summary.ts from covered readings. */
+/** The expected views, computed with shared/summary.ts from covered readings (test/support/brute-force.ts). */
 export function expectedViews(readings: FixtureReading[]): Record<string, Map<string, Summary>> {
-  const widths: Record<string, number> = { '1m': MINUTE_MS, '1h': HOUR_MS, '1d': DAY_MS };
-  const out: Record<string, Map<string, Summary>> = {};
-  // Readings in (ts, device) order, so that first/last ties resolve as merge would; add merges anyway.
-  const sorted = [...readings].sort((a, b) => a.ts - b.ts || (a.device < b.device ? -1 : a.device > b.device ? 1 : 0));
-  for (const view of VIEWS) {
-    const key = VIEW_KEYS[view];
-    const width = widths[view.split('_')[1]];
-    const map = new Map<string, Summary>();
-    for (const r of sorted) {
-      const k = `${key ? r[key] : ''}|${r.metric}|${bucketStart(r.ts, width)}`;
-      map.set(k, add(map.get(k) ?? { ...EMPTY }, r.value, r.ts, r.device));
-    }
-    out[view] = map;
-  }
-  return out;
+  return Object.fromEntries(Object.entries(VIEW_SPECS).map(([view, spec]) => [view, bruteForceRows(readings, spec.scope, spec.widthMs)]));
 }
 
 /** SHA-256 of every file under master/, by relative path: master files are never modified [INV-4]. */
