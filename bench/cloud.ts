@@ -208,8 +208,8 @@ async function scrape(url: string, key: string): Promise<CloudCounters> {
     groupCommits: v('braid_ingest_group_commits_total'), requestSecondsSum: v('braid_ingest_request_seconds_sum'), requests: v('braid_ingest_request_seconds_count'),
     sealedReadings: v('braid_master_sealed_readings_total'), sealCount: v('braid_master_seal_seconds_count'), sealSecondsSum: v('braid_master_seal_seconds_sum'),
     masterFiles: v('braid_master_files_total'), staging: v('braid_staging_readings'),
-    loopLagP99: v('braid_process_nodejs_eventloop_lag_p99_seconds'), loopLagMax: v('braid_process_nodejs_eventloop_lag_max_seconds'),
-    heapTotal: v('braid_process_nodejs_heap_size_total_bytes'), heapUsed: v('braid_process_nodejs_heap_size_used_bytes'), external: v('braid_process_nodejs_external_memory_bytes'),
+    loopLagP99: v('nodejs_eventloop_lag_p99_seconds'), loopLagMax: v('nodejs_eventloop_lag_max_seconds'),
+    heapTotal: v('nodejs_heap_size_total_bytes'), heapUsed: v('nodejs_heap_size_used_bytes'), external: v('nodejs_external_memory_bytes'),
   };
 }
 

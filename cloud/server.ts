@@ -86,7 +86,7 @@ export class CloudServer {
     this.logger = options.logger ?? nullLogger();
     this.log = this.logger.child({ component: 'server' });
     this.registry = options.registry ?? new Registry();
-    if (!options.registry) collectDefaultMetrics({ register: this.registry, prefix: 'braid_process_' });
+    if (!options.registry) collectDefaultMetrics({ register: this.registry });
     this.plugins = [...(options.plugins ?? [])];
     this.serviceSpecs = [...(options.services ?? [])];
   }

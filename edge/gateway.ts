@@ -46,7 +46,7 @@ export class Gateway {
     this.config = config;
     this.logger = logger.child({ gateway: config.id });
     this.registry.setDefaultLabels({});
-    collectDefaultMetrics({ register: this.registry, prefix: 'braid_process_' });
+    collectDefaultMetrics({ register: this.registry });
   }
 
   async start(): Promise<GatewayAddresses> {
@@ -87,7 +87,7 @@ export class Gateway {
       url: c.cloud.url, token: c.cloud.token, pushIntervalMs: c.speed.pushIntervalMs, pushMaxPartials: c.speed.pushMaxPartials,
       requestTimeoutMs: c.cloud.requestTimeoutMs, retryInitialMs: c.cloud.retryInitialMs, retryMaxMs: c.cloud.retryMaxMs,
     });
-    this.host = new HostSampler(c.dataDir, this.logger);
+    this.host = new HostSampler(c.dataDir, this.logger, this.registry);
     this.api = buildGatewayApi({
       logger: this.logger,
       registry: this.registry,

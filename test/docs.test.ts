@@ -1,8 +1,9 @@
 /**
  * The operator documentation says what is true:
  * - docs/operations.md names every metric a running gateway and a running cloud (`braid cloud`:
- *   createCloud, with the InfluxDB sink configured so its metrics exist) serve on /metrics, and
- *   every braid_* name it mentions is one of them (no stale names);
+ *   createCloud, with the InfluxDB sink configured so its metrics exist) serve on /metrics, in a
+ *   table row with its type and its label names, and no page names a metric that does not exist;
+ *   the process metrics are the client library's standard ones (process_*, nodejs_*);
  * - the DuckDB examples of docs/scale-out.md run against a master dataset written by the real
  *   ingest path (and a real batch run) and return what the page says they return, and its script
  *   that prints the batch SQL for Trino prints a query whose rows are the views' (run on DuckDB);
@@ -13,18 +14,14 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { createCloud } from '../cloud/app.js';
 import { DEFAULT_BATCH_JOB_OPTIONS, VIEW_NAMES, startBatchRun } from '../cloud/batch/index.js';
-import { addApiKey } from '../cloud/store/credentials.js';
-import { openCloudDb } from '../cloud/store/schema.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart } from '../shared/time.js';
 import {
   type Reading, addGatewayToken, ingestBody, listFiles, postIngest, startTestCloud, testCloudConfig,
 } from './support/cloud.js';
-import {
-  exposedMetrics, headingAnchors, isRelativeTarget, linkTargets, mentionedMetricNames, sampleNames, taggedBlocks,
-} from './support/docs.js';
-import { startTestGateway, tempDir } from './support/gateway.js';
+import { headingAnchors, isRelativeTarget, linkTargets, mentionedMetricNames, taggedBlocks } from './support/docs.js';
+import { tempDir } from './support/gateway.js';
+import { type LiveMetrics, defaultMetricNames, liveMetrics, sampleNamesOf } from './support/live-metrics.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const read = (rel: string) => readFileSync(join(ROOT, rel), 'utf8');
@@ -33,44 +30,85 @@ let dir: { path: string; remove: () => void };
 beforeEach(() => { dir = tempDir('braid-docs-'); });
 afterEach(() => dir.remove());
 
-/** GET /metrics; on a 401, again with an API key made in the cloud's cloud.db (admin implies read). */
-async function scrape(url: string, dataDir?: string): Promise<string> {
-  let res = await fetch(`${url}/metrics`);
-  if (res.status === 401 && dataDir) {
-    const db = await openCloudDb(join(dataDir, 'cloud.db'));
-    const key = await addApiKey(db, 'docs-test', 'admin').finally(() => db.close());
-    res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${key}` } });
+/** Names in docs that look like metrics but are not: a Hive table of the Spark example (scale-out.md). */
+const NOT_METRICS = new Set(['braid_master']);
+
+/** Pages that may name a metric: README.md, deploy/README.md and docs/*.md. */
+const pagesNamingMetrics = () => ['README.md', 'deploy/README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+
+/**
+ * docs/operations.md's metric tables: each row's names (the code spans of its first cell), its
+ * type, and in the four-column tables (metric | type | labels | meaning) its labels cell.
+ */
+function metricRows(md: string): Array<{ names: string[]; type: string; labels: string | null }> {
+  const rows: Array<{ names: string[]; type: string; labels: string | null }> = [];
+  let columns: string[] | null = null;
+  for (const line of md.split('\n')) {
+    if (!line.startsWith('|')) { columns = null; continue; }
+    const cells = line.slice(1, line.endsWith('|') ? -1 : undefined).split(/(?<!\\)\|/).map((c) => c.trim());
+    if (!columns) { columns = cells; continue; }
+    if (columns[0] !== 'metric' || columns[1] !== 'type' || /^-+$/.test(cells[0])) continue;
+    rows.push({ names: [...cells[0].matchAll(/`([a-z][a-z0-9_]*)`/g)].map((m) => m[1]), type: cells[1], labels: columns[2] === 'labels' ? cells[2] : null });
   }
-  expect(res.status).toBe(200);
-  return res.text();
+  return rows;
 }
 
-test('docs/operations.md documents every metric the gateway and the cloud serve, and no other', async () => {
-  const gateway = await startTestGateway();
-  // createCloud is what `braid cloud` runs (ingest, batch, speed store, query, sinks). An InfluxDB
-  // URL makes the sink (and its braid_sink_* metrics) exist; nothing is written without a batch run.
-  const cloud = createCloud(testCloudConfig(dir.path, { influx: { url: 'http://127.0.0.1:9' } }));
-  let exposed: Map<string, string>;
-  try {
-    const { url } = await cloud.server.start();
-    exposed = new Map([...exposedMetrics(await scrape(gateway.httpUrl)), ...exposedMetrics(await scrape(url, dir.path))]);
-  } finally {
-    await cloud.server.close();
-    await gateway.close();
-  }
-  const braid = [...exposed.keys()].filter((n) => n.startsWith('braid_'));
-  // Every exposed name should be ours: a metric without the braid_ prefix is a naming slip.
-  expect([...exposed.keys()].filter((n) => !n.startsWith('braid_'))).toEqual([]);
-  expect(braid.length).toBeGreaterThan(50);
+describe('the metrics the docs name', () => {
+  let live: LiveMetrics;
+  let standard: Set<string>;
+  beforeAll(async () => {
+    live = await liveMetrics();
+    standard = await defaultMetricNames();
+  }, 30_000);
 
-  const doc = read('docs/operations.md');
-  const undocumented = braid.filter((n) => !new RegExp(`\\b${n}\\b`).test(doc));
-  expect(undocumented).toEqual([]);
+  test('are ours (braid_*) or the standard process metrics (process_*, nodejs_*), which both processes serve', () => {
+    const names = [...live.families.keys()];
+    expect(names.filter((n) => n.startsWith('braid_')).length).toBeGreaterThan(50);
+    // A name that is neither braid_ nor one of the client library's own is a naming slip.
+    expect(names.filter((n) => !n.startsWith('braid_') && !standard.has(n))).toEqual([]);
+    expect(standard.size).toBeGreaterThan(20);
+    for (const [side, served] of [['gateway', live.gateway], ['cloud', live.cloud]] as const) {
+      expect({ side, missing: [...standard].filter((n) => !served.has(n)) }).toEqual({ side, missing: [] });
+      expect({ side, prefixed: [...served.keys()].filter((n) => n.startsWith('braid_process_')) }).toEqual({ side, prefixed: [] });
+    }
+  });
 
-  // Names the page mentions: a family, one of its samples (_bucket...), or a prefix of families (braid_process_).
-  const known = new Set([...exposed].flatMap(([n, t]) => sampleNames(n, t)));
-  const stale = [...mentionedMetricNames(doc)].filter((n) => !known.has(n) && !(n.endsWith('_') && braid.some((b) => b.startsWith(n))));
-  expect(stale).toEqual([]);
+  test('docs/operations.md documents every metric the gateway and the cloud serve, with its type and labels', () => {
+    const doc = read('docs/operations.md');
+    const names = [...live.families.keys()];
+    expect(names.filter((n) => !new RegExp(`\\b${n}\\b`).test(doc))).toEqual([]);
+
+    const rows = metricRows(doc);
+    const inRows = new Set(rows.flatMap((r) => r.names));
+    // In a table row, not only mentioned in passing.
+    expect(names.filter((n) => !inRows.has(n))).toEqual([]);
+    const wrong: string[] = [];
+    for (const row of rows) {
+      for (const name of row.names) {
+        const f = live.families.get(name);
+        if (!f) { wrong.push(`${name}: in a metric table but served by neither process`); continue; }
+        if (row.type !== f.type) wrong.push(`${name}: documented as ${row.type}, served as ${f.type}`);
+        if (row.labels === null) continue;
+        const documented = [...row.labels.matchAll(/`([a-z_][a-z0-9_]*)`/g)].map((m) => m[1]);
+        for (const l of f.labels) if (!documented.includes(l)) wrong.push(`${name}: label ${l} not in its labels cell`);
+        if (f.labels.length === 0 && row.labels !== '') wrong.push(`${name}: has no label, the labels cell says "${row.labels}"`);
+      }
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  test('no page names a metric that does not exist (README.md, deploy/README.md, docs/*.md)', () => {
+    const known = sampleNamesOf(new Map([...live.families].map(([n, f]) => [n, f.type])));
+    const stale: string[] = [];
+    for (const page of pagesNamingMetrics()) {
+      for (const n of mentionedMetricNames(read(page))) {
+        // A prefix of families (`braid_commit_*`, `braid_*`) is fine if some family has it.
+        if (known.has(n) || NOT_METRICS.has(n) || (n.endsWith('_') && [...known].some((k) => k.startsWith(n)))) continue;
+        stale.push(`${page}: ${n}`);
+      }
+    }
+    expect(stale).toEqual([]);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

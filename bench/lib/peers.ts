@@ -141,11 +141,11 @@ export async function gatewayCounters(broker: Broker): Promise<GatewayCounters> 
     commits: v('braid_commit_seconds_count'),
     commitSeconds: v('braid_commit_seconds_sum'),
     commitReadings: v('braid_commit_batch_readings_sum'),
-    loopLagP99: v('braid_process_nodejs_eventloop_lag_p99_seconds'),
-    loopLagMax: v('braid_process_nodejs_eventloop_lag_max_seconds'),
-    heapTotal: v('braid_process_nodejs_heap_size_total_bytes'),
-    heapUsed: v('braid_process_nodejs_heap_size_used_bytes'),
-    external: v('braid_process_nodejs_external_memory_bytes'),
+    loopLagP99: v('nodejs_eventloop_lag_p99_seconds'),
+    loopLagMax: v('nodejs_eventloop_lag_max_seconds'),
+    heapTotal: v('nodejs_heap_size_total_bytes'),
+    heapUsed: v('nodejs_heap_size_used_bytes'),
+    external: v('nodejs_external_memory_bytes'),
     commitBuckets: [...text.matchAll(/^braid_commit_seconds_bucket\{le="([^"]+)"\} ([0-9.eE+-]+)$/gm)].map((m) => [m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])] as [number, number]),
   };
 }

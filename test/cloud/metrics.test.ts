@@ -194,3 +194,13 @@ test('each registered gateway has its last contact age, from its real speed push
   text = await scrape();
   expect(hasSample(text, 'braid_gateway_last_contact_age_seconds')).toBe(false);
 }, 60_000);
+
+test('the process metrics have the standard names of the Prometheus client libraries, no braid_ prefix', async () => {
+  await startCloud();
+  const text = await scrape();
+  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_open_fds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes']) {
+    expect({ name, sample: hasSample(text, name) }).toEqual({ name, sample: true });
+  }
+  expect(text).toContain('# TYPE process_cpu_seconds_total counter');
+  expect(text).not.toMatch(/^braid_process_/m);
+});

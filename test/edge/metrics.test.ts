@@ -2,8 +2,13 @@
  * The gateway's backlog metrics move with reality: a gateway with no cloud counts every reading
  * it buffers (braid_outbox_pending_readings, braid_outbox_bytes, the age of the oldest), a gateway
  * with a cloud drains to zero and shows when the forwarder and the speed push last succeeded.
+ * The host gauges (CPU, memory, the data dir's disk) agree with what the kernel says, and the
+ * process metrics come under their standard names (process_*, nodejs_*).
  * Real gateway, real MQTT.js device, real cloud (createCloud), scraped over HTTP.
  */
+import { statfsSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { resolve } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { createCloud, type CloudApp } from '../../cloud/app.js';
 import { outboxRowBytes } from '../../edge/store/schema.js';
@@ -146,4 +151,55 @@ test('with a cloud, the backlog drains to zero and the last successes are stampe
     const at = scrapedValue(text, name);
     expect({ name, inRange: at >= started / 1000 && at <= Date.now() / 1000 }).toEqual({ name, inRange: true });
   }
+});
+
+/** The labels of the first sample of `name` in an exposition, or null when it has none. */
+function sampleLabels(text: string, name: string): Record<string, string> | null {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+  if (!line) return null;
+  const inner = /^[^{ ]+\{(.*)\} /.exec(line)?.[1] ?? '';
+  return Object.fromEntries([...inner.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+}
+
+test('the host gauges show the CPU, the memory and the data dir\'s file system as the kernel reports them', async () => {
+  dir = tempDir('braid-gw-host-');
+  tg = await startTestGateway({}, dir.path);
+  // The first sample runs in the background at start (df, /proc): wait for it rather than a fixed time.
+  const text = await scrapeWhen((t) => hasSample(t, 'braid_host_disk_total_bytes') && hasSample(t, 'braid_host_cpu_usage_ratio'), 10_000);
+  const fs = statfsSync(dir.path);
+  const total = scrapedValue(text, 'braid_host_disk_total_bytes');
+  expect(total).toBe(fs.blocks * fs.bsize);
+  const available = scrapedValue(text, 'braid_host_disk_available_bytes');
+  // Others write to this disk meanwhile: the same figure as statfs' bavail within 5% of the disk.
+  expect(Math.abs(available - fs.bavail * fs.bsize)).toBeLessThan(total * 0.05);
+  expect(available).toBeLessThanOrEqual(total);
+  // Labelled with the mount point holding the data dir, and both disk gauges with the same one.
+  const { mount } = sampleLabels(text, 'braid_host_disk_total_bytes')!;
+  expect(resolve(dir.path) === mount || resolve(dir.path).startsWith(mount.endsWith('/') ? mount : `${mount}/`)).toBe(true);
+  expect(sampleLabels(text, 'braid_host_disk_available_bytes')).toEqual({ mount });
+
+  expect(scrapedValue(text, 'braid_host_memory_total_bytes')).toBe(totalmem());
+  const used = scrapedValue(text, 'braid_host_memory_used_bytes');
+  expect(used).toBeGreaterThan(0);
+  expect(used).toBeLessThanOrEqual(totalmem());
+  const cpu = scrapedValue(text, 'braid_host_cpu_usage_ratio');
+  expect(cpu).toBeGreaterThanOrEqual(0);
+  expect(cpu).toBeLessThanOrEqual(1);
+
+  // The same sample as the health document's host section (percent there, a ratio here).
+  const health = await (await fetch(`${tg.httpUrl}/api/v1/health`)).json() as { host: { memTotalBytes: number; diskTotalBytes: number; diskPath: string } };
+  expect(health.host).toMatchObject({ memTotalBytes: totalmem(), diskTotalBytes: total, diskPath: mount });
+});
+
+test('the process metrics have the standard names of the Prometheus client libraries, no braid_ prefix', async () => {
+  tg = await startTestGateway();
+  const text = await scrape();
+  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes']) {
+    expect({ name, sample: hasSample(text, name) }).toEqual({ name, sample: true });
+  }
+  expect(text).toContain('# TYPE process_cpu_seconds_total counter');
+  expect(text).not.toMatch(/^braid_process_/m);
+  // The process started before this scrape: its start time is the real one, not a placeholder.
+  expect(scrapedValue(text, 'process_start_time_seconds')).toBeLessThanOrEqual(Date.now() / 1000);
+  expect(scrapedValue(text, 'process_start_time_seconds')).toBeGreaterThan(Date.now() / 1000 - 24 * 3600);
 });

@@ -96,9 +96,12 @@ export function taggedBlocks(md: string, tag: string): TaggedBlock[] {
   return out;
 }
 
-/** Every `braid_...` name mentioned in a page (prose, tables and code blocks alike). */
+/**
+ * Every metric-like name mentioned in a page (prose, tables and code blocks alike): ours,
+ * `braid_...`, and the standard process metrics, `process_...` and `nodejs_...`.
+ */
 export function mentionedMetricNames(md: string): Set<string> {
-  return new Set(md.match(/\bbraid_[a-z0-9_]+/g) ?? []);
+  return new Set(md.match(/\b(?:braid|process|nodejs)_[a-z0-9_]+/g) ?? []);
 }
 
 /** Metric families of a Prometheus text exposition: name -> type (from the `# TYPE` lines). */
