@@ -49,3 +49,26 @@ export function envFile(path: string): Record<string, string> {
   }
   return out;
 }
+
+const PROMQL_KEYWORDS = new Set(['and', 'or', 'unless', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'offset', 'inf', 'nan']);
+
+/**
+ * The metric names a PromQL expression reads: what is left of it without strings, label matchers,
+ * ranges, label lists (`by (...)`, `on (...)`), function names, keywords, numbers and Grafana's
+ * `$variables`. Hand-written rather than a PromQL parser: enough for the rules and panels we ship,
+ * and anything it cannot place comes out as a "name" the caller then fails to find.
+ */
+export function promqlMetricNames(expr: string): string[] {
+  const s = expr
+    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""')
+    .replace(/\{[^}]*\}/g, ' ')
+    .replace(/\[[^\]]*\]/g, ' ')
+    .replace(/\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ');
+  const names: string[] = [];
+  for (const m of s.matchAll(/(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*/g)) {
+    if (PROMQL_KEYWORDS.has(m[0].toLowerCase())) continue;
+    if (/^\s*\(/.test(s.slice(m.index + m[0].length))) continue; // a function or an aggregation
+    names.push(m[0]);
+  }
+  return [...new Set(names)];
+}
