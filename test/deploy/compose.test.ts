@@ -1,17 +1,21 @@
 /**
- * deploy/compose/: the cloud with InfluxDB 2 and Grafana. Docker is not run here; what can be
+ * deploy/compose/: the cloud with InfluxDB 2, Prometheus and Grafana. Docker is not run here; what can be
  * checked is: the YAML parses, services, ports, volumes and mounts agree with each other and with
  * the files they name, the image's `npm ci --omit=dev` keeps every package the sources import, the
  * cloud config validates and passes the lint with the compose environment, the Grafana datasource
  * points where the cloud writes, and every measurement, field and tag the dashboard's Flux reads is
  * one the InfluxDB sink really writes (a real batch run, through the real sink, into a real
- * InfluxDB 1.6.7, whose schema is then read back).
+ * InfluxDB 1.6.7, whose schema is then read back). Prometheus' config passes `promtool check config`
+ * (with Braid's alert rules, mounted as the container sees them) and scrapes the cloud where it
+ * listens, with a read key; every metric the operations dashboard's PromQL reads is one a real
+ * gateway or cloud serves, and every expression is PromQL promtool accepts.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { Registry } from 'prom-client';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import { VIEW_NAMES, startBatchRun } from '../../cloud/batch/index.js';
 import { POINT_FIELDS, STRING_FIELDS, createInfluxSink } from '../../cloud/sinks/influx/index.js';
@@ -21,13 +25,15 @@ import { CLOUD_RULES } from '../../bin/commands/config-lint.js';
 import { runCheck } from '../../bin/commands/check-config.js';
 import { requireBinary, tempDir } from '../support/gateway.js';
 import { startInfluxd, type TestServer } from '../support/influx.js';
+import { type LiveMetrics, liveMetrics, sampleNamesOf } from '../support/live-metrics.js';
 import { GatewaySim, MasterFixture } from '../support/master-fixture.js';
-import { ROOT, envFile, readJson, readText } from './support.js';
+import { ROOT, envFile, promqlMetricNames, readJson, readText } from './support.js';
 
 const COMPOSE_DIR = join(ROOT, 'deploy/compose');
 
 interface Service {
   image?: string;
+  command?: string[];
   build?: { context: string; dockerfile: string };
   environment?: Record<string, string>;
   volumes?: string[];
@@ -36,7 +42,7 @@ interface Service {
   healthcheck?: { test: string[] };
 }
 const compose = parse(readText('deploy/compose/compose.yaml')) as { services: Record<string, Service>; volumes: Record<string, unknown> };
-const { cloud, influxdb, grafana } = compose.services;
+const { cloud, influxdb, grafana, prometheus } = compose.services;
 
 /** `${VAR:?msg}` and `${VAR:-default}` as compose reads them, from .env.example with each value filled in. */
 const dotEnv = Object.fromEntries(Object.entries(envFile('deploy/compose/.env.example')).map(([k, v]) => [k, v || `value-of-${k}`]));
@@ -62,8 +68,9 @@ function mounts(s: Service): Array<{ source: string; target: string; bind: boole
 const containerPort = (mapping: string) => Number(mapping.split(':').pop());
 
 describe('compose.yaml', () => {
-  it('has the cloud, InfluxDB 2 and Grafana, every variable it needs named in .env.example', () => {
-    expect(Object.keys(compose.services).sort()).toEqual(['cloud', 'grafana', 'influxdb']);
+  it('has the cloud, InfluxDB 2, Prometheus and Grafana, every variable it needs named in .env.example', () => {
+    expect(Object.keys(compose.services).sort()).toEqual(['cloud', 'grafana', 'influxdb', 'prometheus']);
+    expect(prometheus.image).toMatch(/^prom\/prometheus:v\d+\.\d+\.\d+$/);
     expect(influxdb.image).toMatch(/^influxdb:2(\.\d+)*$/);
     expect(grafana.image).toMatch(/^grafana\/grafana(-oss)?:\d+/);
     for (const s of Object.values(compose.services)) for (const v of Object.values(s.environment ?? {})) interpolate(String(v));
@@ -75,10 +82,11 @@ describe('compose.yaml', () => {
     for (const m of Object.values(compose.services).flatMap((s) => mounts(s)).filter((x) => x.bind)) expect([m.source, existsSync(m.source)]).toEqual([m.source, true]);
   });
 
-  it('starts the cloud and Grafana once InfluxDB answers', () => {
+  it('starts the cloud once InfluxDB answers, and Grafana once InfluxDB and Prometheus do', () => {
     expect(influxdb.healthcheck?.test).toEqual(['CMD', 'influx', 'ping']);
+    expect(prometheus.healthcheck?.test).toEqual(['CMD', 'wget', '-q', '-O', '/dev/null', 'http://127.0.0.1:9090/-/ready']);
     expect(cloud.depends_on).toEqual({ influxdb: { condition: 'service_healthy' } });
-    expect(grafana.depends_on).toEqual({ influxdb: { condition: 'service_healthy' } });
+    expect(grafana.depends_on).toEqual({ influxdb: { condition: 'service_healthy' }, prometheus: { condition: 'service_healthy' } });
   });
 });
 
@@ -173,16 +181,22 @@ describe('the cloud config of the compose file', () => {
   });
 });
 
-interface Panel { title: string; datasource: { uid: string }; targets: Array<{ query: string; datasource: { uid: string } }> }
-interface Dashboard { uid: string; panels: Panel[]; templating: { list: Array<{ name: string; type: string; query: string; datasource?: { uid: string } }> } }
+interface Panel { type: string; title: string; datasource: { type: string; uid: string }; targets: Array<{ query: string; expr: string; datasource: { uid: string } }> }
+interface Variable { name: string; type: string; query: string | { query: string }; datasource?: { uid: string } }
+interface Dashboard { uid: string; title: string; panels: Panel[]; templating: { list: Variable[] } }
+
+const dashboardFiles = readdirSync(join(COMPOSE_DIR, 'grafana/dashboards')).filter((f) => f.endsWith('.json'));
+const allDashboards = dashboardFiles.map((f) => readJson<Dashboard>(`deploy/compose/grafana/dashboards/${f}`));
+/** A dashboard reads one datasource type: every panel but rows (which hold no query) says which. */
+const panelsOf = (d: Dashboard) => d.panels.filter((p) => p.type !== 'row');
+const dashboardsOf = (type: string) => allDashboards.filter((d) => panelsOf(d).every((p) => p.datasource.type === type));
 
 describe('Grafana provisioning', () => {
   const datasources = parse(readText('deploy/compose/grafana/provisioning/datasources/influxdb.yaml')) as { datasources: Array<Record<string, unknown> & { jsonData: Record<string, string>; secureJsonData: Record<string, string> }> };
   const providers = parse(readText('deploy/compose/grafana/provisioning/dashboards/braid.yaml')) as { providers: Array<{ type: string; options: { path: string } }> };
   const cloudConfig = loadConfig(cloudConfigSchema, { file: join(COMPOSE_DIR, 'cloud.json'), env: {} });
   const ds = datasources.datasources[0];
-  const dashboardFiles = readdirSync(join(COMPOSE_DIR, 'grafana/dashboards')).filter((f) => f.endsWith('.json'));
-  const dashboards = dashboardFiles.map((f) => readJson<Dashboard>(`deploy/compose/grafana/dashboards/${f}`));
+  const dashboards = dashboardsOf('influxdb');
 
   it('mounts the provisioning dir where Grafana reads it, and the dashboards where the provider looks', () => {
     expect(mounts(grafana)).toContainEqual({ source: join(COMPOSE_DIR, 'grafana/provisioning'), target: '/etc/grafana/provisioning', bind: true });
@@ -198,6 +212,13 @@ describe('Grafana provisioning', () => {
     const token = /^\$\{(\w+)\}$/.exec(ds.secureJsonData.token)?.[1];
     expect(token).toBeDefined();
     expect(grafana.environment![token!]).toBe(influxdb.environment!.DOCKER_INFLUXDB_INIT_ADMIN_TOKEN);
+  });
+
+  it('has the views dashboard on InfluxDB and the operations dashboard on Prometheus, each on one datasource, unique uids', () => {
+    expect(dashboards.map((d) => d.uid)).toEqual(['braid-batch-views']);
+    expect(dashboardsOf('prometheus').map((d) => d.uid)).toEqual(['braid-operations']);
+    expect(dashboards.length + dashboardsOf('prometheus').length).toBe(allDashboards.length);
+    expect(new Set(allDashboards.map((d) => d.uid)).size).toBe(allDashboards.length);
   });
 
   it('every panel, query and variable of the dashboard uses that datasource; the bucket variable is the cloud\'s bucket', () => {
@@ -261,7 +282,7 @@ describe('Grafana provisioning', () => {
     /** Every Flux text of a dashboard with where it is. */
     const queries = dashboards.flatMap((d) => [
       ...d.panels.flatMap((p) => p.targets.map((t) => ({ where: `panel "${p.title}"`, flux: t.query }))),
-      ...d.templating.list.filter((v) => v.type === 'query').map((v) => ({ where: `variable ${v.name}`, flux: v.query })),
+      ...d.templating.list.filter((v) => v.type === 'query').map((v) => ({ where: `variable ${v.name}`, flux: String(v.query) })),
     ]);
 
     (haveInfluxd ? it : it.skip)('the sink wrote every view, with its fields (mean/stddev derived) and tags', () => {
@@ -285,6 +306,121 @@ describe('Grafana provisioning', () => {
         for (const t of tags) if (!w.tags.has(t)) problems.push(`${where}: ${measurements[0]} has no tag ${t}`);
       }
       expect(problems).toEqual([]);
+    });
+  });
+});
+
+describe('Prometheus in the stack', () => {
+  const config = parse(readText('deploy/compose/prometheus/prometheus.yml')) as {
+    rule_files: string[];
+    scrape_configs: Array<{ job_name: string; authorization?: { type: string; credentials_file: string }; static_configs?: Array<{ targets: string[] }>; file_sd_configs?: Array<{ files: string[] }> }>;
+  };
+  const configPath = prometheus.command!.find((c) => c.startsWith('--config.file='))!.split('=')[1];
+  const mountOf = (target: string) => mounts(prometheus).find((m) => m.target === target);
+  const cloudJson = readJson<{ http: { port: number } }>('deploy/compose/cloud.json');
+  const job = (name: string) => config.scrape_configs.find((j) => j.job_name === name);
+  const havePromtool = requireBinary('promtool', 'prometheus');
+
+  it('reads its config, Braid\'s alert rules and the gateways list where compose mounts them', () => {
+    expect(mountOf(configPath)).toEqual({ source: join(COMPOSE_DIR, 'prometheus/prometheus.yml'), target: configPath, bind: true });
+    expect(config.rule_files).toEqual(['alerts.yml']);
+    // Relative to the config file's dir in the container: the shipped rules, not a copy.
+    expect(mountOf(join(dirname(configPath), 'alerts.yml'))?.source).toBe(join(ROOT, 'deploy/prometheus/alerts.yml'));
+    for (const file of job('braid-gateway')!.file_sd_configs!.flatMap((f) => f.files)) expect(mountOf(file)?.bind).toBe(true);
+    expect(mounts(prometheus)).toContainEqual({ source: 'prometheus-data', target: '/prometheus', bind: false });
+    expect(prometheus.command).toContain('--storage.tsdb.path=/prometheus');
+  });
+
+  it('scrapes the cloud where it listens, with a read key from a mounted file kept out of git', () => {
+    const cloudJob = job('braid-cloud')!;
+    expect(cloudJob.static_configs!.flatMap((c) => c.targets)).toEqual([`cloud:${cloudJson.http.port}`]);
+    expect(cloudJob.authorization?.type).toBe('Bearer');
+    const keyFile = cloudJob.authorization!.credentials_file;
+    const secrets = mounts(prometheus).find((m) => keyFile.startsWith(`${m.target}/`));
+    expect(secrets?.bind).toBe(true);
+    expect(readText(relative(ROOT, join(secrets!.source, '.gitignore'))).split('\n')).toEqual(expect.arrayContaining(['*', '!.gitignore']));
+    // The compose file's header says how to make that key, into that file.
+    expect(readText('deploy/compose/compose.yaml')).toContain(`> ${relative(COMPOSE_DIR, join(secrets!.source, keyFile.slice(secrets!.target.length + 1)))}`);
+    // The job names the alert rules (up{job=~"braid-.*"}) and the operations dashboard select on.
+    expect(config.scrape_configs.map((j) => j.job_name).sort()).toEqual(['braid-cloud', 'braid-gateway']);
+  });
+
+  (havePromtool ? it : it.skip)('passes promtool check config with the files as the container sees them', () => {
+    // A copy of /etc/prometheus as mounted in the container, with a key file in place.
+    const dir = tempDir('braid-prom-config-');
+    try {
+      const etc = dirname(configPath);
+      for (const m of mounts(prometheus).filter((x) => x.bind && x.target.startsWith(`${etc}/`))) {
+        cpSync(m.source, join(dir.path, m.target.slice(etc.length + 1)), { recursive: true });
+      }
+      writeFileSync(join(dir.path, 'secrets', 'braid-read-key'), 'brk_example\n');
+      const text = readText('deploy/compose/prometheus/prometheus.yml').replaceAll(`${etc}/`, `${dir.path}/`);
+      writeFileSync(join(dir.path, 'prometheus.yml'), text);
+      const r = spawnSync('promtool', ['check', 'config', join(dir.path, 'prometheus.yml')], { encoding: 'utf8' });
+      expect({ status: r.status, out: r.stdout + r.stderr }).toEqual({ status: 0, out: expect.stringContaining('SUCCESS') });
+      expect(r.stdout).toMatch(/SUCCESS: \d+ rules found/);
+    } finally { dir.remove(); }
+  });
+
+  describe('the operations dashboard', () => {
+    const ds = (parse(readText('deploy/compose/grafana/provisioning/datasources/prometheus.yaml')) as { datasources: Array<{ uid: string; type: string; url: string; isDefault: boolean }> }).datasources;
+    const [dashboard] = dashboardsOf('prometheus');
+    /** Every PromQL text of the dashboard with where it is; a label_values() variable by its metric selector. */
+    const exprs = [
+      ...panelsOf(dashboard).flatMap((p) => p.targets.map((t) => ({ where: `panel "${p.title}"`, expr: t.expr }))),
+      ...dashboard.templating.list.filter((v) => v.type === 'query').map((v) => {
+        const q = typeof v.query === 'string' ? v.query : v.query.query;
+        return { where: `variable ${v.name}`, expr: /^label_values\((.+),\s*\w+\)$/.exec(q)?.[1] ?? q };
+      }),
+    ];
+
+    it('reads the stack\'s Prometheus through the provisioned datasource (InfluxDB stays the default)', () => {
+      expect(ds).toHaveLength(1);
+      expect(ds[0]).toMatchObject({ type: 'prometheus', isDefault: false });
+      const url = new URL(ds[0].url);
+      expect(url.hostname).toBe('prometheus');
+      expect(prometheus.ports?.map(containerPort)).toEqual([Number(url.port)]);
+      for (const p of panelsOf(dashboard)) {
+        expect(p.datasource.uid).toBe(ds[0].uid);
+        for (const t of p.targets) expect(t.datasource.uid).toBe(ds[0].uid);
+      }
+      for (const v of dashboard.templating.list.filter((x) => x.type === 'query')) expect(v.datasource?.uid).toBe(ds[0].uid);
+      expect(exprs.length).toBeGreaterThanOrEqual(20);
+    });
+
+    (havePromtool ? it : it.skip)('every expression is PromQL that promtool accepts (Grafana\'s variables filled in)', () => {
+      const dir = tempDir('braid-dash-promql-');
+      try {
+        const rules = exprs.map((e, i) => ({ record: `braid_dashboard:expr_${i}`, expr: e.expr.replaceAll('$__rate_interval', '1m').replaceAll('$gateway', '.*') }));
+        writeFileSync(join(dir.path, 'rules.yml'), stringify({ groups: [{ name: 'dashboard', rules }] }));
+        const r = spawnSync('promtool', ['check', 'rules', join(dir.path, 'rules.yml')], { encoding: 'utf8' });
+        expect({ status: r.status, out: r.stdout + r.stderr }).toEqual({ status: 0, out: expect.stringContaining(`SUCCESS: ${rules.length} rules found`) });
+      } finally { dir.remove(); }
+    });
+
+    describe('against a running gateway and cloud', () => {
+      let live: LiveMetrics;
+      beforeAll(async () => { live = await liveMetrics(); }, 30_000);
+
+      it('every metric its PromQL reads is one they serve', () => {
+        const known = sampleNamesOf(new Map([...live.families].map(([n, f]) => [n, f.type])));
+        const unknown = exprs.flatMap(({ where, expr }) => {
+          const names = promqlMetricNames(expr);
+          return names.length === 0 ? [`${where}: reads no metric`] : names.filter((n) => !known.has(n)).map((n) => `${where}: ${n}`);
+        });
+        expect(unknown).toEqual([]);
+      });
+
+      it('shows the backlog, the link to the cloud, ingest, batch runs, views, contact age, processes and hosts', () => {
+        const read = new Set(exprs.flatMap((e) => promqlMetricNames(e.expr)));
+        const wanted = [
+          'braid_outbox_pending_readings', 'braid_forward_last_success_timestamp_seconds', 'braid_speedpush_last_success_timestamp_seconds',
+          'braid_ingest_readings_total', 'braid_ingest_rejected_total', 'braid_batch_runs_total', 'braid_views_age_seconds',
+          'braid_gateway_last_contact_age_seconds', 'process_cpu_seconds_total', 'process_resident_memory_bytes',
+          ...[...live.gateway.keys()].filter((n) => n.startsWith('braid_host_')),
+        ];
+        expect(wanted.filter((n) => !read.has(n))).toEqual([]);
+      });
     });
   });
 });
