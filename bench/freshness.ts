@@ -316,7 +316,7 @@ function shippedDefaults(): string[] {
   const g = gatewayConfigSchema.parse({});
   const c = cloudConfigSchema.parse({});
   return [
-    `| gateway \`speed.pushIntervalMs\` | ${g.speed.pushIntervalMs} ms | pause between the end of one speed push and the start of the next: a reading waits up to one cycle for its push |`,
+    `| gateway \`speed.pushIntervalMs\` | ${g.speed.pushIntervalMs} ms | time from the start of one speed push to the start of the next (a slow push is followed at once): a reading waits up to one cycle for its push |`,
     `| gateway \`speed.pushMaxPartials\` | ${int(g.speed.pushMaxPartials)} | partials per push (a full page is followed at once by the next) |`,
     `| gateway \`outbox.groupCommitMs\` | ${g.outbox.groupCommitMs} ms | readings share a transaction (outbox row + speed partial) this long; then PUBACK |`,
     `| gateway \`outbox.epochMs\` / \`epochIdleMs\` | ${int(g.outbox.epochMs)} / ${int(g.outbox.epochIdleMs)} ms | epoch length (partials are per epoch; not on the freshness path) |`,

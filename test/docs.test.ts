@@ -8,18 +8,26 @@
  *   ingest path (and a real batch run) and return what the page says they return, and its script
  *   that prints the batch SQL for Trino prints a query whose rows are the views' (run on DuckDB);
  * - every relative link of README.md and docs/*.md points to a file that exists (and a #fragment
- *   into a Markdown page to one of its headings).
+ *   into a Markdown page to one of its headings);
+ * - facts that come from code stay true: every config default a page states ("`k` (v)", a README
+ *   table row) is the schema's, the speed push interval wherever prose gives it, the files
+ *   architecture.md names for the watermark's `epoch <= E` / `epoch > E` cuts hold them, and every
+ *   source path a page names exists.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
+import { z } from 'zod';
+import { keyDocs } from '../bin/gen-config-docs.js';
+import { cloudConfigSchema } from '../cloud/config.js';
+import { gatewayConfigSchema } from '../edge/config.js';
 import { DEFAULT_BATCH_JOB_OPTIONS, VIEW_NAMES, startBatchRun } from '../cloud/batch/index.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart } from '../shared/time.js';
 import {
   type Reading, addGatewayToken, ingestBody, listFiles, postIngest, startTestCloud, testCloudConfig,
 } from './support/cloud.js';
-import { headingAnchors, isRelativeTarget, linkTargets, mentionedMetricNames, taggedBlocks } from './support/docs.js';
+import { headingAnchors, isRelativeTarget, linkTargets, mentionedMetricNames, proseLines, taggedBlocks } from './support/docs.js';
 import { tempDir } from './support/gateway.js';
 import { type LiveMetrics, defaultMetricNames, liveMetrics, sampleNamesOf } from './support/live-metrics.js';
 
@@ -287,4 +295,139 @@ test('every relative link in README.md and docs/*.md points to a file that exist
   }
   expect(broken).toEqual([]);
   expect(checked).toBeGreaterThan(20);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Facts the docs take from the code: defaults, and where a rule is enforced
+
+/** README.md, deploy/README.md and docs/*.md but the generated configuration page, fenced blocks left out. */
+const prosePages = () => pagesNamingMetrics().filter((p) => p !== 'docs/configuration.md')
+  .map((page) => ({ page, lines: proseLines(read(page).split(/^## Changelog$/m)[0], { keepCode: true }) }));
+
+/** Each config key's default, by key path, from both schemas (a key of both, like http.port, has two). */
+function schemaDefaults(): Map<string, unknown[]> {
+  const out = new Map<string, unknown[]>();
+  for (const schema of [gatewayConfigSchema, cloudConfigSchema]) {
+    for (const d of keyDocs(schema)) {
+      const json = /^`(.*?)`/.exec(d.default)?.[1];
+      let v: unknown;
+      try { v = JSON.parse(json ?? ''); } catch { continue; } // gw-<hostname>: no literal default
+      out.set(d.key, [...(out.get(d.key) ?? []), v]);
+    }
+  }
+  return out;
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, min: 60_000, minute: 60_000, minutes: 60_000, h: 3_600_000, hour: 3_600_000, hours: 3_600_000, d: 86_400_000, day: 86_400_000, days: 86_400_000 };
+const UNIT_BYTES: Record<string, number> = { B: 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30 };
+
+/**
+ * A value as the docs write it ("1 s", "60000", "1,000,000", "1 GiB", "`0 2 * * *`") in the unit
+ * of the key (ms for *Ms, minutes for *Minutes, bytes for *Bytes), or undefined if it is prose.
+ */
+function docValue(key: string, text: string): unknown {
+  const code = /^`([^`]*)`$/.exec(text);
+  if (code) return code[1];
+  const m = /^(\d[\d,]*(?:\.\d+)?)(?:\s*([A-Za-z]+))?$/.exec(text);
+  if (!m) return undefined;
+  const n = Number(m[1].replace(/,/g, ''));
+  if (!m[2]) return n;
+  const keyUnit = /Ms$/.test(key) ? 1 : /Minutes$/.test(key) ? 60_000 : /Bytes$/.test(key) ? 'bytes' : null;
+  if (keyUnit === 'bytes') return UNIT_BYTES[m[2]] === undefined ? undefined : n * UNIT_BYTES[m[2]];
+  if (keyUnit === null || UNIT_MS[m[2]] === undefined) return n; // "100 msg/s": the number is the value
+  return (n * UNIT_MS[m[2]]) / keyUnit;
+}
+
+/**
+ * Where a page states a key's default: "`k` (v)", "`k` = v", "`k`, v by default", "`k1` / `k2` (v1 / v2)" in prose, and
+ * a table row "| `k1` / `k2` | v1 / v2 |". A key without a dot after a dotted one is of its group
+ * (`outbox.epochMs` / `epochIdleMs`).
+ */
+function statedDefaults(line: string): Array<{ key: string; text: string }> {
+  const out: Array<{ key: string; text: string }> = [];
+  const keysOf = (chain: string) => {
+    const keys = [...chain.matchAll(/`([\w.]+)`/g)].map((m) => m[1]);
+    const group = keys[0].includes('.') ? keys[0].slice(0, keys[0].lastIndexOf('.') + 1) : '';
+    return keys.map((k, i) => (i > 0 && !k.includes('.') ? group + k : k));
+  };
+  const pair = (keys: string[], values: string[]) => {
+    if (keys.length !== values.length) return;
+    keys.forEach((key, i) => out.push({ key, text: values[i].trim() }));
+  };
+  const row = /^\|\s*(`[\w.]+`(?:\s*\/\s*`[\w.]+`)*)\s*\|\s*([^|]+?)\s*\|/.exec(line);
+  if (row) pair(keysOf(row[1]), row[2].split(' / '));
+  for (const m of line.matchAll(/(`[\w.]+`(?:\s*\/\s*`[\w.]+`)*)\s*(?:\(([^():;]*?)(?:[):;]|, )|=\s*([^,;()]*?)(?:[,;()]|\.\s|\.$|$)|,\s*([^,;()`]+?)\s+by default)/g)) {
+    pair(keysOf(m[1]), (m[2] ?? m[3] ?? m[4]).split(' / '));
+  }
+  return out;
+}
+
+test('every default the docs state for a config key is the schema\'s default', () => {
+  const defaults = schemaDefaults();
+  const wrong: string[] = [];
+  let checked = 0;
+  for (const { page, lines } of prosePages()) {
+    for (const line of lines) {
+      for (const { key, text } of statedDefaults(line)) {
+        const want = defaults.get(key);
+        if (!want) continue;
+        // A string default ("2GB", a cron expression) only as a code span: "`http.host` = 127.0.0.1"
+        // in a benchmark's settings is what it ran with, not a claim about the default.
+        const v = want.some((w) => typeof w === 'string') ? /^`([^`]*)`$/.exec(text)?.[1] : docValue(key, text);
+        if (v === undefined) continue;
+        checked++;
+        if (!want.some((w) => w === v)) wrong.push(`${page}: ${key} stated as "${text}", default ${want.map((w) => JSON.stringify(w)).join(' or ')}`);
+      }
+    }
+  }
+  expect(wrong).toEqual([]);
+  expect(checked).toBeGreaterThan(20);
+});
+
+test('the speed push interval the docs state is speed.pushIntervalMs\' default, wherever they state it', () => {
+  const interval = z.object({ speed: gatewayConfigSchema.shape.speed }).parse({ speed: {} }).speed.pushIntervalMs;
+  const wrong: string[] = [];
+  let checked = 0;
+  // benchmarks.md measures other intervals on purpose (and the 2 s of the first runs).
+  for (const { page, lines } of prosePages().filter((p) => p.page !== 'docs/benchmarks.md')) {
+    // Sentences, across line breaks: "pushes ... every 2 s", "next push (2 s)", "push every 2,000 ms".
+    for (const sentence of lines.join(' ').split(/(?<=\.)\s+/)) {
+      if (!/\bpush/i.test(sentence)) continue;
+      for (const m of sentence.matchAll(/(?:\bevery|\bpush\w*)\s+(?:`speed\.pushIntervalMs`\s*)?\(?(?:=\s*)?(\d[\d,]*(?:\.\d+)?\s*(?:ms|s))\b/g)) {
+        checked++;
+        const ms = docValue('pushIntervalMs', m[1].replace(/\s+/g, ' '));
+        if (ms !== interval) wrong.push(`${page}: "${m[0]}" (default ${interval} ms)`);
+      }
+    }
+  }
+  expect(wrong).toEqual([]);
+  expect(checked).toBeGreaterThan(2);
+});
+
+test('docs/architecture.md names the files where the watermark cuts really are', () => {
+  const doc = read('docs/architecture.md');
+  // "`epoch > E` (`cloud/speed/store.ts` ...)": the named file holds that comparison on epoch.
+  const claims = [...doc.matchAll(/`epoch (>|<=) E`\s*\((?:`[^`]*`[^`(]*)*?`([\w/.-]+\.ts)`/g)].map((m) => ({ op: m[1], file: m[2] }));
+  expect(claims.map((c) => c.op).sort()).toEqual(['<=', '>', '>']);
+  for (const { op, file } of claims) {
+    const source = read(file);
+    expect({ file, op, holds: new RegExp(`\\bepoch\\s*${op}\\s*`).test(source) }).toEqual({ file, op, holds: true });
+  }
+});
+
+test('every source path the docs name exists', () => {
+  const missing: string[] = [];
+  let checked = 0;
+  for (const { page, lines } of prosePages()) {
+    for (const line of lines) {
+      for (const m of line.matchAll(/`((?:edge|cloud|shared|bin|test|bench|deploy)\/[\w./-]*)`/g)) {
+        // What a bench run writes (git-ignored), and a file the page says is gone.
+        if (m[1].startsWith('bench/.out/') || line.slice(m.index + m[0].length).startsWith(', now removed')) continue;
+        checked++;
+        if (!existsSync(join(ROOT, m[1]))) missing.push(`${page}: ${m[1]}`);
+      }
+    }
+  }
+  expect(missing).toEqual([]);
+  expect(checked).toBeGreaterThan(50);
 });
