@@ -6,6 +6,7 @@
  */
 import { join } from 'node:path';
 import { Registry, collectDefaultMetrics } from 'prom-client';
+import { type MetricFamily, registryFamilies } from '../../bin/gen-metrics-docs.js';
 import { createCloud } from '../../cloud/app.js';
 import { addApiKey } from '../../cloud/store/credentials.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
@@ -13,17 +14,11 @@ import { testCloudConfig } from './cloud.js';
 import { exposedMetrics, sampleNames } from './docs.js';
 import { startTestGateway, tempDir } from './gateway.js';
 
-export interface MetricFamily {
-  type: string;
-  /** Label names the family is declared with (from the process's registry; the exposition shows only those with samples). */
-  labels: string[];
-}
-
 export interface LiveMetrics {
   /** Family name -> its type, as served on GET /metrics (`# TYPE` lines). */
   gateway: Map<string, string>;
   cloud: Map<string, string>;
-  /** Both, with the label names each family is declared with. */
+  /** Both, from the processes' registries: type, declared label names, help. */
   families: Map<string, MetricFamily>;
 }
 
@@ -31,12 +26,6 @@ async function scrape(url: string, key?: string): Promise<string> {
   const res = await fetch(`${url}/metrics`, key ? { headers: { authorization: `Bearer ${key}` } } : {});
   if (res.status !== 200) throw new Error(`GET ${url}/metrics answered ${res.status}`);
   return res.text();
-}
-
-function declared(registry: Registry, into: Map<string, MetricFamily>, types: Map<string, string>): void {
-  for (const m of registry.getMetricsAsArray() as unknown as Array<{ name: string; labelNames?: string[] }>) {
-    into.set(m.name, { type: types.get(m.name) ?? 'untyped', labels: [...(m.labelNames ?? [])] });
-  }
 }
 
 /** Start a gateway and a cloud, scrape both (the cloud with a read key, as Prometheus does), stop them. */
@@ -50,9 +39,7 @@ export async function liveMetrics(): Promise<LiveMetrics> {
     const key = await addApiKey(db, 'prometheus', 'read').finally(() => db.close());
     const gw = exposedMetrics(await scrape(gateway.httpUrl));
     const cl = exposedMetrics(await scrape(url, key));
-    const families = new Map<string, MetricFamily>();
-    declared(gateway.gateway.registry, families, gw);
-    declared(cloud.server.registry, families, cl);
+    const families = await registryFamilies(cloud.server.registry, await registryFamilies(gateway.gateway.registry));
     return { gateway: gw, cloud: cl, families };
   } finally {
     await cloud.server.close();
