@@ -33,9 +33,10 @@ describe('deploy/prometheus/alerts.yml', () => {
   });
 
   withPromtool('fires every alert on the series of its unit test (promtool test rules)', async () => {
-    const r = await run('promtool', ['test', 'rules', 'deploy/prometheus/alerts.test.yml'], {}, 60_000);
+    // The day-long cases (watermark, last success, views age) step through 28 h of evaluations: seconds, not minutes.
+    const r = await run('promtool', ['test', 'rules', 'deploy/prometheus/alerts.test.yml'], {}, 110_000);
     expect({ code: r.code, out: r.stdout + r.stderr }).toEqual({ code: 0, out: expect.stringContaining('SUCCESS') });
-  });
+  }, 120_000);
 
   withPromtool('promtool test rules fails when a rule does not fire as its test expects (the check can fail)', () => {
     // BraidForwarderFailing's own test case against a copy of the rules with its threshold out of reach.
