@@ -5,6 +5,7 @@
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Manifest } from '../batch/index.js';
+import { ViewNotPublishedError } from '../../shared/errors.js';
 import { type Logger, nullLogger } from '../../shared/logger.js';
 import type { ManifestSource } from './manifest.js';
 import { mergeBuckets, toPoints, type Point } from './merge.js';
@@ -96,6 +97,7 @@ export class QueryService {
     for (let attempt = 1; ; attempt++) {
       // [docs/serving.md] the manifest is read once: batch rows and the speed side's E from one version.
       const manifest = await this.deps.manifests.current();
+      if (manifest?.missing?.includes(plan.view)) throw notPublished(plan, manifest);
       const watermark = manifest?.watermark ?? {};
       const batch = this.readBatch(plan, manifest);
       const hook = this.deps.hooks?.afterBatchRead;
@@ -156,4 +158,15 @@ export class QueryService {
       stale: (g) => !Object.hasOwn(contact, g) || now - contact[g] > limit,
     };
   }
+}
+
+/**
+ * The refusal of a query whose view a manifest of an earlier version does not name (gateway_1m,
+ * fleet_1m before they existed): its empty file list would answer as if the batch held no reading.
+ * The next batch run rebuilds every day with them (cloud/batch/job.ts); coarser steps answer meanwhile.
+ */
+function notPublished(plan: QueryPlan, manifest: Manifest): InstanceType<typeof ViewNotPublishedError> {
+  return new ViewNotPublishedError(`step: '${plan.step}' needs the view ${plan.view}, which the live manifest (version ${manifest.version}) `
+    + 'does not have: an earlier Braid version published it. The next batch run publishes it for every day (braid batch run, or '
+    + 'POST /api/v1/batch/run); until then use a step that is a whole number of hours');
 }
