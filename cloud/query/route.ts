@@ -3,6 +3,7 @@
  * key is checked on onRequest, so a stranger learns nothing about parameters (401 before 400).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { errorReply } from '../../shared/http-errors.js';
 import { AGGS } from '../../shared/summary.js';
 import { toCsv } from './merge.js';
 import type { QueryParams } from './params.js';
@@ -94,6 +95,11 @@ export function wantsCsv(accept: string | undefined): boolean {
 export function registerQueryRoute(app: FastifyInstance, deps: QueryRouteDeps): void {
   app.get(QUERY_PATH, {
     onRequest: deps.requireRead,
+    // Before the error handler answers: the status and code it will answer with (schema refusals too).
+    onError: async (_req, _reply, err) => {
+      const { status, body } = errorReply(err);
+      deps.service.refused(status, body.code);
+    },
     schema: {
       summary: 'The merged answer: batch views ⊕ speed partials, per bucket',
       description: 'Buckets start at multiples of step since the Unix epoch (UTC); buckets with no reading are left out. '

@@ -55,6 +55,7 @@ export interface QueryAnswer {
 const MAX_ATTEMPTS = 3;
 
 interface QueryMetrics {
+  rejected: Counter<'code'>;
   fallbacks: Counter<'store' | 'reason'>;
   retries: Counter;
   seconds: Histogram<'view'>;
@@ -64,6 +65,10 @@ function metricsOn(registry: Registry | undefined): QueryMetrics | null {
   if (!registry) return null;
   const get = <T>(name: string, make: () => T): T => (registry.getSingleMetric(name) as T | undefined) ?? make();
   return {
+    rejected: get('braid_query_rejected_total', () => new Counter({
+      name: 'braid_query_rejected_total', registers: [registry], labelNames: ['code'] as const,
+      help: 'Queries answered 4xx, by error code (BRAID_ERR_BAD_REQUEST, BRAID_ERR_VIEW_NOT_PUBLISHED, BRAID_ERR_UNAUTHORIZED...)',
+    })),
     fallbacks: get('braid_query_view_fallbacks_total', () => new Counter({
       name: 'braid_query_view_fallbacks_total', registers: [registry], labelNames: ['store', 'reason'] as const,
       help: 'Batch reads answered from the Parquet views instead of the configured view store (reason: behind, error)',
@@ -88,6 +93,14 @@ export class QueryService {
     this.log = (deps.logger ?? nullLogger()).child({ component: 'query' });
     this.now = deps.now ?? Date.now;
     this.metrics = metricsOn(deps.registry);
+  }
+
+  /**
+   * Count a refused query [INV-5: bad input is counted]: every 4xx of the route, schema refusals
+   * and missing keys included; `code` is the answer's stable code.
+   */
+  refused(status: number, code: string): void {
+    if (status >= 400 && status < 500) this.metrics?.rejected.inc({ code });
   }
 
   /** Validate (BadRequestError naming the parameter) and answer. */

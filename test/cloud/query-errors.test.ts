@@ -98,6 +98,19 @@ describe('every 400 names its parameter', () => {
     expect(named(r.body.message!)).toContain(param);
   });
 
+  it('every refusal is counted by its code, schema refusals and missing keys included (braid_query_rejected_total)', async () => {
+    const counts = async () => Object.fromEntries((await cloud.server.ctx.registry.getSingleMetric('braid_query_rejected_total')!.get()).values
+      .map((v) => [String(v.labels.code), v.value]));
+    const before = await counts();
+    expect((await get(`${OK}&agg=median`)).status).toBe(400); // the route's schema
+    expect((await get(`${OK}&gateway=g&step=30s`)).status).toBe(400); // the planner
+    expect((await get(OK, null)).status).toBe(401);
+    expect((await get(`${OK}&device=d1&step=1h`)).status).toBe(200);
+    const after = await counts();
+    const delta = (code: string) => (after[code] ?? 0) - (before[code] ?? 0);
+    expect({ bad: delta('BRAID_ERR_BAD_REQUEST'), unauthorized: delta('BRAID_ERR_UNAUTHORIZED') }).toEqual({ bad: 2, unauthorized: 1 });
+  });
+
   it('the bucket limit names query.maxBuckets and the smallest step names the finest view', async () => {
     expect((await get(`${OK}&device=d1&step=1m`)).body.message).toMatch(/1440 buckets, more than query\.maxBuckets \(1000\)/);
     expect((await get(`${OK}&gateway=g&step=30s`)).body.message).toMatch(/finest view of a gateway query \(gateway_1m\); the smallest step is 1m/);

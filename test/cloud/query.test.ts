@@ -225,11 +225,15 @@ describe('a manifest of an earlier version, without gateway_1m and fleet_1m', ()
     await writeFile(join(viewsDir, 'manifest.json.tmp'), JSON.stringify({ ...live, views: older }));
     await rename(join(viewsDir, 'manifest.json.tmp'), join(viewsDir, 'manifest.json'));
 
+    const refusals = async () => (await env.cloud.server.ctx.registry.getSingleMetric('braid_query_rejected_total')!.get()).values
+      .find((v) => v.labels.code === 'BRAID_ERR_VIEW_NOT_PUBLISHED')?.value ?? 0;
+    const counted = await refusals();
     for (const [params, view] of [[{ gateway: 'gw-a', step: '5m' }, 'gateway_1m'], [{ step: '1m' }, 'fleet_1m'], [{ step: '90m' }, 'fleet_1m']] as const) {
       const r = await query({ metric: 'temp', ...FULL, agg: 'sum', ...params });
       expect(r).toMatchObject({ status: 409, body: { code: 'BRAID_ERR_VIEW_NOT_PUBLISHED' } });
       expect(r.body.message).toMatch(new RegExp(`^step: '${params.step}' needs the view ${view}, which the live manifest \\(version ${live.version}\\) does not have`));
     }
+    expect(await refusals()).toBe(counted + 3);
     // Hours and days of every scope, and a device's minutes, answer as before.
     for (const [scope, step] of [[{ gateway: 'gw-a' }, '1h'], [{ fleet: true }, '1d'], [{ device: 'd1' }, '5m']] as Array<[TestScope, string]>) {
       const r = await query({ metric: 'temp', ...scopeParams(scope), ...FULL, step, agg: 'sum' });
