@@ -180,7 +180,8 @@ class Run implements BatchRun {
         this.effectiveKind = 'full';
       }
       const snap = await takeSnapshot(this.db, this.effectiveKind === 'full' ? null : prev!.watermark);
-      const nothingNew = prev !== null && snap.days.length === 0 && changedSpans(prev.watermark, snap.watermark).length === 0;
+      // A manifest lacking views is rewritten even with no day to build (its lists are then all empty).
+      const nothingNew = prev !== null && !prev.missing?.length && snap.days.length === 0 && changedSpans(prev.watermark, snap.watermark).length === 0;
       const rowsTotal = snap.files.reduce((n, f) => n + f.rows, 0);
       this.step({ phase: 'building', daysTotal: snap.days.length, rowsTotal });
       let live = prev;
