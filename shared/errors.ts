@@ -56,6 +56,8 @@ export const ForbiddenError = declare('BRAID_ERR_FORBIDDEN', 403, 'ForbiddenErro
 export const NotFoundError = declare('BRAID_ERR_NOT_FOUND', 404, 'NotFoundError');
 /** A name that is already taken (device add of an existing device). */
 export const ConflictError = declare('BRAID_ERR_CONFLICT', 409, 'ConflictError');
+/** A query whose view the live manifest does not name yet (written by an earlier version); the next batch run publishes it. */
+export const ViewNotPublishedError = declare('BRAID_ERR_VIEW_NOT_PUBLISHED', 409, 'ViewNotPublishedError');
 /** A request body over its size limit. */
 export const PayloadTooLargeError = declare('BRAID_ERR_PAYLOAD_TOO_LARGE', 413, 'PayloadTooLargeError');
 /** A limit refused the work (rate limit, queue full); the work was counted as dropped. */

@@ -107,10 +107,8 @@ export async function profileDay(opts: { day: string; files: string[]; masterRow
       statements.push(await profiled(engine, step.name, `CREATE OR REPLACE TEMP TABLE ${engine.ident(step.name)} AS ${step.sql(engine)}`, opts.rawDir));
     }
     for (const step of VIEW_STEPS) {
-      if (!step.published) continue;
       const order = [...step.keys, 'metric', 'bucket'].join(', ');
-      const devices = (step as { devices?: boolean }).devices ?? false;
-      const select = `SELECT ${outputColumns(engine, step.keys, (c) => engine.outTimestamp(c), devices)} FROM ${engine.ident(step.name)} ORDER BY ${order}`;
+      const select = `SELECT ${outputColumns(engine, step.keys, (c) => engine.outTimestamp(c), step.devices)} FROM ${engine.ident(step.name)} ORDER BY ${order}`;
       statements.push(await profiled(engine, `copy ${step.name}`, `COPY (${select}) TO '${join(opts.outDir, `${step.name}.parquet`)}' (FORMAT parquet, COMPRESSION zstd)`, opts.rawDir));
     }
     const bare = await profiled(engine, 'bare device_1m', `CREATE OR REPLACE TEMP TABLE bare AS ${bareSql(engine, opts.files)}`, opts.rawDir);

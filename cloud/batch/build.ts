@@ -15,7 +15,7 @@ export interface DayBuild {
 }
 
 /**
- * Compute the seven views of `day` from `files` (absolute paths) and write them to
+ * Compute the views of `day` from `files` (absolute paths) and write them to
  * `<outDir>/<view>-day=<day>.parquet`. Rows are written sorted by key, metric, bucket, so the
  * files of equal views are equal row for row.
  */
@@ -28,8 +28,7 @@ export async function buildDay(engine: DuckDialect, day: string, files: string[]
   if (n > 0) {
     for (const step of VIEW_STEPS) await engine.materialize(step.name, step.sql(engine));
     for (const step of VIEW_STEPS) {
-      if (!step.published) continue;
-      const name = step.name as ViewName;
+      const name = step.name;
       const order = [...step.keys, 'metric', 'bucket'].join(', ');
       const file = join(outDir, `${name}-day=${day}.parquet`);
       await engine.copyToParquet(

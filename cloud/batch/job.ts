@@ -172,8 +172,16 @@ class Run implements BatchRun {
       }
       // Incremental with no manifest is a full run [INV-4: deleting views/ and rerunning restores them].
       if (!prev) this.effectiveKind = 'full';
+      // A manifest of an earlier version lacks views added since (gateway_1m, fleet_1m): an
+      // incremental run would publish them for the changed days only, and the query would read
+      // the other days as empty. Every day gets them once; the query refuses them until then.
+      else if (prev.missing?.length && this.effectiveKind !== 'full') {
+        this.logger.info({ missing: prev.missing, version: prev.version }, 'the live manifest lacks views added since it was written: rebuilding every day');
+        this.effectiveKind = 'full';
+      }
       const snap = await takeSnapshot(this.db, this.effectiveKind === 'full' ? null : prev!.watermark);
-      const nothingNew = prev !== null && snap.days.length === 0 && changedSpans(prev.watermark, snap.watermark).length === 0;
+      // A manifest lacking views is rewritten even with no day to build (its lists are then all empty).
+      const nothingNew = prev !== null && !prev.missing?.length && snap.days.length === 0 && changedSpans(prev.watermark, snap.watermark).length === 0;
       const rowsTotal = snap.files.reduce((n, f) => n + f.rows, 0);
       this.step({ phase: 'building', daysTotal: snap.days.length, rowsTotal });
       let live = prev;

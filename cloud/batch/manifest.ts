@@ -18,6 +18,12 @@ export interface Manifest {
   watermark: Record<string, number>;
   /** Per view, paths relative to views/, sorted by day. */
   views: Record<ViewName, string[]>;
+  /**
+   * Views the file did not name: it was written by an earlier version, before those views existed
+   * (gateway_1m, fleet_1m). Their lists above are empty, which would read as "no rows", so the query
+   * refuses them and the next batch run rebuilds every day. Set by readManifest only; never written.
+   */
+  missing?: ViewName[];
 }
 
 const manifestSchema = z.object({
@@ -49,7 +55,8 @@ export async function readManifest(viewsDir: string): Promise<Manifest | null> {
   } catch (err) {
     throw new ManifestInvalidError(`${file} is not a valid manifest (${(err as Error).message.slice(0, 200)}); rerun with --full to rewrite it`, { cause: err });
   }
-  return { ...parsed, views: { ...emptyViews(), ...parsed.views } as Record<ViewName, string[]> };
+  const missing = VIEW_NAMES.filter((v) => !Object.hasOwn(parsed.views, v));
+  return { ...parsed, views: { ...emptyViews(), ...parsed.views } as Record<ViewName, string[]>, ...(missing.length ? { missing } : {}) };
 }
 
 /** Write the manifest: manifest.json.tmp, fsync, rename over manifest.json, fsync views/. */
@@ -57,7 +64,8 @@ export async function writeManifest(viewsDir: string, m: Manifest): Promise<void
   const tmp = join(viewsDir, `${MANIFEST_FILE}.tmp`);
   const fh = await open(tmp, 'w');
   try {
-    await fh.writeFile(`${JSON.stringify(m, null, 1)}\n`);
+    const file = { version: m.version, createdAt: m.createdAt, watermark: m.watermark, views: m.views };
+    await fh.writeFile(`${JSON.stringify(file, null, 1)}\n`);
     await fh.sync();
   } finally {
     await fh.close();

@@ -9,8 +9,12 @@
  * bucket): a day may be sent again, with the same or newer rows.
  */
 
-/** The view names, in build order (DESIGN.md, Files contract). */
-export const VIEW_NAMES = ['device_1m', 'device_1h', 'device_1d', 'gateway_1h', 'gateway_1d', 'fleet_1h', 'fleet_1d'] as const;
+/**
+ * The view names, in build order (DESIGN.md, Files contract): every scope has minutes, hours and
+ * days, so every scope answers any step that is a whole number of minutes. gateway_1m and fleet_1m
+ * are newer than the others: a manifest written before them does not name them (Manifest.missing).
+ */
+export const VIEW_NAMES = ['device_1m', 'device_1h', 'device_1d', 'gateway_1m', 'gateway_1h', 'gateway_1d', 'fleet_1m', 'fleet_1h', 'fleet_1d'] as const;
 export type ViewName = (typeof VIEW_NAMES)[number];
 
 export interface ViewChanges {

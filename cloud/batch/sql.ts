@@ -102,19 +102,21 @@ export interface DeviceSource {
 }
 
 /**
- * Merge the rows of a finer view into `unit` buckets per `keys`, metric. `tie` names the column
- * that breaks (ts) ties between rows for first/last (device when rows of several devices merge);
- * rows of one key never tie, their buckets being disjoint in time. With `devices`, the output
- * carries first_device and last_device: the device of the row picked for first and for last.
- * First/last are MIN_BY/MAX_BY over (first_ts, tie) / (last_ts, tie); Chan's m2 needs the group's
- * mean in every row, from SUM windows (unordered: no sort within a partition).
+ * Merge the rows of a finer view into `unit` buckets per `keys`, metric. `tie` names the columns
+ * that break (ts) ties between rows for first/last (the device when rows of several devices merge:
+ * `device`, or the rows' first_device/last_device when they already mix devices); rows of one key
+ * never tie, their buckets being disjoint in time. With `devices`, the output carries first_device
+ * and last_device: the device of the row picked for first and for last. First/last are
+ * MIN_BY/MAX_BY over (first_ts, tie) / (last_ts, tie); Chan's m2 needs the group's mean in every
+ * row, from SUM windows (unordered: no sort within a partition). A `minute` rollup of minute rows
+ * only merges rows of the same minute across keys (fleet_1m from gateway_1m).
  */
-export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: 'hour' | 'day', tie: string | null, devices: DeviceSource | null = null): string {
+export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: 'minute' | 'hour' | 'day', tie: DeviceSource | null, devices: DeviceSource | null = null): string {
   const c = (n: string) => q.ident(n);
   const k = keys.map((x) => `${x}, `).join('');
   const part = `PARTITION BY ${k}metric, b`;
-  const firstBy = tie ? `(first_ts, ${tie})` : 'first_ts';
-  const lastBy = tie ? `(last_ts, ${tie})` : 'last_ts';
+  const firstBy = tie ? `(first_ts, ${tie.first})` : 'first_ts';
+  const lastBy = tie ? `(last_ts, ${tie.last})` : 'last_ts';
   const dev = `(${c('sum')} / ${c('count')} - tsum / tcount)`;
   const deviceCols = devices ? `,
   MIN_BY(${devices.first}, ${firstBy}) AS first_device,
@@ -140,9 +142,7 @@ GROUP BY ${k}metric, b`;
 
 /** One step of a day's build: a relation named `name` computed from `from`. */
 export interface ViewStep {
-  name: ViewName | 'gateway_1m';
-  /** Published as a view (gateway_1m is only a step towards gateway_1h). */
-  published: boolean;
+  name: ViewName;
   /** Key columns of the rows, before metric. */
   keys: string[];
   /** Rows mix devices: the step has first_device and last_device (DEVICE_COLUMNS). */
@@ -150,23 +150,29 @@ export interface ViewStep {
   sql: (q: SqlQuoting) => string;
 }
 
-/** A rollup of rows that already carry first_device/last_device. */
+/** Device rows: the row's device is its first's and last's. */
+const OWN: DeviceSource = { first: 'device', last: 'device' };
+/** Rows that already carry first_device/last_device. */
 const CARRIED: DeviceSource = { first: 'first_device', last: 'last_device' };
 
 /**
- * The views of one day, in dependency order, from the relation `readings` (readingsSql).
- * The gateway views group by the reading's own gateway column (after dedup), so a device that
- * moved gateways counts under each gateway for the readings that gateway delivered.
+ * The views of one day, in dependency order, from the relation `readings` (readingsSql); every step
+ * is published. The gateway views group by the reading's own gateway column (after dedup), so a
+ * device that moved gateways counts under each gateway for the readings that gateway delivered.
+ * fleet_1m merges gateway_1m (a few rows per minute, not one per device); its (ts, device) ties
+ * between gateways are broken by the rows' own first_device/last_device, and dedup leaves no two
+ * gateways with one (device, metric, ts). fleet_1h stays a rollup of device_1h, as before.
  */
 export const VIEW_STEPS: readonly ViewStep[] = [
-  { name: 'device_1m', published: true, keys: ['device'], devices: false, sql: (q) => minuteSql(q, 'readings', 'device') },
-  { name: 'device_1h', published: true, keys: ['device'], devices: false, sql: (q) => rollupSql(q, 'device_1m', ['device'], 'hour', null) },
-  { name: 'device_1d', published: true, keys: ['device'], devices: false, sql: (q) => rollupSql(q, 'device_1h', ['device'], 'day', null) },
-  { name: 'gateway_1m', published: false, keys: ['gateway'], devices: true, sql: (q) => minuteSql(q, 'readings', 'gateway') },
-  { name: 'gateway_1h', published: true, keys: ['gateway'], devices: true, sql: (q) => rollupSql(q, 'gateway_1m', ['gateway'], 'hour', null, CARRIED) },
-  { name: 'gateway_1d', published: true, keys: ['gateway'], devices: true, sql: (q) => rollupSql(q, 'gateway_1h', ['gateway'], 'day', null, CARRIED) },
-  { name: 'fleet_1h', published: true, keys: [], devices: true, sql: (q) => rollupSql(q, 'device_1h', [], 'hour', 'device', { first: 'device', last: 'device' }) },
-  { name: 'fleet_1d', published: true, keys: [], devices: true, sql: (q) => rollupSql(q, 'fleet_1h', [], 'day', null, CARRIED) },
+  { name: 'device_1m', keys: ['device'], devices: false, sql: (q) => minuteSql(q, 'readings', 'device') },
+  { name: 'device_1h', keys: ['device'], devices: false, sql: (q) => rollupSql(q, 'device_1m', ['device'], 'hour', null) },
+  { name: 'device_1d', keys: ['device'], devices: false, sql: (q) => rollupSql(q, 'device_1h', ['device'], 'day', null) },
+  { name: 'gateway_1m', keys: ['gateway'], devices: true, sql: (q) => minuteSql(q, 'readings', 'gateway') },
+  { name: 'gateway_1h', keys: ['gateway'], devices: true, sql: (q) => rollupSql(q, 'gateway_1m', ['gateway'], 'hour', null, CARRIED) },
+  { name: 'gateway_1d', keys: ['gateway'], devices: true, sql: (q) => rollupSql(q, 'gateway_1h', ['gateway'], 'day', null, CARRIED) },
+  { name: 'fleet_1m', keys: [], devices: true, sql: (q) => rollupSql(q, 'gateway_1m', [], 'minute', CARRIED, CARRIED) },
+  { name: 'fleet_1h', keys: [], devices: true, sql: (q) => rollupSql(q, 'device_1h', [], 'hour', OWN, OWN) },
+  { name: 'fleet_1d', keys: [], devices: true, sql: (q) => rollupSql(q, 'fleet_1h', [], 'day', null, CARRIED) },
 ];
 
 /** The file's column list of a view, in order, with `ts` wrapping each timestamp column. */

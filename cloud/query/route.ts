@@ -3,6 +3,7 @@
  * key is checked on onRequest, so a stranger learns nothing about parameters (401 before 400).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { errorReply } from '../../shared/http-errors.js';
 import { AGGS } from '../../shared/summary.js';
 import { toCsv } from './merge.js';
 import type { QueryParams } from './params.js';
@@ -34,7 +35,7 @@ const QUERYSTRING_SCHEMA = {
     to: { type: 'string', description: 'End, exclusive: epoch ms or ISO 8601 with a zone; rounded up to the step' },
     step: {
       type: 'string', default: '1h', pattern: '^\\s*\\d+(ms|s|m|h|d|w)\\s*$',
-      description: 'Bucket width (1m, 5m, 1h, 1d, ...): a multiple of 1m for a device, of 1h for a gateway or the fleet',
+      description: 'Bucket width (1m, 5m, 1h, 1d, ...): a whole number of minutes, for a device, a gateway or the fleet',
     },
     agg: { type: 'string', enum: [...AGGS], default: 'avg', description: 'stddev is the population one' },
   },
@@ -94,6 +95,11 @@ export function wantsCsv(accept: string | undefined): boolean {
 export function registerQueryRoute(app: FastifyInstance, deps: QueryRouteDeps): void {
   app.get(QUERY_PATH, {
     onRequest: deps.requireRead,
+    // Before the error handler answers: the status and code it will answer with (schema refusals too).
+    onError: async (_req, _reply, err) => {
+      const { status, body } = errorReply(err);
+      deps.service.refused(status, body.code);
+    },
     schema: {
       summary: 'The merged answer: batch views ⊕ speed partials, per bucket',
       description: 'Buckets start at multiples of step since the Unix epoch (UTC); buckets with no reading are left out. '
@@ -111,6 +117,11 @@ export function registerQueryRoute(app: FastifyInstance, deps: QueryRouteDeps): 
         400: { description: 'BRAID_ERR_BAD_REQUEST: the message names the parameter', ...ERROR_SCHEMA },
         401: { description: 'No or unknown key', ...ERROR_SCHEMA },
         403: { description: 'Not a read or admin key', ...ERROR_SCHEMA },
+        409: {
+          description: 'BRAID_ERR_VIEW_NOT_PUBLISHED: the step needs a view (gateway_1m, fleet_1m) that the live manifest, '
+            + 'written by an earlier version, lacks; the next batch run publishes it',
+          ...ERROR_SCHEMA,
+        },
       },
     },
   }, async (req, reply) => {

@@ -5,6 +5,7 @@
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Manifest } from '../batch/index.js';
+import { ViewNotPublishedError } from '../../shared/errors.js';
 import { type Logger, nullLogger } from '../../shared/logger.js';
 import type { ManifestSource } from './manifest.js';
 import { mergeBuckets, toPoints, type Point } from './merge.js';
@@ -54,6 +55,7 @@ export interface QueryAnswer {
 const MAX_ATTEMPTS = 3;
 
 interface QueryMetrics {
+  rejected: Counter<'code'>;
   fallbacks: Counter<'store' | 'reason'>;
   retries: Counter;
   seconds: Histogram<'view'>;
@@ -63,6 +65,10 @@ function metricsOn(registry: Registry | undefined): QueryMetrics | null {
   if (!registry) return null;
   const get = <T>(name: string, make: () => T): T => (registry.getSingleMetric(name) as T | undefined) ?? make();
   return {
+    rejected: get('braid_query_rejected_total', () => new Counter({
+      name: 'braid_query_rejected_total', registers: [registry], labelNames: ['code'] as const,
+      help: 'Queries answered 4xx, by error code (BRAID_ERR_BAD_REQUEST, BRAID_ERR_VIEW_NOT_PUBLISHED, BRAID_ERR_UNAUTHORIZED...)',
+    })),
     fallbacks: get('braid_query_view_fallbacks_total', () => new Counter({
       name: 'braid_query_view_fallbacks_total', registers: [registry], labelNames: ['store', 'reason'] as const,
       help: 'Batch reads answered from the Parquet views instead of the configured view store (reason: behind, error)',
@@ -89,6 +95,14 @@ export class QueryService {
     this.metrics = metricsOn(deps.registry);
   }
 
+  /**
+   * Count a refused query [INV-5: bad input is counted]: every 4xx of the route, schema refusals
+   * and missing keys included; `code` is the answer's stable code.
+   */
+  refused(status: number, code: string): void {
+    if (status >= 400 && status < 500) this.metrics?.rejected.inc({ code });
+  }
+
   /** Validate (BadRequestError naming the parameter) and answer. */
   async query(params: QueryParams): Promise<QueryAnswer> {
     const plan = planQuery(params, { maxBuckets: this.options.maxBuckets });
@@ -96,6 +110,7 @@ export class QueryService {
     for (let attempt = 1; ; attempt++) {
       // [docs/serving.md] the manifest is read once: batch rows and the speed side's E from one version.
       const manifest = await this.deps.manifests.current();
+      if (manifest?.missing?.includes(plan.view)) throw notPublished(plan, manifest);
       const watermark = manifest?.watermark ?? {};
       const batch = this.readBatch(plan, manifest);
       const hook = this.deps.hooks?.afterBatchRead;
@@ -156,4 +171,15 @@ export class QueryService {
       stale: (g) => !Object.hasOwn(contact, g) || now - contact[g] > limit,
     };
   }
+}
+
+/**
+ * The refusal of a query whose view a manifest of an earlier version does not name (gateway_1m,
+ * fleet_1m before they existed): its empty file list would answer as if the batch held no reading.
+ * The next batch run rebuilds every day with them (cloud/batch/job.ts); coarser steps answer meanwhile.
+ */
+function notPublished(plan: QueryPlan, manifest: Manifest): InstanceType<typeof ViewNotPublishedError> {
+  return new ViewNotPublishedError(`step: '${plan.step}' needs the view ${plan.view}, which the live manifest (version ${manifest.version}) `
+    + 'does not have: an earlier Braid version published it. The next batch run publishes it for every day (braid batch run, or '
+    + 'POST /api/v1/batch/run); until then use a step that is a whole number of hours');
 }

@@ -105,6 +105,7 @@ describe('batch views conformance with shared/summary.ts', () => {
       b.reading('d1', 'temp', t, 1),
       a.reading('d3', 'temp', t + 59_000, 3), // same ts as d9: d9 is last
       a.reading('d1', 'temp', t, 100), // identity of b's d1 reading: gw-a < gw-b, this one wins
+      b.reading('d4', 'temp', t + 59_000, 4), // same ts as gw-a's last (d9): the fleet's last across gateways is d9
     ];
     a.closeEpoch();
     b.closeEpoch();
@@ -115,13 +116,16 @@ describe('batch views conformance with shared/summary.ts', () => {
     await (await startBatchRun(jobOptions(dir), { trigger: 'cli' })).done;
     const views = await readViews(dir);
     const fleet = views.fleet_1h.get(`|temp|${t}`)!.summary;
-    expect(fleet).toMatchObject({ count: 4, first: 100, firstTs: t, last: 9, lastTs: t + 59_000, min: 2, max: 100 });
+    expect(fleet).toMatchObject({ count: 5, first: 100, firstTs: t, last: 9, lastTs: t + 59_000, min: 2, max: 100 });
     // first_device/last_device name the device of the reading picked, across the tie [docs/serving.md]
     expect(fleet).toMatchObject({ firstDevice: 'd1', lastDevice: 'd9' });
+    // fleet_1m merges the gateways' minutes: both ties are between gw-a's and gw-b's rows (d1 vs d2 first, d9 vs d4 last).
+    expect(views.fleet_1m.get(`|temp|${t}`)!.summary).toEqual(fleet);
+    expect(views.gateway_1m.get(`gw-a|temp|${t}`)!.summary).toEqual(views.gateway_1h.get(`gw-a|temp|${t}`)!.summary);
     expect(views.fleet_1d.get(`|temp|${DAY0}`)!.summary).toMatchObject({ first: 100, firstDevice: 'd1', last: 9, lastDevice: 'd9' });
     expect(views.gateway_1h.get(`gw-a|temp|${t}`)!.summary).toMatchObject({ count: 3, first: 100, last: 9, firstDevice: 'd1', lastDevice: 'd9' });
     expect(views.gateway_1d.get(`gw-a|temp|${DAY0}`)!.summary).toMatchObject({ firstDevice: 'd1', lastDevice: 'd9' });
-    expect(views.gateway_1h.get(`gw-b|temp|${t}`)!.summary).toMatchObject({ count: 1, first: 2, last: 2, firstDevice: 'd2', lastDevice: 'd2' });
+    expect(views.gateway_1h.get(`gw-b|temp|${t}`)!.summary).toMatchObject({ count: 2, first: 2, last: 4, firstDevice: 'd2', lastDevice: 'd4' });
     expect(views.device_1m.get(`d1|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 100 });
   });
 });
@@ -145,8 +149,8 @@ describe('view columns', () => {
       const summary = ['count:BIGINT', 'sum:DOUBLE', 'min:DOUBLE', 'max:DOUBLE', 'm2:DOUBLE', 'first:DOUBLE', 'first_ts:TIMESTAMP', 'last:DOUBLE', 'last_ts:TIMESTAMP'];
       const devices = ['first_device:VARCHAR', 'last_device:VARCHAR'];
       for (const v of ['device_1m', 'device_1h', 'device_1d'] as const) expect(await columns(v)).toEqual(['device:VARCHAR', 'metric:VARCHAR', 'bucket:TIMESTAMP', ...summary]);
-      for (const v of ['gateway_1h', 'gateway_1d'] as const) expect(await columns(v)).toEqual(['gateway:VARCHAR', 'metric:VARCHAR', 'bucket:TIMESTAMP', ...summary, ...devices]);
-      for (const v of ['fleet_1h', 'fleet_1d'] as const) expect(await columns(v)).toEqual(['metric:VARCHAR', 'bucket:TIMESTAMP', ...summary, ...devices]);
+      for (const v of ['gateway_1m', 'gateway_1h', 'gateway_1d'] as const) expect(await columns(v)).toEqual(['gateway:VARCHAR', 'metric:VARCHAR', 'bucket:TIMESTAMP', ...summary, ...devices]);
+      for (const v of ['fleet_1m', 'fleet_1h', 'fleet_1d'] as const) expect(await columns(v)).toEqual(['metric:VARCHAR', 'bucket:TIMESTAMP', ...summary, ...devices]);
     } finally {
       conn.closeSync();
       inst.closeSync();

@@ -3,11 +3,11 @@
  * untouched, the vector watermark (readings above E left out, taken in when E advances), late
  * readings, batch.lock, sinks that fail, old versions collected.
  */
-import { mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startBatchRun, type BatchJobOptions, type ViewChanges, type ViewSink } from '../../cloud/batch/index.js';
+import { startBatchRun, VIEW_NAMES, type BatchJobOptions, type ViewChanges, type ViewSink } from '../../cloud/batch/index.js';
 import { BatchLock } from '../../cloud/batch/lock.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
 import { DAY_MS } from '../../shared/time.js';
@@ -118,6 +118,39 @@ describe('batch runs', () => {
     expect(r.version).toBe(3);
     expect(sameViews(await readViews(dir), before)).toEqual([]);
     await fx.close();
+  });
+
+  it('a manifest of an earlier version (no gateway_1m, fleet_1m): the next run, though incremental, rebuilds every day with them', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 13);
+    await fleet.append(500, DAY0, 3);
+    await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    const file = join(dir, 'views/manifest.json');
+    const older = JSON.parse(await readFile(file, 'utf8')) as { views: Record<string, string[]> };
+    delete older.views.gateway_1m;
+    delete older.views.fleet_1m;
+    await writeFile(file, JSON.stringify(older));
+    // New readings on one day: incremental would rebuild that day only.
+    await fleet.append(100, DAY0 + DAY_MS, 1);
+    const r = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    expect({ kind: r.kind, days: r.days }).toEqual({ kind: 'full', days: [0, 1, 2].map((d) => dayOf(DAY0 + d * DAY_MS)) });
+    const manifest = JSON.parse(await readFile(file, 'utf8')) as { views: Record<string, string[]> };
+    for (const v of ['gateway_1m', 'fleet_1m']) expect({ v, files: manifest.views[v].length }).toEqual({ v, files: 3 });
+    await check(dir, fleet.all, fleet.e());
+    // The next one is incremental again.
+    await fleet.append(50, DAY0 + 2 * DAY_MS, 1);
+    expect((await (await startBatchRun(opts(dir), { trigger: 'cli' })).done).kind).toBe('incremental');
+    await fx.close();
+
+    // With nothing to build, such a manifest is still rewritten: with every view, so none is refused.
+    const empty = await tempDir();
+    await mkdir(join(empty, 'views'), { recursive: true });
+    await writeFile(join(empty, 'views/manifest.json'), JSON.stringify({ version: 4, createdAt: '2024-11-20T00:00:00.000Z', watermark: {}, views: { device_1m: [], fleet_1h: [] } }));
+    const e = await (await startBatchRun(opts(empty), { trigger: 'cli' })).done;
+    expect({ published: e.published, version: e.version }).toEqual({ published: true, version: 5 });
+    expect(Object.keys(JSON.parse(await readFile(join(empty, 'views/manifest.json'), 'utf8')).views).sort()).toEqual([...VIEW_NAMES].sort());
+    expect((await (await startBatchRun(opts(empty), { trigger: 'cli' })).done).published).toBe(false);
   });
 
   it('readings of epochs above E are left out, and taken in (their day only) once E covers them', async () => {

@@ -86,7 +86,7 @@ describe('OpenAPI document', () => {
       ['agg', false], ['device', false], ['from', true], ['gateway', false], ['metric', true], ['step', false], ['to', true],
     ]);
     expect(Object.keys(op.responses['200'].content ?? {}).sort()).toEqual(['application/json', 'text/csv']);
-    expect(Object.keys(op.responses).sort()).toEqual(['200', '400', '401', '403']);
+    expect(Object.keys(op.responses).sort()).toEqual(['200', '400', '401', '403', '409']);
   });
 
   it('documents whoami: the caller as a key (name, role) or a gateway, and its 401', () => {

@@ -12,8 +12,8 @@
  * At every checkpoint (outboxes drained, ingest sealed, speed pushes caught up): what reached the
  * system is read from master/ (every (gateway, seq) each gateway accepted, exactly once, seqs
  * 1..lastSeq), cross-checked against the devices' side (every acknowledged reading there, nothing
- * not published); then every query scope (fleet, each gateway, each device) x every agg x two
- * steps over a range covering all data equals the same computation from scratch
+ * not published); then every query scope (fleet, each gateway, each device) x every agg x the
+ * steps of ORACLE_STEPS (1m and 5m at every scope, hours, days) over a range covering all data equals the same computation from scratch
  * (test/support/oracle.ts), batch + speed == count per bucket, and the manifest is the live one.
  *
  * A second test switches on a test-only fault in the merge's speed side (partials of epochs <= E

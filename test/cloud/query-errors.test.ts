@@ -86,8 +86,9 @@ describe('every 400 names its parameter', () => {
     ['step', `${OK}&step=5x`],
     ['step', `${OK}&step=0m`],
     ['step', `${OK}&device=d1&step=30s`],
-    ['step', `${OK}&gateway=gw-1&step=30m`],
-    ['step', `${OK}&step=90m`],
+    ['step', `${OK}&gateway=gw-1&step=30s`], // every scope's finest view is 1m
+    ['step', `${OK}&step=90s`],
+    ['step', `${OK}&gateway=gw-1&step=1m`], // 1440 buckets > query.maxBuckets (1000)
     ['agg', `${OK}&agg=median`],
     ['step', `${OK}&device=d1&step=1m`], // 1440 buckets > query.maxBuckets (1000)
   ])('%s: %s', async (param, qs) => {
@@ -97,9 +98,23 @@ describe('every 400 names its parameter', () => {
     expect(named(r.body.message!)).toContain(param);
   });
 
+  it('every refusal is counted by its code, schema refusals and missing keys included (braid_query_rejected_total)', async () => {
+    const counts = async () => Object.fromEntries((await cloud.server.ctx.registry.getSingleMetric('braid_query_rejected_total')!.get()).values
+      .map((v) => [String(v.labels.code), v.value]));
+    const before = await counts();
+    expect((await get(`${OK}&agg=median`)).status).toBe(400); // the route's schema
+    expect((await get(`${OK}&gateway=g&step=30s`)).status).toBe(400); // the planner
+    expect((await get(OK, null)).status).toBe(401);
+    expect((await get(`${OK}&device=d1&step=1h`)).status).toBe(200);
+    const after = await counts();
+    const delta = (code: string) => (after[code] ?? 0) - (before[code] ?? 0);
+    expect({ bad: delta('BRAID_ERR_BAD_REQUEST'), unauthorized: delta('BRAID_ERR_UNAUTHORIZED') }).toEqual({ bad: 2, unauthorized: 1 });
+  });
+
   it('the bucket limit names query.maxBuckets and the smallest step names the finest view', async () => {
     expect((await get(`${OK}&device=d1&step=1m`)).body.message).toMatch(/1440 buckets, more than query\.maxBuckets \(1000\)/);
-    expect((await get(`${OK}&gateway=g&step=30m`)).body.message).toMatch(/finest view of a gateway query \(gateway_1h\); the smallest step is 1h/);
+    expect((await get(`${OK}&gateway=g&step=30s`)).body.message).toMatch(/finest view of a gateway query \(gateway_1m\); the smallest step is 1m/);
+    expect((await get(`${OK}&step=90s`)).body.message).toMatch(/finest view of a fleet query \(fleet_1m\); the smallest step is 1m/);
     // exactly at the limit is fine: 1000 one-minute buckets
     expect((await get(`metric=temp&device=d1&from=0&to=${1000 * 60_000}&step=1m`)).status).toBe(200);
     expect((await get(`metric=temp&device=d1&from=0&to=${1001 * 60_000}&step=1m`)).status).toBe(400);
@@ -116,6 +131,12 @@ describe('planQuery (pure)', () => {
     expect(planQuery({ ...base, device: 'd', step: '1w' }, limits)).toMatchObject({ view: 'device_1d' });
     expect(planQuery({ ...base, gateway: 'g', step: '3h' }, limits)).toMatchObject({ view: 'gateway_1h', key: { gateway: 'g' } });
     expect(planQuery({ ...base, step: '2d' }, limits)).toMatchObject({ view: 'fleet_1d', key: undefined, scope: { fleet: true } });
+    // Every scope answers whole minutes: gateway_1m and fleet_1m for steps that are not whole hours.
+    expect(planQuery({ ...base, gateway: 'g', step: '1m' }, limits)).toMatchObject({ view: 'gateway_1m', stepMs: 60_000, fromMs: Date.UTC(2024, 0, 1, 5, 17) });
+    expect(planQuery({ ...base, gateway: 'g', step: '30m' }, limits)).toMatchObject({ view: 'gateway_1m', fromMs: Date.UTC(2024, 0, 1, 5), toMs: Date.UTC(2024, 0, 3, 3, 30) });
+    expect(planQuery({ ...base, step: '5m' }, limits)).toMatchObject({ view: 'fleet_1m', key: undefined });
+    expect(planQuery({ ...base, step: '90m' }, limits)).toMatchObject({ view: 'fleet_1m' });
+    expect(planQuery({ ...base, step: '120m' }, limits)).toMatchObject({ view: 'fleet_1h' });
   });
 
   it('throws BRAID_ERR_BAD_REQUEST', () => {

@@ -4,6 +4,7 @@
  * equal to shared/summary.ts over the deduplicated readings (1e-9 relative; first/last exact,
  * ties across devices included). Also: the manifest is read once per answer, CSV, the fast path.
  */
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readManifest, startBatchRun } from '../../cloud/batch/index.js';
 import { QueryLayer } from '../../cloud/query/index.js';
@@ -60,10 +61,10 @@ const ODD = { from: DAY0 + 5 * HOUR_MS + 17 * MINUTE_MS + 3, to: DAY0 + 2 * DAY_
 const CASES: Array<{ scope: TestScope; steps: string[] }> = [
   { scope: { device: 'd1' }, steps: ['1m', '5m', '1h', '90m', '1d', '2d'] },
   { scope: { device: 'd4' }, steps: ['1m', '1h', '1d'] },
-  { scope: { gateway: 'gw-a' }, steps: ['1h', '3h', '1d', '2d'] },
-  { scope: { gateway: 'gw-b' }, steps: ['1h', '1d'] },
-  { scope: { gateway: 'gw-c' }, steps: ['1h', '1d'] },
-  { scope: { fleet: true }, steps: ['1h', '3h', '1d', '2d'] },
+  { scope: { gateway: 'gw-a' }, steps: ['1m', '5m', '1h', '3h', '1d', '2d'] },
+  { scope: { gateway: 'gw-b' }, steps: ['1m', '1h', '1d'] },
+  { scope: { gateway: 'gw-c' }, steps: ['1m', '1h', '1d'] },
+  { scope: { fleet: true }, steps: ['1m', '5m', '15m', '1h', '3h', '1d', '2d'] },
 ];
 
 describe('merged query equals brute force over the deduplicated readings', () => {
@@ -78,12 +79,12 @@ describe('merged query equals brute force over the deduplicated readings', () =>
     expect(env.f.speed.filter((r) => r.device === TIE_DEVICE).length).toBeGreaterThan(50);
   });
 
-  it('first/last across a ts tie between the batch and the speed side follow (ts, device)', async () => {
+  it.each(['1h', '1m'])('first/last across a ts tie between the batch and the speed side follow (ts, device), step %s', async (step) => {
     let decided = 0;
     for (const scope of [{ fleet: true }, { gateway: 'gw-a' }, { gateway: 'gw-b' }] as TestScope[]) {
-      const want = expectedPoints(env.f, 'temp', scope, HOUR_MS, FULL.from, FULL.to, stale);
+      const want = expectedPoints(env.f, 'temp', scope, parseDuration(step), FULL.from, FULL.to, stale);
       for (const agg of ['first', 'last'] as Agg[]) {
-        const { body } = await query({ metric: 'temp', ...scopeParams(scope), ...FULL, step: '1h', agg });
+        const { body } = await query({ metric: 'temp', ...scopeParams(scope), ...FULL, step, agg });
         expect(pointDiffs(body.points, want, agg)).toEqual([]);
       }
       decided += want.filter((p) => p.summary.firstDevice === TIE_DEVICE || p.summary.lastDevice === TIE_DEVICE).length;
@@ -210,4 +211,51 @@ describe('CSV and the fast path', () => {
     // median over HTTP on loopback; generous for a loaded CI machine
     expect(times[10]).toBeLessThan(25);
   });
+});
+
+describe('a manifest of an earlier version, without gateway_1m and fleet_1m', () => {
+  it('refuses minute steps of a gateway or the fleet with 409 naming the view until a batch run, which rebuilds every day, publishes them', async () => {
+    const { f } = env;
+    const viewsDir = join(env.dir.path, 'views');
+    const live = JSON.parse(await readFile(join(viewsDir, 'manifest.json'), 'utf8')) as { version: number; views: Record<string, string[]> };
+    const { gateway_1m: g1m, fleet_1m: f1m, ...older } = live.views;
+    expect(g1m.length).toBeGreaterThan(0);
+    expect(f1m.length).toBeGreaterThan(0);
+    // As an earlier version wrote it: the same views but those two (replaced by rename, as the batch does).
+    await writeFile(join(viewsDir, 'manifest.json.tmp'), JSON.stringify({ ...live, views: older }));
+    await rename(join(viewsDir, 'manifest.json.tmp'), join(viewsDir, 'manifest.json'));
+
+    const refusals = async () => (await env.cloud.server.ctx.registry.getSingleMetric('braid_query_rejected_total')!.get()).values
+      .find((v) => v.labels.code === 'BRAID_ERR_VIEW_NOT_PUBLISHED')?.value ?? 0;
+    const counted = await refusals();
+    for (const [params, view] of [[{ gateway: 'gw-a', step: '5m' }, 'gateway_1m'], [{ step: '1m' }, 'fleet_1m'], [{ step: '90m' }, 'fleet_1m']] as const) {
+      const r = await query({ metric: 'temp', ...FULL, agg: 'sum', ...params });
+      expect(r).toMatchObject({ status: 409, body: { code: 'BRAID_ERR_VIEW_NOT_PUBLISHED' } });
+      expect(r.body.message).toMatch(new RegExp(`^step: '${params.step}' needs the view ${view}, which the live manifest \\(version ${live.version}\\) does not have`));
+    }
+    expect(await refusals()).toBe(counted + 3);
+    // Hours and days of every scope, and a device's minutes, answer as before.
+    for (const [scope, step] of [[{ gateway: 'gw-a' }, '1h'], [{ fleet: true }, '1d'], [{ device: 'd1' }, '5m']] as Array<[TestScope, string]>) {
+      const r = await query({ metric: 'temp', ...scopeParams(scope), ...FULL, step, agg: 'sum' });
+      expect(r.status).toBe(200);
+      expect(pointDiffs(r.body.points, expectedPoints(f, 'temp', scope, parseDuration(step), FULL.from, FULL.to, stale), 'sum')).toEqual([]);
+    }
+
+    // The next run, though incremental with nothing new, rebuilds every day: the new views cover all of them.
+    const run = await (await startBatchRun(BATCH_OPTIONS(env.dir.path), { trigger: 'cli' })).done;
+    expect(run).toMatchObject({ kind: 'full', published: true, version: live.version + 1, watermark: f.watermark });
+    const m = (await readManifest(viewsDir))!;
+    expect(m.missing).toBeUndefined();
+    expect(JSON.parse(await readFile(join(viewsDir, 'manifest.json'), 'utf8'))).not.toHaveProperty('missing');
+    expect(m.views.gateway_1m.map((p) => p.slice(-18))).toEqual(m.views.gateway_1h.map((p) => p.slice(-18)));
+    expect(m.views.fleet_1m.map((p) => p.slice(-18))).toEqual(m.views.fleet_1h.map((p) => p.slice(-18)));
+    f.run = { ...f.run, version: run.version };
+    for (const [scope, step] of [[{ gateway: 'gw-a' }, '5m'], [{ fleet: true }, '1m']] as Array<[TestScope, string]>) {
+      for (const agg of ['sum', 'first', 'stddev'] as Agg[]) {
+        const r = await query({ metric: 'temp', ...scopeParams(scope), ...FULL, step, agg });
+        expect(r).toMatchObject({ status: 200, body: { manifest: { version: run.version } } });
+        expect(pointDiffs(r.body.points, expectedPoints(f, 'temp', scope, parseDuration(step), FULL.from, FULL.to, stale), agg)).toEqual([]);
+      }
+    }
+  }, 60_000);
 });

@@ -134,7 +134,7 @@ describe('ParquetViewReader', () => {
       const fromDays = await reader.read({ ...year, view: 'device_1d' }); // 4 day files: answered from them, compaction queued
       expect(fromDays.map((r) => [r.bucket, r.sum])).toEqual([0, 1, 2, 3].map((d) => [DAY0 + d * DAY_MS, d]));
       await reader.compactFor(manifest);
-      // Every hourly and daily view with more than 2 day files; not device_1m (a range of it is bounded by maxBuckets).
+      // Every hourly and daily view with more than 2 day files; not the minute views (a range of one is bounded by maxBuckets).
       expect(built.sort()).toEqual(['device_1d', 'device_1h', 'fleet_1d', 'fleet_1h', 'gateway_1d', 'gateway_1h'].map((v) => `${v}@${manifest.version}:${v.startsWith('device') ? 8 : 4}`));
       const copy = join(compact.path, `v${manifest.version}`, 'device_1d.parquet');
       expect(listFiles(compact.path).map((f) => f.slice(compact.path.length + 1)).filter((f) => !f.startsWith('tmp')).sort())

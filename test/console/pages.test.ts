@@ -4,6 +4,8 @@
  * the test, or the very answer the page rendered where the figure moves with time), and every
  * page is saved to test-artifacts/console/<page>.png.
  */
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import {
   type ConsolePage, apiCall, fmtBytes, fmtInt, fmtNum, fmtTime, haveChromium, launchChromium, newConsolePage, nextRender, screenshot, tableRows,
@@ -235,7 +237,7 @@ maybe('console pages (admin key)', () => {
     await expectPoints(q2.api);
   });
 
-  it('fleet chart: one metric over the fleet at a step of an hour or more', async () => {
+  it('fleet chart: one metric over the fleet or a gateway, in minutes for short ranges (gateway_1m, fleet_1m), in hours for a week', async () => {
     const { page } = cp;
     await go('#/fleet-chart?metric=temp&range=7d');
     const q = await lastQuery();
@@ -247,17 +249,74 @@ maybe('console pages (admin key)', () => {
     // Daily noon readings from a week of history, and today's hours.
     expect(q.api.points.length).toBeGreaterThanOrEqual(12);
     await screenshot(page, 'fleet-chart');
-    // Steps below an hour are not offered: the fleet's finest view is hourly.
-    const steps = await page.$$eval('[data-testid=select-step] option', (os) => os.map((o) => (o as HTMLOptionElement).value));
-    expect(steps).toEqual(['auto', '1h', '6h', '1d']);
+    // Every step of whole minutes is offered, and short ranges.
+    const options = (sel: string) => page.$$eval(`${sel} option`, (os) => os.map((o) => (o as HTMLOptionElement).value));
+    expect(await options('[data-testid=select-step]')).toEqual(['auto', '1m', '5m', '15m', '1h', '6h', '1d']);
+    expect(await options('[data-testid=select-range]')).toEqual(['1h', '6h', '24h', '7d', '30d', 'custom']);
 
-    // One gateway's scope, by the form.
+    // The automatic step gives 60 to 300 bars: minutes for the last hour, five for 6 h and 24 h, hours for a week.
+    for (const [range, step, ms] of [['1h', '1m', 3600_000], ['6h', '5m', 6 * 3600_000], ['24h', '5m', 24 * 3600_000], ['30d', '6h', 30 * 24 * 3600_000]] as const) {
+      await go(`#/fleet-chart?metric=temp&range=${range}`);
+      const r = await lastQuery();
+      expect({ range, step: r.params.get('step'), span: Number(r.params.get('to')) - Number(r.params.get('from')) }).toEqual({ range, step, span: ms });
+      expect(r.page).toEqual(r.api);
+    }
+
+    // An hour of gw-hist's history (dev-1 and dev-2 every 10 minutes) at 1m: six bars, not one.
+    const H = 3600_000;
+    await go(`#/fleet-chart?metric=temp&range=custom&from=${world.h0 - 3 * H}&to=${world.h0 - 2 * H}`);
+    const hour = await lastQuery();
+    expect(hour.params.get('step')).toBe('1m');
+    expect(hour.page).toEqual(hour.api);
+    expect(hour.api.points.map((p) => [Date.parse(p.t) - (world.h0 - 3 * H), p.batch])).toEqual([0, 10, 20, 30, 40, 50].map((m) => [m * 60_000, 2]));
+    // gw-gone's partial at H-3:30 merges into its minute, provisional.
+    expect(hour.api.points.filter((p) => p.speed > 0).map((p) => [Date.parse(p.t) - (world.h0 - 3 * H), p.provisional])).toEqual([[30 * 60_000, true]]);
+    await expectPoints(hour.api);
+    await screenshot(page, 'fleet-chart-hour');
+
+    // The custom range's inputs show the range the link gave in epoch ms.
+    expect(await page.locator('input[name=from]').inputValue()).toBe(new Date(world.h0 - 3 * H).toISOString().slice(0, 16));
+    // One gateway's scope, by the form: its six hours at 5m.
     await page.selectOption('[data-testid=select-gateway]', 'gw-hist');
+    await page.fill('input[name=from]', new Date(world.h0 - 6 * H).toISOString().slice(0, 16));
+    await page.fill('input[name=to]', new Date(world.h0).toISOString().slice(0, 16));
     await nextRender(page, () => page.click('[data-testid=show]'));
     const q2 = await lastQuery();
     expect(q2.params.get('gateway')).toBe('gw-hist');
+    expect(q2.params.get('step')).toBe('5m');
     expect(q2.api.scope).toEqual({ gateway: 'gw-hist' });
+    expect(q2.api.points.length).toBe(36);
     await expectPoints(q2.api);
     await eventually(async () => (await page.locator('[data-testid=select-gateway]').inputValue()) === 'gw-hist');
+  });
+
+  it('fleet chart under a manifest of an earlier version (no gateway_1m, fleet_1m): the minute step is refused, the chart shows hours and says why', async () => {
+    const { page } = cp;
+    const file = join(world.dir, 'views', 'manifest.json');
+    const original = await readFile(file, 'utf8');
+    const doc = JSON.parse(original) as { views: Record<string, string[]> };
+    delete doc.views.gateway_1m;
+    delete doc.views.fleet_1m;
+    const replace = async (text: string) => {
+      await writeFile(`${file}.tmp`, text);
+      await rename(`${file}.tmp`, file);
+    };
+    await replace(JSON.stringify(doc));
+    try {
+      const H = 3600_000;
+      await go(`#/fleet-chart?metric=temp&range=custom&from=${world.h0 - 3 * H}&to=${world.h0 - 2 * H}`);
+      await cp.flush();
+      const asked = cp.responses.filter((r) => r.url.pathname === '/api/v1/query').slice(-2);
+      expect(asked.map((r) => [r.url.searchParams.get('step'), r.status, (r.body as { code?: string }).code ?? null]))
+        .toEqual([['1m', 409, 'BRAID_ERR_VIEW_NOT_PUBLISHED'], ['1h', 200, null]]);
+      const q = await lastQuery();
+      expect(q.page).toEqual(q.api);
+      expect(q.api.points.map((p) => [p.t, p.batch])).toEqual([[new Date(world.h0 - 3 * H).toISOString(), 12]]);
+      await expectPoints(q.api);
+      expect(await text('[data-testid=step-note]'))
+        .toBe('Shown at 1h: 1m buckets of this scope come with the next batch run (the live views were published by an earlier version).');
+    } finally {
+      await replace(original);
+    }
   });
 });

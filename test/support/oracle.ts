@@ -9,7 +9,8 @@
  * after the outboxes drained), cross-checked against what the devices published: see
  * test/cloud/oracle.test.ts. Here: the from-scratch computation (shared/summary.ts over single
  * readings, test/support/brute-force.ts for the dedup), the query sweep (every scope, every agg,
- * two steps per scope), and a test-only fault for the speed side that the oracle must catch.
+ * 1m and 5m at every scope plus hours and days), and a test-only fault for the speed side that
+ * the oracle must catch.
  */
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
@@ -26,8 +27,11 @@ import { type ExpectedPoint, pointDiffs, type TestScope } from './query-fixture.
 export type { RawReading } from './brute-force.js';
 export type { TestScope } from './query-fixture.js';
 
-/** Steps swept per scope: the finest view's width and a coarser one (docs/serving.md "Limits"). */
-export const ORACLE_STEPS = { device: ['1m', '1h'], gateway: ['1h', '1d'], fleet: ['1h', '1d'] } as const;
+/**
+ * Steps swept per scope: 1m and 5m at every scope (the minute views, whole and merged five to a
+ * bucket), and the hourly and daily views (docs/serving.md "Limits").
+ */
+export const ORACLE_STEPS = { device: ['1m', '5m', '1h'], gateway: ['1m', '5m', '1h', '1d'], fleet: ['1m', '5m', '1h', '1d'] } as const;
 
 const epochOf = (e: Readonly<Record<string, number>>, g: string): number => (Object.hasOwn(e, g) ? e[g] : 0);
 

@@ -9,12 +9,17 @@ export const AGGS = ['avg', 'min', 'max', 'sum', 'count', 'first', 'last', 'stdd
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
-export const RANGE_MS = { '1h': HOUR, '24h': DAY, '7d': 7 * DAY, '30d': 30 * DAY };
+export const RANGE_MS = { '1h': HOUR, '6h': 6 * HOUR, '24h': DAY, '7d': 7 * DAY, '30d': 30 * DAY };
 const STEPS = [['1m', MINUTE], ['5m', 5 * MINUTE], ['15m', 15 * MINUTE], ['1h', HOUR], ['6h', 6 * HOUR], ['1d', DAY]];
 /** Most rows in the bucket table (the chart shows them all). */
 const MAX_ROWS = 500;
-/** Most buckets an automatic step aims for. */
-const AUTO_BUCKETS = 400;
+/**
+ * Most buckets an automatic step aims for: 60 to 300 bars, each a few pixels wide or more
+ * (1h -> 1m, 6h -> 5m, 24h -> 5m, 7d -> 1h, 30d -> 6h).
+ */
+const AUTO_BUCKETS = 300;
+/** The answer of a query whose minute view the live manifest, of an earlier version, lacks. */
+const VIEW_NOT_PUBLISHED = 'BRAID_ERR_VIEW_NOT_PUBLISHED';
 
 export const stepMs = (step) => {
   const m = /^(\d+)(m|h|d)$/.exec(step);
@@ -72,8 +77,9 @@ export function rangeControls(params, { ranges, defaultRange, minStepMs }) {
   const q = resolveQuery(params, { defaultRange, minStepMs });
   const range = params.get('range') || defaultRange;
   const custom = h('span', { class: 'custom', hidden: range !== 'custom' },
-    field('From (UTC)', h('input', { type: 'datetime-local', name: 'from', value: params.get('from') || toLocalInput(q.fromMs ?? Date.now() - DAY) })),
-    field('To (UTC)', h('input', { type: 'datetime-local', name: 'to', value: params.get('to') || toLocalInput(q.toMs ?? Date.now()) })));
+    // As the query read them (a link may give epoch ms, which a datetime-local input would show blank).
+    field('From (UTC)', h('input', { type: 'datetime-local', name: 'from', value: q.error ? params.get('from') || toLocalInput(Date.now() - DAY) : toLocalInput(q.fromMs) })),
+    field('To (UTC)', h('input', { type: 'datetime-local', name: 'to', value: q.error ? params.get('to') || toLocalInput(Date.now()) : toLocalInput(q.toMs) })));
   const rangeSel = select('range', [...ranges.map((r) => [r, `last ${r}`]), ['custom', 'custom']], range);
   rangeSel.addEventListener('change', () => { custom.hidden = rangeSel.value !== 'custom'; });
   const steps = STEPS.filter(([, ms]) => ms >= minStepMs).map(([s]) => s);
@@ -125,14 +131,33 @@ function pointTable(points) {
   ];
 }
 
+/**
+ * The query's answer; when its step needs a minute view the live manifest lacks (views published by
+ * an earlier version, until the next batch run), the same range at the smallest whole-hour step
+ * of at most AUTO_BUCKETS buckets, with a note saying why.
+ */
+async function ask(scope, metric, agg, q) {
+  const params = { ...scope, metric, from: q.fromMs, to: q.toMs, agg };
+  try {
+    return { answer: (await api('query', { params: { ...params, step: q.step } })).body, q, note: null };
+  } catch (err) {
+    if (err.code !== VIEW_NOT_PUBLISHED) throw err;
+    const [step, ms] = STEPS.find(([, m]) => m >= HOUR && (q.toMs - q.fromMs) / m <= AUTO_BUCKETS) ?? STEPS[STEPS.length - 1];
+    const answer = (await api('query', { params: { ...params, step } })).body;
+    const note = h('p', { class: 'muted', 'data-testid': 'step-note' },
+      `Shown at ${step}: ${q.step} buckets of this scope come with the next batch run (the live views were published by an earlier version).`);
+    return { answer, q: { ...q, step, stepMs: ms }, note };
+  }
+}
+
 /** GET /api/v1/query for `scope` ({device} | {gateway} | {}) and `q`; draws everything into `el`. */
-export async function showAnswer(el, ctx, scope, metric, agg, q) {
+export async function showAnswer(el, ctx, scope, metric, agg, asked) {
   const chartEl = h('div', { class: 'chart', 'data-testid': 'chart' });
   const hover = h('p', { class: 'hover muted', 'data-testid': 'hover' });
   try {
-    const { body: answer } = await api('query', { params: { ...scope, metric, from: q.fromMs, to: q.toMs, step: q.step, agg } });
+    const { answer, q, note } = await ask(scope, metric, agg, asked);
     if (!ctx.alive) return;
-    show(el, summary(answer, q), legend(), chartEl, hover,
+    show(el, note, summary(answer, q), legend(), chartEl, hover,
       answer.points.length ? null : h('p', { 'data-testid': 'empty' }, 'No readings in this range.'),
       pointTable(answer.points));
     drawChart(chartEl, answer, { fromMs: q.fromMs, toMs: q.toMs, stepMs: q.stepMs, hoverEl: hover });

@@ -52,8 +52,10 @@ export const VIEW_SPECS: Readonly<Record<ViewName, { scope: ViewScope; widthMs: 
   device_1m: { scope: 'device', widthMs: MINUTE_MS },
   device_1h: { scope: 'device', widthMs: HOUR_MS },
   device_1d: { scope: 'device', widthMs: DAY_MS },
+  gateway_1m: { scope: 'gateway', widthMs: MINUTE_MS },
   gateway_1h: { scope: 'gateway', widthMs: HOUR_MS },
   gateway_1d: { scope: 'gateway', widthMs: DAY_MS },
+  fleet_1m: { scope: 'fleet', widthMs: MINUTE_MS },
   fleet_1h: { scope: 'fleet', widthMs: HOUR_MS },
   fleet_1d: { scope: 'fleet', widthMs: DAY_MS },
 };

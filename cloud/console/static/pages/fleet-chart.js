@@ -1,11 +1,11 @@
-// Fleet chart: one metric over the whole fleet (or one gateway), steps of an hour or more (the
-// finest fleet and gateway views are hourly).
+// Fleet chart: one metric over the whole fleet (or one gateway), at any step of whole minutes
+// (gateway_1m and fleet_1m): the last hour in minutes, a week in hours.
 import { api } from '../api.js';
 import { errorBox, h, show } from '../dom.js';
 import { field, formParams, rangeControls, resolveQuery, select, showAnswer } from '../query-view.js';
 
 const LIVE_MS = 30_000;
-const HOUR = 3_600_000;
+const MINUTE = 60_000;
 
 export async function render(el, ctx) {
   const p = ctx.params;
@@ -31,7 +31,7 @@ export async function render(el, ctx) {
     ? select('gateway', [['', 'whole fleet'], ...gateways.map((g) => [g.id, `gateway ${g.id}`])], gateway)
     : h('input', { name: 'gateway', value: gateway, placeholder: 'whole fleet', 'data-testid': 'input-gateway' });
 
-  const opts = { ranges: ['24h', '7d', '30d'], defaultRange: '7d', minStepMs: HOUR };
+  const opts = { ranges: ['1h', '6h', '24h', '7d', '30d'], defaultRange: '7d', minStepMs: MINUTE };
   const form = h('form', { class: 'controls', 'data-testid': 'query-form' },
     field('Metric', metricControl), field('Scope', scopeControl), ...rangeControls(p, opts),
     h('button', { type: 'submit', 'data-testid': 'show' }, 'Show'));
