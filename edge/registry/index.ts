@@ -220,12 +220,17 @@ export class DeviceRegistry {
     const rows = await this.db.all<{ id: string; updated_at: number }>('SELECT id, updated_at FROM devices');
     const next = new Map<string, number>();
     for (const r of rows) next.set(r.id, r.updated_at);
+    // New ids count as changes too: a device added and rotated between two looks is one.
     const changes: DeviceChange[] = [];
-    for (const [id, version] of this.known) {
-      const now = next.get(id);
-      if (now === version) continue;
-      changes.push({ id, version: now ?? null });
+    for (const id of this.known.keys()) {
+      if (next.has(id)) continue;
+      changes.push({ id, version: null });
       this.verified.delete(id);
+    }
+    for (const [id, version] of next) {
+      if (this.known.get(id) === version) continue;
+      changes.push({ id, version });
+      if (this.verified.get(id)?.updatedAt !== version) this.verified.delete(id);
     }
     this.known = next;
     this.generation++;
