@@ -5,7 +5,7 @@
  * - at most `concurrency` hashes run at once; up to `queueMax` more CONNECTs wait their turn and
  *   past that a CONNECT is refused at once (`busy`);
  * - a client id, or an address, that keeps failing is refused without a hash for a while: after
- *   `freeFailures` failures the wait is `initialMs`, doubling with each further failure up to
+ *   `idFailures` (`addressFailures`) failures the wait is `initialMs`, doubling with each further failure up to
  *   `maxMs` (`backoff`). A success forgets the client id's failures; any entry is forgotten
  *   2 x maxMs after its last failure; at most `trackedMax` entries are kept (oldest first out).
  *
@@ -19,11 +19,11 @@ export interface AuthThrottleOptions {
   concurrency: number;
   /** CONNECTs waiting for a hash before more are refused. */
   queueMax: number;
-  /** Failures of one client id before it has to wait. */
-  idFreeFailures: number;
-  /** Failures from one address before it has to wait (devices behind one NAT share it). */
-  addressFreeFailures: number;
-  /** First wait after the free failures, in ms; doubles per failure. */
+  /** Failures of one client id after which it has to wait. */
+  idFailures: number;
+  /** Failures from one address after which it has to wait (devices behind one NAT share it). */
+  addressFailures: number;
+  /** First wait once those failures are reached, in ms; doubles per further failure. */
   initialMs: number;
   /** Longest wait, in ms. */
   maxMs: number;
@@ -40,7 +40,7 @@ interface Failures {
 /** A bounded map of failure counts: insertion order is recency, the oldest goes first. */
 class FailureBook {
   private readonly entries = new Map<string, Failures>();
-  constructor(private readonly free: number, private readonly opts: AuthThrottleOptions, private readonly now: () => number) {}
+  constructor(private readonly after: number, private readonly opts: AuthThrottleOptions, private readonly now: () => number) {}
 
   /** ms left to wait before `key` may try again (0: now). */
   waitMs(key: string): number {
@@ -58,8 +58,8 @@ class FailureBook {
     const now = this.now();
     const prev = this.entries.get(key);
     const count = prev && now - prev.lastAt <= 2 * this.opts.maxMs ? prev.count + 1 : 1;
-    const over = count - this.free;
-    const until = over > 0 ? now + Math.min(this.opts.maxMs, this.opts.initialMs * 2 ** Math.min(over - 1, 30)) : 0;
+    const over = count - this.after;
+    const until = over >= 0 ? now + Math.min(this.opts.maxMs, this.opts.initialMs * 2 ** Math.min(over, 30)) : 0;
     this.entries.delete(key);
     this.entries.set(key, { count, lastAt: now, until });
     if (this.entries.size > this.opts.trackedMax) this.entries.delete(this.entries.keys().next().value as string);
@@ -83,8 +83,8 @@ export class AuthThrottle {
   private readonly waiting: Array<() => void> = [];
 
   constructor(private readonly opts: AuthThrottleOptions, private readonly now: () => number = Date.now) {
-    this.ids = new FailureBook(opts.idFreeFailures, opts, now);
-    this.addresses = new FailureBook(opts.addressFreeFailures, opts, now);
+    this.ids = new FailureBook(opts.idFailures, opts, now);
+    this.addresses = new FailureBook(opts.addressFailures, opts, now);
   }
 
   /** CONNECTs waiting for or running a hash. */

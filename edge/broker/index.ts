@@ -124,8 +124,8 @@ export class GatewayBroker {
     const throttle = new AuthThrottle({
       concurrency: opts.authConcurrency,
       queueMax: opts.authQueueMax,
-      idFreeFailures: opts.authBackoffAfterFailures,
-      addressFreeFailures: opts.authBackoffAfterAddressFailures,
+      idFailures: opts.authBackoffAfterFailures,
+      addressFailures: opts.authBackoffAfterAddressFailures,
       initialMs: opts.authBackoffInitialMs,
       maxMs: opts.authBackoffMaxMs,
       trackedMax: opts.authTrackedMax,
