@@ -53,7 +53,9 @@ export const gatewayConfigSchema = z.object({
     authConcurrency: positive.default(2).describe(
       'Device secrets checked (scrypt) at once. The hash runs on the libuv thread pool, which SQLite commits share; a remembered credential (a device reconnecting with the secret that verified before) needs none.',
     ),
-    authQueueMax: z.number().int().min(0).default(1000).describe('CONNECTs waiting for a secret check before more are refused with CONNACK 3 (server unavailable; counted).'),
+    authQueueMax: z.number().int().min(0).default(10_000).describe(
+      'CONNECTs waiting for a secret check before more are refused with CONNACK 3 (server unavailable; counted). Room for a whole fleet coming back after a gateway restart; a CONNECT whose client gave up waiting is skipped, not hashed.',
+    ),
     authBackoffAfterFailures: positive.default(3).describe('Wrong secrets for one client id before its next CONNECTs are refused without a check (CONNACK 3, counted) for a while.'),
     authBackoffAfterAddressFailures: positive.default(10).describe('Wrong secrets from one address before its next CONNECTs are refused without a check; higher than per client id since devices behind one NAT share an address.'),
     authBackoffInitialMs: positive.default(1000).describe('First wait after those failures, in ms; doubles with each further failure.'),
