@@ -283,8 +283,8 @@ export class GatewayBroker {
     });
     // A session also ends when the device's credential does [INV-7]: removed or rotated by
     // `braid device ...` in another process, seen within revocationCheckMs.
-    await deps.registry.watch(opts.revocationCheckMs, (changes) => {
-      sessions.revoke(changes, (client, reason) => {
+    await deps.registry.watch(opts.revocationCheckMs, (versions) => {
+      sessions.revoke(versions, (client, reason) => {
         metrics.sessionsRevoked.inc({ reason });
         logger.info({ device: client.id, reason }, 'session ended: the device\'s credential was revoked');
         client.close();

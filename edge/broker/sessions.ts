@@ -1,10 +1,9 @@
 /**
  * Live sessions and the credential version each one authenticated with, so a `braid device remove`
- * or `rotate` ends them and not only the next CONNECT [INV-7]. The registry's watch reports the
- * devices whose row changed; a session whose version is no longer the device's is closed.
+ * or `rotate` ends them and not only the next CONNECT [INV-7]. The registry's watch reports every
+ * device's version after a change; a session whose version is no longer its device's is closed.
  */
 import type { Client } from 'aedes';
-import type { DeviceChange } from '../registry/index.js';
 
 export type RevokeReason = 'removed' | 'rotated';
 
@@ -21,13 +20,16 @@ export class Sessions {
     if (this.byDevice.get(client.id)?.client === client) this.byDevice.delete(client.id);
   }
 
-  /** Close the sessions the changes made stale; calls `revoked` for each. */
-  revoke(changes: DeviceChange[], revoked: (client: Client, reason: RevokeReason) => void): void {
-    for (const { id, version } of changes) {
-      const s = this.byDevice.get(id);
-      if (!s || s.version === version) continue;
+  /**
+   * Close the sessions whose device is gone from `versions` (every registered device's current
+   * version) or has another version now; calls `revoked` for each.
+   */
+  revoke(versions: ReadonlyMap<string, number>, revoked: (client: Client, reason: RevokeReason) => void): void {
+    for (const [id, s] of this.byDevice) {
+      const version = versions.get(id);
+      if (version === s.version) continue;
       this.byDevice.delete(id);
-      revoked(s.client, version === null ? 'removed' : 'rotated');
+      revoked(s.client, version === undefined ? 'removed' : 'rotated');
     }
   }
 

@@ -23,15 +23,6 @@ const scrypt = promisify(scryptCb) as (pw: string | Buffer, salt: Buffer, len: n
 export const DEFAULT_SCRYPT = { N: 4096, r: 8, p: 1 };
 const KEY_LEN = 32;
 
-/**
- * A device whose row changed since the last look: `version` is its `updated_at` now (it rises with
- * every rotate), null once removed.
- */
-export interface DeviceChange {
-  id: string;
-  version: number | null;
-}
-
 /** A registered device's credential check: `remembered` when the secret is the one that verified last. */
 export interface CredentialLookup {
   version: number;
@@ -79,8 +70,6 @@ export class DeviceRegistry {
   private readonly db: Db;
   /** id -> (record version, digest of the secret that last verified): spares scrypt on reconnect. */
   private readonly verified = new Map<string, { updatedAt: number; digest: Buffer }>();
-  /** id -> updated_at as of the last scan (watch only). */
-  private known = new Map<string, number>();
   private dataVersion = -1;
   /** A write on this very connection: data_version counts only other connections' commits. */
   private dirty = false;
@@ -189,10 +178,12 @@ export class DeviceRegistry {
   /**
    * Look for changes by other processes (`braid device remove|rotate`) every `intervalMs`:
    * `PRAGMA data_version` moves when another connection commits, so an idle registry costs one
-   * pragma a tick; on a move the ids and versions are read again and the devices removed or
-   * changed since are passed to `onChange` (their remembered secrets are dropped first).
+   * pragma a tick. On a move every device's version (`updated_at`, which rises with each rotate)
+   * is read again and passed to `onChange`, after the remembered secrets of devices removed or
+   * changed are dropped. The whole map, not a diff: a device added and removed between two looks
+   * must still end the session it had meanwhile.
    */
-  async watch(intervalMs: number, onChange: (changes: DeviceChange[]) => void, onError: (err: unknown) => void = () => {}): Promise<void> {
+  async watch(intervalMs: number, onChange: (versions: ReadonlyMap<string, number>) => void, onError: (err: unknown) => void = () => {}): Promise<void> {
     this.unwatch();
     await this.poll(() => {});
     this.watchTimer = setInterval(() => {
@@ -206,35 +197,18 @@ export class DeviceRegistry {
     this.watchTimer = null;
   }
 
-  /** A device's version as of the last scan (undefined: not registered then). */
-  knownVersion(id: string): number | undefined {
-    return this.known.get(id);
-  }
-
-  private async poll(onChange: (changes: DeviceChange[]) => void): Promise<void> {
+  private async poll(onChange: (versions: ReadonlyMap<string, number>) => void): Promise<void> {
     const row = await this.db.get<{ data_version: number }>('PRAGMA data_version');
     const dv = row?.data_version ?? 0;
     if (dv === this.dataVersion && !this.dirty) return;
     this.dataVersion = dv;
     this.dirty = false;
     const rows = await this.db.all<{ id: string; updated_at: number }>('SELECT id, updated_at FROM devices');
-    const next = new Map<string, number>();
-    for (const r of rows) next.set(r.id, r.updated_at);
-    // New ids count as changes too: a device added and rotated between two looks is one.
-    const changes: DeviceChange[] = [];
-    for (const id of this.known.keys()) {
-      if (next.has(id)) continue;
-      changes.push({ id, version: null });
-      this.verified.delete(id);
-    }
-    for (const [id, version] of next) {
-      if (this.known.get(id) === version) continue;
-      changes.push({ id, version });
-      if (this.verified.get(id)?.updatedAt !== version) this.verified.delete(id);
-    }
-    this.known = next;
+    const versions = new Map<string, number>();
+    for (const r of rows) versions.set(r.id, r.updated_at);
+    for (const [id, hit] of this.verified) if (versions.get(id) !== hit.updatedAt) this.verified.delete(id);
     this.generation++;
-    if (changes.length) onChange(changes);
+    onChange(versions);
   }
 
   async close(): Promise<void> {
