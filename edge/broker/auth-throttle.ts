@@ -74,7 +74,8 @@ class FailureBook {
   }
 }
 
-export type Admission = { ok: true; release: () => void } | { ok: false; reason: 'busy' | 'backoff'; retryMs: number };
+/** A turn to hash, or why not: the queue is full, the client id or address is backing off, or the connection closed while it waited. */
+export type Admission = { ok: true; release: () => void } | { ok: false; reason: 'busy' | 'backoff' | 'gone'; retryMs: number };
 
 export class AuthThrottle {
   private readonly ids: FailureBook;
@@ -115,7 +116,7 @@ export class AuthThrottle {
     const wait = this.backoffMs(id, address);
     if (gone() || wait > 0) {
       this.release();
-      return wait > 0 ? { ok: false, reason: 'backoff', retryMs: wait } : { ok: false, reason: 'busy', retryMs: 0 };
+      return wait > 0 ? { ok: false, reason: 'backoff', retryMs: wait } : { ok: false, reason: 'gone', retryMs: 0 };
     }
     let released = false;
     return { ok: true, release: () => { if (!released) { released = true; this.release(); } } };

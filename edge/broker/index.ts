@@ -148,9 +148,13 @@ export class GatewayBroker {
         ok = true;
       } else if (found) {
         const address = addressOf(client);
-        const turn = await throttle.admit(id, address, () => client.closed);
+        const admission = throttle.admit(id, address, () => client.closed);
+        metrics.authPending.set(throttle.pending);
+        const turn = await admission;
         metrics.authPending.set(throttle.pending);
         if (!turn.ok) {
+          // Closed while it waited: aedes answers nothing to a closed client, nothing to count.
+          if (turn.reason === 'gone') return authError('connection closed while waiting for its check', SERVER_UNAVAILABLE);
           logger.info({ device: id, address, reason: turn.reason }, 'device refused before its secret was checked');
           return turn.reason === 'busy'
             ? refuse('auth_busy', 'server unavailable: too many connects being checked', SERVER_UNAVAILABLE)

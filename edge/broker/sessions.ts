@@ -29,6 +29,8 @@ export class Sessions {
       const version = versions.get(id);
       if (version === s.version) continue;
       this.byDevice.delete(id);
+      // Authenticated but closed before aedes registered it (no disconnect event): nothing to end.
+      if (s.client.closed) continue;
       revoked(s.client, version === undefined ? 'removed' : 'rotated');
     }
   }

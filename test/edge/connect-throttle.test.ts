@@ -253,7 +253,7 @@ describe('AuthThrottle', () => {
     goneC = true;
     (running[0] as { release: () => void }).release();
     (running[0] as { release: () => void }).release(); // twice is once
-    expect(await queued[0]).toMatchObject({ ok: false });
+    expect(await queued[0]).toEqual({ ok: false, reason: 'gone', retryMs: 0 });
     const d = await queued[1];
     expect(d.ok).toBe(true);
     expect(th.pending).toBe(3); // b, d running; e waiting
