@@ -72,6 +72,13 @@ const IDENTIFIER_REJECTED = 2;
 const SERVER_UNAVAILABLE = 3;
 const NOT_AUTHORIZED = 5;
 
+/**
+ * How long a CONNECT refused because the outbox cannot commit waits for its CONNACK 3, in ms: a
+ * client waits for the CONNACK before it reconnects, so even one that retries at once costs one
+ * attempt a second, not dozens.
+ */
+const STORE_UNAVAILABLE_ANSWER_MS = 1000;
+
 /** The peer's address: TCP and TLS sockets carry it, a WebSocket stream's request does. */
 function addressOf(client: Client): string | undefined {
   const c = client as unknown as { conn?: { remoteAddress?: string }; req?: { socket?: { remoteAddress?: string } } };
@@ -230,9 +237,12 @@ export class GatewayBroker {
         if (wills.has(client)) {
           return done(refuse('will', 'will messages are not accepted', NOT_AUTHORIZED), false);
         }
-        // Devices would be taken and then dropped at their first publish: tell them to come back.
+        // Devices would be taken and then dropped at their first publish: tell them to come back,
+        // after a moment, so a device that reconnects at once still tries about once a second.
         if (deps.outbox.commitsFailingSince() !== null) {
-          return done(refuse('store_unavailable', 'server unavailable: the outbox cannot commit', SERVER_UNAVAILABLE), false);
+          const err = refuse('store_unavailable', 'server unavailable: the outbox cannot commit', SERVER_UNAVAILABLE);
+          setTimeout(() => done(err, false), STORE_UNAVAILABLE_ANSWER_MS).unref();
+          return;
         }
         authenticateSecret(client, id, password.toString('utf8')).then(
           (err) => done(err, err === null),

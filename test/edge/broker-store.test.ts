@@ -81,10 +81,11 @@ describe('while the outbox cannot commit', () => {
     expect(await metric('braid_mqtt_connect_refused_total', { reason: 'store_unavailable' })).toBe(2);
     expect(await metric('braid_mqtt_connects_total')).toBe(connectsBefore);
 
-    // A device retrying every second (MQTT.js's reconnectPeriod; it retries after a refusal only
-    // with reconnectOnConnackError) is refused each time, cheaply.
+    // A device retrying 10 ms after each refusal (MQTT.js retries after one only with
+    // reconnectOnConnackError) is refused each time, and the CONNACK 3 comes after a second, so it
+    // tries about once a second, not a hundred times.
     const retrier = mqtt.connect(tg.mqttUrl, {
-      clientId: 'd2', username: 'd2', password: other, reconnectPeriod: 1000, reconnectOnConnackError: true, connectTimeout: 5000, protocolVersion: 4,
+      clientId: 'd2', username: 'd2', password: other, reconnectPeriod: 10, reconnectOnConnackError: true, connectTimeout: 5000, protocolVersion: 4,
     });
     clients.push(retrier);
     let refusals = 0;
@@ -92,7 +93,8 @@ describe('while the outbox cannot commit', () => {
     const t0 = Date.now();
     await new Promise((r) => setTimeout(r, 3000));
     const perSecond = refusals / ((Date.now() - t0) / 1000);
-    expect(refusals).toBeGreaterThanOrEqual(2);
+    expect(refusals).toBeGreaterThanOrEqual(1);
+    expect(refusals).toBeLessThanOrEqual(5);
     expect(retrier.connected).toBe(false);
     // eslint-disable-next-line no-console
     console.log(`while commits fail: ${refusals} CONNECT attempts in 3 s (${perSecond.toFixed(1)}/s) from an MQTT.js device, each CONNACK 3`);
