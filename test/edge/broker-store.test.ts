@@ -73,6 +73,8 @@ describe('while the outbox cannot commit', () => {
     expect(await metric('braid_mqtt_telemetry_unacked_total', { reason: 'commit_failed' })).toBe(1);
     expect(await metric('braid_commit_failures_total')).toBeGreaterThanOrEqual(1);
     expect(tg.gateway.outbox.commitsFailingSince()).not.toBeNull();
+    const health = async () => ((await (await fetch(`${tg!.httpUrl}/api/v1/health`)).json()) as { outbox: { commitsFailingSince: string | null } }).outbox;
+    expect((await health()).commitsFailingSince).toMatch(/^\d{4}-\d\d-\d\dT/);
 
     // Refused at CONNECT, before its secret is checked: nothing taken that would be dropped.
     const connectsBefore = await metric('braid_mqtt_connects_total');
@@ -102,6 +104,7 @@ describe('while the outbox cannot commit', () => {
     // The disk has room again: a probe commit finds out, and devices are taken with no restart.
     await capPages(null);
     await eventually(() => tg!.gateway.outbox.commitsFailingSince() === null, 5000);
+    expect((await health()).commitsFailingSince).toBeNull();
     await eventually(() => retrier.connected, 5000);
     expect(await connectCode('d1', secret)).toBe(0);
     const again = clients[clients.length - 1];
