@@ -7,13 +7,14 @@
  * - QoS 2 works: PUBREC after the commit, a resent PUBLISH stored once [INV-1, INV-2].
  * Also: close() ends sockets that never sent CONNECT instead of waiting for their timeout.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
 import { PUBCOMP, PUBREC, collectPackets, connectPacket, publishPacket, pubrelPacket } from '../support/mqtt-raw.js';
 import {
-  type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway,
+  type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway, tempDir,
 } from '../support/gateway.js';
 
 let tg: TestGateway;
@@ -170,6 +171,43 @@ describe('QoS 2', () => {
 });
 
 describe('close', () => {
+  const haveOpenssl = requireBinary('openssl', 'openssl');
+  (haveOpenssl ? it : it.skip)('closes TCP, WebSocket and TLS listeners with their devices on them, and resolves once they are closed', async () => {
+    await tg.close();
+    const dir = tempDir();
+    try {
+      const cert = join(dir.path, 'gw.crt');
+      const key = join(dir.path, 'gw.key');
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1',
+        '-days', '1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+      tg = await startTestGateway({ mqtt: { wsPort: 0, tlsPort: 0, tlsCert: cert, tlsKey: key } });
+      const { wsPort, tlsPort } = tg.gateway.addresses;
+      const secret = await tg.addDevice('d1');
+      await tg.addDevice('d2', secret);
+      await tg.addDevice('d3', secret);
+      const overTcp = await connect('d1', secret);
+      const overWs = await connectDevice(`ws://127.0.0.1:${wsPort}/mqtt`, 'd2', secret);
+      const overTls = await connectDevice(`mqtts://127.0.0.1:${tlsPort}`, 'd3', secret, { rejectUnauthorized: false });
+      clients.push(overWs, overTls);
+      for (const [c, id] of [[overTcp, 'd1'], [overWs, 'd2'], [overTls, 'd3']] as const) await publish(c, `devices/${id}/telemetry`, '{"temp":1}');
+      expect((await rows()).map((r) => r.device)).toEqual(['d1', 'd2', 'd3']);
+      const allClosed = Promise.all([overTcp, overWs, overTls].map((c) => new Promise<void>((resolve) => c.once('close', () => resolve()))));
+      await tg.gateway.broker.close();
+      await allClosed;
+      // Every port is free again once close() resolved.
+      for (const p of [Number(port()), wsPort!, tlsPort!]) {
+        const refused = await new Promise<boolean>((resolve) => {
+          const s = netConnect(p, '127.0.0.1');
+          s.once('connect', () => { s.destroy(); resolve(false); });
+          s.once('error', () => resolve(true));
+        });
+        expect({ port: p, refused }).toEqual({ port: p, refused: true });
+      }
+    } finally {
+      dir.remove();
+    }
+  });
+
   it('ends a connection that never sent CONNECT at once, not at its connect timeout', async () => {
     await tg.close();
     tg = await startTestGateway({ mqtt: { connectTimeoutMs: 60_000 } });
