@@ -180,7 +180,7 @@ describe('an honest fleet reconnecting', () => {
     expect(tg!.gateway.broker.connected).toBe(500);
     // eslint-disable-next-line no-console
     console.log(`500 devices: in after a start in ${coldMs} ms (500 hashes), after an outage in ${warmMs} ms (0 hashes)`);
-  });
+  }, 120_000); // 500 scrypt hashes: ~3 s on a quiet machine, 15 s on a busy one
 
   it('an MQTT.js device with a remembered secret connects while its client id is in backoff', async () => {
     await start({ mqtt: { authBackoffAfterFailures: 1, authBackoffInitialMs: 60_000 } }, ['d1'], 'right');
