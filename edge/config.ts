@@ -50,6 +50,18 @@ export const gatewayConfigSchema = z.object({
     rateBurst: positive.default(200).describe('Burst above the sustained rate a device may publish at once.'),
     maxPayloadBytes: positive.default(64 * 1024).describe('Largest telemetry payload, in bytes; a larger one is quarantined (counted).'),
     maxReadingsPerMessage: positive.default(1000).describe('Most readings in one message (a SenML pack or a flat object).'),
+    authConcurrency: positive.default(2).describe(
+      'Device secrets checked (scrypt) at once. The hash runs on the libuv thread pool, which SQLite commits share; a remembered credential (a device reconnecting with the secret that verified before) needs none.',
+    ),
+    authQueueMax: z.number().int().min(0).default(10_000).describe(
+      'CONNECTs waiting for a secret check before more are refused with CONNACK 3 (server unavailable; counted). Room for a whole fleet coming back after a gateway restart; a CONNECT whose client gave up waiting is skipped, not hashed.',
+    ),
+    authBackoffAfterFailures: positive.default(3).describe('Wrong secrets for one client id before its next CONNECTs are refused without a check (CONNACK 3, counted) for a while.'),
+    authBackoffAfterAddressFailures: positive.default(10).describe('Wrong secrets from one address before its next CONNECTs are refused without a check; higher than per client id since devices behind one NAT share an address.'),
+    authBackoffInitialMs: positive.default(1000).describe('First wait after those failures, in ms; doubles with each further failure.'),
+    authBackoffMaxMs: positive.default(60_000).describe('Longest wait, in ms; a client id or address is forgotten 2 x this after its last failure, a client id at once when it verifies.'),
+    authTrackedMax: positive.default(10_000).describe('Client ids and addresses whose failures are remembered, at most (the oldest are forgotten first).'),
+    revocationCheckMs: positive.default(1000).describe('How often the device registry is checked for removed or rotated devices (`braid device remove|rotate`), in ms; their live sessions are closed (counted).'),
   }).strict().prefault({}).describe('The MQTT broker devices connect to.'),
   http: z.object({
     host: z.string().default('0.0.0.0').describe('Address the local REST API binds.'),

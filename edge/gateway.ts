@@ -127,6 +127,7 @@ export class Gateway {
         epoch: o.epoch,
         epochOpen: o.epochOpen,
         ackedSeq: f.ackedSeq,
+        commitsFailingSince: this.outbox.commitsFailingSince() === null ? null : new Date(this.outbox.commitsFailingSince()!).toISOString(),
       },
       forwarder: {
         cloudUrl: this.config.cloud.url,

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { Aedes, type Client } from 'aedes';
 import type { Registry } from 'prom-client';
@@ -13,9 +13,11 @@ import type { Logger } from '../../shared/logger.js';
 import type { Outbox } from '../outbox/index.js';
 import type { DeviceRegistry } from '../registry/index.js';
 import { errorsTopic, telemetryTopic, topicAllowed } from './acl.js';
+import { AuthThrottle } from './auth-throttle.js';
 import { RateLimiter, limitPacketSize } from './limits.js';
 import { createBrokerMetrics, type BrokerMetrics } from './metrics.js';
 import { RetransmitStamps } from './retransmit.js';
+import { Sessions } from './sessions.js';
 import { handleTelemetry } from './telemetry.js';
 
 export { topicAllowed, telemetryTopic, errorsTopic } from './acl.js';
@@ -44,6 +46,17 @@ export interface BrokerOptions {
   rateBurst: number;
   maxPayloadBytes: number;
   maxReadingsPerMessage: number;
+  /** Secret hashes (scrypt) computed at once; `authQueueMax` more CONNECTs may wait. */
+  authConcurrency: number;
+  authQueueMax: number;
+  /** Failures of one client id / one address before its CONNECTs wait (exponential, capped). */
+  authBackoffAfterFailures: number;
+  authBackoffAfterAddressFailures: number;
+  authBackoffInitialMs: number;
+  authBackoffMaxMs: number;
+  authTrackedMax: number;
+  /** ms between looks at the registry for removed or rotated devices. */
+  revocationCheckMs: number;
 }
 
 export interface BrokerDeps {
@@ -56,7 +69,21 @@ export interface BrokerDeps {
 
 // MQTT 3.1.1 CONNACK return codes [MQTT-3.2.2.3]
 const IDENTIFIER_REJECTED = 2;
+const SERVER_UNAVAILABLE = 3;
 const NOT_AUTHORIZED = 5;
+
+/**
+ * How long a CONNECT refused because the outbox cannot commit waits for its CONNACK 3, in ms: a
+ * client waits for the CONNACK before it reconnects, so even one that retries at once costs one
+ * attempt a second, not dozens.
+ */
+const STORE_UNAVAILABLE_ANSWER_MS = 1000;
+
+/** The peer's address: TCP and TLS sockets carry it, a WebSocket stream's request does. */
+function addressOf(client: Client): string | undefined {
+  const c = client as unknown as { conn?: { remoteAddress?: string }; req?: { socket?: { remoteAddress?: string } } };
+  return c.conn?.remoteAddress ?? c.req?.socket?.remoteAddress;
+}
 
 function authError(message: string, returnCode: number): Error & { returnCode: number } {
   return Object.assign(new Error(message), { returnCode });
@@ -71,9 +98,12 @@ export class GatewayBroker {
   private tls: TlsServer | null = null;
   private ws: { http: HttpServer; wss: WebSocketServer } | null = null;
   private closed = false;
+  private readonly sockets = new Set<Socket>();
+  private readonly registry: DeviceRegistry;
 
-  private constructor(aedes: Aedes, metrics: BrokerMetrics, logger: Logger, opts: BrokerOptions) {
+  private constructor(aedes: Aedes, metrics: BrokerMetrics, logger: Logger, opts: BrokerOptions, registry: DeviceRegistry) {
     this.aedes = aedes;
+    this.registry = registry;
     this.metrics = metrics;
     this.logger = logger;
     this.opts = opts;
@@ -94,8 +124,72 @@ export class GatewayBroker {
       limits: { maxPayloadBytes: opts.maxPayloadBytes, maxReadingsPerMessage: opts.maxReadingsPerMessage },
     };
 
-    // The keepalive each CONNECT asked for, read in preConnect for the check in authenticate.
+    // The keepalive each CONNECT asked for, and whether it carried a will, read in preConnect for
+    // the checks in authenticate (which answers with a CONNACK return code; preConnect cannot).
     const keepalives = new WeakMap<Client, number>();
+    const wills = new WeakSet<Client>();
+    const throttle = new AuthThrottle({
+      concurrency: opts.authConcurrency,
+      queueMax: opts.authQueueMax,
+      idFailures: opts.authBackoffAfterFailures,
+      addressFailures: opts.authBackoffAfterAddressFailures,
+      initialMs: opts.authBackoffInitialMs,
+      maxMs: opts.authBackoffMaxMs,
+      trackedMax: opts.authTrackedMax,
+    }, now);
+    const sessions = new Sessions();
+    const refuse = (reason: string, message: string, returnCode: number) => {
+      metrics.connectRefused.inc({ reason });
+      return authError(message, returnCode);
+    };
+
+    /**
+     * The secret check: a remembered credential at once; else a turn behind the throttle, then
+     * scrypt. Resolves null (admitted, session recorded) or the error to refuse with.
+     */
+    const authenticateSecret = async (client: Client, id: string, secret: string): Promise<(Error & { returnCode: number }) | null> => {
+      const generation = deps.registry.generation;
+      const found = await deps.registry.lookup(id, secret);
+      let ok = false;
+      if (found?.remembered) {
+        ok = true;
+      } else if (found) {
+        const address = addressOf(client);
+        const admission = throttle.admit(id, address, () => client.closed);
+        metrics.authPending.set(throttle.pending);
+        const turn = await admission;
+        metrics.authPending.set(throttle.pending);
+        if (!turn.ok) {
+          // Closed while it waited: aedes answers nothing to a closed client, nothing to count.
+          if (turn.reason === 'gone') return authError('connection closed while waiting for its check', SERVER_UNAVAILABLE);
+          logger.info({ device: id, address, reason: turn.reason }, 'device refused before its secret was checked');
+          return turn.reason === 'busy'
+            ? refuse('auth_busy', 'server unavailable: too many connects being checked', SERVER_UNAVAILABLE)
+            : refuse('auth_backoff', `server unavailable: too many failed connects, retry in ${Math.ceil(turn.retryMs / 1000)} s`, SERVER_UNAVAILABLE);
+        }
+        try {
+          ok = await found.check();
+        } finally {
+          turn.release();
+          metrics.authPending.set(throttle.pending);
+        }
+        metrics.verifications.inc({ result: ok ? 'ok' : 'fail' });
+        if (ok) throttle.succeeded(id);
+        else throttle.failed(id, address);
+      }
+      // A registry change seen while this was checked: read the row again, it must be the same.
+      if (ok && found && deps.registry.generation !== generation) {
+        const again = await deps.registry.lookup(id, secret);
+        ok = again?.version === found.version;
+      }
+      if (!ok || !found) {
+        metrics.authFailures.inc({ reason: 'bad_credentials' });
+        logger.info({ device: id }, 'device refused: unknown device or wrong secret');
+        return authError('not authorized', NOT_AUTHORIZED);
+      }
+      sessions.admit(client, found.version);
+      return null;
+    };
 
     const aedes = await Aedes.createBroker({
       id: 'braid-gateway',
@@ -111,6 +205,7 @@ export class GatewayBroker {
 
       preConnect(client, packet, done) {
         keepalives.set(client, packet.keepalive ?? 0);
+        if (packet.will) wills.add(client);
         done(null, true);
       },
 
@@ -136,22 +231,39 @@ export class GatewayBroker {
           metrics.authFailures.inc({ reason: 'no_password' });
           return done(authError('password (device secret) required', NOT_AUTHORIZED), false);
         }
-        deps.registry.verify(id, password.toString('utf8')).then((ok) => {
-          if (!ok) {
-            metrics.authFailures.inc({ reason: 'bad_credentials' });
-            logger.info({ device: id }, 'device refused: unknown device or wrong secret');
-            return done(authError('not authorized', NOT_AUTHORIZED), false);
-          }
-          done(null, true);
-        }, (err) => {
-          logger.error({ err, device: id }, 'registry lookup failed');
-          metrics.authFailures.inc({ reason: 'registry_error' });
-          done(authError('server unavailable', 3), false);
-        });
+        // A will is a message the gateway would publish for the device after it is gone (after a
+        // revocation too): on the telemetry topic a reading nobody sent, elsewhere one nobody but
+        // the device may read. Refused as mosquitto refuses a will its ACL denies.
+        if (wills.has(client)) {
+          return done(refuse('will', 'will messages are not accepted', NOT_AUTHORIZED), false);
+        }
+        // Devices would be taken and then dropped at their first publish: tell them to come back,
+        // after a moment, so a device that reconnects at once still tries about once a second.
+        if (deps.outbox.commitsFailingSince() !== null) {
+          const err = refuse('store_unavailable', 'server unavailable: the outbox cannot commit', SERVER_UNAVAILABLE);
+          setTimeout(() => done(err, false), STORE_UNAVAILABLE_ANSWER_MS).unref();
+          return;
+        }
+        authenticateSecret(client, id, password.toString('utf8')).then(
+          (err) => done(err, err === null),
+          (err) => {
+            logger.error({ err, device: id }, 'registry lookup failed');
+            metrics.authFailures.inc({ reason: 'registry_error' });
+            done(authError('server unavailable', SERVER_UNAVAILABLE), false);
+          },
+        );
       },
 
       authorizePublish(client, packet, done) {
         if (!client) return done(null); // the broker's own publishes (error reports)
+        // Telemetry is not state: the gateway keeps no retained message a device could plant for
+        // others (or itself) to be replayed, on any topic. The reading itself is kept. Cleared
+        // here, before aedes stores or routes the packet; refusing it would close the connection
+        // (no negative PUBACK in 3.1.1) and the device would resend it forever.
+        if (packet.retain) {
+          packet.retain = false;
+          metrics.retainStripped.inc();
+        }
         if (!topicAllowed(client.id, packet.topic)) {
           metrics.aclDenied.inc({ action: 'publish' });
           logger.info({ device: client.id, topic: packet.topic }, 'publish refused by ACL');
@@ -170,7 +282,7 @@ export class GatewayBroker {
         done(null, null);
       },
     });
-    broker = new GatewayBroker(aedes, metrics, logger, opts);
+    broker = new GatewayBroker(aedes, metrics, logger, opts, deps.registry);
 
     aedes.on('client', (client: Client) => limitPacketSize(client, opts.maxPacketBytes, () => metrics.limitRefused.inc({ limit: 'packet_size' })));
     aedes.on('clientReady', (client: Client) => {
@@ -181,7 +293,17 @@ export class GatewayBroker {
     aedes.on('clientDisconnect', (client: Client) => {
       metrics.connections.set(aedes.connectedClients);
       rate.forget(client.id);
+      sessions.drop(client);
     });
+    // A session also ends when the device's credential does [INV-7]: removed or rotated by
+    // `braid device ...` in another process, seen within revocationCheckMs.
+    await deps.registry.watch(opts.revocationCheckMs, (versions) => {
+      sessions.revoke(versions, (client, reason) => {
+        metrics.sessionsRevoked.inc({ reason });
+        logger.info({ device: client.id, reason }, 'session ended: the device\'s credential was revoked');
+        client.close();
+      });
+    }, (err) => logger.error({ err }, 'checking the device registry for changes failed'));
     aedes.on('clientError', (client: Client, err: Error) => {
       metrics.clientErrors.inc();
       logger.debug({ device: client?.id, err: err.message }, 'client error');
@@ -197,14 +319,20 @@ export class GatewayBroker {
   /** Open the listeners; resolves with the ports bound. */
   async listen(): Promise<{ port: number; wsPort: number | null; tlsPort: number | null }> {
     const { host } = this.opts;
-    const handle = this.aedes.handle;
+    const aedesHandle = this.aedes.handle;
+    // Every socket, so close() can end those aedes does not know yet.
+    const handle = (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      aedesHandle(socket);
+    };
     this.tcp = createNetServer(handle);
     const port = await listenOn(this.tcp, this.opts.port, host);
     let wsPort: number | null = null;
     if (this.opts.wsPort !== null) {
       const http = createHttpServer((_req, res) => { res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket: connect to /mqtt\n'); });
       const wss = new WebSocketServer({ server: http, path: '/mqtt', maxPayload: this.opts.maxPacketBytes + 16 });
-      wss.on('connection', (socket, req) => handle(createWebSocketStream(socket), req));
+      wss.on('connection', (socket, req) => aedesHandle(createWebSocketStream(socket), req));
       this.ws = { http, wss };
       wsPort = await listenOn(http, this.opts.wsPort, host);
     }
@@ -228,19 +356,25 @@ export class GatewayBroker {
     return Object.keys(clients).sort();
   }
 
-  /** Stop accepting connections, disconnect devices, close aedes. Idempotent. */
+  /**
+   * Stop accepting connections, disconnect devices, close aedes; resolves once every listener has
+   * closed. Idempotent. aedes closes the sessions it knows; a socket that has not sent CONNECT yet
+   * (or is still being checked) is not one of them and is destroyed here, or a listener's 'close'
+   * would wait for its connect timeout.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.registry.unwatch();
     const servers: Array<NetServer | HttpServer | TlsServer> = [this.tcp, this.tls, this.ws?.http].filter((s): s is NetServer => s !== null && s !== undefined);
-    for (const s of servers) s.close();
+    // Listen for 'close' before close(): `listening` is already false once close() returned.
+    const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     this.ws?.wss.clients.forEach((c) => c.terminate());
     this.ws?.wss.close();
+    this.ws?.http.closeAllConnections();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
-      if (!s.listening) return resolve();
-      s.once('close', () => resolve());
-    })));
+    for (const socket of this.sockets) socket.destroy();
+    await Promise.all(closed);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -13,6 +13,12 @@ export function createBrokerMetrics(registry: Registry) {
     messages: new Counter({ name: 'braid_mqtt_telemetry_messages_total', help: 'Telemetry messages received, by QoS', labelNames: ['qos'], registers }),
     payloadInvalid: new Counter({ name: 'braid_payload_invalid_total', help: 'Telemetry payloads refused, by reason (acknowledged, quarantined, reported on devices/{id}/errors)', labelNames: ['reason'], registers }),
     clientErrors: new Counter({ name: 'braid_mqtt_client_errors_total', help: 'Connections closed on a protocol or socket error', registers }),
+    unacked: new Counter({ name: 'braid_mqtt_telemetry_unacked_total', help: 'Telemetry messages answered by closing the connection instead of a PUBACK (the device resends), by reason', labelNames: ['reason'], registers }),
+    connectRefused: new Counter({ name: 'braid_mqtt_connect_refused_total', help: 'CONNECTs refused before or instead of checking the secret, by reason (store_unavailable, auth_busy, auth_backoff, will)', labelNames: ['reason'], registers }),
+    sessionsRevoked: new Counter({ name: 'braid_mqtt_sessions_revoked_total', help: 'Live sessions ended because their device was removed or its secret rotated, by reason', labelNames: ['reason'], registers }),
+    retainStripped: new Counter({ name: 'braid_mqtt_retain_stripped_total', help: 'Device publishes whose retain flag was cleared (the gateway keeps no retained messages)', registers }),
+    verifications: new Counter({ name: 'braid_mqtt_auth_verifications_total', help: 'Secret hashes computed (scrypt) to check a CONNECT, by result; a remembered credential costs none', labelNames: ['result'], registers }),
+    authPending: new Gauge({ name: 'braid_mqtt_auth_pending', help: 'CONNECTs waiting for or running a secret hash now', registers }),
   };
 }
 

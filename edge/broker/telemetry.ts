@@ -4,7 +4,7 @@
  * durable; aedes lib/handlers/publish.js writes PUBACK before `published` runs, too late).
  */
 import type { Client, PublishPacket } from 'aedes';
-import { PayloadInvalidError, type BraidError } from '../../shared/errors.js';
+import { ClosedError, LimitExceededError, PayloadInvalidError, type BraidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { parsePayload, type PayloadLimits } from '../../shared/payload.js';
 import type { Outbox } from '../outbox/index.js';
@@ -32,10 +32,25 @@ export function handleTelemetry(deps: TelemetryDeps, client: Client, packet: Pub
   if (wait > 0) {
     // Over its rate: hold this message (and with it the reads from the device's socket).
     deps.metrics.throttled.inc();
-    setTimeout(() => ingest(deps, device, packet, done), wait);
+    setTimeout(() => guarded(deps, device, packet, done), wait);
     return;
   }
-  ingest(deps, device, packet, done);
+  guarded(deps, device, packet, done);
+}
+
+/**
+ * [INV-5] Whatever goes wrong with one message is answered through `done(err)`: a throw here would
+ * escape aedes' callback (or the throttle's timer) and take the whole gateway down. aedes closes
+ * that one connection; nothing was acknowledged, so the device resends.
+ */
+function guarded(deps: TelemetryDeps, device: string, packet: PublishPacket, done: (err?: Error | null) => void): void {
+  try {
+    ingest(deps, device, packet, done);
+  } catch (err) {
+    deps.metrics.unacked.inc({ reason: 'internal' });
+    deps.logger.error({ err, device }, 'telemetry path failed: the message is not acknowledged');
+    done(err instanceof Error ? err : new Error(String(err)));
+  }
 }
 
 function ingest(deps: TelemetryDeps, device: string, packet: PublishPacket, done: (err?: Error | null) => void): void {
@@ -51,13 +66,17 @@ function ingest(deps: TelemetryDeps, device: string, packet: PublishPacket, done
     deps.report(device, { code: err.code, reason: err.reason, message: err.message, topic: packet.topic });
     deps.logger.debug({ device, reason: err.reason }, 'payload refused');
     deps.outbox.quarantine({ device, topic: packet.topic, reason: err.reason, message: err.message, payload })
-      .then(() => done(null), (e: Error) => done(e));
+      .then(() => done(null), (e: BraidError) => {
+        deps.metrics.unacked.inc({ reason: unackedReason(e) });
+        done(e);
+      });
     return;
   }
   // A message is received at one time, so its readings without ts share one stamp; only a name
   // repeated without time (SenML) takes the device's next stamp, to keep an identity of its own.
   const needsStamp = parsed.some((r) => r.ts === undefined);
-  const track = needsStamp && packet.qos === 1;
+  // QoS 2 too: a PUBLISH resent before its PUBREC arrived runs this path again.
+  const track = needsStamp && packet.qos > 0;
   const digest = track ? RetransmitStamps.digest(payload) : '';
   const recalled = track && packet.dup ? deps.retransmits.recall(device, packet.messageId, digest) : undefined;
   const stamps: number[] = recalled ? [...recalled] : [];
@@ -74,10 +93,18 @@ function ingest(deps: TelemetryDeps, device: string, packet: PublishPacket, done
     () => done(null),
     (err: BraidError) => {
       // Not acknowledged: closing the connection makes the device resend its QoS 1 messages.
+      deps.metrics.unacked.inc({ reason: unackedReason(err) });
       deps.report(device, { code: err.code ?? 'BRAID_ERR_INTERNAL', message: err.message, topic: packet.topic });
       done(err);
     },
   );
+}
+
+/** The label of a message left without PUBACK: a limit, a shutdown, or the store failing its commit. */
+function unackedReason(err: BraidError): string {
+  if (err instanceof LimitExceededError) return 'queue_full';
+  if (err instanceof ClosedError) return 'closing';
+  return 'commit_failed';
 }
 
 export { errorsTopic };

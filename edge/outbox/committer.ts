@@ -74,6 +74,8 @@ export interface CommitterState {
 }
 
 const SEP = '\u0000';
+/** What a commit probe writes (and deletes): about a group commit of a few hundred readings. */
+const PROBE_BYTES = 64 * 1024;
 const partialKey = (device: string, metric: string, minute: number) => `${device}${SEP}${metric}${SEP}${minute}`;
 
 export class Committer {
@@ -94,6 +96,13 @@ export class Committer {
   private openPartials = new Map<string, Summary>();
   /** Called after each commit that assigned seq (the forwarder's wake-up). */
   onCommitted: (lastSeq: number) => void = () => {};
+  /**
+   * When commits started failing (ms), null while they succeed: the commit-health signal the
+   * broker refuses CONNECTs on. Set by a failed commit, cleared by a successful one or probe.
+   */
+  failingSince: number | null = null;
+  /** Called when commits start failing (true) and when they succeed again (false). */
+  onHealth: (failing: boolean) => void = () => {};
 
   constructor(deps: { writes: WriteQueue; logger: Logger; metrics: OutboxMetrics; now: () => number }, opts: CommitterOptions, state: CommitterState) {
     this.writes = deps.writes;
@@ -185,10 +194,12 @@ export class Committer {
         this.metrics.commitSeconds.observe((performance.now() - started) / 1000);
         this.metrics.commitReadings.observe(n);
         batch.forEach((p, i) => p.resolve(results[i]));
+        this.healthy();
         this.onCommitted(this.state.lastSeq);
       } catch (err) {
         this.logger.error({ err, readings: n }, 'outbox commit failed');
         this.metrics.commitFailures.inc();
+        this.failing();
         for (const p of batch) p.reject(err as Error);
       }
     }
@@ -319,6 +330,39 @@ export class Committer {
       return over;
     }
     return 0;
+  }
+
+  private failing(): void {
+    if (this.failingSince !== null) return;
+    this.failingSince = this.now();
+    this.onHealth(true);
+  }
+
+  private healthy(): void {
+    if (this.failingSince === null) return;
+    this.logger.info({ failingForMs: this.now() - this.failingSince }, 'outbox commits succeed again');
+    this.failingSince = null;
+    this.onHealth(false);
+  }
+
+  /**
+   * While commits fail nothing else writes (the broker refuses devices), so recovery is probed:
+   * one transaction that writes PROBE_BYTES and deletes them again. It needs what a group commit
+   * needs, room to grow the WAL and new pages, not only a page rewritten in place; on success the
+   * freed pages are there for the readings that follow. Resolves whether it committed.
+   */
+  async probe(): Promise<boolean> {
+    try {
+      await this.writes.run((db) => transaction(db, async (d) => {
+        await d.run("INSERT OR REPLACE INTO meta (key, value) VALUES ('commit_probe', CAST(zeroblob(?) AS TEXT))", [PROBE_BYTES]);
+        await d.run("DELETE FROM meta WHERE key = 'commit_probe'");
+      }));
+    } catch (err) {
+      this.logger.debug({ err }, 'outbox commit probe failed');
+      return false;
+    }
+    this.healthy();
+    return true;
   }
 
   /** Close the open epoch if it has been idle for `idleMs` or open for epochMs. */

@@ -59,6 +59,9 @@ export const DEFAULT_OUTBOX_OPTIONS: OutboxOptions = {
   keepUnpushedPartials: false,
 };
 
+/** How often a failing outbox tries a probe commit, in ms. */
+const COMMIT_PROBE_MS = 1000;
+
 /** Closed, reported epochs, sent gaps and quarantined payloads are kept this long (7 days). */
 const BOOKKEEPING_KEEP_MS = 7 * 24 * 3600_000;
 
@@ -90,6 +93,7 @@ export class Outbox implements OutboxBacklogSource {
   private lastActivityAt: number;
   private idleTimer: NodeJS.Timeout | null = null;
   private cronTask: ScheduledTask | null = null;
+  private probeTimer: NodeJS.Timeout | null = null;
   private budgetRunning: Promise<void> | null = null;
   private closed = false;
   /** Highest seq the forwarder has in flight; the disk budget never drops those. */
@@ -129,6 +133,7 @@ export class Outbox implements OutboxBacklogSource {
     const opened = new Outbox(writes, reader, committer, metrics, deps, opts);
     outbox = opened;
     committer.onCommitted = () => opened.afterCommit();
+    committer.onHealth = (failing) => opened.commitHealth(failing);
     deps.logger.info({ lastSeq: state.lastSeq, lastEpoch: state.lastEpoch, pending: state.pendingRows }, 'outbox open');
     return opened;
   }
@@ -147,6 +152,31 @@ export class Outbox implements OutboxBacklogSource {
         this.runRetention().catch((err) => this.logger.error({ err }, 'retention failed'));
       }, { timezone: 'UTC', noOverlap: true });
     }
+  }
+
+  /**
+   * Since when commits fail (ms), or null while they succeed: the broker refuses CONNECT meanwhile.
+   * A probe commit every COMMIT_PROBE_MS finds out when they can succeed again.
+   */
+  commitsFailingSince(): number | null {
+    return this.committer.failingSince;
+  }
+
+  private commitHealth(failing: boolean): void {
+    if (!failing) {
+      if (this.probeTimer) clearInterval(this.probeTimer);
+      this.probeTimer = null;
+      return;
+    }
+    this.logger.warn('outbox commits fail: devices are refused (CONNACK 3) until a probe commit succeeds');
+    if (this.probeTimer || this.closed) return;
+    let probing = false;
+    this.probeTimer = setInterval(() => {
+      if (probing) return;
+      probing = true;
+      void this.committer.probe().finally(() => { probing = false; });
+    }, COMMIT_PROBE_MS);
+    this.probeTimer.unref();
   }
 
   /** Commit readings (group commit); resolves once durable [INV-1]. */
@@ -278,6 +308,7 @@ export class Outbox implements OutboxBacklogSource {
     if (this.closed) return;
     this.closed = true;
     if (this.idleTimer) clearInterval(this.idleTimer);
+    if (this.probeTimer) clearInterval(this.probeTimer);
     this.cronTask?.stop();
     await this.committer.close();
     // A clean stop closes the open epoch now: nothing more can join it, and the cloud can judge it

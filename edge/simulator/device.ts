@@ -51,6 +51,9 @@ export class SimulatedDevice {
       const client = mqtt.connect(this.ctx.url, {
         clientId: this.dev.id, username: this.dev.id, password: this.dev.secret, protocolVersion: 4,
         reconnectPeriod: 1000, connectTimeout: this.ctx.connectTimeoutMs, clean: true,
+        // A gateway whose store is failing refuses with CONNACK 3 (come back later); MQTT.js
+        // stops reconnecting after any refusal unless told otherwise.
+        reconnectOnConnackError: true,
       });
       this.client = client;
       let first = true;

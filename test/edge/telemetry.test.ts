@@ -7,9 +7,18 @@ import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue, scrapedValue } from '../../shared/metrics.js';
 import { collectPackets, connectPacket, publishPacket } from '../support/mqtt-raw.js';
+import type { Client, PublishPacket } from 'aedes';
+import { Registry } from 'prom-client';
+import { RateLimiter } from '../../edge/broker/limits.js';
+import { createBrokerMetrics } from '../../edge/broker/metrics.js';
+import { RetransmitStamps } from '../../edge/broker/retransmit.js';
+import { handleTelemetry } from '../../edge/broker/telemetry.js';
 import type { GatewayConfig } from '../../edge/config.js';
+import { Outbox } from '../../edge/outbox/index.js';
+import { nullLogger } from '../../shared/logger.js';
+import type { PayloadLimits } from '../../shared/payload.js';
 import {
-  type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway,
+  type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir,
 } from '../support/gateway.js';
 
 const TOPIC = 'devices/d1/telemetry';
@@ -277,3 +286,49 @@ function rawSocket(): Promise<Socket> {
   });
 }
 
+
+describe('errors that are not about the payload', () => {
+  /**
+   * handleTelemetry with a real outbox and broker metrics, but limits it cannot read (null): the
+   * parser's TypeError stands for any failure that is not the device's payload. It must come back
+   * through aedes' `done(err)` (connection closed, nothing acknowledged, counted), from the direct
+   * path and from the throttle's timer alike, never as a throw that would end the gateway.
+   */
+  async function harness(rate: RateLimiter) {
+    const dir = tempDir();
+    const registry = new Registry();
+    const outbox = await Outbox.open({ dataDir: dir.path, logger: nullLogger(), registry });
+    const metrics = createBrokerMetrics(registry);
+    const deps = {
+      outbox, metrics, logger: nullLogger(), rate, report: () => {}, now: Date.now, retransmits: new RetransmitStamps(),
+      limits: null as unknown as PayloadLimits,
+    };
+    const packet = { cmd: 'publish', topic: TOPIC, payload: Buffer.from('{"temp":1}'), qos: 1, dup: false, retain: false, messageId: 1 } as PublishPacket;
+    const send = () => new Promise<Error | null | undefined>((resolve) => handleTelemetry(deps, { id: 'd1' } as Client, packet, resolve));
+    const close = async () => { await outbox.close(); dir.remove(); };
+    return { send, close, unacked: () => metricValue(registry, 'braid_mqtt_telemetry_unacked_total', { reason: 'internal' }), rows: () => outbox.reader.all('SELECT * FROM outbox') };
+  }
+
+  it('answers done(err) on the direct path and counts it', async () => {
+    const h = await harness(new RateLimiter(1000, 1000));
+    try {
+      const err = await h.send();
+      expect(err).toBeInstanceOf(TypeError);
+      expect(await h.unacked()).toBe(1);
+      expect(await h.rows()).toEqual([]);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('answers done(err) from the throttle\'s timer too', async () => {
+    const h = await harness(new RateLimiter(100, 1)); // the second message waits ~10 ms
+    try {
+      expect(await h.send()).toBeInstanceOf(TypeError);
+      expect(await h.send()).toBeInstanceOf(TypeError);
+      expect(await h.unacked()).toBe(2);
+    } finally {
+      await h.close();
+    }
+  });
+});

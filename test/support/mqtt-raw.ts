@@ -35,13 +35,18 @@ export function connectPacket(clientId: string, username: string | null, passwor
   return Buffer.concat([Buffer.from([0x10, ...varLength(body.length)]), body]);
 }
 
-/** A PUBLISH; `dup` marks a retransmit of a QoS 1 message [MQTT-3.3.1-1]. */
-export function publishPacket(topic: string, payload: Buffer | string, qos: 0 | 1, messageId = 1, dup = false): Buffer {
+/** A PUBLISH; `dup` marks a retransmit of a QoS 1 or 2 message [MQTT-3.3.1-1]. */
+export function publishPacket(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, messageId = 1, dup = false): Buffer {
   const parts = [str(topic)];
   if (qos > 0) parts.push(Buffer.from([messageId >> 8, messageId & 0xff]));
   parts.push(Buffer.from(payload));
   const body = Buffer.concat(parts);
   return Buffer.concat([Buffer.from([0x30 | (dup ? 0x08 : 0) | (qos << 1), ...varLength(body.length)]), body]);
+}
+
+/** PUBREL, the second step of a QoS 2 exchange [MQTT-3.6.1-1]. */
+export function pubrelPacket(messageId: number): Buffer {
+  return Buffer.from([0x62, 0x02, messageId >> 8, messageId & 0xff]);
 }
 
 export interface Incoming { type: number; body: Buffer }
@@ -83,3 +88,5 @@ export class PacketReader {
 
 export const CONNACK = 2;
 export const PUBACK = 4;
+export const PUBREC = 5;
+export const PUBCOMP = 7;
