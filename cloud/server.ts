@@ -13,7 +13,7 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import { errorReply } from '../shared/http-errors.js';
 import { type Logger, nullLogger } from '../shared/logger.js';
 import { type Db, WriteQueue } from '../shared/sqlite.js';
-import { type AuthOptions, Authenticator } from './api/auth.js';
+import { Authenticator } from './api/auth.js';
 import { registerWhoamiRoute } from './api/whoami.js';
 import type { CloudConfig } from './config.js';
 import { type IngestOptions, IngestService, registerIngestRoute } from './ingest/index.js';
@@ -50,7 +50,6 @@ export interface CloudServerOptions {
   services?: Array<CloudService | ((ctx: CloudContext) => CloudService)>;
   /** Overrides of the ingest options the config does not carry (maxQueuedReadings, orphanScanMs). */
   ingest?: Partial<IngestOptions>;
-  auth?: Partial<AuthOptions>;
 }
 
 export interface CloudAddress {
@@ -147,7 +146,7 @@ export class CloudServer {
     this.reader = await openCloudDb(dbFile);
     const writes = new WriteQueue(this.writer);
     const ingest = new IngestService({ dataDir: c.dataDir, writes, logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
-    const auth = new Authenticator(this.reader, this.opts.auth);
+    const auth = new Authenticator(this.reader);
     this.context = { config: c, logger: this.logger, registry: this.registry, dataDir: c.dataDir, db: { writes, reader: this.reader }, auth, ingest };
     await ingest.start();
 
