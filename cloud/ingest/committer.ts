@@ -132,11 +132,15 @@ export class GroupCommitter {
       this.d.metrics.groupCommits.inc();
       group.forEach((p, i) => {
         const o = plan.outcomes[i];
+        if (o.refused) {
+          this.d.metrics.seqGaps.inc();
+          p.reject(o.refused);
+          return;
+        }
         this.d.metrics.readings.inc(o.stored);
         this.d.metrics.duplicates.inc(o.duplicates);
         this.d.metrics.epochs.inc(o.newEpochs);
         this.d.metrics.gaps.inc(o.newGaps);
-        this.d.metrics.seqGaps.inc(o.holes.length);
         p.resolve({ ackSeq: o.ackSeq, stored: o.stored, duplicates: o.duplicates });
       });
       // A full segment is sealed now rather than when the next request arrives.

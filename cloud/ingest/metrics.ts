@@ -24,7 +24,7 @@ export function createIngestMetrics(registry: Registry) {
     gaps: reuse(registry, 'braid_ingest_gap_records_total', () => new Counter({
       name: 'braid_ingest_gap_records_total', help: 'Gap records (readings a gateway dropped at its disk budget) recorded, repeats not counted', registers })),
     seqGaps: reuse(registry, 'braid_ingest_seq_gaps_total', () => new Counter({
-      name: 'braid_ingest_seq_gaps_total', help: 'Seq holes seen: a batch starting above the next expected seq with no gap record for the hole', registers })),
+      name: 'braid_ingest_seq_gaps_total', help: 'Batches refused because they skip seqs: above the highest stored, neither in the batch nor named by a gap record (BRAID_ERR_INGEST_SEQ_SKIP)', registers })),
     groupCommits: reuse(registry, 'braid_ingest_group_commits_total', () => new Counter({
       name: 'braid_ingest_group_commits_total', help: 'Group commits (one staging fsync and one cloud.db transaction each)', registers })),
     stagingReadings: reuse(registry, 'braid_staging_readings', () => new Gauge({

@@ -1,13 +1,14 @@
 /**
- * The decision half of a group commit, run inside its BEGIN IMMEDIATE transaction: which readings
- * of each request are new (not in `received`, nor in an earlier request of the same group) [INV-2],
- * plus the epochs, gap records and seq holes the requests carry. Because the decision and the
- * `received` update commit together, under SQLite's write lock, two ingest processes given the
- * same batch stage it once between them.
+ * The decision half of a group commit, run inside its BEGIN IMMEDIATE transaction: which requests
+ * skip seqs and are refused, which readings of the others are new (not in `received`, nor in an
+ * earlier request of the same group) [INV-2], plus the epochs and gap records they carry. Because
+ * the decision and the `received` update commit together, under SQLite's write lock, two ingest
+ * processes given the same batch stage it once between them.
  */
 import type { Logger } from '../../shared/logger.js';
 import type { Db } from '../../shared/sqlite.js';
-import { gapRangesIn, insertEpochs, insertGaps, insertSeqGap, maxReceived, rangesNear } from '../store/ingest-state.js';
+import { gapRangesIn, insertEpochs, insertGaps, maxReceived, rangesNear } from '../store/ingest-state.js';
+import { IngestSeqSkipError } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
 import type { IngestBatch, ReadingTuple } from './validate.js';
 
@@ -21,7 +22,8 @@ export interface IngestAck {
 export interface RequestOutcome extends IngestAck {
   newEpochs: number;
   newGaps: number;
-  holes: Range[];
+  /** Set when the request is refused (it skips seqs): nothing of it was kept. */
+  refused?: IngestSeqSkipError;
 }
 
 /** New readings of one request, to be staged. */
@@ -60,6 +62,27 @@ function rowsIn(rows: ReadingTuple[], want: Range[]): ReadingTuple[] {
 
 interface GatewayState { added: Range[]; maxSeq: number }
 
+const fmtRanges = (rs: Range[]) => rs.slice(0, 3).map((r) => (r.from === r.to ? `${r.from}` : `${r.from}..${r.to}`)).join(', ')
+  + (rs.length > 3 ? ` and ${rs.length - 3} more range(s)` : '');
+
+/**
+ * The seqs `b` skips: those above `held` (the highest seq of the gateway stored, or advanced past
+ * by an accepted batch's lastSeq) up to `b.lastSeq` that none of b's readings, b's gap records or
+ * the gap records already stored account for. Empty for everything the forwarder sends
+ * (docs/ingest-protocol.md): its batches start right after what the cloud acknowledged, and its
+ * only holes are readings dropped at the disk budget, named by a gap record that goes with the
+ * first batch reaching past it. Seqs at or below `held` are never a skip: a retransmit, or a batch
+ * repeating seqs already stored, only carries duplicates. Epoch records are not looked at: an epoch
+ * may name seqs the cloud has not had yet (it is complete only once they, or gaps, arrive).
+ */
+async function skipped(db: Db, g: string, held: number, b: IngestBatch): Promise<Range[]> {
+  if (b.lastSeq <= held) return [];
+  const from = held + 1;
+  const own = b.gaps.map((x) => ({ from: x.fromSeq, to: x.toSeq }));
+  const accounted = normalize([...seqRanges(b.readings), ...own, ...await gapRangesIn(db, g, from, b.lastSeq)]);
+  return missing(accounted, from, b.lastSeq);
+}
+
 export async function planGroup(db: Db, batches: IngestBatch[], now: number, log: Logger): Promise<GroupPlan> {
   const state = new Map<string, GatewayState>();
   const lines: StagingLine[] = [];
@@ -71,23 +94,20 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
       st = { added: [], maxSeq: await maxReceived(db, g) };
       state.set(g, st);
     }
-    // Gap records first: the hole check below counts them as covering their seqs.
+    // A batch that skips seqs is refused whole, before anything of it is kept: recording the hole
+    // (or its epochs, or its gaps) would be permanent, and a token could plant one at will.
+    const skip = await skipped(db, g, st.maxSeq, b);
+    if (skip.length > 0) {
+      const n = skip.reduce((k, r) => k + r.to - r.from + 1, 0);
+      const message = `seq skip: gateway ${g} has had seqs up to ${st.maxSeq} stored; this batch (firstSeq ${b.firstSeq}, lastSeq ${b.lastSeq}) `
+        + `skips ${n} seq(s), ${fmtRanges(skip)}, with neither readings nor a gap record for them. Send them, or a gap record naming them `
+        + '(docs/ingest-protocol.md); nothing of this batch was stored';
+      log.warn({ gateway: g, heldSeq: st.maxSeq, firstSeq: b.firstSeq, lastSeq: b.lastSeq, skipped: skip.slice(0, 10), count: n }, 'ingest refused a batch that skips seqs');
+      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, refused: new IngestSeqSkipError(message) });
+      continue;
+    }
     const newGaps = await insertGaps(db, g, b.gaps, now);
     const newEpochs = await insertEpochs(db, g, b.epochs);
-
-    // A seq hole: a seq above everything received, within this batch's span, that neither a
-    // reading of the batch nor a gap record accounts for (the protocol allows no other holes).
-    const holes: Range[] = [];
-    if (b.lastSeq > st.maxSeq) {
-      const span = { from: st.maxSeq + 1, to: b.lastSeq };
-      const accounted = normalize([...seqRanges(b.readings), ...await gapRangesIn(db, g, span.from, span.to)]);
-      for (const h of missing(accounted, span.from, span.to)) {
-        holes.push(h);
-        // Never papered over: kept for the operator, counted, logged. The seqs may still arrive.
-        await insertSeqGap(db, g, h, now);
-        log.warn({ gateway: g, fromSeq: h.from, toSeq: h.to, batchFirstSeq: b.firstSeq }, 'seq hole: seqs missing above the highest received and no gap record covers them');
-      }
-    }
 
     let fresh: ReadingTuple[] = [];
     if (b.readings.length > 0) {
@@ -104,7 +124,7 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
     }
     // The protocol's lastSeq also covers gap-only tails: the next batch starts after it.
     st.maxSeq = Math.max(st.maxSeq, b.lastSeq);
-    outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps, holes });
+    outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps });
   }
   const added = new Map<string, Range[]>();
   for (const [g, st] of state) if (st.added.length > 0) added.set(g, st.added);
