@@ -14,6 +14,7 @@ import { errorReply } from '../shared/http-errors.js';
 import { type Logger, nullLogger } from '../shared/logger.js';
 import { type Db, WriteQueue } from '../shared/sqlite.js';
 import { Authenticator } from './api/auth.js';
+import { AUTH_ERRORS, errorResponses } from './api/responses.js';
 import { registerWhoamiRoute } from './api/whoami.js';
 import type { CloudConfig } from './config.js';
 import { type IngestOptions, IngestService, registerIngestRoute } from './ingest/index.js';
@@ -167,10 +168,24 @@ export class CloudServer {
       void reply.status(404).send({ code: 'BRAID_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` });
     });
     for (const plugin of this.firstPlugins) await plugin(app, this.context);
-    app.get('/healthz', async () => ({ status: 'ok' }));
+    app.get('/healthz', {
+      schema: {
+        summary: 'Liveness: ok while the process serves (no auth)', operationId: 'getHealthz', tags: ['meta'],
+        response: { 200: { description: 'The process serves requests', type: 'object', properties: { status: { type: 'string', enum: ['ok'] } } } },
+      },
+    }, async () => ({ status: 'ok' }));
     // Counters name gateways and devices: a read key, like the rest of the API (Prometheus sends it
     // with `authorization: {credentials: ...}` in its scrape config).
-    app.get('/metrics', { preHandler: auth.requireRole('read') }, async (_req, reply) => {
+    app.get('/metrics', {
+      preHandler: auth.requireRole('read'),
+      schema: {
+        summary: 'Prometheus metrics of this cloud process (read key)', operationId: 'getMetrics', tags: ['meta'],
+        response: {
+          200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
+          ...errorResponses(AUTH_ERRORS.read),
+        },
+      },
+    }, async (_req, reply) => {
       void reply.header('content-type', this.registry.contentType);
       return this.registry.metrics();
     });

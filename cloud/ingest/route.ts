@@ -6,6 +6,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
+import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import { prepareGatewayScope } from './gateway-scope.js';
 import type { IngestService } from './service.js';
 import { validateIngestBody } from './validate.js';
@@ -32,11 +33,26 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
     scope.post(INGEST_PATH, {
       onRequest: deps.requireGateway,
       schema: {
+        summary: 'Store a batch of a gateway\'s outbox in the master dataset (gateway token)',
+        description: 'The body (JSON, optionally gzip) is docs/ingest-protocol.md\'s: readings, closed epochs and gap records of one gateway. '
+          + 'Answered 200 once durable; idempotent on (gateway, seq).',
+        operationId: 'ingest',
+        tags: ['gateway'],
         response: {
           200: {
+            description: 'Durable: every seq <= ackSeq that the request carried is in the master dataset',
             type: 'object',
             properties: { ackSeq: { type: 'integer' }, stored: { type: 'integer' }, duplicates: { type: 'integer' } },
           },
+          ...errorResponses({
+            400: 'BRAID_ERR_BAD_REQUEST: a malformed body; the message names the field and row',
+            ...AUTH_ERRORS.gateway,
+            409: 'BRAID_ERR_INGEST_SEQ_SKIP: the batch skips seqs the cloud has not stored, with no gap record for them; the message names them',
+            413: 'BRAID_ERR_PAYLOAD_TOO_LARGE: the body, inflated body or readings are over a limit; send smaller batches',
+            415: 'BRAID_ERR_UNSUPPORTED_ENCODING: a Content-Encoding other than gzip or identity',
+            429: 'BRAID_ERR_LIMIT_EXCEEDED: the ingest queue is full; retry after Retry-After',
+            503: 'BRAID_ERR_INGEST_UNAVAILABLE or BRAID_ERR_CLOSED: not stored; retry',
+          }),
         },
       },
     }, async (req) => {

@@ -7,6 +7,7 @@
 import type { FastifyInstance, preHandlerHookHandler } from 'fastify';
 import type { Db } from '../../shared/sqlite.js';
 import { iso } from '../../shared/time.js';
+import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import type { LiveManifest } from './live-manifest.js';
 import {
   type GatewayStatusRow, gapRecords, gatewayIds, gatewayStatuses, listDevices, receivedSeqs, seqGaps,
@@ -80,7 +81,15 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
 
   app.get('/api/v1/gateways', {
     preHandler: deps.read,
-    schema: { response: { 200: { type: 'object', properties: { gateways: { type: 'array', items: gatewaySchema } } } } },
+    schema: {
+      summary: 'Every gateway: last contact, health, E, received seq, gap records (read key)',
+      operationId: 'listGateways',
+      tags: ['registry'],
+      response: {
+        200: { description: 'Every gateway registered (a token) or heard from', type: 'object', properties: { gateways: { type: 'array', items: gatewaySchema } } },
+        ...errorResponses(AUTH_ERRORS.read),
+      },
+    },
   }, async () => {
     const now = deps.now();
     const [ids, status, received, gaps, holes, live] = await Promise.all([
@@ -117,12 +126,18 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
   app.get('/api/v1/devices', {
     preHandler: deps.read,
     schema: {
+      summary: 'Every device the gateways reported, its gateway, metrics and whether it is online (read key)',
+      operationId: 'listDevices',
+      tags: ['registry'],
       querystring: {
         type: 'object',
         properties: { gateway: { type: 'string', minLength: 1, maxLength: 64 } },
         additionalProperties: false,
       },
-      response: { 200: { type: 'object', properties: { devices: { type: 'array', items: deviceSchema } } } },
+      response: {
+        200: { description: 'The devices, of one gateway with ?gateway=G', type: 'object', properties: { devices: { type: 'array', items: deviceSchema } } },
+        ...errorResponses({ 400: 'BRAID_ERR_BAD_REQUEST: an unknown or malformed query parameter', ...AUTH_ERRORS.read }),
+      },
     },
   }, async (req) => {
     const { gateway } = req.query as { gateway?: string };

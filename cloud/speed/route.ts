@@ -7,6 +7,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
+import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import { prepareGatewayScope } from '../ingest/index.js';
 import type { SpeedMetrics } from './metrics.js';
 import { type SpeedLimits, type SpeedPush, pushGateway, validateSpeedPush } from './validate.js';
@@ -33,11 +34,24 @@ export async function registerSpeedRoute(app: FastifyInstance, deps: SpeedRouteD
     scope.post(SPEED_PATH, {
       onRequest: deps.requireGateway,
       schema: {
+        summary: 'Push a gateway\'s speed partials, health and connected devices (gateway token)',
+        description: 'The body (JSON, optionally gzip) is docs/serving.md\'s speed push. The answer carries E[gateway] of the live views.',
+        operationId: 'pushSpeed',
+        tags: ['gateway'],
         response: {
           200: {
+            description: 'Stored; watermark is E[gateway] of the live manifest',
             type: 'object',
             properties: { watermark: { type: 'integer' }, manifestVersion: { type: ['integer', 'null'] }, stored: { type: 'integer' } },
           },
+          ...errorResponses({
+            400: 'BRAID_ERR_BAD_REQUEST: a malformed body; the message names the field and row',
+            ...AUTH_ERRORS.gateway,
+            413: 'BRAID_ERR_PAYLOAD_TOO_LARGE: the body or a list in it is over a limit',
+            415: 'BRAID_ERR_UNSUPPORTED_ENCODING: a Content-Encoding other than gzip or identity',
+            429: 'BRAID_ERR_LIMIT_EXCEEDED: too many pushes wait for the store; retry after Retry-After',
+            503: 'BRAID_ERR_SPEED_UNAVAILABLE: not stored; retry',
+          }),
         },
       },
     }, async (req) => {
