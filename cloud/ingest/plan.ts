@@ -8,15 +8,21 @@
 import type { Logger } from '../../shared/logger.js';
 import type { Db } from '../../shared/sqlite.js';
 import { gapRangesIn, insertEpochs, insertGaps, maxReceived, rangesNear } from '../store/ingest-state.js';
+import { type FutureReadings, futureReadings, recordFutureReadings } from './clock.js';
 import { IngestSeqSkipError } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
 import type { IngestBatch, ReadingTuple } from './validate.js';
+
+/** Something stored but worth the gateway's (and its operator's) attention. */
+export interface IngestWarning { code: string; message: string; count: number }
 
 export interface IngestAck {
   /** Every seq <= ackSeq that the request carried is durable. */
   ackSeq: number;
   stored: number;
   duplicates: number;
+  /** Present only when there is one: readings stamped too far into the cloud's future (BRAID_WARN_FUTURE_TS). */
+  warnings?: IngestWarning[];
 }
 
 export interface RequestOutcome extends IngestAck {
@@ -24,6 +30,8 @@ export interface RequestOutcome extends IngestAck {
   newGaps: number;
   /** Set when the request is refused (it skips seqs): nothing of it was kept. */
   refused?: IngestSeqSkipError;
+  /** Its new readings stamped after the cloud's now + maxFutureMs (stored, counted). */
+  future: FutureReadings | null;
 }
 
 /** New readings of one request, to be staged. */
@@ -83,7 +91,11 @@ async function skipped(db: Db, g: string, held: number, b: IngestBatch): Promise
   return missing(accounted, from, b.lastSeq);
 }
 
-export async function planGroup(db: Db, batches: IngestBatch[], now: number, log: Logger): Promise<GroupPlan> {
+/**
+ * Plan (and record the bookkeeping of) one group. `maxFutureMs`: new readings stamped later than
+ * `now + maxFutureMs` are counted per gateway in gateway_clock and reported in the outcome.
+ */
+export async function planGroup(db: Db, batches: IngestBatch[], now: number, log: Logger, maxFutureMs = Infinity): Promise<GroupPlan> {
   const state = new Map<string, GatewayState>();
   const lines: StagingLine[] = [];
   const outcomes: RequestOutcome[] = [];
@@ -103,7 +115,7 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
         + `skips ${n} seq(s), ${fmtRanges(skip)}, with neither readings nor a gap record for them. Send them, or a gap record naming them `
         + '(docs/ingest-protocol.md); nothing of this batch was stored';
       log.warn({ gateway: g, heldSeq: st.maxSeq, firstSeq: b.firstSeq, lastSeq: b.lastSeq, skipped: skip.slice(0, 10), count: n }, 'ingest refused a batch that skips seqs');
-      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, refused: new IngestSeqSkipError(message) });
+      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, refused: new IngestSeqSkipError(message), future: null });
       continue;
     }
     const newGaps = await insertGaps(db, g, b.gaps, now);
@@ -124,7 +136,13 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
     }
     // The protocol's lastSeq also covers gap-only tails: the next batch starts after it.
     st.maxSeq = Math.max(st.maxSeq, b.lastSeq);
-    outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps });
+    // Flagged, not dropped: acknowledged data is never lost, and the clock may be the cloud's.
+    const future = fresh.length > 0 ? futureReadings(fresh, now + maxFutureMs) : null;
+    if (future) {
+      await recordFutureReadings(db, g, future, now);
+      log.warn({ gateway: g, count: future.count, device: future.device, metric: future.metric, ts: future.ts, maxFutureMs }, 'readings stamped ahead of the cloud\'s clock');
+    }
+    outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps, future });
   }
   const added = new Map<string, Range[]>();
   for (const [g, st] of state) if (st.added.length > 0) added.set(g, st.added);

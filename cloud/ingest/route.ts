@@ -42,7 +42,14 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
           200: {
             description: 'Durable: every seq <= ackSeq that the request carried is in the master dataset',
             type: 'object',
-            properties: { ackSeq: { type: 'integer' }, stored: { type: 'integer' }, duplicates: { type: 'integer' } },
+            properties: {
+              ackSeq: { type: 'integer' }, stored: { type: 'integer' }, duplicates: { type: 'integer' },
+              warnings: {
+                type: 'array',
+                description: 'Only when there is one. BRAID_WARN_FUTURE_TS: readings stamped more than ingest.maxFutureMs after the cloud\'s clock (stored and counted)',
+                items: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' }, count: { type: 'integer' } } },
+              },
+            },
           },
           ...errorResponses({
             400: 'BRAID_ERR_BAD_REQUEST: a malformed body; the message names the field and row',
@@ -55,7 +62,9 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
           }),
         },
       },
-    }, async (req) => {
+    }, async (req, reply) => {
+      // When the request arrived (fastify's clock starts at onRequest): the clock sample's receive time.
+      const receivedAt = Date.now() - reply.elapsedTime;
       const raw = req.body as Buffer | undefined;
       if (!raw || raw.length === 0) throw new BadRequestError('body: empty; expected an ingest batch (JSON, optionally gzip)');
       let doc: unknown;
@@ -69,6 +78,7 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
       if (p?.kind !== 'gateway' || p.gateway !== batch.gateway) {
         throw new ForbiddenError(`gateway: the token belongs to gateway ${p?.kind === 'gateway' ? p.gateway : '?'}, the body says ${batch.gateway}`);
       }
+      ingest.clocks.sample(batch.gateway, batch.sentAt, receivedAt);
       return ingest.submit(batch);
     });
   });

@@ -61,11 +61,15 @@ test('GET /api/v1/gateways: online while pushing, then offline after staleAfterM
     gaps: [{ fromSeq: 21, toSeq: 25, count: 5, reason: 'disk_budget', minTs: '2024-11-24T00:00:00.000Z', maxTs: '2024-11-24T01:00:00.000Z', devices: ['d1'] }],
     seqGaps: [{ fromSeq: 11, toSeq: 15, seenAt: expect.stringMatching(ISO) }],
     dropped: { diskBudget: 5, queueFull: 2, invalid: 3, duplicates: 7 },
+    // Its requests' sentAt is the test's clock, the cloud's: an offset of a few ms of delay at most.
+    clockOffsetMs: expect.any(Number), clockOffsetAt: expect.stringMatching(ISO), futureReadings: 0, lastFutureReading: null,
   });
+  expect(Math.abs(gw1.clockOffsetMs as number)).toBeLessThan(1000);
   // Registered, never heard from.
   expect(gw2).toEqual({
     id: 'gw-2', lastContactAt: null, online: false, watermark: 0, receivedSeq: 0, outboxPending: null, health: null, gaps: [], seqGaps: [],
     dropped: { diskBudget: 0, queueFull: 0, invalid: 0, duplicates: 0 },
+    clockOffsetMs: null, clockOffsetAt: null, futureReadings: 0, lastFutureReading: null,
   });
 
   // No push for longer than staleAfterMs: offline, and so are its devices.
