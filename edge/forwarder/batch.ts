@@ -61,6 +61,17 @@ function unsentGaps(reader: Db): Promise<GapRowDb[]> {
   return reader.all<GapRowDb>('SELECT id, reason, from_seq, to_seq, count, min_ts, max_ts, devices FROM gaps WHERE sent = 0 ORDER BY id LIMIT ?', [MAX_RECORDS]);
 }
 
+/** [from, to] ranges sorted and merged (touching ones too). */
+function normalizeRanges(ranges: ReadonlyArray<readonly [number, number]>): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const [from, to] of [...ranges].sort((a, b) => a[0] - b[0])) {
+    const last = out[out.length - 1];
+    if (last && from <= last[1] + 1) last[1] = Math.max(last[1], to);
+    else out.push([from, to]);
+  }
+  return out;
+}
+
 function toGapRecord(g: GapRowDb): GapRecord {
   return { id: g.id, reason: g.reason, fromSeq: g.from_seq, toSeq: g.to_seq, count: g.count, minTs: g.min_ts, maxTs: g.max_ts, devices: parseDevices(g.devices) };
 }
@@ -87,6 +98,12 @@ export async function readBatch(reader: Db, ackedSeq: number, maxReadings: numbe
     if (allEpochs.length === 0 && allGaps.length === 0) return null;
     // Protocol: a batch without readings has firstSeq = lastSeq + 1 = the next seq to send.
     const lastSeq = allGaps.reduce((m, g) => Math.max(m, g.toSeq), ackedSeq);
+    // A drop between the two reads may have taken the rows below these gaps: if they leave a
+    // hole, read the gaps again and take those up to lastSeq (which stays as decided above).
+    const covered = normalizeRanges(allGaps.map((g) => [g.fromSeq, g.toSeq] as const));
+    if (lastSeq > ackedSeq && !(covered.length > 0 && covered[0][0] <= ackedSeq + 1 && covered[0][1] >= lastSeq)) {
+      allGaps = (await unsentGaps(reader)).map(toGapRecord).filter((g) => g.toSeq <= lastSeq);
+    }
     return { firstSeq: lastSeq + 1, lastSeq, readings: [], epochs: allEpochs, gaps: allGaps };
   }
 

@@ -11,7 +11,7 @@ import { dropOldest } from '../../edge/outbox/budget.js';
 import { outboxRowBytes } from '../../edge/store/schema.js';
 import type { Db } from '../../shared/sqlite.js';
 import { type TestCloud, addGatewayToken, postIngest, queryCloudDb, startTestCloud } from '../support/cloud.js';
-import { type GatewayFixture, insertReadings, openGatewayFixture } from '../support/forwarder-fixtures.js';
+import { type GatewayFixture, insertGap, insertReadings, openGatewayFixture } from '../support/forwarder-fixtures.js';
 import { tempDir } from '../support/gateway.js';
 
 let fx: GatewayFixture;
@@ -36,7 +36,7 @@ afterEach(async () => {
  * The gateway's reader, with one real write slipped in: the first time the outbox rows are about to
  * be read, the budget drops the `n` oldest unsent rows (its own transaction, on the writer).
  */
-function readerDroppingBeforeRows(reader: Db, n: number): Db {
+function readerDroppingBeforeRows(reader: Db, n: number, afterSeq = 0): Db {
   let dropped = false;
   return new Proxy(reader, {
     get(target, key) {
@@ -44,8 +44,8 @@ function readerDroppingBeforeRows(reader: Db, n: number): Db {
         return async (sql: string, params?: unknown[]) => {
           if (!dropped && sql.includes('FROM outbox')) {
             dropped = true;
-            const gap = await fx.writes.tx((db) => dropOldest(db, 0, n * outboxRowBytes('dev-1', 'temp'), Date.now()));
-            expect(gap).toMatchObject({ fromSeq: 1, toSeq: n, count: n });
+            const gap = await fx.writes.tx((db) => dropOldest(db, afterSeq, n * outboxRowBytes('dev-1', 'temp'), Date.now()));
+            expect(gap).toMatchObject({ fromSeq: afterSeq + 1, toSeq: afterSeq + n, count: n });
           }
           return target.all(sql, params);
         };
@@ -68,6 +68,17 @@ test('a budget drop between the reads of gaps and rows: the batch carries the ne
   const a = await postIngest(cloud.url, token, body);
   expect({ status: a.status, body: a.body }).toEqual({ status: 200, body: { ackSeq: 300, stored: 200, duplicates: 0 } });
   expect(await queryCloudDb(cloudDir.path, 'SELECT from_seq, to_seq FROM gaps')).toEqual([{ from_seq: 1, to_seq: 100 }]);
+});
+
+test('the same with no rows left: a gap-only batch names the rows dropped below an earlier gap', async () => {
+  // The cloud holds 1..100; 201..300 were dropped while 101..200 were in flight, and that request failed.
+  expect((await postIngest(cloud.url, token, ingestBody({ firstSeq: 1, lastSeq: 100, readings: Array.from({ length: 100 }, (_, i) => [i + 1, 1, 'dev-1', 'temp', 1_732_406_400_000 + i, i] as [number, number, string, string, number, number]), epochs: [], gaps: [] }, 'gw-1', Date.now()))).status).toBe(200);
+  await insertReadings(fx, 101, 100);
+  await insertGap(fx, 201, 300, ['dev-1']);
+  const batch = await readBatch(readerDroppingBeforeRows(fx.reader, 100, 100), 100, 5000);
+  expect({ firstSeq: batch!.firstSeq, lastSeq: batch!.lastSeq, readings: batch!.readings }).toEqual({ firstSeq: 301, lastSeq: 300, readings: [] });
+  expect(batch!.gaps.map((g) => [g.fromSeq, g.toSeq]).sort((a, b) => a[0] - b[0])).toEqual([[101, 200], [201, 300]]);
+  expect((await postIngest(cloud.url, token, ingestBody(batch!, 'gw-1', Date.now()))).body).toEqual({ ackSeq: 300, stored: 0, duplicates: 0 });
 });
 
 test('without the drop, a contiguous batch reads the gaps once and carries none', async () => {
