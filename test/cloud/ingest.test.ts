@@ -102,6 +102,7 @@ describe('malformed bodies', () => {
     ['value overflowing to Infinity', () => ({ raw: gzipSync(JSON.stringify(good()).replace('[1,1,"dev-1","temp",1732406401000,0.25]', '[1,1,"dev-1","temp",1732406401000,1e400]')) }), 400, 'BRAID_ERR_BAD_REQUEST', /^readings\[0\]\[5\]: value must be a finite number/],
     ['no readings but firstSeq != lastSeq + 1', () => ({ body: { ...good(), readings: [], firstSeq: 1, lastSeq: 20 } }), 400, 'BRAID_ERR_BAD_REQUEST', /^firstSeq: a batch without readings/],
     ['epoch span backwards', () => ({ body: { ...good(), epochs: [{ epoch: 1, firstSeq: 5, lastSeq: 4 }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^epochs\[0\]\.lastSeq: /],
+    ['gap count over its seq range', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk_budget', fromSeq: 1, toSeq: 2, count: 3, minTs: 1, maxTs: 2, devices: ['dev-1'] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.count: count must be a whole number in 0\.\.2, got 3/],
     ['gap devices not a list', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk_budget', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: 2, devices: 'dev-1' }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.devices: must be an array/],
     ['brotli', () => ({ body: good(), headers: { 'content-encoding': 'br' } }), 415, 'BRAID_ERR_UNSUPPORTED_ENCODING', /Content-Encoding "br"/],
     ['too many readings', () => ({ body: ingestBody('gw-1', makeReadings(1, 2001)) }), 413, 'BRAID_ERR_PAYLOAD_TOO_LARGE', /^readings: 2001 entries, over the limit of 2000/],
