@@ -13,7 +13,7 @@ import type { Logger } from '../../shared/logger.js';
 import type { WriteQueue } from '../../shared/sqlite.js';
 import { addRanges } from '../store/ingest-state.js';
 import { type GatewayClocks, recordClockOffset } from './clock.js';
-import { IngestUnavailableError } from './errors.js';
+import { IngestSeqSkipError, IngestUnavailableError } from './errors.js';
 import type { IngestMetrics } from './metrics.js';
 import { type IngestAck, type StagingLine, planGroup, seqRanges } from './plan.js';
 import { type Range, normalize } from './ranges.js';
@@ -144,7 +144,7 @@ export class GroupCommitter {
       group.forEach((p, i) => {
         const o = plan.outcomes[i];
         if (o.refused) {
-          this.d.metrics.seqGaps.inc();
+          if (o.refused instanceof IngestSeqSkipError) this.d.metrics.seqGaps.inc();
           p.reject(o.refused);
           return;
         }

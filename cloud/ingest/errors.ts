@@ -35,3 +35,17 @@ export class IngestSeqSkipError extends BraidError {
     super('BRAID_ERR_INGEST_SEQ_SKIP', message, 409, options);
   }
 }
+
+/**
+ * A closed epoch whose span differs from the one stored for that epoch (or from another record of it
+ * in the same batch). A gateway closes an epoch once and resends the same record until it is
+ * acknowledged, so this is never the real forwarder; first stored would otherwise win silently, and
+ * a wrong span keeps the vector watermark from passing that epoch. A gateway whose data dir was
+ * reset (its seqs and epochs start at 1 again) gets this too, instead of its readings being taken
+ * for duplicates unnoticed: give it a new gateway id.
+ */
+export class IngestEpochConflictError extends BraidError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('BRAID_ERR_INGEST_EPOCH_CONFLICT', message, 409, options);
+  }
+}

@@ -9,7 +9,9 @@ import type { Logger } from '../../shared/logger.js';
 import type { Db } from '../../shared/sqlite.js';
 import { gapRangesIn, insertEpochs, insertGaps, maxReceived, rangesNear } from '../store/ingest-state.js';
 import { type FutureReadings, futureReadings, recordFutureReadings } from './clock.js';
-import { IngestSeqSkipError } from './errors.js';
+import type { BraidError } from '../../shared/errors.js';
+import { chunkRows, placeholders } from '../../shared/sqlite.js';
+import { IngestEpochConflictError, IngestSeqSkipError } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
 import type { IngestBatch, ReadingTuple } from './validate.js';
 
@@ -28,8 +30,8 @@ export interface IngestAck {
 export interface RequestOutcome extends IngestAck {
   newEpochs: number;
   newGaps: number;
-  /** Set when the request is refused (it skips seqs): nothing of it was kept. */
-  refused?: IngestSeqSkipError;
+  /** Set when the request is refused (it skips seqs, or contradicts a stored epoch): nothing of it was kept. */
+  refused?: BraidError;
   /** Its new readings stamped after the cloud's now + maxFutureMs (stored, counted). */
   future: FutureReadings | null;
 }
@@ -83,6 +85,31 @@ const fmtRanges = (rs: Range[]) => rs.slice(0, 3).map((r) => (r.from === r.to ? 
  * repeating seqs already stored, only carries duplicates. Epoch records are not looked at: an epoch
  * may name seqs the cloud has not had yet (it is complete only once they, or gaps, arrive).
  */
+/** The first epoch record of `b` whose span differs from the stored one (or another of b's), as a message; null when none. */
+async function epochConflict(db: Db, g: string, b: IngestBatch): Promise<string | null> {
+  if (b.epochs.length === 0) return null;
+  const seen = new Map<number, { firstSeq: number; lastSeq: number }>();
+  for (const e of b.epochs) {
+    const other = seen.get(e.epoch);
+    if (other && (other.firstSeq !== e.firstSeq || other.lastSeq !== e.lastSeq)) {
+      return `epochs: epoch ${e.epoch} of gateway ${g} appears twice in this batch, as ${other.firstSeq}..${other.lastSeq} and ${e.firstSeq}..${e.lastSeq}`;
+    }
+    seen.set(e.epoch, e);
+  }
+  for (const chunk of chunkRows([...seen.keys()], 1, 500)) {
+    const stored = await db.all<{ epoch: number; first_seq: number; last_seq: number }>(
+      `SELECT epoch, first_seq, last_seq FROM epochs WHERE gateway = ? AND epoch IN ${placeholders(1, chunk.length)}`, [g, ...chunk]);
+    for (const s of stored) {
+      const e = seen.get(s.epoch)!;
+      if (s.first_seq !== e.firstSeq || s.last_seq !== e.lastSeq) {
+        return `epochs: epoch ${s.epoch} of gateway ${g} is stored as seqs ${s.first_seq}..${s.last_seq}, this batch says ${e.firstSeq}..${e.lastSeq}; `
+          + 'a closed epoch never changes (a gateway whose data dir was reset needs a new gateway id); nothing of this batch was stored';
+      }
+    }
+  }
+  return null;
+}
+
 async function skipped(db: Db, g: string, held: number, b: IngestBatch): Promise<Range[]> {
   if (b.lastSeq <= held) return [];
   const from = held + 1;
@@ -116,6 +143,12 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
         + '(docs/ingest-protocol.md); nothing of this batch was stored';
       log.warn({ gateway: g, heldSeq: st.maxSeq, firstSeq: b.firstSeq, lastSeq: b.lastSeq, skipped: skip.slice(0, 10), count: n }, 'ingest refused a batch that skips seqs');
       outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, refused: new IngestSeqSkipError(message), future: null });
+      continue;
+    }
+    const conflict = await epochConflict(db, g, b);
+    if (conflict) {
+      log.warn({ gateway: g, firstSeq: b.firstSeq, lastSeq: b.lastSeq }, conflict);
+      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, refused: new IngestEpochConflictError(conflict), future: null });
       continue;
     }
     const newGaps = await insertGaps(db, g, b.gaps, now);

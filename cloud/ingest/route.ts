@@ -54,7 +54,8 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
           ...errorResponses({
             400: 'BRAID_ERR_BAD_REQUEST: a malformed body; the message names the field and row',
             ...AUTH_ERRORS.gateway,
-            409: 'BRAID_ERR_INGEST_SEQ_SKIP: the batch skips seqs the cloud has not stored, with no gap record for them; the message names them',
+            409: 'BRAID_ERR_INGEST_SEQ_SKIP: the batch skips seqs the cloud has not stored, with no gap record for them; '
+              + 'BRAID_ERR_INGEST_EPOCH_CONFLICT: an epoch record contradicts the stored one. The message names them; nothing was stored',
             413: 'BRAID_ERR_PAYLOAD_TOO_LARGE: the body, inflated body or readings are over a limit; send smaller batches',
             415: 'BRAID_ERR_UNSUPPORTED_ENCODING: a Content-Encoding other than gzip or identity',
             429: 'BRAID_ERR_LIMIT_EXCEEDED: the ingest queue is full; retry after Retry-After',

@@ -338,3 +338,29 @@ describe('seq skips: a batch must account for every seq above what the cloud hol
     expect([skip(x), skip(y)]).toEqual([{ status: 409, code: 'BRAID_ERR_INGEST_SEQ_SKIP' }, { status: 409, code: 'BRAID_ERR_INGEST_SEQ_SKIP' }]);
   });
 });
+
+describe('epoch conflicts: a closed epoch never changes', () => {
+  test('an epoch record whose span differs from the stored one, or from another in the same batch, is refused with 409; nothing of the batch is kept', async () => {
+    const body = ingestBody('gw-1', makeReadings(1, 30), { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 20 }] });
+    expect((await postIngest(cloud.url, token, body)).status).toBe(200);
+    // The same record again is fine (sent until acknowledged).
+    expect((await postIngest(cloud.url, token, body)).body).toEqual({ ackSeq: 30, stored: 0, duplicates: 30 });
+    const cases: Array<[unknown, RegExp]> = [
+      [ingestBody('gw-1', makeReadings(31, 40), { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 999_999 }, { epoch: 2, firstSeq: 21, lastSeq: 40 }] }),
+        /^epochs: epoch 1 of gateway gw-1 is stored as seqs 1\.\.20, this batch says 1\.\.999999; /],
+      [ingestBody('gw-1', makeReadings(31, 40), { epochs: [{ epoch: 2, firstSeq: 21, lastSeq: 40 }, { epoch: 2, firstSeq: 21, lastSeq: 35 }] }),
+        /^epochs: epoch 2 of gateway gw-1 appears twice in this batch, as 21\.\.40 and 21\.\.35/],
+    ];
+    for (const [b, message] of cases) {
+      const a = await postIngest(cloud.url, token, b);
+      expect({ status: a.status, code: a.body.code }).toEqual({ status: 409, code: 'BRAID_ERR_INGEST_EPOCH_CONFLICT' });
+      expect(a.body.message).toMatch(message);
+    }
+    expect(await queryCloudDb(dir.path, 'SELECT epoch, first_seq, last_seq FROM epochs')).toEqual([{ epoch: 1, first_seq: 1, last_seq: 20 }]);
+    expect(await received()).toEqual([{ from_seq: 1, to_seq: 30 }]);
+    expect(await metric('braid_ingest_rejected_total', { code: 'BRAID_ERR_INGEST_EPOCH_CONFLICT' })).toBe(2);
+    // The real next batch goes through.
+    expect((await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(31, 40), { epochs: [{ epoch: 2, firstSeq: 21, lastSeq: 40 }] }))).body)
+      .toEqual({ ackSeq: 40, stored: 10, duplicates: 0 });
+  });
+});
