@@ -1,16 +1,15 @@
 /**
  * The decision half of a group commit, run inside its BEGIN IMMEDIATE transaction: which requests
- * skip seqs and are refused, which readings of the others are new (not in `received`, nor in an
+ * are refused (they skip seqs, or contradict a stored epoch), which readings of the others are new (not in `received`, nor in an
  * earlier request of the same group) [INV-2], plus the epochs and gap records they carry. Because
  * the decision and the `received` update commit together, under SQLite's write lock, two ingest
  * processes given the same batch stage it once between them.
  */
+import type { BraidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import type { Db } from '../../shared/sqlite.js';
+import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
 import { gapRangesIn, insertEpochs, insertGaps, maxReceived, rangesNear } from '../store/ingest-state.js';
 import { type FutureReadings, futureReadings, recordFutureReadings } from './clock.js';
-import type { BraidError } from '../../shared/errors.js';
-import { chunkRows, placeholders } from '../../shared/sqlite.js';
 import { IngestEpochConflictError, IngestSeqSkipError } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
 import type { IngestBatch, ReadingTuple } from './validate.js';
@@ -75,16 +74,6 @@ interface GatewayState { added: Range[]; maxSeq: number }
 const fmtRanges = (rs: Range[]) => rs.slice(0, 3).map((r) => (r.from === r.to ? `${r.from}` : `${r.from}..${r.to}`)).join(', ')
   + (rs.length > 3 ? ` and ${rs.length - 3} more range(s)` : '');
 
-/**
- * The seqs `b` skips: those above `held` (the highest seq of the gateway stored, or advanced past
- * by an accepted batch's lastSeq) up to `b.lastSeq` that none of b's readings, b's gap records or
- * the gap records already stored account for. Empty for everything the forwarder sends
- * (docs/ingest-protocol.md): its batches start right after what the cloud acknowledged, and its
- * only holes are readings dropped at the disk budget, named by a gap record that goes with the
- * first batch reaching past it. Seqs at or below `held` are never a skip: a retransmit, or a batch
- * repeating seqs already stored, only carries duplicates. Epoch records are not looked at: an epoch
- * may name seqs the cloud has not had yet (it is complete only once they, or gaps, arrive).
- */
 /** The first epoch record of `b` whose span differs from the stored one (or another of b's), as a message; null when none. */
 async function epochConflict(db: Db, g: string, b: IngestBatch): Promise<string | null> {
   if (b.epochs.length === 0) return null;
@@ -110,6 +99,16 @@ async function epochConflict(db: Db, g: string, b: IngestBatch): Promise<string 
   return null;
 }
 
+/**
+ * The seqs `b` skips: those above `held` (the highest seq of the gateway stored, or advanced past
+ * by an accepted batch's lastSeq) up to `b.lastSeq` that none of b's readings, b's gap records or
+ * the gap records already stored account for. Empty for everything the forwarder sends
+ * (docs/ingest-protocol.md): its batches start right after what the cloud acknowledged, and its
+ * only holes are readings dropped at the disk budget, named by a gap record that goes with the
+ * first batch reaching past it. Seqs at or below `held` are never a skip: a retransmit, or a batch
+ * repeating seqs already stored, only carries duplicates. Epoch records are not looked at: an epoch
+ * may name seqs the cloud has not had yet (it is complete only once they, or gaps, arrive).
+ */
 async function skipped(db: Db, g: string, held: number, b: IngestBatch): Promise<Range[]> {
   if (b.lastSeq <= held) return [];
   const from = held + 1;
