@@ -72,6 +72,8 @@ export class CloudServer {
   private services: CloudService[] = [];
   private writer: Db | null = null;
   private reader: Db | null = null;
+  /** Credentials lookups only: every request makes one, and none should wait behind a long read (a query) on `reader`. */
+  private authReader: Db | null = null;
   private app: FastifyInstance | null = null;
   private context: CloudContext | null = null;
   private started: Promise<CloudAddress> | null = null;
@@ -147,7 +149,8 @@ export class CloudServer {
     this.reader = await openCloudDb(dbFile);
     const writes = new WriteQueue(this.writer);
     const ingest = new IngestService({ dataDir: c.dataDir, writes, logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
-    const auth = new Authenticator(this.reader);
+    this.authReader = await openCloudDb(dbFile);
+    const auth = new Authenticator(this.authReader);
     this.context = { config: c, logger: this.logger, registry: this.registry, dataDir: c.dataDir, db: { writes, reader: this.reader }, auth, ingest };
     await ingest.start();
 
@@ -225,6 +228,7 @@ export class CloudServer {
     await step('db', async () => {
       await this.context?.db.writes.drain();
       await this.reader?.close();
+      await this.authReader?.close();
       await this.writer?.close();
     });
     this.log.info('cloud stopped');
