@@ -4,9 +4,10 @@
  * onRequest where the body should not even be read for a stranger, as ingest does).
  *
  * Every request's secret is looked up in cloud.db (one indexed read by hash, 20-50 us, on a
- * connection of its own so it never waits behind a long query), never answered from a cache [INV-7]: `braid cloud gateway
- * remove|rotate` and `braid cloud key remove` run as other processes, as may other cloud processes
- * on the data dir, and nothing tells this process of their commit. So a removed or rotated secret
+ * connection of its own so it never waits behind a long query), never answered from a cache
+ * [INV-7]: `braid cloud gateway remove|rotate` and `braid cloud key remove` run as other
+ * processes, as may other cloud processes on the data dir, and nothing tells this process of
+ * their commit. So a removed or rotated secret
  * is refused by the first request after the commit, on every process, on a keep-alive connection
  * as on a new one (auth runs per request, not per connection). Not even lookups in flight are
  * shared: one issued before a removal committed would admit a request that arrived after it.
