@@ -13,7 +13,8 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import { errorReply } from '../shared/http-errors.js';
 import { type Logger, nullLogger } from '../shared/logger.js';
 import { type Db, WriteQueue } from '../shared/sqlite.js';
-import { type AuthOptions, Authenticator } from './api/auth.js';
+import { Authenticator } from './api/auth.js';
+import { AUTH_ERRORS, errorResponses } from './api/responses.js';
 import { registerWhoamiRoute } from './api/whoami.js';
 import type { CloudConfig } from './config.js';
 import { type IngestOptions, IngestService, registerIngestRoute } from './ingest/index.js';
@@ -50,7 +51,6 @@ export interface CloudServerOptions {
   services?: Array<CloudService | ((ctx: CloudContext) => CloudService)>;
   /** Overrides of the ingest options the config does not carry (maxQueuedReadings, orphanScanMs). */
   ingest?: Partial<IngestOptions>;
-  auth?: Partial<AuthOptions>;
 }
 
 export interface CloudAddress {
@@ -72,6 +72,8 @@ export class CloudServer {
   private services: CloudService[] = [];
   private writer: Db | null = null;
   private reader: Db | null = null;
+  /** Credentials lookups only: every request makes one, and none should wait behind a long read (a query) on `reader`. */
+  private authReader: Db | null = null;
   private app: FastifyInstance | null = null;
   private context: CloudContext | null = null;
   private started: Promise<CloudAddress> | null = null;
@@ -147,7 +149,8 @@ export class CloudServer {
     this.reader = await openCloudDb(dbFile);
     const writes = new WriteQueue(this.writer);
     const ingest = new IngestService({ dataDir: c.dataDir, writes, logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
-    const auth = new Authenticator(this.reader, this.opts.auth);
+    this.authReader = await openCloudDb(dbFile);
+    const auth = new Authenticator(this.authReader);
     this.context = { config: c, logger: this.logger, registry: this.registry, dataDir: c.dataDir, db: { writes, reader: this.reader }, auth, ingest };
     await ingest.start();
 
@@ -168,10 +171,24 @@ export class CloudServer {
       void reply.status(404).send({ code: 'BRAID_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` });
     });
     for (const plugin of this.firstPlugins) await plugin(app, this.context);
-    app.get('/healthz', async () => ({ status: 'ok' }));
+    app.get('/healthz', {
+      schema: {
+        summary: 'Liveness: ok while the process serves (no auth)', operationId: 'getHealthz', tags: ['meta'],
+        response: { 200: { description: 'The process serves requests', type: 'object', properties: { status: { type: 'string', enum: ['ok'] } } } },
+      },
+    }, async () => ({ status: 'ok' }));
     // Counters name gateways and devices: a read key, like the rest of the API (Prometheus sends it
     // with `authorization: {credentials: ...}` in its scrape config).
-    app.get('/metrics', { preHandler: auth.requireRole('read') }, async (_req, reply) => {
+    app.get('/metrics', {
+      preHandler: auth.requireRole('read'),
+      schema: {
+        summary: 'Prometheus metrics of this cloud process (read key)', operationId: 'getMetrics', tags: ['meta'],
+        response: {
+          200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
+          ...errorResponses(AUTH_ERRORS.read),
+        },
+      },
+    }, async (_req, reply) => {
       void reply.header('content-type', this.registry.contentType);
       return this.registry.metrics();
     });
@@ -211,6 +228,7 @@ export class CloudServer {
     await step('db', async () => {
       await this.context?.db.writes.drain();
       await this.reader?.close();
+      await this.authReader?.close();
       await this.writer?.close();
     });
     this.log.info('cloud stopped');

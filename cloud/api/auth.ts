@@ -3,13 +3,19 @@
  * (read, admin; admin implies read). `requireRole(role)` is a fastify hook (preHandler, or
  * onRequest where the body should not even be read for a stranger, as ingest does).
  *
- * Lookups are cached for `cacheTtlMs` (5 s): ingest does not touch SQLite per request, and a key
- * removed with `braid cloud key remove` stops working within that time.
+ * Every request's secret is looked up in cloud.db (one indexed read by hash, 20-50 us, on a
+ * connection of its own so it never waits behind a long query), never answered from a cache
+ * [INV-7]: `braid cloud gateway remove|rotate` and `braid cloud key remove` run as other
+ * processes, as may other cloud processes on the data dir, and nothing tells this process of
+ * their commit. So a removed or rotated secret
+ * is refused by the first request after the commit, on every process, on a keep-alive connection
+ * as on a new one (auth runs per request, not per connection). Not even lookups in flight are
+ * shared: one issued before a removal committed would admit a request that arrived after it.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ForbiddenError, UnauthorizedError } from '../../shared/errors.js';
 import type { Db } from '../../shared/sqlite.js';
-import { type Principal, hashSecret, lookupSecret } from '../store/credentials.js';
+import { type Principal, lookupSecret } from '../store/credentials.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -20,14 +26,6 @@ declare module 'fastify' {
 
 export type Role = 'read' | 'admin' | 'gateway';
 
-export interface AuthOptions {
-  /** How long a lookup (hit or miss) is trusted, in ms. */
-  cacheTtlMs: number;
-  /** Cached secrets at most; past it the cache starts over (a flood of made-up tokens cannot grow it). */
-  maxCacheEntries: number;
-}
-
-export const DEFAULT_AUTH_OPTIONS: AuthOptions = { cacheTtlMs: 5_000, maxCacheEntries: 10_000 };
 
 const BEARER_RE = /^Bearer[ \t]+([A-Za-z0-9_\-.~+/]+=*)[ \t]*$/i;
 
@@ -40,34 +38,14 @@ export function allows(p: Principal, role: Role): boolean {
 
 export class Authenticator {
   private readonly reader: Db;
-  private readonly o: AuthOptions;
-  private readonly now: () => number;
-  /** SHA-256 of a secret -> its lookup (a promise, so a burst of one new token costs one query). */
-  private readonly cache = new Map<string, { at: number; principal: Promise<Principal | null> }>();
 
-  constructor(reader: Db, options: Partial<AuthOptions> = {}, now: () => number = Date.now) {
+  constructor(reader: Db) {
     this.reader = reader;
-    this.o = { ...DEFAULT_AUTH_OPTIONS, ...options };
-    this.now = now;
   }
 
-  /** The owner of a bearer secret, or null; cached for cacheTtlMs. */
+  /** The owner of a bearer secret now, or null: read from cloud.db (no cache, see above). */
   principal(secret: string): Promise<Principal | null> {
-    const key = hashSecret(secret);
-    const t = this.now();
-    const hit = this.cache.get(key);
-    if (hit && t - hit.at < this.o.cacheTtlMs) return hit.principal;
-    if (this.cache.size >= this.o.maxCacheEntries) this.cache.clear();
-    const principal = lookupSecret(this.reader, secret);
-    this.cache.set(key, { at: t, principal });
-    // A failed lookup (database busy) must not be remembered as an answer.
-    principal.catch(() => this.cache.delete(key));
-    return principal;
-  }
-
-  /** Forget every cached lookup (after a change made in this process). */
-  clear(): void {
-    this.cache.clear();
+    return lookupSecret(this.reader, secret);
   }
 
   /**

@@ -33,6 +33,7 @@ export function registerWhoamiRoute(app: FastifyInstance, deps: WhoamiRouteDeps)
     onRequest: deps.authenticate,
     schema: {
       summary: 'The caller: an API key\'s name and role, or a gateway token\'s gateway',
+      operationId: 'whoami',
       tags: ['auth'],
       response: {
         200: PRINCIPAL_SCHEMA,

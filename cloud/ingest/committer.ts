@@ -12,7 +12,8 @@ import { ClosedError, LimitExceededError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { WriteQueue } from '../../shared/sqlite.js';
 import { addRanges } from '../store/ingest-state.js';
-import { IngestUnavailableError } from './errors.js';
+import { type GatewayClocks, recordClockOffset } from './clock.js';
+import { IngestSeqSkipError, IngestUnavailableError } from './errors.js';
 import type { IngestMetrics } from './metrics.js';
 import { type IngestAck, type StagingLine, planGroup, seqRanges } from './plan.js';
 import { type Range, normalize } from './ranges.js';
@@ -28,6 +29,8 @@ export interface CommitterOptions {
   sealMaxAgeMs: number;
   /** Readings waiting for a group commit before new requests are refused with 429. */
   maxQueuedReadings: number;
+  /** New readings stamped later than the cloud's now plus this, in ms, are counted and warned about. */
+  maxFutureMs: number;
 }
 
 export interface CommitterDeps {
@@ -36,6 +39,8 @@ export interface CommitterDeps {
   stagingDir: string;
   log: Logger;
   metrics: IngestMetrics;
+  /** The gateways' clock estimates: written to gateway_clock with each commit. */
+  clocks: GatewayClocks;
   /** A rotated segment, every line of it committed or abandoned: seal it. */
   onRotated: (segment: { id: string; path: string; readings: number }) => void;
   now?: () => number;
@@ -116,7 +121,13 @@ export class GroupCommitter {
     try {
       const rotated: OpenSegment[] = [];
       const plan = await this.d.writes.tx(async (db) => {
-        const p = await planGroup(db, group.map((x) => x.batch), this.now(), this.d.log);
+        const now = this.now();
+        const p = await planGroup(db, group.map((x) => x.batch), now, this.d.log, this.o.maxFutureMs);
+        // The clock estimates of the gateways heard from, in the transaction they caused anyway.
+        for (const g of new Set(group.map((x) => x.batch.gateway))) {
+          const offset = this.d.clocks.offset(g, now);
+          if (offset !== null) await recordClockOffset(db, g, offset, now);
+        }
         if (p.lines.length > 0) {
           const placed = await this.stage(p.lines, rotated);
           for (const [g, ranges] of p.added) await addRanges(db, { table: 'received', gateway: g }, ranges);
@@ -132,12 +143,26 @@ export class GroupCommitter {
       this.d.metrics.groupCommits.inc();
       group.forEach((p, i) => {
         const o = plan.outcomes[i];
+        if (o.refused) {
+          if (o.refused instanceof IngestSeqSkipError) this.d.metrics.seqGaps.inc();
+          p.reject(o.refused);
+          return;
+        }
         this.d.metrics.readings.inc(o.stored);
         this.d.metrics.duplicates.inc(o.duplicates);
         this.d.metrics.epochs.inc(o.newEpochs);
         this.d.metrics.gaps.inc(o.newGaps);
-        this.d.metrics.seqGaps.inc(o.holes.length);
-        p.resolve({ ackSeq: o.ackSeq, stored: o.stored, duplicates: o.duplicates });
+        const ack: IngestAck = { ackSeq: o.ackSeq, stored: o.stored, duplicates: o.duplicates };
+        if (o.future) {
+          this.d.metrics.future.inc({ gateway: p.batch.gateway }, o.future.count);
+          ack.warnings = [{
+            code: 'BRAID_WARN_FUTURE_TS',
+            count: o.future.count,
+            message: `${o.future.count} reading(s) stamped more than ${this.o.maxFutureMs} ms after the cloud's clock (ingest.maxFutureMs), the furthest `
+              + `${o.future.device}/${o.future.metric} at ${new Date(o.future.ts).toISOString()}: stored and counted; check the clocks of gateway ${p.batch.gateway} and its devices`,
+          }];
+        }
+        p.resolve(ack);
       });
       // A full segment is sealed now rather than when the next request arrives.
       if (this.segment && this.segment.readings >= this.o.sealMaxReadings) {

@@ -21,3 +21,31 @@ export class IngestUnavailableError extends BraidError {
   }
   override canRetry(): boolean { return true; }
 }
+
+/**
+ * A batch that skips ahead: seqs above the highest one this gateway has had stored, up to the
+ * batch's lastSeq, that neither the batch's readings nor a gap record (the batch's or an earlier
+ * one) account for (docs/ingest-protocol.md, "What a batch must account for"). The real forwarder
+ * never sends one; storing it would record a hole that no later batch can close. Nothing of the
+ * request is kept; the gateway keeps its rows and retries, so a skip that the operator accepts (a
+ * cloud restored from an older backup) is resolved by recording the loss as a gap record.
+ */
+export class IngestSeqSkipError extends BraidError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('BRAID_ERR_INGEST_SEQ_SKIP', message, 409, options);
+  }
+}
+
+/**
+ * A closed epoch whose span differs from the one stored for that epoch (or from another record of it
+ * in the same batch). A gateway closes an epoch once and resends the same record until it is
+ * acknowledged, so this is never the real forwarder; first stored would otherwise win silently, and
+ * a wrong span keeps the vector watermark from passing that epoch. A gateway whose data dir was
+ * reset (its seqs and epochs start at 1 again) gets this too, instead of its readings being taken
+ * for duplicates unnoticed: give it a new gateway id.
+ */
+export class IngestEpochConflictError extends BraidError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('BRAID_ERR_INGEST_EPOCH_CONFLICT', message, 409, options);
+  }
+}

@@ -6,8 +6,12 @@ function reuse<T extends Metric>(registry: Registry, name: string, make: () => T
   return (registry.getSingleMetric(name) as T | undefined) ?? make();
 }
 
-export function createIngestMetrics(registry: Registry) {
+/** Per registry, the clock estimates the offset gauge reads at scrape time (the newest ingest service on it sets it). */
+const clockSources = new WeakMap<Registry, { all: (now: number) => Map<string, number> }>();
+
+export function createIngestMetrics(registry: Registry, clocks?: { all: (now: number) => Map<string, number> }) {
   const registers = [registry];
+  if (clocks) clockSources.set(registry, clocks);
   return {
     requests: reuse(registry, 'braid_ingest_requests_total', () => new Counter({
       name: 'braid_ingest_requests_total', help: 'Ingest requests by outcome: ok (2xx), rejected (4xx), failed (5xx)', labelNames: ['outcome'] as const, registers })),
@@ -24,7 +28,22 @@ export function createIngestMetrics(registry: Registry) {
     gaps: reuse(registry, 'braid_ingest_gap_records_total', () => new Counter({
       name: 'braid_ingest_gap_records_total', help: 'Gap records (readings a gateway dropped at its disk budget) recorded, repeats not counted', registers })),
     seqGaps: reuse(registry, 'braid_ingest_seq_gaps_total', () => new Counter({
-      name: 'braid_ingest_seq_gaps_total', help: 'Seq holes seen: a batch starting above the next expected seq with no gap record for the hole', registers })),
+      name: 'braid_ingest_seq_gaps_total', help: 'Batches refused because they skip seqs: above the highest stored, neither in the batch nor named by a gap record (BRAID_ERR_INGEST_SEQ_SKIP)', registers })),
+    future: reuse(registry, 'braid_readings_future_total', () => new Counter({
+      name: 'braid_readings_future_total', help: 'Readings stored by ingest stamped more than ingest.maxFutureMs after the cloud\'s clock (stored, not dropped), by gateway',
+      labelNames: ['gateway'] as const, registers })),
+    clockOffset: reuse(registry, 'braid_gateway_clock_offset_seconds', () => new Gauge({
+      name: 'braid_gateway_clock_offset_seconds',
+      help: 'Each gateway\'s clock minus the cloud\'s (positive: ahead): the max over the last minute of sentAt minus receive time of its ingest requests and speed pushes to this process',
+      labelNames: ['gateway'] as const, registers,
+      collect() {
+        const source = clockSources.get(registry);
+        if (!source) return;
+        // Rebuilt at each scrape from the estimates this process holds.
+        this.reset();
+        for (const [gateway, ms] of source.all(Date.now())) this.set({ gateway }, ms / 1000);
+      },
+    })),
     groupCommits: reuse(registry, 'braid_ingest_group_commits_total', () => new Counter({
       name: 'braid_ingest_group_commits_total', help: 'Group commits (one staging fsync and one cloud.db transaction each)', registers })),
     stagingReadings: reuse(registry, 'braid_staging_readings', () => new Gauge({

@@ -1,27 +1,38 @@
 /**
- * The decision half of a group commit, run inside its BEGIN IMMEDIATE transaction: which readings
- * of each request are new (not in `received`, nor in an earlier request of the same group) [INV-2],
- * plus the epochs, gap records and seq holes the requests carry. Because the decision and the
- * `received` update commit together, under SQLite's write lock, two ingest processes given the
- * same batch stage it once between them.
+ * The decision half of a group commit, run inside its BEGIN IMMEDIATE transaction: which requests
+ * are refused (they skip seqs, or contradict a stored epoch), which readings of the others are new (not in `received`, nor in an
+ * earlier request of the same group) [INV-2], plus the epochs and gap records they carry. Because
+ * the decision and the `received` update commit together, under SQLite's write lock, two ingest
+ * processes given the same batch stage it once between them.
  */
+import type { BraidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import type { Db } from '../../shared/sqlite.js';
-import { gapRangesIn, insertEpochs, insertGaps, insertSeqGap, maxReceived, rangesNear } from '../store/ingest-state.js';
+import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
+import { gapRangesIn, insertEpochs, insertGaps, maxReceived, rangesNear } from '../store/ingest-state.js';
+import { type FutureReadings, futureReadings, recordFutureReadings } from './clock.js';
+import { IngestEpochConflictError, IngestSeqSkipError } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
 import type { IngestBatch, ReadingTuple } from './validate.js';
+
+/** Something stored but worth the gateway's (and its operator's) attention. */
+export interface IngestWarning { code: string; message: string; count: number }
 
 export interface IngestAck {
   /** Every seq <= ackSeq that the request carried is durable. */
   ackSeq: number;
   stored: number;
   duplicates: number;
+  /** Present only when there is one: readings stamped too far into the cloud's future (BRAID_WARN_FUTURE_TS). */
+  warnings?: IngestWarning[];
 }
 
 export interface RequestOutcome extends IngestAck {
   newEpochs: number;
   newGaps: number;
-  holes: Range[];
+  /** Set when the request is refused (it skips seqs, or contradicts a stored epoch): nothing of it was kept. */
+  refused?: BraidError;
+  /** Its new readings stamped after the cloud's now + maxFutureMs (stored, counted). */
+  future: FutureReadings | null;
 }
 
 /** New readings of one request, to be staged. */
@@ -60,7 +71,57 @@ function rowsIn(rows: ReadingTuple[], want: Range[]): ReadingTuple[] {
 
 interface GatewayState { added: Range[]; maxSeq: number }
 
-export async function planGroup(db: Db, batches: IngestBatch[], now: number, log: Logger): Promise<GroupPlan> {
+const fmtRanges = (rs: Range[]) => rs.slice(0, 3).map((r) => (r.from === r.to ? `${r.from}` : `${r.from}..${r.to}`)).join(', ')
+  + (rs.length > 3 ? ` and ${rs.length - 3} more range(s)` : '');
+
+/** The first epoch record of `b` whose span differs from the stored one (or another of b's), as a message; null when none. */
+async function epochConflict(db: Db, g: string, b: IngestBatch): Promise<string | null> {
+  if (b.epochs.length === 0) return null;
+  const seen = new Map<number, { firstSeq: number; lastSeq: number }>();
+  for (const e of b.epochs) {
+    const other = seen.get(e.epoch);
+    if (other && (other.firstSeq !== e.firstSeq || other.lastSeq !== e.lastSeq)) {
+      return `epochs: epoch ${e.epoch} of gateway ${g} appears twice in this batch, as ${other.firstSeq}..${other.lastSeq} and ${e.firstSeq}..${e.lastSeq}`;
+    }
+    seen.set(e.epoch, e);
+  }
+  for (const chunk of chunkRows([...seen.keys()], 1, 500)) {
+    const stored = await db.all<{ epoch: number; first_seq: number; last_seq: number }>(
+      `SELECT epoch, first_seq, last_seq FROM epochs WHERE gateway = ? AND epoch IN ${placeholders(1, chunk.length)}`, [g, ...chunk]);
+    for (const s of stored) {
+      const e = seen.get(s.epoch)!;
+      if (s.first_seq !== e.firstSeq || s.last_seq !== e.lastSeq) {
+        return `epochs: epoch ${s.epoch} of gateway ${g} is stored as seqs ${s.first_seq}..${s.last_seq}, this batch says ${e.firstSeq}..${e.lastSeq}; `
+          + 'a closed epoch never changes (a gateway whose data dir was reset needs a new gateway id); nothing of this batch was stored';
+      }
+    }
+  }
+  return null;
+}
+
+/**
+ * The seqs `b` skips: those above `held` (the highest seq of the gateway stored, or advanced past
+ * by an accepted batch's lastSeq) up to `b.lastSeq` that none of b's readings, b's gap records or
+ * the gap records already stored account for. Empty for everything the forwarder sends
+ * (docs/ingest-protocol.md): its batches start right after what the cloud acknowledged, and its
+ * only holes are readings dropped at the disk budget, named by a gap record that goes with the
+ * first batch reaching past it. Seqs at or below `held` are never a skip: a retransmit, or a batch
+ * repeating seqs already stored, only carries duplicates. Epoch records are not looked at: an epoch
+ * may name seqs the cloud has not had yet (it is complete only once they, or gaps, arrive).
+ */
+async function skipped(db: Db, g: string, held: number, b: IngestBatch): Promise<Range[]> {
+  if (b.lastSeq <= held) return [];
+  const from = held + 1;
+  const own = b.gaps.map((x) => ({ from: x.fromSeq, to: x.toSeq }));
+  const accounted = normalize([...seqRanges(b.readings), ...own, ...await gapRangesIn(db, g, from, b.lastSeq)]);
+  return missing(accounted, from, b.lastSeq);
+}
+
+/**
+ * Plan (and record the bookkeeping of) one group. `maxFutureMs`: new readings stamped later than
+ * `now + maxFutureMs` are counted per gateway in gateway_clock and reported in the outcome.
+ */
+export async function planGroup(db: Db, batches: IngestBatch[], now: number, log: Logger, maxFutureMs = Infinity): Promise<GroupPlan> {
   const state = new Map<string, GatewayState>();
   const lines: StagingLine[] = [];
   const outcomes: RequestOutcome[] = [];
@@ -71,23 +132,26 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
       st = { added: [], maxSeq: await maxReceived(db, g) };
       state.set(g, st);
     }
-    // Gap records first: the hole check below counts them as covering their seqs.
+    // A batch that skips seqs is refused whole, before anything of it is kept: recording the hole
+    // (or its epochs, or its gaps) would be permanent, and a token could plant one at will.
+    const skip = await skipped(db, g, st.maxSeq, b);
+    if (skip.length > 0) {
+      const n = skip.reduce((k, r) => k + r.to - r.from + 1, 0);
+      const message = `seq skip: gateway ${g} has had seqs up to ${st.maxSeq} stored; this batch (firstSeq ${b.firstSeq}, lastSeq ${b.lastSeq}) `
+        + `skips ${n} seq(s), ${fmtRanges(skip)}, with neither readings nor a gap record for them. Send them, or a gap record naming them `
+        + '(docs/ingest-protocol.md); nothing of this batch was stored';
+      log.warn({ gateway: g, heldSeq: st.maxSeq, firstSeq: b.firstSeq, lastSeq: b.lastSeq, skipped: skip.slice(0, 10), count: n }, 'ingest refused a batch that skips seqs');
+      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, refused: new IngestSeqSkipError(message), future: null });
+      continue;
+    }
+    const conflict = await epochConflict(db, g, b);
+    if (conflict) {
+      log.warn({ gateway: g, firstSeq: b.firstSeq, lastSeq: b.lastSeq }, conflict);
+      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, refused: new IngestEpochConflictError(conflict), future: null });
+      continue;
+    }
     const newGaps = await insertGaps(db, g, b.gaps, now);
     const newEpochs = await insertEpochs(db, g, b.epochs);
-
-    // A seq hole: a seq above everything received, within this batch's span, that neither a
-    // reading of the batch nor a gap record accounts for (the protocol allows no other holes).
-    const holes: Range[] = [];
-    if (b.lastSeq > st.maxSeq) {
-      const span = { from: st.maxSeq + 1, to: b.lastSeq };
-      const accounted = normalize([...seqRanges(b.readings), ...await gapRangesIn(db, g, span.from, span.to)]);
-      for (const h of missing(accounted, span.from, span.to)) {
-        holes.push(h);
-        // Never papered over: kept for the operator, counted, logged. The seqs may still arrive.
-        await insertSeqGap(db, g, h, now);
-        log.warn({ gateway: g, fromSeq: h.from, toSeq: h.to, batchFirstSeq: b.firstSeq }, 'seq hole: seqs missing above the highest received and no gap record covers them');
-      }
-    }
 
     let fresh: ReadingTuple[] = [];
     if (b.readings.length > 0) {
@@ -104,7 +168,13 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
     }
     // The protocol's lastSeq also covers gap-only tails: the next batch starts after it.
     st.maxSeq = Math.max(st.maxSeq, b.lastSeq);
-    outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps, holes });
+    // Flagged, not dropped: acknowledged data is never lost, and the clock may be the cloud's.
+    const future = fresh.length > 0 ? futureReadings(fresh, now + maxFutureMs) : null;
+    if (future) {
+      await recordFutureReadings(db, g, future, now);
+      log.warn({ gateway: g, count: future.count, device: future.device, metric: future.metric, ts: future.ts, maxFutureMs }, 'readings stamped ahead of the cloud\'s clock');
+    }
+    outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps, future });
   }
   const added = new Map<string, Range[]>();
   for (const [g, st] of state) if (st.added.length > 0) added.set(g, st.added);

@@ -6,6 +6,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
+import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import { prepareGatewayScope } from './gateway-scope.js';
 import type { IngestService } from './service.js';
 import { validateIngestBody } from './validate.js';
@@ -32,14 +33,39 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
     scope.post(INGEST_PATH, {
       onRequest: deps.requireGateway,
       schema: {
+        summary: 'Store a batch of a gateway\'s outbox in the master dataset (gateway token)',
+        description: 'The body (JSON, optionally gzip) is docs/ingest-protocol.md\'s: readings, closed epochs and gap records of one gateway. '
+          + 'Answered 200 once durable; idempotent on (gateway, seq).',
+        operationId: 'ingest',
+        tags: ['gateway'],
         response: {
           200: {
+            description: 'Durable: every seq <= ackSeq that the request carried is in the master dataset',
             type: 'object',
-            properties: { ackSeq: { type: 'integer' }, stored: { type: 'integer' }, duplicates: { type: 'integer' } },
+            properties: {
+              ackSeq: { type: 'integer' }, stored: { type: 'integer' }, duplicates: { type: 'integer' },
+              warnings: {
+                type: 'array',
+                description: 'Only when there is one. BRAID_WARN_FUTURE_TS: readings stamped more than ingest.maxFutureMs after the cloud\'s clock (stored and counted)',
+                items: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' }, count: { type: 'integer' } } },
+              },
+            },
           },
+          ...errorResponses({
+            400: 'BRAID_ERR_BAD_REQUEST: a malformed body; the message names the field and row',
+            ...AUTH_ERRORS.gateway,
+            409: 'BRAID_ERR_INGEST_SEQ_SKIP: the batch skips seqs the cloud has not stored, with no gap record for them; '
+              + 'BRAID_ERR_INGEST_EPOCH_CONFLICT: an epoch record contradicts the stored one. The message names them; nothing was stored',
+            413: 'BRAID_ERR_PAYLOAD_TOO_LARGE: the body, inflated body or readings are over a limit; send smaller batches',
+            415: 'BRAID_ERR_UNSUPPORTED_ENCODING: a Content-Encoding other than gzip or identity',
+            429: 'BRAID_ERR_LIMIT_EXCEEDED: the ingest queue is full; retry after Retry-After',
+            503: 'BRAID_ERR_INGEST_UNAVAILABLE or BRAID_ERR_CLOSED: not stored; retry',
+          }),
         },
       },
-    }, async (req) => {
+    }, async (req, reply) => {
+      // When the request arrived (fastify's clock starts at onRequest): the clock sample's receive time.
+      const receivedAt = Date.now() - reply.elapsedTime;
       const raw = req.body as Buffer | undefined;
       if (!raw || raw.length === 0) throw new BadRequestError('body: empty; expected an ingest batch (JSON, optionally gzip)');
       let doc: unknown;
@@ -53,6 +79,7 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
       if (p?.kind !== 'gateway' || p.gateway !== batch.gateway) {
         throw new ForbiddenError(`gateway: the token belongs to gateway ${p?.kind === 'gateway' ? p.gateway : '?'}, the body says ${batch.gateway}`);
       }
+      ingest.clocks.sample(batch.gateway, batch.sentAt, receivedAt);
       return ingest.submit(batch);
     });
   });

@@ -10,6 +10,7 @@ import type { Registry } from 'prom-client';
 import { ClosedError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { WriteQueue } from '../../shared/sqlite.js';
+import { GatewayClocks } from './clock.js';
 import { GroupCommitter } from './committer.js';
 import { type IngestMetrics, createIngestMetrics } from './metrics.js';
 import type { IngestAck } from './plan.js';
@@ -35,6 +36,8 @@ export interface IngestOptions {
   maxQueuedReadings: number;
   /** How often to look for dead processes' staging dirs and retry failed seals, in ms. */
   orphanScanMs: number;
+  /** Readings stamped later than the cloud's clock plus this, in ms, are counted per gateway and warned about (stored all the same). */
+  maxFutureMs: number;
 }
 
 export const DEFAULT_INGEST_OPTIONS: IngestOptions = {
@@ -46,6 +49,7 @@ export const DEFAULT_INGEST_OPTIONS: IngestOptions = {
   sealMaxAgeMs: 60_000, // 1 minute
   maxQueuedReadings: 1_000_000,
   orphanScanMs: 60_000, // 1 minute
+  maxFutureMs: 300_000, // 5 minutes
 };
 
 export interface IngestDeps {
@@ -68,6 +72,8 @@ export class IngestService {
   readonly options: IngestOptions;
   readonly metrics: IngestMetrics;
   readonly staging: StagingArea;
+  /** Each gateway's clock offset, sampled by the ingest and speed push routes (clock.ts). */
+  readonly clocks = new GatewayClocks();
   private readonly d: IngestDeps;
   private readonly log: Logger;
   private readonly committer: GroupCommitter;
@@ -83,7 +89,7 @@ export class IngestService {
     this.d = deps;
     this.options = { ...DEFAULT_INGEST_OPTIONS, ...options };
     this.log = deps.logger.child({ component: 'ingest' });
-    this.metrics = createIngestMetrics(deps.registry);
+    this.metrics = createIngestMetrics(deps.registry, this.clocks);
     this.staging = new StagingArea(deps.dataDir, this.log);
     this.encoder = new ParquetEncoder((err) => this.log.warn({ err }, 'no Parquet worker thread; encoding on the main thread'));
     this.sealer = new Sealer({
@@ -95,7 +101,7 @@ export class IngestService {
       },
     });
     this.committer = new GroupCommitter({
-      writes: deps.writes, stagingDir: this.staging.dir, log: this.log, metrics: this.metrics, now: deps.now,
+      writes: deps.writes, stagingDir: this.staging.dir, log: this.log, metrics: this.metrics, now: deps.now, clocks: this.clocks,
       onRotated: (seg) => {
         this.unsealed.set(seg.path, seg.readings);
         this.sealer.enqueue(seg);

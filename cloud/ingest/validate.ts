@@ -77,12 +77,15 @@ function gaps(v: unknown, max: number): GapRow[] {
     const fromSeq = int(o.fromSeq, `${p}.fromSeq`, 'fromSeq', 1);
     const devices = array(o.devices, `${p}.devices`, MAX_GAP_DEVICES).map((d, j) => str(d, `${p}.devices[${j}]`, 'device', MAX_DEVICE_LENGTH));
     const minTs = int(o.minTs, `${p}.minTs`, 'minTs', 0, MAX_TS_MS);
+    const toSeq = int(o.toSeq, `${p}.toSeq`, 'toSeq', fromSeq);
+    // A gap names readings of its seq range, one seq each: never more than the range holds.
+    const count = int(o.count, `${p}.count`, 'count', 0, toSeq - fromSeq + 1);
     return {
       id: int(o.id, `${p}.id`, 'id', 1),
       reason: str(o.reason, `${p}.reason`, 'reason', MAX_REASON_LENGTH),
       fromSeq,
-      toSeq: int(o.toSeq, `${p}.toSeq`, 'toSeq', fromSeq),
-      count: int(o.count, `${p}.count`, 'count', 0),
+      toSeq,
+      count,
       minTs,
       maxTs: int(o.maxTs, `${p}.maxTs`, 'maxTs', minTs, MAX_TS_MS),
       devices,

@@ -27,7 +27,11 @@ export async function registerOpenApi(app: FastifyInstance, o: OpenApiOptions): 
         description: 'Ingest and speed push (gateway tokens); every GET, the merged query, the registry and the batch status (read key); '
           + 'starting a batch run (admin key; an admin key also reads). GET /api/v1/whoami names the caller. '
           + 'Errors are {code, message} with a stable code.',
+        license: { name: 'Apache-2.0', url: 'https://www.apache.org/licenses/LICENSE-2.0' },
       },
+      // Relative: the paths are served by the node that serves this document, whatever name or
+      // proxy a client reached it by (a fixed host here would be wrong behind nginx or Caddy).
+      servers: [{ url: '/', description: 'The Braid cloud node (or the proxy in front of it) that served this document' }],
       components: {
         securitySchemes: {
           bearerAuth: {
@@ -46,7 +50,7 @@ export async function registerOpenApi(app: FastifyInstance, o: OpenApiOptions): 
   });
   app.get(OPENAPI_PATH, {
     schema: {
-      summary: 'This document', tags: ['meta'],
+      summary: 'This document (no auth)', operationId: 'getOpenApi', tags: ['meta'],
       response: { 200: { description: 'OpenAPI 3.0 document', type: 'object', additionalProperties: true } },
     },
   }, async () => app.swagger());

@@ -102,6 +102,7 @@ export function registerQueryRoute(app: FastifyInstance, deps: QueryRouteDeps): 
     },
     schema: {
       summary: 'The merged answer: batch views ⊕ speed partials, per bucket',
+      operationId: 'query',
       description: 'Buckets start at multiples of step since the Unix epoch (UTC); buckets with no reading are left out. '
         + 'Accept: text/csv gives t,value,count,batch,speed,provisional rows with a header.',
       tags: ['query'],

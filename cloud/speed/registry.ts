@@ -1,12 +1,14 @@
 /**
  * GET /api/v1/gateways and GET /api/v1/devices (read key; docs/serving.md): what the cloud knows
  * of each gateway (last push, health, E from the live manifest, the highest seq received, gap
- * records and seq holes) and of each device. A gateway is online when its last push is younger
+ * records and seq holes, its clock offset and readings stamped in the cloud's future) and of each device. A gateway is online when its last push is younger
  * than `speed.staleAfterMs`; a device when its gateway is online and says it is connected.
  */
 import type { FastifyInstance, preHandlerHookHandler } from 'fastify';
 import type { Db } from '../../shared/sqlite.js';
 import { iso } from '../../shared/time.js';
+import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
+import { gatewayClockRows } from '../ingest/clock.js';
 import type { LiveManifest } from './live-manifest.js';
 import {
   type GatewayStatusRow, gapRecords, gatewayIds, gatewayStatuses, listDevices, receivedSeqs, seqGaps,
@@ -64,6 +66,17 @@ const gatewaySchema = {
       type: 'object',
       properties: { diskBudget: { type: 'integer' }, queueFull: { type: 'integer' }, invalid: { type: 'integer' }, duplicates: { type: 'integer' } },
     },
+    clockOffsetMs: {
+      type: ['integer', 'null'],
+      description: 'The gateway\'s clock minus the cloud\'s, in ms (positive: ahead), from the sentAt of its requests (max over the last minute); null before its first',
+    },
+    clockOffsetAt: { type: ['string', 'null'], description: 'When clockOffsetMs was last measured' },
+    futureReadings: { type: 'integer', description: 'Readings it sent stamped more than ingest.maxFutureMs after the cloud\'s clock (stored, counted)' },
+    lastFutureReading: {
+      type: ['object', 'null'],
+      description: 'The furthest-ahead reading of the last batch that had any',
+      properties: { device: { type: 'string' }, metric: { type: 'string' }, ts: { type: 'string' }, seenAt: { type: 'string' } },
+    },
   },
 } as const;
 
@@ -80,11 +93,19 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
 
   app.get('/api/v1/gateways', {
     preHandler: deps.read,
-    schema: { response: { 200: { type: 'object', properties: { gateways: { type: 'array', items: gatewaySchema } } } } },
+    schema: {
+      summary: 'Every gateway: last contact, health, E, received seq, gap records (read key)',
+      operationId: 'listGateways',
+      tags: ['registry'],
+      response: {
+        200: { description: 'Every gateway registered (a token) or heard from', type: 'object', properties: { gateways: { type: 'array', items: gatewaySchema } } },
+        ...errorResponses(AUTH_ERRORS.read),
+      },
+    },
   }, async () => {
     const now = deps.now();
-    const [ids, status, received, gaps, holes, live] = await Promise.all([
-      gatewayIds(db), gatewayStatuses(db), receivedSeqs(db), gapRecords(db), seqGaps(db), deps.live.get(),
+    const [ids, status, received, gaps, holes, live, clocks] = await Promise.all([
+      gatewayIds(db), gatewayStatuses(db), receivedSeqs(db), gapRecords(db), seqGaps(db), deps.live.get(), gatewayClockRows(db),
     ]);
     return {
       gateways: ids.map((id) => {
@@ -93,6 +114,8 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
         // Disk budget drops: the durable gap records, or the gateway's counter if it is ahead
         // (its gap records not forwarded yet); the other counters exist only at the gateway, since its start.
         const diskBudget = Math.max(gaps.totals.get(id) ?? 0, healthNumber(health, 'dropped', 'diskBudget') ?? 0);
+        const clock = clocks.get(id);
+        const future = clock?.lastFuture;
         return {
           id,
           lastContactAt: isoOrNull(s?.lastPushAt),
@@ -109,6 +132,10 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
             invalid: healthNumber(health, 'readings', 'invalid') ?? 0,
             duplicates: healthNumber(health, 'readings', 'duplicates') ?? 0,
           },
+          clockOffsetMs: clock?.offsetMs ?? null,
+          clockOffsetAt: isoOrNull(clock?.offsetAt),
+          futureReadings: clock?.futureReadings ?? 0,
+          lastFutureReading: future ? { device: future.device, metric: future.metric, ts: iso(future.ts), seenAt: iso(future.at) } : null,
         };
       }),
     };
@@ -117,12 +144,18 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
   app.get('/api/v1/devices', {
     preHandler: deps.read,
     schema: {
+      summary: 'Every device the gateways reported, its gateway, metrics and whether it is online (read key)',
+      operationId: 'listDevices',
+      tags: ['registry'],
       querystring: {
         type: 'object',
         properties: { gateway: { type: 'string', minLength: 1, maxLength: 64 } },
         additionalProperties: false,
       },
-      response: { 200: { type: 'object', properties: { devices: { type: 'array', items: deviceSchema } } } },
+      response: {
+        200: { description: 'The devices, of one gateway with ?gateway=G', type: 'object', properties: { devices: { type: 'array', items: deviceSchema } } },
+        ...errorResponses({ 400: 'BRAID_ERR_BAD_REQUEST: an unknown or malformed query parameter', ...AUTH_ERRORS.read }),
+      },
     },
   }, async (req) => {
     const { gateway } = req.query as { gateway?: string };

@@ -7,6 +7,8 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
+import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
+import type { GatewayClocks } from '../ingest/clock.js';
 import { prepareGatewayScope } from '../ingest/index.js';
 import type { SpeedMetrics } from './metrics.js';
 import { type SpeedLimits, type SpeedPush, pushGateway, validateSpeedPush } from './validate.js';
@@ -22,6 +24,8 @@ export interface SpeedRouteDeps {
   requireGateway: (req: FastifyRequest, reply: FastifyReply) => Promise<void>;
   /** Store a validated push; resolves with the answer once committed. */
   submit: (push: SpeedPush) => Promise<SpeedAnswer>;
+  /** Where each push's clock sample goes (sentAt against its receive time; cloud/ingest/clock.ts). */
+  clocks: Pick<GatewayClocks, 'sample'>;
 }
 
 /** Register the route in its own encapsulated scope (its body parser and error counting stay there). */
@@ -33,14 +37,29 @@ export async function registerSpeedRoute(app: FastifyInstance, deps: SpeedRouteD
     scope.post(SPEED_PATH, {
       onRequest: deps.requireGateway,
       schema: {
+        summary: 'Push a gateway\'s speed partials, health and connected devices (gateway token)',
+        description: 'The body (JSON, optionally gzip) is docs/serving.md\'s speed push. The answer carries E[gateway] of the live views.',
+        operationId: 'pushSpeed',
+        tags: ['gateway'],
         response: {
           200: {
+            description: 'Stored; watermark is E[gateway] of the live manifest',
             type: 'object',
             properties: { watermark: { type: 'integer' }, manifestVersion: { type: ['integer', 'null'] }, stored: { type: 'integer' } },
           },
+          ...errorResponses({
+            400: 'BRAID_ERR_BAD_REQUEST: a malformed body; the message names the field and row',
+            ...AUTH_ERRORS.gateway,
+            413: 'BRAID_ERR_PAYLOAD_TOO_LARGE: the body or a list in it is over a limit',
+            415: 'BRAID_ERR_UNSUPPORTED_ENCODING: a Content-Encoding other than gzip or identity',
+            429: 'BRAID_ERR_LIMIT_EXCEEDED: too many pushes wait for the store; retry after Retry-After',
+            503: 'BRAID_ERR_SPEED_UNAVAILABLE: not stored; retry',
+          }),
         },
       },
-    }, async (req) => {
+    }, async (req, reply) => {
+      // When the request arrived (fastify's clock starts at onRequest): the clock sample's receive time.
+      const receivedAt = Date.now() - reply.elapsedTime;
       const raw = req.body as Buffer | undefined;
       if (!raw || raw.length === 0) throw new BadRequestError('body: empty; expected a speed push (JSON, optionally gzip)');
       let doc: unknown;
@@ -54,7 +73,10 @@ export async function registerSpeedRoute(app: FastifyInstance, deps: SpeedRouteD
       if (p?.kind !== 'gateway' || p.gateway !== gateway) {
         throw new ForbiddenError(`gateway: the token belongs to gateway ${p?.kind === 'gateway' ? p.gateway : '?'}, the body says ${gateway}`);
       }
-      return deps.submit(validateSpeedPush(doc, limits));
+      const push = validateSpeedPush(doc, limits);
+      // A push every second per gateway: the clock estimate's main source of samples.
+      deps.clocks.sample(gateway, push.sentAt, receivedAt);
+      return deps.submit(push);
     });
   });
 }

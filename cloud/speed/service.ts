@@ -14,6 +14,7 @@ import { transaction } from '../../shared/sqlite.js';
 import type { Manifest } from '../batch/index.js';
 import type { CloudConfig } from '../config.js';
 import type { CloudContext, CloudService } from '../server.js';
+import { recordClockOffset } from '../ingest/clock.js';
 import { SpeedUnavailableError } from './errors.js';
 import { LiveManifest } from './live-manifest.js';
 import { type SpeedMetrics, createSpeedMetrics } from './metrics.js';
@@ -109,6 +110,7 @@ export class SpeedService implements CloudService {
       },
       requireGateway: ctx.auth.requireRole('gateway'),
       submit: (push) => this.submit(push),
+      clocks: ctx.ingest.clocks,
     });
     registerRegistryRoutes(app, {
       reader: ctx.db.reader, live: this.live, staleAfterMs: this.o.staleAfterMs, read: ctx.auth.requireRole('read'), now: this.now,
@@ -205,6 +207,8 @@ export class SpeedService implements CloudService {
           for (const p of batch) {
             out.push(await upsertPartials(d, p.push.gateway, p.push.partials, now));
             await recordContact(d, p.push, now);
+            const offset = ctx.ingest.clocks.offset(p.push.gateway, now);
+            if (offset !== null) await recordClockOffset(d, p.push.gateway, offset, now);
           }
           return out;
         });

@@ -1,7 +1,8 @@
 /**
  * Gateway tokens and API keys in cloud.db (`gateways`, `api_keys`): issue, list, remove, and look
  * up by hash. `braid cloud gateway|key ...` write them from another process while the cloud runs
- * (WAL + busy_timeout); the cloud's auth cache (cloud/api/auth.ts) notices within its TTL.
+ * (WAL + busy_timeout); the cloud looks every request's secret up (cloud/api/auth.ts, no cache), so a
+ * removal or rotation takes effect with its commit.
  *
  * Secrets are 32 random bytes (256 bits), base64url, behind a prefix that says what they are
  * (`bgt_` gateway token, `brk_` API key: a leaked one is recognisable in a log or a repo scan).
@@ -66,7 +67,7 @@ export async function addGateway(db: Db, id: string, now = Date.now()): Promise<
   return token;
 }
 
-/** Give a gateway a new token; the old one stops working (within the auth cache's TTL). */
+/** Give a gateway a new token; the old one stops working with this commit. */
 export async function rotateGateway(db: Db, id: string): Promise<string> {
   const token = newSecret(GATEWAY_TOKEN_PREFIX);
   const r = await db.run('UPDATE gateways SET token_hash = ? WHERE id = ?', [hashSecret(token), id]);

@@ -1,6 +1,6 @@
 /**
  * The ingest state in cloud.db (docs/cloud-storage.md): seq range sets (`received`, `sealed`,
- * `staged`), epochs, gap records, seq holes and the master file catalog. Plain statements on a Db;
+ * `staged`), epochs, gap records and the master file catalog. Plain statements on a Db;
  * callers run them inside their BEGIN IMMEDIATE transaction (the WriteQueue), which is what makes
  * a read-decide-write sequence safe against a second ingest process on the same data dir.
  */
@@ -103,12 +103,6 @@ export async function insertGaps(db: Db, gateway: string, gaps: GapRow[], now: n
 /** Gap-record ranges of a gateway that overlap [from, to]. */
 export async function gapRangesIn(db: Db, gateway: string, from: number, to: number): Promise<Range[]> {
   return db.all<Range>('SELECT from_seq AS "from", to_seq AS "to" FROM gaps WHERE gateway = ? AND to_seq >= ? AND from_seq <= ?', [gateway, from, to]);
-}
-
-/** Keep a seq hole for the operator; the first sighting of a hole starting at from_seq wins. */
-export async function insertSeqGap(db: Db, gateway: string, hole: Range, now: number): Promise<boolean> {
-  const r = await db.run('INSERT OR IGNORE INTO seq_gaps (gateway, from_seq, to_seq, seen_at) VALUES (?, ?, ?, ?)', [gateway, hole.from, hole.to, now]);
-  return r.changes > 0;
 }
 
 /** A master file and what it holds per gateway, as catalogued at seal. */

@@ -177,6 +177,20 @@ CREATE TABLE IF NOT EXISTS devices (
   metrics    TEXT    NOT NULL           -- JSON array of metric names, sorted
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS devices_gateway ON devices (gateway);
+
+-- Each gateway's clock as the cloud sees it (cloud/ingest/clock.ts): the offset of its sentAt from
+-- the cloud's receive time (the max over a recent window; written by ingest and speed pushes), and
+-- the readings it sent stamped more than ingest.maxFutureMs ahead of the cloud's clock (stored, counted).
+CREATE TABLE IF NOT EXISTS gateway_clock (
+  gateway         TEXT    PRIMARY KEY,
+  offset_ms       INTEGER,
+  offset_at       INTEGER,
+  future_readings INTEGER NOT NULL DEFAULT 0,
+  future_device   TEXT,
+  future_metric   TEXT,
+  future_ts       INTEGER,
+  future_at       INTEGER
+) WITHOUT ROWID;
 `;
 
 /** Open cloud.db with its pragmas and schema (any process: ingest, batch, CLI). */

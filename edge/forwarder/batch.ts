@@ -55,6 +55,27 @@ function parseDevices(text: string): string[] {
   return text.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
+interface GapRowDb { id: number; reason: string; from_seq: number; to_seq: number; count: number; min_ts: number; max_ts: number; devices: string }
+
+function unsentGaps(reader: Db): Promise<GapRowDb[]> {
+  return reader.all<GapRowDb>('SELECT id, reason, from_seq, to_seq, count, min_ts, max_ts, devices FROM gaps WHERE sent = 0 ORDER BY id LIMIT ?', [MAX_RECORDS]);
+}
+
+/** [from, to] ranges sorted and merged (touching ones too). */
+function normalizeRanges(ranges: ReadonlyArray<readonly [number, number]>): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const [from, to] of [...ranges].sort((a, b) => a[0] - b[0])) {
+    const last = out[out.length - 1];
+    if (last && from <= last[1] + 1) last[1] = Math.max(last[1], to);
+    else out.push([from, to]);
+  }
+  return out;
+}
+
+function toGapRecord(g: GapRowDb): GapRecord {
+  return { id: g.id, reason: g.reason, fromSeq: g.from_seq, toSeq: g.to_seq, count: g.count, minTs: g.min_ts, maxTs: g.max_ts, devices: parseDevices(g.devices) };
+}
+
 /**
  * The next batch after `ackedSeq`, or null when there is nothing to send.
  *
@@ -66,26 +87,40 @@ function parseDevices(text: string): string[] {
 export async function readBatch(reader: Db, ackedSeq: number, maxReadings: number): Promise<Batch | null> {
   const epochRows = await reader.all<{ epoch: number; first_seq: number; last_seq: number }>(
     'SELECT epoch, first_seq, last_seq FROM epochs WHERE closed_at IS NOT NULL AND reported = 0 ORDER BY epoch LIMIT ?', [MAX_RECORDS]);
-  const gapRows = await reader.all<{ id: number; reason: string; from_seq: number; to_seq: number; count: number; min_ts: number; max_ts: number; devices: string }>(
-    'SELECT id, reason, from_seq, to_seq, count, min_ts, max_ts, devices FROM gaps WHERE sent = 0 ORDER BY id LIMIT ?', [MAX_RECORDS]);
+  const gapRows = await unsentGaps(reader);
   const rows = await reader.all<{ seq: number; epoch: number; device: string; metric: string; ts: number; value: number }>(
     'SELECT seq, epoch, device, metric, ts, value FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?', [ackedSeq, Math.max(1, maxReadings)]);
 
   const allEpochs: EpochRecord[] = epochRows.map((e) => ({ epoch: e.epoch, firstSeq: e.first_seq, lastSeq: e.last_seq }));
-  const allGaps: GapRecord[] = gapRows.map((g) => ({
-    id: g.id, reason: g.reason, fromSeq: g.from_seq, toSeq: g.to_seq, count: g.count,
-    minTs: g.min_ts, maxTs: g.max_ts, devices: parseDevices(g.devices),
-  }));
+  let allGaps: GapRecord[] = gapRows.map(toGapRecord);
 
   if (rows.length === 0) {
     if (allEpochs.length === 0 && allGaps.length === 0) return null;
     // Protocol: a batch without readings has firstSeq = lastSeq + 1 = the next seq to send.
     const lastSeq = allGaps.reduce((m, g) => Math.max(m, g.toSeq), ackedSeq);
+    // A drop between the two reads may have taken the rows below these gaps: if they leave a
+    // hole, read the gaps again and take those up to lastSeq (which stays as decided above).
+    const covered = normalizeRanges(allGaps.map((g) => [g.fromSeq, g.toSeq] as const));
+    if (lastSeq > ackedSeq && !(covered.length > 0 && covered[0][0] <= ackedSeq + 1 && covered[0][1] >= lastSeq)) {
+      allGaps = (await unsentGaps(reader)).map(toGapRecord).filter((g) => g.toSeq <= lastSeq);
+    }
     return { firstSeq: lastSeq + 1, lastSeq, readings: [], epochs: allEpochs, gaps: allGaps };
   }
 
   const readings: ReadingTuple[] = rows.map((r) => [r.seq, r.epoch, r.device, r.metric, r.ts, r.value]);
   const lastSeq = rows[rows.length - 1].seq;
+  // Rows missing between ackedSeq and lastSeq were dropped at the disk budget, their gap record
+  // written in the same transaction: possibly after the gaps query above. Read the gaps again, so
+  // the batch names every seq it skips (the cloud refuses one that does not, BRAID_ERR_INGEST_SEQ_SKIP).
+  // Safe here: lastSeq comes from the rows, and a gap is only taken up to it.
+  let prev = ackedSeq;
+  for (const r of rows) {
+    if (r.seq !== prev + 1) {
+      allGaps = (await unsentGaps(reader)).map(toGapRecord);
+      break;
+    }
+    prev = r.seq;
+  }
   // An epoch goes with the batch that carries (or follows) its last seq, so the cloud can judge it
   // complete on arrival. Gaps follow the same rule: a gap above this batch would otherwise tempt
   // lastSeq to jump over unsent rows between the two, and the ack would delete them.

@@ -1,16 +1,19 @@
 /**
  * Gateway tokens and API keys: issued by `braid cloud gateway|key add` (printed as the last line),
  * stored as SHA-256 only, checked by requireRole (401 / 403, admin implies read), named by
- * GET /api/v1/whoami, cached briefly: a removed key or a rotated token stops working within the
- * cache TTL. A read key reads every route; admin is for actions (POST /api/v1/batch/run).
+ * GET /api/v1/whoami, never cached: a removed key or a rotated token stops working with the CLI's
+ * commit, in every cloud process, on kept-alive connections too. A read key reads every route;
+ * admin is for actions (POST /api/v1/batch/run).
  */
 import { spawn } from 'node:child_process';
+import { Agent, request } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import { join, resolve } from 'node:path';
 import { hashSecret } from '../../cloud/store/credentials.js';
 import type { CloudPlugin } from '../../cloud/server.js';
-import { type TestCloud, ingestBody, makeReadings, postIngest, queryCloudDb, startTestCloud } from '../support/cloud.js';
-import { eventually, tempDir } from '../support/gateway.js';
-import { startSpeedCloud } from './speed-fixtures.js';
+import { type TestCloud, ingestBody, killAllChildClouds, makeReadings, queryCloudDb, spawnCloud, startTestCloud } from '../support/cloud.js';
+import { tempDir } from '../support/gateway.js';
+import { pushBody, startSpeedCloud } from './speed-fixtures.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 
@@ -41,6 +44,7 @@ afterEach(async () => {
   cloud = null;
   await closeApp?.();
   closeApp = null;
+  await killAllChildClouds();
   dir.remove();
 });
 
@@ -157,20 +161,72 @@ test('every route takes a key but /healthz and the console\'s static files: a re
   expect(await run(admin)).toMatchObject({ status: 202, body: { trigger: 'api' } });
 }, 60_000);
 
-test('a removed key and a rotated token stop working within the cache TTL', async () => {
+/** One request on `agent` (keep-alive, one socket): its status and whether it went on a socket used before. */
+function onAgent(agent: Agent, base: string, method: 'GET' | 'POST', path: string, secret: string, body?: unknown): Promise<{ status: number; reused: boolean }> {
+  return new Promise((res, rej) => {
+    const bytes = body === undefined ? undefined : gzipSync(JSON.stringify(body));
+    const req = request(`${base}${path}`, {
+      method, agent,
+      headers: { authorization: `Bearer ${secret}`, ...(bytes ? { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': String(bytes.length) } : {}) },
+    }, (r) => {
+      r.resume();
+      r.once('end', () => res({ status: r.statusCode ?? 0, reused: req.reusedSocket }));
+    });
+    req.once('error', rej);
+    req.end(bytes);
+  });
+}
+
+test('[INV-7] a removed key, a rotated and a removed token stop working at once: on a kept-alive connection, in this and in another cloud process', async () => {
   const tok = lastLine((await braid(['cloud', 'gateway', 'add', 'gw-1', '--data-dir', dir.path])).stdout);
   const key = lastLine((await braid(['cloud', 'key', 'add', 'temp', '--role', 'read', '--data-dir', dir.path])).stdout);
-  cloud = await startTestCloud(dir.path, {}, { plugins: [probes], auth: { cacheTtlMs: 300 } });
-  expect((await get('/test/read', key)).status).toBe(200);
-  expect((await postIngest(cloud.url, tok, ingestBody('gw-1', makeReadings(1, 5)))).status).toBe(200);
+  // Two cloud processes on one data dir: this one (the whole cloud) and a real `braid cloud` child.
+  const here = await startSpeedCloud(dir.path);
+  closeApp = here.close;
+  const child = await spawnCloud(dir.path);
+  const clouds = [here.url, child.url];
+  const agents = clouds.map(() => new Agent({ keepAlive: true, maxSockets: 1 }));
+  try {
+    let next = 1;
+    const ingest = async (i: number, secret: string) => {
+      const a = await onAgent(agents[i], clouds[i], 'POST', '/api/v1/ingest', secret, ingestBody('gw-1', makeReadings(next, next)));
+      if (a.status === 200) next++;
+      return a;
+    };
+    const whoami = (i: number, secret: string) => onAgent(agents[i], clouds[i], 'GET', '/api/v1/whoami', secret);
+    const speed = (i: number, secret: string) => onAgent(agents[i], clouds[i], 'POST', '/api/v1/speed', secret, pushBody('gw-1', []));
+    for (const i of [0, 1]) {
+      expect(await whoami(i, key)).toMatchObject({ status: 200 });
+      expect(await ingest(i, tok)).toMatchObject({ status: 200 });
+      expect(await speed(i, tok)).toMatchObject({ status: 200, reused: true });
+    }
 
-  expect((await braid(['cloud', 'key', 'remove', 'temp', '--data-dir', dir.path])).code).toBe(0);
-  const fresh = lastLine((await braid(['cloud', 'gateway', 'rotate', 'gw-1', '--data-dir', dir.path])).stdout);
-  const t0 = Date.now();
-  await eventually(async () => (await get('/test/read', key)).status === 401, 3000);
-  await eventually(async () => (await postIngest(cloud!.url, tok, ingestBody('gw-1', makeReadings(100, 105)))).status === 401, 3000);
-  expect(Date.now() - t0).toBeLessThan(2000);
-  expect((await postIngest(cloud.url, fresh, ingestBody('gw-1', makeReadings(6, 10)))).body).toEqual({ ackSeq: 10, stored: 5, duplicates: 0 });
+    // Each change is made by another process; the very next request, on the same kept-alive socket, is refused.
+    expect((await braid(['cloud', 'key', 'remove', 'temp', '--data-dir', dir.path])).code).toBe(0);
+    let t0 = Date.now();
+    for (const i of [0, 1]) expect(await whoami(i, key)).toEqual({ status: 401, reused: true });
+    expect(Date.now() - t0).toBeLessThan(1000);
+
+    const fresh = lastLine((await braid(['cloud', 'gateway', 'rotate', 'gw-1', '--data-dir', dir.path])).stdout);
+    t0 = Date.now();
+    for (const i of [0, 1]) {
+      expect(await ingest(i, tok)).toEqual({ status: 401, reused: true });
+      expect(await speed(i, tok)).toEqual({ status: 401, reused: true });
+      expect(await ingest(i, fresh)).toEqual({ status: 200, reused: true });
+    }
+    expect(Date.now() - t0).toBeLessThan(1000);
+
+    expect((await braid(['cloud', 'gateway', 'remove', 'gw-1', '--data-dir', dir.path])).code).toBe(0);
+    t0 = Date.now();
+    for (const i of [0, 1]) {
+      expect(await ingest(i, fresh)).toEqual({ status: 401, reused: true });
+      expect(await speed(i, fresh)).toEqual({ status: 401, reused: true });
+    }
+    expect(Date.now() - t0).toBeLessThan(1000);
+  } finally {
+    for (const a of agents) a.destroy();
+    await child.stop('SIGTERM');
+  }
 }, 60_000);
 
 test('braid cloud --check-config prints the resolved config; a bad key exits 2 naming it', async () => {

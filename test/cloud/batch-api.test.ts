@@ -191,7 +191,7 @@ describe('REST routes', () => {
       scheduler,
       auth: (role) => async (req, reply) => {
         roles.push(`${req.method} ${req.url}: ${role}`);
-        if (!admits[role].includes(req.headers.authorization ?? '')) await reply.code(403).send({ code: 'BRAID_ERR_FORBIDDEN' });
+        if (!admits[role].includes(req.headers.authorization ?? '')) await reply.code(403).send({ code: 'BRAID_ERR_FORBIDDEN', message: `needs ${role}` });
       },
     });
     // A real server on port 0 (light-my-request's inject does not load under jest's ESM mode).

@@ -2,7 +2,7 @@
  * POST /api/v1/ingest against a real cloud (docs/ingest-protocol.md): auth, every kind of bad
  * body refused with a code that names the problem and nothing stored [INV-5], size limits (413),
  * gzip and identity, idempotent retries and overlaps [INV-2], epochs and gap records stored once,
- * seq holes recorded.
+ * a batch that skips seqs refused (409) while everything the forwarder sends is taken.
  */
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
@@ -10,7 +10,7 @@ import { addApiKey } from '../../cloud/store/credentials.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
 import { join } from 'node:path';
 import {
-  type TestCloud, addGatewayToken, ingestBody, makeReadings, postIngest, queryCloudDb, startTestCloud,
+  T0, type TestCloud, addGatewayToken, ingestBody, makeReadings, postIngest, queryCloudDb, startTestCloud,
 } from '../support/cloud.js';
 import { tempDir } from '../support/gateway.js';
 
@@ -102,6 +102,7 @@ describe('malformed bodies', () => {
     ['value overflowing to Infinity', () => ({ raw: gzipSync(JSON.stringify(good()).replace('[1,1,"dev-1","temp",1732406401000,0.25]', '[1,1,"dev-1","temp",1732406401000,1e400]')) }), 400, 'BRAID_ERR_BAD_REQUEST', /^readings\[0\]\[5\]: value must be a finite number/],
     ['no readings but firstSeq != lastSeq + 1', () => ({ body: { ...good(), readings: [], firstSeq: 1, lastSeq: 20 } }), 400, 'BRAID_ERR_BAD_REQUEST', /^firstSeq: a batch without readings/],
     ['epoch span backwards', () => ({ body: { ...good(), epochs: [{ epoch: 1, firstSeq: 5, lastSeq: 4 }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^epochs\[0\]\.lastSeq: /],
+    ['gap count over its seq range', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk_budget', fromSeq: 1, toSeq: 2, count: 3, minTs: 1, maxTs: 2, devices: ['dev-1'] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.count: count must be a whole number in 0\.\.2, got 3/],
     ['gap devices not a list', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk_budget', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: 2, devices: 'dev-1' }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.devices: must be an array/],
     ['brotli', () => ({ body: good(), headers: { 'content-encoding': 'br' } }), 415, 'BRAID_ERR_UNSUPPORTED_ENCODING', /Content-Encoding "br"/],
     ['too many readings', () => ({ body: ingestBody('gw-1', makeReadings(1, 2001)) }), 413, 'BRAID_ERR_PAYLOAD_TOO_LARGE', /^readings: 2001 entries, over the limit of 2000/],
@@ -247,25 +248,119 @@ describe('storing', () => {
     expect(await queryCloudDb(dir.path, 'SELECT * FROM seq_gaps')).toEqual([]);
   });
 
-  test('a seq hole no gap record covers is recorded, counted and not papered over', async () => {
-    await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(1, 100)));
-    const a = await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(151, 200)));
-    expect(a.body).toEqual({ ackSeq: 200, stored: 50, duplicates: 0 });
-    expect(await queryCloudDb(dir.path, 'SELECT gateway, from_seq, to_seq FROM seq_gaps')).toEqual([{ gateway: 'gw-1', from_seq: 101, to_seq: 150 }]);
+});
+
+describe('seq skips: a batch must account for every seq above what the cloud holds', () => {
+  const gap = (id: number, fromSeq: number, toSeq: number) => ({ id, reason: 'disk_budget', fromSeq, toSeq, count: toSeq - fromSeq + 1, minTs: T0, maxTs: T0 + 1, devices: ['dev-1'] });
+  const state = async () => ({
+    received: await received(),
+    epochs: await queryCloudDb(dir.path, 'SELECT epoch FROM epochs ORDER BY epoch'),
+    gaps: await queryCloudDb(dir.path, 'SELECT id FROM gaps ORDER BY id'),
+    seqGaps: await queryCloudDb(dir.path, 'SELECT * FROM seq_gaps'),
+  });
+  const skip = (a: { status: number; body: Record<string, unknown> }) => ({ status: a.status, code: a.body.code });
+
+  test('an empty batch far ahead (firstSeq 999999) is refused with 409 naming the skipped seqs; nothing of it is kept, counted', async () => {
+    expect((await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(1, 100)))).status).toBe(200);
+    const before = await state();
+    const a = await postIngest(cloud.url, token, ingestBody('gw-1', [], { firstSeq: 999_999, lastSeq: 999_998, epochs: [{ epoch: 9, firstSeq: 101, lastSeq: 999_998 }] }));
+    expect(skip(a)).toEqual({ status: 409, code: 'BRAID_ERR_INGEST_SEQ_SKIP' });
+    expect(a.body.message).toMatch(/^seq skip: gateway gw-1 has had seqs up to 100 stored; this batch \(firstSeq 999999, lastSeq 999998\) skips 999898 seq\(s\), 101\.\.999998, /);
+    expect(await state()).toEqual(before);
+    expect(await metric('braid_ingest_rejected_total', { code: 'BRAID_ERR_INGEST_SEQ_SKIP' })).toBe(1);
     expect(await metric('braid_ingest_seq_gaps_total')).toBe(1);
-    expect(await received()).toEqual([{ from_seq: 1, to_seq: 100 }, { from_seq: 151, to_seq: 200 }]);
-    // A gap record accounts for its seqs: no hole.
-    const gap = { id: 7, reason: 'disk_budget', fromSeq: 201, toSeq: 220, count: 20, minTs: 1, maxTs: 2, devices: ['dev-1'] };
-    await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(221, 240), { firstSeq: 201, gaps: [gap] }));
-    expect(await queryCloudDb(dir.path, 'SELECT from_seq, to_seq FROM seq_gaps ORDER BY from_seq')).toEqual([{ from_seq: 101, to_seq: 150 }]);
-    // A batch starting above the next seq, and one with a hole inside.
-    await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(250, 260)));
-    await postIngest(cloud.url, token, ingestBody('gw-1', [...makeReadings(261, 270), ...makeReadings(281, 290)]));
-    expect(await queryCloudDb(dir.path, 'SELECT from_seq, to_seq FROM seq_gaps ORDER BY from_seq')).toEqual([
-      { from_seq: 101, to_seq: 150 }, { from_seq: 241, to_seq: 249 }, { from_seq: 271, to_seq: 280 },
-    ]);
-    expect(await metric('braid_ingest_seq_gaps_total')).toBe(3);
-    // The late seqs still arrive and are stored.
+    // The gateway's real next batch is not hurt.
     expect((await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(101, 150)))).body).toEqual({ ackSeq: 150, stored: 50, duplicates: 0 });
+  });
+
+  test('readings that start above the next seq, a hole inside a batch and a gap record that starts too high are refused, each naming its seqs', async () => {
+    await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(1, 100)));
+    const cases: Array<[unknown, RegExp]> = [
+      [ingestBody('gw-1', makeReadings(151, 200)), /skips 50 seq\(s\), 101\.\.150, /],
+      [ingestBody('gw-1', [...makeReadings(101, 110), ...makeReadings(121, 130), ...makeReadings(135, 140)]), /skips 14 seq\(s\), 111\.\.120, 131\.\.134, /],
+      [ingestBody('gw-1', makeReadings(171, 180), { firstSeq: 160, gaps: [gap(1, 160, 170)] }), /skips 59 seq\(s\), 101\.\.159, /],
+      [ingestBody('gw-1', [], { firstSeq: 201, lastSeq: 200, gaps: [gap(2, 102, 200)] }), /skips 1 seq\(s\), 101, /],
+    ];
+    const before = await state();
+    for (const [body, message] of cases) {
+      const a = await postIngest(cloud.url, token, body);
+      expect(skip(a)).toEqual({ status: 409, code: 'BRAID_ERR_INGEST_SEQ_SKIP' });
+      expect(a.body.message).toMatch(message);
+    }
+    expect(await state()).toEqual(before);
+    expect(await metric('braid_ingest_rejected_total', { code: 'BRAID_ERR_INGEST_SEQ_SKIP' })).toBe(cases.length);
+  });
+
+  test('what the forwarder sends is never refused: gap records (in the batch or earlier) account for a skip, repeats and late retries are duplicates', async () => {
+    const ok = async (body: unknown, expected: Record<string, number>) => {
+      const a = await postIngest(cloud.url, token, body);
+      expect({ status: a.status, body: a.body }).toEqual({ status: 200, body: expected });
+    };
+    await ok(ingestBody('gw-1', makeReadings(1, 100)), { ackSeq: 100, stored: 100, duplicates: 0 });
+    // A disk-budget drop of 101..150, its gap record in the batch that carries the next readings.
+    await ok(ingestBody('gw-1', makeReadings(151, 200), { firstSeq: 101, gaps: [gap(1, 101, 150)] }), { ackSeq: 200, stored: 50, duplicates: 0 });
+    // A gap-only batch (the outbox holds nothing else), then readings after it: the stored gap accounts.
+    await ok(ingestBody('gw-1', [], { firstSeq: 301, lastSeq: 300, gaps: [gap(2, 201, 300)] }), { ackSeq: 300, stored: 0, duplicates: 0 });
+    await ok(ingestBody('gw-1', makeReadings(301, 350)), { ackSeq: 350, stored: 50, duplicates: 0 });
+    // A drop that overlaps seqs already stored (a row in flight when the budget dropped it): the stored reading wins.
+    await ok(ingestBody('gw-1', makeReadings(381, 400), { firstSeq: 341, gaps: [gap(3, 341, 380)] }), { ackSeq: 400, stored: 20, duplicates: 0 });
+    // An epoch-only batch, and an epoch naming seqs the cloud has not had yet (its readings follow).
+    await ok(ingestBody('gw-1', [], { firstSeq: 401, lastSeq: 400, epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 400 }, { epoch: 2, firstSeq: 401, lastSeq: 450 }] }), { ackSeq: 400, stored: 0, duplicates: 0 });
+    // A retransmit, a retry that arrives after newer batches, and a batch repeating held seqs with new ones.
+    await ok(ingestBody('gw-1', makeReadings(301, 350)), { ackSeq: 350, stored: 0, duplicates: 50 });
+    await ok(ingestBody('gw-1', makeReadings(1, 100)), { ackSeq: 100, stored: 0, duplicates: 100 });
+    await ok(ingestBody('gw-1', makeReadings(391, 450)), { ackSeq: 450, stored: 50, duplicates: 10 });
+    // A batch whose own hole lies at or below what the cloud holds only carries duplicates.
+    await ok(ingestBody('gw-1', [...makeReadings(151, 160), ...makeReadings(171, 180)]), { ackSeq: 180, stored: 0, duplicates: 20 });
+    expect(await received()).toEqual([{ from_seq: 1, to_seq: 100 }, { from_seq: 151, to_seq: 200 }, { from_seq: 301, to_seq: 350 }, { from_seq: 381, to_seq: 450 }]);
+    expect(await metric('braid_ingest_rejected_total', { code: 'BRAID_ERR_INGEST_SEQ_SKIP' })).toBe(0);
+  });
+
+  test('in one group commit, a refused batch costs only itself; a later batch that builds on it is refused too', async () => {
+    await cloud.close();
+    cloud = await startTestCloud(dir.path, { ingest: { groupCommitMs: 200 } });
+    const answers = await Promise.all([
+      postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(1, 50))),
+      postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(61, 70))),
+      postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(51, 60))),
+    ]);
+    // Whatever order the group took them in, 1..60 is stored and 61..70 was refused or arrived after 51..60.
+    expect(answers[0].body).toEqual({ ackSeq: 50, stored: 50, duplicates: 0 });
+    expect(answers[2].body).toEqual({ ackSeq: 60, stored: 10, duplicates: 0 });
+    const held = await received();
+    if (answers[1].status === 409) expect(held).toEqual([{ from_seq: 1, to_seq: 60 }]);
+    else expect(held).toEqual([{ from_seq: 1, to_seq: 70 }]);
+    // Two batches of one request stream where the first skips: the second, which starts after it, is refused too.
+    const [x, y] = await Promise.all([
+      postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(100, 110))),
+      postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(111, 120))),
+    ]);
+    expect([skip(x), skip(y)]).toEqual([{ status: 409, code: 'BRAID_ERR_INGEST_SEQ_SKIP' }, { status: 409, code: 'BRAID_ERR_INGEST_SEQ_SKIP' }]);
+  });
+});
+
+describe('epoch conflicts: a closed epoch never changes', () => {
+  test('an epoch record whose span differs from the stored one, or from another in the same batch, is refused with 409; nothing of the batch is kept', async () => {
+    const body = ingestBody('gw-1', makeReadings(1, 30), { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 20 }] });
+    expect((await postIngest(cloud.url, token, body)).status).toBe(200);
+    // The same record again is fine (sent until acknowledged).
+    expect((await postIngest(cloud.url, token, body)).body).toEqual({ ackSeq: 30, stored: 0, duplicates: 30 });
+    const cases: Array<[unknown, RegExp]> = [
+      [ingestBody('gw-1', makeReadings(31, 40), { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 999_999 }, { epoch: 2, firstSeq: 21, lastSeq: 40 }] }),
+        /^epochs: epoch 1 of gateway gw-1 is stored as seqs 1\.\.20, this batch says 1\.\.999999; /],
+      [ingestBody('gw-1', makeReadings(31, 40), { epochs: [{ epoch: 2, firstSeq: 21, lastSeq: 40 }, { epoch: 2, firstSeq: 21, lastSeq: 35 }] }),
+        /^epochs: epoch 2 of gateway gw-1 appears twice in this batch, as 21\.\.40 and 21\.\.35/],
+    ];
+    for (const [b, message] of cases) {
+      const a = await postIngest(cloud.url, token, b);
+      expect({ status: a.status, code: a.body.code }).toEqual({ status: 409, code: 'BRAID_ERR_INGEST_EPOCH_CONFLICT' });
+      expect(a.body.message).toMatch(message);
+    }
+    expect(await queryCloudDb(dir.path, 'SELECT epoch, first_seq, last_seq FROM epochs')).toEqual([{ epoch: 1, first_seq: 1, last_seq: 20 }]);
+    expect(await received()).toEqual([{ from_seq: 1, to_seq: 30 }]);
+    expect(await metric('braid_ingest_rejected_total', { code: 'BRAID_ERR_INGEST_EPOCH_CONFLICT' })).toBe(2);
+    // The real next batch goes through.
+    expect((await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(31, 40), { epochs: [{ epoch: 2, firstSeq: 21, lastSeq: 40 }] }))).body)
+      .toEqual({ ackSeq: 40, stored: 10, duplicates: 0 });
   });
 });

@@ -1,8 +1,11 @@
 /**
  * The registry (docs/serving.md): GET /api/v1/gateways and GET /api/v1/devices against a real
- * cloud fed by speed pushes and real ingest (a seq hole, a gap record) and a real batch run (E).
+ * cloud fed by speed pushes and real ingest (a refused seq skip, a gap record), a seq hole recorded by
+ * an earlier version, and a real batch run (E).
  * A read key reads them (the same answer as an admin key's); a gateway token does not.
  */
+import { join } from 'node:path';
+import { openCloudDb } from '../../cloud/store/schema.js';
 import { ingestBody, makeReadings, postIngest } from '../support/cloud.js';
 import { eventually, tempDir } from '../support/gateway.js';
 import { type SpeedCloud, credentials, getJson, partial, postSpeed, pushBody, startSpeedCloud } from './speed-fixtures.js';
@@ -26,10 +29,15 @@ test('GET /api/v1/gateways: online while pushing, then offline after staleAfterM
   cloud = await startSpeedCloud(dir.path, { speed: { staleAfterMs: 600 } }, { pruneGraceMs: 0 });
   const token = tokens['gw-1'];
 
-  // Ingest: seq 1..10 (epoch 1, closed), 16..20 (a hole 11..15), then a gap record 21..25 with 26..30.
+  // Ingest: seq 1..10 (epoch 1, closed), 11..20 (16..20 alone, a skip, is refused), then a gap record 21..25 with 26..30.
   const r = makeReadings(1, 30, { epoch: (s) => (s <= 10 ? 1 : 2) });
   expect((await postIngest(cloud.url, token, ingestBody('gw-1', r.slice(0, 10), { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 10 }] }))).status).toBe(200);
-  expect((await postIngest(cloud.url, token, ingestBody('gw-1', r.slice(15, 20)))).status).toBe(200);
+  expect((await postIngest(cloud.url, token, ingestBody('gw-1', r.slice(15, 20)))).status).toBe(409);
+  expect((await postIngest(cloud.url, token, ingestBody('gw-1', r.slice(10, 20)))).status).toBe(200);
+  // A seq hole an earlier version recorded (it stored batches that skipped seqs) is still listed.
+  const db = await openCloudDb(join(dir.path, 'cloud.db'));
+  await db.run('INSERT INTO seq_gaps (gateway, from_seq, to_seq, seen_at) VALUES (?, ?, ?, ?)', ['gw-1', 11, 15, Date.now()]);
+  await db.close();
   const gap = { id: 1, reason: 'disk_budget', fromSeq: 21, toSeq: 25, count: 5, minTs: Date.UTC(2024, 10, 24), maxTs: Date.UTC(2024, 10, 24, 1), devices: ['d1'] };
   expect((await postIngest(cloud.url, token, ingestBody('gw-1', r.slice(25, 30), { firstSeq: 21, gaps: [gap] }))).status).toBe(200);
   await cloud.app.server.ingest.sealNow();
@@ -53,11 +61,15 @@ test('GET /api/v1/gateways: online while pushing, then offline after staleAfterM
     gaps: [{ fromSeq: 21, toSeq: 25, count: 5, reason: 'disk_budget', minTs: '2024-11-24T00:00:00.000Z', maxTs: '2024-11-24T01:00:00.000Z', devices: ['d1'] }],
     seqGaps: [{ fromSeq: 11, toSeq: 15, seenAt: expect.stringMatching(ISO) }],
     dropped: { diskBudget: 5, queueFull: 2, invalid: 3, duplicates: 7 },
+    // Its requests' sentAt is the test's clock, the cloud's: an offset of a few ms of delay at most.
+    clockOffsetMs: expect.any(Number), clockOffsetAt: expect.stringMatching(ISO), futureReadings: 0, lastFutureReading: null,
   });
+  expect(Math.abs(gw1.clockOffsetMs as number)).toBeLessThan(1000);
   // Registered, never heard from.
   expect(gw2).toEqual({
     id: 'gw-2', lastContactAt: null, online: false, watermark: 0, receivedSeq: 0, outboxPending: null, health: null, gaps: [], seqGaps: [],
     dropped: { diskBudget: 0, queueFull: 0, invalid: 0, duplicates: 0 },
+    clockOffsetMs: null, clockOffsetAt: null, futureReadings: 0, lastFutureReading: null,
   });
 
   // No push for longer than staleAfterMs: offline, and so are its devices.

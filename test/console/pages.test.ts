@@ -8,7 +8,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import {
-  type ConsolePage, apiCall, fmtBytes, fmtInt, fmtNum, fmtTime, haveChromium, launchChromium, newConsolePage, nextRender, screenshot, tableRows,
+  type ConsolePage, apiCall, fmtBytes, fmtDuration, fmtInt, fmtNum, fmtTime, haveChromium, launchChromium, newConsolePage, nextRender, screenshot, tableRows,
 } from '../support/browser.js';
 import { eventually } from '../support/gateway.js';
 import { type World, closeSteps, expectOverviewEqualsApi, makeWorld } from './world.js';
@@ -23,6 +23,8 @@ interface GatewayDoc {
   health: { readings?: { accepted?: number }; outbox?: { bytes?: number }; host?: { cpuPercent?: number | null } } | null;
   gaps: Array<{ count: number }>; seqGaps: unknown[];
   dropped: { diskBudget: number; queueFull: number; invalid: number; duplicates: number };
+  clockOffsetMs: number | null; clockOffsetAt: string | null; futureReadings: number;
+  lastFutureReading: { device: string; metric: string; ts: string; seenAt: string } | null;
 }
 
 let world: World;
@@ -129,6 +131,11 @@ maybe('console pages (admin key)', () => {
       const title = await page.$eval(`tr[data-gateway="${g.id}"] td[data-k=lastContact]`, (td) => td.querySelector('span')?.title ?? null);
       expect(title).toBe(g.lastContactAt ? fmtTime(g.lastContactAt) : null);
       if (!g.lastContactAt) expect(c.lastContact).toBe('never');
+      // The clock moves with every push too: as rendered.
+      const ms = g.clockOffsetMs;
+      expect(c.clock).toBe(ms === null ? '—' : ms < 0 ? `${fmtDuration(-ms)} behind` : `${fmtDuration(ms)} ahead`);
+      const clockTitle = await page.$eval(`tr[data-gateway="${g.id}"] td[data-k=clock]`, (td) => td.querySelector('span')?.title ?? null);
+      expect(clockTitle).toBe(g.clockOffsetAt ? `measured ${fmtTime(g.clockOffsetAt)}` : 'no request with sentAt yet');
     }
     // ...and the settled figures with the test's own call.
     const gw = (await apiCall<{ gateways: GatewayDoc[] }>(world.url, '/api/v1/gateways', world.admin)).body.gateways;
@@ -141,7 +148,16 @@ maybe('console pages (admin key)', () => {
       expect(c.dropped).toBe(`${fmtInt(g.dropped.diskBudget)} / ${fmtInt(g.dropped.queueFull)}`);
       expect(c.rejected).toBe(`${fmtInt(g.dropped.invalid)} / ${fmtInt(g.dropped.duplicates)}`);
       expect(c.gaps).toBe(g.gaps.length ? `${fmtInt(g.gaps.length)} (${fmtInt(g.gaps.reduce((n, r) => n + r.count, 0))} readings)` : '0');
+      expect(c.future).toBe(fmtInt(g.futureReadings));
+      const futureTitle = await page.$eval(`tr[data-gateway="${g.id}"] td[data-k=future]`, (td) => td.querySelector('span')?.title ?? null);
+      const f = g.lastFutureReading;
+      expect(futureTitle).toBe(f ? `furthest ahead: ${f.device}/${f.metric} at ${fmtTime(f.ts)} (seen ${fmtTime(f.seenAt)})` : null);
     }
+    // gw-gone's clock ran 90 s ahead when it pushed; gw-hist sent readings stamped in the future; gw-live is in step.
+    const byId = Object.fromEntries(rows.map((r) => [r.cells.id, r.cells]));
+    expect(byId['gw-gone'].clock).toMatch(/^1m(29|30)s ahead$/);
+    expect(byId['gw-hist']).toMatchObject({ clock: '—', future: '3' });
+    expect(byId['gw-live'].clock).toMatch(/^\d+ ms (ahead|behind)$/);
     expect(rows.map((r) => [r.cells.id, r.cells.state])).toEqual([['gw-gone', 'offline'], ['gw-hist', 'offline'], ['gw-live', 'online']]);
     expect(rows.find((r) => r.cells.id === 'gw-live')!.cells.cpu).toMatch(/%$/);
     // gw-hist's gap record, in detail.

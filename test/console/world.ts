@@ -123,6 +123,9 @@ export async function makeWorld(): Promise<World> {
   // A gap record as gw-hist's outbox would have sent it: 42 readings of dev-2 dropped at its disk budget.
   await fx.db.run(`INSERT INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at)
     VALUES ('gw-hist', 1, 'disk_budget', 9001, 9042, 42, ?, ?, '["dev-2"]', ?)`, [h0 - 7 * HOUR_MS, h0 - 7 * HOUR_MS + 41 * 10_000, now]);
+  // Three readings gw-hist sent stamped a day into the future, as ingest counts them (cloud/ingest/clock.ts).
+  await fx.db.run(`INSERT INTO gateway_clock (gateway, future_readings, future_device, future_metric, future_ts, future_at)
+    VALUES ('gw-hist', 3, 'dev-2', 'temp', ?, ?)`, [now + DAY_MS, now]);
   await fx.close();
   const config = testCloudConfig(dir, { speed: { staleAfterMs: STALE_AFTER_MS } });
   await (await startBatchRun(batchOptionsFrom(config), { trigger: 'cli' })).done;
@@ -133,7 +136,8 @@ export async function makeWorld(): Promise<World> {
   // gw-gone: one push holding a dev-1 partial in hour H-3, then nothing.
   const minute = h0 - 3 * HOUR_MS + 30 * MINUTE_MS;
   await pushSpeed(url, tokens['gw-gone'], {
-    v: 1, gateway: 'gw-gone', sentAt: Date.now(),
+    // Its clock runs 90 s ahead (the console's Clock column).
+    v: 1, gateway: 'gw-gone', sentAt: Date.now() + 90_000,
     partials: [['dev-1', 'temp', minute, 1, 2, 50, 24, 26, 2, 24, minute + 1_000, 26, minute + 2_000]],
     health: { status: 'ok', gatewayId: 'gw-gone', outbox: { pending: 5, bytes: 2048 }, readings: { accepted: 7, duplicates: 1, invalid: 2 }, dropped: { queueFull: 3, diskBudget: 0 } },
     devices: [{ id: 'dev-1', connected: true }],

@@ -1,8 +1,9 @@
 // Gateway health: per gateway, from GET /api/v1/gateways (its last health snapshot and the
-// registry's view of it), plus its gap records and seq holes.
+// registry's view of it, its clock offset and readings stamped in the cloud's future), plus its
+// gap records and seq holes.
 import { api } from '../api.js';
 import { errorBox, h, show, table } from '../dom.js';
-import { ago, bytes, int, num, time, usage } from '../format.js';
+import { ago, bytes, duration, int, num, time, usage } from '../format.js';
 
 const POLL_MS = 5000;
 
@@ -10,6 +11,7 @@ const COLUMNS = [
   { key: 'id', label: 'Gateway' },
   { key: 'state', label: 'State' },
   { key: 'lastContact', label: 'Last contact' },
+  { key: 'clock', label: 'Clock', num: true },
   { key: 'cpu', label: 'CPU', num: true },
   { key: 'memory', label: 'Memory', num: true },
   { key: 'disk', label: 'Disk', num: true },
@@ -18,8 +20,15 @@ const COLUMNS = [
   { key: 'receivedSeq', label: 'Received seq', num: true },
   { key: 'dropped', label: 'Dropped: disk / queue', num: true },
   { key: 'rejected', label: 'Invalid / dup.', num: true },
+  { key: 'future', label: 'Future readings', num: true },
   { key: 'gaps', label: 'Gap records', num: true },
 ];
+
+/** The gateway's clock against the cloud's: "1m30s ahead", "12 ms behind", or an em dash before its first request. */
+function clockOffset(ms) {
+  if (ms === null || ms === undefined) return '—';
+  return ms < 0 ? `${duration(-ms)} behind` : `${duration(ms)} ahead`;
+}
 
 function row(g) {
   const host = g.health?.host ?? {};
@@ -38,6 +47,11 @@ function row(g) {
     dropped: `${int(g.dropped.diskBudget)} / ${int(g.dropped.queueFull)}`,
     rejected: `${int(g.dropped.invalid)} / ${int(g.dropped.duplicates)}`,
     gaps: g.gaps.length ? `${int(g.gaps.length)} (${int(g.gaps.reduce((n, r) => n + r.count, 0))} readings)` : '0',
+    clock: h('span', { title: g.clockOffsetAt ? `measured ${time(g.clockOffsetAt)}` : 'no request with sentAt yet' }, clockOffset(g.clockOffsetMs)),
+    // Readings stamped past ingest.maxFutureMs: stored, but a clock (the gateway's or a device's) runs ahead.
+    future: g.lastFutureReading
+      ? h('span', { class: 'badge bad', title: `furthest ahead: ${g.lastFutureReading.device}/${g.lastFutureReading.metric} at ${time(g.lastFutureReading.ts)} (seen ${time(g.lastFutureReading.seenAt)})` }, int(g.futureReadings))
+      : int(g.futureReadings),
   };
 }
 
