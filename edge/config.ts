@@ -74,6 +74,9 @@ export const gatewayConfigSchema = z.object({
     pruneCron: z.string().default('*/5 * * * *').describe('node-cron schedule of the retention job (5 fields, or 6 with seconds first).'),
     pushIntervalMs: positive.default(1_000).describe('How often the speed partials changed since the last push go to the cloud, in ms, start to start (a slow push is followed at once).'),
     pushMaxPartials: positive.default(20_000).describe('Most partials in one speed push.'),
+    retryMaxMs: positive.default(2_000).describe(
+      'Longest retry delay of a failing speed push while the cloud does not answer (down, 5xx, timeout), in ms; cloud.retryMaxMs when that is shorter. The push is small and idempotent, so it probes an absent cloud this often and the newest readings show in the merged query within about this long of its return, whatever the length of the outage. A Retry-After or a refusal (400, 401, 403) still waits up to cloud.retryMaxMs.',
+    ),
   }).strict().prefault({}).describe('The speed layer: 1-minute partials behind the rolling windows.'),
   cloud: z.object({
     url: z.url().nullable().default(null).describe('Cloud base URL (https://host[:port]); null keeps everything in the outbox.'),

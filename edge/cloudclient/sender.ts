@@ -195,7 +195,9 @@ export class CloudSender {
     this.c.metrics.consecutiveFailures.set(this.failures);
     const e = this.record(err);
     const retryAfterMs = err instanceof HttpError ? err.retryAfterMs : undefined;
-    const ms = retryDelayMs(this.failures, retryAfterMs, this.o);
+    // A refusal (401, 403, 400) is the cloud answering, not a cloud away: no fast probing of it.
+    const o = rejected && this.o.retryAfterMaxMs !== undefined ? { ...this.o, retryMaxMs: this.o.retryAfterMaxMs } : this.o;
+    const ms = retryDelayMs(this.failures, retryAfterMs, o);
     if (msg) {
       const fields = { code: e.code, status: e.status, failures: this.failures, retryInMs: ms, error: e.message };
       if (rejected) this.c.log.error(fields, msg);

@@ -73,6 +73,11 @@ export class Forwarder {
     if (lastSeq === undefined || lastSeq - this.ackedSeq >= this.sender.size) this.sender.wake('linger');
   }
 
+  /** The cloud answered someone else (the speed push): if ingest is backing off, try again now instead of at the end of the delay. */
+  cloudReachable(): void {
+    this.sender.retryNow();
+  }
+
   status(): ForwarderStatus {
     return {
       ackedSeq: this.ackedSeq,
