@@ -145,6 +145,7 @@ export class Gateway {
       dropped: {
         queueFull: await value('braid_readings_dropped_total', { reason: 'queue_full' }),
         diskBudget: await value('braid_readings_dropped_total', { reason: 'disk_budget' }),
+        diskFloor: await value('braid_readings_dropped_total', { reason: 'disk_floor' }),
         quarantineOverflow: await value('braid_quarantine_dropped_total'),
       },
       readings: {
