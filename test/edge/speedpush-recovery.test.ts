@@ -7,6 +7,7 @@
  * (page.ts readBacklogPage) pages down without loss or repeat.
  */
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { gunzipSync } from 'node:zlib';
 import type { MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
@@ -181,4 +182,56 @@ describe('readBacklogPage', () => {
     const again = await readBacklogPage(reader, start, 0, 100);
     expect(again.rows.map((r) => r.device)).toEqual(['e', 'old-epoch', 'd', 'b', 'a', 'grown']);
   });
+});
+
+describe('the pusher, randomized', () => {
+  test('commits during pushes, failures, backlogs newest first and pages of any size never lose an update [INV-3]', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.record({
+        initial: fc.integer({ min: 0, max: 25 }),
+        page: fc.integer({ min: 1, max: 6 }),
+        // Per answer: commits made while the push is in flight (keys 0..11), and whether the cloud takes it.
+        answers: fc.array(fc.record({ keys: fc.array(fc.nat(11), { maxLength: 5 }), tick: fc.boolean(), ok: fc.boolean() }), { maxLength: 25 }),
+      }),
+      async ({ initial, page, answers }) => {
+        const dir = tempDir('braid-sp-rand-');
+        const db = await openGatewayDb(join(dir.path, 'gateway.db'));
+        const reader = await openGatewayReader(join(dir.path, 'gateway.db'));
+        const writes = new WriteQueue(db);
+        const counts = new Map<number, number>();
+        let clock = 1;
+        // A coarse clock: several commits share a ms unless it ticks, and a commit is never stamped below one already visible.
+        const commit = async (k: number, tick: boolean) => {
+          if (tick) clock++;
+          const n = (counts.get(k) ?? 0) + 1;
+          counts.set(k, n);
+          await writes.run((d) => d.run(`INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
+            VALUES (?, 'temp', 60000, 1, ?, ?, 1, 1, 0, 1, 60000, 1, 60000, ?)`, [`d${k}`, n, n, clock]));
+        };
+        for (let i = 0; i < initial; i++) await commit(i % 12, i % 3 === 0);
+        const taken = new Map<string, number>();
+        let i = 0;
+        const server = await HttpScript.start(async (req, res) => {
+          const a = answers[i++];
+          if (a) for (const k of a.keys) await commit(k, a.tick);
+          if (a && !a.ok) return answer.status(503, { code: 'BRAID_ERR_UNAVAILABLE', message: 'down' })(req, res);
+          for (const t of (JSON.parse(gunzipSync(req.body).toString('utf8')) as SpeedPushBody).partials) taken.set(t[0], Math.max(taken.get(t[0]) ?? 0, t[4]));
+          return OK(req, res);
+        });
+        const p = new SpeedPusher({
+          reader, writes, logger: nullLogger(), registry: new Registry(), gatewayId: 'gw-rand', health: async () => ({}), connectedDevices: () => [],
+        }, { url: server.url, token: 'bgt_test', pushIntervalMs: 10, pushMaxPartials: page, retryInitialMs: 1, retryMaxMs: 2, jitter: 0 });
+        try {
+          await p.start();
+          await eventually(() => i > answers.length && !p.catchingUp && [...counts].every(([k, n]) => taken.get(`d${k}`) === n), 10_000, 5);
+        } finally {
+          await p.close();
+          await server.close();
+          await reader.close();
+          await db.close();
+          dir.remove();
+        }
+      },
+    ), { numRuns: 40 });
+  }, 120_000);
 });
