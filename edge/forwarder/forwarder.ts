@@ -191,7 +191,7 @@ export class Forwarder {
       // A 2xx that acknowledges none of our readings (an old or duplicate ackSeq) is harmless
       // [INV-2], but resending at once would spin: back off as after a failure.
       this.log.warn({ ackSeq: ack.ackSeq, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq }, 'ingest acknowledged none of the batch; resending later');
-      return this.sender.failed(new BraidError('BRAID_ERR_INGEST_NO_PROGRESS', `ingest answered ackSeq ${ack.ackSeq} for seq ${batch.firstSeq}..${batch.lastSeq}`, 502), null);
+      return this.sender.failed(new BraidError('BRAID_ERR_INGEST_NO_PROGRESS', `ingest answered ackSeq ${ack.ackSeq} for seq ${batch.firstSeq}..${batch.lastSeq}`, 502), null, true);
     }
     this.sender.progressed();
     this.log.debug({ ackSeq: applied.ackedSeq, rows: applied.rows, epochs: batch.epochs.length, gaps: batch.gaps.length }, 'batch acknowledged');

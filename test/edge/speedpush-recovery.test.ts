@@ -21,6 +21,7 @@ import { type TestGateway, connectDevice, endClient, eventually, publish, startT
 
 const OK = answer.status(200, { watermark: 0, manifestVersion: null, stored: 1 });
 const DOWN = answer.status(503, { code: 'BRAID_ERR_UNAVAILABLE', message: 'down' });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('the pusher', () => {
   let gw: TestGateway;
@@ -131,6 +132,31 @@ describe('the pusher', () => {
     expect(gap(6)).toBeGreaterThanOrEqual(600);
     await eventually(() => p.status().consecutiveFailures === 0, 2_000);
   }, 20_000);
+
+  test('the other sender\'s success ends a backoff after no answer or a bare 5xx, not one the cloud asked for (429, Retry-After) nor a refusal', async () => {
+    await readings(1, Math.floor(Date.now() / 60_000));
+    const cases = [
+      { step: answer.destroy(), wakes: true },
+      { step: answer.status(502, 'bad gateway'), wakes: true },
+      { step: answer.status(503, { code: 'BRAID_ERR_UNAVAILABLE', message: 'busy' }, { 'retry-after': '30' }), wakes: false },
+      { step: answer.status(429, { code: 'BRAID_ERR_LIMIT', message: 'busy' }), wakes: false },
+      { step: answer.status(403, { code: 'BRAID_ERR_FORBIDDEN', message: 'no' }), wakes: false },
+    ];
+    for (const [k, c] of cases.entries()) {
+      // A long backoff from the first failure on, so only cloudReachable() can end it.
+      const before = server.requests.length;
+      server.script(c.step);
+      const p = start({ retryInitialMs: 60_000, retryMaxMs: 60_000, retryAfterMaxMs: 60_000 });
+      await p.start();
+      await server.waitForRequests(before + 1);
+      await eventually(() => p.status().consecutiveFailures === 1, 2_000);
+      p.cloudReachable();
+      await sleep(300);
+      expect({ k, retried: server.requests.length > before + 1 }).toEqual({ k, retried: c.wakes });
+      await p.close();
+      pusher = null;
+    }
+  });
 });
 
 describe('readBacklogPage', () => {
