@@ -11,8 +11,14 @@
  * arrival of the first answer that holds it - its publish. Reported: p50/p95/p99/max per observer,
  * the PUBACK, the push cadence seen from outside and from the gateway's counters, CPU per process.
  *
+ * The outage scenario (bench/lib/freshness-outage.ts), with the same fleet on the shipped
+ * defaults: the cloud killed (-9) for 10, 60 and 120 s in turn, twice over, and started again on
+ * its port and data dir; the time from its return to the first new probe reading in the merged
+ * query, and the freshness of the probe readings while the gateway catches up.
+ *
  * Prints a markdown report and, at full scale with the default configurations, writes it into
- * docs/benchmarks.md between the bench:freshness markers. Knobs: `npm run bench:freshness -- --help`.
+ * docs/benchmarks.md between the bench:freshness (and bench:freshness-outage) markers. Knobs:
+ * `npm run bench:freshness -- --help`.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -21,6 +27,7 @@ import { gatewayConfigSchema } from '../edge/config.js';
 import { DEFAULT_FORWARDER_OPTIONS } from '../edge/forwarder/options.js';
 import { DeviceRegistry } from '../edge/registry/index.js';
 import { cloudConfigSchema } from '../cloud/config.js';
+import { type OutageResult, type OutageRound, outageReport } from './lib/freshness-outage.js';
 import { Probe, pollVisibility, promValue, type ObserverStats, type ProbeReading } from './lib/freshness-probe.js';
 import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, sleep } from './lib/net.js';
@@ -47,12 +54,15 @@ Environment:
   BENCH_PROBE_MS=250         one probe reading every this many ms on average (gaps uniform in 0.5-1.5x), for BENCH_PROBE_S=60 s (x scale)
   BENCH_POLL_MS=50           each poller asks this often (less the time the answer took)
   BENCH_WARMUP_S=5           fleet running before the first probe
+  BENCH_SCENARIOS=steady,outage   steady: the variants above; outage: the cloud killed and started again (shipped gateway defaults)
+  BENCH_OUTAGE_S=10,60,120   outage lengths, seconds (x scale), interleaved, BENCH_OUTAGE_REPEATS=2 times each
+  BENCH_RECOVERY_S=10        after each return, probe readings (one every BENCH_PROBE_MS on average) for this long
   BENCH_GATEWAY_CONFIG='{"speed":{"pushIntervalMs":1500}}'   merged into every variant's gateway config
   BENCH_CLOUD_CONFIG='{"ingest":{"groupCommitMs":0}}'        merged into the cloud's config
   BENCH_WRITE_DOCS=1|0       write docs/benchmarks.md (default: only a full-scale run of the default variants)
   BENCH_KEEP=1               keep the temp dir (data dirs)
-  BENCH_TIMEOUT_S=900        stop everything and fail after this long
-Output: bench/.out/freshness-latest.md and freshness-latest.json.`;
+  BENCH_TIMEOUT_S=1500       stop everything and fail after this long
+Output: bench/.out/freshness-latest.md and freshness-latest.json (freshness-outage-latest.* for the outages).`;
 
 exitOnHelp(usage);
 
@@ -62,6 +72,14 @@ exitOnHelp(usage);
 const env = process.env;
 const SCALE = envScale();
 const VARIANT_NAMES = envChoices('BENCH_VARIANTS', Object.keys(VARIANTS), 'variant', DEFAULT_VARIANTS);
+const SCENARIOS = envChoices('BENCH_SCENARIOS', ['steady', 'outage'], 'scenario');
+const OUTAGE_S = (env.BENCH_OUTAGE_S || '10,60,120').split(',').map((v) => {
+  const n = Number(v.trim());
+  if (!(n > 0)) throw new Error(`BENCH_OUTAGE_S must be positive seconds, comma-separated, got "${env.BENCH_OUTAGE_S}"`);
+  return Math.max(1, Math.round(n * SCALE));
+});
+const OUTAGE_REPEATS = Math.round(num('BENCH_OUTAGE_REPEATS', 2));
+const RECOVERY_S = num('BENCH_RECOVERY_S', 10);
 const DEVICES = Math.max(2, Math.round(num('BENCH_DEVICES', 200) * SCALE));
 const RATE = num('BENCH_RATE', 1);
 const METRICS = (env.BENCH_METRICS ?? 'temp,hum,co2,battery').split(',').map((s) => s.trim()).filter(Boolean);
@@ -75,6 +93,8 @@ const CLOUD_EXTRA = envJson('BENCH_CLOUD_CONFIG');
 const CUSTOM = Object.keys(env).some((k) => /^BENCH_(DEVICES|RATE|METRICS|PROBE_MS|PROBE_S|POLL_MS|WARMUP_S|GATEWAY_CONFIG|CLOUD_CONFIG|VARIANTS)$/.test(k));
 const FULL = SCALE === 1 && !CUSTOM;
 const WRITE_DOCS = envWriteDocs(FULL);
+const OUTAGE_CUSTOM = Object.keys(env).some((k) => /^BENCH_(DEVICES|RATE|METRICS|PROBE_MS|POLL_MS|WARMUP_S|GATEWAY_CONFIG|CLOUD_CONFIG|OUTAGE_S|OUTAGE_REPEATS|RECOVERY_S)$/.test(k));
+const WRITE_OUTAGE_DOCS = envWriteDocs(SCALE === 1 && !OUTAGE_CUSTOM);
 /** A probe reading not visible this long after the last one was published counts as never seen. */
 const SETTLE_MS = 30_000;
 
@@ -160,8 +180,24 @@ function summarize(s: ObserverStats): ObserverSummary {
   return { polls: s.polls, errors: s.errors, lastError: s.lastError, inconsistent: s.inconsistent, rttP50: quantile(rtts, 0.5), rttP99: quantile(rtts, 0.99), stepP50: quantile(gaps, 0.5), stepP99: quantile(gaps, 0.99), steps: s.steps.length };
 }
 
-async function runVariant(name: string): Promise<VariantResult> {
-  const t0 = performance.now();
+/** A column's processes before the gateway starts: data dirs, config files, the cloud (running), a token, a read key, the devices. */
+interface Setup {
+  dir: string;
+  cloudDir: string;
+  gwDir: string;
+  cloudConfigFile: string;
+  gwConfigFile: string;
+  gatewayConfig: Record<string, unknown>;
+  pushIntervalMs: number;
+  token: string;
+  key: string;
+  cloud: Proc;
+  cloudUrl: string;
+  fleetIds: string[];
+  probeSecret: string;
+}
+
+async function setUp(name: string, variant: Record<string, unknown>): Promise<Setup> {
   const dir = join(work, name);
   const cloudDir = join(dir, 'cloud');
   const gwDir = join(dir, 'gateway');
@@ -172,7 +208,7 @@ async function runVariant(name: string): Promise<VariantResult> {
   const cloudConfig = mergeDeep({ http: { host: HOST }, batch: { cron: null }, log: { level: 'warn' } }, CLOUD_EXTRA);
   const cloudConfigFile = join(dir, 'cloud.json');
   writeFileSync(cloudConfigFile, JSON.stringify(cloudConfig, null, 2));
-  const gatewayConfig = mergeDeep(mergeDeep({ mqtt: { host: HOST }, http: { host: HOST } }, VARIANTS[name]), GATEWAY_EXTRA);
+  const gatewayConfig = mergeDeep(mergeDeep({ mqtt: { host: HOST }, http: { host: HOST } }, variant), GATEWAY_EXTRA);
   const gwConfigFile = join(dir, 'gateway.json');
   writeFileSync(gwConfigFile, JSON.stringify(gatewayConfig, null, 2));
   const pushIntervalMs = gatewayConfigSchema.parse(gatewayConfig).speed.pushIntervalMs;
@@ -193,6 +229,20 @@ async function runVariant(name: string): Promise<VariantResult> {
     await reg.close();
   }
   const probeSecret = await braidLastLine(['device', 'add', PROBE_DEVICE, '--data-dir', gwDir], /^\S{8,}$/);
+  return { dir, cloudDir, gwDir, cloudConfigFile, gwConfigFile, gatewayConfig, pushIntervalMs, token, key, cloud, cloudUrl, fleetIds, probeSecret };
+}
+
+/** The simulated fleet against the gateway's MQTT port; resolves once every device is connected. */
+async function startFleet(port: number, fleetIds: string[]): Promise<{ fleet: Proc; connectMs: number; readyAt: number }> {
+  const fleet = startProc('fleet (edge/simulator)', process.execPath, [...TSX, join(ROOT, 'bench/lib/freshness-fleet.ts'),
+    JSON.stringify({ url: `mqtt://${HOST}:${port}`, devices: fleetIds, secret: SECRET, rate: RATE, metrics: METRICS, qos: 1 })], { cwd: ROOT, env: childEnv() });
+  const ready = JSON.parse((await fleet.waitLine(/^\{"ready":true/, 120_000)).input ?? '{}') as { connectMs: number };
+  return { fleet, connectMs: ready.connectMs, readyAt: performance.now() };
+}
+
+async function runVariant(name: string): Promise<VariantResult> {
+  const t0 = performance.now();
+  const { gwDir, gwConfigFile, gatewayConfig, pushIntervalMs, token, key, cloud, cloudUrl, fleetIds, probeSecret } = await setUp(name, VARIANTS[name]);
 
   let gw: Broker | null = null;
   let fleet: Proc | null = null;
@@ -200,10 +250,10 @@ async function runVariant(name: string): Promise<VariantResult> {
   try {
     gw = await startBraid({ dataDir: gwDir, configFile: gwConfigFile, cloudUrl, token, id: GW_ID });
     const gwUrl = gw.httpUrl!;
-    fleet = startProc('fleet (edge/simulator)', process.execPath, [...TSX, join(ROOT, 'bench/lib/freshness-fleet.ts'),
-      JSON.stringify({ url: `mqtt://${HOST}:${gw.port}`, devices: fleetIds, secret: SECRET, rate: RATE, metrics: METRICS, qos: 1 })], { cwd: ROOT, env: childEnv() });
-    const ready = JSON.parse((await fleet.waitLine(/^\{"ready":true/, 120_000)).input ?? '{}') as { connectMs: number };
-    const fleetReadyAt = performance.now();
+    const started = await startFleet(gw.port, fleetIds);
+    fleet = started.fleet;
+    const ready = { connectMs: started.connectMs };
+    const fleetReadyAt = started.readyAt;
     log(`${name}: fleet of ${DEVICES} connected in ${ms(ready.connectMs)}; warming up ${WARMUP_MS / 1000} s`);
     await sleep(WARMUP_MS);
 
@@ -307,6 +357,118 @@ async function runVariant(name: string): Promise<VariantResult> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The outage scenario
+
+interface GatewayHealth {
+  outbox: { pending: number; lastSeq: number; ackedSeq: number };
+  forwarder: { consecutiveFailures: number };
+  speedPush: { consecutiveFailures: number };
+}
+
+/** The cloud killed for each of OUTAGE_S in turn, OUTAGE_REPEATS times, and started again on its port and data dir. */
+async function runOutages(): Promise<OutageResult> {
+  const s = await setUp('outage', {});
+  let cloud = s.cloud;
+  const port = new URL(s.cloudUrl).port;
+  let gw: Broker | null = null;
+  let fleet: Proc | null = null;
+  let probe: Probe | null = null;
+  const rounds: OutageRound[] = [];
+  try {
+    gw = await startBraid({ dataDir: s.gwDir, configFile: s.gwConfigFile, cloudUrl: s.cloudUrl, token: s.token, id: GW_ID });
+    const gwUrl = gw.httpUrl!;
+    fleet = (await startFleet(gw.port, s.fleetIds)).fleet;
+    await sleep(WARMUP_MS);
+    probe = new Probe({ url: `mqtt://${HOST}:${gw.port}`, device: PROBE_DEVICE, secret: s.probeSecret, metric: PROBE_METRIC, observers: ['cloud'] });
+    await probe.connect();
+    const readings = probe.readings;
+
+    const total = OUTAGE_REPEATS * OUTAGE_S.reduce((a, b) => a + b + RECOVERY_S + 30, 0);
+    const from = Math.floor(Date.now() / 60_000) * 60_000 - 60_000;
+    const to = from + Math.ceil(total / 60 + 5) * 60_000;
+    const queryUrl = `${s.cloudUrl}/api/v1/query?metric=${PROBE_METRIC}&device=${PROBE_DEVICE}&from=${from}&to=${to}&step=1m&agg=last`;
+    const auth = { authorization: `Bearer ${s.key}` };
+    const observe = async () => {
+      const a = JSON.parse(await text(queryUrl, auth)) as { points: Array<{ t: string; value: number | null; count: number }> };
+      const points = [...a.points].sort((x, y) => Date.parse(x.t) - Date.parse(y.t));
+      return { count: points.reduce((n, p) => n + p.count, 0), last: points.length ? points[points.length - 1].value : null };
+    };
+    const health = async () => JSON.parse(await text(`${gwUrl}/api/v1/health`)) as GatewayHealth;
+    const recoveryProbes = Math.max(1, Math.round((RECOVERY_S * 1000) / PROBE_MS));
+
+    for (let repeat = 1; repeat <= OUTAGE_REPEATS; repeat++) {
+      for (const lengthS of OUTAGE_S) {
+        if (isStopping()) break;
+        log(`outage: ${lengthS} s (repeat ${repeat}/${OUTAGE_REPEATS}): killing the cloud`);
+        const killed = performance.now();
+        cloud.child.kill('SIGKILL');
+        await cloud.exited;
+        await sleep(Math.max(0, lengthS * 1000 - (performance.now() - killed)));
+        const before = await health();
+        const restartAt = performance.now();
+        cloud = braid(['cloud', '--config', s.cloudConfigFile, '--data-dir', s.cloudDir, '--http-port', port], 'braid cloud');
+        await cloud.waitLine(/^cloud ready: /, 60_000);
+        const returnedAt = performance.now();
+        const load = loadavg()[0];
+
+        // The gateway's ingest progress, sampled every 200 ms until the backlog is acknowledged (2 min
+        // at most): when ingest resumed, the catch-up, and what was unacknowledged when the first new reading showed.
+        const acked: Array<[number, number]> = [];
+        const sampler = (async () => {
+          while (!isStopping() && performance.now() - returnedAt < 120_000) {
+            const t = performance.now();
+            try {
+              const seq = (await health()).outbox.ackedSeq;
+              acked.push([t, seq]);
+              if (seq >= before.outbox.lastSeq) return t;
+            } catch { /* the next sample */ }
+            await sleep(Math.max(0, 200 - (performance.now() - t)));
+          }
+          return Infinity;
+        })();
+        const first = readings.length;
+        let published = false;
+        const done = () => isStopping() || (published && (readings.slice(first).every((r) => r.seenAt.cloud !== null) || performance.now() - readings[readings.length - 1].sentAt > SETTLE_MS));
+        const poller = pollVisibility('cloud', readings, observe, POLL_MS, done);
+        await probe.run(recoveryProbes, PROBE_MS);
+        published = true;
+        const stats = await poller;
+        if (stats.inconsistent) throw new Error(`outage ${lengthS} s: ${stats.inconsistent} inconsistent answers of the merged query`);
+        const caughtUp = await sampler;
+
+        const mine = readings.slice(first);
+        const seen = mine.filter((r) => r.seenAt.cloud !== null);
+        const visibleAt = mine[0].seenAt.cloud ?? Infinity;
+        const ackedThen = acked.filter(([t]) => t <= visibleAt).pop()?.[1] ?? before.outbox.ackedSeq;
+        const round: OutageRound = {
+          lengthS, repeat, restartMs: returnedAt - restartAt, load,
+          ingestFailures: before.forwarder.consecutiveFailures, speedFailures: before.speedPush.consecutiveFailures,
+          backlog: before.outbox.lastSeq - before.outbox.ackedSeq,
+          returnToVisibleMs: visibleAt - returnedAt,
+          freshMs: seen.map((r) => r.seenAt.cloud! - r.sentAt), unseen: mine.length - seen.length,
+          pendingWhenVisible: Number.isFinite(visibleAt) ? Math.max(0, before.outbox.lastSeq - ackedThen) : NaN,
+          catchUpMs: caughtUp - returnedAt,
+          ingestResumedMs: (acked.find(([, seq]) => seq > before.outbox.ackedSeq)?.[0] ?? Infinity) - returnedAt,
+        };
+        rounds.push(round);
+        log(`outage: ${lengthS} s: new reading visible ${ms(round.returnToVisibleMs)} after the return (${int(round.pendingWhenVisible)} of ${int(round.backlog)} backlog readings unacknowledged then); caught up in ${ms(round.catchUpMs)}`);
+        await sleep(3000);
+      }
+    }
+    const g = gatewayConfigSchema.parse(s.gatewayConfig);
+    return {
+      rounds, probeMs: PROBE_MS, recoveryS: RECOVERY_S, devices: DEVICES, readingsPerSec: DEVICES * RATE * METRICS.length,
+      gatewayConfig: s.gatewayConfig, speedRetryMaxMs: Math.min(g.speed.retryMaxMs, g.cloud.retryMaxMs), ingestRetryMaxMs: g.cloud.retryMaxMs,
+    };
+  } finally {
+    await probe?.close().catch(() => undefined);
+    await fleet?.stop(10_000);
+    await gw?.stop();
+    await cloud.stop(15_000);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report
 
 const pct = (cpuSec: number, windowMs: number) => `${((100 * cpuSec) / (windowMs / 1000)).toFixed(0)}%`;
@@ -384,22 +546,41 @@ async function main() {
   const t0 = performance.now();
   mkdirSync(OUT, { recursive: true });
   const machine = await machineInfo(work);
-  log(`scale ${SCALE}: ${DEVICES} devices x ${RATE} msg/s x ${METRICS.length} metrics; variants ${VARIANT_NAMES.join(',')}; work dir ${work}`);
-  for (const v of VARIANT_NAMES) {
-    if (isStopping()) break;
-    results.push(await runVariant(v));
+  log(`scale ${SCALE}: ${DEVICES} devices x ${RATE} msg/s x ${METRICS.length} metrics; scenarios ${SCENARIOS.join(',')}; variants ${VARIANT_NAMES.join(',')}; work dir ${work}`);
+  if (SCENARIOS.includes('steady')) {
+    for (const v of VARIANT_NAMES) {
+      if (isStopping()) break;
+      results.push(await runVariant(v));
+    }
+    await stopAll();
+    const md = report(machine, performance.now() - t0);
+    publishReport(md, {
+      log, docs: { name: 'freshness', heading: '## Freshness: `npm run bench:freshness`\n\n### Results' }, writeDocs: WRITE_DOCS, fullRun: 'a full-scale run of the default variants',
+      files: { 'freshness-latest.md': `${md}\n`, 'freshness-latest.json': `${JSON.stringify({ machine, scale: SCALE, results }, null, 2)}\n` },
+    });
+    const bad = results.filter((r) => r.observers.cloud.inconsistent || r.observers.gateway.inconsistent || r.fresh.cloud.unseen || r.fresh.gateway.unseen);
+    if (bad.length) {
+      log(`FAILED: ${bad.map((r) => r.name).join(', ')}: a probe reading was never seen, or an answer was inconsistent`);
+      process.exitCode = 1;
+    }
   }
-  await stopAll();
-  const md = report(machine, performance.now() - t0);
-  publishReport(md, {
-    log, docs: { name: 'freshness', heading: '## Freshness: `npm run bench:freshness`\n\n### Results' }, writeDocs: WRITE_DOCS, fullRun: 'a full-scale run of the default variants',
-    files: { 'freshness-latest.md': `${md}\n`, 'freshness-latest.json': `${JSON.stringify({ machine, scale: SCALE, results }, null, 2)}\n` },
-  });
-  const bad = results.filter((r) => r.observers.cloud.inconsistent || r.observers.gateway.inconsistent || r.fresh.cloud.unseen || r.fresh.gateway.unseen);
-  if (bad.length) {
-    log(`FAILED: ${bad.map((r) => r.name).join(', ')}: a probe reading was never seen, or an answer was inconsistent`);
-    process.exitCode = 1;
+  if (SCENARIOS.includes('outage') && !isStopping()) {
+    const t1 = performance.now();
+    const outage = await runOutages();
+    await stopAll();
+    const cmd = [SCALE !== 1 && `BENCH_SCALE=${SCALE}`, ...Object.keys(env).filter((k) => /^BENCH_(DEVICES|RATE|METRICS|PROBE_MS|POLL_MS|WARMUP_S|SCENARIOS|OUTAGE_S|OUTAGE_REPEATS|RECOVERY_S|GATEWAY_CONFIG|CLOUD_CONFIG)$/.test(k)).map((k) => `${k}='${env[k]}'`)]
+      .filter(Boolean).join(' ');
+    const md = `Measured ${machine.date.slice(0, 10)} (${machine.date}) on the machine above, run time ${((performance.now() - t1) / 1000).toFixed(0)} s. ` +
+      `Command: \`${cmd ? `${cmd} ` : ''}npm run bench:freshness\`\n\n${outageReport(outage)}`;
+    publishReport(md, {
+      log, docs: { name: 'freshness-outage', heading: '### After an outage' }, writeDocs: WRITE_OUTAGE_DOCS, fullRun: 'a full-scale run of the default outages',
+      files: { 'freshness-outage-latest.md': `${md}\n`, 'freshness-outage-latest.json': `${JSON.stringify({ machine, scale: SCALE, outage }, null, 2)}\n` },
+    });
+    if (outage.rounds.some((r) => r.unseen > 0 || !Number.isFinite(r.returnToVisibleMs))) {
+      log('FAILED: after an outage a probe reading was never seen');
+      process.exitCode = 1;
+    }
   }
 }
 
-await runBench(main, { log, work, timeoutMs: envTimeoutMs(900) });
+await runBench(main, { log, work, timeoutMs: envTimeoutMs(1500) });

@@ -76,6 +76,9 @@ export const gatewayConfigSchema = z.object({
     epochMs: positive.default(60_000).describe('An epoch closes after this long, in ms.'),
     epochIdleMs: positive.default(2_000).describe('An epoch closes once no reading has arrived for this long, in ms.'),
     maxBytes: positive.default(1024 * 1024 * 1024).describe('Disk budget for unsent readings, in bytes; past it the oldest are dropped and a gap record goes to the cloud.'),
+    minFreeBytes: z.number().int().min(0).default(256 * 1024 * 1024).describe(
+      'Free space to keep on the data dir\'s filesystem, in bytes (free blocks plus gateway.db\'s free pages); below it the oldest unsent readings are dropped, as past outbox.maxBytes, with a gap record to the cloud (counted as reason disk_floor), down to 10% above it. A full disk fails every commit, refusing the newest readings; 256 MiB leaves SQLite room for its WAL and checkpoints and the speed layer room to grow. 0 turns it off.',
+    ),
     dedupWindowMs: positive.default(24 * 3600_000).describe('How long a reading\'s identity (device, metric, ts) is remembered to drop repeats, in ms.'),
     quarantineMaxRows: positive.default(10_000).describe('Most quarantined payloads kept (the oldest go first).'),
   }).strict().prefault({}).describe('The durable outbox (SQLite WAL) of readings not yet acknowledged by the cloud.'),
@@ -86,6 +89,9 @@ export const gatewayConfigSchema = z.object({
     pruneCron: z.string().default('*/5 * * * *').describe('node-cron schedule of the retention job (5 fields, or 6 with seconds first).'),
     pushIntervalMs: positive.default(1_000).describe('How often the speed partials changed since the last push go to the cloud, in ms, start to start (a slow push is followed at once).'),
     pushMaxPartials: positive.default(20_000).describe('Most partials in one speed push.'),
+    retryMaxMs: positive.default(2_000).describe(
+      'Longest retry delay of a failing speed push while the cloud does not answer (down, 5xx, timeout), in ms; cloud.retryMaxMs when that is shorter. The push is small and idempotent, so it probes an absent cloud this often and the newest readings show in the merged query within about this long of its return, whatever the length of the outage. A Retry-After or a refusal (400, 401, 403) still waits up to cloud.retryMaxMs.',
+    ),
   }).strict().prefault({}).describe('The speed layer: 1-minute partials behind the rolling windows.'),
   cloud: z.object({
     url: z.url().nullable().default(null).describe('Cloud base URL (https://host[:port]); null keeps everything in the outbox.'),

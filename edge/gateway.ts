@@ -83,9 +83,12 @@ export class Gateway {
       gatewayId: c.id,
       health: () => this.health(),
       connectedDevices: () => this.broker.connectedDevices(),
+      // The cloud is back: the forwarder's catch-up need not wait out its (longer) backoff.
+      onAnswered: () => this.forwarder.cloudReachable(),
     }, {
       url: c.cloud.url, token: c.cloud.token, pushIntervalMs: c.speed.pushIntervalMs, pushMaxPartials: c.speed.pushMaxPartials,
-      requestTimeoutMs: c.cloud.requestTimeoutMs, retryInitialMs: c.cloud.retryInitialMs, retryMaxMs: c.cloud.retryMaxMs,
+      requestTimeoutMs: c.cloud.requestTimeoutMs, retryInitialMs: Math.min(c.cloud.retryInitialMs, c.speed.retryMaxMs),
+      retryMaxMs: Math.min(c.speed.retryMaxMs, c.cloud.retryMaxMs), retryAfterMaxMs: c.cloud.retryMaxMs,
     });
     this.host = new HostSampler(c.dataDir, this.logger, this.registry);
     this.api = buildGatewayApi({
@@ -143,6 +146,7 @@ export class Gateway {
       dropped: {
         queueFull: await value('braid_readings_dropped_total', { reason: 'queue_full' }),
         diskBudget: await value('braid_readings_dropped_total', { reason: 'disk_budget' }),
+        diskFloor: await value('braid_readings_dropped_total', { reason: 'disk_floor' }),
         quarantineOverflow: await value('braid_quarantine_dropped_total'),
       },
       readings: {

@@ -60,7 +60,7 @@ export class Probe {
   }
 
   /**
-   * Publish `count` readings, the gaps drawn uniformly from [0.5, 1.5] x `meanMs`; resolves after the
+   * Publish `count` readings (numbered on from the last run's), the gaps drawn uniformly from [0.5, 1.5] x `meanMs`; resolves after the
    * last one was sent. Random gaps, not a fixed period: the gateway pushes on its own period, and a
    * probe on a fixed one would see only a few phases of it (500 ms beside a 2,010 ms push cycle
    * samples 4 points that drift 10 ms a cycle), which biases every quantile.
@@ -70,7 +70,9 @@ export class Probe {
     if (!client) throw new Error('probe: connect() first');
     return new Promise((resolve) => {
       this.finish = resolve;
-      let k = 0;
+      // Numbers go on across runs: readings 1..n of every run so far are what a count of n holds.
+      let k = this.readings.length;
+      const end = k + count;
       const tick = () => {
         this.timer = null;
         k++;
@@ -82,7 +84,7 @@ export class Probe {
           if (err) this.errors++;
           else r.pubackAt = performance.now();
         });
-        if (k >= count || this.closed) resolve();
+        if (k >= end || this.closed) resolve();
         else this.timer = setTimeout(tick, meanMs * (0.5 + Math.random()));
       };
       tick();

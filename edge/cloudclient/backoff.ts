@@ -2,8 +2,15 @@
 
 export interface BackoffOptions {
   retryInitialMs: number;
+  /** Cap of our own backoff (a cloud that does not answer, a 5xx, a timeout), in ms. */
   retryMaxMs: number;
   jitter: number;
+  /**
+   * Cap of a wait the cloud itself asks for, in ms: a `Retry-After`, or the backoff after a refusal
+   * that retrying cannot fix (400, 401, 403). retryMaxMs when absent. Larger than retryMaxMs for a
+   * sender that probes a silent cloud often (the speed push) yet must not hammer one that answers.
+   */
+  retryAfterMaxMs?: number;
 }
 
 /**
@@ -31,9 +38,12 @@ export function parseRetryAfterMs(header: string | null | undefined, nowMs: numb
   return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
 }
 
-/** The wait after a failure: our backoff, or the server's Retry-After if longer, capped at retryMaxMs so a misconfigured proxy cannot park the gateway. */
+/**
+ * The wait after a failure: our backoff, or the server's Retry-After if longer, capped at
+ * retryAfterMaxMs (else retryMaxMs) so a misconfigured proxy cannot park the gateway.
+ */
 export function retryDelayMs(failures: number, retryAfterMs: number | undefined, o: BackoffOptions, random: () => number = Math.random): number {
   const own = backoffDelayMs(failures, o, random);
   if (retryAfterMs === undefined) return own;
-  return Math.max(own, Math.min(retryAfterMs, o.retryMaxMs));
+  return Math.max(own, Math.min(retryAfterMs, o.retryAfterMaxMs ?? o.retryMaxMs));
 }

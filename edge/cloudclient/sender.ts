@@ -89,6 +89,8 @@ export class CloudSender {
   private successAt: number | null = null;
   private error: SenderError | null = null;
   private failures = 0;
+  /** The last failure was the cloud out of reach (no answer, 5xx without Retry-After), not the cloud asking us to wait or refusing. */
+  private unreachable = false;
 
   constructor(config: SenderConfig) {
     this.c = config;
@@ -140,9 +142,13 @@ export class CloudSender {
     if (this.waiting?.kind === kind) this.waiting.done();
   }
 
-  /** The cloud answered someone else: if we are backing off, try again now instead of at the end of the delay. */
+  /**
+   * The cloud answered someone else: if we are backing off because it was out of reach, try again
+   * now instead of at the end of the delay. Not after a 429, a Retry-After or a refusal: the cloud
+   * answered us too, and asked for the wait (a busy ingest queue) or needs a fix first.
+   */
   retryNow(): void {
-    if (this.failures > 0) this.wake('backoff');
+    if (this.failures > 0 && this.unreachable) this.wake('backoff');
   }
 
   /** The request failed because close() aborted it, not because of the cloud. */
@@ -189,13 +195,21 @@ export class CloudSender {
     return this.failed(err, rejected ? `cloud rejected the ${this.c.what} request; keeping its data and retrying` : `${this.c.what} failed; retrying`, rejected);
   }
 
-  /** Count a failure and pick the backoff (honouring Retry-After); `msg` null logs nothing. */
+  /**
+   * Count a failure and pick the backoff (honouring Retry-After); `msg` null logs nothing.
+   * `rejected`: the cloud answered and refused (or took nothing): logged as an error, and a peer's
+   * success does not end the backoff.
+   */
   failed(err: unknown, msg: string | null, rejected = false): Next {
     this.failures++;
+    // A 5xx without Retry-After is a proxy whose backend is down as much as a refused connection.
+    this.unreachable = !rejected && !(err instanceof HttpError && (err.statusCode < 500 || err.retryAfterMs !== undefined));
     this.c.metrics.consecutiveFailures.set(this.failures);
     const e = this.record(err);
     const retryAfterMs = err instanceof HttpError ? err.retryAfterMs : undefined;
-    const ms = retryDelayMs(this.failures, retryAfterMs, this.o);
+    // A refusal (401, 403, 400) is the cloud answering, not a cloud away: no fast probing of it.
+    const o = rejected && this.o.retryAfterMaxMs !== undefined ? { ...this.o, retryMaxMs: this.o.retryAfterMaxMs } : this.o;
+    const ms = retryDelayMs(this.failures, retryAfterMs, o);
     if (msg) {
       const fields = { code: e.code, status: e.status, failures: this.failures, retryInMs: ms, error: e.message };
       if (rejected) this.c.log.error(fields, msg);

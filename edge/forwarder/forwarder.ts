@@ -73,6 +73,11 @@ export class Forwarder {
     if (lastSeq === undefined || lastSeq - this.ackedSeq >= this.sender.size) this.sender.wake('linger');
   }
 
+  /** The cloud answered someone else (the speed push): if ingest is backing off, try again now instead of at the end of the delay. */
+  cloudReachable(): void {
+    this.sender.retryNow();
+  }
+
   status(): ForwarderStatus {
     return {
       ackedSeq: this.ackedSeq,
@@ -186,7 +191,7 @@ export class Forwarder {
       // A 2xx that acknowledges none of our readings (an old or duplicate ackSeq) is harmless
       // [INV-2], but resending at once would spin: back off as after a failure.
       this.log.warn({ ackSeq: ack.ackSeq, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq }, 'ingest acknowledged none of the batch; resending later');
-      return this.sender.failed(new BraidError('BRAID_ERR_INGEST_NO_PROGRESS', `ingest answered ackSeq ${ack.ackSeq} for seq ${batch.firstSeq}..${batch.lastSeq}`, 502), null);
+      return this.sender.failed(new BraidError('BRAID_ERR_INGEST_NO_PROGRESS', `ingest answered ackSeq ${ack.ackSeq} for seq ${batch.firstSeq}..${batch.lastSeq}`, 502), null, true);
     }
     this.sender.progressed();
     this.log.debug({ ackSeq: applied.ackedSeq, rows: applied.rows, epochs: batch.epochs.length, gaps: batch.gaps.length }, 'batch acknowledged');

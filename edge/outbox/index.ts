@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/logger.js';
 import { type Db, WriteQueue } from '../../shared/sqlite.js';
 import { openGatewayDb, openGatewayReader } from '../store/schema.js';
-import { dropOldest } from './budget.js';
+import { DiskFloor, type DropReason, dropOldest } from './budget.js';
 import { Committer, loadCommitterState, type CommitResult, type QuarantineEntry, type Reading } from './committer.js';
 import { createOutboxMetrics, type OutboxBacklogSource, type OutboxMetrics } from './metrics.js';
 import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, RETENTION_CHUNK_ROWS } from './retention.js';
@@ -30,6 +30,8 @@ export interface OutboxOptions {
   epochIdleMs: number;
   /** Disk budget for unsent readings, in bytes. */
   maxBytes: number;
+  /** Free space to keep on the data dir's filesystem, in bytes (the disk floor, budget.ts); 0 turns it off. */
+  minFreeBytes: number;
   /** How long an identity is remembered for dedup, in ms. */
   dedupWindowMs: number;
   /** Most quarantined payloads kept. */
@@ -52,6 +54,7 @@ export const DEFAULT_OUTBOX_OPTIONS: OutboxOptions = {
   epochMs: 60_000, // 1 minute
   epochIdleMs: 2_000,
   maxBytes: 1024 * 1024 * 1024, // 1 GiB
+  minFreeBytes: 256 * 1024 * 1024, // 256 MiB: room for the WAL, a checkpoint and the speed layer's growth
   dedupWindowMs: 24 * 3600_000, // 24 hours
   quarantineMaxRows: 10_000,
   retentionMinutes: 25 * 60,
@@ -79,6 +82,8 @@ export interface OutboxDeps {
   logger: Logger;
   registry: Registry;
   now?: () => number;
+  /** Free bytes on the filesystem of a dir (default: statfs); tests pass a smaller disk. */
+  freeDiskBytes?: (dir: string) => Promise<number>;
 }
 
 export class Outbox implements OutboxBacklogSource {
@@ -95,6 +100,7 @@ export class Outbox implements OutboxBacklogSource {
   private cronTask: ScheduledTask | null = null;
   private probeTimer: NodeJS.Timeout | null = null;
   private budgetRunning: Promise<void> | null = null;
+  private readonly floor: DiskFloor;
   private closed = false;
   /** Highest seq the forwarder has in flight; the disk budget never drops those. */
   inflightUpTo: () => number = () => 0;
@@ -110,6 +116,7 @@ export class Outbox implements OutboxBacklogSource {
     this.opts = opts;
     this.now = deps.now ?? Date.now;
     this.lastActivityAt = this.now();
+    this.floor = new DiskFloor(deps.dataDir, opts.minFreeBytes, deps.freeDiskBytes);
   }
 
   static async open(deps: OutboxDeps, options: Partial<OutboxOptions> = {}): Promise<Outbox> {
@@ -247,27 +254,53 @@ export class Outbox implements OutboxBacklogSource {
 
   private afterCommit(): void {
     this.onWork();
-    if (this.committer.state.pendingBytes > this.opts.maxBytes && !this.budgetRunning) {
-      this.budgetRunning = this.enforceBudget().finally(() => { this.budgetRunning = null; });
-    }
+    this.kickBudget();
   }
 
-  /** Drop the oldest unsent readings down to 90% of the budget, with a gap record [INV-6]. */
-  async enforceBudget(): Promise<void> {
+  /** Enforce the budget and the disk floor in the background, one run at a time; again while a run dropped and the budget is still passed (commits during it). */
+  private kickBudget(): void {
+    if (this.budgetRunning || this.closed || !(this.committer.state.pendingBytes > this.opts.maxBytes || this.floor.due())) return;
+    this.budgetRunning = this.enforceBudget().then((dropped) => {
+      this.budgetRunning = null;
+      if (dropped && this.committer.state.pendingBytes > this.opts.maxBytes) this.kickBudget();
+    }, () => { this.budgetRunning = null; });
+  }
+
+  /**
+   * Drop the oldest unsent readings down to 90% of the budget, or to 10% above the disk floor, with
+   * a gap record [INV-6].
+   */
+  async enforceBudget(): Promise<boolean> {
     const state = this.committer.state;
-    const excess = state.pendingBytes - Math.floor(this.opts.maxBytes * 0.9);
-    if (excess <= 0) return;
+    const over = state.pendingBytes > this.opts.maxBytes ? state.pendingBytes - Math.floor(this.opts.maxBytes * 0.9) : 0;
+    let floor: Awaited<ReturnType<DiskFloor['deficit']>> = { bytes: 0, freeBytes: NaN, more: async () => 0 };
+    if (this.floor.due()) {
+      try {
+        floor = await this.floor.deficit(this.reader);
+      } catch (err) {
+        this.logger.warn({ err }, 'could not read the free space of the data dir; the disk floor is not kept meanwhile');
+      }
+    }
+    const excess = Math.max(over, floor.bytes);
+    if (excess <= 0) return false;
+    const reason: DropReason = floor.bytes > over ? 'disk_floor' : 'disk_budget';
     try {
-      const gap = await this.writes.tx((db) => dropOldest(db, this.inflightUpTo(), excess, this.now()));
-      if (!gap) return;
+      const gap = await this.writes.tx((db) => dropOldest(db, this.inflightUpTo(), excess, this.now(), reason, reason === 'disk_floor' ? () => floor.more(db) : undefined));
+      if (!gap) {
+        if (reason === 'disk_floor') this.logger.warn({ freeBytes: floor.freeBytes, minFreeBytes: this.opts.minFreeBytes }, 'below the disk floor with no unsent reading to drop');
+        return false;
+      }
       state.pendingRows = Math.max(0, state.pendingRows - gap.count);
       state.pendingBytes = Math.max(0, state.pendingBytes - gap.bytes);
-      this.metrics.dropped.inc({ reason: 'disk_budget' }, gap.count);
+      this.metrics.dropped.inc({ reason }, gap.count);
       this.metrics.gaps.inc();
-      this.logger.warn({ fromSeq: gap.fromSeq, toSeq: gap.toSeq, count: gap.count, devices: gap.devices.length }, 'outbox over its disk budget: dropped the oldest unsent readings');
+      this.logger.warn({ reason, fromSeq: gap.fromSeq, toSeq: gap.toSeq, count: gap.count, devices: gap.devices.length, freeBytes: floor.freeBytes },
+        reason === 'disk_floor' ? 'less than outbox.minFreeBytes free on the disk: dropped the oldest unsent readings' : 'outbox over its disk budget: dropped the oldest unsent readings');
       this.onWork();
+      return true;
     } catch (err) {
       this.logger.error({ err }, 'enforcing the outbox disk budget failed');
+      return false;
     }
   }
 

@@ -109,3 +109,59 @@ export async function readPage(reader: Db, pos: Position, watermark: number, lim
   const advanced = cursor > pos.cursor || (cursor === pos.cursor && ties.size > pos.ties.size) || rows.some((r) => r.updated_at === cursor && pos.ties.has(partialKey(r)));
   return { rows, next: { cursor, ties }, full: rows.length === n, advanced };
 }
+
+/**
+ * A backlog pushed newest first (after an outage, a burst): the partials changed between `low` and
+ * `hi`, read downwards from `hi`, while those changed since `hi` go first, upwards from a cursor of
+ * their own (pusher.ts). A push after an outage of any length then carries the newest readings
+ * first, and the oldest of the backlog last.
+ *
+ * Why it is exact: `hi` is the highest updated_at visible when the backlog was found, and commits
+ * are serialised, so every commit after that read is stamped >= hi and belongs to the upper part.
+ * The rows below hi are frozen, except that one may be updated again: it then leaves for the upper
+ * part, stamped >= hi. So the range [low, hi) is read downwards by its full key with no ties to
+ * track; a row read at count 5 that then grows to 7 above hi may reach the cloud after the 7: its
+ * upsert keeps the larger count [idempotent].
+ */
+export interface Backlog {
+  /** The position the backlog starts above (what is acknowledged below it, rows at its cursor in its ties). */
+  low: Position;
+  /** The upper end, exclusive: the highest updated_at visible when the backlog was found. */
+  hi: number;
+  /** Key of the last row read downwards (`[updated_at, device, metric, minute, epoch]`), null before the first. */
+  below: [number, string, string, number, number] | null;
+}
+
+export interface BacklogPage {
+  rows: PartialRow[];
+  /** Where the next read down starts once the cloud has acknowledged these rows. */
+  next: Backlog;
+  /** Every row of the backlog is in this page or was in an earlier one. */
+  done: boolean;
+}
+
+const DESC = 'ORDER BY updated_at DESC, device DESC, metric DESC, minute DESC, epoch DESC';
+
+/** The highest updated_at of any partial, null when there is none (the index on updated_at answers it). */
+export async function highestUpdatedAt(reader: Db): Promise<number | null> {
+  const row = await reader.get<{ at: number | null }>('SELECT MAX(updated_at) AS at FROM partials');
+  return row?.at ?? null;
+}
+
+/** The next `limit` rows of the backlog, newest first, of epochs above `watermark`. */
+export async function readBacklogPage(reader: Db, b: Backlog, watermark: number, limit: number): Promise<BacklogPage> {
+  const n = Math.max(0, limit);
+  if (n === 0) return { rows: [], next: b, done: false };
+  const top = b.below === null
+    ? { sql: 'updated_at < ?', params: [b.hi] as unknown[] }
+    : { sql: '(updated_at, device, metric, minute, epoch) < (?, ?, ?, ?, ?)', params: [...b.below] as unknown[] };
+  const raw = await reader.all<PartialRow>(
+    `SELECT ${COLUMNS} FROM partials WHERE ${top.sql} AND updated_at >= ? AND epoch > ? ${DESC} LIMIT ?`,
+    [...top.params, b.low.cursor, watermark, n]);
+  const done = raw.length < n;
+  if (raw.length === 0) return { rows: [], next: b, done };
+  const last = raw[raw.length - 1];
+  // Rows at exactly the low cursor that went before the backlog was found are not sent again.
+  const rows = raw.filter((r) => r.updated_at !== b.low.cursor || b.low.ties.get(partialKey(r)) !== r.count);
+  return { rows, next: { ...b, below: [last.updated_at, last.device, last.metric, last.minute, last.epoch] }, done };
+}

@@ -5,6 +5,12 @@
  * the gateway's heartbeat in the cloud's registry. Failures back off (edge/cloudclient) and keep
  * the cursor, so after the failure streak the next pushes carry everything missed, at once. The
  * loop, cadence, backoff, close and status are edge/cloudclient's CloudSender.
+ *
+ * After an outage (or any backlog of more than one page) the newest partials go first: each push
+ * carries those changed since the backlog was found, then the backlog from its newest end down
+ * (page.ts, Backlog), so a reading published as the cloud returns shows in the merged query with
+ * the first push, not after every page of the outage. While the cloud does not answer, the
+ * pusher probes it every few seconds at most (speed.retryMaxMs) with a small page.
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../shared/logger.js';
@@ -12,10 +18,29 @@ import { CloudSender, IDLE, type Next, NOW, gzipJson, postGzip } from '../cloudc
 import { SpeedPushResponseInvalidError, SpeedPushTimeoutError, SpeedPushUnreachableError } from './errors.js';
 import { type SpeedPushMetrics, createSpeedPushMetrics } from './metrics.js';
 import { DEFAULT_SPEED_PUSH_OPTIONS, type SpeedPushOptions, checkSpeedPushOptions } from './options.js';
-import { type Page, type Position, ensureCursorIndex, loadPosition, readPage, savePosition, toTuple } from './page.js';
+import {
+  type Backlog, type BacklogPage, type Page, type PartialRow, type Position, ensureCursorIndex, highestUpdatedAt, loadPosition, readBacklogPage, readPage,
+  savePosition, toTuple,
+} from './page.js';
 import type { SpeedPushAnswer, SpeedPushBody, SpeedPusherDeps, SpeedPushStatus } from './types.js';
 
 export const SPEED_PATH = '/api/v1/speed';
+
+/**
+ * Most partials in a push while pushes fail: a probe of a cloud that may still be away costs a
+ * small read and body, not a full page every retryMaxMs; the first success lifts the limit.
+ */
+export const PROBE_MAX_PARTIALS = 1_000;
+
+/** What one push carries: the rows, and the positions they move to once acknowledged. */
+interface Outgoing {
+  rows: PartialRow[];
+  /** Normal order: the page from `position`. */
+  page?: Page;
+  /** Backlog order: the rows above the backlog (from `fresh`), then the backlog's next rows down. */
+  up?: Page;
+  down?: BacklogPage;
+}
 
 export function parseAnswer(text: string): SpeedPushAnswer {
   let v: unknown;
@@ -44,7 +69,12 @@ export class SpeedPusher {
   private readonly sender: CloudSender;
   private closed: Promise<void> | null = null;
 
+  /** Everything below it is acknowledged (and, during a backlog, its lower end): the cursor in meta. */
   private position: Position = { cursor: 0, ties: new Map() };
+  /** A backlog being pushed newest first, null when none. */
+  private backlog: Backlog | null = null;
+  /** During a backlog: the position of the partials changed since it was found (from its `hi` up). */
+  private fresh: Position = { cursor: 0, ties: new Map() };
   /** performance.now() of the read that produced `position` (null: loaded at start). */
   private positionReadAt: number | null = null;
   private watermark = 0;
@@ -81,6 +111,11 @@ export class SpeedPusher {
     this.sender.run(() => this.step());
   }
 
+  /** A backlog is being pushed newest first (tests, status pages). */
+  get catchingUp(): boolean {
+    return this.backlog !== null;
+  }
+
   /** The cloud answered someone else (the forwarder): if pushes are failing, try again now instead of at the end of the backoff. */
   cloudReachable(): void {
     this.sender.retryNow();
@@ -115,10 +150,12 @@ export class SpeedPusher {
   private async step(): Promise<Next> {
     const now = this.now();
     const readAt = performance.now();
-    if (this.position.cursor > now) this.rewind(now, readAt);
-    const page = await readPage(this.deps.reader, this.position, this.watermark, this.sender.size, now);
-    this.oldestPendingAt = page.rows.length ? page.rows[0].updated_at : null;
-    const body = await this.body(page);
+    if ((this.backlog ? this.fresh.cursor : this.position.cursor) > now) {
+      this.backlog = null;
+      this.rewind(now, readAt);
+    }
+    const out = await this.read(now);
+    const body = await this.body(out.rows);
     if (this.sender.closing) return NOW;
     const bytes = await gzipJson(JSON.stringify(body));
     this.metrics.bytesSent.inc(bytes.length);
@@ -131,9 +168,33 @@ export class SpeedPusher {
       answer = parseAnswer(text);
     } catch (err) {
       if (this.sender.abortedByClose()) return NOW;
-      return this.sender.requestFailed(err, page.rows.length);
+      return this.sender.requestFailed(err, out.rows.length);
     }
-    return this.acknowledged(page, answer, readAt);
+    return this.acknowledged(out, answer, readAt);
+  }
+
+  /**
+   * The next push's rows. Oldest first from the cursor while that fits one page; a full page means
+   * a backlog (an outage, a burst): from then on each push carries the rows changed since it was
+   * found (at most half the page, so the backlog moves on under any load) and fills the page with
+   * the backlog's newest rows.
+   */
+  private async read(now: number): Promise<Outgoing> {
+    const limit = this.sender.consecutiveFailures > 0 ? Math.min(this.sender.size, PROBE_MAX_PARTIALS) : this.sender.size;
+    if (this.backlog === null) {
+      const page = await readPage(this.deps.reader, this.position, this.watermark, limit, now);
+      this.oldestPendingAt = page.rows.length ? page.rows[0].updated_at : null;
+      if (!(page.full && page.advanced)) return { rows: page.rows, page };
+      const hi = await highestUpdatedAt(this.deps.reader);
+      // hi above now: the clock went back; the rows "in the future" go oldest first as before.
+      if (hi === null || hi <= this.position.cursor || hi > now) return { rows: page.rows, page };
+      this.backlog = { low: this.position, hi, below: null };
+      this.fresh = { cursor: hi, ties: new Map() };
+      this.log.info({ cursor: this.position.cursor, hi }, 'speed push backlog: pushing the newest partials first');
+    }
+    const up = await readPage(this.deps.reader, this.fresh, this.watermark, Math.ceil(limit / 2), now);
+    const down = await readBacklogPage(this.deps.reader, this.backlog!, this.watermark, limit - up.rows.length);
+    return { rows: up.rows.concat(down.rows), up, down };
   }
 
   /**
@@ -148,7 +209,7 @@ export class SpeedPusher {
     this.position = { cursor: Math.min(this.position.cursor, floor), ties: new Map() };
   }
 
-  private async body(page: Page): Promise<SpeedPushBody> {
+  private async body(rows: PartialRow[]): Promise<SpeedPushBody> {
     let health: Record<string, unknown>;
     try {
       health = await this.deps.health();
@@ -157,26 +218,51 @@ export class SpeedPusher {
       health = {};
     }
     const devices = this.deps.connectedDevices().map((id) => ({ id, connected: true }));
-    return { v: 1, gateway: this.deps.gatewayId, sentAt: this.now(), partials: page.rows.map(toTuple), health, devices };
+    return { v: 1, gateway: this.deps.gatewayId, sentAt: this.now(), partials: rows.map(toTuple), health, devices };
   }
 
-  private async acknowledged(page: Page, answer: SpeedPushAnswer, readAt: number): Promise<Next> {
-    if (page.next.cursor !== this.position.cursor || answer.watermark !== this.watermark) {
-      await savePosition(this.deps.writes, page.next.cursor, answer.watermark);
+  private async acknowledged(out: Outgoing, answer: SpeedPushAnswer, readAt: number): Promise<Next> {
+    let more: boolean;
+    let next = this.position;
+    if (out.page) {
+      next = out.page.next;
+      more = out.page.full && out.page.advanced;
+    } else {
+      const up = out.up!;
+      const down = out.down!;
+      this.fresh = up.next;
+      // The backlog is all pushed: what was acknowledged is everything below the upper position.
+      if (down.done) next = up.next;
+      else this.backlog = down.next;
+      more = !down.done || (up.full && up.advanced);
+    }
+    // During a backlog the cursor in meta stays at its lower end: a restart pushes the backlog again (the upsert absorbs it).
+    if (next.cursor !== this.position.cursor || answer.watermark !== this.watermark) {
+      await savePosition(this.deps.writes, next.cursor, answer.watermark);
     }
     if (answer.watermark !== this.watermark) this.log.debug({ from: this.watermark, to: answer.watermark }, 'cloud watermark moved');
-    this.position = page.next;
-    this.positionReadAt = readAt;
+    if (next !== this.position) {
+      this.position = next;
+      this.positionReadAt = readAt;
+    }
+    if (out.down?.done) {
+      this.backlog = null;
+      this.log.info({ cursor: this.position.cursor }, 'speed push backlog pushed');
+    }
     // The cloud's word, even if lower (its data dir was reset): it knows what its views cover.
     this.watermark = answer.watermark;
     this.manifestVersion = answer.manifestVersion;
     this.metrics.watermark.set(answer.watermark);
-    this.metrics.partialsSent.inc(page.rows.length);
-    this.partialsSent += page.rows.length;
+    this.metrics.partialsSent.inc(out.rows.length);
+    this.partialsSent += out.rows.length;
     this.pushes++;
     this.sender.answered();
     this.sender.progressed();
-    const more = page.full && page.advanced;
+    try {
+      this.deps.onAnswered?.();
+    } catch (err) {
+      this.log.error({ err }, 'onAnswered callback threw');
+    }
     if (!more) this.oldestPendingAt = null;
     // A full page means a backlog (after an outage, a burst): push the rest at once.
     return more ? NOW : IDLE;

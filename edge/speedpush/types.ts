@@ -17,6 +17,8 @@ export interface SpeedPusherDeps {
   health: () => Promise<Record<string, unknown>>;
   /** Ids of the devices connected to the broker now. */
   connectedDevices: () => string[];
+  /** Called after each push the cloud answered 2xx: the cloud is reachable (the forwarder need not wait out its backoff). */
+  onAnswered?: () => void;
   /** Wall clock in epoch ms (sentAt, lastSuccessAt, the lag). */
   now?: () => number;
 }
