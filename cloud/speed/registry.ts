@@ -111,9 +111,11 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
       gateways: ids.map((id) => {
         const s = status.get(id);
         const health = s?.health ?? null;
-        // Disk budget drops: the durable gap records, or the gateway's counter if it is ahead
-        // (its gap records not forwarded yet); the other counters exist only at the gateway, since its start.
-        const diskBudget = Math.max(gaps.totals.get(id) ?? 0, healthNumber(health, 'dropped', 'diskBudget') ?? 0);
+        // Disk drops (the outbox budget and the free-disk floor, outbox.minFreeBytes): the durable gap
+        // records, or the gateway's counters if they are ahead (its gap records not forwarded yet); the
+        // other counters exist only at the gateway, since its start.
+        const atGateway = (healthNumber(health, 'dropped', 'diskBudget') ?? 0) + (healthNumber(health, 'dropped', 'diskFloor') ?? 0);
+        const diskBudget = Math.max(gaps.totals.get(id) ?? 0, atGateway);
         const clock = clocks.get(id);
         const future = clock?.lastFuture;
         return {
