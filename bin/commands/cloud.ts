@@ -5,8 +5,8 @@ import type { Command } from 'commander';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import { intOption } from '../cli.js';
 import { CLOUD_RULES } from './config-lint.js';
-import { checkConfigOption, checkMode, printCheck, runCheck } from './check-config.js';
-import { configFrom, onShutdown, rootLogger } from './common.js';
+import { checkConfigOption, checkMode, configForRun, printCheck, runCheck } from './check-config.js';
+import { configFrom, logWarnings, onShutdown, rootLogger } from './common.js';
 
 interface CloudFlags {
   config?: string;
@@ -67,8 +67,10 @@ export function registerCloudCommands(program: Command): void {
         printCheck(result, { ...check, command: 'cloud' });
         return;
       }
-      const config = cloudConfig(o);
+      // The checks of --check-config before anything is opened: every problem in one message, exit 2.
+      const { config, warnings } = configForRun(cloudConfigSchema, CLOUD_RULES, { file: o.config, flags: cloudFlagValues(o) });
       const logger = rootLogger(config.log.level, 'braid-cloud');
+      logWarnings(logger, warnings);
       // Loaded here: `braid cloud key ...` and --help need none of fastify, Arrow or Parquet.
       const { createCloud } = await import('../../cloud/app.js');
       const { server } = createCloud(config, { logger });
