@@ -27,7 +27,7 @@ function cloudConfig(o: CloudFlags) {
 /** Open cloud.db of the configured data dir for one admin command, then close it. */
 async function withDb<T>(o: CloudFlags, fn: (db: import('../../shared/sqlite.js').Db) => Promise<T>): Promise<T> {
   const { dataDir } = cloudConfig(o);
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o750 }); // as braid cloud makes it (cloud/server.ts)
   const { openCloudDb } = await import('../../cloud/store/schema.js');
   const db = await openCloudDb(join(dataDir, 'cloud.db'));
   try {

@@ -160,8 +160,9 @@ export class StagingArea {
 
   /** Create our directory and its owner file. */
   async open(): Promise<void> {
-    await mkdir(this.root, { recursive: true });
-    await mkdir(this.dir);
+    // The process's own state (readings not yet in master/): its user only.
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+    await mkdir(this.dir, { mode: 0o700 });
     const owner: Owner = { pid: process.pid, host: hostname(), startTime: procStartTime(process.pid), startedAt: Date.now() };
     await writeFile(join(this.dir, OWNER_FILE), JSON.stringify(owner), { flag: 'wx' });
     await fsyncDir(this.dir);
