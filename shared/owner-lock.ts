@@ -22,7 +22,7 @@
 import { chmodSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DataDirInUseError } from './errors.js';
+import { BraidError, DataDirInUseError } from './errors.js';
 import { Db } from './sqlite.js';
 
 export const OWNER_LOCK_FILE = 'owner.lock';
@@ -82,7 +82,14 @@ function inUseMessage(dir: string, holder: OwnerInfo | null, now: number): strin
  */
 export async function acquireOwnerLock(dir: string, command: string): Promise<OwnerLock> {
   const root = resolve(dir);
-  const db = await Db.open(join(root, OWNER_LOCK_FILE));
+  // A lock file another user made (a `sudo braid gateway` once) or a read-only dir: say which file.
+  const cannot = (err: unknown) => new BraidError('BRAID_ERR_DATA_DIR', `cannot take the lock of data dir ${root} (${join(root, OWNER_LOCK_FILE)}): ${(err as Error).message}`, 500, { cause: err });
+  let db: Db;
+  try {
+    db = await Db.open(join(root, OWNER_LOCK_FILE));
+  } catch (err) {
+    throw cannot(err);
+  }
   try {
     await db.exec('PRAGMA busy_timeout = 0');
     await db.exec('PRAGMA locking_mode = EXCLUSIVE');
@@ -97,7 +104,7 @@ export async function acquireOwnerLock(dir: string, command: string): Promise<Ow
   } catch (err) {
     await db.close().catch(() => undefined);
     if (isBusy(err)) throw new DataDirInUseError(inUseMessage(root, readOwnerInfo(root), Date.now()), { cause: err });
-    throw err;
+    throw cannot(err);
   }
   const info: OwnerInfo = { pid: process.pid, host: hostname(), command, since: new Date().toISOString() };
   const file = join(root, OWNER_INFO_FILE);
