@@ -78,9 +78,10 @@ function inUseMessage(dir: string, holder: OwnerInfo | null, now: number): strin
 
 /**
  * Take the lock of `dir` (which must exist) for `command`, or throw DataDirInUseError naming the
- * holder. Never waits: a second owner is a mistake to report, not a turn to wait for.
+ * holder. Never waits: a second owner is a mistake to report, not a turn to wait for. `infoFile:
+ * false` writes no owner.json (a caller with an owner file of its own, like a staging dir).
  */
-export async function acquireOwnerLock(dir: string, command: string): Promise<OwnerLock> {
+export async function acquireOwnerLock(dir: string, command: string, o: { infoFile?: boolean } = {}): Promise<OwnerLock> {
   const root = resolve(dir);
   // A lock file another user made (a `sudo braid gateway` once) or a read-only dir: say which file.
   const cannot = (err: unknown) => new BraidError('BRAID_ERR_DATA_DIR', `cannot take the lock of data dir ${root} (${join(root, OWNER_LOCK_FILE)}): ${(err as Error).message}`, 500, { cause: err });
@@ -108,16 +109,19 @@ export async function acquireOwnerLock(dir: string, command: string): Promise<Ow
   }
   const info: OwnerInfo = { pid: process.pid, host: hostname(), command, since: new Date().toISOString() };
   const file = join(root, OWNER_INFO_FILE);
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(info)}\n`, { mode: 0o600 });
-  renameSync(tmp, file);
+  const withInfo = o.infoFile !== false;
+  if (withInfo) {
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(info)}\n`, { mode: 0o600 });
+    renameSync(tmp, file);
+  }
   let released: Promise<void> | null = null;
   return {
     dir: root,
     info,
     release: () => (released ??= (async () => {
       // owner.json goes first: whoever reads it while we still hold the lock gets "starting", never a dead pid.
-      rmSync(file, { force: true });
+      if (withInfo) rmSync(file, { force: true });
       await db.close();
     })()),
   };
