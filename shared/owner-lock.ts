@@ -50,6 +50,32 @@ function isBusy(err: unknown): boolean {
   return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
 }
 
+/** Attempts before a busy lock means another owner (about 50 ms apart). */
+const LOCK_ATTEMPTS = 5;
+
+/** Open `file` and take its lock for good, or throw (SQLITE_BUSY while another connection holds it). */
+async function tryLock(file: string): Promise<Db> {
+  const db = await Db.open(file);
+  try {
+    await db.exec('PRAGMA busy_timeout = 0');
+    // Before locking_mode=EXCLUSIVE, so the read it needs does not keep a SHARED lock that would
+    // make a concurrent starter's BEGIN EXCLUSIVE (and then ours) fail. No journal file next to
+    // the lock: its content does not matter, only that it is held.
+    await db.exec('PRAGMA journal_mode = MEMORY');
+    await db.exec('PRAGMA locking_mode = EXCLUSIVE');
+    await db.exec('BEGIN EXCLUSIVE');
+    await db.exec('CREATE TABLE IF NOT EXISTS owner (pid INTEGER NOT NULL, since TEXT NOT NULL)');
+    // A write, so that locking_mode=EXCLUSIVE keeps the EXCLUSIVE lock after COMMIT.
+    await db.exec('DELETE FROM owner');
+    await db.run('INSERT INTO owner (pid, since) VALUES (?, ?)', [process.pid, new Date().toISOString()]);
+    await db.exec('COMMIT');
+    return db;
+  } catch (err) {
+    await db.close().catch(() => undefined);
+    throw err;
+  }
+}
+
 /** The holder as owner.json says, or null while it is being written (or was never, by an older version). */
 export function readOwnerInfo(dir: string): OwnerInfo | null {
   try {
@@ -78,34 +104,25 @@ function inUseMessage(dir: string, holder: OwnerInfo | null, now: number): strin
 
 /**
  * Take the lock of `dir` (which must exist) for `command`, or throw DataDirInUseError naming the
- * holder. Never waits: a second owner is a mistake to report, not a turn to wait for. `infoFile:
+ * holder. Waits only long enough to tell a simultaneous start from an owner (a few attempts, about
+ * 250 ms): a second owner is a mistake to report, not a turn to wait for. `infoFile:
  * false` writes no owner.json (a caller with an owner file of its own, like a staging dir).
  */
 export async function acquireOwnerLock(dir: string, command: string, o: { infoFile?: boolean } = {}): Promise<OwnerLock> {
   const root = resolve(dir);
   // A lock file another user made (a `sudo braid gateway` once) or a read-only dir: say which file.
   const cannot = (err: unknown) => new BraidError('BRAID_ERR_DATA_DIR', `cannot take the lock of data dir ${root} (${join(root, OWNER_LOCK_FILE)}): ${(err as Error).message}`, 500, { cause: err });
-  let db: Db;
-  try {
-    db = await Db.open(join(root, OWNER_LOCK_FILE));
-  } catch (err) {
-    throw cannot(err);
-  }
-  try {
-    await db.exec('PRAGMA busy_timeout = 0');
-    await db.exec('PRAGMA locking_mode = EXCLUSIVE');
-    // No journal file next to it: the lock's content does not matter, only that it is held.
-    await db.exec('PRAGMA journal_mode = MEMORY');
-    await db.exec('BEGIN EXCLUSIVE');
-    await db.exec('CREATE TABLE IF NOT EXISTS owner (pid INTEGER NOT NULL, since TEXT NOT NULL)');
-    // A write, so that locking_mode=EXCLUSIVE keeps the EXCLUSIVE lock after COMMIT.
-    await db.exec('DELETE FROM owner');
-    await db.run('INSERT INTO owner (pid, since) VALUES (?, ?)', [process.pid, new Date().toISOString()]);
-    await db.exec('COMMIT');
-  } catch (err) {
-    await db.close().catch(() => undefined);
-    if (isBusy(err)) throw new DataDirInUseError(inUseMessage(root, readOwnerInfo(root), Date.now()), { cause: err });
-    throw cannot(err);
+  let db: Db | null = null;
+  for (let attempt = 1; db === null; attempt++) {
+    try {
+      db = await tryLock(join(root, OWNER_LOCK_FILE));
+    } catch (err) {
+      if (!isBusy(err)) throw cannot(err);
+      // Two processes starting at the same instant can each make the other's attempt fail; a short
+      // random wait lets one of them win. A real owner is still there after the last attempt.
+      if (attempt >= LOCK_ATTEMPTS) throw new DataDirInUseError(inUseMessage(root, readOwnerInfo(root), Date.now()), { cause: err });
+      await new Promise((r) => setTimeout(r, 30 + Math.random() * 70));
+    }
   }
   const info: OwnerInfo = { pid: process.pid, host: hostname(), command, since: new Date().toISOString() };
   const file = join(root, OWNER_INFO_FILE);
@@ -122,7 +139,7 @@ export async function acquireOwnerLock(dir: string, command: string, o: { infoFi
     release: () => (released ??= (async () => {
       // owner.json goes first: whoever reads it while we still hold the lock gets "starting", never a dead pid.
       if (withInfo) rmSync(file, { force: true });
-      await db.close();
+      await db!.close();
     })()),
   };
 }

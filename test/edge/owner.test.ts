@@ -122,6 +122,29 @@ describe('one braid gateway per data dir', () => {
     expect(third.stderr).toContain(`in use by pid ${next.proc.pid}`);
   });
 
+  it('of three started at the same instant, exactly one runs and the others exit 2 naming it', async () => {
+    const d = dir();
+    const env = { BRAID_MQTT_HOST: '127.0.0.1', BRAID_HTTP_HOST: '127.0.0.1' };
+    // Each serving one is killed once it printed ready; the refused exit by themselves.
+    const runs = [0, 1, 2].map(() => {
+      const child = spawn(process.execPath, [BRAID, ...gatewayArgs(d)], { cwd: ROOT, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+      children.push(child);
+      let stdout = '';
+      let stderr = '';
+      child.stdout!.setEncoding('utf8').on('data', (x: string) => { stdout += x; if (/ready/.test(stdout)) setTimeout(() => child.kill('SIGTERM'), 1000); });
+      child.stderr!.setEncoding('utf8').on('data', (x: string) => { stderr += x; });
+      return new Promise<{ pid: number; code: number | null; stdout: string; stderr: string }>((res) => child.once('close', (code) => res({ pid: child.pid!, code, stdout, stderr })));
+    });
+    const done = await Promise.all(runs);
+    const served = done.filter((r) => /ready/.test(r.stdout));
+    expect(served).toHaveLength(1);
+    const refused = done.filter((r) => r !== served[0]);
+    for (const r of refused) {
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(new RegExp(`in use by (pid ${served[0].pid}|another process)`));
+    }
+  });
+
   it('refuses a second Gateway in the same process too, and frees the dir on release', async () => {
     const d = dir();
     const lock = await acquireOwnerLock(d, 'test');
