@@ -106,9 +106,10 @@ function inUseMessage(dir: string, holder: OwnerInfo | null, now: number): strin
  * Take the lock of `dir` (which must exist) for `command`, or throw DataDirInUseError naming the
  * holder. Waits only long enough to tell a simultaneous start from an owner (a few attempts, about
  * 250 ms): a second owner is a mistake to report, not a turn to wait for. `infoFile:
- * false` writes no owner.json (a caller with an owner file of its own, like a staging dir).
+ * false` writes no owner.json (a caller with an owner file of its own, like a staging dir);
+ * `attempts: 1` only probes (is the owner alive?).
  */
-export async function acquireOwnerLock(dir: string, command: string, o: { infoFile?: boolean } = {}): Promise<OwnerLock> {
+export async function acquireOwnerLock(dir: string, command: string, o: { infoFile?: boolean; attempts?: number } = {}): Promise<OwnerLock> {
   const root = resolve(dir);
   // A lock file another user made (a `sudo braid gateway` once) or a read-only dir: say which file.
   const cannot = (err: unknown) => new BraidError('BRAID_ERR_DATA_DIR', `cannot take the lock of data dir ${root} (${join(root, OWNER_LOCK_FILE)}): ${(err as Error).message}`, 500, { cause: err });
@@ -120,7 +121,7 @@ export async function acquireOwnerLock(dir: string, command: string, o: { infoFi
       if (!isBusy(err)) throw cannot(err);
       // Two processes starting at the same instant can each make the other's attempt fail; a short
       // random wait lets one of them win. A real owner is still there after the last attempt.
-      if (attempt >= LOCK_ATTEMPTS) throw new DataDirInUseError(inUseMessage(root, readOwnerInfo(root), Date.now()), { cause: err });
+      if (attempt >= (o.attempts ?? LOCK_ATTEMPTS)) throw new DataDirInUseError(inUseMessage(root, readOwnerInfo(root), Date.now()), { cause: err });
       await new Promise((r) => setTimeout(r, 30 + Math.random() * 70));
     }
   }

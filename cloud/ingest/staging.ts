@@ -272,7 +272,7 @@ async function lockHeld(dir: string): Promise<boolean | null> {
     return null;
   }
   try {
-    const probe = await acquireOwnerLock(dir, 'braid cloud ingest (adopting)', { infoFile: false });
+    const probe = await acquireOwnerLock(dir, 'braid cloud ingest (adopting)', { infoFile: false, attempts: 1 });
     await probe.release();
     return false;
   } catch (err) {
