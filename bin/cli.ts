@@ -39,7 +39,8 @@ export async function main(argv: string[]): Promise<void> {
     if (code?.startsWith('commander.')) process.exit(2);
     if (err instanceof BraidError) {
       process.stderr.write(`braid: ${err.message} [${err.code}]\n`);
-      process.exit(err.code === 'BRAID_ERR_CONFIG_INVALID' || err.statusCode === 400 ? 2 : 1);
+      // 2: a bad invocation (config, a data dir another process owns) that a restart cannot fix.
+      process.exit(err.code === 'BRAID_ERR_CONFIG_INVALID' || err.code === 'BRAID_ERR_DATA_DIR_IN_USE' || err.statusCode === 400 ? 2 : 1);
     }
     process.stderr.write(`braid: ${(err as Error).stack ?? err}\n`);
     process.exit(1);

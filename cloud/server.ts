@@ -143,7 +143,8 @@ export class CloudServer {
 
   private async doStart(): Promise<CloudAddress> {
     const c = this.config;
-    mkdirSync(c.dataDir, { recursive: true });
+    // 0750: master/ and views/ are for the operator's group too (DuckDB, Spark); cloud.db is 0600 and staging/ 0700.
+    mkdirSync(c.dataDir, { recursive: true, mode: 0o750 });
     const dbFile = join(c.dataDir, 'cloud.db');
     this.writer = await openCloudDb(dbFile);
     this.reader = await openCloudDb(dbFile);

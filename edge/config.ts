@@ -64,7 +64,9 @@ export const gatewayConfigSchema = z.object({
     revocationCheckMs: positive.default(1000).describe('How often the device registry is checked for removed or rotated devices (`braid device remove|rotate`), in ms; their live sessions are closed (counted).'),
   }).strict().prefault({}).describe('The MQTT broker devices connect to.'),
   http: z.object({
-    host: z.string().default('0.0.0.0').describe('Address the local REST API binds.'),
+    host: z.string().default('127.0.0.1').describe(
+      'Address the local REST API binds. It has no authentication (windows, health, metrics), so loopback by default; 0.0.0.0 (or one interface\'s address) exposes it to the network, e.g. for a Prometheus on another host.',
+    ),
     port: port.default(8080).describe('Local REST API (windows, health, metrics); 0 picks a free port.'),
   }).strict().prefault({}).describe('The local REST API.'),
   outbox: z.object({
@@ -96,9 +98,12 @@ export const gatewayConfigSchema = z.object({
   cloud: z.object({
     url: z.url().nullable().default(null).describe('Cloud base URL (https://host[:port]); null keeps everything in the outbox.'),
     token: z.string().nullable().default(null).meta({
-      description: 'The gateway token (printed by `braid cloud gateway add`); needed with cloud.url. Better given as BRAID_CLOUD_TOKEN than in the file.',
+      description: 'The gateway token (printed by `braid cloud gateway add`); needed with cloud.url (or cloud.tokenFile). Better given as BRAID_CLOUD_TOKEN than in the file; a --token flag shows in `ps`.',
       secret: true,
     }),
+    tokenFile: z.string().min(1).nullable().default(null).describe(
+      'Path of a file holding the gateway token (instead of cloud.token; trailing newline ignored), e.g. a systemd credential: the token stays out of the config, the environment and `ps`. Refused if other users can read it.',
+    ),
     batchMaxReadings: positive.default(5_000).describe('Most readings in one ingest request.'),
     lingerMs: z.number().int().min(0).default(200).describe(
       'How long the forwarder holds a batch short of cloud.batchMaxReadings for more readings, in ms: one ingest request per lingerMs instead of one per outbox commit. A full batch goes at once; 0 sends after every commit. Delays only the master dataset, not the speed layer.',

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../shared/logger.js';
+import { acquireOwnerLock, tryChmod, type OwnerLock } from '../shared/owner-lock.js';
 import { metricValue } from '../shared/metrics.js';
 import { buildGatewayApi } from './api/index.js';
 import { GatewayBroker } from './broker/index.js';
@@ -38,6 +39,7 @@ export class Gateway {
   speedPush!: SpeedPusher;
   api!: FastifyInstance;
   private host!: HostSampler;
+  private ownerLock: OwnerLock | null = null;
   private startedAt = Date.now();
   addresses!: GatewayAddresses;
   private closing: Promise<void> | null = null;
@@ -51,7 +53,11 @@ export class Gateway {
 
   async start(): Promise<GatewayAddresses> {
     const c = this.config;
-    mkdirSync(c.dataDir, { recursive: true });
+    // Everything in the data dir is this process's own state (readings, device secrets' hashes): 0700.
+    mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
+    tryChmod(c.dataDir, 0o700);
+    // One owner per data dir, before anything in it is opened: a second gateway exits 2 naming this one.
+    this.ownerLock = await acquireOwnerLock(c.dataDir, `braid gateway ${c.id}`);
     this.outbox = await Outbox.open({ dataDir: c.dataDir, logger: this.logger.child({ component: 'outbox' }), registry: this.registry }, {
       ...c.outbox,
       retentionMinutes: c.speed.retentionMinutes,
@@ -62,7 +68,8 @@ export class Gateway {
     this.forwarder = new Forwarder({
       reader: this.outbox.reader,
       writes: this.outbox.writes,
-      logger: this.logger.child({ component: 'forwarder' }),
+      // The forwarder binds component=forwarder itself (a second binding is a duplicate JSON key).
+      logger: this.logger,
       registry: this.registry,
       gatewayId: c.id,
       onAcked: (info) => {
@@ -177,6 +184,7 @@ export class Gateway {
     await step('host', () => this.host?.close());
     await step('outbox', () => this.outbox?.close());
     await step('registry', () => this.devices?.close());
+    await step('owner lock', () => this.ownerLock?.release());
     this.logger.info('gateway stopped');
   }
 

@@ -101,8 +101,52 @@ function origin(path: string[], layers: Array<[Source, Obj]>): string {
   return 'default';
 }
 
-/** Load, merge and validate a configuration. Throws ConfigInvalidError naming the key. */
-export function loadConfig<S extends z.ZodObject>(schema: S, sources: ConfigSources = {}): z.infer<S> {
+/** One bad key: its path and why, with where the value came from. */
+export interface ConfigProblem {
+  key: string;
+  message: string;
+}
+
+export interface ConfigValidation<T> {
+  /** The configuration, when every key is valid. */
+  config: T | null;
+  /** Every schema problem, in key order of the issues zod found (empty when `config` is set). */
+  problems: ConfigProblem[];
+  /**
+   * With problems: the configuration with each bad key left at its default (unknown keys dropped),
+   * when that parses, so cross-key checks (bin/commands/config-lint.ts) can still report the other
+   * keys' problems in the same message. Never run with it.
+   */
+  fallback: T | null;
+}
+
+function deletePath(target: Obj, path: string[]): void {
+  let o: unknown = target;
+  for (const p of path.slice(0, -1)) {
+    o = o && typeof o === 'object' ? (o as Obj)[p] : undefined;
+    if (!o || typeof o !== 'object') return;
+  }
+  if (path.length) delete (o as Obj)[path[path.length - 1]];
+}
+
+function problemsOf(error: z.ZodError, layers: Array<[Source, Obj]>): { problems: ConfigProblem[]; paths: string[][] } {
+  const problems: ConfigProblem[] = [];
+  const paths: string[][] = [];
+  for (const issue of error.issues) {
+    const base = issue.path.map(String);
+    const unknown = issue.code === 'unrecognized_keys' ? (issue as { keys?: string[] }).keys ?? [] : null;
+    for (const path of unknown ? unknown.map((k) => [...base, k]) : [base]) {
+      const key = path.join('.') || '(root)';
+      const what = unknown ? 'unknown key' : issue.message;
+      problems.push({ key, message: `config key "${key}": ${what} (from ${origin(path, layers)})` });
+      paths.push(path);
+    }
+  }
+  return { problems, paths };
+}
+
+/** Load, merge and validate a configuration, collecting every bad key instead of stopping at the first. */
+export function validateConfig<S extends z.ZodObject>(schema: S, sources: ConfigSources = {}): ConfigValidation<z.infer<S>> {
   const layers: Array<[Source, Obj]> = [];
   if (sources.file) {
     let text: string;
@@ -133,11 +177,23 @@ export function loadConfig<S extends z.ZodObject>(schema: S, sources: ConfigSour
 
   const merged = layers.reduce<Obj>((acc, [, obj]) => deepMerge(acc, obj), {});
   const result = schema.safeParse(merged);
-  if (result.success) return result.data;
-  const issue = result.error.issues[0];
-  const keys = (issue as { keys?: string[] }).keys;
-  const path = [...issue.path.map(String), ...(issue.code === 'unrecognized_keys' && keys ? [keys[0]] : [])];
-  const key = path.join('.') || '(root)';
-  const what = issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message;
-  throw new ConfigInvalidError(`config key "${key}": ${what} (from ${origin(path, layers)})`);
+  if (result.success) return { config: result.data, problems: [], fallback: null };
+  const { problems, paths } = problemsOf(result.error, layers);
+  const rest = structuredClone(merged);
+  for (const path of paths) deletePath(rest, path);
+  const again = schema.safeParse(rest);
+  return { config: null, problems, fallback: again.success ? again.data : null };
+}
+
+/** Several problems as one message: the first as it always read, the others after it. */
+export function problemsMessage(problems: ReadonlyArray<{ message: string }>): string {
+  if (problems.length === 1) return problems[0].message;
+  return `${problems.length} config errors: ${problems.map((p) => p.message).join('; ')}`;
+}
+
+/** Load, merge and validate a configuration. Throws ConfigInvalidError naming every bad key. */
+export function loadConfig<S extends z.ZodObject>(schema: S, sources: ConfigSources = {}): z.infer<S> {
+  const v = validateConfig(schema, sources);
+  if (v.config) return v.config;
+  throw new ConfigInvalidError(problemsMessage(v.problems));
 }

@@ -62,6 +62,8 @@ export const ViewNotPublishedError = declare('BRAID_ERR_VIEW_NOT_PUBLISHED', 409
 export const PayloadTooLargeError = declare('BRAID_ERR_PAYLOAD_TOO_LARGE', 413, 'PayloadTooLargeError');
 /** A limit refused the work (rate limit, queue full); the work was counted as dropped. */
 export const LimitExceededError = declare('BRAID_ERR_LIMIT_EXCEEDED', 429, 'LimitExceededError');
+/** A data dir another process owns (shared/owner-lock.ts); the message names it (pid, since when). */
+export const DataDirInUseError = declare('BRAID_ERR_DATA_DIR_IN_USE', 409, 'DataDirInUseError');
 /** The component is closing or closed and takes no more work. */
 export const ClosedError = declare('BRAID_ERR_CLOSED', 503, 'ClosedError');
 

@@ -6,7 +6,34 @@
  * write goes through one `WriteQueue` that runs jobs one at a time; reads use another connection
  * (WAL gives them a consistent snapshot).
  */
+import { chmodSync, closeSync, openSync, statSync } from 'node:fs';
 import sqlite3 from 'sqlite3';
+
+/** Databases hold device secrets' hashes, tokens and readings: the process's user only. */
+export const DB_FILE_MODE = 0o600;
+
+/**
+ * Make `file` owner-only before SQLite opens it for writing: created 0600 if missing (SQLite gives
+ * its -wal, -shm and -journal files the mode of the database file), and an existing one made by an
+ * older version (0644) tightened with its -wal and -shm. Best effort: a file of another user stays
+ * as it is (EPERM), and SQLite reports whatever it cannot open.
+ */
+function restrictDbFile(file: string): void {
+  if (file === '' || file === ':memory:' || file.startsWith('file:')) return;
+  try {
+    statSync(file);
+  } catch {
+    // Created here, not opened if it exists: closing a descriptor of a file drops every fcntl lock this
+    // process holds on it (shared/owner-lock.ts), so an existing database is only stat'ed and chmod'ed.
+    try { closeSync(openSync(file, 'wx', DB_FILE_MODE)); } catch { /* SQLite's own error says it better */ }
+    return;
+  }
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) {
+    try {
+      if ((statSync(f).mode & 0o077) !== 0) chmodSync(f, DB_FILE_MODE);
+    } catch { /* gone, or not ours */ }
+  }
+}
 
 export type Params = unknown[] | Record<string, unknown>;
 
@@ -21,6 +48,7 @@ export class Db {
   }
 
   static open(file: string, mode = sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE): Promise<Db> {
+    if ((mode & sqlite3.OPEN_CREATE) !== 0) restrictDbFile(file);
     return new Promise((resolve, reject) => {
       const raw = new sqlite3.Database(file, mode, (err) => (err ? reject(err) : resolve(new Db(raw, file))));
     });

@@ -3,8 +3,8 @@ import type { Command } from 'commander';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import { intOption } from '../cli.js';
 import { CLOUD_RULES } from './config-lint.js';
-import { checkConfigOption, checkMode, printCheck, runCheck } from './check-config.js';
-import { configFrom, rootLogger } from './common.js';
+import { checkConfigOption, checkMode, configForRun, printCheck, runCheck } from './check-config.js';
+import { configFrom, logWarnings, rootLogger } from './common.js';
 
 interface BatchRunFlags {
   config?: string;
@@ -48,8 +48,10 @@ export function registerBatchCommand(program: Command): void {
         printCheck(runCheck(cloudConfigSchema, CLOUD_RULES, load, { file: o.config, flags: batchFlagValues(o) }), { ...check, command: 'batch run' });
         return;
       }
-      const config = load();
+      // The checks of --check-config before DuckDB opens anything: every problem in one message, exit 2.
+      const { config, warnings } = configForRun(cloudConfigSchema, CLOUD_RULES, { file: o.config, flags: batchFlagValues(o) });
       const logger = rootLogger(config.log.level, 'braid-batch');
+      logWarnings(logger, warnings);
       // Loaded here: --help needs none of DuckDB.
       const { startBatchRun, batchOptionsFrom, progressLine } = await import('../../cloud/batch/index.js');
       const tty = process.stderr.isTTY === true;

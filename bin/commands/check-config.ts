@@ -11,7 +11,7 @@
 import { totalmem } from 'node:os';
 import { Option } from 'commander';
 import { z } from 'zod';
-import { envName, leafPaths } from '../../shared/config.js';
+import { envName, leafPaths, loadConfig, problemsMessage, validateConfig } from '../../shared/config.js';
 import { ConfigInvalidError } from '../../shared/errors.js';
 import { compact } from './common.js';
 import { lintConfig, type Finding, type Rule } from './config-lint.js';
@@ -92,19 +92,64 @@ export function runCheck<S extends z.ZodObject>(
     flags: flagPaths(compact(sources.flags)),
   };
   let config: z.infer<S>;
+  const ctx = { env, knownEnv, totalMemBytes: totalmem(), now: Date.now() };
   try {
     config = load();
   } catch (err) {
     if (!(err instanceof ConfigInvalidError)) throw err;
-    return { ok: false, config: null, findings: [], sources: used, error: err.message };
+    return { ok: false, config: null, findings: [], sources: used, error: allProblems(schema, rules, sources, env, ctx) ?? err.message };
   }
-  const findings = lintConfig(rules, config, { env, knownEnv, totalMemBytes: totalmem(), now: Date.now() });
+  const findings = lintConfig(rules, config, ctx);
   return {
     ok: !findings.some((f) => f.level === 'error'),
     config: redactConfig(schema, config as Obj),
     findings,
     sources: used,
   };
+}
+
+/** A lint error as one line of a ConfigInvalidError, worded like a schema error. */
+function findingLine(f: Finding): string {
+  return `config key "${f.key}": ${f.message} (${f.rule})`;
+}
+
+/**
+ * Every problem of a config the schema refused, in one message: the schema's (every bad key), then
+ * the lint errors of the other keys, found on the config with the bad keys at their defaults.
+ */
+function allProblems<S extends z.ZodObject>(
+  schema: S, rules: ReadonlyArray<Rule<z.infer<S>>>, sources: CheckConfigSources, env: NodeJS.ProcessEnv, ctx: Parameters<typeof lintConfig>[2],
+): string | null {
+  let v: ReturnType<typeof validateConfig<S>>;
+  try {
+    v = validateConfig(schema, { file: sources.file, env, flags: compact(sources.flags) });
+  } catch {
+    return null; // an unreadable file: the load's own message says it
+  }
+  if (!v.problems.length) return null;
+  const bad = new Set(v.problems.map((p) => p.key));
+  const more = v.fallback
+    ? lintConfig(rules, v.fallback, ctx).filter((f) => f.level === 'error' && !bad.has(f.key)).map((f) => ({ message: findingLine(f) }))
+    : [];
+  return problemsMessage([...v.problems, ...more]);
+}
+
+/**
+ * The configuration a long-running command runs with, checked before it opens anything: the schema
+ * and the lint errors of --check-config, all in one ConfigInvalidError (exit 2; the systemd units do
+ * not restart on it). Returns the lint warnings for the caller to log.
+ */
+export function configForRun<S extends z.ZodObject>(
+  schema: S, rules: ReadonlyArray<Rule<z.infer<S>>>, sources: CheckConfigSources,
+): { config: z.infer<S>; warnings: Finding[] } {
+  let config: z.infer<S> | null = null;
+  const env = sources.env ?? process.env;
+  const load = () => (config = loadConfig(schema, { file: sources.file, env, flags: compact(sources.flags) }));
+  const result = runCheck(schema, rules, load, sources);
+  if (result.error !== undefined) throw new ConfigInvalidError(result.error);
+  const errors = result.findings.filter((f) => f.level === 'error');
+  if (errors.length) throw new ConfigInvalidError(problemsMessage(errors.map((f) => ({ message: findingLine(f) }))));
+  return { config: config!, warnings: result.findings };
 }
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;

@@ -5,8 +5,8 @@ import type { Command } from 'commander';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import { intOption } from '../cli.js';
 import { CLOUD_RULES } from './config-lint.js';
-import { checkConfigOption, checkMode, printCheck, runCheck } from './check-config.js';
-import { configFrom, onShutdown, rootLogger } from './common.js';
+import { checkConfigOption, checkMode, configForRun, printCheck, runCheck } from './check-config.js';
+import { configFrom, logWarnings, onShutdown, rootLogger } from './common.js';
 
 interface CloudFlags {
   config?: string;
@@ -27,7 +27,7 @@ function cloudConfig(o: CloudFlags) {
 /** Open cloud.db of the configured data dir for one admin command, then close it. */
 async function withDb<T>(o: CloudFlags, fn: (db: import('../../shared/sqlite.js').Db) => Promise<T>): Promise<T> {
   const { dataDir } = cloudConfig(o);
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o750 }); // as braid cloud makes it (cloud/server.ts)
   const { openCloudDb } = await import('../../cloud/store/schema.js');
   const db = await openCloudDb(join(dataDir, 'cloud.db'));
   try {
@@ -67,8 +67,10 @@ export function registerCloudCommands(program: Command): void {
         printCheck(result, { ...check, command: 'cloud' });
         return;
       }
-      const config = cloudConfig(o);
+      // The checks of --check-config before anything is opened: every problem in one message, exit 2.
+      const { config, warnings } = configForRun(cloudConfigSchema, CLOUD_RULES, { file: o.config, flags: cloudFlagValues(o) });
       const logger = rootLogger(config.log.level, 'braid-cloud');
+      logWarnings(logger, warnings);
       // Loaded here: `braid cloud key ...` and --help need none of fastify, Arrow or Parquet.
       const { createCloud } = await import('../../cloud/app.js');
       const { server } = createCloud(config, { logger });

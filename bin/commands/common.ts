@@ -2,6 +2,7 @@
 import type { z } from 'zod';
 import { loadConfig } from '../../shared/config.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
+import type { Finding } from './config-lint.js';
 
 /** Drop undefined leaves so an absent flag does not override the file or the environment. */
 export function compact(obj: Record<string, unknown>): Record<string, unknown> {
@@ -22,6 +23,11 @@ export function configFrom<S extends z.ZodObject>(schema: S, file: string | unde
 
 export function rootLogger(level: string, name: string): Logger {
   return createLogger({ level, name });
+}
+
+/** The config lint's warnings at start, one log line each (--check-config prints the same). */
+export function logWarnings(logger: Logger, warnings: ReadonlyArray<Finding>): void {
+  for (const w of warnings) logger.warn({ rule: w.rule, key: w.key }, `config: ${w.message}`);
 }
 
 /**

@@ -107,6 +107,38 @@ function readable(key: string, path: string): { text?: string; problem?: Problem
   }
 }
 
+/**
+ * A token file's problems. Others-readable is refused (like ssh with a private key); group-readable
+ * is the usual way a root-owned secret reaches a service user (0640 root:braid), so only a group
+ * this process is not in gets a warning.
+ */
+function tokenFileProblems(token: string | null, file: string | null): Array<Problem & { level: Level }> {
+  if (file === null) return [];
+  if (token) return [{ level: 'error', key: 'cloud.tokenFile', message: 'cloud.token is set as well: give the token one way' }];
+  let st;
+  try {
+    st = statSync(file);
+  } catch (err) {
+    return [{ level: 'error', key: 'cloud.tokenFile', message: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` }];
+  }
+  if (!st.isFile()) return [{ level: 'error', key: 'cloud.tokenFile', message: `${file} is not a file` }];
+  const r = readable('cloud.tokenFile', file);
+  if (r.problem) return [{ level: 'error', ...r.problem }];
+  if (readTokenText(r.text!) === '') return [{ level: 'error', key: 'cloud.tokenFile', message: `${file} is empty` }];
+  const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+  if ((st.mode & 0o007) !== 0) return [{ level: 'error', key: 'cloud.tokenFile', message: `${file} (mode ${mode}) can be read by every user of this machine; chmod o-rwx ${file}` }];
+  const groups = process.getgroups?.() ?? [];
+  if ((st.mode & 0o070) !== 0 && process.getgid && st.gid !== process.getgid() && !groups.includes(st.gid)) {
+    return [{ level: 'warning', key: 'cloud.tokenFile', message: `${file} (mode ${mode}) can be read by group ${st.gid}, which this process is not in` }];
+  }
+  return [];
+}
+
+/** The token in a token file's text: surrounding whitespace (the trailing newline an editor or echo adds) is not part of it. */
+export function readTokenText(text: string): string {
+  return text.trim();
+}
+
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '[::1]' || /^127\./.test(host);
 }
@@ -224,17 +256,29 @@ export const GATEWAY_RULES: ReadonlyArray<Rule<GatewayConfig>> = [
     id: 'cloud-token',
     level: 'error',
     doc: '`cloud.url` needs `cloud.token` (the cloud refuses a gateway without one, and the outbox would only fill up).',
-    check: (c) => (c.cloud.url && !c.cloud.token
-      ? [{ key: 'cloud.token', message: 'cloud.url is set but cloud.token is not (get one with `braid cloud gateway add <id>`; set BRAID_CLOUD_TOKEN)' }]
+    check: (c) => (c.cloud.url && !c.cloud.token && !c.cloud.tokenFile
+      ? [{ key: 'cloud.token', message: 'cloud.url is set but cloud.token is not (get one with `braid cloud gateway add <id>`; set BRAID_CLOUD_TOKEN or cloud.tokenFile)' }]
       : []),
   },
   {
     id: 'cloud-token-unused',
     level: 'warning',
     doc: '`cloud.token` is set without `cloud.url` (nothing is forwarded).',
-    check: (c) => (!c.cloud.url && c.cloud.token
-      ? [{ key: 'cloud.url', message: 'cloud.token is set but cloud.url is null: readings stay in the outbox' }]
+    check: (c) => (!c.cloud.url && (c.cloud.token || c.cloud.tokenFile)
+      ? [{ key: 'cloud.url', message: `${c.cloud.token ? 'cloud.token' : 'cloud.tokenFile'} is set but cloud.url is null: readings stay in the outbox` }]
       : []),
+  },
+  {
+    id: 'token-file',
+    level: 'error',
+    doc: '`cloud.tokenFile` is a readable, non-empty file that other users cannot read, and `cloud.token` is not set as well.',
+    check: (c) => tokenFileProblems(c.cloud.token, c.cloud.tokenFile).filter((p) => p.level === 'error'),
+  },
+  {
+    id: 'token-file-group',
+    level: 'warning',
+    doc: '`cloud.tokenFile` is readable by a group this process is not in.',
+    check: (c) => tokenFileProblems(c.cloud.token, c.cloud.tokenFile).filter((p) => p.level === 'warning'),
   },
   {
     id: 'cloud-plaintext',

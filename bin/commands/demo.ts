@@ -107,11 +107,17 @@ export function registerDemoCommand(program: Command): void {
 
 /** A second signal this soon after the first is the same Ctrl-C: npm forwards the one the terminal sent us. */
 const SAME_KEYPRESS_MS = 1500;
+/** How often the demo looks whether its parent is still there. */
+const PARENT_POLL_MS = 500;
 
 /**
- * SIGINT/SIGTERM run `close`, then exit 0 (1 if it failed). Unlike the servers' onShutdown, a
+ * SIGINT/SIGTERM/SIGHUP run `close`, then exit 0 (1 if it failed). Unlike the servers' onShutdown, a
  * repeat within SAME_KEYPRESS_MS is ignored: under `npm start` one Ctrl-C arrives twice (from the
  * terminal to the process group, and forwarded by npm). A later one exits at once (1).
+ *
+ * The demo also stops with its parent: a supervisor that sends SIGTERM to `npm start` (or to a
+ * shell that started the demo) may end that parent without passing the signal on, and the demo,
+ * reparented, would run on holding its ports and its data dir. SIGHUP covers a closed terminal.
  */
 function onStop(close: () => Promise<void>): void {
   let first = 0;
@@ -129,4 +135,14 @@ function onStop(close: () => Promise<void>): void {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+  process.on('SIGHUP', handler);
+  // Node has no PR_SET_PDEATHSIG; a changed ppid means the parent is gone (the child was reparented).
+  const parent = process.ppid;
+  if (parent > 1) {
+    setInterval(() => {
+      if (process.ppid === parent || first) return;
+      process.stderr.write(`braid demo: its parent (pid ${parent}) exited; stopping\n`);
+      handler();
+    }, PARENT_POLL_MS).unref();
+  }
 }

@@ -1,11 +1,12 @@
 /** `braid gateway` and `braid device add|list|remove|rotate`. */
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { gatewayConfigSchema } from '../../edge/config.js';
+import { gatewayConfigSchema, type GatewayConfig } from '../../edge/config.js';
 import { DeviceRegistry } from '../../edge/registry/index.js';
 import { intOption } from '../cli.js';
-import { GATEWAY_RULES } from './config-lint.js';
-import { checkConfigOption, checkMode, printCheck, runCheck } from './check-config.js';
-import { configFrom, onShutdown, rootLogger } from './common.js';
+import { GATEWAY_RULES, readTokenText } from './config-lint.js';
+import { checkConfigOption, checkMode, configForRun, printCheck, runCheck } from './check-config.js';
+import { configFrom, logWarnings, onShutdown, rootLogger } from './common.js';
 
 interface GatewayFlags {
   config?: string;
@@ -16,6 +17,7 @@ interface GatewayFlags {
   httpPort?: number;
   cloudUrl?: string;
   token?: string;
+  tokenFile?: string;
   logLevel?: string;
 }
 
@@ -27,8 +29,14 @@ function gatewayFlagValues(o: GatewayFlags) {
     log: { level: o.logLevel },
     mqtt: { port: o.mqttPort, wsPort: o.wsPort },
     http: { port: o.httpPort },
-    cloud: { url: o.cloudUrl, token: o.token },
+    cloud: { url: o.cloudUrl, token: o.token, tokenFile: o.tokenFile },
   };
+}
+
+/** cloud.tokenFile read into cloud.token (the lint already checked it is readable, non-empty and private). */
+function withTokenFromFile(config: GatewayConfig): GatewayConfig {
+  if (!config.cloud.tokenFile) return config;
+  return { ...config, cloud: { ...config.cloud, token: readTokenText(readFileSync(config.cloud.tokenFile, 'utf8')) } };
 }
 
 function gatewayConfig(o: GatewayFlags) {
@@ -45,7 +53,8 @@ export function registerGatewayCommands(program: Command): void {
     .addOption(intOption('--ws-port <n>', 'MQTT over WebSocket port, path /mqtt (default off)'))
     .addOption(intOption('--http-port <n>', 'local REST API port (default 8080)'))
     .option('--cloud-url <url>', 'cloud base URL; without it readings stay buffered in the outbox')
-    .option('--token <token>', 'gateway token from `braid cloud gateway add`')
+    .option('--token <token>', 'gateway token from `braid cloud gateway add` (visible in `ps`: prefer --token-file or BRAID_CLOUD_TOKEN)')
+    .option('--token-file <file>', 'read the gateway token from this file (not readable by other users; trailing newline ignored)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
     .addOption(checkConfigOption())
     .action(async (o: GatewayFlags & { checkConfig?: string | boolean }) => {
@@ -55,8 +64,12 @@ export function registerGatewayCommands(program: Command): void {
         printCheck(result, { ...check, command: 'gateway' });
         return;
       }
-      const config = gatewayConfig(o);
+      // Every check of --check-config before anything is opened or created: a bad config exits 2 with
+      // all its problems in one message, and leaves the data dir as it was.
+      const run = configForRun(gatewayConfigSchema, GATEWAY_RULES, { file: o.config, flags: gatewayFlagValues(o) });
+      const config = withTokenFromFile(run.config);
       const logger = rootLogger(config.log.level, 'braid-gateway');
+      logWarnings(logger, run.warnings);
       // Loaded here, not at the top: `braid device ...` and --help need none of the broker's modules.
       const { Gateway } = await import('../../edge/gateway.js');
       const gateway = new Gateway(config, logger);

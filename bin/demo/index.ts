@@ -81,7 +81,7 @@ export interface RunningDemo {
  * thrown (a port in use must not leave a cloud running).
  */
 export async function startDemo(o: DemoOptions, logger: Logger, onBatch?: (line: string) => void): Promise<RunningDemo> {
-  const dirs = prepareDataDir(o.dataDir, o.fresh);
+  const dirs = await prepareDataDir(o.dataDir, o.fresh);
   // By phase: simulators first, then the gateways (they flush to the cloud), then the cloud.
   const closers: Array<[phase: 0 | 1 | 2, name: string, fn: () => Promise<unknown>]> = [];
   let batchTimer: NodeJS.Timeout | null = null;
@@ -93,6 +93,7 @@ export async function startDemo(o: DemoOptions, logger: Logger, onBatch?: (line:
         try { await fn(); } catch (err) { logger.error({ err }, `closing the demo's ${name} failed`); }
       }));
     }
+    await dirs.lock.release();
   })());
 
   try {

@@ -1,6 +1,8 @@
 /**
  * The staging area (docs/cloud-storage.md): `staging/<procId>/<segment>.ndjson`, one directory per
- * ingest process, marked by `owner.json` (pid, host, process start time). A segment file holds
+ * ingest process, marked by `owner.json` (pid, host, process start time) and locked by `owner.lock`
+ * for the process's life (shared/owner-lock.ts: released by the kernel when it dies, so a live lock
+ * is the liveness test; pid and start time only for a dir without one). A segment file holds
  * lines `{"g": gateway, "r": [[seq, epoch, device, metric, ts, value], ...]}\n`, appended and
  * fsynced before the 2xx [INV-1]. Directories of dead processes are adopted (their segment files
  * renamed into ours, atomically, so two starting processes never both take one) and sealed.
@@ -11,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../../shared/logger.js';
+import { OWNER_LOCK_FILE, type OwnerLock, acquireOwnerLock } from '../../shared/owner-lock.js';
 import type { ReadingTuple } from './validate.js';
 
 export const SEGMENT_EXT = '.ndjson';
@@ -150,6 +153,8 @@ export class StagingArea {
   readonly procId: string;
   readonly dir: string;
   private readonly log: Logger;
+  /** Held while this process lives (shared/owner-lock.ts): the liveness test others use on our dir. */
+  private lock: OwnerLock | null = null;
 
   constructor(dataDir: string, log: Logger, now = Date.now()) {
     this.root = join(dataDir, 'staging');
@@ -160,8 +165,10 @@ export class StagingArea {
 
   /** Create our directory and its owner file. */
   async open(): Promise<void> {
-    await mkdir(this.root, { recursive: true });
-    await mkdir(this.dir);
+    // The process's own state (readings not yet in master/): its user only.
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+    await mkdir(this.dir, { mode: 0o700 });
+    this.lock = await acquireOwnerLock(this.dir, 'braid cloud ingest', { infoFile: false });
     const owner: Owner = { pid: process.pid, host: hostname(), startTime: procStartTime(process.pid), startedAt: Date.now() };
     await writeFile(join(this.dir, OWNER_FILE), JSON.stringify(owner), { flag: 'wx' });
     await fsyncDir(this.dir);
@@ -207,6 +214,7 @@ export class StagingArea {
       }
       if (adopted > 0) await fsyncDir(this.dir);
       await unlink(join(dir, OWNER_FILE)).catch(() => undefined);
+      await unlink(join(dir, OWNER_LOCK_FILE)).catch(() => undefined);
       await rmdir(dir).catch(() => undefined);
       this.log.info({ from: name, segments: adopted }, 'adopted the staging segments of a dead ingest process');
     }
@@ -228,7 +236,10 @@ export class StagingArea {
     }
     if (!owner || typeof owner.pid !== 'number') return false;
     if (owner.host !== hostname()) return false;
-    return !isAlive(owner);
+    // The owner's lock, where it has one, is the sure test: the kernel dropped it if the owner died
+    // (a reused pid cannot fake it). Without one (a directory of an older version), pid and start time.
+    const locked = await lockHeld(dir);
+    return locked === null ? !isAlive(owner) : !locked;
   }
 
   async removeSegment(path: string): Promise<void> {
@@ -238,13 +249,33 @@ export class StagingArea {
 
   /** Remove our directory if no segment is left in it (a clean close). */
   async close(): Promise<void> {
+    // Released first: a process started next (in this process too, in tests) may adopt what is left.
+    await this.lock?.release().catch(() => undefined);
+    this.lock = null;
     const left = await this.segments().catch(() => []);
     if (left.length > 0) {
       this.log.warn({ segments: left.length, dir: this.dir }, 'staging segments left unsealed; the next ingest process to start adopts them');
       return;
     }
     await unlink(join(this.dir, OWNER_FILE)).catch(() => undefined);
+    await unlink(join(this.dir, OWNER_LOCK_FILE)).catch(() => undefined);
     await rmdir(this.dir).catch(() => undefined);
     await fsyncDir(this.root).catch(() => undefined);
+  }
+}
+
+/** Whether a live process holds the lock of a staging dir; null where it has no lock file (or it cannot be tried). */
+async function lockHeld(dir: string): Promise<boolean | null> {
+  try {
+    await stat(join(dir, OWNER_LOCK_FILE));
+  } catch {
+    return null;
+  }
+  try {
+    const probe = await acquireOwnerLock(dir, 'braid cloud ingest (adopting)', { infoFile: false, attempts: 1 });
+    await probe.release();
+    return false;
+  } catch (err) {
+    return (err as { code?: string }).code === 'BRAID_ERR_DATA_DIR_IN_USE' ? true : null;
   }
 }

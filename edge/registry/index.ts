@@ -83,7 +83,8 @@ export class DeviceRegistry {
   }
 
   static async open(dataDir: string): Promise<DeviceRegistry> {
-    mkdirSync(dataDir, { recursive: true });
+    // `braid device add` may come first on a new gateway: the data dir as the gateway makes it (0700).
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const db = await Db.open(join(dataDir, 'registry.db'));
     await db.exec(`
       PRAGMA journal_mode = WAL;

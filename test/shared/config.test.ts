@@ -33,3 +33,15 @@ test('an unknown key or a bad value is a ConfigInvalidError naming the key and w
   expect(() => loadConfig(gatewayConfigSchema, { env: { BRAID_OUTBOX_MAX_BYTES: 'lots' } }))
     .toThrow(expect.objectContaining({ message: expect.stringMatching(/"outbox\.maxBytes".*environment BRAID_OUTBOX_MAX_BYTES/) }));
 });
+
+test('every bad key is named in one message, unknown keys included; one bad key reads as before', () => {
+  let err: { code?: string; message?: string } = {};
+  try {
+    loadConfig(gatewayConfigSchema, { env: { BRAID_MQTT_PORT: 'abc', BRAID_OUTBOX_MAX_BYTES: 'lots' }, flags: { http: { bogus: 1, other: 2 } } });
+  } catch (e) { err = e as typeof err; }
+  expect(err.code).toBe('BRAID_ERR_CONFIG_INVALID');
+  expect(err.message).toMatch(/^4 config errors: /);
+  for (const key of ['mqtt.port', 'outbox.maxBytes', 'http.bogus', 'http.other']) expect(err.message).toContain(`"${key}"`);
+  expect(() => loadConfig(gatewayConfigSchema, { env: { BRAID_MQTT_PORT: 'abc' } }))
+    .toThrow(expect.objectContaining({ message: expect.stringMatching(/^config key "mqtt\.port": .*\(from environment BRAID_MQTT_PORT\)$/) }));
+});

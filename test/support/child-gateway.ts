@@ -38,6 +38,8 @@ export interface SpawnGatewayOptions {
   id?: string;
   /** BRAID_* overrides, e.g. { BRAID_OUTBOX_EPOCH_IDLE_MS: '200' }. */
   env?: Record<string, string>;
+  /** More `braid gateway` flags, e.g. ['--token-file', f]. */
+  args?: string[];
   readyTimeoutMs?: number;
 }
 
@@ -54,7 +56,7 @@ export function spawnGateway(opts: SpawnGatewayOptions): Promise<ChildGateway> {
     BRAID_HTTP_HOST: '127.0.0.1',
     ...opts.env,
   };
-  const proc = spawn(process.execPath, [BIN, 'gateway', '--data-dir', opts.dataDir, '--id', id, '--mqtt-port', '0', '--http-port', '0', '--log-level', 'warn'], {
+  const proc = spawn(process.execPath, [BIN, 'gateway', '--data-dir', opts.dataDir, '--id', id, '--mqtt-port', '0', '--http-port', '0', '--log-level', 'warn', ...(opts.args ?? [])], {
     cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'],
   });
   live.add(proc);

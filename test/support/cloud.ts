@@ -169,12 +169,12 @@ export interface ChildCloud {
 }
 
 /** `node bin/braid.js cloud --data-dir D --http-port N` on 127.0.0.1; resolves once ready. */
-export function spawnCloud(dataDir: string, o: { port?: number; env?: Record<string, string>; readyTimeoutMs?: number } = {}): Promise<ChildCloud> {
+export function spawnCloud(dataDir: string, o: { port?: number; env?: Record<string, string>; args?: string[]; readyTimeoutMs?: number } = {}): Promise<ChildCloud> {
   // No BRAID_* of the developer's shell; jest's NODE_OPTIONS are for jest, not the child.
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BRAID_') && k !== 'NODE_OPTIONS') env[k] = v;
   Object.assign(env, { BRAID_HTTP_HOST: '127.0.0.1' }, o.env);
-  const proc = spawn(process.execPath, [BIN, 'cloud', '--data-dir', dataDir, '--http-port', String(o.port ?? 0), '--log-level', 'warn'], {
+  const proc = spawn(process.execPath, [BIN, 'cloud', '--data-dir', dataDir, '--http-port', String(o.port ?? 0), '--log-level', 'warn', ...(o.args ?? [])], {
     cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'],
   });
   live.add(proc);
