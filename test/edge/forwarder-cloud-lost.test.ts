@@ -74,7 +74,7 @@ describe('against a real cloud that lost seqs it had acknowledged', () => {
     const warned = lines.filter((l) => l.level === 40 && /the cloud lost 60 reading\(s\) it had acknowledged \(seqs 41\.\.100;/.test(String(l.msg)));
     expect(warned).toHaveLength(1);
     expect(warned[0]).toMatchObject({ heldSeq: 40, ackedSeq: 100, lost: [{ fromSeq: 41, toSeq: 100 }], count: 60 });
-    expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+    expect(lines.filter((l) => (l.level as number) >= 50)).toEqual([]);
     expect(fwd.status().ackedSeq).toBe(150);
   });
 
