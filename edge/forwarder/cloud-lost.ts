@@ -4,8 +4,9 @@
  * the gateway deleted those rows when the cloud acknowledged them, so no retry can send them. The
  * answer names the seqs the cloud misses; those at or below the gateway's acknowledged seq are
  * what the cloud acknowledged and lost, and they are recorded here as a `cloud_lost` gap record
- * (sent with the next batch like a disk-budget one), with the epochs that span them reported again
- * (the cloud lost those records too, and the watermark needs them). Seqs above the acknowledged
+ * (sent with the next batch like a disk-budget one), with the epochs that span them, and the
+ * gateway's own gap records inside them, sent again (the cloud lost those records too, and the
+ * watermark needs the epochs). Seqs above the acknowledged
  * one are never claimed: the gateway still holds them and sends them as readings.
  */
 import type { Db, WriteQueue } from '../../shared/sqlite.js';
@@ -71,17 +72,31 @@ function subtract(ranges: SeqRange[], cover: SeqRange[]): SeqRange[] {
   return out;
 }
 
+/** What recordCloudLost changed. */
+export interface CloudLostRecorded {
+  /** The cloud_lost gap records written (their seq ranges). */
+  lost: SeqRange[];
+  /** Gap records of this gateway's own drops the cloud had acknowledged and lost too, to be sent again as they were. */
+  resent: SeqRange[];
+}
+
 /**
- * In one write transaction: a `cloud_lost` gap record per range of `lost` not already named by an
- * unsent gap record (count = its seq span: the readings' times and devices are gone with the rows),
- * and every closed epoch reaching into them marked unreported, so the next batches carry them
- * again. Returns the ranges recorded (empty: all were recorded already). `lost` must lie at or
- * below the acknowledged seq (lostRanges).
+ * In one write transaction, for the seqs in `lost` (at or below the acknowledged seq: lostRanges):
+ * the gateway's own gap records that the cloud had acknowledged (sent) and that lie inside them are
+ * marked unsent, so they go again with their times and devices; the rest, not already named by an
+ * unsent gap record, becomes one `cloud_lost` gap record per range (count = its seq span: the
+ * readings' times and devices left with the rows at the cloud's ack); and every closed epoch
+ * reaching into them is marked unreported, so the next batches carry it again. Nothing changed
+ * (both lists empty): all of it was recorded already.
  */
-export function recordCloudLost(writes: WriteQueue, lost: SeqRange[], now: number): Promise<SeqRange[]> {
+export function recordCloudLost(writes: WriteQueue, lost: SeqRange[], now: number): Promise<CloudLostRecorded> {
   return writes.tx(async (db: Db) => {
     const lo = lost[0].fromSeq;
     const hi = lost[lost.length - 1].toSeq;
+    const inside = (g: SeqRange) => lost.some((r) => r.fromSeq <= g.fromSeq && g.toSeq <= r.toSeq);
+    const acked = (await db.all<SeqRange & { id: number }>(
+      'SELECT id, from_seq AS fromSeq, to_seq AS toSeq FROM gaps WHERE sent = 1 AND to_seq >= ? AND from_seq <= ?', [lo, hi])).filter(inside);
+    for (const g of acked) await db.run('UPDATE gaps SET sent = 0 WHERE id = ?', [g.id]);
     const pending = await db.all<SeqRange>(
       'SELECT from_seq AS fromSeq, to_seq AS toSeq FROM gaps WHERE sent = 0 AND to_seq >= ? AND from_seq <= ?', [lo, hi]);
     const fresh = subtract(lost, pending);
@@ -90,7 +105,9 @@ export function recordCloudLost(writes: WriteQueue, lost: SeqRange[], now: numbe
         'INSERT INTO gaps (created_at, reason, from_seq, to_seq, count, min_ts, max_ts, devices) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
         [now, CLOUD_LOST_REASON, r.fromSeq, r.toSeq, r.toSeq - r.fromSeq + 1, UNKNOWN_TS, UNKNOWN_TS, '[]']);
     }
-    if (fresh.length > 0) await db.run('UPDATE epochs SET reported = 0 WHERE reported = 1 AND closed_at IS NOT NULL AND last_seq >= ?', [fresh[0].fromSeq]);
-    return fresh;
+    const resent = acked.map((g) => ({ fromSeq: g.fromSeq, toSeq: g.toSeq }));
+    const first = Math.min(fresh[0]?.fromSeq ?? Infinity, ...resent.map((g) => g.fromSeq));
+    if (Number.isFinite(first)) await db.run('UPDATE epochs SET reported = 0 WHERE reported = 1 AND closed_at IS NOT NULL AND last_seq >= ?', [first]);
+    return { lost: fresh, resent };
   });
 }

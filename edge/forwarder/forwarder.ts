@@ -191,8 +191,8 @@ export class Forwarder {
     if (!skip) return null;
     const fields = { heldSeq: skip.heldSeq, ackedSeq: this.ackedSeq, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq, missing: skip.missing.slice(0, 10) };
     const lost = lostRanges(skip.missing, this.ackedSeq);
-    const recorded = lost.length > 0 ? await recordCloudLost(this.deps.writes, lost, this.now()) : [];
-    if (recorded.length === 0) {
+    const { lost: recorded, resent } = lost.length > 0 ? await recordCloudLost(this.deps.writes, lost, this.now()) : { lost: [], resent: [] };
+    if (recorded.length === 0 && resent.length === 0) {
       this.log.error(fields, lost.length > 0
         ? 'ingest refused a batch as skipping seqs that an unsent cloud_lost gap record already names: a bug; backing off, nothing recorded'
         : 'ingest refused a batch as skipping seqs this gateway still holds or never acknowledged: a bug, not a lost cloud; backing off, nothing recorded');
@@ -202,9 +202,11 @@ export class Forwarder {
     this.metrics.cloudLost.inc(count);
     this.metrics.requests.inc({ outcome: 'rejected' });
     this.sender.record(err);
-    this.log.warn({ ...fields, lost: recorded, count },
-      `the cloud lost ${count} reading(s) it had acknowledged (seqs ${recorded.map((r) => `${r.fromSeq}..${r.toSeq}`).join(', ')}; `
-      + 'cloud.db restored from an older backup?): sending them as a cloud_lost gap record, the readings after them as usual');
+    const seqs = (rs: Array<{ fromSeq: number; toSeq: number }>) => rs.map((r) => `${r.fromSeq}..${r.toSeq}`).join(', ');
+    this.log.warn({ ...fields, lost: recorded, count, resentGaps: resent },
+      `the cloud lost ${count} reading(s) it had acknowledged (seqs ${seqs(recorded) || 'none'}`
+      + `${resent.length > 0 ? `, and its gap records of seqs ${seqs(resent)}` : ''}; cloud.db restored from an older backup?): `
+      + 'sending them as a cloud_lost gap record, the readings after them as usual');
     return NOW;
   }
 

@@ -1,7 +1,8 @@
 /**
  * The forwarder on a seq-skip refusal (409 BRAID_ERR_INGEST_SEQ_SKIP): the seqs the cloud misses at
  * or below the gateway's acknowledged seq (it acknowledged them, then lost them: a restore) become
- * one cloud_lost gap record and the next batch is taken; it never claims a seq it still holds
+ * a cloud_lost gap record (its own acknowledged gap records among them go again as they were) and
+ * the next batch is taken; it never claims a seq it still holds
  * (above acked_seq), and a refusal naming only those is an error that backs off, recording nothing.
  * Real gateway.db; a real cloud, or a scripted real HTTP server where the cloud's answer must be
  * one the real cloud does not give.
@@ -10,7 +11,7 @@ import { setMeta } from '../../edge/store/schema.js';
 import { ACKED_SEQ_KEY, type IngestBody } from '../../edge/forwarder/batch.js';
 import { type TestCloud, addGatewayToken, ingestBody, makeReadings, postIngest, queryCloudDb, startTestCloud } from '../support/cloud.js';
 import {
-  captureLogger, decodeIngest, insertEpoch, insertReadings, metricValue, outboxSeqs, until, useForwarderHarness,
+  captureLogger, decodeIngest, insertEpoch, insertGap, insertReadings, metricValue, outboxSeqs, until, useForwarderHarness,
 } from '../support/forwarder-fixtures.js';
 import { answer } from '../support/http-script.js';
 import { tempDir } from '../support/gateway.js';
@@ -76,6 +77,26 @@ describe('against a real cloud that lost seqs it had acknowledged', () => {
     expect(warned[0]).toMatchObject({ heldSeq: 40, ackedSeq: 100, lost: [{ fromSeq: 41, toSeq: 100 }], count: 60 });
     expect(lines.filter((l) => (l.level as number) >= 50)).toEqual([]);
     expect(fwd.status().ackedSeq).toBe(150);
+  });
+
+  test('its own gap record the cloud had acknowledged inside the lost range goes again as it was; cloud_lost covers only the rest', async () => {
+    expect((await postIngest(cloud.url, token, ingestBody('gw-1', makeReadings(1, 40)))).status).toBe(200);
+    await gatewayAckedUpTo(100, 20);
+    // 61..70 were dropped at the disk budget; the cloud had acknowledged that record too, then lost it.
+    const id = await insertGap(h.fx, 61, 70, ['dev-9']);
+    await h.fx.writes.run((db) => db.run('UPDATE gaps SET sent = 1 WHERE id = ?', [id]));
+    const { logger, lines } = captureLogger();
+    const { fwd, registry } = h.make({ url: cloud.url, token }, logger);
+    await fwd.start();
+    await until(async () => (await outboxSeqs(h.fx)).length === 0, 10_000, 'the outbox to drain');
+    expect(await queryCloudDb(dir.path, 'SELECT id, reason, from_seq, to_seq, count, min_ts, max_ts, devices FROM gaps WHERE gateway = ? ORDER BY from_seq', ['gw-1'])).toEqual([
+      { id: expect.any(Number), reason: 'cloud_lost', from_seq: 41, to_seq: 60, count: 20, min_ts: -1, max_ts: -1, devices: '[]' },
+      { id, reason: 'disk_budget', from_seq: 61, to_seq: 70, count: 10, min_ts: 10, max_ts: 20, devices: '["dev-9"]' },
+      { id: expect.any(Number), reason: 'cloud_lost', from_seq: 71, to_seq: 100, count: 30, min_ts: -1, max_ts: -1, devices: '[]' },
+    ]);
+    expect(await metricValue(registry, 'braid_forward_cloud_lost_readings_total')).toBe(50);
+    expect(await metricValue(cloud.server.registry, 'braid_ingest_cloud_lost_readings_total')).toBe(50);
+    expect(lines.filter((l) => /the cloud lost 50 reading\(s\) it had acknowledged \(seqs 41\.\.60, 71\.\.100, and its gap records of seqs 61\.\.70;/.test(String(l.msg)))).toHaveLength(1);
   });
 
   test('a forged empty batch far ahead is still refused, and the real gateway is not hurt by it', async () => {
