@@ -5,12 +5,19 @@
 export class BraidError extends Error {
   readonly code: string;
   readonly statusCode: number;
+  /**
+   * Machine-readable fields an HTTP answer carries beside `code` and `message` (e.g. the seq a
+   * refusal is relative to), so a client acts on them without parsing the message. The route's
+   * response schema must declare them, or the serializer drops them.
+   */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
 
-  constructor(code: string, message: string, statusCode = 500, options?: { cause?: unknown }) {
+  constructor(code: string, message: string, statusCode = 500, options?: { cause?: unknown; details?: Record<string, unknown> }) {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
     this.statusCode = statusCode;
+    this.details = options?.details;
   }
 
   /** Whether retrying the same operation later may succeed. */

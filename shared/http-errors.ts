@@ -1,13 +1,17 @@
 /**
  * How every Braid HTTP server (gateway API, cloud API and ingest) answers an error: a stable
- * `{ code, message }` body and the status the error declares (fastify's own errors keep theirs).
+ * `{ code, message }` body (plus the error's machine-readable `details`, if any) and the status the
+ * error declares (fastify's own errors keep theirs).
  */
 import type { FastifyError } from 'fastify';
 import { BraidError } from './errors.js';
 
-/** Turn fastify's and our errors into `{ code, message }` with the right status. */
-export function errorReply(err: FastifyError | BraidError | Error): { status: number; body: { code: string; message: string } } {
-  if (err instanceof BraidError) return { status: err.statusCode, body: { code: err.code, message: err.message } };
+/** An error answer: `code` and `message`, plus the error's `details` when it has any. */
+export interface ErrorBody { code: string; message: string; [field: string]: unknown }
+
+/** Turn fastify's and our errors into `{ code, message }` (and the error's details) with the right status. */
+export function errorReply(err: FastifyError | BraidError | Error): { status: number; body: ErrorBody } {
+  if (err instanceof BraidError) return { status: err.statusCode, body: { ...err.details, code: err.code, message: err.message } };
   const fe = err as FastifyError;
   if (fe.validation) {
     const v = fe.validation[0];

@@ -152,6 +152,7 @@ export class GroupCommitter {
         this.d.metrics.duplicates.inc(o.duplicates);
         this.d.metrics.epochs.inc(o.newEpochs);
         this.d.metrics.gaps.inc(o.newGaps);
+        this.d.metrics.cloudLost.inc(o.newLostReadings);
         const ack: IngestAck = { ackSeq: o.ackSeq, stored: o.stored, duplicates: o.duplicates };
         if (o.future) {
           this.d.metrics.future.inc({ gateway: p.batch.gateway }, o.future.count);

@@ -22,17 +22,32 @@ export class IngestUnavailableError extends BraidError {
   override canRetry(): boolean { return true; }
 }
 
+/** What a seq-skip refusal tells the gateway, beside code and message (docs/ingest-protocol.md). */
+export interface SeqSkipDetails {
+  /** The highest seq of the gateway the cloud holds (stored, or passed by an accepted batch's lastSeq). */
+  heldSeq: number;
+  /** The skipped seqs, ascending, at most MAX_LISTED_SKIPS ranges (the lowest). */
+  missing: Array<{ fromSeq: number; toSeq: number }>;
+  /** How many seqs are skipped in all (the listed ranges and any left off). */
+  missingCount: number;
+}
+
+/** Most skipped ranges a refusal lists; a gateway that records some gets the next ones at its next try. */
+export const MAX_LISTED_SKIPS = 100;
+
 /**
  * A batch that skips ahead: seqs above the highest one this gateway has had stored, up to the
  * batch's lastSeq, that neither the batch's readings nor a gap record (the batch's or an earlier
  * one) account for (docs/ingest-protocol.md, "What a batch must account for"). The real forwarder
  * never sends one; storing it would record a hole that no later batch can close. Nothing of the
- * request is kept; the gateway keeps its rows and retries, so a skip that the operator accepts (a
- * cloud restored from an older backup) is resolved by recording the loss as a gap record.
+ * request is kept. The answer carries `heldSeq` and the `missing` ranges: a cloud restored from an
+ * older backup lost seqs it had acknowledged, and the gateway, which knows its acknowledged seq,
+ * records those (and only those) as a `cloud_lost` gap record and goes on.
  */
 export class IngestSeqSkipError extends BraidError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('BRAID_ERR_INGEST_SEQ_SKIP', message, 409, options);
+  declare readonly details: Readonly<SeqSkipDetails>;
+  constructor(message: string, details: SeqSkipDetails, options?: { cause?: unknown }) {
+    super('BRAID_ERR_INGEST_SEQ_SKIP', message, 409, { ...options, details: { ...details } });
   }
 }
 

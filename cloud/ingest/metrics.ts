@@ -26,7 +26,9 @@ export function createIngestMetrics(registry: Registry, clocks?: { all: (now: nu
     epochs: reuse(registry, 'braid_ingest_epochs_total', () => new Counter({
       name: 'braid_ingest_epochs_total', help: 'Closed epochs recorded (repeats not counted)', registers })),
     gaps: reuse(registry, 'braid_ingest_gap_records_total', () => new Counter({
-      name: 'braid_ingest_gap_records_total', help: 'Gap records (readings a gateway dropped at its disk budget) recorded, repeats not counted', registers })),
+      name: 'braid_ingest_gap_records_total', help: 'Gap records (readings a gateway dropped at its disk budget or disk floor, or seqs this cloud acknowledged and lost) recorded, repeats not counted', registers })),
+    cloudLost: reuse(registry, 'braid_ingest_cloud_lost_readings_total', () => new Counter({
+      name: 'braid_ingest_cloud_lost_readings_total', help: 'Seqs named by new cloud_lost gap records: acknowledged by this cloud earlier and lost since (cloud.db restored from an older backup), as the gateway reported them', registers })),
     seqGaps: reuse(registry, 'braid_ingest_seq_gaps_total', () => new Counter({
       name: 'braid_ingest_seq_gaps_total', help: 'Batches refused because they skip seqs: above the highest stored, neither in the batch nor named by a gap record (BRAID_ERR_INGEST_SEQ_SKIP)', registers })),
     future: reuse(registry, 'braid_readings_future_total', () => new Counter({

@@ -10,7 +10,7 @@ import type { Logger } from '../../shared/logger.js';
 import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
 import { gapRangesIn, insertEpochs, insertGaps, maxReceived, rangesNear } from '../store/ingest-state.js';
 import { type FutureReadings, futureReadings, recordFutureReadings } from './clock.js';
-import { IngestEpochConflictError, IngestSeqSkipError } from './errors.js';
+import { IngestEpochConflictError, IngestSeqSkipError, MAX_LISTED_SKIPS } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
 import type { IngestBatch, ReadingTuple } from './validate.js';
 
@@ -29,6 +29,8 @@ export interface IngestAck {
 export interface RequestOutcome extends IngestAck {
   newEpochs: number;
   newGaps: number;
+  /** Seqs named by its new `cloud_lost` gap records (acknowledged by the cloud earlier, lost there since, e.g. by a restore). */
+  newLostReadings: number;
   /** Set when the request is refused (it skips seqs, or contradicts a stored epoch): nothing of it was kept. */
   refused?: BraidError;
   /** Its new readings stamped after the cloud's now + maxFutureMs (stored, counted). */
@@ -141,16 +143,17 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
         + `skips ${n} seq(s), ${fmtRanges(skip)}, with neither readings nor a gap record for them. Send them, or a gap record naming them `
         + '(docs/ingest-protocol.md); nothing of this batch was stored';
       log.warn({ gateway: g, heldSeq: st.maxSeq, firstSeq: b.firstSeq, lastSeq: b.lastSeq, skipped: skip.slice(0, 10), count: n }, 'ingest refused a batch that skips seqs');
-      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, refused: new IngestSeqSkipError(message), future: null });
+      const details = { heldSeq: st.maxSeq, missing: skip.slice(0, MAX_LISTED_SKIPS).map((r) => ({ fromSeq: r.from, toSeq: r.to })), missingCount: n };
+      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, newLostReadings: 0, refused: new IngestSeqSkipError(message, details), future: null });
       continue;
     }
     const conflict = await epochConflict(db, g, b);
     if (conflict) {
       log.warn({ gateway: g, firstSeq: b.firstSeq, lastSeq: b.lastSeq }, conflict);
-      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, refused: new IngestEpochConflictError(conflict), future: null });
+      outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, newLostReadings: 0, refused: new IngestEpochConflictError(conflict), future: null });
       continue;
     }
-    const newGaps = await insertGaps(db, g, b.gaps, now);
+    const { added: newGaps, lostReadings: newLostReadings } = await insertGaps(db, g, b.gaps, now);
     const newEpochs = await insertEpochs(db, g, b.epochs);
 
     let fresh: ReadingTuple[] = [];
@@ -174,7 +177,7 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
       await recordFutureReadings(db, g, future, now);
       log.warn({ gateway: g, count: future.count, device: future.device, metric: future.metric, ts: future.ts, maxFutureMs }, 'readings stamped ahead of the cloud\'s clock');
     }
-    outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps, future });
+    outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps, newLostReadings, future });
   }
   const added = new Map<string, Range[]>();
   for (const [g, st] of state) if (st.added.length > 0) added.set(g, st.added);

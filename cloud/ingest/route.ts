@@ -7,11 +7,32 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
+import { ERROR_SCHEMA } from '../query/route.js';
+import { MAX_LISTED_SKIPS } from './errors.js';
 import { prepareGatewayScope } from './gateway-scope.js';
 import type { IngestService } from './service.js';
 import { validateIngestBody } from './validate.js';
 
 export const INGEST_PATH = '/api/v1/ingest';
+
+/** The 409: `{code, message}`, and for a seq skip what the gateway needs to record a loss (IngestSeqSkipError). */
+const SEQ_SKIP_SCHEMA = {
+  description: 'BRAID_ERR_INGEST_SEQ_SKIP: the batch skips seqs the cloud has not stored, with no gap record for them; '
+    + 'BRAID_ERR_INGEST_EPOCH_CONFLICT: an epoch record contradicts the stored one. The message names them; nothing was stored',
+  type: 'object',
+  required: ['code', 'message'],
+  properties: {
+    ...ERROR_SCHEMA.properties,
+    heldSeq: { type: 'integer', description: 'BRAID_ERR_INGEST_SEQ_SKIP only: the highest seq of the gateway the cloud holds' },
+    missing: {
+      type: 'array',
+      description: `BRAID_ERR_INGEST_SEQ_SKIP only: the skipped seqs, ascending, at most ${MAX_LISTED_SKIPS} ranges (the lowest). `
+        + 'Those at or below the seq the cloud acknowledged to the gateway were lost by the cloud (a restore): the gateway records them as a cloud_lost gap record',
+      items: { type: 'object', required: ['fromSeq', 'toSeq'], properties: { fromSeq: { type: 'integer' }, toSeq: { type: 'integer' } } },
+    },
+    missingCount: { type: 'integer', description: 'BRAID_ERR_INGEST_SEQ_SKIP only: how many seqs are skipped in all' },
+  },
+} as const;
 
 /** Records per request (epochs, gaps); the gateway sends at most 10k of each. */
 const MAX_RECORDS = 100_000;
@@ -54,13 +75,12 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
           ...errorResponses({
             400: 'BRAID_ERR_BAD_REQUEST: a malformed body; the message names the field and row',
             ...AUTH_ERRORS.gateway,
-            409: 'BRAID_ERR_INGEST_SEQ_SKIP: the batch skips seqs the cloud has not stored, with no gap record for them; '
-              + 'BRAID_ERR_INGEST_EPOCH_CONFLICT: an epoch record contradicts the stored one. The message names them; nothing was stored',
             413: 'BRAID_ERR_PAYLOAD_TOO_LARGE: the body, inflated body or readings are over a limit; send smaller batches',
             415: 'BRAID_ERR_UNSUPPORTED_ENCODING: a Content-Encoding other than gzip or identity',
             429: 'BRAID_ERR_LIMIT_EXCEEDED: the ingest queue is full; retry after Retry-After',
             503: 'BRAID_ERR_INGEST_UNAVAILABLE or BRAID_ERR_CLOSED: not stored; retry',
           }),
+          409: SEQ_SKIP_SCHEMA,
         },
       },
     }, async (req, reply) => {

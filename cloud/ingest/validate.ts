@@ -76,7 +76,9 @@ function gaps(v: unknown, max: number): GapRow[] {
     const o = object(g, p);
     const fromSeq = int(o.fromSeq, `${p}.fromSeq`, 'fromSeq', 1);
     const devices = array(o.devices, `${p}.devices`, MAX_GAP_DEVICES).map((d, j) => str(d, `${p}.devices[${j}]`, 'device', MAX_DEVICE_LENGTH));
-    const minTs = int(o.minTs, `${p}.minTs`, 'minTs', 0, MAX_TS_MS);
+    // Both null: the event-time range is unknown (a cloud_lost record: the gateway no longer has the readings).
+    const unknownTs = o.minTs === null && o.maxTs === null;
+    const minTs = unknownTs ? null : int(o.minTs, `${p}.minTs`, 'minTs', 0, MAX_TS_MS);
     const toSeq = int(o.toSeq, `${p}.toSeq`, 'toSeq', fromSeq);
     // A gap names readings of its seq range, one seq each: never more than the range holds.
     const count = int(o.count, `${p}.count`, 'count', 0, toSeq - fromSeq + 1);
@@ -87,7 +89,7 @@ function gaps(v: unknown, max: number): GapRow[] {
       toSeq,
       count,
       minTs,
-      maxTs: int(o.maxTs, `${p}.maxTs`, 'maxTs', minTs, MAX_TS_MS),
+      maxTs: minTs === null ? null : int(o.maxTs, `${p}.maxTs`, 'maxTs', minTs, MAX_TS_MS),
       devices,
     };
   });

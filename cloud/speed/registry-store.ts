@@ -4,6 +4,7 @@
  * GET /api/v1/devices (docs/serving.md).
  */
 import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
+import { CLOUD_LOST_REASON, UNKNOWN_TS } from '../store/ingest-state.js';
 import type { SpeedPush } from './validate.js';
 
 /**
@@ -79,7 +80,8 @@ export async function receivedSeqs(db: Db): Promise<Map<string, number>> {
   return new Map(rows.map((r) => [r.gateway, r.seq]));
 }
 
-export interface GapEntry { fromSeq: number; toSeq: number; count: number; reason: string; minTs: number; maxTs: number; devices: string[] }
+/** A gap record; minTs and maxTs null when its event-time range is unknown (cloud_lost). */
+export interface GapEntry { fromSeq: number; toSeq: number; count: number; reason: string; minTs: number | null; maxTs: number | null; devices: string[] }
 export interface SeqGapEntry { fromSeq: number; toSeq: number; seenAt: number }
 
 function group<T extends { gateway: string }, U>(rows: T[], map: (r: T) => U): Map<string, U[]> {
@@ -92,18 +94,26 @@ function group<T extends { gateway: string }, U>(rows: T[], map: (r: T) => U): M
   return out;
 }
 
-/** Gap records (readings a gateway dropped at its disk budget), the newest MAX_LISTED_GAPS per gateway, in seq order; and their total count. */
-export async function gapRecords(db: Db): Promise<{ gaps: Map<string, GapEntry[]>; totals: Map<string, number> }> {
+/**
+ * Gap records, the newest MAX_LISTED_GAPS per gateway, in seq order; the readings the gateway
+ * dropped (every reason but cloud_lost: its disk budget and disk floor) and the seqs the cloud
+ * lost after acknowledging them (cloud_lost), per gateway.
+ */
+export async function gapRecords(db: Db): Promise<{ gaps: Map<string, GapEntry[]>; totals: Map<string, number>; lost: Map<string, number> }> {
   const rows = await db.all<{ gateway: string; from_seq: number; to_seq: number; count: number; reason: string; min_ts: number; max_ts: number; devices: string }>(
     `SELECT gateway, from_seq, to_seq, count, reason, min_ts, max_ts, devices FROM
        (SELECT *, ROW_NUMBER() OVER (PARTITION BY gateway ORDER BY from_seq DESC) AS n FROM gaps)
      WHERE n <= ? ORDER BY gateway, from_seq`, [MAX_LISTED_GAPS]);
-  const totals = await db.all<{ gateway: string; n: number }>('SELECT gateway, SUM(count) AS n FROM gaps GROUP BY gateway');
+  const totals = await db.all<{ gateway: string; dropped: number; lost: number }>(
+    'SELECT gateway, SUM(CASE WHEN reason = ? THEN 0 ELSE count END) AS dropped, SUM(CASE WHEN reason = ? THEN count ELSE 0 END) AS lost FROM gaps GROUP BY gateway',
+    [CLOUD_LOST_REASON, CLOUD_LOST_REASON]);
+  const ts = (v: number) => (v === UNKNOWN_TS ? null : v);
   return {
     gaps: group(rows, (r) => ({
-      fromSeq: r.from_seq, toSeq: r.to_seq, count: r.count, reason: r.reason, minTs: r.min_ts, maxTs: r.max_ts, devices: parseJson<string[]>(r.devices, []),
+      fromSeq: r.from_seq, toSeq: r.to_seq, count: r.count, reason: r.reason, minTs: ts(r.min_ts), maxTs: ts(r.max_ts), devices: parseJson<string[]>(r.devices, []),
     })),
-    totals: new Map(totals.map((t) => [t.gateway, t.n])),
+    totals: new Map(totals.map((t) => [t.gateway, t.dropped])),
+    lost: new Map(totals.filter((t) => t.lost > 0).map((t) => [t.gateway, t.lost])),
   };
 }
 

@@ -54,13 +54,19 @@ const gatewaySchema = {
         type: 'object',
         properties: {
           fromSeq: { type: 'integer' }, toSeq: { type: 'integer' }, count: { type: 'integer' }, reason: { type: 'string' },
-          minTs: { type: 'string' }, maxTs: { type: 'string' }, devices: { type: 'array', items: { type: 'string' } },
+          minTs: { type: ['string', 'null'], description: 'Event time of the earliest reading it names; null when unknown (reason cloud_lost)' },
+          maxTs: { type: ['string', 'null'], description: 'Event time of the latest reading it names; null when unknown (reason cloud_lost)' },
+          devices: { type: 'array', items: { type: 'string' } },
         },
       },
     },
     seqGaps: {
       type: 'array',
       items: { type: 'object', properties: { fromSeq: { type: 'integer' }, toSeq: { type: 'integer' }, seenAt: { type: 'string' } } },
+    },
+    cloudLost: {
+      type: 'integer',
+      description: 'Seqs this cloud had acknowledged to the gateway and lost since (cloud.db restored from an older backup), as its cloud_lost gap records name them',
     },
     dropped: {
       type: 'object',
@@ -126,7 +132,8 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
           receivedSeq: received.get(id) ?? 0,
           outboxPending: healthNumber(health, 'outbox', 'pending'),
           health,
-          gaps: (gaps.gaps.get(id) ?? []).map((g) => ({ ...g, minTs: iso(g.minTs), maxTs: iso(g.maxTs) })),
+          gaps: (gaps.gaps.get(id) ?? []).map((g) => ({ ...g, minTs: isoOrNull(g.minTs), maxTs: isoOrNull(g.maxTs) })),
+          cloudLost: gaps.lost.get(id) ?? 0,
           seqGaps: (holes.get(id) ?? []).map((h) => ({ fromSeq: h.fromSeq, toSeq: h.toSeq, seenAt: iso(h.seenAt) })),
           dropped: {
             diskBudget,

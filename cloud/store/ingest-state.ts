@@ -73,8 +73,14 @@ export async function deleteStaged(db: Db, segment: string): Promise<void> {
 export interface EpochRow { epoch: number; firstSeq: number; lastSeq: number }
 export interface GapRow {
   id: number; reason: string; fromSeq: number; toSeq: number; count: number;
-  minTs: number; maxTs: number; devices: string[];
+  /** Event-time range of the readings (epoch ms); null when unknown (a `cloud_lost` record). */
+  minTs: number | null; maxTs: number | null; devices: string[];
 }
+
+/** A gap record's reason when the cloud acknowledged the seqs and lost them since (a restore from backup). */
+export const CLOUD_LOST_REASON = 'cloud_lost';
+/** min_ts and max_ts of a gap record whose event-time range is unknown (no reading has a negative ts). */
+export const UNKNOWN_TS = -1;
 
 /** Record closed epochs; a resent one is kept as first stored. Returns how many were new. */
 export async function insertEpochs(db: Db, gateway: string, epochs: EpochRow[]): Promise<number> {
@@ -87,17 +93,25 @@ export async function insertEpochs(db: Db, gateway: string, epochs: EpochRow[]):
   return added;
 }
 
-/** Record gap records, idempotent by (gateway, id). Returns how many were new. */
-export async function insertGaps(db: Db, gateway: string, gaps: GapRow[], now: number): Promise<number> {
+/**
+ * Record gap records, idempotent by (gateway, id). Returns how many were new, and the count of
+ * the new `cloud_lost` ones (their seqs).
+ */
+export async function insertGaps(db: Db, gateway: string, gaps: GapRow[], now: number): Promise<{ added: number; lostReadings: number }> {
   let added = 0;
+  let lostReadings = 0;
   for (const chunk of chunkRows(gaps, 10, 4000)) {
     const params: unknown[] = [];
-    for (const g of chunk) params.push(gateway, g.id, g.reason, g.fromSeq, g.toSeq, g.count, g.minTs, g.maxTs, JSON.stringify(g.devices), now);
-    added += (await db.run(
-      `INSERT OR IGNORE INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at) VALUES ${placeholders(chunk.length, 10)}`,
-      params)).changes;
+    for (const g of chunk) params.push(gateway, g.id, g.reason, g.fromSeq, g.toSeq, g.count, g.minTs ?? UNKNOWN_TS, g.maxTs ?? UNKNOWN_TS, JSON.stringify(g.devices), now);
+    // RETURNING lists only the rows inserted, not the repeats OR IGNORE skipped.
+    const rows = await db.all<{ reason: string; count: number }>(
+      `INSERT OR IGNORE INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at) VALUES ${placeholders(chunk.length, 10)}
+       RETURNING reason, count`,
+      params);
+    added += rows.length;
+    for (const r of rows) if (r.reason === CLOUD_LOST_REASON) lostReadings += r.count;
   }
-  return added;
+  return { added, lostReadings };
 }
 
 /** Gap-record ranges of a gateway that overlap [from, to]. */

@@ -19,7 +19,8 @@ export interface EpochRecord { epoch: number; firstSeq: number; lastSeq: number 
 
 export interface GapRecord {
   id: number; reason: string; fromSeq: number; toSeq: number; count: number;
-  minTs: number; maxTs: number; devices: string[];
+  /** Event-time range of the readings it names; null when unknown (cloud_lost: the rows left with the cloud's ack). */
+  minTs: number | null; maxTs: number | null; devices: string[];
 }
 
 /** What one ingest request carries, before `v`, `gateway` and `sentAt` are added. */
@@ -73,7 +74,11 @@ function normalizeRanges(ranges: ReadonlyArray<readonly [number, number]>): Arra
 }
 
 function toGapRecord(g: GapRowDb): GapRecord {
-  return { id: g.id, reason: g.reason, fromSeq: g.from_seq, toSeq: g.to_seq, count: g.count, minTs: g.min_ts, maxTs: g.max_ts, devices: parseDevices(g.devices) };
+  const known = g.min_ts >= 0 && g.max_ts >= 0;
+  return {
+    id: g.id, reason: g.reason, fromSeq: g.from_seq, toSeq: g.to_seq, count: g.count,
+    minTs: known ? g.min_ts : null, maxTs: known ? g.max_ts : null, devices: parseDevices(g.devices),
+  };
 }
 
 /**

@@ -6,14 +6,18 @@
  * a small batch has waited long enough (lingerMs).
  */
 import { performance } from 'node:perf_hooks';
-import { BraidError } from '../../shared/errors.js';
+import { BraidError, HttpError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { CloudSender, IDLE, type Next, NOW, gzipJson } from '../cloudclient/index.js';
 import { type Batch, applyAck, countPending, ingestBody, loadAckedSeq, readBatch } from './batch.js';
-import { type IngestAck, postIngest } from './http.js';
+import { lostRanges, parseSeqSkip, recordCloudLost } from './cloud-lost.js';
+import { type IngestAck, type IngestWarning, postIngest } from './http.js';
 import { type ForwarderMetrics, createForwarderMetrics } from './metrics.js';
 import { DEFAULT_FORWARDER_OPTIONS, type ForwarderOptions, checkForwarderOptions } from './options.js';
 import type { CloseReport, ForwarderDeps, ForwarderStatus } from './types.js';
+
+/** The same warning code of ingest answers is logged at most once per this many ms (it is counted every time). */
+const WARNING_LOG_INTERVAL_MS = 60_000; // 1 minute
 
 export class Forwarder {
   private readonly deps: ForwarderDeps;
@@ -34,6 +38,8 @@ export class Forwarder {
    * commit seen since (rows found by the idle poll, e.g. at start, have waited already: no linger).
    */
   private pendingSince: number | null = null;
+  /** Per warning code of ingest answers: when its last line was logged, and how many came since unlogged. */
+  private readonly warned = new Map<string, { at: number; unlogged: number }>();
 
   constructor(deps: ForwarderDeps, options: Partial<ForwarderOptions> = {}) {
     this.deps = deps;
@@ -163,11 +169,61 @@ export class Forwarder {
         this.log.info({ lastSeq: batch.lastSeq }, 'ingest request aborted at close; its rows stay in the outbox');
         return NOW;
       }
+      if (err instanceof HttpError && err.statusCode === 409) {
+        const next = await this.seqSkipped(err, batch);
+        if (next) return next;
+      }
       return this.sender.requestFailed(err, batch.readings.length);
     } finally {
       stop();
     }
     return this.acknowledged(batch, ack);
+  }
+
+  /**
+   * A seq-skip refusal (cloud-lost.ts): the seqs the cloud misses at or below ackedSeq, which it had
+   * acknowledged, become a cloud_lost gap record and the next batch goes at once; null (the
+   * caller backs off as after any refusal) when the 409 is something else, or names only seqs this
+   * gateway still holds or has already recorded: a bug, not a lost cloud, and never papered over.
+   */
+  private async seqSkipped(err: HttpError, batch: Batch): Promise<Next | null> {
+    const skip = parseSeqSkip(err.body);
+    if (!skip) return null;
+    const fields = { heldSeq: skip.heldSeq, ackedSeq: this.ackedSeq, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq, missing: skip.missing.slice(0, 10) };
+    const lost = lostRanges(skip.missing, this.ackedSeq);
+    const { lost: recorded, resent } = lost.length > 0 ? await recordCloudLost(this.deps.writes, lost, this.now()) : { lost: [], resent: [] };
+    if (recorded.length === 0 && resent.length === 0) {
+      this.log.error(fields, lost.length > 0
+        ? 'ingest refused a batch as skipping seqs that an unsent cloud_lost gap record already names: a bug; backing off, nothing recorded'
+        : 'ingest refused a batch as skipping seqs this gateway still holds or never acknowledged: a bug, not a lost cloud; backing off, nothing recorded');
+      return null;
+    }
+    const count = recorded.reduce((n, r) => n + r.toSeq - r.fromSeq + 1, 0);
+    this.metrics.cloudLost.inc(count);
+    this.metrics.requests.inc({ outcome: 'rejected' });
+    this.sender.record(err);
+    const seqs = (rs: Array<{ fromSeq: number; toSeq: number }>) => rs.map((r) => `${r.fromSeq}..${r.toSeq}`).join(', ');
+    this.log.warn({ ...fields, lost: recorded, count, resentGaps: resent },
+      `the cloud lost ${count} reading(s) it had acknowledged (seqs ${seqs(recorded) || 'none'}`
+      + `${resent.length > 0 ? `, and its gap records of seqs ${seqs(resent)}` : ''}; cloud.db restored from an older backup?): `
+      + 'sending them as a cloud_lost gap record, the readings after them as usual');
+    return NOW;
+  }
+
+  /** Count every warning of an ingest answer by code; log each code at most once a minute (with how many came unlogged). */
+  private warnings(warnings: IngestWarning[], batch: Batch): void {
+    const now = this.now();
+    for (const w of warnings) {
+      this.metrics.cloudWarnings.inc({ code: w.code });
+      const last = this.warned.get(w.code);
+      if (last && now - last.at < WARNING_LOG_INTERVAL_MS) {
+        last.unlogged++;
+        continue;
+      }
+      this.warned.set(w.code, { at: now, unlogged: 0 });
+      this.log.warn({ code: w.code, count: w.count, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq, unloggedSinceLast: last?.unlogged ?? 0 },
+        `ingest stored the batch with a warning: ${w.message}`);
+    }
   }
 
   private async acknowledged(batch: Batch, ack: IngestAck): Promise<Next> {
@@ -180,6 +236,7 @@ export class Forwarder {
     this.sentReadings += batch.readings.length;
     this.batchesSent++;
     this.sender.answered();
+    if (ack.warnings) this.warnings(ack.warnings, batch);
     if (applied.rows > 0 || applied.ackedSeq !== prev) {
       try {
         this.deps.onAcked?.({ ackSeq: applied.ackedSeq, rows: applied.rows, bytes: applied.bytes });

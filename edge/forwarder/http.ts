@@ -9,7 +9,26 @@ export { errorBodyCode, gzipJson };
 
 export const INGEST_PATH = '/api/v1/ingest';
 
-export interface IngestAck { ackSeq: number; stored?: number; duplicates?: number }
+/** Something the cloud stored but flags (BRAID_WARN_FUTURE_TS...): logged and counted by code. */
+export interface IngestWarning { code: string; message: string; count?: number }
+
+export interface IngestAck { ackSeq: number; stored?: number; duplicates?: number; warnings?: IngestWarning[] }
+
+/** The well-formed entries of a 2xx's `warnings` (a malformed one is skipped: the ack stands). */
+function parseWarnings(v: unknown): IngestWarning[] | undefined {
+  if (!Array.isArray(v)) return undefined;
+  const out: IngestWarning[] = [];
+  for (const w of v.slice(0, 100) as unknown[]) {
+    const x = w as { code?: unknown; message?: unknown; count?: unknown } | null;
+    if (!x || typeof x.code !== 'string' || x.code === '') continue;
+    out.push({
+      code: x.code.slice(0, 64),
+      message: typeof x.message === 'string' ? x.message.slice(0, 1000) : '',
+      count: typeof x.count === 'number' && Number.isFinite(x.count) ? x.count : undefined,
+    });
+  }
+  return out.length > 0 ? out : undefined;
+}
 
 export type IngestRequest = CloudRequest;
 
@@ -24,7 +43,7 @@ function parseAck(text: string): IngestAck {
   } catch (err) {
     throw new IngestResponseInvalidError(`ingest answered 2xx with a body that is not JSON: ${text.slice(0, 100)}`, { cause: err });
   }
-  const ack = v as { ackSeq?: unknown; stored?: unknown; duplicates?: unknown } | null;
+  const ack = v as { ackSeq?: unknown; stored?: unknown; duplicates?: unknown; warnings?: unknown } | null;
   if (!ack || typeof ack !== 'object' || typeof ack.ackSeq !== 'number' || !Number.isSafeInteger(ack.ackSeq) || ack.ackSeq < 0) {
     throw new IngestResponseInvalidError(`ingest answered 2xx without an integer ackSeq: ${text.slice(0, 100)}`);
   }
@@ -32,6 +51,7 @@ function parseAck(text: string): IngestAck {
     ackSeq: ack.ackSeq,
     stored: typeof ack.stored === 'number' ? ack.stored : undefined,
     duplicates: typeof ack.duplicates === 'number' ? ack.duplicates : undefined,
+    warnings: parseWarnings(ack.warnings),
   };
 }
 

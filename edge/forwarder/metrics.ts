@@ -19,6 +19,12 @@ export function createForwarderMetrics(registry: Registry) {
       name: 'braid_forward_request_seconds', help: 'Duration of one ingest request, answer body included', buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers })),
     ackedSeq: reuse(registry, 'braid_forward_acked_seq', () => new Gauge({
       name: 'braid_forward_acked_seq', help: 'Highest seq the cloud has acknowledged', registers })),
+    cloudLost: reuse(registry, 'braid_forward_cloud_lost_readings_total', () => new Counter({
+      name: 'braid_forward_cloud_lost_readings_total',
+      help: 'Seqs the cloud had acknowledged and then lost (cloud.db restored from an older backup), recorded as cloud_lost gap records on its seq-skip refusal', registers })),
+    cloudWarnings: reuse(registry, 'braid_forward_cloud_warnings_total', () => new Counter({
+      name: 'braid_forward_cloud_warnings_total',
+      help: 'Ingest answers (2xx) that carried a warning, by its code (BRAID_WARN_FUTURE_TS: readings stamped ahead of the cloud\'s clock)', labelNames: ['code'] as const, registers })),
     consecutiveFailures: reuse(registry, 'braid_forward_consecutive_failures', () => new Gauge({
       name: 'braid_forward_consecutive_failures', help: 'Ingest attempts failed in a row (0 after a success)', registers })),
     // No sample until the first success since the start: a 0 would read as "last success in 1970".

@@ -10,7 +10,7 @@ import { addApiKey } from '../../cloud/store/credentials.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
 import { join } from 'node:path';
 import {
-  T0, type TestCloud, addGatewayToken, ingestBody, makeReadings, postIngest, queryCloudDb, startTestCloud,
+  T0, type IngestBodyDoc, type TestCloud, addGatewayToken, ingestBody, makeReadings, postIngest, queryCloudDb, startTestCloud,
 } from '../support/cloud.js';
 import { tempDir } from '../support/gateway.js';
 
@@ -104,6 +104,8 @@ describe('malformed bodies', () => {
     ['epoch span backwards', () => ({ body: { ...good(), epochs: [{ epoch: 1, firstSeq: 5, lastSeq: 4 }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^epochs\[0\]\.lastSeq: /],
     ['gap count over its seq range', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk_budget', fromSeq: 1, toSeq: 2, count: 3, minTs: 1, maxTs: 2, devices: ['dev-1'] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.count: count must be a whole number in 0\.\.2, got 3/],
     ['gap devices not a list', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk_budget', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: 2, devices: 'dev-1' }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.devices: must be an array/],
+    ['gap with only minTs unknown', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'cloud_lost', fromSeq: 1, toSeq: 2, count: 2, minTs: null, maxTs: 2, devices: [] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.minTs: minTs must be a whole number/],
+    ['gap with only maxTs unknown', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'cloud_lost', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: null, devices: [] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.maxTs: maxTs must be a whole number/],
     ['brotli', () => ({ body: good(), headers: { 'content-encoding': 'br' } }), 415, 'BRAID_ERR_UNSUPPORTED_ENCODING', /Content-Encoding "br"/],
     ['too many readings', () => ({ body: ingestBody('gw-1', makeReadings(1, 2001)) }), 413, 'BRAID_ERR_PAYLOAD_TOO_LARGE', /^readings: 2001 entries, over the limit of 2000/],
   ];
@@ -248,6 +250,17 @@ describe('storing', () => {
     expect(await queryCloudDb(dir.path, 'SELECT * FROM seq_gaps')).toEqual([]);
   });
 
+  test('a cloud_lost gap record with an unknown event-time range (minTs and maxTs null) is stored, counted apart and accounts for its seqs', async () => {
+    const lost = { id: 7, reason: 'cloud_lost', fromSeq: 1, toSeq: 40, count: 40, minTs: null, maxTs: null, devices: [] };
+    const body = ingestBody('gw-1', makeReadings(41, 50), { firstSeq: 1, gaps: [lost] as unknown as IngestBodyDoc['gaps'] });
+    for (let i = 0; i < 2; i++) expect((await postIngest(cloud.url, token, body)).status).toBe(200);
+    expect(await queryCloudDb(dir.path, 'SELECT reason, from_seq, to_seq, count, min_ts, max_ts, devices FROM gaps'))
+      .toEqual([{ reason: 'cloud_lost', from_seq: 1, to_seq: 40, count: 40, min_ts: -1, max_ts: -1, devices: '[]' }]);
+    expect(await metric('braid_ingest_cloud_lost_readings_total')).toBe(40);
+    expect(await metric('braid_ingest_gap_records_total')).toBe(1);
+    expect(await received()).toEqual([{ from_seq: 41, to_seq: 50 }]);
+  });
+
 });
 
 describe('seq skips: a batch must account for every seq above what the cloud holds', () => {
@@ -266,6 +279,8 @@ describe('seq skips: a batch must account for every seq above what the cloud hol
     const a = await postIngest(cloud.url, token, ingestBody('gw-1', [], { firstSeq: 999_999, lastSeq: 999_998, epochs: [{ epoch: 9, firstSeq: 101, lastSeq: 999_998 }] }));
     expect(skip(a)).toEqual({ status: 409, code: 'BRAID_ERR_INGEST_SEQ_SKIP' });
     expect(a.body.message).toMatch(/^seq skip: gateway gw-1 has had seqs up to 100 stored; this batch \(firstSeq 999999, lastSeq 999998\) skips 999898 seq\(s\), 101\.\.999998, /);
+    // Machine-readable beside the message: what the cloud holds and what the batch skips.
+    expect(a.body).toMatchObject({ heldSeq: 100, missing: [{ fromSeq: 101, toSeq: 999_998 }], missingCount: 999_898 });
     expect(await state()).toEqual(before);
     expect(await metric('braid_ingest_rejected_total', { code: 'BRAID_ERR_INGEST_SEQ_SKIP' })).toBe(1);
     expect(await metric('braid_ingest_seq_gaps_total')).toBe(1);

@@ -59,7 +59,7 @@ test('GET /api/v1/gateways: online while pushing, then offline after staleAfterM
   expect(gw1).toEqual({
     id: 'gw-1', lastContactAt: expect.stringMatching(ISO), online: true, watermark: 1, receivedSeq: 30, outboxPending: 12, health,
     gaps: [{ fromSeq: 21, toSeq: 25, count: 5, reason: 'disk_budget', minTs: '2024-11-24T00:00:00.000Z', maxTs: '2024-11-24T01:00:00.000Z', devices: ['d1'] }],
-    seqGaps: [{ fromSeq: 11, toSeq: 15, seenAt: expect.stringMatching(ISO) }],
+    seqGaps: [{ fromSeq: 11, toSeq: 15, seenAt: expect.stringMatching(ISO) }], cloudLost: 0,
     // The gateway's disk drops (budget 5 + free-disk floor 4) are ahead of the one gap record (5) it forwarded.
     dropped: { diskBudget: 9, queueFull: 2, invalid: 3, duplicates: 7 },
     // Its requests' sentAt is the test's clock, the cloud's: an offset of a few ms of delay at most.
@@ -69,7 +69,7 @@ test('GET /api/v1/gateways: online while pushing, then offline after staleAfterM
   // Registered, never heard from.
   expect(gw2).toEqual({
     id: 'gw-2', lastContactAt: null, online: false, watermark: 0, receivedSeq: 0, outboxPending: null, health: null, gaps: [], seqGaps: [],
-    dropped: { diskBudget: 0, queueFull: 0, invalid: 0, duplicates: 0 },
+    cloudLost: 0, dropped: { diskBudget: 0, queueFull: 0, invalid: 0, duplicates: 0 },
     clockOffsetMs: null, clockOffsetAt: null, futureReadings: 0, lastFutureReading: null,
   });
 

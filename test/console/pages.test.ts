@@ -107,7 +107,7 @@ maybe('console pages (admin key)', () => {
     expect(Math.abs(ageS - (Date.now() - Date.parse(batch.manifest.createdAt)) / 1000)).toBeLessThan(10);
     // The figures the fixture put there, so the comparison is not of zeros.
     expect(gw.map((g) => g.id)).toEqual(['gw-gone', 'gw-hist', 'gw-live']);
-    expect(await text('[data-testid=stat-gaps]')).toBe('1');
+    expect(await text('[data-testid=stat-gaps]')).toBe('2');
     expect(await text('[data-testid=stat-devices-online]')).toBe('2');
     await screenshot(page, 'fleet');
   });
@@ -160,12 +160,12 @@ maybe('console pages (admin key)', () => {
     expect(byId['gw-live'].clock).toMatch(/^\d+ ms (ahead|behind)$/);
     expect(rows.map((r) => [r.cells.id, r.cells.state])).toEqual([['gw-gone', 'offline'], ['gw-hist', 'offline'], ['gw-live', 'online']]);
     expect(rows.find((r) => r.cells.id === 'gw-live')!.cells.cpu).toMatch(/%$/);
-    // gw-hist's gap record, in detail.
+    // gw-hist's gap records, in detail: a disk-budget drop, and seqs a restored cloud lost (times and devices unknown).
     const gaps = await tableRows(page, 'section.gaps[data-gateway="gw-hist"] table');
     expect(gaps.map((r) => r.cells)).toEqual([{
       seqs: '9,001–9,042', count: '42', reason: 'disk_budget', devices: 'dev-2',
       span: `${fmtTime(world.h0 - 7 * 3600_000)} – ${fmtTime(world.h0 - 7 * 3600_000 + 410_000)}`,
-    }]);
+    }, { seqs: '9,501–9,600', count: '100', reason: 'cloud_lost', devices: 'unknown', span: 'unknown' }]);
     await screenshot(page, 'gateways');
   });
 

@@ -123,6 +123,9 @@ export async function makeWorld(): Promise<World> {
   // A gap record as gw-hist's outbox would have sent it: 42 readings of dev-2 dropped at its disk budget.
   await fx.db.run(`INSERT INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at)
     VALUES ('gw-hist', 1, 'disk_budget', 9001, 9042, 42, ?, ?, '["dev-2"]', ?)`, [h0 - 7 * HOUR_MS, h0 - 7 * HOUR_MS + 41 * 10_000, now]);
+  // And one as it sends after a restore of cloud.db lost 100 seqs the cloud had acknowledged: times and devices unknown (-1, []).
+  await fx.db.run(`INSERT INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at)
+    VALUES ('gw-hist', 2, 'cloud_lost', 9501, 9600, 100, -1, -1, '[]', ?)`, [now]);
   // Three readings gw-hist sent stamped a day into the future, as ingest counts them (cloud/ingest/clock.ts).
   await fx.db.run(`INSERT INTO gateway_clock (gateway, future_readings, future_device, future_metric, future_ts, future_at)
     VALUES ('gw-hist', 3, 'dev-2', 'temp', ?, ?)`, [now + DAY_MS, now]);

@@ -64,7 +64,8 @@ function gapDetails(g) {
         { key: 'span', label: 'Event time' }, { key: 'devices', label: 'Devices' }],
       g.gaps.map((r) => ({
         seqs: `${int(r.fromSeq)}–${int(r.toSeq)}`, count: int(r.count), reason: r.reason,
-        span: `${time(r.minTs)} – ${time(r.maxTs)}`, devices: r.devices.join(', ') || '—',
+        // cloud_lost: the cloud lost readings it had acknowledged (a restore); nobody knows their times any more.
+        span: r.minTs === null ? 'unknown' : `${time(r.minTs)} – ${time(r.maxTs)}`, devices: r.devices.join(', ') || (r.reason === 'cloud_lost' ? 'unknown' : '—'),
       })), { class: 'gap-records' }) : null,
     g.seqGaps.length ? h('p', { class: 'muted' }, 'Seq holes (seqs the cloud has not received): ',
       g.seqGaps.map((s) => `${int(s.fromSeq)}–${int(s.toSeq)} (seen ${time(s.seenAt)})`).join('; ')) : null);
