@@ -6,9 +6,13 @@
  *   without a migration fails here), with the types the translation promises; the primary keys
  *   make a repeated insert a no-op or an error, never a second row [INV-2];
  * - four runners started at once (four pools) apply each migration once, waiting on the advisory lock;
- * - a database newer than the code is refused, naming both versions;
- * - the pool's statement_timeout cuts a long statement; BIGINT comes back as a number.
+ * - a database newer than the code is refused, naming both versions; a migration that fails part
+ *   way leaves nothing of itself;
+ * - the pool's statement_timeout cuts a long statement, its connection timeout a silent server;
+ *   BIGINT comes back as a number.
  */
+import { once } from 'node:events';
+import { type AddressInfo, type Socket, createServer } from 'node:net';
 import type pg from 'pg';
 import { openCloudDb } from '../../cloud/store/index.js';
 import {
@@ -178,6 +182,36 @@ async function pgShapes(pool: pg.Pool): Promise<Record<string, TableShape>> {
     });
     expect(await schemaVersion(p)).toBe(2);
     expect((await p.query('SELECT count(*) AS n FROM schema_migrations')).rows[0].n).toBe(2);
+  });
+
+  test('a migration that fails part way leaves nothing of itself: the version and the schema stay as they were', async () => {
+    const p = pool(await freshDb());
+    await migrate(p);
+    const broken: Migration[] = [...MIGRATIONS, { version: 2, name: 'broken', statements: ['CREATE TABLE half (id INTEGER)', 'SELECT * FROM no_such_table'] }];
+    await expect(migrate(p, { migrations: broken })).rejects.toMatchObject({ code: '42P01' });
+    expect(await schemaVersion(p)).toBe(1);
+    expect((await p.query(`SELECT to_regclass('half')::text AS t`)).rows).toEqual([{ t: null }]);
+    // The lock went with the transaction: the next runner is not kept waiting.
+    const fixed: Migration[] = [...MIGRATIONS, { version: 2, name: 'fixed', statements: ['CREATE TABLE half (id INTEGER)'] }];
+    expect(await migrate(p, { migrations: fixed, timeoutMs: 2000 })).toEqual({ from: 1, to: 2, applied: [2] });
+  });
+
+  test('connectionTimeoutMs bounds the wait for a server that accepts the connection and never answers', async () => {
+    // A TCP listener that never speaks PostgreSQL: a hung server or a black-holed proxy.
+    const sockets = new Set<Socket>();
+    const silent = createServer((s) => { sockets.add(s); });
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const { port } = silent.address() as AddressInfo;
+    try {
+      const p = pool(`postgres://braid@127.0.0.1:${port}/braid`, { connectionTimeoutMs: 300 });
+      const t0 = Date.now();
+      await expect(p.query('SELECT 1')).rejects.toThrow(/timeout/i);
+      expect(Date.now() - t0).toBeLessThan(3000);
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
   });
 
   test('statement_timeout from the options cuts a long statement; the connection stays usable', async () => {
