@@ -1,0 +1,8 @@
+/**
+ * The PostgreSQL store for cluster mode (docs/cluster-store.md): the pool, the schema migrations.
+ * Not wired into `braid cloud` yet; the embedded SQLite store (cloud/store/schema.ts) is unchanged.
+ */
+export { createPgPool, DEFAULT_PG_STORE_OPTIONS, type PgStoreOptions } from './pool.js';
+export { migrate, schemaVersion, MIGRATION_LOCK_KEY, type MigrateOptions, type MigrateResult } from './migrate.js';
+export { MIGRATIONS, PG_SCHEMA_VERSION, type Migration } from './migrations.js';
+export { StoreSchemaNewerError } from './errors.js';

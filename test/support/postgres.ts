@@ -1,0 +1,105 @@
+/**
+ * Test support: a throwaway PostgreSQL 15 server (Debian package postgresql-15) in a temp dir on a
+ * free 127.0.0.1 port, one per test file; each test takes a database of its own from it.
+ *
+ * initdb and the server refuse to run as root, so as root they run as the `postgres` user
+ * (`runuser -u postgres --`) on a temp dir it owns; as any other user they run as that user. The
+ * cluster trusts loopback connections (a test server: no password), keeps its socket in its own dir
+ * (not /var/run/postgresql), and runs with fsync=off. A packaged cluster (port 5432) plays no part.
+ *
+ * Missing binaries skip with a visible message, but fail under CI=true (as requireBinary does).
+ */
+import { execFile } from 'node:child_process';
+import { chownSync, existsSync, readFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { tempDir } from './gateway.js';
+import { freePort } from './influx.js';
+
+const run = promisify(execFile);
+
+/** Where Debian's postgresql-15 puts its binaries (not on PATH). */
+export const PG_BIN = '/usr/lib/postgresql/15/bin';
+const PG_USER = 'braid';
+
+export interface TestPostgres {
+  /** A URL of the server's first database (`postgres://braid@127.0.0.1:PORT/braid`). */
+  url: string;
+  port: number;
+  /** The server's log, for a failing test's message. */
+  log: () => string;
+  /** A fresh, empty database; returns its URL. Names: lowercase letters, digits, `_`. */
+  createDatabase: (name: string) => Promise<string>;
+  /** Stop the server (fast shutdown) and remove its dir; idempotent. */
+  stop: () => Promise<void>;
+}
+
+/** Whether postgresql-15 is installed (skip with a message otherwise; under CI=true, throw). */
+export function havePostgres(): boolean {
+  if (existsSync(join(PG_BIN, 'initdb')) && existsSync(join(PG_BIN, 'pg_ctl'))) return true;
+  const msg = `${PG_BIN}/initdb is not installed (apt-get install postgresql-15)`;
+  if (process.env.CI === 'true') throw new Error(`${msg}: required under CI`);
+  // eslint-disable-next-line no-console
+  console.warn(`SKIPPED: ${msg}`);
+  return false;
+}
+
+/** Start a server; `stop()` it in afterAll. */
+export async function startPostgres(): Promise<TestPostgres> {
+  const dir = tempDir('braid-pg-');
+  const data = join(dir.path, 'data');
+  const logFile = join(dir.path, 'server.log');
+  const asRoot = userInfo().uid === 0;
+  if (asRoot) {
+    const { stdout } = await run('id', ['-u', 'postgres']);
+    const { stdout: gid } = await run('id', ['-g', 'postgres']);
+    chownSync(dir.path, Number(stdout.trim()), Number(gid.trim()));
+  }
+  /** Run a PostgreSQL binary as the user that owns the cluster. */
+  const pg = (bin: string, args: string[]) => (asRoot
+    ? run('runuser', ['-u', 'postgres', '--', join(PG_BIN, bin), ...args], { cwd: dir.path })
+    : run(join(PG_BIN, bin), args, { cwd: dir.path }));
+  const log = () => { try { return readFileSync(logFile, 'utf8').slice(-8000); } catch { return ''; } };
+
+  let started = false;
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    if (started) {
+      try { await pg('pg_ctl', ['-D', data, '-m', 'fast', '-w', '-t', '30', 'stop']); } catch { /* already down */ }
+    }
+    dir.remove();
+  };
+
+  try {
+    await pg('initdb', ['-D', data, '-U', PG_USER, '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync']);
+    // A free port can be taken between freePort() and the server's bind: try a few.
+    let port = 0;
+    for (let attempt = 1; ; attempt++) {
+      port = await freePort();
+      const opts = [
+        `-p ${port}`, '-c listen_addresses=127.0.0.1', `-c unix_socket_directories=${dir.path}`,
+        '-c fsync=off', '-c synchronous_commit=off', '-c full_page_writes=off', '-c max_connections=100',
+      ].join(' ');
+      try {
+        await pg('pg_ctl', ['-D', data, '-l', logFile, '-o', opts, '-w', '-t', '30', 'start']);
+        started = true;
+        break;
+      } catch (err) {
+        if (attempt >= 3) throw new Error(`postgres did not start: ${(err as Error).message}\n${log()}`);
+      }
+    }
+    const createDatabase = async (name: string) => {
+      if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
+      await run(join(PG_BIN, 'createdb'), ['-h', '127.0.0.1', '-p', String(port), '-U', PG_USER, name]);
+      return `postgres://${PG_USER}@127.0.0.1:${port}/${name}`;
+    };
+    const url = await createDatabase(PG_USER);
+    return { url, port, log, createDatabase, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
