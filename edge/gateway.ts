@@ -124,7 +124,7 @@ export class Gateway {
     const httpPort = (this.api.server.address() as AddressInfo).port;
     this.addresses = { mqttPort: mqtt.port, wsPort: mqtt.wsPort, tlsPort: mqtt.tlsPort, httpPort };
     this.startedAt = Date.now();
-    this.logger.info({ ...this.addresses, dataDir: c.dataDir, cloud: c.cloud.url ?? null }, 'gateway started');
+    this.logger.info({ ...this.addresses, dataDir: c.dataDir, cloud: this.cloudNodes?.status().nodes.join(',') ?? null }, 'gateway started');
     return this.addresses;
   }
 
