@@ -8,6 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
+import { redactConfig } from '../../bin/commands/check-config.js';
 import { GATEWAY_RULES, lintConfig } from '../../bin/commands/config-lint.js';
 import { gatewayConfigSchema } from '../../edge/config.js';
 import { Forwarder } from '../../edge/forwarder/index.js';
@@ -89,4 +90,10 @@ test('the senders check a list given to them directly as the config does, naming
   expect(() => new SpeedPusher({ ...deps, health: async () => ({}), connectedDevices: () => [] }, { url: 'http://a:1,http://a:1' })).toThrow(expect.objectContaining({
     code: 'BRAID_ERR_CONFIG_INVALID', message: 'speed push option url: element 2 of 2 "http://a:1" repeats element 1',
   }));
+});
+
+test('--check-config prints every node\'s password as [set]', () => {
+  const c = loadConfig(gatewayConfigSchema, { env: {}, flags: { cloud: { url: 'https://gw:s3cret@a.example.com,https://b.example.com,https://gw:other@c.example.com' } } });
+  const shown = redactConfig(gatewayConfigSchema, c as unknown as Record<string, unknown>) as { cloud: { url: string } };
+  expect(shown.cloud.url).toBe('https://gw:%5Bset%5D@a.example.com/,https://b.example.com,https://gw:%5Bset%5D@c.example.com/');
 });
