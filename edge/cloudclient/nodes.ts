@@ -17,7 +17,7 @@
  * push is an upsert.
  */
 import { Counter, Gauge, type Metric, type Registry } from 'prom-client';
-import { BraidError } from '../../shared/errors.js';
+import { BraidError, ConfigInvalidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { cloudUrl } from './post.js';
 import { displayUrl } from './urls.js';
@@ -100,7 +100,7 @@ export class CloudNodes {
   private lastMoveAt: number | null = null;
 
   constructor(urls: readonly string[], deps: CloudNodesDeps, options: Partial<CloudNodesOptions> = {}) {
-    if (urls.length === 0) throw new Error('CloudNodes needs at least one URL');
+    if (urls.length === 0) throw new ConfigInvalidError('cloud.url: a node list needs at least one URL');
     this.urls = [...urls];
     this.o = { ...DEFAULT_CLOUD_NODES_OPTIONS, ...options };
     this.log = deps.logger.child({ component: 'cloudnodes' });
