@@ -30,6 +30,8 @@ interface JsonNode {
   default?: unknown;
   description?: string;
   docDefault?: string;
+  /** The type as the page says it, where the JSON Schema's is no help (a union with a transform). */
+  docType?: string;
   secret?: boolean;
   properties?: Record<string, JsonNode>;
 }
@@ -46,6 +48,7 @@ export interface KeyDoc {
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 function typeText(n: JsonNode): string {
+  if (n.docType) return n.docType;
   const alternatives = n.anyOf ?? (Array.isArray(n.type) ? n.type.map((type) => ({ ...n, type })) : [n]);
   const nullable = alternatives.some((a) => a.type === 'null');
   const parts = alternatives.filter((a) => a.type !== 'null').map((a) => {

@@ -8,6 +8,7 @@
  */
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { cloudUrlsProblem, splitCloudUrls } from './cloudclient/index.js';
 
 const port = z.number().int().min(0).max(65535);
 const positive = z.number().int().positive();
@@ -20,6 +21,19 @@ export function defaultGatewayId(): string {
   const h = hostname().replace(/[^A-Za-z0-9_.\-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 60);
   return `gw-${h || 'local'}`.slice(0, 64);
 }
+
+/**
+ * `cloud.url`: one URL, or the nodes of one cloud as a comma-separated string (flag, environment,
+ * file) or a JSON array (file). Parsed to the comma-separated form, so a single URL stays the
+ * string it was; edge/cloudclient's splitCloudUrls gives the list.
+ */
+const cloudUrlSchema = z.union([z.string(), z.array(z.string())]).nullable().default(null)
+  .superRefine((v, ctx) => {
+    if (v === null) return;
+    const problem = Array.isArray(v) && v.length === 0 ? 'an empty list (null keeps everything in the outbox)' : cloudUrlsProblem(splitCloudUrls(v));
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  })
+  .transform((v) => (v === null ? null : splitCloudUrls(v).join(',')));
 
 export const gatewayConfigSchema = z.object({
   id: idSchema.default(defaultGatewayId()).meta({
@@ -96,7 +110,10 @@ export const gatewayConfigSchema = z.object({
     ),
   }).strict().prefault({}).describe('The speed layer: 1-minute partials behind the rolling windows.'),
   cloud: z.object({
-    url: z.url().nullable().default(null).describe('Cloud base URL (https://host[:port]); null keeps everything in the outbox.'),
+    url: cloudUrlSchema.meta({
+      description: 'Cloud base URL (https://host[:port]); null keeps everything in the outbox. Several URLs, comma-separated (or a JSON array in the file), are the nodes of one cloud: requests go to the first that answers, fail over to the next when a node does not answer or answers 5xx, and go back to an earlier node once it answers a probe (cloud.probeIntervalMs).',
+      docType: 'URL[,URL...] or array of URLs or null',
+    }),
     token: z.string().nullable().default(null).meta({
       description: 'The gateway token (printed by `braid cloud gateway add`); needed with cloud.url (or cloud.tokenFile). Better given as BRAID_CLOUD_TOKEN than in the file; a --token flag shows in `ps`.',
       secret: true,
@@ -111,6 +128,9 @@ export const gatewayConfigSchema = z.object({
     requestTimeoutMs: positive.default(30_000).describe('Time an ingest request may take, in ms.'),
     retryInitialMs: positive.default(500).describe('First retry delay, in ms; doubles up to cloud.retryMaxMs, with jitter.'),
     retryMaxMs: positive.default(60_000).describe('Longest retry delay, in ms.'),
+    probeIntervalMs: positive.default(30_000).describe(
+      'With several cloud.url nodes: while requests go to another than the first, how often the nodes before it are probed (GET /healthz), in ms; the first that answers is used again.',
+    ),
   }).strict().prefault({}).describe('Forwarding to the cloud.'),
 }).strict();
 

@@ -10,6 +10,7 @@ import type { Logger } from '../shared/logger.js';
 import { acquireOwnerLock, tryChmod, type OwnerLock } from '../shared/owner-lock.js';
 import { metricValue } from '../shared/metrics.js';
 import { buildGatewayApi } from './api/index.js';
+import { CloudNodes, createCloudNodeMetrics, splitCloudUrls } from './cloudclient/index.js';
 import { GatewayBroker } from './broker/index.js';
 import type { GatewayConfig } from './config.js';
 import { Forwarder } from './forwarder/index.js';
@@ -37,6 +38,8 @@ export class Gateway {
   broker!: GatewayBroker;
   forwarder!: Forwarder;
   speedPush!: SpeedPusher;
+  /** The cloud's nodes (cloud.url), shared by the forwarder and the speed pusher; null without a cloud. */
+  cloudNodes: CloudNodes | null = null;
   api!: FastifyInstance;
   private host!: HostSampler;
   private ownerLock: OwnerLock | null = null;
@@ -65,6 +68,11 @@ export class Gateway {
       keepUnpushedPartials: c.cloud.url !== null,
     });
     this.devices = await DeviceRegistry.open(c.dataDir);
+    // One list for both senders: a node the forwarder left is not the speed push's next target.
+    const nodeMetrics = createCloudNodeMetrics(this.registry);
+    this.cloudNodes = c.cloud.url === null ? null : new CloudNodes(splitCloudUrls(c.cloud.url), { logger: this.logger, metrics: nodeMetrics }, {
+      probeIntervalMs: c.cloud.probeIntervalMs, probeTimeoutMs: Math.min(c.cloud.requestTimeoutMs, 5_000),
+    });
     this.forwarder = new Forwarder({
       reader: this.outbox.reader,
       writes: this.outbox.writes,
@@ -72,6 +80,7 @@ export class Gateway {
       logger: this.logger,
       registry: this.registry,
       gatewayId: c.id,
+      nodes: this.cloudNodes ?? undefined,
       onAcked: (info) => {
         this.outbox.acked(info);
         // The cloud is back: a speed push backing off need not wait out its delay.
@@ -90,6 +99,7 @@ export class Gateway {
       gatewayId: c.id,
       health: () => this.health(),
       connectedDevices: () => this.broker.connectedDevices(),
+      nodes: this.cloudNodes ?? undefined,
       // The cloud is back: the forwarder's catch-up need not wait out its (longer) backoff.
       onAnswered: () => this.forwarder.cloudReachable(),
     }, {
@@ -114,7 +124,7 @@ export class Gateway {
     const httpPort = (this.api.server.address() as AddressInfo).port;
     this.addresses = { mqttPort: mqtt.port, wsPort: mqtt.wsPort, tlsPort: mqtt.tlsPort, httpPort };
     this.startedAt = Date.now();
-    this.logger.info({ ...this.addresses, dataDir: c.dataDir, cloud: c.cloud.url ?? null }, 'gateway started');
+    this.logger.info({ ...this.addresses, dataDir: c.dataDir, cloud: this.cloudNodes?.status().nodes.join(',') ?? null }, 'gateway started');
     return this.addresses;
   }
 
@@ -139,13 +149,15 @@ export class Gateway {
         ackedSeq: f.ackedSeq,
         commitsFailingSince: this.outbox.commitsFailingSince() === null ? null : new Date(this.outbox.commitsFailingSince()!).toISOString(),
       },
+      cloud: this.cloudNodes === null ? null : this.cloudStatus(),
       forwarder: {
-        cloudUrl: this.config.cloud.url,
+        cloudUrl: f.cloudUrl,
         lastSuccessAt: f.lastSuccessAt ? new Date(f.lastSuccessAt).toISOString() : null,
         consecutiveFailures: f.consecutiveFailures,
         lastError: f.lastError ?? null,
       },
       speedPush: {
+        cloudUrl: sp.cloudUrl,
         lastSuccessAt: sp.lastSuccessAt ? new Date(sp.lastSuccessAt).toISOString() : null,
         watermark: sp.watermark,
         consecutiveFailures: sp.consecutiveFailures,
@@ -167,6 +179,12 @@ export class Gateway {
     };
   }
 
+  /** The `cloud` part of the health document: the nodes of cloud.url and the one requests go to. */
+  private cloudStatus(): Record<string, unknown> {
+    const s = this.cloudNodes!.status();
+    return { ...s, lastFailoverAt: s.lastFailoverAt === null ? null : new Date(s.lastFailoverAt).toISOString() };
+  }
+
   /** SIGTERM path: stop taking connections, commit what is in flight, close everything. */
   close(): Promise<void> {
     this.closing ??= this.doClose();
@@ -181,6 +199,7 @@ export class Gateway {
     await step('broker', () => this.broker?.close());
     await step('speed push', () => this.speedPush?.close());
     await step('forwarder', () => this.forwarder?.close());
+    this.cloudNodes?.close();
     await step('host', () => this.host?.close());
     await step('outbox', () => this.outbox?.close());
     await step('registry', () => this.devices?.close());

@@ -48,9 +48,17 @@ function setPath(o: Obj, path: string[], value: unknown): void {
   t[path[path.length - 1]] = value;
 }
 
-/** A URL's password shows as [set], so a `https://user:pw@host` in cloud.url or influx.url does not leak. */
+/**
+ * A URL's password shows as [set], so a `https://user:pw@host` in cloud.url or influx.url does not
+ * leak; in a comma-separated list (cloud.url's nodes) each URL's.
+ */
 function redactUrl(value: string): string {
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return value;
+  if (value.includes(',')) return value.split(',').map(redactOneUrl).join(',');
+  return redactOneUrl(value);
+}
+
+function redactOneUrl(value: string): string {
   try {
     const u = new URL(value);
     if (!u.password) return value;

@@ -12,6 +12,7 @@ import { dirname, resolve } from 'node:path';
 import cron from 'node-cron';
 import type { CloudConfig } from '../../cloud/config.js';
 import type { GatewayConfig } from '../../edge/config.js';
+import { splitCloudUrls } from '../../edge/cloudclient/index.js';
 
 export type Level = 'error' | 'warning';
 
@@ -283,13 +284,11 @@ export const GATEWAY_RULES: ReadonlyArray<Rule<GatewayConfig>> = [
   {
     id: 'cloud-plaintext',
     level: 'warning',
-    doc: '`cloud.url` is `http://` to a host other than loopback: the token and the readings cross the network unencrypted.',
+    doc: '`cloud.url` (any of its nodes) is `http://` to a host other than loopback: the token and the readings cross the network unencrypted.',
     check: (c) => {
       if (!c.cloud.url) return [];
-      const u = new URL(c.cloud.url);
-      return u.protocol === 'http:' && !isLoopback(u.hostname)
-        ? [{ key: 'cloud.url', message: `${u.origin} is plain HTTP: the gateway token and readings are sent unencrypted (use https://)` }]
-        : [];
+      return splitCloudUrls(c.cloud.url).map((text) => new URL(text)).filter((u) => u.protocol === 'http:' && !isLoopback(u.hostname))
+        .map((u) => ({ key: 'cloud.url', message: `${u.origin} is plain HTTP: the gateway token and readings are sent unencrypted (use https://)` }));
     },
   },
   ...cronRules<GatewayConfig>('speed.pruneCron', (c) => c.speed.pruneCron),

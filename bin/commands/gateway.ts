@@ -52,7 +52,7 @@ export function registerGatewayCommands(program: Command): void {
     .addOption(intOption('--mqtt-port <n>', 'MQTT TCP port (default 1883)'))
     .addOption(intOption('--ws-port <n>', 'MQTT over WebSocket port, path /mqtt (default off)'))
     .addOption(intOption('--http-port <n>', 'local REST API port (default 8080)'))
-    .option('--cloud-url <url>', 'cloud base URL; without it readings stay buffered in the outbox')
+    .option('--cloud-url <url[,url...]>', 'cloud base URL; several, comma-separated: the nodes of one cloud, failed over in order; without it readings stay buffered in the outbox')
     .option('--token <token>', 'gateway token from `braid cloud gateway add` (visible in `ps`: prefer --token-file or BRAID_CLOUD_TOKEN)')
     .option('--token-file <file>', 'read the gateway token from this file (not readable by other users; trailing newline ignored)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')

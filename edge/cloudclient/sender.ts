@@ -196,6 +196,17 @@ export class CloudSender {
   }
 
   /**
+   * A request failed on a cloud node the node list has just left (edge/cloudclient/nodes.ts): counted
+   * as a retry and kept as the last error, but no backoff and no failure streak: the next node gets
+   * the same data at once.
+   */
+  failedOver(err: unknown): Next {
+    this.c.metrics.requests.inc({ outcome: 'retry' });
+    this.record(err);
+    return NOW;
+  }
+
+  /**
    * Count a failure and pick the backoff (honouring Retry-After); `msg` null logs nothing.
    * `rejected`: the cloud answered and refused (or took nothing): logged as an error, and a peer's
    * success does not end the backoff.

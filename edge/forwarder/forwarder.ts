@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks';
 import { BraidError, HttpError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { CloudSender, IDLE, type Next, NOW, gzipJson } from '../cloudclient/index.js';
+import { CloudNodes, CloudSender, IDLE, type Next, NOW, displayUrl, gzipJson, splitCloudUrls } from '../cloudclient/index.js';
 import { type Batch, applyAck, countPending, ingestBody, loadAckedSeq, readBatch } from './batch.js';
 import { lostRanges, parseSeqSkip, recordCloudLost } from './cloud-lost.js';
 import { type IngestAck, type IngestWarning, postIngest } from './http.js';
@@ -26,6 +26,11 @@ export class Forwarder {
   private readonly metrics: ForwarderMetrics;
   private readonly now: () => number;
   private readonly sender: CloudSender;
+  /** Where requests go (null: no cloud url); the gateway's list is shared with the speed pusher. */
+  private readonly nodes: CloudNodes | null;
+  private readonly ownsNodes: boolean;
+  /** The node of the latest request. */
+  private lastUrl: string | null = null;
   private closed: Promise<CloseReport> | null = null;
 
   private ackedSeq = 0;
@@ -51,6 +56,8 @@ export class Forwarder {
       name: 'forwarder', what: 'ingest', sizeField: 'batchSize', log: this.log, metrics: this.metrics, now: this.now,
       options: { ...this.o, idleMs: this.o.idlePollMs, maxSize: this.o.batchMaxReadings },
     });
+    this.ownsNodes = !deps.nodes && this.o.url !== null;
+    this.nodes = deps.nodes ?? (this.o.url === null ? null : new CloudNodes(splitCloudUrls(this.o.url), { logger: deps.logger, now: this.now }));
   }
 
   /** Load acked_seq and start sending (with no url, only the former). Throws ClosedError after close(). */
@@ -59,12 +66,12 @@ export class Forwarder {
     this.ackedSeq = await loadAckedSeq(this.deps.reader);
     this.metrics.ackedSeq.set(this.ackedSeq);
     if (this.sender.closing) return;
-    if (this.o.url === null) {
+    if (this.nodes === null) {
       this.log.info({ ackedSeq: this.ackedSeq }, 'no cloud url: readings stay buffered in the outbox');
       return;
     }
     if (!this.o.token) this.log.warn('no cloud token: ingest will answer 401 until one is configured');
-    this.log.info({ url: this.o.url, ackedSeq: this.ackedSeq, lingerMs: this.o.lingerMs }, 'forwarding the outbox');
+    this.log.info({ url: this.nodes.status().nodes.join(','), ackedSeq: this.ackedSeq, lingerMs: this.o.lingerMs }, 'forwarding the outbox');
     this.sender.run((flush) => this.step(flush));
   }
 
@@ -88,6 +95,7 @@ export class Forwarder {
     return {
       ackedSeq: this.ackedSeq,
       inflightUpToSeq: this.inflightUpTo ?? this.ackedSeq,
+      cloudUrl: this.nodes === null ? null : displayUrl(this.lastUrl ?? this.nodes.current),
       ...this.sender.status(),
       sentReadings: this.sentReadings,
       batchesSent: this.batchesSent,
@@ -110,6 +118,7 @@ export class Forwarder {
 
   private async shutdown(): Promise<CloseReport> {
     await this.sender.close();
+    if (this.ownsNodes) this.nodes?.close();
     let pending: number | null = null;
     try {
       pending = await countPending(this.deps.reader, this.ackedSeq);
@@ -159,11 +168,16 @@ export class Forwarder {
     this.metrics.bytesSent.inc(body.length);
     const stop = this.metrics.requestSeconds.startTimer();
     let ack: IngestAck;
+    // The node is picked per request: a failover resends this batch (or a longer one) to the next node.
+    const nodes = this.nodes as CloudNodes;
+    const url = nodes.current;
+    this.lastUrl = url;
     try {
       ack = await postIngest({
-        url: this.o.url as string, token: this.o.token, timeoutMs: this.o.requestTimeoutMs,
+        url, token: this.o.token, timeoutMs: this.o.requestTimeoutMs,
         signal: this.sender.signal, now: this.now,
       }, body);
+      nodes.succeeded(url);
     } catch (err) {
       if (this.sender.abortedByClose()) {
         this.log.info({ lastSeq: batch.lastSeq }, 'ingest request aborted at close; its rows stay in the outbox');
@@ -173,6 +187,8 @@ export class Forwarder {
         const next = await this.seqSkipped(err, batch);
         if (next) return next;
       }
+      // [INV-2] the next node may get a batch this one stored before it failed: the cloud keys on (gateway, seq).
+      if (nodes.failed(url, err, 'forwarder') === 'next') return this.sender.failedOver(err);
       return this.sender.requestFailed(err, batch.readings.length);
     } finally {
       stop();

@@ -1,8 +1,9 @@
 /** The forwarder's options, one field at a time, with their defaults (merged by spread). */
 import { ConfigInvalidError } from '../../shared/errors.js';
+import { cloudUrlsProblem, splitCloudUrls } from '../cloudclient/index.js';
 
 export interface ForwarderOptions {
-  /** Cloud base URL (`http://host:port`); the forwarder POSTs to `<url>/api/v1/ingest`. null keeps every reading buffered in the outbox. */
+  /** Cloud base URL (`http://host:port`), or the comma-separated URLs of one cloud's nodes (failed over in order); the forwarder POSTs to `<url>/api/v1/ingest`. null keeps every reading buffered in the outbox. */
   url: string | null;
   /** Gateway token (`braid cloud gateway add`), sent as `Authorization: Bearer`. */
   token: string | null;
@@ -58,7 +59,8 @@ export function checkForwarderOptions(o: ForwarderOptions): ForwarderOptions {
   if (!(o.lingerMs >= 0 && Number.isFinite(o.lingerMs))) throw new ConfigInvalidError(`forwarder option lingerMs must be a number >= 0, got ${o.lingerMs}`);
   if (!(o.closeGraceMs >= 0)) throw new ConfigInvalidError(`forwarder option closeGraceMs must be >= 0, got ${o.closeGraceMs}`);
   if (o.url !== null) {
-    try { new URL(o.url); } catch { throw new ConfigInvalidError(`forwarder option url is not a URL: ${o.url}`); }
+    const problem = cloudUrlsProblem(splitCloudUrls(o.url));
+    if (problem) throw new ConfigInvalidError(`forwarder option url: ${problem}`);
   }
   return o;
 }

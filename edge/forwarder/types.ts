@@ -2,7 +2,7 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/logger.js';
 import type { Db, WriteQueue } from '../../shared/sqlite.js';
-import type { SenderError } from '../cloudclient/index.js';
+import type { CloudNodes, SenderError } from '../cloudclient/index.js';
 
 export interface AckInfo {
   /** acked_seq after this acknowledgement. */
@@ -25,6 +25,8 @@ export interface ForwarderDeps {
   onAcked?: (info: AckInfo) => void;
   /** Wall clock in epoch ms (sentAt, lastSuccessAt). */
   now?: () => number;
+  /** The cloud's nodes, shared with the speed pusher (edge/cloudclient/nodes.ts); without it the forwarder makes its own from options.url. */
+  nodes?: CloudNodes;
 }
 
 export type ForwarderError = SenderError;
@@ -33,6 +35,8 @@ export interface ForwarderStatus {
   ackedSeq: number;
   /** Highest seq in the request in flight, or ackedSeq: the disk budget drops only rows above it. */
   inflightUpToSeq: number;
+  /** The cloud node of the latest request (before any, the current one); null without a cloud url. */
+  cloudUrl: string | null;
   lastSuccessAt: number | null;
   lastError: ForwarderError | null;
   consecutiveFailures: number;

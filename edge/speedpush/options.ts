@@ -1,8 +1,9 @@
 /** The speed pusher's options, one field at a time, with their defaults (merged by spread). */
 import { ConfigInvalidError } from '../../shared/errors.js';
+import { cloudUrlsProblem, splitCloudUrls } from '../cloudclient/index.js';
 
 export interface SpeedPushOptions {
-  /** Cloud base URL; the pusher POSTs to `<url>/api/v1/speed`. null pushes nothing (the pusher idles). */
+  /** Cloud base URL, or the comma-separated URLs of one cloud's nodes; the pusher POSTs to `<url>/api/v1/speed`. null pushes nothing (the pusher idles). */
   url: string | null;
   /** Gateway token (`braid cloud gateway add`), sent as `Authorization: Bearer`. */
   token: string | null;
@@ -52,7 +53,8 @@ export function checkSpeedPushOptions(o: SpeedPushOptions): SpeedPushOptions {
   if (!(o.jitter >= 0 && o.jitter <= 1)) throw new ConfigInvalidError(`speed push option jitter must be within 0..1, got ${o.jitter}`);
   if (!(o.closeGraceMs >= 0)) throw new ConfigInvalidError(`speed push option closeGraceMs must be >= 0, got ${o.closeGraceMs}`);
   if (o.url !== null) {
-    try { new URL(o.url); } catch { throw new ConfigInvalidError(`speed push option url is not a URL: ${o.url}`); }
+    const problem = cloudUrlsProblem(splitCloudUrls(o.url));
+    if (problem) throw new ConfigInvalidError(`speed push option url: ${problem}`);
   }
   return o;
 }

@@ -14,7 +14,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../shared/logger.js';
-import { CloudSender, IDLE, type Next, NOW, gzipJson, postGzip } from '../cloudclient/index.js';
+import { CloudNodes, CloudSender, IDLE, type Next, NOW, displayUrl, gzipJson, postGzip, splitCloudUrls } from '../cloudclient/index.js';
 import { SpeedPushResponseInvalidError, SpeedPushTimeoutError, SpeedPushUnreachableError } from './errors.js';
 import { type SpeedPushMetrics, createSpeedPushMetrics } from './metrics.js';
 import { DEFAULT_SPEED_PUSH_OPTIONS, type SpeedPushOptions, checkSpeedPushOptions } from './options.js';
@@ -67,6 +67,11 @@ export class SpeedPusher {
   private readonly metrics: SpeedPushMetrics;
   private readonly now: () => number;
   private readonly sender: CloudSender;
+  /** Where pushes go (null: no cloud url); the gateway's list is shared with the forwarder. */
+  private readonly nodes: CloudNodes | null;
+  private readonly ownsNodes: boolean;
+  /** The node of the latest push. */
+  private lastUrl: string | null = null;
   private closed: Promise<void> | null = null;
 
   /** Everything below it is acknowledged (and, during a backlog, its lower end): the cursor in meta. */
@@ -96,6 +101,8 @@ export class SpeedPusher {
       name: 'speed pusher', what: 'speed push', sizeField: 'pageSize', log: this.log, metrics: this.metrics, now: this.now,
       options: { ...this.o, idleMs: this.o.pushIntervalMs, maxSize: this.o.pushMaxPartials },
     });
+    this.ownsNodes = !deps.nodes && this.o.url !== null;
+    this.nodes = deps.nodes ?? (this.o.url === null ? null : new CloudNodes(splitCloudUrls(this.o.url), { logger: deps.logger, now: this.now }));
   }
 
   /** Load the cursor and the watermark, and start pushing (with no url, only the former). Throws ClosedError after close(). */
@@ -105,9 +112,9 @@ export class SpeedPusher {
     this.position = loaded.position;
     this.watermark = loaded.watermark;
     this.metrics.watermark.set(this.watermark);
-    if (this.sender.closing || this.o.url === null) return;
+    if (this.sender.closing || this.nodes === null) return;
     await ensureCursorIndex(this.deps.writes);
-    this.log.info({ url: this.o.url, cursor: this.position.cursor, watermark: this.watermark, pushIntervalMs: this.o.pushIntervalMs }, 'pushing speed partials');
+    this.log.info({ url: this.nodes.status().nodes.join(','), cursor: this.position.cursor, watermark: this.watermark, pushIntervalMs: this.o.pushIntervalMs }, 'pushing speed partials');
     this.sender.run(() => this.step());
   }
 
@@ -124,6 +131,7 @@ export class SpeedPusher {
   status(): SpeedPushStatus {
     return {
       ...this.sender.status(),
+      cloudUrl: this.nodes === null ? null : displayUrl(this.lastUrl ?? this.nodes.current),
       watermark: this.watermark,
       cursor: this.position.cursor,
       manifestVersion: this.manifestVersion,
@@ -144,6 +152,7 @@ export class SpeedPusher {
 
   private async shutdown(): Promise<void> {
     await this.sender.close();
+    if (this.ownsNodes) this.nodes?.close();
     this.log.info({ cursor: this.position.cursor, watermark: this.watermark }, 'speed pusher closed');
   }
 
@@ -160,14 +169,20 @@ export class SpeedPusher {
     const bytes = await gzipJson(JSON.stringify(body));
     this.metrics.bytesSent.inc(bytes.length);
     let answer: SpeedPushAnswer;
+    const nodes = this.nodes as CloudNodes;
+    const url = nodes.current;
+    this.lastUrl = url;
     try {
       const text = await postGzip({
-        url: this.o.url as string, token: this.o.token, timeoutMs: this.o.requestTimeoutMs, signal: this.sender.signal, now: this.now,
+        url, token: this.o.token, timeoutMs: this.o.requestTimeoutMs, signal: this.sender.signal, now: this.now,
         path: SPEED_PATH, what: 'speed push', TimeoutError: SpeedPushTimeoutError, UnreachableError: SpeedPushUnreachableError,
       }, bytes);
       answer = parseAnswer(text);
+      nodes.succeeded(url);
     } catch (err) {
       if (this.sender.abortedByClose()) return NOW;
+      // The cursor has not moved: the next node gets these partials again at once (an upsert).
+      if (nodes.failed(url, err, 'speed pusher') === 'next') return this.sender.failedOver(err);
       return this.sender.requestFailed(err, out.rows.length);
     }
     return this.acknowledged(out, answer, readAt);

@@ -2,7 +2,7 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/logger.js';
 import type { Db, WriteQueue } from '../../shared/sqlite.js';
-import type { SenderError } from '../cloudclient/index.js';
+import type { CloudNodes, SenderError } from '../cloudclient/index.js';
 import type { PartialTuple } from './page.js';
 
 export interface SpeedPusherDeps {
@@ -21,6 +21,8 @@ export interface SpeedPusherDeps {
   onAnswered?: () => void;
   /** Wall clock in epoch ms (sentAt, lastSuccessAt, the lag). */
   now?: () => number;
+  /** The cloud's nodes, shared with the forwarder (edge/cloudclient/nodes.ts); without it the pusher makes its own from options.url. */
+  nodes?: CloudNodes;
 }
 
 /** The body of POST /api/v1/speed (docs/serving.md), before gzip. */
@@ -45,6 +47,8 @@ export type SpeedPushError = SenderError;
 
 export interface SpeedPushStatus {
   lastSuccessAt: number | null;
+  /** The cloud node of the latest push (before any, the current one); null without a cloud url. */
+  cloudUrl: string | null;
   watermark: number;
   consecutiveFailures: number;
   lastError: SpeedPushError | null;

@@ -107,7 +107,7 @@ test('pushes arrive and equal the gateway\'s partials table; health and connecte
   await eventually(() => inSync(), 10_000);
 
   const h = await health();
-  expect(h.speedPush).toEqual({ lastSuccessAt: expect.any(String), watermark: 0, consecutiveFailures: 0 });
+  expect(h.speedPush).toEqual({ cloudUrl: cloud.url, lastSuccessAt: expect.any(String), watermark: 0, consecutiveFailures: 0 });
   const gws = (await getJson(cloud.url, '/api/v1/gateways', keys.admin)).body.gateways as Array<Record<string, any>>;
   expect(gws).toMatchObject([{ id: GW, online: true, health: { gatewayId: GW, devices: { connected: 2 } } }]);
   const devices = (await getJson(cloud.url, '/api/v1/devices', keys.admin)).body.devices;
