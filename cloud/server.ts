@@ -19,6 +19,7 @@ import { registerWhoamiRoute } from './api/whoami.js';
 import type { CloudConfig } from './config.js';
 import { type IngestOptions, IngestService, registerIngestRoute } from './ingest/index.js';
 import { openCloudDb } from './store/schema.js';
+import { SqliteCredentialStore } from './store/sqlite-credentials.js';
 
 /** What a route plugin or a service gets to work with. */
 export interface CloudContext {
@@ -151,7 +152,7 @@ export class CloudServer {
     const writes = new WriteQueue(this.writer);
     const ingest = new IngestService({ dataDir: c.dataDir, writes, logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
     this.authReader = await openCloudDb(dbFile);
-    const auth = new Authenticator(this.authReader);
+    const auth = new Authenticator(new SqliteCredentialStore(this.authReader));
     this.context = { config: c, logger: this.logger, registry: this.registry, dataDir: c.dataDir, db: { writes, reader: this.reader }, auth, ingest };
     await ingest.start();
 

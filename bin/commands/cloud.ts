@@ -24,14 +24,15 @@ function cloudConfig(o: CloudFlags) {
   return configFrom(cloudConfigSchema, o.config, cloudFlagValues(o));
 }
 
-/** Open cloud.db of the configured data dir for one admin command, then close it. */
-async function withDb<T>(o: CloudFlags, fn: (db: import('../../shared/sqlite.js').Db) => Promise<T>): Promise<T> {
+/** The credential store of the configured data dir (its cloud.db) for one admin command, then closed. */
+async function withCredentials<T>(o: CloudFlags, fn: (store: import('../../cloud/store/credential-store.js').CredentialStore) => Promise<T>): Promise<T> {
   const { dataDir } = cloudConfig(o);
   mkdirSync(dataDir, { recursive: true, mode: 0o750 }); // as braid cloud makes it (cloud/server.ts)
   const { openCloudDb } = await import('../../cloud/store/schema.js');
+  const { SqliteCredentialStore } = await import('../../cloud/store/sqlite-credentials.js');
   const db = await openCloudDb(join(dataDir, 'cloud.db'));
   try {
-    return await fn(db);
+    return await fn(new SqliteCredentialStore(db));
   } finally {
     await db.close();
   }
@@ -84,7 +85,7 @@ export function registerCloudCommands(program: Command): void {
     .action(async (id: string, _o: CloudFlags, cmd: Command) => {
       const o = flags(cmd);
       const { addGateway } = await import('../../cloud/store/credentials.js');
-      const token = await withDb(o, (db) => addGateway(db, id));
+      const token = await withCredentials(o, (store) => addGateway(store, id));
       out(`gateway ${id} registered; start it with --cloud-url <this cloud> --token <token>. Its token (shown once):`);
       out(token);
     });
@@ -92,7 +93,7 @@ export function registerCloudCommands(program: Command): void {
     .action(async (id: string, _o: CloudFlags, cmd: Command) => {
       const o = flags(cmd);
       const { rotateGateway } = await import('../../cloud/store/credentials.js');
-      const token = await withDb(o, (db) => rotateGateway(db, id));
+      const token = await withCredentials(o, (store) => rotateGateway(store, id));
       out(`gateway ${id} has a new token (shown once):`);
       out(token);
     });
@@ -100,7 +101,7 @@ export function registerCloudCommands(program: Command): void {
     .action(async (_o: unknown, cmd: Command) => {
       const o = flags<{ json?: boolean }>(cmd);
       const { listGateways } = await import('../../cloud/store/credentials.js');
-      const list = await withDb(o, (db) => listGateways(db));
+      const list = await withCredentials(o, (store) => listGateways(store));
       if (o.json) out(JSON.stringify(list));
       else for (const g of list) out(`${g.id}\tcreated ${when(g.createdAt)}`);
     });
@@ -108,7 +109,7 @@ export function registerCloudCommands(program: Command): void {
     .action(async (id: string, _o: CloudFlags, cmd: Command) => {
       const o = flags(cmd);
       const { removeGateway } = await import('../../cloud/store/credentials.js');
-      await withDb(o, (db) => removeGateway(db, id));
+      await withCredentials(o, (store) => removeGateway(store, id));
       out(`gateway ${id} removed`);
     });
 
@@ -118,7 +119,7 @@ export function registerCloudCommands(program: Command): void {
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const o = flags<{ role: string }>(cmd);
       const { addApiKey } = await import('../../cloud/store/credentials.js');
-      const k = await withDb(o, (db) => addApiKey(db, name, o.role));
+      const k = await withCredentials(o, (store) => addApiKey(store, name, o.role));
       out(`API key ${name} (role ${o.role}) issued; use it as Authorization: Bearer <key>. The key (shown once):`);
       out(k);
     });
@@ -126,7 +127,7 @@ export function registerCloudCommands(program: Command): void {
     .action(async (_o: unknown, cmd: Command) => {
       const o = flags<{ json?: boolean }>(cmd);
       const { listApiKeys } = await import('../../cloud/store/credentials.js');
-      const list = await withDb(o, (db) => listApiKeys(db));
+      const list = await withCredentials(o, (store) => listApiKeys(store));
       if (o.json) out(JSON.stringify(list));
       else for (const k of list) out(`${k.name}\t${k.role}\tcreated ${when(k.createdAt)}`);
     });
@@ -134,7 +135,7 @@ export function registerCloudCommands(program: Command): void {
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const o = flags(cmd);
       const { removeApiKey } = await import('../../cloud/store/credentials.js');
-      await withDb(o, (db) => removeApiKey(db, name));
+      await withCredentials(o, (store) => removeApiKey(store, name));
       out(`API key ${name} removed`);
     });
 }

@@ -10,6 +10,7 @@ import { type CloudApp, createCloud } from '../../cloud/app.js';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import { addApiKey, addGateway, removeApiKey, rotateGateway } from '../../cloud/store/credentials.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
+import { SqliteCredentialStore } from '../../cloud/store/sqlite-credentials.js';
 import { gatewayConfigSchema } from '../../edge/config.js';
 import { Gateway } from '../../edge/gateway.js';
 import { Simulator, type SimDevice, type SimulatorStats } from '../../edge/simulator/index.js';
@@ -99,14 +100,15 @@ export async function startDemo(o: DemoOptions, logger: Logger, onBatch?: (line:
   try {
     // Credentials, each run anew: tokens and keys are stored hashed, so an old one cannot be shown again.
     const db = await openCloudDb(join(dirs.cloud, 'cloud.db'));
+    const store = new SqliteCredentialStore(db);
     const tokens: Record<string, string> = {};
     let readKey: string;
     let adminKey: string;
     try {
-      for (const g of DEMO_GATEWAYS) tokens[g] = await rotateGateway(db, g).catch(() => addGateway(db, g));
+      for (const g of DEMO_GATEWAYS) tokens[g] = await rotateGateway(store, g).catch(() => addGateway(store, g));
       const key = async (name: string, role: 'read' | 'admin') => {
-        await removeApiKey(db, name).catch(() => undefined);
-        return addApiKey(db, name, role);
+        await removeApiKey(store, name).catch(() => undefined);
+        return addApiKey(store, name, role);
       };
       readKey = await key('demo-read', 'read');
       adminKey = await key('demo-admin', 'admin');

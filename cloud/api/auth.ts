@@ -3,9 +3,9 @@
  * (read, admin; admin implies read). `requireRole(role)` is a fastify hook (preHandler, or
  * onRequest where the body should not even be read for a stranger, as ingest does).
  *
- * Every request's secret is looked up in cloud.db (one indexed read by hash, 20-50 us, on a
- * connection of its own so it never waits behind a long query), never answered from a cache
- * [INV-7]: `braid cloud gateway remove|rotate` and `braid cloud key remove` run as other
+ * Every request's secret is looked up in the credential store (cloud.db: one indexed read by
+ * hash, 20-50 us, on a connection of its own so it never waits behind a long query), never
+ * answered from a cache [INV-7]: `braid cloud gateway remove|rotate` and `braid cloud key remove` run as other
  * processes, as may other cloud processes on the data dir, and nothing tells this process of
  * their commit. So a removed or rotated secret
  * is refused by the first request after the commit, on every process, on a keep-alive connection
@@ -14,7 +14,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ForbiddenError, UnauthorizedError } from '../../shared/errors.js';
-import type { Db } from '../../shared/sqlite.js';
+import type { CredentialStore } from '../store/credential-store.js';
 import { type Principal, lookupSecret } from '../store/credentials.js';
 
 declare module 'fastify' {
@@ -37,15 +37,15 @@ export function allows(p: Principal, role: Role): boolean {
 }
 
 export class Authenticator {
-  private readonly reader: Db;
+  private readonly credentials: CredentialStore;
 
-  constructor(reader: Db) {
-    this.reader = reader;
+  constructor(credentials: CredentialStore) {
+    this.credentials = credentials;
   }
 
-  /** The owner of a bearer secret now, or null: read from cloud.db (no cache, see above). */
+  /** The owner of a bearer secret now, or null: read from the store (no cache, see above). */
   principal(secret: string): Promise<Principal | null> {
-    return lookupSecret(this.reader, secret);
+    return lookupSecret(this.credentials, secret);
   }
 
   /**

@@ -1,8 +1,9 @@
 /**
- * Gateway tokens and API keys in cloud.db (`gateways`, `api_keys`): issue, list, remove, and look
- * up by hash. `braid cloud gateway|key ...` write them from another process while the cloud runs
- * (WAL + busy_timeout); the cloud looks every request's secret up (cloud/api/auth.ts, no cache), so a
- * removal or rotation takes effect with its commit.
+ * Gateway tokens and API keys: issue, list, remove, and look up by hash, through a CredentialStore
+ * (credential-store.ts: cloud.db's `gateways` and `api_keys`, or PostgreSQL's). `braid cloud
+ * gateway|key ...` write them from another process while the cloud runs; the cloud looks every
+ * request's secret up (cloud/api/auth.ts, no cache), so a removal or rotation takes effect with its
+ * commit [INV-7]. A cloud.db connection (Db) may stand for the store: it is wrapped in the SQLite one.
  *
  * Secrets are 32 random bytes (256 bits), base64url, behind a prefix that says what they are
  * (`bgt_` gateway token, `brk_` API key: a leaked one is recognisable in a log or a repo scan).
@@ -11,19 +12,17 @@
  * deterministic it lets a request find its row by hash instead of trying every row.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { BadRequestError, ConflictError, NotFoundError } from '../../shared/errors.js';
+import { BadRequestError } from '../../shared/errors.js';
 import type { Db } from '../../shared/sqlite.js';
+import {
+  API_ROLES, type ApiKeyListing, type ApiRole, type CredentialStore, type GatewayListing, type Principal,
+} from './credential-store.js';
+import { SqliteCredentialStore } from './sqlite-credentials.js';
+
+export { API_ROLES, type ApiRole, type Principal } from './credential-store.js';
 
 export const GATEWAY_TOKEN_PREFIX = 'bgt_';
 export const API_KEY_PREFIX = 'brk_';
-
-export type ApiRole = 'read' | 'admin';
-export const API_ROLES: readonly ApiRole[] = ['read', 'admin'];
-
-/** Who a bearer secret belongs to. */
-export type Principal =
-  | { kind: 'gateway'; gateway: string }
-  | { kind: 'key'; name: string; role: ApiRole };
 
 /** Gateway ids as the gateway's own config allows them (edge/config.ts idSchema): safe in paths and labels. */
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$/;
@@ -52,71 +51,55 @@ export function checkRole(role: string): ApiRole {
   return role as ApiRole;
 }
 
-const isUnique = (err: unknown) => /UNIQUE constraint failed/.test((err as Error)?.message ?? '');
+/** Where credentials live: a store, or a cloud.db connection (wrapped in the SQLite store). */
+export type CredentialTarget = CredentialStore | Db;
+
+// By shape, not instanceof: a Db has no lookup, and a store need not be a class.
+const storeOf = (t: CredentialTarget): CredentialStore => ('lookup' in t ? t : new SqliteCredentialStore(t));
 
 /** Register a gateway; returns its token (shown once, only its hash is kept). */
-export async function addGateway(db: Db, id: string, now = Date.now()): Promise<string> {
+export async function addGateway(target: CredentialTarget, id: string, now = Date.now()): Promise<string> {
   checkGatewayId(id);
   const token = newSecret(GATEWAY_TOKEN_PREFIX);
-  try {
-    await db.run('INSERT INTO gateways (id, token_hash, created_at) VALUES (?, ?, ?)', [id, hashSecret(token), now]);
-  } catch (err) {
-    if (isUnique(err)) throw new ConflictError(`gateway ${id} is already registered (use rotate for a new token)`, { cause: err });
-    throw err;
-  }
+  await storeOf(target).addGateway(id, hashSecret(token), now);
   return token;
 }
 
 /** Give a gateway a new token; the old one stops working with this commit. */
-export async function rotateGateway(db: Db, id: string): Promise<string> {
+export async function rotateGateway(target: CredentialTarget, id: string): Promise<string> {
   const token = newSecret(GATEWAY_TOKEN_PREFIX);
-  const r = await db.run('UPDATE gateways SET token_hash = ? WHERE id = ?', [hashSecret(token), id]);
-  if (r.changes === 0) throw new NotFoundError(`gateway ${id} is not registered`);
+  await storeOf(target).rotateGateway(id, hashSecret(token));
   return token;
 }
 
-export async function removeGateway(db: Db, id: string): Promise<void> {
-  const r = await db.run('DELETE FROM gateways WHERE id = ?', [id]);
-  if (r.changes === 0) throw new NotFoundError(`gateway ${id} is not registered`);
+export function removeGateway(target: CredentialTarget, id: string): Promise<void> {
+  return storeOf(target).removeGateway(id);
 }
 
-export async function listGateways(db: Db): Promise<Array<{ id: string; createdAt: number }>> {
-  return db.all('SELECT id, created_at AS createdAt FROM gateways ORDER BY id');
+export function listGateways(target: CredentialTarget): Promise<GatewayListing[]> {
+  return storeOf(target).listGateways();
 }
 
 /** Issue an API key; returns it (shown once). */
-export async function addApiKey(db: Db, name: string, role: string, now = Date.now()): Promise<string> {
+export async function addApiKey(target: CredentialTarget, name: string, role: string, now = Date.now()): Promise<string> {
   checkKeyName(name);
   const r = checkRole(role);
   const key = newSecret(API_KEY_PREFIX);
-  try {
-    await db.run('INSERT INTO api_keys (name, role, key_hash, created_at) VALUES (?, ?, ?, ?)', [name, r, hashSecret(key), now]);
-  } catch (err) {
-    if (isUnique(err)) throw new ConflictError(`an API key named ${name} exists already`, { cause: err });
-    throw err;
-  }
+  await storeOf(target).addApiKey(name, r, hashSecret(key), now);
   return key;
 }
 
-export async function removeApiKey(db: Db, name: string): Promise<void> {
-  const r = await db.run('DELETE FROM api_keys WHERE name = ?', [name]);
-  if (r.changes === 0) throw new NotFoundError(`no API key named ${name}`);
+export function removeApiKey(target: CredentialTarget, name: string): Promise<void> {
+  return storeOf(target).removeApiKey(name);
 }
 
-export async function listApiKeys(db: Db): Promise<Array<{ name: string; role: ApiRole; createdAt: number }>> {
-  return db.all('SELECT name, role, created_at AS createdAt FROM api_keys ORDER BY name');
+export function listApiKeys(target: CredentialTarget): Promise<ApiKeyListing[]> {
+  return storeOf(target).listApiKeys();
 }
 
 /** The owner of a presented secret, or null. The prefix picks the table: one indexed lookup. */
-export async function lookupSecret(db: Db, secret: string): Promise<Principal | null> {
-  const hash = hashSecret(secret);
-  if (secret.startsWith(GATEWAY_TOKEN_PREFIX)) {
-    const row = await db.get<{ id: string }>('SELECT id FROM gateways WHERE token_hash = ?', [hash]);
-    return row ? { kind: 'gateway', gateway: row.id } : null;
-  }
-  if (secret.startsWith(API_KEY_PREFIX)) {
-    const row = await db.get<{ name: string; role: ApiRole }>('SELECT name, role FROM api_keys WHERE key_hash = ?', [hash]);
-    return row ? { kind: 'key', name: row.name, role: row.role } : null;
-  }
+export async function lookupSecret(target: CredentialTarget, secret: string): Promise<Principal | null> {
+  if (secret.startsWith(GATEWAY_TOKEN_PREFIX)) return storeOf(target).lookup(hashSecret(secret), 'gateway');
+  if (secret.startsWith(API_KEY_PREFIX)) return storeOf(target).lookup(hashSecret(secret), 'key');
   return null;
 }

@@ -1,4 +1,6 @@
 /** cloud.db: the schema, credentials (gateway tokens, API keys) and the ingest state. */
 export { openCloudDb, CLOUD_SCHEMA_VERSION } from './schema.js';
 export * from './credentials.js';
+export type { CredentialStore, CredentialKind, GatewayListing, ApiKeyListing } from './credential-store.js';
+export { SqliteCredentialStore } from './sqlite-credentials.js';
 export * from './ingest-state.js';
