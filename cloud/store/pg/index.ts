@@ -1,8 +1,10 @@
 /**
- * The PostgreSQL store for cluster mode (docs/cluster-store.md): the pool, the schema migrations.
+ * The PostgreSQL store for cluster mode (docs/cluster-store.md): the pool, the schema migrations,
+ * the credentials.
  * Not wired into `braid cloud` yet; the embedded SQLite store (cloud/store/schema.ts) is unchanged.
  */
 export { createPgPool, DEFAULT_PG_STORE_OPTIONS, type PgStoreOptions } from './pool.js';
 export { migrate, schemaVersion, MIGRATION_LOCK_KEY, type MigrateOptions, type MigrateResult } from './migrate.js';
 export { MIGRATIONS, PG_SCHEMA_VERSION, type Migration } from './migrations.js';
 export { StoreSchemaNewerError } from './errors.js';
+export { PgCredentialStore, type PgQueryable } from './credentials.js';
