@@ -8,3 +8,4 @@ export { migrate, schemaVersion, MIGRATION_LOCK_KEY, type MigrateOptions, type M
 export { MIGRATIONS, PG_SCHEMA_VERSION, type Migration } from './migrations.js';
 export { StoreSchemaNewerError } from './errors.js';
 export { PgCredentialStore, type PgQueryable } from './credentials.js';
+export { StoreUnavailableError, isStoreUnavailable } from './unavailable.js';
