@@ -72,11 +72,11 @@ export async function rotateGateway(target: CredentialTarget, id: string): Promi
   return token;
 }
 
-export function removeGateway(target: CredentialTarget, id: string): Promise<void> {
+export async function removeGateway(target: CredentialTarget, id: string): Promise<void> {
   return storeOf(target).removeGateway(id);
 }
 
-export function listGateways(target: CredentialTarget): Promise<GatewayListing[]> {
+export async function listGateways(target: CredentialTarget): Promise<GatewayListing[]> {
   return storeOf(target).listGateways();
 }
 
@@ -89,11 +89,11 @@ export async function addApiKey(target: CredentialTarget, name: string, role: st
   return key;
 }
 
-export function removeApiKey(target: CredentialTarget, name: string): Promise<void> {
+export async function removeApiKey(target: CredentialTarget, name: string): Promise<void> {
   return storeOf(target).removeApiKey(name);
 }
 
-export function listApiKeys(target: CredentialTarget): Promise<ApiKeyListing[]> {
+export async function listApiKeys(target: CredentialTarget): Promise<ApiKeyListing[]> {
   return storeOf(target).listApiKeys();
 }
 
