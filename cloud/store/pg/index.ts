@@ -6,3 +6,4 @@ export { createPgPool, DEFAULT_PG_STORE_OPTIONS, type PgStoreOptions } from './p
 export { migrate, schemaVersion, MIGRATION_LOCK_KEY, type MigrateOptions, type MigrateResult } from './migrate.js';
 export { MIGRATIONS, PG_SCHEMA_VERSION, type Migration } from './migrations.js';
 export { StoreSchemaNewerError } from './errors.js';
+export { PgSpeedStore, PG_MAX_PARAMS, SPEED_LOCK_CLASS } from './speed.js';
