@@ -4,7 +4,7 @@ export { QueryService, type QueryAnswer, type QueryDeps, type QueryHooks, type Q
 export { planQuery, DEFAULT_AGG, DEFAULT_STEP, type QueryParams, type QueryPlan, type Scope } from './params.js';
 export { mergeBuckets, partialSummary, toCsv, toPoints, type MergedBucket, type Point } from './merge.js';
 export { FileManifestSource, viewFiles, type ManifestSource } from './manifest.js';
-export { cloudSpeedSource, NO_SPEED, type SpeedPartial, type SpeedPartialsRequest, type SpeedSource } from './speed.js';
+export { cloudSpeedSource, speedSourceOf, NO_SPEED, type SpeedPartial, type SpeedPartialsRequest, type SpeedSource } from './speed.js';
 export { QUERY_PATH, QUERY_ANSWER_SCHEMA, ERROR_SCHEMA, registerQueryRoute, wantsCsv } from './route.js';
 export { OPENAPI_PATH, registerOpenApi, type OpenApiOptions } from './openapi.js';
 export * from './views/index.js';

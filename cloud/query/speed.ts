@@ -5,6 +5,7 @@
  */
 import type { Db } from '../../shared/sqlite.js';
 import { gatewayLastContact, readSpeedPartials, type SpeedPartialRow, type SpeedPartialsQuery } from '../speed/index.js';
+import type { SpeedStore } from '../store/speed.js';
 
 /** One partial: one device's metric in one minute for the readings of one epoch of its gateway. */
 export type SpeedPartial = SpeedPartialRow;
@@ -19,11 +20,19 @@ export interface SpeedSource {
   gatewayLastContact(): Promise<Record<string, number>>;
 }
 
-/** The cloud's speed store (cloud/speed/, tables in cloud.db), read on `db`. */
+/** The cloud's speed store in cloud.db (the SQLite SpeedStore's reads), read on `db`. */
 export function cloudSpeedSource(db: Db): SpeedSource {
   return {
     readSpeedPartials: (req) => readSpeedPartials(db, req),
     gatewayLastContact: () => gatewayLastContact(db),
+  };
+}
+
+/** Any SpeedStore (cloud/store/speed.ts: SQLite or PostgreSQL) as the query's speed side. */
+export function speedSourceOf(store: Pick<SpeedStore, 'readPartials' | 'lastContact'>): SpeedSource {
+  return {
+    readSpeedPartials: (req) => store.readPartials(req),
+    gatewayLastContact: () => store.lastContact(),
   };
 }
 

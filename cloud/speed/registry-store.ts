@@ -1,38 +1,29 @@
 /**
- * The registry in cloud.db (`gateway_status`, `devices`), written by every speed push, and read
- * with the ingest state (`received`, `gaps`, `seq_gaps`) for GET /api/v1/gateways and
- * GET /api/v1/devices (docs/serving.md).
+ * The SQLite registry's SQL, on cloud.db's `gateway_status` and `devices`, written by every speed
+ * push, and read with the ingest state (`received`, `gaps`, `seq_gaps`) for GET /api/v1/gateways
+ * and GET /api/v1/devices (docs/serving.md). Callers go through SqliteSpeedStore (sqlite-store.ts),
+ * the RegistryStore of cloud/store/speed.ts.
  */
 import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
 import { CLOUD_LOST_REASON, UNKNOWN_TS } from '../store/ingest-state.js';
+import {
+  DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DeviceRow, type GapEntry, type GapRecords, type GatewayStatusRow, type SeqGapEntry,
+  connectedDevices, pushDevices,
+} from '../store/speed.js';
 import type { SpeedPush } from './validate.js';
 
-/**
- * A device row is rewritten only when something worth a write changed: a new metric, another
- * gateway, or last_seen older than this (so `lastSeenAt` is accurate to 5 s, and a fleet of
- * connected devices does not cost a page write per device per push).
- */
-export const DEVICE_SEEN_RESOLUTION_MS = 5_000;
-/** Most gap records and seq holes listed per gateway (the newest). */
-export const MAX_LISTED_GAPS = 1_000;
+export { DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DeviceRow, type GapEntry, type GatewayStatusRow, type SeqGapEntry };
 
 /** Record one push in the registry; run inside the caller's transaction. */
 export async function recordContact(db: Db, push: SpeedPush, now: number): Promise<void> {
-  const connected = push.devices.filter((d) => d.connected).map((d) => d.id).sort();
+  const connected = connectedDevices(push);
   await db.run(
     `INSERT INTO gateway_status (gateway, last_push_at, sent_at, health, connected, pushes) VALUES (?, ?, ?, ?, ?, 1)
      ON CONFLICT (gateway) DO UPDATE SET last_push_at = MAX(last_push_at, excluded.last_push_at), sent_at = excluded.sent_at,
        health = excluded.health, connected = excluded.connected, pushes = pushes + 1`,
     [push.gateway, now, push.sentAt, push.health, JSON.stringify(connected)]);
 
-  const metrics = new Map<string, Set<string>>();
-  for (const d of push.devices) if (!metrics.has(d.id)) metrics.set(d.id, new Set());
-  for (const p of push.partials) {
-    const set = metrics.get(p[0]) ?? new Set<string>();
-    set.add(p[1]);
-    metrics.set(p[0], set);
-  }
-  const rows = [...metrics].map(([id, m]) => [id, JSON.stringify([...m].sort())] as const);
+  const rows = pushDevices(push);
   for (const chunk of chunkRows(rows, 5)) {
     const params: unknown[] = [];
     for (const [id, m] of chunk) params.push(id, push.gateway, now, now, m);
@@ -46,8 +37,6 @@ export async function recordContact(db: Db, push: SpeedPush, now: number): Promi
       params);
   }
 }
-
-export interface GatewayStatusRow { gateway: string; lastPushAt: number; health: Record<string, unknown> | null; connected: string[] }
 
 function parseJson<T>(text: string | null, fallback: T): T {
   if (text === null) return fallback;
@@ -80,10 +69,6 @@ export async function receivedSeqs(db: Db): Promise<Map<string, number>> {
   return new Map(rows.map((r) => [r.gateway, r.seq]));
 }
 
-/** A gap record; minTs and maxTs null when its event-time range is unknown (cloud_lost). */
-export interface GapEntry { fromSeq: number; toSeq: number; count: number; reason: string; minTs: number | null; maxTs: number | null; devices: string[] }
-export interface SeqGapEntry { fromSeq: number; toSeq: number; seenAt: number }
-
 function group<T extends { gateway: string }, U>(rows: T[], map: (r: T) => U): Map<string, U[]> {
   const out = new Map<string, U[]>();
   for (const r of rows) {
@@ -99,7 +84,7 @@ function group<T extends { gateway: string }, U>(rows: T[], map: (r: T) => U): M
  * dropped (every reason but cloud_lost: its disk budget and disk floor) and the seqs the cloud
  * lost after acknowledging them (cloud_lost), per gateway.
  */
-export async function gapRecords(db: Db): Promise<{ gaps: Map<string, GapEntry[]>; totals: Map<string, number>; lost: Map<string, number> }> {
+export async function gapRecords(db: Db): Promise<GapRecords> {
   const rows = await db.all<{ gateway: string; from_seq: number; to_seq: number; count: number; reason: string; min_ts: number; max_ts: number; devices: string }>(
     `SELECT gateway, from_seq, to_seq, count, reason, min_ts, max_ts, devices FROM
        (SELECT *, ROW_NUMBER() OVER (PARTITION BY gateway ORDER BY from_seq DESC) AS n FROM gaps)
@@ -125,8 +110,6 @@ export async function seqGaps(db: Db): Promise<Map<string, SeqGapEntry[]>> {
      WHERE n <= ? ORDER BY gateway, from_seq`, [MAX_LISTED_GAPS]);
   return group(rows, (r) => ({ fromSeq: r.from_seq, toSeq: r.to_seq, seenAt: r.seen_at }));
 }
-
-export interface DeviceRow { id: string; gateway: string; firstSeen: number; lastSeen: number; metrics: string[] }
 
 export async function listDevices(db: Db, gateway?: string): Promise<DeviceRow[]> {
   const rows = await db.all<{ id: string; gateway: string; first_seen: number; last_seen: number; metrics: string }>(

@@ -5,18 +5,15 @@
  * than `speed.staleAfterMs`; a device when its gateway is online and says it is connected.
  */
 import type { FastifyInstance, preHandlerHookHandler } from 'fastify';
-import type { Db } from '../../shared/sqlite.js';
 import { iso } from '../../shared/time.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
-import { gatewayClockRows } from '../ingest/clock.js';
+import type { GatewayStatusRow, RegistryStore } from '../store/speed.js';
 import type { LiveManifest } from './live-manifest.js';
-import {
-  type GatewayStatusRow, gapRecords, gatewayIds, gatewayStatuses, listDevices, receivedSeqs, seqGaps,
-} from './registry-store.js';
 import { epochOf } from './store.js';
 
 export interface RegistryRouteDeps {
-  reader: Db;
+  /** The registry's reads (cloud/store/speed.ts). */
+  registry: RegistryStore;
   live: LiveManifest;
   staleAfterMs: number;
   /** The preHandler that admits a read key, or an admin key (401/403 otherwise). */
@@ -95,7 +92,7 @@ const deviceSchema = {
 } as const;
 
 export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRouteDeps): void {
-  const { reader: db } = deps;
+  const { registry: store } = deps;
 
   app.get('/api/v1/gateways', {
     preHandler: deps.read,
@@ -111,7 +108,7 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
   }, async () => {
     const now = deps.now();
     const [ids, status, received, gaps, holes, live, clocks] = await Promise.all([
-      gatewayIds(db), gatewayStatuses(db), receivedSeqs(db), gapRecords(db), seqGaps(db), deps.live.get(), gatewayClockRows(db),
+      store.gatewayIds(), store.gatewayStatuses(), store.receivedSeqs(), store.gapRecords(), store.seqGaps(), deps.live.get(), store.clockRows(),
     ]);
     return {
       gateways: ids.map((id) => {
@@ -169,7 +166,7 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
   }, async (req) => {
     const { gateway } = req.query as { gateway?: string };
     const now = deps.now();
-    const [devices, status] = await Promise.all([listDevices(db, gateway), gatewayStatuses(db)]);
+    const [devices, status] = await Promise.all([store.listDevices(gateway), store.gatewayStatuses()]);
     const connected = new Map<string, Set<string>>();
     for (const [g, s] of status) if (isOnline(s, now, deps.staleAfterMs)) connected.set(g, new Set(s.connected));
     return {

@@ -10,18 +10,17 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { ClosedError, LimitExceededError } from '../../shared/errors.js';
 import { type Logger, nullLogger } from '../../shared/logger.js';
-import { transaction } from '../../shared/sqlite.js';
 import type { Manifest } from '../batch/index.js';
 import type { CloudConfig } from '../config.js';
 import type { CloudContext, CloudService } from '../server.js';
-import { recordClockOffset } from '../ingest/clock.js';
+import type { RegistryStore, SpeedPushResult, SpeedStore } from '../store/speed.js';
 import { SpeedUnavailableError } from './errors.js';
 import { LiveManifest } from './live-manifest.js';
 import { type SpeedMetrics, createSpeedMetrics } from './metrics.js';
-import { recordContact, registeredLastContact } from './registry-store.js';
 import { registerRegistryRoutes } from './registry.js';
 import { type SpeedAnswer, registerSpeedRoute } from './route.js';
-import { epochOf, prunePartials, upsertPartials } from './store.js';
+import { SqliteSpeedStore } from './sqlite-store.js';
+import { epochOf } from './store.js';
 import type { SpeedPush } from './validate.js';
 
 export interface SpeedOptions {
@@ -62,11 +61,16 @@ export function speedOptionsFrom(config: Pick<CloudConfig, 'speed'>, overrides: 
   return { ...DEFAULT_SPEED_OPTIONS, staleAfterMs: config.speed.staleAfterMs, maxPartialsPerRequest: config.speed.maxPartialsPerRequest, ...overrides };
 }
 
-interface Pending { push: SpeedPush; resolve: (r: { stored: number; stale: number }) => void; reject: (err: unknown) => void }
+interface Pending { push: SpeedPush; resolve: (r: SpeedPushResult) => void; reject: (err: unknown) => void }
+
+/** The store the service writes and reads: cloud.db's (SqliteSpeedStore on the context's connections) unless given. */
+export type SpeedStoreFactory = (ctx: CloudContext) => SpeedStore & RegistryStore;
 
 export class SpeedService implements CloudService {
   private readonly overrides: Partial<SpeedOptions>;
   private readonly now: () => number;
+  private readonly storeFactory: SpeedStoreFactory;
+  private store: (SpeedStore & RegistryStore) | null = null;
   private o: SpeedOptions = DEFAULT_SPEED_OPTIONS;
   private ctx: CloudContext | null = null;
   private log: Logger = nullLogger();
@@ -75,20 +79,25 @@ export class SpeedService implements CloudService {
 
   private queue: Pending[] = [];
   private scheduled = false;
+  /** The group commit in progress (one at a time; pushes arriving meanwhile form the next group). */
+  private flushing: Promise<void> = Promise.resolve();
   private closed = false;
   private timer: NodeJS.Timeout | null = null;
   private pruneChain: Promise<void> = Promise.resolve();
   /** Version of the manifest whose E was last pruned to. */
   private prunedVersion: number | null = null;
 
-  constructor(overrides: Partial<SpeedOptions> = {}, now: () => number = Date.now) {
+  constructor(overrides: Partial<SpeedOptions> = {}, now: () => number = Date.now, store: SpeedStoreFactory = (ctx) => new SqliteSpeedStore(ctx.db.writes, ctx.db.reader)) {
     this.overrides = overrides;
     this.now = now;
+    this.storeFactory = store;
   }
 
   /** The CloudPlugin: routes. Call as `server.use(speed.plugin)`. */
   readonly plugin = async (app: FastifyInstance, ctx: CloudContext): Promise<void> => {
     this.ctx = ctx;
+    const store = this.storeFactory(ctx);
+    this.store = store;
     this.o = speedOptionsFrom(ctx.config, this.overrides);
     this.log = ctx.logger.child({ component: 'speed' });
     const live = new LiveManifest(join(ctx.dataDir, 'views'), this.log);
@@ -98,7 +107,7 @@ export class SpeedService implements CloudService {
         const v = await live.get();
         return v ? { version: v.version, createdAt: v.createdAt } : null;
       },
-      lastContact: () => registeredLastContact(ctx.db.reader),
+      lastContact: () => store.registeredLastContact(),
       now: this.now,
     });
     const ing = ctx.config.ingest;
@@ -113,7 +122,7 @@ export class SpeedService implements CloudService {
       clocks: ctx.ingest.clocks,
     });
     registerRegistryRoutes(app, {
-      reader: ctx.db.reader, live: this.live, staleAfterMs: this.o.staleAfterMs, read: ctx.auth.requireRole('read'), now: this.now,
+      registry: store, live: this.live, staleAfterMs: this.o.staleAfterMs, read: ctx.auth.requireRole('read'), now: this.now,
     });
   };
 
@@ -152,7 +161,7 @@ export class SpeedService implements CloudService {
       if (!view || view.version === this.prunedVersion) return 0;
       if (this.now() - view.liveSince < this.o.pruneGraceMs) return 0;
       // [INV-3] only a live manifest's E: its views hold every reading of the epochs removed here.
-      const deleted = await prunePartials(this.ctx!.db.writes, view.watermark, this.o.pruneChunkRows);
+      const deleted = await this.store!.prune(view.watermark, this.o.pruneChunkRows);
       this.prunedVersion = view.version;
       this.metrics!.pruned.inc(deleted);
       if (deleted) this.log.info({ version: view.version, deleted }, 'speed partials pruned behind the live views');
@@ -170,6 +179,7 @@ export class SpeedService implements CloudService {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.pruneChain;
+    await this.flushing;
     await this.ctx?.db.writes.drain();
   }
 
@@ -182,7 +192,7 @@ export class SpeedService implements CloudService {
     if (this.queue.length >= this.o.maxQueuedPushes) {
       throw new LimitExceededError(`${this.queue.length} speed pushes wait for the store, at the limit of ${this.o.maxQueuedPushes}`);
     }
-    const result = await new Promise<{ stored: number; stale: number }>((resolve, reject) => {
+    const result = await new Promise<SpeedPushResult>((resolve, reject) => {
       this.queue.push({ push, resolve, reject });
       if (!this.scheduled) this.flush();
     });
@@ -196,22 +206,15 @@ export class SpeedService implements CloudService {
   private flush(): void {
     this.scheduled = true;
     const ctx = this.ctx!;
-    void ctx.db.writes.run(async (db) => {
+    const store = this.store!;
+    this.flushing = this.flushing.then(async () => {
       this.scheduled = false;
       const batch = this.queue.splice(0);
       if (batch.length === 0) return;
       const now = this.now();
       try {
-        const results = await transaction(db, async (d) => {
-          const out: Array<{ stored: number; stale: number }> = [];
-          for (const p of batch) {
-            out.push(await upsertPartials(d, p.push.gateway, p.push.partials, now));
-            await recordContact(d, p.push, now);
-            const offset = ctx.ingest.clocks.offset(p.push.gateway, now);
-            if (offset !== null) await recordClockOffset(d, p.push.gateway, offset, now);
-          }
-          return out;
-        });
+        const entries = batch.map((p) => ({ push: p.push, clockOffsetMs: ctx.ingest.clocks.offset(p.push.gateway, now) }));
+        const results = await store.storePushes(entries, now);
         batch.forEach((p, i) => p.resolve(results[i]));
       } catch (err) {
         this.log.error({ err, pushes: batch.length }, 'speed store transaction failed');

@@ -1,38 +1,17 @@
 /**
- * The speed store in cloud.db (`speed_partials`, `speed_pruned`): the upsert with its count guard,
- * the prune behind the live manifest, and the reads of the merged query (docs/serving.md).
+ * The SQLite speed store's SQL, on cloud.db's `speed_partials` and `speed_pruned`: the upsert with
+ * its count guard, the prune behind the live manifest, and the reads of the merged query
+ * (docs/serving.md). Callers go through SqliteSpeedStore (sqlite-store.ts), the SpeedStore of
+ * cloud/store/speed.ts; cloud/store/pg/speed.ts is the PostgreSQL one.
  */
 import { type Db, type WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
-import type { SummaryColumns } from '../../shared/summary.js';
+import { type SpeedPartialRow, type SpeedPartialsQuery, epochOf } from '../store/speed.js';
 import type { PartialTuple } from './validate.js';
 
-/** One stored partial, as the merged query reads it (shared/summary.ts columns; times in epoch ms). */
-export interface SpeedPartialRow extends SummaryColumns {
-  gateway: string;
-  device: string;
-  minute: number;
-  epoch: number;
-}
-
-export interface SpeedPartialsQuery {
-  metric: string;
-  device?: string;
-  gateway?: string;
-  /** Minutes from this one (inclusive), epoch ms. */
-  fromMs: number;
-  /** Minutes before this one (exclusive), epoch ms. */
-  toMs: number;
-  /** E of the manifest the query read: only partials of epochs above E[gateway] (0 when absent) count. */
-  watermark: Record<string, number>;
-}
+export { epochOf, type SpeedPartialRow, type SpeedPartialsQuery };
 
 const COLUMNS = ['gateway', 'device', 'metric', 'minute', 'epoch', 'count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', 'received_at'];
 const UPDATED = COLUMNS.slice(5).map((c) => `${c} = excluded.${c}`).join(', ');
-
-/** E[g] from a watermark object; a gateway id like "constructor" must not find Object's prototype. */
-export function epochOf(watermark: Record<string, number>, gateway: string): number {
-  return Object.hasOwn(watermark, gateway) ? watermark[gateway] : 0;
-}
 
 /** The epoch up to which `gateway`'s partials were pruned (0: never). */
 export async function prunedEpoch(db: Db, gateway: string): Promise<number> {

@@ -9,3 +9,4 @@ export { MIGRATIONS, PG_SCHEMA_VERSION, type Migration } from './migrations.js';
 export { StoreSchemaNewerError } from './errors.js';
 export { PgCredentialStore, type PgQueryable } from './credentials.js';
 export { StoreUnavailableError, isStoreUnavailable } from './unavailable.js';
+export { PgSpeedStore, PG_MAX_PARAMS, SPEED_LOCK_CLASS } from './speed.js';
