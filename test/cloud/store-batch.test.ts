@@ -1,17 +1,25 @@
 /**
- * The batch store's conformance suite (test/support/store-conformance/batch.ts):
- * SQLite: a temp data dir's cloud.db (openCloudDb), batch.lock and views/manifest.json, each
- * instance on a connection of its own, as `braid batch run` and `braid cloud` are today.
+ * The batch store's conformance suite (test/support/store-conformance/batch.ts) on both
+ * implementations:
+ * - SQLite: a temp data dir's cloud.db (openCloudDb), batch.lock and views/manifest.json, each
+ *   instance on a connection of its own, as `braid batch run` and `braid cloud` are today;
+ * - PostgreSQL 15 started by the test (test/support/postgres.ts), a fresh migrated database per
+ *   test, each instance with a pool of its own, as nodes are.
+ * Plus what only PostgreSQL has: the lock's session named in pg_stat_activity, and onPublished
+ * polling on while its LISTEN connection is cut.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type pg from 'pg';
 import { openSqliteBatchStores } from '../../cloud/batch/store.js';
+import { createPgPool, migrate, PgBatchStore, PgViewPointer } from '../../cloud/store/pg/index.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
 import type { Db } from '../../shared/sqlite.js';
-import { tempDir } from '../support/gateway.js';
-import { batchStoreConformance } from '../support/store-conformance/batch.js';
+import { eventually, tempDir } from '../support/gateway.js';
+import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
+import { batchStoreConformance, fixtureManifest } from '../support/store-conformance/batch.js';
 
 describe('SQLite', () => {
   let dir: { path: string; remove: () => void };
@@ -39,5 +47,123 @@ describe('SQLite', () => {
       const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
       await writeFile(join(dir.path, 'batch.lock'), JSON.stringify({ pid: dead, startedAt: 1 }));
     },
+  });
+});
+
+const have = havePostgres();
+
+(have ? describe : describe.skip)('PostgreSQL (postgresql-15)', () => {
+  let server: TestPostgres;
+  let n = 0;
+  let url = '';
+  let admin: pg.Pool | null = null;
+  const stops: Array<() => Promise<void>> = [];
+
+  beforeAll(async () => { server = await startPostgres(); }, 60_000);
+  beforeEach(async () => {
+    url = await server.createDatabase(`b${++n}`);
+    admin = createPgPool({ url, poolMax: 2 });
+    await migrate(admin);
+  });
+  afterEach(async () => {
+    for (const s of stops.splice(0)) await s();
+    await admin?.end();
+    admin = null;
+  });
+  afterAll(async () => { await server?.stop(); }, 30_000);
+
+  /** A node's store: a pool of its own on the test's database. */
+  const openNode = (extra: { pollMs?: number } = {}) => {
+    const pool = createPgPool({ url, poolMax: 4 });
+    const views = new PgViewPointer({ pool, url, ...extra });
+    const store = { batch: new PgBatchStore({ pool, url }), views };
+    return { store, close: async () => { views.stop(); await pool.end(); } };
+  };
+
+  batchStoreConformance('PostgreSQL (advisory lock, batch_slots, view_pointer)', async () => openNode(), {
+    exec: async (sql) => { await admin!.query(sql); },
+    // The holder's session ends (a node lost, a connection cut): the server frees its advisory lock.
+    killLockHolder: async () => {
+      const r = await admin!.query(`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name LIKE 'braid-batch %'`);
+      expect(r.rows).toEqual([{ ok: true }]);
+    },
+  });
+
+  test('the lock\'s holder is named by its session; a refused caller\'s message names it', async () => {
+    const a = openNode();
+    const b = openNode();
+    stops.push(a.close, b.close);
+    const held = await a.store.batch.tryLock('node-a:4242');
+    try {
+      const apps = (await admin!.query(`SELECT application_name AS app FROM pg_stat_activity WHERE application_name LIKE 'braid-batch%'`)).rows;
+      expect(apps).toEqual([{ app: 'braid-batch node-a:4242' }]);
+      await expect(b.store.batch.tryLock('node-b:1')).rejects.toThrow(/node-a:4242.*advisory lock/);
+      // The refused caller's connection is not left open.
+      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-batch node-b:1'`)).rows[0].n === 0, 2000);
+    } finally {
+      await held.release();
+    }
+    expect((await admin!.query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'`)).rows[0].n).toBe(0);
+  });
+
+  test('onPublished hears NOTIFY without waiting for a poll: a publish is heard on another node within 200 ms', async () => {
+    const a = openNode();
+    const b = openNode({ pollMs: 60_000 }); // one read at the start, then LISTEN alone
+    stops.push(a.close, b.close);
+    const heard: Array<{ v: number; at: number }> = [];
+    const stop = b.store.views.onPublished((v) => heard.push({ v, at: Date.now() }));
+    try {
+      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-listen'`)).rows[0].n === 1, 3000);
+      await new Promise((r) => setTimeout(r, 200));
+      for (const v of [1, 2, 3]) {
+        const t0 = Date.now();
+        expect(await a.store.views.publish(v === 1 ? null : v - 1, fixtureManifest(v))).toBe(true);
+        await eventually(() => heard.some((h) => h.v === v), 1000, 5);
+        expect(heard.find((h) => h.v === v)!.at - t0).toBeLessThan(200);
+      }
+      expect(heard.map((h) => h.v)).toEqual([1, 2, 3]);
+    } finally {
+      stop();
+    }
+  });
+
+  test('onPublished keeps working by polling while the LISTEN connection is cut, and listens again', async () => {
+    const a = openNode();
+    const b = openNode({ pollMs: 300 });
+    stops.push(a.close, b.close);
+    expect(await a.store.views.publish(null, fixtureManifest(1))).toBe(true);
+    const heard: number[] = [];
+    const stop = b.store.views.onPublished((v) => heard.push(v));
+    try {
+      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-listen'`)).rows[0].n === 1, 3000);
+      await new Promise((r) => setTimeout(r, 400));
+      await admin!.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'braid-listen'`);
+      expect(await a.store.views.publish(1, fixtureManifest(2))).toBe(true);
+      await eventually(() => heard.includes(2), 2000, 10);
+      // LISTEN is back on the next poll.
+      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-listen'`)).rows[0].n === 1, 3000);
+      expect(await a.store.views.publish(2, fixtureManifest(3))).toBe(true);
+      await eventually(() => heard.includes(3), 1000, 10);
+      expect(heard).toEqual([2, 3]);
+    } finally {
+      stop();
+    }
+  });
+
+  test('publish writes views/manifest.json for outside readers after the pointer moved', async () => {
+    const d = tempDir('braid-pg-views-');
+    try {
+      const pool = createPgPool({ url, poolMax: 2 });
+      stops.push(() => pool.end());
+      const views = new PgViewPointer({ pool, url, viewsDir: d.path });
+      expect(await views.publish(null, fixtureManifest(1))).toBe(true);
+      const { readManifest } = await import('../../cloud/batch/manifest.js');
+      expect(await readManifest(d.path)).toEqual(fixtureManifest(1));
+      // A losing publisher writes nothing.
+      expect(await views.publish(null, fixtureManifest(9))).toBe(false);
+      expect((await readManifest(d.path))?.version).toBe(1);
+    } finally {
+      d.remove();
+    }
   });
 });
