@@ -5,19 +5,24 @@
  *   instance on a connection of its own, as `braid batch run` and `braid cloud` are today;
  * - PostgreSQL 15 started by the test (test/support/postgres.ts), a fresh migrated database per
  *   test, each instance with a pool of its own, as nodes are.
- * Plus what only PostgreSQL has: the lock's session named in pg_stat_activity, and onPublished
- * polling on while its LISTEN connection is cut.
+ * Plus what only PostgreSQL has: the lock's session named in pg_stat_activity, NOTIFY heard at
+ * once, onPublished polling on while its LISTEN connection is cut; and a whole batch run (job.ts)
+ * on the PostgreSQL store, two nodes starting it at once.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { existsSync, mkdirSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type pg from 'pg';
+import { startBatchRun, type BatchRun } from '../../cloud/batch/index.js';
 import { openSqliteBatchStores } from '../../cloud/batch/store.js';
 import { createPgPool, migrate, PgBatchStore, PgViewPointer } from '../../cloud/store/pg/index.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
 import type { Db } from '../../shared/sqlite.js';
 import { eventually, tempDir } from '../support/gateway.js';
+import {
+  coveredReadings, dayOf, expectedViews, GatewaySim, MasterFixture, readViews, viewDiffs, type FixtureReading,
+} from '../support/master-fixture.js';
 import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
 import { batchStoreConformance, fixtureManifest } from '../support/store-conformance/batch.js';
 
@@ -49,6 +54,42 @@ describe('SQLite', () => {
     },
   });
 });
+
+test('SQLite: a run whose base version was replaced while it built publishes nothing and fails with BRAID_ERR_BATCH_RUNNING', async () => {
+  const d = tempDir('braid-cas-run-');
+  try {
+    const fx = await MasterFixture.open(d.path);
+    const g = new GatewaySim('gw-a');
+    const rows = Array.from({ length: 40 }, (_, i) => g.reading('d1', 'temp', Date.UTC(2024, 10, 23) + i * 60_000, i));
+    g.closeEpoch();
+    await fx.seal(rows);
+    await g.report(fx);
+    await fx.close();
+    const stores = await openSqliteBatchStores(d.path);
+    const rival = await openSqliteBatchStores(d.path);
+    try {
+      // Another publisher (a process that ignored the lock) moves the pointer while this run builds.
+      const store = {
+        batch: stores.batch,
+        views: { ...stores.views, current: () => stores.views.current(), onPublished: stores.views.onPublished.bind(stores.views),
+          publish: async (expected: number | null, next: Parameters<typeof stores.views.publish>[1]) => {
+            expect(await rival.views.publish(null, fixtureManifest(50))).toBe(true);
+            return stores.views.publish(expected, next);
+          } },
+      };
+      const run = await startBatchRun({ dataDir: d.path, memoryLimit: '256MB', threads: 1, retainVersionsMs: 3600_000 }, { trigger: 'cli' }, { store });
+      await expect(run.done).rejects.toMatchObject({ code: 'BRAID_ERR_BATCH_RUNNING', message: expect.stringMatching(/version 50/) });
+      expect((await rival.views.current())?.version).toBe(50);
+      expect(existsSync(join(d.path, 'views', 'v000001'))).toBe(false);
+      expect((await rival.batch.listRuns())[0]).toMatchObject({ id: run.id, outcome: 'failed' });
+    } finally {
+      await stores.close();
+      await rival.close();
+    }
+  } finally {
+    d.remove();
+  }
+}, 60_000);
 
 const have = havePostgres();
 
@@ -166,4 +207,60 @@ const have = havePostgres();
       d.remove();
     }
   });
+
+  test('a batch run on the PostgreSQL store, started on two nodes at once: one runs, its views equal the oracle, the pointer and history are in PostgreSQL', async () => {
+    const d = tempDir('braid-pg-run-');
+    try {
+      // Master files and their catalog as ingest's seal leaves them (in a cloud.db), then the
+      // catalog copied to PostgreSQL and cloud.db removed: the run can only read PostgreSQL.
+      const fx = await MasterFixture.open(d.path);
+      const gws = ['gw-a', 'gw-b'].map((id) => new GatewaySim(id));
+      const all: FixtureReading[] = [];
+      const day0 = Date.UTC(2024, 10, 23);
+      for (let i = 0; i < 300; i++) {
+        const g = gws[i % 2];
+        all.push(g.reading(`d${i % 4}`, i % 3 ? 'temp' : 'hum', day0 + (i * 397_000) % (2 * 86_400_000), (i * 7) % 50 + 0.5));
+        if (i % 100 === 99) for (const x of gws) x.closeEpoch();
+      }
+      await fx.seal(all);
+      for (const g of gws) await g.report(fx);
+      for (const t of ['epochs', 'sealed', 'gaps', 'files', 'file_gateways']) {
+        for (const row of await fx.db.all<Record<string, unknown>>(`SELECT * FROM ${t}`)) {
+          const cols = Object.keys(row);
+          await admin!.query(`INSERT INTO ${t} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})`, cols.map((c) => row[c]));
+        }
+      }
+      await fx.close();
+      for (const f of ['cloud.db', 'cloud.db-wal', 'cloud.db-shm']) await rm(join(d.path, f), { force: true });
+
+      const node = () => {
+        const pool = createPgPool({ url, poolMax: 4 });
+        stops.push(() => pool.end());
+        return { batch: new PgBatchStore({ pool, url }), views: new PgViewPointer({ pool, url, viewsDir: join(d.path, 'views') }) };
+      };
+      const opts = { dataDir: d.path, memoryLimit: '256MB', threads: 1, retainVersionsMs: 3600_000 };
+      const started = await Promise.allSettled([node(), node()].map((store) => startBatchRun(opts, { trigger: 'cron' }, { store })));
+      const ran = started.filter((s): s is PromiseFulfilledResult<BatchRun> => s.status === 'fulfilled');
+      expect(ran).toHaveLength(1);
+      expect(started.find((s) => s.status === 'rejected')).toMatchObject({ reason: { code: 'BRAID_ERR_BATCH_RUNNING' } });
+      const r = await ran[0].value.done;
+      expect(r).toMatchObject({ published: true, version: 1, days: [dayOf(day0), dayOf(day0 + 86_400_000)] });
+      const e = { 'gw-a': 3, 'gw-b': 3 };
+      expect(r.watermark).toEqual(e);
+      expect(viewDiffs(await readViews(d.path), expectedViews(coveredReadings(all, e))).slice(0, 10)).toEqual([]);
+      expect(existsSync(join(d.path, 'cloud.db'))).toBe(false);
+
+      const other = node();
+      expect((await other.views.current())?.version).toBe(1);
+      expect((await other.views.current())?.watermark).toEqual(e);
+      expect(await other.batch.getMeta('batch.version')).toBe(1);
+      expect(await other.batch.listRuns()).toEqual([expect.objectContaining({ id: r.id, outcome: 'ok', version: 1, watermark: e, trigger: 'cron' })]);
+      // Nothing new: the next run publishes nothing.
+      const again = await (await startBatchRun(opts, { trigger: 'cli' }, { store: other })).done;
+      expect(again).toMatchObject({ published: false, version: 1 });
+      expect((await admin!.query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'`)).rows[0].n).toBe(0);
+    } finally {
+      d.remove();
+    }
+  }, 60_000);
 });
