@@ -14,10 +14,12 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type pg from 'pg';
-import { startBatchRun, type BatchRun } from '../../cloud/batch/index.js';
+import { Writable } from 'node:stream';
+import { BatchScheduler, startBatchRun, type BatchRun } from '../../cloud/batch/index.js';
 import { openSqliteBatchStores } from '../../cloud/batch/store.js';
 import { createPgPool, migrate, PgBatchStore, PgViewPointer } from '../../cloud/store/pg/index.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
+import { createLogger } from '../../shared/logger.js';
 import type { Db } from '../../shared/sqlite.js';
 import { eventually, tempDir } from '../support/gateway.js';
 import {
@@ -263,4 +265,35 @@ const have = havePostgres();
       d.remove();
     }
   }, 60_000);
+
+  test('two schedulers (nodes) on one PostgreSQL store, cron every second: each slot is claimed by one node and run once', async () => {
+    const d = tempDir('braid-pg-cron-');
+    const lines: Array<{ msg: string }> = [];
+    const stream = new Writable({ write(chunk, _enc, cb) { for (const l of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(l)); cb(); } });
+    const logger = createLogger({ level: 'info' }, stream);
+    const scheds = [0, 1].map(() => {
+      const pool = createPgPool({ url, poolMax: 4 });
+      stops.push(() => pool.end());
+      const store = { batch: new PgBatchStore({ pool, url }), views: new PgViewPointer({ pool, url, viewsDir: join(d.path, 'views') }) };
+      return new BatchScheduler({ dataDir: d.path, memoryLimit: '256MB', threads: 1, retainVersionsMs: 3600_000, cron: '* * * * * *' }, { store, logger });
+    });
+    try {
+      for (const s of scheds) s.start();
+      await new Promise((r) => setTimeout(r, 3500));
+    } finally {
+      await Promise.all(scheds.map((s) => s.close()));
+      d.remove();
+    }
+    const slots = (await admin!.query<{ slot: number; node: string }>('SELECT slot, node FROM batch_slots ORDER BY slot')).rows;
+    const runs = (await admin!.query<{ n: number }>(`SELECT count(*)::int AS n FROM batch_runs WHERE trigger = 'cron'`)).rows[0].n;
+    expect(slots.length).toBeGreaterThanOrEqual(3);
+    for (const s of slots) expect(s.slot % 1000).toBe(0);
+    // Every slot was run by its claimant (the last may have been cut by close) and by nobody else.
+    expect(runs).toBeLessThanOrEqual(slots.length);
+    expect(runs).toBeGreaterThanOrEqual(slots.length - 1);
+    // The other node fired for the same slots and stood down.
+    const skipped = lines.filter((l) => l.msg === 'scheduled batch run skipped: another process took this slot').length;
+    expect(skipped).toBeGreaterThanOrEqual(slots.length - 1);
+    expect(lines.filter((l) => /already running/.test(l.msg))).toEqual([]);
+  }, 30_000);
 });
