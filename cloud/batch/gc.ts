@@ -1,20 +1,20 @@
 /**
  * Old view versions: a version directory no longer named by the live manifest is retired (the time
- * is kept in cloud.db meta `batch.retired`) and deleted batch.retainVersionsMs later, so a reader
+ * is kept in the store's meta `batch.retired`) and deleted batch.retainVersionsMs later, so a reader
  * that read the previous manifest can still read its files for that long.
  */
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Db } from '../../shared/sqlite.js';
 import type { Logger } from '../../shared/logger.js';
 import { parseVersionDir } from './files.js';
 import { referencedVersions, type Manifest } from './manifest.js';
-import { getMeta, RETIRED_KEY, setMeta } from './state.js';
+import { RETIRED_KEY } from './state.js';
+import type { BatchStore } from './store.js';
 
 /** Retire unreferenced versions and delete those retired `retainMs` ago; returns the deleted dirs. */
-export async function collectVersions(db: Db, viewsDir: string, live: Manifest | null, now: number, retainMs: number, logger: Logger): Promise<string[]> {
+export async function collectVersions(store: BatchStore, viewsDir: string, live: Manifest | null, now: number, retainMs: number, logger: Logger): Promise<string[]> {
   const referenced = referencedVersions(live);
-  const retired = (await getMeta<Record<string, number>>(db, RETIRED_KEY)) ?? {};
+  const retired = (await store.getMeta<Record<string, number>>(RETIRED_KEY)) ?? {};
   let entries: string[];
   try {
     entries = (await readdir(viewsDir, { withFileTypes: true }))
@@ -33,7 +33,7 @@ export async function collectVersions(db: Db, viewsDir: string, live: Manifest |
       deleted.push(dir);
     } else next[dir] = since;
   }
-  await setMeta(db, RETIRED_KEY, next);
+  await store.setMeta(RETIRED_KEY, next);
   if (deleted.length) logger.info({ deleted }, 'old view versions deleted');
   return deleted;
 }

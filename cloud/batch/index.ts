@@ -15,3 +15,6 @@ export type { BatchProgress } from './progress.js';
 export type { RunRow, RunKind, RunTrigger } from './state.js';
 /** cloud.db meta: a view sink's state (`sinkKey(name)`: {version, pending}), read by the query's InfluxDB reader. */
 export { getMeta, sinkKey } from './state.js';
+/** The batch state and the live manifest behind one interface (SQLite here; PostgreSQL in cloud/store/pg/batch.ts). */
+export { openSqliteBatchStores, sqliteBatchStores, processName } from './store.js';
+export type { BatchLockHandle, BatchStore, BatchStores, FinishedRun, ViewPointer } from './store.js';

@@ -4,22 +4,18 @@
  */
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Db } from '../../shared/sqlite.js';
 import { nullLogger, type Logger } from '../../shared/logger.js';
-import { openCloudDb } from '../store/schema.js';
 import { buildDay } from './build.js';
 import { deliver } from './deliver.js';
 import { DuckDialect } from './dialect.js';
-import { BatchAbortedError } from './errors.js';
+import { BatchAbortedError, BatchRunningError } from './errors.js';
 import { parseVersionDir, publishFile, versionDir } from './files.js';
 import { collectVersions } from './gc.js';
-import { BatchLock } from './lock.js';
-import { nextViews, readManifest, writeManifest, type Manifest } from './manifest.js';
+import { nextViews, type Manifest } from './manifest.js';
 import { ProgressTracker, type BatchProgress } from './progress.js';
 import { VIEW_NAMES, type SinkOutcome, type ViewName, type ViewSink } from './sink.js';
-import {
-  changedSpans, closeInterruptedRuns, finishRun, getMeta, insertRun, LAST_VERSION_KEY, setMeta, takeSnapshot, updateRunProgress, type RunKind, type RunTrigger,
-} from './state.js';
+import { changedSpans, LAST_VERSION_KEY, type RunKind, type RunTrigger } from './state.js';
+import { openSqliteBatchStores, processName, type BatchLockHandle, type BatchStores } from './store.js';
 
 export interface BatchJobOptions {
   /** The cloud data dir: cloud.db, master/, views/, tmp/, batch.lock. */
@@ -51,6 +47,11 @@ export interface BatchRunDeps {
   now?: () => number;
   /** Called after each step (throttle on your side). */
   onProgress?: (p: BatchProgress) => void;
+  /**
+   * The batch state and the live manifest (cloud/batch/store.ts); used, never closed. Default: the
+   * data dir's cloud.db on a connection of the run's own, batch.lock and views/manifest.json.
+   */
+  store?: BatchStores;
 }
 
 export interface BatchRunResult {
@@ -86,24 +87,31 @@ export interface BatchRun {
 }
 
 /**
- * Take batch.lock and record the run, then run it in the background. Rejects with
+ * Take the batch lock and record the run, then run it in the background. Rejects with
  * BatchRunningError (BRAID_ERR_BATCH_RUNNING, 409) when another run holds the lock.
  */
 export async function startBatchRun(opts: BatchJobOptions, req: BatchRunRequest, deps: BatchRunDeps = {}): Promise<BatchRun> {
   const now = deps.now ?? Date.now;
   await mkdir(opts.dataDir, { recursive: true });
-  const lock = await BatchLock.acquire(join(opts.dataDir, 'batch.lock'), now);
-  let db: Db | undefined;
+  const own = deps.store ? null : await openSqliteBatchStores(opts.dataDir, now);
+  const stores = deps.store ?? own!;
+  const close = async () => { await own?.close(); };
+  let lock: BatchLockHandle;
   try {
-    db = await openCloudDb(join(opts.dataDir, 'cloud.db'));
+    lock = await stores.batch.tryLock(processName());
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  try {
     const startedAt = now();
     // We hold the lock: a row still 'running' belongs to a process that died.
-    await closeInterruptedRuns(db, startedAt);
+    await stores.batch.closeInterruptedRuns(startedAt);
     const kind: RunKind = req.full ? 'full' : 'incremental';
-    const id = await insertRun(db, kind, req.trigger, startedAt);
-    return new Run(opts, { ...req, kind }, deps, db, lock, id, startedAt);
+    const id = await stores.batch.insertRun(kind, req.trigger, startedAt);
+    return new Run(opts, { ...req, kind }, deps, stores, close, lock, id, startedAt);
   } catch (err) {
-    await db?.close();
+    await close();
     await lock.release();
     throw err;
   }
@@ -124,7 +132,8 @@ class Run implements BatchRun {
 
   constructor(
     private readonly opts: BatchJobOptions, req: BatchRunRequest & { kind: RunKind }, private readonly deps: BatchRunDeps,
-    private readonly db: Db, private readonly lock: BatchLock, readonly id: number, readonly startedAt: number,
+    private readonly stores: BatchStores, private readonly closeStores: () => Promise<void>, private readonly lock: BatchLockHandle,
+    readonly id: number, readonly startedAt: number,
   ) {
     this.kind = req.kind;
     this.effectiveKind = req.kind;
@@ -165,7 +174,7 @@ class Run implements BatchRun {
       await mkdir(viewsDir, { recursive: true });
       let prev: Manifest | null;
       try {
-        prev = await readManifest(viewsDir);
+        prev = await this.stores.views.current();
       } catch (err) {
         if (this.kind !== 'full') throw err;
         prev = null; // --full rewrites a manifest it cannot read
@@ -179,7 +188,7 @@ class Run implements BatchRun {
         this.logger.info({ missing: prev.missing, version: prev.version }, 'the live manifest lacks views added since it was written: rebuilding every day');
         this.effectiveKind = 'full';
       }
-      const snap = await takeSnapshot(this.db, this.effectiveKind === 'full' ? null : prev!.watermark);
+      const snap = await this.stores.batch.snapshot(this.effectiveKind === 'full' ? null : prev!.watermark);
       // A manifest lacking views is rewritten even with no day to build (its lists are then all empty).
       const nothingNew = prev !== null && !prev.missing?.length && snap.days.length === 0 && changedSpans(prev.watermark, snap.watermark).length === 0;
       const rowsTotal = snap.files.reduce((n, f) => n + f.rows, 0);
@@ -188,7 +197,7 @@ class Run implements BatchRun {
       let readings = 0;
       if (!nothingNew) {
         // Versions never go back, even after views/ was deleted: answers carry them.
-        const last = (await getMeta<number>(this.db, LAST_VERSION_KEY)) ?? 0;
+        const last = (await this.stores.batch.getMeta<number>(LAST_VERSION_KEY)) ?? 0;
         version = Math.max(prev?.version ?? 0, last, await highestVersionDir(viewsDir)) + 1;
         const vdir = versionDir(version);
         await mkdir(tmpDir, { recursive: true });
@@ -210,7 +219,7 @@ class Run implements BatchRun {
           this.rowsRead += snap.files.filter((f) => f.day === day).reduce((n, f) => n + f.rows, 0);
           this.partitions++;
           this.step({ daysDone: this.partitions, rowsRead: this.rowsRead });
-          await updateRunProgress(this.db, this.id, this.rowsRead, this.partitions);
+          await this.stores.batch.updateRunProgress(this.id, this.rowsRead, this.partitions);
         }
         this.engine.close();
         this.engine = null;
@@ -220,18 +229,22 @@ class Run implements BatchRun {
           version, createdAt: new Date(this.now()).toISOString(), watermark: snap.watermark,
           views: nextViews(this.effectiveKind === 'full' ? null : prev, new Set(snap.days), built),
         };
-        // [manifest atomicity] every file it names is durable before the rename.
-        await writeManifest(viewsDir, live);
+        // [manifest atomicity] every file it names is durable before the pointer moves (the rename).
+        // Compare-and-set on the version this run started from: two runs never both publish.
+        if (!await this.stores.views.publish(prev?.version ?? null, live)) {
+          const won = await this.stores.views.current().catch(() => null);
+          throw new BatchRunningError(`another batch run published version ${won?.version ?? '?'} while this one ran on version ${prev?.version ?? 'none'}`);
+        }
         published = true;
-        await setMeta(this.db, LAST_VERSION_KEY, version);
+        await this.stores.batch.setMeta(LAST_VERSION_KEY, version);
         this.logger.info({ version, days: snap.days.length, rowsRead: this.rowsRead, readings }, 'batch views published');
       }
       this.step({ phase: 'sinks' });
-      const sinks = live ? await deliver(this.db, this.deps.sinks ?? [], live, viewsDir, this.logger) : {};
-      const deletedVersions = await collectVersions(this.db, viewsDir, live, this.now(), this.opts.retainVersionsMs, this.logger);
+      const sinks = live ? await deliver(this.stores.batch, this.deps.sinks ?? [], live, viewsDir, this.logger) : {};
+      const deletedVersions = await collectVersions(this.stores.batch, viewsDir, live, this.now(), this.opts.retainVersionsMs, this.logger);
       const endedAt = this.now();
       this.step({ phase: 'done' });
-      await finishRun(this.db, this.id, {
+      await this.stores.batch.finishRun(this.id, {
         endedAt, outcome: 'ok', rowsRead: this.rowsRead, partitions: this.partitions, version: live?.version ?? null,
         watermark: snap.watermark, sinks, error: null, kind: this.effectiveKind,
       });
@@ -244,7 +257,7 @@ class Run implements BatchRun {
       const error = this.aborted ? new BatchAbortedError(`batch run ${this.id} ${this.aborted}`, { cause: err }) : err;
       // An unpublished version is named by no manifest: nobody can be reading it.
       if (version !== null && !published) await rm(join(viewsDir, versionDir(version)), { recursive: true, force: true }).catch(() => undefined);
-      await finishRun(this.db, this.id, {
+      await this.stores.batch.finishRun(this.id, {
         endedAt: this.now(), outcome: 'failed', rowsRead: this.rowsRead, partitions: this.partitions, version: null,
         watermark: null, sinks: null, error: (error as Error)?.message ?? String(error), kind: this.effectiveKind,
       }).catch((e) => this.logger.error({ err: e }, 'could not record the failed run'));
@@ -253,7 +266,7 @@ class Run implements BatchRun {
     } finally {
       try { this.engine?.close(); } catch { /* already closed */ }
       await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
-      await this.db.close().catch(() => undefined);
+      await this.closeStores().catch(() => undefined);
       await this.lock.release();
     }
   }

@@ -1,7 +1,8 @@
 /**
  * BatchScheduler: the batch job inside `braid cloud`. Runs it on `batch.cron` (UTC) and on demand
- * (POST /api/v1/batch/run), one at a time (batch.lock also keeps out `braid batch run` in another
- * process), and tells GET /api/v1/batch what is going on.
+ * (POST /api/v1/batch/run), one at a time (the store's batch lock also keeps out `braid batch run`
+ * in another process, or another node), and tells GET /api/v1/batch what is going on. Each cron
+ * firing claims its slot in the store first: of several processes (nodes) on one store, one runs it.
  */
 import { join } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
@@ -10,14 +11,14 @@ import type { CloudConfig } from '../config.js';
 import { ClosedError, ConfigInvalidError } from '../../shared/errors.js';
 import type { Db } from '../../shared/sqlite.js';
 import { nullLogger, type Logger } from '../../shared/logger.js';
-import { openCloudDb } from '../store/schema.js';
 import { BatchRunningError } from './errors.js';
 import { type BatchMetrics, createBatchMetrics } from './metrics.js';
 import { startBatchRun, type BatchJobOptions, type BatchRun, type BatchRunDeps } from './job.js';
 import { readManifest, type Manifest } from './manifest.js';
 import type { BatchProgress } from './progress.js';
 import type { ViewSink } from './sink.js';
-import { lastSuccessAt, listRuns, type RunRow, type RunTrigger } from './state.js';
+import type { RunRow, RunTrigger } from './state.js';
+import { openSqliteBatchStores, processName, sqliteBatchStores, type BatchStores } from './store.js';
 
 export interface BatchSchedulerOptions extends BatchJobOptions {
   /** node-cron expression, evaluated in UTC; null schedules nothing (runNow still works). */
@@ -41,6 +42,8 @@ export interface BatchSchedulerDeps {
   now?: () => number;
   /** cloud.db to read the run history from; opened (and closed) by the scheduler when absent. */
   db?: Db;
+  /** The batch state and live manifest (cluster mode); used, never closed. Default: the data dir's SQLite ones. */
+  store?: BatchStores;
   /** Called once a run of this scheduler has published a new manifest (it is live): the speed store prunes behind it. */
   onPublished?: (manifest: Manifest) => void;
   /** Where the braid_batch_* metrics go; none means no metrics. */
@@ -67,8 +70,7 @@ export class BatchScheduler {
   private current: BatchRun | null = null;
   private starting = false;
   private closed = false;
-  private db: Db | null;
-  private readonly ownDb: boolean;
+  private stores: Promise<BatchStores & { close(): Promise<void> }> | null = null;
   private readonly logger: Logger;
   private readonly metrics: BatchMetrics | null;
 
@@ -77,17 +79,21 @@ export class BatchScheduler {
       throw new ConfigInvalidError(`config key "batch.cron": '${opts.cron}' is not a cron expression`);
     }
     this.logger = deps.logger ?? nullLogger();
-    this.db = deps.db ?? null;
-    this.ownDb = !deps.db;
-    this.metrics = deps.registry ? createBatchMetrics(deps.registry, async () => lastSuccessAt(await this.openDb())) : null;
+    this.metrics = deps.registry ? createBatchMetrics(deps.registry, async () => (await this.openStores()).batch.lastSuccessAt()) : null;
   }
 
   /** Schedule the cron runs. */
   start(): void {
     if (this.closed) throw new ClosedError('batch scheduler is closed');
     if (this.task || this.opts.cron === null) return;
-    this.task = cron.schedule(this.opts.cron, async () => {
+    this.task = cron.schedule(this.opts.cron, async (ctx) => {
       try {
+        // The scheduled time, equal on every node that fires for it (node-cron's `date`, whole seconds).
+        const slot = Math.floor((ctx?.date ?? new Date()).getTime() / 1000) * 1000;
+        if (!await (await this.openStores()).batch.claimSlot(slot, processName())) {
+          this.logger.info({ slot: new Date(slot).toISOString() }, 'scheduled batch run skipped: another process took this slot');
+          return;
+        }
         const run = await this.runNow('cron');
         await run.done;
       } catch (err) {
@@ -108,7 +114,7 @@ export class BatchScheduler {
     }
     this.starting = true;
     try {
-      const deps: BatchRunDeps = { logger: this.logger, sinks: this.deps.sinks, now: this.deps.now };
+      const deps: BatchRunDeps = { logger: this.logger, sinks: this.deps.sinks, now: this.deps.now, store: this.deps.store };
       let run: BatchRun;
       try {
         run = await startBatchRun(this.opts, { full: opts.full, trigger }, deps);
@@ -157,9 +163,9 @@ export class BatchScheduler {
   }
 
   async status(): Promise<BatchStatus> {
-    const db = await this.openDb();
-    const runs = await listRuns(db, this.opts.historyLimit ?? 20);
-    const manifest = await readManifest(join(this.opts.dataDir, 'views')).catch(() => null);
+    const stores = await this.openStores();
+    const runs = await stores.batch.listRuns(this.opts.historyLimit ?? 20);
+    const manifest = await stores.views.current().catch(() => null);
     const cur = this.current;
     const other = runs.find((r) => r.outcome === 'running');
     const running = cur
@@ -187,8 +193,8 @@ export class BatchScheduler {
       run.abort('aborted: the scheduler is closing');
       await run.done.catch(() => undefined);
     }
-    if (this.ownDb && this.db) await this.db.close();
-    this.db = null;
+    await (await this.stores?.catch(() => null))?.close();
+    this.stores = null;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -196,14 +202,23 @@ export class BatchScheduler {
   }
 
   private notifyPublished(hook: (m: Manifest) => void): void {
-    readManifest(join(this.opts.dataDir, 'views'))
+    // Also after close (a run that published as the scheduler closed): no store of ours is needed.
+    (this.deps.store ? this.deps.store.views.current() : readManifest(join(this.opts.dataDir, 'views')))
       .then((m) => { if (m) hook(m); })
       .catch((err) => this.logger.error({ err }, 'onPublished hook failed'));
   }
 
-  private async openDb(): Promise<Db> {
+  /** The given store, or the data dir's SQLite one on `deps.db` (not closed here) or on a connection of our own. */
+  private async openStores(): Promise<BatchStores> {
     if (this.closed) throw new ClosedError('batch scheduler is closed');
-    if (!this.db) this.db = await openCloudDb(join(this.opts.dataDir, 'cloud.db'));
-    return this.db;
+    if (!this.stores) {
+      if (this.deps.store) this.stores = Promise.resolve({ ...this.deps.store, close: async () => undefined });
+      else if (this.deps.db) this.stores = Promise.resolve(sqliteBatchStores(this.deps.db, this.opts.dataDir, this.deps.now));
+      else {
+        this.stores = openSqliteBatchStores(this.opts.dataDir, this.deps.now);
+        this.stores.catch(() => { this.stores = null; });
+      }
+    }
+    return this.stores;
   }
 }

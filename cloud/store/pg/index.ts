@@ -5,7 +5,8 @@
  */
 export { createPgPool, DEFAULT_PG_STORE_OPTIONS, type PgStoreOptions } from './pool.js';
 export { migrate, schemaVersion, MIGRATION_LOCK_KEY, type MigrateOptions, type MigrateResult } from './migrate.js';
-export { MIGRATIONS, PG_SCHEMA_VERSION, type Migration } from './migrations.js';
+export { MIGRATIONS, PG_ONLY_TABLES, PG_SCHEMA_VERSION, type Migration } from './migrations.js';
+export { PgBatchStore, PgViewPointer, BATCH_LOCK_KEY, MANIFEST_CHANNEL, type PgBatchOptions, type PgViewPointerOptions } from './batch.js';
 export { StoreSchemaNewerError } from './errors.js';
 export { PgCredentialStore, type PgQueryable } from './credentials.js';
 export { StoreUnavailableError, isStoreUnavailable } from './unavailable.js';

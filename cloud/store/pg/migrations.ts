@@ -182,9 +182,35 @@ const M1_CLOUD_DB: readonly string[] = [
   )`,
 ];
 
+/**
+ * Migration 2: what stops at one host in the embedded cloud (a file there, a table here). The batch
+ * lock needs no table (an advisory lock, cloud/store/pg/batch.ts).
+ * - batch_slots: one row per cron slot (the scheduled time, ms) that a node claimed and ran;
+ * - view_pointer: the live manifest, one row (id 1), moved by compare-and-set on `version`
+ *   (NULL: nothing published yet); `manifest` is views/manifest.json's content.
+ */
+const M2_BATCH: readonly string[] = [
+  `CREATE TABLE batch_slots (
+    slot       BIGINT PRIMARY KEY,
+    node       TEXT   NOT NULL,
+    claimed_at BIGINT NOT NULL
+  )`,
+  `CREATE TABLE view_pointer (
+    id           SMALLINT PRIMARY KEY CHECK (id = 1),
+    version      BIGINT,
+    manifest     JSONB,
+    published_at BIGINT
+  )`,
+  `INSERT INTO view_pointer (id, version, manifest, published_at) VALUES (1, NULL, NULL, NULL)`,
+];
+
+/** The tables migrations add beyond cloud.db's (none of them exists in SQLite). */
+export const PG_ONLY_TABLES: readonly string[] = ['batch_slots', 'view_pointer'];
+
 /** Every migration this code knows, in order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'cloud.db tables', statements: M1_CLOUD_DB },
+  { version: 2, name: 'batch slots and view pointer', statements: M2_BATCH },
 ];
 
 /** The schema version this code writes: the last migration's. */
