@@ -37,7 +37,44 @@ export function str(v: unknown, path: string, what: string, maxLength: number): 
   if (typeof v !== 'string' || v.length === 0 || v.length > maxLength) {
     throw bad(path, `${subject(what)} be a string of 1-${maxLength} characters, got ${describe(v)}`);
   }
+  return noNul(v, path, what);
+}
+
+/**
+ * [INV-5] PostgreSQL TEXT and JSONB refuse U+0000 (SQLite stores it): one such string in a request
+ * would fail the whole group commit it shares with other requests, on every retry. No id, name or
+ * health field carries one legitimately, so it is refused here, before anything is stored.
+ */
+export function noNul(v: string, path: string, what: string): string {
+  if (v.includes('\u0000')) throw bad(path, `${subject(what)} not contain the NUL character (U+0000), got ${describe(v)}`);
   return v;
+}
+
+/** A JSON value's path step: `.key` for a plain key, `["..."]` (cut short) for any other. */
+const step = (key: string) => (/^[A-Za-z_$][A-Za-z0-9_$]{0,39}$/.test(key) ? `.${key}` : `[${describe(key)}]`);
+
+/**
+ * Walk a free-form JSON value (a parsed document: objects, arrays, scalars) and refuse U+0000 in
+ * any key or string, naming its path (`health.speedPush.lastError`). Iterative: a deeply nested
+ * document cannot overflow the stack.
+ */
+export function jsonWithoutNul(v: unknown, path: string): void {
+  const stack: Array<[unknown, string]> = [[v, path]];
+  while (stack.length > 0) {
+    const [x, p] = stack.pop()!;
+    if (typeof x === 'string') {
+      noNul(x, p, '');
+    } else if (Array.isArray(x)) {
+      for (let i = x.length - 1; i >= 0; i--) stack.push([x[i], `${p}[${i}]`]);
+    } else if (x !== null && typeof x === 'object') {
+      const keys = Object.keys(x);
+      for (let i = keys.length - 1; i >= 0; i--) {
+        const k = keys[i];
+        if (k.includes('\u0000')) throw bad(p, `a key must not contain the NUL character (U+0000), got ${describe(k)}`);
+        stack.push([(x as Record<string, unknown>)[k], `${p}${step(k)}`]);
+      }
+    }
+  }
 }
 
 /** An array of at most `max` entries; more is 413 when `tooLarge` (the sender should split it), else 400. */

@@ -5,7 +5,7 @@
  * the ingest validation, for messages that name the row at a fraction of a schema's cost.
  */
 import { PayloadTooLargeError } from '../../shared/errors.js';
-import { MAX_TS_MS, array, bad, describe, int, num, object, str } from '../api/json-checks.js';
+import { MAX_TS_MS, array, bad, describe, int, jsonWithoutNul, num, object, str } from '../api/json-checks.js';
 import { MINUTE_MS } from '../../shared/time.js';
 
 /** `[device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts]`, as on the wire. */
@@ -74,9 +74,12 @@ export function validateSpeedPush(doc: unknown, limits: SpeedLimits): SpeedPush 
   const partials = array(o.partials, 'partials', limits.maxPartials, true).map(partial);
   let health = '{}';
   if (o.health !== undefined && o.health !== null) {
-    health = JSON.stringify(object(o.health, 'health'));
+    const doc = object(o.health, 'health');
+    health = JSON.stringify(doc);
     const bytes = Buffer.byteLength(health);
     if (bytes > limits.maxHealthBytes) throw new PayloadTooLargeError(`health: ${bytes} bytes of JSON, over the limit of ${limits.maxHealthBytes}`);
+    // JSON.stringify writes U+0000 as the escape \u0000, which JSONB refuses as it refuses the character.
+    jsonWithoutNul(doc, 'health');
   }
   const devices = o.devices === undefined ? [] : array(o.devices, 'devices', limits.maxDevices, true).map((d, i) => {
     const e = object(d, `devices[${i}]`);

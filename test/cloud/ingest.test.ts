@@ -106,6 +106,12 @@ describe('malformed bodies', () => {
     ['gap devices not a list', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk_budget', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: 2, devices: 'dev-1' }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.devices: must be an array/],
     ['gap with only minTs unknown', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'cloud_lost', fromSeq: 1, toSeq: 2, count: 2, minTs: null, maxTs: 2, devices: [] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.minTs: minTs must be a whole number/],
     ['gap with only maxTs unknown', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'cloud_lost', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: null, devices: [] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.maxTs: maxTs must be a whole number/],
+    // [INV-5] U+0000: PostgreSQL TEXT refuses it, and the group commit it shares with other requests would fail.
+    ['a NUL in a device id', () => ({ body: withRow(1, 2, 'dev\u00001') }), 400, 'BRAID_ERR_BAD_REQUEST', /^readings\[1\]\[2\]: device must not contain the NUL character \(U\+0000\), got "dev\\u00001"$/],
+    ['a NUL in a metric name', () => ({ body: withRow(2, 3, 'te\u0000mp') }), 400, 'BRAID_ERR_BAD_REQUEST', /^readings\[2\]\[3\]: metric must not contain the NUL character \(U\+0000\)/],
+    ['a NUL in the gateway id', () => ({ body: { ...good(), gateway: 'gw-1\u0000' } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gateway: gateway must not contain the NUL character/],
+    ['a NUL in a gap reason', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk\u0000', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: 2, devices: [] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.reason: reason must not contain the NUL character/],
+    ['a NUL in a gap device', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk_budget', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: 2, devices: ['dev-1', '\u0000'] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.devices\[1\]: device must not contain the NUL character/],
     ['brotli', () => ({ body: good(), headers: { 'content-encoding': 'br' } }), 415, 'BRAID_ERR_UNSUPPORTED_ENCODING', /Content-Encoding "br"/],
     ['too many readings', () => ({ body: ingestBody('gw-1', makeReadings(1, 2001)) }), 413, 'BRAID_ERR_PAYLOAD_TOO_LARGE', /^readings: 2001 entries, over the limit of 2000/],
   ];
@@ -123,6 +129,26 @@ describe('malformed bodies', () => {
     const ok = await postIngest(cloud.url, token, good());
     expect(ok.status).toBe(200);
     expect(ok.body).toEqual({ ackSeq: 20, stored: 20, duplicates: 0 });
+  });
+
+  test('[INV-5] a body with U+0000 and good bodies of other gateways at the same moment: only the NUL one is refused', async () => {
+    const tokens = { 'gw-2': await addGatewayToken(dir.path, 'gw-2'), 'gw-3': await addGatewayToken(dir.path, 'gw-3') };
+    const nul = good();
+    (nul.readings[7] as unknown[])[2] = 'dev-\u0000';
+    const [bad, ok2, ok3] = await Promise.all([
+      postIngest(cloud.url, token, nul),
+      postIngest(cloud.url, tokens['gw-2'], ingestBody('gw-2', makeReadings(1, 20))),
+      postIngest(cloud.url, tokens['gw-3'], ingestBody('gw-3', makeReadings(1, 5))),
+    ]);
+    expect({ status: bad.status, code: bad.body.code }).toEqual({ status: 400, code: 'BRAID_ERR_BAD_REQUEST' });
+    expect(bad.body.message).toMatch(/^readings\[7\]\[2\]: device must not contain the NUL character \(U\+0000\)/);
+    expect(ok2).toMatchObject({ status: 200, body: { ackSeq: 20, stored: 20, duplicates: 0 } });
+    expect(ok3).toMatchObject({ status: 200, body: { ackSeq: 5, stored: 5, duplicates: 0 } });
+    expect(await metric('braid_ingest_rejected_total', { code: 'BRAID_ERR_BAD_REQUEST' })).toBe(1);
+    expect(await metric('braid_ingest_requests_total', { outcome: 'ok' })).toBe(2);
+    expect(await received()).toEqual([]);
+    expect(await received('gw-2')).toEqual([{ from_seq: 1, to_seq: 20 }]);
+    expect(await received('gw-3')).toEqual([{ from_seq: 1, to_seq: 5 }]);
   });
 });
 

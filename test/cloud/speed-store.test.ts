@@ -85,6 +85,13 @@ describe('POST /api/v1/speed', () => {
       [pushBody('gw-1', [['d1', 'temp', MINUTE0, 1]]), /^partials\[0\]: must be \[device, metric/],
       [pushBody('gw-1', ok, { devices: [{ id: 'd1', connected: 'yes' }] }), /^devices\[0\]\.connected: /],
       [pushBody('gw-1', ok, { health: [1] }), /^health: /],
+      // [INV-5] U+0000: PostgreSQL TEXT and JSONB refuse it, and the group commit it shares would fail.
+      [pushBody('gw-1', [partial('d\u00001', 'temp', 0, 1)]), /^partials\[0\]\[0\] \(device\): must not contain the NUL character \(U\+0000\), got "d\\u00001"$/],
+      [pushBody('gw-1', [...ok, partial('d1', 'te\u0000mp', 1, 1)]), /^partials\[1\]\[1\] \(metric\): must not contain the NUL character/],
+      [pushBody('gw-1', ok, { devices: [{ id: 'd1\u0000', connected: true }] }), /^devices\[0\]\.id: must not contain the NUL character/],
+      [pushBody('gw-1', ok, { health: { status: 'ok', speedPush: { lastError: 'boom\u0000' } } }), /^health\.speedPush\.lastError: must not contain the NUL character \(U\+0000\), got "boom\\u0000"$/],
+      [pushBody('gw-1', ok, { health: { sinks: [{ name: 'x' }, { name: '\u0000' }] } }), /^health\.sinks\[1\]\.name: must not contain the NUL character/],
+      [pushBody('gw-1', ok, { health: { outbox: { 'pen\u0000ding': 3 } } }), /^health\.outbox: a key must not contain the NUL character \(U\+0000\), got "pen\\u0000ding"$/],
     ];
     for (const [body, message] of bad) {
       const a = await post(tokens['gw-1'], body);
@@ -106,6 +113,23 @@ describe('POST /api/v1/speed', () => {
     expect(scrapedValue(text, 'braid_speed_rejected_total', { code: 'BRAID_ERR_PAYLOAD_TOO_LARGE' })).toBe(1);
     // ...and the cloud still takes good pushes.
     expect((await post(tokens['gw-1'], pushBody('gw-1', ok))).status).toBe(200);
+  });
+
+  test('[INV-5] a push with U+0000 in its health and a good push of another gateway at the same moment: only the NUL one is refused', async () => {
+    const { tokens, read } = await credentials(dir.path, ['gw-1', 'gw-2']);
+    cloud = await startSpeedCloud(dir.path);
+    const ps = [partial('d1', 'temp', 0, 1, 3, 21.5)];
+    const [bad, good] = await Promise.all([
+      postSpeed(cloud.url, tokens['gw-1'], pushBody('gw-1', ps, { health: { status: 'ok', note: 'a\u0000b' } })),
+      postSpeed(cloud.url, tokens['gw-2'], pushBody('gw-2', ps)),
+    ]);
+    expect(bad).toMatchObject({ status: 400, body: { code: 'BRAID_ERR_BAD_REQUEST' } });
+    expect(String(bad.body.message)).toMatch(/^health\.note: must not contain the NUL character \(U\+0000\)/);
+    expect(good).toMatchObject({ status: 200, body: { stored: 1 } });
+    expect(await storedPartials(dir.path)).toEqual(asRows('gw-2', ps));
+    expect((await queryCloudDb<{ gateway: string }>(dir.path, 'SELECT gateway FROM gateway_status')).map((r) => r.gateway)).toEqual(['gw-2']);
+    const text = await metrics(cloud, read);
+    expect(scrapedValue(text, 'braid_speed_rejected_total', { code: 'BRAID_ERR_BAD_REQUEST' })).toBe(1);
   });
 });
 

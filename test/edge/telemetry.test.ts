@@ -78,6 +78,11 @@ describe('bad payloads', () => {
     ['a ts days in the future', 'bad_ts', `{"ts":${Date.now() + 3 * 86_400_000},"temp":1}`],
     ['a non-finite number', 'non_finite', '{"temp":1e400}'],
     ['a bad metric name', 'bad_metric', '{"temp erature":1}'],
+    // U+0000 (as firmware's JSON encoder writes it) never reaches the outbox: the cloud would refuse it.
+    ['a NUL in a flat metric name', 'bad_metric', '{"te\\u0000mp":1}'],
+    ['a NUL in a SenML name', 'bad_metric', '[{"n":"te\\u0000mp","v":1}]'],
+    ['a NUL in a SenML base name', 'bad_metric', '[{"bn":"dev\\u0000","n":"temp","v":1}]'],
+    ['a raw NUL byte in a metric name', 'json', '{"te\u0000mp":1}'],
     ['an oversized payload', 'too_large', `{"ts":${T},"temp":1,"pad":${'1'.repeat(300)}}`],
     ['SenML with no value', 'senml', '[{"n":"temp","u":"Cel"}]'],
     ['SenML with a must-understand field', 'senml', '[{"n":"temp","v":1,"ex_":1}]'],

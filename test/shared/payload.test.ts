@@ -415,6 +415,8 @@ describe('parsePayload: SenML (RFC 8428)', () => {
       ['a metric name with a "/" inside', [{ bn: 'dev:', n: 'a/b', v: 1 }], 'bad_metric', /^record 0 \(metric "a\/b"\)/],
       ['a full resolved name with "/"', [{ n: 'dev42/temp', v: 1 }], 'bad_metric', /name must be/],
       ['a metric name too long', [{ bn: 'd:', n: 'x'.repeat(129), v: 1 }], 'bad_metric', /name must be/],
+      ['a NUL in n', [{ bn: 'd:', n: 'te\u0000mp', v: 1 }], 'bad_metric', /^record 0 \(metric "te\\u0000mp"\): name must be/],
+      ['a NUL in a bn that is part of the name', [{ bn: 'dev\u0000', n: 'temp', v: 1 }], 'bad_metric', /^record 0 \(metric "dev\\u0000temp"\): name must be/],
     ])('%s', (_what, pack, reason, message) => {
       const err = rejection(pack as object);
       expect(err.reason).toBe(reason);
