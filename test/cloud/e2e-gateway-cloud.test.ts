@@ -5,32 +5,20 @@
  * devices published arrives in master exactly once [INV-1, INV-2, INV-3], the gateway's outbox
  * drains to 0, and the vector watermark E[g] over cloud.db reaches the gateway's last closed epoch.
  */
-import type { MqttClient } from 'mqtt';
 import { join } from 'node:path';
 import { watermark } from '../../cloud/ingest/watermark.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
 import { type TestCloud, addGatewayToken, readMaster, startTestCloud } from '../support/cloud.js';
 import { queryGatewayDb } from '../support/child-gateway.js';
-import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir } from '../support/gateway.js';
+import { connectDevice, eventually, publish, startTestGateway } from '../support/gateway.js';
+import { e2eScope } from '../support/scope.js';
 
 const GW = 'gw-e2e';
 const DEVICES = ['dev-a', 'dev-b', 'dev-c'];
 const DAY = 86_400_000;
 
 let cloudDir: { path: string; remove: () => void };
-let cloud: TestCloud | null = null;
-let gw: TestGateway | null = null;
-let clients: MqttClient[] = [];
-
-afterEach(async () => {
-  for (const c of clients) await endClient(c);
-  clients = [];
-  await gw?.close();
-  gw = null;
-  await cloud?.close();
-  cloud = null;
-  cloudDir.remove();
-});
+const e2e = e2eScope<TestCloud>();
 
 /** E over cloud.db, as the batch job takes it. */
 async function cloudWatermark(): Promise<Record<string, number>> {
@@ -46,17 +34,17 @@ async function cloudWatermark(): Promise<Record<string, number>> {
 }
 
 test('devices -> gateway -> cloud, with repeats, late readings and a cloud outage: master holds every reading exactly once and E catches up', async () => {
-  cloudDir = tempDir('braid-e2e-cloud-');
+  cloudDir = e2e.dir('braid-e2e-cloud-');
   const token = await addGatewayToken(cloudDir.path, GW);
   const cloudOpts = { ingest: { sealMaxAgeMs: 400, groupCommitMs: 2 } };
-  cloud = await startTestCloud(cloudDir.path, cloudOpts);
-  const port = cloud.port;
-  gw = await startTestGateway({
+  e2e.cloud = await startTestCloud(cloudDir.path, cloudOpts);
+  const port = e2e.cloud.port;
+  e2e.gw = await startTestGateway({
     id: GW,
-    cloud: { url: cloud.url, token, retryInitialMs: 50, retryMaxMs: 250, batchMaxReadings: 300 },
+    cloud: { url: e2e.cloud.url, token, retryInitialMs: 50, retryMaxMs: 250, batchMaxReadings: 300 },
     outbox: { epochIdleMs: 150, epochMs: 1000 },
   });
-  for (const d of DEVICES) clients.push(await connectDevice(gw.mqttUrl, d, await gw.addDevice(d)));
+  for (const d of DEVICES) e2e.clients.push(await connectDevice(e2e.gw.mqttUrl, d, await e2e.gw.addDevice(d)));
 
   /** device|metric|ts -> value, what the devices meant (repeats collapse). */
   const published = new Map<string, number>();
@@ -71,31 +59,31 @@ test('devices -> gateway -> cloud, with repeats, late readings and a cloud outag
         const payload = { ts, temp: 20 + ((n * 13) % 100) / 10, hum: 40 + (n % 17) };
         published.set(`${d}|temp|${ts}`, payload.temp);
         published.set(`${d}|hum|${ts}`, payload.hum);
-        await publish(clients[k], `devices/${d}/telemetry`, JSON.stringify(payload), 1);
-        if (i % 5 === 0) await publish(clients[k], `devices/${d}/telemetry`, JSON.stringify(payload), 1);
+        await publish(e2e.clients[k], `devices/${d}/telemetry`, JSON.stringify(payload), 1);
+        if (i % 5 === 0) await publish(e2e.clients[k], `devices/${d}/telemetry`, JSON.stringify(payload), 1);
       }
     }
   };
 
   await send(0, 150);
-  await eventually(() => gw!.gateway.outbox.status().pending === 0, 15_000);
+  await eventually(() => e2e.gw!.gateway.outbox.status().pending === 0, 15_000);
 
   // Outage: the cloud goes away; the gateway keeps taking readings into its outbox.
-  await cloud.close();
-  cloud = null;
+  await e2e.cloud.close();
+  e2e.cloud = null;
   await send(1, 120);
   await new Promise((r) => setTimeout(r, 400));
-  expect(gw.gateway.outbox.status().pending).toBeGreaterThan(0);
-  expect(gw.gateway.forwarder.status().consecutiveFailures).toBeGreaterThan(0);
+  expect(e2e.gw.gateway.outbox.status().pending).toBeGreaterThan(0);
+  expect(e2e.gw.gateway.forwarder.status().consecutiveFailures).toBeGreaterThan(0);
 
   // Back on the same dir and port: the backlog drains.
-  cloud = await startTestCloud(cloudDir.path, { ...cloudOpts, http: { port } });
+  e2e.cloud = await startTestCloud(cloudDir.path, { ...cloudOpts, http: { port } });
   await send(2, 60);
-  await eventually(() => gw!.gateway.outbox.status().pending === 0, 20_000);
+  await eventually(() => e2e.gw!.gateway.outbox.status().pending === 0, 20_000);
 
   // Every epoch closes (idle), is reported, and once its readings are sealed E reaches it.
   const lastClosed = await eventually(async () => {
-    const rows = await queryGatewayDb<{ open: number; last: number | null; unreported: number }>(gw!.dir,
+    const rows = await queryGatewayDb<{ open: number; last: number | null; unreported: number }>(e2e.gw!.dir,
       'SELECT SUM(closed_at IS NULL) AS open, MAX(epoch) AS last, SUM(reported = 0) AS unreported FROM epochs');
     return rows[0].open === 0 && rows[0].unreported === 0 ? rows[0].last : null;
   }, 15_000);

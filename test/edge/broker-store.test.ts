@@ -12,21 +12,14 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
 import {
-  type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway, tempDir,
+  connectDevice, eventually, publish, requireBinary, startTestGateway, tempDir,
 } from '../support/gateway.js';
+import { e2eScope } from '../support/scope.js';
 
-let tg: TestGateway | null = null;
-let clients: MqttClient[] = [];
+const scope = e2eScope();
 
-afterEach(async () => {
-  for (const c of clients) await endClient(c);
-  clients = [];
-  await tg?.close();
-  tg = null;
-});
-
-const metric = (name: string, labels: Record<string, string> = {}) => metricValue(tg!.gateway.registry, name, labels);
-const rows = () => tg!.gateway.outbox.reader.all<{ device: string; metric: string; value: number }>('SELECT device, metric, value FROM outbox ORDER BY seq');
+const metric = (name: string, labels: Record<string, string> = {}) => metricValue(scope.gw!.gateway.registry, name, labels);
+const rows = () => scope.gw!.gateway.outbox.reader.all<{ device: string; metric: string; value: number }>('SELECT device, metric, value FROM outbox ORDER BY seq');
 
 /** A SenML pack of `n` readings with fresh identities: enough new rows to need new pages. */
 function bigPack(n: number, base: number): string {
@@ -53,7 +46,7 @@ function publishOutcome(c: MqttClient, topic: string, payload: string): Promise<
 
 async function connectCode(id: string, secret: string): Promise<number> {
   try {
-    clients.push(await connectDevice(tg!.mqttUrl, id, secret));
+    scope.clients.push(await connectDevice(scope.gw!.mqttUrl, id, secret));
     return 0;
   } catch (err) {
     return (err as { code?: number }).code ?? -1;
@@ -62,7 +55,7 @@ async function connectCode(id: string, secret: string): Promise<number> {
 
 /** Cap gateway.db at the pages it has now (SQLITE_FULL past them), or lift the cap (null). */
 async function capPages(cap: 'now' | null): Promise<void> {
-  await tg!.gateway.outbox.writes.run(async (db) => {
+  await scope.gw!.gateway.outbox.writes.run(async (db) => {
     const n = cap === 'now' ? (await db.get<{ page_count: number }>('PRAGMA page_count'))!.page_count : 1073741823;
     await db.exec(`PRAGMA max_page_count = ${n}`);
   });
@@ -70,11 +63,11 @@ async function capPages(cap: 'now' | null): Promise<void> {
 
 describe('while the outbox cannot commit', () => {
   it('leaves the failed message without PUBACK, refuses CONNECT with CONNACK 3, and takes devices again by itself', async () => {
-    tg = await startTestGateway();
-    const secret = await tg.addDevice('d1');
-    const other = await tg.addDevice('d2');
-    const d1 = await connectDevice(tg.mqttUrl, 'd1', secret);
-    clients.push(d1);
+    scope.gw = await startTestGateway();
+    const secret = await scope.gw.addDevice('d1');
+    const other = await scope.gw.addDevice('d2');
+    const d1 = await connectDevice(scope.gw.mqttUrl, 'd1', secret);
+    scope.clients.push(d1);
     await publish(d1, 'devices/d1/telemetry', '{"temp":1}');
 
     await capPages('now');
@@ -82,8 +75,8 @@ describe('while the outbox cannot commit', () => {
     expect(await publishOutcome(d1, 'devices/d1/telemetry', bigPack(1000, base))).toBe('closed');
     expect(await metric('braid_mqtt_telemetry_unacked_total', { reason: 'commit_failed' })).toBe(1);
     expect(await metric('braid_commit_failures_total')).toBeGreaterThanOrEqual(1);
-    expect(tg.gateway.outbox.commitsFailingSince()).not.toBeNull();
-    const health = async () => ((await (await fetch(`${tg!.httpUrl}/api/v1/health`)).json()) as { outbox: { commitsFailingSince: string | null } }).outbox;
+    expect(scope.gw.gateway.outbox.commitsFailingSince()).not.toBeNull();
+    const health = async () => ((await (await fetch(`${scope.gw!.httpUrl}/api/v1/health`)).json()) as { outbox: { commitsFailingSince: string | null } }).outbox;
     expect((await health()).commitsFailingSince).toMatch(/^\d{4}-\d\d-\d\dT/);
 
     // Refused at CONNECT, before its secret is checked: nothing taken that would be dropped.
@@ -96,10 +89,10 @@ describe('while the outbox cannot commit', () => {
     // A device retrying 10 ms after each refusal (MQTT.js retries after one only with
     // reconnectOnConnackError) is refused each time, and the CONNACK 3 comes after a second, so it
     // tries about once a second, not a hundred times.
-    const retrier = mqtt.connect(tg.mqttUrl, {
+    const retrier = mqtt.connect(scope.gw.mqttUrl, {
       clientId: 'd2', username: 'd2', password: other, reconnectPeriod: 10, reconnectOnConnackError: true, connectTimeout: 5000, protocolVersion: 4,
     });
-    clients.push(retrier);
+    scope.clients.push(retrier);
     let refusals = 0;
     retrier.on('error', (err) => { if ((err as { code?: number }).code === 3) refusals++; });
     const t0 = Date.now();
@@ -113,11 +106,11 @@ describe('while the outbox cannot commit', () => {
 
     // The disk has room again: a probe commit finds out, and devices are taken with no restart.
     await capPages(null);
-    await eventually(() => tg!.gateway.outbox.commitsFailingSince() === null, 5000);
+    await eventually(() => scope.gw!.gateway.outbox.commitsFailingSince() === null, 5000);
     expect((await health()).commitsFailingSince).toBeNull();
     await eventually(() => retrier.connected, 5000);
     expect(await connectCode('d1', secret)).toBe(0);
-    const again = clients[clients.length - 1];
+    const again = scope.clients[scope.clients.length - 1];
     await publish(again, 'devices/d1/telemetry', bigPack(1000, base));
     await publish(again, 'devices/d1/telemetry', '{"temp":2}');
     const r = await rows();
@@ -128,36 +121,36 @@ describe('while the outbox cannot commit', () => {
 
   const haveMosquitto = requireBinary('mosquitto_pub', 'mosquitto-clients');
   (haveMosquitto ? it : it.skip)('mosquitto_pub is refused as broker unavailable, and publishes once the store commits again', async () => {
-    tg = await startTestGateway();
-    const secret = await tg.addDevice('m1');
-    const args = ['-h', '127.0.0.1', '-p', new URL(tg.mqttUrl).port, '-V', 'mqttv311', '-i', 'm1', '-u', 'm1', '-P', secret, '-q', '1', '-t', 'devices/m1/telemetry'];
+    scope.gw = await startTestGateway();
+    const secret = await scope.gw.addDevice('m1');
+    const args = ['-h', '127.0.0.1', '-p', new URL(scope.gw.mqttUrl).port, '-V', 'mqttv311', '-i', 'm1', '-u', 'm1', '-P', secret, '-q', '1', '-t', 'devices/m1/telemetry'];
     await capPages('now');
     // A commit has to fail first: the gateway learns of a failing store from its commits (or probes).
-    const d = await connectDevice(tg.mqttUrl, 'm1', secret);
-    clients.push(d);
+    const d = await connectDevice(scope.gw.mqttUrl, 'm1', secret);
+    scope.clients.push(d);
     expect(await publishOutcome(d, 'devices/m1/telemetry', bigPack(1000, Date.now() - 3_600_000))).toBe('closed');
     const r = await run('mosquitto_pub', [...args, '-m', '{"temp":9}']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/unavailable/i);
     expect(await metric('braid_mqtt_connect_refused_total', { reason: 'store_unavailable' })).toBe(1);
     await capPages(null);
-    await eventually(() => tg!.gateway.outbox.commitsFailingSince() === null, 5000);
+    await eventually(() => scope.gw!.gateway.outbox.commitsFailingSince() === null, 5000);
     expect(await run('mosquitto_pub', [...args, '-m', '{"temp":10}'])).toMatchObject({ code: 0 });
     expect(await rows()).toEqual([{ device: 'm1', metric: 'temp', value: 10 }]);
   });
 
   it('refuses commits past maxQueuedReadings without PUBACK (counted), and the device goes on', async () => {
-    tg = await startTestGateway({ outbox: { maxQueuedReadings: 3 } });
-    const secret = await tg.addDevice('d1');
-    const d1 = await connectDevice(tg.mqttUrl, 'd1', secret);
-    clients.push(d1);
+    scope.gw = await startTestGateway({ outbox: { maxQueuedReadings: 3 } });
+    const secret = await scope.gw.addDevice('d1');
+    const d1 = await connectDevice(scope.gw.mqttUrl, 'd1', secret);
+    scope.clients.push(d1);
     expect(await publishOutcome(d1, 'devices/d1/telemetry', '{"a":1,"b":2,"c":3,"d":4}')).toBe('closed');
     expect(await metric('braid_mqtt_telemetry_unacked_total', { reason: 'queue_full' })).toBe(1);
     expect(await metric('braid_readings_dropped_total', { reason: 'queue_full' })).toBe(4);
     // A full queue is not a failing store: the device is taken again at once.
-    expect(tg.gateway.outbox.commitsFailingSince()).toBeNull();
+    expect(scope.gw.gateway.outbox.commitsFailingSince()).toBeNull();
     expect(await connectCode('d1', secret)).toBe(0);
-    await publish(clients[clients.length - 1], 'devices/d1/telemetry', '{"a":1,"b":2}');
+    await publish(scope.clients[scope.clients.length - 1], 'devices/d1/telemetry', '{"a":1,"b":2}');
     expect((await rows()).map((x) => x.metric)).toEqual(['a', 'b']);
   });
 });
@@ -189,10 +182,10 @@ describe('a full disk', () => {
     const dir = join(tmp.path, 'mnt');
     mountTmpfs(dir, 8 * 1024 * 1024);
     try {
-      tg = await startTestGateway({}, join(dir, 'gw'));
-      const secret = await tg.addDevice('d1');
-      const d1 = await connectDevice(tg.mqttUrl, 'd1', secret);
-      clients.push(d1);
+      scope.gw = await startTestGateway({}, join(dir, 'gw'));
+      const secret = await scope.gw.addDevice('d1');
+      const d1 = await connectDevice(scope.gw.mqttUrl, 'd1', secret);
+      scope.clients.push(d1);
       await publish(d1, 'devices/d1/telemetry', '{"temp":1}');
       // Fill the file system: what is left goes to a filler file.
       const filler = join(dir, 'filler');
@@ -201,21 +194,18 @@ describe('a full disk', () => {
       let outcome: 'puback' | 'closed' = 'puback';
       for (let i = 0; i < 20 && outcome === 'puback'; i++) outcome = await publishOutcome(d1, 'devices/d1/telemetry', bigPack(1000, base + i * 1000));
       expect(outcome).toBe('closed');
-      expect(tg.gateway.outbox.commitsFailingSince()).not.toBeNull();
+      expect(scope.gw.gateway.outbox.commitsFailingSince()).not.toBeNull();
       expect(await connectCode('d1', secret)).toBe(3);
       expect(await metric('braid_mqtt_connect_refused_total', { reason: 'store_unavailable' })).toBeGreaterThanOrEqual(1);
 
       rmSync(filler);
       writeFileSync(join(dir, 'note'), 'space freed');
-      await eventually(() => tg!.gateway.outbox.commitsFailingSince() === null, 5000);
+      await eventually(() => scope.gw!.gateway.outbox.commitsFailingSince() === null, 5000);
       expect(await connectCode('d1', secret)).toBe(0);
-      await publish(clients[clients.length - 1], 'devices/d1/telemetry', '{"temp":2}');
+      await publish(scope.clients[scope.clients.length - 1], 'devices/d1/telemetry', '{"temp":2}');
       expect((await rows()).slice(-1)).toEqual([{ device: 'd1', metric: 'temp', value: 2 }]);
     } finally {
-      for (const c of clients) await endClient(c);
-      clients = [];
-      await tg?.close();
-      tg = null;
+      await scope.close(); // before the umount: the gateway's files are under it
       execFileSync('umount', ['-l', dir]);
       tmp.remove();
     }

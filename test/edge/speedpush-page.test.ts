@@ -3,32 +3,15 @@
  * cursor on updated_at with its ties (several commits in one ms), pages cut inside one ms, the
  * watermark, a clock stepped back; and a randomized model check that no update is ever lost.
  */
-import { join } from 'node:path';
 import fc from 'fast-check';
-import { type Page, type PartialRow, type Position, ensureCursorIndex, partialKey, readPage } from '../../edge/speedpush/page.js';
-import { openGatewayDb, openGatewayReader } from '../../edge/store/schema.js';
-import { type Db, WriteQueue } from '../../shared/sqlite.js';
-import { tempDir } from '../support/gateway.js';
+import { type Page, type PartialRow, type Position, partialKey, readPage } from '../../edge/speedpush/page.js';
+import { gatewayDbEach } from '../support/gateway-db.js';
 
-let dir: { path: string; remove: () => void };
-let db: Db;
-let reader: Db;
-
-beforeEach(async () => {
-  dir = tempDir('braid-sp-page-');
-  db = await openGatewayDb(join(dir.path, 'gateway.db'));
-  reader = await openGatewayReader(join(dir.path, 'gateway.db'));
-  await ensureCursorIndex(new WriteQueue(db));
-});
-afterEach(async () => {
-  await reader.close();
-  await db.close();
-  dir.remove();
-});
+const gdb = gatewayDbEach('braid-sp-page-');
 
 /** Upsert partial (device, minute, epoch) with `count`, stamped `at`. */
 async function put(device: string, minute: number, epoch: number, count: number, at: number): Promise<void> {
-  await db.run(`INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
+  await gdb.db.run(`INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
     VALUES (?, 'temp', ?, ?, ?, ?, 1, 1, 0, 1, ?, 1, ?, ?)`, [device, minute * 60_000, epoch, count, count, minute * 60_000, minute * 60_000, at]);
 }
 
@@ -38,24 +21,24 @@ const names = (p: Page) => p.rows.map((r) => `${r.device}:${r.count}`);
 test('a commit in the same ms as the last pushed one is found; rows already pushed at the cursor are not sent again', async () => {
   await put('a', 1, 1, 1, 100);
   await put('b', 1, 1, 1, 100);
-  const p1 = await readPage(reader, START, 0, 100, 1000);
+  const p1 = await readPage(gdb.reader, START, 0, 100, 1000);
   expect(names(p1)).toEqual(['a:1', 'b:1']);
   expect(p1.next.cursor).toBe(100);
   // Another commit, stamped the same ms, lands after the read.
   await put('c', 1, 1, 1, 100);
-  const p2 = await readPage(reader, p1.next, 0, 100, 1000);
+  const p2 = await readPage(gdb.reader, p1.next, 0, 100, 1000);
   expect(names(p2)).toEqual(['c:1']);
   // Nothing new: nothing sent, the position stays.
-  const p3 = await readPage(reader, p2.next, 0, 100, 1000);
+  const p3 = await readPage(gdb.reader, p2.next, 0, 100, 1000);
   expect(p3.rows).toEqual([]);
   expect(p3.next).toBe(p2.next);
 });
 
 test('a row at the cursor that grew in the same ms is sent again', async () => {
   await put('a', 1, 1, 1, 100);
-  const p1 = await readPage(reader, START, 0, 100, 1000);
+  const p1 = await readPage(gdb.reader, START, 0, 100, 1000);
   await put('a', 1, 1, 2, 100);
-  const p2 = await readPage(reader, p1.next, 0, 100, 1000);
+  const p2 = await readPage(gdb.reader, p1.next, 0, 100, 1000);
   expect(names(p2)).toEqual(['a:2']);
   expect(p2.advanced).toBe(true);
 });
@@ -66,7 +49,7 @@ test('a page limit inside one ms pages through it without loss or repeat', async
   let pos = START;
   const seen: string[] = [];
   for (let i = 0; i < 10; i++) {
-    const p = await readPage(reader, pos, 0, 2, 1000);
+    const p = await readPage(gdb.reader, pos, 0, 2, 1000);
     if (!p.rows.length) break;
     expect(p.advanced).toBe(true);
     seen.push(...names(p));
@@ -79,21 +62,21 @@ test('epochs at or below the watermark are left out', async () => {
   await put('a', 1, 1, 1, 100);
   await put('a', 1, 2, 1, 100);
   await put('a', 2, 3, 1, 101);
-  const p = await readPage(reader, START, 2, 100, 1000);
+  const p = await readPage(gdb.reader, START, 2, 100, 1000);
   expect(p.rows.map((r) => r.epoch)).toEqual([3]);
 });
 
 test('rows stamped after now (the clock stepped back) cap the cursor at now; a page that cannot move reports it', async () => {
   await put('a', 1, 1, 1, 5000);
-  const p1 = await readPage(reader, START, 0, 100, 1000);
+  const p1 = await readPage(gdb.reader, START, 0, 100, 1000);
   expect(names(p1)).toEqual(['a:1']);
   expect(p1.next.cursor).toBe(1000);
   // New rows stamped by the stepped-back clock, above the capped cursor, are found.
   await put('b', 1, 1, 1, 1001);
-  const p2 = await readPage(reader, p1.next, 0, 100, 1001);
+  const p2 = await readPage(gdb.reader, p1.next, 0, 100, 1001);
   expect(names(p2)).toEqual(['b:1', 'a:1']);
   // A full page that cannot move the cursor says so (the pusher then waits instead of looping).
-  const p3 = await readPage(reader, { cursor: 1001, ties: new Map([[partialKey({ device: 'b', metric: 'temp', minute: 60_000, epoch: 1 }), 1]]) }, 0, 1, 1001);
+  const p3 = await readPage(gdb.reader, { cursor: 1001, ties: new Map([[partialKey({ device: 'b', metric: 'temp', minute: 60_000, epoch: 1 }), 1]]) }, 0, 1, 1001);
   expect(names(p3)).toEqual(['a:1']);
   expect(p3.full).toBe(true);
   expect(p3.advanced).toBe(false);
@@ -106,13 +89,13 @@ test('randomized: commits stamped by a coarse clock, interleaved with pages of a
       fc.record({ kind: fc.constant('push' as const), limit: fc.integer({ min: 1, max: 5 }) }),
     ), { maxLength: 40 }),
     async (ops) => {
-      await db.run('DELETE FROM partials');
+      await gdb.db.run('DELETE FROM partials');
       const counts = new Map<string, number>();
       const pushed = new Map<string, number>();
       let clock = 1;
       let pos = START;
       const push = async (limit: number) => {
-        const p = await readPage(reader, pos, 0, limit, clock);
+        const p = await readPage(gdb.reader, pos, 0, limit, clock);
         for (const r of p.rows as PartialRow[]) pushed.set(partialKey(r), Math.max(pushed.get(partialKey(r)) ?? 0, r.count));
         pos = p.next;
         return p;

@@ -12,10 +12,11 @@ import { gunzipSync } from 'node:zlib';
 import type { MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { CURSOR_KEY, PROBE_MAX_PARTIALS, type SpeedPushBody, SpeedPusher, type SpeedPushOptions } from '../../edge/speedpush/index.js';
-import { type Backlog, type PartialRow, ensureCursorIndex, partialKey, readBacklogPage } from '../../edge/speedpush/page.js';
+import { type Backlog, type PartialRow, partialKey, readBacklogPage } from '../../edge/speedpush/page.js';
 import { getMeta, openGatewayDb, openGatewayReader } from '../../edge/store/schema.js';
 import { nullLogger } from '../../shared/logger.js';
-import { type Db, WriteQueue } from '../../shared/sqlite.js';
+import { WriteQueue } from '../../shared/sqlite.js';
+import { gatewayDbEach } from '../support/gateway-db.js';
 import { HttpScript, answer } from '../support/http-script.js';
 import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir } from '../support/gateway.js';
 
@@ -160,24 +161,10 @@ describe('the pusher', () => {
 });
 
 describe('readBacklogPage', () => {
-  let dir: { path: string; remove: () => void };
-  let db: Db;
-  let reader: Db;
-
-  beforeEach(async () => {
-    dir = tempDir('braid-sp-backlog-');
-    db = await openGatewayDb(join(dir.path, 'gateway.db'));
-    reader = await openGatewayReader(join(dir.path, 'gateway.db'));
-    await ensureCursorIndex(new WriteQueue(db));
-  });
-  afterEach(async () => {
-    await reader.close();
-    await db.close();
-    dir.remove();
-  });
+  const gdb = gatewayDbEach('braid-sp-backlog-');
 
   async function put(device: string, epoch: number, count: number, at: number): Promise<void> {
-    await db.run(`INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
+    await gdb.db.run(`INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
       VALUES (?, 'temp', 60000, ?, ?, ?, 1, 1, 0, 1, 60000, 1, 60000, ?)`, [device, epoch, count, count, at]);
   }
   const key = (device: string, epoch = 1) => partialKey({ device, metric: 'temp', minute: 60_000, epoch });
@@ -193,19 +180,19 @@ describe('readBacklogPage', () => {
     const seen: string[] = [];
     let b = start;
     for (let i = 0; i < 10; i++) {
-      const page = await readBacklogPage(reader, b, 0, 2);
+      const page = await readBacklogPage(gdb.reader, b, 0, 2);
       seen.push(...page.rows.map((r: PartialRow) => r.device));
       b = page.next;
       if (page.done) break;
     }
     expect(seen).toEqual(['e', 'old-epoch', 'd', 'c', 'b', 'a', 'grown']);
     // With a watermark of 1, only epoch 2 below hi remains.
-    const w = await readBacklogPage(reader, start, 1, 10);
+    const w = await readBacklogPage(gdb.reader, start, 1, 10);
     expect(w.rows.map((r) => r.device)).toEqual(['e']);
     expect(w.done).toBe(true);
     // A row of the backlog updated again moves above hi: the backlog no longer has it.
     await put('c', 1, 2, 210);
-    const again = await readBacklogPage(reader, start, 0, 100);
+    const again = await readBacklogPage(gdb.reader, start, 0, 100);
     expect(again.rows.map((r) => r.device)).toEqual(['e', 'old-epoch', 'd', 'b', 'a', 'grown']);
   });
 });

@@ -6,10 +6,10 @@
  * manifest while the gateway stops pushing what it covers.
  */
 import { join } from 'node:path';
-import type { MqttClient } from 'mqtt';
 import { scrapedValue } from '../../shared/metrics.js';
 import { Db } from '../../shared/sqlite.js';
-import { type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir } from '../support/gateway.js';
+import { type DeepPartial, connectDevice, endClient, eventually, publish, startTestGateway } from '../support/gateway.js';
+import { e2eScope } from '../support/scope.js';
 import type { GatewayConfig } from '../../edge/config.js';
 import { queryGatewayDb } from '../support/child-gateway.js';
 import { type SpeedCloud, credentials, getJson, startSpeedCloud, storedPartials } from '../cloud/speed-fixtures.js';
@@ -18,29 +18,16 @@ const GW = 'gw-sp';
 const DEVICES = ['dev-a', 'dev-b'];
 
 let cloudDir: { path: string; remove: () => void };
-let cloud: SpeedCloud | null = null;
-let gw: TestGateway | null = null;
 let gwDir: { path: string; remove: () => void };
-let clients: MqttClient[] = [];
+const e2e = e2eScope<SpeedCloud>();
 let keys: { token: string; admin: string };
 
 beforeEach(async () => {
   secrets.clear();
-  cloudDir = tempDir('braid-sp-cloud-');
-  gwDir = tempDir('braid-sp-gw-');
+  cloudDir = e2e.dir('braid-sp-cloud-');
+  gwDir = e2e.dir('braid-sp-gw-');
   const c = await credentials(cloudDir.path, [GW]);
   keys = { token: c.tokens[GW], admin: c.admin };
-});
-
-afterEach(async () => {
-  for (const c of clients) await endClient(c);
-  clients = [];
-  await gw?.close();
-  gw = null;
-  await cloud?.close();
-  cloud = null;
-  cloudDir.remove();
-  gwDir.remove();
 });
 
 function gatewayOptions(url: string, speed: DeepPartial<GatewayConfig['speed']> = {}): DeepPartial<GatewayConfig> {
@@ -57,8 +44,8 @@ const secrets = new Map<string, string>();
 /** Connect every device (registered on first use; the registry lives in the gateway's data dir). */
 async function connectAll(): Promise<void> {
   for (const d of DEVICES) {
-    if (!secrets.has(d)) secrets.set(d, await gw!.addDevice(d));
-    clients.push(await connectDevice(gw!.mqttUrl, d, secrets.get(d)));
+    if (!secrets.has(d)) secrets.set(d, await e2e.gw!.addDevice(d));
+    e2e.clients.push(await connectDevice(e2e.gw!.mqttUrl, d, secrets.get(d)));
   }
 }
 
@@ -69,7 +56,7 @@ async function send(n: number, minutes = 5, salt = 0): Promise<void> {
     for (const [k, d] of DEVICES.entries()) {
       const late = i % 9 === 0 ? 3600_000 : 0;
       const ts = now - late - (i % minutes) * 60_000 - k - i * 3 - salt * 7;
-      await publish(clients[k], `devices/${d}/telemetry`, JSON.stringify({ ts, temp: 20 + ((i * 7 + salt) % 50) / 10, hum: 40 + (i % 13) }), 1);
+      await publish(e2e.clients[k], `devices/${d}/telemetry`, JSON.stringify({ ts, temp: 20 + ((i * 7 + salt) % 50) / 10, hum: 40 + (i % 13) }), 1);
     }
   }
 }
@@ -96,28 +83,28 @@ async function setCursor(value: number): Promise<void> {
   }
 }
 
-const gatewayMetrics = async () => (await fetch(`${gw!.httpUrl}/metrics`)).text();
-const health = async () => (await (await fetch(`${gw!.httpUrl}/api/v1/health`)).json()) as Record<string, any>;
+const gatewayMetrics = async () => (await fetch(`${e2e.gw!.httpUrl}/metrics`)).text();
+const health = async () => (await (await fetch(`${e2e.gw!.httpUrl}/api/v1/health`)).json()) as Record<string, any>;
 
 test('pushes arrive and equal the gateway\'s partials table; health and connected devices reach the registry', async () => {
-  cloud = await startSpeedCloud(cloudDir.path);
-  gw = await startTestGateway(gatewayOptions(cloud.url), gwDir.path);
+  e2e.cloud = await startSpeedCloud(cloudDir.path);
+  e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url), gwDir.path);
   await connectAll();
   await send(60);
   await eventually(() => inSync(), 10_000);
 
   const h = await health();
-  expect(h.speedPush).toEqual({ cloudUrl: cloud.url, lastSuccessAt: expect.any(String), watermark: 0, consecutiveFailures: 0 });
-  const gws = (await getJson(cloud.url, '/api/v1/gateways', keys.admin)).body.gateways as Array<Record<string, any>>;
+  expect(h.speedPush).toEqual({ cloudUrl: e2e.cloud.url, lastSuccessAt: expect.any(String), watermark: 0, consecutiveFailures: 0 });
+  const gws = (await getJson(e2e.cloud.url, '/api/v1/gateways', keys.admin)).body.gateways as Array<Record<string, any>>;
   expect(gws).toMatchObject([{ id: GW, online: true, health: { gatewayId: GW, devices: { connected: 2 } } }]);
-  const devices = (await getJson(cloud.url, '/api/v1/devices', keys.admin)).body.devices;
+  const devices = (await getJson(e2e.cloud.url, '/api/v1/devices', keys.admin)).body.devices;
   expect(devices).toMatchObject([
     { id: 'dev-a', gateway: GW, online: true, metrics: ['hum', 'temp'] },
     { id: 'dev-b', gateway: GW, online: true, metrics: ['hum', 'temp'] },
   ]);
   // A device that goes away is not online any more once the next push says so.
-  await endClient(clients.pop()!);
-  await eventually(async () => ((await getJson(cloud!.url, '/api/v1/devices', keys.admin)).body.devices as Array<{ online: boolean }>)[1].online === false, 5000);
+  await endClient(e2e.clients.pop()!);
+  await eventually(async () => ((await getJson(e2e.cloud!.url, '/api/v1/devices', keys.admin)).body.devices as Array<{ online: boolean }>)[1].online === false, 5000);
 
   const text = await gatewayMetrics();
   expect(scrapedValue(text, 'braid_speedpush_requests_total', { outcome: 'ok' })).toBeGreaterThan(0);
@@ -126,44 +113,44 @@ test('pushes arrive and equal the gateway\'s partials table; health and connecte
 }, 30_000);
 
 test('a push from cursor 0 again, in small pages, changes nothing in the cloud [idempotent]', async () => {
-  cloud = await startSpeedCloud(cloudDir.path);
-  gw = await startTestGateway(gatewayOptions(cloud.url, { pushMaxPartials: 7 }), gwDir.path);
+  e2e.cloud = await startSpeedCloud(cloudDir.path);
+  e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url, { pushMaxPartials: 7 }), gwDir.path);
   await connectAll();
   await send(40);
   await eventually(() => inSync(), 10_000);
   const before = await cloudPartials();
-  await endClient(clients.pop()!);
-  await endClient(clients.pop()!);
-  await gw.close();
+  await endClient(e2e.clients.pop()!);
+  await endClient(e2e.clients.pop()!);
+  await e2e.gw.close();
 
   await setCursor(0);
-  gw = await startTestGateway(gatewayOptions(cloud.url, { pushMaxPartials: 7 }), gwDir.path);
+  e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url, { pushMaxPartials: 7 }), gwDir.path);
   await eventually(async () => scrapedValue(await gatewayMetrics(), 'braid_speedpush_partials_sent_total') >= before.length, 10_000);
   expect(await cloudPartials()).toEqual(before);
   expect(await inSync()).toBe(true);
 }, 30_000);
 
 test('a cloud outage: the gateway keeps its cursor and backs off; on reconnect it pushes what changed while away, at once', async () => {
-  cloud = await startSpeedCloud(cloudDir.path);
-  const port = cloud.port;
+  e2e.cloud = await startSpeedCloud(cloudDir.path);
+  const port = e2e.cloud.port;
   // A long interval and small pages: only the "at once" path catches up in time.
-  gw = await startTestGateway(gatewayOptions(cloud.url, { pushIntervalMs: 1500, pushMaxPartials: 5 }), gwDir.path);
+  e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url, { pushIntervalMs: 1500, pushMaxPartials: 5 }), gwDir.path);
   await connectAll();
   await send(30);
   await eventually(() => inSync(), 15_000);
-  const cursor = gw.gateway.speedPush.status().cursor;
+  const cursor = e2e.gw.gateway.speedPush.status().cursor;
 
-  await cloud.close();
-  cloud = null;
+  await e2e.cloud.close();
+  e2e.cloud = null;
   await send(40, 8, 1); // grows existing partials and adds new ones
-  await eventually(() => gw!.gateway.speedPush.status().consecutiveFailures >= 2, 10_000);
-  expect(gw.gateway.speedPush.status().cursor).toBe(cursor);
+  await eventually(() => e2e.gw!.gateway.speedPush.status().consecutiveFailures >= 2, 10_000);
+  expect(e2e.gw.gateway.speedPush.status().cursor).toBe(cursor);
   expect(scrapedValue(await gatewayMetrics(), 'braid_speedpush_lag_seconds')).toBeGreaterThan(0);
   expect((await health()).speedPush.consecutiveFailures).toBeGreaterThan(0);
   const changed = (await gatewayPartials()).length;
 
-  cloud = await startSpeedCloud(cloudDir.path, { http: { port } });
-  await eventually(() => gw!.gateway.speedPush.status().consecutiveFailures === 0, 10_000, 5);
+  e2e.cloud = await startSpeedCloud(cloudDir.path, { http: { port } });
+  await eventually(() => e2e.gw!.gateway.speedPush.status().consecutiveFailures === 0, 10_000, 5);
   const reconnectedAt = Date.now();
   await eventually(() => inSync(), 10_000, 10);
   // More than `changed / 5` pages went in far less than one pushIntervalMs.
@@ -173,8 +160,8 @@ test('a cloud outage: the gateway keeps its cursor and backs off; on reconnect i
 }, 40_000);
 
 test('after a batch run publishes E: the cloud prunes epochs <= E once live, the gateway learns E and stops pushing epochs <= E', async () => {
-  cloud = await startSpeedCloud(cloudDir.path, { ingest: { sealMaxAgeMs: 400 } }, { pruneGraceMs: 0, manifestPollMs: 50 });
-  gw = await startTestGateway(gatewayOptions(cloud.url), gwDir.path);
+  e2e.cloud = await startSpeedCloud(cloudDir.path, { ingest: { sealMaxAgeMs: 400 } }, { pruneGraceMs: 0, manifestPollMs: 50 });
+  e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url), gwDir.path);
   await connectAll();
   await send(40);
   await eventually(() => inSync(), 10_000);
@@ -183,10 +170,10 @@ test('after a batch run publishes E: the cloud prunes epochs <= E once live, the
   const lastClosed = await eventually(async () => {
     const rows = await queryGatewayDb<{ open: number; last: number | null; unreported: number }>(gwDir.path,
       'SELECT SUM(closed_at IS NULL) AS open, MAX(epoch) AS last, SUM(reported = 0) AS unreported FROM epochs');
-    return rows[0].open === 0 && rows[0].unreported === 0 && gw!.gateway.outbox.status().pending === 0 ? rows[0].last : null;
+    return rows[0].open === 0 && rows[0].unreported === 0 && e2e.gw!.gateway.outbox.status().pending === 0 ? rows[0].last : null;
   }, 15_000);
-  await cloud.app.server.ingest.sealNow();
-  const result = await (await cloud.app.scheduler().runNow('api')).done;
+  await e2e.cloud.app.server.ingest.sealNow();
+  const result = await (await e2e.cloud.app.scheduler().runNow('api')).done;
   const E = result.watermark[GW];
   expect(E).toBe(lastClosed);
 
@@ -197,17 +184,17 @@ test('after a batch run publishes E: the cloud prunes epochs <= E once live, the
   expect((await gatewayPartials()).length).toBeGreaterThan(0);
 
   // From cursor 0 again: it pushes nothing of epochs <= E, and what comes next still arrives.
-  for (const c of clients.splice(0)) await endClient(c);
-  await gw.close();
+  for (const c of e2e.clients.splice(0)) await endClient(c);
+  await e2e.gw.close();
   await setCursor(0);
-  gw = await startTestGateway(gatewayOptions(cloud.url), gwDir.path);
-  await eventually(() => gw!.gateway.speedPush.status().pushes >= 3, 5000);
-  expect(gw.gateway.speedPush.status().partialsSent).toBe(0);
+  e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url), gwDir.path);
+  await eventually(() => e2e.gw!.gateway.speedPush.status().pushes >= 3, 5000);
+  expect(e2e.gw.gateway.speedPush.status().partialsSent).toBe(0);
   await connectAll();
   await send(10, 2, 3);
   await eventually(() => inSync(E), 10_000);
   expect((await cloudPartials()).every((r) => r.epoch > E)).toBe(true);
-  const cloudMetrics = await (await fetch(`${cloud.url}/metrics`, { headers: { authorization: `Bearer ${keys.admin}` } })).text();
+  const cloudMetrics = await (await fetch(`${e2e.cloud.url}/metrics`, { headers: { authorization: `Bearer ${keys.admin}` } })).text();
   expect(scrapedValue(cloudMetrics, 'braid_speed_partials_stale_total')).toBe(0);
   expect(scrapedValue(cloudMetrics, 'braid_speed_partials_pruned_total')).toBeGreaterThan(0);
 }, 60_000);
