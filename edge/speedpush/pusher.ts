@@ -42,6 +42,22 @@ interface Outgoing {
   down?: BacklogPage;
 }
 
+/**
+ * The health document with every U+0000 in its strings replaced by U+FFFD. The cloud refuses a
+ * push that carries one (PostgreSQL TEXT and JSONB cannot hold it), and the document holds text
+ * the gateway does not choose (a peer's error message in lastError): one such character would
+ * otherwise stop every push.
+ */
+export function withoutNul(health: Record<string, unknown>): Record<string, unknown> {
+  let found = false;
+  const text = JSON.stringify(health, (_key, v: unknown) => {
+    if (typeof v !== 'string' || !v.includes('\0')) return v;
+    found = true;
+    return v.replaceAll('\0', '\ufffd');
+  });
+  return found ? JSON.parse(text) as Record<string, unknown> : health;
+}
+
 export function parseAnswer(text: string): SpeedPushAnswer {
   let v: unknown;
   try {
@@ -227,7 +243,7 @@ export class SpeedPusher {
   private async body(rows: PartialRow[]): Promise<SpeedPushBody> {
     let health: Record<string, unknown>;
     try {
-      health = await this.deps.health();
+      health = withoutNul(await this.deps.health());
     } catch (err) {
       this.log.warn({ err }, 'could not build the health document; pushing without it');
       health = {};

@@ -10,6 +10,7 @@ import { scrapedValue } from '../../shared/metrics.js';
 import { Db } from '../../shared/sqlite.js';
 import { type DeepPartial, connectDevice, endClient, eventually, publish, startTestGateway } from '../support/gateway.js';
 import { e2eScope } from '../support/scope.js';
+import { withoutNul } from '../../edge/speedpush/pusher.js';
 import type { GatewayConfig } from '../../edge/config.js';
 import { queryGatewayDb } from '../support/child-gateway.js';
 import { type SpeedCloud, credentials, getJson, startSpeedCloud, storedPartials } from '../cloud/speed-fixtures.js';
@@ -112,6 +113,20 @@ test('pushes arrive and equal the gateway\'s partials table; health and connecte
   expect(scrapedValue(text, 'braid_speedpush_lag_seconds')).toBe(0);
 }, 30_000);
 
+test('a NUL in the gateway\'s own health document (a peer\'s error text) goes as U+FFFD: the cloud takes the push', async () => {
+  e2e.cloud = await startSpeedCloud(cloudDir.path);
+  e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url), gwDir.path);
+  const g = e2e.gw.gateway;
+  const health = g.health.bind(g);
+  g.health = async () => ({ ...(await health()), note: 'proxy said: bad\u0000gateway', list: ['\u0000'] });
+  const before = g.speedPush.status().pushes;
+  await eventually(() => g.speedPush.status().pushes >= before + 2, 10_000);
+  expect(g.speedPush.status().consecutiveFailures).toBe(0);
+  const gws = (await getJson(e2e.cloud.url, '/api/v1/gateways', keys.admin)).body.gateways as Array<Record<string, any>>;
+  expect(gws[0].health).toMatchObject({ gatewayId: GW, note: 'proxy said: bad\ufffdgateway', list: ['\ufffd'] });
+  expect(withoutNul({ a: 'x\u0000y', b: { c: ['\\u0000 stays as typed'] } })).toEqual({ a: 'x\ufffdy', b: { c: ['\\u0000 stays as typed'] } });
+}, 30_000);
+
 test('a push from cursor 0 again, in small pages, changes nothing in the cloud [idempotent]', async () => {
   e2e.cloud = await startSpeedCloud(cloudDir.path);
   e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url, { pushMaxPartials: 7 }), gwDir.path);
@@ -138,6 +153,10 @@ test('a cloud outage: the gateway keeps its cursor and backs off; on reconnect i
   await connectAll();
   await send(30);
   await eventually(() => inSync(), 15_000);
+  // The cloud may hold the last page before the gateway has read its answer (which moves the
+  // cursor): one more answered push after that settles it.
+  const answered = e2e.gw.gateway.speedPush.status().pushes;
+  await eventually(() => e2e.gw!.gateway.speedPush.status().pushes > answered, 10_000);
   const cursor = e2e.gw.gateway.speedPush.status().cursor;
 
   await e2e.cloud.close();
