@@ -17,7 +17,7 @@ import { Authenticator } from './api/auth.js';
 import { AUTH_ERRORS, errorResponses } from './api/responses.js';
 import { registerWhoamiRoute } from './api/whoami.js';
 import type { CloudConfig } from './config.js';
-import { type IngestOptions, IngestService, registerIngestRoute } from './ingest/index.js';
+import { type IngestOptions, IngestService, SqliteIngestStore, registerIngestRoute } from './ingest/index.js';
 import { openCloudDb } from './store/schema.js';
 import { SqliteCredentialStore } from './store/sqlite-credentials.js';
 
@@ -150,7 +150,7 @@ export class CloudServer {
     this.writer = await openCloudDb(dbFile);
     this.reader = await openCloudDb(dbFile);
     const writes = new WriteQueue(this.writer);
-    const ingest = new IngestService({ dataDir: c.dataDir, writes, logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
+    const ingest = new IngestService({ dataDir: c.dataDir, store: new SqliteIngestStore(writes), logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
     this.authReader = await openCloudDb(dbFile);
     const auth = new Authenticator(new SqliteCredentialStore(this.authReader));
     this.context = { config: c, logger: this.logger, registry: this.registry, dataDir: c.dataDir, db: { writes, reader: this.reader }, auth, ingest };

@@ -2,20 +2,19 @@
  * Group commit of ingest requests: requests arriving within `groupCommitMs` (or while the previous
  * group is being written) share one staging append + fdatasync and one cloud.db transaction.
  *
- * Order, inside one BEGIN IMMEDIATE transaction (SQLite's write lock, shared by every ingest
- * process on the data dir): decide what is new against `received` [INV-2], append it to the open
+ * Order, inside one transaction of the store (IngestStore.commitGroup; SQLite: BEGIN IMMEDIATE,
+ * the write lock shared by every ingest process on the data dir): decide what is new against `received` [INV-2], append it to the open
  * segment and fdatasync, then add it to `received` and `staged`, COMMIT, and only then answer 2xx
  * [INV-1]. A crash after the fsync and before the COMMIT leaves lines that no `staged` row
  * vouches for: the seal that later finds them stores them only if no one has meanwhile (sealer.ts).
  */
 import { ClosedError, LimitExceededError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import type { WriteQueue } from '../../shared/sqlite.js';
-import { addRanges } from '../store/ingest-state.js';
-import { type GatewayClocks, recordClockOffset } from './clock.js';
+import type { IngestStore, Placement } from '../store/ingest.js';
+import type { GatewayClocks } from './clock.js';
 import { IngestSeqSkipError, IngestUnavailableError } from './errors.js';
 import type { IngestMetrics } from './metrics.js';
-import { type IngestAck, type StagingLine, planGroup, seqRanges } from './plan.js';
+import { type IngestAck, type StagingLine, seqRanges } from './plan.js';
 import { type Range, normalize } from './ranges.js';
 import { OpenSegment, segmentLine } from './staging.js';
 import type { IngestBatch } from './validate.js';
@@ -34,7 +33,8 @@ export interface CommitterOptions {
 }
 
 export interface CommitterDeps {
-  writes: WriteQueue;
+  /** Where the group commit's decisions and bookkeeping go (one transaction per group). */
+  store: IngestStore;
   /** This process's staging directory. */
   stagingDir: string;
   log: Logger;
@@ -47,9 +47,6 @@ export interface CommitterDeps {
 }
 
 interface Pending { batch: IngestBatch; resolve: (a: IngestAck) => void; reject: (e: Error) => void }
-
-/** Where a group's lines went: per segment, per gateway, the seq ranges. */
-type Placement = Map<string, Map<string, Range[]>>;
 
 export class GroupCommitter {
   private readonly d: CommitterDeps;
@@ -120,22 +117,13 @@ export class GroupCommitter {
     const readings = group.reduce((n, p) => n + p.batch.readings.length, 0);
     try {
       const rotated: OpenSegment[] = [];
-      const plan = await this.d.writes.tx(async (db) => {
-        const now = this.now();
-        const p = await planGroup(db, group.map((x) => x.batch), now, this.d.log, this.o.maxFutureMs);
-        // The clock estimates of the gateways heard from, in the transaction they caused anyway.
-        for (const g of new Set(group.map((x) => x.batch.gateway))) {
-          const offset = this.d.clocks.offset(g, now);
-          if (offset !== null) await recordClockOffset(db, g, offset, now);
-        }
-        if (p.lines.length > 0) {
-          const placed = await this.stage(p.lines, rotated);
-          for (const [g, ranges] of p.added) await addRanges(db, { table: 'received', gateway: g }, ranges);
-          for (const [segment, byGateway] of placed) {
-            for (const [g, ranges] of byGateway) await addRanges(db, { table: 'staged', segment, gateway: g }, ranges);
-          }
-        }
-        return p;
+      const plan = await this.d.store.commitGroup({
+        batches: group.map((x) => x.batch),
+        now: this.now,
+        maxFutureMs: this.o.maxFutureMs,
+        clockOffset: (g, now) => this.d.clocks.offset(g, now),
+        stage: (lines) => this.stage(lines, rotated),
+        log: this.d.log,
       }).finally(() => {
         // Sealed only now: every line of a rotated segment is committed (or its transaction is gone).
         for (const s of rotated) this.handOver(s);

@@ -1,15 +1,15 @@
 /**
- * The decision half of a group commit, run inside its BEGIN IMMEDIATE transaction: which requests
+ * The decision half of a group commit, run inside its transaction (IngestStore.commitGroup, on the
+ * backend's IngestTx view; SQLite's BEGIN IMMEDIATE): which requests
  * are refused (they skip seqs, or contradict a stored epoch), which readings of the others are new (not in `received`, nor in an
  * earlier request of the same group) [INV-2], plus the epochs and gap records they carry. Because
- * the decision and the `received` update commit together, under SQLite's write lock, two ingest
+ * the decision and the `received` update commit together, under the store's write lock, two ingest
  * processes given the same batch stage it once between them.
  */
 import type { BraidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
-import { gapRangesIn, insertEpochs, insertGaps, maxReceived, rangesNear } from '../store/ingest-state.js';
-import { type FutureReadings, futureReadings, recordFutureReadings } from './clock.js';
+import type { IngestTx } from '../store/ingest.js';
+import { type FutureReadings, futureReadings } from './clock.js';
 import { IngestEpochConflictError, IngestSeqSkipError, MAX_LISTED_SKIPS } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
 import type { IngestBatch, ReadingTuple } from './validate.js';
@@ -77,7 +77,7 @@ const fmtRanges = (rs: Range[]) => rs.slice(0, 3).map((r) => (r.from === r.to ? 
   + (rs.length > 3 ? ` and ${rs.length - 3} more range(s)` : '');
 
 /** The first epoch record of `b` whose span differs from the stored one (or another of b's), as a message; null when none. */
-async function epochConflict(db: Db, g: string, b: IngestBatch): Promise<string | null> {
+async function epochConflict(tx: IngestTx, g: string, b: IngestBatch): Promise<string | null> {
   if (b.epochs.length === 0) return null;
   const seen = new Map<number, { firstSeq: number; lastSeq: number }>();
   for (const e of b.epochs) {
@@ -87,15 +87,11 @@ async function epochConflict(db: Db, g: string, b: IngestBatch): Promise<string 
     }
     seen.set(e.epoch, e);
   }
-  for (const chunk of chunkRows([...seen.keys()], 1, 500)) {
-    const stored = await db.all<{ epoch: number; first_seq: number; last_seq: number }>(
-      `SELECT epoch, first_seq, last_seq FROM epochs WHERE gateway = ? AND epoch IN ${placeholders(1, chunk.length)}`, [g, ...chunk]);
-    for (const s of stored) {
-      const e = seen.get(s.epoch)!;
-      if (s.first_seq !== e.firstSeq || s.last_seq !== e.lastSeq) {
-        return `epochs: epoch ${s.epoch} of gateway ${g} is stored as seqs ${s.first_seq}..${s.last_seq}, this batch says ${e.firstSeq}..${e.lastSeq}; `
-          + 'a closed epoch never changes (a gateway whose data dir was reset needs a new gateway id); nothing of this batch was stored';
-      }
+  for (const s of await tx.storedEpochs(g, [...seen.keys()])) {
+    const e = seen.get(s.epoch)!;
+    if (s.firstSeq !== e.firstSeq || s.lastSeq !== e.lastSeq) {
+      return `epochs: epoch ${s.epoch} of gateway ${g} is stored as seqs ${s.firstSeq}..${s.lastSeq}, this batch says ${e.firstSeq}..${e.lastSeq}; `
+        + 'a closed epoch never changes (a gateway whose data dir was reset needs a new gateway id); nothing of this batch was stored';
     }
   }
   return null;
@@ -111,11 +107,11 @@ async function epochConflict(db: Db, g: string, b: IngestBatch): Promise<string 
  * repeating seqs already stored, only carries duplicates. Epoch records are not looked at: an epoch
  * may name seqs the cloud has not had yet (it is complete only once they, or gaps, arrive).
  */
-async function skipped(db: Db, g: string, held: number, b: IngestBatch): Promise<Range[]> {
+async function skipped(tx: IngestTx, g: string, held: number, b: IngestBatch): Promise<Range[]> {
   if (b.lastSeq <= held) return [];
   const from = held + 1;
   const own = b.gaps.map((x) => ({ from: x.fromSeq, to: x.toSeq }));
-  const accounted = normalize([...seqRanges(b.readings), ...own, ...await gapRangesIn(db, g, from, b.lastSeq)]);
+  const accounted = normalize([...seqRanges(b.readings), ...own, ...await tx.gapRangesIn(g, from, b.lastSeq)]);
   return missing(accounted, from, b.lastSeq);
 }
 
@@ -123,7 +119,7 @@ async function skipped(db: Db, g: string, held: number, b: IngestBatch): Promise
  * Plan (and record the bookkeeping of) one group. `maxFutureMs`: new readings stamped later than
  * `now + maxFutureMs` are counted per gateway in gateway_clock and reported in the outcome.
  */
-export async function planGroup(db: Db, batches: IngestBatch[], now: number, log: Logger, maxFutureMs = Infinity): Promise<GroupPlan> {
+export async function planGroup(tx: IngestTx, batches: IngestBatch[], now: number, log: Logger, maxFutureMs = Infinity): Promise<GroupPlan> {
   const state = new Map<string, GatewayState>();
   const lines: StagingLine[] = [];
   const outcomes: RequestOutcome[] = [];
@@ -131,12 +127,12 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
     const g = b.gateway;
     let st = state.get(g);
     if (!st) {
-      st = { added: [], maxSeq: await maxReceived(db, g) };
+      st = { added: [], maxSeq: await tx.maxReceived(g) };
       state.set(g, st);
     }
     // A batch that skips seqs is refused whole, before anything of it is kept: recording the hole
     // (or its epochs, or its gaps) would be permanent, and a token could plant one at will.
-    const skip = await skipped(db, g, st.maxSeq, b);
+    const skip = await skipped(tx, g, st.maxSeq, b);
     if (skip.length > 0) {
       const n = skip.reduce((k, r) => k + r.to - r.from + 1, 0);
       const message = `seq skip: gateway ${g} has had seqs up to ${st.maxSeq} stored; this batch (firstSeq ${b.firstSeq}, lastSeq ${b.lastSeq}) `
@@ -147,20 +143,20 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
       outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, newLostReadings: 0, refused: new IngestSeqSkipError(message, details), future: null });
       continue;
     }
-    const conflict = await epochConflict(db, g, b);
+    const conflict = await epochConflict(tx, g, b);
     if (conflict) {
       log.warn({ gateway: g, firstSeq: b.firstSeq, lastSeq: b.lastSeq }, conflict);
       outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, newLostReadings: 0, refused: new IngestEpochConflictError(conflict), future: null });
       continue;
     }
-    const { added: newGaps, lostReadings: newLostReadings } = await insertGaps(db, g, b.gaps, now);
-    const newEpochs = await insertEpochs(db, g, b.epochs);
+    const { added: newGaps, lostReadings: newLostReadings } = await tx.insertGaps(g, b.gaps, now);
+    const newEpochs = await tx.insertEpochs(g, b.epochs);
 
     let fresh: ReadingTuple[] = [];
     if (b.readings.length > 0) {
       const lo = b.readings[0][0];
       const hi = b.readings[b.readings.length - 1][0];
-      const have = normalize([...await rangesNear(db, { table: 'received', gateway: g }, lo, hi), ...st.added]);
+      const have = normalize([...await tx.receivedNear(g, lo, hi), ...st.added]);
       const want = missing(have, lo, hi);
       fresh = want.length === 0 ? [] : rowsIn(b.readings, want);
       if (fresh.length > 0) {
@@ -174,7 +170,7 @@ export async function planGroup(db: Db, batches: IngestBatch[], now: number, log
     // Flagged, not dropped: acknowledged data is never lost, and the clock may be the cloud's.
     const future = fresh.length > 0 ? futureReadings(fresh, now + maxFutureMs) : null;
     if (future) {
-      await recordFutureReadings(db, g, future, now);
+      await tx.recordFutureReadings(g, future, now);
       log.warn({ gateway: g, count: future.count, device: future.device, metric: future.metric, ts: future.ts, maxFutureMs }, 'readings stamped ahead of the cloud\'s clock');
     }
     outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps, newLostReadings, future });

@@ -17,18 +17,19 @@ import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../shared/logger.js';
-import type { WriteQueue } from '../../shared/sqlite.js';
 import { DAY_MS } from '../../shared/time.js';
-import { type CatalogEntry, addRanges, deleteStaged, insertFiles, rangesNear, stagedRanges } from '../store/ingest-state.js';
+import type { IngestStore } from '../store/ingest.js';
+import type { CatalogEntry } from '../store/ingest-state.js';
 import type { IngestMetrics } from './metrics.js';
 import { DayColumns, type ParquetEncoder, dayString } from './parquet.js';
 import { seqRanges } from './plan.js';
-import { type Range, covers, missing, normalize } from './ranges.js';
+import { type Range, covers, normalize } from './ranges.js';
 import { fsyncDir, readSegment } from './staging.js';
 
 export interface SealerDeps {
   dataDir: string;
-  writes: WriteQueue;
+  /** Steps 2 and 4, one transaction each. */
+  store: IngestStore;
   log: Logger;
   metrics: IngestMetrics;
   encoder: ParquetEncoder;
@@ -54,21 +55,6 @@ export interface SealReport {
 }
 
 interface GatewayRuns { runs: Range[]; rows: number }
-
-/** The seqs in both sorted, merged range lists (one pass over each). */
-function intersect(a: Range[], b: Range[]): Range[] {
-  const out: Range[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < a.length && j < b.length) {
-    const from = Math.max(a[i].from, b[j].from);
-    const to = Math.min(a[i].to, b[j].to);
-    if (from <= to) out.push({ from, to });
-    if (a[i].to < b[j].to) i++;
-    else j++;
-  }
-  return normalize(out);
-}
 
 export class Sealer {
   private readonly d: SealerDeps;
@@ -140,33 +126,10 @@ export class Sealer {
     });
 
     const t1 = performance.now();
-    const { valid, adopted } = await this.d.writes.tx(async (db) => {
-      const staged = await stagedRanges(db, seg.id);
-      const out = new Map<string, Range[]>();
-      let n = 0;
-      for (const [g, lost] of staged) {
-        if (!perGateway.has(g)) this.d.log.error({ segment: seg.id, gateway: g, lost }, 'staged seqs are missing from their segment file (disk corruption?)');
-      }
-      for (const [g, st] of perGateway) {
-        const have = normalize(staged.get(g) ?? []);
-        const inFile = normalize(st.runs);
-        const lost = have.flatMap((r) => missing(inFile, r.from, r.to));
-        if (lost.length > 0) this.d.log.error({ segment: seg.id, gateway: g, lost }, 'staged seqs are missing from their segment file (disk corruption?)');
-        const adopt: Range[] = [];
-        for (const e of inFile.flatMap((r) => missing(have, r.from, r.to))) {
-          const held = normalize(await rangesNear(db, { table: 'received', gateway: g }, e.from, e.to));
-          adopt.push(...missing(held, e.from, e.to));
-        }
-        if (adopt.length > 0) {
-          await addRanges(db, { table: 'received', gateway: g }, adopt);
-          await addRanges(db, { table: 'staged', segment: seg.id, gateway: g }, adopt);
-          n += adopt.reduce((s, r) => s + r.to - r.from + 1, 0);
-        }
-        // Only what the file holds: a staged seq lost from the file must not look sealed.
-        out.set(g, intersect(normalize([...have, ...adopt]), inFile));
-      }
-      return { valid: out, adopted: n };
-    });
+    const inFile = new Map<string, Range[]>();
+    for (const [g, st] of perGateway) inFile.set(g, normalize(st.runs));
+    const { valid, adopted, lost } = await this.d.store.sealBegin(seg.id, inFile);
+    for (const l of lost) this.d.log.error({ segment: seg.id, ...l }, 'staged seqs are missing from their segment file (disk corruption?)');
 
     const total = [...days.values()].reduce((s, c) => s + c.length, 0);
     const kept = this.filter(days, perGateway, valid);
@@ -177,11 +140,7 @@ export class Sealer {
     }
     const t3 = performance.now();
 
-    await this.d.writes.tx(async (db) => {
-      await insertFiles(db, files, this.now());
-      for (const [g, ranges] of valid) if (ranges.length > 0) await addRanges(db, { table: 'sealed', gateway: g }, ranges);
-      await deleteStaged(db, seg.id);
-    });
+    await this.d.store.sealCommit(seg.id, files, valid, this.now());
     await this.d.removeSegment(seg.path);
 
     const ms = performance.now() - t0;

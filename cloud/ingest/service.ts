@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Registry } from 'prom-client';
 import { ClosedError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import type { WriteQueue } from '../../shared/sqlite.js';
+import type { IngestStore } from '../store/ingest.js';
 import { GatewayClocks } from './clock.js';
 import { GroupCommitter } from './committer.js';
 import { type IngestMetrics, createIngestMetrics } from './metrics.js';
@@ -54,8 +54,8 @@ export const DEFAULT_INGEST_OPTIONS: IngestOptions = {
 
 export interface IngestDeps {
   dataDir: string;
-  /** cloud.db's write queue (BEGIN IMMEDIATE transactions). */
-  writes: WriteQueue;
+  /** Ingest's state: group commits and the seal's catalog steps (SqliteIngestStore for cloud.db). */
+  store: IngestStore;
   logger: Logger;
   registry: Registry;
   now?: () => number;
@@ -93,7 +93,7 @@ export class IngestService {
     this.staging = new StagingArea(deps.dataDir, this.log);
     this.encoder = new ParquetEncoder((err) => this.log.warn({ err }, 'no Parquet worker thread; encoding on the main thread'));
     this.sealer = new Sealer({
-      dataDir: deps.dataDir, writes: deps.writes, log: this.log, metrics: this.metrics, now: deps.now, encoder: this.encoder,
+      dataDir: deps.dataDir, store: deps.store, log: this.log, metrics: this.metrics, now: deps.now, encoder: this.encoder,
       removeSegment: async (path) => {
         await this.staging.removeSegment(path);
         this.unsealed.delete(path);
@@ -101,7 +101,7 @@ export class IngestService {
       },
     });
     this.committer = new GroupCommitter({
-      writes: deps.writes, stagingDir: this.staging.dir, log: this.log, metrics: this.metrics, now: deps.now, clocks: this.clocks,
+      store: deps.store, stagingDir: this.staging.dir, log: this.log, metrics: this.metrics, now: deps.now, clocks: this.clocks,
       onRotated: (seg) => {
         this.unsealed.set(seg.path, seg.readings);
         this.sealer.enqueue(seg);

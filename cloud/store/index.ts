@@ -5,3 +5,4 @@ export type { CredentialStore, CredentialKind, GatewayListing, ApiKeyListing } f
 export { SqliteCredentialStore } from './sqlite-credentials.js';
 export * from './ingest-state.js';
 export * from './speed.js';
+export type * from './ingest.js';

@@ -1,8 +1,9 @@
 /**
  * The ingest state in cloud.db (docs/cloud-storage.md): seq range sets (`received`, `sealed`,
- * `staged`), epochs, gap records and the master file catalog. Plain statements on a Db;
- * callers run them inside their BEGIN IMMEDIATE transaction (the WriteQueue), which is what makes
- * a read-decide-write sequence safe against a second ingest process on the same data dir.
+ * `staged`), epochs, gap records and the master file catalog. Plain statements on a Db, the SQL of
+ * SqliteIngestStore (cloud/ingest/sqlite-store.ts), which runs them inside its BEGIN IMMEDIATE
+ * transactions (the WriteQueue): that is what makes a read-decide-write sequence safe against a
+ * second ingest process on the same data dir.
  */
 import { normalize, type Range } from '../ingest/ranges.js';
 import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
@@ -91,6 +92,16 @@ export async function insertEpochs(db: Db, gateway: string, epochs: EpochRow[]):
     added += (await db.run(`INSERT OR IGNORE INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${placeholders(chunk.length, 4)}`, params)).changes;
   }
   return added;
+}
+
+/** The stored spans of these epochs of a gateway (those stored; per chunk of 500, in the database's order). */
+export async function storedEpochs(db: Db, gateway: string, epochs: number[]): Promise<EpochRow[]> {
+  const out: EpochRow[] = [];
+  for (const chunk of chunkRows(epochs, 1, 500)) {
+    out.push(...await db.all<EpochRow>(
+      `SELECT epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs WHERE gateway = ? AND epoch IN ${placeholders(1, chunk.length)}`, [gateway, ...chunk]));
+  }
+  return out;
 }
 
 /**

@@ -1,0 +1,74 @@
+/**
+ * The IngestStore (cloud/store/ingest.ts) on cloud.db: today's SQL (cloud/store/ingest-state.ts,
+ * the gateway_clock rows of clock.ts). Every method is one BEGIN IMMEDIATE transaction on the
+ * cloud's WriteQueue: SQLite's write lock, shared by every process on the data dir, is what makes
+ * read-decide-write safe, so two processes given the same batch stage it once between them.
+ */
+import type { Db, WriteQueue } from '../../shared/sqlite.js';
+import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../store/ingest.js';
+import {
+  type CatalogEntry, addRanges, deleteStaged, gapRangesIn, insertEpochs, insertFiles, insertGaps, maxReceived, rangesNear, stagedRanges, storedEpochs,
+} from '../store/ingest-state.js';
+import { recordClockOffset, recordFutureReadings } from './clock.js';
+import { type GroupPlan, planGroup } from './plan.js';
+import type { Range } from './ranges.js';
+import { planSeal } from './seal-plan.js';
+
+/** The IngestTx view of a connection inside a transaction. */
+function sqliteIngestTx(db: Db): IngestTx {
+  return {
+    maxReceived: (g) => maxReceived(db, g),
+    receivedNear: (g, from, to) => rangesNear(db, { table: 'received', gateway: g }, from, to),
+    gapRangesIn: (g, from, to) => gapRangesIn(db, g, from, to),
+    storedEpochs: (g, epochs) => storedEpochs(db, g, epochs),
+    insertEpochs: (g, epochs) => insertEpochs(db, g, epochs),
+    insertGaps: (g, gaps, now) => insertGaps(db, g, gaps, now),
+    recordFutureReadings: (g, f, now) => recordFutureReadings(db, g, f, now),
+    stagedRanges: (segment) => stagedRanges(db, segment),
+    addReceived: (g, ranges) => addRanges(db, { table: 'received', gateway: g }, ranges),
+    addStaged: (segment, g, ranges) => addRanges(db, { table: 'staged', segment, gateway: g }, ranges),
+  };
+}
+
+export class SqliteIngestStore implements IngestStore {
+  readonly kind = 'sqlite' as const;
+  private readonly writes: WriteQueue;
+
+  constructor(writes: WriteQueue) {
+    this.writes = writes;
+  }
+
+  commitGroup(req: GroupCommitRequest): Promise<GroupPlan> {
+    return this.writes.tx(async (db) => {
+      const tx = sqliteIngestTx(db);
+      const now = req.now();
+      const p = await planGroup(tx, req.batches, now, req.log, req.maxFutureMs);
+      // The clock estimates of the gateways heard from, in the transaction they caused anyway.
+      for (const g of new Set(req.batches.map((b) => b.gateway))) {
+        const offset = req.clockOffset(g, now);
+        if (offset !== null) await recordClockOffset(db, g, offset, now);
+      }
+      if (p.lines.length > 0) {
+        // [INV-1] durable before the COMMIT that makes it count.
+        const placed = await req.stage(p.lines);
+        for (const [g, ranges] of p.added) await tx.addReceived(g, ranges);
+        for (const [segment, byGateway] of placed) {
+          for (const [g, ranges] of byGateway) await tx.addStaged(segment, g, ranges);
+        }
+      }
+      return p;
+    });
+  }
+
+  sealBegin(segment: string, inFile: Map<string, Range[]>): Promise<SealBegin> {
+    return this.writes.tx((db) => planSeal(sqliteIngestTx(db), segment, inFile));
+  }
+
+  sealCommit(segment: string, files: CatalogEntry[], valid: Map<string, Range[]>, now: number): Promise<void> {
+    return this.writes.tx(async (db) => {
+      await insertFiles(db, files, now);
+      for (const [g, ranges] of valid) if (ranges.length > 0) await addRanges(db, { table: 'sealed', gateway: g }, ranges);
+      await deleteStaged(db, segment);
+    });
+  }
+}
