@@ -1,10 +1,13 @@
 /**
  * The ingest store conformance suite (test/support/store-conformance/ingest.ts) on every backend in
  * BACKENDS. SQLite: a temp dir's cloud.db (openCloudDb), a connection and WriteQueue per store as a
- * cloud process has. A backend is one entry: the PostgreSQL store joins the list with a factory
- * like test/cloud/store-speed.test.ts's (a migrated database per test, a pool per store).
+ * cloud process has. PostgreSQL 15, started by this file (test/support/postgres.ts): a fresh
+ * migrated database per test, a pool per store (another() is a second node).
  */
 import { join } from 'node:path';
+import type pg from 'pg';
+import { PgIngestStore, createPgPool, migrate } from '../../cloud/store/pg/index.js';
+import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
 import { SqliteIngestStore } from '../../cloud/ingest/index.js';
 import { openCloudDb } from '../../cloud/store/index.js';
 import { type Db, WriteQueue } from '../../shared/sqlite.js';
@@ -33,9 +36,37 @@ async function sqliteHarness(): Promise<IngestStoreHarness> {
   };
 }
 
+const have = havePostgres();
+let server: TestPostgres | null = null;
+let n = 0;
+if (have) {
+  beforeAll(async () => { server = await startPostgres(); }, 60_000);
+  afterAll(async () => { await server?.stop(); }, 30_000);
+}
+
+async function pgHarness(): Promise<IngestStoreHarness> {
+  const url = await server!.createDatabase(`ingest_${++n}`);
+  const pools: pg.Pool[] = [];
+  const open = () => {
+    const pool = createPgPool({ url, poolMax: 4 });
+    pools.push(pool);
+    return pool;
+  };
+  const first = open();
+  await migrate(first);
+  return {
+    store: new PgIngestStore(first),
+    another: async () => new PgIngestStore(open()),
+    rows: async (sql) => (await first.query<Record<string, unknown>>(sql)).rows,
+    close: async () => { await Promise.all(pools.splice(0).map((p) => p.end())); },
+  };
+}
+
 /** The backends the suite runs on, each with its harness factory. */
 const BACKENDS: Array<{ name: string; factory: () => Promise<IngestStoreHarness> }> = [
   { name: 'SQLite (cloud.db)', factory: sqliteHarness },
+  ...(have ? [{ name: 'PostgreSQL', factory: pgHarness }] : []),
 ];
 
 for (const b of BACKENDS) ingestStoreConformance(b.name, b.factory);
+if (!have) describe.skip('IngestStore conformance: PostgreSQL (postgresql-15 not installed)', () => { test('skipped', () => undefined); });

@@ -1,0 +1,208 @@
+/**
+ * The IngestStore (cloud/store/ingest.ts) on PostgreSQL, migration 1's tables: the statements of
+ * cloud/store/ingest-state.ts and clock.ts's gateway_clock rows in PostgreSQL's dialect (ON
+ * CONFLICT DO NOTHING for OR IGNORE, upsert columns qualified by the table), under the same
+ * decisions (plan.ts, seal-plan.ts on an IngestTx). Held equal to the SQLite store by
+ * test/support/store-conformance/ingest.ts.
+ *
+ * SQLite's one writer serialised every read-decide-write; here a transaction takes a per-gateway
+ * advisory lock (exclusive, held to COMMIT) for every gateway it decides about, sorted so two
+ * nodes' groups never deadlock. A second node's commit of the same gateway waits, then reads (READ
+ * COMMITTED) the first one's `received`: the same batch sent to two nodes is stored once [INV-2].
+ * Other gateways commit in parallel. The staging callback runs inside the transaction, so no
+ * transaction is retried once it has staged: a failure rolls back and the gateway resends [INV-1].
+ * Staging ownership across nodes (leases, claims) is not part of this store yet.
+ */
+import type pg from 'pg';
+import { type GroupPlan, planGroup } from '../../ingest/plan.js';
+import { type Range, normalize } from '../../ingest/ranges.js';
+import { planSeal } from '../../ingest/seal-plan.js';
+import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../ingest.js';
+import { type CatalogEntry, CLOUD_LOST_REASON, type EpochRow, UNKNOWN_TS } from '../ingest-state.js';
+import { PG_MAX_PARAMS } from './speed.js';
+import { asStoreError } from './unavailable.js';
+
+/** First key of the per-gateway ingest advisory locks ('bing'); the second is hashtext(gateway). */
+export const INGEST_LOCK_CLASS = 0x62696e67;
+
+type RangeTable = 'received' | 'sealed' | 'staged';
+
+/** Byte-wise order, as SQLite's BINARY collation orders text. */
+const cmp = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+function chunks<T>(rows: T[], paramsPerRow: number): T[][] {
+  const per = Math.max(1, Math.floor(PG_MAX_PARAMS / paramsPerRow));
+  const out: T[][] = [];
+  for (let i = 0; i < rows.length; i += per) out.push(rows.slice(i, i + per));
+  return out;
+}
+
+/** `($1,...,$k),($k+1,...)` for `rows` rows of `perRow` values after `offset` leading parameters. */
+function values(rows: number, perRow: number, offset = 0): string {
+  const out: string[] = [];
+  for (let r = 0; r < rows; r++) out.push(`(${Array.from({ length: perRow }, (_, c) => `$${offset + r * perRow + c + 1}`).join(',')})`);
+  return out.join(',');
+}
+
+/** The ranges of one set (a table, a gateway and for `staged` a segment) overlapping or touching [from, to]. */
+async function rangesNear(c: pg.PoolClient, table: RangeTable, key: string[], from: number, to: number): Promise<Range[]> {
+  const where = table === 'staged' ? 'segment = $1 AND gateway = $2' : 'gateway = $1';
+  const n = key.length;
+  const r = await c.query<Range>(
+    `SELECT from_seq AS "from", to_seq AS "to" FROM ${table}
+     WHERE ${where} AND from_seq <= $${n + 1}
+       AND from_seq >= COALESCE((SELECT MAX(from_seq) FROM ${table} WHERE ${where} AND from_seq <= $${n + 2}), $${n + 2})
+     ORDER BY from_seq`,
+    [...key, to + 1, from - 1]);
+  return r.rows.filter((x) => x.to >= from - 1);
+}
+
+/** ingest-state.ts addRanges: the set stays merged (no two rows overlap or touch). */
+async function addRanges(c: pg.PoolClient, table: RangeTable, key: string[], ranges: Range[]): Promise<void> {
+  const where = table === 'staged' ? 'segment = $1 AND gateway = $2' : 'gateway = $1';
+  const cols = table === 'staged' ? 'segment, gateway' : 'gateway';
+  const n = key.length;
+  for (const r of normalize(ranges)) {
+    const near = await rangesNear(c, table, key, r.from, r.to);
+    const merged = normalize([r, ...near])[0];
+    if (near.length === 1 && near[0].from === merged.from && near[0].to === merged.to) continue;
+    if (near.length > 0) await c.query(`DELETE FROM ${table} WHERE ${where} AND from_seq = ANY($${n + 1}::bigint[])`, [...key, near.map((x) => x.from)]);
+    await c.query(`INSERT INTO ${table} (${cols}, from_seq, to_seq) VALUES ${values(1, n + 2)}`, [...key, merged.from, merged.to]);
+  }
+}
+
+function pgIngestTx(c: pg.PoolClient): IngestTx {
+  return {
+    maxReceived: async (g) => (await c.query<{ to: number }>(
+      'SELECT to_seq AS "to" FROM received WHERE gateway = $1 ORDER BY from_seq DESC LIMIT 1', [g])).rows[0]?.to ?? 0,
+    receivedNear: (g, from, to) => rangesNear(c, 'received', [g], from, to),
+    gapRangesIn: async (g, from, to) => (await c.query<Range>(
+      'SELECT from_seq AS "from", to_seq AS "to" FROM gaps WHERE gateway = $1 AND to_seq >= $2 AND from_seq <= $3', [g, from, to])).rows,
+    storedEpochs: async (g, epochs) => (await c.query<EpochRow>(
+      'SELECT epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs WHERE gateway = $1 AND epoch = ANY($2::bigint[]) ORDER BY epoch', [g, epochs])).rows,
+    insertEpochs: async (g, epochs) => {
+      let added = 0;
+      for (const chunk of chunks(epochs, 4)) {
+        const r = await c.query(`INSERT INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${values(chunk.length, 4)} ON CONFLICT DO NOTHING`,
+          chunk.flatMap((e) => [g, e.epoch, e.firstSeq, e.lastSeq]));
+        added += r.rowCount ?? 0;
+      }
+      return added;
+    },
+    insertGaps: async (g, gaps, now) => {
+      let added = 0;
+      let lostReadings = 0;
+      for (const chunk of chunks(gaps, 10)) {
+        const r = await c.query<{ reason: string; count: number }>(
+          `INSERT INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at) VALUES ${values(chunk.length, 10)}
+           ON CONFLICT DO NOTHING RETURNING reason, count`,
+          chunk.flatMap((x) => [g, x.id, x.reason, x.fromSeq, x.toSeq, x.count, x.minTs ?? UNKNOWN_TS, x.maxTs ?? UNKNOWN_TS, JSON.stringify(x.devices), now]));
+        added += r.rows.length;
+        for (const row of r.rows) if (row.reason === CLOUD_LOST_REASON) lostReadings += Number(row.count);
+      }
+      return { added, lostReadings };
+    },
+    recordFutureReadings: async (g, f, now) => {
+      await c.query(
+        `INSERT INTO gateway_clock (gateway, future_readings, future_device, future_metric, future_ts, future_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (gateway) DO UPDATE SET future_readings = gateway_clock.future_readings + excluded.future_readings,
+           future_device = excluded.future_device, future_metric = excluded.future_metric, future_ts = excluded.future_ts, future_at = excluded.future_at`,
+        [g, f.count, f.device, f.metric, f.ts, now]);
+    },
+    stagedRanges: async (segment) => {
+      const r = await c.query<{ gateway: string; from: number; to: number }>(
+        'SELECT gateway, from_seq AS "from", to_seq AS "to" FROM staged WHERE segment = $1 ORDER BY gateway COLLATE "C", from_seq', [segment]);
+      const out = new Map<string, Range[]>();
+      for (const row of r.rows) {
+        const list = out.get(row.gateway) ?? [];
+        list.push({ from: row.from, to: row.to });
+        out.set(row.gateway, list);
+      }
+      return out;
+    },
+    addReceived: (g, ranges) => addRanges(c, 'received', [g], ranges),
+    addStaged: (segment, g, ranges) => addRanges(c, 'staged', [segment, g], ranges),
+  };
+}
+
+export class PgIngestStore implements IngestStore {
+  readonly kind = 'postgres' as const;
+  private readonly pool: pg.Pool;
+
+  /** The pool is the caller's (createPgPool), migrated; close it after the store. */
+  constructor(pool: pg.Pool) {
+    this.pool = pool;
+  }
+
+  /** One transaction holding the ingest lock of each of `gateways` (sorted: no deadlock between nodes). */
+  private async tx<T>(what: string, gateways: Iterable<string>, job: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw asStoreError(err, what);
+    }
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      try {
+        for (const g of [...new Set(gateways)].sort(cmp)) await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [INGEST_LOCK_CLASS, g]);
+        const out = await job(client);
+        await client.query('COMMIT');
+        return out;
+      } catch (err) {
+        await client.query('ROLLBACK').catch((e: Error) => { broken = e; });
+        throw err;
+      }
+    } catch (err) {
+      throw asStoreError(err, what);
+    } finally {
+      // A connection whose ROLLBACK failed is in an unknown state: destroyed, not pooled.
+      client.release(broken);
+    }
+  }
+
+  commitGroup(req: GroupCommitRequest): Promise<GroupPlan> {
+    return this.tx('ingest group commit', req.batches.map((b) => b.gateway), async (c) => {
+      const tx = pgIngestTx(c);
+      const now = req.now();
+      const p = await planGroup(tx, req.batches, now, req.log, req.maxFutureMs);
+      for (const g of new Set(req.batches.map((b) => b.gateway))) {
+        const offset = req.clockOffset(g, now);
+        if (offset !== null) {
+          await c.query(
+            `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ($1, $2, $3)
+             ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
+            [g, Math.round(offset), now]);
+        }
+      }
+      if (p.lines.length > 0) {
+        // [INV-1] durable before the COMMIT that makes it count.
+        const placed = await req.stage(p.lines);
+        for (const [g, ranges] of p.added) await tx.addReceived(g, ranges);
+        for (const [segment, byGateway] of placed) {
+          for (const [g, ranges] of byGateway) await tx.addStaged(segment, g, ranges);
+        }
+      }
+      return p;
+    });
+  }
+
+  sealBegin(segment: string, inFile: Map<string, Range[]>): Promise<SealBegin> {
+    return this.tx('seal begin', inFile.keys(), (c) => planSeal(pgIngestTx(c), segment, inFile));
+  }
+
+  sealCommit(segment: string, files: CatalogEntry[], valid: Map<string, Range[]>, now: number): Promise<void> {
+    return this.tx('seal commit', valid.keys(), async (c) => {
+      for (const f of files) {
+        await c.query('INSERT INTO files (path, day, rows, bytes, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING', [f.path, f.day, f.rows, f.bytes, now]);
+        for (const chunk of chunks(f.gateways, 7)) {
+          await c.query(`INSERT INTO file_gateways (path, gateway, min_seq, max_seq, min_epoch, max_epoch, rows) VALUES ${values(chunk.length, 7)} ON CONFLICT DO NOTHING`,
+            chunk.flatMap((g) => [f.path, g.gateway, g.minSeq, g.maxSeq, g.minEpoch, g.maxEpoch, g.rows]));
+        }
+      }
+      for (const [g, ranges] of valid) if (ranges.length > 0) await addRanges(c, 'sealed', [g], ranges);
+      await c.query('DELETE FROM staged WHERE segment = $1', [segment]);
+    });
+  }
+}
