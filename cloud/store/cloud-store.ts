@@ -69,12 +69,14 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
   if (storeKind(url) === 'sqlite') {
     mkdirSync(dataDir, { recursive: true, mode: 0o750 }); // as braid cloud makes it (cloud/server.ts)
     const dbFile = join(dataDir, 'cloud.db');
-    // As cloud/server.ts: a writer behind a WriteQueue, a reader, a connection for the auth lookups.
+    // As cloud/server.ts: a writer behind a WriteQueue, a reader, a connection for the auth lookups;
+    // and as a batch run: a connection of its own for the batch state (never inside a queued transaction).
     const opened: Db[] = [];
     try {
       const writer = await openCloudDb(dbFile); opened.push(writer);
       const reader = await openCloudDb(dbFile); opened.push(reader);
       const auth = await openCloudDb(dbFile); opened.push(auth);
+      const batchDb = await openCloudDb(dbFile); opened.push(batchDb);
       const writes = new WriteQueue(writer);
       const speed = new SqliteSpeedStore(writes, reader);
       return {
@@ -82,8 +84,8 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
         credentials: new SqliteCredentialStore(auth),
         speed,
         registry: speed,
-        batch: new SqliteBatchStore(writer, join(dataDir, 'batch.lock'), now),
-        views: new SqliteViewPointer(writer, join(dataDir, 'views')),
+        batch: new SqliteBatchStore(batchDb, join(dataDir, 'batch.lock'), now),
+        views: new SqliteViewPointer(batchDb, join(dataDir, 'views')),
         ingest: new SqliteIngestStore(writes),
         schemaVersion: async () => 0,
         close: async () => { for (const db of opened.reverse()) await db.close(); },
