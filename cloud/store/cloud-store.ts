@@ -96,12 +96,14 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
     }
   }
   const { createPgPool, migrate, schemaVersion, PgBatchStore, PgViewPointer, PgCredentialStore, PgSpeedStore, PgIngestStore } = await import('./pg/index.js');
+  const { asStoreError } = await import('./pg/unavailable.js');
   const pool = createPgPool({ url, ...(options.poolMax ? { poolMax: options.poolMax } : {}) }, options.logger);
   try {
     await migrate(pool, { now });
   } catch (err) {
     await pool.end().catch(() => undefined);
-    throw err;
+    // A server out of reach: the retriable StoreUnavailableError (a message, not a stack), naming where.
+    throw asStoreError(err, `migrate at open of ${redactStoreUrl(url)}`);
   }
   const speed = new PgSpeedStore(pool);
   const views = new PgViewPointer({ pool, url, viewsDir: join(dataDir, 'views'), logger: options.logger });

@@ -144,6 +144,12 @@ const have = havePostgres();
     expect(down.stderr).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}/braid unreachable`));
     expect(down.stdout + down.stderr).not.toMatch(/pw-hidden/);
 
+    // A command that opens the store: the retriable store error naming the server, exit 1, no stack.
+    const add = await braid(['cloud', 'gateway', 'add', 'gw-1', '--store', `postgres://braid:pw-hidden@127.0.0.1:${port}/braid`, '--data-dir', d.path]);
+    expect(add.code).toBe(1);
+    expect(add.stderr).toMatch(new RegExp(`PostgreSQL store is unavailable \\(migrate at open of postgres://braid:%5Bset%5D@127\\.0\\.0\\.1:${port}/braid: ECONNREFUSED\\).*BRAID_ERR_STORE_UNAVAILABLE`));
+    expect(add.stderr).not.toMatch(/pw-hidden|\n\s+at /);
+
     for (const bad of ['mysql://x@h/db', 'postgres://']) {
       const r = await braid(['cloud', '--check-config', '--store', bad, '--data-dir', d.path]);
       expect(r.code).toBe(2);
