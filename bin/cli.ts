@@ -40,7 +40,7 @@ export async function main(argv: string[]): Promise<void> {
     if (err instanceof BraidError) {
       process.stderr.write(`braid: ${err.message} [${err.code}]\n`);
       // 2: a bad invocation (config, a data dir another process owns) that a restart cannot fix.
-      process.exit(err.code === 'BRAID_ERR_CONFIG_INVALID' || err.code === 'BRAID_ERR_DATA_DIR_IN_USE' || err.statusCode === 400 ? 2 : 1);
+      process.exit(err.code === 'BRAID_ERR_CONFIG_INVALID' || err.code === 'BRAID_ERR_DATA_DIR_IN_USE' || err.code === 'BRAID_ERR_STORE_SCHEMA_NEWER' || err.statusCode === 400 ? 2 : 1);
     }
     process.stderr.write(`braid: ${(err as Error).stack ?? err}\n`);
     process.exit(1);

@@ -14,6 +14,10 @@ const positive = z.number().int().positive();
 export const cloudConfigSchema = z.object({
   dataDir: z.string().min(1).default('./.braid/cloud')
     .describe('Holds cloud.db, staging/, master/, views/ and tmp/ (docs/cloud-storage.md); created if missing.'),
+  store: z.object({
+    url: z.string().default('sqlite').refine((v) => v === 'sqlite' || /^postgres(ql)?:\/\/[^\s]+$/i.test(v), 'must be "sqlite" or a postgres://user:password@host:port/database URL')
+      .describe('Where the cloud keeps its transactional state: sqlite (dataDir/cloud.db, the embedded default) or a postgres:// URL (cluster mode, docs/cluster-store.md; its password is never printed). PostgreSQL is taken by `braid cloud gateway|key` and `braid batch run` for now; `braid cloud` itself refuses it until cluster mode is released.'),
+  }).strict().prefault({}).describe('The cloud store.'),
   log: z.object({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
       .describe('Log level of the JSON log on stdout (pino).'),

@@ -16,11 +16,12 @@ interface BatchRunFlags {
   json?: boolean;
   progress?: boolean;
   checkConfig?: string | boolean;
+  store?: string;
 }
 
 /** The flags as config key paths (undefined where not given: the file or environment stands). */
 function batchFlagValues(o: BatchRunFlags) {
-  return { dataDir: o.dataDir, log: { level: o.logLevel }, batch: { memoryLimit: o.memoryLimit, threads: o.threads } };
+  return { dataDir: o.dataDir, log: { level: o.logLevel }, batch: { memoryLimit: o.memoryLimit, threads: o.threads }, store: { url: o.store } };
 }
 
 /** Progress goes to stderr once a run has taken this long: short runs print only their result. */
@@ -34,7 +35,8 @@ export function registerBatchCommand(program: Command): void {
     .description('rebuild the views once: the days with readings of newly covered epochs, or every day with --full')
     .option('--full', 'rebuild every day (the same rows as incremental runs; use after a fix in view code)')
     .option('--data-dir <dir>', 'the cloud data dir (default ./.braid/cloud)')
-    .option('--config <file>', 'the cloud JSON config file (batch.* and dataDir are read)')
+    .option('--config <file>', 'the cloud JSON config file (batch.*, dataDir and store.url are read)')
+    .option('--store <url>', 'the batch state and view pointer: sqlite (default, <data-dir>/cloud.db) or a postgres:// URL (cluster mode); master/ and views/ stay in --data-dir')
     .option('--memory-limit <size>', 'DuckDB memory limit before it spills to <data-dir>/tmp/duckdb, like 2GB')
     .addOption(intOption('--threads <n>', 'DuckDB threads (0 = one per core)'))
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
@@ -59,19 +61,30 @@ export function registerBatchCommand(program: Command): void {
       let shown = false;
       const { createSinks, closeSinks } = await import('../../cloud/sinks/index.js');
       const { Registry } = await import('prom-client');
+      const { storeKind, openCloudStore } = await import('../../cloud/store/cloud-store.js');
+      // PostgreSQL: its BatchStore and ViewPointer; sqlite: none given, the run opens cloud.db as before.
+      const store = storeKind(config.store.url) === 'postgres' ? await openCloudStore(config.store.url, config.dataDir, { logger, poolMax: 4 }) : null;
       const sinks = createSinks(config, logger, new Registry());
-      const run = await startBatchRun(batchOptionsFrom(config), { full: o.full === true, trigger: 'cli' }, {
-        logger,
-        sinks,
-        onProgress: (p) => {
-          if (o.progress === false || p.elapsedMs < PROGRESS_AFTER_MS) return;
-          const now = Date.now();
-          if (!tty && now - lastLine < PROGRESS_LINE_MS && p.phase === 'building') return;
-          lastLine = now;
-          shown = true;
-          process.stderr.write(tty ? `\r\x1b[K${progressLine(p)}` : `${progressLine(p)}\n`);
-        },
-      });
+      let run: Awaited<ReturnType<typeof startBatchRun>>;
+      try {
+        run = await startBatchRun(batchOptionsFrom(config), { full: o.full === true, trigger: 'cli' }, {
+          logger,
+          sinks,
+          ...(store ? { store: { batch: store.batch, views: store.views } } : {}),
+          onProgress: (p) => {
+            if (o.progress === false || p.elapsedMs < PROGRESS_AFTER_MS) return;
+            const now = Date.now();
+            if (!tty && now - lastLine < PROGRESS_LINE_MS && p.phase === 'building') return;
+            lastLine = now;
+            shown = true;
+            process.stderr.write(tty ? `\r\x1b[K${progressLine(p)}` : `${progressLine(p)}\n`);
+          },
+        });
+      } catch (err) {
+        await closeSinks(sinks, logger);
+        await store?.close();
+        throw err;
+      }
       const abort = (signal: NodeJS.Signals) => run.abort(`aborted: ${signal}`);
       process.once('SIGINT', abort);
       process.once('SIGTERM', abort);
@@ -90,6 +103,7 @@ export function registerBatchCommand(program: Command): void {
         }
       } finally {
         await closeSinks(sinks, logger);
+        await store?.close();
         if (shown && tty) process.stderr.write('\n');
         process.off('SIGINT', abort);
         process.off('SIGTERM', abort);

@@ -13,20 +13,33 @@ interface CloudFlags {
   dataDir?: string;
   httpPort?: number;
   logLevel?: string;
+  store?: string;
 }
 
 /** The flags as config key paths (undefined where not given: the file or environment stands). */
 function cloudFlagValues(o: CloudFlags) {
-  return { dataDir: o.dataDir, log: { level: o.logLevel }, http: { port: o.httpPort } };
+  return { dataDir: o.dataDir, log: { level: o.logLevel }, http: { port: o.httpPort }, store: { url: o.store } };
 }
 
 function cloudConfig(o: CloudFlags) {
   return configFrom(cloudConfigSchema, o.config, cloudFlagValues(o));
 }
 
-/** The credential store of the configured data dir (its cloud.db) for one admin command, then closed. */
+/**
+ * The credential store for one admin command, then closed: the configured data dir's cloud.db, or
+ * with store.url (--store) a PostgreSQL store, migrated first as `braid cloud` would.
+ */
 async function withCredentials<T>(o: CloudFlags, fn: (store: import('../../cloud/store/credential-store.js').CredentialStore) => Promise<T>): Promise<T> {
-  const { dataDir } = cloudConfig(o);
+  const { dataDir, store: { url } } = cloudConfig(o);
+  const { storeKind, openCloudStore } = await import('../../cloud/store/cloud-store.js');
+  if (storeKind(url) === 'postgres') {
+    const store = await openCloudStore(url, dataDir, { poolMax: 2 });
+    try {
+      return await fn(store.credentials);
+    } finally {
+      await store.close();
+    }
+  }
   mkdirSync(dataDir, { recursive: true, mode: 0o750 }); // as braid cloud makes it (cloud/server.ts)
   const { openCloudDb } = await import('../../cloud/store/schema.js');
   const { SqliteCredentialStore } = await import('../../cloud/store/sqlite-credentials.js');
@@ -38,8 +51,11 @@ async function withCredentials<T>(o: CloudFlags, fn: (store: import('../../cloud
   }
 }
 
+export const STORE_FLAG_HELP = 'the cloud store: sqlite (default, <data-dir>/cloud.db) or a postgres:// URL (cluster mode)';
+
 const withDir = (c: Command) => c
   .option('--data-dir <dir>', 'the cloud data dir (default ./.braid/cloud)')
+  .option('--store <url>', STORE_FLAG_HELP)
   .option('--config <file>', 'the cloud config file (for its dataDir)');
 
 /**
@@ -60,16 +76,39 @@ export function registerCloudCommands(program: Command): void {
     .option('--data-dir <dir>', 'holds cloud.db, staging/, master/, views/ (default ./.braid/cloud)')
     .addOption(intOption('--http-port <n>', 'REST API and ingest port (default 8000; 0 picks a free one)'))
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+    .option('--store <url>', STORE_FLAG_HELP)
     .addOption(checkConfigOption())
     .action(async (o: CloudFlags & { checkConfig?: string | boolean }) => {
       const check = checkMode(o.checkConfig);
       if (check) {
         const result = runCheck(cloudConfigSchema, CLOUD_RULES, () => cloudConfig(o), { file: o.config, flags: cloudFlagValues(o) });
-        printCheck(result, { ...check, command: 'cloud' });
+        const url = (result.config as { store?: { url?: string } } | null)?.store?.url;
+        if (!result.ok || url === undefined || url === 'sqlite') {
+          printCheck(result, { ...check, command: 'cloud' });
+          return;
+        }
+        // The store itself: a PostgreSQL URL is connected to (read only) and its schema version reported.
+        const { checkStore } = await import('../../cloud/store/check.js');
+        const real = cloudConfig(o).store.url;
+        const s = await checkStore(real);
+        if (check.json) {
+          process.stdout.write(`${JSON.stringify({ ...result, ok: result.ok && s.ok, store: s }, null, 2)}\n`);
+          if (!result.ok) process.exitCode = 2;
+        } else {
+          printCheck(result, { ...check, command: 'cloud' });
+          process.stderr.write(`store: ${s.message}\n`);
+        }
+        if (!s.ok) process.exitCode = s.exitCode;
         return;
       }
       // The checks of --check-config before anything is opened: every problem in one message, exit 2.
       const { config, warnings } = configForRun(cloudConfigSchema, CLOUD_RULES, { file: o.config, flags: cloudFlagValues(o) });
+      const { storeKind } = await import('../../cloud/store/cloud-store.js');
+      if (storeKind(config.store.url) === 'postgres') {
+        const { ConfigInvalidError } = await import('../../shared/errors.js');
+        throw new ConfigInvalidError('config key "store.url": serving on PostgreSQL is not released yet (cluster mode in progress, docs/cluster-store.md); '
+          + '`braid cloud gateway|key ... --store`, `braid batch run --store` and `braid cloud --check-config --store` already take it. Run `braid cloud` with store.url = sqlite');
+      }
       const logger = rootLogger(config.log.level, 'braid-cloud');
       logWarnings(logger, warnings);
       // Loaded here: `braid cloud key ...` and --help need none of fastify, Arrow or Parquet.

@@ -1,7 +1,8 @@
 /**
  * The PostgreSQL store for cluster mode (docs/cluster-store.md): the pool, the schema migrations,
  * the credentials.
- * Not wired into `braid cloud` yet; the embedded SQLite store (cloud/store/schema.ts) is unchanged.
+ * Opened through cloud/store/cloud-store.ts (store.url); `braid cloud` itself does not serve on it yet.
+ * The embedded SQLite store (cloud/store/schema.ts) is unchanged.
  */
 export { createPgPool, DEFAULT_PG_STORE_OPTIONS, type PgStoreOptions } from './pool.js';
 export { migrate, schemaVersion, MIGRATION_LOCK_KEY, type MigrateOptions, type MigrateResult } from './migrate.js';

@@ -1,0 +1,208 @@
+/**
+ * `--store <postgres url>` on the commands that take it, as real CLI child processes on a real
+ * PostgreSQL 15 (test/support/postgres.ts), a database per test:
+ * - `braid cloud gateway add` stores the gateway in PostgreSQL (a second process's PgCredentialStore
+ *   finds its token); `key add|list|remove` and BRAID_STORE_URL the same;
+ * - `braid cloud --check-config --store` reports the schema version and changes nothing (a fresh
+ *   database stays at 0), ok on a migrated one, an error (exit 2) on a newer one, exit 1 naming the
+ *   server when nothing listens, exit 2 naming store.url for a bad URL; the password never printed;
+ * - `braid cloud --store postgres://...` refuses to serve (exit 2, cluster mode in progress);
+ * - `braid batch run --store` reads master/ of --data-dir and publishes through PostgreSQL's view
+ *   pointer: the views equal the oracle, the manifest and run history are in PostgreSQL, no cloud.db.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import type pg from 'pg';
+import { hashSecret } from '../../cloud/store/credentials.js';
+import { createPgPool, migrate, schemaVersion, PG_SCHEMA_VERSION, PgCredentialStore, PgViewPointer, PgBatchStore } from '../../cloud/store/pg/index.js';
+import { tempDir } from '../support/gateway.js';
+import {
+  coveredReadings, dayOf, expectedViews, GatewaySim, MasterFixture, readViews, viewDiffs, type FixtureReading,
+} from '../support/master-fixture.js';
+import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const BRAID = join(ROOT, 'bin/braid.js');
+
+function braid(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const e: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BRAID_') && k !== 'NODE_OPTIONS') e[k] = v;
+  const child = spawn(process.execPath, [BRAID, ...args], { cwd: ROOT, env: { ...e, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
+  const t = setTimeout(() => child.kill('SIGKILL'), 40_000);
+  return new Promise((res) => child.once('close', (code) => { clearTimeout(t); res({ code, stdout, stderr }); }));
+}
+
+const lastLine = (s: string) => s.trim().split('\n').pop()!;
+const have = havePostgres();
+
+(have ? describe : describe.skip)('--store postgres:// (postgresql-15)', () => {
+  let server: TestPostgres;
+  let n = 0;
+  let url = '';
+  let admin: pg.Pool | null = null;
+  const dirs: Array<{ path: string; remove: () => void }> = [];
+  const dir = (p: string) => { const d = tempDir(p); dirs.push(d); return d; };
+
+  beforeAll(async () => { server = await startPostgres(); }, 60_000);
+  beforeEach(async () => {
+    url = await server.createDatabase(`c${++n}`);
+    admin = createPgPool({ url, poolMax: 2 });
+  });
+  afterEach(async () => {
+    await admin?.end();
+    admin = null;
+    for (const d of dirs.splice(0)) d.remove();
+  });
+  afterAll(async () => { await server?.stop(); }, 30_000);
+
+  test('gateway add/list/rotate/remove on PostgreSQL: another process\'s PgCredentialStore sees each change; nothing in --data-dir', async () => {
+    const d = dir('braid-cli-pg-gw-');
+    const add = await braid(['cloud', 'gateway', 'add', 'gw-1', '--store', url, '--data-dir', d.path]);
+    expect(add).toMatchObject({ code: 0 });
+    const token = lastLine(add.stdout);
+    // The CLI migrated the fresh database before writing.
+    expect(await schemaVersion(admin!)).toBe(PG_SCHEMA_VERSION);
+    const store = new PgCredentialStore(admin!);
+    expect(await store.lookup(hashSecret(token), 'gateway')).toEqual({ kind: 'gateway', gateway: 'gw-1' });
+    expect(existsSync(join(d.path, 'cloud.db'))).toBe(false);
+
+    // A second add of the same id is refused; BRAID_STORE_URL works as --store.
+    const again = await braid(['cloud', 'gateway', 'add', 'gw-1', '--data-dir', d.path], { BRAID_STORE_URL: url });
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/gw-1/);
+
+    const list = await braid(['cloud', 'gateway', 'list', '--json', '--store', url, '--data-dir', d.path]);
+    expect(list.code).toBe(0);
+    expect(JSON.parse(list.stdout)).toEqual([expect.objectContaining({ id: 'gw-1' })]);
+
+    const rot = await braid(['cloud', 'gateway', 'rotate', 'gw-1', '--store', url, '--data-dir', d.path]);
+    expect(rot.code).toBe(0);
+    const token2 = lastLine(rot.stdout);
+    expect(await store.lookup(hashSecret(token), 'gateway')).toBeNull();
+    expect(await store.lookup(hashSecret(token2), 'gateway')).toEqual({ kind: 'gateway', gateway: 'gw-1' });
+
+    expect((await braid(['cloud', 'gateway', 'remove', 'gw-1', '--store', url, '--data-dir', d.path])).code).toBe(0);
+    expect(await store.lookup(hashSecret(token2), 'gateway')).toBeNull();
+    expect(await store.listGateways()).toEqual([]);
+  }, 90_000);
+
+  test('key add/list/remove on PostgreSQL', async () => {
+    const d = dir('braid-cli-pg-key-');
+    const add = await braid(['cloud', 'key', 'add', 'ops', '--role', 'admin', '--store', url, '--data-dir', d.path]);
+    expect(add.code).toBe(0);
+    const key = lastLine(add.stdout);
+    const store = new PgCredentialStore(admin!);
+    expect(await store.lookup(hashSecret(key), 'key')).toEqual({ kind: 'key', name: 'ops', role: 'admin' });
+    const list = await braid(['cloud', 'key', 'list', '--json', '--store', url, '--data-dir', d.path]);
+    expect(JSON.parse(list.stdout)).toEqual([expect.objectContaining({ name: 'ops', role: 'admin' })]);
+    expect((await braid(['cloud', 'key', 'remove', 'ops', '--store', url, '--data-dir', d.path])).code).toBe(0);
+    expect(await store.lookup(hashSecret(key), 'key')).toBeNull();
+    expect(existsSync(join(d.path, 'cloud.db'))).toBe(false);
+  }, 60_000);
+
+  test('--check-config --store: a fresh database is reported and left at schema 0; a migrated one ok; a newer one exit 2; the password never printed', async () => {
+    const d = dir('braid-cli-pg-check-');
+    const withPw = url.replace('postgres://braid@', 'postgres://braid:s3cret-pw@');
+    const fresh = await braid(['cloud', '--check-config', '--store', withPw, '--data-dir', d.path]);
+    expect(fresh.code).toBe(0);
+    expect(fresh.stderr).toMatch(new RegExp(`schema 0, will be migrated to ${PG_SCHEMA_VERSION} at start`));
+    expect(fresh.stdout + fresh.stderr).not.toMatch(/s3cret-pw/);
+    expect(JSON.parse(fresh.stdout).store.url).toMatch(/^postgres:\/\/braid:(%5Bset%5D|\[set\])@/);
+    expect(await schemaVersion(admin!)).toBe(0);
+
+    await migrate(admin!);
+    const ok = await braid(['cloud', '--check-config', 'json', '--data-dir', d.path], { BRAID_STORE_URL: url });
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ ok: true, store: { ok: true, schemaVersion: PG_SCHEMA_VERSION, codeVersion: PG_SCHEMA_VERSION } });
+
+    await admin!.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [PG_SCHEMA_VERSION + 1, 'from the future', Date.now()]);
+    const newer = await braid(['cloud', '--check-config', '--store', url, '--data-dir', d.path]);
+    expect(newer.code).toBe(2);
+    expect(newer.stderr).toMatch(new RegExp(`schema ${PG_SCHEMA_VERSION + 1} is newer than this braid knows \\(version ${PG_SCHEMA_VERSION}\\)`));
+    // A command that opens the store refuses it too, naming both versions, exit 2.
+    const add = await braid(['cloud', 'gateway', 'add', 'gw-1', '--store', url, '--data-dir', d.path]);
+    expect(add.code).toBe(2);
+    expect(add.stderr).toMatch(/BRAID_ERR_STORE_SCHEMA_NEWER/);
+    expect(add.stderr).toMatch(new RegExp(`version ${PG_SCHEMA_VERSION + 1}.*version ${PG_SCHEMA_VERSION}`));
+  }, 60_000);
+
+  test('--check-config --store: nothing listening is exit 1 naming the server; a bad URL is exit 2 naming store.url', async () => {
+    const d = dir('braid-cli-pg-bad-');
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const down = await braid(['cloud', '--check-config', '--store', `postgres://braid:pw-hidden@127.0.0.1:${port}/braid`, '--data-dir', d.path]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(new RegExp(`127\\.0\\.0\\.1:${port}/braid unreachable`));
+    expect(down.stdout + down.stderr).not.toMatch(/pw-hidden/);
+
+    // A command that opens the store: the retriable store error naming the server, exit 1, no stack.
+    const add = await braid(['cloud', 'gateway', 'add', 'gw-1', '--store', `postgres://braid:pw-hidden@127.0.0.1:${port}/braid`, '--data-dir', d.path]);
+    expect(add.code).toBe(1);
+    expect(add.stderr).toMatch(new RegExp(`PostgreSQL store is unavailable \\(migrate at open of postgres://braid:%5Bset%5D@127\\.0\\.0\\.1:${port}/braid: ECONNREFUSED\\).*BRAID_ERR_STORE_UNAVAILABLE`));
+    expect(add.stderr).not.toMatch(/pw-hidden|\n\s+at /);
+
+    for (const bad of ['mysql://x@h/db', 'postgres://']) {
+      const r = await braid(['cloud', '--check-config', '--store', bad, '--data-dir', d.path]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/store\.url/);
+    }
+  }, 60_000);
+
+  test('braid cloud --store postgres:// refuses to serve (exit 2), naming the commands that take --store', async () => {
+    const d = dir('braid-cli-pg-serve-');
+    const r = await braid(['cloud', '--http-port', '0', '--store', url, '--data-dir', d.path]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/serving on PostgreSQL is not released yet/);
+    expect(r.stderr).toMatch(/braid batch run --store/);
+    expect(r.stdout).not.toMatch(/cloud ready/);
+    expect(await schemaVersion(admin!)).toBe(0);
+  }, 30_000);
+
+  test('braid batch run --store: master/ from --data-dir, the pointer and history in PostgreSQL, views equal the oracle', async () => {
+    const d = dir('braid-cli-pg-batch-');
+    await migrate(admin!);
+    // Master files and their catalog as ingest's seal leaves them (in a cloud.db), the catalog copied
+    // to PostgreSQL and cloud.db removed: the run can only read PostgreSQL (as store-batch.test.ts).
+    const fx = await MasterFixture.open(d.path);
+    const gws = ['gw-a', 'gw-b'].map((id) => new GatewaySim(id));
+    const all: FixtureReading[] = [];
+    const day0 = Date.UTC(2024, 10, 23);
+    for (let i = 0; i < 300; i++) {
+      const g = gws[i % 2];
+      all.push(g.reading(`d${i % 4}`, i % 3 ? 'temp' : 'hum', day0 + (i * 397_000) % (2 * 86_400_000), (i * 7) % 50 + 0.5));
+      if (i % 100 === 99) for (const x of gws) x.closeEpoch();
+    }
+    await fx.seal(all);
+    for (const g of gws) await g.report(fx);
+    for (const t of ['epochs', 'sealed', 'gaps', 'files', 'file_gateways']) {
+      for (const row of await fx.db.all<Record<string, unknown>>(`SELECT * FROM ${t}`)) {
+        const cols = Object.keys(row);
+        await admin!.query(`INSERT INTO ${t} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})`, cols.map((c) => row[c]));
+      }
+    }
+    await fx.close();
+    for (const f of ['cloud.db', 'cloud.db-wal', 'cloud.db-shm']) await rm(join(d.path, f), { force: true });
+
+    const r = await braid(['batch', 'run', '--json', '--store', url, '--data-dir', d.path, '--memory-limit', '256MB', '--threads', '1', '--log-level', 'silent']);
+    expect(r).toMatchObject({ code: 0 });
+    const out = JSON.parse(r.stdout);
+    const e = { 'gw-a': 3, 'gw-b': 3 };
+    expect(out).toMatchObject({ published: true, version: 1, days: [dayOf(day0), dayOf(day0 + 86_400_000)], watermark: e });
+    expect(viewDiffs(await readViews(d.path), expectedViews(coveredReadings(all, e))).slice(0, 10)).toEqual([]);
+    expect(existsSync(join(d.path, 'cloud.db'))).toBe(false);
+    const views = new PgViewPointer({ pool: admin!, url });
+    const live = await views.current();
+    expect(live).toMatchObject({ version: 1, watermark: e });
+    const batch = new PgBatchStore({ pool: admin!, url });
+    expect(await batch.listRuns()).toEqual([expect.objectContaining({ id: out.id, outcome: 'ok', version: 1, trigger: 'cli' })]);
+  }, 120_000);
+});
