@@ -23,6 +23,7 @@ import { emptyViews, writeManifest, type Manifest } from '../../batch/manifest.j
 import { VIEW_NAMES, type ViewName } from '../../batch/sink.js';
 import type { BatchLockHandle, BatchStore, FinishedRun, ViewPointer } from '../../batch/store.js';
 import { watermark } from '../../ingest/watermark.js';
+import { pgTransaction } from './pool.js';
 
 /** The batch lock's advisory key: 'braid-bt' as 8 ASCII bytes (the migration lock is 'braid-mg'). */
 export const BATCH_LOCK_KEY = '7093839468342108788';
@@ -113,44 +114,33 @@ export class PgBatchStore implements BatchStore {
     return r.rowCount === 1;
   }
 
-  async snapshot(prev: Record<string, number> | null): Promise<Snapshot> {
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      try {
-        const epochs = (await client.query<{ gateway: string; epoch: number; firstSeq: number; lastSeq: number }>(
-          'SELECT gateway, epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs')).rows;
-        const sealed = (await client.query<{ gateway: string; from: number; to: number }>(
-          'SELECT gateway, from_seq AS "from", to_seq AS "to" FROM sealed')).rows;
-        const gaps = (await client.query<{ gateway: string; from: number; to: number }>(
-          'SELECT gateway, from_seq AS "from", to_seq AS "to" FROM gaps')).rows;
-        const e = watermark(epochs, sealed, gaps);
-        let days: string[];
-        if (prev === null) {
-          days = (await client.query<{ day: string }>('SELECT DISTINCT day COLLATE "C" AS day FROM files ORDER BY 1')).rows.map((r) => r.day);
-        } else {
-          const set = new Set<string>();
-          for (const s of changedSpans(prev, e)) {
-            const rows = (await client.query<{ day: string }>(
-              `SELECT DISTINCT f.day FROM file_gateways fg JOIN files f ON f.path = fg.path
-               WHERE fg.gateway = $1 AND fg.max_epoch > $2 AND fg.min_epoch <= $3`, [s.gateway, s.lo, s.hi])).rows;
-            for (const r of rows) set.add(r.day);
-          }
-          days = [...set].sort();
+  snapshot(prev: Record<string, number> | null): Promise<Snapshot> {
+    return pgTransaction(this.pool, async (client) => {
+      const epochs = (await client.query<{ gateway: string; epoch: number; firstSeq: number; lastSeq: number }>(
+        'SELECT gateway, epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs')).rows;
+      const sealed = (await client.query<{ gateway: string; from: number; to: number }>(
+        'SELECT gateway, from_seq AS "from", to_seq AS "to" FROM sealed')).rows;
+      const gaps = (await client.query<{ gateway: string; from: number; to: number }>(
+        'SELECT gateway, from_seq AS "from", to_seq AS "to" FROM gaps')).rows;
+      const e = watermark(epochs, sealed, gaps);
+      let days: string[];
+      if (prev === null) {
+        days = (await client.query<{ day: string }>('SELECT DISTINCT day COLLATE "C" AS day FROM files ORDER BY 1')).rows.map((r) => r.day);
+      } else {
+        const set = new Set<string>();
+        for (const s of changedSpans(prev, e)) {
+          const rows = (await client.query<{ day: string }>(
+            `SELECT DISTINCT f.day FROM file_gateways fg JOIN files f ON f.path = fg.path
+             WHERE fg.gateway = $1 AND fg.max_epoch > $2 AND fg.min_epoch <= $3`, [s.gateway, s.lo, s.hi])).rows;
+          for (const r of rows) set.add(r.day);
         }
-        // ORDER BY day, path in C collation order, as SQLite's BINARY compare sorts.
-        const files = days.length === 0 ? [] : (await client.query<MasterFile>(
-          'SELECT path, day, rows FROM files WHERE day = ANY($1::text[]) ORDER BY day COLLATE "C", path COLLATE "C"', [days])).rows;
-        await client.query('COMMIT');
-        return { watermark: e, days, files };
-      } catch (err) {
-        await client.query('ROLLBACK').catch((e: Error) => { broken = e; });
-        throw err;
+        days = [...set].sort();
       }
-    } finally {
-      client.release(broken);
-    }
+      // ORDER BY day, path in C collation order, as SQLite's BINARY compare sorts.
+      const files = days.length === 0 ? [] : (await client.query<MasterFile>(
+        'SELECT path, day, rows FROM files WHERE day = ANY($1::text[]) ORDER BY day COLLATE "C", path COLLATE "C"', [days])).rows;
+      return { watermark: e, days, files };
+    }, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   }
 
   async insertRun(kind: RunKind, trigger: RunTrigger, startedAt: number): Promise<number> {
@@ -227,26 +217,15 @@ export class PgViewPointer implements ViewPointer {
   constructor(private readonly o: PgViewPointerOptions) {}
 
   async publish(expected: number | null, next: Manifest): Promise<boolean> {
-    const client = await this.o.pool.connect();
-    let broken: Error | undefined;
-    let won = false;
-    try {
-      await client.query('BEGIN');
-      try {
-        const row = { version: next.version, createdAt: next.createdAt, watermark: next.watermark, views: next.views };
-        const r = await client.query(
-          `UPDATE view_pointer SET version = $1, manifest = $2::jsonb, published_at = (extract(epoch FROM clock_timestamp()) * 1000)::bigint
-           WHERE id = 1 AND version IS NOT DISTINCT FROM $3`, [next.version, JSON.stringify(row), expected]);
-        won = r.rowCount === 1;
-        if (won) await client.query('SELECT pg_notify($1, $2)', [MANIFEST_CHANNEL, String(next.version)]);
-        await client.query('COMMIT');
-      } catch (err) {
-        await client.query('ROLLBACK').catch((e: Error) => { broken = e; });
-        throw err;
-      }
-    } finally {
-      client.release(broken);
-    }
+    const won = await pgTransaction(this.o.pool, async (client) => {
+      const row = { version: next.version, createdAt: next.createdAt, watermark: next.watermark, views: next.views };
+      const r = await client.query(
+        `UPDATE view_pointer SET version = $1, manifest = $2::jsonb, published_at = (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+         WHERE id = 1 AND version IS NOT DISTINCT FROM $3`, [next.version, JSON.stringify(row), expected]);
+      if (r.rowCount !== 1) return false;
+      await client.query('SELECT pg_notify($1, $2)', [MANIFEST_CHANNEL, String(next.version)]);
+      return true;
+    });
     // Outside readers read the file; the pointer row is what nodes go by.
     if (won && this.o.viewsDir) await writeManifest(this.o.viewsDir, next);
     return won;

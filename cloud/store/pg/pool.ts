@@ -55,6 +55,29 @@ const types = {
     : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
 };
 
+/**
+ * Run `job` in one transaction on one pooled connection (`begin` opens it): COMMIT after it,
+ * ROLLBACK on a throw. A connection whose ROLLBACK failed is in an unknown state: destroyed, not
+ * pooled.
+ */
+export async function pgTransaction<T>(pool: pg.Pool, job: (c: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query(begin);
+    try {
+      const out = await job(client);
+      await client.query('COMMIT');
+      return out;
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: Error) => { broken = e; });
+      throw err;
+    }
+  } finally {
+    client.release(broken);
+  }
+}
+
 /** A pool with the options' limits and timeouts. Close it with `end()`. */
 export function createPgPool(options: Partial<PgStoreOptions> & { url: string }, logger?: Logger): pg.Pool {
   const o: PgStoreOptions = { ...DEFAULT_PG_STORE_OPTIONS, ...options };

@@ -26,6 +26,7 @@ import {
   type SeqGapEntry, type SpeedPartialRow, type SpeedPartialsQuery, type SpeedPushEntry, type SpeedPushResult, type SpeedStore,
   connectedDevices, epochOf, pushDevices,
 } from '../speed.js';
+import { pgTransaction } from './pool.js';
 
 /** PostgreSQL's limit on bind parameters per statement (a 16-bit count in the wire protocol). */
 export const PG_MAX_PARAMS = 65_535;
@@ -96,24 +97,11 @@ export class PgSpeedStore implements SpeedStore, RegistryStore {
   /** Run `job` in one transaction on one connection; retried whole on a deadlock or serialization failure. */
   private async tx<T>(job: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      const client = await this.pool.connect();
-      let broken: Error | undefined;
       try {
-        await client.query('BEGIN');
-        try {
-          const out = await job(client);
-          await client.query('COMMIT');
-          return out;
-        } catch (err) {
-          await client.query('ROLLBACK').catch((e: Error) => { broken = e; });
-          throw err;
-        }
+        return await pgTransaction(this.pool, job);
       } catch (err) {
         if (attempt < TX_ATTEMPTS && RETRIED.has((err as { code?: string }).code ?? '')) continue;
         throw err;
-      } finally {
-        // A connection whose ROLLBACK failed is in an unknown state: destroyed, not pooled.
-        client.release(broken);
       }
     }
   }
