@@ -8,7 +8,7 @@
  */
 import type { BraidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import type { IngestTx } from '../store/ingest.js';
+import type { GroupCommitRequest, IngestTx } from '../store/ingest.js';
 import { type FutureReadings, futureReadings } from './clock.js';
 import { IngestEpochConflictError, IngestSeqSkipError, MAX_LISTED_SKIPS } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
@@ -113,6 +113,30 @@ async function skipped(tx: IngestTx, g: string, held: number, b: IngestBatch): P
   const own = b.gaps.map((x) => ({ from: x.fromSeq, to: x.toSeq }));
   const accounted = normalize([...seqRanges(b.readings), ...own, ...await tx.gapRangesIn(g, from, b.lastSeq)]);
   return missing(accounted, from, b.lastSeq);
+}
+
+/**
+ * One group commit inside a store's transaction, the same on every store [INV-1][INV-2]: plan the
+ * group, record the clock estimates of the gateways heard from (in the transaction they caused
+ * anyway), stage the new lines durably, then record them as received and staged. The store
+ * commits after; a throw leaves nothing.
+ */
+export async function commitGroupIn(tx: IngestTx, req: GroupCommitRequest): Promise<GroupPlan> {
+  const now = req.now();
+  const p = await planGroup(tx, req.batches, now, req.log, req.maxFutureMs);
+  for (const g of new Set(req.batches.map((b) => b.gateway))) {
+    const offset = req.clockOffset(g, now);
+    if (offset !== null) await tx.recordClockOffset(g, offset, now);
+  }
+  if (p.lines.length > 0) {
+    // [INV-1] durable before the COMMIT that makes it count.
+    const placed = await req.stage(p.lines);
+    for (const [g, ranges] of p.added) await tx.addReceived(g, ranges);
+    for (const [segment, byGateway] of placed) {
+      for (const [g, ranges] of byGateway) await tx.addStaged(segment, g, ranges);
+    }
+  }
+  return p;
 }
 
 /**

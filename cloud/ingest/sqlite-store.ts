@@ -10,7 +10,7 @@ import {
   type CatalogEntry, addRanges, deleteStaged, gapRangesIn, insertEpochs, insertFiles, insertGaps, maxReceived, rangesNear, stagedRanges, storedEpochs,
 } from '../store/ingest-state.js';
 import { recordClockOffset, recordFutureReadings } from './clock.js';
-import { type GroupPlan, planGroup } from './plan.js';
+import { type GroupPlan, commitGroupIn } from './plan.js';
 import type { Range } from './ranges.js';
 import { planSeal } from './seal-plan.js';
 
@@ -24,6 +24,7 @@ function sqliteIngestTx(db: Db): IngestTx {
     insertEpochs: (g, epochs) => insertEpochs(db, g, epochs),
     insertGaps: (g, gaps, now) => insertGaps(db, g, gaps, now),
     recordFutureReadings: (g, f, now) => recordFutureReadings(db, g, f, now),
+    recordClockOffset: (g, offsetMs, now) => recordClockOffset(db, g, offsetMs, now),
     stagedRanges: (segment) => stagedRanges(db, segment),
     addReceived: (g, ranges) => addRanges(db, { table: 'received', gateway: g }, ranges),
     addStaged: (segment, g, ranges) => addRanges(db, { table: 'staged', segment, gateway: g }, ranges),
@@ -39,25 +40,7 @@ export class SqliteIngestStore implements IngestStore {
   }
 
   commitGroup(req: GroupCommitRequest): Promise<GroupPlan> {
-    return this.writes.tx(async (db) => {
-      const tx = sqliteIngestTx(db);
-      const now = req.now();
-      const p = await planGroup(tx, req.batches, now, req.log, req.maxFutureMs);
-      // The clock estimates of the gateways heard from, in the transaction they caused anyway.
-      for (const g of new Set(req.batches.map((b) => b.gateway))) {
-        const offset = req.clockOffset(g, now);
-        if (offset !== null) await recordClockOffset(db, g, offset, now);
-      }
-      if (p.lines.length > 0) {
-        // [INV-1] durable before the COMMIT that makes it count.
-        const placed = await req.stage(p.lines);
-        for (const [g, ranges] of p.added) await tx.addReceived(g, ranges);
-        for (const [segment, byGateway] of placed) {
-          for (const [g, ranges] of byGateway) await tx.addStaged(segment, g, ranges);
-        }
-      }
-      return p;
-    });
+    return this.writes.tx((db) => commitGroupIn(sqliteIngestTx(db), req));
   }
 
   sealBegin(segment: string, inFile: Map<string, Range[]>): Promise<SealBegin> {

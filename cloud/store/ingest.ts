@@ -87,6 +87,8 @@ export interface IngestTx {
   /** Insert-once by (gateway, id); how many were new, and the seqs of the new cloud_lost ones. */
   insertGaps(gateway: string, gaps: GapRow[], now: number): Promise<{ added: number; lostReadings: number }>;
   recordFutureReadings(gateway: string, f: FutureReadings, now: number): Promise<void>;
+  /** Store the gateway's current clock offset estimate (gateway_clock). */
+  recordClockOffset(gateway: string, offsetMs: number, now: number): Promise<void>;
   /** The segment's `staged` ranges by gateway. */
   stagedRanges(segment: string): Promise<Map<string, Range[]>>;
   addReceived(gateway: string, ranges: Range[]): Promise<void>;

@@ -14,12 +14,13 @@
  * Staging ownership across nodes (leases, claims) is not part of this store yet.
  */
 import type pg from 'pg';
-import { type GroupPlan, planGroup } from '../../ingest/plan.js';
+import { type GroupPlan, commitGroupIn } from '../../ingest/plan.js';
 import { type Range, normalize } from '../../ingest/ranges.js';
 import { planSeal } from '../../ingest/seal-plan.js';
 import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../ingest.js';
 import { type CatalogEntry, CLOUD_LOST_REASON, type EpochRow, UNKNOWN_TS } from '../ingest-state.js';
 import { PG_MAX_PARAMS } from './speed.js';
+import { pgTransaction } from './pool.js';
 import { asStoreError } from './unavailable.js';
 
 /** First key of the per-gateway ingest advisory locks ('bing'); the second is hashtext(gateway). */
@@ -102,6 +103,12 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
       }
       return { added, lostReadings };
     },
+    recordClockOffset: async (g, offsetMs, now) => {
+      await c.query(
+        `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ($1, $2, $3)
+         ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
+        [g, Math.round(offsetMs), now]);
+    },
     recordFutureReadings: async (g, f, now) => {
       await c.query(
         `INSERT INTO gateway_clock (gateway, future_readings, future_device, future_metric, future_ts, future_at) VALUES ($1, $2, $3, $4, $5, $6)
@@ -136,56 +143,18 @@ export class PgIngestStore implements IngestStore {
 
   /** One transaction holding the ingest lock of each of `gateways` (sorted: no deadlock between nodes). */
   private async tx<T>(what: string, gateways: Iterable<string>, job: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    let client: pg.PoolClient;
     try {
-      client = await this.pool.connect();
-    } catch (err) {
-      throw asStoreError(err, what);
-    }
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
-      try {
+      return await pgTransaction(this.pool, async (client) => {
         for (const g of [...new Set(gateways)].sort(cmp)) await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [INGEST_LOCK_CLASS, g]);
-        const out = await job(client);
-        await client.query('COMMIT');
-        return out;
-      } catch (err) {
-        await client.query('ROLLBACK').catch((e: Error) => { broken = e; });
-        throw err;
-      }
+        return job(client);
+      });
     } catch (err) {
       throw asStoreError(err, what);
-    } finally {
-      // A connection whose ROLLBACK failed is in an unknown state: destroyed, not pooled.
-      client.release(broken);
     }
   }
 
   commitGroup(req: GroupCommitRequest): Promise<GroupPlan> {
-    return this.tx('ingest group commit', req.batches.map((b) => b.gateway), async (c) => {
-      const tx = pgIngestTx(c);
-      const now = req.now();
-      const p = await planGroup(tx, req.batches, now, req.log, req.maxFutureMs);
-      for (const g of new Set(req.batches.map((b) => b.gateway))) {
-        const offset = req.clockOffset(g, now);
-        if (offset !== null) {
-          await c.query(
-            `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ($1, $2, $3)
-             ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
-            [g, Math.round(offset), now]);
-        }
-      }
-      if (p.lines.length > 0) {
-        // [INV-1] durable before the COMMIT that makes it count.
-        const placed = await req.stage(p.lines);
-        for (const [g, ranges] of p.added) await tx.addReceived(g, ranges);
-        for (const [segment, byGateway] of placed) {
-          for (const [g, ranges] of byGateway) await tx.addStaged(segment, g, ranges);
-        }
-      }
-      return p;
-    });
+    return this.tx('ingest group commit', req.batches.map((b) => b.gateway), (c) => commitGroupIn(pgIngestTx(c), req));
   }
 
   sealBegin(segment: string, inFile: Map<string, Range[]>): Promise<SealBegin> {
