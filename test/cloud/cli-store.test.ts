@@ -12,7 +12,6 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import type pg from 'pg';
@@ -20,7 +19,7 @@ import { hashSecret } from '../../cloud/store/credentials.js';
 import { createPgPool, migrate, schemaVersion, PG_SCHEMA_VERSION, PgCredentialStore, PgViewPointer, PgBatchStore } from '../../cloud/store/pg/index.js';
 import { tempDir } from '../support/gateway.js';
 import {
-  coveredReadings, dayOf, expectedViews, GatewaySim, MasterFixture, readViews, viewDiffs, type FixtureReading,
+  coveredReadings, dayOf, expectedViews, masterOnPostgres, readViews, viewDiffs,
 } from '../support/master-fixture.js';
 import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
 
@@ -170,27 +169,7 @@ const have = havePostgres();
   test('braid batch run --store: master/ from --data-dir, the pointer and history in PostgreSQL, views equal the oracle', async () => {
     const d = dir('braid-cli-pg-batch-');
     await migrate(admin!);
-    // Master files and their catalog as ingest's seal leaves them (in a cloud.db), the catalog copied
-    // to PostgreSQL and cloud.db removed: the run can only read PostgreSQL (as store-batch.test.ts).
-    const fx = await MasterFixture.open(d.path);
-    const gws = ['gw-a', 'gw-b'].map((id) => new GatewaySim(id));
-    const all: FixtureReading[] = [];
-    const day0 = Date.UTC(2024, 10, 23);
-    for (let i = 0; i < 300; i++) {
-      const g = gws[i % 2];
-      all.push(g.reading(`d${i % 4}`, i % 3 ? 'temp' : 'hum', day0 + (i * 397_000) % (2 * 86_400_000), (i * 7) % 50 + 0.5));
-      if (i % 100 === 99) for (const x of gws) x.closeEpoch();
-    }
-    await fx.seal(all);
-    for (const g of gws) await g.report(fx);
-    for (const t of ['epochs', 'sealed', 'gaps', 'files', 'file_gateways']) {
-      for (const row of await fx.db.all<Record<string, unknown>>(`SELECT * FROM ${t}`)) {
-        const cols = Object.keys(row);
-        await admin!.query(`INSERT INTO ${t} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})`, cols.map((c) => row[c]));
-      }
-    }
-    await fx.close();
-    for (const f of ['cloud.db', 'cloud.db-wal', 'cloud.db-shm']) await rm(join(d.path, f), { force: true });
+    const { all, day0 } = await masterOnPostgres(d.path, (sql, params) => admin!.query(sql, params));
 
     const r = await braid(['batch', 'run', '--json', '--store', url, '--data-dir', d.path, '--memory-limit', '256MB', '--threads', '1', '--log-level', 'silent']);
     expect(r).toMatchObject({ code: 0 });

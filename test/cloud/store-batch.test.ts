@@ -11,7 +11,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { Writable } from 'node:stream';
@@ -23,7 +23,7 @@ import { createLogger } from '../../shared/logger.js';
 import type { Db } from '../../shared/sqlite.js';
 import { eventually, tempDir } from '../support/gateway.js';
 import {
-  coveredReadings, dayOf, expectedViews, GatewaySim, MasterFixture, readViews, viewDiffs, type FixtureReading,
+  coveredReadings, dayOf, expectedViews, GatewaySim, MasterFixture, masterOnPostgres, readViews, viewDiffs,
 } from '../support/master-fixture.js';
 import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
 import { batchStoreConformance, fixtureManifest } from '../support/store-conformance/batch.js';
@@ -213,27 +213,7 @@ const have = havePostgres();
   test('a batch run on the PostgreSQL store, started on two nodes at once: one runs, its views equal the oracle, the pointer and history are in PostgreSQL', async () => {
     const d = tempDir('braid-pg-run-');
     try {
-      // Master files and their catalog as ingest's seal leaves them (in a cloud.db), then the
-      // catalog copied to PostgreSQL and cloud.db removed: the run can only read PostgreSQL.
-      const fx = await MasterFixture.open(d.path);
-      const gws = ['gw-a', 'gw-b'].map((id) => new GatewaySim(id));
-      const all: FixtureReading[] = [];
-      const day0 = Date.UTC(2024, 10, 23);
-      for (let i = 0; i < 300; i++) {
-        const g = gws[i % 2];
-        all.push(g.reading(`d${i % 4}`, i % 3 ? 'temp' : 'hum', day0 + (i * 397_000) % (2 * 86_400_000), (i * 7) % 50 + 0.5));
-        if (i % 100 === 99) for (const x of gws) x.closeEpoch();
-      }
-      await fx.seal(all);
-      for (const g of gws) await g.report(fx);
-      for (const t of ['epochs', 'sealed', 'gaps', 'files', 'file_gateways']) {
-        for (const row of await fx.db.all<Record<string, unknown>>(`SELECT * FROM ${t}`)) {
-          const cols = Object.keys(row);
-          await admin!.query(`INSERT INTO ${t} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})`, cols.map((c) => row[c]));
-        }
-      }
-      await fx.close();
-      for (const f of ['cloud.db', 'cloud.db-wal', 'cloud.db-shm']) await rm(join(d.path, f), { force: true });
+      const { all, day0 } = await masterOnPostgres(d.path, (sql, params) => admin!.query(sql, params));
 
       const node = () => {
         const pool = createPgPool({ url, poolMax: 4 });

@@ -5,7 +5,7 @@
  * rows that go with them (files, file_gateways, sealed, epochs, gaps). Also reads the views back
  * and computes the expected views in TypeScript with shared/summary.ts (the reference).
  */
-import { mkdir, writeFile, rename, readFile, readdir, stat } from 'node:fs/promises';
+import { mkdir, writeFile, rename, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join, relative } from 'node:path';
 import { Int64, Float64, Table as ArrowTable, TimestampMillisecond, Utf8, tableToIPC, vectorFromArray } from 'apache-arrow';
@@ -271,4 +271,32 @@ export function sameViews(a: Record<string, Map<string, ViewRowMs>>, b: Record<s
   const want: Record<string, Map<string, Summary>> = {};
   for (const v of VIEWS) want[v] = new Map([...b[v]].map(([k, r]) => [k, r.summary]));
   return viewDiffs(a, want, rel);
+}
+
+/**
+ * Master files and their catalog as ingest's seal leaves them (in a cloud.db): two gateways, 300
+ * readings over two days from `day0`, three epochs each; then the catalog copied into a migrated
+ * PostgreSQL store through `query` and cloud.db removed, so a batch run can only read PostgreSQL.
+ */
+export async function masterOnPostgres(dir: string, query: (sql: string, params: unknown[]) => Promise<unknown>): Promise<{ all: FixtureReading[]; day0: number }> {
+  const fx = await MasterFixture.open(dir);
+  const gws = ['gw-a', 'gw-b'].map((id) => new GatewaySim(id));
+  const all: FixtureReading[] = [];
+  const day0 = Date.UTC(2024, 10, 23);
+  for (let i = 0; i < 300; i++) {
+    const g = gws[i % 2];
+    all.push(g.reading(`d${i % 4}`, i % 3 ? 'temp' : 'hum', day0 + (i * 397_000) % (2 * 86_400_000), (i * 7) % 50 + 0.5));
+    if (i % 100 === 99) for (const x of gws) x.closeEpoch();
+  }
+  await fx.seal(all);
+  for (const g of gws) await g.report(fx);
+  for (const t of ['epochs', 'sealed', 'gaps', 'files', 'file_gateways']) {
+    for (const row of await fx.db.all<Record<string, unknown>>(`SELECT * FROM ${t}`)) {
+      const cols = Object.keys(row);
+      await query(`INSERT INTO ${t} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})`, cols.map((c) => row[c]));
+    }
+  }
+  await fx.close();
+  for (const f of ['cloud.db', 'cloud.db-wal', 'cloud.db-shm']) await rm(join(dir, f), { force: true });
+  return { all, day0 };
 }

@@ -17,7 +17,7 @@
 import type { IngestStore, Placement, GroupCommitRequest } from '../../../cloud/store/ingest.js';
 import type { CatalogEntry, GapRow } from '../../../cloud/store/ingest-state.js';
 import type { IngestBatch, ReadingTuple } from '../../../cloud/ingest/validate.js';
-import type { StagingLine } from '../../../cloud/ingest/plan.js';
+import { type StagingLine, seqRanges } from '../../../cloud/ingest/plan.js';
 import type { Range } from '../../../cloud/ingest/ranges.js';
 import { nullLogger } from '../../../shared/logger.js';
 
@@ -54,17 +54,6 @@ function gap(id: number, fromSeq: number, toSeq: number, reason = 'disk_budget')
   return { id, reason, fromSeq, toSeq, count: toSeq - fromSeq + 1, minTs: lost ? null : T - 7_200_000, maxTs: lost ? null : T - 7_100_000, devices: lost ? [] : ['d1'] };
 }
 
-/** Consecutive seqs of rows as ranges. */
-function runs(rows: ReadingTuple[]): Range[] {
-  const out: Range[] = [];
-  for (const r of rows) {
-    const last = out[out.length - 1];
-    if (last && r[0] === last.to + 1) last.to = r[0];
-    else out.push({ from: r[0], to: r[0] });
-  }
-  return out;
-}
-
 /** A staging stand-in: records the lines it is asked to stage, all into `segment`. */
 function stager(segment = 'seg-1', o: { delayMs?: number; fail?: boolean } = {}) {
   const lines: StagingLine[] = [];
@@ -77,7 +66,7 @@ function stager(segment = 'seg-1', o: { delayMs?: number; fail?: boolean } = {})
       if (o.fail) throw new Error('disk full (staging stand-in)');
       lines.push(...ls);
       const byGateway = new Map<string, Range[]>();
-      for (const l of ls) byGateway.set(l.gateway, [...(byGateway.get(l.gateway) ?? []), ...runs(l.rows)]);
+      for (const l of ls) byGateway.set(l.gateway, [...(byGateway.get(l.gateway) ?? []), ...seqRanges(l.rows)]);
       return new Map([[segment, byGateway]]);
     },
   };
