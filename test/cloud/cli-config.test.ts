@@ -3,28 +3,15 @@
  * anything: a bad batch.cron used to surface only when the scheduler started, after cloud.db was
  * opened. Every problem in one message, exit 2, the data dir not created. Real child processes.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { runBraid as braid } from '../support/cli.js';
 import { tempDir } from '../support/gateway.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const BRAID = join(ROOT, 'bin/braid.js');
 const dirs: Array<{ remove: () => void }> = [];
 
 afterEach(() => { for (const d of dirs.splice(0)) d.remove(); });
 
-function braid(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const e: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BRAID_') && k !== 'NODE_OPTIONS') e[k] = v;
-  const child = spawn(process.execPath, [BRAID, ...args], { cwd: ROOT, env: { ...e, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
-  const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  return new Promise((res) => child.once('close', (code) => { clearTimeout(t); res({ code, stdout, stderr }); }));
-}
 
 test.each([
   ['cloud', ['cloud', '--http-port', '0']],

@@ -10,35 +10,24 @@
  * - `braid batch run --store` reads master/ of --data-dir and publishes through PostgreSQL's view
  *   pointer: the views equal the oracle, the manifest and run history are in PostgreSQL, no cloud.db.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type pg from 'pg';
 import { hashSecret } from '../../cloud/store/credentials.js';
 import { createPgPool, migrate, schemaVersion, PG_SCHEMA_VERSION, PgCredentialStore, PgViewPointer, PgBatchStore } from '../../cloud/store/pg/index.js';
+import { runBraid } from '../support/cli.js';
 import { tempDir } from '../support/gateway.js';
 import {
   coveredReadings, dayOf, expectedViews, masterOnPostgres, readViews, viewDiffs,
 } from '../support/master-fixture.js';
 import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
 
-const ROOT = resolve(import.meta.dirname, '../..');
-const BRAID = join(ROOT, 'bin/braid.js');
-
-function braid(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const e: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BRAID_') && k !== 'NODE_OPTIONS') e[k] = v;
-  const child = spawn(process.execPath, [BRAID, ...args], { cwd: ROOT, env: { ...e, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => { stdout += s; });
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => { stderr += s; });
-  const t = setTimeout(() => child.kill('SIGKILL'), 40_000);
-  return new Promise((res) => child.once('close', (code) => { clearTimeout(t); res({ code, stdout, stderr }); }));
-}
 
 const lastLine = (s: string) => s.trim().split('\n').pop()!;
+/** The CLI, given 40 s: a batch run on PostgreSQL starts DuckDB. */
+const braid = (args: string[], env: Record<string, string> = {}) => runBraid(args, env, 40_000);
+
 const have = havePostgres();
 
 (have ? describe : describe.skip)('--store postgres:// (postgresql-15)', () => {
