@@ -40,7 +40,7 @@ export function createCloud(config: CloudConfig, opts: { logger?: Logger; regist
   server.use((app, ctx) => {
     const sinks = createSinks(ctx.config, ctx.logger, ctx.registry);
     const scheduler = new BatchScheduler(batchOptionsFrom(ctx.config), {
-      logger: ctx.logger.child({ component: 'batch' }), sinks, db: ctx.db.reader, onPublished: (m) => speed.published(m), registry: ctx.registry,
+      logger: ctx.logger.child({ component: 'batch' }), sinks, store: { batch: ctx.store.batch, views: ctx.store.views }, onPublished: (m) => speed.published(m), registry: ctx.registry,
     });
     batch = { scheduler, sinks };
     registerBatchRoutes(app, { scheduler, auth: (role) => ctx.auth.requireRole(role) });

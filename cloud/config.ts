@@ -6,6 +6,7 @@
  * docs/configuration.md (`node --import tsx bin/gen-config-docs.ts`); `secret: true` marks values
  * that `--check-config` never prints.
  */
+import { join } from 'node:path';
 import { z } from 'zod';
 
 const port = z.number().int().min(0).max(65535);
@@ -13,10 +14,12 @@ const positive = z.number().int().positive();
 
 export const cloudConfigSchema = z.object({
   dataDir: z.string().min(1).default('./.braid/cloud')
-    .describe('Holds cloud.db, staging/, master/, views/ and tmp/ (docs/cloud-storage.md); created if missing.'),
+    .describe('Holds cloud.db, staging/, master/, views/ and tmp/ (docs/cloud-storage.md); created if missing. In cluster mode, the shared storage every node mounts (docs/scale-out.md).'),
+  cacheDir: z.string().min(1).nullable().default(null)
+    .describe('Node-local files: the compacted view copies for long ranges (cacheDir/views) and DuckDB\'s spill (cacheDir/duckdb); null keeps them in the data dir (dataDir/cache/views, dataDir/tmp/duckdb). In cluster mode set it to a local disk of each node, never the shared storage.'),
   store: z.object({
     url: z.string().default('sqlite').refine((v) => v === 'sqlite' || /^postgres(ql)?:\/\/[^\s]+$/i.test(v), 'must be "sqlite" or a postgres://user:password@host:port/database URL')
-      .describe('Where the cloud keeps its transactional state: sqlite (dataDir/cloud.db, the embedded default) or a postgres:// URL (cluster mode, docs/cluster-store.md; its password is never printed). PostgreSQL is taken by `braid cloud gateway|key` and `braid batch run` for now; `braid cloud` itself refuses it until cluster mode is released.'),
+      .describe('Where the cloud keeps its transactional state: sqlite (dataDir/cloud.db, the embedded default) or a postgres:// URL (cluster mode, docs/cluster-store.md; its password is never printed). Every `braid cloud` node on one PostgreSQL store and one shared dataDir is a node of one cloud.'),
   }).strict().prefault({}).describe('The cloud store.'),
   log: z.object({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
@@ -40,7 +43,7 @@ export const cloudConfigSchema = z.object({
     cron: z.string().nullable().default('0 2 * * *')
       .describe('node-cron schedule of the batch run, in UTC (5 fields, or 6 with seconds first); null runs none (use `braid batch run`).'),
     memoryLimit: z.string().regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'must be a size like 2GB').default('2GB')
-      .describe('DuckDB memory_limit of a batch run, like 2GB; past it DuckDB spills to dataDir/tmp.'),
+      .describe('DuckDB memory_limit of a batch run, like 2GB; past it DuckDB spills to dataDir/tmp/duckdb (cacheDir/duckdb when cacheDir is set).'),
     threads: z.number().int().min(0).default(0).describe('DuckDB threads of a batch run (0 = one per core).'),
     retainVersionsMs: positive.default(24 * 3600_000).describe('Superseded view versions are deleted this long after they stopped being live, in ms.'),
   }).strict().prefault({}).describe('The batch job that rebuilds the views.'),
@@ -77,3 +80,10 @@ export const cloudConfigSchema = z.object({
 }).strict();
 
 export type CloudConfig = z.infer<typeof cloudConfigSchema>;
+
+/** The node-local dirs (cacheDir): the query's compacted views and DuckDB's spill of a batch run. */
+export function localDirs(config: Pick<CloudConfig, 'dataDir' | 'cacheDir'>): { compactedViews: string; duckdbSpill: string } {
+  return config.cacheDir
+    ? { compactedViews: join(config.cacheDir, 'views'), duckdbSpill: join(config.cacheDir, 'duckdb') }
+    : { compactedViews: join(config.dataDir, 'cache', 'views'), duckdbSpill: join(config.dataDir, 'tmp', 'duckdb') };
+}

@@ -1,9 +1,11 @@
 /**
- * The cloud process: cloud.db, ingest (staging + sealing), the HTTP server (ingest, health,
- * metrics, and whatever route plugins are given), and long-running services (batch cron, speed
- * store...). Start order: database, ingest, routes, services, listen. Close order is the reverse:
- * stop listening (in-flight requests finish), services, ingest (commits what is queued, seals the
- * open segment), database.
+ * The cloud process: the store (cloud.db, or PostgreSQL in cluster mode: cloud/store/cloud-store.ts),
+ * ingest (staging + sealing), the HTTP server (ingest, health, metrics, and whatever route plugins
+ * are given), and long-running services (batch cron, speed store...). Every service is built from
+ * the one CloudStore, so a node on PostgreSQL and the embedded cloud run the same code. Start
+ * order: store, live manifest, ingest, routes, services, listen. Close order is the reverse: stop
+ * listening (in-flight requests finish), services, ingest (commits what is queued, seals the open
+ * segment), store.
  */
 import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -12,14 +14,16 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { errorReply } from '../shared/http-errors.js';
 import { type Logger, nullLogger } from '../shared/logger.js';
-import { type Db, WriteQueue } from '../shared/sqlite.js';
+import type { Db, WriteQueue } from '../shared/sqlite.js';
 import { Authenticator } from './api/auth.js';
 import { AUTH_ERRORS, errorResponses } from './api/responses.js';
 import { registerWhoamiRoute } from './api/whoami.js';
 import type { CloudConfig } from './config.js';
-import { type IngestOptions, IngestService, SqliteIngestStore, registerIngestRoute } from './ingest/index.js';
-import { openCloudDb } from './store/schema.js';
-import { SqliteCredentialStore } from './store/sqlite-credentials.js';
+import { type IngestOptions, IngestService, registerIngestRoute } from './ingest/index.js';
+import { FileManifestSource, type ManifestSource, PointerManifestSource } from './query/manifest.js';
+import { LiveManifest, type LiveViewSource } from './speed/live-manifest.js';
+import { type CloudStore, openCloudStore, redactStoreUrl } from './store/cloud-store.js';
+import { StoreHealth } from './store/health.js';
 
 /** What a route plugin or a service gets to work with. */
 export interface CloudContext {
@@ -27,8 +31,19 @@ export interface CloudContext {
   logger: Logger;
   registry: Registry;
   dataDir: string;
-  /** cloud.db: `writes` serialises writes on one connection (transactions), `reader` is for reads. */
-  db: { writes: WriteQueue; reader: Db };
+  /** The cloud's transactional state: every service reads and writes through it. */
+  store: CloudStore;
+  /**
+   * cloud.db's connections, SQLite store only (tests and tools that read it directly): `writes`
+   * serialises writes on one connection (transactions), `reader` is for reads. Throws on PostgreSQL.
+   */
+  readonly db: { writes: WriteQueue; reader: Db };
+  /** The live manifest a query reads (once per query). */
+  manifests: ManifestSource;
+  /** The live manifest as the speed store needs it (E, version, since when it is live). */
+  liveViews: LiveViewSource;
+  /** Whether the store answers (braid_store_up, GET /healthz). */
+  storeHealth: StoreHealth;
   auth: Authenticator;
   ingest: IngestService;
 }
@@ -71,10 +86,9 @@ export class CloudServer {
   private readonly firstPlugins: CloudPlugin[] = [];
   private readonly serviceSpecs: Array<CloudService | ((ctx: CloudContext) => CloudService)>;
   private services: CloudService[] = [];
-  private writer: Db | null = null;
-  private reader: Db | null = null;
-  /** Credentials lookups only: every request makes one, and none should wait behind a long read (a query) on `reader`. */
-  private authReader: Db | null = null;
+  private store: CloudStore | null = null;
+  private pointer: PointerManifestSource | null = null;
+  private health: StoreHealth | null = null;
   private app: FastifyInstance | null = null;
   private context: CloudContext | null = null;
   private started: Promise<CloudAddress> | null = null;
@@ -146,14 +160,34 @@ export class CloudServer {
     const c = this.config;
     // 0750: master/ and views/ are for the operator's group too (DuckDB, Spark); cloud.db is 0600 and staging/ 0700.
     mkdirSync(c.dataDir, { recursive: true, mode: 0o750 });
-    const dbFile = join(c.dataDir, 'cloud.db');
-    this.writer = await openCloudDb(dbFile);
-    this.reader = await openCloudDb(dbFile);
-    const writes = new WriteQueue(this.writer);
-    const ingest = new IngestService({ dataDir: c.dataDir, store: new SqliteIngestStore(writes), logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
-    this.authReader = await openCloudDb(dbFile);
-    const auth = new Authenticator(new SqliteCredentialStore(this.authReader));
-    this.context = { config: c, logger: this.logger, registry: this.registry, dataDir: c.dataDir, db: { writes, reader: this.reader }, auth, ingest };
+    const store = await openCloudStore(c.store.url, c.dataDir, { logger: this.logger.child({ component: 'store' }) });
+    this.store = store;
+    const viewsDir = join(c.dataDir, 'views');
+    let manifests: ManifestSource;
+    let liveViews: LiveViewSource;
+    if (store.kind === 'postgres') {
+      // Cluster mode: the pointer in the store is the truth; manifest.json is for outside readers.
+      const pointer = new PointerManifestSource(store.views, this.logger.child({ component: 'manifest' }));
+      this.pointer = pointer;
+      await pointer.start();
+      manifests = pointer;
+      liveViews = pointer;
+    } else {
+      manifests = new FileManifestSource(viewsDir);
+      liveViews = new LiveManifest(viewsDir, this.logger.child({ component: 'speed' }));
+    }
+    this.health = new StoreHealth(store, this.registry, this.logger.child({ component: 'store' }));
+    this.health.start();
+    const ingest = new IngestService({ dataDir: c.dataDir, store: store.ingest, logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
+    const auth = new Authenticator(store.credentials);
+    const sqlite = store.sqlite;
+    this.context = {
+      config: c, logger: this.logger, registry: this.registry, dataDir: c.dataDir, store, manifests, liveViews, storeHealth: this.health, auth, ingest,
+      get db() {
+        if (!sqlite) throw new Error('cloud.db is not open: this cloud runs on the PostgreSQL store (use ctx.store)');
+        return sqlite;
+      },
+    };
     await ingest.start();
 
     const app = Fastify({
@@ -176,9 +210,12 @@ export class CloudServer {
     app.get('/healthz', {
       schema: {
         summary: 'Liveness: ok while the process serves (no auth)', operationId: 'getHealthz', tags: ['meta'],
-        response: { 200: { description: 'The process serves requests', type: 'object', properties: { status: { type: 'string', enum: ['ok'] } } } },
+        response: { 200: {
+          description: 'The process serves requests. `store` says whether its store answered the last probe: while it is unreachable ingest answers 503 and queries are flagged `degraded`; the process stays up and resumes by itself',
+          type: 'object', properties: { status: { type: 'string', enum: ['ok'] }, store: { type: 'string', enum: ['up', 'unreachable'] } },
+        } },
       },
-    }, async () => ({ status: 'ok' }));
+    }, async () => ({ status: 'ok', store: this.health!.up ? 'up' : 'unreachable' }));
     // Counters name gateways and devices: a read key, like the rest of the API (Prometheus sends it
     // with `authorization: {credentials: ...}` in its scrape config).
     app.get('/metrics', {
@@ -208,7 +245,7 @@ export class CloudServer {
     const port = (app.server.address() as AddressInfo).port;
     const host = c.http.host === '0.0.0.0' || c.http.host === '::' ? '127.0.0.1' : c.http.host;
     this.address = { port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
-    this.log.info({ ...this.address, dataDir: c.dataDir, procId: ingest.staging.procId }, 'cloud started');
+    this.log.info({ ...this.address, dataDir: c.dataDir, store: store.kind === 'postgres' ? redactStoreUrl(c.store.url) : 'sqlite', procId: ingest.staging.procId }, 'cloud started');
     return this.address;
   }
 
@@ -227,11 +264,10 @@ export class CloudServer {
     await step('http', () => this.app?.close());
     for (const s of [...this.services].reverse()) await step('service', () => s.close());
     await step('ingest', () => this.context?.ingest.close());
-    await step('db', async () => {
-      await this.context?.db.writes.drain();
-      await this.reader?.close();
-      await this.authReader?.close();
-      await this.writer?.close();
+    await step('store', async () => {
+      this.health?.stop();
+      this.pointer?.stop();
+      await this.store?.close();
     });
     this.log.info('cloud stopped');
   }

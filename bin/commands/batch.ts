@@ -9,6 +9,7 @@ import { configFrom, logWarnings, rootLogger } from './common.js';
 interface BatchRunFlags {
   config?: string;
   dataDir?: string;
+  cacheDir?: string;
   full?: boolean;
   memoryLimit?: string;
   threads?: number;
@@ -21,7 +22,7 @@ interface BatchRunFlags {
 
 /** The flags as config key paths (undefined where not given: the file or environment stands). */
 function batchFlagValues(o: BatchRunFlags) {
-  return { dataDir: o.dataDir, log: { level: o.logLevel }, batch: { memoryLimit: o.memoryLimit, threads: o.threads }, store: { url: o.store } };
+  return { dataDir: o.dataDir, cacheDir: o.cacheDir, log: { level: o.logLevel }, batch: { memoryLimit: o.memoryLimit, threads: o.threads }, store: { url: o.store } };
 }
 
 /** Progress goes to stderr once a run has taken this long: short runs print only their result. */
@@ -37,7 +38,8 @@ export function registerBatchCommand(program: Command): void {
     .option('--data-dir <dir>', 'the cloud data dir (default ./.braid/cloud)')
     .option('--config <file>', 'the cloud JSON config file (batch.*, dataDir and store.url are read)')
     .option('--store <url>', 'the batch state and view pointer: sqlite (default, <data-dir>/cloud.db) or a postgres:// URL (cluster mode); master/ and views/ stay in --data-dir')
-    .option('--memory-limit <size>', 'DuckDB memory limit before it spills to <data-dir>/tmp/duckdb, like 2GB')
+    .option('--cache-dir <dir>', 'node-local DuckDB spill (<cache-dir>/duckdb; default <data-dir>/tmp/duckdb)')
+    .option('--memory-limit <size>', 'DuckDB memory limit before it spills (see --cache-dir), like 2GB')
     .addOption(intOption('--threads <n>', 'DuckDB threads (0 = one per core)'))
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
     .option('--json', 'print the result as JSON')

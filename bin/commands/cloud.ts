@@ -11,6 +11,7 @@ import { configFrom, logWarnings, onShutdown, rootLogger } from './common.js';
 interface CloudFlags {
   config?: string;
   dataDir?: string;
+  cacheDir?: string;
   httpPort?: number;
   logLevel?: string;
   store?: string;
@@ -18,7 +19,7 @@ interface CloudFlags {
 
 /** The flags as config key paths (undefined where not given: the file or environment stands). */
 function cloudFlagValues(o: CloudFlags) {
-  return { dataDir: o.dataDir, log: { level: o.logLevel }, http: { port: o.httpPort }, store: { url: o.store } };
+  return { dataDir: o.dataDir, cacheDir: o.cacheDir, log: { level: o.logLevel }, http: { port: o.httpPort }, store: { url: o.store } };
 }
 
 function cloudConfig(o: CloudFlags) {
@@ -73,7 +74,8 @@ export function registerCloudCommands(program: Command): void {
   const cloud = program.command('cloud')
     .description('run the cloud: ingest into the master dataset, REST API; or manage its gateways and API keys')
     .option('--config <file>', 'JSON config file (keys in cloud/config.ts)')
-    .option('--data-dir <dir>', 'holds cloud.db, staging/, master/, views/ (default ./.braid/cloud)')
+    .option('--data-dir <dir>', 'holds cloud.db, staging/, master/, views/ (default ./.braid/cloud); in cluster mode the shared storage')
+    .option('--cache-dir <dir>', 'node-local compacted views and DuckDB spill (default in the data dir); in cluster mode a local disk')
     .addOption(intOption('--http-port <n>', 'REST API and ingest port (default 8000; 0 picks a free one)'))
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
     .option('--store <url>', STORE_FLAG_HELP)
@@ -103,12 +105,6 @@ export function registerCloudCommands(program: Command): void {
       }
       // The checks of --check-config before anything is opened: every problem in one message, exit 2.
       const { config, warnings } = configForRun(cloudConfigSchema, CLOUD_RULES, { file: o.config, flags: cloudFlagValues(o) });
-      const { storeKind } = await import('../../cloud/store/cloud-store.js');
-      if (storeKind(config.store.url) === 'postgres') {
-        const { ConfigInvalidError } = await import('../../shared/errors.js');
-        throw new ConfigInvalidError('config key "store.url": serving on PostgreSQL is not released yet (cluster mode in progress, docs/cluster-store.md); '
-          + '`braid cloud gateway|key ... --store`, `braid batch run --store` and `braid cloud --check-config --store` already take it. Run `braid cloud` with store.url = sqlite');
-      }
       const logger = rootLogger(config.log.level, 'braid-cloud');
       logWarnings(logger, warnings);
       // Loaded here: `braid cloud key ...` and --help need none of fastify, Arrow or Parquet.

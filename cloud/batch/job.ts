@@ -20,8 +20,10 @@ import { openSqliteBatchStores, processName, type BatchLockHandle, type BatchSto
 export interface BatchJobOptions {
   /** The cloud data dir: cloud.db, master/, views/, tmp/, batch.lock. */
   dataDir: string;
-  /** DuckDB memory_limit ('2GB'); past it DuckDB spills to <dataDir>/tmp/duckdb. */
+  /** DuckDB memory_limit ('2GB'); past it DuckDB spills to `spillDir`. */
   memoryLimit: string;
+  /** DuckDB's spill directory, node-local (cloud/config.ts localDirs); default <dataDir>/tmp/duckdb. */
+  spillDir?: string;
   /** DuckDB threads; 0 = one per core. */
   threads: number;
   /** Superseded view versions are deleted this long after they stopped being live, in ms. */
@@ -202,7 +204,7 @@ class Run implements BatchRun {
         const vdir = versionDir(version);
         await mkdir(tmpDir, { recursive: true });
         const built = Object.fromEntries(VIEW_NAMES.map((v) => [v, new Map<string, string>()])) as Record<ViewName, Map<string, string>>;
-        this.engine = await DuckDialect.open({ memoryLimit: this.opts.memoryLimit, threads: this.opts.threads, tempDir: join(this.opts.dataDir, 'tmp', 'duckdb') });
+        this.engine = await DuckDialect.open({ memoryLimit: this.opts.memoryLimit, threads: this.opts.threads, tempDir: this.opts.spillDir ?? join(this.opts.dataDir, 'tmp', 'duckdb') });
         const byDay = new Map<string, string[]>();
         for (const f of snap.files) byDay.set(f.day, [...(byDay.get(f.day) ?? []), f.path]);
         for (const day of snap.days) {

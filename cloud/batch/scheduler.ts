@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Registry } from 'prom-client';
-import type { CloudConfig } from '../config.js';
+import { type CloudConfig, localDirs } from '../config.js';
 import { ClosedError, ConfigInvalidError } from '../../shared/errors.js';
 import type { Db } from '../../shared/sqlite.js';
 import { nullLogger, type Logger } from '../../shared/logger.js';
@@ -28,9 +28,9 @@ export interface BatchSchedulerOptions extends BatchJobOptions {
 }
 
 /** The scheduler's options from the cloud config (dataDir and batch.*). */
-export function batchOptionsFrom(config: Pick<CloudConfig, 'dataDir' | 'batch'>): BatchSchedulerOptions {
+export function batchOptionsFrom(config: Pick<CloudConfig, 'dataDir' | 'cacheDir' | 'batch'>): BatchSchedulerOptions {
   return {
-    dataDir: config.dataDir, cron: config.batch.cron, memoryLimit: config.batch.memoryLimit,
+    dataDir: config.dataDir, spillDir: localDirs(config).duckdbSpill, cron: config.batch.cron, memoryLimit: config.batch.memoryLimit,
     threads: config.batch.threads, retainVersionsMs: config.batch.retainVersionsMs,
   };
 }

@@ -6,14 +6,14 @@
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Counter } from 'prom-client';
-import { getMeta, sinkKey } from '../batch/index.js';
+import { sinkKey } from '../batch/index.js';
 import { INFLUX_SINK_NAME } from '../sinks/influx/index.js';
+import { localDirs } from '../config.js';
 import type { CloudContext, CloudService } from '../server.js';
 import { ConfigInvalidError } from '../../shared/errors.js';
-import { FileManifestSource } from './manifest.js';
 import { registerQueryRoute } from './route.js';
 import { QueryService, type QueryHooks } from './service.js';
-import { cloudSpeedSource, type SpeedSource } from './speed.js';
+import { speedSourceOf, type SpeedSource } from './speed.js';
 import {
   DEFAULT_INFLUX_VIEW_READER_TUNING, InfluxViewReader, ParquetViewReader, type ParquetViewReaderOptions, type ViewReader,
 } from './views/index.js';
@@ -49,7 +49,7 @@ export class QueryLayer implements CloudService {
     });
     const parquet = await ParquetViewReader.open({
       viewsDir,
-      compactDir: join(ctx.dataDir, 'cache', 'views'),
+      compactDir: localDirs(config).compactedViews,
       onCompacted: (e) => {
         compactions.inc({ result: e.err ? 'failed' : 'built' });
         if (e.err) ctx.logger.warn({ err: e.err, view: e.view, version: e.version }, 'could not compact a view; its day files answer');
@@ -64,14 +64,14 @@ export class QueryLayer implements CloudService {
       views = new InfluxViewReader({
         url: i.url!, database: i.database, username: i.username, password: i.password, token: i.token,
         ...DEFAULT_INFLUX_VIEW_READER_TUNING, ...this.o.influx,
-        sinkState: () => getMeta<{ version: number; pending: string[] }>(ctx.db.reader, sinkKey(INFLUX_SINK_NAME)),
+        sinkState: () => ctx.store.batch.getMeta<{ version: number; pending: string[] }>(sinkKey(INFLUX_SINK_NAME)),
       });
       this.readers.push(views);
     }
-    const speed = typeof this.o.speed === 'function' ? this.o.speed(ctx) : this.o.speed ?? cloudSpeedSource(ctx.db.reader);
+    const speed = typeof this.o.speed === 'function' ? this.o.speed(ctx) : this.o.speed ?? speedSourceOf(ctx.store.speed);
     this.svc = new QueryService(
       { maxBuckets: config.query.maxBuckets, staleAfterMs: config.speed.staleAfterMs },
-      { manifests: new FileManifestSource(viewsDir), views, parquet, speed, logger: ctx.logger, registry: ctx.registry, now: this.o.now, hooks: this.o.hooks },
+      { manifests: ctx.manifests, views, parquet, speed, logger: ctx.logger, registry: ctx.registry, now: this.o.now, hooks: this.o.hooks },
     );
     registerQueryRoute(app, { service: this.svc, requireRead: ctx.auth.requireRole('read') });
   };

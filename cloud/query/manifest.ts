@@ -7,6 +7,9 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MANIFEST_FILE, readManifest, type Manifest, type ViewName } from '../batch/index.js';
+import type { ViewPointer } from '../batch/store.js';
+import type { LiveView } from '../speed/live-manifest.js';
+import type { Logger } from '../../shared/logger.js';
 import { DAY_MS } from '../../shared/time.js';
 
 /** Where a query gets the live manifest (null: no batch has published yet). */
@@ -37,6 +40,66 @@ export class FileManifestSource implements ManifestSource {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'none';
       throw err;
     }
+  }
+}
+
+/**
+ * The live manifest of a cluster node (store.url = postgres): the store's view pointer
+ * (cloud/store/pg/batch.ts), read at start and again on each publication it hears of (LISTEN, or
+ * its one-second poll when that connection is down), so a manifest published by any node is live
+ * here within about a second. A query costs no round trip: it reads the cached manifest. While the
+ * store is out of reach the last manifest read stays live (its files are only ever added to), so
+ * the batch side of an answer stays exact. `liveSince` is when this node first served a version,
+ * for the speed store's prune grace; `servedVersion` is what the node reports with its lease.
+ */
+export class PointerManifestSource implements ManifestSource {
+  private cached: { manifest: Manifest | null; liveSince: number } | null = null;
+  private loading: Promise<void> | null = null;
+  private unsubscribe: (() => void) | null = null;
+
+  constructor(private readonly pointer: ViewPointer, private readonly log: Logger, private readonly now: () => number = Date.now) {}
+
+  /** Read the pointer and follow its publications. Throws when the store cannot be read at all. */
+  async start(): Promise<void> {
+    await this.refresh();
+    this.unsubscribe ??= this.pointer.onPublished(() => { void this.refresh().catch((err) => this.log.warn({ err }, 'could not read the published manifest; keeping the last one')); });
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+  }
+
+  /** Read the pointer now (one at a time); versions only move forward. */
+  refresh(): Promise<void> {
+    this.loading ??= (async () => {
+      try {
+        const m = await this.pointer.current();
+        const have = this.cached?.manifest?.version ?? 0;
+        if (!this.cached || (m && m.version > have)) this.cached = { manifest: m, liveSince: this.now() };
+      } finally {
+        this.loading = null;
+      }
+    })();
+    return this.loading;
+  }
+
+  async current(): Promise<Manifest | null> {
+    if (!this.cached) await this.refresh();
+    return this.cached!.manifest;
+  }
+
+  /** The live manifest as the speed store sees it (cloud/speed/live-manifest.ts). */
+  async get(): Promise<LiveView | null> {
+    const m = await this.current();
+    if (!m) return null;
+    const createdAt = Date.parse(m.createdAt);
+    return { version: m.version, watermark: m.watermark, liveSince: this.cached!.liveSince, createdAt: Number.isFinite(createdAt) ? createdAt : this.cached!.liveSince };
+  }
+
+  /** The version this node serves (null before the first publication or the first read). */
+  get servedVersion(): number | null {
+    return this.cached?.manifest?.version ?? null;
   }
 }
 

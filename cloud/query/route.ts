@@ -71,6 +71,11 @@ export const QUERY_ANSWER_SCHEMA = {
       properties: { version: { type: 'integer' }, watermark: { type: 'object', additionalProperties: { type: 'integer' } } },
     },
     points: { type: 'array', items: POINT_SCHEMA },
+    degraded: {
+      type: 'string',
+      description: 'Present only when part of the answer could not be read: the speed store was out of reach (cluster mode, PostgreSQL down), '
+        + 'so the points hold the batch views alone, exact up to the manifest\'s watermark, and newer readings are missing. CSV answers carry it in an X-Braid-Degraded header',
+    },
   },
 } as const;
 
@@ -127,6 +132,7 @@ export function registerQueryRoute(app: FastifyInstance, deps: QueryRouteDeps): 
     },
   }, async (req, reply) => {
     const answer = await deps.service.query(req.query as QueryParams);
+    if (answer.degraded) void reply.header('x-braid-degraded', 'speed-store-unreachable');
     if (wantsCsv(req.headers.accept)) {
       void reply.header('content-type', 'text/csv; charset=utf-8');
       return toCsv(answer.points);

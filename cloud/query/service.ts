@@ -7,6 +7,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Manifest } from '../batch/index.js';
 import { ViewNotPublishedError } from '../../shared/errors.js';
 import { type Logger, nullLogger } from '../../shared/logger.js';
+import { isStoreUnavailable } from '../store/pg/unavailable.js';
 import type { ManifestSource } from './manifest.js';
 import { mergeBuckets, toPoints, type Point } from './merge.js';
 import { planQuery, type QueryParams, type QueryPlan, type Scope } from './params.js';
@@ -49,12 +50,18 @@ export interface QueryAnswer {
   agg: QueryPlan['agg'];
   manifest: { version: number; watermark: Record<string, number> };
   points: Point[];
+  /** Set when part of the answer could not be read (the speed store out of reach): what is missing. */
+  degraded?: string;
 }
+
+/** The `degraded` of an answer given without the speed side. */
+export const DEGRADED_NO_SPEED = 'speed store unreachable: the answer holds only the batch views (readings up to the manifest\'s watermark); newer readings are missing until the store is back';
 
 /** Reads of one query at most, when batch runs keep publishing under it. */
 const MAX_ATTEMPTS = 3;
 
 interface QueryMetrics {
+  degraded: Counter;
   rejected: Counter<'code'>;
   fallbacks: Counter<'store' | 'reason'>;
   retries: Counter;
@@ -72,6 +79,10 @@ function metricsOn(registry: Registry | undefined): QueryMetrics | null {
     fallbacks: get('braid_query_view_fallbacks_total', () => new Counter({
       name: 'braid_query_view_fallbacks_total', registers: [registry], labelNames: ['store', 'reason'] as const,
       help: 'Batch reads answered from the Parquet views instead of the configured view store (reason: behind, error)',
+    })),
+    degraded: get('braid_query_degraded_total', () => new Counter({
+      name: 'braid_query_degraded_total', registers: [registry],
+      help: 'Queries answered from the batch views alone, flagged degraded, because the speed store was out of reach',
     })),
     retries: get('braid_query_retries_total', () => new Counter({
       name: 'braid_query_retries_total', registers: [registry],
@@ -115,7 +126,7 @@ export class QueryService {
       const batch = this.readBatch(plan, manifest);
       const hook = this.deps.hooks?.afterBatchRead;
       const speed = (hook ? batch.then(() => hook(manifest)) : Promise.resolve()).then(() => this.readSpeed(plan, watermark));
-      const [rows, { partials, stale }] = await Promise.all([batch, speed]);
+      const [rows, { partials, stale, degraded }] = await Promise.all([batch, speed]);
       // A batch run that published meanwhile may have let the speed store prune partials of epochs
       // in (E, E'] before we read them, and a view store (InfluxDB) may have started on the next
       // version: with the manifest unchanged neither can have happened; otherwise ask again.
@@ -132,6 +143,7 @@ export class QueryService {
         metric: plan.metric, scope: plan.scope, step: plan.step, agg: plan.agg,
         manifest: { version: manifest?.version ?? 0, watermark },
         points: toPoints(mergeBuckets(plan.stepMs, rows, partials, stale), plan.agg),
+        ...(degraded ? { degraded } : {}),
       };
     }
   }
@@ -155,7 +167,23 @@ export class QueryService {
     return fallback('behind');
   }
 
-  private async readSpeed(plan: QueryPlan, watermark: Record<string, number>): Promise<{ partials: SpeedPartial[]; stale: (g: string) => boolean }> {
+  /**
+   * The speed side. With the store out of reach (cluster mode, PostgreSQL down) the answer is the
+   * batch side alone, flagged `degraded`: exact for the epochs the manifest covers, missing what
+   * came after; never a guess, and never a 5xx for a dashboard that can show the older part.
+   */
+  private async readSpeed(plan: QueryPlan, watermark: Record<string, number>): Promise<{ partials: SpeedPartial[]; stale: (g: string) => boolean; degraded?: string }> {
+    try {
+      return await this.readSpeedParts(plan, watermark);
+    } catch (err) {
+      if (!isStoreUnavailable(err)) throw err;
+      this.metrics?.degraded.inc();
+      this.log.warn({ err: (err as Error).message }, 'the speed store is unreachable; answering from the batch views alone (degraded)');
+      return { partials: [], stale: () => false, degraded: DEGRADED_NO_SPEED };
+    }
+  }
+
+  private async readSpeedParts(plan: QueryPlan, watermark: Record<string, number>): Promise<{ partials: SpeedPartial[]; stale: (g: string) => boolean }> {
     const s = plan.scope;
     const partials = await this.deps.speed.readSpeedPartials({
       metric: plan.metric, fromMs: plan.fromMs, toMs: plan.toMs, watermark,

@@ -17,7 +17,12 @@ export interface LiveView {
   createdAt: number;
 }
 
-export class LiveManifest {
+/** Where the speed store reads the live manifest: the views dir's file (LiveManifest) or a cluster's pointer (cloud/query/manifest.ts). */
+export interface LiveViewSource {
+  get(): Promise<LiveView | null>;
+}
+
+export class LiveManifest implements LiveViewSource {
   private cached: { key: string; view: LiveView | null } | null = null;
 
   constructor(private readonly viewsDir: string, private readonly logger: Logger) {}

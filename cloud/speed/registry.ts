@@ -8,13 +8,13 @@ import type { FastifyInstance, preHandlerHookHandler } from 'fastify';
 import { iso } from '../../shared/time.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import type { GatewayStatusRow, RegistryStore } from '../store/speed.js';
-import type { LiveManifest } from './live-manifest.js';
+import type { LiveViewSource } from './live-manifest.js';
 import { epochOf } from './store.js';
 
 export interface RegistryRouteDeps {
   /** The registry's reads (cloud/store/speed.ts). */
   registry: RegistryStore;
-  live: LiveManifest;
+  live: LiveViewSource;
   staleAfterMs: number;
   /** The preHandler that admits a read key, or an admin key (401/403 otherwise). */
   read: preHandlerHookHandler;

@@ -15,11 +15,10 @@ import type { CloudConfig } from '../config.js';
 import type { CloudContext, CloudService } from '../server.js';
 import type { RegistryStore, SpeedPushResult, SpeedStore } from '../store/speed.js';
 import { SpeedUnavailableError } from './errors.js';
-import { LiveManifest } from './live-manifest.js';
+import type { LiveViewSource } from './live-manifest.js';
 import { type SpeedMetrics, createSpeedMetrics } from './metrics.js';
 import { registerRegistryRoutes } from './registry.js';
 import { type SpeedAnswer, registerSpeedRoute } from './route.js';
-import { SqliteSpeedStore } from './sqlite-store.js';
 import { epochOf } from './store.js';
 import type { SpeedPush } from './validate.js';
 
@@ -63,7 +62,7 @@ export function speedOptionsFrom(config: Pick<CloudConfig, 'speed'>, overrides: 
 
 interface Pending { push: SpeedPush; resolve: (r: SpeedPushResult) => void; reject: (err: unknown) => void }
 
-/** The store the service writes and reads: cloud.db's (SqliteSpeedStore on the context's connections) unless given. */
+/** The store the service writes and reads: the cloud's (ctx.store.speed) unless given. */
 export type SpeedStoreFactory = (ctx: CloudContext) => SpeedStore & RegistryStore;
 
 export class SpeedService implements CloudService {
@@ -75,7 +74,7 @@ export class SpeedService implements CloudService {
   private ctx: CloudContext | null = null;
   private log: Logger = nullLogger();
   private metrics: SpeedMetrics | null = null;
-  private live: LiveManifest | null = null;
+  private live: LiveViewSource | null = null;
 
   private queue: Pending[] = [];
   private scheduled = false;
@@ -87,7 +86,7 @@ export class SpeedService implements CloudService {
   /** Version of the manifest whose E was last pruned to. */
   private prunedVersion: number | null = null;
 
-  constructor(overrides: Partial<SpeedOptions> = {}, now: () => number = Date.now, store: SpeedStoreFactory = (ctx) => new SqliteSpeedStore(ctx.db.writes, ctx.db.reader)) {
+  constructor(overrides: Partial<SpeedOptions> = {}, now: () => number = Date.now, store: SpeedStoreFactory = (ctx) => ctx.store.speed) {
     this.overrides = overrides;
     this.now = now;
     this.storeFactory = store;
@@ -100,7 +99,7 @@ export class SpeedService implements CloudService {
     this.store = store;
     this.o = speedOptionsFrom(ctx.config, this.overrides);
     this.log = ctx.logger.child({ component: 'speed' });
-    const live = new LiveManifest(join(ctx.dataDir, 'views'), this.log);
+    const live = ctx.liveViews;
     this.live = live;
     this.metrics = createSpeedMetrics(ctx.registry, {
       views: async () => {
@@ -180,7 +179,6 @@ export class SpeedService implements CloudService {
     this.timer = null;
     await this.pruneChain;
     await this.flushing;
-    await this.ctx?.db.writes.drain();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -23,13 +23,18 @@ export type StoreKind = 'sqlite' | 'postgres';
 export interface CloudStore {
   kind: StoreKind;
   credentials: CredentialStore;
-  speed: SpeedStore;
+  /** The speed store; the same object is the registry (one backend's tables). */
+  speed: SpeedStore & RegistryStore;
   registry: RegistryStore;
   batch: BatchStore;
   views: ViewPointer;
   ingest: IngestStore;
   /** SQLite: 0 (cloud.db's schema is created in place); PostgreSQL: the highest migration applied. */
   schemaVersion(): Promise<number>;
+  /** One round trip to the store (health, braid_store_up); throws when it is out of reach. */
+  ping(): Promise<void>;
+  /** SQLite only: cloud.db's writer queue and reader (tests, tools that read cloud.db directly). */
+  sqlite?: { writes: WriteQueue; reader: Db };
   close(): Promise<void>;
 }
 
@@ -88,7 +93,12 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
         views: new SqliteViewPointer(batchDb, join(dataDir, 'views')),
         ingest: new SqliteIngestStore(writes),
         schemaVersion: async () => 0,
-        close: async () => { for (const db of opened.reverse()) await db.close(); },
+        ping: async () => { await reader.get('SELECT 1'); },
+        sqlite: { writes, reader },
+        close: async () => {
+          await writes.drain();
+          for (const db of opened.reverse()) await db.close();
+        },
       };
     } catch (err) {
       for (const db of opened.reverse()) await db.close().catch(() => undefined);
@@ -116,6 +126,13 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
     views,
     ingest: new PgIngestStore(pool),
     schemaVersion: () => schemaVersion(pool),
+    ping: async () => {
+      try {
+        await pool.query('SELECT 1');
+      } catch (err) {
+        throw asStoreError(err, 'ping');
+      }
+    },
     close: async () => {
       views.stop(); // its LISTEN connection and poll, if onPublished started them
       await pool.end();

@@ -6,7 +6,7 @@
  * - `braid cloud --check-config --store` reports the schema version and changes nothing (a fresh
  *   database stays at 0), ok on a migrated one, an error (exit 2) on a newer one, exit 1 naming the
  *   server when nothing listens, exit 2 naming store.url for a bad URL; the password never printed;
- * - `braid cloud --store postgres://...` refuses to serve (exit 2, cluster mode in progress);
+ * - `braid cloud --store postgres://...` serves: ingest decided in PostgreSQL, no cloud.db, a clean stop seals;
  * - `braid batch run --store` reads master/ of --data-dir and publishes through PostgreSQL's view
  *   pointer: the views equal the oracle, the manifest and run history are in PostgreSQL, no cloud.db.
  */
@@ -17,6 +17,7 @@ import type pg from 'pg';
 import { hashSecret } from '../../cloud/store/credentials.js';
 import { createPgPool, migrate, schemaVersion, PG_SCHEMA_VERSION, PgCredentialStore, PgViewPointer, PgBatchStore } from '../../cloud/store/pg/index.js';
 import { runBraid } from '../support/cli.js';
+import { T0, ingestBody, makeReadings, postIngest, readMaster, spawnCloud } from '../support/cloud.js';
 import { tempDir } from '../support/gateway.js';
 import {
   coveredReadings, dayOf, expectedViews, masterOnPostgres, readViews, viewDiffs,
@@ -145,15 +146,41 @@ const have = havePostgres();
     }
   }, 60_000);
 
-  test('braid cloud --store postgres:// refuses to serve (exit 2), naming the commands that take --store', async () => {
+  test('braid cloud --store postgres:// serves: ingest, query and the manifest go through PostgreSQL; no cloud.db, caches in --cache-dir', async () => {
     const d = dir('braid-cli-pg-serve-');
-    const r = await braid(['cloud', '--http-port', '0', '--store', url, '--data-dir', d.path]);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/serving on PostgreSQL is not released yet/);
-    expect(r.stderr).toMatch(/braid batch run --store/);
-    expect(r.stdout).not.toMatch(/cloud ready/);
-    expect(await schemaVersion(admin!)).toBe(0);
-  }, 30_000);
+    const cache = dir('braid-cli-pg-cache-');
+    const node = await spawnCloud(d.path, { args: ['--store', url, '--cache-dir', cache.path] });
+    try {
+      // Migrated at start; the gateway is registered by another process, as an operator would.
+      expect(await schemaVersion(admin!)).toBe(PG_SCHEMA_VERSION);
+      const add = await braid(['cloud', 'gateway', 'add', 'gw-1', '--store', url, '--data-dir', d.path]);
+      expect(add).toMatchObject({ code: 0 });
+      const token = lastLine(add.stdout);
+      const key = lastLine((await braid(['cloud', 'key', 'add', 'reader', '--role', 'read', '--store', url, '--data-dir', d.path])).stdout);
+      const readings = makeReadings(1, 120, { devices: 2 });
+      const r = await postIngest(node.url, token, ingestBody('gw-1', readings));
+      expect(r.status).toBe(200);
+      expect(r.body).toMatchObject({ ackSeq: 120, stored: 120, duplicates: 0 });
+      // The decision is in PostgreSQL: the same batch again is all duplicates.
+      expect((await postIngest(node.url, token, ingestBody('gw-1', readings))).body).toMatchObject({ ackSeq: 120, stored: 0, duplicates: 120 });
+      expect((await admin!.query('SELECT from_seq, to_seq FROM received WHERE gateway = $1', ['gw-1'])).rows).toEqual([{ from_seq: 1, to_seq: 120 }]);
+      const health = await (await fetch(`${node.url}/healthz`)).json();
+      expect(health).toEqual({ status: 'ok', store: 'up' });
+      const metrics = await (await fetch(`${node.url}/metrics`, { headers: { authorization: `Bearer ${key}` } })).text();
+      expect(metrics).toMatch(/^braid_store_up\{kind="postgres"\} 1$/m);
+      const q = await fetch(`${node.url}/api/v1/query?metric=temp&from=${T0}&to=${T0 + 86_400_000}&step=1d`, { headers: { authorization: `Bearer ${key}` } });
+      expect(q.status).toBe(200);
+      expect(await q.json()).toMatchObject({ manifest: { version: 0 } });
+      expect(existsSync(join(d.path, 'cloud.db'))).toBe(false);
+      expect(await node.stop('SIGTERM')).toMatchObject({ code: 0 });
+      // Closing sealed the open segment: master/ holds every reading once, the catalog is in PostgreSQL.
+      const master = await readMaster(d.path);
+      expect(master.length).toBe(120);
+      expect((await admin!.query('SELECT count(*)::int AS n FROM files')).rows[0].n).toBeGreaterThan(0);
+    } finally {
+      await node.stop('SIGKILL');
+    }
+  }, 90_000);
 
   test('braid batch run --store: master/ from --data-dir, the pointer and history in PostgreSQL, views equal the oracle', async () => {
     const d = dir('braid-cli-pg-batch-');

@@ -32,6 +32,7 @@ const MESSAGE_RE = /^(timeout exceeded when trying to connect|Connection termina
 export function isStoreUnavailable(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown; cause?: unknown } | undefined;
   if (!e || typeof e !== 'object') return false;
+  if (e.code === 'BRAID_ERR_STORE_UNAVAILABLE' || e.code === 'BRAID_ERR_INGEST_UNAVAILABLE') return true;
   if (typeof e.code === 'string' && (SOCKET_CODES.has(e.code) || SQLSTATE_RE.test(e.code))) return true;
   if (typeof e.message === 'string' && MESSAGE_RE.test(e.message)) return true;
   // an AggregateError (IPv4 and IPv6 both refused) or a wrapped cause
