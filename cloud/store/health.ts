@@ -22,7 +22,7 @@ export class StoreHealth {
   constructor(private readonly store: Pick<CloudStore, 'ping' | 'kind'>, registry: Registry, private readonly log: Logger, private readonly intervalMs = STORE_PROBE_MS) {
     this.gauge = (registry.getSingleMetric('braid_store_up') as Gauge | undefined) ?? new Gauge({
       name: 'braid_store_up', registers: [registry], labelNames: ['kind'] as const,
-      help: 'Whether the cloud\'s store (kind: sqlite, postgres) answered its last probe (every 2 s): 0 while it is unreachable (ingest answers 503, queries are flagged degraded)',
+      help: 'Whether the cloud\'s store (kind: sqlite, postgres) answered its last probe (one round trip each 2 s): 0 while it is unreachable (ingest answers 503, queries are flagged degraded)',
     });
     this.gauge.set({ kind: store.kind }, 1);
   }
