@@ -14,6 +14,7 @@ import { SqliteIngestStore } from '../ingest/sqlite-store.js';
 import { SqliteSpeedStore } from '../speed/sqlite-store.js';
 import type { CredentialStore } from './credential-store.js';
 import type { IngestStore } from './ingest.js';
+import type { NodeRegistry } from './nodes.js';
 import { openCloudDb } from './schema.js';
 import type { RegistryStore, SpeedStore } from './speed.js';
 import { SqliteCredentialStore } from './sqlite-credentials.js';
@@ -28,6 +29,8 @@ export interface CloudStore {
   batch: BatchStore;
   views: ViewPointer;
   ingest: IngestStore;
+  /** Staging leases across nodes (PostgreSQL); null on SQLite, where an fcntl lock owns a staging dir. */
+  nodes: NodeRegistry | null;
   /** SQLite: 0 (cloud.db's schema is created in place); PostgreSQL: the highest migration applied. */
   schemaVersion(): Promise<number>;
   close(): Promise<void>;
@@ -87,6 +90,7 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
         batch: new SqliteBatchStore(batchDb, join(dataDir, 'batch.lock'), now),
         views: new SqliteViewPointer(batchDb, join(dataDir, 'views')),
         ingest: new SqliteIngestStore(writes),
+        nodes: null,
         schemaVersion: async () => 0,
         close: async () => { for (const db of opened.reverse()) await db.close(); },
       };
@@ -95,7 +99,7 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
       throw err;
     }
   }
-  const { createPgPool, migrate, schemaVersion, PgBatchStore, PgViewPointer, PgCredentialStore, PgSpeedStore, PgIngestStore } = await import('./pg/index.js');
+  const { createPgPool, migrate, schemaVersion, PgBatchStore, PgViewPointer, PgCredentialStore, PgSpeedStore, PgIngestStore, PgNodeRegistry } = await import('./pg/index.js');
   const { asStoreError } = await import('./pg/unavailable.js');
   const pool = createPgPool({ url, ...(options.poolMax ? { poolMax: options.poolMax } : {}) }, options.logger);
   try {
@@ -115,6 +119,7 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
     batch: new PgBatchStore({ pool, url, logger: options.logger }),
     views,
     ingest: new PgIngestStore(pool),
+    nodes: new PgNodeRegistry(pool),
     schemaVersion: () => schemaVersion(pool),
     close: async () => {
       views.stop(); // its LISTEN connection and poll, if onPublished started them
