@@ -14,6 +14,7 @@ import { SqliteIngestStore } from '../ingest/sqlite-store.js';
 import { SqliteSpeedStore } from '../speed/sqlite-store.js';
 import type { CredentialStore } from './credential-store.js';
 import type { IngestStore } from './ingest.js';
+import type { NodeRegistry } from './nodes.js';
 import { openCloudDb } from './schema.js';
 import type { RegistryStore, SpeedStore } from './speed.js';
 import { SqliteCredentialStore } from './sqlite-credentials.js';
@@ -29,6 +30,8 @@ export interface CloudStore {
   batch: BatchStore;
   views: ViewPointer;
   ingest: IngestStore;
+  /** Staging leases across nodes (PostgreSQL); null on SQLite, where an fcntl lock owns a staging dir. */
+  nodes: NodeRegistry | null;
   /** SQLite: 0 (cloud.db's schema is created in place); PostgreSQL: the highest migration applied. */
   schemaVersion(): Promise<number>;
   /** One round trip to the store (health, braid_store_up); throws when it is out of reach. */
@@ -92,6 +95,7 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
         batch: new SqliteBatchStore(batchDb, join(dataDir, 'batch.lock'), now),
         views: new SqliteViewPointer(batchDb, join(dataDir, 'views')),
         ingest: new SqliteIngestStore(writes),
+        nodes: null,
         schemaVersion: async () => 0,
         ping: async () => { await reader.get('SELECT 1'); },
         sqlite: { writes, reader },
@@ -105,7 +109,7 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
       throw err;
     }
   }
-  const { createPgPool, migrate, schemaVersion, PgBatchStore, PgViewPointer, PgCredentialStore, PgSpeedStore, PgIngestStore } = await import('./pg/index.js');
+  const { createPgPool, migrate, schemaVersion, PgBatchStore, PgViewPointer, PgCredentialStore, PgSpeedStore, PgIngestStore, PgNodeRegistry } = await import('./pg/index.js');
   const { asStoreError } = await import('./pg/unavailable.js');
   const pool = createPgPool({ url, ...(options.poolMax ? { poolMax: options.poolMax } : {}) }, options.logger);
   try {
@@ -125,6 +129,7 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
     batch: new PgBatchStore({ pool, url, logger: options.logger }),
     views,
     ingest: new PgIngestStore(pool),
+    nodes: new PgNodeRegistry(pool),
     schemaVersion: () => schemaVersion(pool),
     ping: async () => {
       try {

@@ -13,3 +13,4 @@ export { PgCredentialStore, type PgQueryable } from './credentials.js';
 export { StoreUnavailableError, isStoreUnavailable } from './unavailable.js';
 export { PgSpeedStore, PG_MAX_PARAMS, SPEED_LOCK_CLASS } from './speed.js';
 export { PgIngestStore, INGEST_LOCK_CLASS } from './ingest.js';
+export { PgNodeRegistry } from './nodes.js';

@@ -204,13 +204,36 @@ const M2_BATCH: readonly string[] = [
   `INSERT INTO view_pointer (id, version, manifest, published_at) VALUES (1, NULL, NULL, NULL)`,
 ];
 
+/**
+ * Migration 3: staging ownership across machines (cloud/store/pg/nodes.ts). One row per node start
+ * (a fresh id each time, the staging dir's name), never a pid or a hostname as the owner: `host`
+ * and `pid` only tell an operator where it ran. `lease_until` is set from the database's now(),
+ * so a node's clock plays no part in judging expiry. `claimed_by` names the node that took the
+ * staging of a node whose lease ran out (or that ended); `served_version` is the manifest version
+ * the node serves, reported with each renewal. `started_at`, `ended_at`: ms since the epoch.
+ */
+const M3_NODES: readonly string[] = [
+  `CREATE TABLE nodes (
+    node           TEXT        PRIMARY KEY,
+    host           TEXT        NOT NULL,
+    pid            INTEGER     NOT NULL,
+    started_at     BIGINT      NOT NULL,
+    lease_until    TIMESTAMPTZ NOT NULL,
+    served_version BIGINT,
+    claimed_by     TEXT,
+    claimed_at     TIMESTAMPTZ,
+    ended_at       BIGINT
+  )`,
+];
+
 /** The tables migrations add beyond cloud.db's (none of them exists in SQLite). */
-export const PG_ONLY_TABLES: readonly string[] = ['batch_slots', 'view_pointer'];
+export const PG_ONLY_TABLES: readonly string[] = ['batch_slots', 'view_pointer', 'nodes'];
 
 /** Every migration this code knows, in order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'cloud.db tables', statements: M1_CLOUD_DB },
   { version: 2, name: 'batch slots and view pointer', statements: M2_BATCH },
+  { version: 3, name: 'nodes: staging leases', statements: M3_NODES },
 ];
 
 /** The schema version this code writes: the last migration's. */
