@@ -159,6 +159,14 @@ export class SpeedService implements CloudService {
       const view = await this.live!.get();
       if (!view || view.version === this.prunedVersion) return 0;
       if (this.now() - view.liveSince < this.o.pruneGraceMs) return 0;
+      // Cluster mode: another node may still serve an older manifest (it hears of a publication
+      // within a second, and reports what it serves with its lease). Its queries read partials of
+      // epochs above the older E, so prune only once every live node serves this version or a later one.
+      const behind = await this.nodesBehind(view.version);
+      if (behind.length > 0) {
+        this.log.debug({ version: view.version, behind }, 'speed prune waits for every node to serve the manifest');
+        return 0;
+      }
       // [INV-3] only a live manifest's E: its views hold every reading of the epochs removed here.
       const deleted = await this.store!.prune(view.watermark, this.o.pruneChunkRows);
       this.prunedVersion = view.version;
@@ -169,6 +177,13 @@ export class SpeedService implements CloudService {
       this.log.error({ err }, 'speed prune failed; retrying at the next poll');
       return 0;
     }
+  }
+
+  /** Live nodes (cluster mode) that serve a manifest older than `version`, or none yet; [] on SQLite. */
+  private async nodesBehind(version: number): Promise<string[]> {
+    const nodes = this.ctx?.store.nodes;
+    if (!nodes) return [];
+    return (await nodes.live()).filter((n) => n.servedVersion === null || n.servedVersion < version).map((n) => n.node);
   }
 
   /** Stop the prune loop and wait for a prune in progress; pushes still queued are stored first. Idempotent. */
