@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import { intOption } from '../cli.js';
 import { CLOUD_RULES } from './config-lint.js';
-import { checkConfigOption, checkMode, configForRun, printCheck, runCheck } from './check-config.js';
+import { checkConfigOption, checkMode, configForRun, printCheckWithStore, runCheck } from './check-config.js';
 import { configFrom, logWarnings, rootLogger } from './common.js';
 
 interface BatchRunFlags {
@@ -49,7 +49,7 @@ export function registerBatchCommand(program: Command): void {
       const load = () => configFrom(cloudConfigSchema, o.config, batchFlagValues(o));
       const check = checkMode(o.checkConfig, o.json);
       if (check) {
-        printCheck(runCheck(cloudConfigSchema, CLOUD_RULES, load, { file: o.config, flags: batchFlagValues(o) }), { ...check, command: 'batch run' });
+        await printCheckWithStore(runCheck(cloudConfigSchema, CLOUD_RULES, load, { file: o.config, flags: batchFlagValues(o) }), { ...check, command: 'batch run' }, () => load().store.url);
         return;
       }
       // The checks of --check-config before DuckDB opens anything: every problem in one message, exit 2.

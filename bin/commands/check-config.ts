@@ -190,6 +190,29 @@ export function printCheck(result: CheckResult, o: { json?: boolean; command: st
   if (!result.ok) process.exitCode = 2;
 }
 
+/**
+ * printCheck, then for a PostgreSQL store.url the store itself (`braid cloud` and `braid batch run`):
+ * connected to read only, its schema version against this code's (cloud/store/check.ts). Exit 1 when
+ * it is out of reach, 2 when it is newer than this code or the config is bad, 0 otherwise.
+ */
+export async function printCheckWithStore(result: CheckResult, o: { json?: boolean; command: string }, storeUrl: () => string): Promise<void> {
+  const url = (result.config as { store?: { url?: string } } | null)?.store?.url;
+  if (!result.ok || url === undefined || url === 'sqlite') {
+    printCheck(result, o);
+    return;
+  }
+  const { checkStore } = await import('../../cloud/store/check.js');
+  // The printed config has the password redacted; the check needs the real URL.
+  const s = await checkStore(storeUrl());
+  if (o.json) {
+    process.stdout.write(`${JSON.stringify({ ...result, ok: result.ok && s.ok, store: s }, null, 2)}\n`);
+  } else {
+    printCheck(result, o);
+    process.stderr.write(`store: ${s.message}\n`);
+  }
+  if (!s.ok) process.exitCode = s.exitCode;
+}
+
 /** The `--check-config [format]` flag: `--check-config` prints text, `--check-config json` one JSON object. */
 export function checkConfigOption(): Option {
   return new Option('--check-config [format]', 'load and lint the configuration as a run would, print it (secrets redacted) and exit: 0 ok, 2 bad; format text (default) or json')

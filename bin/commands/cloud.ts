@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import { intOption } from '../cli.js';
 import { CLOUD_RULES } from './config-lint.js';
-import { checkConfigOption, checkMode, configForRun, printCheck, runCheck } from './check-config.js';
+import { checkConfigOption, checkMode, configForRun, printCheckWithStore, runCheck } from './check-config.js';
 import { configFrom, logWarnings, onShutdown, rootLogger } from './common.js';
 
 interface CloudFlags {
@@ -84,23 +84,7 @@ export function registerCloudCommands(program: Command): void {
       const check = checkMode(o.checkConfig);
       if (check) {
         const result = runCheck(cloudConfigSchema, CLOUD_RULES, () => cloudConfig(o), { file: o.config, flags: cloudFlagValues(o) });
-        const url = (result.config as { store?: { url?: string } } | null)?.store?.url;
-        if (!result.ok || url === undefined || url === 'sqlite') {
-          printCheck(result, { ...check, command: 'cloud' });
-          return;
-        }
-        // The store itself: a PostgreSQL URL is connected to (read only) and its schema version reported.
-        const { checkStore } = await import('../../cloud/store/check.js');
-        const real = cloudConfig(o).store.url;
-        const s = await checkStore(real);
-        if (check.json) {
-          process.stdout.write(`${JSON.stringify({ ...result, ok: result.ok && s.ok, store: s }, null, 2)}\n`);
-          if (!result.ok) process.exitCode = 2;
-        } else {
-          printCheck(result, { ...check, command: 'cloud' });
-          process.stderr.write(`store: ${s.message}\n`);
-        }
-        if (!s.ok) process.exitCode = s.exitCode;
+        await printCheckWithStore(result, { ...check, command: 'cloud' }, () => cloudConfig(o).store.url);
         return;
       }
       // The checks of --check-config before anything is opened: every problem in one message, exit 2.

@@ -8,7 +8,7 @@
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import cron from 'node-cron';
 import type { CloudConfig } from '../../cloud/config.js';
 import type { GatewayConfig } from '../../edge/config.js';
@@ -374,6 +374,19 @@ export const CLOUD_RULES: ReadonlyArray<Rule<CloudConfig>> = [
     check: (c) => (c.ingest.maxBodyBytes > c.ingest.maxInflatedBytes
       ? [{ key: 'ingest.maxBodyBytes', message: `${c.ingest.maxBodyBytes} is above ingest.maxInflatedBytes (${c.ingest.maxInflatedBytes})` }]
       : []),
+  },
+  {
+    id: 'cluster-cache-dir',
+    level: 'warning',
+    doc: 'A PostgreSQL `store.url` (cluster mode) with `cacheDir` null or inside `dataDir`: node-local files (compacted views, DuckDB spill) would go to the shared storage.',
+    check: (c) => {
+      if (!/^postgres(ql)?:\/\//i.test(c.store.url)) return [];
+      if (c.cacheDir === null) return [{ key: 'cacheDir', message: 'is null in cluster mode: compacted views and DuckDB spill would go under the shared dataDir; set cacheDir (--cache-dir) to a local disk of this node' }];
+      const rel = relative(resolve(c.dataDir), resolve(c.cacheDir));
+      return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))
+        ? [{ key: 'cacheDir', message: `${c.cacheDir} is inside dataDir (${c.dataDir}), the storage every node shares; set it to a local disk of this node` }]
+        : [];
+    },
   },
   dataDirRule<CloudConfig>(),
   unknownEnvRule<CloudConfig>(),

@@ -110,11 +110,18 @@ const have = havePostgres();
     const ok = await braid(['cloud', '--check-config', 'json', '--data-dir', d.path], { BRAID_STORE_URL: url });
     expect(ok.code).toBe(0);
     expect(JSON.parse(ok.stdout)).toMatchObject({ ok: true, store: { ok: true, schemaVersion: PG_SCHEMA_VERSION, codeVersion: PG_SCHEMA_VERSION } });
+    // braid batch run checks the same store, and the cluster setting that matters to it.
+    const batchOk = await braid(['batch', 'run', '--check-config', '--json', '--store', url, '--data-dir', d.path]);
+    expect(batchOk.code).toBe(0);
+    expect(JSON.parse(batchOk.stdout)).toMatchObject({ ok: true, store: { ok: true, schemaVersion: PG_SCHEMA_VERSION }, findings: [{ rule: 'cluster-cache-dir', key: 'cacheDir' }] });
 
     await admin!.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [PG_SCHEMA_VERSION + 1, 'from the future', Date.now()]);
     const newer = await braid(['cloud', '--check-config', '--store', url, '--data-dir', d.path]);
     expect(newer.code).toBe(2);
     expect(newer.stderr).toMatch(new RegExp(`schema ${PG_SCHEMA_VERSION + 1} is newer than this braid knows \\(version ${PG_SCHEMA_VERSION}\\)`));
+    const batchNewer = await braid(['batch', 'run', '--check-config', '--store', url, '--data-dir', d.path, '--cache-dir', join(d.path, '..', 'local')]);
+    expect(batchNewer.code).toBe(2);
+    expect(batchNewer.stderr).toMatch(/is newer than this braid knows/);
     // A command that opens the store refuses it too, naming both versions, exit 2.
     const add = await braid(['cloud', 'gateway', 'add', 'gw-1', '--store', url, '--data-dir', d.path]);
     expect(add.code).toBe(2);

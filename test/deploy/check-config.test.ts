@@ -167,6 +167,17 @@ describe('the lint rules', () => {
     expect(rules(gatewayCheck({ cloud: { url: 'http://127.0.0.1:8000', token: 't' } }))).toEqual([]);
   });
 
+  it('cluster mode: node-local files must not go to the shared data dir', () => {
+    const store = { url: 'postgres://braid@db.internal:5432/braid' };
+    const data = join(dir, 'shared');
+    expect(rules(cloudCheck({ dataDir: data, store }))).toEqual(['warning cluster-cache-dir cacheDir']);
+    expect(rules(cloudCheck({ dataDir: data, store, cacheDir: join(data, 'cache') }))).toEqual(['warning cluster-cache-dir cacheDir']);
+    expect(rules(cloudCheck({ dataDir: data, store, cacheDir: data }))).toEqual(['warning cluster-cache-dir cacheDir']);
+    expect(rules(cloudCheck({ dataDir: data, store, cacheDir: join(dir, 'local-cache') }))).toEqual([]);
+    expect(rules(cloudCheck({ dataDir: data, store, cacheDir: join(dir, 'shared-cache') }))).toEqual([]); // a sibling, not inside
+    expect(rules(cloudCheck({ dataDir: data }))).toEqual([]); // the embedded store: the data dir is local
+  });
+
   describe('TLS files (openssl makes real certificates)', () => {
     const haveOpenssl = requireBinary('openssl', 'openssl');
     const cert = (name: string, days: number) => {
