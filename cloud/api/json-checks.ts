@@ -43,10 +43,16 @@ export function str(v: unknown, path: string, what: string, maxLength: number): 
 /**
  * [INV-5] PostgreSQL TEXT and JSONB refuse U+0000 (SQLite stores it): one such string in a request
  * would fail the whole group commit it shares with other requests, on every retry. No id, name or
- * health field carries one legitimately, so it is refused here, before anything is stored.
+ * health field carries one legitimately, so it is refused here, before anything is stored. So is a
+ * lone surrogate (`"\ud800"` in JSON or a query string): UTF-8 cannot hold it, so every store would
+ * keep a U+FFFD in its place, a different name from the one sent (and from its own other copies).
  */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, 'g');
+
 export function noNul(v: string, path: string, what: string): string {
   if (v.includes('\u0000')) throw bad(path, `${subject(what)} not contain the NUL character (U+0000), got ${describe(v)}`);
+  if (LONE_SURROGATE.test(v)) throw bad(path, `${subject(what)} be well-formed Unicode (a lone surrogate cannot be stored as UTF-8), got ${describe(v.replace(LONE_SURROGATES, '\ufffd'))}`);
   return v;
 }
 

@@ -5,6 +5,7 @@
  */
 import type { ViewName } from '../batch/index.js';
 import { BadRequestError } from '../../shared/errors.js';
+import { noNul } from '../api/json-checks.js';
 import { AGGS, type Agg } from '../../shared/summary.js';
 import { bucketCeil, bucketStart, parseDuration, parseTimestamp } from '../../shared/time.js';
 import { scopeViews, VIEW_SPECS, type ViewKey, type ViewScope } from './views/types.js';
@@ -61,6 +62,7 @@ export function planQuery(p: QueryParams, limits: { maxBuckets: number }): Query
   }
   if (p.device === '') throw new BadRequestError('device: empty');
   if (p.gateway === '') throw new BadRequestError('gateway: empty');
+  for (const k of ['metric', 'device', 'gateway'] as const) if (p[k] !== undefined) noNul(p[k], k, '');
   const scope: Scope = p.device !== undefined ? { device: p.device } : p.gateway !== undefined ? { gateway: p.gateway } : { fleet: true };
 
   const agg = (p.agg ?? DEFAULT_AGG) as Agg;

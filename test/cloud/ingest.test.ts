@@ -108,6 +108,7 @@ describe('malformed bodies', () => {
     ['gap with only maxTs unknown', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'cloud_lost', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: null, devices: [] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.maxTs: maxTs must be a whole number/],
     // [INV-5] U+0000: PostgreSQL TEXT refuses it, and the group commit it shares with other requests would fail.
     ['a NUL in a device id', () => ({ body: withRow(1, 2, 'dev\u00001') }), 400, 'BRAID_ERR_BAD_REQUEST', /^readings\[1\]\[2\]: device must not contain the NUL character \(U\+0000\), got "dev\\u00001"$/],
+    ['a lone surrogate in a device id (UTF-8 cannot hold it: stored as U+FFFD, another name)', () => ({ body: withRow(1, 2, 'dev\ud8001') }), 400, 'BRAID_ERR_BAD_REQUEST', /^readings\[1\]\[2\]: device must be well-formed Unicode \(a lone surrogate cannot be stored as UTF-8\), got "dev\ufffd1"$/],
     ['a NUL in a metric name', () => ({ body: withRow(2, 3, 'te\u0000mp') }), 400, 'BRAID_ERR_BAD_REQUEST', /^readings\[2\]\[3\]: metric must not contain the NUL character \(U\+0000\)/],
     ['a NUL in the gateway id', () => ({ body: { ...good(), gateway: 'gw-1\u0000' } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gateway: gateway must not contain the NUL character/],
     ['a NUL in a gap reason', () => ({ body: { ...good(), gaps: [{ id: 1, reason: 'disk\u0000', fromSeq: 1, toSeq: 2, count: 2, minTs: 1, maxTs: 2, devices: [] }] } }), 400, 'BRAID_ERR_BAD_REQUEST', /^gaps\[0\]\.reason: reason must not contain the NUL character/],

@@ -91,6 +91,10 @@ describe('every 400 names its parameter', () => {
     ['step', `${OK}&gateway=gw-1&step=1m`], // 1440 buckets > query.maxBuckets (1000)
     ['agg', `${OK}&agg=median`],
     ['step', `${OK}&device=d1&step=1m`], // 1440 buckets > query.maxBuckets (1000)
+    // U+0000: no name holds one (ingest refuses it), and the view reader's cache keys are NUL-separated.
+    ['metric', 'metric=te%00mp&from=1&to=2'],
+    ['device', `${OK}&device=d%001`],
+    ['gateway', `${OK}&gateway=gw-1%00`],
   ])('%s: %s', async (param, qs) => {
     const r = await get(qs);
     expect(r.status).toBe(400);
