@@ -403,6 +403,34 @@ describe('braid-cloud@.service', () => {
       expect(r.stderr).toMatch(/^store: PostgreSQL .* will be migrated/m);
     } finally { data.remove(); }
   });
+  it('the header\'s gateway and key commands, run as a node runs them, land in PostgreSQL for every node', async () => {
+    const node = compose.services['cloud-1'];
+    const url = await pg.createDatabase(`creds_${++n}`);
+    const configPath = flagValue(node.command!, '--config');
+    const cmds = [...composeText.matchAll(/^#\s+docker compose -f cluster\.yaml exec (?:-T )?(cloud-\d) node bin\/braid\.js (.+?)(?:\s+\\)?(?:\s+#.*)?$/gm)]
+      .map((m) => ({ service: m[1], args: m[2].trim().split(/\s+/) }));
+    expect(cmds.map((c) => c.args.slice(0, 3).join(' '))).toEqual(['cloud gateway add', 'cloud key add', 'cloud key add']);
+    const env = { ...Object.fromEntries(Object.entries(node.environment!).map(([k, v]) => [k, interpolate(v)])), BRAID_STORE_URL: url };
+    const data = tempDir('braid-compose-creds-');
+    try {
+      let last = '';
+      for (const c of cmds) {
+        expect(c.service).toBe('cloud-1');
+        expect(c.args.filter((a) => a.startsWith('--') && !knownFlag(a) && !['--role'].includes(a))).toEqual([]);
+        // The data dir is the shared volume in the container; a temp dir stands in for it here.
+        const r = await braid(c.args.map((a) => (a === configPath ? join(COMPOSE_DIR, 'cluster-cloud.json') : a)), { ...env, BRAID_DATA_DIR: data.path });
+        expect({ args: c.args.join(' '), code: r.code, err: r.stderr }).toEqual({ args: c.args.join(' '), code: 0, err: '' });
+        last = r.stdout.trim().split('\n').pop() ?? '';
+      }
+      expect(last).toMatch(/^\S{20,}$/); // `| tail -n 1`: the read key alone, for Prometheus' file
+      // Another node (any process on that store) sees them.
+      const gateways = await braid(['cloud', 'gateway', 'list', '--store', url, '--data-dir', data.path]);
+      expect(gateways.stdout).toContain('gw-site-01');
+      const keys = await braid(['cloud', 'key', 'list', '--store', url, '--data-dir', data.path]);
+      expect(keys.stdout).toMatch(/ops[\s\S]*admin|admin[\s\S]*ops/);
+      expect(keys.stdout).toContain('prometheus');
+    } finally { data.remove(); }
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
