@@ -198,6 +198,34 @@ describe('compose/cluster.yaml', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// The braid commands the deploy docs run in a container, both stacks
+
+describe('`docker compose exec ... bin/braid.js` commands in deploy/ (both stacks)', () => {
+  const stacks: Record<string, { services: Record<string, Service> }> = {
+    'compose.yaml': parse(readText('deploy/compose/compose.yaml')) as { services: Record<string, Service> },
+    'cluster.yaml': compose,
+  };
+  const pages = ['deploy/README.md', 'deploy/compose/compose.yaml', 'deploy/compose/cluster.yaml', 'deploy/compose/prometheus/prometheus.yml', 'deploy/compose/prometheus/cluster.yml'];
+
+  it('pass --config with the file the service mounts: the image\'s working dir is not its data dir', () => {
+    const found: string[] = [];
+    for (const page of pages) {
+      for (const m of readText(page).matchAll(/docker compose (?:-f (\S+) )?exec (?:-T )?(\S+) node bin\/braid\.js ([^\n`#|\\]+)/g)) {
+        const stack = stacks[m[1] ?? 'compose.yaml'];
+        const service = stack.services[m[2]];
+        expect({ page, service: m[2], exists: service !== undefined }).toEqual({ page, service: m[2], exists: true });
+        const args = m[3].trim().split(/\s+/);
+        const config = args[args.indexOf('--config') + 1];
+        const mounted = mounts(service).find((x) => x.target === (args.includes('--config') ? config : undefined));
+        expect({ page, command: m[0], config: mounted?.source.endsWith('.json') ?? false }).toEqual({ page, command: m[0], config: true });
+        found.push(`${page}: ${args.slice(0, 2).join(' ')}`);
+      }
+    }
+    expect(found.length).toBeGreaterThanOrEqual(12);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
 // nginx/braid-cluster.conf
 
 const nginxConf = readText('deploy/nginx/braid-cluster.conf');
