@@ -319,16 +319,26 @@ const resolved = (line: string, node: string) => line.replaceAll('%i', node).rep
 describe('braid-cloud@.service', () => {
   const svc = unit.Service;
   /** The [Service] keys in which a node differs from the one-node unit (each asserted below). */
-  const NODE_KEYS = ['SyslogIdentifier', 'Environment', 'CacheDirectory', 'CacheDirectoryMode', 'EnvironmentFile', 'ExecStartPre', 'ReadWritePaths', 'StateDirectory', 'StateDirectoryMode'];
+  const NODE_KEYS = ['SyslogIdentifier', 'Environment', 'CacheDirectory', 'CacheDirectoryMode', 'EnvironmentFile', 'ExecStartPre', 'ReadWritePaths', 'StateDirectory', 'StateDirectoryMode', 'RestartSec'];
 
-  it('is braid-cloud.service with the same command, restart policy, limits and hardening, but for the node\'s files', () => {
+  it('is braid-cloud.service with the same command, exit-2 rule, limits and hardening, but for the node\'s files', () => {
     const keys = new Set([...Object.keys(svc), ...Object.keys(single.Service)].filter((k) => !NODE_KEYS.includes(k)));
     expect(keys.size).toBeGreaterThan(30);
     for (const k of keys) expect({ k, v: svc[k] }).toEqual({ k, v: single.Service[k] });
     expect(unit.Install).toEqual(single.Install);
-    for (const k of ['StartLimitIntervalSec', 'StartLimitBurst', 'After', 'Wants']) expect({ k, v: unit.Unit[k] }).toEqual({ k, v: single.Unit[k] });
+    for (const k of ['After', 'Wants']) expect({ k, v: unit.Unit[k] }).toEqual({ k, v: single.Unit[k] });
     // Everything the one-node unit's environment sets, and the cache dir.
     expect(svc.Environment).toEqual([...single.Service.Environment, 'BRAID_CACHE_DIR=/var/cache/braid/%i']);
+  });
+
+  it('keeps trying to start while PostgreSQL is out of reach: no start limit, a restart every few seconds', () => {
+    // The one-node unit gives up after a burst; a node must come back by itself after a site outage
+    // in which the database returns last (its --check-config exits 1 until then).
+    expect(Number(single.Unit.StartLimitBurst[0])).toBeGreaterThan(1);
+    expect(unit.Unit.StartLimitIntervalSec).toEqual(['0']);
+    expect(unit.Unit.StartLimitBurst).toBeUndefined();
+    expect(svc.Restart).toEqual(['on-failure']);
+    expect(svc.RestartSec).toEqual(['5s']);
   });
 
   it('writes only the shared data dir of the example config and a cache dir of its own, after the mount is up', () => {
