@@ -50,6 +50,24 @@ export function envFile(path: string): Record<string, string> {
   return out;
 }
 
+export type Unit = Record<string, Record<string, string[]>>;
+
+/** systemd's unit syntax, as far as these files use it: sections, `Key=value`, repeated keys, comments. */
+export function parseUnit(text: string): Unit {
+  const unit: Unit = {};
+  let section = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#') || line.startsWith(';')) continue;
+    const s = /^\[(.+)\]$/.exec(line);
+    if (s) { section = s[1]; unit[section] ??= {}; continue; }
+    const eq = line.indexOf('=');
+    const key = line.slice(0, eq);
+    ((unit[section] ??= {})[key] ??= []).push(line.slice(eq + 1));
+  }
+  return unit;
+}
+
 const PROMQL_KEYWORDS = new Set(['and', 'or', 'unless', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'offset', 'inf', 'nan']);
 
 /**

@@ -12,25 +12,7 @@ import { gatewayConfigSchema } from '../../edge/config.js';
 import { envName } from '../../shared/config.js';
 import { keyDocs } from '../../bin/gen-config-docs.js';
 import { requireBinary } from '../support/gateway.js';
-import { DEPLOY, ROOT, envFile, readJson, readText, run } from './support.js';
-
-type Unit = Record<string, Record<string, string[]>>;
-
-/** systemd's unit syntax, as far as these files use it: sections, `Key=value`, repeated keys, comments. */
-function parseUnit(text: string): Unit {
-  const unit: Unit = {};
-  let section = '';
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (!line || line.startsWith('#') || line.startsWith(';')) continue;
-    const s = /^\[(.+)\]$/.exec(line);
-    if (s) { section = s[1]; unit[section] ??= {}; continue; }
-    const eq = line.indexOf('=');
-    const key = line.slice(0, eq);
-    ((unit[section] ??= {})[key] ??= []).push(line.slice(eq + 1));
-  }
-  return unit;
-}
+import { DEPLOY, ROOT, envFile, parseUnit, readJson, readText, run } from './support.js';
 
 /** systemd sizes: K, M, G, T are powers of 1024. */
 const unitBytes = (s: string) => Number(s.slice(0, -1)) * 1024 ** ('KMGT'.indexOf(s.slice(-1)) + 1);
