@@ -187,7 +187,8 @@ describe('compose/cluster.yaml', () => {
     const file = join(COMPOSE_DIR, 'cluster-cloud.json');
     const dir = tempDir('braid-cluster-compose-');
     try {
-      const flags = { dataDir: dir.path };
+      // As the node runs it: its --cache-dir flag (the lint checks it is not under the shared dataDir).
+      const flags = { dataDir: dir.path, cacheDir: flagValue(nodes[0].command!, '--cache-dir') };
       const r = runCheck(cloudConfigSchema, CLOUD_RULES, () => loadConfig(cloudConfigSchema, { file, env, flags }), { file, flags, env });
       expect(r.error).toBeUndefined();
       expect(r.findings.filter((f) => !(f.key && pendingEnv.has(f.key)))).toEqual([]);

@@ -172,7 +172,7 @@ const haveOpenssl = haveNginx && requireBinary('openssl', 'openssl');
         s.on('error', rej);
       });
       expect(session.alpnProtocol).toBe('h2');
-      expect({ status, body: JSON.parse(text) }).toEqual({ status: 200, body: { status: 'ok' } });
+      expect({ status, body: JSON.parse(text) }).toEqual({ status: 200, body: { status: 'ok', store: 'up' } });
     } finally { session.close(); }
   });
 
