@@ -192,6 +192,36 @@ async function expectMasterOnce(want: Record<string, number>): Promise<void> {
     await expectMasterOnce({ 'gw-1': 400 });
   }, 60_000);
 
+  test('a claim waits for a group commit that holds the node\'s row (the fence): the lines are staged before the claim, and the next commit is refused', async () => {
+    const url = await server!.createDatabase(`lease_${++n}`);
+    const storeA = await openStore(url);
+    const storeB = await openStore(url);
+    await storeA.nodes!.register({ node: 'node-a', host: 'h', pid: 1, startedAt: Date.now() }, 1_500);
+    await storeB.nodes!.register({ node: 'node-b', host: 'h', pid: 2, startedAt: Date.now() }, 60_000);
+    const storeNow = async () => Number((await queryPg(url, 'SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS t'))[0].t);
+    const leaseUntil = (await storeB.nodes!.live()).find((x) => x.node === 'node-a')!.leaseUntil;
+    const order: string[] = [];
+    let claim: Promise<boolean> | null = null;
+    const req = (from: number, to: number) => ({
+      batches: [batchOf('gw-1', from, to)], now: Date.now, maxFutureMs: Infinity, clockOffset: () => null, log: nullLogger(), node: 'node-a',
+      stage: async (lines: Array<{ gateway: string }>) => {
+        // Inside A's transaction, past the fence: A's lease runs out meanwhile, and B claims.
+        while ((await storeNow()) <= leaseUntil) await new Promise((r) => setTimeout(r, 20));
+        claim = storeB.nodes!.claim('node-a', 'node-b').then((won) => { order.push('claim'); return won; });
+        await new Promise((r) => setTimeout(r, 300));
+        order.push('staged');
+        return new Map([['seg-a', new Map([[lines[0].gateway, [{ from, to }]]])]]);
+      },
+    });
+    await storeA.ingest.commitGroup(req(1, 100));
+    order.push('committed');
+    expect(await claim!).toBe(true);
+    expect(order).toEqual(['staged', 'committed', 'claim']);
+    await expect(storeA.ingest.commitGroup(req(101, 200))).rejects.toMatchObject({ code: 'BRAID_ERR_INGEST_UNAVAILABLE', statusCode: 503 });
+    expect(await queryPg(url, 'SELECT gateway, from_seq, to_seq FROM received')).toEqual([{ gateway: 'gw-1', from_seq: 1, to_seq: 100 }]);
+    expect(await queryPg(url, 'SELECT segment, from_seq, to_seq FROM staged')).toEqual([{ segment: 'seg-a', from_seq: 1, to_seq: 100 }]);
+  }, 60_000);
+
   test('a node whose renewal answers fenced (its staging was claimed) goes on under a fresh node id without a refused commit', async () => {
     const url = await server!.createDatabase(`lease_${++n}`);
     const storeA = await openStore(url);
