@@ -163,6 +163,7 @@ export class IngestService {
     return { dir: next.dir, node: next.procId };
   }
 
+  /** Create the staging dir (and register its lease), adopt dead owners' segments (sealed in the background), start the scan timer. */
   async start(): Promise<void> {
     if (this.closing) throw new ClosedError('ingest is closed');
     if (this.started) return;

@@ -194,6 +194,8 @@ export class LeaseOwnership implements StagingOwnership {
     if (!this.node || this.stopped || this.liveNow.has(name)) return false;
     if (await this.l.registry.claim(name, this.node)) return true;
     if (await this.l.registry.known(name)) return false;
+    // No node row: by its age, unless an embedded cloud of this host holds it (a mix this mode does not support, but not a reason to take its files).
+    if (await lockHeld(dir)) return false;
     return unownedLongEnough(dir);
   }
 
