@@ -3,9 +3,10 @@
  * store (test/support/postgres.ts, a fresh database per test) and one shared data dir, staging
  * owned by a lease in the store (cloud/store/nodes.ts), never a pid or a hostname.
  * - kill -9 of a node (a real child process, test/support/lease-node.ts) in the middle of its
- *   stream: while its lease lives the other node leaves its staging alone; once it ran out (by the
- *   database's clock) the other node claims it and seals it; the gateways resend what was not
- *   acknowledged to the live node; every (gateway, seq) is in master/ once [INV-1][INV-2].
+ *   stream: while its lease lives the two other nodes leave its staging alone; once it ran out (by
+ *   the database's clock) one of them claims it and seals it; the gateways resend what was not
+ *   acknowledged to a live node; every (gateway, seq) is in master/ once [INV-1][INV-2].
+ * - a claim waits for a group commit of the claimed node in progress (the fence's row lock).
  * - a node that was only cut off from renewing (a pause, a partition): its staging is claimed, its
  *   next group commit is refused with a 503 before anything is staged (the fence), and it goes on
  *   under a fresh node id by itself; or its next renewal answers fenced and it does the same.
@@ -94,10 +95,13 @@ async function expectMasterOnce(want: Record<string, number>): Promise<void> {
     dir.remove();
   }, 30_000);
 
-  test('[INV-1] kill -9 of a node mid-stream: a live node claims its staging only after the lease ran out, seals it, and with the resends every (gateway, seq) is in master once', async () => {
+  test('[INV-1] kill -9 of a node mid-stream: one of two live nodes claims its staging only after the lease ran out, seals it, and with the resends every (gateway, seq) is in master once', async () => {
     const url = await server!.createDatabase(`lease_${++n}`);
     const storeB = await openStore(url);
     const b = await node(storeB, { servedVersion: () => 5 });
+    // A third node, C, scans for orphans too: the two race for A's staging, one claims it.
+    const storeC = await openStore(url);
+    const c = await node(storeC, { servedVersion: () => 4 });
     const gateways = ['gw-1', 'gw-2'];
     const N = 6_000;
     const BATCH = 100;
@@ -139,15 +143,18 @@ async function expectMasterOnce(want: Record<string, number>): Promise<void> {
     };
     await Promise.all(gateways.map(resend));
 
-    // Once A's lease ran out, B claims A's dir, moves its segments and seals them.
+    // Once A's lease ran out, B or C claims A's dir, moves its segments and seals them.
     await eventually(() => !stagingDirs().includes(aNode), 20_000, 50);
     await b.ingest.sealNow();
+    await c.ingest.sealNow();
     const rows = await queryPg(url, `SELECT node, claimed_by, claimed_at >= lease_until AS after_expiry, ended_at FROM nodes ORDER BY started_at`);
-    expect(rows.find((r) => r.node === aNode)).toEqual({ node: aNode, claimed_by: b.ingest.nodeId, after_expiry: true, ended_at: null });
-    const live = await storeB.nodes!.live();
-    expect(live.map((x) => x.node)).toEqual([b.ingest.nodeId]);
-    await eventually(async () => (await storeB.nodes!.live())[0].servedVersion === 5, 5_000, 50);
+    expect(rows.find((r) => r.node === aNode)).toEqual({ node: aNode, claimed_by: expect.any(String), after_expiry: true, ended_at: null });
+    expect([b.ingest.nodeId, c.ingest.nodeId]).toContain(rows.find((r) => r.node === aNode)!.claimed_by);
+    // Each node's renewals report the manifest version it serves.
+    await eventually(async () => JSON.stringify((await storeB.nodes!.live()).map((x) => x.servedVersion).sort()) === '[4,5]', 5_000, 50);
+    expect((await storeB.nodes!.live()).map((x) => x.node).sort()).toEqual([b.ingest.nodeId, c.ingest.nodeId].sort());
 
+    await c.ingest.close();
     await b.ingest.close();
     expect(listFiles(join(dir.path, 'staging')).filter((f) => f.endsWith('.ndjson'))).toEqual([]);
     expect(await queryPg(url, 'SELECT * FROM staged')).toEqual([]);
