@@ -199,6 +199,27 @@ async function expectMasterOnce(want: Record<string, number>): Promise<void> {
     await expectMasterOnce({ 'gw-1': 400 });
   }, 60_000);
 
+  test('a lone node whose lease ran out unclaimed (renewals lost, as while PostgreSQL was away) is fenced, goes on under a fresh id and seals its old staging itself', async () => {
+    const url = await server!.createDatabase(`lease_${++n}`);
+    const storeA = await openStore(url);
+    const held = new Set<string>();
+    const a = await node(storeA, { nodes: withHeldRenewals(storeA.nodes!, held) });
+    const first = a.ingest.nodeId;
+    expect((await a.ingest.submit(batchOf('gw-1', 1, 200))).ackSeq).toBe(200);
+    held.add(first);
+    const until = Number((await queryPg(url, 'SELECT (extract(epoch FROM lease_until) * 1000)::bigint AS t FROM nodes WHERE node = $1', [first]))[0].t);
+    await eventually(async () => Number((await queryPg(url, 'SELECT (extract(epoch FROM now()) * 1000)::bigint AS t'))[0].t) > until, 20_000, 50);
+    await expect(a.ingest.submit(batchOf('gw-1', 201, 300))).rejects.toMatchObject({ code: 'BRAID_ERR_INGEST_UNAVAILABLE', statusCode: 503 });
+    expect(a.ingest.nodeId).not.toBe(first);
+    // Nobody else is there: the old lease, ended by its owner, is claimed by its own new node.
+    await eventually(() => !stagingDirs().includes(first), 10_000, 50);
+    expect((await queryPg(url, 'SELECT claimed_by FROM nodes WHERE node = $1', [first]))[0]).toEqual({ claimed_by: a.ingest.nodeId });
+    expect((await a.ingest.submit(batchOf('gw-1', 201, 300))).ackSeq).toBe(300);
+    await a.ingest.close();
+    expect(await queryPg(url, 'SELECT * FROM staged')).toEqual([]);
+    await expectMasterOnce({ 'gw-1': 300 });
+  }, 60_000);
+
   test('a claim waits for a group commit that holds the node\'s row (the fence): the lines are staged before the claim, and the next commit is refused', async () => {
     const url = await server!.createDatabase(`lease_${++n}`);
     const storeA = await openStore(url);
