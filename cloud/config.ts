@@ -8,6 +8,7 @@
  */
 import { join } from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_LEASE_MS, MIN_LEASE_MS } from './store/nodes.js';
 
 const port = z.number().int().min(0).max(65535);
 const positive = z.number().int().positive();
@@ -20,6 +21,8 @@ export const cloudConfigSchema = z.object({
   store: z.object({
     url: z.string().default('sqlite').refine((v) => v === 'sqlite' || /^postgres(ql)?:\/\/[^\s]+$/i.test(v), 'must be "sqlite" or a postgres://user:password@host:port/database URL')
       .describe('Where the cloud keeps its transactional state: sqlite (dataDir/cloud.db, the embedded default) or a postgres:// URL (cluster mode, docs/cluster-store.md; its password is never printed). Every `braid cloud` node on one PostgreSQL store and one shared dataDir is a node of one cloud.'),
+    leaseMs: z.number().int().min(MIN_LEASE_MS).default(DEFAULT_LEASE_MS)
+      .describe('PostgreSQL store (cluster mode): each node holds a lease on its staging dir in the store, renewed every third of this many ms; once a node\'s lease has run out (by the database\'s clock) a live node claims its staging and seals it, and the old node\'s next group commit is refused (503) and it goes on under a fresh node id. Shorter: a dead node\'s acknowledged readings reach master/ sooner; longer: a pause or a slow store costs a takeover less often. Ignored with sqlite.'),
   }).strict().prefault({}).describe('The cloud store.'),
   log: z.object({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')

@@ -7,10 +7,16 @@
  * segment and fdatasync, then add it to `received` and `staged`, COMMIT, and only then answer 2xx
  * [INV-1]. A crash after the fsync and before the COMMIT leaves lines that no `staged` row
  * vouches for: the seal that later finds them stores them only if no one has meanwhile (sealer.ts).
+ *
+ * Cluster mode (a staging lease, cloud/store/nodes.ts): each group commit names this node, and the
+ * store refuses it (StagingLeaseLostError, 503) once another node claimed our staging. Then the
+ * open segment is abandoned, neither sealed nor deleted (its file is the claimant's now), and the
+ * committer goes on in a new staging dir under a fresh node id (`onLeaseLost`).
  */
 import { ClosedError, LimitExceededError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { IngestStore, Placement } from '../store/ingest.js';
+import { isStagingLeaseLost } from '../store/nodes.js';
 import type { GatewayClocks } from './clock.js';
 import { IngestSeqSkipError, IngestUnavailableError } from './errors.js';
 import type { IngestMetrics } from './metrics.js';
@@ -37,6 +43,13 @@ export interface CommitterDeps {
   store: IngestStore;
   /** This process's staging directory. */
   stagingDir: string;
+  /** Cluster mode: this node's id (its staging lease), named in each group commit so a claimed node's commit is refused. */
+  node?: string;
+  /**
+   * Cluster mode: the lease of `node` was taken over. Give a new staging dir under a fresh node id
+   * (registered); a throw leaves the committer on the old one, whose next commit is refused again.
+   */
+  onLeaseLost?: (node: string) => Promise<{ dir: string; node: string }>;
   log: Logger;
   metrics: IngestMetrics;
   /** The gateways' clock estimates: written to gateway_clock with each commit. */
@@ -60,6 +73,8 @@ export class GroupCommitter {
   /** Flushes and rotations run one at a time, in order. */
   private lane: Promise<void> = Promise.resolve();
   private segment: OpenSegment | null = null;
+  private dir: string;
+  private node: string | undefined;
   /** Segments written by this committer and not handed to the sealer yet. */
   private readonly live = new Set<string>();
   private closed = false;
@@ -68,6 +83,13 @@ export class GroupCommitter {
     this.d = deps;
     this.o = options;
     this.now = deps.now ?? Date.now;
+    this.dir = deps.stagingDir;
+    this.node = deps.node;
+  }
+
+  /** The staging dir new segments go to (it changes after a lease was taken over). */
+  get stagingDir(): string {
+    return this.dir;
   }
 
   /** Readings in the open segment. */
@@ -124,6 +146,7 @@ export class GroupCommitter {
         clockOffset: (g, now) => this.d.clocks.offset(g, now),
         stage: (lines) => this.stage(lines, rotated),
         log: this.d.log,
+        ...(this.node !== undefined ? { node: this.node } : {}),
       }).finally(() => {
         // Sealed only now: every line of a rotated segment is committed (or its transaction is gone).
         for (const s of rotated) this.handOver(s);
@@ -158,6 +181,13 @@ export class GroupCommitter {
         await this.rotate().catch((e) => this.d.log.error({ err: e }, 'rotating a full segment failed'));
       }
     } catch (err) {
+      if (isStagingLeaseLost(err)) {
+        // [INV-1] nothing of the group counts. The 503 leaves once this node moved on to a fresh
+        // lease, so the gateway's resend (here or to another node) is stored.
+        await this.leaseLostNow(err.node);
+        for (const p of group) p.reject(err);
+        return;
+      }
       this.d.log.error({ err, requests: group.length }, 'group commit failed; nothing acknowledged');
       // The open segment may hold lines of the failed transaction, or a half write: start a new one.
       await this.rotate().catch((e) => this.d.log.error({ err: e }, 'rotating after a failed commit failed'));
@@ -202,7 +232,7 @@ export class GroupCommitter {
   }
 
   private async openSegment(): Promise<OpenSegment> {
-    const seg = await OpenSegment.create(this.d.stagingDir, this.now());
+    const seg = await OpenSegment.create(this.dir, this.now());
     this.segment = seg;
     this.live.add(seg.id);
     if (this.ageTimer) clearTimeout(this.ageTimer);
@@ -229,6 +259,33 @@ export class GroupCommitter {
   private handOver(seg: OpenSegment): void {
     this.live.delete(seg.id);
     this.d.onRotated({ id: seg.id, path: seg.path, readings: seg.readings });
+  }
+
+  /**
+   * The lease of `node` was taken over (a renewal said so): after the group commits queued before
+   * this call, abandon the open segment and go on under a fresh node id. Nothing when the committer
+   * moved on from `node` already.
+   */
+  leaseLost(node: string): Promise<void> {
+    return this.enqueue(() => this.leaseLostNow(node));
+  }
+
+  private async leaseLostNow(node: string): Promise<void> {
+    if (node !== this.node || !this.d.onLeaseLost) return;
+    // Abandoned: not handed to the sealer, not deleted. The claimant renamed (or will rename) the
+    // file into its own dir and seals it; lines no staged row vouches for go by the sealer's rule.
+    const seg = this.segment;
+    this.segment = null;
+    if (this.ageTimer) { clearTimeout(this.ageTimer); this.ageTimer = null; }
+    this.live.clear();
+    await seg?.close().catch(() => undefined);
+    try {
+      const next = await this.d.onLeaseLost(node);
+      this.dir = next.dir;
+      this.node = next.node;
+    } catch (err) {
+      this.d.log.error({ err, node }, 'could not open a new staging dir after the lease was taken over; the next commit tries again');
+    }
   }
 
   /** Rotate the open segment now (after the group commits queued before this call). */

@@ -48,6 +48,8 @@ export function createIngestMetrics(registry: Registry, clocks?: { all: (now: nu
     })),
     groupCommits: reuse(registry, 'braid_ingest_group_commits_total', () => new Counter({
       name: 'braid_ingest_group_commits_total', help: 'Group commits (one staging fsync and one cloud.db transaction each)', registers })),
+    leaseTakeovers: reuse(registry, 'braid_ingest_lease_takeovers_total', () => new Counter({
+      name: 'braid_ingest_lease_takeovers_total', help: 'Times this node found its staging lease taken over (it ran out, e.g. a pause or the store out of reach, and another node claimed the staging): it went on under a fresh node id (cluster mode)', registers })),
     stagingReadings: reuse(registry, 'braid_staging_readings', () => new Gauge({
       name: 'braid_staging_readings', help: 'Readings in staging segments of this process not sealed yet', registers })),
     masterFiles: reuse(registry, 'braid_master_files_total', () => new Counter({

@@ -13,6 +13,7 @@
  * 4. Transaction: `files` + `file_gateways`, the segment's ranges into `sealed`, its `staged` rows out.
  * 5. Delete the staging file.
  */
+import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -198,7 +199,9 @@ export class Sealer {
     const bytes = await this.d.encoder.encode(c.table());
     const tmpDir = join(this.d.dataDir, 'tmp');
     await mkdir(tmpDir, { recursive: true });
-    const tmp = join(tmpDir, `part-${segment}-${day}.parquet.tmp`);
+    // A name of this process's own: in cluster mode a node whose staging was claimed from it may still
+    // be sealing a segment the claimant seals too (both link the same target; the second finds it).
+    const tmp = join(tmpDir, `part-${segment}-${day}.${process.pid}-${randomBytes(3).toString('hex')}.parquet.tmp`);
     const fh = await open(tmp, 'w');
     try {
       await fh.writeFile(bytes);

@@ -3,20 +3,27 @@
  * and the adoption of segments that dead ingest processes left behind. start() before serving,
  * close() after the HTTP server stopped taking requests: it commits what is queued and seals the
  * open segment.
+ *
+ * Cluster mode (`nodes`, the store's NodeRegistry): the staging dir is owned by a lease in the
+ * store instead of an fcntl lock, and a dead node's dir is claimed and sealed by a live one. When
+ * this node finds its lease taken over (a group commit refused, or a renewal answered fenced) it
+ * abandons the open segment, registers a fresh node id with a new staging dir and goes on
+ * (counted in braid_ingest_lease_takeovers_total).
  */
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import type { Registry } from 'prom-client';
 import { ClosedError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { IngestStore } from '../store/ingest.js';
+import { DEFAULT_LEASE_MS, type NodeRegistry } from '../store/nodes.js';
 import { GatewayClocks } from './clock.js';
 import { GroupCommitter } from './committer.js';
 import { type IngestMetrics, createIngestMetrics } from './metrics.js';
 import type { IngestAck } from './plan.js';
 import { ParquetEncoder } from './parquet.js';
 import { Sealer } from './sealer.js';
-import { StagingArea, fsyncDir } from './staging.js';
+import { StagingArea, type StagingLease, fsyncDir } from './staging.js';
 import type { IngestBatch } from './validate.js';
 
 export interface IngestOptions {
@@ -34,7 +41,7 @@ export interface IngestOptions {
   sealMaxAgeMs: number;
   /** Readings waiting for a group commit before requests get 429 (not in the config file yet). */
   maxQueuedReadings: number;
-  /** How often to look for dead processes' staging dirs and retry failed seals, in ms. */
+  /** How often to look for dead processes' staging dirs and retry failed seals, in ms (with a lease: at most the lease's length). */
   orphanScanMs: number;
   /** Readings stamped later than the cloud's clock plus this, in ms, are counted per gateway and warned about (stored all the same). */
   maxFutureMs: number;
@@ -59,6 +66,12 @@ export interface IngestDeps {
   logger: Logger;
   registry: Registry;
   now?: () => number;
+  /** Cluster mode: staging owned by a lease in this registry (CloudStore.nodes). Null or absent: the fcntl owner lock of one host. */
+  nodes?: NodeRegistry | null;
+  /** The lease's length in ms (store.leaseMs), renewed every third of it. Default DEFAULT_LEASE_MS. */
+  leaseMs?: number;
+  /** The manifest version this node serves, reported with each lease renewal (null: none yet). */
+  servedVersion?: () => number | null;
 }
 
 export interface IngestStatus {
@@ -71,7 +84,6 @@ export interface IngestStatus {
 export class IngestService {
   readonly options: IngestOptions;
   readonly metrics: IngestMetrics;
-  readonly staging: StagingArea;
   /** Each gateway's clock offset, sampled by the ingest and speed push routes (clock.ts). */
   readonly clocks = new GatewayClocks();
   private readonly d: IngestDeps;
@@ -79,6 +91,8 @@ export class IngestService {
   private readonly committer: GroupCommitter;
   private readonly sealer: Sealer;
   private readonly encoder: ParquetEncoder;
+  private current: StagingArea;
+  private readonly lease: Omit<StagingLease, 'onFenced'> | null;
   /** Rotated segments not sealed yet, with their reading counts (the staging gauge). */
   private readonly unsealed = new Map<string, number>();
   private scanTimer: NodeJS.Timeout | null = null;
@@ -90,18 +104,20 @@ export class IngestService {
     this.options = { ...DEFAULT_INGEST_OPTIONS, ...options };
     this.log = deps.logger.child({ component: 'ingest' });
     this.metrics = createIngestMetrics(deps.registry, this.clocks);
-    this.staging = new StagingArea(deps.dataDir, this.log);
+    this.lease = deps.nodes ? { registry: deps.nodes, leaseMs: deps.leaseMs ?? DEFAULT_LEASE_MS, servedVersion: deps.servedVersion } : null;
+    this.current = this.newStaging();
     this.encoder = new ParquetEncoder((err) => this.log.warn({ err }, 'no Parquet worker thread; encoding on the main thread'));
     this.sealer = new Sealer({
       dataDir: deps.dataDir, store: deps.store, log: this.log, metrics: this.metrics, now: deps.now, encoder: this.encoder,
       removeSegment: async (path) => {
-        await this.staging.removeSegment(path);
+        await this.current.removeSegment(path);
         this.unsealed.delete(path);
         this.gauge();
       },
     });
     this.committer = new GroupCommitter({
-      store: deps.store, stagingDir: this.staging.dir, log: this.log, metrics: this.metrics, now: deps.now, clocks: this.clocks,
+      store: deps.store, stagingDir: this.current.dir, log: this.log, metrics: this.metrics, now: deps.now, clocks: this.clocks,
+      ...(this.lease ? { node: this.current.procId, onLeaseLost: (node: string) => this.replaceStaging(node) } : {}),
       onRotated: (seg) => {
         this.unsealed.set(seg.path, seg.readings);
         this.sealer.enqueue(seg);
@@ -110,7 +126,44 @@ export class IngestService {
     }, this.options);
   }
 
-  /** Create the staging dir, adopt dead processes' segments (sealed in the background), start the scan timer. */
+  /** This process's staging area (a new one after a lease takeover). */
+  get staging(): StagingArea {
+    return this.current;
+  }
+
+  /** This node's id: its staging dir's name and, in cluster mode, its lease (a fresh one after a takeover). */
+  get nodeId(): string {
+    return this.current.procId;
+  }
+
+  private newStaging(): StagingArea {
+    const lease = this.lease ? { ...this.lease, onFenced: (node: string) => { void this.committer.leaseLost(node); } } : null;
+    return new StagingArea(this.d.dataDir, this.log, Date.now(), lease);
+  }
+
+  /**
+   * The lease of `node` was taken over; the committer has abandoned its open segment. Register a
+   * fresh node with a new staging dir; end the old lease (what is left in the old dir is claimable
+   * at once, by us too) and look for orphans.
+   */
+  private async replaceStaging(node: string): Promise<{ dir: string; node: string }> {
+    const old = this.current;
+    old.abandon();
+    this.log.error({ node }, 'this node\'s staging lease was taken over; going on under a fresh node id with a new staging dir (the old dir\'s segments are sealed by whoever claims them)');
+    const next = this.newStaging();
+    await next.open();
+    this.current = next;
+    this.metrics.leaseTakeovers.inc();
+    for (const path of this.unsealed.keys()) if (path.startsWith(old.dir + sep)) this.unsealed.delete(path);
+    this.gauge();
+    this.log.warn({ from: node, node: next.procId }, 'ingest goes on under a fresh node id');
+    void this.lease!.registry.end(node).catch(() => undefined)
+      .then(() => (this.closing ? undefined : this.scan()))
+      .catch((err) => this.log.error({ err }, 'staging scan failed'));
+    return { dir: next.dir, node: next.procId };
+  }
+
+  /** Create the staging dir (and register its lease), adopt dead owners' segments (sealed in the background), start the scan timer. */
   async start(): Promise<void> {
     if (this.closing) throw new ClosedError('ingest is closed');
     if (this.started) return;
@@ -119,17 +172,19 @@ export class IngestService {
     await mkdir(master, { recursive: true });
     await mkdir(join(this.d.dataDir, 'tmp'), { recursive: true });
     await fsyncDir(this.d.dataDir);
-    await this.staging.open();
+    await this.current.open();
     await this.scan();
-    this.scanTimer = setInterval(() => { void this.scan().catch((err) => this.log.error({ err }, 'staging scan failed')); }, this.options.orphanScanMs);
+    const scanMs = this.lease ? Math.min(this.options.orphanScanMs, this.lease.leaseMs) : this.options.orphanScanMs;
+    this.scanTimer = setInterval(() => { void this.scan().catch((err) => this.log.error({ err }, 'staging scan failed')); }, scanMs);
     this.scanTimer.unref();
-    this.log.info({ procId: this.staging.procId, options: this.options }, 'ingest started');
+    this.log.info({ procId: this.current.procId, ownership: this.current.ownership, options: this.options }, 'ingest started');
   }
 
   /** Adopt orphaned segments and queue every segment of ours that is neither open nor being sealed. */
   private async scan(): Promise<void> {
-    await this.staging.adoptOrphans();
-    for (const seg of await this.staging.segments()) {
+    const staging = this.current;
+    await staging.adoptOrphans();
+    for (const seg of await staging.segments()) {
       if (this.committer.owns(seg.id) || this.sealer.has(seg.id)) continue;
       this.sealer.enqueue(seg);
     }
@@ -158,7 +213,7 @@ export class IngestService {
   status(): IngestStatus {
     let unsealed = 0;
     for (const v of this.unsealed.values()) unsealed += v;
-    return { procId: this.staging.procId, openReadings: this.committer.openReadings, unsealedReadings: unsealed, sealing: this.unsealed.size };
+    return { procId: this.current.procId, openReadings: this.committer.openReadings, unsealedReadings: unsealed, sealing: this.unsealed.size };
   }
 
   /** Commit what is queued, seal the open segment, release the staging dir. Idempotent. */
@@ -173,8 +228,8 @@ export class IngestService {
     await this.committer.close();
     await this.sealer.idle();
     await this.encoder.close();
-    await this.staging.close();
-    this.log.info({ procId: this.staging.procId }, 'ingest closed');
+    await this.current.close();
+    this.log.info({ procId: this.current.procId }, 'ingest closed');
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,55 +1,29 @@
 /**
  * The staging area (docs/cloud-storage.md): `staging/<procId>/<segment>.ndjson`, one directory per
- * ingest process, marked by `owner.json` (pid, host, process start time) and locked by `owner.lock`
- * for the process's life (shared/owner-lock.ts: released by the kernel when it dies, so a live lock
- * is the liveness test; pid and start time only for a dir without one). A segment file holds
- * lines `{"g": gateway, "r": [[seq, epoch, device, metric, ts, value], ...]}\n`, appended and
- * fsynced before the 2xx [INV-1]. Directories of dead processes are adopted (their segment files
- * renamed into ours, atomically, so two starting processes never both take one) and sealed.
+ * ingest process. A segment file holds lines `{"g": gateway, "r": [[seq, epoch, device, metric,
+ * ts, value], ...]}\n`, appended and fsynced before the 2xx [INV-1]. Who owns a directory is
+ * pluggable (staging-owner.ts): the embedded cloud's fcntl lock on `owner.lock` plus `owner.json`
+ * (one host), or in cluster mode a lease in the store (the node id is the directory's name),
+ * renewed on a timer. Directories of dead owners are adopted (their segment files renamed into
+ * ours, atomically, so two adopters never both take one) and sealed.
  */
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, mkdir, open, readFile, readdir, rename, rmdir, stat, truncate, unlink, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { type FileHandle, mkdir, open, readFile, readdir, rename, rmdir, truncate, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Logger } from '../../shared/logger.js';
-import { OWNER_LOCK_FILE, type OwnerLock, acquireOwnerLock } from '../../shared/owner-lock.js';
+import { OWNER_LOCK_FILE } from '../../shared/owner-lock.js';
+import { LeaseOwnership, LockOwnership, OWNER_FILE, type StagingLease, type StagingOwnership } from './staging-owner.js';
 import type { ReadingTuple } from './validate.js';
 
+export type { StagingLease } from './staging-owner.js';
 export const SEGMENT_EXT = '.ndjson';
-const OWNER_FILE = 'owner.json';
-/** A directory without owner.json is being created by someone; after this long, its creator died. */
-const UNOWNED_GRACE_MS = 60_000;
 /** readSegment gives the event loop a turn after about this many rows. */
 const YIELD_EVERY_ROWS = 20_000;
-
-interface Owner { pid: number; host: string; startTime: string | null; startedAt: number }
 
 /** fsync a directory: makes a new, renamed or deleted entry in it durable. */
 export async function fsyncDir(path: string): Promise<void> {
   const fh = await open(path, 'r');
   try { await fh.sync(); } finally { await fh.close(); }
-}
-
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot): tells a reused pid apart. */
-function procStartTime(pid: number): string | null {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return text.slice(text.lastIndexOf(')') + 2).split(' ')[19] ?? null;
-  } catch {
-    return null;
-  }
-}
-
-function isAlive(owner: Owner): boolean {
-  try {
-    process.kill(owner.pid, 0);
-  } catch (err) {
-    // EPERM: the pid exists but belongs to another user, so it is alive.
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  const now = procStartTime(owner.pid);
-  return owner.startTime === null || now === null || now === owner.startTime;
 }
 
 /** `<unix ms>-<pid>-<random>`: unique across processes and restarts; names the master files too. */
@@ -147,30 +121,34 @@ export async function readSegment(path: string, onLine: (gateway: string, rows: 
   return { lines, tornBytes: 0 };
 }
 
-/** This process's staging directory, and the adoption of dead processes' ones. */
+/** This process's staging directory, and the adoption of dead owners' ones. */
 export class StagingArea {
   readonly root: string;
   readonly procId: string;
   readonly dir: string;
   private readonly log: Logger;
-  /** Held while this process lives (shared/owner-lock.ts): the liveness test others use on our dir. */
-  private lock: OwnerLock | null = null;
+  private readonly owner: StagingOwnership;
 
-  constructor(dataDir: string, log: Logger, now = Date.now()) {
+  /** `lease`: cluster mode's ownership (a lease in the store); absent, the fcntl owner lock of one host. */
+  constructor(dataDir: string, log: Logger, now = Date.now(), lease: StagingLease | null = null) {
     this.root = join(dataDir, 'staging');
     this.procId = `${now}-${process.pid}-${randomBytes(3).toString('hex')}`;
     this.dir = join(this.root, this.procId);
     this.log = log;
+    this.owner = lease ? new LeaseOwnership(lease, log) : new LockOwnership();
   }
 
-  /** Create our directory and its owner file. */
+  /** Which ownership this area uses. */
+  get ownership(): 'lock' | 'lease' {
+    return this.owner.kind;
+  }
+
+  /** Create our directory and take it (the owner lock and file, or a registered lease). */
   async open(): Promise<void> {
     // The process's own state (readings not yet in master/): its user only.
     await mkdir(this.root, { recursive: true, mode: 0o700 });
     await mkdir(this.dir, { mode: 0o700 });
-    this.lock = await acquireOwnerLock(this.dir, 'braid cloud ingest', { infoFile: false });
-    const owner: Owner = { pid: process.pid, host: hostname(), startTime: procStartTime(process.pid), startedAt: Date.now() };
-    await writeFile(join(this.dir, OWNER_FILE), JSON.stringify(owner), { flag: 'wx' });
+    await this.owner.acquire(this.dir, this.procId);
     await fsyncDir(this.dir);
     await fsyncDir(this.root);
   }
@@ -182,8 +160,9 @@ export class StagingArea {
   }
 
   /**
-   * Move the segment files of dead processes into our directory and drop their directories.
-   * Returns how many were adopted. A directory of another host is left alone: its pid means nothing here.
+   * Move the segment files of dead owners into our directory and drop their directories. Returns
+   * how many were adopted. With the lock, a directory of another host is left alone (its pid means
+   * nothing here); with a lease, a directory is adopted once its node is claimed for us.
    */
   async adoptOrphans(): Promise<number> {
     let adopted = 0;
@@ -193,89 +172,66 @@ export class StagingArea {
     } catch {
       return 0;
     }
-    for (const name of names) {
-      if (name === this.procId) continue;
+    const others = names.filter((n) => n !== this.procId);
+    if (others.length === 0) return 0;
+    await this.owner.beginScan();
+    for (const name of others) {
       const dir = join(this.root, name);
-      if (!(await this.isOrphan(dir))) continue;
+      if (!(await this.owner.mayAdopt(dir, name))) continue;
       let files: string[];
       try {
         files = await readdir(dir);
       } catch {
         continue;
       }
+      let moved = 0;
       for (const f of files.filter((n) => n.endsWith(SEGMENT_EXT))) {
         try {
           // rename is atomic: of two processes adopting at once, one gets the file, the other ENOENT.
           await rename(join(dir, f), join(this.dir, f));
-          adopted++;
+          moved++;
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         }
       }
-      if (adopted > 0) await fsyncDir(this.dir);
+      if (moved > 0) await fsyncDir(this.dir);
+      adopted += moved;
       await unlink(join(dir, OWNER_FILE)).catch(() => undefined);
       await unlink(join(dir, OWNER_LOCK_FILE)).catch(() => undefined);
       await rmdir(dir).catch(() => undefined);
-      this.log.info({ from: name, segments: adopted }, 'adopted the staging segments of a dead ingest process');
+      this.log.info({ from: name, segments: moved, ownership: this.owner.kind }, 'adopted the staging segments of a dead ingest process');
     }
     if (adopted > 0) await fsyncDir(this.root).catch(() => undefined);
     return adopted;
   }
 
-  private async isOrphan(dir: string): Promise<boolean> {
-    let owner: Owner | null = null;
-    try {
-      owner = JSON.parse(await readFile(join(dir, OWNER_FILE), 'utf8')) as Owner;
-    } catch {
-      try {
-        const s = await stat(dir);
-        return s.isDirectory() && Date.now() - s.mtimeMs > UNOWNED_GRACE_MS;
-      } catch {
-        return false;
-      }
-    }
-    if (!owner || typeof owner.pid !== 'number') return false;
-    if (owner.host !== hostname()) return false;
-    // The owner's lock, where it has one, is the sure test: the kernel dropped it if the owner died
-    // (a reused pid cannot fake it). Without one (a directory of an older version), pid and start time.
-    const locked = await lockHeld(dir);
-    return locked === null ? !isAlive(owner) : !locked;
-  }
-
   async removeSegment(path: string): Promise<void> {
     await unlink(path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
-    await fsyncDir(this.dir);
+    // Its own dir: a segment of a dir given up after a lease takeover may be removed too (the dir gone with it).
+    await fsyncDir(dirname(path)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
   }
 
-  /** Remove our directory if no segment is left in it (a clean close). */
+  /** Remove our directory if no segment is left in it (a clean close), and let go of it. */
   async close(): Promise<void> {
-    // Released first: a process started next (in this process too, in tests) may adopt what is left.
-    await this.lock?.release().catch(() => undefined);
-    this.lock = null;
+    if (this.owner.releaseFirst) await this.owner.release();
     const left = await this.segments().catch(() => []);
     if (left.length > 0) {
       this.log.warn({ segments: left.length, dir: this.dir }, 'staging segments left unsealed; the next ingest process to start adopts them');
-      return;
+    } else {
+      await unlink(join(this.dir, OWNER_FILE)).catch(() => undefined);
+      await unlink(join(this.dir, OWNER_LOCK_FILE)).catch(() => undefined);
+      await rmdir(this.dir).catch(() => undefined);
+      await fsyncDir(this.root).catch(() => undefined);
     }
-    await unlink(join(this.dir, OWNER_FILE)).catch(() => undefined);
-    await unlink(join(this.dir, OWNER_LOCK_FILE)).catch(() => undefined);
-    await rmdir(this.dir).catch(() => undefined);
-    await fsyncDir(this.root).catch(() => undefined);
+    // A lease ends last: others may claim what is left at once.
+    if (!this.owner.releaseFirst) await this.owner.release();
   }
-}
 
-/** Whether a live process holds the lock of a staging dir; null where it has no lock file (or it cannot be tried). */
-async function lockHeld(dir: string): Promise<boolean | null> {
-  try {
-    await stat(join(dir, OWNER_LOCK_FILE));
-  } catch {
-    return null;
-  }
-  try {
-    const probe = await acquireOwnerLock(dir, 'braid cloud ingest (adopting)', { infoFile: false, attempts: 1 });
-    await probe.release();
-    return false;
-  } catch (err) {
-    return (err as { code?: string }).code === 'BRAID_ERR_DATA_DIR_IN_USE' ? true : null;
+  /**
+   * Stop owning this directory without a clean close (the lease was taken over): no renewal, no
+   * end, nothing removed; its files are the claimant's.
+   */
+  abandon(): void {
+    this.owner.abandon();
   }
 }

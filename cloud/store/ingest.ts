@@ -34,6 +34,13 @@ export interface GroupCommitRequest {
    */
   stage: (lines: StagingLine[]) => Promise<Placement>;
   log: Logger;
+  /**
+   * Cluster mode: the committing node (its staging lease, cloud/store/nodes.ts). PostgreSQL holds
+   * its `nodes` row FOR SHARE through the transaction and refuses the group with
+   * StagingLeaseLostError when the lease is not live (claimed by another node, ended, or run out),
+   * before anything is staged. Absent: no fence (SQLite, one host, ignores it).
+   */
+  node?: string;
 }
 
 /** What seal step 2 decided for a segment. */

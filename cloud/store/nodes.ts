@@ -9,6 +9,11 @@
  */
 import { BraidError } from '../../shared/errors.js';
 
+/** store.leaseMs's default: a dead node's staging is claimable this long after its last renewal (renewed every third of it). */
+export const DEFAULT_LEASE_MS = 15_000;
+/** store.leaseMs's floor: renewals every second at the least, and room for a slow store round trip. */
+export const MIN_LEASE_MS = 3_000;
+
 export interface NodeInfo {
   /** A fresh id per start: the staging dir's name (`staging/<node>/`). */
   node: string;

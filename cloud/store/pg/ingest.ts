@@ -11,13 +11,18 @@
  * COMMITTED) the first one's `received`: the same batch sent to two nodes is stored once [INV-2].
  * Other gateways commit in parallel. The staging callback runs inside the transaction, so no
  * transaction is retried once it has staged: a failure rolls back and the gateway resends [INV-1].
- * Staging ownership across nodes (leases, claims) is not part of this store yet.
+ *
+ * Fencing (cluster mode): a group commit that names its node (`req.node`) first reads that node's
+ * `nodes` row FOR SHARE, live lease only; a claim of the node (an UPDATE of the row, pg/nodes.ts)
+ * waits for the commit or is seen by it, so a node whose staging was taken over stages nothing and
+ * answers 503 (StagingLeaseLostError).
  */
 import type pg from 'pg';
 import { type GroupPlan, commitGroupIn } from '../../ingest/plan.js';
 import { type Range, normalize } from '../../ingest/ranges.js';
 import { planSeal } from '../../ingest/seal-plan.js';
 import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../ingest.js';
+import { StagingLeaseLostError } from '../nodes.js';
 import { type CatalogEntry, CLOUD_LOST_REASON, type EpochRow, UNKNOWN_TS } from '../ingest-state.js';
 import { PG_MAX_PARAMS } from './speed.js';
 import { pgTransaction } from './pool.js';
@@ -154,7 +159,14 @@ export class PgIngestStore implements IngestStore {
   }
 
   commitGroup(req: GroupCommitRequest): Promise<GroupPlan> {
-    return this.tx('ingest group commit', req.batches.map((b) => b.gateway), (c) => commitGroupIn(pgIngestTx(c), req));
+    return this.tx('ingest group commit', req.batches.map((b) => b.gateway), async (c) => {
+      // The fence, before anything is staged: a claim of this node (pg/nodes.ts) waits for this row lock, or was seen.
+      if (req.node !== undefined) {
+        const own = await c.query(`SELECT 1 FROM nodes WHERE node = $1 AND claimed_by IS NULL AND ended_at IS NULL AND lease_until > now() FOR SHARE`, [req.node]);
+        if (own.rows.length === 0) throw new StagingLeaseLostError(req.node);
+      }
+      return commitGroupIn(pgIngestTx(c), req);
+    });
   }
 
   sealBegin(segment: string, inFile: Map<string, Range[]>): Promise<SealBegin> {
