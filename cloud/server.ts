@@ -178,7 +178,12 @@ export class CloudServer {
     }
     this.health = new StoreHealth(store, this.registry, this.logger.child({ component: 'store' }));
     this.health.start();
-    const ingest = new IngestService({ dataDir: c.dataDir, store: store.ingest, logger: this.logger, registry: this.registry }, { ...c.ingest, ...this.opts.ingest });
+    // Cluster mode: the staging dir is owned by a lease in the store, which also carries the
+    // manifest version this node serves (the speed prune waits for every node).
+    const ingest = new IngestService({
+      dataDir: c.dataDir, store: store.ingest, logger: this.logger, registry: this.registry,
+      nodes: store.nodes, leaseMs: c.store.leaseMs, servedVersion: () => this.pointer?.servedVersion ?? null,
+    }, { ...c.ingest, ...this.opts.ingest });
     const auth = new Authenticator(store.credentials);
     const sqlite = store.sqlite;
     this.context = {
@@ -245,7 +250,7 @@ export class CloudServer {
     const port = (app.server.address() as AddressInfo).port;
     const host = c.http.host === '0.0.0.0' || c.http.host === '::' ? '127.0.0.1' : c.http.host;
     this.address = { port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
-    this.log.info({ ...this.address, dataDir: c.dataDir, store: store.kind === 'postgres' ? redactStoreUrl(c.store.url) : 'sqlite', procId: ingest.staging.procId }, 'cloud started');
+    this.log.info({ ...this.address, dataDir: c.dataDir, store: store.kind === 'postgres' ? redactStoreUrl(c.store.url) : 'sqlite', node: ingest.nodeId }, 'cloud started');
     return this.address;
   }
 

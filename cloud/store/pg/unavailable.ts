@@ -32,7 +32,7 @@ const MESSAGE_RE = /^(timeout exceeded when trying to connect|Connection termina
 export function isStoreUnavailable(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown; cause?: unknown } | undefined;
   if (!e || typeof e !== 'object') return false;
-  if (e.code === 'BRAID_ERR_STORE_UNAVAILABLE' || e.code === 'BRAID_ERR_INGEST_UNAVAILABLE') return true;
+  if (e.code === 'BRAID_ERR_STORE_UNAVAILABLE') return true;
   if (typeof e.code === 'string' && (SOCKET_CODES.has(e.code) || SQLSTATE_RE.test(e.code))) return true;
   if (typeof e.message === 'string' && MESSAGE_RE.test(e.message)) return true;
   // an AggregateError (IPv4 and IPv6 both refused) or a wrapped cause
@@ -43,7 +43,7 @@ export function isStoreUnavailable(err: unknown): boolean {
 
 /** `err` as a StoreUnavailableError when it is one (its cause kept), else itself. */
 export function asStoreError(err: unknown, what: string): unknown {
-  if (!isStoreUnavailable(err)) return err;
+  if (err instanceof StoreUnavailableError || !isStoreUnavailable(err)) return err;
   const detail = (err as { code?: string; message?: string }).code ?? (err as Error).message;
   return new StoreUnavailableError(`the PostgreSQL store is unavailable (${what}: ${detail}); retry`, { cause: err });
 }
