@@ -13,6 +13,10 @@
  * node restarted on the same host adopts it; later: a live node claims it after its lease).
  *
  * One PostgreSQL per test file (startPostgres in beforeAll), a database per cluster (createDatabase).
+ *
+ * Debugging: BRAID_TEST_CLUSTER_LOG=info|debug gives the nodes that log level (their output is in a
+ * failing test's message); BRAID_TEST_CLUSTER_REPORT=<dir> writes a node's diagnostic report (its
+ * open handles) there when it does not exit within 30 s of SIGTERM.
  */
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -41,6 +45,9 @@ export function clusterReadings(gateway: string, from: number, to: number, epoch
 export function epochBody(gateway: string, from: number, to: number, epoch: number): ReturnType<typeof ingestBody> {
   return ingestBody(gateway, clusterReadings(gateway, from, to, epoch), { epochs: [{ epoch, firstSeq: from, lastSeq: to }] });
 }
+
+/** A node given SIGTERM must have exited by then (it commits, seals and closes). */
+const STOP_TIMEOUT_MS = 30_000;
 
 export interface ClusterNode {
   index: number;
@@ -108,7 +115,8 @@ export async function startCluster(server: TestPostgres, name: string, o: Cluste
   const start = async (i: number) => {
     const n = nodes[i];
     if (n.child) throw new Error(`node ${i} is running`);
-    const child = await spawnCloud(dataDir, { port: n.port, args: ['--store', dbUrl, '--cache-dir', n.cacheDir, '--config', cfgPath], readyTimeoutMs: 30_000 });
+    const child = await spawnCloud(dataDir, { port: n.port, args: ['--store', dbUrl, '--cache-dir', n.cacheDir, '--config', cfgPath, ...(process.env.BRAID_TEST_CLUSTER_LOG ? ['--log-level', process.env.BRAID_TEST_CLUSTER_LOG] : [])], readyTimeoutMs: 30_000,
+      env: process.env.BRAID_TEST_CLUSTER_REPORT ? { NODE_OPTIONS: `--report-on-signal --report-signal=SIGUSR2 --report-directory=${process.env.BRAID_TEST_CLUSTER_REPORT}` } : {} });
     n.child = child;
     n.url = child.url;
     n.port = Number(new URL(child.url).port);
@@ -121,7 +129,26 @@ export async function startCluster(server: TestPostgres, name: string, o: Cluste
     const n = nodes[i];
     const child = n.child;
     if (!child) return { code: null, signal: null };
-    const r = await child.stop(signal);
+    // A clean stop that hangs is a finding: its output says where (then it is killed).
+    let timer: NodeJS.Timeout | undefined;
+    const hung = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`node ${i} did not exit within ${STOP_TIMEOUT_MS} ms of ${signal}:\n${child.output().slice(-6000)}`)), STOP_TIMEOUT_MS);
+    });
+    let r: { code: number | null; signal: NodeJS.Signals | null };
+    try {
+      r = await Promise.race([child.stop(signal), hung]);
+    } catch (err) {
+      if (process.env.BRAID_TEST_CLUSTER_REPORT) {
+        // A diagnostic report of the hung node (node --report-on-signal), for whoever debugs it.
+        child.proc.kill('SIGUSR2');
+        await sleep(2_000);
+      }
+      await child.stop('SIGKILL');
+      n.child = null;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
     n.outputs[n.outputs.length - 1] = child.output();
     n.child = null;
     return r;
