@@ -227,6 +227,11 @@ export class IngestService {
     if (!this.started) return;
     await this.committer.close();
     await this.sealer.idle();
+    // Segments whose seal failed earlier (the store was out of reach; retried by the scan only every
+    // orphanScanMs) get one more try now, so a clean stop after an outage leaves nothing unsealed
+    // when it can (found by test/cloud/cluster-faults.test.ts: a PostgreSQL restart, then SIGTERM).
+    for (const seg of await this.staging.segments().catch(() => [])) this.sealer.enqueue(seg);
+    await this.sealer.idle();
     await this.encoder.close();
     await this.current.close();
     this.log.info({ procId: this.current.procId }, 'ingest closed');

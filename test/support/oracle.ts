@@ -84,6 +84,10 @@ export interface OracleTarget {
   key: string;
   /** The cloud's views/ (the live manifest). */
   viewsDir: string;
+  /** Cluster mode: the nodes asked in turn (query i goes to urls[i mod n]) instead of `url`. */
+  urls?: readonly string[];
+  /** Cluster mode: the live manifest as the store's pointer says (default: views/manifest.json). */
+  liveManifest?: () => Promise<Manifest | null>;
 }
 
 export interface OracleSweep {
@@ -155,7 +159,7 @@ export async function sweepOracle(target: OracleTarget, sweep: OracleSweep): Pro
   const versions = new Set<number>();
   const manifests = new Map<number, Manifest>();
   const live = async (): Promise<Manifest | null> => {
-    const m = await readManifest(target.viewsDir);
+    const m = target.liveManifest ? await target.liveManifest() : await readManifest(target.viewsDir);
     if (m) manifests.set(m.version, m);
     return m;
   };
@@ -173,9 +177,11 @@ export async function sweepOracle(target: OracleTarget, sweep: OracleSweep): Pro
     return t;
   };
 
+  let asked = 0;
   const check = async (q: QuerySpec): Promise<string[]> => {
     const before = await live();
-    const { status, body } = await ask(target, { metric: q.metric, ...q.params, from: sweep.fromMs, to: sweep.toMs, step: q.step, agg: q.agg });
+    const url = target.urls ? target.urls[asked++ % target.urls.length] : target.url;
+    const { status, body } = await ask({ ...target, url }, { metric: q.metric, ...q.params, from: sweep.fromMs, to: sweep.toMs, step: q.step, agg: q.agg });
     const after = await live();
     if (status !== 200) return [`status ${status} ${JSON.stringify(body).slice(0, 200)}`];
     const out: string[] = [];
@@ -381,19 +387,35 @@ export async function waitEpochsReported(gateways: readonly OracleGateway[], tim
  * E[g] is in the cloud's speed store with the same count (a partial only grows while its epoch is
  * open), and every gateway pushed after `since` (so none is stale). Returns the live manifest's E.
  */
-export async function waitSpeedCaughtUp(cloudDir: string, gateways: readonly OracleGateway[], since: number, timeoutMs = 20_000): Promise<Record<string, number>> {
+/** The cloud side waitSpeedCaughtUp reads: cloud.db by default, PostgreSQL in cluster mode. */
+export interface CloudSpeedSide {
+  watermark(): Promise<Record<string, number>>;
+  partials(gateway: string, above: number): Promise<Array<{ device: string; metric: string; minute: number; epoch: number; count: number }>>;
+  lastPushAt(gateway: string): Promise<number | null>;
+}
+
+/** cloud.db of `cloudDir` and its views/manifest.json. */
+export function sqliteSpeedSide(cloudDir: string): CloudSpeedSide {
+  return {
+    watermark: async () => (await readManifest(join(cloudDir, 'views')))?.watermark ?? {},
+    partials: (g, above) => queryCloudDb(cloudDir, 'SELECT device, metric, minute, epoch, count FROM speed_partials WHERE gateway = ? AND epoch > ?', [g, above]),
+    lastPushAt: async (g) => (await queryCloudDb<{ at: number | null }>(cloudDir, 'SELECT MAX(last_push_at) AS at FROM gateway_status WHERE gateway = ?', [g]))[0]?.at ?? null,
+  };
+}
+
+export async function waitSpeedCaughtUp(cloud: string | CloudSpeedSide, gateways: readonly OracleGateway[], since: number, timeoutMs = 20_000): Promise<Record<string, number>> {
+  const side = typeof cloud === 'string' ? sqliteSpeedSide(cloud) : cloud;
   let lag = '';
   try {
     return (await eventually(async () => {
-      const e = (await readManifest(join(cloudDir, 'views')))?.watermark ?? {};
+      const e = await side.watermark();
       for (const g of gateways) {
         const mine = await queryGatewayDb<{ device: string; metric: string; minute: number; epoch: number; count: number }>(g.dir,
           'SELECT device, metric, minute, epoch, count FROM partials WHERE epoch > ?', [epochOf(e, g.id)]);
-        const theirs = await queryCloudDb<{ device: string; metric: string; minute: number; epoch: number; count: number }>(cloudDir,
-          'SELECT device, metric, minute, epoch, count FROM speed_partials WHERE gateway = ? AND epoch > ?', [g.id, epochOf(e, g.id)]);
+        const theirs = await side.partials(g.id, epochOf(e, g.id));
         const stored = new Map(theirs.map((p) => [`${p.device}|${p.metric}|${p.minute}|${p.epoch}`, p.count]));
         const behind = mine.filter((p) => stored.get(`${p.device}|${p.metric}|${p.minute}|${p.epoch}`) !== p.count);
-        const [contact] = await queryCloudDb<{ at: number | null }>(cloudDir, 'SELECT MAX(last_push_at) AS at FROM gateway_status WHERE gateway = ?', [g.id]);
+        const contact = { at: await side.lastPushAt(g.id) };
         lag = `${g.id}: ${behind.length} of ${mine.length} partials behind, last push ${contact?.at ?? 'never'} (since ${since})`;
         if (behind.length || !(contact?.at && contact.at > since)) return null;
       }

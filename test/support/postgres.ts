@@ -31,6 +31,11 @@ export interface TestPostgres {
   log: () => string;
   /** A fresh, empty database; returns its URL. Names: lowercase letters, digits, `_`. */
   createDatabase: (name: string) => Promise<string>;
+  /**
+   * Restart the server on the same port and data (fast shutdown: open sessions are ended, as a
+   * failover or a crash ends them), staying down `downMs` in between (default 0).
+   */
+  restart: (o?: { downMs?: number }) => Promise<void>;
   /** Stop the server (fast shutdown) and remove its dir; idempotent. */
   stop: () => Promise<void>;
 }
@@ -77,9 +82,10 @@ export async function startPostgres(): Promise<TestPostgres> {
     await pg('initdb', ['-D', data, '-U', PG_USER, '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync']);
     // A free port can be taken between freePort() and the server's bind: try a few.
     let port = 0;
+    let opts = '';
     for (let attempt = 1; ; attempt++) {
       port = await freePort();
-      const opts = [
+      opts = [
         `-p ${port}`, '-c listen_addresses=127.0.0.1', `-c unix_socket_directories=${dir.path}`,
         '-c fsync=off', '-c synchronous_commit=off', '-c full_page_writes=off', '-c max_connections=100',
       ].join(' ');
@@ -97,7 +103,14 @@ export async function startPostgres(): Promise<TestPostgres> {
       return `postgres://${PG_USER}@127.0.0.1:${port}/${name}`;
     };
     const url = await createDatabase(PG_USER);
-    return { url, port, log, createDatabase, stop };
+    const restart = async (o: { downMs?: number } = {}) => {
+      if (stopped) throw new Error('postgres was stopped');
+      await pg('pg_ctl', ['-D', data, '-m', 'fast', '-w', '-t', '30', 'stop']);
+      if (o.downMs) await new Promise((r) => setTimeout(r, o.downMs));
+      // The same options, so the same port: clients' URLs stay valid.
+      await pg('pg_ctl', ['-D', data, '-l', logFile, '-o', opts, '-w', '-t', '30', 'start']);
+    };
+    return { url, port, log, createDatabase, restart, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -94,5 +94,14 @@ export function createPgPool(options: Partial<PgStoreOptions> & { url: string },
   // An idle pooled connection that breaks (server restart, network) emits 'error' on the pool; without
   // a listener that is an uncaught exception. The pool drops the connection and opens another when asked.
   pool.on('error', (err) => logger?.warn({ err: err.message }, 'PostgreSQL: an idle pooled connection failed'));
+  // A checked-out connection has no listener of the pool's (pg-pool removes its idle one at
+  // checkout), and node-postgres emits 'error' on the client when the server ends the session, even
+  // while the statement in flight gets the error too: without this a PostgreSQL restart under load
+  // crashed the node (found by test/cloud/cluster-faults.test.ts). The caller sees the failed
+  // statement (a retriable 503); a transaction between statements finds the client unqueryable, and
+  // release() drops it from the pool.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => logger?.debug({ err: err.message }, 'PostgreSQL: a pooled connection in use failed'));
+  });
   return pool;
 }
