@@ -159,18 +159,21 @@ export function clusterReport(c: ClusterResult, o: { gateways: number; perGatewa
 /** Where PostgreSQL and the shared data dir would saturate, from the measured costs and CAPACITY. */
 function saturation(c: ClusterResult, cols: Array<{ name: string; p: Per1000 }>, o: { batchReadings: number }): string[] {
   const L: string[] = [];
-  // The dearest column per figure: the paced ones commit smaller groups, so they cost more per reading.
+  // The dearest column per figure. A loaded node groups many requests per commit; a lightly loaded
+  // one commits each request alone, so transactions and fsyncs are taken at no less than that bound:
+  // per request one auth lookup (its own transaction) and at most one group commit.
   const worst = (get: (p: Per1000) => number) => Math.max(...cols.map((x) => get(x.p)).filter(Number.isFinite));
-  const tx = worst((p) => p.transactions);
+  const perRequest = 1000 / o.batchReadings;
+  const tx = Math.max(worst((p) => p.transactions), 2 * perRequest);
   const pgCpu = worst((p) => p.pgCpuMs);
-  const fsyncs = worst((p) => p.groupCommits);
+  const fsyncs = Math.max(worst((p) => p.groupCommits), perRequest);
   const wb = worst((p) => p.nodeWriteBytes);
   const wal = worst((p) => p.walBytes);
   const pg1 = c.runs.find((r) => r.cfg.name === 'pg1');
   const node = pg1 ? pg1.run.run.perSec : NaN;
   const nodes = (rate: number) => (Number.isFinite(node) && node > 0 ? f1(rate / node) : 'n/a');
   L.push('#### Where the shared parts would saturate (on paper)', '');
-  L.push(`From the dearest column of the table above for each figure (a paced run: smaller groups, so more per reading), a node's rate as measured here (${int(node)} readings/s, one node on PostgreSQL as fast as the acks, sharing 2 cores with PostgreSQL and the clients; a node with cores of its own does more) and these assumptions: a dedicated PostgreSQL on NVMe commits ${CAPACITY.pgTxPerSec.map(int).join(' to ')} simple write transactions/s (synchronous_commit on, its WAL flushes grouped); a shared data dir does ${CAPACITY.sharedFsyncPerSec.map(int).join(' (network storage: NFS, EFS at ~1 ms per fsync) or ')} (NVMe behind NFS, a SAN) fsyncs/s and writes ${CAPACITY.sharedBytesPerSec.map((b) => `${b / 1e6} MB/s`).join(' or ')}. A gateway's batch is ${int(o.batchReadings)} readings; speed pushes (POST /api/v1/speed) are not in this load and add their own transactions.`, '');
+  L.push(`From the dearest column of the table above for each figure, with transactions and fsyncs taken at no less than a lightly loaded node's (each request committed alone: ${f1(2 * perRequest)} transactions, its auth lookup and its group commit, and ${f1(perRequest)} staging fsyncs per 1,000 readings), a node's rate as measured here (${int(node)} readings/s, one node on PostgreSQL as fast as the acks, sharing 2 cores with PostgreSQL and the clients; a node with cores of its own does more) and these assumptions: a dedicated PostgreSQL on NVMe commits ${CAPACITY.pgTxPerSec.map(int).join(' to ')} simple write transactions/s (synchronous_commit on, its WAL flushes grouped); a shared data dir does ${CAPACITY.sharedFsyncPerSec.map(int).join(' (network storage: NFS, EFS at ~1 ms per fsync) or ')} (NVMe behind NFS, a SAN) fsyncs/s and writes ${CAPACITY.sharedBytesPerSec.map((b) => `${b / 1e6} MB/s`).join(' or ')}. A gateway's batch is ${int(o.batchReadings)} readings; speed pushes (POST /api/v1/speed) are not in this load and add their own transactions.`, '');
   L.push('| shared part | cost per 1,000 readings | capacity assumed | readings/s it carries | nodes at the rate measured here |', '|---|---:|---|---:|---:|');
   for (const cap of CAPACITY.pgTxPerSec) {
     const rate = (cap / tx) * 1000;
@@ -193,6 +196,6 @@ function saturation(c: ClusterResult, cols: Array<{ name: string; p: Per1000 }>,
     L.push(`| PostgreSQL, connections (each node's pool, store.poolMax 10, plus its LISTEN connection) | ${f1(conns)} per node, not per reading | max_connections ${cap} | - | ${int(Math.floor(cap / conns))} |`);
   }
   L.push('');
-  L.push(`PostgreSQL's WAL grows by ${bytes(wal)} per 1,000 readings (${mb((wal * 1e6) / 1000)} per million): readings are not in it (staging and master are files on the data dir), only the decisions and ranges. Group commits are per node and grow with the load (the paced runs group fewer requests than the unpaced ones), so the transaction and fsync costs per reading fall as a node gets busier; the figures above are the dearer, lightly loaded ones.`);
+  L.push(`PostgreSQL's WAL grows by ${bytes(wal)} per 1,000 readings (${mb((wal * 1e6) / 1000)} per million): readings are not in it (staging and master are files on the data dir), only the decisions and ranges. Group commits are per node and grow with the load, so the transaction and fsync costs per reading fall as a node gets busier; the table takes the lightly loaded bound. Every figure is per request more than per reading: a fleet that sends smaller batches pays ${o.batchReadings} / its batch size times as much per reading.`);
   return L;
 }
