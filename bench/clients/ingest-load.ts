@@ -40,9 +40,11 @@ interface Args {
 /**
  * `rate` (readings/s for this process) paces the gateways instead: each sends its batches on a
  * schedule (staggered, one every batchReadings / (rate / gateways) s), or at once when its previous
- * ack came back late; `behindMs` then reports how late the sends were.
+ * ack came back late; `behindMs` then reports how late the sends were. `urls` (cluster nodes)
+ * spreads the requests round-robin over them, as a load balancer in front of the nodes would: a
+ * gateway's batch b goes to urls[(gateway + b) % urls.length] (and its resends to the same node).
  */
-interface Go { url: string; startAt: number; batches?: number; tag: string; rate?: number }
+interface Go { url: string; startAt: number; batches?: number; tag: string; rate?: number; urls?: string[] }
 
 const args = JSON.parse(process.argv[2]) as Args;
 const genStart = performance.now();
@@ -104,7 +106,7 @@ function post(agent: Agent, url: URL, token: string, body: Buffer): Promise<{ st
 }
 
 async function run(go: Go): Promise<void> {
-  const url = new URL(go.url);
+  const urls = (go.urls?.length ? go.urls : [go.url]).map((u) => new URL(u));
   const agent = new Agent({ keepAlive: true, maxSockets: args.gateways.length });
   const perGateway = Math.min(go.batches ?? Infinity, bodies[0]?.length ?? 0);
   const lat = new Float64Array(perGateway * args.gateways.length);
@@ -124,6 +126,7 @@ async function run(go: Go): Promise<void> {
   await Promise.all(args.gateways.map(async (g, gi) => {
     for (let b = 0; b < perGateway; b++) {
       const item = bodies[gi][b];
+      const url = urls[(gi + b) % urls.length];
       if (interval) {
         const due = t0 + (gi * interval) / args.gateways.length + b * interval;
         const wait = due - performance.now();
