@@ -14,7 +14,9 @@ import { T0 } from '../support/cloud.js';
 import {
   type Cluster, LoadClient, checkExactlyOnce, cleanReport, epochBody, getJson, sleep, startBatchRun, startCluster, waitRun,
 } from '../support/cluster.js';
-import { postIngest, readMaster } from '../support/cloud.js';
+import { copyFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { listFiles, postIngest, readMaster } from '../support/cloud.js';
 import { coveredReadings, expectedViews, readViews, viewDiffs } from '../support/master-fixture.js';
 import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
 import { truthPoints } from '../support/oracle.js';
@@ -77,6 +79,25 @@ const FAST_SEAL = { ingest: { sealMaxAgeMs: 300 } };
     expect(report).toEqual(cleanReport(acked));
     expect((await readMaster(c.dataDir)).length).toBe(gateways.length * 15 * size);
   }), 120_000);
+
+  test('the checker can fail: it names an acknowledged seq missing from master, a seq stored twice, and received ranges that differ', async () => withOutput(async () => {
+    cluster = await startCluster(server, `checker_${++n}`, { nodes: 1, gateways: ['gw-1'] });
+    const c = cluster;
+    expect((await postIngest(c.nodes[0].url, c.tokens['gw-1'], epochBody('gw-1', 1, 30, 1))).status).toBe(200);
+    await c.sealAll();
+    const acked = new Map<string, Array<[number, number]>>([['gw-1', [[1, 30]]]]);
+    expect(await checkExactlyOnce(c, acked)).toEqual(cleanReport(acked));
+    // Claimed acknowledged but never sent: lost, and received no longer matches.
+    const more = new Map<string, Array<[number, number]>>([['gw-1', [[1, 30], [31, 32]]]]);
+    expect(await checkExactlyOnce(c, more)).toMatchObject({ lost: ['gw-1|31', 'gw-1|32'], received: { 'gw-1': { store: [[1, 30]], acked: [[1, 32]] } } });
+    // A master file (one day's) copied under another name: every seq in it twice.
+    const files = listFiles(join(c.dataDir, 'master')).filter((f) => f.endsWith('.parquet'));
+    expect(files.length).toBeGreaterThan(0);
+    copyFileSync(files[0], files[0].replace(/\.parquet$/, '-copy.parquet'));
+    const twice = (await checkExactlyOnce(c, acked)).twice;
+    expect(twice.length).toBeGreaterThan(0);
+    expect(twice.every((t) => / x2$/.test(t))).toBe(true);
+  }), 60_000);
 
   test('the manifest a batch run publishes on one node is live on every node within a couple of seconds', async () => withOutput(async () => {
     cluster = await startCluster(server, `manifest_${++n}`, { nodes: 3, gateways: ['gw-1'], config: FAST_SEAL });

@@ -256,11 +256,6 @@ export class LoadClient {
     await Promise.all(this.workers);
   }
 
-  /** Acknowledged readings of every gateway so far. */
-  ackedReadings(): number {
-    return this.stats.readings;
-  }
-
   private count(k: string): void {
     this.stats.outcomes[k] = (this.stats.outcomes[k] ?? 0) + 1;
   }
@@ -396,9 +391,4 @@ export function cleanReport(acked: ReadonlyMap<string, ReadonlyArray<readonly [n
   const received: ExactlyOnceReport['received'] = {};
   for (const [g, ranges] of acked) received[g] = { store: mergeRanges(ranges), acked: mergeRanges(ranges) };
   return { lost: [], twice: [], unacked: [], wrongValue: [], received, stagingLeft: [] };
-}
-
-/** A small pool on a cluster database, for tests that read PostgreSQL directly. */
-export function poolOn(url: string): pg.Pool {
-  return createPgPool({ url, poolMax: 2 });
 }
