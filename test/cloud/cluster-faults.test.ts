@@ -11,9 +11,11 @@
  * - kill -9 of nodes under load (a group commit in flight is likely), restarted;
  * - kill -9 right after a 2xx for a batch larger than ingest.sealMaxReadings (a seal in progress).
  *
- * How a killed node's staging gets sealed is not what these tests check: today the node restarted
- * on the same host adopts it (the fcntl lock of its staging dir); with staging leases a live node
- * will claim it. Either way its acknowledged readings must end up in master once.
+ * - kill -9 of a node that never comes back: a live node claims its staging (a lease in
+ *   PostgreSQL, store.leaseMs) and seals it.
+ * A killed node's staging is claimed by whichever live node finds its lease run out first (the node
+ * itself, restarted, is a live node like any other); either way its acknowledged readings end up in
+ * master once.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -156,6 +158,37 @@ async function acksGrow(load: LoadClient, more: number, timeoutMs = 30_000): Pro
     await load.stop();
     // eslint-disable-next-line no-console
     console.log(`4 kill -9 under load: ${JSON.stringify(load.stats)}`);
+    await c.sealAll();
+    expect(await checkExactlyOnce(c, load.acked)).toEqual(cleanReport(load.acked));
+  }), 180_000);
+
+  test('kill -9 of a node that never comes back: a live node claims its staging once the lease ran out and seals it; every acknowledged reading in master exactly once', async () => withOutput(async () => {
+    const gateways = ['gw-1', 'gw-2', 'gw-3'];
+    // Nothing is sealed by age while the test runs: the dead node leaves acknowledged, unsealed staging.
+    cluster = await startCluster(server, `lease_${++n}`, { nodes: 2, gateways, config: { store: { leaseMs: 3_000 }, ingest: { sealMaxAgeMs: 600_000 } } });
+    const c = cluster;
+    load = new LoadClient(c.urls, c.tokens, { batchSize: 50, paceMs: 0 }).start();
+    await acksGrow(load, 30);
+    const dead = (await c.admin.query<{ node: string }>('SELECT node FROM nodes WHERE ended_at IS NULL AND claimed_by IS NULL ORDER BY started_at')).rows.map((r) => r.node);
+    expect(dead).toHaveLength(2);
+    const killedAt = Date.now();
+    expect(await c.stop(0, 'SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
+    await acksGrow(load, 20); // the load goes on through node 1
+    // Node 0's row: claimed by node 1 (the other live row) after its lease ran out, by the database's clock.
+    const claimed = async () => (await c.admin.query<{ node: string; claimed_by: string | null; late: boolean }>(
+      'SELECT node, claimed_by, claimed_at >= lease_until AS late FROM nodes WHERE claimed_by IS NOT NULL')).rows;
+    await eventually(async () => (await claimed()).length === 1, 30_000, 50);
+    const [row] = await claimed();
+    const claimMs = Date.now() - killedAt;
+    expect(dead).toContain(row.node);
+    expect(dead).toContain(row.claimed_by);
+    expect(row.claimed_by).not.toBe(row.node);
+    expect(row.late).toBe(true);
+    // The claimant moved the dead node's segments into its own dir and dropped the dir.
+    await eventually(() => !existsSync(join(c.dataDir, 'staging', row.node)), 30_000, 50);
+    await load.stop();
+    // eslint-disable-next-line no-console
+    console.log(`kill -9, never restarted: staging claimed ${claimMs} ms after the kill (store.leaseMs 3000); load ${JSON.stringify(load.stats)}`);
     await c.sealAll();
     expect(await checkExactlyOnce(c, load.acked)).toEqual(cleanReport(load.acked));
   }), 180_000);
