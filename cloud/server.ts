@@ -266,7 +266,15 @@ export class CloudServer {
     const step = async (name: string, fn: () => Promise<unknown> | undefined) => {
       try { await fn(); } catch (err) { this.log.error({ err }, `closing ${name} failed`); }
     };
+    // A stop must not wait for clients' keep-alive connections: node's server.close() closes the
+    // idle ones once, but one busy at that moment (a gateway's ingest request) stays open after its
+    // answer until keepAliveTimeout (72 s in fastify) unless its client sends again, so a stopped
+    // node hung that long (found by test/cloud/cluster-faults.test.ts's rolling restart). Close
+    // connections as they go idle while stopping; in-flight requests still get their answer.
+    const idle = setInterval(() => this.app?.server.closeIdleConnections(), 100);
+    idle.unref();
     await step('http', () => this.app?.close());
+    clearInterval(idle);
     for (const s of [...this.services].reverse()) await step('service', () => s.close());
     await step('ingest', () => this.context?.ingest.close());
     await step('store', async () => {

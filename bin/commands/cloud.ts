@@ -94,17 +94,7 @@ export function registerCloudCommands(program: Command): void {
       // Loaded here: `braid cloud key ...` and --help need none of fastify, Arrow or Parquet.
       const { createCloud } = await import('../../cloud/app.js');
       const { server } = createCloud(config, { logger });
-      // A stop must not wait for clients' keep-alive connections: node's server.close() closes the
-      // idle ones once, but one busy at that moment (a gateway's ingest request) stays open after its
-      // answer until keepAliveTimeout (72 s in fastify) unless its client sends again, so a SIGTERM'd
-      // node hung that long (found by test/cloud/cluster-faults.test.ts's rolling restart). Close
-      // connections as they go idle while stopping; in-flight requests still get their answer.
-      let http: { closeIdleConnections(): void } | null = null;
-      server.useFirst((app) => { http = app.server; });
-      onShutdown(logger, () => {
-        setInterval(() => http?.closeIdleConnections(), 100).unref();
-        return server.close();
-      });
+      onShutdown(logger, () => server.close());
       const a = await server.start();
       out(`cloud ready: ${a.url}`);
     });
