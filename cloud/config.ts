@@ -23,6 +23,10 @@ export const cloudConfigSchema = z.object({
       .describe('Where the cloud keeps its transactional state: sqlite (dataDir/cloud.db, the embedded default) or a postgres:// URL (cluster mode, docs/cluster-store.md; its password is never printed). Every `braid cloud` node on one PostgreSQL store and one shared dataDir is a node of one cloud.'),
     leaseMs: z.number().int().min(MIN_LEASE_MS).default(DEFAULT_LEASE_MS)
       .describe('PostgreSQL store (cluster mode): each node holds a lease on its staging dir in the store, renewed every third of this many ms; once a node\'s lease has run out (by the database\'s clock) a live node claims its staging and seals it, and the old node\'s next group commit is refused (503) and it goes on under a fresh node id. Shorter: a dead node\'s acknowledged readings reach master/ sooner; longer: a pause or a slow store costs a takeover less often. Ignored with sqlite.'),
+    poolMax: z.number().int().min(2).max(1000).default(10)
+      .describe('PostgreSQL store: connections at most in a node\'s pool (the node holds one more for LISTEN and, during a batch run, one for the batch lock). Size PostgreSQL\'s max_connections for every node\'s (poolMax + 2), docs/scale-out.md. Ignored with sqlite.'),
+    statementTimeoutMs: z.number().int().min(0).default(15_000)
+      .describe('PostgreSQL store: the server cancels a statement that runs longer (statement_timeout), in ms; 0 for none. Ignored with sqlite.'),
   }).strict().prefault({}).describe('The cloud store.'),
   log: z.object({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')

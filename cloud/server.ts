@@ -160,7 +160,9 @@ export class CloudServer {
     const c = this.config;
     // 0750: master/ and views/ are for the operator's group too (DuckDB, Spark); cloud.db is 0600 and staging/ 0700.
     mkdirSync(c.dataDir, { recursive: true, mode: 0o750 });
-    const store = await openCloudStore(c.store.url, c.dataDir, { logger: this.logger.child({ component: 'store' }) });
+    const store = await openCloudStore(c.store.url, c.dataDir, {
+      logger: this.logger.child({ component: 'store' }), poolMax: c.store.poolMax, statementTimeoutMs: c.store.statementTimeoutMs,
+    });
     this.store = store;
     const viewsDir = join(c.dataDir, 'views');
     let manifests: ManifestSource;

@@ -46,6 +46,8 @@ export interface OpenCloudStoreOptions {
   now?: () => number;
   /** PostgreSQL: connections at most in the pool. */
   poolMax?: number;
+  /** PostgreSQL: the server-side statement_timeout, ms (0: none). */
+  statementTimeoutMs?: number;
 }
 
 /** `sqlite`, or a `postgres://` / `postgresql://` URL; anything else throws a ConfigInvalidError naming store.url. */
@@ -111,7 +113,10 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
   }
   const { createPgPool, migrate, schemaVersion, PgBatchStore, PgViewPointer, PgCredentialStore, PgSpeedStore, PgIngestStore, PgNodeRegistry } = await import('./pg/index.js');
   const { asStoreError } = await import('./pg/unavailable.js');
-  const pool = createPgPool({ url, ...(options.poolMax ? { poolMax: options.poolMax } : {}) }, options.logger);
+  const pool = createPgPool({
+    url, ...(options.poolMax ? { poolMax: options.poolMax } : {}),
+    ...(options.statementTimeoutMs !== undefined ? { statementTimeoutMs: options.statementTimeoutMs } : {}),
+  }, options.logger);
   try {
     await migrate(pool, { now });
   } catch (err) {
