@@ -142,7 +142,7 @@ async function acksGrow(load: LoadClient, more: number, timeoutMs = 30_000): Pro
 
   test('kill -9 of nodes under load (group commits in flight), restarted: every acknowledged reading in master exactly once', async () => withOutput(async () => {
     const gateways = ['gw-1', 'gw-2', 'gw-3', 'gw-4'];
-    cluster = await startCluster(server, `kill9_${++n}`, { nodes: 2, gateways, config: { ingest: { sealMaxAgeMs: 500, groupCommitMs: 5 } } });
+    cluster = await startCluster(server, `kill9_${++n}`, { nodes: 2, gateways, config: { store: { leaseMs: 3_000 }, ingest: { sealMaxAgeMs: 500, groupCommitMs: 5 } } });
     const c = cluster;
     load = new LoadClient(c.urls, c.tokens, { batchSize: 60, paceMs: 0 }).start();
     await acksGrow(load, 20);
@@ -194,7 +194,7 @@ async function acksGrow(load: LoadClient, more: number, timeoutMs = 30_000): Pro
   }), 180_000);
 
   test('kill -9 right after a 2xx for a batch larger than ingest.sealMaxReadings (a seal in progress): sealed once after the restart', async () => withOutput(async () => {
-    cluster = await startCluster(server, `killseal_${++n}`, { nodes: 2, gateways: ['gw-1', 'gw-2'], config: { ingest: { sealMaxReadings: 1_000, sealMaxAgeMs: 60_000 } } });
+    cluster = await startCluster(server, `killseal_${++n}`, { nodes: 2, gateways: ['gw-1', 'gw-2'], config: { store: { leaseMs: 3_000 }, ingest: { sealMaxReadings: 1_000, sealMaxAgeMs: 60_000 } } });
     const c = cluster;
     const acked = new Map<string, Array<[number, number]>>([['gw-1', []], ['gw-2', []]]);
     const size = 20_000;

@@ -164,6 +164,21 @@ export async function startCluster(server: TestPostgres, name: string, o: Cluste
     },
     sealAll: async () => {
       const running = nodes.filter((n) => n.child).map((n) => n.index);
+      // A killed node's staging is claimed and sealed by a live node once its lease ran out
+      // (store.leaseMs; a restarted node has a new id and is just another live node). Wait for
+      // that first: stopped meanwhile, it would stay (durable) until some node starts again.
+      if (running.length > 0) {
+        const until = Date.now() + 60_000;
+        for (;;) {
+          const live = new Set((await admin.query<{ node: string }>(
+            'SELECT node FROM nodes WHERE ended_at IS NULL AND claimed_by IS NULL AND lease_until > now()')).rows.map((r) => r.node));
+          let dirsLeft: string[] = [];
+          try { dirsLeft = readdirSync(join(dataDir, 'staging')).filter((d) => !live.has(d)); } catch { /* no staging yet */ }
+          if (dirsLeft.length === 0) break;
+          if (Date.now() > until) throw new Error(`staging dirs of dead nodes not claimed within 60 s: ${dirsLeft.join(', ')}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
       for (const i of running) {
         const r = await stop(i, 'SIGTERM');
         if (r.code !== 0) throw new Error(`node ${i} did not stop cleanly: ${JSON.stringify(r)}\n${nodes[i].outputs.at(-1)}`);
