@@ -4,7 +4,7 @@
  * writes it into docs/benchmarks.md (between the generated-section markers). See docs/benchmarks.md
  * for what each figure means and the knobs (BENCH_* environment variables, listed in `usage`).
  */
-import { openSync, closeSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { openSync, closeSync, existsSync, fdatasyncSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import sqlite3 from 'sqlite3';
 import { join, resolve } from 'node:path';
 import { DeviceRegistry, hashSecret } from '../edge/registry/index.js';
@@ -97,6 +97,8 @@ const results = {
   latRuns: {} as Partial<Record<PeerKind, LatRun[]>>,
   rss: {} as Partial<Record<RssKind, RssRun>>,
   drain: {} as Partial<Record<PeerKind, DrainRun>>,
+  /** fdatasync of a 20 KB overwrite per second on the data dir's disk, measured before each QoS 1 phase. */
+  fsyncPerSec: {} as Partial<Record<'qos1' | 'qos1-w20', number>>,
   held: {} as Partial<Record<'qos1' | 'qos1-w20' | 'qos0', Partial<Record<PeerKind, DiskHeld>>>>,
   profiles: [] as Array<{ name: string; dir: string; pid: number }>,
   registerMs: 0,
@@ -271,6 +273,10 @@ async function throughputPhase(phase: 'qos1' | 'qos1-w20' | 'qos0', phaseIndex: 
   log(`${phase}: ${TP_CLIENTS} x mosquitto_pub -l -q ${qos}${qos ? ` -M ${inflight}` : ''}, ${TP_PER_CLIENT} msgs each, ${reps} run(s) per peer`);
   const out: Partial<Record<PeerKind, TpRun[]>> = {};
   results.tp[phase] = out;
+  if (phase !== 'qos0') {
+    results.fsyncPerSec[phase] = fsyncRate(work);
+    log(`  the disk: ${int(results.fsyncPerSec[phase]!)} fdatasync/s of a 20 KB overwrite`);
+  }
   await withPeers(phase, async (brokers) => {
     for (let rep = 0; rep < reps; rep++) {
       // Distinct event times per run: the gateway would drop repeated identities as duplicates.
@@ -289,6 +295,35 @@ async function throughputPhase(phase: 'qos1' | 'qos1-w20' | 'qos0', phaseIndex: 
     for (const b of brokers.filter((x) => isBraid(x.kind))) held[b.kind] = await diskHeld(b.kind === 'braid-alt' ? `${tpDir}-alt` : tpDir);
     results.held[phase] = held;
   });
+}
+
+/**
+ * The disk's own limit on a durable QoS 1 broker: fdatasync per second of a 20 KB overwrite inside
+ * a preallocated file (about one group commit's WAL append at 1 KiB pages), for 1 s. With every
+ * device's window in one commit, the ceiling is devices x window x this rate.
+ */
+function fsyncRate(dir: string): number {
+  const file = join(dir, 'fsync-probe.bin');
+  const span = 4 * 1024 * 1024;
+  writeFileSync(file, Buffer.alloc(span + 32 * 1024));
+  const fd = openSync(file, 'r+');
+  try {
+    fdatasyncSync(fd);
+    const buf = Buffer.alloc(20 * 1024, 7);
+    let pos = 0;
+    let n = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < 1000) {
+      writeSync(fd, buf, 0, buf.length, pos);
+      fdatasyncSync(fd);
+      pos = (pos + buf.length) % span;
+      n++;
+    }
+    return n / ((performance.now() - t0) / 1000);
+  } finally {
+    closeSync(fd);
+    rmSync(file, { force: true });
+  }
 }
 
 /** What gateway.db holds per row (dbstat, on a read-only connection beside the running gateway). */
@@ -560,6 +595,12 @@ function report(machine: MachineInfo, totalMs: number): string {
     `>= ${TARGET.qos1VsAedes}x aedes`, (_k, b, a) => (Number.isFinite(b) && Number.isFinite(a) ? b >= TARGET.qos1VsAedes * a : null));
   tpRow('qos1-w20', `QoS 1 throughput, msg/s, mosquitto_pub default window -M 20${reps}`,
     `>= ${TARGET.qos1VsAedes}x aedes`, (_k, b, a) => (Number.isFinite(b) && Number.isFinite(a) ? b >= TARGET.qos1VsAedes * a : null));
+  for (const [phase, window] of [['qos1', INFLIGHT], ['qos1-w20', 20]] as const) {
+    const rate = results.fsyncPerSec[phase];
+    if (rate === undefined || !results.tp[phase]) continue;
+    row(`the disk's limit at -M ${window}: ${int(rate)} fdatasync/s (20 KB overwrite) x ${TP_CLIENTS} devices x ${window} in flight, if every window shares one commit`,
+      (k) => (isBraid(k) ? `${int(rate * TP_CLIENTS * window)}` : ''), '', 'info');
+  }
   const bytesRow = (phase: 'qos1' | 'qos1-w20', window: number, target: string) => {
     const r = results.tp[phase];
     if (!r || !cols.some((k) => isBraid(k) && r[k]?.some((x) => x.writeBytes !== undefined))) return;

@@ -37,6 +37,11 @@ export interface QuarantineEntry {
 export interface CommitterOptions {
   /** Readings arriving within this many ms share one transaction. */
   groupCommitMs: number;
+  /**
+   * Longest wait, in ms, before the next group commit for the devices the last one acknowledged
+   * with several messages (publishers keeping a window in flight) to send their next ones; 0: none.
+   */
+  refillWaitMs: number;
   /** Most readings in one transaction. */
   maxBatchReadings: number;
   /** Readings waiting for a commit before new ones are refused. */
@@ -51,6 +56,8 @@ export interface CommitterOptions {
 
 interface Pending {
   readings: Reading[];
+  /** Who submitted it (a device), for the refill wait. */
+  source?: string;
   /** A payload to quarantine instead of readings. */
   quarantine?: QuarantineEntry;
   resolve: (r: CommitResult) => void;
@@ -92,6 +99,13 @@ export class Committer {
   private timer: (() => void) | null = null;
   private flushing: Promise<void> | null = null;
   private closed = false;
+  /**
+   * Devices the last commit acknowledged several messages of, not heard from since: publishers with
+   * a window in flight that refill it as soon as their PUBACKs arrive. The next commit waits for
+   * them (at most refillWaitMs), so the windows of many devices share one commit and one fsync
+   * instead of taking turns, each in a commit of its own.
+   */
+  private refilling = new Map<string, number>();
   /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
   private openPartials = new Map<string, Summary>();
   /** Called after each commit that assigned seq (the forwarder's wake-up). */
@@ -120,9 +134,14 @@ export class Committer {
       this.metrics.dropped.inc({ reason: 'queue_full' }, readings.length);
       return Promise.reject(new LimitExceededError(`commit queue is full (${this.opts.maxQueuedReadings} readings)`));
     }
+    const source = readings.length ? readings[0].device : undefined;
     return new Promise((resolve, reject) => {
-      this.queue.push({ readings, resolve, reject });
+      this.queue.push({ readings, source, resolve, reject });
       this.queuedReadings += readings.length;
+      if (source !== undefined && this.refilled(source) && this.refilling.size === 0 && this.waitingRefill) {
+        // Every device the wait was for has sent again: commit on the next turn.
+        this.clearTimer();
+      }
       this.schedule();
     });
   }
@@ -139,10 +158,18 @@ export class Committer {
     });
   }
 
+  private waitingRefill = false;
+
   private schedule(): void {
     if (this.timer || this.flushing) return;
     if (this.queuedReadings >= this.opts.maxBatchReadings) {
       this.flushNow();
+      return;
+    }
+    if (this.refilling.size && this.opts.refillWaitMs > 0 && !this.closed) {
+      const h = setTimeout(() => this.flushNow(), this.opts.refillWaitMs);
+      this.waitingRefill = true;
+      this.timer = () => { clearTimeout(h); this.waitingRefill = false; };
       return;
     }
     // groupCommitMs 0: commit on the next turn of the event loop (a 0 ms setTimeout is 1 ms);
@@ -163,6 +190,7 @@ export class Committer {
 
   private flushNow(): void {
     this.clearTimer();
+    this.refilling.clear();
     if (this.flushing) return;
     this.flushing = this.flushLoop().finally(() => {
       this.flushing = null;
@@ -171,7 +199,8 @@ export class Committer {
   }
 
   private async flushLoop(): Promise<void> {
-    while (this.queue.length) {
+    // After a commit with refills to wait for, the loop ends and schedule() waits for them.
+    while (this.queue.length && !(this.refilling.size && this.opts.refillWaitMs > 0 && this.queuedReadings < this.opts.maxBatchReadings && !this.closed)) {
       // Take a prefix in one splice: shift() per item is quadratic on a long queue.
       let n = 0;
       let take = 0;
@@ -195,6 +224,7 @@ export class Committer {
         this.metrics.commitSeconds.observe((performance.now() - started) / 1000);
         this.metrics.commitReadings.observe(n);
         batch.forEach((p, i) => p.resolve(results[i]));
+        this.expectRefills(batch);
         this.healthy();
         this.onCommitted(this.state.lastSeq);
       } catch (err) {
@@ -204,6 +234,31 @@ export class Committer {
         for (const p of batch) p.reject(err as Error);
       }
     }
+  }
+
+  /**
+   * The devices of this commit with two or more messages in it: as many of their next ones are on
+   * the way (a window refilled as its PUBACKs arrive, often over several reads of the socket).
+   */
+  private expectRefills(batch: Pending[]): void {
+    if (this.opts.refillWaitMs <= 0) return;
+    const counts = new Map<string, number>();
+    for (const p of batch) {
+      if (p.source !== undefined) counts.set(p.source, (counts.get(p.source) ?? 0) + 1);
+    }
+    for (const [device, n] of counts) if (n >= 2) this.refilling.set(device, n);
+  }
+
+  /** A submit of `device` arrived: true when it was the last one of the refill waited for. */
+  private refilled(device: string): boolean {
+    const left = this.refilling.get(device);
+    if (left === undefined) return false;
+    if (left > 1) {
+      this.refilling.set(device, left - 1);
+      return false;
+    }
+    this.refilling.delete(device);
+    return true;
   }
 
   /**
