@@ -101,11 +101,11 @@ export class Committer {
   private closed = false;
   /**
    * Devices the last commit acknowledged several messages of, not heard from since: publishers with
-   * a window in flight that refill it as soon as their PUBACKs arrive. The next commit waits for
-   * them (at most refillWaitMs), so the windows of many devices share one commit and one fsync
-   * instead of taking turns, each in a commit of its own.
+   * a window in flight that refill it as soon as their PUBACKs arrive. The next commit waits until
+   * each has sent again (at most refillWaitMs), so the windows of many devices share one commit and
+   * one fsync instead of taking turns, each in a commit of its own.
    */
-  private refilling = new Map<string, number>();
+  private refilling = new Set<string>();
   /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
   private openPartials = new Map<string, Summary>();
   /** Called after each commit that assigned seq (the forwarder's wake-up). */
@@ -138,7 +138,7 @@ export class Committer {
     return new Promise((resolve, reject) => {
       this.queue.push({ readings, source, resolve, reject });
       this.queuedReadings += readings.length;
-      if (source !== undefined && this.refilled(source) && this.refilling.size === 0 && this.waitingRefill) {
+      if (source !== undefined && this.refilling.delete(source) && this.refilling.size === 0 && this.waitingRefill) {
         // Every device the wait was for has sent again: commit on the next turn.
         this.clearTimer();
       }
@@ -237,28 +237,19 @@ export class Committer {
   }
 
   /**
-   * The devices of this commit with two or more messages in it: as many of their next ones are on
-   * the way (a window refilled as its PUBACKs arrive, often over several reads of the socket).
+   * The devices of this commit with two or more messages in it: their next ones are on the way. One
+   * submit of each ends the wait: aedes hands over a socket read's packets together, and reads that
+   * client's next chunk only once all of them are acknowledged, so more of a window may not come
+   * before this commit.
    */
   private expectRefills(batch: Pending[]): void {
     if (this.opts.refillWaitMs <= 0) return;
-    const counts = new Map<string, number>();
+    const seen = new Set<string>();
     for (const p of batch) {
-      if (p.source !== undefined) counts.set(p.source, (counts.get(p.source) ?? 0) + 1);
+      if (p.source === undefined) continue;
+      if (seen.has(p.source)) this.refilling.add(p.source);
+      else seen.add(p.source);
     }
-    for (const [device, n] of counts) if (n >= 2) this.refilling.set(device, n);
-  }
-
-  /** A submit of `device` arrived: true when it was the last one of the refill waited for. */
-  private refilled(device: string): boolean {
-    const left = this.refilling.get(device);
-    if (left === undefined) return false;
-    if (left > 1) {
-      this.refilling.set(device, left - 1);
-      return false;
-    }
-    this.refilling.delete(device);
-    return true;
   }
 
   /**
