@@ -4,7 +4,8 @@
  * writes it into docs/benchmarks.md (between the generated-section markers). See docs/benchmarks.md
  * for what each figure means and the knobs (BENCH_* environment variables, listed in `usage`).
  */
-import { openSync, closeSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { openSync, closeSync, existsSync, fdatasyncSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import sqlite3 from 'sqlite3';
 import { join, resolve } from 'node:path';
 import { DeviceRegistry, hashSecret } from '../edge/registry/index.js';
 import { Db, chunkRows, placeholders } from '../shared/sqlite.js';
@@ -14,7 +15,7 @@ import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, bytesInFlightTo, sleep } from './lib/net.js';
 import { PEER_KINDS, ROOT, TSX, isBraid, childEnv, commitSummary, gatewayCounters, GATEWAY_ENV, GATEWAY_NODE_FLAGS, health, mainThreadProfile, startAedes, startBraid, startMosquitto, MOSQUITTO, type Broker, type PeerKind } from './lib/peers.js';
 import { profileMarkdown, summarizeProfile } from './lib/profile.js';
-import { cpuSecondsOf, memoryOf, startProc, stopAll, type Proc } from './lib/procs.js';
+import { cpuSecondsOf, memoryOf, startProc, stopAll, writeBytesOf, type Proc } from './lib/procs.js';
 import { OUT, publishReport } from './lib/report.js';
 import { logger, runBench, workDir } from './lib/run.js';
 import { envChoices, envJson, envNumber as num, envScale, envWriteDocs, exitOnHelp, mergeDeep } from './lib/settings.js';
@@ -70,7 +71,7 @@ const RSS_HOLDERS = 2;
 const DRAIN_READINGS = Math.max(20_000, Math.round(500_000 * SCALE));
 const DRAIN_BATCH = 5000; // the forwarder's default cloud.batchMaxReadings
 
-const TARGET = { qos1VsAedes: 0.5, qos0PerSec: 25_000, pubackP99Ms: 150, rssBytes: 200 * 1024 * 1024, drainPerSec: 100_000 };
+const TARGET = { bytesPerReading: 200, qos1VsAedes: 0.5, qos0PerSec: 25_000, pubackP99Ms: 150, rssBytes: 200 * 1024 * 1024, drainPerSec: 100_000 };
 
 const LABEL: Record<PeerKind, string> = { braid: 'Braid gateway', 'braid-alt': `Braid gateway (${ALT_ROOT ?? 'alt'})`, aedes: 'stock aedes (memory)', mosquitto: 'mosquitto' };
 /** The RSS phase also runs the gateway from a bundled JS build, to show what tsx's loader costs. */
@@ -81,7 +82,11 @@ const RSS_LABEL: Record<RssKind, string> = { ...LABEL, 'braid-js': 'Braid gatewa
 // Results
 
 interface CommitStats { commits: number; readingsPerCommit: number; msPerCommit: number; p50Ms: number; p99Ms: number; slowShare: number }
-interface TpRun { n: number; done: number; ms: number; perSec: number; publishersMs: number; cpuSec: number; commit?: CommitStats; note?: string }
+interface TpRun { n: number; done: number; ms: number; perSec: number; publishersMs: number; cpuSec: number; commit?: CommitStats; note?: string;
+  /** Braid: write_bytes of the gateway process over the run, and the MQTT payload bytes of its readings. */
+  writeBytes?: number; payloadBytes?: number }
+/** Braid: what gateway.db holds per row after a phase (dbstat: pages of each table and its indexes). */
+interface DiskHeld { dedupRows: number; dedupBytes: number; outboxRows: number; outboxBytes: number; partialsBytes: number; pageSize: number; walBytes: number }
 interface LatRun { p50: number; p90: number; p99: number; p999: number; max: number; samples: number; offeredPerSec: number; unacked: number; errors: number; cpuSec: number; clientCpuSec: number; commit?: CommitStats; loopLagP99Ms?: number; loopLagMaxMs?: number }
 interface RssRun { baseline: number; rss: number; hwm: number; connected: number; failed: number; connectMs: number; errors: Record<string, number>; heap?: { total: number; used: number; external: number } }
 interface DrainRun { readings: number; ms: number; perSec: number; sinkPerSec: number; sinkRequests: number; ceilingPerSec: number; ceilingMs: number; fillMs: number; cpuSec: number }
@@ -92,6 +97,9 @@ const results = {
   latRuns: {} as Partial<Record<PeerKind, LatRun[]>>,
   rss: {} as Partial<Record<RssKind, RssRun>>,
   drain: {} as Partial<Record<PeerKind, DrainRun>>,
+  /** fdatasync of a 20 KB overwrite per second on the data dir's disk, measured before each QoS 1 phase. */
+  fsyncPerSec: {} as Partial<Record<'qos1' | 'qos1-w20', number>>,
+  held: {} as Partial<Record<'qos1' | 'qos1-w20' | 'qos0', Partial<Record<PeerKind, DiskHeld>>>>,
   profiles: [] as Array<{ name: string; dir: string; pid: number }>,
   registerMs: 0,
   braidConfig: {} as Record<string, unknown>,
@@ -190,17 +198,24 @@ async function withPeers<T>(phase: string, fn: (brokers: Broker[]) => Promise<T>
 // ---------------------------------------------------------------------------------------------
 // Throughput: 4 mosquitto_pub -l, one device each
 
-function linesFile(phase: string, rep: number, client: number, tsBase: number): string {
+function linesFile(phase: string, rep: number, client: number, tsBase: number): { file: string; payloadBytes: number } {
   const file = join(work, `lines-${phase}-${rep}-${client}.txt`);
   const parts: string[] = [];
-  for (let k = 0; k < TP_PER_CLIENT; k++) parts.push(`{"ts":${tsBase + k},"temp":${(20 + (k % 100) / 10).toFixed(1)}}`);
+  let payloadBytes = 0;
+  for (let k = 0; k < TP_PER_CLIENT; k++) {
+    const line = `{"ts":${tsBase + k},"temp":${(20 + (k % 100) / 10).toFixed(1)}}`;
+    payloadBytes += line.length;
+    parts.push(line);
+  }
   writeFileSync(file, `${parts.join('\n')}\n`);
-  return file;
+  return { file, payloadBytes };
 }
 
-async function throughputRun(b: Broker, files: string[], qos: 0 | 1, inflight: number): Promise<TpRun> {
+async function throughputRun(b: Broker, inputs: Array<{ file: string; payloadBytes: number }>, qos: 0 | 1, inflight: number): Promise<TpRun> {
+  const files = inputs.map((x) => x.file);
   const n = files.length * TP_PER_CLIENT;
   const before = isBraid(b.kind) ? (await health(b)).outbox.lastSeq : 0;
+  const written0 = isBraid(b.kind) ? writeBytesOf(b.pid) : NaN;
   const counters0 = isBraid(b.kind) ? await gatewayCounters(b) : null;
   const cpu0 = cpuSecondsOf(b.pid);
   const t0 = performance.now();
@@ -244,16 +259,24 @@ async function throughputRun(b: Broker, files: string[], qos: 0 | 1, inflight: n
   const elapsed = performance.now() - t0;
   const cpuSec = cpuSecondsOf(b.pid) - cpu0;
   const commit = counters0 ? commitSummary(counters0, await gatewayCounters(b)) : undefined;
-  return { n, done, ms: elapsed, perSec: done / (elapsed / 1000), publishersMs, cpuSec, commit, note };
+  // Bytes written: what the commits wrote (WAL appends, fsync'd) and the checkpoints that ran
+  // meanwhile; sampled once the last reading is committed.
+  const writeBytes = isBraid(b.kind) ? writeBytesOf(b.pid) - written0 : undefined;
+  const payloadBytes = inputs.reduce((a, x) => a + x.payloadBytes, 0);
+  return { n, done, ms: elapsed, perSec: done / (elapsed / 1000), publishersMs, cpuSec, commit, note, writeBytes, payloadBytes };
 }
 
 async function throughputPhase(phase: 'qos1' | 'qos1-w20' | 'qos0', phaseIndex: number) {
   const qos = phase === 'qos0' ? 0 : 1;
   const inflight = phase === 'qos1-w20' ? 20 : INFLIGHT;
-  const reps = phase === 'qos1-w20' ? 1 : REPEAT;
+  const reps = REPEAT;
   log(`${phase}: ${TP_CLIENTS} x mosquitto_pub -l -q ${qos}${qos ? ` -M ${inflight}` : ''}, ${TP_PER_CLIENT} msgs each, ${reps} run(s) per peer`);
   const out: Partial<Record<PeerKind, TpRun[]>> = {};
   results.tp[phase] = out;
+  if (phase !== 'qos0') {
+    results.fsyncPerSec[phase] = fsyncRate(work);
+    log(`  the disk: ${int(results.fsyncPerSec[phase]!)} fdatasync/s of a 20 KB overwrite`);
+  }
   await withPeers(phase, async (brokers) => {
     for (let rep = 0; rep < reps; rep++) {
       // Distinct event times per run: the gateway would drop repeated identities as duplicates.
@@ -265,10 +288,62 @@ async function throughputPhase(phase: 'qos1' | 'qos1-w20' | 'qos0', phaseIndex: 
         await sleep(500);
         const r = await throughputRun(b, files, qos, inflight);
         (out[b.kind] ??= []).push(r);
-        log(`  ${phase} ${LABEL[b.kind]}: ${int(r.perSec)} msg/s (${int(r.done)} in ${ms(r.ms)}; broker CPU ${r.cpuSec.toFixed(2)} s)${r.note ? `; ${r.note}` : ''}`);
+        log(`  ${phase} ${LABEL[b.kind]}: ${int(r.perSec)} msg/s (${int(r.done)} in ${ms(r.ms)}; broker CPU ${r.cpuSec.toFixed(2)} s)${r.writeBytes !== undefined ? `; ${int(r.writeBytes / Math.max(1, r.done))} B written per reading` : ''}${r.note ? `; ${r.note}` : ''}`);
       }
     }
+    const held: Partial<Record<PeerKind, DiskHeld>> = {};
+    for (const b of brokers.filter((x) => isBraid(x.kind))) held[b.kind] = await diskHeld(b.kind === 'braid-alt' ? `${tpDir}-alt` : tpDir);
+    results.held[phase] = held;
   });
+}
+
+/**
+ * The disk's own limit on a durable QoS 1 broker: fdatasync per second of a 20 KB overwrite inside
+ * a preallocated file (about one group commit's WAL append at 1 KiB pages), for 1 s. With every
+ * device's window in one commit, the ceiling is devices x window x this rate.
+ */
+function fsyncRate(dir: string): number {
+  const file = join(dir, 'fsync-probe.bin');
+  const span = 4 * 1024 * 1024;
+  writeFileSync(file, Buffer.alloc(span + 32 * 1024));
+  const fd = openSync(file, 'r+');
+  try {
+    fdatasyncSync(fd);
+    const buf = Buffer.alloc(20 * 1024, 7);
+    let pos = 0;
+    let n = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < 1000) {
+      writeSync(fd, buf, 0, buf.length, pos);
+      fdatasyncSync(fd);
+      pos = (pos + buf.length) % span;
+      n++;
+    }
+    return n / ((performance.now() - t0) / 1000);
+  } finally {
+    closeSync(fd);
+    rmSync(file, { force: true });
+  }
+}
+
+/** What gateway.db holds per row (dbstat, on a read-only connection beside the running gateway). */
+async function diskHeld(dataDir: string): Promise<DiskHeld> {
+  const file = join(dataDir, 'gateway.db');
+  const db = await Db.open(file, sqlite3.OPEN_READONLY);
+  try {
+    const bytes = async (names: string) => (await db.get<{ b: number | null }>(`SELECT SUM(pgsize) AS b FROM dbstat WHERE name IN (${names})`))?.b ?? 0;
+    const count = async (t: string) => (await db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM ${t}`))?.n ?? 0;
+    const pageSize = (await db.get<{ page_size: number }>('PRAGMA page_size'))?.page_size ?? 0;
+    let walBytes = 0;
+    try { walBytes = statSync(`${file}-wal`).size; } catch { /* none */ }
+    return {
+      dedupRows: await count('dedup'), dedupBytes: await bytes("'dedup'"),
+      outboxRows: await count('outbox'), outboxBytes: await bytes("'outbox'"),
+      partialsBytes: await bytes("'partials', 'partials_minute'"), pageSize, walBytes,
+    };
+  } finally {
+    await db.close();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,7 +593,30 @@ function report(machine: MachineInfo, totalMs: number): string {
   const reps = REPEAT > 1 ? `, median of ${REPEAT} runs, range below` : '';
   tpRow('qos1', `QoS 1 throughput, msg/s (4 devices x mosquitto_pub -l -M ${INFLIGHT}${reps}; Braid: PUBACK after durable commit)`,
     `>= ${TARGET.qos1VsAedes}x aedes`, (_k, b, a) => (Number.isFinite(b) && Number.isFinite(a) ? b >= TARGET.qos1VsAedes * a : null));
-  tpRow('qos1-w20', 'QoS 1 throughput, msg/s, mosquitto_pub default window -M 20 (1 run)', '', null);
+  tpRow('qos1-w20', `QoS 1 throughput, msg/s, mosquitto_pub default window -M 20${reps}`,
+    `>= ${TARGET.qos1VsAedes}x aedes`, (_k, b, a) => (Number.isFinite(b) && Number.isFinite(a) ? b >= TARGET.qos1VsAedes * a : null));
+  for (const [phase, window] of [['qos1', INFLIGHT], ['qos1-w20', 20]] as const) {
+    const rate = results.fsyncPerSec[phase];
+    if (rate === undefined || !results.tp[phase]) continue;
+    row(`the disk's limit at -M ${window}: ${int(rate)} fdatasync/s (20 KB overwrite) x ${TP_CLIENTS} devices x ${window} in flight, if every window shares one commit`,
+      (k) => (isBraid(k) ? `${int(rate * TP_CLIENTS * window)}` : ''), '', 'info');
+  }
+  const bytesRow = (phase: 'qos1' | 'qos1-w20', window: number, target: string) => {
+    const r = results.tp[phase];
+    if (!r || !cols.some((k) => isBraid(k) && r[k]?.some((x) => x.writeBytes !== undefined))) return;
+    const per = (k: PeerKind) => median((r[k] ?? []).filter((x) => x.writeBytes !== undefined).map((x) => x.writeBytes! / Math.max(1, x.done)));
+    const payload = (k: PeerKind) => median((r[k] ?? []).map((x) => (x.payloadBytes ?? NaN) / Math.max(1, x.n)));
+    row(`Bytes written to disk per reading at -M ${window} (write_bytes of the gateway process / readings committed${reps}; beside it the MQTT payload per reading)`,
+      (k) => (isBraid(k) && r[k] ? `${int(per(k))} B (payload ${int(payload(k))} B)` : ''),
+      target, target ? verdict(cols, (k) => (isBraid(k) && r[k] ? per(k) <= TARGET.bytesPerReading : null)) : 'info');
+  };
+  bytesRow('qos1-w20', 20, `<= ${TARGET.bytesPerReading} B`);
+  bytesRow('qos1', INFLIGHT, '');
+  const heldPhase = results.held['qos1-w20'] ?? results.held.qos1;
+  if (heldPhase && Object.keys(heldPhase).length) {
+    row('Disk held per reading in gateway.db (dbstat after the phase: dedup identity for the 24 h window / outbox row until acknowledged)',
+      (k) => { const h = heldPhase[k]; return h ? `${(h.dedupBytes / Math.max(1, h.dedupRows)).toFixed(1)} B / ${(h.outboxBytes / Math.max(1, h.outboxRows)).toFixed(1)} B` : ''; }, '', 'info');
+  }
   tpRow('qos0', `QoS 0 throughput, readings/s (4 devices x mosquitto_pub -l${reps}; Braid: committed to the outbox; peers: read off the socket)`,
     `>= ${int(TARGET.qos0PerSec)}/s committed`, (_k, b) => (Number.isFinite(b) ? b >= TARGET.qos0PerSec : null));
   if (Object.keys(results.lat).length) {
@@ -554,8 +652,14 @@ function report(machine: MachineInfo, totalMs: number): string {
   for (const [phase, byPeer] of Object.entries(results.tp)) {
     for (const [k, runs] of Object.entries(byPeer ?? {})) {
       for (const r of runs ?? []) {
-        L.push(`- ${phase} ${LABEL[k as PeerKind]}: ${int(r.perSec)}/s, ${int(r.done)} of ${int(r.n)} in ${ms(r.ms)} (publishers exited after ${ms(r.publishersMs)}); broker CPU ${r.cpuSec.toFixed(2)} s = ${((r.cpuSec * 1e6) / Math.max(1, r.done)).toFixed(1)} us/msg${r.commit ? `; ${commitText(r.commit)}` : ''}${r.note ? `; ${r.note}` : ''}`);
+        L.push(`- ${phase} ${LABEL[k as PeerKind]}: ${int(r.perSec)}/s, ${int(r.done)} of ${int(r.n)} in ${ms(r.ms)} (publishers exited after ${ms(r.publishersMs)}); broker CPU ${r.cpuSec.toFixed(2)} s = ${((r.cpuSec * 1e6) / Math.max(1, r.done)).toFixed(1)} us/msg${r.commit ? `; ${commitText(r.commit)}` : ''}${r.writeBytes !== undefined ? `; written ${mb(r.writeBytes)} = ${int(r.writeBytes / Math.max(1, r.done))} B per reading (payload ${((r.payloadBytes ?? 0) / Math.max(1, r.n)).toFixed(1)} B)` : ''}${r.note ? `; ${r.note}` : ''}`);
       }
+    }
+  }
+  for (const [phase, byPeer] of Object.entries(results.held)) {
+    for (const [k, h] of Object.entries(byPeer ?? {})) {
+      if (!h) continue;
+      L.push(`- gateway.db after ${phase}, ${LABEL[k as PeerKind]}: page size ${h.pageSize} B; dedup ${int(h.dedupRows)} identities in ${mb(h.dedupBytes)} = ${(h.dedupBytes / Math.max(1, h.dedupRows)).toFixed(1)} B each (held for the 24 h window: at 1,000 readings/s ${mb((h.dedupBytes / Math.max(1, h.dedupRows)) * 86_400_000)}); outbox ${int(h.outboxRows)} rows in ${mb(h.outboxBytes)} = ${(h.outboxBytes / Math.max(1, h.outboxRows)).toFixed(1)} B each; partials ${mb(h.partialsBytes)}; WAL file ${mb(h.walBytes)}`);
     }
   }
   for (const [k, list] of Object.entries(results.latRuns)) {

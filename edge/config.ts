@@ -87,6 +87,9 @@ export const gatewayConfigSchema = z.object({
     groupCommitMs: z.number().int().min(0).default(0).describe(
       'Readings arriving within this many ms share one SQLite transaction (group commit); 0 commits on the next turn of the event loop, and what arrives during a commit forms the next group.',
     ),
+    refillWaitMs: z.number().int().min(0).default(1).describe(
+      'Longest wait, in ms, before the next group commit for each device the last one acknowledged several messages of (a publisher that keeps a window of QoS 1 messages in flight) to send again, so that many devices\' windows share one commit and one fsync instead of each taking a commit of its own; 0 does not wait. Devices that sent one message are not waited for.',
+    ),
     maxBatchReadings: positive.default(20_000).describe('Most readings in one group commit.'),
     maxQueuedReadings: positive.default(200_000).describe('Readings waiting for a commit before new ones are refused (counted).'),
     epochMs: positive.default(60_000).describe('An epoch closes after this long, in ms.'),

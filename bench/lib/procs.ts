@@ -132,6 +132,16 @@ export function cpuSecondsOf(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ = 100 on Linux
 }
 
+/**
+ * Bytes the process (all its threads, live and exited) caused to be written to storage:
+ * `write_bytes` of /proc/<pid>/io, counted when a page of the page cache turns dirty (so a 4 KiB
+ * page written again after an fsync counts again, whatever part of it changed).
+ */
+export function writeBytesOf(pid: number): number {
+  const m = /^write_bytes:\s*(\d+)/m.exec(readProc(`/proc/${pid}/io`));
+  return m ? Number(m[1]) : NaN;
+}
+
 function readProc(path: string): string {
   return readFileSync(path, 'utf8');
 }

@@ -32,10 +32,10 @@ export function handleTelemetry(deps: TelemetryDeps, client: Client, packet: Pub
   if (wait > 0) {
     // Over its rate: hold this message (and with it the reads from the device's socket).
     deps.metrics.throttled.inc();
-    setTimeout(() => guarded(deps, device, packet, done), wait);
+    setTimeout(() => guarded(deps, client, packet, done), wait);
     return;
   }
-  guarded(deps, device, packet, done);
+  guarded(deps, client, packet, done);
 }
 
 /**
@@ -43,9 +43,10 @@ export function handleTelemetry(deps: TelemetryDeps, client: Client, packet: Pub
  * escape aedes' callback (or the throttle's timer) and take the whole gateway down. aedes closes
  * that one connection; nothing was acknowledged, so the device resends.
  */
-function guarded(deps: TelemetryDeps, device: string, packet: PublishPacket, done: (err?: Error | null) => void): void {
+function guarded(deps: TelemetryDeps, client: Client, packet: PublishPacket, done: (err?: Error | null) => void): void {
+  const device = client.id;
   try {
-    ingest(deps, device, packet, done);
+    ingest(deps, client, packet, done);
   } catch (err) {
     deps.metrics.unacked.inc({ reason: 'internal' });
     deps.logger.error({ err, device }, 'telemetry path failed: the message is not acknowledged');
@@ -53,7 +54,8 @@ function guarded(deps: TelemetryDeps, device: string, packet: PublishPacket, don
   }
 }
 
-function ingest(deps: TelemetryDeps, device: string, packet: PublishPacket, done: (err?: Error | null) => void): void {
+function ingest(deps: TelemetryDeps, client: Client, packet: PublishPacket, done: (err?: Error | null) => void): void {
+  const device = client.id;
   const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
   let parsed;
   try {
@@ -90,7 +92,10 @@ function ingest(deps: TelemetryDeps, device: string, packet: PublishPacket, done
   });
   if (track) deps.retransmits.remember(device, packet.messageId, digest, stamps);
   deps.outbox.submit(readings).then(
-    () => done(null),
+    () => {
+      corkForThisCommit(client);
+      done(null);
+    },
     (err: BraidError) => {
       // Not acknowledged: closing the connection makes the device resend its QoS 1 messages.
       deps.metrics.unacked.inc({ reason: unackedReason(err) });
@@ -98,6 +103,33 @@ function ingest(deps: TelemetryDeps, device: string, packet: PublishPacket, done
       done(err);
     },
   );
+}
+
+/**
+ * The PUBACKs one group commit releases leave in one write per connection instead of one each:
+ * the committer resolves every submit of the group at once, so their reactions (this one among
+ * them) are queued together; the first corks its connection and queues the uncork behind them all,
+ * and each PUBACK aedes writes meanwhile (synchronously, in done) is buffered. Nothing is held past
+ * the current microtask queue, and only PUBACKs already released by a durable commit [INV-1].
+ */
+const corked = new Set<Client['conn']>();
+let uncorkQueued = false;
+
+function corkForThisCommit(client: Client): void {
+  const conn = client.conn;
+  if (!conn || typeof conn.cork !== 'function' || corked.has(conn)) return;
+  conn.cork();
+  corked.add(conn);
+  if (!uncorkQueued) {
+    uncorkQueued = true;
+    queueMicrotask(uncorkAll);
+  }
+}
+
+function uncorkAll(): void {
+  uncorkQueued = false;
+  for (const conn of corked) conn.uncork();
+  corked.clear();
 }
 
 /** The label of a message left without PUBACK: a limit, a shutdown, or the store failing its commit. */

@@ -37,6 +37,11 @@ export interface QuarantineEntry {
 export interface CommitterOptions {
   /** Readings arriving within this many ms share one transaction. */
   groupCommitMs: number;
+  /**
+   * Longest wait, in ms, before the next group commit for the devices the last one acknowledged
+   * with several messages (publishers keeping a window in flight) to send their next ones; 0: none.
+   */
+  refillWaitMs: number;
   /** Most readings in one transaction. */
   maxBatchReadings: number;
   /** Readings waiting for a commit before new ones are refused. */
@@ -51,6 +56,8 @@ export interface CommitterOptions {
 
 interface Pending {
   readings: Reading[];
+  /** Who submitted it (a device), for the refill wait. */
+  source?: string;
   /** A payload to quarantine instead of readings. */
   quarantine?: QuarantineEntry;
   resolve: (r: CommitResult) => void;
@@ -92,6 +99,13 @@ export class Committer {
   private timer: (() => void) | null = null;
   private flushing: Promise<void> | null = null;
   private closed = false;
+  /**
+   * Devices the last commit acknowledged several messages of, not heard from since: publishers with
+   * a window in flight that refill it as soon as their PUBACKs arrive. The next commit waits until
+   * each has sent again (at most refillWaitMs), so the windows of many devices share one commit and
+   * one fsync instead of taking turns, each in a commit of its own.
+   */
+  private refilling = new Set<string>();
   /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
   private openPartials = new Map<string, Summary>();
   /** Called after each commit that assigned seq (the forwarder's wake-up). */
@@ -120,9 +134,14 @@ export class Committer {
       this.metrics.dropped.inc({ reason: 'queue_full' }, readings.length);
       return Promise.reject(new LimitExceededError(`commit queue is full (${this.opts.maxQueuedReadings} readings)`));
     }
+    const source = readings.length ? readings[0].device : undefined;
     return new Promise((resolve, reject) => {
-      this.queue.push({ readings, resolve, reject });
+      this.queue.push({ readings, source, resolve, reject });
       this.queuedReadings += readings.length;
+      if (source !== undefined && this.refilling.delete(source) && this.refilling.size === 0 && this.waitingRefill) {
+        // Every device the wait was for has sent again: commit on the next turn.
+        this.clearTimer();
+      }
       this.schedule();
     });
   }
@@ -139,10 +158,18 @@ export class Committer {
     });
   }
 
+  private waitingRefill = false;
+
   private schedule(): void {
     if (this.timer || this.flushing) return;
     if (this.queuedReadings >= this.opts.maxBatchReadings) {
       this.flushNow();
+      return;
+    }
+    if (this.refilling.size && this.opts.refillWaitMs > 0 && !this.closed) {
+      const h = setTimeout(() => this.flushNow(), this.opts.refillWaitMs);
+      this.waitingRefill = true;
+      this.timer = () => { clearTimeout(h); this.waitingRefill = false; };
       return;
     }
     // groupCommitMs 0: commit on the next turn of the event loop (a 0 ms setTimeout is 1 ms);
@@ -163,6 +190,7 @@ export class Committer {
 
   private flushNow(): void {
     this.clearTimer();
+    this.refilling.clear();
     if (this.flushing) return;
     this.flushing = this.flushLoop().finally(() => {
       this.flushing = null;
@@ -171,7 +199,8 @@ export class Committer {
   }
 
   private async flushLoop(): Promise<void> {
-    while (this.queue.length) {
+    // After a commit with refills to wait for, the loop ends and schedule() waits for them.
+    while (this.queue.length && !(this.refilling.size && this.opts.refillWaitMs > 0 && this.queuedReadings < this.opts.maxBatchReadings && !this.closed)) {
       // Take a prefix in one splice: shift() per item is quadratic on a long queue.
       let n = 0;
       let take = 0;
@@ -187,13 +216,15 @@ export class Committer {
         // apply() runs inside the same write job, right after COMMIT: no other write job (an
         // epoch close) can see the state between the two.
         const results = await this.writes.run(async (db) => {
-          const { results: r, apply } = await transaction(db, (d) => this.commit(d, batch, quarantined));
+          const fast = quarantined.length ? null : await this.commitFast(db, batch);
+          const { results: r, apply } = fast ?? await transaction(db, (d) => this.commit(d, batch, quarantined));
           apply();
           return r;
         });
         this.metrics.commitSeconds.observe((performance.now() - started) / 1000);
         this.metrics.commitReadings.observe(n);
         batch.forEach((p, i) => p.resolve(results[i]));
+        this.expectRefills(batch);
         this.healthy();
         this.onCommitted(this.state.lastSeq);
       } catch (err) {
@@ -202,6 +233,22 @@ export class Committer {
         this.failing();
         for (const p of batch) p.reject(err as Error);
       }
+    }
+  }
+
+  /**
+   * The devices of this commit with two or more messages in it: their next ones are on the way. One
+   * submit of each ends the wait: aedes hands over a socket read's packets together, and reads that
+   * client's next chunk only once all of them are acknowledged, so more of a window may not come
+   * before this commit.
+   */
+  private expectRefills(batch: Pending[]): void {
+    if (this.opts.refillWaitMs <= 0) return;
+    const seen = new Set<string>();
+    for (const p of batch) {
+      if (p.source === undefined) continue;
+      if (seen.has(p.source)) this.refilling.add(p.source);
+      else seen.add(p.source);
     }
   }
 
@@ -270,21 +317,7 @@ export class Committer {
     await Promise.all(pending);
     const quarantineDropped = await this.writeQuarantine(db, quarantined, now);
 
-    const apply = () => {
-      let bytes = 0;
-      for (const r of kept) bytes += outboxRowBytes(r.device, r.metric);
-      this.state.lastSeq = seq;
-      this.state.open = epoch;
-      if (epoch) this.state.lastEpoch = epoch.epoch;
-      if (base !== this.openPartials) this.openPartials = base;
-      for (const [k, v] of touched) this.openPartials.set(k, v);
-      this.state.pendingRows += kept.length;
-      this.state.pendingBytes += bytes;
-      this.state.quarantineRows = Math.min(this.opts.quarantineMaxRows, this.state.quarantineRows + quarantined.length);
-      if (kept.length) this.metrics.accepted.inc(kept.length);
-      if (all.length > kept.length) this.metrics.duplicates.inc(all.length - kept.length);
-      if (quarantineDropped) this.metrics.quarantineDropped.inc(quarantineDropped);
-    };
+    const apply = () => this.applyCommit({ kept, seq, epoch, base, touched, quarantined: quarantined.length, quarantineDropped, readings: all.length });
     return { results, apply };
   }
 
@@ -293,16 +326,7 @@ export class Committer {
    * touched rows (their statements pushed on `pending`); returns the touched summaries for the caller to apply after COMMIT.
    */
   private writePartials(db: Db, kept: Reading[], epoch: number, base: Map<string, Summary>, now: number, pending: Array<Promise<unknown>>): Map<string, Summary> {
-    const next = new Map<string, Summary>();
-    const touched = new Map<string, { device: string; metric: string; minute: number; s: Summary }>();
-    for (const r of kept) {
-      const minute = minuteOf(r.ts);
-      const key = partialKey(r.device, r.metric, minute);
-      const prev = next.get(key) ?? base.get(key);
-      const s = prev ? merge(prev, of(r.value, r.ts, r.device)) : of(r.value, r.ts, r.device);
-      next.set(key, s);
-      touched.set(key, { device: r.device, metric: r.metric, minute, s });
-    }
+    const { next, touched } = mergePartials(kept, base);
     const rows = [...touched.values()];
     for (const chunk of chunkRows(rows, 14)) {
       const params: unknown[] = [];
@@ -315,6 +339,105 @@ export class Committer {
       ));
     }
     return next;
+  }
+
+  /**
+   * The usual group commit in one round trip to SQLite's thread: the whole transaction is one
+   * `exec` of constant SQL around JSON literals that SQLite expands with json_each (no Statement,
+   * no parameter arrays on the main thread; sqlite3_exec stops at the first failing statement, so
+   * COMMIT never runs after a failed one). It assumes every reading is fresh: the dedup INSERT has
+   * no OR IGNORE, so a repeat (of an identity already seen or one inside this group) fails it with
+   * a UNIQUE constraint, the transaction is rolled back and null returned, and the caller commits
+   * the group the general way, which sorts out the repeats [INV-2]. Also null (nothing written) for
+   * what the literal form does not carry: a ts that is not a safe integer or a value that is not
+   * finite (the payload parser lets neither through).
+   *
+   * Doubles go as an integer mantissa and a power of two (`m * pow(2, e)`, exact for every finite
+   * double): SQLite's decimal parsing is not correctly rounded for every double.
+   */
+  private async commitFast(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
+    const now = this.now();
+    const kept: Array<Reading & { seq: number }> = [];
+    const rows: string[] = [];
+    let seq = this.state.lastSeq;
+    const results: CommitResult[] = [];
+    for (const p of batch) {
+      for (const r of p.readings) {
+        const v = exactDouble(r.value);
+        if (v === null || !Number.isSafeInteger(r.ts)) return null;
+        kept.push({ device: r.device, metric: r.metric, ts: r.ts, value: r.value, seq: ++seq });
+        rows.push(`[${jsonString(r.device)},${jsonString(r.metric)},${r.ts},${v}]`);
+      }
+      results.push({ accepted: p.readings.length, duplicates: 0 });
+    }
+    let epoch = this.state.open;
+    let base = this.openPartials;
+    let sql = 'BEGIN IMMEDIATE;\n';
+    if (kept.length) {
+      const readings = sqlJson(rows);
+      sql += `INSERT INTO dedup (ts, device, metric, seen_at) SELECT j.value->>2, j.value->>0, j.value->>1, ${now} FROM json_each(${readings}) j;\n`;
+    }
+    if (epoch && now - epoch.openedAt >= this.opts.epochMs) {
+      sql += `UPDATE epochs SET last_seq = ${epoch.lastSeq}, closed_at = ${now} WHERE epoch = ${epoch.epoch};\n`;
+      epoch = null;
+      base = new Map();
+    }
+    let touched = new Map<string, Summary>();
+    if (kept.length) {
+      const first = this.state.lastSeq + 1;
+      if (!epoch) {
+        epoch = { epoch: this.state.lastEpoch + 1, firstSeq: first, lastSeq: seq, openedAt: now };
+        base = new Map();
+        sql += `INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) VALUES (${epoch.epoch}, ${first}, ${seq}, ${now});\n`;
+      } else {
+        epoch = { ...epoch, lastSeq: seq };
+        sql += `UPDATE epochs SET last_seq = ${seq} WHERE epoch = ${epoch.epoch};\n`;
+      }
+      sql += `INSERT INTO outbox (seq, epoch, device, metric, ts, value) SELECT ${first} + j.key, ${epoch.epoch}, j.value->>0, j.value->>1, j.value->>2, (j.value->>3) * pow(2, j.value->>4) FROM json_each(${sqlJson(rows)}) j;\n`;
+      const merged = mergePartials(kept, base);
+      touched = merged.next;
+      const prows: string[] = [];
+      for (const { device, metric, minute, s } of merged.touched.values()) {
+        const nums = [exactDouble(s.sum), exactDouble(s.min), exactDouble(s.max), exactDouble(s.m2), exactDouble(s.first), exactDouble(s.last)];
+        if (nums.includes(null) || !Number.isSafeInteger(s.firstTs) || !Number.isSafeInteger(s.lastTs)) return null;
+        prows.push(`[${jsonString(device)},${jsonString(metric)},${minute},${s.count},${nums.join(',')},${s.firstTs},${s.lastTs}]`);
+      }
+      // Columns of a row: 0 device, 1 metric, 2 minute, 3 count, then (mantissa, exponent) pairs of
+      // sum 4-5, min 6-7, max 8-9, m2 10-11, first 12-13, last 14-15, and 16 first_ts, 17 last_ts.
+      sql += 'INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at) '
+        + `SELECT j.value->>0, j.value->>1, j.value->>2, ${epoch.epoch}, j.value->>3, (j.value->>4) * pow(2, j.value->>5), (j.value->>6) * pow(2, j.value->>7), `
+        + '(j.value->>8) * pow(2, j.value->>9), (j.value->>10) * pow(2, j.value->>11), (j.value->>12) * pow(2, j.value->>13), j.value->>16, '
+        + `(j.value->>14) * pow(2, j.value->>15), j.value->>17, ${now} FROM json_each(${sqlJson(prows)}) j;\n`;
+    }
+    sql += 'COMMIT;';
+    try {
+      await db.exec(sql);
+    } catch (err) {
+      await db.exec('ROLLBACK').catch(() => undefined);
+      if (isDedupConflict(err)) return null;
+      throw err;
+    }
+    const finalEpoch = epoch;
+    const finalBase = base;
+    const apply = () => this.applyCommit({ kept, seq, epoch: finalEpoch, base: finalBase, touched, quarantined: 0, quarantineDropped: 0, readings: kept.length });
+    return { results, apply };
+  }
+
+  /** The in-memory side of a commit, once COMMIT has returned. */
+  private applyCommit(c: { kept: Reading[]; seq: number; epoch: OpenEpoch | null; base: Map<string, Summary>; touched: Map<string, Summary>; quarantined: number; quarantineDropped: number; readings: number }): void {
+    let bytes = 0;
+    for (const r of c.kept) bytes += outboxRowBytes(r.device, r.metric);
+    this.state.lastSeq = c.seq;
+    this.state.open = c.epoch;
+    if (c.epoch) this.state.lastEpoch = c.epoch.epoch;
+    if (c.base !== this.openPartials) this.openPartials = c.base;
+    for (const [k, v] of c.touched) this.openPartials.set(k, v);
+    this.state.pendingRows += c.kept.length;
+    this.state.pendingBytes += bytes;
+    this.state.quarantineRows = Math.min(this.opts.quarantineMaxRows, this.state.quarantineRows + c.quarantined);
+    if (c.kept.length) this.metrics.accepted.inc(c.kept.length);
+    if (c.readings > c.kept.length) this.metrics.duplicates.inc(c.readings - c.kept.length);
+    if (c.quarantineDropped) this.metrics.quarantineDropped.inc(c.quarantineDropped);
   }
 
   private async writeQuarantine(db: Db, entries: QuarantineEntry[], now: number): Promise<number> {
@@ -413,4 +536,69 @@ export async function loadCommitterState(db: Db, now: number): Promise<Committer
     pendingRows: pending?.n ?? 0,
     pendingBytes: pending?.bytes ?? 0,
   };
+}
+
+/** Merge readings into partials: `next` holds every touched summary (over `base`), `touched` the rows to write. */
+function mergePartials(kept: Reading[], base: Map<string, Summary>): { next: Map<string, Summary>; touched: Map<string, { device: string; metric: string; minute: number; s: Summary }> } {
+  const next = new Map<string, Summary>();
+  const touched = new Map<string, { device: string; metric: string; minute: number; s: Summary }>();
+  for (const r of kept) {
+    const minute = minuteOf(r.ts);
+    const key = partialKey(r.device, r.metric, minute);
+    const prev = next.get(key) ?? base.get(key);
+    const s = prev ? merge(prev, of(r.value, r.ts, r.device)) : of(r.value, r.ts, r.device);
+    next.set(key, s);
+    touched.set(key, { device: r.device, metric: r.metric, minute, s });
+  }
+  return { next, touched };
+}
+
+const F64 = new Float64Array(1);
+const U32 = new Uint32Array(F64.buffer);
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const ctz = (x: number) => 31 - Math.clz32(x & -x);
+
+/**
+ * A finite double as `m,e` with m an integer of at most 53 bits and v === m * 2^e exactly (SQL:
+ * `m * pow(2, e)`; an integer times an exact power of two is exact); null for NaN and infinities.
+ * -0 becomes 0, as binding it does (SQLite stores an integral REAL as an integer).
+ */
+export function exactDouble(v: number): string | null {
+  if (Number.isSafeInteger(v)) return `${v},0`;
+  if (!Number.isFinite(v)) return null;
+  F64[0] = v;
+  const lo = U32[LITTLE_ENDIAN ? 0 : 1];
+  const hi = U32[LITTLE_ENDIAN ? 1 : 0];
+  const bexp = (hi >>> 20) & 0x7ff;
+  const hm = (hi & 0xfffff) | (bexp ? 0x100000 : 0);
+  let m = hm * 4294967296 + lo;
+  let e = bexp ? bexp - 1075 : -1074;
+  const tz = lo !== 0 ? ctz(lo) : 32 + ctz(hm);
+  m /= 2 ** tz;
+  e += tz;
+  return `${hi >>> 31 ? -m : m},${e}`;
+}
+
+const quoted = new Map<string, string>();
+/** JSON.stringify of a device or metric name, remembered (a fleet has a bounded set of them). */
+function jsonString(s: string): string {
+  let q = quoted.get(s);
+  if (q === undefined) {
+    q = JSON.stringify(s);
+    if (quoted.size >= 100_000) quoted.clear();
+    quoted.set(s, q);
+  }
+  return q;
+}
+
+/** A JSON array of already-encoded rows as an SQL string literal. */
+function sqlJson(rows: string[]): string {
+  const json = `[${rows.join(',')}]`;
+  return `'${json.includes("'") ? json.replaceAll("'", "''") : json}'`;
+}
+
+/** A repeat of an identity: the fast path's dedup INSERT failed its primary key. */
+function isDedupConflict(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e?.code === 'SQLITE_CONSTRAINT' && /UNIQUE constraint failed: dedup\./.test(e.message ?? '');
 }

@@ -20,6 +20,8 @@ export type { GapRecord } from './budget.js';
 export interface OutboxOptions {
   /** Readings arriving within this many ms share one transaction. */
   groupCommitMs: number;
+  /** Longest wait for the devices the last commit acknowledged several messages of to send again, in ms (committer.ts); 0: none. */
+  refillWaitMs: number;
   /** Most readings in one transaction. */
   maxBatchReadings: number;
   /** Readings waiting for a commit before new ones are refused. */
@@ -49,6 +51,7 @@ export interface OutboxOptions {
 
 export const DEFAULT_OUTBOX_OPTIONS: OutboxOptions = {
   groupCommitMs: 0, // the next turn of the event loop
+  refillWaitMs: 1,
   maxBatchReadings: 20_000,
   maxQueuedReadings: 200_000,
   epochMs: 60_000, // 1 minute
@@ -131,6 +134,7 @@ export class Outbox implements OutboxBacklogSource {
     const writes = new WriteQueue(writer);
     const committer = new Committer({ writes, logger: deps.logger, metrics, now }, {
       groupCommitMs: opts.groupCommitMs,
+      refillWaitMs: opts.refillWaitMs,
       maxBatchReadings: opts.maxBatchReadings,
       maxQueuedReadings: opts.maxQueuedReadings,
       epochMs: opts.epochMs,

@@ -1,0 +1,187 @@
+/**
+ * The outbox's group commit (edge/outbox/committer.ts) on a real gateway.db: the one-round-trip
+ * path (one exec of SQL around JSON literals) stores every value exactly as the general path
+ * binds it, falls back to the general path on a repeat (seen before or inside the group) with
+ * the first occurrence kept [INV-2], waits for the refills of windowed publishers only until they
+ * arrive, and new databases get 1 KiB pages while an existing one keeps its own.
+ */
+import { Registry } from 'prom-client';
+import { Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
+import { exactDouble } from '../../edge/outbox/committer.js';
+import { Db } from '../../shared/sqlite.js';
+import { nullLogger } from '../../shared/logger.js';
+import { merge, of, type Summary } from '../../shared/summary.js';
+import { minuteOf } from '../../shared/time.js';
+import { tempDir } from '../support/gateway.js';
+
+const T0 = Date.UTC(2026, 11, 5, 12, 0, 0);
+
+let dir: ReturnType<typeof tempDir>;
+let outboxes: Outbox[] = [];
+let registry: Registry;
+
+beforeEach(() => {
+  dir = tempDir('braid-commit-');
+  registry = new Registry();
+});
+
+afterEach(async () => {
+  for (const o of outboxes) await o.close();
+  outboxes = [];
+  dir.remove();
+});
+
+async function open(opts: Partial<OutboxOptions> = {}): Promise<Outbox> {
+  const o = await Outbox.open({ dataDir: dir.path, logger: nullLogger(), registry, now: () => T0 }, { pruneCron: null, ...opts });
+  outboxes.push(o);
+  return o;
+}
+
+const r = (device: string, metric: string, ts: number, value = 1): Reading => ({ device, metric, ts, value });
+
+interface OutboxRow { seq: number; epoch: number; device: string; metric: string; ts: number; value: number }
+interface PartialRow { device: string; metric: string; minute: number; count: number; sum: number; min: number; max: number; m2: number; first: number; first_ts: number; last: number; last_ts: number }
+
+/** Doubles that decimal text does not always bring back exactly, and the edges of the format. */
+function awkwardDoubles(n: number): number[] {
+  const out = [0.1, -0.1, 21.5, 1e20, -1e20, 2 ** 53, 2 ** 53 + 2, -(2 ** 60), 5e-324, -5e-324, 2.2250738585072014e-308,
+    2.225073858507201e-308, Number.MAX_VALUE, -Number.MAX_VALUE, Number.MIN_VALUE * 3, 7.398896930364166e-75, 33.62815494317692,
+    1.994448219608702, 5.664129083752667e+299];
+  const f = new Float64Array(1);
+  const u = new Uint32Array(f.buffer);
+  let seed = 12345;
+  const next = () => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed; };
+  while (out.length < n) {
+    u[0] = next();
+    u[1] = next();
+    if (Number.isFinite(f[0])) out.push(f[0]);
+  }
+  return out;
+}
+
+test('exactDouble: m * 2^e gives back every finite double, and nothing for NaN or infinities', () => {
+  for (const v of awkwardDoubles(5000)) {
+    const [m, e] = exactDouble(v)!.split(',').map(Number);
+    expect(Number.isSafeInteger(m)).toBe(true);
+    // Two steps, as SQLite's m * pow(2, e) would not overflow where 2 ** e alone does.
+    const back = e < -1000 ? (m * 2 ** (e + 1000)) * 2 ** -1000 : e > 900 ? (m * 2 ** 900) * 2 ** (e - 900) : m * 2 ** e;
+    expect(back === v || (back === 0 && v === 0)).toBe(true);
+  }
+  expect(exactDouble(NaN)).toBeNull();
+  expect(exactDouble(Infinity)).toBeNull();
+  expect(exactDouble(-0)).toBe('0,0');
+});
+
+test('values, times and partials are stored exactly, names with quotes and non-ASCII included', async () => {
+  const o = await open();
+  const values = awkwardDoubles(3000);
+  const metrics = ['temp', "it's", 'ünï', 'a"b\\c'];
+  const readings = values.map((v, i) => r(`dev-${i % 3}`, metrics[i % metrics.length], T0 - 3600_000 + i * 997, v));
+  // One group: submitted together, committed together.
+  const results = await Promise.all([readings.slice(0, 1000), readings.slice(1000)].map((part) => o.submit(part)));
+  expect(results).toEqual([{ accepted: 1000, duplicates: 0 }, { accepted: 2000, duplicates: 0 }]);
+
+  const rows = await o.reader.all<OutboxRow>('SELECT seq, epoch, device, metric, ts, value FROM outbox ORDER BY seq');
+  expect(rows).toHaveLength(readings.length);
+  rows.forEach((row, i) => {
+    const want = readings[i];
+    expect({ seq: row.seq, device: row.device, metric: row.metric, ts: row.ts }).toEqual({ seq: i + 1, device: want.device, metric: want.metric, ts: want.ts });
+    if (!(Object.is(row.value, want.value) || (row.value === 0 && want.value === 0))) throw new Error(`value of seq ${row.seq}: ${row.value} stored for ${want.value}`);
+  });
+
+  const expected = new Map<string, Summary>();
+  for (const x of readings) {
+    const k = `${x.device}|${x.metric}|${minuteOf(x.ts)}`;
+    const s = of(x.value, x.ts, x.device);
+    expected.set(k, expected.has(k) ? merge(expected.get(k)!, s) : s);
+  }
+  const partials = await o.reader.all<PartialRow>('SELECT device, metric, minute, count, sum, min, max, m2, first, first_ts, last, last_ts FROM partials');
+  expect(partials).toHaveLength(expected.size);
+  for (const p of partials) {
+    const s = expected.get(`${p.device}|${p.metric}|${p.minute}`)!;
+    expect(p).toEqual({ device: p.device, metric: p.metric, minute: p.minute, count: s.count, sum: s.sum, min: s.min, max: s.max, m2: s.m2, first: s.first, first_ts: s.firstTs, last: s.last, last_ts: s.lastTs });
+  }
+});
+
+test('repeats: an identity seen before and one repeated inside the group are dropped, the first occurrence kept, seq contiguous', async () => {
+  const o = await open();
+  expect(await o.submit([r('d1', 'temp', T0 - 5000, 1), r('d1', 'temp', T0 - 4000, 2)])).toEqual({ accepted: 2, duplicates: 0 });
+
+  const group = await Promise.all([
+    o.submit([r('d1', 'temp', T0 - 3000, 3)]),
+    o.submit([r('d1', 'temp', T0 - 5000, 99)]), // seen in the first commit
+    o.submit([r('d2', 'temp', T0 - 3000, 4), r('d2', 'temp', T0 - 3000, 98)]), // repeated inside the group
+    o.submit([r('d1', 'temp', T0 - 3000, 97), r('d1', 'hum', T0 - 3000, 5)]), // the first submit's identity, and a new one
+  ]);
+  expect(group).toEqual([
+    { accepted: 1, duplicates: 0 },
+    { accepted: 0, duplicates: 1 },
+    { accepted: 1, duplicates: 1 },
+    { accepted: 1, duplicates: 1 },
+  ]);
+  const rows = await o.reader.all<OutboxRow>('SELECT seq, device, metric, ts, value FROM outbox ORDER BY seq');
+  expect(rows.map((x) => [x.seq, x.device, x.metric, x.value])).toEqual([
+    [1, 'd1', 'temp', 1], [2, 'd1', 'temp', 2], [3, 'd1', 'temp', 3], [4, 'd2', 'temp', 4], [5, 'd1', 'hum', 5],
+  ]);
+  expect(o.status().lastSeq).toBe(5);
+  const epochs = await o.reader.all<{ last_seq: number }>('SELECT last_seq FROM epochs');
+  expect(epochs).toEqual([{ last_seq: 5 }]);
+  const counts = await o.reader.all<{ device: string; metric: string; count: number; sum: number }>('SELECT device, metric, count, sum FROM partials ORDER BY device, metric');
+  expect(counts).toEqual([
+    { device: 'd1', metric: 'hum', count: 1, sum: 5 },
+    { device: 'd1', metric: 'temp', count: 3, sum: 6 },
+    { device: 'd2', metric: 'temp', count: 1, sum: 4 },
+  ]);
+  expect((await registry.getSingleMetric('braid_readings_duplicate_total')!.get()).values[0].value).toBe(3);
+
+  // After a group that fell back, the next one takes the one-round-trip path again and goes on from seq 6.
+  expect(await o.submit([r('d3', 'temp', T0 - 1000, 6)])).toEqual({ accepted: 1, duplicates: 0 });
+  expect((await o.reader.get<{ seq: number; value: number }>('SELECT seq, value FROM outbox WHERE device = ?', ['d3']))).toEqual({ seq: 6, value: 6 });
+});
+
+test('refill wait: the next commit waits for the devices the last one acknowledged several messages of, and goes as soon as each has sent again', async () => {
+  // A wait far longer than the test: the commit can only come from the refills arriving.
+  const o = await open({ refillWaitMs: 60_000 });
+  const commits = async () => {
+    const values = (await registry.getSingleMetric('braid_commit_batch_readings')!.get()).values as Array<{ metricName?: string; value: number }>;
+    return values.find((v) => v.metricName === 'braid_commit_batch_readings_count')!.value;
+  };
+  await Promise.all([o.submit([r('a', 'temp', T0 - 9000)]), o.submit([r('a', 'temp', T0 - 8000)]), o.submit([r('b', 'temp', T0 - 9000)]),
+    o.submit([r('c', 'temp', T0 - 9000)]), o.submit([r('c', 'temp', T0 - 8000)])]);
+  expect(await commits()).toBe(1);
+  // a and c had two messages in that commit, b one: the next commit waits for a and c, not for b.
+  const next = [o.submit([r('b', 'temp', T0 - 7000)]), o.submit([r('a', 'temp', T0 - 7000)])];
+  await new Promise((res) => setTimeout(res, 50));
+  expect(o.status().lastSeq).toBe(5);
+  next.push(o.submit([r('c', 'temp', T0 - 7000)]), o.submit([r('c', 'temp', T0 - 6000)]));
+  expect(await Promise.all(next)).toEqual([1, 1, 1, 1].map((accepted) => ({ accepted, duplicates: 0 })));
+  expect(await commits()).toBe(2);
+  expect(o.status().lastSeq).toBe(9);
+  // c had two messages in that commit: d's reading waits for c, and close() commits it at once.
+  const last = o.submit([r('d', 'temp', T0 - 5000)]);
+  await o.close();
+  expect(await last).toEqual({ accepted: 1, duplicates: 0 });
+  const db = await Db.open(`${dir.path}/gateway.db`);
+  try {
+    expect((await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox'))!.n).toBe(10);
+  } finally {
+    await db.close();
+  }
+});
+
+test('a new gateway.db has 1 KiB pages; one made with 4 KiB pages keeps them and takes readings', async () => {
+  let o = await open();
+  expect((await o.reader.get<{ page_size: number }>('PRAGMA page_size'))!.page_size).toBe(1024);
+  await o.close();
+  outboxes = [];
+  dir.remove();
+  dir = tempDir('braid-commit-');
+  registry = new Registry();
+  const old = await Db.open(`${dir.path}/gateway.db`);
+  await old.exec('PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;');
+  await old.close();
+  o = await open();
+  expect((await o.reader.get<{ page_size: number }>('PRAGMA page_size'))!.page_size).toBe(4096);
+  expect(await o.submit([r('d1', 'temp', T0 - 1000, 1.25)])).toEqual({ accepted: 1, duplicates: 0 });
+  expect(await o.reader.get('SELECT seq, value FROM outbox')).toEqual({ seq: 1, value: 1.25 });
+});
