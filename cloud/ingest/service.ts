@@ -96,6 +96,7 @@ export class IngestService {
   /** Rotated segments not sealed yet, with their reading counts (the staging gauge). */
   private readonly unsealed = new Map<string, number>();
   private scanTimer: NodeJS.Timeout | null = null;
+  private scanning: Promise<void> | null = null;
   private started = false;
   private closing: Promise<void> | null = null;
 
@@ -181,7 +182,13 @@ export class IngestService {
   }
 
   /** Adopt orphaned segments and queue every segment of ours that is neither open nor being sealed. */
-  private async scan(): Promise<void> {
+  /** One scan at a time; close() waits for the one in flight (it may be moving a dead node's segments in). */
+  private scan(): Promise<void> {
+    this.scanning ??= this.scanOnce().finally(() => { this.scanning = null; });
+    return this.scanning;
+  }
+
+  private async scanOnce(): Promise<void> {
     const staging = this.current;
     await staging.adoptOrphans();
     for (const seg of await staging.segments()) {
@@ -225,6 +232,7 @@ export class IngestService {
   private async shutdown(): Promise<void> {
     if (this.scanTimer) clearInterval(this.scanTimer);
     if (!this.started) return;
+    await this.scanning?.catch(() => undefined);
     await this.committer.close();
     await this.sealer.idle();
     // Segments whose seal failed earlier (the store was out of reach; retried by the scan only every

@@ -170,8 +170,10 @@ export async function startCluster(server: TestPostgres, name: string, o: Cluste
       if (running.length > 0) {
         const until = Date.now() + 60_000;
         for (;;) {
+          // The running nodes' rows, by their pids: a killed node's lease may not have run out yet.
+          const pids = nodes.filter((n) => n.child).map((n) => n.child!.proc.pid!);
           const live = new Set((await admin.query<{ node: string }>(
-            'SELECT node FROM nodes WHERE ended_at IS NULL AND claimed_by IS NULL AND lease_until > now()')).rows.map((r) => r.node));
+            'SELECT node FROM nodes WHERE ended_at IS NULL AND claimed_by IS NULL AND pid = ANY($1::int[])', [pids])).rows.map((r) => r.node));
           let dirsLeft: string[] = [];
           try { dirsLeft = readdirSync(join(dataDir, 'staging')).filter((d) => !live.has(d)); } catch { /* no staging yet */ }
           if (dirsLeft.length === 0) break;
