@@ -261,15 +261,26 @@ describe('ParquetViewReader', () => {
       expect(await Promise.all(reqs.map((r) => reader.read(r)))).toEqual(want);
       await reader.close();
 
-      // Two newer versions later, this version's series files are closed and removed.
+      // Newer versions naming the same day files share their series files; the copies are per version,
+      // and two versions later this version's are closed and removed.
       reader = await open();
       const later = (v: number) => ({ ...manifest, version: manifest.version + v });
       await reader.compactFor(manifest);
       await reader.compactFor(later(1));
+      expect(reader.seriesSize).toMatchObject({ files: 10, pending: 0 });
       await reader.compactFor(later(2));
       expect(existsSync(join(cache.path, 'series', `v${manifest.version}`))).toBe(false);
       expect(existsSync(join(cache.path, 'series', `v${manifest.version + 2}`, 'device_1d.series'))).toBe(true);
-      expect(reader.seriesSize).toMatchObject({ files: 16, pending: 0 });
+      expect(reader.seriesSize).toMatchObject({ files: 10, pending: 0 });
+      // A version that names other day files: the ones no kept version names go.
+      const moved = { ...manifest, version: manifest.version + 3, views: { ...manifest.views, device_1m: manifest.views.device_1m!.slice(0, 2) } };
+      await reader.compactFor(moved);
+      await reader.compactFor({ ...moved, version: manifest.version + 4 });
+      // device_1m's files of the 2 newest days go (no kept version names them); the hourly and daily
+      // ones of those days stay, with each version's 2 copies: 4 + 4.
+      expect(reader.seriesSize).toMatchObject({ files: 8, pending: 0 });
+      expect(await Promise.all(reqs.map((r) => reader.read({ ...r, manifest: { ...moved, version: manifest.version + 4 } }))))
+        .toEqual(await Promise.all(reqs.map((r) => duck.read({ ...r, manifest: moved }))));
       expect(await Promise.all(reqs.map((r) => reader.read({ ...r, manifest: later(2) })))).toEqual(want);
     } finally {
       await reader.close();

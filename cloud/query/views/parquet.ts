@@ -19,9 +19,10 @@
  *
  * Device queries read series files where there are some (./series.ts): with a `seriesDir`, for each
  * manifest version, after the compactions, the reader turns the device-view day files of the newest
- * `seriesHotDays` days and the compacted copies of the device views into series files under
- * `seriesDir/v<version>/`, newest day first, within `seriesMaxBytes` (older versions' go as their
- * copies do). A device's day at 1m or
+ * `seriesHotDays` days (`seriesDir/files/`, one per view file: a day file that the next version
+ * keeps keeps its series file) and the compacted copies of the device views (`seriesDir/v<version>/`)
+ * into series files, newest day first, within `seriesMaxBytes`; those no kept version names go as
+ * the copies do. A device's day at 1m or
  * year at 1d is then one positional read of its rows, not a DuckDB scan; a file without one (not
  * hot, over the budget, not built yet, refused) is read by DuckDB as before, with the same rows.
  */
@@ -119,8 +120,11 @@ export class ParquetViewReader implements ViewReader {
   /** Manifest versions whose compactions were scheduled (the newest last). */
   private readonly compactedVersions: number[] = [];
   private compacting: Promise<void> = Promise.resolve();
-  /** Open series files by seriesId(version, view file); their bytes count against seriesMaxBytes. */
-  private readonly series = new Map<string, SeriesFile>();
+  /** Open series files by the view file (or compacted copy) they hold; their bytes count against seriesMaxBytes. */
+  private readonly series = new Map<string, { file: SeriesFile; target: string }>();
+  /** Sources queued or open, and the sources of each version scheduled. */
+  private readonly seriesQueued = new Set<string>();
+  private readonly seriesOf = new Map<number, string[]>();
   private seriesHeld = 0;
   private seriesPending = 0;
 
@@ -184,7 +188,7 @@ export class ParquetViewReader implements ViewReader {
     const missing: string[] = [];
     const fromSeries: Array<Promise<void>> = [];
     for (const f of files) {
-      const s = key?.column === 'device' && this.series.size > 0 ? this.series.get(seriesId(req.manifest.version, f)) : undefined;
+      const s = key?.column === 'device' && this.series.size > 0 ? this.series.get(f)?.file : undefined;
       if (s) {
         // A series file closed under the read (its version removed) leaves the file to DuckDB.
         fromSeries.push(s.read(key!.value, req.metric, req.fromMs, req.toMs).then((rows) => { perFile.set(f, rows); }, () => { missing.push(f); }));
@@ -320,7 +324,7 @@ export class ParquetViewReader implements ViewReader {
     for (const day of hot) {
       for (const v of deviceViews) {
         for (const rel of viewFiles(manifest, v, day, day + 1)) {
-          jobs.push({ view: v, source: join(this.options.viewsDir, rel), target: join(dir, `v${version}`, 'series', `${rel.replaceAll('/', '_')}.series`) });
+          jobs.push({ view: v, source: join(this.options.viewsDir, rel), target: join(dir, 'files', `${rel.replaceAll('/', '_')}.series`) });
         }
       }
     }
@@ -328,20 +332,22 @@ export class ParquetViewReader implements ViewReader {
       const c = this.compactions.get(compactionId(version, v));
       if (c) jobs.push({ view: v, source: c.path, target: join(dir, `v${version}`, `${v}.series`), copy: c });
     }
-    this.seriesPending += jobs.length;
-    for (const job of jobs) this.compacting = this.compacting.then(() => this.seriesFor(version, job.view, job.source, job.target, job.copy));
+    this.seriesOf.set(version, jobs.map((j) => j.source));
+    const fresh = jobs.filter((j) => !this.seriesQueued.has(j.source));
+    for (const j of fresh) this.seriesQueued.add(j.source);
+    this.seriesPending += fresh.length;
+    for (const job of fresh) this.compacting = this.compacting.then(() => this.seriesFor(version, job.view, job.source, job.target, job.copy));
   }
 
   /** Open or build the series file of `source` (a compacted `copy` only once it is built). */
   private async seriesFor(version: number, view: ViewName, source: string, target: string, copy?: Compaction): Promise<void> {
     const t0 = performance.now();
-    const id = seriesId(version, source);
     let rows = 0;
     let bytes = 0;
     let result: 'built' | 'failed' | 'skipped' = 'built';
     let err: Error | null = null;
     try {
-      if (this.closed || this.series.has(id)) return;
+      if (this.closed) return;
       if (copy && !copy.ready) throw new Error(`the compacted copy ${source} was not built`);
       let file = existsSync(target) ? await SeriesFile.open(target).catch(() => null) : null;
       if (!file) {
@@ -365,12 +371,13 @@ export class ParquetViewReader implements ViewReader {
         await file.close();
         return;
       }
-      this.series.set(id, file);
+      this.series.set(source, { file, target });
       this.seriesHeld += file.bytes;
     } catch (e) {
       result = 'failed';
       err = e as Error;
     } finally {
+      if (!this.series.has(source)) this.seriesQueued.delete(source);
       this.seriesPending--;
       this.options.onSeries?.({ view, version, file: source, ms: performance.now() - t0, rows, bytes, result, err, pending: this.seriesPending });
     }
@@ -412,11 +419,15 @@ export class ParquetViewReader implements ViewReader {
     for (const id of [...this.compactions.keys()]) {
       if (!keep.has(id.split('/')[0])) this.compactions.delete(id);
     }
-    for (const [id, file] of [...this.series]) {
-      if (keep.has(id.split('/')[0])) continue;
-      this.series.delete(id);
+    for (const v of [...this.seriesOf.keys()]) if (!versions.includes(v)) this.seriesOf.delete(v);
+    const named = new Set([...this.seriesOf.values()].flat());
+    for (const [source, { file, target }] of [...this.series]) {
+      if (named.has(source)) continue;
+      this.series.delete(source);
+      this.seriesQueued.delete(source);
       this.seriesHeld -= file.bytes;
       await file.close();
+      await rm(target, { force: true });
     }
   }
 
@@ -454,7 +465,7 @@ export class ParquetViewReader implements ViewReader {
     this.closed = true;
     await this.compacting.catch(() => undefined);
     this.cache.clear();
-    for (const file of this.series.values()) await file.close();
+    for (const { file } of this.series.values()) await file.close();
     this.series.clear();
     for (const c of this.all) {
       for (const s of c.statements.values()) s.destroySync();
@@ -465,7 +476,6 @@ export class ParquetViewReader implements ViewReader {
 }
 
 const compactionId = (version: number, view: ViewName) => `v${version}/${view}`;
-const seriesId = (version: number, source: string) => `v${version}/${source}`;
 const DAY_FILE_RE = /day=(\d{4})-(\d{2})-(\d{2})\.parquet$/;
 /** UTC midnight of a view file's day (from its name), NaN for a name without one. */
 function dayOf(path: string): number {
