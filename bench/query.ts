@@ -28,7 +28,7 @@ import { OUT, publishReport } from './lib/report.js';
 import { isStopping, logger, runBench, workDir } from './lib/run.js';
 import { envNumber, envScale, envTimeoutMs, envWriteDocs, exitOnHelp } from './lib/settings.js';
 import { int, mb, ms, quantile } from './lib/stats.js';
-import { startInfluxd, type TestServer } from '../test/support/influx.js';
+import { freePort, startInfluxd, type TestServer } from '../test/support/influx.js';
 import { mulberry32 } from '../test/support/random.js';
 import { DAY_MS, HOUR_MS } from '../shared/time.js';
 
@@ -42,8 +42,8 @@ exitOnHelp(`npm run bench:query: the merged query beside InfluxDB 1.6.7 (docs/be
   BENCH_QUERY_DEVICES=1000 devices at scale 1
   BENCH_QUERY_N=200        measured queries per question and system (fleet questions: a quarter)
   BENCH_KEEP=1             keep the work dir
-  BENCH_QUERY_DATA=DIR     keep the master and views in DIR and reuse them in later runs (the same
-                           devices and dense day; the cloud's caches are removed before each run)
+  BENCH_QUERY_DATA=DIR     keep the master, views and InfluxDB's data in DIR and reuse them in later
+                           runs (the same devices and dense day; the cloud's caches are removed first)
   BENCH_ALT_ROOT=DIR       also run the braid cloud of another checkout (with its node_modules) on a
                            copy of the same views, asked every question beside this one: before/after
   BENCH_WRITE_DOCS=1|0     write docs/benchmarks.md (default: only a full-scale run does)
@@ -240,6 +240,30 @@ async function loadInflux(influx: TestServer, dataDir: string): Promise<{ points
   return { points, ms: performance.now() - t0 };
 }
 
+/** influxd 1.6.7 on a data dir kept in BENCH_QUERY_DATA (startInfluxd's config): the points loaded once. */
+async function startInfluxdIn(dir: string): Promise<TestServer> {
+  mkdirSync(dir, { recursive: true });
+  const [http, rpc] = [await freePort(), await freePort()];
+  const conf = join(dir, 'influxdb.conf');
+  writeFileSync(conf, [
+    'reporting-disabled = true', `bind-address = "127.0.0.1:${rpc}"`,
+    '[meta]', `  dir = "${join(dir, 'meta')}"`,
+    '[data]', `  dir = "${join(dir, 'data')}"`, `  wal-dir = "${join(dir, 'wal')}"`, '  query-log-enabled = false',
+    '[monitor]', '  store-enabled = false', '[http]', `  bind-address = "127.0.0.1:${http}"`, '  log-enabled = false',
+    '[admin]', '  enabled = false', '[[udp]]', '  enabled = false', '[continuous_queries]', '  enabled = false', '',
+  ].join('\n'));
+  const proc = startProc('influxd', 'influxd', ['-config', conf], { cwd: dir });
+  const url = `http://127.0.0.1:${http}`;
+  for (const until = Date.now() + 60_000; ;) {
+    if (proc.child.exitCode !== null) throw new Error(`influxd exited: ${proc.stderrTail()}`);
+    const ok = await fetch(`${url}/ping`).then((r) => r.status === 204, () => false);
+    if (ok) break;
+    if (Date.now() > until) throw new Error(`influxd did not answer: ${proc.stderrTail()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, dir, output: () => proc.stderrTail(), pid: proc.pid, stop: () => proc.stop(10_000) };
+}
+
 /**
  * Wait until the cloud has built (or failed) its 6 compacted views and, where it makes them
  * (braid_query_series_pending), its series files; the time it took, or null on timeout.
@@ -413,10 +437,19 @@ async function main() {
   }
 
   log('influxd 1.6.7: loading the same readings');
-  const influx = await startInfluxd();
+  const influxDir = DATA ? join(DATA, 'influxd') : null;
+  const loadedFile = influxDir ? join(influxDir, 'loaded.json') : null;
+  const influx = influxDir ? await startInfluxdIn(influxDir) : await startInfluxd();
   try {
     const influxVersion = (await fetch(`${influx.url}/ping`)).headers.get('x-influxdb-version') ?? 'unknown';
-    const influxLoad = await loadInflux(influx, dataDir);
+    let influxLoad: { points: number; ms: number };
+    if (loadedFile && existsSync(loadedFile)) {
+      influxLoad = JSON.parse(readFileSync(loadedFile, 'utf8')) as { points: number; ms: number };
+      log(`  reusing the ${int(influxLoad.points)} points loaded into ${influxDir} by an earlier run`);
+    } else {
+      influxLoad = await loadInflux(influx, dataDir);
+      if (loadedFile) writeFileSync(loadedFile, JSON.stringify(influxLoad));
+    }
     log(`  ${int(influxLoad.points)} points in ${ms(influxLoad.ms)}`);
     log('queries (each question: both systems one at a time, interleaved)');
     const results = await measure(url, key, influx.url, alt);
