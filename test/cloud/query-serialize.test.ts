@@ -8,10 +8,10 @@
  */
 import fastJson from 'fast-json-stringify';
 import {
-  answerJson, bucketsCsv, mergeBuckets, pointsJson, QUERY_ANSWER_SCHEMA, toCsv, toPoints, type MergedAnswer, type MergedBucket, type SpeedPartial, type SummaryRow,
+  answerJson, bucketsCsv, isoUtc, mergeBuckets, partialSummary, pointsJson, QUERY_ANSWER_SCHEMA, toCsv, toPoints, type MergedAnswer, type MergedBucket, type SpeedPartial, type SummaryRow,
 } from '../../cloud/query/index.js';
-import { AGGS, derive, merge } from '../../shared/summary.js';
-import { iso } from '../../shared/time.js';
+import { AGGS, derive, EMPTY, merge } from '../../shared/summary.js';
+import { bucketStart, iso } from '../../shared/time.js';
 import { mulberry32 } from '../support/random.js';
 
 const DAY0 = Date.UTC(2026, 11, 1);
@@ -78,6 +78,37 @@ describe('the query answer written from the merged buckets', () => {
         }
       }
     }
+  });
+
+  it('buckets are the ones a map of every row and partial gives, for rows in bucket order or not', () => {
+    // The merge as it was: a map of buckets, rows then partials in their order, sorted at the end.
+    const reference = (stepMs: number, rows: readonly SummaryRow[], partials: readonly SpeedPartial[], stale: (g: string) => boolean): MergedBucket[] => {
+      const buckets = new Map<number, MergedBucket>();
+      const at = (start: number) => buckets.get(start) ?? buckets.set(start, { start, batch: EMPTY, speed: EMPTY, provisional: false }).get(start)!;
+      for (const r of rows) if (r.count > 0) { const b = at(bucketStart(r.bucket, stepMs)); b.batch = merge(b.batch, r); }
+      for (const p of partials) if (p.count > 0) { const b = at(bucketStart(p.minute, stepMs)); b.speed = merge(b.speed, partialSummary(p)); b.provisional ||= stale(p.gateway); }
+      return [...buckets.values()].sort((a, b) => a.start - b.start);
+    };
+    const plain = (bs: MergedBucket[]) => bs.map((b) => ({ start: b.start, provisional: b.provisional, batch: { ...b.batch, bucket: undefined }, speed: { ...b.speed } }));
+    for (const seed of [1, 2, 3]) {
+      const { rows, partials } = randomCase(seed);
+      const shuffled = [...rows].sort(() => mulberry32(seed)() - 0.5).reverse();
+      for (const stepMs of [60_000, 300_000, 86_400_000]) {
+        for (const ps of [[], partials]) {
+          const want = plain(reference(stepMs, rows, ps, (g) => g === 'gw 2'));
+          expect(plain(mergeBuckets(stepMs, rows, ps, (g) => g === 'gw 2'))).toEqual(want);
+          expect(plain(mergeBuckets(stepMs, shuffled, ps, (g) => g === 'gw 2')).map((b) => [b.start, b.batch.count, b.speed.count]))
+            .toEqual(plain(reference(stepMs, shuffled, ps, (g) => g === 'gw 2')).map((b) => [b.start, b.batch.count, b.speed.count]));
+        }
+      }
+    }
+  });
+
+  it('bucket times are toISOString\'s, for any epoch ms', () => {
+    const r = mulberry32(9);
+    const times = [0, 1, 999, 86_399_999, 86_400_000, -1, -86_400_000, 253_402_300_799_999, 253_402_300_800_000, 8.64e15, -8.64e15, 1.5, DAY0, DAY0 + 59_999];
+    for (let i = 0; i < 20_000; i++) times.push(Math.floor((r() - 0.3) * 4e14), DAY0 + Math.floor(r() * 400) * 60_000);
+    for (const t of times) expect(isoUtc(t)).toBe(iso(t));
   });
 
   it('a non-finite value is null, as JSON.stringify writes it', () => {
