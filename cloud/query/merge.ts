@@ -122,6 +122,23 @@ let isoDay = NaN;
 let isoDayPrefix = '';
 
 /**
+ * `YYYY-MM-DDT` of a day since 1970-01-01 (0 <= day < 2,932,897), without a Date: the proleptic
+ * Gregorian calendar as toISOString counts it (H. Hinnant's civil_from_days).
+ */
+function civilDate(day: number): string {
+  const z = day + 719_468;
+  const era = Math.floor(z / 146_097);
+  const doe = z - era * 146_097;
+  const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36_524) - Math.floor(doe / 146_096)) / 365);
+  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
+  const mp = Math.floor((5 * doy + 2) / 153);
+  const d = doy - Math.floor((153 * mp + 2) / 5) + 1;
+  const m = mp < 10 ? mp + 3 : mp - 9;
+  const y = yoe + era * 400 + (m <= 2 ? 1 : 0);
+  return `${String(y).padStart(4, '0')}-${pad2(m)}-${pad2(d)}T`;
+}
+
+/**
  * iso(ms), with the `YYYY-MM-DDT` of the last day asked kept: an answer's buckets run through few
  * days, and a Date and its toISOString per bucket were the largest cost of writing a day at 1m.
  */
@@ -130,7 +147,7 @@ export function isoUtc(ms: number): string {
   const day = Math.floor(ms / DAY_MS);
   if (day !== isoDay) {
     isoDay = day;
-    isoDayPrefix = iso(day * DAY_MS).slice(0, 11);
+    isoDayPrefix = civilDate(day);
   }
   let t = ms - day * DAY_MS;
   const h = Math.floor(t / HOUR_MS);

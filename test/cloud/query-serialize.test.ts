@@ -108,6 +108,11 @@ describe('the query answer written from the merged buckets', () => {
     const r = mulberry32(9);
     const times = [0, 1, 999, 86_399_999, 86_400_000, -1, -86_400_000, 253_402_300_799_999, 253_402_300_800_000, 8.64e15, -8.64e15, 1.5, DAY0, DAY0 + 59_999];
     for (let i = 0; i < 20_000; i++) times.push(Math.floor((r() - 0.3) * 4e14), DAY0 + Math.floor(r() * 400) * 60_000);
+    // Every day boundary around leap years, centuries and the 400-year rule (1900, 2000, 2100).
+    for (const y of [1970, 1972, 1999, 2000, 2024, 2100, 2400, 9999]) {
+      for (let d = -3; d < 400; d++) times.push(Date.UTC(y, 0, 1) + d * 86_400_000, Date.UTC(y, 1, 28) + d * 86_400_000 - 1);
+    }
+    for (let d = 0; d < 2_932_897; d += 97) times.push(d * 86_400_000);
     for (const t of times) expect(isoUtc(t)).toBe(iso(t));
   });
 

@@ -33,7 +33,7 @@ import { DuckDBInstance, DuckDBListValue, LIST, VARCHAR, type DuckDBConnection, 
 import { VIEW_ROW_GROUP_ROWS } from '../../batch/dialect.js';
 import type { Manifest, ViewName } from '../../batch/index.js';
 import { HOUR_MS } from '../../../shared/time.js';
-import { absoluteViewFiles, viewFiles } from '../manifest.js';
+import { viewFiles } from '../manifest.js';
 import { buildSeriesFile, parquetRows, SeriesFile, seriesBytes } from './series.js';
 import { VIEW_SPECS, keyOf, type SummaryRow, type ViewReader, type ViewReadRequest } from './types.js';
 
@@ -175,14 +175,17 @@ export class ParquetViewReader implements ViewReader {
   async read(req: ViewReadRequest): Promise<SummaryRow[]> {
     if (this.closed) throw new Error('ParquetViewReader is closed');
     const key = keyOf(req);
-    let files = absoluteViewFiles(this.options.viewsDir, req.manifest, req.view, req.fromMs, req.toMs);
-    if (files.length === 0) return [];
+    const days = viewFiles(req.manifest, req.view, req.fromMs, req.toMs);
+    if (days.length === 0) return [];
     this.scheduleCompactions(req.manifest);
-    if (files.length > this.options.compactAfterFiles) {
+    let files: string[] | null = null;
+    if (days.length > this.options.compactAfterFiles) {
       const c = this.compactions.get(compactionId(req.manifest.version, req.view));
       // One file for all days: its rows of the key and metric are one cache entry for every range.
       if (c?.ready) files = [c.path];
     }
+    // The day files' absolute paths only when they are read (a year's are 365 joins).
+    files ??= days.map((p) => join(this.options.viewsDir, p));
     const suffix = `\u0000${key?.value ?? ''}\u0000${req.metric}`;
     const perFile = new Map<string, SummaryRow[]>();
     const missing: string[] = [];
