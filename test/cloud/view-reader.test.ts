@@ -251,13 +251,13 @@ describe('ParquetViewReader', () => {
       expect(await Promise.all(reqs.map((r) => reader.read(r)))).toEqual(want);
       await reader.close();
 
-      // Over the byte budget: none is built, DuckDB answers.
+      // Over the byte budget: none is built, nor opened from an earlier process; DuckDB answers.
       events.length = 0;
-      await import('node:fs/promises').then((fs) => fs.rm(join(cache.path, 'series'), { recursive: true }));
       reader = await open({ seriesMaxBytes: 100 });
       await reader.compactFor(manifest);
       expect(new Set(events.map((e) => e.split(':')[1]))).toEqual(new Set(['skipped']));
       expect(reader.seriesSize.files).toBe(0);
+      expect(listFiles(join(cache.path, 'series')).filter((f) => f.endsWith('.series'))).toEqual([]);
       expect(await Promise.all(reqs.map((r) => reader.read(r)))).toEqual(want);
       await reader.close();
 

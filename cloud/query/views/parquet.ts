@@ -374,6 +374,13 @@ export class ParquetViewReader implements ViewReader {
         await file.close();
         return;
       }
+      // One an earlier process left (under another budget) counts like a new one.
+      if (this.seriesHeld + file.bytes > this.options.seriesMaxBytes) {
+        result = 'skipped';
+        await file.close();
+        await rm(target, { force: true });
+        return;
+      }
       this.series.set(source, { file, target });
       this.seriesHeld += file.bytes;
     } catch (e) {
