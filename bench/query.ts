@@ -15,7 +15,8 @@
  * would query without batch views. Both answer each question over HTTP one at a time, interleaved;
  * the answers are compared (bucket times and counts equal, averages within 1e-9 relative).
  */
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { newStream, writeMaster, type FleetShape, type WriteReport } from './lib/cloud-master.js';
@@ -27,7 +28,7 @@ import { OUT, publishReport } from './lib/report.js';
 import { isStopping, logger, runBench, workDir } from './lib/run.js';
 import { envNumber, envScale, envTimeoutMs, envWriteDocs, exitOnHelp } from './lib/settings.js';
 import { int, mb, ms, quantile } from './lib/stats.js';
-import { startInfluxd, type TestServer } from '../test/support/influx.js';
+import { freePort, startInfluxd, type TestServer } from '../test/support/influx.js';
 import { mulberry32 } from '../test/support/random.js';
 import { DAY_MS, HOUR_MS } from '../shared/time.js';
 
@@ -41,17 +42,26 @@ exitOnHelp(`npm run bench:query: the merged query beside InfluxDB 1.6.7 (docs/be
   BENCH_QUERY_DEVICES=1000 devices at scale 1
   BENCH_QUERY_N=200        measured queries per question and system (fleet questions: a quarter)
   BENCH_KEEP=1             keep the work dir
+  BENCH_QUERY_DATA=DIR     keep the master, views and InfluxDB's data in DIR and reuse them in later
+                           runs (the same devices and dense day; the cloud's caches are removed first)
+  BENCH_ALT_ROOT=DIR       also run the braid cloud of another checkout (with its node_modules) on a
+                           copy of the same views, asked every question beside this one: before/after
   BENCH_WRITE_DOCS=1|0     write docs/benchmarks.md (default: only a full-scale run does)
 `);
 const SCALE = envScale();
-const DEVICES = Math.max(8, Math.round(num('BENCH_QUERY_DEVICES', 1000) * SCALE));
+const DATA = env.BENCH_QUERY_DATA || null;
+const ALT_ROOT = env.BENCH_ALT_ROOT || null;
+/** What a reused data dir was built for (BENCH_QUERY_DATA). */
+interface DataShape { devices: number; denseDay: number }
+const REUSED: DataShape | null = DATA && existsSync(join(DATA, 'shape.json')) ? JSON.parse(readFileSync(join(DATA, 'shape.json'), 'utf8')) as DataShape : null;
+const DEVICES = REUSED?.devices ?? Math.max(8, Math.round(num('BENCH_QUERY_DEVICES', 1000) * SCALE));
 const METRICS = ['temp', 'hum', 'pressure', 'co2', 'voltage', 'current', 'rssi', 'battery', 'vibration', 'lux'];
 const GATEWAYS = 4;
 const SPARSE_MS = 6 * HOUR_MS;
 const YEAR_DAYS = 365;
 const N = Math.max(10, Math.round(num('BENCH_QUERY_N', 200)));
 const WARMUP = 5;
-const FULL = SCALE === 1 && !env.BENCH_QUERY_DEVICES && !env.BENCH_QUERY_N;
+const FULL = DEVICES === 1000 && !env.BENCH_QUERY_N;
 const WRITE_DOCS = envWriteDocs(FULL);
 const TARGET = { deviceP99Ms: 50, fleetP99Ms: 250, vsInflux: 5 };
 
@@ -59,7 +69,7 @@ const work = workDir('braid-bench-query-');
 const log = logger('bench:query');
 
 // The year: the dense day is yesterday (UTC), the sparse days the 364 before it.
-const DENSE_DAY = Math.floor(Date.now() / DAY_MS) * DAY_MS - DAY_MS;
+const DENSE_DAY = REUSED?.denseDay ?? Math.floor(Date.now() / DAY_MS) * DAY_MS - DAY_MS;
 const YEAR_START = DENSE_DAY - (YEAR_DAYS - 1) * DAY_MS;
 const deviceName = (d: number) => `dev-${String(d).padStart(5, '0')}`;
 const gatewayName = (g: number) => `gw-${String(g).padStart(2, '0')}`;
@@ -114,9 +124,9 @@ function differs(a: Bucket[], b: Bucket[]): string | null {
 // ---------------------------------------------------------------------------------------------
 // Building the data
 
-function braid(args: string[], name: string): Proc {
+function braid(args: string[], name: string, root = ROOT): Proc {
   if (isStopping()) throw new Error('stopping: not starting another process');
-  return startProc(name, process.execPath, [join(ROOT, 'bin/braid.js'), ...args], { cwd: ROOT, env: childEnv() });
+  return startProc(name, process.execPath, [join(root, 'bin/braid.js'), ...args], { cwd: root, env: childEnv() });
 }
 
 async function lastLineOf(args: string[], name: string, prefix: string): Promise<string> {
@@ -127,7 +137,7 @@ async function lastLineOf(args: string[], name: string, prefix: string): Promise
   return line;
 }
 
-interface Build { compactMs?: number | null; sparse: WriteReport; dense: WriteReport; batch: { wallMs: number; cpuSec: number; hwm: number; rowsRead: number }; viewBytes: number; viewRows: Record<string, number> }
+interface Build { compactMs?: number | null; series?: string; reused?: boolean; sparse: WriteReport; dense: WriteReport; batch: { wallMs: number; cpuSec: number; hwm: number; rowsRead: number }; viewBytes: number; viewRows: Record<string, number> }
 
 async function buildData(dataDir: string): Promise<Build> {
   mkdirSync(dataDir, { recursive: true });
@@ -230,52 +240,88 @@ async function loadInflux(influx: TestServer, dataDir: string): Promise<{ points
   return { points, ms: performance.now() - t0 };
 }
 
-/** Wait until the cloud has built (or failed) its 6 compacted views; the time it took, or null on timeout. */
-async function waitForCompactions(url: string, key: string): Promise<number | null> {
+/** influxd 1.6.7 on a data dir kept in BENCH_QUERY_DATA (startInfluxd's config): the points loaded once. */
+async function startInfluxdIn(dir: string): Promise<TestServer> {
+  mkdirSync(dir, { recursive: true });
+  const [http, rpc] = [await freePort(), await freePort()];
+  const conf = join(dir, 'influxdb.conf');
+  writeFileSync(conf, [
+    'reporting-disabled = true', `bind-address = "127.0.0.1:${rpc}"`,
+    '[meta]', `  dir = "${join(dir, 'meta')}"`,
+    '[data]', `  dir = "${join(dir, 'data')}"`, `  wal-dir = "${join(dir, 'wal')}"`, '  query-log-enabled = false',
+    '[monitor]', '  store-enabled = false', '[http]', `  bind-address = "127.0.0.1:${http}"`, '  log-enabled = false',
+    '[admin]', '  enabled = false', '[[udp]]', '  enabled = false', '[continuous_queries]', '  enabled = false', '',
+  ].join('\n'));
+  const proc = startProc('influxd', 'influxd', ['-config', conf], { cwd: dir });
+  const url = `http://127.0.0.1:${http}`;
+  for (const until = Date.now() + 60_000; ;) {
+    if (proc.child.exitCode !== null) throw new Error(`influxd exited: ${proc.stderrTail()}`);
+    const ok = await fetch(`${url}/ping`).then((r) => r.status === 204, () => false);
+    if (ok) break;
+    if (Date.now() > until) throw new Error(`influxd did not answer: ${proc.stderrTail()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, dir, output: () => proc.stderrTail(), pid: proc.pid, stop: () => proc.stop(10_000) };
+}
+
+/**
+ * Wait until the cloud has built (or failed) its 6 compacted views and, where it makes them
+ * (braid_query_series_pending), its series files; the time it took, or null on timeout.
+ */
+async function waitForCompactions(url: string, key: string): Promise<{ ms: number | null; series: string }> {
   const t0 = performance.now();
+  let series = 'none';
   while (performance.now() - t0 < 15 * 60_000) {
     const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${key}` } })).text();
-    const done = [...text.matchAll(/^braid_query_view_compactions_total\{result="(\w+)"\} (\d+)/gm)].reduce((n, m) => n + Number(m[2]), 0);
-    if (done >= 6) return performance.now() - t0;
+    const count = (name: string) => [...text.matchAll(new RegExp(`^${name}\\{result="(\\w+)"\\} (\\d+)`, 'gm'))].map((m) => [m[1], Number(m[2])] as const);
+    const done = count('braid_query_view_compactions_total').reduce((n, [, v]) => n + v, 0);
+    const files = count('braid_query_series_files_total');
+    const pending = /^braid_query_series_pending (\d+)/m.exec(text);
+    series = files.filter(([, v]) => v > 0).map(([r, v]) => `${v} ${r}`).join(', ') || 'none';
+    const seriesDone = !pending || (Number(pending[1]) === 0 && files.some(([, v]) => v > 0));
+    if (done >= 6 && seriesDone) return { ms: performance.now() - t0, series };
     await new Promise((r) => setTimeout(r, 250));
   }
-  return null;
+  return { ms: null, series };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Measuring
 
-interface Measured { question: Question; braid: number[]; influx: number[]; braidBuckets: number; influxBuckets: number; checked: number; mismatch: string | null }
+type Who = 'braid' | 'alt' | 'influx';
+interface Measured { question: Question; braid: number[]; alt: number[]; influx: number[]; braidBuckets: number; influxBuckets: number; checked: number; mismatch: string | null }
 
-async function measure(braidUrl: string, key: string, influxUrl: string): Promise<Measured[]> {
+async function measure(braidUrl: string, key: string, influxUrl: string, alt: { url: string; key: string } | null): Promise<Measured[]> {
   const out: Measured[] = [];
+  const systems: Who[] = alt ? ['braid', 'alt', 'influx'] : ['braid', 'influx'];
   for (const [qi, q] of QUESTIONS.entries()) {
     const r = mulberry32(1000 + qi); // the same questions in every run
-    const m: Measured = { question: q, braid: [], influx: [], braidBuckets: 0, influxBuckets: 0, checked: 0, mismatch: null };
+    const m: Measured = { question: q, braid: [], alt: [], influx: [], braidBuckets: 0, influxBuckets: 0, checked: 0, mismatch: null };
     for (let i = 0; i < WARMUP + q.repeat; i++) {
       if (isStopping()) throw new Error('stopped');
       const metric = METRICS[Math.floor(r() * METRICS.length)];
       const scope = q.scope(r);
-      // Interleaved, each first half the time: both see the same noise.
-      const order = i % 2 === 0 ? ['braid', 'influx'] as const : ['influx', 'braid'] as const;
-      const answers: Partial<Record<'braid' | 'influx', Bucket[]>> = {};
+      // Interleaved, each first in turn: all see the same noise.
+      const order = systems.map((_, j) => systems[(i + j) % systems.length]);
+      const answers: Partial<Record<Who, Bucket[]>> = {};
       for (const who of order) {
         const t0 = performance.now();
-        answers[who] = who === 'braid' ? await askBraid(braidUrl, key, metric, scope, q) : await askInflux(influxUrl, metric, scope, q);
+        answers[who] = who === 'braid' ? await askBraid(braidUrl, key, metric, scope, q)
+          : who === 'alt' ? await askBraid(alt!.url, alt!.key, metric, scope, q) : await askInflux(influxUrl, metric, scope, q);
         const took = performance.now() - t0;
         if (i >= WARMUP) m[who].push(took);
       }
       m.braidBuckets = answers.braid!.length;
       m.influxBuckets = answers.influx!.length;
-      // Every fifth answer is compared bucket by bucket.
+      // Every fifth answer is compared bucket by bucket (and the other checkout's with this one's).
       if (i % 5 === 0 && !m.mismatch) {
         m.checked++;
-        const d = differs(answers.braid!, answers.influx!);
+        const d = differs(answers.braid!, answers.influx!) ?? (alt ? differs(answers.braid!, answers.alt!) : null);
         if (d) m.mismatch = `${metric} ${JSON.stringify(scope)}: ${d}`;
       }
     }
     const p99 = (xs: number[]) => quantile([...xs].sort((a, b) => a - b), 0.99);
-    log(`  ${q.name}: braid p99 ${ms(p99(m.braid))}, influx p99 ${ms(p99(m.influx))}${m.mismatch ? `; ANSWERS DIFFER: ${m.mismatch}` : ''}`);
+    log(`  ${q.name}: braid p99 ${ms(p99(m.braid))}${alt ? `, alt p99 ${ms(p99(m.alt))}` : ''}, influx p99 ${ms(p99(m.influx))}${m.mismatch ? `; ANSWERS DIFFER: ${m.mismatch}` : ''}`);
     out.push(m);
   }
   return out;
@@ -284,7 +330,7 @@ async function measure(braidUrl: string, key: string, influxUrl: string): Promis
 // ---------------------------------------------------------------------------------------------
 // Report
 
-function report(machine: MachineInfo, build: Build, influxLoad: { points: number; ms: number }, results: Measured[], procs: { cloud: { rss: number; cpuSec: number }; influx: { rss: number; cpuSec: number } }, totalMs: number, influxVersion: string): string {
+function report(machine: MachineInfo, build: Build, influxLoad: { points: number; ms: number }, results: Measured[], procs: { cloud: { rss: number; cpuSec: number }; alt?: { rss: number; cpuSec: number }; influx: { rss: number; cpuSec: number } }, totalMs: number, influxVersion: string): string {
   const L: string[] = [];
   const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
   const q = (xs: number[], p: number) => quantile(sorted(xs), p);
@@ -296,9 +342,9 @@ function report(machine: MachineInfo, build: Build, influxLoad: { points: number
   L.push(`Data: ${int(DEVICES)} devices x ${METRICS.length} metrics, ${GATEWAYS} gateways, ${YEAR_DAYS} days: ${int(readings)} readings `
     + `(${int(build.sparse.readings)} sparse over ${YEAR_DAYS - 1} days, ${int(build.dense.readings)} on the dense day ${new Date(DENSE_DAY).toISOString().slice(0, 10)}); `
     + `master ${mb(build.sparse.bytes + build.dense.bytes)} in ${build.sparse.files + build.dense.files} files.`, '');
-  L.push(`Views: \`braid batch run --full\` read ${int(build.batch.rowsRead)} rows in ${ms(build.batch.wallMs)} (CPU ${build.batch.cpuSec.toFixed(0)} s, peak RSS ${mb(build.batch.hwm)}); `
+  L.push(`Views: ${build.reused ? `(built by an earlier run, reused from BENCH_QUERY_DATA) ` : ''}\`braid batch run --full\` read ${int(build.batch.rowsRead)} rows in ${ms(build.batch.wallMs)} (CPU ${build.batch.cpuSec.toFixed(0)} s, peak RSS ${mb(build.batch.hwm)}); `
     + `${mb(build.viewBytes)} of views: ${Object.entries(build.viewRows).map(([v, n]) => `${v} ${int(n)} rows`).join(', ')}.`, '');
-  L.push(`Compacted copies of the six hourly and daily views (what a range over more than 31 days reads; built by the cloud in the background after it first reads a manifest): ${build.compactMs == null ? 'not finished' : `ready ${ms(build.compactMs)} after the first query`}.`, '');
+  L.push(`Compacted copies of the six hourly and daily views (what a range over more than 31 days reads; built by the cloud in the background after it first reads a manifest): ${build.compactMs == null ? 'not finished' : `ready ${ms(build.compactMs)} after the first query`}; series files of the device views (hot days and compacted copies, read by device queries): ${build.series ?? 'none'}.`, '');
   L.push(`InfluxDB: the same ${int(influxLoad.points)} readings written as raw points in ${ms(influxLoad.ms)} (${int(influxLoad.points / (influxLoad.ms / 1000))} points/s).`, '');
   L.push('| question | buckets | Braid p50 | Braid p99 | InfluxDB p50 | InfluxDB p99 | InfluxDB p99 / Braid p99 | target | verdict | answers |');
   L.push('|---|---|---|---|---|---|---|---|---|---|');
@@ -313,7 +359,16 @@ function report(machine: MachineInfo, build: Build, influxLoad: { points: number
       + `| p99 <= ${m.question.target} ms, >= ${TARGET.vsInflux}x | ${met ? 'met' : '**short**'} | ${m.mismatch ? `**differ**: ${m.mismatch}` : `equal (${m.checked} compared)`} |`);
   }
   L.push('');
-  L.push(`Processes after the queries: braid cloud RSS ${mb(procs.cloud.rss)}, CPU ${procs.cloud.cpuSec.toFixed(1)} s; influxd RSS ${mb(procs.influx.rss)}, CPU ${procs.influx.cpuSec.toFixed(1)} s.`);
+  if (ALT_ROOT) {
+    L.push(`Before and after in the same run: the braid cloud of \`${ALT_ROOT}\` (BENCH_ALT_ROOT) on a copy of the same views, asked every question beside this checkout's and InfluxDB, each first in turn.`, '');
+    L.push('| question | Braid p50 | Braid p99 | before p50 | before p99 | before p99 / Braid p99 | InfluxDB p99 / before p99 |', '|---|---|---|---|---|---|---|');
+    for (const m of results) {
+      L.push(`| ${m.question.name} | ${ms(q(m.braid, 0.5))} | ${ms(q(m.braid, 0.99))} | ${ms(q(m.alt, 0.5))} | ${ms(q(m.alt, 0.99))} | ${(q(m.alt, 0.99) / q(m.braid, 0.99)).toFixed(1)}x | ${(q(m.influx, 0.99) / q(m.alt, 0.99)).toFixed(1)}x |`);
+    }
+    L.push('');
+  }
+  L.push(`Processes after the queries: braid cloud RSS ${mb(procs.cloud.rss)}, CPU ${procs.cloud.cpuSec.toFixed(1)} s; `
+    + `${procs.alt ? `the other checkout's cloud RSS ${mb(procs.alt.rss)}, CPU ${procs.alt.cpuSec.toFixed(1)} s; ` : ''}influxd RSS ${mb(procs.influx.rss)}, CPU ${procs.influx.cpuSec.toFixed(1)} s.`);
   L.push(`Every target: ${allMet ? 'met' : 'not all met (see the verdicts)'}.`);
   return L.join('\n');
 }
@@ -325,33 +380,82 @@ async function main() {
   mkdirSync(OUT, { recursive: true });
   const machine = await machineInfo(work);
   log(`scale ${SCALE}: ${DEVICES} devices; work dir ${work}`);
-  const dataDir = join(work, 'cloud');
-  const build = await buildData(dataDir);
+  let dataDir = join(work, 'cloud');
+  let build: Build;
+  if (DATA && REUSED) {
+    dataDir = join(DATA, 'cloud');
+    build = { ...JSON.parse(readFileSync(join(DATA, 'build.json'), 'utf8')) as Build, reused: true };
+    log(`reusing the master and views in ${DATA} (dense day ${new Date(DENSE_DAY).toISOString().slice(0, 10)})`);
+  } else {
+    if (DATA) dataDir = join(DATA, 'cloud');
+    build = await buildData(dataDir);
+    if (DATA) {
+      writeFileSync(join(DATA, 'build.json'), JSON.stringify(build));
+      writeFileSync(join(DATA, 'shape.json'), JSON.stringify({ devices: DEVICES, denseDay: DENSE_DAY } satisfies DataShape));
+    }
+  }
+  // Node-local caches (compacted copies, series files) are built afresh in every run.
+  rmSync(join(dataDir, 'cache'), { recursive: true, force: true });
 
-  const key = await lastLineOf(['cloud', 'key', 'add', 'bench', '--role', 'read', '--data-dir', dataDir], 'braid cloud key add', 'brk_');
-  const configFile = join(work, 'cloud.json');
-  writeFileSync(configFile, JSON.stringify({ http: { host: HOST }, batch: { cron: null }, log: { level: 'warn' } }));
-  const cloud = braid(['cloud', '--config', configFile, '--data-dir', dataDir, '--http-port', '0'], 'braid cloud');
-  const url = (await cloud.waitLine(/^cloud ready: (http:\/\/\S+)/, 60_000))[1];
+  const startCloud = async (dir: string, root: string, name: string) => {
+    const key = await lastLineOf(['cloud', 'key', 'add', `bench-${Date.now()}`, '--role', 'read', '--data-dir', dir], `${name} key add`, 'brk_');
+    const configFile = join(work, `${name}.json`);
+    writeFileSync(configFile, JSON.stringify({ http: { host: HOST }, batch: { cron: null }, log: { level: 'warn' } }));
+    const proc = braid(['cloud', '--config', configFile, '--data-dir', dir, '--http-port', '0'], name, root);
+    const url = (await proc.waitLine(/^cloud ready: (http:\/\/\S+)/, 60_000))[1];
+    return { proc, url, key };
+  };
+  // The other checkout reads a copy of the data dir (one process owns a data dir): the views and
+  // master hard-linked (immutable files), cloud.db copied.
+  let altDir: string | null = null;
+  if (ALT_ROOT) {
+    altDir = join(work, 'alt-cloud');
+    rmSync(altDir, { recursive: true, force: true });
+    mkdirSync(altDir, { recursive: true });
+    for (const name of readdirSync(dataDir)) {
+      if (name === 'cache' || name === 'tmp' || name.endsWith('.lock')) continue;
+      const from = join(dataDir, name);
+      if (name === 'master' || name === 'views') execFileSync('cp', ['-al', from, join(altDir, name)]);
+      else cpSync(from, join(altDir, name), { recursive: true });
+    }
+  }
+  const cloud = await startCloud(dataDir, ROOT, 'braid cloud');
+  const { url, key } = cloud;
+  const alt = ALT_ROOT && altDir ? await startCloud(altDir, ALT_ROOT, 'braid cloud (BENCH_ALT_ROOT)') : null;
 
   // The cloud compacts the hourly and daily views for long ranges when it first reads a manifest
   // (cloud/query/views/parquet.ts): one query starts it; the measured queries come after it.
-  const c0 = performance.now();
-  await askBraid(url, key, METRICS[0], { fleet: true }, QUESTIONS[QUESTIONS.length - 1]);
-  const compactMs = await waitForCompactions(url, key);
-  log(`  views compacted for long ranges in ${ms(compactMs ?? performance.now() - c0)}${compactMs === null ? ' (not all: timed out)' : ''}`);
-  build.compactMs = compactMs;
+  for (const c of [cloud, ...(alt ? [alt] : [])]) {
+    const c0 = performance.now();
+    await askBraid(c.url, c.key, METRICS[0], { fleet: true }, QUESTIONS[QUESTIONS.length - 1]);
+    const w = await waitForCompactions(c.url, c.key);
+    log(`  ${c === cloud ? 'braid' : 'alt'}: views compacted for long ranges in ${ms(w.ms ?? performance.now() - c0)}${w.ms === null ? ' (not all: timed out)' : ''}; series files: ${w.series}`);
+    if (c === cloud) {
+      build.compactMs = w.ms;
+      build.series = w.series;
+    }
+  }
 
   log('influxd 1.6.7: loading the same readings');
-  const influx = await startInfluxd();
+  const influxDir = DATA ? join(DATA, 'influxd') : null;
+  const loadedFile = influxDir ? join(influxDir, 'loaded.json') : null;
+  const influx = influxDir ? await startInfluxdIn(influxDir) : await startInfluxd();
   try {
     const influxVersion = (await fetch(`${influx.url}/ping`)).headers.get('x-influxdb-version') ?? 'unknown';
-    const influxLoad = await loadInflux(influx, dataDir);
+    let influxLoad: { points: number; ms: number };
+    if (loadedFile && existsSync(loadedFile)) {
+      influxLoad = JSON.parse(readFileSync(loadedFile, 'utf8')) as { points: number; ms: number };
+      log(`  reusing the ${int(influxLoad.points)} points loaded into ${influxDir} by an earlier run`);
+    } else {
+      influxLoad = await loadInflux(influx, dataDir);
+      if (loadedFile) writeFileSync(loadedFile, JSON.stringify(influxLoad));
+    }
     log(`  ${int(influxLoad.points)} points in ${ms(influxLoad.ms)}`);
     log('queries (each question: both systems one at a time, interleaved)');
-    const results = await measure(url, key, influx.url);
+    const results = await measure(url, key, influx.url, alt);
     const procs = {
-      cloud: { rss: memoryOf(cloud.pid).rss, cpuSec: cpuSecondsOf(cloud.pid) },
+      cloud: { rss: memoryOf(cloud.proc.pid).rss, cpuSec: cpuSecondsOf(cloud.proc.pid) },
+      ...(alt ? { alt: { rss: memoryOf(alt.proc.pid).rss, cpuSec: cpuSecondsOf(alt.proc.pid) } } : {}),
       influx: { rss: memoryOf(influx.pid).rss, cpuSec: cpuSecondsOf(influx.pid) },
     };
     const md = report(machine, build, influxLoad, results, procs, performance.now() - t0, influxVersion);

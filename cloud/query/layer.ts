@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { Counter } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { sinkKey } from '../batch/index.js';
 import { INFLUX_SINK_NAME } from '../sinks/influx/index.js';
 import { localDirs } from '../config.js';
@@ -47,9 +47,25 @@ export class QueryLayer implements CloudService {
       name: 'braid_query_view_compactions_total', registers: [ctx.registry], labelNames: ['result'] as const,
       help: 'Compacted copies of the hourly and daily views built for long ranges (result: built, failed; failed ones fall back to the day files)',
     });
+    const series = (ctx.registry.getSingleMetric('braid_query_series_files_total') as Counter<'result'> | undefined) ?? new Counter({
+      name: 'braid_query_series_files_total', registers: [ctx.registry], labelNames: ['result'] as const,
+      help: 'Series files of device views (hot days, compacted copies) for device queries (result: built, failed, skipped over the byte budget; the view files answer without one)',
+    });
+    const seriesPending = (ctx.registry.getSingleMetric('braid_query_series_pending') as Gauge | undefined) ?? new Gauge({
+      name: 'braid_query_series_pending', registers: [ctx.registry],
+      help: 'Series files of the live manifest queued and not yet built',
+    });
+    const compactDir = localDirs(config).compactedViews;
     const parquet = await ParquetViewReader.open({
       viewsDir,
-      compactDir: localDirs(config).compactedViews,
+      compactDir,
+      seriesDir: join(compactDir, 'series'),
+      onSeries: (e) => {
+        series.inc({ result: e.result });
+        seriesPending.set(e.pending);
+        if (e.err) ctx.logger.warn({ err: e.err, view: e.view, version: e.version, file: e.file }, 'no series file for a view file; DuckDB reads it');
+        else if (e.result === 'built') ctx.logger.info({ view: e.view, version: e.version, file: e.file, rows: e.rows, bytes: e.bytes, ms: Math.round(e.ms) }, 'series file ready for device queries');
+      },
       onCompacted: (e) => {
         compactions.inc({ result: e.err ? 'failed' : 'built' });
         if (e.err) ctx.logger.warn({ err: e.err, view: e.view, version: e.version }, 'could not compact a view; its day files answer');

@@ -9,7 +9,7 @@ import { ViewNotPublishedError } from '../../shared/errors.js';
 import { type Logger, nullLogger } from '../../shared/logger.js';
 import { isStoreUnavailable } from '../store/pg/unavailable.js';
 import type { ManifestSource } from './manifest.js';
-import { mergeBuckets, toPoints, type Point } from './merge.js';
+import { mergeBuckets, toPoints, type MergedBucket, type Point } from './merge.js';
 import { planQuery, type QueryParams, type QueryPlan, type Scope } from './params.js';
 import type { SpeedPartial, SpeedSource } from './speed.js';
 import type { SummaryRow, ViewReader } from './views/types.js';
@@ -52,6 +52,11 @@ export interface QueryAnswer {
   points: Point[];
   /** Set when part of the answer could not be read (the speed store out of reach): what is missing. */
   degraded?: string;
+}
+
+/** An answer before its points are derived: the merged buckets (the route writes JSON or CSV from them). */
+export interface MergedAnswer extends Omit<QueryAnswer, 'points'> {
+  buckets: MergedBucket[];
 }
 
 /** The `degraded` of an answer given without the speed side. */
@@ -116,6 +121,12 @@ export class QueryService {
 
   /** Validate (BadRequestError naming the parameter) and answer. */
   async query(params: QueryParams): Promise<QueryAnswer> {
+    const { buckets, ...head } = await this.merged(params);
+    return { ...head, points: toPoints(buckets, head.agg) };
+  }
+
+  /** query()'s answer with the merged buckets in place of the points (route.ts serializes them without a Point each). */
+  async merged(params: QueryParams): Promise<MergedAnswer> {
     const plan = planQuery(params, { maxBuckets: this.options.maxBuckets });
     const end = this.metrics?.seconds.startTimer({ view: plan.view });
     for (let attempt = 1; ; attempt++) {
@@ -142,7 +153,7 @@ export class QueryService {
       return {
         metric: plan.metric, scope: plan.scope, step: plan.step, agg: plan.agg,
         manifest: { version: manifest?.version ?? 0, watermark },
-        points: toPoints(mergeBuckets(plan.stepMs, rows, partials, stale), plan.agg),
+        buckets: mergeBuckets(plan.stepMs, rows, partials, stale),
         ...(degraded ? { degraded } : {}),
       };
     }

@@ -4,12 +4,15 @@
  * reader's cache and day pruning, InfluxDB's `holds` (the sink's version), and the sink's
  * first_device/last_device string fields.
  */
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync, renameSync, truncateSync } from 'node:fs';
+import { DuckDBInstance } from '@duckdb/node-api';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { readManifest, startBatchRun, type Manifest } from '../../cloud/batch/index.js';
 import { cloudConfigSchema } from '../../cloud/config.js';
-import { FileManifestSource, InfluxViewReader, ParquetViewReader, viewFiles } from '../../cloud/query/index.js';
+import {
+  buildSeriesFile, FileManifestSource, InfluxViewReader, ParquetViewReader, SeriesFile, SeriesLayoutError, viewFiles, type ViewReadRequest,
+} from '../../cloud/query/index.js';
 import { createInfluxSink, quoteStringField, toLine, type InfluxConfig } from '../../cloud/sinks/influx/index.js';
 import { loadConfig } from '../../shared/config.js';
 import { nullLogger } from '../../shared/logger.js';
@@ -52,6 +55,28 @@ viewReaderConformance('Parquet (DuckDB), compacted copies of the hourly and dail
         },
       },
       stop: async () => compact.remove(),
+    };
+  },
+});
+
+viewReaderConformance('Parquet (DuckDB), series files of every device view file and copy', {
+  start: async () => {
+    const cache = tempDir('braid-series-');
+    return {
+      harness: {
+        sinks: [],
+        reader: async (dataDir) => {
+          const r = await ParquetViewReader.open({
+            viewsDir: join(dataDir, 'views'), connections: 2, compactDir: join(cache.path, 'views'), compactAfterFiles: 0,
+            seriesDir: join(cache.path, 'series'), seriesHotDays: 1000,
+          });
+          const m = await readManifest(join(dataDir, 'views'));
+          if (m) await r.compactFor(m); // compactions, then series files of every device view file and copy
+          if (r.seriesSize.files === 0) throw new Error('no series file was built');
+          return r;
+        },
+      },
+      stop: async () => cache.remove(),
     };
   },
 });
@@ -171,6 +196,133 @@ describe('ParquetViewReader', () => {
     } finally {
       await reader.close();
       compact.remove();
+    }
+  });
+
+  it('device reads come from series files of the newest days and of the compacted copies: the rows DuckDB reads; a budget, and older versions\' files go', async () => {
+    const cache = tempDir('braid-series-');
+    const events: string[] = [];
+    const duck = await ParquetViewReader.open({ viewsDir: join(dir.path, 'views'), connections: 1, cacheRows: 0 });
+    const open = (o: { seriesMaxBytes?: number } = {}) => ParquetViewReader.open({
+      viewsDir: join(dir.path, 'views'), connections: 2, cacheRows: 0, compactDir: join(cache.path, 'views'), compactAfterFiles: 2,
+      seriesDir: join(cache.path, 'series'), seriesHotDays: 2, ...o,
+      onSeries: (e) => events.push(`${e.view}:${e.result}:${e.rows}`),
+    });
+    let reader = await open();
+    const reqs: ViewReadRequest[] = [];
+    for (const device of ['d1', 'd2', 'nobody']) {
+      for (const metric of ['temp', 'hum']) {
+        reqs.push({ view: 'device_1m', key: { device }, metric, fromMs: DAY0 + 3 * DAY_MS, toMs: DAY0 + 4 * DAY_MS, manifest }); // a hot day
+        reqs.push({ view: 'device_1m', key: { device }, metric, fromMs: DAY0 + 2 * DAY_MS + 60_000, toMs: DAY0 + 4 * DAY_MS, manifest }); // cut: the first minute out
+        reqs.push({ view: 'device_1m', key: { device }, metric, fromMs: DAY0, toMs: DAY0 + 4 * DAY_MS, manifest }); // hot and cold days
+        reqs.push({ view: 'device_1d', key: { device }, metric, fromMs: DAY0 - 300 * DAY_MS, toMs: DAY0 + 60 * DAY_MS, manifest }); // the copy
+        reqs.push({ view: 'device_1h', key: { device }, metric, fromMs: DAY0 - 300 * DAY_MS, toMs: DAY0 + DAY_MS + 1, manifest });
+      }
+    }
+    try {
+      await reader.compactFor(manifest);
+      // The 2 newest days of each device view (6 day files, a row of d1 and d2 each), then the copies of device_1d and device_1h (8 rows each).
+      expect(events.sort()).toEqual(['device_1d:built:2', 'device_1d:built:2', 'device_1d:built:8', 'device_1h:built:2', 'device_1h:built:2', 'device_1h:built:8', 'device_1m:built:2', 'device_1m:built:2']);
+      expect(reader.seriesSize).toMatchObject({ files: 8, pending: 0 });
+      const want = await Promise.all(reqs.map((r) => duck.read(r)));
+      expect(want.flat().length).toBeGreaterThan(20);
+      expect(await Promise.all(reqs.map((r) => reader.read(r)))).toEqual(want);
+
+      // The series file answers alone: with the hot day's device_1m file out of reach, its day still
+      // reads (DuckDB alone cannot); the cold days still need theirs.
+      const hotFile = join(dir.path, 'views', viewFiles(manifest, 'device_1m', DAY0 + 3 * DAY_MS, DAY0 + 4 * DAY_MS)[0]);
+      renameSync(hotFile, `${hotFile}.away`);
+      try {
+        expect(await reader.read(reqs[0])).toEqual(want[0]);
+        expect(want[0]).toMatchObject([{ bucket: DAY0 + 3 * DAY_MS + 60_000, sum: 3, count: 1, firstDevice: 'd1', lastDevice: 'd1' }]);
+        await expect(duck.read(reqs[0])).rejects.toThrow();
+      } finally {
+        renameSync(`${hotFile}.away`, hotFile);
+      }
+      await reader.close();
+
+      // A new process opens the files on disk; one cut short is built again.
+      const onDisk = join(cache.path, 'series', `v${manifest.version}`, 'device_1d.series');
+      truncateSync(onDisk, 100);
+      events.length = 0;
+      reader = await open();
+      await reader.compactFor(manifest);
+      expect(reader.seriesSize).toMatchObject({ files: 8, pending: 0 });
+      expect(await Promise.all(reqs.map((r) => reader.read(r)))).toEqual(want);
+      await reader.close();
+
+      // Over the byte budget: none is built, nor opened from an earlier process; DuckDB answers.
+      events.length = 0;
+      reader = await open({ seriesMaxBytes: 100 });
+      await reader.compactFor(manifest);
+      expect(new Set(events.map((e) => e.split(':')[1]))).toEqual(new Set(['skipped']));
+      expect(reader.seriesSize.files).toBe(0);
+      expect(listFiles(join(cache.path, 'series')).filter((f) => f.endsWith('.series'))).toEqual([]);
+      expect(await Promise.all(reqs.map((r) => reader.read(r)))).toEqual(want);
+      await reader.close();
+
+      // Newer versions naming the same day files share their series files; the copies are per version,
+      // and two versions later this version's are closed and removed.
+      reader = await open();
+      const later = (v: number) => ({ ...manifest, version: manifest.version + v });
+      await reader.compactFor(manifest);
+      await reader.compactFor(later(1));
+      expect(reader.seriesSize).toMatchObject({ files: 10, pending: 0 });
+      await reader.compactFor(later(2));
+      expect(existsSync(join(cache.path, 'series', `v${manifest.version}`))).toBe(false);
+      expect(existsSync(join(cache.path, 'series', `v${manifest.version + 2}`, 'device_1d.series'))).toBe(true);
+      expect(reader.seriesSize).toMatchObject({ files: 10, pending: 0 });
+      // A version that names other day files: the ones no kept version names go.
+      const moved = { ...manifest, version: manifest.version + 3, views: { ...manifest.views, device_1m: manifest.views.device_1m!.slice(0, 2) } };
+      await reader.compactFor(moved);
+      await reader.compactFor({ ...moved, version: manifest.version + 4 });
+      // device_1m's files of the 2 newest days go (no kept version names them); the hourly and daily
+      // ones of those days stay, with each version's 2 copies: 4 + 4.
+      expect(reader.seriesSize).toMatchObject({ files: 8, pending: 0 });
+      expect(await Promise.all(reqs.map((r) => reader.read({ ...r, manifest: { ...moved, version: manifest.version + 4 } }))))
+        .toEqual(await Promise.all(reqs.map((r) => duck.read({ ...r, manifest: moved }))));
+      expect(await Promise.all(reqs.map((r) => reader.read({ ...r, manifest: later(2) })))).toEqual(want);
+    } finally {
+      await reader.close();
+      await duck.close();
+      cache.remove();
+    }
+  });
+
+  it('a view file whose rows are not grouped by device and metric in bucket order, or hold a NULL, gets no series file', async () => {
+    const work = tempDir('braid-series-layout-');
+    const db = await DuckDBInstance.create(':memory:');
+    const conn = await db.connect();
+    const row = (device: string, bucket: number, sum: string) => `('${device}', 'temp', epoch_ms(${bucket}::BIGINT), 1::BIGINT, ${sum}::DOUBLE, 1.0, 1.0, 0.0, 1.0, epoch_ms(${bucket}::BIGINT), 1.0, epoch_ms(${bucket}::BIGINT))`;
+    const write = async (name: string, rows: string[]) => {
+      const file = join(work.path, `${name}.parquet`);
+      await conn.run(`COPY (SELECT * FROM (VALUES ${rows.join(', ')}) AS t(device, metric, bucket, "count", "sum", "min", "max", m2, "first", first_ts, "last", last_ts)) TO '${file}' (FORMAT parquet)`);
+      return file;
+    };
+    try {
+      const good = await write('good', [row('a', 0, '1'), row('a', 60_000, '2'), row('b', 0, '3')]);
+      expect(await buildSeriesFile(conn, good, join(work.path, 'good.series'))).toMatchObject({ rows: 3, series: 2 });
+      const file = await SeriesFile.open(join(work.path, 'good.series'));
+      expect((await file.read('a', 'temp', 0, 120_000)).map((r) => [r.bucket, r.sum])).toEqual([[0, 1], [60_000, 2]]);
+      expect((await file.read('a', 'temp', 60_000, 120_000)).map((r) => r.sum)).toEqual([2]);
+      expect(await file.read('c', 'temp', 0, 120_000)).toEqual([]);
+      await file.close();
+      for (const [name, rows, why] of [
+        ['split', [row('a', 0, '1'), row('b', 0, '2'), row('a', 60_000, '3')], /not contiguous/],
+        ['unordered', [row('a', 60_000, '1'), row('a', 0, '2')], /out of order/],
+        ['repeated', [row('a', 0, '1'), row('a', 0, '2')], /out of order/],
+        ['null', [row('a', 0, 'NULL')], /NULL/],
+      ] as const) {
+        const f = await write(name, [...rows]);
+        await expect(buildSeriesFile(conn, f, join(work.path, `${name}.series`))).rejects.toThrow(SeriesLayoutError);
+        await expect(buildSeriesFile(conn, f, join(work.path, `${name}.series`))).rejects.toThrow(why);
+        expect(existsSync(join(work.path, `${name}.series`))).toBe(false);
+        expect(existsSync(join(work.path, `${name}.series.tmp`))).toBe(false);
+      }
+    } finally {
+      conn.closeSync();
+      db.closeSync();
+      work.remove();
     }
   });
 

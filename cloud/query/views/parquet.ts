@@ -16,6 +16,15 @@
  * all days, sorted by key, metric, bucket: row-group statistics skip the other keys). A read over
  * more than `compactAfterFiles` days uses it once it is there; until then, and if building it fails,
  * the day files answer (the same rows). The copies are derived data: deleting them is safe.
+ *
+ * Device queries read series files where there are some (./series.ts): with a `seriesDir`, for each
+ * manifest version, after the compactions, the reader turns the device-view day files of the newest
+ * `seriesHotDays` days (`seriesDir/files/`, one per view file: a day file that the next version
+ * keeps keeps its series file) and the compacted copies of the device views (`seriesDir/v<version>/`)
+ * into series files, newest day first, within `seriesMaxBytes`; those no kept version names go as
+ * the copies do. A device's day at 1m or
+ * year at 1d is then one positional read of its rows, not a DuckDB scan; a file without one (not
+ * hot, over the budget, not built yet, refused) is read by DuckDB as before, with the same rows.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
@@ -24,7 +33,8 @@ import { DuckDBInstance, DuckDBListValue, LIST, VARCHAR, type DuckDBConnection, 
 import { VIEW_ROW_GROUP_ROWS } from '../../batch/dialect.js';
 import type { Manifest, ViewName } from '../../batch/index.js';
 import { HOUR_MS } from '../../../shared/time.js';
-import { absoluteViewFiles } from '../manifest.js';
+import { viewFiles } from '../manifest.js';
+import { buildSeriesFile, parquetRows, SeriesFile, seriesBytes } from './series.js';
 import { VIEW_SPECS, keyOf, type SummaryRow, type ViewReader, type ViewReadRequest } from './types.js';
 
 export interface ParquetViewReaderOptions {
@@ -44,6 +54,17 @@ export interface ParquetViewReaderOptions {
   compactAfterFiles: number;
   /** Told when a compacted copy is built (err null) or could not be (the day files keep answering). */
   onCompacted?: (e: { view: ViewName; version: number; ms: number; rows: number; err: Error | null }) => void;
+  /** Where series files of device views go (node-local, derived data); null: none (DuckDB reads every file). Needs compactDir. */
+  seriesDir: string | null;
+  /** Device-view day files of this many newest days (of each manifest) get series files; 0: only the compacted copies. */
+  seriesHotDays: number;
+  /** Bytes all series files may take in compactDir (80 a row: 1.15 GB for a day of 14.4M device_1m rows); 0: none. */
+  seriesMaxBytes: number;
+  /**
+   * Told when a series file is built (err null), refused or failed (err; the view file keeps
+   * answering), or skipped (over seriesMaxBytes); `pending` builds are still queued after this one.
+   */
+  onSeries?: (e: { view: ViewName; version: number; file: string; ms: number; rows: number; bytes: number; result: 'built' | 'failed' | 'skipped'; err: Error | null; pending: number }) => void;
 }
 
 export const DEFAULT_PARQUET_VIEW_READER_OPTIONS: Omit<ParquetViewReaderOptions, 'viewsDir'> = {
@@ -53,6 +74,9 @@ export const DEFAULT_PARQUET_VIEW_READER_OPTIONS: Omit<ParquetViewReaderOptions,
   cacheRows: 1_000_000, // ~200 MB
   compactDir: null,
   compactAfterFiles: 31,
+  seriesDir: null,
+  seriesHotDays: 2,
+  seriesMaxBytes: 4 * 1024 ** 3,
 };
 
 /** A compacted copy of one view of one manifest version. */
@@ -96,6 +120,13 @@ export class ParquetViewReader implements ViewReader {
   /** Manifest versions whose compactions were scheduled (the newest last). */
   private readonly compactedVersions: number[] = [];
   private compacting: Promise<void> = Promise.resolve();
+  /** Open series files by the view file (or compacted copy) they hold; their bytes count against seriesMaxBytes. */
+  private readonly series = new Map<string, { file: SeriesFile; target: string }>();
+  /** Sources queued or open, and the sources of each version scheduled. */
+  private readonly seriesQueued = new Set<string>();
+  private readonly seriesOf = new Map<number, string[]>();
+  private seriesHeld = 0;
+  private seriesPending = 0;
 
   private constructor(private readonly instance: DuckDBInstance, private readonly all: PooledConnection[], readonly options: ParquetViewReaderOptions) {
     this.idle.push(...all);
@@ -144,22 +175,33 @@ export class ParquetViewReader implements ViewReader {
   async read(req: ViewReadRequest): Promise<SummaryRow[]> {
     if (this.closed) throw new Error('ParquetViewReader is closed');
     const key = keyOf(req);
-    let files = absoluteViewFiles(this.options.viewsDir, req.manifest, req.view, req.fromMs, req.toMs);
-    if (files.length === 0) return [];
+    const days = viewFiles(req.manifest, req.view, req.fromMs, req.toMs);
+    if (days.length === 0) return [];
     this.scheduleCompactions(req.manifest);
-    if (files.length > this.options.compactAfterFiles) {
+    let files: string[] | null = null;
+    if (days.length > this.options.compactAfterFiles) {
       const c = this.compactions.get(compactionId(req.manifest.version, req.view));
       // One file for all days: its rows of the key and metric are one cache entry for every range.
       if (c?.ready) files = [c.path];
     }
+    // The day files' absolute paths only when they are read (a year's are 365 joins).
+    files ??= days.map((p) => join(this.options.viewsDir, p));
     const suffix = `\u0000${key?.value ?? ''}\u0000${req.metric}`;
     const perFile = new Map<string, SummaryRow[]>();
     const missing: string[] = [];
+    const fromSeries: Array<Promise<void>> = [];
     for (const f of files) {
+      const s = key?.column === 'device' && this.series.size > 0 ? this.series.get(f)?.file : undefined;
+      if (s) {
+        // A series file closed under the read (its version removed) leaves the file to DuckDB.
+        fromSeries.push(s.read(key!.value, req.metric, req.fromMs, req.toMs).then((rows) => { perFile.set(f, rows); }, () => { missing.push(f); }));
+        continue;
+      }
       const hit = this.cacheGet(f + suffix);
       if (hit) perFile.set(f, hit);
       else missing.push(f);
     }
+    if (fromSeries.length) await Promise.all(fromSeries);
     if (missing.length > 0) {
       const loaded = await this.load(missing, key, req.metric);
       for (const f of missing) {
@@ -264,8 +306,91 @@ export class ParquetViewReader implements ViewReader {
       const paths = files.map((f) => join(this.options.viewsDir, f));
       this.compacting = this.compacting.then(() => this.compact(manifest.version, view, paths, c));
     }
+    if (this.options.seriesDir) this.scheduleSeries(manifest, this.options.seriesDir);
     const keep = this.compactedVersions.slice(-2);
     this.compacting = this.compacting.then(() => this.removeCompactionsBut(keep));
+  }
+
+  /**
+   * Queue the series files of a manifest version: the device-view day files of the newest
+   * seriesHotDays days (newest first; minutes, hours, days), then the compacted copies of the device
+   * views (days, then hours). Each is opened if an earlier process built it, else built.
+   */
+  private scheduleSeries(manifest: Manifest, dir: string): void {
+    if (this.options.seriesMaxBytes <= 0) return;
+    const version = manifest.version;
+    const jobs: Array<{ view: ViewName; source: string; target: string; copy?: Compaction }> = [];
+    const deviceViews = (['device_1m', 'device_1h', 'device_1d'] as const).filter((v) => manifest.views[v]?.length);
+    const days = new Set<number>();
+    for (const v of deviceViews) for (const f of viewFiles(manifest, v, -Infinity, Infinity)) days.add(dayOf(f));
+    const hot = [...days].filter(Number.isFinite).sort((a, b) => b - a).slice(0, this.options.seriesHotDays);
+    for (const day of hot) {
+      for (const v of deviceViews) {
+        for (const rel of viewFiles(manifest, v, day, day + 1)) {
+          jobs.push({ view: v, source: join(this.options.viewsDir, rel), target: join(dir, 'files', `${rel.replaceAll('/', '_')}.series`) });
+        }
+      }
+    }
+    for (const v of ['device_1d', 'device_1h'] as const) {
+      const c = this.compactions.get(compactionId(version, v));
+      if (c) jobs.push({ view: v, source: c.path, target: join(dir, `v${version}`, `${v}.series`), copy: c });
+    }
+    this.seriesOf.set(version, jobs.map((j) => j.source));
+    const fresh = jobs.filter((j) => !this.seriesQueued.has(j.source));
+    for (const j of fresh) this.seriesQueued.add(j.source);
+    this.seriesPending += fresh.length;
+    for (const job of fresh) this.compacting = this.compacting.then(() => this.seriesFor(version, job.view, job.source, job.target, job.copy));
+  }
+
+  /** Open or build the series file of `source` (a compacted `copy` only once it is built). */
+  private async seriesFor(version: number, view: ViewName, source: string, target: string, copy?: Compaction): Promise<void> {
+    const t0 = performance.now();
+    let rows = 0;
+    let bytes = 0;
+    let result: 'built' | 'failed' | 'skipped' = 'built';
+    let err: Error | null = null;
+    try {
+      if (this.closed) return;
+      if (copy && !copy.ready) throw new Error(`the compacted copy ${source} was not built`);
+      let file = existsSync(target) ? await SeriesFile.open(target).catch(() => null) : null;
+      if (!file) {
+        const pooled = await this.acquire();
+        try {
+          rows = await parquetRows(pooled.conn, source);
+          if (this.seriesHeld + seriesBytes(rows) > this.options.seriesMaxBytes) {
+            result = 'skipped';
+            return;
+          }
+          await mkdir(join(target, '..'), { recursive: true });
+          await buildSeriesFile(pooled.conn, source, target);
+        } finally {
+          this.release(pooled);
+        }
+        file = await SeriesFile.open(target);
+      }
+      rows = file.rows;
+      bytes = file.bytes;
+      if (this.closed || !this.compactedVersions.slice(-2).includes(version)) {
+        await file.close();
+        return;
+      }
+      // One an earlier process left (under another budget) counts like a new one.
+      if (this.seriesHeld + file.bytes > this.options.seriesMaxBytes) {
+        result = 'skipped';
+        await file.close();
+        await rm(target, { force: true });
+        return;
+      }
+      this.series.set(source, { file, target });
+      this.seriesHeld += file.bytes;
+    } catch (e) {
+      result = 'failed';
+      err = e as Error;
+    } finally {
+      if (!this.series.has(source)) this.seriesQueued.delete(source);
+      this.seriesPending--;
+      this.options.onSeries?.({ view, version, file: source, ms: performance.now() - t0, rows, bytes, result, err, pending: this.seriesPending });
+    }
   }
 
   private async compact(version: number, view: ViewName, files: string[], c: Compaction): Promise<void> {
@@ -295,13 +420,24 @@ export class ParquetViewReader implements ViewReader {
   }
 
   private async removeCompactionsBut(versions: number[]): Promise<void> {
-    const dir = this.options.compactDir!;
     const keep = new Set(versions.map((v) => `v${v}`));
-    for (const name of await readdir(dir).catch(() => [] as string[])) {
-      if (/^v\d+$/.test(name) && !keep.has(name)) await rm(join(dir, name), { recursive: true, force: true });
+    for (const dir of [this.options.compactDir!, this.options.seriesDir].filter((d) => d !== null)) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        if (/^v\d+$/.test(name) && !keep.has(name)) await rm(join(dir, name), { recursive: true, force: true });
+      }
     }
     for (const id of [...this.compactions.keys()]) {
       if (!keep.has(id.split('/')[0])) this.compactions.delete(id);
+    }
+    for (const v of [...this.seriesOf.keys()]) if (!versions.includes(v)) this.seriesOf.delete(v);
+    const named = new Set([...this.seriesOf.values()].flat());
+    for (const [source, { file, target }] of [...this.series]) {
+      if (named.has(source)) continue;
+      this.series.delete(source);
+      this.seriesQueued.delete(source);
+      this.seriesHeld -= file.bytes;
+      await file.close();
+      await rm(target, { force: true });
     }
   }
 
@@ -309,6 +445,11 @@ export class ParquetViewReader implements ViewReader {
   compactFor(manifest: Manifest): Promise<void> {
     this.scheduleCompactions(manifest);
     return this.compacting;
+  }
+
+  /** Series files open, their bytes, and builds still queued (for tests and metrics). */
+  get seriesSize(): { files: number; bytes: number; pending: number } {
+    return { files: this.series.size, bytes: this.seriesHeld, pending: this.seriesPending };
   }
 
   /** Rows held in the cache (for tests and metrics). */
@@ -334,6 +475,8 @@ export class ParquetViewReader implements ViewReader {
     this.closed = true;
     await this.compacting.catch(() => undefined);
     this.cache.clear();
+    for (const { file } of this.series.values()) await file.close();
+    this.series.clear();
     for (const c of this.all) {
       for (const s of c.statements.values()) s.destroySync();
       c.conn.closeSync();
@@ -343,3 +486,9 @@ export class ParquetViewReader implements ViewReader {
 }
 
 const compactionId = (version: number, view: ViewName) => `v${version}/${view}`;
+const DAY_FILE_RE = /day=(\d{4})-(\d{2})-(\d{2})\.parquet$/;
+/** UTC midnight of a view file's day (from its name), NaN for a name without one. */
+function dayOf(path: string): number {
+  const m = DAY_FILE_RE.exec(path);
+  return m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) : NaN;
+}
