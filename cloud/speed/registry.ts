@@ -6,6 +6,7 @@
  */
 import type { FastifyInstance, onResponseHookHandler, preHandlerHookHandler } from 'fastify';
 import type { Counter } from 'prom-client';
+import { BadRequestError } from '../../shared/errors.js';
 import { iso } from '../../shared/time.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import { DEVICE_SORTS, type DeviceSort, type GatewayStatusRow, type RegistryStore } from '../store/speed.js';
@@ -26,6 +27,9 @@ export interface RegistryRouteDeps {
 
 /** The most devices one page of GET /api/v1/devices holds. */
 export const MAX_DEVICE_PAGE = 1_000;
+
+/** The parameters of GET /api/v1/devices; any other is a 400 naming it. */
+const DEVICE_PARAMS = ['q', 'gateway', 'status', 'sort', 'order', 'limit', 'offset'];
 
 const isoOrNull = (ms: number | null | undefined) => (ms === null || ms === undefined ? null : iso(ms));
 
@@ -196,6 +200,10 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
       },
     },
   }, async (req) => {
+    // The schema drops what it does not know; a misspelt filter must not answer every device.
+    for (const k of new URLSearchParams(req.url.split('?')[1] ?? '').keys()) {
+      if (!DEVICE_PARAMS.includes(k)) throw new BadRequestError(`${k}: unknown parameter; expected ${DEVICE_PARAMS.join(', ')}`);
+    }
     const query = req.query as { q?: string; gateway?: string; status?: 'online' | 'offline'; sort?: DeviceSort; order?: 'asc' | 'desc'; limit?: number; offset?: number };
     const page = await store.searchDevices({ ...query, onlineAfter: deps.now() - deps.staleAfterMs });
     return {
