@@ -348,6 +348,43 @@ export function speedStoreConformance(name: string, factory: () => Promise<Speed
       expect(await (await h.another()).searchDevices({ q: 'a', limit: 3, onlineAfter: T - 1 })).toEqual(await s.searchDevices({ q: 'a', limit: 3, onlineAfter: T - 1 }));
     });
 
+    test('searchDevices with 10,000 devices: one search finds one, pages of 1,000 by last seen hold each device once (times printed)', async () => {
+      const N = 10_000;
+      const id = (i: number) => `sensor-${String(i).padStart(5, '0')}`;
+      // Ten pushes of 1,000 devices, 10 s apart (distinct last-seen times), every 7th connected at the last.
+      for (let k = 0; k < 10; k++) {
+        const devices = Array.from({ length: 1_000 }, (_, j) => ({ id: id(k * 1_000 + j), connected: (k * 1_000 + j) % 7 === 0 }));
+        await s.storePushes([entry(push('gw-1', [], { devices }))], T + k * 10_000);
+      }
+      const times: string[] = [];
+      const timed = async (what: string, q: Omit<DeviceSearch, 'onlineAfter'>) => {
+        const t0 = performance.now();
+        const page = await s.searchDevices({ ...q, onlineAfter: T + 90_000 - 1 });
+        times.push(`${what} ${(performance.now() - t0).toFixed(1)} ms`);
+        return page;
+      };
+      const one = await timed('q=SENSOR-04217', { q: 'SENSOR-04217', limit: 50 });
+      expect(one.total).toBe(1);
+      expect(one.devices.map((d) => d.id)).toEqual([id(4217)]);
+      // Only the last push's connected list counts (a gateway's latest word): 1,000 devices, every 7th.
+      const online = await timed('status=online count', { status: 'online', limit: 1 });
+      expect(online.total).toBe(Array.from({ length: 1_000 }, (_, j) => 9_000 + j).filter((i) => i % 7 === 0).length);
+      const seen = new Set<string>();
+      let last = Infinity;
+      for (let offset = 0; offset < N; offset += 1_000) {
+        const page = await timed(`page at ${offset}`, { sort: 'lastSeen', order: 'desc', limit: 1_000, offset });
+        expect(page.total).toBe(N);
+        for (const d of page.devices) {
+          expect(d.lastSeen).toBeLessThanOrEqual(last);
+          last = d.lastSeen;
+          seen.add(d.id);
+        }
+      }
+      expect(seen.size).toBe(N);
+      // eslint-disable-next-line no-console
+      console.log(`searchDevices on ${name}, 10,000 devices: ${times.join(', ')}`);
+    }, 60_000);
+
     test('the console\'s reads of ingest\'s tables: received seq, gap records (cloud_lost apart, unknown times null), seq holes (the newest 1,000)', async () => {
       await h.insert('received', [{ gateway: 'gw-1', from_seq: 1, to_seq: 10 }, { gateway: 'gw-1', from_seq: 11, to_seq: 40 }, { gateway: 'gw-2', from_seq: 1, to_seq: 5 }]);
       const gap = (gateway: string, id: number, reason: string, from: number, to: number, minTs: number, maxTs: number, devices: string[]) =>
