@@ -181,7 +181,7 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
           sort: { type: 'string', enum: [...DEVICE_SORTS], default: 'id', description: 'The sort key; ties broken by id' },
           order: { type: 'string', enum: ['asc', 'desc'], default: 'asc', description: 'The direction of the sort key and of the id that breaks ties' },
           limit: { type: 'integer', minimum: 1, maximum: MAX_DEVICE_PAGE, description: `At most this many devices (1..${MAX_DEVICE_PAGE}); absent: every match` },
-          offset: { type: 'integer', minimum: 0, default: 0, description: 'Skip this many of the sorted matches' },
+          offset: { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0, description: 'Skip this many of the sorted matches' },
         },
         additionalProperties: false,
       },
