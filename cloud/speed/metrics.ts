@@ -36,6 +36,9 @@ export function createSpeedMetrics(registry: Registry, source?: ServingSource) {
       name: 'braid_speed_requests_total', help: 'Speed pushes by outcome: ok (2xx), rejected (4xx), failed (5xx)', labelNames: ['outcome'] as const, registers })),
     rejected: reuse(registry, 'braid_speed_rejected_total', () => new Counter({
       name: 'braid_speed_rejected_total', help: 'Speed pushes refused, by error code', labelNames: ['code'] as const, registers })),
+    registryRejected: reuse(registry, 'braid_registry_rejected_total', () => new Counter({
+      name: 'braid_registry_rejected_total', help: 'GET /api/v1/gateways and /api/v1/devices answered 4xx (a bad parameter, a missing or wrong key), by route and status',
+      labelNames: ['route', 'status'] as const, registers })),
     requestSeconds: reuse(registry, 'braid_speed_request_seconds', () => new Histogram({
       name: 'braid_speed_request_seconds', help: 'Time from a speed push to its answer (stored when 2xx)', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers })),
     stored: reuse(registry, 'braid_speed_partials_stored_total', () => new Counter({

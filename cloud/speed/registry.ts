@@ -4,10 +4,12 @@
  * records and seq holes, its clock offset and readings stamped in the cloud's future) and of each device. A gateway is online when its last push is younger
  * than `speed.staleAfterMs`; a device when its gateway is online and says it is connected.
  */
-import type { FastifyInstance, preHandlerHookHandler } from 'fastify';
+import type { FastifyInstance, onResponseHookHandler, preHandlerHookHandler } from 'fastify';
+import type { Counter } from 'prom-client';
+import { BadRequestError } from '../../shared/errors.js';
 import { iso } from '../../shared/time.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
-import type { GatewayStatusRow, RegistryStore } from '../store/speed.js';
+import { DEVICE_SORTS, type DeviceSort, type GatewayStatusRow, type RegistryStore } from '../store/speed.js';
 import type { LiveViewSource } from './live-manifest.js';
 import { epochOf } from './store.js';
 
@@ -19,7 +21,15 @@ export interface RegistryRouteDeps {
   /** The preHandler that admits a read key, or an admin key (401/403 otherwise). */
   read: preHandlerHookHandler;
   now: () => number;
+  /** Counts the routes' 4xx answers [INV-5] (braid_registry_rejected_total). */
+  rejected?: Counter<'route' | 'status'>;
 }
+
+/** The most devices one page of GET /api/v1/devices holds. */
+export const MAX_DEVICE_PAGE = 1_000;
+
+/** The parameters of GET /api/v1/devices; any other is a 400 naming it. */
+const DEVICE_PARAMS = ['q', 'gateway', 'status', 'sort', 'order', 'limit', 'offset'];
 
 const isoOrNull = (ms: number | null | undefined) => (ms === null || ms === undefined ? null : iso(ms));
 
@@ -93,9 +103,15 @@ const deviceSchema = {
 
 export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRouteDeps): void {
   const { registry: store } = deps;
+  /** Count a 4xx of `route` (schema refusals and missing keys included). */
+  const counted = (route: string): onResponseHookHandler => (_req, reply, done) => {
+    if (reply.statusCode >= 400 && reply.statusCode < 500) deps.rejected?.inc({ route, status: String(reply.statusCode) });
+    done();
+  };
 
   app.get('/api/v1/gateways', {
     preHandler: deps.read,
+    onResponse: counted('gateways'),
     schema: {
       summary: 'Every gateway: last contact, health, E, received seq, gap records (read key)',
       operationId: 'listGateways',
@@ -149,33 +165,57 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
 
   app.get('/api/v1/devices', {
     preHandler: deps.read,
+    onResponse: counted('devices'),
     schema: {
-      summary: 'Every device the gateways reported, its gateway, metrics and whether it is online (read key)',
+      summary: 'The devices the gateways reported: searched, filtered, sorted and paged on the server (read key)',
+      description: 'Without parameters, every device sorted by id (as before paging existed). `total` counts every device matching `q`, `gateway` and `status`; '
+        + '`offset` and `limit` pick the page of them (offset paging: the console jumps to any page and shows "page N of M").',
       operationId: 'listDevices',
       tags: ['registry'],
       querystring: {
         type: 'object',
-        properties: { gateway: { type: 'string', minLength: 1, maxLength: 64 } },
+        properties: {
+          q: { type: 'string', maxLength: 128, description: 'Devices whose id contains this, case-insensitive (ASCII); a prefix is a substring too' },
+          gateway: { type: 'string', minLength: 1, maxLength: 64, description: 'Devices last reported by this gateway' },
+          status: { type: 'string', enum: ['online', 'offline'], description: 'online: its gateway pushed within speed.staleAfterMs and says it is connected' },
+          sort: { type: 'string', enum: [...DEVICE_SORTS], default: 'id', description: 'The sort key; ties broken by id' },
+          order: { type: 'string', enum: ['asc', 'desc'], default: 'asc', description: 'The direction of the sort key and of the id that breaks ties' },
+          limit: { type: 'integer', minimum: 1, maximum: MAX_DEVICE_PAGE, description: `At most this many devices (1..${MAX_DEVICE_PAGE}); absent: every match` },
+          offset: { type: 'integer', minimum: 0, maximum: 1_000_000_000, default: 0, description: 'Skip this many of the sorted matches' },
+        },
         additionalProperties: false,
       },
       response: {
-        200: { description: 'The devices, of one gateway with ?gateway=G', type: 'object', properties: { devices: { type: 'array', items: deviceSchema } } },
-        ...errorResponses({ 400: 'BRAID_ERR_BAD_REQUEST: an unknown or malformed query parameter', ...AUTH_ERRORS.read }),
+        200: {
+          description: 'One page of the matching devices',
+          type: 'object',
+          properties: {
+            devices: { type: 'array', items: deviceSchema },
+            total: { type: 'integer', description: 'Devices matching q, gateway and status, on every page' },
+            offset: { type: 'integer' },
+            limit: { type: ['integer', 'null'], description: 'The limit asked for; null: none' },
+          },
+        },
+        ...errorResponses({ 400: 'BRAID_ERR_BAD_REQUEST: an unknown or malformed query parameter (the message names it)', ...AUTH_ERRORS.read }),
       },
     },
   }, async (req) => {
-    const { gateway } = req.query as { gateway?: string };
-    const now = deps.now();
-    const [devices, status] = await Promise.all([store.listDevices(gateway), store.gatewayStatuses()]);
-    const connected = new Map<string, Set<string>>();
-    for (const [g, s] of status) if (isOnline(s, now, deps.staleAfterMs)) connected.set(g, new Set(s.connected));
+    // The schema drops what it does not know; a misspelt filter must not answer every device.
+    for (const k of new URLSearchParams(req.url.split('?')[1] ?? '').keys()) {
+      if (!DEVICE_PARAMS.includes(k)) throw new BadRequestError(`${k}: unknown parameter; expected ${DEVICE_PARAMS.join(', ')}`);
+    }
+    const query = req.query as { q?: string; gateway?: string; status?: 'online' | 'offline'; sort?: DeviceSort; order?: 'asc' | 'desc'; limit?: number; offset?: number };
+    const page = await store.searchDevices({ ...query, onlineAfter: deps.now() - deps.staleAfterMs });
     return {
-      devices: devices.map((d) => ({
+      total: page.total,
+      offset: query.offset ?? 0,
+      limit: query.limit ?? null,
+      devices: page.devices.map((d) => ({
         id: d.id,
         gateway: d.gateway,
         firstSeenAt: iso(d.firstSeen),
         lastSeenAt: iso(d.lastSeen),
-        online: connected.get(d.gateway)?.has(d.id) ?? false,
+        online: d.online,
         metrics: d.metrics,
       })),
     };

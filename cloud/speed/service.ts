@@ -122,6 +122,7 @@ export class SpeedService implements CloudService {
     });
     registerRegistryRoutes(app, {
       registry: store, live: this.live, staleAfterMs: this.o.staleAfterMs, read: ctx.auth.requireRole('read'), now: this.now,
+      rejected: this.metrics.registryRejected,
     });
   };
 

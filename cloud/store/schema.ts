@@ -177,6 +177,8 @@ CREATE TABLE IF NOT EXISTS devices (
   metrics    TEXT    NOT NULL           -- JSON array of metric names, sorted
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS devices_gateway ON devices (gateway);
+-- The console's devices page sorted by last seen (GET /api/v1/devices?sort=lastSeen); PostgreSQL's migration 5.
+CREATE INDEX IF NOT EXISTS devices_last_seen ON devices (last_seen);
 
 -- Each gateway's clock as the cloud sees it (cloud/ingest/clock.ts): the offset of its sentAt from
 -- the cloud's receive time (the max over a recent window; written by ingest and speed pushes), and

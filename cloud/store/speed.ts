@@ -93,6 +93,49 @@ export interface RegistryStore {
   clockRows(): Promise<Map<string, GatewayClockRow>>;
   /** The devices (of one gateway), sorted by id. */
   listDevices(gateway?: string): Promise<DeviceRow[]>;
+  /** One page of the devices matching `q`, filtered, sorted and paged in SQL, with the matching total. */
+  searchDevices(q: DeviceSearch): Promise<DevicePage>;
+}
+
+/** The sort keys of a device search (GET /api/v1/devices `sort`), each broken by id in the same direction. */
+export const DEVICE_SORTS = ['id', 'lastSeen', 'gateway'] as const;
+export type DeviceSort = typeof DEVICE_SORTS[number];
+
+/** A device search (GET /api/v1/devices): every field optional but the clock of `online`. */
+export interface DeviceSearch {
+  /** A case-insensitive substring of the id (ASCII case folding; `%` and `_` match themselves). */
+  q?: string;
+  gateway?: string;
+  /** online: its gateway pushed after `onlineAfter` and says it is connected; offline: the rest. */
+  status?: 'online' | 'offline';
+  /** Epoch ms: a gateway whose last push is later than this is online (now - speed.staleAfterMs). */
+  onlineAfter: number;
+  sort?: DeviceSort;
+  order?: 'asc' | 'desc';
+  /** Rows from this one of the sorted matches (0: the first). */
+  offset?: number;
+  /** At most this many rows (absent: every match). */
+  limit?: number;
+}
+
+export interface DevicePage {
+  /** Every device matching q, gateway and status (before offset and limit). */
+  total: number;
+  devices: Array<DeviceRow & { online: boolean }>;
+}
+
+/** The ORDER BY of a device search: the key, then the id, both in one direction, byte-wise (SQLite's BINARY, PostgreSQL's "C"). */
+export function deviceOrderBy(sort: DeviceSort = 'id', order: 'asc' | 'desc' = 'asc', collateC = ''): string {
+  const dir = order === 'desc' ? 'DESC' : 'ASC';
+  const id = `d.id${collateC} ${dir}`;
+  if (sort === 'lastSeen') return `d.last_seen ${dir}, ${id}`;
+  if (sort === 'gateway') return `d.gateway${collateC} ${dir}, ${id}`;
+  return id;
+}
+
+/** A LIKE pattern matching `q` anywhere, with `\` as the escape of `%`, `_` and itself. */
+export function containsPattern(q: string): string {
+  return `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 }
 
 /**

@@ -3,11 +3,12 @@ import { ApiError, api, getKey, onUnauthorized, setKey } from './api.js';
 import { errorBox, show } from './dom.js';
 import * as batch from './pages/batch.js';
 import * as device from './pages/device.js';
+import * as devices from './pages/devices.js';
 import * as fleetChart from './pages/fleet-chart.js';
 import * as fleet from './pages/fleet.js';
 import * as gateways from './pages/gateways.js';
 
-const PAGES = { fleet, gateways, device, 'fleet-chart': fleetChart, batch };
+const PAGES = { fleet, gateways, devices, device, 'fleet-chart': fleetChart, batch };
 
 const $ = (id) => document.getElementById(id);
 const main = $('page');

@@ -71,6 +71,11 @@ export function drawChart(el, answer, { fromMs, toMs, stepMs, hoverEl }) {
 
   let pattern = null;
   const bars = uPlot.paths.bars({ align: 1, size: [0.9, Infinity, 1] });
+  // Axis text and grid in the page's colors (style.css: light or dark with the system's scheme).
+  const css = getComputedStyle(document.documentElement);
+  const ink = css.getPropertyValue('--fg').trim() || '#1d2330';
+  const line = css.getPropertyValue('--line').trim() || '#d9dee5';
+  const axis = { stroke: ink, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 } };
   const opts = {
     width: Math.max(320, el.clientWidth || 900),
     height: 320,
@@ -78,7 +83,7 @@ export function drawChart(el, answer, { fromMs, toMs, stepMs, hoverEl }) {
     scales: { x: { time: true, range: () => [first, end] } },
     legend: { show: false },
     cursor: { points: { show: false }, drag: { x: true, y: false } },
-    axes: [{ values: timeTicks, label: 'UTC', labelSize: 20 }, { label: `${answer.agg}(${answer.metric})`, size: 70 }],
+    axes: [{ ...axis, values: timeTicks, label: 'UTC', labelSize: 20 }, { ...axis, label: `${answer.agg}(${answer.metric})`, size: 70 }],
     series: [
       {},
       ...SIDES.map((s) => ({ label: s.label, fill: s.color, stroke: s.color, width: 0, paths: bars, points: { show: false }, fillTo: (u) => u.scales.y.min })),

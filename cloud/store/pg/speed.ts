@@ -22,9 +22,9 @@ import type { GatewayClockRow } from '../../ingest/clock.js';
 import type { PartialTuple, SpeedPush } from '../../speed/validate.js';
 import { CLOUD_LOST_REASON, UNKNOWN_TS } from '../ingest-state.js';
 import {
-  DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DeviceRow, type GapEntry, type GapRecords, type GatewayStatusRow, type RegistryStore,
+  DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DevicePage, type DeviceRow, type DeviceSearch, type GapEntry, type GapRecords, type GatewayStatusRow, type RegistryStore,
   type SeqGapEntry, type SpeedPartialRow, type SpeedPartialsQuery, type SpeedPushEntry, type SpeedPushResult, type SpeedStore,
-  connectedDevices, epochOf, pushDevices,
+  connectedDevices, containsPattern, deviceOrderBy, epochOf, pushDevices,
 } from '../speed.js';
 import { pgTransaction } from './pool.js';
 
@@ -314,5 +314,37 @@ export class PgSpeedStore implements SpeedStore, RegistryStore {
       `SELECT id, gateway, first_seen, last_seen, metrics FROM devices ${gateway === undefined ? '' : 'WHERE gateway = $1'} ORDER BY id COLLATE "C"`,
       gateway === undefined ? [] : [gateway]);
     return r.rows.map((row) => ({ id: row.id, gateway: row.gateway, firstSeen: row.first_seen, lastSeen: row.last_seen, metrics: jsonArray(row.metrics) }));
+  }
+
+  /**
+   * cloud/speed/registry-store.ts searchDevices: the same statements, ILIKE for the id (ASCII
+   * ids fold as in SQLite), ids compared byte-wise (COLLATE "C") as SQLite's BINARY does.
+   */
+  async searchDevices(s: DeviceSearch): Promise<DevicePage> {
+    const where: string[] = [];
+    const params: unknown[] = [s.onlineAfter];
+    if (s.q !== undefined && s.q !== '') { params.push(containsPattern(s.q)); where.push(`d.id ILIKE $${params.length} ESCAPE '\\'`); }
+    if (s.gateway !== undefined) { params.push(s.gateway); where.push(`d.gateway = $${params.length}`); }
+    if (s.status === 'online') where.push('o.id IS NOT NULL');
+    if (s.status === 'offline') where.push('o.id IS NULL');
+    const from = `WITH online (id, gateway) AS MATERIALIZED (
+        SELECT DISTINCT c.value, st.gateway FROM gateway_status st, jsonb_array_elements_text(st.connected) AS c(value) WHERE st.last_push_at > $1)
+      SELECT %COLS% FROM devices d LEFT JOIN online o ON o.id = d.id AND o.gateway = d.gateway
+      ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`;
+    const page = [...params];
+    let tail = `ORDER BY ${deviceOrderBy(s.sort, s.order, ' COLLATE "C"')}`;
+    if (s.limit !== undefined) { page.push(s.limit); tail += ` LIMIT $${page.length}`; }
+    if (s.offset) { page.push(s.offset); tail += ` OFFSET $${page.length}`; }
+    const [count, rows] = await Promise.all([
+      this.pool.query<{ n: number }>(from.replace('%COLS%', 'COUNT(*)::int AS n'), params),
+      this.pool.query<{ id: string; gateway: string; first_seen: number; last_seen: number; metrics: unknown; online: boolean }>(
+        `${from.replace('%COLS%', 'd.id, d.gateway, d.first_seen, d.last_seen, d.metrics, o.id IS NOT NULL AS online')} ${tail}`, page),
+    ]);
+    return {
+      total: count.rows[0]?.n ?? 0,
+      devices: rows.rows.map((r) => ({
+        id: r.id, gateway: r.gateway, firstSeen: r.first_seen, lastSeen: r.last_seen, metrics: jsonArray(r.metrics), online: r.online,
+      })),
+    };
   }
 }

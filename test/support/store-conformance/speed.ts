@@ -13,9 +13,10 @@
  *   racing it from another store never puts one back [INV-3];
  * - readPartials: epochs above E[g] only, the minute range, one device or gateway, byte-wise order;
  * - gateway status, devices (metrics merged, the 5 s resolution, a device moving), last contact,
- *   clock offsets, and the console's reads of ingest's tables round trip.
+ *   clock offsets, and the console's reads of ingest's tables round trip;
+ * - searchDevices: the devices page's search, filters, sorts and pages, in SQL, with the total.
  */
-import type { RegistryStore, SpeedStore } from '../../../cloud/store/speed.js';
+import type { DeviceSearch, RegistryStore, SpeedStore } from '../../../cloud/store/speed.js';
 import type { PartialTuple, SpeedPush } from '../../../cloud/speed/validate.js';
 
 export type SpeedStoreUnderTest = SpeedStore & RegistryStore;
@@ -295,6 +296,94 @@ export function speedStoreConformance(name: string, factory: () => Promise<Speed
       expect(await s.registeredLastContact()).toEqual(new Map([['gw-1', T + 6000]]));
       expect(await (await h.another()).listDevices('gw-1')).toEqual((await s.listDevices('gw-1')));
     });
+
+    test('searchDevices: id substring (case-insensitive, % and _ literal), gateway, online/offline, sort by id, last seen or gateway both ways, offset and limit, the total', async () => {
+      // gw-a pushes at T (online after T - 1), connected A-1 and a_2; gw-b last pushed at T - 10 s (offline
+      // then), naming b%3 as connected. Devices first seen at distinct times, in this order.
+      const seen: Array<[string, string, number]> = [
+        ['A-1', 'gw-a', T - 5000], ['a_2', 'gw-a', T - 4000], ['b%3', 'gw-b', T - 10_000], ['Ab4', 'gw-a', T - 3000], ['zz5', 'gw-b', T - 10_000],
+        ['c-A6', 'gw-a', T - 2000],
+      ];
+      for (const [id, gw, at] of seen) await s.storePushes([entry(push(gw, [partial(id, 'temp', 0, 1)]))], at);
+      await s.storePushes([entry(push('gw-b', [], { devices: [{ id: 'b%3', connected: true }, { id: 'zz5', connected: false }] }))], T - 10_000);
+      await s.storePushes([entry(push('gw-a', [], { devices: [{ id: 'A-1', connected: true }, { id: 'a_2', connected: true }] }))], T);
+      const ids = async (q: Omit<DeviceSearch, 'onlineAfter'>, onlineAfter = T - 1) => {
+        const page = await s.searchDevices({ ...q, onlineAfter });
+        return { total: page.total, ids: page.devices.map((d) => d.id), online: page.devices.filter((d) => d.online).map((d) => d.id) };
+      };
+      // Every device, by id, byte-wise (upper case first); online: connected at an online gateway. A-1's
+      // last seen moved to T with gw-a's push; a_2's did not (within the 5 s resolution).
+      expect(await ids({})).toEqual({ total: 6, ids: ['A-1', 'Ab4', 'a_2', 'b%3', 'c-A6', 'zz5'], online: ['A-1', 'a_2'] });
+      // The whole row, as listDevices has it, plus online.
+      const all = await s.searchDevices({ onlineAfter: T - 1 });
+      const listed = await s.listDevices();
+      expect(all.devices.map(({ online: _, ...d }) => d)).toEqual(listed);
+      expect(all.devices[0]).toEqual({ id: 'A-1', gateway: 'gw-a', firstSeen: T - 5000, lastSeen: T, metrics: ['temp'], online: true });
+      // q: a substring anywhere, either case; % and _ match only themselves.
+      expect(await ids({ q: 'a' })).toEqual({ total: 4, ids: ['A-1', 'Ab4', 'a_2', 'c-A6'], online: ['A-1', 'a_2'] });
+      expect(await ids({ q: 'AB' })).toEqual({ total: 1, ids: ['Ab4'], online: [] });
+      expect(await ids({ q: '_' })).toEqual({ total: 1, ids: ['a_2'], online: ['a_2'] });
+      expect(await ids({ q: '%' })).toEqual({ total: 1, ids: ['b%3'], online: [] });
+      expect(await ids({ q: 'nothing' })).toEqual({ total: 0, ids: [], online: [] });
+      // gateway and status, alone and together; b%3 is online while gw-b counts as online.
+      expect(await ids({ gateway: 'gw-b' })).toEqual({ total: 2, ids: ['b%3', 'zz5'], online: [] });
+      expect(await ids({ gateway: 'gw-b', status: 'online' }, T - 20_000)).toEqual({ total: 1, ids: ['b%3'], online: ['b%3'] });
+      expect(await ids({ status: 'online' })).toEqual({ total: 2, ids: ['A-1', 'a_2'], online: ['A-1', 'a_2'] });
+      expect(await ids({ status: 'offline' })).toEqual({ total: 4, ids: ['Ab4', 'b%3', 'c-A6', 'zz5'], online: [] });
+      expect(await ids({ status: 'offline', q: 'a', gateway: 'gw-a' })).toEqual({ total: 2, ids: ['Ab4', 'c-A6'], online: [] });
+      // Sorts: the key, then the id, in the one direction.
+      expect((await ids({ sort: 'lastSeen' })).ids).toEqual(['b%3', 'zz5', 'a_2', 'Ab4', 'c-A6', 'A-1']);
+      expect((await ids({ sort: 'lastSeen', order: 'desc' })).ids).toEqual(['A-1', 'c-A6', 'Ab4', 'a_2', 'zz5', 'b%3']);
+      expect((await ids({ sort: 'gateway' })).ids).toEqual(['A-1', 'Ab4', 'a_2', 'c-A6', 'b%3', 'zz5']);
+      expect((await ids({ sort: 'gateway', order: 'desc' })).ids).toEqual(['zz5', 'b%3', 'c-A6', 'a_2', 'Ab4', 'A-1']);
+      expect((await ids({ order: 'desc' })).ids).toEqual(['zz5', 'c-A6', 'b%3', 'a_2', 'Ab4', 'A-1']);
+      // Pages: the total is every match's; an offset past the end is an empty page.
+      expect(await ids({ limit: 2 })).toEqual({ total: 6, ids: ['A-1', 'Ab4'], online: ['A-1'] });
+      expect(await ids({ limit: 2, offset: 2 })).toEqual({ total: 6, ids: ['a_2', 'b%3'], online: ['a_2'] });
+      expect(await ids({ limit: 4, offset: 4 })).toEqual({ total: 6, ids: ['c-A6', 'zz5'], online: [] });
+      expect(await ids({ offset: 5 })).toEqual({ total: 6, ids: ['zz5'], online: [] });
+      expect(await ids({ limit: 2, offset: 6 })).toEqual({ total: 6, ids: [], online: [] });
+      expect(await ids({ q: 'a', sort: 'lastSeen', order: 'desc', limit: 2, offset: 1 })).toEqual({ total: 4, ids: ['c-A6', 'Ab4'], online: [] });
+      // Another store on the database answers the same.
+      expect(await (await h.another()).searchDevices({ q: 'a', limit: 3, onlineAfter: T - 1 })).toEqual(await s.searchDevices({ q: 'a', limit: 3, onlineAfter: T - 1 }));
+    });
+
+    test('searchDevices with 10,000 devices: one search finds one, pages of 1,000 by last seen hold each device once (times printed)', async () => {
+      const N = 10_000;
+      const id = (i: number) => `sensor-${String(i).padStart(5, '0')}`;
+      // Ten pushes of 1,000 devices, 10 s apart (distinct last-seen times), every 7th connected at the last.
+      for (let k = 0; k < 10; k++) {
+        const devices = Array.from({ length: 1_000 }, (_, j) => ({ id: id(k * 1_000 + j), connected: (k * 1_000 + j) % 7 === 0 }));
+        await s.storePushes([entry(push('gw-1', [], { devices }))], T + k * 10_000);
+      }
+      const times: string[] = [];
+      const timed = async (what: string, q: Omit<DeviceSearch, 'onlineAfter'>) => {
+        const t0 = performance.now();
+        const page = await s.searchDevices({ ...q, onlineAfter: T + 90_000 - 1 });
+        times.push(`${what} ${(performance.now() - t0).toFixed(1)} ms`);
+        return page;
+      };
+      const one = await timed('q=SENSOR-04217', { q: 'SENSOR-04217', limit: 50 });
+      expect(one.total).toBe(1);
+      expect(one.devices.map((d) => d.id)).toEqual([id(4217)]);
+      // Only the last push's connected list counts (a gateway's latest word): 1,000 devices, every 7th.
+      const online = await timed('status=online count', { status: 'online', limit: 1 });
+      expect(online.total).toBe(Array.from({ length: 1_000 }, (_, j) => 9_000 + j).filter((i) => i % 7 === 0).length);
+      const seen = new Set<string>();
+      let last = Infinity;
+      for (let offset = 0; offset < N; offset += 1_000) {
+        const page = await timed(`page at ${offset}`, { sort: 'lastSeen', order: 'desc', limit: 1_000, offset });
+        expect(page.total).toBe(N);
+        for (const d of page.devices) {
+          expect(d.lastSeen).toBeLessThanOrEqual(last);
+          last = d.lastSeen;
+          seen.add(d.id);
+        }
+      }
+      expect(seen.size).toBe(N);
+      // eslint-disable-next-line no-console
+      console.log(`searchDevices on ${name}, 10,000 devices: ${times.join(', ')}`);
+    }, 60_000);
 
     test('the console\'s reads of ingest\'s tables: received seq, gap records (cloud_lost apart, unknown times null), seq holes (the newest 1,000)', async () => {
       await h.insert('received', [{ gateway: 'gw-1', from_seq: 1, to_seq: 10 }, { gateway: 'gw-1', from_seq: 11, to_seq: 40 }, { gateway: 'gw-2', from_seq: 1, to_seq: 5 }]);

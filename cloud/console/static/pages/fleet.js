@@ -1,5 +1,6 @@
 // Fleet overview: gateways, online devices, readings/s, the batch watermark's age, drops and gaps.
 // Each figure says which API answer it comes from; an API error shows in place of its figures.
+import { firingAlerts } from '../alerts.js';
 import { api } from '../api.js';
 import { errorBox, h, show, stat } from '../dom.js';
 import { duration, int, num, time } from '../format.js';
@@ -51,12 +52,17 @@ export async function render(el, ctx) {
   const gwBox = h('section', { class: 'stats', 'data-testid': 'fleet-gateways' });
   const devBox = h('section', { class: 'stats', 'data-testid': 'fleet-devices' });
   const batchBox = h('section', { class: 'stats', 'data-testid': 'fleet-batch' });
+  // Firing alerts: shown once the cloud has an alerts API (GET /api/v1/alerts answers 200; 404 hides it).
+  const alertsBox = h('section', { class: 'stats', 'data-testid': 'fleet-alerts', hidden: true });
   const updated = h('p', { class: 'muted', 'data-testid': 'updated' });
-  show(el, h('h1', {}, 'Fleet overview'), gwBox, devBox, batchBox, updated);
+  show(el, h('h1', {}, 'Fleet overview'), alertsBox, gwBox, devBox, batchBox, updated);
   let prev = null;
 
   ctx.poll(async () => {
-    const [gw, dev, batch] = await Promise.allSettled([api('gateways'), api('devices'), api('batch')]);
+    // Device counts only (limit 1: the answers' totals), so a fleet of thousands costs two small answers.
+    const [gw, dev, online, batch, alerts] = await Promise.allSettled([
+      api('gateways'), api('devices', { params: { limit: 1 } }), api('devices', { params: { status: 'online', limit: 1 } }), api('batch'), firingAlerts(),
+    ]);
     if (!ctx.alive) return;
 
     if (gw.status === 'fulfilled') {
@@ -77,11 +83,19 @@ export async function render(el, ctx) {
       show(gwBox, errorBox(gw.reason, 'GET /api/v1/gateways'));
     }
 
-    if (dev.status === 'fulfilled') {
-      const devices = dev.value.body.devices;
-      show(devBox, stat('devices-online', 'Devices online', int(devices.filter((d) => d.online).length), `of ${int(devices.length)} known`));
+    if (dev.status === 'fulfilled' && online.status === 'fulfilled') {
+      show(devBox, h('a', { class: 'stat-link', href: '#/devices?status=online', 'data-testid': 'devices-link' },
+        stat('devices-online', 'Devices online', int(online.value.body.total), `of ${int(dev.value.body.total)} known`)));
     } else {
-      show(devBox, errorBox(dev.reason, 'GET /api/v1/devices'));
+      show(devBox, errorBox(dev.status === 'rejected' ? dev.reason : online.reason, 'GET /api/v1/devices'));
+    }
+
+    if (alerts.status === 'fulfilled') {
+      alertsBox.hidden = !alerts.value.available;
+      if (alerts.value.available) show(alertsBox, stat('alerts-firing', 'Firing alerts', int(alerts.value.firing), `${int(alerts.value.alerts.length)} alerts listed`));
+    } else {
+      alertsBox.hidden = false;
+      show(alertsBox, errorBox(alerts.reason, 'GET /api/v1/alerts'));
     }
 
     if (batch.status === 'fulfilled') {
