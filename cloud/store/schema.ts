@@ -177,7 +177,7 @@ CREATE TABLE IF NOT EXISTS devices (
   metrics    TEXT    NOT NULL           -- JSON array of metric names, sorted
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS devices_gateway ON devices (gateway);
--- The console's devices page sorted by last seen (GET /api/v1/devices?sort=lastSeen); PostgreSQL's migration 5.
+-- The console's devices page sorted by last seen (GET /api/v1/devices?sort=lastSeen); PostgreSQL's migration 4.
 CREATE INDEX IF NOT EXISTS devices_last_seen ON devices (last_seen);
 
 -- Each gateway's clock as the cloud sees it (cloud/ingest/clock.ts): the offset of its sentAt from

@@ -227,18 +227,10 @@ const M3_NODES: readonly string[] = [
 ];
 
 /**
- * Migration 4 is the alerts' (issue 12, built on another branch at the same time). Until that
- * branch is merged this one holds its number with a no-op, so the list stays contiguous; the
- * merge replaces this entry with the alerts migration (a database this branch migrated is a test
- * database, never a released one).
- */
-const M4_RESERVED: readonly string[] = ['SELECT 1'];
-
-/**
- * Migration 5: the console's devices page sorts by last seen (GET /api/v1/devices?sort=lastSeen):
+ * Migration 4: the console's devices page sorts by last seen (GET /api/v1/devices?sort=lastSeen):
  * cloud.db's devices_last_seen (cloud/store/schema.ts).
  */
-const M5_DEVICES_LAST_SEEN: readonly string[] = [
+const M4_DEVICES_LAST_SEEN: readonly string[] = [
   `CREATE INDEX devices_last_seen ON devices (last_seen)`,
 ];
 
@@ -250,8 +242,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'cloud.db tables', statements: M1_CLOUD_DB },
   { version: 2, name: 'batch slots and view pointer', statements: M2_BATCH },
   { version: 3, name: 'nodes: staging leases', statements: M3_NODES },
-  { version: 4, name: 'reserved for the alerts migration', statements: M4_RESERVED },
-  { version: 5, name: 'devices by last seen', statements: M5_DEVICES_LAST_SEEN },
+  { version: 4, name: 'devices by last seen', statements: M4_DEVICES_LAST_SEEN },
 ];
 
 /** The schema version this code writes: the last migration's. */
