@@ -5,9 +5,8 @@
  * migrated database per test, a pool per store (another() is a second node).
  */
 import { join } from 'node:path';
-import type pg from 'pg';
-import { PgIngestStore, createPgPool, migrate } from '../../cloud/store/pg/index.js';
-import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
+import { PgIngestStore } from '../../cloud/store/pg/index.js';
+import { type TestPostgres, havePostgres, migratedDatabase, startPostgres } from '../support/postgres.js';
 import { SqliteIngestStore } from '../../cloud/ingest/index.js';
 import { openCloudDb } from '../../cloud/store/index.js';
 import { type Db, WriteQueue } from '../../shared/sqlite.js';
@@ -45,20 +44,12 @@ if (have) {
 }
 
 async function pgHarness(): Promise<IngestStoreHarness> {
-  const url = await server!.createDatabase(`ingest_${++n}`);
-  const pools: pg.Pool[] = [];
-  const open = () => {
-    const pool = createPgPool({ url, poolMax: 4 });
-    pools.push(pool);
-    return pool;
-  };
-  const first = open();
-  await migrate(first);
+  const { first, open, close } = await migratedDatabase(server!, `ingest_${++n}`);
   return {
     store: new PgIngestStore(first),
     another: async () => new PgIngestStore(open()),
     rows: async (sql) => (await first.query<Record<string, unknown>>(sql)).rows,
-    close: async () => { await Promise.all(pools.splice(0).map((p) => p.end())); },
+    close,
   };
 }
 

@@ -3,9 +3,8 @@
  * (test/support/postgres.ts): a fresh migrated database per test, a pool per registry (another()
  * is a second node). SQLite has no registry: an fcntl lock owns a staging dir on one host.
  */
-import type pg from 'pg';
-import { PgNodeRegistry, createPgPool, migrate } from '../../cloud/store/pg/index.js';
-import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
+import { PgNodeRegistry } from '../../cloud/store/pg/index.js';
+import { type TestPostgres, havePostgres, migratedDatabase, startPostgres } from '../support/postgres.js';
 import { nodeRegistryConformance } from '../support/store-conformance/nodes.js';
 
 const have = havePostgres();
@@ -17,20 +16,12 @@ let n = 0;
   afterAll(async () => { await server?.stop(); }, 30_000);
 
   nodeRegistryConformance(async () => {
-    const url = await server!.createDatabase(`nodes_${++n}`);
-    const pools: pg.Pool[] = [];
-    const open = () => {
-      const pool = createPgPool({ url, poolMax: 4 });
-      pools.push(pool);
-      return pool;
-    };
-    const first = open();
-    await migrate(first);
+    const { first, open, close } = await migratedDatabase(server!, `nodes_${++n}`);
     return {
       registry: new PgNodeRegistry(first),
       another: async () => new PgNodeRegistry(open()),
       storeNow: async () => (await first.query<{ t: number }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS t')).rows[0].t,
-      close: async () => { await Promise.all(pools.splice(0).map((p) => p.end())); },
+      close,
     };
   });
 });

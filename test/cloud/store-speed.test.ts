@@ -5,13 +5,12 @@
  * database per test, a pool per store (another() is a second node).
  */
 import { join } from 'node:path';
-import type pg from 'pg';
 import { SqliteSpeedStore } from '../../cloud/speed/index.js';
 import { openCloudDb } from '../../cloud/store/index.js';
-import { PgSpeedStore, createPgPool, migrate } from '../../cloud/store/pg/index.js';
+import { PgSpeedStore } from '../../cloud/store/pg/index.js';
 import { type Db, WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
 import { tempDir } from '../support/gateway.js';
-import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
+import { type TestPostgres, havePostgres, migratedDatabase, startPostgres } from '../support/postgres.js';
 import { type SpeedStoreHarness, speedStoreConformance } from '../support/store-conformance/speed.js';
 
 /** A row's values in column order, JSON columns (arrays, objects) as JSON text. */
@@ -61,15 +60,7 @@ if (have) {
 
 (have ? speedStoreConformance : () => describe.skip('PostgreSQL (postgresql-15 not installed)', () => { test('skipped', () => undefined); }))(
   'PostgreSQL', async (): Promise<SpeedStoreHarness> => {
-    const url = await server!.createDatabase(`speed_${++n}`);
-    const pools: pg.Pool[] = [];
-    const open = () => {
-      const pool = createPgPool({ url, poolMax: 4 });
-      pools.push(pool);
-      return pool;
-    };
-    const first = open();
-    await migrate(first);
+    const { first, open, close } = await migratedDatabase(server!, `speed_${++n}`);
     return {
       store: new PgSpeedStore(first),
       another: async () => new PgSpeedStore(open()),
@@ -90,7 +81,7 @@ if (have) {
           client.release();
         };
       },
-      close: async () => { await Promise.all(pools.splice(0).map((p) => p.end())); },
+      close,
     };
   },
 );

@@ -14,6 +14,8 @@ import { chownSync, existsSync, readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type pg from 'pg';
+import { createPgPool, migrate } from '../../cloud/store/pg/index.js';
 import { tempDir } from './gateway.js';
 import { freePort } from './influx.js';
 
@@ -115,4 +117,28 @@ export async function startPostgres(): Promise<TestPostgres> {
     await stop();
     throw err;
   }
+}
+
+/** A fresh database of a test server, migrated, with pools on it: what a store's conformance harness starts from. */
+export interface MigratedDatabase {
+  url: string;
+  /** The first pool (migrated through it): the store under test and the harness's own reads. */
+  first: pg.Pool;
+  /** Another pool on the same database: a second process or node. */
+  open: () => pg.Pool;
+  /** End every pool opened. */
+  close: () => Promise<void>;
+}
+
+export async function migratedDatabase(server: TestPostgres, name: string, poolMax = 4): Promise<MigratedDatabase> {
+  const url = await server.createDatabase(name);
+  const pools: pg.Pool[] = [];
+  const open = () => {
+    const pool = createPgPool({ url, poolMax });
+    pools.push(pool);
+    return pool;
+  };
+  const first = open();
+  await migrate(first);
+  return { url, first, open, close: async () => { await Promise.all(pools.splice(0).map((p) => p.end())); } };
 }
