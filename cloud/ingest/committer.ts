@@ -22,7 +22,7 @@ import { IngestSeqSkipError, IngestUnavailableError } from './errors.js';
 import type { IngestMetrics } from './metrics.js';
 import { type IngestAck, type StagingLine, seqRanges } from './plan.js';
 import { type Range, normalize } from './ranges.js';
-import { OpenSegment, segmentLine } from './staging.js';
+import { OpenSegment, newSegmentId, segmentLine } from './staging.js';
 import type { IngestBatch } from './validate.js';
 
 export interface CommitterOptions {
@@ -232,9 +232,19 @@ export class GroupCommitter {
   }
 
   private async openSegment(): Promise<OpenSegment> {
-    const seg = await OpenSegment.create(this.dir, this.now());
+    // Ours before the file exists: a staging scan that lists the directory meanwhile (every
+    // min(orphanScanMs, leaseMs)) must not take a segment still being written for one to seal.
+    const now = this.now();
+    const id = newSegmentId(now);
+    this.live.add(id);
+    let seg: OpenSegment;
+    try {
+      seg = await OpenSegment.create(this.dir, now, id);
+    } catch (err) {
+      this.live.delete(id);
+      throw err;
+    }
     this.segment = seg;
-    this.live.add(seg.id);
     if (this.ageTimer) clearTimeout(this.ageTimer);
     this.ageTimer = setTimeout(() => {
       this.ageTimer = null;

@@ -130,7 +130,14 @@ export class Sealer {
     const inFile = new Map<string, Range[]>();
     for (const [g, st] of perGateway) inFile.set(g, normalize(st.runs));
     const { valid, adopted, lost } = await this.d.store.sealBegin(seg.id, inFile);
-    for (const l of lost) this.d.log.error({ segment: seg.id, ...l }, 'staged seqs are missing from their segment file (disk corruption?)');
+    if (lost.length > 0) {
+      // Acknowledged seqs that `staged` vouches for and the file does not hold: the file is still
+      // being written (a segment taken for sealing too early) or damaged. Sealing it now would drop
+      // the segment's staged rows and the file with them, losing those readings for good [INV-1]:
+      // leave it in staging (retried by the next scan) and say so.
+      for (const l of lost) this.d.log.error({ segment: seg.id, ...l }, 'staged seqs are missing from their segment file; not sealing it (still being written, or damaged)');
+      throw new Error(`segment ${seg.id}: ${lost.reduce((n, l) => n + l.lost.reduce((m, r) => m + r.to - r.from + 1, 0), 0)} staged seqs are missing from its file; left in staging`);
+    }
 
     const total = [...days.values()].reduce((s, c) => s + c.length, 0);
     const kept = this.filter(days, perGateway, valid);

@@ -48,8 +48,7 @@ export class OpenSegment {
   }
 
   /** Create the file (never an existing one) and fsync its directory, so the entry survives a crash [INV-1]. */
-  static async create(dir: string, now: number): Promise<OpenSegment> {
-    const id = newSegmentId(now);
+  static async create(dir: string, now: number, id = newSegmentId(now)): Promise<OpenSegment> {
     const path = join(dir, id + SEGMENT_EXT);
     const fh = await open(path, 'wx');
     try {

@@ -3,7 +3,7 @@
  * stored readings with their `day` partition, the catalog and `sealed` agree, staging is emptied,
  * segments rotate by size and by age, and no master file is ever modified [INV-4].
  */
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import {
@@ -140,4 +140,30 @@ test('[INV-4] master files are never modified: hashes of old files hold across m
   expect(after.size).toBeGreaterThan(before.size);
   const rows = await readMaster(dir.path);
   expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+});
+
+test('[INV-1] a segment file that lacks staged seqs (still being written, or damaged) is not sealed: its readings stay in staging and are sealed once the file holds them', async () => {
+  const t = await addGatewayToken(dir.path, 'gw-1');
+  cloud = await startTestCloud(dir.path, { ingest: { sealMaxAgeMs: 600_000 } }, { ingest: { orphanScanMs: 200 } });
+  const first = makeReadings(1, 50);
+  const second = makeReadings(51, 100);
+  expect((await postIngest(cloud.url, t, ingestBody('gw-1', first))).status).toBe(200);
+  expect((await postIngest(cloud.url, t, ingestBody('gw-1', second))).status).toBe(200);
+  // The segment as a sealer would find it before the second request's line was appended.
+  const [file] = stagingFiles();
+  const whole = readFileSync(file);
+  const firstLine = whole.subarray(0, whole.indexOf(10) + 1);
+  writeFileSync(file, firstLine);
+  await cloud.server.ingest.sealNow();
+  expect(await readMaster(dir.path)).toEqual([]);
+  expect(stagingFiles()).toEqual([file]);
+  expect(await queryCloudDb(dir.path, 'SELECT from_seq, to_seq FROM staged')).toEqual([{ from_seq: 1, to_seq: 100 }]);
+  expect(await queryCloudDb(dir.path, 'SELECT * FROM sealed')).toEqual([]);
+  const failures = (await cloud.server.registry.getSingleMetric('braid_master_seal_failures_total')!.get()).values[0].value;
+  expect(failures).toBeGreaterThanOrEqual(1);
+  // The whole file again (the append landed): the next scan seals all 100, once.
+  writeFileSync(file, whole);
+  await eventually(() => stagingFiles().length === 0, 10_000);
+  const rows = await readMaster(dir.path);
+  expectMaster(rows, 'gw-1', [...first, ...second]);
 });

@@ -159,9 +159,12 @@ maybe('braid demo', () => {
     // (The offline device comes and goes: compare with the answer the page rendered.)
     await nextRender(page);
     await cp.flush();
-    const devices = (cp.responses.filter((r) => r.url.pathname === '/api/v1/devices' && r.status === 200).at(-1)!.body as { devices: Array<{ id: string; online: boolean }> }).devices;
-    expect(await text('[data-testid=stat-devices-online]')).toBe(fmtInt(devices.filter((d) => d.online).length));
-    expect(await text('[data-testid=note-devices-online]')).toBe(`of ${fmtInt(devices.length)} known`);
+    // The page asks for counts (limit=1: the answer's total), online and all, in the same render.
+    const counted = (online: boolean) => (cp.responses.filter((r) => r.url.pathname === '/api/v1/devices' && r.status === 200
+      && (r.url.searchParams.get('status') === 'online') === online && r.url.searchParams.get('limit') === '1').at(-1)!.body as { total: number }).total;
+    expect(await text('[data-testid=stat-devices-online]')).toBe(fmtInt(counted(true)));
+    expect(await text('[data-testid=note-devices-online]')).toBe(`of ${fmtInt(counted(false))} known`);
+    const devices = (await apiCall<{ devices: Array<{ id: string; online: boolean }> }>(url, '/api/v1/devices', l['API key'])).body.devices;
     expect(devices.filter((d) => /^(north|south)-\d\d$/.test(d.id)).length).toBe(fleetLines.length);
     const gws = (await apiCall<{ gateways: GatewayDoc[] }>(url, '/api/v1/gateways', l['API key'])).body.gateways;
     expect(gws.map((g) => g.id)).toEqual(['gw-north', 'gw-south']);
