@@ -29,9 +29,9 @@ export interface TestAlertmanager {
   stop(): Promise<void>;
 }
 
-export async function startAlertmanager(): Promise<TestAlertmanager> {
+export async function startAlertmanager(o: { port?: number } = {}): Promise<TestAlertmanager> {
   const dir = tempDir('braid-alertmanager-');
-  const port = await freePort();
+  const port = o.port ?? await freePort();
   const config = join(dir.path, 'alertmanager.yml');
   writeFileSync(config, 'route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: none\n');
   const proc: ChildProcess = spawn(ALERTMANAGER_BIN, [
@@ -44,11 +44,13 @@ export async function startAlertmanager(): Promise<TestAlertmanager> {
   try {
     await eventually(async () => {
       if (proc.exitCode !== null) throw new Error(`alertmanager exited ${proc.exitCode}: ${stderr}`);
-      const res = await fetch(`${url}/-/ready`);
+      const res = await fetch(`${url}/-/ready`).catch((e: Error & { cause?: Error }) => { throw new Error(`${e.message}: ${e.cause?.message}`); });
       if (!res.ok) throw new Error(`not ready: ${res.status}`);
+      return true;
     }, 20_000, 100);
   } catch (err) {
     proc.kill('SIGKILL');
+    (err as Error).message += `; alertmanager's stderr: ${stderr.slice(-2000)}`;
     dir.remove();
     throw err;
   }
@@ -100,4 +102,11 @@ export async function alertHistory(url: string, key: string, q = ''): Promise<Ar
   const res = await fetch(`${url}/api/v1/alerts/history${q}`, { headers: { authorization: `Bearer ${key}` } });
   if (!res.ok) throw new Error(`GET /api/v1/alerts/history: ${res.status}`);
   return ((await res.json()) as { history: Array<{ rule: string; scope: Record<string, unknown>; from: string | null; to: string; at: string; value: number | null }> }).history;
+}
+
+/** A metric's value from a /metrics text (0 when absent); `labels` as written in the exposition (`result="sent"`). */
+export function metricValue(text: string, name: string, labels = ''): number {
+  const re = new RegExp(`^${name}${labels ? `\\{${labels.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\}` : ''} (\\S+)$`, 'm');
+  const m = re.exec(text);
+  return m ? Number(m[1]) : 0;
 }
