@@ -8,8 +8,7 @@
  * failed, evaluation goes on, and the alert arrives once it is up. Printed: time from the push to
  * firing, and the round time of 1,000 rules.
  */
-import { tempDir } from '../support/gateway.js';
-import { eventually } from '../support/gateway.js';
+import { connectDevice, endClient, eventually, publish, startTestGateway, tempDir } from '../support/gateway.js';
 import { type SpeedCloud, credentials, getJson, postSpeed, pushBody, startSpeedCloud } from './speed-fixtures.js';
 import {
   type TestAlertmanager, alertHistory, freePort, haveAlertmanager, listAlerts, metricValue, partialOf, putRules, startAlertmanager,
@@ -101,6 +100,34 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     expect(metricValue(text, 'braid_alerts', 'state="firing"')).toBe(0);
     expect(metricValue(text, 'braid_alert_evaluations_total', 'result="ok"')).toBeGreaterThan(5);
     expect(metricValue(text, 'braid_alert_notifications_total', 'result="failed"')).toBe(0);
+  }, 60_000);
+
+  test('a real device through a real gateway: its MQTT reading fires the rule in the cloud and at Alertmanager, a lower one resolves it', async () => {
+    const am = await startAlertmanager();
+    cleanups.push(() => am.stop());
+    const { cloud, keys } = await cloudWith({ alertmanagerUrl: am.url });
+    const gw = await startTestGateway({ id: 'gw-1', cloud: { url: cloud.url, token: keys.tokens['gw-1'] } });
+    cleanups.push(() => gw.close());
+    const device = await connectDevice(gw.mqttUrl, 'boiler-1', await gw.addDevice('boiler-1'));
+    cleanups.push(() => endClient(device));
+    await putRules(cloud.url, keys.admin, { rules: [{ name: 'boiler-hot', metric: 'temp', agg: 'last', window: '1m', op: '>', threshold: 90, for: '0s', device: 'boiler-1' }] });
+
+    const t0 = Date.now();
+    await publish(device, 'devices/boiler-1/telemetry', JSON.stringify({ ts: t0, temp: 95.5 }), 1);
+    const firing = await eventually(async () => (await listAlerts(cloud.url, keys.read)).find((a) => a.state === 'firing'), 20_000, 20);
+    const toFiring = Date.now() - t0;
+    expect(firing).toMatchObject({ rule: 'boiler-hot', scope: { device: 'boiler-1' }, value: 95.5 });
+    await eventually(async () => (await am.alerts()).some((x) => x.labels.alertname === 'boiler-hot' && x.labels.device === 'boiler-1'), 10_000, 20);
+    const toAlertmanager = Date.now() - t0;
+
+    const t1 = Date.now();
+    await publish(device, 'devices/boiler-1/telemetry', JSON.stringify({ ts: t1, temp: 60 }), 1);
+    await eventually(async () => (await listAlerts(cloud.url, keys.read)).find((a) => a.state === 'resolved'), 20_000, 20);
+    const toResolved = Date.now() - t1;
+    await eventually(async () => !(await am.alerts()).some((x) => x.labels.alertname === 'boiler-hot' && Date.parse(x.endsAt) > Date.now()), 10_000, 50);
+    // eslint-disable-next-line no-console
+    console.log(`alerts: MQTT reading -> gateway -> speed push -> cloud: firing ${toFiring} ms after the publish, active at Alertmanager ${toAlertmanager} ms; `
+      + `the lower reading resolved it ${toResolved} ms after its publish (two false rounds; speed.pushIntervalMs 1 s, alerts.evalIntervalMs 200 ms)`);
   }, 60_000);
 
   test('Alertmanager out of reach: sends counted as failed, evaluation goes on, the alert arrives once it is up', async () => {
