@@ -27,6 +27,8 @@ import { stepAlert } from './state.js';
 
 /** A resolved alert is listed this long after it resolved, then forgotten (its transitions stay in the history). */
 export const RESOLVED_KEEP_MS = 3_600_000; // 1 hour
+/** ...and at most this long when Alertmanager never took its resolution. */
+export const RESOLVED_MAX_KEEP_MS = 86_400_000; // 1 day
 /** Merged queries of one round at once. */
 const QUERY_CONCURRENCY = 8;
 /** Alerts per POST to Alertmanager. */
@@ -234,9 +236,11 @@ export class AlertService implements CloudService {
       }
       apply(key, s.rule, s.scope, { cond: false, value: null, forMs: 0 });
     }
-    // Resolved alerts are forgotten an hour after they resolved, once Alertmanager heard it.
+    // Resolved alerts are forgotten an hour after they resolved, once Alertmanager heard it (or
+    // none is configured any more), and after a day in any case (its firing endsAt ran out long ago).
     for (const [key, s] of after) {
-      if (s.state === 'resolved' && now - s.since >= RESOLVED_KEEP_MS && s.sentState !== 'firing') {
+      const heard = s.sentState !== 'firing' || !o.alertmanagerUrl;
+      if (s.state === 'resolved' && ((now - s.since >= RESOLVED_KEEP_MS && heard) || now - s.since >= RESOLVED_MAX_KEEP_MS)) {
         remove.push({ rule: s.rule, scope: s.scope });
         after.delete(key);
       }

@@ -130,6 +130,31 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
       + `the lower reading resolved it ${toResolved} ms after its publish (two false rounds; speed.pushIntervalMs 1 s, alerts.evalIntervalMs 200 ms)`);
   }, 60_000);
 
+  test('a rule removed from the set: its firing alert resolves after the hysteresis and Alertmanager hears it; the rule kept goes on', async () => {
+    const am = await startAlertmanager();
+    cleanups.push(() => am.stop());
+    const { cloud, keys } = await cloudWith({ alertmanagerUrl: am.url });
+    const keep = { name: 'kept', metric: 'temp', agg: 'count', window: '1m', op: '>=', threshold: 1, for: '0s' };
+    const drop = { name: 'dropped', metric: 'temp', agg: 'max', window: '1m', op: '>', threshold: 10, for: '0s', gateway: 'gw-1' };
+    await putRules(cloud.url, keys.admin, { rules: [keep, drop] });
+    await postSpeed(cloud.url, keys.tokens['gw-1'], pushBody('gw-1', [partialOf('d-3', 'temp', Date.now(), 1, [42])]));
+    await eventually(async () => (await listAlerts(cloud.url, keys.read)).filter((a) => a.state === 'firing').length === 2, 10_000, 20);
+    await eventually(async () => (await am.alerts()).filter((x) => x.status.state === 'active').length === 2, 10_000, 50);
+    await putRules(cloud.url, keys.admin, { rules: [keep] });
+    const after = await eventually(async () => {
+      const a = await listAlerts(cloud.url, keys.read);
+      return a.find((x) => x.rule === 'dropped')?.state === 'resolved' ? a : null;
+    }, 10_000, 20);
+    expect(after!.map((a) => [a.rule, a.state])).toEqual([['kept', 'firing'], ['dropped', 'resolved']]);
+    await eventually(async () => {
+      const active = (await am.alerts()).filter((x) => Date.parse(x.endsAt) > Date.now());
+      return active.length === 1 && active[0].labels.alertname === 'kept';
+    }, 10_000, 50);
+    expect((await alertHistory(cloud.url, keys.read, '?rule=dropped')).map((h) => [h.from, h.to, h.scope])).toEqual([
+      ['firing', 'resolved', { gateway: 'gw-1' }], [null, 'firing', { gateway: 'gw-1' }],
+    ]);
+  }, 60_000);
+
   test('Alertmanager out of reach: sends counted as failed, evaluation goes on, the alert arrives once it is up', async () => {
     const port = await freePort();
     const { cloud, keys } = await cloudWith({ alertmanagerUrl: `http://127.0.0.1:${port}`, notifyTimeoutMs: 500 });
