@@ -120,11 +120,6 @@ export function compileRuleSet(body: unknown, maxRules: number): CompiledRule[] 
   });
 }
 
-/** Rules as stored: compiled again (they were valid when PUT; a rule no longer valid is skipped by the caller). */
-export function ruleScopes(c: CompiledRule): { device?: string; gateway?: string } {
-  return { ...(c.rule.device !== undefined ? { device: c.rule.device } : {}), ...(c.rule.gateway !== undefined ? { gateway: c.rule.gateway } : {}) };
-}
-
 export function compare(value: number, op: Op, threshold: number): boolean {
   switch (op) {
     case '>': return value > threshold;

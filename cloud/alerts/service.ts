@@ -299,9 +299,12 @@ export class AlertService implements CloudService {
       try {
         await postAlerts(o.alertmanagerUrl!, chunk.map((s) => toAmAlert(s, ctx)), o.notifyTimeoutMs);
       } catch (err) {
-        this.metrics!.notifications.inc({ result: 'failed' }, chunk.length);
-        this.log.warn({ err: (err as Error).message, alerts: chunk.length }, 'could not send alerts to Alertmanager; retried at the next round');
-        continue;
+        // The rest wait for the next round too: a black-holed Alertmanager costs a round one
+        // notifyTimeoutMs at most, whatever the number of alerts.
+        const left = due.length - i;
+        this.metrics!.notifications.inc({ result: 'failed' }, left);
+        this.log.warn({ err: (err as Error).message, alerts: left }, 'could not send alerts to Alertmanager; retried at the next round');
+        return;
       }
       this.metrics!.notifications.inc({ result: 'sent' }, chunk.length);
       const sent = chunk.map((s) => ({ ...s, sentState: s.state === 'firing' ? 'firing' as const : 'resolved' as const, sentAt: now }));
