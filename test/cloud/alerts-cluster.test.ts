@@ -3,7 +3,8 @@
  * one data dir, both running the evaluation loop every 100 ms, and a real Alertmanager. Only the
  * holder of the store's alerts lock evaluates a round, so every transition is recorded once and
  * every notification sent once, though both nodes take turns evaluating. A silence rule on a
- * gateway never heard from fires once its silentFor has passed since the rule set was replaced.
+ * gateway never heard from fires once its silentFor has passed since the rule set was replaced; one
+ * naming neither fires for each device the registry knows that has been silent that long.
  */
 import type pg from 'pg';
 import { type CloudApp, createCloud } from '../../cloud/app.js';
@@ -54,6 +55,7 @@ const have = havePostgres() && haveAlertmanager();
     const put = await putRules(A.url, adminKey, { rules: [
       { name: 'fleet-hot', metric: 'temp', agg: 'max', window: '1m', op: '>', threshold: 50, for: '0s' },
       { name: 'ghost-quiet', silentFor: '30s', gateway: 'gw-ghost' },
+      { name: 'any-quiet', silentFor: '30s' },
     ] });
     expect(put.status).toBe(200);
     const putAt = Date.now();
@@ -72,12 +74,16 @@ const have = havePostgres() && haveAlertmanager();
     expect(Date.parse(ghost.since) - putAt).toBeGreaterThanOrEqual(29_000);
     expect(ghost.value).toBeGreaterThanOrEqual(30);
     await eventually(async () => (await am.alerts()).some((x) => x.labels.alertname === 'ghost-quiet' && x.labels.gateway === 'gw-ghost'), 10_000, 50);
+    // A silence rule naming neither: every device the registry knows, d-1 here, silent since its push.
+    const anyQuiet = (await eventually(async () => (await listAlerts(B.url, readKey)).find((a) => a.rule === 'any-quiet' && a.state === 'firing'), 20_000, 100))!;
+    expect(anyQuiet.scope).toEqual({ device: 'd-1' });
     await new Promise((r) => setTimeout(r, 1_000)); // more rounds on both nodes
 
     expect((await alertHistory(A.url, readKey, '?rule=fleet-hot')).map((h) => [h.from, h.to, h.scope])).toEqual([[null, 'firing', { fleet: true }]]);
     expect((await alertHistory(B.url, readKey, '?rule=ghost-quiet')).map((h) => [h.from, h.to, h.scope])).toEqual([[null, 'firing', { gateway: 'gw-ghost' }]]);
     const sent = (await Promise.all(nodes.map(async (n) => metricValue(await text(n), 'braid_alert_notifications_total', 'result="sent"')))).reduce((a, b) => a + b, 0);
-    expect(sent).toBe(2); // fleet-hot and ghost-quiet, once each, by whichever node evaluated
+    expect((await alertHistory(A.url, readKey, '?rule=any-quiet')).map((h) => [h.from, h.to, h.scope])).toEqual([[null, 'firing', { device: 'd-1' }]]);
+    expect(sent).toBe(3); // fleet-hot, ghost-quiet and any-quiet, once each, by whichever node evaluated
     const rounds = await Promise.all(nodes.map(async (n) => metricValue(await text(n), 'braid_alert_evaluation_seconds_count')));
     // eslint-disable-next-line no-console
     console.log(`alerts cluster: rounds evaluated per node ${rounds.join(', ')}; notifications sent in all ${sent}`);
