@@ -40,7 +40,18 @@ describe('alert rules API', () => {
     expect((await getJson(cloud.url, '/api/v1/alerts/rules', keys.read)).body).toEqual({ rules: [quiet] });
     expect((await getJson(cloud.url, '/api/v1/alerts', keys.read)).body).toEqual({ alerts: [] });
     expect((await getJson(cloud.url, '/api/v1/alerts/history?limit=5', keys.read)).body).toEqual({ history: [] });
-    expect((await getJson(cloud.url, '/api/v1/alerts/history?limit=0', keys.read)).status).toBe(400);
+    const rejected = async (code: string) => {
+      const text = (await getJson(cloud.url, '/metrics', keys.read)).body.text as string;
+      return Number(new RegExp(`braid_alert_requests_rejected_total\\{code="${code}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+    };
+    const [bad0, forbidden0] = [await rejected('BRAID_ERR_BAD_REQUEST'), await rejected('BRAID_ERR_FORBIDDEN')];
+    const q = await getJson(cloud.url, '/api/v1/alerts/history?limit=0', keys.read);
+    expect(q.status).toBe(400);
+    expect(q.body.message).toContain('limit');
+    expect(await rejected('BRAID_ERR_BAD_REQUEST')).toBe(bad0 + 1);
+    expect(await rejected('BRAID_ERR_FORBIDDEN')).toBe(forbidden0); // the read key's PUT above was counted before
+    expect((await putRules(cloud.url, keys.read, { rules: [] })).status).toBe(403);
+    expect(await rejected('BRAID_ERR_FORBIDDEN')).toBe(forbidden0 + 1);
   });
 
   test.each([
