@@ -6,6 +6,7 @@
  */
 import type { Registry } from 'prom-client';
 import type { Logger } from '../shared/logger.js';
+import { registerAlerts } from './alerts/index.js';
 import { BatchScheduler, batchOptionsFrom, registerBatchRoutes, type ViewSink } from './batch/index.js';
 import type { CloudConfig } from './config.js';
 import { consolePlugin } from './console/index.js';
@@ -54,6 +55,7 @@ export function createCloud(config: CloudConfig, opts: { logger?: Logger; regist
   }));
   // Closed before the batch service (reverse order): a run finishing meanwhile finds it closed and is ignored.
   server.addService(speed);
+  registerAlerts(server, query); // closed first: a round in progress finishes before the query and the store close
   return {
     server,
     speed,

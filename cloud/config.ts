@@ -63,6 +63,22 @@ export const cloudConfigSchema = z.object({
     viewStore: z.enum(['parquet', 'influx']).default('parquet')
       .describe('Where the merged query reads batch views: the Parquet views, or InfluxDB (influx.*) once it holds them.'),
   }).strict().prefault({}).describe('The merged query, GET /api/v1/query.'),
+  alerts: z.object({
+    evalIntervalMs: z.number().int().min(100).default(15_000)
+      .describe('How often the alert rules are evaluated on the merged answers, in ms (docs/alerts.md). In cluster mode one node evaluates at a time (an advisory lock in the store); the others skip their turn.'),
+    alertmanagerUrl: z.url().nullable().default(null)
+      .describe('Prometheus Alertmanager base URL (http://alertmanager:9093): firing and resolved alerts are posted to its v2 API (/api/v2/alerts); null sends none (alerts are still evaluated, recorded and listed).'),
+    resendMs: z.number().int().min(1_000).default(60_000)
+      .describe('A firing alert is sent to Alertmanager again this often, in ms, with endsAt four resends ahead; keep it well below Alertmanager\'s resolve_timeout (5m by default), as Prometheus does (1m).'),
+    notifyTimeoutMs: z.number().int().min(100).default(5_000)
+      .describe('Time one POST to Alertmanager may take, in ms; a failed or slow send is logged, counted and retried at the next evaluation, never holding the evaluation up longer.'),
+    historyPerRule: z.number().int().min(1).max(100_000).default(1_000)
+      .describe('Transitions kept per rule in the alert history (the newest; older ones are deleted as new ones are recorded).'),
+    maxRules: z.number().int().min(1).max(100_000).default(10_000)
+      .describe('Most rules in the rule set; a PUT /api/v1/alerts/rules with more is refused (400).'),
+    consoleUrl: z.url().nullable().default(null)
+      .describe('The console\'s external base URL (https://braid.example.com/), for the link in each alert sent to Alertmanager; null sends no link.'),
+  }).strict().prefault({}).describe('Alert rules, their evaluation in the cloud and notifications to Alertmanager (docs/alerts.md).'),
   influx: z.object({
     url: z.url().nullable().default(null)
       .describe('InfluxDB base URL (http://influxdb:8086); null writes no InfluxDB views (Parquet views are always written).'),

@@ -12,6 +12,7 @@ import { type Db, WriteQueue } from '../../shared/sqlite.js';
 import { type BatchStore, type ViewPointer, SqliteBatchStore, SqliteViewPointer } from '../batch/store.js';
 import { SqliteIngestStore } from '../ingest/sqlite-store.js';
 import { SqliteSpeedStore } from '../speed/sqlite-store.js';
+import { type AlertStore, SqliteAlertStore } from './alerts.js';
 import type { CredentialStore } from './credential-store.js';
 import type { IngestStore } from './ingest.js';
 import type { NodeRegistry } from './nodes.js';
@@ -30,6 +31,8 @@ export interface CloudStore {
   batch: BatchStore;
   views: ViewPointer;
   ingest: IngestStore;
+  /** Alert rules, states and history, and the one-evaluator lock (cloud/store/alerts.ts). */
+  alerts: AlertStore;
   /** Staging leases across nodes (PostgreSQL); null on SQLite, where an fcntl lock owns a staging dir. */
   nodes: NodeRegistry | null;
   /** SQLite: 0 (cloud.db's schema is created in place); PostgreSQL: the highest migration applied. */
@@ -97,6 +100,7 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
         batch: new SqliteBatchStore(batchDb, join(dataDir, 'batch.lock'), now),
         views: new SqliteViewPointer(batchDb, join(dataDir, 'views')),
         ingest: new SqliteIngestStore(writes),
+        alerts: new SqliteAlertStore(writes, reader, dbFile),
         nodes: null,
         schemaVersion: async () => 0,
         ping: async () => { await reader.get('SELECT 1'); },
@@ -111,7 +115,7 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
       throw err;
     }
   }
-  const { createPgPool, migrate, schemaVersion, PgBatchStore, PgViewPointer, PgCredentialStore, PgSpeedStore, PgIngestStore, PgNodeRegistry } = await import('./pg/index.js');
+  const { createPgPool, migrate, schemaVersion, PgBatchStore, PgViewPointer, PgCredentialStore, PgSpeedStore, PgIngestStore, PgNodeRegistry, PgAlertStore } = await import('./pg/index.js');
   const { asStoreError } = await import('./pg/unavailable.js');
   const pool = createPgPool({
     url, ...(options.poolMax ? { poolMax: options.poolMax } : {}),
@@ -134,6 +138,7 @@ export async function openCloudStore(url: string, dataDir: string, options: Open
     batch: new PgBatchStore({ pool, url, logger: options.logger }),
     views,
     ingest: new PgIngestStore(pool),
+    alerts: new PgAlertStore(pool),
     nodes: new PgNodeRegistry(pool),
     schemaVersion: () => schemaVersion(pool),
     ping: async () => {

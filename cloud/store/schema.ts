@@ -193,6 +193,41 @@ CREATE TABLE IF NOT EXISTS gateway_clock (
   future_ts       INTEGER,
   future_at       INTEGER
 ) WITHOUT ROWID;
+
+-- Alerts (cloud/store/alerts.ts, docs/alerts.md): the rule set as PUT /api/v1/alerts/rules gave it
+-- (one row per rule, in order; definition is its JSON), each alert's state (a rule at one scope:
+-- device:<id>, gateway:<id> or fleet) with what Alertmanager last accepted, and the transitions,
+-- the newest alerts.historyPerRule per rule. Times in ms since the epoch.
+CREATE TABLE IF NOT EXISTS alert_rules (
+  name       TEXT    PRIMARY KEY,
+  position   INTEGER NOT NULL,
+  definition TEXT    NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS alert_states (
+  rule           TEXT    NOT NULL,
+  scope          TEXT    NOT NULL,
+  state          TEXT    NOT NULL CHECK (state IN ('pending', 'firing', 'resolved')),
+  since          INTEGER NOT NULL,
+  value          REAL,
+  active_since   INTEGER,
+  clearing_since INTEGER,
+  sent_state     TEXT,
+  sent_at        INTEGER,
+  PRIMARY KEY (rule, scope)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS alert_history (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  rule       TEXT    NOT NULL,
+  scope      TEXT    NOT NULL,
+  from_state TEXT,
+  to_state   TEXT    NOT NULL,
+  at         INTEGER NOT NULL,
+  value      REAL
+);
+CREATE INDEX IF NOT EXISTS alert_history_rule ON alert_history (rule, id);
 `;
 
 /** Open cloud.db with its pragmas and schema (any process: ingest, batch, CLI). */

@@ -14,3 +14,4 @@ export { StoreUnavailableError, isStoreUnavailable } from './unavailable.js';
 export { PgSpeedStore, PG_MAX_PARAMS, SPEED_LOCK_CLASS } from './speed.js';
 export { PgIngestStore, INGEST_LOCK_CLASS } from './ingest.js';
 export { PgNodeRegistry } from './nodes.js';
+export { PgAlertStore, ALERTS_LOCK_KEY } from './alerts.js';
