@@ -14,35 +14,25 @@ import pg from 'pg';
 import { Authenticator } from '../../cloud/api/auth.js';
 import { addGateway, hashSecret } from '../../cloud/store/credentials.js';
 import { PgCredentialStore, StoreUnavailableError, createPgPool, migrate } from '../../cloud/store/pg/index.js';
-import { openCloudDb } from '../../cloud/store/schema.js';
 import { SqliteCredentialStore } from '../../cloud/store/sqlite-credentials.js';
 import { errorReply } from '../../shared/http-errors.js';
-import type { Db } from '../../shared/sqlite.js';
-import { tempDir } from '../support/gateway.js';
+import { tempCloudDb } from '../support/cloud-db.js';
 import { freePort } from '../support/influx.js';
 import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
 import { credentialStoreConformance } from '../support/store-conformance/credentials.js';
 
 describe('CredentialStore on SQLite (cloud.db)', () => {
   credentialStoreConformance(async () => {
-    const dir = tempDir('braid-cred-');
-    const file = `${dir.path}/cloud.db`;
-    const dbs: Db[] = [await openCloudDb(file)];
+    const db = tempCloudDb('braid-cred-');
+    const first = await db.open();
     return {
-      store: new SqliteCredentialStore(dbs[0]),
-      another: async () => {
-        const db = await openCloudDb(file);
-        dbs.push(db);
-        return new SqliteCredentialStore(db);
-      },
+      store: new SqliteCredentialStore(first),
+      another: async () => new SqliteCredentialStore(await db.open()),
       rows: async () => [
-        ...await dbs[0].all('SELECT * FROM gateways'),
-        ...await dbs[0].all('SELECT * FROM api_keys'),
+        ...await first.all('SELECT * FROM gateways'),
+        ...await first.all('SELECT * FROM api_keys'),
       ],
-      close: async () => {
-        await Promise.all(dbs.map((db) => db.close()));
-        dir.remove();
-      },
+      close: db.close,
     };
   });
 });

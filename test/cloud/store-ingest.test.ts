@@ -4,34 +4,22 @@
  * cloud process has. PostgreSQL 15, started by this file (test/support/postgres.ts): a fresh
  * migrated database per test, a pool per store (another() is a second node).
  */
-import { join } from 'node:path';
 import { PgIngestStore } from '../../cloud/store/pg/index.js';
 import { type TestPostgres, havePostgres, migratedDatabase, startPostgres } from '../support/postgres.js';
 import { SqliteIngestStore } from '../../cloud/ingest/index.js';
-import { openCloudDb } from '../../cloud/store/index.js';
-import { type Db, WriteQueue } from '../../shared/sqlite.js';
-import { tempDir } from '../support/gateway.js';
+import { WriteQueue } from '../../shared/sqlite.js';
+import { tempCloudDb } from '../support/cloud-db.js';
 import { type IngestStoreHarness, ingestStoreConformance } from '../support/store-conformance/ingest.js';
 
 async function sqliteHarness(): Promise<IngestStoreHarness> {
-  const dir = tempDir('braid-store-ingest-');
-  const file = join(dir.path, 'cloud.db');
-  const dbs: Db[] = [];
-  const open = async () => {
-    const db = await openCloudDb(file);
-    dbs.push(db);
-    return db;
-  };
+  const { open, close } = tempCloudDb('braid-store-ingest-');
   const store = new SqliteIngestStore(new WriteQueue(await open()));
   const reader = await open();
   return {
     store,
     another: async () => new SqliteIngestStore(new WriteQueue(await open())),
     rows: (sql) => reader.all<Record<string, unknown>>(sql),
-    close: async () => {
-      for (const db of dbs.splice(0)) await db.close();
-      dir.remove();
-    },
+    close,
   };
 }
 

@@ -4,12 +4,10 @@
  * cloud has), and PostgreSQL 15 started by this file (test/support/postgres.ts), a fresh migrated
  * database per test, a pool per store (another() is a second node).
  */
-import { join } from 'node:path';
 import { SqliteSpeedStore } from '../../cloud/speed/index.js';
-import { openCloudDb } from '../../cloud/store/index.js';
 import { PgSpeedStore } from '../../cloud/store/pg/index.js';
-import { type Db, WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
-import { tempDir } from '../support/gateway.js';
+import { WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
+import { tempCloudDb } from '../support/cloud-db.js';
 import { type TestPostgres, havePostgres, migratedDatabase, startPostgres } from '../support/postgres.js';
 import { type SpeedStoreHarness, speedStoreConformance } from '../support/store-conformance/speed.js';
 
@@ -17,13 +15,10 @@ import { type SpeedStoreHarness, speedStoreConformance } from '../support/store-
 const rowValues = (r: Record<string, unknown>, cols: string[]) => cols.map((c) => (r[c] !== null && typeof r[c] === 'object' ? JSON.stringify(r[c]) : r[c]));
 
 speedStoreConformance('SQLite (cloud.db)', async (): Promise<SpeedStoreHarness> => {
-  const dir = tempDir('braid-store-speed-');
-  const file = join(dir.path, 'cloud.db');
-  const dbs: Db[] = [];
+  const db = tempCloudDb('braid-store-speed-');
   const open = async () => {
-    const writer = await openCloudDb(file);
-    const reader = await openCloudDb(file);
-    dbs.push(writer, reader);
+    const writer = await db.open();
+    const reader = await db.open();
     return { store: new SqliteSpeedStore(new WriteQueue(writer), reader), writer };
   };
   const first = await open();
@@ -38,15 +33,11 @@ speedStoreConformance('SQLite (cloud.db)', async (): Promise<SpeedStoreHarness> 
       }
     },
     hold: async () => {
-      const db = await openCloudDb(file);
-      dbs.push(db);
-      await db.exec('BEGIN IMMEDIATE');
-      return async () => { await db.exec('COMMIT'); };
+      const holder = await db.open();
+      await holder.exec('BEGIN IMMEDIATE');
+      return async () => { await holder.exec('COMMIT'); };
     },
-    close: async () => {
-      for (const db of dbs.splice(0)) await db.close();
-      dir.remove();
-    },
+    close: db.close,
   };
 });
 
