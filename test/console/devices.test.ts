@@ -146,6 +146,33 @@ maybe('the console at fleet scale', () => {
     expect(cp.errors).toEqual([]);
   }, 60_000);
 
+  it('paging: an older request\'s answer that lands after the newer page is drawn does not replace it', async () => {
+    const cp = await open();
+    const { page } = cp;
+    await page.goto('/#/devices?gateway=gw-fleet&order=desc');
+    await summaryIs(cp, `1–50 of ${fmtInt(FLEET)} devices`);
+    // The answer for offset 50 is held until the page shows offset 100 (a Next click's request
+    // must not wait behind it), then delivered: the page must go on showing offset 100.
+    let delivered!: () => void;
+    const late = new Promise<void>((resolve) => { delivered = resolve; });
+    await page.route((u) => u.pathname === '/api/v1/devices' && u.searchParams.get('offset') === '50', async (route) => {
+      await summaryIs(cp, `101–150 of ${fmtInt(FLEET)} devices`).catch(() => undefined);
+      await route.fulfill({ response: await route.fetch() });
+      delivered();
+    });
+    await page.click('[data-testid=page-next]');
+    await page.click('[data-testid=page-next]');
+    await summaryIs(cp, `101–150 of ${fmtInt(FLEET)} devices`);
+    await late;
+    await cp.flush();
+    await page.waitForTimeout(150);
+    expect(cp.responses.filter((r) => r.url.pathname === '/api/v1/devices').map((r) => r.url.searchParams.get('offset')).slice(-2)).toEqual(['100', '50']);
+    expect(await page.innerText('[data-testid=devices-summary]')).toBe(`101–150 of ${fmtInt(FLEET)} devices`);
+    expect(await rowsOf(cp)).toEqual(rowsFrom(await api('?gateway=gw-fleet&order=desc&limit=50&offset=100')));
+    expect(await page.evaluate(() => location.hash)).toBe('#/devices?gateway=gw-fleet&order=desc&offset=100');
+    expect(cp.errors).toEqual([]);
+  });
+
   it('fleet overview: device counts from the answers\' totals; the firing-alerts tile from GET /api/v1/alerts', async () => {
     const cp = await open();
     const { page } = cp;

@@ -94,11 +94,14 @@ async function render() {
     /**
      * Run `fn` now and again `ms` after each run ends, while the page is shown; `ms` may be a
      * function, or null for once. Returns `refresh()`: run it again as soon as the current run
-     * (if any) ends.
+     * (if any) ends. Runs never overlap, and refreshes asked for during one run are one run after
+     * it (each used to start its own run once it ended, each re-arming the timer: the poll loops
+     * multiplied and `busy` named whichever run started last).
      */
     poll(fn, ms) {
       let timer = null;
       let busy = null;
+      let queued = null;
       const tick = async () => {
         clearTimeout(timer);
         page.timers.delete(timer);
@@ -111,7 +114,11 @@ async function render() {
         if (page.alive && ms !== null) page.timers.add(timer = setTimeout(tick, typeof ms === 'function' ? ms() : ms));
       };
       void tick();
-      return () => (busy ? busy.then(() => tick()) : tick());
+      return () => {
+        if (!busy) return tick();
+        queued ??= busy.then(() => { queued = null; return tick(); });
+        return queued;
+      };
     },
     get alive() { return page.alive; },
     /** Navigate within the page: new params in the hash (re-renders). */

@@ -84,7 +84,8 @@ export async function render(el, ctx) {
     const next = params(offset);
     history.replaceState(null, '', `#/devices?${new URLSearchParams(next)}`);
     current = queryOf(new URLSearchParams(next));
-    refresh();
+    // At once, not queued behind a poll in flight (which asked for the page before this one).
+    void load();
   };
   let typing = null;
   q.addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(() => apply(), TYPING_MS); });
@@ -116,27 +117,39 @@ export async function render(el, ctx) {
     void firingAlerts;
   })();
 
-  const refresh = ctx.poll(async () => {
-    const asked = current;
+  // Every answer, the periodic poll's and a click's alike, is drawn only if no newer request has
+  // been drawn and it answers what the page asks for now: answers come back in any order (a poll
+  // in flight when Next is clicked may land after the Next page's answer), and an older request's
+  // failure must not wipe a newer page either (devices.test.ts: "an older request's answer").
+  let asked = 0;
+  let drawn = 0;
+  const key = (qy) => JSON.stringify(qy);
+  const load = async () => {
+    const seq = ++asked;
+    const want = current;
+    const fresh = () => ctx.alive && seq > drawn && key(want) === key(current);
     let doc;
     try {
-      doc = (await api('devices', { params: asked })).body;
+      doc = (await api('devices', { params: want })).body;
     } catch (err) {
-      if (!ctx.alive || err.status === 401) return;
+      if (err.status === 401 || !fresh()) return;
+      drawn = seq;
       show(result, errorBox(err, 'GET /api/v1/devices'));
       summary.textContent = '';
       return;
     }
-    if (!ctx.alive || asked !== current) return;
+    if (!fresh()) return;
+    drawn = seq;
     const from = doc.devices.length ? doc.offset + 1 : 0;
     const to = doc.offset + doc.devices.length;
     summary.textContent = doc.total === 0
-      ? (asked.q || asked.status || asked.gateway || asked.alerts ? 'No device matches.' : 'No device has reported yet.')
-      : `${int(from)}–${int(to)} of ${int(doc.total)} device${doc.total === 1 ? '' : 's'}${asked.q ? ` matching “${asked.q}”` : ''}`;
+      ? (want.q || want.status || want.gateway || want.alerts ? 'No device matches.' : 'No device has reported yet.')
+      : `${int(from)}–${int(to)} of ${int(doc.total)} device${doc.total === 1 ? '' : 's'}${want.q ? ` matching “${want.q}”` : ''}`;
     show(result, doc.devices.length ? table(COLUMNS, doc.devices.map(row), { class: 'devices', 'data-testid': 'devices-table' }) : null);
     pageInfo.textContent = doc.total ? `page ${int(Math.floor(doc.offset / PAGE) + 1)} of ${int(Math.ceil(doc.total / PAGE))}` : '';
     prev.disabled = doc.offset === 0;
     next.disabled = to >= doc.total;
     el.dataset.total = String(doc.total);
-  }, POLL_MS);
+  };
+  ctx.poll(load, POLL_MS);
 }
