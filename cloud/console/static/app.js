@@ -1,6 +1,7 @@
 // The console shell: the key prompt, who the key is (GET /api/v1/whoami), hash routing and page lifetimes.
 import { ApiError, api, getKey, onUnauthorized, setKey } from './api.js';
 import { errorBox, show } from './dom.js';
+import * as alerts from './pages/alerts.js';
 import * as batch from './pages/batch.js';
 import * as device from './pages/device.js';
 import * as devices from './pages/devices.js';
@@ -8,7 +9,7 @@ import * as fleetChart from './pages/fleet-chart.js';
 import * as fleet from './pages/fleet.js';
 import * as gateways from './pages/gateways.js';
 
-const PAGES = { fleet, gateways, devices, device, 'fleet-chart': fleetChart, batch };
+const PAGES = { fleet, gateways, devices, device, 'fleet-chart': fleetChart, alerts, batch };
 
 const $ = (id) => document.getElementById(id);
 const main = $('page');
