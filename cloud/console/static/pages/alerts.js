@@ -14,6 +14,11 @@ const HISTORY_PAGE = 100;
 /** The API's bound on one history answer. */
 const HISTORY_MAX = 10_000;
 const ORDER = { firing: 0, pending: 1, resolved: 2 };
+/**
+ * Most current alerts drawn (firing first): a fleet silence rule is one alert per silent device,
+ * thousands on a bad day; the Devices page's "has firing alerts" filter pages through those.
+ */
+const MAX_ROWS = 500;
 
 const COLUMNS = [
   { key: 'state', label: 'State' },
@@ -146,7 +151,11 @@ export async function render(el, ctx) {
       summary.textContent = list.length
         ? `${int(count('firing'))} firing, ${int(count('pending'))} pending, ${int(count('resolved'))} resolved in the last hour`
         : (byName.size ? `No alert: ${int(byName.size)} rule${byName.size === 1 ? '' : 's'}, none pending or firing.` : 'No alert rule is set (PUT /api/v1/alerts/rules).');
-      show(current, list.length ? table(COLUMNS, list.map((a) => {
+      const cut = list.length > MAX_ROWS
+        ? h('p', { class: 'muted', 'data-testid': 'alerts-cut' }, `The first ${int(MAX_ROWS)} of ${int(list.length)} alerts, firing first; `,
+          h('a', { href: '#/devices?alerts=firing' }, 'devices with firing alerts'), ' lists every device alerting.')
+        : null;
+      show(current, cut, list.length ? table(COLUMNS, list.slice(0, MAX_ROWS).map((a) => {
         const rule = byName.get(a.rule);
         const by = cover.get(`${a.rule}\u0000${scopeKey(a.scope)}`);
         return {
