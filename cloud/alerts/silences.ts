@@ -62,25 +62,27 @@ export function silencedBy(silences: Silence[], labels: Record<string, string>):
   return silences.filter((s) => s.matchers.length > 0 && s.matchers.every((m) => matcherHolds(m, labels))).map((s) => s.id);
 }
 
-/** The Alertmanager URL without credentials, for messages. */
-function shown(baseUrl: string): string {
-  try {
-    const u = new URL(baseUrl);
-    u.username = '';
-    u.password = '';
-    return u.toString().replace(/\/+$/, '');
-  } catch {
-    return '(alerts.alertmanagerUrl)';
-  }
+/**
+ * The Alertmanager URL without its credentials (for requests and messages), and them as a Basic
+ * authorization header: fetch refuses a URL with credentials, and a message must not show them.
+ */
+function split(baseUrl: string): { base: string; auth: string | null } {
+  const u = new URL(baseUrl);
+  const auth = u.username || u.password
+    ? `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}` : null;
+  u.username = '';
+  u.password = '';
+  return { base: u.toString().replace(/\/+$/, ''), auth };
 }
 
 /** GET /api/v2/silences: the active and pending ones, soonest to end first; throws AlertmanagerUnavailableError. */
 export async function fetchSilences(baseUrl: string, timeoutMs: number): Promise<Silence[]> {
-  const url = `${baseUrl.replace(/\/+$/, '')}/api/v2/silences`;
-  const where = `Alertmanager at ${shown(baseUrl)}`;
+  const { base, auth } = split(baseUrl);
+  const url = `${base}/api/v2/silences`;
+  const where = `Alertmanager at ${base}`;
   let res: Response;
   try {
-    res = await fetch(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
+    res = await fetch(url, { headers: { accept: 'application/json', ...(auth ? { authorization: auth } : {}) }, signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
     const e = err as Error & { cause?: { code?: string; message?: string } };
     const why = e.name === 'TimeoutError' ? `did not answer within ${timeoutMs} ms (alerts.notifyTimeoutMs)` : `is out of reach (${e.cause?.code ?? e.cause?.message ?? e.message})`;
