@@ -111,84 +111,109 @@ export async function render(el, ctx) {
   });
   more.addEventListener('click', () => go({ ...filter, limit: Math.min(HISTORY_MAX, limit * 2) }));
 
-  ctx.poll(async () => {
-    const historyParams = { limit, ...(filter.rule ? { rule: filter.rule } : {}), ...(filter.device ? { device: filter.device } : {}) };
-    const [alerts, rules, silenced, past] = await Promise.allSettled([
-      api('alerts'), api('alerts/rules'), api('alerts/silences'), api('alerts/history', { params: historyParams }),
-    ]);
-    if (!ctx.alive) return;
-    const byName = new Map(rules.status === 'fulfilled' ? rules.value.body.rules.map((r) => [r.name, r]) : []);
-    if (rules.status === 'fulfilled') show(ruleNames, [...byName.keys()].map((n) => h('option', { value: n })));
+  // The silences come from Alertmanager through the cloud (up to alerts.notifyTimeoutMs when it
+  // is slow): the alerts are drawn as soon as they are here, with the silences last known, and
+  // drawn again when the silences come.
+  let cover = new Map();
+  let byName = new Map();
+  let list = null;
 
-    // Silences first: the current alerts' table marks the ones they cover.
-    const cover = new Map();
+  const drawCurrent = () => {
+    if (!list) return;
+    const count = (st) => list.filter((a) => a.state === st).length;
+    summary.textContent = list.length
+      ? `${int(count('firing'))} firing, ${int(count('pending'))} pending, ${int(count('resolved'))} resolved in the last hour`
+      : (byName.size ? `No alert: ${int(byName.size)} rule${byName.size === 1 ? '' : 's'}, none pending or firing.` : 'No alert rule is set (PUT /api/v1/alerts/rules).');
+    const cut = list.length > MAX_ROWS
+      ? h('p', { class: 'muted', 'data-testid': 'alerts-cut' }, `The first ${int(MAX_ROWS)} of ${int(list.length)} alerts, firing first; `,
+        h('a', { href: '#/devices?alerts=firing' }, 'devices with firing alerts'), ' lists every device alerting.')
+      : null;
+    show(current, cut, list.length ? table(COLUMNS, list.slice(0, MAX_ROWS).map((a) => {
+      const rule = byName.get(a.rule);
+      const by = cover.get(`${a.rule}\u0000${scopeKey(a.scope)}`);
+      return {
+        attrs: { 'data-rule': a.rule, 'data-scope': scopeKey(a.scope), 'data-state': a.state, 'data-silenced': by ? 'true' : 'false' },
+        state: h('span', { class: `badge ${BADGE[a.state]}` }, a.state),
+        rule: a.rule,
+        scope: scopeLink(a.scope, rule),
+        value: valueText(a, rule),
+        condition: condition(rule),
+        since: h('span', { title: time(a.since) }, ago(a.since)),
+        silenced: by ? h('span', { class: 'badge muted-badge', title: by.map((x) => `${x.id}${x.comment ? `: ${x.comment}` : ''}`).join('\n'), 'data-testid': 'silenced' }, `silenced${by[0].createdBy ? ` by ${by[0].createdBy}` : ''}`) : '',
+      };
+    }), { class: 'alerts', 'data-testid': 'alerts-table' }) : null);
+  };
+
+  const drawSilences = (silenced) => {
     if (silenced.status === 'rejected') {
+      // Unknown, not "none": the marks stay as last known.
       show(silences, errorBox(silenced.reason, 'GET /api/v1/alerts/silences'));
-    } else if (!silenced.value.body.configured) {
+      return;
+    }
+    const doc = silenced.value.body;
+    if (!doc.configured) {
+      cover = new Map();
       show(silences, h('p', { class: 'muted', 'data-testid': 'silences-none' }, 'No Alertmanager configured (alerts.alertmanagerUrl): alerts are evaluated and listed here, not sent, and there are no silences.'));
-    } else {
-      const doc = silenced.value.body;
-      const byId = new Map(doc.silences.map((s) => [s.id, s]));
-      for (const a of doc.silenced) cover.set(`${a.rule}\u0000${scopeKey(a.scope)}`, a.silencedBy.map((id) => byId.get(id) ?? { id }));
-      show(silences, doc.silences.length
-        ? table(SILENCE_COLUMNS, doc.silences.map((s) => ({
-          attrs: { 'data-id': s.id, 'data-state': s.state },
-          state: h('span', { class: `badge ${s.state === 'active' ? 'run' : 'warn'}` }, s.state),
-          matchers: h('code', {}, s.matchers.map(matcherText).join(', ')),
-          ends: h('span', { title: time(s.endsAt) }, s.state === 'pending' ? `starts ${time(s.startsAt)}` : time(s.endsAt)),
-          createdBy: s.createdBy || '—',
-          comment: s.comment || '—',
-        })), { class: 'silences', 'data-testid': 'silences-table' })
-        : h('p', { class: 'muted', 'data-testid': 'silences-none' }, 'Alertmanager holds no active or pending silence.'));
+      return;
     }
+    const byId = new Map(doc.silences.map((x) => [x.id, x]));
+    cover = new Map(doc.silenced.map((a) => [`${a.rule}\u0000${scopeKey(a.scope)}`, a.silencedBy.map((id) => byId.get(id) ?? { id })]));
+    show(silences, doc.silences.length
+      ? table(SILENCE_COLUMNS, doc.silences.map((x) => ({
+        attrs: { 'data-id': x.id, 'data-state': x.state },
+        state: h('span', { class: `badge ${x.state === 'active' ? 'run' : 'warn'}` }, x.state),
+        matchers: h('code', {}, x.matchers.map(matcherText).join(', ')),
+        ends: h('span', { title: time(x.endsAt) }, x.state === 'pending' ? `starts ${time(x.startsAt)}` : time(x.endsAt)),
+        createdBy: x.createdBy || '—',
+        comment: x.comment || '—',
+      })), { class: 'silences', 'data-testid': 'silences-table' })
+      : h('p', { class: 'muted', 'data-testid': 'silences-none' }, 'Alertmanager holds no active or pending silence.'));
+  };
 
-    if (alerts.status === 'rejected') {
-      show(current, errorBox(alerts.reason, 'GET /api/v1/alerts'));
-      summary.textContent = '';
-    } else {
-      const list = [...alerts.value.body.alerts].sort((a, b) => ORDER[a.state] - ORDER[b.state] || Date.parse(b.since) - Date.parse(a.since));
-      const count = (s) => list.filter((a) => a.state === s).length;
-      summary.textContent = list.length
-        ? `${int(count('firing'))} firing, ${int(count('pending'))} pending, ${int(count('resolved'))} resolved in the last hour`
-        : (byName.size ? `No alert: ${int(byName.size)} rule${byName.size === 1 ? '' : 's'}, none pending or firing.` : 'No alert rule is set (PUT /api/v1/alerts/rules).');
-      const cut = list.length > MAX_ROWS
-        ? h('p', { class: 'muted', 'data-testid': 'alerts-cut' }, `The first ${int(MAX_ROWS)} of ${int(list.length)} alerts, firing first; `,
-          h('a', { href: '#/devices?alerts=firing' }, 'devices with firing alerts'), ' lists every device alerting.')
-        : null;
-      show(current, cut, list.length ? table(COLUMNS, list.slice(0, MAX_ROWS).map((a) => {
-        const rule = byName.get(a.rule);
-        const by = cover.get(`${a.rule}\u0000${scopeKey(a.scope)}`);
-        return {
-          attrs: { 'data-rule': a.rule, 'data-scope': scopeKey(a.scope), 'data-state': a.state, 'data-silenced': by ? 'true' : 'false' },
-          state: h('span', { class: `badge ${BADGE[a.state]}` }, a.state),
-          rule: a.rule,
-          scope: scopeLink(a.scope, rule),
-          value: valueText(a, rule),
-          condition: condition(rule),
-          since: h('span', { title: time(a.since) }, ago(a.since)),
-          silenced: by ? h('span', { class: 'badge muted-badge', title: by.map((s) => `${s.id}${s.comment ? `: ${s.comment}` : ''}`).join('\n'), 'data-testid': 'silenced' }, `silenced${by[0].createdBy ? ` by ${by[0].createdBy}` : ''}`) : '',
-        };
-      }), { class: 'alerts', 'data-testid': 'alerts-table' }) : null);
-    }
-
+  const drawHistory = (past) => {
     if (past.status === 'rejected') {
       show(history, errorBox(past.reason, 'GET /api/v1/alerts/history'));
       more.hidden = true;
       historyNote.textContent = '';
-    } else {
-      const rows = past.value.body.history;
-      show(history, rows.length ? table(HISTORY_COLUMNS, rows.map((t) => ({
-        attrs: { 'data-rule': t.rule, 'data-scope': scopeKey(t.scope), 'data-to': t.to },
-        at: time(t.at),
-        rule: t.rule,
-        scope: scopeLink(t.scope, byName.get(t.rule)),
-        change: h('span', {}, t.from ? `${t.from} → ` : 'new → ', h('span', { class: `badge ${BADGE[t.to]}` }, t.to)),
-        value: valueText(t, byName.get(t.rule)),
-      })), { class: 'history', 'data-testid': 'history-table' })
-        : h('p', { class: 'muted' }, filter.rule || filter.device ? 'No transition matches.' : 'No transition recorded yet.'));
-      // A full answer may have more behind it: offer the next bound (the API keeps alerts.historyPerRule a rule).
-      more.hidden = rows.length < limit || limit >= HISTORY_MAX;
-      historyNote.textContent = `${int(rows.length)} transition${rows.length === 1 ? '' : 's'}, newest first${rows.length >= limit ? ` (the newest ${int(limit)})` : ''}`;
+      return;
     }
+    const rows = past.value.body.history;
+    show(history, rows.length ? table(HISTORY_COLUMNS, rows.map((t) => ({
+      attrs: { 'data-rule': t.rule, 'data-scope': scopeKey(t.scope), 'data-to': t.to },
+      at: time(t.at),
+      rule: t.rule,
+      scope: scopeLink(t.scope, byName.get(t.rule)),
+      change: h('span', {}, t.from ? `${t.from} → ` : 'new → ', h('span', { class: `badge ${BADGE[t.to]}` }, t.to)),
+      value: valueText(t, byName.get(t.rule)),
+    })), { class: 'history', 'data-testid': 'history-table' })
+      : h('p', { class: 'muted' }, filter.rule || filter.device ? 'No transition matches.' : 'No transition recorded yet.'));
+    // A full answer may have more behind it: offer the next bound (the API keeps alerts.historyPerRule a rule).
+    more.hidden = rows.length < limit || limit >= HISTORY_MAX;
+    historyNote.textContent = `${int(rows.length)} transition${rows.length === 1 ? '' : 's'}, newest first${rows.length >= limit ? ` (the newest ${int(limit)})` : ''}`;
+  };
+
+  const settled = (p) => p.then((value) => ({ status: 'fulfilled', value }), (reason) => ({ status: 'rejected', reason }));
+  ctx.poll(async () => {
+    const historyParams = { limit, ...(filter.rule ? { rule: filter.rule } : {}), ...(filter.device ? { device: filter.device } : {}) };
+    const silenced = settled(api('alerts/silences'));
+    const [alerts, rules, past] = await Promise.all([settled(api('alerts')), settled(api('alerts/rules')), settled(api('alerts/history', { params: historyParams }))]);
+    if (!ctx.alive) return;
+    if (rules.status === 'fulfilled') {
+      byName = new Map(rules.value.body.rules.map((r) => [r.name, r]));
+      show(ruleNames, [...byName.keys()].map((n) => h('option', { value: n })));
+    }
+    if (alerts.status === 'rejected') {
+      list = null;
+      show(current, errorBox(alerts.reason, 'GET /api/v1/alerts'));
+      summary.textContent = '';
+    } else {
+      list = [...alerts.value.body.alerts].sort((a, b) => ORDER[a.state] - ORDER[b.state] || Date.parse(b.since) - Date.parse(a.since));
+      drawCurrent();
+    }
+    drawHistory(past);
+    const sil = await silenced;
+    if (!ctx.alive) return;
+    drawSilences(sil);
+    drawCurrent();
   }, POLL_MS);
 }
