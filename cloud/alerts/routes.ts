@@ -4,14 +4,17 @@
  * - GET /api/v1/alerts/rules (read key): the rule set;
  * - GET /api/v1/alerts (read key): the current alerts, firing first, then pending, then resolved
  *   (in the last hour), newest first within each;
- * - GET /api/v1/alerts/history (read key): transitions, newest first (?rule=, ?limit=).
+ * - GET /api/v1/alerts/history (read key): transitions, newest first (?rule=, ?device= or ?gateway=, ?limit=);
+ * - GET /api/v1/alerts/silences (read key): Alertmanager's silences and the alerts they cover
+ *   (silences.ts, registered beside these).
  */
 import type { FastifyInstance, preHandlerHookHandler } from 'fastify';
+import { BadRequestError } from '../../shared/errors.js';
 import { iso } from '../../shared/time.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import type { AlertStore } from '../store/alerts.js';
 import { compileRuleSet } from './rules.js';
-import { parseScope } from './scope.js';
+import { parseScope, scopeKey } from './scope.js';
 
 export interface AlertRouteDeps {
   store: AlertStore;
@@ -142,6 +145,8 @@ export function registerAlertRoutes(app: FastifyInstance, deps: AlertRouteDeps):
         type: 'object',
         properties: {
           rule: { type: 'string', minLength: 1, maxLength: 256, description: 'Only this rule\'s' },
+          device: { type: 'string', minLength: 1, maxLength: 256, description: 'Only alerts whose scope is this device' },
+          gateway: { type: 'string', minLength: 1, maxLength: 256, description: 'Only alerts whose scope is this gateway (not its devices\')' },
           limit: { type: 'integer', minimum: 1, maximum: 10_000, default: 100, description: 'Transitions at most' },
         },
         additionalProperties: false,
@@ -171,8 +176,10 @@ export function registerAlertRoutes(app: FastifyInstance, deps: AlertRouteDeps):
       },
     },
   }, async (req) => {
-    const q = req.query as { rule?: string; limit?: number };
-    const rows = await store.history({ ...(q.rule !== undefined ? { rule: q.rule } : {}), limit: q.limit ?? 100 });
+    const q = req.query as { rule?: string; device?: string; gateway?: string; limit?: number };
+    if (q.device !== undefined && q.gateway !== undefined) throw new BadRequestError('device, gateway: give one scope at most');
+    const scope = q.device !== undefined ? scopeKey({ device: q.device }) : q.gateway !== undefined ? scopeKey({ gateway: q.gateway }) : undefined;
+    const rows = await store.history({ ...(q.rule !== undefined ? { rule: q.rule } : {}), ...(scope !== undefined ? { scope } : {}), limit: q.limit ?? 100 });
     return { history: rows.map((t) => ({ rule: t.rule, scope: parseScope(t.scope), from: t.from, to: t.to, at: iso(t.at), value: t.value })) };
   });
 }

@@ -22,6 +22,7 @@ import type { AlertStateRow, AlertStore, AlertTransition } from '../store/alerts
 import { postAlerts, toAmAlert } from './alertmanager.js';
 import { registerAlertRoutes } from './routes.js';
 import { type CompiledRule, compare, compileRule } from './rules.js';
+import { registerSilenceRoute } from './silences.js';
 import { type AlertScope, parseScope, scopeKey } from './scope.js';
 import { stepAlert } from './state.js';
 
@@ -108,14 +109,19 @@ export class AlertService implements CloudService {
     this.log = ctx.logger.child({ component: 'alerts' });
     const metrics = metricsOn(ctx.registry);
     this.metrics = metrics;
+    const refused = (err: Error) => {
+      const { status, body } = errorReply(err);
+      if (status >= 400 && status < 500) metrics.rejected.inc({ code: body.code });
+    };
     registerAlertRoutes(app, {
       store: this.store, maxRules: this.o.maxRules, historyPerRule: this.o.historyPerRule, now: this.now,
       read: ctx.auth.requireRole('read'), admin: ctx.auth.requireRole('admin'),
       onRulesReplaced: (n) => metrics.rules.set(n),
-      refused: (err) => {
-        const { status, body } = errorReply(err);
-        if (status >= 400 && status < 500) metrics.rejected.inc({ code: body.code });
-      },
+      refused,
+    });
+    registerSilenceRoute(app, {
+      store: this.store, alertmanagerUrl: this.o.alertmanagerUrl, timeoutMs: this.o.notifyTimeoutMs, read: ctx.auth.requireRole('read'),
+      registry: ctx.registry, now: this.now, refused,
     });
   };
 

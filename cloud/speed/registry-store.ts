@@ -8,7 +8,7 @@ import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
 import { CLOUD_LOST_REASON, UNKNOWN_TS } from '../store/ingest-state.js';
 import {
   DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DevicePage, type DeviceRow, type DeviceSearch, type GapEntry, type GapRecords, type GatewayStatusRow, type SeqGapEntry,
-  connectedDevices, containsPattern, deviceOrderBy, pushDevices,
+  FIRING_CTE, connectedDevices, containsPattern, deviceOrderBy, pushDevices,
 } from '../store/speed.js';
 import type { SpeedPush } from './validate.js';
 
@@ -121,7 +121,8 @@ export async function listDevices(db: Db, gateway?: string): Promise<DeviceRow[]
 /**
  * One page of a device search, in SQL: the online pairs (device, gateway) come from the connected
  * lists of the gateways heard from after `onlineAfter`, joined once (not per device); the total
- * is a second statement over the same filter. `LIKE` is case-insensitive for ASCII in SQLite.
+ * is a second statement over the same filter. `LIKE` is case-insensitive for ASCII in SQLite. The
+ * firing alerts per device come from alert_states the same way (FIRING_CTE).
  */
 export async function searchDevices(db: Db, s: DeviceSearch): Promise<DevicePage> {
   const where: string[] = [];
@@ -130,22 +131,25 @@ export async function searchDevices(db: Db, s: DeviceSearch): Promise<DevicePage
   if (s.gateway !== undefined) { where.push('d.gateway = ?'); params.push(s.gateway); }
   if (s.status === 'online') where.push('o.id IS NOT NULL');
   if (s.status === 'offline') where.push('o.id IS NULL');
+  if (s.alerts === 'firing') where.push('f.id IS NOT NULL');
   const from = `WITH online (id, gateway) AS MATERIALIZED (
-      SELECT DISTINCT c.value, s.gateway FROM gateway_status s, json_each(s.connected) c WHERE s.last_push_at > ?)
-    SELECT %COLS% FROM devices d LEFT JOIN online o ON o.id = d.id AND o.gateway = d.gateway
+      SELECT DISTINCT c.value, s.gateway FROM gateway_status s, json_each(s.connected) c WHERE s.last_push_at > ?),
+    ${FIRING_CTE}
+    SELECT %COLS% FROM devices d LEFT JOIN online o ON o.id = d.id AND o.gateway = d.gateway LEFT JOIN firing f ON f.id = d.id
     ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`;
   const page: unknown[] = [];
   let tail = `ORDER BY ${deviceOrderBy(s.sort, s.order)}`;
   if (s.limit !== undefined || s.offset) { tail += ' LIMIT ? OFFSET ?'; page.push(s.limit ?? -1, s.offset ?? 0); }
   const [count, rows] = await Promise.all([
     db.get<{ n: number }>(from.replace('%COLS%', 'COUNT(*) AS n'), params),
-    db.all<{ id: string; gateway: string; first_seen: number; last_seen: number; metrics: string; online: number }>(
-      `${from.replace('%COLS%', 'd.id, d.gateway, d.first_seen, d.last_seen, d.metrics, o.id IS NOT NULL AS online')} ${tail}`, [...params, ...page]),
+    db.all<{ id: string; gateway: string; first_seen: number; last_seen: number; metrics: string; online: number; firing: number }>(
+      `${from.replace('%COLS%', 'd.id, d.gateway, d.first_seen, d.last_seen, d.metrics, o.id IS NOT NULL AS online, COALESCE(f.n, 0) AS firing')} ${tail}`, [...params, ...page]),
   ]);
   return {
     total: count?.n ?? 0,
     devices: rows.map((r) => ({
       id: r.id, gateway: r.gateway, firstSeen: r.first_seen, lastSeen: r.last_seen, metrics: parseJson<string[]>(r.metrics, []), online: r.online === 1,
+      firingAlerts: r.firing,
     })),
   };
 }

@@ -29,7 +29,7 @@ export interface RegistryRouteDeps {
 export const MAX_DEVICE_PAGE = 1_000;
 
 /** The parameters of GET /api/v1/devices; any other is a 400 naming it. */
-const DEVICE_PARAMS = ['q', 'gateway', 'status', 'sort', 'order', 'limit', 'offset'];
+const DEVICE_PARAMS = ['q', 'gateway', 'status', 'alerts', 'sort', 'order', 'limit', 'offset'];
 
 const isoOrNull = (ms: number | null | undefined) => (ms === null || ms === undefined ? null : iso(ms));
 
@@ -98,6 +98,7 @@ const deviceSchema = {
   properties: {
     id: { type: 'string' }, gateway: { type: 'string' }, firstSeenAt: { type: 'string' }, lastSeenAt: { type: 'string' },
     online: { type: 'boolean' }, metrics: { type: 'array', items: { type: 'string' } },
+    firingAlerts: { type: 'integer', description: 'Alerts firing whose scope is this device (GET /api/v1/alerts); gateway and fleet alerts are not counted here' },
   },
 } as const;
 
@@ -168,7 +169,7 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
     onResponse: counted('devices'),
     schema: {
       summary: 'The devices the gateways reported: searched, filtered, sorted and paged on the server (read key)',
-      description: 'Without parameters, every device sorted by id (as before paging existed). `total` counts every device matching `q`, `gateway` and `status`; '
+      description: 'Without parameters, every device sorted by id (as before paging existed). `total` counts every device matching `q`, `gateway`, `status` and `alerts`; '
         + '`offset` and `limit` pick the page of them (offset paging: the console jumps to any page and shows "page N of M").',
       operationId: 'listDevices',
       tags: ['registry'],
@@ -178,6 +179,10 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
           q: { type: 'string', maxLength: 128, description: 'Devices whose id contains this, case-insensitive (ASCII); a prefix is a substring too' },
           gateway: { type: 'string', minLength: 1, maxLength: 64, description: 'Devices last reported by this gateway' },
           status: { type: 'string', enum: ['online', 'offline'], description: 'online: its gateway pushed within speed.staleAfterMs and says it is connected' },
+          alerts: {
+            type: 'string', enum: ['firing'],
+            description: 'firing: only devices with a firing alert whose scope is the device (a device rule, or a fleet silence rule\'s alert for that device); a gateway or fleet alert marks none of its devices',
+          },
           sort: { type: 'string', enum: [...DEVICE_SORTS], default: 'id', description: 'The sort key; ties broken by id' },
           order: { type: 'string', enum: ['asc', 'desc'], default: 'asc', description: 'The direction of the sort key and of the id that breaks ties' },
           limit: { type: 'integer', minimum: 1, maximum: MAX_DEVICE_PAGE, description: `At most this many devices (1..${MAX_DEVICE_PAGE}); absent: every match` },
@@ -191,7 +196,7 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
           type: 'object',
           properties: {
             devices: { type: 'array', items: deviceSchema },
-            total: { type: 'integer', description: 'Devices matching q, gateway and status, on every page' },
+            total: { type: 'integer', description: 'Devices matching q, gateway, status and alerts, on every page' },
             offset: { type: 'integer' },
             limit: { type: ['integer', 'null'], description: 'The limit asked for; null: none' },
           },
@@ -204,7 +209,7 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
     for (const k of new URLSearchParams(req.url.split('?')[1] ?? '').keys()) {
       if (!DEVICE_PARAMS.includes(k)) throw new BadRequestError(`${k}: unknown parameter; expected ${DEVICE_PARAMS.join(', ')}`);
     }
-    const query = req.query as { q?: string; gateway?: string; status?: 'online' | 'offline'; sort?: DeviceSort; order?: 'asc' | 'desc'; limit?: number; offset?: number };
+    const query = req.query as { q?: string; gateway?: string; status?: 'online' | 'offline'; alerts?: 'firing'; sort?: DeviceSort; order?: 'asc' | 'desc'; limit?: number; offset?: number };
     const page = await store.searchDevices({ ...query, onlineAfter: deps.now() - deps.staleAfterMs });
     return {
       total: page.total,
@@ -217,6 +222,7 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
         lastSeenAt: iso(d.lastSeen),
         online: d.online,
         metrics: d.metrics,
+        firingAlerts: d.firingAlerts,
       })),
     };
   });

@@ -68,8 +68,8 @@ export interface AlertStore {
   states(): Promise<AlertStateRow[]>;
   /** One transaction: states put and removed, transitions appended, history pruned to historyPerRule per rule. */
   commit(c: AlertCommit): Promise<void>;
-  /** Transitions, newest first, at most `limit`; of one rule if given. */
-  history(q: { rule?: string; limit: number }): Promise<AlertTransition[]>;
+  /** Transitions, newest first, at most `limit`; of one rule and of one scope (`device:d-1`) if given. */
+  history(q: { rule?: string; scope?: string; limit: number }): Promise<AlertTransition[]>;
   /** Run `fn` as the only evaluator of this store's cloud; `{ ran: false }` at once when another holds the lock. */
   exclusive<T>(fn: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }>;
 }
@@ -146,10 +146,13 @@ export class SqliteAlertStore implements AlertStore {
     });
   }
 
-  async history(q: { rule?: string; limit: number }): Promise<AlertTransition[]> {
-    const rows = q.rule === undefined
-      ? await this.reader.all<TransitionDbRow>('SELECT * FROM alert_history ORDER BY id DESC LIMIT ?', [q.limit])
-      : await this.reader.all<TransitionDbRow>('SELECT * FROM alert_history WHERE rule = ? ORDER BY id DESC LIMIT ?', [q.rule, q.limit]);
+  async history(q: { rule?: string; scope?: string; limit: number }): Promise<AlertTransition[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (q.rule !== undefined) { where.push('rule = ?'); params.push(q.rule); }
+    if (q.scope !== undefined) { where.push('scope = ?'); params.push(q.scope); }
+    const rows = await this.reader.all<TransitionDbRow>(
+      `SELECT * FROM alert_history ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`, [...params, q.limit]);
     return rows.map(transitionFromRow);
   }
 

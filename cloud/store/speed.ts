@@ -108,6 +108,11 @@ export interface DeviceSearch {
   gateway?: string;
   /** online: its gateway pushed after `onlineAfter` and says it is connected; offline: the rest. */
   status?: 'online' | 'offline';
+  /**
+   * firing: only devices with a firing alert whose scope is the device (alert_states, a rule at
+   * `device:<id>`); a gateway or fleet alert marks none of the devices under it.
+   */
+  alerts?: 'firing';
   /** Epoch ms: a gateway whose last push is later than this is online (now - speed.staleAfterMs). */
   onlineAfter: number;
   sort?: DeviceSort;
@@ -119,9 +124,10 @@ export interface DeviceSearch {
 }
 
 export interface DevicePage {
-  /** Every device matching q, gateway and status (before offset and limit). */
+  /** Every device matching q, gateway, status and alerts (before offset and limit). */
   total: number;
-  devices: Array<DeviceRow & { online: boolean }>;
+  /** Each with `firingAlerts`: how many alerts of the device's own scope are firing. */
+  devices: Array<DeviceRow & { online: boolean; firingAlerts: number }>;
 }
 
 /** The ORDER BY of a device search: the key, then the id, both in one direction, byte-wise (SQLite's BINARY, PostgreSQL's "C"). */
@@ -132,6 +138,15 @@ export function deviceOrderBy(sort: DeviceSort = 'id', order: 'asc' | 'desc' = '
   if (sort === 'gateway') return `d.gateway${collateC} ${dir}, ${id}`;
   return id;
 }
+
+/**
+ * The device search's firing alerts, per device: `firing (id, n)` from alert_states (the same SQL
+ * on SQLite and PostgreSQL), materialized once per search, not looked up per device. Only alerts
+ * whose scope is the device itself (`device:<id>`): a gateway or fleet alert says something about
+ * the gateway or the fleet, not that each device under it is alerting.
+ */
+export const FIRING_CTE = `firing (id, n) AS MATERIALIZED (
+      SELECT substr(scope, 8), COUNT(*) FROM alert_states WHERE state = 'firing' AND substr(scope, 1, 7) = 'device:' GROUP BY scope)`;
 
 /** A LIKE pattern matching `q` anywhere, with `\` as the escape of `%`, `_` and itself. */
 export function containsPattern(q: string): string {

@@ -208,6 +208,13 @@ maybe('console keys', () => {
     expect(fq.status).toBe(200);
     expect((await apiCall(world.url, fq.url.pathname + fq.url.search, world.read)).body).toEqual(fq.body);
 
+    // Alerts: no rule set, no Alertmanager configured (the silences route says so; nothing refused).
+    await nextRender(page, () => page.evaluate(() => { location.hash = '#/alerts'; }));
+    expect(await text('[data-testid=alerts-summary]')).toBe('No alert rule is set (PUT /api/v1/alerts/rules).');
+    expect(await text('[data-testid=silences-none]')).toMatch(/^No Alertmanager configured \(alerts\.alertmanagerUrl\)/);
+    expect((await apiCall(world.url, '/api/v1/alerts/silences', world.read)).body).toEqual({ configured: false, silences: [], silenced: [] });
+    expect(await page.$$('[data-testid=error]')).toEqual([]);
+
     // Batch runs: the history as the API gives it; Run now is there, disabled, saying it needs an admin key.
     await nextRender(page, () => page.evaluate(() => { location.hash = '#/batch'; }));
     const runs = (await apiCall<{ runs: Array<{ id: number }> }>(world.url, '/api/v1/batch', world.read)).body.runs;

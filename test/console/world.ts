@@ -18,6 +18,7 @@ import type { MqttClient } from 'mqtt';
 import type { Page } from 'playwright-core';
 import { type CloudApp, createCloud } from '../../cloud/app.js';
 import { batchOptionsFrom, startBatchRun } from '../../cloud/batch/index.js';
+import type { CloudConfig } from '../../cloud/config.js';
 import { addApiKey, addGateway } from '../../cloud/store/credentials.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart } from '../../shared/time.js';
@@ -106,7 +107,8 @@ export async function closeSteps(what: string, steps: Array<[string, () => Promi
   if (problems.length) throw new Error(`closing the ${what}: ${problems.join('; ')}`);
 }
 
-export async function makeWorld(): Promise<World> {
+/** `alerts`: the cloud's alerts.* keys (an Alertmanager to send to, a shorter evaluation interval). */
+export async function makeWorld(o: { alerts?: Partial<CloudConfig['alerts']> } = {}): Promise<World> {
   const tmp = tempDir('braid-console-');
   const dir = tmp.path;
   const now = Date.now();
@@ -130,7 +132,7 @@ export async function makeWorld(): Promise<World> {
   await fx.db.run(`INSERT INTO gateway_clock (gateway, future_readings, future_device, future_metric, future_ts, future_at)
     VALUES ('gw-hist', 3, 'dev-2', 'temp', ?, ?)`, [now + DAY_MS, now]);
   await fx.close();
-  const config = testCloudConfig(dir, { speed: { staleAfterMs: STALE_AFTER_MS } });
+  const config = testCloudConfig(dir, { speed: { staleAfterMs: STALE_AFTER_MS }, ...(o.alerts ? { alerts: o.alerts } : {}) });
   await (await startBatchRun(batchOptionsFrom(config), { trigger: 'cli' })).done;
 
   const cloud = createCloud(config);

@@ -1,8 +1,8 @@
 // Whether the cloud has the alerts API (GET /api/v1/alerts, issue 12): until it does, the console
-// hides what depends on it (the overview's firing-alerts tile, the devices page's "has firing
-// alerts" filter). The API document (GET /api/v1/openapi.json, read once per load) says whether
-// the route exists, so a cloud without it is not asked (no 404 every poll); a 404 from it all the
-// same also means no alerts API. Other failures are reported.
+// hides what depends on it (the overview's firing-alerts tile). The API document (GET
+// /api/v1/openapi.json, read once per load) says whether the route exists, so a cloud without it
+// is not asked (no 404 every poll); a 404 from it all the same also means no alerts API. Other
+// failures are reported.
 import { ApiError, api } from './api.js';
 
 let listed = null;

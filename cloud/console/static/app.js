@@ -1,6 +1,7 @@
 // The console shell: the key prompt, who the key is (GET /api/v1/whoami), hash routing and page lifetimes.
 import { ApiError, api, getKey, onUnauthorized, setKey } from './api.js';
 import { errorBox, show } from './dom.js';
+import * as alerts from './pages/alerts.js';
 import * as batch from './pages/batch.js';
 import * as device from './pages/device.js';
 import * as devices from './pages/devices.js';
@@ -8,7 +9,7 @@ import * as fleetChart from './pages/fleet-chart.js';
 import * as fleet from './pages/fleet.js';
 import * as gateways from './pages/gateways.js';
 
-const PAGES = { fleet, gateways, devices, device, 'fleet-chart': fleetChart, batch };
+const PAGES = { fleet, gateways, devices, device, 'fleet-chart': fleetChart, alerts, batch };
 
 const $ = (id) => document.getElementById(id);
 const main = $('page');
@@ -94,11 +95,14 @@ async function render() {
     /**
      * Run `fn` now and again `ms` after each run ends, while the page is shown; `ms` may be a
      * function, or null for once. Returns `refresh()`: run it again as soon as the current run
-     * (if any) ends.
+     * (if any) ends. Runs never overlap, and refreshes asked for during one run are one run after
+     * it (each used to start its own run once it ended, each re-arming the timer: the poll loops
+     * multiplied and `busy` named whichever run started last).
      */
     poll(fn, ms) {
       let timer = null;
       let busy = null;
+      let queued = null;
       const tick = async () => {
         clearTimeout(timer);
         page.timers.delete(timer);
@@ -111,7 +115,11 @@ async function render() {
         if (page.alive && ms !== null) page.timers.add(timer = setTimeout(tick, typeof ms === 'function' ? ms() : ms));
       };
       void tick();
-      return () => (busy ? busy.then(() => tick()) : tick());
+      return () => {
+        if (!busy) return tick();
+        queued ??= busy.then(() => { queued = null; return tick(); });
+        return queued;
+      };
     },
     get alive() { return page.alive; },
     /** Navigate within the page: new params in the hash (re-renders). */

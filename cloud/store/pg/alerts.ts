@@ -82,10 +82,14 @@ export class PgAlertStore implements AlertStore {
     });
   }
 
-  async history(q: { rule?: string; limit: number }): Promise<AlertTransition[]> {
-    const r = q.rule === undefined
-      ? await this.q<TransitionDbRow>('alert history', 'SELECT * FROM alert_history ORDER BY id DESC LIMIT $1', [q.limit])
-      : await this.q<TransitionDbRow>('alert history', 'SELECT * FROM alert_history WHERE rule = $1 ORDER BY id DESC LIMIT $2', [q.rule, q.limit]);
+  async history(q: { rule?: string; scope?: string; limit: number }): Promise<AlertTransition[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (q.rule !== undefined) { params.push(q.rule); where.push(`rule = $${params.length}`); }
+    if (q.scope !== undefined) { params.push(q.scope); where.push(`scope = $${params.length}`); }
+    params.push(q.limit);
+    const r = await this.q<TransitionDbRow>('alert history',
+      `SELECT * FROM alert_history ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${params.length}`, params);
     return r.rows.map(transitionFromRow);
   }
 

@@ -24,7 +24,7 @@ import { CLOUD_LOST_REASON, UNKNOWN_TS } from '../ingest-state.js';
 import {
   DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DevicePage, type DeviceRow, type DeviceSearch, type GapEntry, type GapRecords, type GatewayStatusRow, type RegistryStore,
   type SeqGapEntry, type SpeedPartialRow, type SpeedPartialsQuery, type SpeedPushEntry, type SpeedPushResult, type SpeedStore,
-  connectedDevices, containsPattern, deviceOrderBy, epochOf, pushDevices,
+  FIRING_CTE, connectedDevices, containsPattern, deviceOrderBy, epochOf, pushDevices,
 } from '../speed.js';
 import { pgTransaction } from './pool.js';
 
@@ -327,9 +327,11 @@ export class PgSpeedStore implements SpeedStore, RegistryStore {
     if (s.gateway !== undefined) { params.push(s.gateway); where.push(`d.gateway = $${params.length}`); }
     if (s.status === 'online') where.push('o.id IS NOT NULL');
     if (s.status === 'offline') where.push('o.id IS NULL');
+    if (s.alerts === 'firing') where.push('f.id IS NOT NULL');
     const from = `WITH online (id, gateway) AS MATERIALIZED (
-        SELECT DISTINCT c.value, st.gateway FROM gateway_status st, jsonb_array_elements_text(st.connected) AS c(value) WHERE st.last_push_at > $1)
-      SELECT %COLS% FROM devices d LEFT JOIN online o ON o.id = d.id AND o.gateway = d.gateway
+        SELECT DISTINCT c.value, st.gateway FROM gateway_status st, jsonb_array_elements_text(st.connected) AS c(value) WHERE st.last_push_at > $1),
+      ${FIRING_CTE}
+      SELECT %COLS% FROM devices d LEFT JOIN online o ON o.id = d.id AND o.gateway = d.gateway LEFT JOIN firing f ON f.id = d.id
       ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`;
     const page = [...params];
     let tail = `ORDER BY ${deviceOrderBy(s.sort, s.order, ' COLLATE "C"')}`;
@@ -337,13 +339,13 @@ export class PgSpeedStore implements SpeedStore, RegistryStore {
     if (s.offset) { page.push(s.offset); tail += ` OFFSET $${page.length}`; }
     const [count, rows] = await Promise.all([
       this.pool.query<{ n: number }>(from.replace('%COLS%', 'COUNT(*)::int AS n'), params),
-      this.pool.query<{ id: string; gateway: string; first_seen: number; last_seen: number; metrics: unknown; online: boolean }>(
-        `${from.replace('%COLS%', 'd.id, d.gateway, d.first_seen, d.last_seen, d.metrics, o.id IS NOT NULL AS online')} ${tail}`, page),
+      this.pool.query<{ id: string; gateway: string; first_seen: number; last_seen: number; metrics: unknown; online: boolean; firing: number }>(
+        `${from.replace('%COLS%', 'd.id, d.gateway, d.first_seen, d.last_seen, d.metrics, o.id IS NOT NULL AS online, COALESCE(f.n, 0)::int AS firing')} ${tail}`, page),
     ]);
     return {
       total: count.rows[0]?.n ?? 0,
       devices: rows.rows.map((r) => ({
-        id: r.id, gateway: r.gateway, firstSeen: r.first_seen, lastSeen: r.last_seen, metrics: jsonArray(r.metrics), online: r.online,
+        id: r.id, gateway: r.gateway, firstSeen: r.first_seen, lastSeen: r.last_seen, metrics: jsonArray(r.metrics), online: r.online, firingAlerts: r.firing,
       })),
     };
   }

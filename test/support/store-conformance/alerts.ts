@@ -69,6 +69,12 @@ export function alertStoreConformance(open: () => Promise<AlertStoreUnderTest>):
     ]);
     expect(await other.history({ limit: 1 })).toHaveLength(1);
     expect(await other.history({ rule: 'nope', limit: 10 })).toEqual([]);
+    // Of one scope (the console's history of one device), alone or with the rule.
+    await store.commit({ put: [], remove: [], transitions: [{ rule: 'cold', scope: 'device:d-2', from: null, to: 'pending', at: T0 + 1, value: 1 }], historyPerRule: 100 });
+    expect((await other.history({ scope: 'device:d-1', limit: 10 })).map((x) => x.to)).toEqual(['firing', 'pending']);
+    expect((await other.history({ scope: 'device:d-2', limit: 10 })).map((x) => x.rule)).toEqual(['cold']);
+    expect(await other.history({ scope: 'device:d-2', rule: 'hot', limit: 10 })).toEqual([]);
+    expect(await other.history({ scope: 'device:d-1', rule: 'hot', limit: 1 })).toHaveLength(1);
   });
 
   test('history keeps the newest historyPerRule transitions of each rule; other rules untouched', async () => {

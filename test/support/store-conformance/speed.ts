@@ -14,7 +14,8 @@
  * - readPartials: epochs above E[g] only, the minute range, one device or gateway, byte-wise order;
  * - gateway status, devices (metrics merged, the 5 s resolution, a device moving), last contact,
  *   clock offsets, and the console's reads of ingest's tables round trip;
- * - searchDevices: the devices page's search, filters, sorts and pages, in SQL, with the total.
+ * - searchDevices: the devices page's search, filters, sorts and pages, in SQL, with the total;
+ *   alerts=firing joins alert_states (firing alerts of the device's own scope).
  */
 import type { DeviceSearch, RegistryStore, SpeedStore } from '../../../cloud/store/speed.js';
 import type { PartialTuple, SpeedPush } from '../../../cloud/speed/validate.js';
@@ -317,8 +318,8 @@ export function speedStoreConformance(name: string, factory: () => Promise<Speed
       // The whole row, as listDevices has it, plus online.
       const all = await s.searchDevices({ onlineAfter: T - 1 });
       const listed = await s.listDevices();
-      expect(all.devices.map(({ online: _, ...d }) => d)).toEqual(listed);
-      expect(all.devices[0]).toEqual({ id: 'A-1', gateway: 'gw-a', firstSeen: T - 5000, lastSeen: T, metrics: ['temp'], online: true });
+      expect(all.devices.map(({ online: _, firingAlerts: __, ...d }) => d)).toEqual(listed);
+      expect(all.devices[0]).toEqual({ id: 'A-1', gateway: 'gw-a', firstSeen: T - 5000, lastSeen: T, metrics: ['temp'], online: true, firingAlerts: 0 });
       // q: a substring anywhere, either case; % and _ match only themselves.
       expect(await ids({ q: 'a' })).toEqual({ total: 4, ids: ['A-1', 'Ab4', 'a_2', 'c-A6'], online: ['A-1', 'a_2'] });
       expect(await ids({ q: 'AB' })).toEqual({ total: 1, ids: ['Ab4'], online: [] });
@@ -381,6 +382,34 @@ export function speedStoreConformance(name: string, factory: () => Promise<Speed
         }
       }
       expect(seen.size).toBe(N);
+
+      // alerts=firing joins alert_states: a device with a firing alert of its own scope (every 10th
+      // from 3, and every 50th from 3 a second rule too); pending and resolved ones, a gateway's
+      // and the fleet's firing alerts, and one of a device the registry does not know mark none.
+      const alert = (rule: string, scope: string, state: string) => ({ rule, scope, state, since: T, value: 1 });
+      const firingIds = Array.from({ length: N }, (_, i) => i).filter((i) => i % 10 === 3);
+      await h.insert('alert_states', [
+        ...firingIds.map((i) => alert('hot', `device:${id(i)}`, 'firing')),
+        ...firingIds.filter((i) => i % 50 === 3).map((i) => alert('silent', `device:${id(i)}`, 'firing')),
+        ...Array.from({ length: N / 10 }, (_, k) => alert('hot', `device:${id(k * 10 + 5)}`, k % 2 ? 'pending' : 'resolved')),
+        alert('hot', 'gateway:gw-1', 'firing'), alert('fleet-hot', 'fleet', 'firing'), alert('hot', 'device:ghost', 'firing'),
+      ]);
+      const firing = new Map<string, number>();
+      for (let offset = 0; offset < 1_000; offset += 250) {
+        const page = await timed(`alerts=firing page at ${offset}`, { alerts: 'firing', limit: 250, offset });
+        expect(page.total).toBe(firingIds.length);
+        for (const d of page.devices) firing.set(d.id, d.firingAlerts);
+      }
+      expect([...firing.keys()]).toEqual(firingIds.map(id));
+      expect([...firing].filter(([, n]) => n === 2).map(([d]) => d)).toEqual(firingIds.filter((i) => i % 50 === 3).map(id));
+      expect([...firing.values()].every((n) => n === 1 || n === 2)).toBe(true);
+      // With the other filters, and in an unfiltered page (the count beside every device, 0 for most).
+      const onlineFiring = await s.searchDevices({ alerts: 'firing', status: 'online', onlineAfter: T + 90_000 - 1 });
+      expect(onlineFiring.devices.map((d) => d.id)).toEqual(firingIds.filter((i) => i >= 9_000 && i % 7 === 0).map(id));
+      expect(onlineFiring.total).toBe(onlineFiring.devices.length);
+      expect((await s.searchDevices({ alerts: 'firing', q: 'sensor-0421', onlineAfter: 0 })).devices.map((d) => [d.id, d.firingAlerts])).toEqual([[id(4213), 1]]);
+      const plain = await s.searchDevices({ limit: 20, offset: 4_200, onlineAfter: 0 });
+      expect(plain.devices.map((d) => d.firingAlerts)).toEqual(Array.from({ length: 20 }, (_, k) => (k % 10 === 3 ? 1 + Number((4_200 + k) % 50 === 3) : 0)));
       // eslint-disable-next-line no-console
       console.log(`searchDevices on ${name}, 10,000 devices: ${times.join(', ')}`);
     }, 60_000);

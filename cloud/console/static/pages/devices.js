@@ -1,8 +1,7 @@
 // Devices: the fleet's devices searched, filtered, sorted and paged by the cloud (GET
-// /api/v1/devices with q, status, gateway, sort, order, limit, offset), so it stays quick with
+// /api/v1/devices with q, status, gateway, alerts, sort, order, limit, offset), so it stays quick with
 // thousands of devices. The state lives in the hash (#/devices?q=...&offset=50): a link or a reload
 // shows the same page. A device's row opens its chart (#/device?device=ID).
-import { firingAlerts } from '../alerts.js';
 import { api } from '../api.js';
 import { errorBox, h, show, table } from '../dom.js';
 import { ago, int, time } from '../format.js';
@@ -16,6 +15,7 @@ const COLUMNS = [
   { key: 'id', label: 'Device' },
   { key: 'state', label: 'State' },
   { key: 'gateway', label: 'Gateway' },
+  { key: 'alerts', label: 'Alerts' },
   { key: 'lastSeen', label: 'Last seen' },
   { key: 'metrics', label: 'Metrics' },
 ];
@@ -39,6 +39,8 @@ function row(d) {
     id: h('a', { href: chart, 'data-testid': 'device-link' }, d.id),
     state: h('span', { class: `badge ${d.online ? 'ok' : 'off'}` }, d.online ? 'online' : 'offline'),
     gateway: d.gateway,
+    // Firing alerts of the device's own scope (a gateway's or the fleet's are on the Alerts page).
+    alerts: d.firingAlerts ? h('a', { href: `#/alerts?${new URLSearchParams({ device: d.id })}`, class: 'badge bad', 'data-testid': 'device-alerts' }, `${int(d.firingAlerts)} firing`) : '',
     lastSeen: h('span', { title: time(d.lastSeenAt) }, ago(d.lastSeenAt)),
     metrics: d.metrics.join(', ') || '—',
   };
@@ -54,8 +56,8 @@ export async function render(el, ctx) {
   const sort = select('sort', SORTS, query.sort ?? 'id');
   const order = select('order', [['asc', 'ascending'], ['desc', 'descending']], query.order ?? 'asc');
   const alerting = h('input', { type: 'checkbox', name: 'alerts', value: 'firing', checked: query.alerts === 'firing', 'data-testid': 'filter-alerts' });
-  // Hidden until GET /api/v1/devices can filter by firing alerts (the alerts API exists; the search does not join it yet).
-  const alertingField = h('label', { class: 'field check', hidden: true, 'data-testid': 'filter-alerts-field' }, alerting, h('span', {}, 'has firing alerts'));
+  // GET /api/v1/devices?alerts=firing: devices with a firing alert of their own scope.
+  const alertingField = h('label', { class: 'field check', 'data-testid': 'filter-alerts-field' }, alerting, h('span', {}, 'has firing alerts'));
   const form = h('form', { class: 'controls', role: 'search', 'data-testid': 'devices-form' },
     field('Search', q), field('State', status), field('Gateway', gateway), field('Sort by', sort), field('Order', order), alertingField);
   const summary = h('p', { class: 'muted', 'data-testid': 'devices-summary' });
@@ -73,7 +75,7 @@ export async function render(el, ctx) {
     for (const c of [status, gateway]) if (c.value) out[c.name] = c.value;
     if (sort.value !== 'id') out.sort = sort.value;
     if (order.value !== 'asc') out.order = order.value;
-    if (alerting.checked && !alertingField.hidden) out.alerts = 'firing';
+    if (alerting.checked) out.alerts = 'firing';
     if (offset > 0) out.offset = String(offset);
     return out;
   };
@@ -84,7 +86,8 @@ export async function render(el, ctx) {
     const next = params(offset);
     history.replaceState(null, '', `#/devices?${new URLSearchParams(next)}`);
     current = queryOf(new URLSearchParams(next));
-    refresh();
+    // At once, not queued behind a poll in flight (which asked for the page before this one).
+    void load();
   };
   let typing = null;
   q.addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(() => apply(), TYPING_MS); });
@@ -111,32 +114,41 @@ export async function render(el, ctx) {
     } catch (err) {
       if (err.status !== 401) console.warn('GET /api/v1/gateways', err);
     }
-    // The alerts filter waits for GET /api/v1/devices to take `alerts=firing` (the alerts API
-    // exists; the devices search does not join it yet): it stays hidden until then.
-    void firingAlerts;
   })();
 
-  const refresh = ctx.poll(async () => {
-    const asked = current;
+  // Every answer, the periodic poll's and a click's alike, is drawn only if no newer request has
+  // been drawn and it answers what the page asks for now: answers come back in any order (a poll
+  // in flight when Next is clicked may land after the Next page's answer), and an older request's
+  // failure must not wipe a newer page either (devices.test.ts: "an older request's answer").
+  let asked = 0;
+  let drawn = 0;
+  const key = (qy) => JSON.stringify(qy);
+  const load = async () => {
+    const seq = ++asked;
+    const want = current;
+    const fresh = () => ctx.alive && seq > drawn && key(want) === key(current);
     let doc;
     try {
-      doc = (await api('devices', { params: asked })).body;
+      doc = (await api('devices', { params: want })).body;
     } catch (err) {
-      if (!ctx.alive || err.status === 401) return;
+      if (err.status === 401 || !fresh()) return;
+      drawn = seq;
       show(result, errorBox(err, 'GET /api/v1/devices'));
       summary.textContent = '';
       return;
     }
-    if (!ctx.alive || asked !== current) return;
+    if (!fresh()) return;
+    drawn = seq;
     const from = doc.devices.length ? doc.offset + 1 : 0;
     const to = doc.offset + doc.devices.length;
     summary.textContent = doc.total === 0
-      ? (asked.q || asked.status || asked.gateway || asked.alerts ? 'No device matches.' : 'No device has reported yet.')
-      : `${int(from)}–${int(to)} of ${int(doc.total)} device${doc.total === 1 ? '' : 's'}${asked.q ? ` matching “${asked.q}”` : ''}`;
+      ? (want.q || want.status || want.gateway || want.alerts ? 'No device matches.' : 'No device has reported yet.')
+      : `${int(from)}–${int(to)} of ${int(doc.total)} device${doc.total === 1 ? '' : 's'}${want.q ? ` matching “${want.q}”` : ''}`;
     show(result, doc.devices.length ? table(COLUMNS, doc.devices.map(row), { class: 'devices', 'data-testid': 'devices-table' }) : null);
     pageInfo.textContent = doc.total ? `page ${int(Math.floor(doc.offset / PAGE) + 1)} of ${int(Math.ceil(doc.total / PAGE))}` : '';
     prev.disabled = doc.offset === 0;
     next.disabled = to >= doc.total;
     el.dataset.total = String(doc.total);
-  }, POLL_MS);
+  };
+  ctx.poll(load, POLL_MS);
 }

@@ -92,7 +92,10 @@ export async function render(el, ctx) {
 
     if (alerts.status === 'fulfilled') {
       alertsBox.hidden = !alerts.value.available;
-      if (alerts.value.available) show(alertsBox, stat('alerts-firing', 'Firing alerts', int(alerts.value.firing), `${int(alerts.value.alerts.length)} alerts listed`));
+      if (alerts.value.available) {
+        show(alertsBox, h('a', { class: 'stat-link', href: '#/alerts', 'data-testid': 'alerts-link' },
+          stat('alerts-firing', 'Firing alerts', int(alerts.value.firing), `${int(alerts.value.alerts.length)} alerts listed`)));
+      }
     } else {
       alertsBox.hidden = false;
       show(alertsBox, errorBox(alerts.reason, 'GET /api/v1/alerts'));
