@@ -43,11 +43,28 @@ export function toAmAlert(s: AlertStateRow, c: NotifyContext): AmAlert {
   return { labels, annotations, startsAt, endsAt, ...(link ? { generatorURL: link } : {}) };
 }
 
+/**
+ * The Alertmanager URL without its credentials (for requests and messages), and them as a Basic
+ * authorization header: fetch refuses a URL with credentials, and a message must not show them.
+ */
+export function alertmanagerEndpoint(baseUrl: string): { base: string; auth: string | null } {
+  const u = new URL(baseUrl);
+  const auth = u.username || u.password
+    ? `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}` : null;
+  u.username = '';
+  u.password = '';
+  return { base: u.toString().replace(/\/+$/, ''), auth };
+}
+
 /** POST the alerts; throws on a network error, a timeout or a non-2xx answer (its status and body start). */
 export async function postAlerts(baseUrl: string, alerts: AmAlert[], timeoutMs: number): Promise<void> {
-  const url = `${baseUrl.replace(/\/+$/, '')}/api/v2/alerts`;
+  const { base, auth } = alertmanagerEndpoint(baseUrl);
+  const url = `${base}/api/v2/alerts`;
   const res = await fetch(url, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(alerts), signal: AbortSignal.timeout(timeoutMs),
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) },
+    body: JSON.stringify(alerts),
+    signal: AbortSignal.timeout(timeoutMs),
   });
   if (!res.ok) {
     const body = (await res.text().catch(() => '')).slice(0, 200);

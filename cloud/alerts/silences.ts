@@ -18,7 +18,7 @@ import { Counter, type Registry } from 'prom-client';
 import { BraidError } from '../../shared/errors.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import type { AlertStateRow, AlertStore } from '../store/alerts.js';
-import { toAmAlert } from './alertmanager.js';
+import { alertmanagerEndpoint, toAmAlert } from './alertmanager.js';
 import { parseScope } from './scope.js';
 
 /** Alertmanager could not be read (unreachable, too slow, an error answer, not its API). */
@@ -62,22 +62,9 @@ export function silencedBy(silences: Silence[], labels: Record<string, string>):
   return silences.filter((s) => s.matchers.length > 0 && s.matchers.every((m) => matcherHolds(m, labels))).map((s) => s.id);
 }
 
-/**
- * The Alertmanager URL without its credentials (for requests and messages), and them as a Basic
- * authorization header: fetch refuses a URL with credentials, and a message must not show them.
- */
-function split(baseUrl: string): { base: string; auth: string | null } {
-  const u = new URL(baseUrl);
-  const auth = u.username || u.password
-    ? `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}` : null;
-  u.username = '';
-  u.password = '';
-  return { base: u.toString().replace(/\/+$/, ''), auth };
-}
-
 /** GET /api/v2/silences: the active and pending ones, soonest to end first; throws AlertmanagerUnavailableError. */
 export async function fetchSilences(baseUrl: string, timeoutMs: number): Promise<Silence[]> {
-  const { base, auth } = split(baseUrl);
+  const { base, auth } = alertmanagerEndpoint(baseUrl);
   const url = `${base}/api/v2/silences`;
   const where = `Alertmanager at ${base}`;
   let res: Response;

@@ -6,6 +6,7 @@
  */
 import { type Server, createServer } from 'node:http';
 import { type AddressInfo } from 'node:net';
+import { postAlerts } from '../../cloud/alerts/alertmanager.js';
 import { type Silence, fetchSilences, matcherHolds, silencedBy } from '../../cloud/alerts/silences.js';
 
 const labels = { alertname: 'hot-b', scope: 'device', device: 'fleet-04217' };
@@ -30,15 +31,20 @@ test('matchers: = != =~ !~ (regex anchored at both ends), a missing label is emp
   ], labels)).toEqual(['a']);
 });
 
-describe('GET /api/v2/silences from a scripted server', () => {
+describe('GET /api/v2/silences and POST /api/v2/alerts on a scripted server', () => {
   let server: Server;
   let url: string;
   let answer: (res: import('node:http').ServerResponse) => void;
+  const posted: string[] = [];
   beforeAll(async () => {
     // Credentials in alerts.alertmanagerUrl go as Basic authorization (fetch refuses them in a URL).
     server = createServer((req, res) => {
       if (req.headers.authorization !== `Basic ${Buffer.from('user:secret').toString('base64')}`) res.writeHead(401).end('who?');
       else if (req.url === '/api/v2/silences') answer(res);
+      else if (req.url === '/api/v2/alerts' && req.method === 'POST') {
+        let body = '';
+        req.on('data', (c: Buffer) => { body += c; }).on('end', () => { posted.push(body); res.writeHead(200).end(); });
+      }
       else res.writeHead(404).end();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -70,5 +76,15 @@ describe('GET /api/v2/silences from a scripted server', () => {
     await expect(fetchSilences(url, 2_000)).rejects.toThrow(/did not answer a JSON array/);
     const err = await fetchSilences(url, 2_000).catch((e: Error) => e);
     expect(String((err as Error).message)).not.toContain('secret');
+  });
+
+  test('alerts are posted with the URL\'s credentials as Basic authorization (fetch refuses them in a URL), and a refusal does not show them', async () => {
+    const alert = { labels: { alertname: 'hot', scope: 'device', device: 'd1' }, annotations: {}, startsAt: '2026-01-01T00:00:00Z', endsAt: '2026-01-01T00:05:00Z' };
+    await postAlerts(url, [alert], 2_000);
+    expect(posted.map((b) => JSON.parse(b))).toEqual([[alert]]);
+    const wrong = url.replace('user:secret', 'user:wrong');
+    const err = await postAlerts(wrong, [alert], 2_000).catch((e: Error) => e);
+    expect(String((err as Error).message)).toMatch(/answered 401 to POST http:\/\/127\.0\.0\.1:\d+\/api\/v2\/alerts/);
+    expect(String((err as Error).message)).not.toContain('wrong');
   });
 });
