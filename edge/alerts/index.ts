@@ -102,6 +102,8 @@ export class GatewayAlerts {
   private readonly sender: CloudSender;
   private version: string | null = null;
   private rules: ThresholdCompiled[] = [];
+  /** The rules by device: one read of a device's partials per round. */
+  private byDevice = new Map<string, ThresholdCompiled[]>();
   private states = new Map<string, AlertStateRow>();
   private instance = '';
   private pendingCount = 0;
@@ -213,6 +215,12 @@ export class GatewayAlerts {
     });
     this.version = version;
     this.rules = compiled;
+    this.byDevice = new Map();
+    for (const c of compiled) {
+      const list = this.byDevice.get(c.rule.device!);
+      if (list) list.push(c);
+      else this.byDevice.set(c.rule.device!, [c]);
+    }
     this.metrics.rules.set(compiled.length);
   }
 
@@ -225,28 +233,43 @@ export class GatewayAlerts {
     return this.round;
   }
 
-  private async windowValue(c: ThresholdCompiled, now: number): Promise<number | null> {
-    const r = c.rule;
-    const { prev, cur, end } = windowBuckets(now, c.windowMs);
-    const rows = await this.d.reader.all<SummaryColumns & { minute: number }>(
-      `SELECT minute, count, sum, min, max, m2, first, first_ts, last, last_ts FROM partials
-       WHERE device = ? AND metric = ? AND minute >= ? AND minute < ?`,
-      [r.device, r.metric, prev, end],
+  /**
+   * The values of one device's rules at `now`: one read of its partials over the widest span its
+   * rules need (one index range per device, not per rule), then each rule's two buckets.
+   */
+  private async deviceValues(device: string, rules: ThresholdCompiled[], now: number): Promise<Array<number | null>> {
+    const spans = rules.map((c) => windowBuckets(now, c.windowMs));
+    const from = Math.min(...spans.map((b) => b.prev));
+    const to = Math.max(...spans.map((b) => b.end));
+    const rows = await this.d.reader.all<SummaryColumns & { metric: string; minute: number }>(
+      `SELECT metric, minute, count, sum, min, max, m2, first, first_ts, last, last_ts FROM partials
+       WHERE device = ? AND minute >= ? AND minute < ?`,
+      [device, from, to],
     );
-    let inCur: Summary = { ...EMPTY };
-    let inPrev: Summary = { ...EMPTY };
-    for (const row of rows) {
-      if (row.minute >= cur) inCur = merge(inCur, fromColumns(row, r.device!));
-      else inPrev = merge(inPrev, fromColumns(row, r.device!));
+    const byMetric = new Map<string, typeof rows>();
+    for (const r of rows) {
+      const list = byMetric.get(r.metric);
+      if (list) list.push(r);
+      else byMetric.set(r.metric, [r]);
     }
-    const value = (s: Summary) => (s.count > 0 ? derive(s, r.agg) : null);
-    return pickWindowValue(value(inCur), value(inPrev));
+    return rules.map((c, i) => {
+      const { prev, cur, end } = spans[i];
+      let inCur: Summary = { ...EMPTY };
+      let inPrev: Summary = { ...EMPTY };
+      for (const row of byMetric.get(c.rule.metric) ?? []) {
+        if (row.minute >= cur && row.minute < end) inCur = merge(inCur, fromColumns(row, device));
+        else if (row.minute >= prev && row.minute < cur) inPrev = merge(inPrev, fromColumns(row, device));
+      }
+      const value = (x: Summary) => (x.count > 0 ? derive(x, c.rule.agg) : null);
+      return pickWindowValue(value(inCur), value(inPrev));
+    });
   }
 
   private async runRound(): Promise<GatewayRoundResult> {
     const t0 = performance.now();
     const now = this.now();
     const rules = this.rules;
+    const byDevice = this.byDevice;
     const transitions: AlertTransition[] = [];
     const put = new Map<string, AlertStateRow>();
     const remove = new Set<string>();
@@ -257,17 +280,19 @@ export class GatewayAlerts {
       if (s.transition) transitions.push(s.transition);
       if (s.next && s.changed) put.set(k, s.next);
     };
-    for (const c of rules) {
-      const k = key(c.rule.name, c.rule.device!);
+    for (const [device, list] of byDevice) {
       try {
-        const value = await this.windowValue(c, now);
-        evaluated.add(k);
-        step(k, c.rule.name, c.rule.device!, thresholdHolds(c, value), value, c.forMs);
-        this.metrics.evaluations.inc({ result: 'ok' });
+        const values = await this.deviceValues(device, list, now);
+        list.forEach((c, i) => {
+          const k = key(c.rule.name, device);
+          evaluated.add(k);
+          step(k, c.rule.name, device, thresholdHolds(c, values[i]), values[i], c.forMs);
+        });
+        this.metrics.evaluations.inc({ result: 'ok' }, list.length);
       } catch (err) {
-        failed.add(k);
-        this.metrics.evaluations.inc({ result: 'failed' });
-        this.log.warn({ err, rule: c.rule.name }, 'gateway alert rule could not be evaluated; its alert is left as it was');
+        for (const c of list) failed.add(key(c.rule.name, device));
+        this.metrics.evaluations.inc({ result: 'failed' }, list.length);
+        this.log.warn({ err, device }, 'gateway alert rules of a device could not be evaluated; their alerts are left as they were');
       }
     }
     // Alerts of rules no longer held: false from now on, so they resolve like any other.

@@ -9,7 +9,7 @@
  */
 import type { MqttClient } from 'mqtt';
 import { connectDevice, endClient, eventually, publish, startTestGateway, tempDir, type TestGateway } from '../support/gateway.js';
-import { type SpeedCloud, credentials, getJson, startSpeedCloud } from '../cloud/speed-fixtures.js';
+import { type SpeedCloud, credentials, getJson, postSpeed, pushBody, startSpeedCloud } from '../cloud/speed-fixtures.js';
 import { alertHistory, metricValue, putRules } from '../cloud/alerts-fixtures.js';
 import { gzipSync } from 'node:zlib';
 
@@ -35,7 +35,7 @@ describe('alerts at the gateway', () => {
     const cloudDir = tempDir('braid-gw-alerts-cloud-');
     const gwDir = tempDir('braid-gw-alerts-gw-');
     cleanups.push(() => cloudDir.remove(), () => gwDir.remove());
-    const keys = await credentials(cloudDir.path, ['gw-1']);
+    const keys = await credentials(cloudDir.path, ['gw-1', 'gw-2']);
     const token = keys.tokens['gw-1'];
     let cloud: SpeedCloud | null = await startSpeedCloud(cloudDir.path, { alerts: { evalIntervalMs: 200 } });
     const port = cloud.port;
@@ -52,6 +52,13 @@ describe('alerts at the gateway', () => {
     await eventually(() => gw!.gateway.alerts.heldRules === 1, 10_000, 50);
     const version = gw.gateway.alerts.rulesVersion();
     expect(version).not.toBe('');
+    // The answer's field: the rules for a gateway holding none or another version, the version only
+    // for one holding it, nothing for a push that does not ask (an older gateway).
+    const answer = async (extra: Record<string, unknown>) => (await postSpeed(cloud!.url, keys.tokens['gw-2'], pushBody('gw-2', [], extra))).body;
+    expect((await answer({ alertRules: '' })).alertRules).toEqual({ version, rules: [hot] });
+    expect((await answer({ alertRules: version })).alertRules).toEqual({ version });
+    expect(await answer({})).not.toHaveProperty('alertRules');
+    expect((await answer({ alertRules: 7 })).message).toMatch(/^alertRules: /);
 
     // The cloud goes away.
     await cloud.close();
@@ -93,6 +100,9 @@ describe('alerts at the gateway', () => {
     expect(firings).toEqual([expect.objectContaining({ rule: 'hot', scope: { device: 'd-1' } })]);
     const text = (await getJson(cloud.url, '/metrics', keys.read)).body.text as string;
     expect(metricValue(text, 'braid_alert_gateway_transitions_total', 'result="recorded"')).toBe(1);
+    // Merged into the cloud's alert, or the cloud had raised it from the same readings first: one or the other.
+    expect(metricValue(text, 'braid_alert_gateway_transitions_total', 'result="merged"')
+      + metricValue(text, 'braid_alert_gateway_transitions_total', 'result="same_episode"')).toBe(1);
 
     // A re-send of the same transition is recorded once; a malformed one is refused naming its field.
     const post = (body: unknown) => fetch(`${cloud!.url}/api/v1/ingest/alerts`, {
@@ -108,5 +118,33 @@ describe('alerts at the gateway', () => {
     await new Promise((r) => setTimeout(r, 600));
     // The re-sent firing is the same episode: still one firing in the history.
     expect((await alertHistory(cloud.url, keys.read, '?rule=hot')).filter((h) => h.to === 'firing')).toHaveLength(1);
+  }, 60_000);
+
+  test('1,000 device rules at a gateway: one round\'s time (100 devices x 10 metrics, 100 of them with readings)', async () => {
+    const gw = await startTestGateway({ id: 'gw-1', alerts: { evalIntervalMs: 60_000 } });
+    cleanups.push(() => gw.close());
+    const metrics = Array.from({ length: 10 }, (_, i) => `m${i}`);
+    const now = Date.now();
+    for (let d = 0; d < 10; d++) {
+      const device = await connectDevice(gw.mqttUrl, `d-${d}`, await gw.addDevice(`d-${d}`));
+      await publish(device, `devices/d-${d}/telemetry`, JSON.stringify({ ts: now, ...Object.fromEntries(metrics.map((m) => [m, d < 5 ? 99 : 1])) }), 1);
+      await endClient(device);
+    }
+    const rules = [];
+    for (let d = 0; d < 100; d++) for (const m of metrics) rules.push({ name: `r-${d}-${m}`, metric: m, agg: 'max', window: '5m', op: '>', threshold: 50, for: '0s', device: `d-${d}` });
+    await gw.gateway.alerts.received('v-1000', rules);
+    expect(gw.gateway.alerts.heldRules).toBe(1000);
+    const times: number[] = [];
+    let firing = 0;
+    for (let i = 0; i < 5; i++) {
+      const r = await gw.gateway.alerts.evaluate();
+      times.push(r.ms);
+      if (i === 0) firing = r.transitions.filter((t) => t.to === 'firing').length;
+    }
+    expect(firing).toBe(50); // 5 devices x 10 metrics over the threshold, the first round
+    expect(gw.gateway.alerts.status()).toMatchObject({ rules: 1000, firing: 50, pending: 50 });
+    times.sort((a, b) => a - b);
+    // eslint-disable-next-line no-console
+    console.log(`gateway alerts: a round of 1,000 device rules ${times[0].toFixed(0)}-${times[4].toFixed(0)} ms, median ${times[2].toFixed(0)} ms of 5 (the first with 50 transitions committed and published)`);
   }, 60_000);
 });
