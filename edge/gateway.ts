@@ -184,6 +184,10 @@ export class Gateway {
         watermark: sp.watermark,
         consecutiveFailures: sp.consecutiveFailures,
       },
+      alerts: (() => {
+        const a = this.alerts.status();
+        return { ...a, lastSuccessAt: a.lastSuccessAt ? new Date(a.lastSuccessAt).toISOString() : null };
+      })(),
       dropped: {
         queueFull: await value('braid_readings_dropped_total', { reason: 'queue_full' }),
         diskBudget: await value('braid_readings_dropped_total', { reason: 'disk_budget' }),

@@ -194,12 +194,13 @@ export class GatewayAlerts {
     this.sender.retryNow();
   }
 
-  status(): { rules: number; version: string | null; alerts: number; firing: number; pending: number; lastSuccessAt: number | null; consecutiveFailures: number } {
+  /** For GET /api/v1/health's `alerts`: rules held, alerts held and firing, transitions not yet acknowledged by the cloud (unsent). */
+  status(): { rules: number; version: string | null; alerts: number; firing: number; unsent: number; lastSuccessAt: number | null; consecutiveFailures: number } {
     const s = this.sender.status();
     return {
       rules: this.rules.length, version: this.version, alerts: this.states.size,
       firing: [...this.states.values()].filter((x) => x.state === 'firing').length,
-      pending: this.pendingCount, lastSuccessAt: s.lastSuccessAt, consecutiveFailures: s.consecutiveFailures,
+      unsent: this.pendingCount, lastSuccessAt: s.lastSuccessAt, consecutiveFailures: s.consecutiveFailures,
     };
   }
 
@@ -210,6 +211,7 @@ export class GatewayAlerts {
         const c: CompiledRule = compileRule(r, `rules[${i}]`);
         if (c.kind === 'threshold' && c.rule.device !== undefined) compiled.push(c);
       } catch (err) {
+        this.metrics.refused.inc();
         this.log.warn({ err: (err as Error).message }, 'an alert rule from the cloud is not valid here; skipped');
       }
     });

@@ -10,6 +10,9 @@ export function createGatewayAlertMetrics(registry: Registry, pending: () => num
   return {
     rules: reuse(registry, 'braid_gateway_alert_rules', () => new Gauge({
       name: 'braid_gateway_alert_rules', help: 'Device rules this gateway holds (sent by the cloud with its speed-push answers, kept in gateway.db)', registers })),
+    refused: reuse(registry, 'braid_gateway_alert_rules_refused_total', () => new Counter({
+      name: 'braid_gateway_alert_rules_refused_total', registers,
+      help: 'Rules the cloud sent that this gateway could not read (logged with the field; skipped, the others kept)' })),
     evaluations: reuse(registry, 'braid_gateway_alert_evaluations_total', () => new Counter({
       name: 'braid_gateway_alert_evaluations_total', labelNames: ['result'] as const, registers,
       help: 'Device rule evaluations on the gateway\'s windows (result: ok, failed: the read failed, its alerts left as they were)' })),

@@ -83,7 +83,7 @@ describe('alerts at the gateway', () => {
     gw = await startTestGateway(gwConfig, gwDir.path);
     expect(gw.gateway.alerts.heldRules).toBe(1);
     expect(gw.gateway.alerts.rulesVersion()).toBe(version);
-    expect(gw.gateway.alerts.status()).toMatchObject({ firing: 1, pending: 1 });
+    expect(gw.gateway.alerts.status()).toMatchObject({ firing: 1, unsent: 1 });
     const again = await connectDevice(gw.mqttUrl, 'd-1', secret);
     cleanups.push(() => endClient(again));
     const heardAgain = listen(again);
@@ -93,7 +93,7 @@ describe('alerts at the gateway', () => {
 
     // The cloud comes back: the transition arrives through gateway.db's alert outbox, recorded once.
     cloud = await startSpeedCloud(cloudDir.path, { alerts: { evalIntervalMs: 200 }, http: { port } });
-    await eventually(() => gw!.gateway.alerts.status().pending === 0, 20_000, 50);
+    await eventually(() => gw!.gateway.alerts.status().unsent === 0, 20_000, 50);
     await eventually(async () => (await alertHistory(cloud!.url, keys.read, '?rule=hot')).some((h) => h.to === 'firing'), 10_000, 50);
     await new Promise((r) => setTimeout(r, 1_000)); // a few more rounds (the cloud's own evaluation of the same readings)
     const firings = (await alertHistory(cloud.url, keys.read, '?rule=hot')).filter((h) => h.to === 'firing');
@@ -142,7 +142,7 @@ describe('alerts at the gateway', () => {
       if (i === 0) firing = r.transitions.filter((t) => t.to === 'firing').length;
     }
     expect(firing).toBe(50); // 5 devices x 10 metrics over the threshold, the first round
-    expect(gw.gateway.alerts.status()).toMatchObject({ rules: 1000, firing: 50, pending: 50 });
+    expect(gw.gateway.alerts.status()).toMatchObject({ rules: 1000, firing: 50, unsent: 50 });
     times.sort((a, b) => a - b);
     // eslint-disable-next-line no-console
     console.log(`gateway alerts: a round of 1,000 device rules ${times[0].toFixed(0)}-${times[4].toFixed(0)} ms, median ${times[2].toFixed(0)} ms of 5 (the first with 50 transitions committed and published)`);
