@@ -120,8 +120,8 @@ describe('alerts at the gateway', () => {
     expect((await alertHistory(cloud.url, keys.read, '?rule=hot')).filter((h) => h.to === 'firing')).toHaveLength(1);
   }, 60_000);
 
-  test('1,000 device rules at a gateway: one round\'s time (100 devices x 10 metrics, 100 of them with readings)', async () => {
-    const gw = await startTestGateway({ id: 'gw-1', alerts: { evalIntervalMs: 60_000 } });
+  test('1,000 device rules at a gateway: one round\'s time (100 devices x 10 metrics, 100 of them with readings); unsent transitions bounded', async () => {
+    const gw = await startTestGateway({ id: 'gw-1', alerts: { evalIntervalMs: 60_000, maxPendingTransitions: 40 } });
     cleanups.push(() => gw.close());
     const metrics = Array.from({ length: 10 }, (_, i) => `m${i}`);
     const now = Date.now();
@@ -142,7 +142,13 @@ describe('alerts at the gateway', () => {
       if (i === 0) firing = r.transitions.filter((t) => t.to === 'firing').length;
     }
     expect(firing).toBe(50); // 5 devices x 10 metrics over the threshold, the first round
-    expect(gw.gateway.alerts.status()).toMatchObject({ rules: 1000, firing: 50, unsent: 50 });
+    // No cloud: 50 transitions wait, 40 at most; the 10 oldest are dropped, counted [INV-6].
+    expect(gw.gateway.alerts.status()).toMatchObject({ rules: 1000, firing: 50, unsent: 40 });
+    const text = await (await fetch(`${gw.httpUrl}/metrics`)).text();
+    expect(metricValue(text, 'braid_gateway_alert_transitions_dropped_total')).toBe(10);
+    expect(metricValue(text, 'braid_gateway_alert_pending')).toBe(40);
+    expect(metricValue(text, 'braid_gateway_alert_rules')).toBe(1000);
+    expect(metricValue(text, 'braid_gateway_alert_published_total', 'result="ok"')).toBe(50);
     times.sort((a, b) => a - b);
     // eslint-disable-next-line no-console
     console.log(`gateway alerts: a round of 1,000 device rules ${times[0].toFixed(0)}-${times[4].toFixed(0)} ms, median ${times[2].toFixed(0)} ms of 5 (the first with 50 transitions committed and published)`);
