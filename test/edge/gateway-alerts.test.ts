@@ -5,13 +5,17 @@
  * devices/{id}/alerts publishes a reading over the threshold and hears the alert fire (QoS 1, from
  * the gateway alone); the gateway restarts while the cloud is still away and keeps the rules (a
  * device connecting then hears the held state, retained); the cloud comes back and its history has
- * the episode once, whoever raised it. Printed: publish to the device hearing firing.
+ * the episode once, whoever raised it. A kill -9 once the device heard firing leaves the state and
+ * the transition in gateway.db. Printed: publish to the device hearing firing; a round of 1,000 rules.
  */
 import type { MqttClient } from 'mqtt';
 import { connectDevice, endClient, eventually, publish, startTestGateway, tempDir, type TestGateway } from '../support/gateway.js';
 import { type SpeedCloud, credentials, getJson, postSpeed, pushBody, startSpeedCloud } from '../cloud/speed-fixtures.js';
 import { alertHistory, metricValue, putRules } from '../cloud/alerts-fixtures.js';
 import { gzipSync } from 'node:zlib';
+import { join } from 'node:path';
+import { addDevices, killAllChildGateways, queryGatewayDb, spawnGateway } from '../support/child-gateway.js';
+import { openGatewayDb } from '../../edge/store/schema.js';
 
 interface Heard { topic: string; qos: number; retain: boolean; msg: { rule: string; device: string; state: string; from: string | null; value: number | null; alerts: Array<{ rule: string; state: string }> } }
 
@@ -152,5 +156,40 @@ describe('alerts at the gateway', () => {
     times.sort((a, b) => a - b);
     // eslint-disable-next-line no-console
     console.log(`gateway alerts: a round of 1,000 device rules ${times[0].toFixed(0)}-${times[4].toFixed(0)} ms, median ${times[2].toFixed(0)} ms of 5 (the first with 50 transitions committed and published)`);
+  }, 60_000);
+
+  test('kill -9 once the device heard firing: the state and the transition are in gateway.db, and the restarted gateway tells the device again', async () => {
+    const dir = tempDir('braid-gw-alerts-kill-');
+    cleanups.push(() => dir.remove(), () => killAllChildGateways());
+    // Rules as a speed-push answer left them (this gateway has no cloud).
+    const db = await openGatewayDb(join(dir.path, 'gateway.db'));
+    const hot = { name: 'hot', metric: 'temp', agg: 'last', window: '1m', op: '>', threshold: 50, for: '0s', device: 'd-1' };
+    await db.run('INSERT INTO alert_rules (id, version, rules, received_at) VALUES (1, ?, ?, ?)', ['v-1', JSON.stringify([hot]), Date.now()]);
+    await db.close();
+    const secret = 'k1ll-9-s3cret-0123456789abcdef';
+    await addDevices(dir.path, [['d-1', secret]]);
+    const env = { BRAID_ALERTS_EVAL_INTERVAL_MS: '100' };
+    const child = await spawnGateway({ dataDir: dir.path, id: 'gw-k', env });
+    const device = await connectDevice(child.mqttUrl, 'd-1', secret);
+    const heard = listen(device);
+    await subscribe(device, 'devices/d-1/alerts');
+    await publish(device, 'devices/d-1/telemetry', JSON.stringify({ temp: 77 }), 1);
+    await eventually(() => heard.some((h) => h.msg.state === 'firing'), 10_000, 5);
+    await child.stop('SIGKILL');
+    await endClient(device);
+    expect(await queryGatewayDb(dir.path, 'SELECT rule, device, state, value FROM alert_states')).toEqual([{ rule: 'hot', device: 'd-1', state: 'firing', value: 77 }]);
+    expect(await queryGatewayDb(dir.path, 'SELECT rule, device, from_state, to_state, value FROM alert_outbox'))
+      .toEqual([{ rule: 'hot', device: 'd-1', from_state: null, to_state: 'firing', value: 77 }]);
+
+    const again = await spawnGateway({ dataDir: dir.path, id: 'gw-k', env });
+    const device2 = await connectDevice(again.mqttUrl, 'd-1', secret);
+    cleanups.push(() => endClient(device2));
+    const heard2 = listen(device2);
+    await subscribe(device2, 'devices/d-1/alerts');
+    expect(await eventually(() => heard2.find((h) => h.msg.state === 'firing'), 5_000, 10)).toMatchObject({ retain: true, msg: { rule: 'hot', value: 77 } });
+    // Still firing, no second transition: one row waits for the cloud.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await queryGatewayDb(dir.path, 'SELECT count(*) AS n FROM alert_outbox')).toEqual([{ n: 1 }]);
+    expect((await again.stop('SIGTERM')).code).toBe(0);
   }, 60_000);
 });
