@@ -50,16 +50,19 @@ describe('alerts at the gateway', () => {
     const secret = await gw.addDevice('d-1');
 
     // Device rules go to the gateway; the fleet rule and the silence rule stay the cloud's.
+    // hot: max over 5m, still firing when the cloud is back (which may raise it from the same readings too);
+    // now: the last reading, fired and resolved at the gateway while the cloud is away.
     const hot = { name: 'hot', metric: 'temp', agg: 'max', window: '5m', op: '>', threshold: 50, for: '0s', device: 'd-1' };
-    const rules = [hot, { name: 'fleet-hot', metric: 'temp', agg: 'max', window: '5m', op: '>', threshold: 500, for: '0s' }, { name: 'quiet', silentFor: '10m', device: 'd-1' }];
+    const now = { name: 'now', metric: 'temp', agg: 'last', window: '1m', op: '>', threshold: 50, for: '0s', device: 'd-1' };
+    const rules = [hot, now, { name: 'fleet-hot', metric: 'temp', agg: 'max', window: '5m', op: '>', threshold: 500, for: '0s' }, { name: 'quiet', silentFor: '10m', device: 'd-1' }];
     expect((await putRules(cloud.url, keys.admin, { rules })).status).toBe(200);
-    await eventually(() => gw!.gateway.alerts.heldRules === 1, 10_000, 50);
+    await eventually(() => gw!.gateway.alerts.heldRules === 2, 10_000, 50);
     const version = gw.gateway.alerts.rulesVersion();
     expect(version).not.toBe('');
     // The answer's field: the rules for a gateway holding none or another version, the version only
     // for one holding it, nothing for a push that does not ask (an older gateway).
     const answer = async (extra: Record<string, unknown>) => (await postSpeed(cloud!.url, keys.tokens['gw-2'], pushBody('gw-2', [], extra))).body;
-    expect((await answer({ alertRules: '' })).alertRules).toEqual({ version, rules: [hot] });
+    expect((await answer({ alertRules: '' })).alertRules).toEqual({ version, rules: [hot, now] });
     expect((await answer({ alertRules: version })).alertRules).toEqual({ version });
     expect(await answer({})).not.toHaveProperty('alertRules');
     expect((await answer({ alertRules: 7 })).message).toMatch(/^alertRules: /);
@@ -74,26 +77,34 @@ describe('alerts at the gateway', () => {
     await subscribe(device, 'devices/d-1/alerts');
     const t0 = Date.now();
     await publish(device, 'devices/d-1/telemetry', JSON.stringify({ ts: t0, temp: 61.5 }), 1);
-    const firing = (await eventually(() => heard.find((h) => h.msg.state === 'firing'), 10_000, 10))!;
+    const firing = (await eventually(() => heard.find((h) => h.msg.state === 'firing' && h.msg.rule === 'hot'), 10_000, 10))!;
     const toHeard = Date.now() - t0;
     expect(firing).toMatchObject({ topic: 'devices/d-1/alerts', qos: 1, msg: { rule: 'hot', device: 'd-1', state: 'firing', from: null, value: 61.5 } });
-    expect(firing.msg.alerts).toEqual([expect.objectContaining({ rule: 'hot', state: 'firing' })]);
+    expect(firing.msg.alerts).toEqual(expect.arrayContaining([expect.objectContaining({ rule: 'hot', state: 'firing' })]));
     // eslint-disable-next-line no-console
     console.log(`gateway alerts: MQTT reading to the device hearing firing on devices/d-1/alerts in ${toHeard} ms with the cloud down (alerts.evalIntervalMs 200)`);
+    // A lower reading: `now` resolves after two false rounds, `hot` (max over 5m) keeps firing.
+    const t1 = Date.now();
+    await publish(device, 'devices/d-1/telemetry', JSON.stringify({ ts: t1, temp: 20 }), 1);
+    const resolved = (await eventually(() => heard.find((h) => h.msg.state === 'resolved'), 10_000, 10))!;
+    expect(resolved.msg).toMatchObject({ rule: 'now', from: 'firing', state: 'resolved' });
+    expect(resolved.msg.alerts).toEqual(expect.arrayContaining([expect.objectContaining({ rule: 'hot', state: 'firing' }), expect.objectContaining({ rule: 'now', state: 'resolved' })]));
     await endClient(device);
 
     // A restart while the cloud is still away: the rules and the state are in gateway.db.
     await gw.close();
     gw = await startTestGateway(gwConfig, gwDir.path);
-    expect(gw.gateway.alerts.heldRules).toBe(1);
+    expect(gw.gateway.alerts.heldRules).toBe(2);
     expect(gw.gateway.alerts.rulesVersion()).toBe(version);
-    expect(gw.gateway.alerts.status()).toMatchObject({ firing: 1, unsent: 1 });
+    expect(gw.gateway.alerts.status()).toMatchObject({ firing: 1, unsent: 3 });
     const again = await connectDevice(gw.mqttUrl, 'd-1', secret);
     cleanups.push(() => endClient(again));
     const heardAgain = listen(again);
     await subscribe(again, 'devices/d-1/alerts');
-    const retained = await eventually(() => heardAgain.find((h) => h.msg.state === 'firing'), 5_000, 10);
-    expect(retained).toMatchObject({ retain: true, msg: { rule: 'hot', state: 'firing' } });
+    // Retained: the latest transition of the device, with every alert it has.
+    const retained = (await eventually(() => heardAgain[0], 5_000, 10))!;
+    expect(retained).toMatchObject({ retain: true, msg: { rule: 'now', state: 'resolved' } });
+    expect(retained.msg.alerts).toEqual(expect.arrayContaining([expect.objectContaining({ rule: 'hot', state: 'firing' })]));
 
     // The cloud comes back: the transition arrives through gateway.db's alert outbox, recorded once.
     cloud = await startSpeedCloud(cloudDir.path, { alerts: { evalIntervalMs: 200 }, http: { port } });
@@ -103,10 +114,12 @@ describe('alerts at the gateway', () => {
     const firings = (await alertHistory(cloud.url, keys.read, '?rule=hot')).filter((h) => h.to === 'firing');
     expect(firings).toEqual([expect.objectContaining({ rule: 'hot', scope: { device: 'd-1' } })]);
     const text = (await getJson(cloud.url, '/metrics', keys.read)).body.text as string;
-    expect(metricValue(text, 'braid_alert_gateway_transitions_total', 'result="recorded"')).toBe(1);
-    // Merged into the cloud's alert, or the cloud had raised it from the same readings first: one or the other.
+    expect(metricValue(text, 'braid_alert_gateway_transitions_total', 'result="recorded"')).toBe(3);
+    // hot's firing merged into the cloud's alert, or the cloud had raised it from the same readings first: one or the other.
     expect(metricValue(text, 'braid_alert_gateway_transitions_total', 'result="merged"')
-      + metricValue(text, 'braid_alert_gateway_transitions_total', 'result="same_episode"')).toBe(1);
+      + metricValue(text, 'braid_alert_gateway_transitions_total', 'result="same_episode"')).toBe(3);
+    // now's episode happened while the cloud was away, and its last reading is under the threshold: the gateway's, once.
+    expect((await alertHistory(cloud.url, keys.read, '?rule=now')).map((h) => [h.from, h.to, Date.parse(h.at) >= t1])).toEqual([['firing', 'resolved', true], [null, 'firing', false]]);
 
     // A re-send of the same transition is recorded once; a malformed one is refused naming its field.
     const post = (body: unknown) => fetch(`${cloud!.url}/api/v1/ingest/alerts`, {
