@@ -135,6 +135,11 @@ describe('alerts at the gateway', () => {
     await new Promise((r) => setTimeout(r, 600));
     // The re-sent firing is the same episode: still one firing in the history.
     expect((await alertHistory(cloud.url, keys.read, '?rule=hot')).filter((h) => h.to === 'firing')).toHaveLength(1);
+
+    // A new rule set reaches the gateway with the next pushes; hot, removed, resolves there (two false rounds).
+    expect((await putRules(cloud.url, keys.admin, { rules: [now] })).status).toBe(200);
+    await eventually(() => gw!.gateway.alerts.heldRules === 1 && gw!.gateway.alerts.rulesVersion() !== version, 10_000, 50);
+    await eventually(() => gw!.gateway.alerts.status().firing === 0, 10_000, 50);
   }, 60_000);
 
   test('1,000 device rules at a gateway: one round\'s time (100 devices x 10 metrics, 100 of them with readings); unsent transitions bounded', async () => {
