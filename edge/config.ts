@@ -135,6 +135,14 @@ export const gatewayConfigSchema = z.object({
       'With several cloud.url nodes: while requests go to another than the first, how often the nodes before it are probed (GET /healthz), in ms; the first that answers is used again.',
     ),
   }).strict().prefault({}).describe('Forwarding to the cloud.'),
+  alerts: z.object({
+    evalIntervalMs: positive.default(1_000).describe(
+      'How often the device rules the cloud sent (with its speed-push answers) are evaluated on this gateway\'s windows, in ms; a transition is published to the device on devices/{id}/alerts and kept for the cloud.',
+    ),
+    maxPendingTransitions: positive.default(10_000).describe(
+      'Alert transitions kept in gateway.db while the cloud does not acknowledge them; past it the oldest are dropped (counted in braid_gateway_alert_transitions_dropped_total).',
+    ),
+  }).strict().prefault({}).describe('Device alert rules evaluated at the gateway (docs/alerts.md, "At the gateway").'),
 }).strict();
 
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;

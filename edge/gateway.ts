@@ -11,6 +11,7 @@ import { acquireOwnerLock, tryChmod, type OwnerLock } from '../shared/owner-lock
 import { metricValue } from '../shared/metrics.js';
 import { buildGatewayApi } from './api/index.js';
 import { CloudNodes, createCloudNodeMetrics, splitCloudUrls } from './cloudclient/index.js';
+import { GatewayAlerts } from './alerts/index.js';
 import { GatewayBroker } from './broker/index.js';
 import type { GatewayConfig } from './config.js';
 import { Forwarder } from './forwarder/index.js';
@@ -38,6 +39,7 @@ export class Gateway {
   broker!: GatewayBroker;
   forwarder!: Forwarder;
   speedPush!: SpeedPusher;
+  alerts!: GatewayAlerts;
   /** The cloud's nodes (cloud.url), shared by the forwarder and the speed pusher; null without a cloud. */
   cloudNodes: CloudNodes | null = null;
   api!: FastifyInstance;
@@ -91,6 +93,21 @@ export class Gateway {
     // The outbox's lastSeq lets the forwarder's linger end as soon as a full batch is committed.
     this.outbox.onWork = () => this.forwarder.notify(this.outbox.status().lastSeq);
     this.broker = await GatewayBroker.create({ outbox: this.outbox, registry: this.devices, logger: this.logger.child({ component: 'broker' }), metrics: this.registry }, c.mqtt);
+    const broker = this.broker;
+    this.alerts = new GatewayAlerts({
+      reader: this.outbox.reader,
+      writes: this.outbox.writes,
+      logger: this.logger,
+      registry: this.registry,
+      gatewayId: c.id,
+      nodes: this.cloudNodes,
+      publish: (topic, payload, retain) => new Promise((resolve, reject) => {
+        broker.aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain, dup: false }, (err?: Error | null) => (err ? reject(err) : resolve()));
+      }),
+    }, {
+      ...c.alerts, token: c.cloud.token, requestTimeoutMs: c.cloud.requestTimeoutMs, retryInitialMs: c.cloud.retryInitialMs,
+      retryMaxMs: Math.min(c.speed.retryMaxMs, c.cloud.retryMaxMs), retryAfterMaxMs: c.cloud.retryMaxMs, closeGraceMs: 2_000,
+    });
     this.speedPush = new SpeedPusher({
       reader: this.outbox.reader,
       writes: this.outbox.writes,
@@ -101,7 +118,11 @@ export class Gateway {
       connectedDevices: () => this.broker.connectedDevices(),
       nodes: this.cloudNodes ?? undefined,
       // The cloud is back: the forwarder's catch-up need not wait out its (longer) backoff.
-      onAnswered: () => this.forwarder.cloudReachable(),
+      onAnswered: () => {
+        this.forwarder.cloudReachable();
+        this.alerts.cloudReachable();
+      },
+      alertRules: { version: () => this.alerts.rulesVersion(), received: (version, rules) => this.alerts.received(version, rules) },
     }, {
       url: c.cloud.url, token: c.cloud.token, pushIntervalMs: c.speed.pushIntervalMs, pushMaxPartials: c.speed.pushMaxPartials,
       requestTimeoutMs: c.cloud.requestTimeoutMs, retryInitialMs: Math.min(c.cloud.retryInitialMs, c.speed.retryMaxMs),
@@ -117,6 +138,7 @@ export class Gateway {
 
     this.outbox.start();
     await this.forwarder.start();
+    await this.alerts.start();
     await this.speedPush.start();
     this.host.start();
     const mqtt = await this.broker.listen();
@@ -162,6 +184,10 @@ export class Gateway {
         watermark: sp.watermark,
         consecutiveFailures: sp.consecutiveFailures,
       },
+      alerts: (() => {
+        const a = this.alerts.status();
+        return { ...a, lastSuccessAt: a.lastSuccessAt ? new Date(a.lastSuccessAt).toISOString() : null };
+      })(),
       dropped: {
         queueFull: await value('braid_readings_dropped_total', { reason: 'queue_full' }),
         diskBudget: await value('braid_readings_dropped_total', { reason: 'disk_budget' }),
@@ -196,6 +222,8 @@ export class Gateway {
       try { await fn(); } catch (err) { this.logger.error({ err }, `closing ${name} failed`); }
     };
     await step('api', () => this.api?.close());
+    // Before the broker: a round in progress still publishes its transitions.
+    await step('alerts', () => this.alerts?.close());
     await step('broker', () => this.broker?.close());
     await step('speed push', () => this.speedPush?.close());
     await step('forwarder', () => this.forwarder?.close());

@@ -14,14 +14,16 @@ import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { errorReply } from '../../shared/http-errors.js';
 import { type Logger, nullLogger } from '../../shared/logger.js';
-import { bucketStart } from '../../shared/time.js';
+import { pickWindowValue, thresholdHolds, windowBuckets } from '../../shared/alerts/window.js';
 import type { CloudConfig } from '../config.js';
 import type { QueryService } from '../query/service.js';
 import type { CloudContext, CloudService } from '../server.js';
 import type { AlertStateRow, AlertStore, AlertTransition } from '../store/alerts.js';
 import { postAlerts, toAmAlert } from './alertmanager.js';
+import { type IntakeMetrics, registerAlertIntake } from './intake.js';
+import { mergeGatewayTransition } from './merge.js';
 import { registerAlertRoutes } from './routes.js';
-import { type CompiledRule, compare, compileRule } from './rules.js';
+import { type CompiledRule, compileRule } from './rules.js';
 import { registerSilenceRoute } from './silences.js';
 import { type AlertScope, parseScope, scopeKey } from './scope.js';
 import { stepAlert } from './state.js';
@@ -30,6 +32,8 @@ import { stepAlert } from './state.js';
 export const RESOLVED_KEEP_MS = 3_600_000; // 1 hour
 /** ...and at most this long when Alertmanager never took its resolution. */
 export const RESOLVED_MAX_KEEP_MS = 86_400_000; // 1 day
+/** Gateway transitions merged per round at most (the rest at the next). */
+const INTAKE_PER_ROUND = 5_000;
 /** Merged queries of one round at once. */
 const QUERY_CONCURRENCY = 8;
 /** Alerts per POST to Alertmanager. */
@@ -95,6 +99,7 @@ export class AlertService implements CloudService {
   private store: AlertStore | null = null;
   private log: Logger = nullLogger();
   private metrics: AlertMetrics | null = null;
+  private intake: IntakeMetrics | null = null;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private round: Promise<RoundResult> | null = null;
@@ -113,6 +118,10 @@ export class AlertService implements CloudService {
       const { status, body } = errorReply(err);
       if (status >= 400 && status < 500) metrics.rejected.inc({ code: body.code });
     };
+    this.intake = await registerAlertIntake(app, {
+      store: this.store, registry: ctx.registry, now: this.now, requireGateway: ctx.auth.requireRole('gateway'),
+      limits: { maxBodyBytes: ctx.config.ingest.maxBodyBytes, maxInflatedBytes: ctx.config.ingest.maxInflatedBytes },
+    });
     registerAlertRoutes(app, {
       store: this.store, maxRules: this.o.maxRules, historyPerRule: this.o.historyPerRule, now: this.now,
       read: ctx.auth.requireRole('read'), admin: ctx.auth.requireRole('admin'),
@@ -196,7 +205,7 @@ export class AlertService implements CloudService {
           const r = c.rule;
           const scope: AlertScope = r.device !== undefined ? { device: r.device } : r.gateway !== undefined ? { gateway: r.gateway } : { fleet: true };
           const value = await this.windowValue(c, now);
-          put(r.name, scope, { cond: value !== null && compare(value, r.op, r.threshold), value, forMs: c.forMs });
+          put(r.name, scope, { cond: thresholdHolds(c, value), value, forMs: c.forMs });
         } else {
           const seen = await lastSeen();
           const r = c.rule;
@@ -219,16 +228,29 @@ export class AlertService implements CloudService {
 
     const states = await store.states();
     const byKey = new Map(states.map((s) => [`${s.rule}\u0000${s.scope}`, s]));
-    const putRows: AlertStateRow[] = [];
-    const remove: Array<{ rule: string; scope: string }> = [];
+    // Written once per alert: the last state of the round (a gateway's transition, then the evaluation).
+    const putRows = new Map<string, AlertStateRow>();
     const transitions: AlertTransition[] = [];
+    // What gateways raised since the last round, merged first: the evaluation goes on from there.
+    const intake = await store.pendingGatewayTransitions(INTAKE_PER_ROUND);
+    for (const t of intake) {
+      const key = `${t.rule}\u0000device:${t.device}`;
+      const merged = mergeGatewayTransition(byKey.get(key), t);
+      if (merged) {
+        byKey.set(key, merged.next);
+        putRows.set(key, merged.next);
+        transitions.push(merged.transition);
+      }
+      this.intake!.transitions.inc({ result: merged ? 'merged' : 'same_episode' });
+    }
+    const remove: Array<{ rule: string; scope: string }> = [];
     const after = new Map<string, AlertStateRow>();
     const apply = (key: string, rule: string, scope: string, e: Evaluated) => {
       const prev = byKey.get(key);
       const step = stepAlert(rule, scope, prev, e.cond, e.value, now, e.forMs);
       if (step.transition) transitions.push(step.transition);
       if (step.next) {
-        if (step.changed) putRows.push(step.next);
+        if (step.changed) putRows.set(key, step.next);
         after.set(key, step.next);
       }
     };
@@ -248,10 +270,14 @@ export class AlertService implements CloudService {
       const heard = s.sentState !== 'firing' || !o.alertmanagerUrl;
       if (s.state === 'resolved' && ((now - s.since >= RESOLVED_KEEP_MS && heard) || now - s.since >= RESOLVED_MAX_KEEP_MS)) {
         remove.push({ rule: s.rule, scope: s.scope });
+        putRows.delete(key);
         after.delete(key);
       }
     }
-    await store.commit({ put: putRows, remove, transitions, historyPerRule: o.historyPerRule });
+    await store.commit({
+      put: [...putRows.values()], remove, transitions, historyPerRule: o.historyPerRule,
+      intakeApplied: intake.map((t) => ({ gateway: t.gateway, id: t.id })),
+    });
     for (const t of transitions) this.log.info({ rule: t.rule, scope: t.scope, from: t.from, to: t.to, value: t.value }, 'alert transition');
 
     if (o.alertmanagerUrl) await this.notify([...after.values()], compiled, now);
@@ -269,13 +295,13 @@ export class AlertService implements CloudService {
    */
   private async windowValue(c: Extract<CompiledRule, { kind: 'threshold' }>, now: number): Promise<number | null> {
     const r = c.rule;
-    const cur = bucketStart(now, c.windowMs);
+    const { cur } = windowBuckets(now, c.windowMs);
     const answer = await this.query().query({
       metric: r.metric, ...(r.device !== undefined ? { device: r.device } : {}), ...(r.gateway !== undefined ? { gateway: r.gateway } : {}),
       from: String(cur - c.windowMs), to: String(cur + c.windowMs), step: r.window, agg: r.agg,
     });
     const at = (ms: number) => answer.points.find((p) => Date.parse(p.t) === ms && p.count > 0 && p.value !== null)?.value ?? null;
-    return at(cur) ?? at(cur - c.windowMs);
+    return pickWindowValue(at(cur), at(cur - c.windowMs));
   }
 
   private async notify(states: AlertStateRow[], rules: CompiledRule[], now: number): Promise<void> {

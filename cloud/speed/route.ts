@@ -15,7 +15,13 @@ import { type SpeedLimits, type SpeedPush, pushGateway, validateSpeedPush } from
 
 export const SPEED_PATH = '/api/v1/speed';
 
-export interface SpeedAnswer { watermark: number; manifestVersion: number | null; stored: number }
+export interface SpeedAnswer {
+  watermark: number;
+  manifestVersion: number | null;
+  stored: number;
+  /** Only for a push that named the alert rules it holds (docs/alerts.md, "At the gateway"). */
+  alertRules?: { version: string; rules?: Array<Record<string, unknown>> };
+}
 
 export interface SpeedRouteDeps {
   metrics: SpeedMetrics;
@@ -45,7 +51,15 @@ export async function registerSpeedRoute(app: FastifyInstance, deps: SpeedRouteD
           200: {
             description: 'Stored; watermark is E[gateway] of the live manifest',
             type: 'object',
-            properties: { watermark: { type: 'integer' }, manifestVersion: { type: ['integer', 'null'] }, stored: { type: 'integer' } },
+            properties: {
+              watermark: { type: 'integer' }, manifestVersion: { type: ['integer', 'null'] }, stored: { type: 'integer' },
+              alertRules: {
+                type: 'object',
+                description: 'Only when the push named the version of the alert rules it holds (alertRules): the device rules the gateway evaluates too; rules only when that version is not the current one',
+                properties: { version: { type: 'string' }, rules: { type: 'array', items: { type: 'object', additionalProperties: true } } },
+                required: ['version'],
+              },
+            },
           },
           ...errorResponses({
             400: 'BRAID_ERR_BAD_REQUEST: a malformed body; the message names the field and row',

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { ClosedError, LimitExceededError } from '../../shared/errors.js';
 import { type Logger, nullLogger } from '../../shared/logger.js';
+import { GatewayRules } from '../alerts/gateway-rules.js';
 import type { Manifest } from '../batch/index.js';
 import type { CloudConfig } from '../config.js';
 import type { CloudContext, CloudService } from '../server.js';
@@ -75,6 +76,7 @@ export class SpeedService implements CloudService {
   private log: Logger = nullLogger();
   private metrics: SpeedMetrics | null = null;
   private live: LiveViewSource | null = null;
+  private gatewayRules: GatewayRules | null = null;
 
   private queue: Pending[] = [];
   private scheduled = false;
@@ -101,6 +103,7 @@ export class SpeedService implements CloudService {
     this.log = ctx.logger.child({ component: 'speed' });
     const live = ctx.liveViews;
     this.live = live;
+    this.gatewayRules = new GatewayRules(() => ctx.store.alerts, 1_000, this.now);
     this.metrics = createSpeedMetrics(ctx.registry, {
       views: async () => {
         const v = await live.get();
@@ -214,7 +217,16 @@ export class SpeedService implements CloudService {
     if (result.stale) this.metrics!.stale.inc(result.stale);
     // Read after the commit: the gateway may drop what this E covers, and these rows are stored.
     const view = await this.live!.get();
-    return { watermark: view ? epochOf(view.watermark, push.gateway) : 0, manifestVersion: view?.version ?? null, stored: result.stored };
+    const answer: SpeedAnswer = { watermark: view ? epochOf(view.watermark, push.gateway) : 0, manifestVersion: view?.version ?? null, stored: result.stored };
+    if (push.alertRules !== undefined) {
+      try {
+        answer.alertRules = await this.gatewayRules!.answer(push.alertRules);
+      } catch (err) {
+        // The push is stored: answer it without rules (the gateway keeps its own and asks again next push).
+        this.log.warn({ err }, 'could not read the alert rules for a speed push answer');
+      }
+    }
+    return answer;
   }
 
   private flush(): void {

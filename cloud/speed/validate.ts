@@ -18,6 +18,8 @@ export interface SpeedPush {
   /** The gateway's health document, as JSON text ('{}' when it sent none). */
   health: string;
   devices: Array<{ id: string; connected: boolean }>;
+  /** The version of the alert rules the gateway holds ('' none); absent: an older gateway, answered no rules. */
+  alertRules?: string;
 }
 
 export interface SpeedLimits {
@@ -87,5 +89,10 @@ export function validateSpeedPush(doc: unknown, limits: SpeedLimits): SpeedPush 
     if (typeof e.connected !== 'boolean') throw bad(`devices[${i}].connected`, `must be true or false, got ${describe(e.connected)}`);
     return { id, connected: e.connected };
   });
-  return { gateway, sentAt, partials, health, devices };
+  const push: SpeedPush = { gateway, sentAt, partials, health, devices };
+  if (o.alertRules !== undefined) {
+    if (typeof o.alertRules !== 'string' || o.alertRules.length > 128) throw bad('alertRules', `must be the version of the alert rules held ('' for none), a string of at most 128 characters, got ${describe(o.alertRules)}`);
+    push.alertRules = o.alertRules;
+  }
+  return push;
 }

@@ -10,37 +10,10 @@
  * SQLite: the embedded cloud is one process, so an in-process lock per cloud.db file). A caller
  * that does not get it skips its turn: no double transition, no double notification.
  */
+import type { AlertStateName, AlertStateRow, AlertTransition } from '../../shared/alerts/state.js';
 import type { Db, WriteQueue } from '../../shared/sqlite.js';
 
-export type AlertStateName = 'pending' | 'firing' | 'resolved';
-
-/** One alert's state: a rule at one scope (`device:<id>`, `gateway:<id>` or `fleet`). */
-export interface AlertStateRow {
-  rule: string;
-  scope: string;
-  state: AlertStateName;
-  /** When it entered `state`, epoch ms. */
-  since: number;
-  /** The last value evaluated (the aggregate, or seconds silent); null when there was none. */
-  value: number | null;
-  /** When the condition became true in this episode (pending's start), epoch ms. */
-  activeSince: number | null;
-  /** Firing only: the first evaluation that found the condition false (resolved at the next one that does too). */
-  clearingSince: number | null;
-  /** What Alertmanager last accepted for it ('firing' or 'resolved'), and when; null: nothing yet. */
-  sentState: 'firing' | 'resolved' | null;
-  sentAt: number | null;
-}
-
-/** One recorded transition. `from` null: the alert was not there before. */
-export interface AlertTransition {
-  rule: string;
-  scope: string;
-  from: AlertStateName | null;
-  to: AlertStateName;
-  at: number;
-  value: number | null;
-}
+export type { AlertStateName, AlertStateRow, AlertTransition } from '../../shared/alerts/state.js';
 
 export interface AlertCommit {
   /** States written whole (inserted or replaced). */
@@ -50,6 +23,30 @@ export interface AlertCommit {
   transitions: AlertTransition[];
   /** History kept: the newest this many transitions per rule (older ones are deleted in the same transaction). */
   historyPerRule: number;
+  /** Gateway transitions merged by this commit (marked applied in the same transaction). */
+  intakeApplied?: Array<{ gateway: string; id: string }>;
+}
+
+/** A transition a gateway raised (POST /api/v1/ingest/alerts), as recorded. */
+export interface GatewayTransition {
+  gateway: string;
+  /** The gateway's id of it, unique per gateway (its gateway.db's instance and row id). */
+  id: string;
+  rule: string;
+  device: string;
+  from: AlertStateName | null;
+  to: AlertStateName;
+  at: number;
+  value: number | null;
+}
+
+/** Applied gateway transitions are kept this long (received_at) for the idempotency of re-sends. */
+export const INTAKE_KEEP_MS = 7 * 86_400_000;
+
+interface IntakeDbRow { gateway: string; id: string; rule: string; device: string; from_state: AlertStateName | null; to_state: AlertStateName; at: number; value: number | null }
+
+export function intakeFromRow(r: IntakeDbRow): GatewayTransition {
+  return { gateway: r.gateway, id: r.id, rule: r.rule, device: r.device, from: r.from_state, to: r.to_state, at: Number(r.at), value: r.value === null ? null : Number(r.value) };
 }
 
 export interface AlertRuleSet {
@@ -70,6 +67,13 @@ export interface AlertStore {
   commit(c: AlertCommit): Promise<void>;
   /** Transitions, newest first, at most `limit`; of one rule and of one scope (`device:d-1`) if given. */
   history(q: { rule?: string; scope?: string; limit: number }): Promise<AlertTransition[]>;
+  /**
+   * Record gateway transitions, each once by (gateway, id), in one transaction (a repeat is counted
+   * a duplicate and changes nothing); applied ones older than INTAKE_KEEP_MS go.
+   */
+  recordGatewayTransitions(rows: GatewayTransition[], now: number): Promise<{ recorded: number; duplicates: number }>;
+  /** Gateway transitions not yet merged by an evaluation round, oldest `at` first, at most `limit`. */
+  pendingGatewayTransitions(limit: number): Promise<GatewayTransition[]>;
   /** Run `fn` as the only evaluator of this store's cloud; `{ ran: false }` at once when another holds the lock. */
   exclusive<T>(fn: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }>;
 }
@@ -127,8 +131,9 @@ export class SqliteAlertStore implements AlertStore {
   }
 
   async commit(c: AlertCommit): Promise<void> {
-    if (c.put.length === 0 && c.remove.length === 0 && c.transitions.length === 0) return;
+    if (c.put.length === 0 && c.remove.length === 0 && c.transitions.length === 0 && !c.intakeApplied?.length) return;
     await this.writes.tx(async (db) => {
+      for (const k of c.intakeApplied ?? []) await db.run('UPDATE alert_intake SET applied = 1 WHERE gateway = ? AND id = ?', [k.gateway, k.id]);
       for (const s of c.put) {
         await db.run(`INSERT OR REPLACE INTO alert_states (rule, scope, state, since, value, active_since, clearing_since, sent_state, sent_at)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, stateParams(s));
@@ -154,6 +159,22 @@ export class SqliteAlertStore implements AlertStore {
     const rows = await this.reader.all<TransitionDbRow>(
       `SELECT * FROM alert_history ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`, [...params, q.limit]);
     return rows.map(transitionFromRow);
+  }
+
+  async recordGatewayTransitions(rows: GatewayTransition[], now: number): Promise<{ recorded: number; duplicates: number }> {
+    return this.writes.tx(async (db) => {
+      let recorded = 0;
+      for (const t of rows) {
+        recorded += (await db.run(`INSERT INTO alert_intake (gateway, id, rule, device, from_state, to_state, at, value, received_at)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gateway, id) DO NOTHING`, [t.gateway, t.id, t.rule, t.device, t.from, t.to, t.at, t.value, now])).changes;
+      }
+      await db.run('DELETE FROM alert_intake WHERE applied = 1 AND received_at < ?', [now - INTAKE_KEEP_MS]);
+      return { recorded, duplicates: rows.length - recorded };
+    });
+  }
+
+  async pendingGatewayTransitions(limit: number): Promise<GatewayTransition[]> {
+    return (await this.reader.all<IntakeDbRow>('SELECT * FROM alert_intake WHERE applied = 0 ORDER BY at, gateway, id LIMIT ?', [limit])).map(intakeFromRow);
   }
 
   async exclusive<T>(fn: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {

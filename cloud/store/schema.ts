@@ -228,6 +228,24 @@ CREATE TABLE IF NOT EXISTS alert_history (
   value      REAL
 );
 CREATE INDEX IF NOT EXISTS alert_history_rule ON alert_history (rule, id);
+
+-- Transitions raised by gateways (POST /api/v1/ingest/alerts), each once by (gateway, id):
+-- committed before the 2xx, merged into alert_states and alert_history by the next evaluation
+-- round (applied = 1 in that round's transaction), then kept a week for the re-sends' idempotency.
+CREATE TABLE IF NOT EXISTS alert_intake (
+  gateway     TEXT    NOT NULL,
+  id          TEXT    NOT NULL,
+  rule        TEXT    NOT NULL,
+  device      TEXT    NOT NULL,
+  from_state  TEXT,
+  to_state    TEXT    NOT NULL,
+  at          INTEGER NOT NULL,
+  value       REAL,
+  received_at INTEGER NOT NULL,
+  applied     INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (gateway, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_intake_pending ON alert_intake (applied, received_at);
 `;
 
 /** Open cloud.db with its pragmas and schema (any process: ingest, batch, CLI). */

@@ -65,7 +65,7 @@ export function parseAnswer(text: string): SpeedPushAnswer {
   } catch (err) {
     throw new SpeedPushResponseInvalidError(`speed push answered 2xx with a body that is not JSON: ${text.slice(0, 100)}`, { cause: err });
   }
-  const a = v as { watermark?: unknown; manifestVersion?: unknown; stored?: unknown } | null;
+  const a = v as { watermark?: unknown; manifestVersion?: unknown; stored?: unknown; alertRules?: unknown } | null;
   if (!a || typeof a !== 'object' || typeof a.watermark !== 'number' || !Number.isSafeInteger(a.watermark) || a.watermark < 0) {
     throw new SpeedPushResponseInvalidError(`speed push answered 2xx without an integer watermark: ${text.slice(0, 100)}`);
   }
@@ -73,7 +73,17 @@ export function parseAnswer(text: string): SpeedPushAnswer {
     watermark: a.watermark,
     manifestVersion: typeof a.manifestVersion === 'number' ? a.manifestVersion : null,
     stored: typeof a.stored === 'number' ? a.stored : 0,
+    alertRules: parseAlertRules(a.alertRules),
   };
+}
+
+/** The answer's `alertRules`, or null when absent or not `{version: string, rules?: [...]}` (an older cloud: no rules). */
+function parseAlertRules(v: unknown): SpeedPushAnswer['alertRules'] {
+  if (!v || typeof v !== 'object') return null;
+  const o = v as { version?: unknown; rules?: unknown };
+  if (typeof o.version !== 'string') return null;
+  if (o.rules === undefined) return { version: o.version };
+  return Array.isArray(o.rules) ? { version: o.version, rules: o.rules } : null;
 }
 
 export class SpeedPusher {
@@ -249,7 +259,9 @@ export class SpeedPusher {
       health = {};
     }
     const devices = this.deps.connectedDevices().map((id) => ({ id, connected: true }));
-    return { v: 1, gateway: this.deps.gatewayId, sentAt: this.now(), partials: rows.map(toTuple), health, devices };
+    const body: SpeedPushBody = { v: 1, gateway: this.deps.gatewayId, sentAt: this.now(), partials: rows.map(toTuple), health, devices };
+    if (this.deps.alertRules) body.alertRules = this.deps.alertRules.version();
+    return body;
   }
 
   private async acknowledged(out: Outgoing, answer: SpeedPushAnswer, readAt: number): Promise<Next> {
@@ -289,6 +301,11 @@ export class SpeedPusher {
     this.pushes++;
     this.sender.answered();
     this.sender.progressed();
+    const rules = answer.alertRules;
+    if (rules?.rules && this.deps.alertRules && rules.version !== this.deps.alertRules.version()) {
+      // Kept before the next push names the new version; a failure asks again at the next push.
+      await this.deps.alertRules.received(rules.version, rules.rules).catch((err: unknown) => this.log.error({ err }, 'could not keep the alert rules the cloud sent'));
+    }
     try {
       this.deps.onAnswered?.();
     } catch (err) {

@@ -23,6 +23,11 @@ export interface SpeedPusherDeps {
   now?: () => number;
   /** The cloud's nodes, shared with the forwarder (edge/cloudclient/nodes.ts); without it the pusher makes its own from options.url. */
   nodes?: CloudNodes;
+  /**
+   * The gateway's alert rules (edge/alerts): each push names the version held, and the cloud answers
+   * the rules when its version differs; `received` keeps them. Without it nothing is asked.
+   */
+  alertRules?: { version: () => string; received: (version: string, rules: unknown[]) => Promise<void> };
 }
 
 /** The body of POST /api/v1/speed (docs/serving.md), before gzip. */
@@ -33,6 +38,8 @@ export interface SpeedPushBody {
   partials: PartialTuple[];
   health: Record<string, unknown>;
   devices: Array<{ id: string; connected: boolean }>;
+  /** The version of the alert rules the gateway holds ('' none): the cloud answers `alertRules`. */
+  alertRules?: string;
 }
 
 /** The cloud's 200 answer. */
@@ -41,6 +48,8 @@ export interface SpeedPushAnswer {
   watermark: number;
   manifestVersion: number | null;
   stored: number;
+  /** The device rules for this gateway (only when the push named a version): `rules` only when the version differs from the one named. */
+  alertRules: { version: string; rules?: unknown[] } | null;
 }
 
 export type SpeedPushError = SenderError;

@@ -90,6 +90,40 @@ CREATE TABLE IF NOT EXISTS gaps (
   devices   TEXT    NOT NULL,
   sent      INTEGER NOT NULL DEFAULT 0
 );
+
+-- Alerts at the gateway (edge/alerts, docs/alerts.md "At the gateway"). The device rules the cloud
+-- sent with its last speed-push answer that changed them (one row: their version and JSON), so a
+-- restart while the cloud is away keeps evaluating them.
+CREATE TABLE IF NOT EXISTS alert_rules (
+  id          INTEGER PRIMARY KEY CHECK (id = 1),
+  version     TEXT    NOT NULL,
+  rules       TEXT    NOT NULL,
+  received_at INTEGER NOT NULL
+);
+
+-- The state of each alert (a rule at one device), as the shared state machine left it.
+CREATE TABLE IF NOT EXISTS alert_states (
+  rule           TEXT    NOT NULL,
+  device         TEXT    NOT NULL,
+  state          TEXT    NOT NULL,
+  since          INTEGER NOT NULL,
+  value          REAL,
+  active_since   INTEGER,
+  clearing_since INTEGER,
+  PRIMARY KEY (rule, device)
+) WITHOUT ROWID;
+
+-- Transitions not yet acknowledged by the cloud (POST /api/v1/ingest/alerts), written in the
+-- transaction that changed the state; deleted once acknowledged. id never repeats (AUTOINCREMENT).
+CREATE TABLE IF NOT EXISTS alert_outbox (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  rule       TEXT    NOT NULL,
+  device     TEXT    NOT NULL,
+  from_state TEXT,
+  to_state   TEXT    NOT NULL,
+  at         INTEGER NOT NULL,
+  value      REAL
+);
 `;
 
 /**

@@ -6,8 +6,8 @@
  */
 import type pg from 'pg';
 import {
-  type AlertCommit, type AlertRuleSet, type AlertStateRow, type AlertStore, type AlertTransition, type TransitionDbRow,
-  stateFromRow, stateParams, transitionFromRow,
+  type AlertCommit, type AlertRuleSet, type AlertStateRow, type AlertStore, type AlertTransition, type GatewayTransition, INTAKE_KEEP_MS,
+  type TransitionDbRow, intakeFromRow, stateFromRow, stateParams, transitionFromRow,
 } from '../alerts.js';
 import { pgTransaction } from './pool.js';
 import { asStoreError } from './unavailable.js';
@@ -61,8 +61,12 @@ export class PgAlertStore implements AlertStore {
   }
 
   async commit(c: AlertCommit): Promise<void> {
-    if (c.put.length === 0 && c.remove.length === 0 && c.transitions.length === 0) return;
+    if (c.put.length === 0 && c.remove.length === 0 && c.transitions.length === 0 && !c.intakeApplied?.length) return;
     await this.tx('alert commit', async (db) => {
+      if (c.intakeApplied?.length) {
+        await db.query(`UPDATE alert_intake SET applied = 1 FROM unnest($1::text[], $2::text[]) AS k(g, i) WHERE gateway = k.g AND id = k.i`,
+          [c.intakeApplied.map((k) => k.gateway), c.intakeApplied.map((k) => k.id)]);
+      }
       for (const s of c.put) {
         await db.query(`INSERT INTO alert_states (rule, scope, state, since, value, active_since, clearing_since, sent_state, sent_at)
           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -91,6 +95,29 @@ export class PgAlertStore implements AlertStore {
     const r = await this.q<TransitionDbRow>('alert history',
       `SELECT * FROM alert_history ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${params.length}`, params);
     return r.rows.map(transitionFromRow);
+  }
+
+  async recordGatewayTransitions(rows: GatewayTransition[], now: number): Promise<{ recorded: number; duplicates: number }> {
+    return this.tx('record gateway alert transitions', async (db) => {
+      let recorded = 0;
+      if (rows.length > 0) {
+        const r = await db.query(`INSERT INTO alert_intake (gateway, id, rule, device, from_state, to_state, at, value, received_at)
+          SELECT g, i, r, d, f, t, a, v, $9 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::float8[])
+            AS x(g, i, r, d, f, t, a, v)
+          ON CONFLICT (gateway, id) DO NOTHING`, [
+          rows.map((t) => t.gateway), rows.map((t) => t.id), rows.map((t) => t.rule), rows.map((t) => t.device), rows.map((t) => t.from),
+          rows.map((t) => t.to), rows.map((t) => t.at), rows.map((t) => t.value), now,
+        ]);
+        recorded = r.rowCount ?? 0;
+      }
+      await db.query('DELETE FROM alert_intake WHERE applied = 1 AND received_at < $1', [now - INTAKE_KEEP_MS]);
+      return { recorded, duplicates: rows.length - recorded };
+    });
+  }
+
+  async pendingGatewayTransitions(limit: number): Promise<GatewayTransition[]> {
+    return (await this.q<Parameters<typeof intakeFromRow>[0]>('gateway alert transitions',
+      'SELECT * FROM alert_intake WHERE applied = 0 ORDER BY at, gateway COLLATE "C", id COLLATE "C" LIMIT $1', [limit])).rows.map(intakeFromRow);
   }
 
   async exclusive<T>(fn: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {

@@ -271,6 +271,24 @@ const M5_ALERTS: readonly string[] = [
   'CREATE INDEX alert_history_rule ON alert_history (rule, id)',
 ];
 
+/** Migration 6: gateway-raised alert transitions, as cloud.db's alert_intake (cloud/store/alerts.ts). */
+const M6_ALERT_INTAKE: readonly string[] = [
+  `CREATE TABLE alert_intake (
+    gateway     TEXT   NOT NULL,
+    id          TEXT   NOT NULL,
+    rule        TEXT   NOT NULL,
+    device      TEXT   NOT NULL,
+    from_state  TEXT,
+    to_state    TEXT   NOT NULL,
+    at          BIGINT NOT NULL,
+    value       DOUBLE PRECISION,
+    received_at BIGINT NOT NULL,
+    applied     BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (gateway, id)
+  )`,
+  'CREATE INDEX alert_intake_pending ON alert_intake (applied, received_at)',
+];
+
 /** The tables migrations add beyond cloud.db's (none of them exists in SQLite). */
 export const PG_ONLY_TABLES: readonly string[] = ['batch_slots', 'view_pointer', 'nodes'];
 
@@ -281,6 +299,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 3, name: 'nodes: staging leases', statements: M3_NODES },
   { version: 4, name: 'devices by last seen', statements: M4_DEVICES_LAST_SEEN },
   { version: 5, name: 'alerts: rules, states, history', statements: M5_ALERTS },
+  { version: 6, name: 'alerts raised by gateways', statements: M6_ALERT_INTAKE },
 ];
 
 /** The schema version this code writes: the last migration's. */

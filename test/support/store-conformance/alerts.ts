@@ -8,6 +8,9 @@
  *   transaction; history reads newest first, of one rule or all, and keeps the newest
  *   historyPerRule per rule (other rules untouched);
  * - what one store commits the other reads;
+ * - gateway transitions are recorded once by (gateway, id) (a repeat counted a duplicate, the same
+ *   id from another gateway is another), read pending oldest `at` first, and leave the pending list
+ *   once a commit names them applied (with nothing else in it, too);
  * - exclusive(): while one store runs fn the other's exclusive() answers ran: false at once, and
  *   gets the lock once the first is done; an fn that throws releases it.
  */
@@ -95,6 +98,24 @@ export function alertStoreConformance(open: () => Promise<AlertStoreUnderTest>):
       { rule: 'ok', scope: 'fleet', from: null, to: 'pending', at: T0, value: 1 },
     ], historyPerRule: 10 })).rejects.toThrow();
     expect(await store.states()).toEqual([]);
+    expect(await store.history({ limit: 10 })).toEqual([]);
+  });
+
+  test('gateway transitions: recorded once by (gateway, id), pending oldest first, applied by a commit; another store reads them', async () => {
+    const { store, another } = await fresh();
+    const tr = (gateway: string, id: string, at: number, to: 'pending' | 'firing' | 'resolved' = 'firing') => ({
+      gateway, id, rule: 'hot', device: 'd-1', from: null, to, at, value: to === 'resolved' ? null : 61.5,
+    });
+    expect(await store.recordGatewayTransitions([tr('gw-1', 'a:2', T0 + 2), tr('gw-1', 'a:1', T0 + 1, 'pending')], T0)).toEqual({ recorded: 2, duplicates: 0 });
+    expect(await store.recordGatewayTransitions([tr('gw-1', 'a:2', T0 + 2), tr('gw-2', 'a:2', T0 + 3, 'resolved')], T0)).toEqual({ recorded: 1, duplicates: 1 });
+    expect(await store.recordGatewayTransitions([], T0)).toEqual({ recorded: 0, duplicates: 0 });
+    const other = await another();
+    expect(await other.pendingGatewayTransitions(10)).toEqual([tr('gw-1', 'a:1', T0 + 1, 'pending'), tr('gw-1', 'a:2', T0 + 2), tr('gw-2', 'a:2', T0 + 3, 'resolved')]);
+    expect(await store.pendingGatewayTransitions(1)).toEqual([tr('gw-1', 'a:1', T0 + 1, 'pending')]);
+    await other.commit({ put: [], remove: [], transitions: [], historyPerRule: 10, intakeApplied: [{ gateway: 'gw-1', id: 'a:1' }, { gateway: 'gw-2', id: 'a:2' }] });
+    expect(await store.pendingGatewayTransitions(10)).toEqual([tr('gw-1', 'a:2', T0 + 2)]);
+    // Applied, still known: a re-send is a duplicate.
+    expect(await store.recordGatewayTransitions([tr('gw-1', 'a:1', T0 + 1, 'pending')], T0 + 5)).toEqual({ recorded: 0, duplicates: 1 });
     expect(await store.history({ limit: 10 })).toEqual([]);
   });
 
