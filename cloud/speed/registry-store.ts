@@ -7,7 +7,7 @@
 import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
 import { CLOUD_LOST_REASON, UNKNOWN_TS } from '../store/ingest-state.js';
 import {
-  DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DevicePage, type DeviceRow, type DeviceSearch, type GapEntry, type GapRecords, type GatewayStatusRow, type SeqGapEntry,
+  DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DevicePage, type MetricName, type DeviceRow, type DeviceSearch, type GapEntry, type GapRecords, type GatewayStatusRow, type SeqGapEntry,
   FIRING_CTE, connectedDevices, containsPattern, deviceOrderBy, pushDevices,
 } from '../store/speed.js';
 import type { SpeedPush } from './validate.js';
@@ -116,6 +116,11 @@ export async function listDevices(db: Db, gateway?: string): Promise<DeviceRow[]
     `SELECT id, gateway, first_seen, last_seen, metrics FROM devices ${gateway === undefined ? '' : 'WHERE gateway = ?'} ORDER BY id`,
     gateway === undefined ? [] : [gateway]);
   return rows.map((r) => ({ id: r.id, gateway: r.gateway, firstSeen: r.first_seen, lastSeen: r.last_seen, metrics: parseJson<string[]>(r.metrics, []) }));
+}
+
+/** Every metric a device reported, with its device count, from the registry's metric lists, in SQL. */
+export async function metricNames(db: Db): Promise<MetricName[]> {
+  return db.all<MetricName>('SELECT m.value AS name, COUNT(*) AS devices FROM devices d, json_each(d.metrics) m GROUP BY m.value ORDER BY m.value');
 }
 
 /**

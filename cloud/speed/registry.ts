@@ -164,6 +164,30 @@ export function registerRegistryRoutes(app: FastifyInstance, deps: RegistryRoute
     };
   });
 
+  app.get('/api/v1/metrics', {
+    preHandler: deps.read,
+    onResponse: counted('metrics'),
+    schema: {
+      summary: 'Every metric the devices reported, with how many devices reported it (read key)',
+      description: 'What a query can ask for, without listing every device: the console\'s metric pickers read it. Sorted by name (byte-wise).',
+      operationId: 'listMetrics',
+      tags: ['registry'],
+      response: {
+        200: {
+          description: 'The fleet\'s metrics',
+          type: 'object',
+          properties: {
+            metrics: {
+              type: 'array',
+              items: { type: 'object', properties: { name: { type: 'string' }, devices: { type: 'integer', description: 'Devices that reported it' } } },
+            },
+          },
+        },
+        ...errorResponses({ ...AUTH_ERRORS.read }),
+      },
+    },
+  }, async () => ({ metrics: await store.metricNames() }));
+
   app.get('/api/v1/devices', {
     preHandler: deps.read,
     onResponse: counted('devices'),

@@ -6,10 +6,10 @@
 import type { Db, WriteQueue } from '../../shared/sqlite.js';
 import { type GatewayClockRow, gatewayClockRows, recordClockOffset } from '../ingest/clock.js';
 import type {
-  DevicePage, DeviceRow, DeviceSearch, GapRecords, GatewayStatusRow, RegistryStore, SeqGapEntry, SpeedPartialRow, SpeedPartialsQuery, SpeedPushEntry, SpeedPushResult, SpeedStore,
+  DevicePage, MetricName, DeviceRow, DeviceSearch, GapRecords, GatewayStatusRow, RegistryStore, SeqGapEntry, SpeedPartialRow, SpeedPartialsQuery, SpeedPushEntry, SpeedPushResult, SpeedStore,
 } from '../store/speed.js';
 import {
-  gapRecords, gatewayIds, gatewayStatuses, listDevices, receivedSeqs, searchDevices, recordContact, registeredLastContact, seqGaps,
+  gapRecords, gatewayIds, gatewayStatuses, listDevices, metricNames, receivedSeqs, searchDevices, recordContact, registeredLastContact, seqGaps,
 } from './registry-store.js';
 import { gatewayLastContact, prunePartials, prunedEpoch, readSpeedPartials, upsertPartials } from './store.js';
 
@@ -60,4 +60,5 @@ export class SqliteSpeedStore implements SpeedStore, RegistryStore {
   clockRows(): Promise<Map<string, GatewayClockRow>> { return gatewayClockRows(this.reader); }
   listDevices(gateway?: string): Promise<DeviceRow[]> { return listDevices(this.reader, gateway); }
   searchDevices(q: DeviceSearch): Promise<DevicePage> { return searchDevices(this.reader, q); }
+  metricNames(): Promise<MetricName[]> { return metricNames(this.reader); }
 }

@@ -95,7 +95,12 @@ export interface RegistryStore {
   listDevices(gateway?: string): Promise<DeviceRow[]>;
   /** One page of the devices matching `q`, filtered, sorted and paged in SQL, with the matching total. */
   searchDevices(q: DeviceSearch): Promise<DevicePage>;
+  /** Every metric a device reported, with how many devices reported it, sorted by name (byte-wise). */
+  metricNames(): Promise<MetricName[]>;
 }
+
+/** A metric of the fleet (GET /api/v1/metrics): its name and the devices that reported it. */
+export interface MetricName { name: string; devices: number }
 
 /** The sort keys of a device search (GET /api/v1/devices `sort`), each broken by id in the same direction. */
 export const DEVICE_SORTS = ['id', 'lastSeen', 'gateway'] as const;

@@ -84,7 +84,7 @@ maybe('console keys', () => {
       expect((await rawGet(path)).status).toBe(404);
     }
     // The API is another matter.
-    for (const path of ['/api/v1/gateways', '/api/v1/devices', '/api/v1/batch', '/api/v1/query?metric=temp&from=0&to=3600000', '/api/v1/whoami']) {
+    for (const path of ['/api/v1/gateways', '/api/v1/devices', '/api/v1/metrics', '/api/v1/batch', '/api/v1/query?metric=temp&from=0&to=3600000', '/api/v1/whoami']) {
       const r = await apiCall(world.url, path, null);
       expect({ path, status: r.status, code: r.body.code }).toEqual({ path, status: 401, code: 'BRAID_ERR_UNAUTHORIZED' });
     }
@@ -200,9 +200,15 @@ maybe('console keys', () => {
     expect(badAgain.status).toBe(400);
     expect(await page.innerText('[data-testid=result] [data-testid=error]')).toBe(`GET /api/v1/query: 400 ${badAgain.body.code} ${badAgain.body.message}`);
 
-    // The fleet chart: the gateways to scope by come from the registry.
+    // The fleet chart: the gateways to scope by and the metrics to pick from come from the registry
+    // (the metrics from GET /api/v1/metrics: every device's metrics, each once, without listing the devices).
     await nextRender(page, () => page.evaluate(() => { location.hash = '#/fleet-chart?metric=temp&range=7d'; }));
     expect(await page.$$eval('[data-testid=select-gateway] option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(['', ...gw.map((g) => g.id)]);
+    const fleetMetrics = [...new Set(devices.flatMap((d) => d.metrics))].sort();
+    expect(fleetMetrics.length).toBeGreaterThan(0);
+    expect(await page.$$eval('[data-testid=select-metric] option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(fleetMetrics);
+    const counts = (await apiCall<{ metrics: Array<{ name: string; devices: number }> }>(world.url, '/api/v1/metrics', world.read)).body.metrics;
+    expect(counts).toEqual(fleetMetrics.map((name) => ({ name, devices: devices.filter((d) => d.metrics.includes(name)).length })));
     await cp.flush();
     const fq = cp.responses.filter((r) => r.url.pathname === '/api/v1/query').at(-1)!;
     expect(fq.status).toBe(200);

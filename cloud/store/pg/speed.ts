@@ -22,7 +22,7 @@ import type { GatewayClockRow } from '../../ingest/clock.js';
 import type { PartialTuple, SpeedPush } from '../../speed/validate.js';
 import { CLOUD_LOST_REASON, UNKNOWN_TS } from '../ingest-state.js';
 import {
-  DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DevicePage, type DeviceRow, type DeviceSearch, type GapEntry, type GapRecords, type GatewayStatusRow, type RegistryStore,
+  DEVICE_SEEN_RESOLUTION_MS, MAX_LISTED_GAPS, type DevicePage, type MetricName, type DeviceRow, type DeviceSearch, type GapEntry, type GapRecords, type GatewayStatusRow, type RegistryStore,
   type SeqGapEntry, type SpeedPartialRow, type SpeedPartialsQuery, type SpeedPushEntry, type SpeedPushResult, type SpeedStore,
   FIRING_CTE, connectedDevices, containsPattern, deviceOrderBy, epochOf, pushDevices,
 } from '../speed.js';
@@ -314,6 +314,14 @@ export class PgSpeedStore implements SpeedStore, RegistryStore {
       `SELECT id, gateway, first_seen, last_seen, metrics FROM devices ${gateway === undefined ? '' : 'WHERE gateway = $1'} ORDER BY id COLLATE "C"`,
       gateway === undefined ? [] : [gateway]);
     return r.rows.map((row) => ({ id: row.id, gateway: row.gateway, firstSeen: row.first_seen, lastSeen: row.last_seen, metrics: jsonArray(row.metrics) }));
+  }
+
+  /** cloud/speed/registry-store.ts metricNames: names compared byte-wise (COLLATE "C") as SQLite's BINARY does. */
+  async metricNames(): Promise<MetricName[]> {
+    const r = await this.pool.query<{ name: string; devices: number }>(
+      `SELECT m.name, COUNT(*)::int AS devices FROM devices d, jsonb_array_elements_text(d.metrics) AS m(name)
+        GROUP BY m.name ORDER BY m.name COLLATE "C"`);
+    return r.rows;
   }
 
   /**

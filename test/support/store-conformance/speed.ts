@@ -15,7 +15,8 @@
  * - gateway status, devices (metrics merged, the 5 s resolution, a device moving), last contact,
  *   clock offsets, and the console's reads of ingest's tables round trip;
  * - searchDevices: the devices page's search, filters, sorts and pages, in SQL, with the total;
- *   alerts=firing joins alert_states (firing alerts of the device's own scope).
+ *   alerts=firing joins alert_states (firing alerts of the device's own scope);
+ * - metricNames: the fleet's metrics with their device counts.
  */
 import type { DeviceSearch, RegistryStore, SpeedStore } from '../../../cloud/store/speed.js';
 import type { PartialTuple, SpeedPush } from '../../../cloud/speed/validate.js';
@@ -288,6 +289,8 @@ export function speedStoreConformance(name: string, factory: () => Promise<Speed
         dev('e1', 'gw-2', T, T, ['temp']),
       ]);
       expect(await s.listDevices('gw-2')).toEqual([dev('d1', 'gw-2', T, T + 7000, ['co2', 'hum', 'temp']), dev('e1', 'gw-2', T, T, ['temp'])]);
+      // The fleet's metrics (GET /api/v1/metrics): each once, counted by the devices that reported it, a moved device once.
+      expect(await s.metricNames()).toEqual([{ name: 'co2', devices: 1 }, { name: 'hum', devices: 2 }, { name: 'temp', devices: 2 }]);
       expect((await s.clockRows()).get('gw-1')).toEqual({ offsetMs: -50, offsetAt: T + 1000, futureReadings: 0, lastFuture: null });
 
       // A push committed with an older clock (another node's) does not move last contact back; its health is the latest sent.

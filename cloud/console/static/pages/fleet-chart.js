@@ -9,19 +9,22 @@ const MINUTE = 60_000;
 
 export async function render(el, ctx) {
   const p = ctx.params;
-  // Metrics and gateways to pick from come from the registry (a read key's); if it fails, they are typed in.
-  let devices = null;
+  // Metrics and gateways to pick from come from the registry (a read key's): the fleet's metric
+  // names, not every device (a fleet of 10,000 lists them in one small answer); if it fails, they are typed in.
+  let metrics = null;
   let gateways = null;
   let listError = null;
   try {
-    [devices, gateways] = await Promise.all([api('devices').then((r) => r.body.devices), api('gateways').then((r) => r.body.gateways)]);
+    [metrics, gateways] = await Promise.all([
+      api('metrics').then((r) => r.body.metrics.map((m) => m.name)),
+      api('gateways').then((r) => r.body.gateways),
+    ]);
   } catch (err) {
     if (err.status === 401) return;
     listError = err;
   }
   if (!ctx.alive) return;
 
-  const metrics = devices ? [...new Set(devices.flatMap((d) => d.metrics))].sort() : null;
   const metric = p.get('metric') || metrics?.[0] || '';
   const gateway = p.get('gateway') || '';
   const metricControl = metrics
