@@ -220,9 +220,10 @@ test('docs/scale-out.md: the DuckDB examples run on a master dataset made by ing
       want.check?.(rows);
     }
 
-    // The batch-sql.ts script, as printed on the page, for Trino; DuckDB reads the same SQL over a
-    // hive.braid.master relation with ts as a zone-less UTC timestamp (what Trino's Hive connector
-    // gives with hive.parquet.time-zone=UTC).
+    // The batch-sql.ts script, as printed on the page, in its DuckDB flavour (the Trino one but for the
+    // bit functions of the clean-minute certificate); DuckDB reads it over a hive.braid.master
+    // relation with ts as a zone-less UTC timestamp (what Trino's Hive connector gives with
+    // hive.parquet.time-zone=UTC).
     const [script] = taggedBlocks(read('docs/scale-out.md'), 'ts-example').filter((b) => b.name === 'batch-sql');
     expect(script.code).toContain(`from './cloud/batch/sql.js'`);
     const scriptFile = join(dir.path, 'batch-sql.ts');
@@ -236,7 +237,7 @@ test('docs/scale-out.md: the DuckDB examples run on a master dataset made by ing
     delete env.NODE_OPTIONS;
     const plain = (rows: unknown[]) => JSON.parse(JSON.stringify(rows, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as unknown[];
     for (const view of VIEW_NAMES) {
-      const sql = execFileSync(process.execPath, ['--import', 'tsx', scriptFile, 'trino', '2024-11-25', JSON.stringify(manifest.watermark), view], { cwd: ROOT, env }).toString();
+      const sql = execFileSync(process.execPath, ['--import', 'tsx', scriptFile, 'duckdb', '2024-11-25', JSON.stringify(manifest.watermark), view], { cwd: ROOT, env }).toString();
       const file = manifest.views[view].find((f) => f.includes('day=2024-11-25'));
       expect({ view, file: Boolean(file) }).toEqual({ view, file: true });
       const got = (await conn.runAndReadAll(`SELECT * FROM (${sql}) ORDER BY ALL`)).getRowObjectsJS();

@@ -1,8 +1,8 @@
 /**
  * The batch's build statements run by hand under DuckDB's profiler: for one day of a data dir,
  * `EXPLAIN (ANALYZE, FORMAT JSON)` of each statement that cloud/batch/build.ts `buildDay` runs
- * (the `readings` step of cloud/batch/sql.ts `readingsSql` over the dialect's scan, every
- * `VIEW_STEPS` step, the COPY of every published view), in the same order on the same engine
+ * (every step of cloud/batch/sql.ts `buildSteps` over the dialect's scan, the COPY of every
+ * published view), in the same order on the same engine
  * settings (cloud/batch/dialect.ts `DuckDialect`), and beside them the bare device_1m aggregation
  * of the same files. Each statement's operators are summed by type with their CPU time (DuckDB's
  * `operator_timing`, summed over threads) and output rows.
@@ -10,7 +10,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDialect } from '../../cloud/batch/dialect.js';
-import { outputColumns, readingsSql, VIEW_STEPS } from '../../cloud/batch/sql.js';
+import { viewFileSelect } from '../../cloud/batch/build.js';
+import { buildSteps, VIEW_STEPS } from '../../cloud/batch/sql.js';
 
 export interface OperatorTime {
   /** Operator type, with the window's PARTITION/ORDER or the aggregate's groups when DuckDB names them. */
@@ -100,16 +101,13 @@ export async function profileDay(opts: { day: string; files: string[]; masterRow
   const engine = await DuckDialect.open({ memoryLimit: opts.memoryLimit ?? '2GB', threads: opts.threads ?? 0, tempDir: opts.tempDir });
   try {
     const statements: StatementProfile[] = [];
-    const readings = readingsSql(engine.scanMaster(opts.files), opts.watermark);
-    if (!readings) throw new Error('empty watermark: nothing to profile');
-    statements.push(await profiled(engine, 'readings', `CREATE OR REPLACE TEMP TABLE ${engine.ident('readings')} AS ${readings}`, opts.rawDir));
-    for (const step of VIEW_STEPS) {
-      statements.push(await profiled(engine, step.name, `CREATE OR REPLACE TEMP TABLE ${engine.ident(step.name)} AS ${step.sql(engine)}`, opts.rawDir));
+    const steps = buildSteps(engine, engine.scanMaster(opts.files), opts.watermark);
+    if (!steps) throw new Error('empty watermark: nothing to profile');
+    for (const step of steps) {
+      statements.push(await profiled(engine, step.name, `CREATE OR REPLACE TEMP TABLE ${engine.ident(step.name)} AS ${step.sql}`, opts.rawDir));
     }
-    for (const step of VIEW_STEPS) {
-      const order = [...step.keys, 'metric', 'bucket'].join(', ');
-      const select = `SELECT ${outputColumns(engine, step.keys, (c) => engine.outTimestamp(c), step.devices)} FROM ${engine.ident(step.name)} ORDER BY ${order}`;
-      statements.push(await profiled(engine, `copy ${step.name}`, `COPY (${select}) TO '${join(opts.outDir, `${step.name}.parquet`)}' (FORMAT parquet, COMPRESSION zstd)`, opts.rawDir));
+    for (const view of VIEW_STEPS) {
+      statements.push(await profiled(engine, `copy ${view.name}`, `COPY (${viewFileSelect(engine, view)}) TO '${join(opts.outDir, `${view.name}.parquet`)}' (FORMAT parquet, COMPRESSION zstd)`, opts.rawDir));
     }
     const bare = await profiled(engine, 'bare device_1m', `CREATE OR REPLACE TEMP TABLE bare AS ${bareSql(engine, opts.files)}`, opts.rawDir);
 

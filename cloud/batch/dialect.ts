@@ -6,7 +6,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
-import { str, type SqlQuoting } from './sql.js';
+import { str, type SqlDialect } from './sql.js';
 
 export interface EngineOptions {
   /** DuckDB memory_limit, like '2GB'; past it operators spill to tempDir. */
@@ -26,7 +26,7 @@ export interface EngineOptions {
 export const VIEW_ROW_GROUP_ROWS = 131_072;
 
 /** An open DuckDB connection with the dialect's statements. */
-export class DuckDialect implements SqlQuoting {
+export class DuckDialect implements SqlDialect {
   private constructor(private readonly instance: DuckDBInstance, readonly conn: DuckDBConnection) {}
 
   static async open(opts: EngineOptions): Promise<DuckDialect> {
@@ -50,6 +50,22 @@ export class DuckDialect implements SqlQuoting {
     return `"${name.replace(/"/g, '""')}"`;
   }
 
+  minuteLane(ts: string): string {
+    return `second(${ts})`;
+  }
+
+  laneBit(lane: string): string {
+    return `(CAST(1 AS UBIGINT) << CAST(${lane} AS INTEGER))`;
+  }
+
+  bitOrAgg(mask: string): string {
+    return `BIT_OR(${mask})`;
+  }
+
+  bitCount(mask: string): string {
+    return `bit_count(${mask})`;
+  }
+
   /** The master files as a relation (a parenthesized query) with ts a UTC TIMESTAMP (no zone). */
   scanMaster(files: string[]): string {
     const list = files.map(str).join(', ');
@@ -70,8 +86,35 @@ export class DuckDialect implements SqlQuoting {
     await this.conn.run(`CREATE OR REPLACE TEMP TABLE ${this.ident(name)} AS ${sql}`);
   }
 
+  /** Compute steps in order into temp tables, in one call. */
+  async materializeAll(steps: ReadonlyArray<{ name: string; sql: string }>): Promise<void> {
+    await this.conn.run(steps.map((s) => `CREATE OR REPLACE TEMP TABLE ${this.ident(s.name)} AS ${s.sql};`).join('\n'));
+  }
+
+  /** Write each query to its Parquet file (as copyToParquet), then drop the tables, in one call. */
+  async writeAndDrop(writes: ReadonlyArray<{ select: string; file: string }>, drop: readonly string[]): Promise<void> {
+    await this.conn.run([...writes.map((w) => `${this.copySql(w.select, w.file)};`), ...drop.map((t) => `DROP TABLE IF EXISTS ${this.ident(t)};`)].join('\n'));
+  }
+
+  /** A Parquet file as a relation (a view file of the live version). */
+  readParquet(file: string): string {
+    return `read_parquet(${str(file)})`;
+  }
+
+  /** The column names of a Parquet file. */
+  async parquetColumns(file: string): Promise<string[]> {
+    const r = await this.conn.runAndReadAll(`DESCRIBE SELECT * FROM ${this.readParquet(file)}`);
+    return r.getRowObjects().map((x) => String(x.column_name));
+  }
+
   async drop(name: string): Promise<void> {
     await this.conn.run(`DROP TABLE IF EXISTS ${this.ident(name)}`);
+  }
+
+  /** SUM of a column of a table (0 when it has no row). */
+  async sum(name: string, column: string): Promise<number> {
+    const r = await this.conn.runAndReadAll(`SELECT COALESCE(SUM(${column}), 0) AS n FROM ${this.ident(name)}`);
+    return Number(r.getRowObjects()[0].n);
   }
 
   async count(name: string): Promise<number> {
@@ -85,7 +128,11 @@ export class DuckDialect implements SqlQuoting {
    * groups whose statistics hold it.
    */
   async copyToParquet(select: string, file: string): Promise<void> {
-    await this.conn.run(`COPY (${select}) TO ${str(file)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${VIEW_ROW_GROUP_ROWS})`);
+    await this.conn.run(this.copySql(select, file));
+  }
+
+  private copySql(select: string, file: string): string {
+    return `COPY (${select}) TO ${str(file)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${VIEW_ROW_GROUP_ROWS})`;
   }
 
   /** Stop the running statement (close of the scheduler). */

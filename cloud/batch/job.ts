@@ -5,11 +5,11 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nullLogger, type Logger } from '../../shared/logger.js';
-import { buildDay } from './build.js';
+import { buildDay, type PreviousDayFiles } from './build.js';
 import { deliver } from './deliver.js';
 import { DuckDialect } from './dialect.js';
 import { BatchAbortedError, BatchRunningError } from './errors.js';
-import { parseVersionDir, publishFile, versionDir } from './files.js';
+import { dayOfPath, parseVersionDir, publishFile, versionDir } from './files.js';
 import { collectVersions } from './gc.js';
 import { nextViews, type Manifest } from './manifest.js';
 import { ProgressTracker, type BatchProgress } from './progress.js';
@@ -167,6 +167,18 @@ class Run implements BatchRun {
     if (this.aborted) throw new BatchAbortedError(`batch run ${this.id} ${this.aborted}`);
   }
 
+  /**
+   * The live version's files of a day for an incremental build, or undefined (the day is built
+   * from its master files alone): when the live version lacks one of its minute views, or wrote its
+   * gateway rows before they named their devices.
+   */
+  private async previousDay(device1m: string | undefined, gateway1m: string | undefined, spans: PreviousDayFiles['spans']): Promise<PreviousDayFiles | undefined> {
+    if (!device1m || !gateway1m || !this.engine) return undefined;
+    const cols = await this.engine.parquetColumns(gateway1m);
+    if (!cols.includes('first_device') || !cols.includes('last_device')) return undefined;
+    return { device1m, gateway1m, spans };
+  }
+
   private async execute(): Promise<BatchRunResult> {
     const viewsDir = join(this.opts.dataDir, 'views');
     const tmpDir = join(this.opts.dataDir, 'tmp', 'batch', `run-${this.id}`);
@@ -207,11 +219,16 @@ class Run implements BatchRun {
         this.engine = await DuckDialect.open({ memoryLimit: this.opts.memoryLimit, threads: this.opts.threads, tempDir: this.opts.spillDir ?? join(this.opts.dataDir, 'tmp', 'duckdb') });
         const byDay = new Map<string, string[]>();
         for (const f of snap.files) byDay.set(f.day, [...(byDay.get(f.day) ?? []), f.path]);
+        // Incremental: a day the live version has both minute views of keeps their untouched minutes.
+        const spans = changedSpans(prev?.watermark ?? {}, snap.watermark);
+        const kept = (view: ViewName) => new Map((this.effectiveKind === 'full' || !prev ? [] : prev.views[view] ?? []).map((p) => [dayOfPath(p), join(viewsDir, p)]));
+        const keptDevice = kept('device_1m');
+        const keptGateway = kept('gateway_1m');
         for (const day of snap.days) {
           this.check();
           this.step({ day });
           const files = (byDay.get(day) ?? []).map((p) => join(this.opts.dataDir, p));
-          const b = await buildDay(this.engine, day, files, snap.watermark, tmpDir);
+          const b = await buildDay(this.engine, day, files, snap.watermark, tmpDir, await this.previousDay(keptDevice.get(day), keptGateway.get(day), spans));
           for (const [view, tmp] of Object.entries(b.files) as Array<[ViewName, string]>) {
             const rel = `${vdir}/${view}/day=${day}.parquet`;
             await publishFile(tmp, join(viewsDir, rel));

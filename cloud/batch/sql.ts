@@ -1,17 +1,19 @@
 /**
- * The batch SQL, portable part: standard SQL (subqueries, GROUP BY, unordered SUM/AVG OVER, date_trunc,
+ * The batch SQL, portable part: standard SQL (subqueries, GROUP BY, JOIN USING, VAR_POP, date_trunc,
  * row values like (ts, device)) plus MIN_BY/MAX_BY, which DuckDB (alias of arg_min/arg_max), Spark
  * SQL (3.0+) and Trino all have, ordering by a row value field by field. So the same statements run
  * on the three engines. Everything engine-specific (reading Parquet, writing it, temp tables,
- * timestamp types, pragmas) is in dialect.ts. docs/batch.md shows the whole script.
+ * timestamp types, pragmas, the bit functions of the clean-minute certificate) is in dialect.ts.
+ * docs/batch.md shows the whole script.
  *
- * No step sorts the readings: first/last and the dedup are MIN_BY/MAX_BY in a GROUP BY, and the
- * only windows are unordered SUM/AVG, which DuckDB runs as a hash aggregation joined back (with
- * ROW_NUMBER windows, which sorted every reading three times, `--full` took ~1.25x as long;
- * docs/benchmarks.md). Every view row is the summary of shared/summary.ts [DESIGN "The algebra"]:
- * - a 1-minute bucket from the readings, m2 two-pass: Σ(v - mean)² with mean = AVG over the bucket;
- * - a coarser bucket merges the finer rows (Chan's formula for a group): n = Σn_i, mean = Σsum_i/n,
- *   m2 = Σ(m2_i + n_i * (mean_i - mean)^2), equal to pairwise Chan up to rounding;
+ * No step sorts the readings, and the readings are aggregated once (buildSteps): first/last and the
+ * dedup are MIN_BY/MAX_BY in a GROUP BY, a rollup's group sums are aggregated and joined back, and
+ * the only window is the metric's shift over the day's few series (docs/benchmarks.md has the history). Every view row is the
+ * summary of shared/summary.ts [DESIGN "The algebra"]:
+ * - a 1-minute bucket from the readings, m2 = n * VAR_POP(v - shift), shift the series' smallest value;
+ * - a coarser bucket merges the finer rows (Chan's formula for a group): n = Σn_i,
+ *   m2 = Σ(m2_i + n_i * (mean_i - mean)^2) with means from shifted sums, equal to pairwise Chan up
+ *   to rounding;
  * - first/last = the reading with the smallest/largest (ts, device), picked with MIN_BY/MAX_BY;
  * - views whose rows mix devices (gateway_*, fleet_*) also carry first_device/last_device, the
  *   device of that reading, so the query merges their first/last with speed partials (or rows of
@@ -60,39 +62,109 @@ GROUP BY r.device, r.metric, r.ts`;
 }
 
 /**
- * 1-minute summaries of `source` (the readings) per key column ('device' or 'gateway'), metric,
- * minute; a gateway's rows mix devices, so they also name the device of first and last. Readings of
- * one device never tie on ts (ts is part of their identity), so device rows order by ts alone.
- *
- * m2 is two-pass, Σ(v - mean)² with the bucket's mean from an unordered AVG window, which DuckDB
- * runs as a hash aggregation joined back (no sort). Not VAR_POP(value) * COUNT(*), one pass
- * cheaper: its Welford update rounds the running mean, an error of about eps * |mean| / stddev
- * relative, so on large values with a small spread in a minute (energy counters, uptimes: 1e9 ± 500)
- * it was up to 2.7e-9 off shared/summary.ts, past the 1e-9 the views promise; two-pass stayed
- * within 1e-9 on the same data (2026-11-26, 20,000 such buckets).
+ * What the portable SQL needs from an engine beyond quoting: the bit operations of the certificate
+ * that a minute's readings have distinct timestamps (rawMinutesSql).
  */
-export function minuteSql(q: SqlQuoting, source: string, key: 'device' | 'gateway'): string {
+export interface SqlDialect extends SqlQuoting {
+  /** The second of a reading's ts in its minute (0-59), as an integer. */
+  minuteLane(ts: string): string;
+  /** The 64-bit mask with bit `lane` set. */
+  laneBit(lane: string): string;
+  /** Aggregate: the bitwise OR of masks. */
+  bitOrAgg(mask: string): string;
+  /** The number of bits set in a mask. */
+  bitCount(mask: string): string;
+}
+
+/**
+ * The watermark as a relation (gateway, e, grank): E[gateway], and the gateway's rank in the SQL
+ * order of gateway ids, so that the lowest gateway of a group is a MIN over an integer. Null when
+ * no gateway has a covered epoch.
+ */
+export function watermarkSql(watermark: Record<string, number>): string | null {
+  const entries = Object.entries(watermark).filter(([, e]) => e > 0);
+  if (entries.length === 0) return null;
+  const values = entries.map(([g, e]) => `(${str(g)}, ${Math.trunc(e)})`).join(', ');
+  return `SELECT gateway, e, ROW_NUMBER() OVER (ORDER BY gateway) AS grank FROM (VALUES ${values}) AS v (gateway, e)`;
+}
+
+/**
+ * The shift of each series (device, metric) of a scan: its smallest value. m2 is computed on
+ * value - shift, and rollups carry the shifted sum (ssum), so values large against their spread
+ * (counters near 1e12 ± 500) keep their m2 to rounding of the spread, not of the values.
+ */
+export function shiftsSql(scan: string): string {
+  return `SELECT device, metric, shift, MIN(shift) OVER (PARTITION BY metric) AS mshift
+FROM (SELECT device, metric, MIN(value) AS shift FROM ${scan} s GROUP BY device, metric) x`;
+}
+
+/** The summary aggregates of readings (`value`, `ts`, `shift` columns) in one group, device order by ts. */
+function readingAggregates(q: SqlQuoting): string {
   const c = (n: string) => q.ident(n);
-  const order = key === 'device' ? 'ts' : '(ts, device)';
-  const devices = key === 'gateway' ? `,
-  MIN_BY(device, ${order}) AS first_device,
-  MAX_BY(device, ${order}) AS last_device` : '';
-  return `SELECT ${key}, metric, bucket,
-  COUNT(*) AS ${c('count')},
+  return `COUNT(*) AS ${c('count')},
   SUM(value) AS ${c('sum')},
   MIN(value) AS ${c('min')},
   MAX(value) AS ${c('max')},
-  SUM((value - mean) * (value - mean)) AS m2,
-  MIN_BY(value, ${order}) AS ${c('first')},
+  VAR_POP(value - shift) * COUNT(*) AS m2,
+  MIN_BY(value, ts) AS ${c('first')},
   MIN(ts) AS first_ts,
-  MAX_BY(value, ${order}) AS ${c('last')},
-  MAX(ts) AS last_ts${devices}
-FROM (
-  SELECT b.*, AVG(value) OVER (PARTITION BY ${key}, metric, bucket) AS mean
-  FROM (SELECT s.*, date_trunc('minute', s.ts) AS bucket FROM ${source} s) b
-) x
-GROUP BY ${key}, metric, bucket`;
+  MAX_BY(value, ts) AS ${c('last')},
+  MAX(ts) AS last_ts,
+  MIN(shift) AS shift,
+  SUM(value - shift) AS ssum,
+  MIN(mshift) AS mshift`;
 }
+
+/**
+ * 1-minute summaries per device straight from the covered master rows (no dedup), with what tells
+ * whether the group needs none. A group is `clean` when one gateway delivered it and the mask of
+ * its readings' seconds has a bit per row: then no two rows share a ts, no identity is repeated,
+ * every row is a reading of that gateway, and the row is the device's and the gateway's summary as
+ * is. Rows sharing a ts share a second, so the mask never passes a repeat [INV-2]; readings of one
+ * series less than a second apart fail it too and only take the slower path. Other groups are
+ * recomputed from their rows with the dedup (fallbackMinutesSql).
+ *
+ * m2 is one pass, VAR_POP(value - shift) * COUNT(*): Welford's update on values shifted by their
+ * series' smallest value, so its rounding is eps * |mean - shift| / stddev of the shifted values,
+ * not of the values themselves (which made an unshifted VAR_POP up to 2.7e-9 off on 1e9 ± 500).
+ */
+export function rawMinutesSql(q: SqlDialect, scan: string): string {
+  const lane = q.minuteLane('ts');
+  return `SELECT device, metric, bucket,
+  ${readingAggregates(q)},
+  MIN(grank) AS grank,
+  (MIN(grank) = MAX(grank) AND ${q.bitCount(q.bitOrAgg(q.laneBit(lane)))} = COUNT(*)) AS clean
+FROM (
+  SELECT r.device, r.metric, r.ts, r.value, w.grank, o.shift, o.mshift, date_trunc('minute', r.ts) AS bucket
+  FROM ${scan} r
+  JOIN wm w ON r.gateway = w.gateway AND r.epoch <= w.e
+  JOIN shifts o ON r.device = o.device AND r.metric = o.metric
+) x
+GROUP BY device, metric, bucket`;
+}
+
+/**
+ * The groups of raw_1m that are not clean (`unclean`), recomputed from their rows: the covered,
+ * deduplicated readings (readingsSql over the rows of those groups), summarized per device, the
+ * reading's gateway, metric, minute.
+ */
+export function fallbackMinutesSql(q: SqlDialect, scan: string, watermark: Record<string, number>): string | null {
+  const rows = `(SELECT s.* FROM ${scan} s
+  JOIN (SELECT device, metric, bucket FROM raw_1m WHERE NOT clean) u ON s.device = u.device AND s.metric = u.metric AND date_trunc('minute', s.ts) = u.bucket)`;
+  const readings = readingsSql(rows, watermark);
+  if (!readings) return null;
+  return `SELECT device, gateway, metric, bucket,
+  ${readingAggregates(q)}
+FROM (
+  SELECT f.*, o.shift, o.mshift, date_trunc('minute', f.ts) AS bucket
+  FROM (${readings}) f
+  JOIN shifts o ON f.device = o.device AND f.metric = o.metric
+) x
+GROUP BY device, gateway, metric, bucket`;
+}
+
+/** The intermediate columns a summary relation carries besides the view's: the shift, the sum shifted by it, the metric's shift. */
+const CARRY = ['shift', 'ssum', 'mshift'];
 
 /** Where a rollup finds the device of each source row's first and last reading. */
 export interface DeviceSource {
@@ -108,16 +180,25 @@ export interface DeviceSource {
  * never tie, their buckets being disjoint in time. With `devices`, the output carries first_device
  * and last_device: the device of the row picked for first and for last. First/last are
  * MIN_BY/MAX_BY over (first_ts, tie) / (last_ts, tie); Chan's m2 needs the group's mean in every
- * row, from SUM windows (unordered: no sort within a partition). A `minute` rollup of minute rows
+ * row: the group's count and shifted sum, aggregated and joined back (USING the group's columns).
+ * (An unordered SUM OVER (PARTITION BY ...) is the same, and DuckDB rewrites it into this when the
+ * source is a table; over a UNION it ran a WINDOW operator, 640 ms of gateway_1m's 1.1 s a day.) A `minute` rollup of minute rows
  * only merges rows of the same minute across keys (fleet_1m from gateway_1m).
+ *
+ * Means are taken on shifted sums, so a series near 1e12 merges its minutes to the rounding of its
+ * spread, not of its sums: row i's mean is shift_i + ssum_i / n_i. Rows of one series share their
+ * shift (`oneShift`: device rows); rows of several series are taken relative to the metric's shift
+ * g (the smallest of its series', `mshift`), mean_i - mean = (shift_i - g) + ssum_i / n_i
+ * - Σ(ssum_j + n_j (shift_j - g)) / n, and the merged row's shift is g.
  */
-export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: 'minute' | 'hour' | 'day', tie: DeviceSource | null, devices: DeviceSource | null = null): string {
+export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: 'minute' | 'hour' | 'day', tie: DeviceSource | null, devices: DeviceSource | null = null, oneShift = false): string {
   const c = (n: string) => q.ident(n);
   const k = keys.map((x) => `${x}, `).join('');
-  const part = `PARTITION BY ${k}metric, b`;
   const firstBy = tie ? `(first_ts, ${tie.first})` : 'first_ts';
   const lastBy = tie ? `(last_ts, ${tie.last})` : 'last_ts';
-  const dev = `(${c('sum')} / ${c('count')} - tsum / tcount)`;
+  const rel = oneShift ? '' : '(shift - mshift) + ';
+  const dev = `(${rel}ssum / ${c('count')} - tsum / tcount)`;
+  const rowSsum = oneShift ? 'ssum' : `(ssum + ${c('count')} * (shift - mshift))`;
   const deviceCols = devices ? `,
   MIN_BY(${devices.first}, ${firstBy}) AS first_device,
   MAX_BY(${devices.last}, ${lastBy}) AS last_device` : '';
@@ -130,24 +211,32 @@ export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: '
   MIN_BY(${c('first')}, ${firstBy}) AS ${c('first')},
   MIN(first_ts) AS first_ts,
   MAX_BY(${c('last')}, ${lastBy}) AS ${c('last')},
-  MAX(last_ts) AS last_ts${deviceCols}
-FROM (
-  SELECT f.*,
-    SUM(${c('count')}) OVER (${part}) AS tcount,
-    SUM(${c('sum')}) OVER (${part}) AS tsum
-  FROM (SELECT s.*, date_trunc('${unit}', s.bucket) AS b FROM ${source} s) f
-) x
+  MAX(last_ts) AS last_ts,
+  MIN(${oneShift ? 'shift' : 'mshift'}) AS shift,
+  SUM(rsum) AS ssum,
+  MIN(mshift) AS mshift${deviceCols}
+FROM (SELECT s.*, date_trunc('${unit}', s.bucket) AS b, ${rowSsum} AS rsum FROM ${source} s) g
+JOIN (
+  SELECT ${k}metric, date_trunc('${unit}', s.bucket) AS b, SUM(${c('count')}) AS tcount, SUM(${rowSsum}) AS tsum
+  FROM ${source} s
+  GROUP BY ${k}metric, date_trunc('${unit}', s.bucket)
+) t USING (${k}metric, b)
 GROUP BY ${k}metric, b`;
 }
 
-/** One step of a day's build: a relation named `name` computed from `from`. */
+/** One step of a day's build: a relation named `name` computed from the steps before it. */
+export interface BuildStep {
+  name: string;
+  sql: string;
+}
+
+/** One published view of a day: its step's name is the view's. */
 export interface ViewStep {
   name: ViewName;
   /** Key columns of the rows, before metric. */
   keys: string[];
   /** Rows mix devices: the step has first_device and last_device (DEVICE_COLUMNS). */
   devices: boolean;
-  sql: (q: SqlQuoting) => string;
 }
 
 /** Device rows: the row's device is its first's and last's. */
@@ -155,25 +244,110 @@ const OWN: DeviceSource = { first: 'device', last: 'device' };
 /** Rows that already carry first_device/last_device. */
 const CARRIED: DeviceSource = { first: 'first_device', last: 'last_device' };
 
-/**
- * The views of one day, in dependency order, from the relation `readings` (readingsSql); every step
- * is published. The gateway views group by the reading's own gateway column (after dedup), so a
- * device that moved gateways counts under each gateway for the readings that gateway delivered.
- * fleet_1m merges gateway_1m (a few rows per minute, not one per device); its (ts, device) ties
- * between gateways are broken by the rows' own first_device/last_device, and dedup leaves no two
- * gateways with one (device, metric, ts). fleet_1h stays a rollup of device_1h, as before.
- */
+/** The published views, in the order buildSteps computes them. */
 export const VIEW_STEPS: readonly ViewStep[] = [
-  { name: 'device_1m', keys: ['device'], devices: false, sql: (q) => minuteSql(q, 'readings', 'device') },
-  { name: 'device_1h', keys: ['device'], devices: false, sql: (q) => rollupSql(q, 'device_1m', ['device'], 'hour', null) },
-  { name: 'device_1d', keys: ['device'], devices: false, sql: (q) => rollupSql(q, 'device_1h', ['device'], 'day', null) },
-  { name: 'gateway_1m', keys: ['gateway'], devices: true, sql: (q) => minuteSql(q, 'readings', 'gateway') },
-  { name: 'gateway_1h', keys: ['gateway'], devices: true, sql: (q) => rollupSql(q, 'gateway_1m', ['gateway'], 'hour', null, CARRIED) },
-  { name: 'gateway_1d', keys: ['gateway'], devices: true, sql: (q) => rollupSql(q, 'gateway_1h', ['gateway'], 'day', null, CARRIED) },
-  { name: 'fleet_1m', keys: [], devices: true, sql: (q) => rollupSql(q, 'gateway_1m', [], 'minute', CARRIED, CARRIED) },
-  { name: 'fleet_1h', keys: [], devices: true, sql: (q) => rollupSql(q, 'device_1h', [], 'hour', OWN, OWN) },
-  { name: 'fleet_1d', keys: [], devices: true, sql: (q) => rollupSql(q, 'fleet_1h', [], 'day', null, CARRIED) },
+  { name: 'device_1m', keys: ['device'], devices: false },
+  { name: 'device_1h', keys: ['device'], devices: false },
+  { name: 'device_1d', keys: ['device'], devices: false },
+  { name: 'gateway_1m', keys: ['gateway'], devices: true },
+  { name: 'gateway_1h', keys: ['gateway'], devices: true },
+  { name: 'gateway_1d', keys: ['gateway'], devices: true },
+  { name: 'fleet_1m', keys: [], devices: true },
+  { name: 'fleet_1h', keys: [], devices: true },
+  { name: 'fleet_1d', keys: [], devices: true },
 ];
+
+/**
+ * What an incremental build of a day keeps from the live version: that day's device_1m and
+ * gateway_1m rows (relations over their files), and per gateway the epoch span (lo, hi] whose
+ * readings changed since it (state.ts changedSpans).
+ */
+export interface PreviousDay {
+  device1m: string;
+  gateway1m: string;
+  spans: Array<{ gateway: string; lo: number; hi: number }>;
+}
+
+/** The minutes of the day's rows whose epochs changed coverage: the only minutes an incremental build recomputes. */
+export function touchedMinutesSql(scan: string, spans: PreviousDay['spans']): string {
+  if (spans.length === 0) return `SELECT date_trunc('minute', s.ts) AS bucket FROM ${scan} s WHERE 1 = 0`;
+  const values = spans.map((x) => `(${str(x.gateway)}, ${Math.trunc(x.lo)}, ${Math.trunc(x.hi)})`).join(', ');
+  return `SELECT DISTINCT date_trunc('minute', r.ts) AS bucket
+FROM ${scan} r
+JOIN (VALUES ${values}) AS c (gateway, lo, hi) ON r.gateway = c.gateway AND r.epoch > c.lo AND r.epoch <= c.hi`;
+}
+
+/**
+ * The statements of one day, in order, over `scan` (the day's master rows) and E; null when no
+ * gateway has a covered epoch. One pass over the master rows computes every device's minutes
+ * (rawMinutesSql); the minutes that could hold a repeated identity are recomputed with the dedup
+ * (fallbackMinutesSql); every other view is derived from minute rows, never from the readings
+ * again:
+ * - device_1m: the clean groups as they are, plus the fallback rows merged across gateways;
+ * - gateway_1m: a row per device, gateway, minute (the clean groups, each one gateway's, and the
+ *   fallback's) merged across devices (tie: device);
+ * - the hours and days of each scope, and fleet_1m from gateway_1m, as rollups.
+ * A device that moved gateways counts under each gateway for the readings that gateway delivered
+ * (its gateway being the lowest of the identity's copies). fleet_1m merges gateway_1m (a few rows
+ * per minute); its (ts, device) ties between gateways are broken by the rows' own
+ * first_device/last_device, and dedup leaves no two gateways with one (device, metric, ts).
+ *
+ * With `previous` (an incremental run), only the minutes holding a reading whose coverage changed
+ * (`touched`) are computed from the master rows; the other minutes' device_1m and gateway_1m rows
+ * are the live version's, and every hour and day is merged again from the minutes. Exact: a
+ * reading's coverage is decided by its epoch and its identity lies in its minute, so a minute none
+ * of whose readings changed coverage has the same readings, and the same rows, as before. The kept
+ * rows' shifted sums are taken from their stored sums (sum - count * shift), so a kept minute of
+ * values large against their spread merges with the rounding of its sum (as every rollup did
+ * before the shift); a full run merges it exactly.
+ */
+export function buildSteps(q: SqlDialect, dayScan: string, watermark: Record<string, number>, previous?: PreviousDay): BuildStep[] | null {
+  const scan = previous ? `(SELECT s.* FROM ${dayScan} s WHERE date_trunc('minute', s.ts) IN (SELECT bucket FROM touched))` : dayScan;
+  const wm = watermarkSql(watermark);
+  const fallback = fallbackMinutesSql(q, scan, watermark);
+  if (!wm || !fallback) return null;
+  const cols = ['count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY].map((n) => q.ident(n));
+  const summary = cols.join(', ');
+  // A row per device, gateway, minute: the clean groups (each one gateway's) and the fallback's.
+  const deviceGateway1m = `(SELECT m.device, w.gateway, m.metric, m.bucket, ${cols.map((x) => `m.${x}`).join(', ')}
+FROM raw_1m m JOIN wm w ON m.grank = w.grank WHERE m.clean
+UNION ALL
+SELECT device, gateway, metric, bucket, ${summary} FROM fallback_1m)`;
+  const c = (n: string) => q.ident(n);
+  const kept = (cols: string, shift: string) => `SELECT ${cols}, CAST(p.bucket AS TIMESTAMP) AS bucket,
+  p.${c('count')}, p.${c('sum')}, p.${c('min')}, p.${c('max')}, p.m2, p.${c('first')}, CAST(p.first_ts AS TIMESTAMP) AS first_ts,
+  p.${c('last')}, CAST(p.last_ts AS TIMESTAMP) AS last_ts, ${shift} AS shift, p.${c('sum')} - p.${c('count')} * ${shift} AS ssum, o.mshift`;
+  const keptDevices = previous ? `
+UNION ALL
+${kept('p.device, p.metric', 'o.shift')}
+FROM ${previous.device1m} p JOIN shifts o ON p.device = o.device AND p.metric = o.metric
+WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
+  const keptGateways = previous ? `
+UNION ALL
+${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
+FROM ${previous.gateway1m} p JOIN (SELECT DISTINCT metric, mshift FROM shifts) o ON p.metric = o.metric
+WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
+  return [
+    ...(previous ? [{ name: 'touched', sql: touchedMinutesSql(dayScan, previous.spans) }] : []),
+    { name: 'wm', sql: wm },
+    { name: 'shifts', sql: shiftsSql(dayScan) },
+    { name: 'raw_1m', sql: rawMinutesSql(q, scan) },
+    { name: 'fallback_1m', sql: fallback },
+    {
+      name: 'device_1m', sql: `SELECT device, metric, bucket, ${summary} FROM raw_1m WHERE clean
+UNION ALL
+${rollupSql(q, 'fallback_1m', ['device'], 'minute', null, null, true)}${keptDevices}`,
+    },
+    { name: 'device_1h', sql: rollupSql(q, 'device_1m', ['device'], 'hour', null, null, true) },
+    { name: 'device_1d', sql: rollupSql(q, 'device_1h', ['device'], 'day', null, null, true) },
+    { name: 'gateway_1m', sql: `${rollupSql(q, deviceGateway1m, ['gateway'], 'minute', OWN, OWN)}${keptGateways}` },
+    { name: 'gateway_1h', sql: rollupSql(q, 'gateway_1m', ['gateway'], 'hour', null, CARRIED) },
+    { name: 'gateway_1d', sql: rollupSql(q, 'gateway_1h', ['gateway'], 'day', null, CARRIED) },
+    { name: 'fleet_1m', sql: rollupSql(q, 'gateway_1m', [], 'minute', CARRIED, CARRIED) },
+    { name: 'fleet_1h', sql: rollupSql(q, 'device_1h', [], 'hour', OWN, OWN) },
+    { name: 'fleet_1d', sql: rollupSql(q, 'fleet_1h', [], 'day', null, CARRIED) },
+  ];
+}
 
 /** The file's column list of a view, in order, with `ts` wrapping each timestamp column. */
 export function outputColumns(q: SqlQuoting, keys: string[], ts: (col: string) => string, devices = false): string {

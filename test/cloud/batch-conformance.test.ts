@@ -12,7 +12,8 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { nextViews, emptyViews, readManifest, type Manifest } from '../../cloud/batch/manifest.js';
 import type { ViewName } from '../../cloud/batch/sink.js';
 import { readingsSql } from '../../cloud/batch/sql.js';
-import { DAY_MS } from '../../shared/time.js';
+import { bucketStart, DAY_MS } from '../../shared/time.js';
+import { VIEW_SPECS } from '../../cloud/query/views/types.js';
 import {
   coveredReadings, expectedViews, GatewaySim, MasterFixture, readViews, rng, summaryDiff, viewDiffs, type FixtureReading,
 } from '../support/master-fixture.js';
@@ -90,6 +91,38 @@ describe('batch views conformance with shared/summary.ts', () => {
     expect(result.readings).toBe(covered.length);
 
     const diffs = viewDiffs(await readViews(dir), expectedViews(covered));
+    expect(diffs.slice(0, 10)).toEqual([]);
+  });
+
+  it('m2 of values large against their spread (1e9, 3.3e7, 1e12 ± 500) is within 1e-9 of the exact value', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const rand = rng(11);
+    const gws = [new GatewaySim('gw-a'), new GatewaySim('gw-b')];
+    const all: FixtureReading[] = [];
+    // Counters and uptimes: a large value plus noise of a few hundred (3 decimals), every 5-14 s for three hours.
+    for (const [device, base] of [['d1', 1e9], ['d2', 3.3e7], ['d3', 1e12]] as const) {
+      for (let ts = DAY0 + 3_600_000; ts < DAY0 + 4 * 3_600_000; ts += 5_000 + Math.floor(rand() * 10) * 1_000) {
+        const g = gws[Math.floor(rand() * 2)];
+        const r = g.reading(device, 'energy', ts, base + Math.round(rand() * 1e6) / 1e3);
+        all.push(r);
+        if (rand() < 0.05) all.push(gws.find((x) => x !== g)!.reading(device, 'energy', ts, r.value + 1));
+      }
+    }
+    for (const g of gws) g.closeEpoch();
+    await fx.seal(all);
+    for (const g of gws) await g.report(fx);
+    await fx.close();
+    const result = await (await startBatchRun(jobOptions(dir), { trigger: 'cli' })).done;
+    const covered = coveredReadings(all, result.watermark);
+    expect(result.readings).toBe(covered.length);
+    const got = await readViews(dir);
+    // Every column but m2 equals the reference; m2 is held to the exact value (the reference's own
+    // pairwise means round at 1e12 by more than 1e-9 of these spreads).
+    const want = expectedViews(covered);
+    const exact = exactM2(covered);
+    for (const view of Object.keys(want)) for (const [k, s] of want[view]) s.m2 = exact[view].get(k)!;
+    const diffs = viewDiffs(got, want);
     expect(diffs.slice(0, 10)).toEqual([]);
   });
 
@@ -183,3 +216,21 @@ describe('batch pure parts', () => {
     expect(next.device_1m).toEqual(['v000004/device_1m/day=2024-11-19.parquet', 'v000002/device_1m/day=2024-11-20.parquet']);
   });
 });
+
+/** The exact m2 of every view row (rational arithmetic on the doubles: each value times 2^30 is an integer here). */
+function exactM2(readings: FixtureReading[]): Record<string, Map<string, number>> {
+  const out: Record<string, Map<string, number>> = {};
+  for (const [view, spec] of Object.entries(VIEW_SPECS)) {
+    const acc = new Map<string, { n: bigint; s: bigint; q: bigint }>();
+    for (const r of readings) {
+      const key = spec.scope === 'device' ? r.device : spec.scope === 'gateway' ? r.gateway : '';
+      const k = `${key}|${r.metric}|${bucketStart(r.ts, spec.widthMs)}`;
+      const v = BigInt(r.value * 2 ** 30);
+      if (Number(v) !== r.value * 2 ** 30) throw new Error(`${r.value} is not a multiple of 2^-30`);
+      const a = acc.get(k) ?? { n: 0n, s: 0n, q: 0n };
+      acc.set(k, { n: a.n + 1n, s: a.s + v, q: a.q + v * v });
+    }
+    out[view] = new Map([...acc].map(([k, a]) => [k, Number(a.n * a.q - a.s * a.s) / Number(a.n) / 2 ** 60]));
+  }
+  return out;
+}
