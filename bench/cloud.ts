@@ -143,7 +143,7 @@ interface LoadRun {
   behindMs?: number;
   behindMaxMs?: number;
   /** Paced run with the cloud's seal log: requests over the latency target, and those that overlapped a seal. */
-  slow?: { over: number; duringSeal: number; seals: number; sealMs: number; sealReadMs: number; sealWriteMs: number };
+  slow?: { over: number; duringSeal: number; seals: number; sealMs: number; sealReadMs: number; sealWriteMs: number; sealLoopMaxMs?: number[]; sealFrom?: string[] };
   /** Paced runs: the cloud's event-loop delay over the run (nodejs_eventloop_lag_*), in ms. */
   loop?: { p99: number; max: number };
   /** Paced runs: which variant of the cloud's config. */
@@ -505,14 +505,14 @@ async function pacedRun(template: string, readKey: string, clients: Clients, v: 
   writeFileSync(cfg, JSON.stringify(mergeDeep(structuredClone(results.cloudConfig), v.config), null, 2));
   // Info logging here: the seal log lines ('segment sealed', with their durations) time the seals.
   const pc = await startCloud(dir, undefined, 'info', [], cfg);
-  const seals: Array<{ time: number; ms: number; readMs: number; writeMs: number }> = [];
+  const seals: Array<{ time: number; ms: number; readMs: number; writeMs: number; loopDelayMaxMs: number; from: string }> = [];
   let partial = '';
   pc.proc.child.stderr?.on('data', (chunk: string | Buffer) => {
     const lines = (partial + String(chunk)).split('\n');
     partial = lines.pop() ?? '';
     for (const line of lines) {
       if (!line.includes('segment sealed')) continue;
-      try { seals.push(JSON.parse(line) as { time: number; ms: number; readMs: number; writeMs: number }); } catch { /* not JSON */ }
+      try { seals.push(JSON.parse(line) as (typeof seals)[number]); } catch { /* not JSON */ }
     }
   });
   const samples: Samples = [];
@@ -533,6 +533,7 @@ async function pacedRun(template: string, readKey: string, clients: Clients, v: 
   run.slow = {
     over: slow.length, duringSeal: inSeal.length, seals: seals.length, sealMs: seals.reduce((a, x) => a + x.ms, 0),
     sealReadMs: seals.reduce((a, x) => a + x.readMs, 0), sealWriteMs: seals.reduce((a, x) => a + x.writeMs, 0),
+    sealLoopMaxMs: seals.map((x) => x.loopDelayMaxMs), sealFrom: seals.map((x) => x.from),
   };
   run.variant = v.label;
   return { variant: v.label, run };
@@ -993,7 +994,12 @@ function report(machine: MachineInfo, totalMs: number): string {
       }).filter(Boolean).join('<br>');
       L.push(`| Ingest request latency p50 / p99 at ${int(p.offeredPerSec ?? 0)} readings/s offered (the same gateways paced, ${int(p.readings)} readings${mine.length > 1 ? `; median of ${mine.length} runs` : ''}) | ${ms(p.p50)} / ${ms(p.p99)}${p99s} | ${peers} | <= ${TARGET.ingestP99Ms} ms | ${status(p.p99 <= TARGET.ingestP99Ms)} |`);
       const loops = (rs: LoadRun[]) => rs.map((r) => `${ms(r.loop?.p99 ?? NaN)} / ${ms(r.loop?.max ?? NaN)}`).join(', ');
-      L.push(`| The cloud's event-loop delay p99 / max over those paced runs (seals included) | ${loops(mine)} | ${PACED_VARIANTS.slice(1).map((v) => `${loops(of(v.label))} (${v.label})`).join('<br>')} |  |  |`);
+      L.push(`| The cloud's event-loop delay p99 / max over each of those paced runs | ${loops(mine)} | ${PACED_VARIANTS.slice(1).map((v) => `${loops(of(v.label))} (${v.label})`).join('<br>')} |  |  |`);
+      const inSeal = (rs: LoadRun[]) => {
+        const xs = rs.flatMap((r) => r.slow?.sealLoopMaxMs ?? []);
+        return xs.length ? `${ms(median(xs))} (median of ${xs.length} seals; ${ms(Math.min(...xs))}-${ms(Math.max(...xs))})` : 'n/a';
+      };
+      L.push(`| The cloud's event-loop delay at most during a seal (the sealer's own monitorEventLoopDelay; the seal at SIGTERM included) | ${inSeal(mine)} | ${PACED_VARIANTS.slice(1).map((v) => `${inSeal(of(v.label))} (${v.label})`).join('<br>')} |  |  |`);
     }
     L.push(`| Cloud RSS at the end of the load / peak (VmHWM) | ${mb(ing.rssEnd)} / ${mb(ing.hwm)} | idle ${mb(ing.rssIdle)} |  |  |`);
     L.push(`| Master + staging after SIGTERM = readings sent, each (gateway, seq) once | ${int(ing.verify.masterRows + ing.verify.stagingReadings)} of ${int(INGEST_TOTAL)} | | exact | ${ing.verify.ok ? '**met**' : '**failed**'} |`);
@@ -1024,7 +1030,7 @@ function report(machine: MachineInfo, totalMs: number): string {
   if (ing) {
     for (const r of [ing.sink, ing.cloud, ...(ing.pacedRuns ?? []).map((x) => x.run), ...(ing.pacedProfile ? [ing.pacedProfile.run] : []), ...(ing.profile ? [ing.profile.run] : [])]) {
       const who = { sink: 'sink (bench/peers/ingest-sink.ts)', cloud: 'braid cloud', paced: `braid cloud (${r.variant}), paced at ${int(r.offeredPerSec ?? 0)}/s`, 'paced-profile': `braid cloud, paced at ${int(r.offeredPerSec ?? 0)}/s, under --cpu-prof`, profile: 'braid cloud under --cpu-prof' }[r.tag] ?? r.tag;
-      L.push(`- ingest ${who}: ${int(r.readings)} readings in ${ms(r.ms)} = ${int(r.perSec)}/s, ${int(r.requests)} requests, ${r.errors} non-2xx${r.errors ? ` ${JSON.stringify(r.errorCodes)}` : ''}; latency ${latText(r)}; CPU: server ${r.serverCpuSec.toFixed(1)} s (${((r.serverCpuSec * 1e6) / Math.max(1, r.readings)).toFixed(2)} us/reading), the ${CLIENTS} client processes ${r.clientCpuSec.toFixed(1)} s${r.behindMs !== undefined ? `; sends behind schedule ${ms(r.behindMs)} on average, ${ms(r.behindMaxMs ?? NaN)} at most` : ''}${r.slow ? `; ${r.slow.over} requests over ${TARGET.ingestP99Ms} ms, ${r.slow.duringSeal} of them overlapping one of the ${r.slow.seals} seals (${ms(r.slow.sealMs)} of sealing in all: reading the segment ${ms(r.slow.sealReadMs)}, writing Parquet ${ms(r.slow.sealWriteMs)}; the cloud logged at info for this run)` : ''}${r.loop ? `; event-loop delay p99 ${ms(r.loop.p99)}, max ${ms(r.loop.max)}` : ''}`);
+      L.push(`- ingest ${who}: ${int(r.readings)} readings in ${ms(r.ms)} = ${int(r.perSec)}/s, ${int(r.requests)} requests, ${r.errors} non-2xx${r.errors ? ` ${JSON.stringify(r.errorCodes)}` : ''}; latency ${latText(r)}; CPU: server ${r.serverCpuSec.toFixed(1)} s (${((r.serverCpuSec * 1e6) / Math.max(1, r.readings)).toFixed(2)} us/reading), the ${CLIENTS} client processes ${r.clientCpuSec.toFixed(1)} s${r.behindMs !== undefined ? `; sends behind schedule ${ms(r.behindMs)} on average, ${ms(r.behindMaxMs ?? NaN)} at most` : ''}${r.slow ? `; ${r.slow.over} requests over ${TARGET.ingestP99Ms} ms, ${r.slow.duringSeal} of them overlapping one of the ${r.slow.seals} seals (${ms(r.slow.sealMs)} of sealing in all: reading the segment ${ms(r.slow.sealReadMs)}, writing Parquet ${ms(r.slow.sealWriteMs)}; the cloud logged at info for this run; event-loop delay at most during each seal: ${(r.slow.sealLoopMaxMs ?? []).map((x, i) => `${ms(x)} (${r.slow?.sealFrom?.[i] ?? '?'})`).join(', ')})` : ''}${r.loop ? `; event-loop delay p99 ${ms(r.loop.p99)}, max ${ms(r.loop.max)}` : ''}`);
     }
     const k = ing.counters;
     L.push(`- braid cloud during the load: ${int(k.groupCommits)} group commits (${(k.requests / Math.max(1, k.groupCommits)).toFixed(1)} requests each), server-side request time ${ms((1000 * k.requestSecondsSum) / Math.max(1, k.requests))} on average; ${int(k.sealCount)} segments sealed (${ms((1000 * k.sealSecondsSum) / Math.max(1, k.sealCount))} each, ${int(k.sealedReadings)} readings), ${int(k.staging)} readings still in staging at the end; event-loop delay p99 ${ms(k.loopLagP99 * 1000)}, max ${ms(k.loopLagMax * 1000)}; V8 heap ${mb(k.heapTotal)} (used ${mb(k.heapUsed)}), external ${mb(k.external)}`);

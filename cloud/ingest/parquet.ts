@@ -193,9 +193,19 @@ export interface ColumnsMessage {
 /** Per gateway bounds of one file's rows (the catalog's file_gateways). */
 export type GatewayStats = ReturnType<DayColumns['gatewayStats']>;
 
+/**
+ * Whole doubles (|x| < 2^53) as INT64, written as two 32-bit halves (two's complement, little
+ * endian as Arrow's buffers are): no BigInt allocated per value. The worker has a copy of this.
+ */
 function toBigInt64(a: Float64Array, n: number): BigInt64Array {
   const b = new BigInt64Array(n);
-  for (let i = 0; i < n; i++) b[i] = BigInt(a[i]);
+  const h = new Int32Array(b.buffer);
+  for (let i = 0; i < n; i++) {
+    const x = a[i];
+    const hi = Math.floor(x / 4294967296);
+    h[2 * i] = (x - hi * 4294967296) | 0;
+    h[2 * i + 1] = hi;
+  }
   return b;
 }
 
@@ -241,7 +251,13 @@ function dict(col, n) {
 }
 function int64(f, n, type) {
   const b = new BigInt64Array(n);
-  for (let i = 0; i < n; i++) b[i] = BigInt(f[i]);
+  const h = new Int32Array(b.buffer);
+  for (let i = 0; i < n; i++) {
+    const x = f[i];
+    const hi = Math.floor(x / 4294967296);
+    h[2 * i] = (x - hi * 4294967296) | 0;
+    h[2 * i + 1] = hi;
+  }
   return A.makeVector(A.makeData({ type: type || new A.Int64(), length: n, nullCount: 0, data: b }));
 }
 function stats(c) {

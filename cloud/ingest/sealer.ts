@@ -20,7 +20,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { Logger } from '../../shared/logger.js';
 import type { IngestStore } from '../store/ingest.js';
 import type { CatalogEntry } from '../store/ingest-state.js';
@@ -69,6 +69,9 @@ export interface SealReport {
   readMs: number;
   writeMs: number;
   ms: number;
+  /** The event loop's delay while this seal ran (what requests waited for a turn meanwhile), p99 and max, in ms. */
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
 }
 
 export class Sealer {
@@ -122,6 +125,16 @@ export class Sealer {
 
   /** Seal one segment (steps 1-5 above). */
   async seal(seg: SegmentRef): Promise<SealReport> {
+    const loop = monitorEventLoopDelay({ resolution: 5 });
+    loop.enable();
+    try {
+      return await this.sealSegment(seg, loop);
+    } finally {
+      loop.disable();
+    }
+  }
+
+  private async sealSegment(seg: SegmentRef, loop: ReturnType<typeof monitorEventLoopDelay>): Promise<SealReport> {
     const t0 = performance.now();
     let image = seg.image ?? null;
     // Used once: if this seal fails, the retry reads the file (the durable record).
@@ -172,7 +185,9 @@ export class Sealer {
     this.d.metrics.sealedReadings.inc(kept);
     this.d.metrics.sealSeconds.observe(ms / 1000);
     return { segment: seg.id, rows: kept, files: files.map((f) => f.path), adopted, dropped: total - kept, from,
-      readMs: Math.round(t1 - t0), writeMs: Math.round(t3 - t2), ms: Math.round(ms) };
+      readMs: Math.round(t1 - t0), writeMs: Math.round(t3 - t2), ms: Math.round(ms),
+      // The histogram counts in ns; a loop turn no longer than the resolution is about 5 ms here.
+      loopDelayP99Ms: Math.round(loop.percentile(99) / 1e6), loopDelayMaxMs: Math.round(loop.max / 1e6) };
   }
 
   /** Drop rows that do not count: seqs outside `valid`, and a second copy of a seq. Returns rows kept. */

@@ -179,7 +179,7 @@ test("the Parquet worker builds the same file and per-gateway bounds as this thr
   const fill = (c: DayColumns) => {
     for (let i = 0; i < 3000; i++) {
       const g = i % 3 === 0 ? 'gw-ä' : 'gw-2';
-      c.append(g, 2 ** 45 + i, 7 + (i >> 10), `dev-${i % 17}`, i % 2 ? 'temp' : 'hum', 1732406400000 + i * 7, i % 5 ? i / 3 : -1e-300);
+      c.append(g, 2 ** 45 + i, 7 + (i >> 10), `dev-${i % 17}`, i % 2 ? 'temp' : 'hum', i === 1 ? -1234567 : 1732406400000 + i * 7, i % 5 ? i / 3 : -1e-300);
     }
   };
   const mine = new DayColumns(20051, 64);
@@ -199,7 +199,8 @@ test("the Parquet worker builds the same file and per-gateway bounds as this thr
     const a = rows(there.bytes);
     expect(a).toEqual(rows(here.bytes));
     expect(a.length).toBe(3000);
-    expect(a[2999]).toMatchObject({ gateway: 'gw-2', seq: BigInt(2 ** 45 + 2999), ts: 1732406400000 + 2999 * 7, value: 2999 / 3 });
+    expect(a[2999]).toMatchObject({ gateway: 'gw-2', seq: BigInt(2 ** 45 + 2999), epoch: 9n, ts: 1732406400000 + 2999 * 7, value: 2999 / 3 });
+    expect(a[1]).toMatchObject({ gateway: 'gw-2', seq: BigInt(2 ** 45 + 1), ts: -1234567 });
   } finally {
     await encoder.close();
   }
