@@ -51,6 +51,7 @@ Environment:
   BENCH_INGEST_PACED_RATE=200000  readings/s offered in the paced runs (the target's rate)
   BENCH_INGEST_PACED_REPEAT=1   paced runs of each variant (interleaved, the median p99 reported)
   BENCH_INGEST_PACED_PEER=1     0: no paced run with ingest.sealFromMemory false beside the default one
+  BENCH_INGEST_PACED_NICE=N     also paced runs with ingest.sealWorkerNice N
   BENCH_INGEST_GATEWAYS=50      simulated gateways (each its own token), BENCH_INGEST_CLIENTS=2 processes
   BENCH_BATCH_DEVICES=40 BENCH_BATCH_METRICS=5 BENCH_BATCH_INTERVAL_S=10 BENCH_BATCH_DAYS=7
   BENCH_BATCH_GATEWAYS=10 BENCH_BATCH_DUP=0.03 BENCH_BATCH_SEGMENT_MIN=60   the generated master dataset (devices x scale)
@@ -95,7 +96,8 @@ const PACED_VARIANTS: PacedVariant[] = [
   { label: 'default config', tag: 'default', config: {} },
   // The peer: every seal reads its staging file back and parses it on the main thread (as after a crash).
   { label: 'ingest.sealFromMemory false', tag: 'file', config: { ingest: { sealFromMemory: false } } },
-].filter((v, i) => i === 0 || env.BENCH_INGEST_PACED_PEER !== '0');
+  ...(env.BENCH_INGEST_PACED_NICE ? [{ label: `ingest.sealWorkerNice ${Number(env.BENCH_INGEST_PACED_NICE)}`, tag: 'nice', config: { ingest: { sealWorkerNice: Number(env.BENCH_INGEST_PACED_NICE) } } }] : []),
+].filter((v, i) => i === 0 || v.tag === 'nice' || env.BENCH_INGEST_PACED_PEER !== '0');
 /** ... and its profiled twin this long (two seals of the default 1M-reading segments). */
 const PACED_PROFILE_SECONDS = 10;
 const EPOCH_READINGS = 5 * BATCH_READINGS;

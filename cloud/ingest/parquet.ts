@@ -236,6 +236,13 @@ export function encodeParquet(table: arrow.Table): Uint8Array {
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
+if (workerData.nice) {
+  try {
+    // Linux: this thread's own id, whose nice value setpriority changes alone.
+    const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+    if (tid > 0) require('node:os').setPriority(tid, workerData.nice);
+  } catch { /* elsewhere, or not allowed: the default priority */ }
+}
 const pq = import(workerData.parquetWasm);
 let A = null;
 const utf8 = new TextEncoder();
@@ -318,9 +325,12 @@ export class ParquetEncoder {
   private inline = false;
   private closed = false;
   private readonly onFallback: (err: unknown) => void;
+  private readonly nice: number;
 
-  constructor(onFallback: (err: unknown) => void = () => undefined) {
+  /** `nice`: the worker thread's nice value (Linux; 0 leaves it as the process's). */
+  constructor(onFallback: (err: unknown) => void = () => undefined, nice = 0) {
     this.onFallback = onFallback;
+    this.nice = nice;
   }
 
   async encode(table: arrow.Table): Promise<Uint8Array> {
@@ -356,7 +366,7 @@ export class ParquetEncoder {
     try {
       const req = createRequire(import.meta.url);
       const parquetWasm = pathToFileURL(req.resolve('parquet-wasm')).href;
-      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { parquetWasm, arrow: req.resolve('apache-arrow'), rowGroupRows: ROW_GROUP_ROWS } });
+      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { parquetWasm, arrow: req.resolve('apache-arrow'), rowGroupRows: ROW_GROUP_ROWS, nice: this.nice } });
       w.unref();
       w.on('message', (m: Reply) => {
         const p = this.pending.get(m.id);

@@ -51,6 +51,8 @@ export interface IngestOptions {
    * after a crash or claimed from another node is always read from its file.
    */
   sealFromMemory: boolean;
+  /** The Parquet worker thread's nice value (Linux): above 0, ingest requests win a contended core over a seal's encoding. */
+  sealWorkerNice: number;
 }
 
 export const DEFAULT_INGEST_OPTIONS: IngestOptions = {
@@ -64,6 +66,7 @@ export const DEFAULT_INGEST_OPTIONS: IngestOptions = {
   orphanScanMs: 60_000, // 1 minute
   maxFutureMs: 300_000, // 5 minutes
   sealFromMemory: true,
+  sealWorkerNice: 0,
 };
 
 export interface IngestDeps {
@@ -114,7 +117,7 @@ export class IngestService {
     this.metrics = createIngestMetrics(deps.registry, this.clocks);
     this.lease = deps.nodes ? { registry: deps.nodes, leaseMs: deps.leaseMs ?? DEFAULT_LEASE_MS, servedVersion: deps.servedVersion } : null;
     this.current = this.newStaging();
-    this.encoder = new ParquetEncoder((err) => this.log.warn({ err }, 'no Parquet worker thread; encoding on the main thread'));
+    this.encoder = new ParquetEncoder((err) => this.log.warn({ err }, 'no Parquet worker thread; encoding on the main thread'), this.options.sealWorkerNice);
     this.sealer = new Sealer({
       dataDir: deps.dataDir, store: deps.store, log: this.log, metrics: this.metrics, now: deps.now, encoder: this.encoder,
       removeSegment: async (path) => {

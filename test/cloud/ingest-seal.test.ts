@@ -175,7 +175,7 @@ test('[INV-1] a segment file that lacks staged seqs (still being written, or dam
   expectMaster(rows, 'gw-1', [...first, ...second]);
 });
 
-test("the Parquet worker builds the same file and per-gateway bounds as this thread, and takes the columns' buffers without a copy", async () => {
+test("the Parquet worker builds the same file and per-gateway bounds as this thread, takes the columns' buffers without a copy, and runs at its nice value", async () => {
   const fill = (c: DayColumns) => {
     for (let i = 0; i < 3000; i++) {
       const g = i % 3 === 0 ? 'gw-ä' : 'gw-2';
@@ -186,7 +186,7 @@ test("the Parquet worker builds the same file and per-gateway bounds as this thr
   const theirs = new DayColumns(20051, 64);
   fill(mine);
   fill(theirs);
-  const encoder = new ParquetEncoder(() => { throw new Error('no worker'); });
+  const encoder = new ParquetEncoder(() => { throw new Error('no worker'); }, 5);
   try {
     const here = { bytes: encodeParquet(mine.table()), gateways: mine.gatewayStats() };
     const ts = theirs.ts;
@@ -201,6 +201,9 @@ test("the Parquet worker builds the same file and per-gateway bounds as this thr
     expect(a.length).toBe(3000);
     expect(a[2999]).toMatchObject({ gateway: 'gw-2', seq: BigInt(2 ** 45 + 2999), epoch: 9n, ts: 1732406400000 + 2999 * 7, value: 2999 / 3 });
     expect(a[1]).toMatchObject({ gateway: 'gw-2', seq: BigInt(2 ** 45 + 1), ts: -1234567 });
+    // ingest.sealWorkerNice: the worker thread alone runs at nice 5 (field 19 of /proc/<pid>/task/<tid>/stat).
+    const nices = readdirSync('/proc/self/task').map((t) => Number(readFileSync(`/proc/self/task/${t}/stat`, 'utf8').split(') ')[1].split(' ')[16]));
+    expect(nices.filter((n) => n === 5)).toHaveLength(1);
   } finally {
     await encoder.close();
   }
