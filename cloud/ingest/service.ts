@@ -66,7 +66,7 @@ export const DEFAULT_INGEST_OPTIONS: IngestOptions = {
   orphanScanMs: 60_000, // 1 minute
   maxFutureMs: 300_000, // 5 minutes
   sealFromMemory: true,
-  sealWorkerNice: 0,
+  sealWorkerNice: 10,
 };
 
 export interface IngestDeps {
