@@ -43,6 +43,10 @@ export const cloudConfigSchema = z.object({
     groupCommitMs: z.number().int().min(0).default(2).describe('Requests arriving within this many ms share one fsync of the staging segment (group commit).'),
     sealMaxReadings: positive.default(1_000_000).describe('A staging segment is sealed into master Parquet once it holds this many readings, or is ingest.sealMaxAgeMs old.'),
     sealMaxAgeMs: positive.default(60_000).describe('A staging segment is sealed into master Parquet once it is this old, in ms.'),
+    sealFromMemory: z.boolean().default(true)
+      .describe('Keep the open staging segment\'s readings in memory as columns (about 45 bytes a reading, so up to ~45 MB at ingest.sealMaxReadings 1,000,000) and seal it from them, encoding in a worker thread, instead of reading the segment file back on the main thread. false: every seal reads its file. A segment left by a crash or claimed from another node is always read from its file.'),
+    sealWorkerNice: z.number().int().min(0).max(19).default(10)
+      .describe('Nice value of the worker thread that encodes sealed segments as Parquet (Linux; setpriority on that thread alone). Above 0, ingest requests on the main thread win a contended CPU core over a seal\'s encoding, which then takes longer (at 200,000 readings/s on 2 cores, 10 took the ingest p99 from 1.3 s to 0.5 s: docs/benchmarks.md); 0 leaves it at the process\'s priority.'),
     maxFutureMs: positive.default(300_000)
       .describe('Readings stamped more than this many ms after the cloud\'s clock are flagged: stored all the same, counted per gateway (braid_readings_future_total, GET /api/v1/gateways, the console) and warned about in the ingest answer.'),
   }).strict().prefault({}).describe('Ingest of gateway batches into the master dataset.'),

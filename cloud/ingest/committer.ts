@@ -22,6 +22,7 @@ import { IngestSeqSkipError, IngestUnavailableError } from './errors.js';
 import type { IngestMetrics } from './metrics.js';
 import { type IngestAck, type StagingLine, seqRanges } from './plan.js';
 import { type Range, normalize } from './ranges.js';
+import { SegmentImage } from './segment-image.js';
 import { OpenSegment, newSegmentId, segmentLine } from './staging.js';
 import type { IngestBatch } from './validate.js';
 
@@ -36,6 +37,8 @@ export interface CommitterOptions {
   maxQueuedReadings: number;
   /** New readings stamped later than the cloud's now plus this, in ms, are counted and warned about. */
   maxFutureMs: number;
+  /** Keep the open segment's readings as columns while appending, so its seal need not read the file back. */
+  sealFromMemory: boolean;
 }
 
 export interface CommitterDeps {
@@ -54,8 +57,11 @@ export interface CommitterDeps {
   metrics: IngestMetrics;
   /** The gateways' clock estimates: written to gateway_clock with each commit. */
   clocks: GatewayClocks;
-  /** A rotated segment, every line of it committed or abandoned: seal it. */
-  onRotated: (segment: { id: string; path: string; readings: number }) => void;
+  /**
+   * A rotated segment, every line of it committed or abandoned: seal it. `image`: its lines as
+   * appended, parsed (null: read the file).
+   */
+  onRotated: (segment: { id: string; path: string; readings: number; image: SegmentImage | null }) => void;
   now?: () => number;
 }
 
@@ -189,6 +195,9 @@ export class GroupCommitter {
         return;
       }
       this.d.log.error({ err, requests: group.length }, 'group commit failed; nothing acknowledged');
+      // Whatever the failure left in the file (a half line, a write the disk may not hold), the seal
+      // judges the file itself, as it would after a crash.
+      if (this.segment) this.segment.image = null;
       // The open segment may hold lines of the failed transaction, or a half write: start a new one.
       await this.rotate().catch((e) => this.d.log.error({ err: e }, 'rotating after a failed commit failed'));
       const e = new IngestUnavailableError('could not store the batch durably; retry', { cause: err });
@@ -217,7 +226,10 @@ export class GroupCommitter {
         }
         if (!seg) seg = await this.openSegment();
         const take = rows.length <= this.o.sealMaxReadings - seg.readings ? rows : rows.slice(0, this.o.sealMaxReadings - seg.readings);
-        await seg.append(segmentLine(line.gateway, take));
+        const bytes = segmentLine(line.gateway, take);
+        await seg.append(bytes);
+        // Only what the file holds: added once the append is done (a failed one drops the image).
+        seg.image?.add(line.gateway, take, bytes.length);
         seg.readings += take.length;
         touched.add(seg);
         const byGateway = placed.get(seg.id) ?? new Map<string, Range[]>();
@@ -244,6 +256,7 @@ export class GroupCommitter {
       this.live.delete(id);
       throw err;
     }
+    if (this.o.sealFromMemory) seg.image = new SegmentImage();
     this.segment = seg;
     if (this.ageTimer) clearTimeout(this.ageTimer);
     this.ageTimer = setTimeout(() => {
@@ -268,7 +281,9 @@ export class GroupCommitter {
 
   private handOver(seg: OpenSegment): void {
     this.live.delete(seg.id);
-    this.d.onRotated({ id: seg.id, path: seg.path, readings: seg.readings });
+    const image = seg.image;
+    seg.image = null;
+    this.d.onRotated({ id: seg.id, path: seg.path, readings: seg.readings, image });
   }
 
   /**

@@ -1,7 +1,9 @@
 /**
  * Master dataset files: the readings of one UTC day of one segment as an Arrow table, written as
  * zstd Parquet. Columns are built from typed arrays (strings as dictionaries), not
- * vectorFromArray over JS arrays: a million rows build in tens of ms instead of seconds.
+ * vectorFromArray over JS arrays: a million rows build in tens of ms instead of seconds. `ts`, `seq`
+ * and `epoch` are held as doubles while appending (exact below 2^53, no BigInt per value on the
+ * thread that appends) and become INT64 where the table is built: in the worker, for a seal.
  *
  * Parquet types (docs/cloud-storage.md): device, metric, gateway: BYTE_ARRAY UTF8 (dictionary
  * encoded; the embedded Arrow schema says dictionary<int32, utf8>); ts: INT64
@@ -61,10 +63,10 @@ export class DayColumns {
   device: DictColumn;
   metric: DictColumn;
   gateway: DictColumn;
-  ts: BigInt64Array;
+  ts: Float64Array;
   value: Float64Array;
-  seq: BigInt64Array;
-  epoch: BigInt64Array;
+  seq: Float64Array;
+  epoch: Float64Array;
 
   constructor(day: number, capacity = 1024) {
     this.day = day;
@@ -72,15 +74,15 @@ export class DayColumns {
     this.device = new DictColumn(capacity);
     this.metric = new DictColumn(capacity);
     this.gateway = new DictColumn(capacity);
-    this.ts = new BigInt64Array(capacity);
+    this.ts = new Float64Array(capacity);
     this.value = new Float64Array(capacity);
-    this.seq = new BigInt64Array(capacity);
-    this.epoch = new BigInt64Array(capacity);
+    this.seq = new Float64Array(capacity);
+    this.epoch = new Float64Array(capacity);
   }
 
   private grow(): void {
     const cap = this.capacity * 2;
-    const g = <T extends Int32Array | BigInt64Array | Float64Array>(a: T, make: (n: number) => T): T => {
+    const g = <T extends Int32Array | Float64Array>(a: T, make: (n: number) => T): T => {
       const b = make(cap);
       b.set(a as never);
       return b;
@@ -88,10 +90,10 @@ export class DayColumns {
     this.device.idx = g(this.device.idx, (n) => new Int32Array(n));
     this.metric.idx = g(this.metric.idx, (n) => new Int32Array(n));
     this.gateway.idx = g(this.gateway.idx, (n) => new Int32Array(n));
-    this.ts = g(this.ts, (n) => new BigInt64Array(n));
+    this.ts = g(this.ts, (n) => new Float64Array(n));
     this.value = g(this.value, (n) => new Float64Array(n));
-    this.seq = g(this.seq, (n) => new BigInt64Array(n));
-    this.epoch = g(this.epoch, (n) => new BigInt64Array(n));
+    this.seq = g(this.seq, (n) => new Float64Array(n));
+    this.epoch = g(this.epoch, (n) => new Float64Array(n));
     this.capacity = cap;
   }
 
@@ -101,10 +103,10 @@ export class DayColumns {
     this.device.set(i, device);
     this.metric.set(i, metric);
     this.gateway.set(i, gateway);
-    this.ts[i] = BigInt(ts);
+    this.ts[i] = ts;
     this.value[i] = value;
-    this.seq[i] = BigInt(seq);
-    this.epoch[i] = BigInt(epoch);
+    this.seq[i] = seq;
+    this.epoch[i] = epoch;
   }
 
   /** Keep only the rows whose `keep` flag is set (rare: lines of a failed commit, repeats). */
@@ -132,8 +134,8 @@ export class DayColumns {
     const s = Array.from({ length: n }, () => ({ minSeq: Infinity, maxSeq: -Infinity, minEpoch: Infinity, maxEpoch: -Infinity, rows: 0 }));
     for (let i = 0; i < this.length; i++) {
       const x = s[this.gateway.idx[i]];
-      const seq = Number(this.seq[i]);
-      const epoch = Number(this.epoch[i]);
+      const seq = this.seq[i];
+      const epoch = this.epoch[i];
       if (seq < x.minSeq) x.minSeq = seq;
       if (seq > x.maxSeq) x.maxSeq = seq;
       if (epoch < x.minEpoch) x.minEpoch = epoch;
@@ -145,8 +147,8 @@ export class DayColumns {
 
   table(): arrow.Table {
     const n = this.length;
-    const int64 = (a: BigInt64Array, type: arrow.DataType = new arrow.Int64()) =>
-      arrow.makeVector(arrow.makeData({ type, length: n, nullCount: 0, data: a.subarray(0, n) } as never));
+    const int64 = (a: Float64Array, type: arrow.DataType = new arrow.Int64()) =>
+      arrow.makeVector(arrow.makeData({ type, length: n, nullCount: 0, data: toBigInt64(a, n) } as never));
     return new arrow.Table({
       device: this.device.vector(n),
       metric: this.metric.vector(n),
@@ -157,6 +159,54 @@ export class DayColumns {
       epoch: int64(this.epoch),
     });
   }
+
+  /**
+   * The columns as a message for the Parquet worker, and the buffers to transfer with it (moved, not
+   * copied: this object is empty afterwards and must not be used again).
+   */
+  detach(): { message: ColumnsMessage; transfer: ArrayBuffer[] } {
+    const n = this.length;
+    const dict = (d: DictColumn) => ({ values: d.values, idx: d.idx });
+    const message: ColumnsMessage = {
+      n, device: dict(this.device), metric: dict(this.metric), gateway: dict(this.gateway),
+      ts: this.ts, value: this.value, seq: this.seq, epoch: this.epoch,
+    };
+    const transfer = [this.device.idx, this.metric.idx, this.gateway.idx, this.ts, this.value, this.seq, this.epoch].map((a) => a.buffer as ArrayBuffer);
+    this.length = 0;
+    this.capacity = 0;
+    return { message, transfer };
+  }
+}
+
+/** A day's columns as posted to the Parquet worker (typed arrays whose first `n` entries count). */
+export interface ColumnsMessage {
+  n: number;
+  device: { values: string[]; idx: Int32Array };
+  metric: { values: string[]; idx: Int32Array };
+  gateway: { values: string[]; idx: Int32Array };
+  ts: Float64Array;
+  value: Float64Array;
+  seq: Float64Array;
+  epoch: Float64Array;
+}
+
+/** Per gateway bounds of one file's rows (the catalog's file_gateways). */
+export type GatewayStats = ReturnType<DayColumns['gatewayStats']>;
+
+/**
+ * Whole doubles (|x| < 2^53) as INT64, written as two 32-bit halves (two's complement, little
+ * endian as Arrow's buffers are): no BigInt allocated per value. The worker has a copy of this.
+ */
+function toBigInt64(a: Float64Array, n: number): BigInt64Array {
+  const b = new BigInt64Array(n);
+  const h = new Int32Array(b.buffer);
+  for (let i = 0; i < n; i++) {
+    const x = a[i];
+    const hi = Math.floor(x / 4294967296);
+    h[2 * i] = (x - hi * 4294967296) | 0;
+    h[2 * i + 1] = hi;
+  }
+  return b;
 }
 
 /**
@@ -177,23 +227,91 @@ export function encodeParquet(table: arrow.Table): Uint8Array {
 }
 
 /**
- * The worker's whole program: IPC stream in, Parquet out. Plain JS evaluated as a worker (no
- * TypeScript loader needed there, under tsx or jest alike); parquet-wasm's path comes in workerData.
+ * The worker's whole program: an IPC stream in (encode), or a day's columns in (encodeColumns: the
+ * Arrow table and the per-gateway bounds are built here too, so a seal costs the main thread
+ * nothing but the postMessage), Parquet out. Plain JS evaluated as a worker (no TypeScript loader
+ * needed there, under tsx or jest alike); parquet-wasm's and apache-arrow's paths come in
+ * workerData. It builds the same table as DayColumns.table() and the same bounds as
+ * DayColumns.gatewayStats() (test/cloud/ingest-seal.test.ts holds them equal).
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
+if (workerData.nice) {
+  try {
+    // Linux: this thread's own id, whose nice value setpriority changes alone.
+    const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+    if (tid > 0) require('node:os').setPriority(tid, workerData.nice);
+  } catch { /* elsewhere, or not allowed: the default priority */ }
+}
 const pq = import(workerData.parquetWasm);
-parentPort.on('message', async ({ id, ipc }) => {
+let A = null;
+const utf8 = new TextEncoder();
+function dict(col, n) {
+  const enc = col.values.map((v) => utf8.encode(v));
+  const offsets = new Int32Array(enc.length + 1);
+  for (let i = 0; i < enc.length; i++) offsets[i + 1] = offsets[i] + enc[i].length;
+  const data = new Uint8Array(offsets[enc.length]);
+  for (let i = 0; i < enc.length; i++) data.set(enc[i], offsets[i]);
+  const dictionary = A.makeVector(A.makeData({ type: new A.Utf8(), length: enc.length, nullCount: 0, valueOffsets: offsets, data }));
+  const type = new A.Dictionary(new A.Utf8(), new A.Int32());
+  return A.makeVector(A.makeData({ type, length: n, nullCount: 0, data: col.idx.subarray(0, n), dictionary }));
+}
+function int64(f, n, type) {
+  const b = new BigInt64Array(n);
+  const h = new Int32Array(b.buffer);
+  for (let i = 0; i < n; i++) {
+    const x = f[i];
+    const hi = Math.floor(x / 4294967296);
+    h[2 * i] = (x - hi * 4294967296) | 0;
+    h[2 * i + 1] = hi;
+  }
+  return A.makeVector(A.makeData({ type: type || new A.Int64(), length: n, nullCount: 0, data: b }));
+}
+function stats(c) {
+  const s = c.gateway.values.map(() => ({ minSeq: Infinity, maxSeq: -Infinity, minEpoch: Infinity, maxEpoch: -Infinity, rows: 0 }));
+  for (let i = 0; i < c.n; i++) {
+    const x = s[c.gateway.idx[i]];
+    const seq = c.seq[i];
+    const epoch = c.epoch[i];
+    if (seq < x.minSeq) x.minSeq = seq;
+    if (seq > x.maxSeq) x.maxSeq = seq;
+    if (epoch < x.minEpoch) x.minEpoch = epoch;
+    if (epoch > x.maxEpoch) x.maxEpoch = epoch;
+    x.rows++;
+  }
+  return s.map((x, i) => Object.assign({ gateway: c.gateway.values[i] }, x)).filter((x) => x.rows > 0);
+}
+function ipcOf(c) {
+  A = A || require(workerData.arrow);
+  const n = c.n;
+  const table = new A.Table({
+    device: dict(c.device, n),
+    metric: dict(c.metric, n),
+    ts: int64(c.ts, n, new A.TimestampMillisecond('UTC')),
+    value: A.makeVector(c.value.subarray(0, n)),
+    gateway: dict(c.gateway, n),
+    seq: int64(c.seq, n),
+    epoch: int64(c.epoch, n),
+  });
+  return A.tableToIPC(table, 'stream');
+}
+parentPort.on('message', async ({ id, ipc, columns }) => {
   try {
     const m = await pq;
+    const gateways = columns ? stats(columns) : undefined;
     const props = new m.WriterPropertiesBuilder().setCompression(m.Compression.ZSTD).setMaxRowGroupSize(workerData.rowGroupRows).build();
-    const out = m.writeParquet(m.Table.fromIPCStream(ipc), props);
-    parentPort.postMessage({ id, out }, [out.buffer]);
+    const out = m.writeParquet(m.Table.fromIPCStream(columns ? ipcOf(columns) : ipc), props);
+    parentPort.postMessage({ id, out, gateways }, [out.buffer]);
   } catch (err) {
     parentPort.postMessage({ id, error: String(err && err.stack || err) });
   }
 });
 `;
+
+/** A day's Parquet file and the per-gateway bounds of its rows. */
+export interface EncodedDay { bytes: Uint8Array; gateways: GatewayStats }
+
+type Reply = { id: number; out?: Uint8Array; gateways?: GatewayStats; error?: string };
 
 /**
  * Parquet encoding off the event loop: a million rows take about half a second of synchronous
@@ -202,38 +320,59 @@ parentPort.on('message', async ({ id, ipc }) => {
  */
 export class ParquetEncoder {
   private worker: Worker | null = null;
-  private readonly pending = new Map<number, { resolve: (b: Uint8Array) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private inline = false;
   private closed = false;
   private readonly onFallback: (err: unknown) => void;
+  private readonly nice: number;
 
-  constructor(onFallback: (err: unknown) => void = () => undefined) {
+  /** `nice`: the worker thread's nice value (Linux; 0 leaves it as the process's). */
+  constructor(onFallback: (err: unknown) => void = () => undefined, nice = 0) {
     this.onFallback = onFallback;
+    this.nice = nice;
   }
 
   async encode(table: arrow.Table): Promise<Uint8Array> {
     const ipc = arrow.tableToIPC(table, 'stream');
     const w = this.inline || this.closed ? null : this.start();
     if (!w) return encodeParquetIpc(ipc);
-    return new Promise<Uint8Array>((resolve, reject) => {
+    const r = await this.post(w, { ipc }, [ipc.buffer as ArrayBuffer]);
+    return r.out!;
+  }
+
+  /**
+   * Encode a day's columns, table building and bounds included, in the worker: the columns' buffers
+   * are transferred, not copied, so `c` is empty afterwards. On this thread if there is no worker.
+   */
+  async encodeColumns(c: DayColumns): Promise<EncodedDay> {
+    const w = this.inline || this.closed ? null : this.start();
+    if (!w) return { gateways: c.gatewayStats(), bytes: encodeParquet(c.table()) };
+    const { message, transfer } = c.detach();
+    const r = await this.post(w, { columns: message }, transfer);
+    return { bytes: r.out!, gateways: r.gateways! };
+  }
+
+  private post(w: Worker, body: object, transfer: ArrayBuffer[]): Promise<Reply> {
+    return new Promise<Reply>((resolve, reject) => {
       const id = this.nextId++;
       this.pending.set(id, { resolve, reject });
-      w.postMessage({ id, ipc }, [ipc.buffer as ArrayBuffer]);
+      w.postMessage({ id, ...body }, transfer);
     });
   }
 
   private start(): Worker | null {
     if (this.worker) return this.worker;
     try {
-      const parquetWasm = pathToFileURL(createRequire(import.meta.url).resolve('parquet-wasm')).href;
-      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { parquetWasm, rowGroupRows: ROW_GROUP_ROWS } });
+      const req = createRequire(import.meta.url);
+      const parquetWasm = pathToFileURL(req.resolve('parquet-wasm')).href;
+      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { parquetWasm, arrow: req.resolve('apache-arrow'), rowGroupRows: ROW_GROUP_ROWS, nice: this.nice } });
       w.unref();
-      w.on('message', (m: { id: number; out?: Uint8Array; error?: string }) => {
+      w.on('message', (m: Reply) => {
         const p = this.pending.get(m.id);
         if (!p) return;
         this.pending.delete(m.id);
-        if (m.out) p.resolve(new Uint8Array(m.out.buffer, m.out.byteOffset, m.out.byteLength));
+        if (m.out) p.resolve({ ...m, out: new Uint8Array(m.out.buffer, m.out.byteOffset, m.out.byteLength) });
         else p.reject(new Error(`parquet worker: ${m.error}`));
       });
       const fail = (err: Error) => {

@@ -3,7 +3,11 @@
  * of `ts`, then the catalog and `sealed` learn of it, then the staging file goes. Each step can be
  * redone after a crash without a double count:
  *
- * 1. Read the segment (a torn last line is cut: it was never acknowledged).
+ * 1. Read the segment (a torn last line is cut: it was never acknowledged); or, for a segment this
+ *    process wrote and rotated, take the image the committer built while appending it
+ *    (segment-image.ts): the same lines, already parsed, so nothing is read back.
+ *    The columns are encoded in the Parquet worker (parquet.ts), so a seal from an image costs the
+ *    main thread no more than its transactions and file steps.
  * 2. Transaction: the lines that count are those `staged` names for this segment; a line it does
  *    not name (written by a group commit whose transaction then failed) is adopted into
  *    `received` and `staged` only if no one holds its (gateway, seq) yet [INV-2].
@@ -16,15 +20,14 @@
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { Logger } from '../../shared/logger.js';
-import { DAY_MS } from '../../shared/time.js';
 import type { IngestStore } from '../store/ingest.js';
 import type { CatalogEntry } from '../store/ingest-state.js';
 import type { IngestMetrics } from './metrics.js';
-import { DayColumns, type ParquetEncoder, dayString } from './parquet.js';
-import { seqRanges } from './plan.js';
+import { type DayColumns, type ParquetEncoder, dayString } from './parquet.js';
 import { type Range, covers, normalize } from './ranges.js';
+import { type GatewayRuns, SegmentImage } from './segment-image.js';
 import { fsyncDir, readSegment } from './staging.js';
 
 export interface SealerDeps {
@@ -39,7 +42,18 @@ export interface SealerDeps {
   now?: () => number;
 }
 
-export interface SegmentRef { id: string; path: string }
+/**
+ * A segment to seal. `image`: its lines as the committer appended them (this process's own rotated
+ * segment); absent, the file is read. An image is used once: a failed seal retries from the file.
+ */
+export interface SegmentRef { id: string; path: string; image?: SegmentImage | null }
+
+/**
+ * Rotated segments whose images wait in memory for their seal (besides the one being sealed), at
+ * most; later ones seal from their files. With the open segment's image, memory holds at most four
+ * segments' columns (ingest.sealMaxReadings each, ~45 bytes a reading).
+ */
+export const MAX_QUEUED_IMAGES = 2;
 
 export interface SealReport {
   segment: string;
@@ -49,13 +63,16 @@ export interface SealReport {
   adopted: number;
   /** Lines left out: repeats, or seqs someone else holds. */
   dropped: number;
-  /** Time spent reading the segment, writing Parquet, and in all, in ms. */
+  /** Where the rows came from: the committer's image of the segment, or its file. */
+  from: 'memory' | 'file';
+  /** Time spent reading the segment (0 from memory), writing Parquet, and in all, in ms. */
   readMs: number;
   writeMs: number;
   ms: number;
+  /** The event loop's delay while this seal ran (what requests waited for a turn meanwhile), p99 and max, in ms. */
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
 }
-
-interface GatewayRuns { runs: Range[]; rows: number }
 
 export class Sealer {
   private readonly d: SealerDeps;
@@ -77,6 +94,8 @@ export class Sealer {
   enqueue(seg: SegmentRef): void {
     if (this.queued.has(seg.id)) return;
     this.queued.add(seg.id);
+    // Bounded memory: past MAX_QUEUED_IMAGES (seals falling behind) the image goes and the file is read.
+    if (seg.image && this.queue.filter((q) => q.image).length >= MAX_QUEUED_IMAGES) seg = { id: seg.id, path: seg.path };
     this.queue.push(seg);
     this.running ??= this.pump();
   }
@@ -106,25 +125,36 @@ export class Sealer {
 
   /** Seal one segment (steps 1-5 above). */
   async seal(seg: SegmentRef): Promise<SealReport> {
+    const loop = monitorEventLoopDelay({ resolution: 5 });
+    loop.enable();
+    try {
+      return await this.sealSegment(seg, loop);
+    } finally {
+      loop.disable();
+    }
+  }
+
+  private async sealSegment(seg: SegmentRef, loop: ReturnType<typeof monitorEventLoopDelay>): Promise<SealReport> {
     const t0 = performance.now();
-    const days = new Map<number, DayColumns>();
-    const perGateway = new Map<string, GatewayRuns>();
-    let cols: DayColumns | null = null;
-    await readSegment(seg.path, (g, rows) => {
-      let st = perGateway.get(g);
-      if (!st) perGateway.set(g, st = { runs: [], rows: 0 });
-      st.rows += rows.length;
-      // A loop, not push(...): a line may hold 100k rows, past what a spread call can pass.
-      for (const r of seqRanges(rows)) st.runs.push(r);
-      for (const [seq, epoch, device, metric, ts, value] of rows) {
-        const day = Math.floor(ts / DAY_MS);
-        if (cols?.day !== day) {
-          cols = days.get(day) ?? null;
-          if (!cols) days.set(day, cols = new DayColumns(day));
-        }
-        cols.append(g, seq, epoch, device, metric, ts, value);
+    let image = seg.image ?? null;
+    // Used once: if this seal fails, the retry reads the file (the durable record).
+    seg.image = null;
+    if (image) {
+      // The image holds what was appended; a file of another size was changed since (damaged,
+      // truncated by hand): then the file is what gets judged, as after a crash.
+      const size = (await stat(seg.path)).size;
+      if (size !== image.bytes) {
+        this.d.log.warn({ segment: seg.id, fileBytes: size, appendedBytes: image.bytes }, 'staging segment file differs in size from what was appended; sealing from the file');
+        image = null;
       }
-    });
+    }
+    const from = image ? 'memory' : 'file';
+    if (!image) {
+      const read = new SegmentImage();
+      await readSegment(seg.path, (g, rows) => read.add(g, rows));
+      image = read;
+    }
+    const { days, perGateway } = image;
 
     const t1 = performance.now();
     const inFile = new Map<string, Range[]>();
@@ -154,8 +184,10 @@ export class Sealer {
     const ms = performance.now() - t0;
     this.d.metrics.sealedReadings.inc(kept);
     this.d.metrics.sealSeconds.observe(ms / 1000);
-    return { segment: seg.id, rows: kept, files: files.map((f) => f.path), adopted, dropped: total - kept,
-      readMs: Math.round(t1 - t0), writeMs: Math.round(t3 - t2), ms: Math.round(ms) };
+    return { segment: seg.id, rows: kept, files: files.map((f) => f.path), adopted, dropped: total - kept, from,
+      readMs: Math.round(t1 - t0), writeMs: Math.round(t3 - t2), ms: Math.round(ms),
+      // The histogram counts in ns; a loop turn no longer than the resolution is about 5 ms here.
+      loopDelayP99Ms: Math.round(loop.percentile(99) / 1e6), loopDelayMaxMs: Math.round(loop.max / 1e6) };
   }
 
   /** Drop rows that do not count: seqs outside `valid`, and a second copy of a seq. Returns rows kept. */
@@ -199,11 +231,13 @@ export class Sealer {
     const dayDir = join(this.d.dataDir, 'master', `day=${day}`);
     const rel = `master/day=${day}/part-${segment}.parquet`;
     const target = join(this.d.dataDir, rel);
-    const entry = { path: rel, day, rows: c.length, gateways: c.gatewayStats() };
+    const rows = c.length;
     const existing = await stat(target).catch(() => null);
-    if (existing) return { ...entry, bytes: existing.size };
+    if (existing) return { path: rel, day, rows, gateways: c.gatewayStats(), bytes: existing.size };
 
-    const bytes = await this.d.encoder.encode(c.table());
+    // The columns move to the worker (not copied): `c` is empty from here on.
+    const { bytes, gateways } = await this.d.encoder.encodeColumns(c);
+    const entry = { path: rel, day, rows, gateways };
     const tmpDir = join(this.d.dataDir, 'tmp');
     await mkdir(tmpDir, { recursive: true });
     // A name of this process's own: in cluster mode a node whose staging was claimed from it may still

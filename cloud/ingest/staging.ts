@@ -12,6 +12,7 @@ import { type FileHandle, mkdir, open, readFile, readdir, rename, rmdir, truncat
 import { dirname, join } from 'node:path';
 import type { Logger } from '../../shared/logger.js';
 import { OWNER_LOCK_FILE } from '../../shared/owner-lock.js';
+import type { SegmentImage } from './segment-image.js';
 import { LeaseOwnership, LockOwnership, OWNER_FILE, type StagingLease, type StagingOwnership } from './staging-owner.js';
 import type { ReadingTuple } from './validate.js';
 
@@ -37,6 +38,8 @@ export class OpenSegment {
   readonly path: string;
   readonly createdAt: number;
   readings = 0;
+  /** The lines appended so far, parsed (the committer's, for the seal); null when the file must be read. */
+  image: SegmentImage | null = null;
   private readonly fh: FileHandle;
   private closed = false;
 

@@ -1,11 +1,18 @@
 /**
  * Sealing staging segments into master/ (docs/cloud-storage.md): DuckDB reads back exactly the
  * stored readings with their `day` partition, the catalog and `sealed` agree, staging is emptied,
- * segments rotate by size and by age, and no master file is ever modified [INV-4].
+ * segments rotate by size and by age, and no master file is ever modified [INV-4]. A process's own
+ * segments are sealed from the columns its committer kept (nothing read back), with the same result
+ * as from the file; the worker's Parquet equals this thread's.
  */
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { DuckDBInstance } from '@duckdb/node-api';
+import * as arrow from 'apache-arrow';
+import * as pq from 'parquet-wasm';
+import { DayColumns, ParquetEncoder, encodeParquet } from '../../cloud/ingest/parquet.js';
+import { createLogger } from '../../shared/logger.js';
 import {
   type Reading, type TestCloud, addGatewayToken, hashTree, ingestBody, listFiles, makeReadings, postIngest,
   queryCloudDb, readMaster, startTestCloud,
@@ -166,4 +173,63 @@ test('[INV-1] a segment file that lacks staged seqs (still being written, or dam
   await eventually(() => stagingFiles().length === 0, 10_000);
   const rows = await readMaster(dir.path);
   expectMaster(rows, 'gw-1', [...first, ...second]);
+});
+
+test("the Parquet worker builds the same file and per-gateway bounds as this thread, takes the columns' buffers without a copy, and runs at its nice value", async () => {
+  const fill = (c: DayColumns) => {
+    for (let i = 0; i < 3000; i++) {
+      const g = i % 3 === 0 ? 'gw-ä' : 'gw-2';
+      c.append(g, 2 ** 45 + i, 7 + (i >> 10), `dev-${i % 17}`, i % 2 ? 'temp' : 'hum', i === 1 ? -1234567 : 1732406400000 + i * 7, i % 5 ? i / 3 : -1e-300);
+    }
+  };
+  const mine = new DayColumns(20051, 64);
+  const theirs = new DayColumns(20051, 64);
+  fill(mine);
+  fill(theirs);
+  const encoder = new ParquetEncoder(() => { throw new Error('no worker'); }, 5);
+  try {
+    const here = { bytes: encodeParquet(mine.table()), gateways: mine.gatewayStats() };
+    const ts = theirs.ts;
+    const there = await encoder.encodeColumns(theirs);
+    expect(ts.byteLength).toBe(0); // transferred
+    expect(theirs.length).toBe(0);
+    const rows = (b: Uint8Array) => arrow.tableFromIPC(pq.readParquet(b).intoIPCStream()).toArray().map((r) => r.toJSON());
+    expect(there.gateways).toEqual(here.gateways);
+    expect(there.gateways.map((x) => [x.gateway, x.rows, x.minSeq])).toEqual([['gw-ä', 1000, 2 ** 45], ['gw-2', 2000, 2 ** 45 + 1]]);
+    const a = rows(there.bytes);
+    expect(a).toEqual(rows(here.bytes));
+    expect(a.length).toBe(3000);
+    expect(a[2999]).toMatchObject({ gateway: 'gw-2', seq: BigInt(2 ** 45 + 2999), epoch: 9n, ts: 1732406400000 + 2999 * 7, value: 2999 / 3 });
+    expect(a[1]).toMatchObject({ gateway: 'gw-2', seq: BigInt(2 ** 45 + 1), ts: -1234567 });
+    // ingest.sealWorkerNice: the worker thread alone runs at nice 5 (field 19 of /proc/<pid>/task/<tid>/stat).
+    const nices = readdirSync('/proc/self/task').map((t) => Number(readFileSync(`/proc/self/task/${t}/stat`, 'utf8').split(') ')[1].split(' ')[16]));
+    expect(nices.filter((n) => n === 5)).toHaveLength(1);
+  } finally {
+    await encoder.close();
+  }
+});
+
+test('own segments are sealed from memory (nothing read back), with the same master rows as from the file', async () => {
+  const readings = makeReadings(1, 3000, { days: 3, devices: 7 });
+  const run = async (sealFromMemory: boolean) => {
+    const out: string[] = [];
+    const logger = createLogger({ level: 'info' }, new Writable({ write(chunk, _enc, cb) { out.push(String(chunk)); cb(); } }));
+    const data = join(dir.path, String(sealFromMemory));
+    mkdirSync(data);
+    const t = await addGatewayToken(data, 'gw-1');
+    cloud = await startTestCloud(data, { ingest: { sealFromMemory, sealMaxReadings: 1000 } }, { logger });
+    for (let i = 0; i < 3000; i += 500) expect((await postIngest(cloud.url, t, ingestBody('gw-1', readings.slice(i, i + 500)))).status).toBe(200);
+    await cloud.server.ingest.sealNow();
+    await cloud.close();
+    cloud = null;
+    expect(listFiles(join(data, 'staging')).filter((f) => f.endsWith('.ndjson'))).toEqual([]);
+    const seals = out.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'segment sealed');
+    return { seals, rows: await readMaster(data) };
+  };
+  const memory = await run(true);
+  expect(memory.seals.map((x) => [x.from, x.rows])).toEqual([['memory', 1000], ['memory', 1000], ['memory', 1000]]);
+  expectMaster(memory.rows, 'gw-1', readings);
+  const file = await run(false);
+  expect(file.seals.map((x) => [x.from, x.rows])).toEqual([['file', 1000], ['file', 1000], ['file', 1000]]);
+  expect(file.rows).toEqual(memory.rows);
 });
