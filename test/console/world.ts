@@ -166,7 +166,9 @@ export async function makeWorld(o: { alerts?: Partial<CloudConfig['alerts']> } =
     for (let i = 0; i < n; i++) {
       tick++;
       // A new time for each reading: a repeat of (device, metric, ts) would be dropped as a duplicate.
-      lastTs = Math.max(lastTs + 1, Date.now());
+      // Within hour H, where the world's buckets are: a test running across the hour's end would
+      // otherwise open a ninth hourly bucket (H+1) that the pages' expected answers do not have.
+      lastTs = Math.max(lastTs + 1, Math.min(Date.now(), h0 + HOUR_MS - 60_000));
       await publish(devices[device], `devices/${device}/telemetry`, JSON.stringify({ ts: lastTs, [metric]: 20 + (tick % 7) / 2 }));
     }
   };
