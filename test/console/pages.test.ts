@@ -264,7 +264,7 @@ maybe('console pages (admin key)', () => {
     expect(q.page).toEqual(q.api);
     expect(q.api.scope).toEqual({ fleet: true });
     await expectPoints(q.api);
-    // Daily noon readings from a week of history, and today's hours.
+    // Daily readings from a week of history, and today's hours.
     expect(q.api.points.length).toBeGreaterThanOrEqual(12);
     await screenshot(page, 'fleet-chart');
     // Every step of whole minutes is offered, and short ranges.

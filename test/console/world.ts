@@ -48,7 +48,7 @@ export interface World {
   close: () => Promise<void>;
 }
 
-/** The history of gw-hist: dev-1 and dev-2 (temp, hum) every 10 minutes over hours H-6..H-1, and daily noon readings for two weeks. */
+/** The history of gw-hist: dev-1 and dev-2 (temp, hum) every 10 minutes over hours H-6..H-1, and daily readings for two weeks before yesterday. */
 function history(g: GatewaySim, h0: number): FixtureReading[] {
   const rows: FixtureReading[] = [];
   for (let h = 6; h >= 1; h--) {
@@ -59,9 +59,11 @@ function history(g: GatewaySim, h0: number): FixtureReading[] {
       rows.push(g.reading('dev-2', 'temp', ts, 18 + h / 2));
     }
   }
+  // One a day, 36 h to 14.5 days before hour H: never within the last 24 h, whatever the time of
+  // day (yesterday's noon would be, in the morning, and add a ninth hourly bucket to the device page).
   for (let d = 14; d >= 1; d--) {
-    const noon = bucketStart(h0, DAY_MS) - d * DAY_MS + 12 * HOUR_MS;
-    for (let i = 0; i < 4; i++) rows.push(g.reading(`dev-${1 + (i % 2)}`, 'temp', noon + i * 61_000, 15 + d + i));
+    const daily = h0 - d * DAY_MS - 12 * HOUR_MS;
+    for (let i = 0; i < 4; i++) rows.push(g.reading(`dev-${1 + (i % 2)}`, 'temp', daily + i * 61_000, 15 + d + i));
   }
   return rows.sort((a, b) => a.seq - b.seq);
 }
