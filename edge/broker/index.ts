@@ -46,7 +46,7 @@ export interface BrokerOptions {
   rateBurst: number;
   maxPayloadBytes: number;
   maxReadingsPerMessage: number;
-  /** Secret hashes (scrypt) computed at once; `authQueueMax` more CONNECTs may wait. */
+  /** Secret checks run at once (scrypt, for operator-chosen secrets); `authQueueMax` more CONNECTs may wait. */
   authConcurrency: number;
   authQueueMax: number;
   /** Failures of one client id / one address before its CONNECTs wait (exponential, capped). */
@@ -144,8 +144,10 @@ export class GatewayBroker {
     };
 
     /**
-     * The secret check: a remembered credential at once; else a turn behind the throttle, then
-     * scrypt. Resolves null (admitted, session recorded) or the error to refuse with.
+     * The secret check: a generated secret whose salted SHA-256 matches, or a remembered chosen
+     * one, at once; else a turn behind the throttle, then scrypt (a failed generated secret takes
+     * the turn too, so it counts toward the backoff). Resolves null (admitted, session recorded)
+     * or the error to refuse with.
      */
     const authenticateSecret = async (client: Client, id: string, secret: string): Promise<(Error & { returnCode: number }) | null> => {
       const generation = deps.registry.generation;
