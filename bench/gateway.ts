@@ -76,9 +76,16 @@ const DRAIN_BATCH = 5000; // the forwarder's default cloud.batchMaxReadings
 const TARGET = { bytesPerReading: 200, qos1VsAedes: 0.5, qos0PerSec: 25_000, pubackP99Ms: 150, rssBytes: 200 * 1024 * 1024, drainPerSec: 100_000 };
 
 const LABEL: Record<PeerKind, string> = { braid: 'Braid gateway', 'braid-alt': `Braid gateway (${ALT_ROOT ?? 'alt'})`, aedes: 'stock aedes (memory)', mosquitto: 'mosquitto' };
-/** The RSS phase also runs the gateway from a bundled JS build, to show what tsx's loader costs. */
-type RssKind = PeerKind | 'braid-js';
-const RSS_LABEL: Record<RssKind, string> = { ...LABEL, 'braid-js': 'Braid gateway, bundled JS (no tsx)' };
+/**
+ * The RSS phase also runs the gateway from a bundled JS build, to show what tsx's loader costs, and
+ * with the environment deploy/braid-gateway.service gives it (MALLOC_ARENA_MAX=2), as deployed.
+ */
+type RssKind = PeerKind | 'braid-js' | 'braid-unit';
+/** The `Environment=` lines of the shipped systemd unit. */
+const UNIT_ENV: Record<string, string> = Object.fromEntries([...readFileSync(join(ROOT, 'deploy/braid-gateway.service'), 'utf8')
+  .matchAll(/^Environment=([A-Z_][A-Z0-9_]*)=(.*)$/gm)].map((m) => [m[1], m[2]]));
+const RSS_LABEL: Record<RssKind, string> = { ...LABEL, 'braid-js': 'Braid gateway, bundled JS (no tsx)',
+  'braid-unit': `Braid gateway with deploy/braid-gateway.service's environment (${Object.entries(UNIT_ENV).map(([k, v]) => `${k}=${v}`).join(' ')})` };
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -446,7 +453,9 @@ async function latencyPhase() {
 // RSS with 10k connected devices: raw MQTT connections from 2 light processes
 
 async function rssRun(kind: RssKind, bundled: string | null): Promise<RssRun> {
-  const b = kind === 'braid-js' ? await startBraid({ dataDir: rssDir, configFile, entry: bundled ?? undefined }) : await startPeer(kind, 'rss', rssDir);
+  const b = kind === 'braid-js' ? await startBraid({ dataDir: rssDir, configFile, entry: bundled ?? undefined })
+    : kind === 'braid-unit' ? await startBraid({ dataDir: rssDir, configFile, env: UNIT_ENV })
+      : await startPeer(kind, 'rss', rssDir);
   const holders: Proc[] = [];
   try {
     await sleep(1000);
@@ -488,6 +497,7 @@ async function rssPhase() {
   if (PEERS.includes('braid')) {
     bundled = await bundleBraidCli(ROOT, join(OUT, 'braid-bundle')).catch((err: Error) => { log(`  (no bundled build: ${err.message})`); return null; });
     if (bundled) kinds.splice(1, 0, 'braid-js');
+    kinds.splice(1, 0, 'braid-unit');
   }
   for (const kind of kinds) {
     await sleep(1000);
@@ -648,6 +658,8 @@ function report(machine: MachineInfo, totalMs: number): string {
     row('RSS idle before connects / peak (VmHWM)', v((r) => `${mb(r.baseline)} / ${mb(r.hwm)}`));
     const js = results.rss['braid-js'];
     if (js) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-js']}`, (k) => (k === 'braid' ? `${mb(js.rss)} (idle ${mb(js.baseline)})` : ''), '<= 200 MB', `${status(js.rss <= TARGET.rssBytes)} (info)`);
+    const unit = results.rss['braid-unit'];
+    if (unit) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-unit']}`, (k) => (k === 'braid' ? `${mb(unit.rss)} (idle ${mb(unit.baseline)})` : ''), '<= 200 MB', status(unit.rss <= TARGET.rssBytes));
     row(`time to connect ${int(RSS_DEVICES)} devices (200 CONNECTs in flight)`, v((r) => `${(r.connectMs / 1000).toFixed(1)} s`));
   }
   if (Object.keys(results.drain).length) {
