@@ -85,8 +85,8 @@ export async function startAedes(): Promise<Broker> {
 }
 
 /**
- * mosquitto with allow_anonymous true (stock aedes has no auth either; Braid's scrypt check runs
- * once per CONNECT and is cached, so it costs nothing per message) and no persistence.
+ * mosquitto with allow_anonymous true (stock aedes has no auth either; Braid checks a device's
+ * secret once per CONNECT, so it costs nothing per message) and no persistence.
  */
 export async function startMosquitto(dir: string): Promise<Broker> {
   const port = await freePort();
