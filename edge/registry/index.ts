@@ -17,7 +17,6 @@ import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'no
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type sqlite3 from 'sqlite3';
 import { ConflictError, NotFoundError, BadRequestError } from '../../shared/errors.js';
 import { Db } from '../../shared/sqlite.js';
 import { idSchema } from '../config.js';
@@ -133,13 +132,6 @@ export class DeviceRegistry {
   private polling: Promise<void> | null = null;
   /** Bumped by every scan that found a change. */
   generation = 0;
-  /**
-   * The CONNECT's read, prepared once: node-sqlite3's `get(sql)` prepares and finalizes a statement
-   * per call, 15% of the gateway's CPU in a storm of 10k CONNECTs. Run with `all`, which steps it to
-   * SQLITE_DONE, so it holds no read transaction between CONNECTs (another process's rotate or
-   * remove is seen by the next one, and checkpoints are not held back).
-   */
-  private lookupStmt: sqlite3.Statement | null = null;
 
   private constructor(db: Db) {
     this.db = db;
@@ -218,7 +210,7 @@ export class DeviceRegistry {
    * the slow hash (`check`) may run: the broker queues it behind its CONNECT throttle.
    */
   async lookup(id: string, secret: string): Promise<CredentialLookup | null> {
-    const row = await this.readRow(id);
+    const row = await this.db.get<{ secret: string; updated_at: number }>('SELECT secret, updated_at FROM devices WHERE id = ?', [id]);
     if (!row) {
       this.verified.delete(id);
       return null;
@@ -239,13 +231,6 @@ export class DeviceRegistry {
         return ok;
       },
     };
-  }
-
-  private readRow(id: string): Promise<{ secret: string; updated_at: number } | undefined> {
-    const stmt = (this.lookupStmt ??= this.db.raw.prepare('SELECT secret, updated_at FROM devices WHERE id = ?'));
-    return new Promise((resolve, reject) => {
-      stmt.all([id], (err: Error | null, rows: Array<{ secret: string; updated_at: number }>) => (err ? reject(err) : resolve(rows[0])));
-    });
   }
 
   /**
@@ -287,10 +272,6 @@ export class DeviceRegistry {
   async close(): Promise<void> {
     this.unwatch();
     await this.polling;
-    const stmt = this.lookupStmt;
-    this.lookupStmt = null;
-    // SQLite refuses to close a connection with a statement not finalized; finalize waits for runs queued on it.
-    if (stmt) await new Promise<void>((resolve) => stmt.finalize(() => resolve()));
     return this.db.close();
   }
 }
