@@ -7,10 +7,12 @@
 import { openSync, closeSync, existsSync, fdatasyncSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import sqlite3 from 'sqlite3';
 import { join, resolve } from 'node:path';
-import { DeviceRegistry, hashSecret } from '../edge/registry/index.js';
+import { randomBytes } from 'node:crypto';
+import { DeviceRegistry, hashGeneratedSecret, hashSecret } from '../edge/registry/index.js';
 import { Db, chunkRows, placeholders } from '../shared/sqlite.js';
 import { bundleBraidCli } from './lib/bundle.js';
 import { fillOutbox } from './lib/fill-outbox.js';
+import { deviceSecret } from './lib/secrets.js';
 import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, bytesInFlightTo, sleep } from './lib/net.js';
 import { PEER_KINDS, ROOT, TSX, isBraid, childEnv, commitSummary, gatewayCounters, GATEWAY_ENV, GATEWAY_NODE_FLAGS, health, mainThreadProfile, startAedes, startBraid, startMosquitto, MOSQUITTO, type Broker, type PeerKind } from './lib/peers.js';
@@ -74,9 +76,16 @@ const DRAIN_BATCH = 5000; // the forwarder's default cloud.batchMaxReadings
 const TARGET = { bytesPerReading: 200, qos1VsAedes: 0.5, qos0PerSec: 25_000, pubackP99Ms: 150, rssBytes: 200 * 1024 * 1024, drainPerSec: 100_000 };
 
 const LABEL: Record<PeerKind, string> = { braid: 'Braid gateway', 'braid-alt': `Braid gateway (${ALT_ROOT ?? 'alt'})`, aedes: 'stock aedes (memory)', mosquitto: 'mosquitto' };
-/** The RSS phase also runs the gateway from a bundled JS build, to show what tsx's loader costs. */
-type RssKind = PeerKind | 'braid-js';
-const RSS_LABEL: Record<RssKind, string> = { ...LABEL, 'braid-js': 'Braid gateway, bundled JS (no tsx)' };
+/**
+ * The RSS phase also runs the gateway from a bundled JS build, to show what tsx's loader costs, and
+ * with the environment deploy/braid-gateway.service gives it (MALLOC_ARENA_MAX=2), as deployed.
+ */
+type RssKind = PeerKind | 'braid-js' | 'braid-unit';
+/** The `Environment=` lines of the shipped systemd unit. */
+const UNIT_ENV: Record<string, string> = Object.fromEntries([...readFileSync(join(ROOT, 'deploy/braid-gateway.service'), 'utf8')
+  .matchAll(/^Environment=([A-Z_][A-Z0-9_]*)=(.*)$/gm)].map((m) => [m[1], m[2]]));
+const RSS_LABEL: Record<RssKind, string> = { ...LABEL, 'braid-js': 'Braid gateway, bundled JS (no tsx)',
+  'braid-unit': `Braid gateway with deploy/braid-gateway.service's environment (${Object.entries(UNIT_ENV).map(([k, v]) => `${k}=${v}`).join(' ')})` };
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -112,7 +121,17 @@ const log = logger('bench');
 
 const work = workDir('braid-bench-');
 const PROFILE_DIR = join(OUT, 'profiles');
-const SECRET = `bench-${Math.random().toString(36).slice(2)}`;
+/** Every device's secret derives from this key (bench/lib/secrets.ts), 32 bytes like a generated one. */
+const SECRET_KEY = randomBytes(32).toString('base64url');
+/**
+ * A checkout from before generated secrets were stored as salted SHA-256 (BENCH_ALT_ROOT) verifies
+ * only scrypt: its devices share one chosen secret, hashed once, as this benchmark registered them then.
+ */
+const ALT_LEGACY = ALT_ROOT !== null && !readFileSync(join(ALT_ROOT, 'edge/registry/index.ts'), 'utf8').includes('hashGeneratedSecret');
+const LEGACY_SECRET = `bench-${randomBytes(9).toString('base64url')}`;
+const legacy = (kind: PeerKind) => kind === 'braid-alt' && ALT_LEGACY;
+/** The password device `id` presents to a broker of this kind (the peers accept any). */
+const passwordOf = (kind: PeerKind, id: string) => (legacy(kind) ? LEGACY_SECRET : deviceSecret(SECRET_KEY, id));
 const tpDir = join(work, 'gw-traffic');
 const rssDir = join(work, 'gw-10k');
 const drainDir = join(work, 'gw-drain');
@@ -132,23 +151,24 @@ function writeGatewayConfig() {
 }
 
 /**
- * Register devices in bulk. DeviceRegistry.add costs an scrypt hash and an fsync'd INSERT per
- * device (about 10 ms here: 100 s for 10k); the secret is the same for every bench device, so it
- * is hashed once (hashSecret, the registry's own format and cost) and the rows are inserted in one
- * transaction into the table DeviceRegistry.open created. The gateway still runs one scrypt per
- * device at its first CONNECT, as in the field.
+ * Register devices in bulk, as `braid device add` does without --secret: each device has its own
+ * generated secret (32 bytes), stored as its salted SHA-256 (hashGeneratedSecret, the registry's
+ * own format); `add` would also fsync one INSERT per device, so the rows go in one transaction into
+ * the table DeviceRegistry.open created. A legacy checkout (ALT_LEGACY) gets one chosen secret
+ * hashed once with scrypt, as this benchmark did before; it then runs one scrypt per device at its
+ * first CONNECT.
  */
-async function register(dataDir: string, ids: string[]): Promise<void> {
+async function register(dataDir: string, ids: string[], kind: PeerKind): Promise<void> {
   const reg = await DeviceRegistry.open(dataDir);
   await reg.close();
-  const hash = await hashSecret(SECRET);
+  const shared = legacy(kind) ? await hashSecret(LEGACY_SECRET) : null;
   const db = await Db.open(join(dataDir, 'registry.db'));
   try {
     const now = Date.now();
     await db.exec('BEGIN IMMEDIATE');
     for (const chunk of chunkRows(ids, 4, 4000)) {
       const params: unknown[] = [];
-      for (const id of chunk) params.push(id, hash, now, now);
+      for (const id of chunk) params.push(id, shared ?? hashGeneratedSecret(passwordOf(kind, id)), now, now);
       await db.run(`INSERT INTO devices (id, secret, created_at, updated_at) VALUES ${placeholders(chunk.length, 4)}`, params);
     }
     await db.exec('COMMIT');
@@ -157,7 +177,7 @@ async function register(dataDir: string, ids: string[]): Promise<void> {
   }
   const check = await DeviceRegistry.open(dataDir);
   try {
-    if (!(await check.verify(ids[0], SECRET))) throw new Error('bulk registration: the first device does not verify');
+    if (!(await check.verify(ids[0], passwordOf(kind, ids[0])))) throw new Error('bulk registration: the first device does not verify');
     if ((await check.count()) < ids.length) throw new Error('bulk registration: devices missing');
   } finally {
     await check.close();
@@ -224,7 +244,7 @@ async function throughputRun(b: Broker, inputs: Array<{ file: string; payloadByt
     const id = tpDevices[i];
     const fd = openSync(files[i], 'r');
     try {
-      pubs.push(startProc(`mosquitto_pub ${id}`, 'mosquitto_pub', ['-h', HOST, '-p', String(b.port), '-i', id, '-u', id, '-P', SECRET,
+      pubs.push(startProc(`mosquitto_pub ${id}`, 'mosquitto_pub', ['-h', HOST, '-p', String(b.port), '-i', id, '-u', id, '-P', passwordOf(b.kind, id),
         '-t', `devices/${id}/telemetry`, '-q', String(qos), '-M', String(inflight), '-l'], { stdio: [fd, 'ignore', 'pipe'] }));
     } finally {
       closeSync(fd);
@@ -355,7 +375,7 @@ async function latencyRun(b: Broker, tsBase: number, rep: number): Promise<LatRu
   const files: string[] = [];
   const per = Math.ceil(LAT_CLIENTS / LAT_WORKERS);
   for (let w = 0; w < LAT_WORKERS; w++) {
-    const clients = latDevices.slice(w * per, (w + 1) * per).map((id) => ({ id, secret: SECRET }));
+    const clients = latDevices.slice(w * per, (w + 1) * per).map((id) => ({ id, secret: passwordOf(b.kind, id) }));
     const out = join(work, `lat-${b.kind}-${rep}-${w}.bin`);
     files.push(out);
     const args = { url, clients, ratePerClient: LAT_RATE_PER_CLIENT, warmupMs: LAT_WARMUP_MS, durationMs: LAT_DURATION_MS, tsBase, out };
@@ -433,7 +453,9 @@ async function latencyPhase() {
 // RSS with 10k connected devices: raw MQTT connections from 2 light processes
 
 async function rssRun(kind: RssKind, bundled: string | null): Promise<RssRun> {
-  const b = kind === 'braid-js' ? await startBraid({ dataDir: rssDir, configFile, entry: bundled ?? undefined }) : await startPeer(kind, 'rss', rssDir);
+  const b = kind === 'braid-js' ? await startBraid({ dataDir: rssDir, configFile, entry: bundled ?? undefined })
+    : kind === 'braid-unit' ? await startBraid({ dataDir: rssDir, configFile, env: UNIT_ENV })
+      : await startPeer(kind, 'rss', rssDir);
   const holders: Proc[] = [];
   try {
     await sleep(1000);
@@ -442,7 +464,7 @@ async function rssRun(kind: RssKind, bundled: string | null): Promise<RssRun> {
     for (let h = 0; h < RSS_HOLDERS; h++) {
       const from = h * per;
       const count = Math.min(per, RSS_DEVICES - from);
-      const args = { host: HOST, port: b.port, prefix: RSS_PREFIX, from, count, secret: SECRET, concurrency: 100, keepalive: 600, publish: true, timeoutMs: 120_000 };
+      const args = { host: HOST, port: b.port, prefix: RSS_PREFIX, from, count, secret: LEGACY_SECRET, secretKey: kind === 'braid-alt' && ALT_LEGACY ? undefined : SECRET_KEY, concurrency: 100, keepalive: 600, publish: true, timeoutMs: 120_000 };
       holders.push(startProc(`connection holder ${h}`, process.execPath, [...TSX, join(ROOT, 'bench/clients/connections.ts'), JSON.stringify(args)],
         { cwd: ROOT, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] }));
     }
@@ -475,6 +497,7 @@ async function rssPhase() {
   if (PEERS.includes('braid')) {
     bundled = await bundleBraidCli(ROOT, join(OUT, 'braid-bundle')).catch((err: Error) => { log(`  (no bundled build: ${err.message})`); return null; });
     if (bundled) kinds.splice(1, 0, 'braid-js');
+    kinds.splice(1, 0, 'braid-unit');
   }
   for (const kind of kinds) {
     await sleep(1000);
@@ -635,6 +658,8 @@ function report(machine: MachineInfo, totalMs: number): string {
     row('RSS idle before connects / peak (VmHWM)', v((r) => `${mb(r.baseline)} / ${mb(r.hwm)}`));
     const js = results.rss['braid-js'];
     if (js) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-js']}`, (k) => (k === 'braid' ? `${mb(js.rss)} (idle ${mb(js.baseline)})` : ''), '<= 200 MB', `${status(js.rss <= TARGET.rssBytes)} (info)`);
+    const unit = results.rss['braid-unit'];
+    if (unit) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-unit']}`, (k) => (k === 'braid' ? `${mb(unit.rss)} (idle ${mb(unit.baseline)})` : ''), '<= 200 MB', status(unit.rss <= TARGET.rssBytes));
     row(`time to connect ${int(RSS_DEVICES)} devices (200 CONNECTs in flight)`, v((r) => `${(r.connectMs / 1000).toFixed(1)} s`));
   }
   if (Object.keys(results.drain).length) {
@@ -676,7 +701,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     L.push(`- drain ${LABEL[k as PeerKind]}: ${int(d.readings)} readings in ${ms(d.ms)} (from the gateway's ready line to health outbox.pending = 0), ${d.sinkRequests} requests; sink-side ${int(d.sinkPerSec)}/s; gateway CPU ${d.cpuSec.toFixed(1)} s; outbox filled directly in ${ms(d.fillMs)}`);
     L.push(`- sink ceiling: ${int(d.readings)} readings as pre-built gzip batches of ${DRAIN_BATCH}, one request at a time, in ${ms(d.ceilingMs)}`);
   }
-  if (results.registerMs) L.push(`- registering ${int(RSS_DEVICES + TP_CLIENTS + LAT_CLIENTS)} devices (one scrypt hash, one transaction): ${ms(results.registerMs)}`);
+  if (results.registerMs) L.push(`- registering ${int(RSS_DEVICES + TP_CLIENTS + LAT_CLIENTS)} devices (each its own generated secret, stored as salted SHA-256, one transaction): ${ms(results.registerMs)}`);
   L.push(`- Braid gateway config: \`${JSON.stringify(results.braidConfig)}\` (everything else default)${GATEWAY_NODE_FLAGS.length ? `; node flags ${GATEWAY_NODE_FLAGS.join(' ')}` : ''}${Object.keys(GATEWAY_ENV).length ? `; env ${JSON.stringify(GATEWAY_ENV)}` : ''}`);
   L.push('', '</details>', '');
 
@@ -705,9 +730,10 @@ async function main() {
   if (PEERS.some(isBraid)) {
     const r0 = performance.now();
     const jobs: Array<Promise<void>> = [];
-    for (const suffix of PEERS.filter(isBraid).map((k) => (k === 'braid-alt' ? '-alt' : ''))) {
-      if (PHASES.has('qos1') || PHASES.has('qos1-w20') || PHASES.has('qos0') || PHASES.has('latency')) jobs.push(register(`${tpDir}${suffix}`, [...tpDevices, ...latDevices]));
-      if (PHASES.has('rss')) jobs.push(register(`${rssDir}${suffix}`, Array.from({ length: RSS_DEVICES }, (_, i) => `${RSS_PREFIX}${i}`)));
+    for (const kind of PEERS.filter(isBraid)) {
+      const suffix = kind === 'braid-alt' ? '-alt' : '';
+      if (PHASES.has('qos1') || PHASES.has('qos1-w20') || PHASES.has('qos0') || PHASES.has('latency')) jobs.push(register(`${tpDir}${suffix}`, [...tpDevices, ...latDevices], kind));
+      if (PHASES.has('rss')) jobs.push(register(`${rssDir}${suffix}`, Array.from({ length: RSS_DEVICES }, (_, i) => `${RSS_PREFIX}${i}`), kind));
     }
     await Promise.all(jobs);
     results.registerMs = performance.now() - r0;

@@ -65,7 +65,7 @@ export const gatewayConfigSchema = z.object({
     maxPayloadBytes: positive.default(64 * 1024).describe('Largest telemetry payload, in bytes; a larger one is quarantined (counted).'),
     maxReadingsPerMessage: positive.default(1000).describe('Most readings in one message (a SenML pack or a flat object).'),
     authConcurrency: positive.default(2).describe(
-      'Device secrets checked (scrypt) at once. The hash runs on the libuv thread pool, which SQLite commits share; a remembered credential (a device reconnecting with the secret that verified before) needs none.',
+      'Operator-chosen device secrets checked (scrypt) at once. The hash runs on the libuv thread pool, which SQLite commits share; a generated secret (salted SHA-256) or a remembered chosen one (a device reconnecting with the secret that verified before) needs none.',
     ),
     authQueueMax: z.number().int().min(0).default(10_000).describe(
       'CONNECTs waiting for a secret check before more are refused with CONNACK 3 (server unavailable; counted). Room for a whole fleet coming back after a gateway restart; a CONNECT whose client gave up waiting is skipped, not hashed.',

@@ -9,6 +9,7 @@
 import { connect, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { CONNACK, PUBACK, PacketReader, connectPacket, publishPacket } from '../../test/support/mqtt-raw.js';
+import { deviceSecret } from '../lib/secrets.js';
 
 interface Args {
   host: string;
@@ -17,6 +18,8 @@ interface Args {
   from: number;
   count: number;
   secret: string | null;
+  /** Each device's own secret, derived from this key (bench/lib/secrets.ts); overrides `secret`. */
+  secretKey?: string;
   concurrency: number;
   keepalive: number;
   publish: boolean;
@@ -48,7 +51,8 @@ function one(i: number): Promise<'ok' | 'published' | 'failed'> {
       resolve(r);
     };
     sock.setNoDelay(true);
-    sock.on('connect', () => sock.write(connectPacket(id, args.secret === null ? null : id, args.secret, args.keepalive)));
+    const secret = args.secretKey ? deviceSecret(args.secretKey, id) : args.secret;
+    sock.on('connect', () => sock.write(connectPacket(id, secret === null ? null : id, secret, args.keepalive)));
     sock.on('data', (chunk) => {
       for (const p of reader.push(chunk)) {
         if (state === 'connecting' && p.type === CONNACK) {

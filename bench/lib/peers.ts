@@ -57,6 +57,8 @@ export interface BraidOptions {
   token?: string;
   /** Gateway id (default 'bench-gw'). */
   id?: string;
+  /** Environment for the gateway beside BENCH_GATEWAY_ENV's (which it overrides). */
+  env?: Record<string, string>;
 }
 
 /** Extra node flags for the gateway (experiments), e.g. BENCH_GATEWAY_NODE_OPTIONS=--max-semi-space-size=2 */
@@ -71,7 +73,7 @@ export async function startBraid(o: BraidOptions): Promise<Broker> {
   const args = [...node, o.entry ?? join(root, 'bin/braid.js'), 'gateway', '--config', o.configFile, '--data-dir', o.dataDir,
     '--mqtt-port', '0', '--http-port', '0', '--id', o.id ?? 'bench-gw', '--log-level', 'warn'];
   if (o.cloudUrl) args.push('--cloud-url', o.cloudUrl, '--token', o.token ?? 'bench-token');
-  const proc = startProc(`braid gateway (${root})`, process.execPath, args, { cwd: root, env: childEnv(GATEWAY_ENV) });
+  const proc = startProc(`braid gateway (${root})`, process.execPath, args, { cwd: root, env: childEnv({ ...GATEWAY_ENV, ...o.env }) });
   const m = await proc.waitLine(/^gateway \S+ ready: mqtt:\/\/([^:]+):(\d+) http:\/\/([^:]+):(\d+)/, 60_000);
   return { kind: o.kind ?? 'braid', port: Number(m[2]), pid: proc.pid, proc, httpUrl: `http://${HOST}:${m[4]}`, readyAt: performance.now(), stop: () => proc.stop(15_000) };
 }
@@ -83,8 +85,8 @@ export async function startAedes(): Promise<Broker> {
 }
 
 /**
- * mosquitto with allow_anonymous true (stock aedes has no auth either; Braid's scrypt check runs
- * once per CONNECT and is cached, so it costs nothing per message) and no persistence.
+ * mosquitto with allow_anonymous true (stock aedes has no auth either; Braid checks a device's
+ * secret once per CONNECT, so it costs nothing per message) and no persistence.
  */
 export async function startMosquitto(dir: string): Promise<Broker> {
   const port = await freePort();

@@ -18,11 +18,10 @@
  * is at most a key removed in the moments before the outage. Gateway tokens and admin routes get
  * the store's 503 as before (ingest cannot commit anyway).
  */
-import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ForbiddenError, UnauthorizedError } from '../../shared/errors.js';
 import type { CredentialStore } from '../store/credential-store.js';
-import { type Principal, lookupSecret } from '../store/credentials.js';
+import { type Principal, hashSecret, lookupSecret } from '../store/credentials.js';
 import { isStoreUnavailable } from '../store/pg/unavailable.js';
 
 /** How long a key the store confirmed may still read while the store is out of reach, in ms. */
@@ -51,7 +50,7 @@ export function allows(p: Principal, role: Role): boolean {
 
 export class Authenticator {
   private readonly credentials: CredentialStore;
-  /** sha256(secret) of API keys the store confirmed, with when: used only while it is out of reach. */
+  /** hashSecret(secret) of API keys the store confirmed, with when: used only while it is out of reach. */
   private readonly confirmed = new Map<string, { p: Principal; at: number }>();
 
   constructor(credentials: CredentialStore, private readonly now: () => number = Date.now) {
@@ -59,8 +58,8 @@ export class Authenticator {
   }
 
   /** The owner of a bearer secret now, or null: read from the store (no cache, see above). */
-  principal(secret: string): Promise<Principal | null> {
-    return lookupSecret(this.credentials, secret);
+  principal(secret: string, hash?: string): Promise<Principal | null> {
+    return lookupSecret(this.credentials, secret, hash);
   }
 
   /**
@@ -68,9 +67,10 @@ export class Authenticator {
    * is read and the key was confirmed within OUTAGE_GRACE_MS.
    */
   private async lookup(secret: string, role: Role | null): Promise<Principal | null> {
-    const key = createHash('sha256').update(secret).digest('base64');
+    // One SHA-256 a request: the store's lookup key is also the outage map's.
+    const key = hashSecret(secret);
     try {
-      const p = await this.principal(secret);
+      const p = await this.principal(secret, key);
       if (p?.kind === 'key') {
         this.confirmed.delete(key);
         this.confirmed.set(key, { p, at: this.now() });

@@ -97,9 +97,12 @@ export async function listApiKeys(target: CredentialTarget): Promise<ApiKeyListi
   return storeOf(target).listApiKeys();
 }
 
-/** The owner of a presented secret, or null. The prefix picks the table: one indexed lookup. */
-export async function lookupSecret(target: CredentialTarget, secret: string): Promise<Principal | null> {
-  if (secret.startsWith(GATEWAY_TOKEN_PREFIX)) return storeOf(target).lookup(hashSecret(secret), 'gateway');
-  if (secret.startsWith(API_KEY_PREFIX)) return storeOf(target).lookup(hashSecret(secret), 'key');
+/**
+ * The owner of a presented secret, or null. The prefix picks the table: one indexed lookup.
+ * `hash` is hashSecret(secret), for a caller that has it already.
+ */
+export async function lookupSecret(target: CredentialTarget, secret: string, hash?: string): Promise<Principal | null> {
+  if (secret.startsWith(GATEWAY_TOKEN_PREFIX)) return storeOf(target).lookup(hash ?? hashSecret(secret), 'gateway');
+  if (secret.startsWith(API_KEY_PREFIX)) return storeOf(target).lookup(hash ?? hashSecret(secret), 'key');
   return null;
 }

@@ -1,6 +1,7 @@
 /**
- * What an unauthenticated client may make the gateway spend. Checking a secret costs one scrypt
- * hash (about 6 ms of a libuv thread, the pool SQLite's commits run on too), so:
+ * What an unauthenticated client may make the gateway spend. Checking an operator-chosen secret
+ * costs one scrypt hash (about 6 ms of a libuv thread, the pool SQLite's commits run on too; a
+ * generated secret's salted SHA-256 costs a microsecond and takes a turn only when it fails), so:
  *
  * - at most `concurrency` hashes run at once; up to `queueMax` more CONNECTs wait their turn and
  *   past that a CONNECT is refused at once (`busy`);

@@ -46,7 +46,7 @@ export interface BrokerOptions {
   rateBurst: number;
   maxPayloadBytes: number;
   maxReadingsPerMessage: number;
-  /** Secret hashes (scrypt) computed at once; `authQueueMax` more CONNECTs may wait. */
+  /** Secret checks run at once (scrypt, for operator-chosen secrets); `authQueueMax` more CONNECTs may wait. */
   authConcurrency: number;
   authQueueMax: number;
   /** Failures of one client id / one address before its CONNECTs wait (exponential, capped). */
@@ -98,7 +98,14 @@ export class GatewayBroker {
   private tls: TlsServer | null = null;
   private ws: { http: HttpServer; wss: WebSocketServer } | null = null;
   private closed = false;
+  /**
+   * Sockets aedes has not taken as a client yet (before or during CONNECT), for close() to end.
+   * Without a 'close' listener on each (a listener array, a once wrapper and a closure: ~0.3 KB a
+   * connection): a socket leaves when aedes emits 'client' for it, and the ones that closed before
+   * that are swept out whenever the set has doubled.
+   */
   private readonly sockets = new Set<Socket>();
+  private sweepAt = 64;
   private readonly registry: DeviceRegistry;
 
   private constructor(aedes: Aedes, metrics: BrokerMetrics, logger: Logger, opts: BrokerOptions, registry: DeviceRegistry) {
@@ -144,8 +151,10 @@ export class GatewayBroker {
     };
 
     /**
-     * The secret check: a remembered credential at once; else a turn behind the throttle, then
-     * scrypt. Resolves null (admitted, session recorded) or the error to refuse with.
+     * The secret check: a generated secret whose salted SHA-256 matches, or a remembered chosen
+     * one, at once; else a turn behind the throttle, then scrypt (a failed generated secret takes
+     * the turn too, so it counts toward the backoff). Resolves null (admitted, session recorded)
+     * or the error to refuse with.
      */
     const authenticateSecret = async (client: Client, id: string, secret: string): Promise<(Error & { returnCode: number }) | null> => {
       const generation = deps.registry.generation;
@@ -284,7 +293,11 @@ export class GatewayBroker {
     });
     broker = new GatewayBroker(aedes, metrics, logger, opts, deps.registry);
 
-    aedes.on('client', (client: Client) => limitPacketSize(client, opts.maxPacketBytes, () => metrics.limitRefused.inc({ limit: 'packet_size' })));
+    aedes.on('client', (client: Client) => {
+      // aedes closes its clients itself (close() below); a WebSocket stream was never in the set.
+      broker.sockets.delete((client as unknown as { conn: Socket }).conn);
+      limitPacketSize(client, opts.maxPacketBytes, () => metrics.limitRefused.inc({ limit: 'packet_size' }));
+    });
     aedes.on('clientReady', (client: Client) => {
       metrics.connects.inc();
       metrics.connections.set(aedes.connectedClients);
@@ -322,8 +335,11 @@ export class GatewayBroker {
     const aedesHandle = this.aedes.handle;
     // Every socket, so close() can end those aedes does not know yet.
     const handle = (socket: Socket) => {
+      if (this.sockets.size >= this.sweepAt) {
+        for (const s of this.sockets) if (s.destroyed) this.sockets.delete(s);
+        this.sweepAt = Math.max(64, 2 * this.sockets.size);
+      }
       this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
       aedesHandle(socket);
     };
     this.tcp = createNetServer(handle);

@@ -17,7 +17,7 @@ export function createBrokerMetrics(registry: Registry) {
     connectRefused: new Counter({ name: 'braid_mqtt_connect_refused_total', help: 'CONNECTs refused before or instead of checking the secret, by reason (store_unavailable, auth_busy, auth_backoff, will)', labelNames: ['reason'], registers }),
     sessionsRevoked: new Counter({ name: 'braid_mqtt_sessions_revoked_total', help: 'Live sessions ended because their device was removed or its secret rotated, by reason', labelNames: ['reason'], registers }),
     retainStripped: new Counter({ name: 'braid_mqtt_retain_stripped_total', help: 'Device publishes whose retain flag was cleared (the gateway keeps no retained messages)', registers }),
-    verifications: new Counter({ name: 'braid_mqtt_auth_verifications_total', help: 'Secret hashes computed (scrypt) to check a CONNECT, by result; a remembered credential costs none', labelNames: ['result'], registers }),
+    verifications: new Counter({ name: 'braid_mqtt_auth_verifications_total', help: 'Device secrets checked behind the CONNECT throttle, by result: chosen secrets hashed (scrypt) and failed checks of generated ones; a matching generated secret or a remembered chosen one costs none', labelNames: ['result'], registers }),
     authPending: new Gauge({ name: 'braid_mqtt_auth_pending', help: 'CONNECTs waiting for or running a secret hash now', registers }),
   };
 }

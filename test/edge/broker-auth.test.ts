@@ -4,9 +4,11 @@
  * device id, password = secret; a device uses only `devices/{its id}/`).
  */
 import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { metricValue, scrapedValue } from '../../shared/metrics.js';
-import { DeviceRegistry } from '../../edge/registry/index.js';
+import { DeviceRegistry, hashSecret, verifySecret } from '../../edge/registry/index.js';
+import { Db } from '../../shared/sqlite.js';
 import {
   type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway,
 } from '../support/gateway.js';
@@ -166,6 +168,52 @@ describe('authentication', () => {
     await cli.remove('d2');
     expect(await refused('d2', d2Secret)).toMatchObject({ code: 5 });
     expect(await metric('braid_mqtt_auth_failures_total', { reason: 'bad_credentials' })).toBe(2);
+  });
+});
+
+describe('how secrets are stored', () => {
+  const storedSecret = async (id: string) => {
+    const db = await Db.open(join(tg.dir, 'registry.db'));
+    try {
+      return (await db.get<{ secret: string }>('SELECT secret FROM devices WHERE id = ?', [id]))!.secret;
+    } finally {
+      await db.close();
+    }
+  };
+
+  it('stores a generated secret as salted SHA-256 and a chosen one as scrypt; both connect, only the chosen one costs a slow hash', async () => {
+    const generated = await tg.addDevice('g1');
+    await tg.addDevice('c1', 'chosen-secret');
+    const g = await storedSecret('g1');
+    const c = await storedSecret('c1');
+    expect(g).toMatch(/^sha256\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$/);
+    expect(c).toMatch(/^scrypt\$4096\$8\$1\$/);
+    expect(g).not.toContain(generated);
+    await endClient(await connect('g1', generated));
+    expect(await metric('braid_mqtt_auth_verifications_total', { result: 'ok' })).toBe(0);
+    await endClient(await connect('c1', 'chosen-secret'));
+    expect(await metric('braid_mqtt_auth_verifications_total', { result: 'ok' })).toBe(1);
+    // A wrong secret for a generated one is refused and counted like any other.
+    expect(await refused('g1', `${generated.slice(0, -1)}x`)).toMatchObject({ code: 5 });
+    expect(await refused('g1', 'chosen-secret')).toMatchObject({ code: 5 });
+    expect(await metric('braid_mqtt_auth_failures_total', { reason: 'bad_credentials' })).toBe(2);
+    expect(await metric('braid_mqtt_auth_verifications_total', { result: 'fail' })).toBe(2);
+    // `rotate` without --secret generates (fast form), with --secret keeps scrypt.
+    const rotated = await tg.gateway.devices.rotate('c1');
+    expect(await storedSecret('c1')).toMatch(/^sha256\$/);
+    await endClient(await connect('c1', rotated));
+    await tg.gateway.devices.rotate('g1', 'now-chosen');
+    expect(await storedSecret('g1')).toMatch(/^scrypt\$/);
+    await endClient(await connect('g1', 'now-chosen'));
+    expect(await refused('g1', generated)).toMatchObject({ code: 5 });
+  });
+
+  it('keeps verifying scrypt rows an older registry wrote, and refuses malformed stored forms', async () => {
+    expect(await verifySecret('s', await hashSecret('s'))).toBe(true);
+    for (const bad of ['', 'sha256$', 'sha256$c2FsdA==$', 'sha256$c2FsdA==$YQ==', 'md5$x$y', 'scrypt$1$2$3']) {
+      expect(await verifySecret('s', bad)).toBe(false);
+    }
+    await expect(tg.addDevice('e1', '')).rejects.toMatchObject({ code: 'BRAID_ERR_BAD_REQUEST' });
   });
 });
 

@@ -173,6 +173,27 @@ describe('connection limits', () => {
     expect(c.connected).toBe(true);
   });
 
+  it('close() ends connections that never sent CONNECT, and the broker forgets those that went away', async () => {
+    await start({ mqtt: { connectTimeoutMs: 60_000 } });
+    const pending = (tg!.gateway.broker as unknown as { sockets: Set<Socket> }).sockets;
+    // 300 connections gone before CONNECT: swept out as new ones arrive, not kept until close().
+    for (let i = 0; i < 300; i++) {
+      const s = await rawSocket();
+      await new Promise<void>((resolve) => { s.once('close', () => resolve()); s.destroy(); });
+    }
+    const silent = await Promise.all(Array.from({ length: 10 }, () => rawSocket()));
+    expect(pending.size).toBeLessThan(150);
+    // A connected device left the set when aedes took it.
+    const c = await connect('d1');
+    expect([...pending].some((s) => s.remotePort === (c.stream as Socket).localPort)).toBe(false);
+    const closed = silent.map((s) => new Promise<void>((resolve) => s.once('close', () => resolve())));
+    const t0 = Date.now();
+    await tg!.close();
+    tg = null;
+    await Promise.all(closed);
+    expect(Date.now() - t0).toBeLessThan(10_000); // not the 60 s connect timeout
+  }, 30_000);
+
   it.each([
     ['above keepaliveMaxSeconds', 61],
     ['of 0 (never)', 0],
