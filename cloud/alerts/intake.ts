@@ -8,10 +8,9 @@
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
 import { MAX_TS_MS, array, bad, describe, int, num, object, str } from '../api/json-checks.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
-import { prepareGatewayScope } from '../ingest/index.js';
+import { parseJsonBody, prepareGatewayScope, requireOwnGateway } from '../ingest/index.js';
 import type { AlertStateName } from '../../shared/alerts/state.js';
 import type { AlertStore, GatewayTransition } from '../store/alerts.js';
 import { RULE_BOUNDS } from './rules.js';
@@ -111,19 +110,9 @@ export async function registerAlertIntake(app: FastifyInstance, deps: IntakeDeps
         },
       },
     }, async (req) => {
-      const raw = req.body as Buffer | undefined;
-      if (!raw || raw.length === 0) throw new BadRequestError('body: empty; expected {"v":1,"gateway","transitions":[...]} (JSON, optionally gzip)');
-      let doc: unknown;
-      try {
-        doc = JSON.parse(raw.toString('utf8'));
-      } catch (err) {
-        throw new BadRequestError(`body: not valid JSON (${(err as Error).message})`, { cause: err });
-      }
+      const doc = parseJsonBody(req.body as Buffer | undefined, '{"v":1,"gateway","transitions":[...]}');
       const body = validateIntake(doc);
-      const p = req.principal;
-      if (p?.kind !== 'gateway' || p.gateway !== body.gateway) {
-        throw new ForbiddenError(`gateway: the token belongs to gateway ${p?.kind === 'gateway' ? p.gateway : '?'}, the body says ${body.gateway}`);
-      }
+      requireOwnGateway(req.principal, body.gateway);
       const r = await deps.store.recordGatewayTransitions(body.transitions, deps.now());
       if (r.recorded) m.transitions.inc({ result: 'recorded' }, r.recorded);
       if (r.duplicates) m.transitions.inc({ result: 'duplicate' }, r.duplicates);

@@ -6,7 +6,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { BadRequestError, PayloadTooLargeError } from '../../shared/errors.js';
+import { BadRequestError, ForbiddenError, PayloadTooLargeError } from '../../shared/errors.js';
+import type { Principal } from '../store/credential-store.js';
 import { UnsupportedEncodingError } from './errors.js';
 
 export interface BodyLimits {
@@ -113,4 +114,21 @@ export function readBody(stream: Readable, headers: IncomingHttpHeaders, limits:
     stream.on('aborted', onAbort);
     stream.on('close', onClose);
   });
+}
+
+/** A gateway's request body (read by readBody) as JSON: 400 naming `body` when empty or not JSON; `expected` says what should be there. */
+export function parseJsonBody(raw: Buffer | undefined, expected: string): unknown {
+  if (!raw || raw.length === 0) throw new BadRequestError(`body: empty; expected ${expected} (JSON, optionally gzip)`);
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (err) {
+    throw new BadRequestError(`body: not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+}
+
+/** A gateway writes only as itself: 403 unless the request's token is the gateway the body names. */
+export function requireOwnGateway(p: Principal | undefined, gateway: string): void {
+  if (p?.kind !== 'gateway' || p.gateway !== gateway) {
+    throw new ForbiddenError(`gateway: the token belongs to gateway ${p?.kind === 'gateway' ? p.gateway : '?'}, the body says ${gateway}`);
+  }
 }

@@ -7,5 +7,5 @@ export { SqliteIngestStore } from './sqlite-store.js';
 export { UnsupportedEncodingError, IngestUnavailableError } from './errors.js';
 export { watermark, watermarkOf, type EpochSpan } from './watermark.js';
 export { normalize, covers, missing, type Range } from './ranges.js';
-export { readBody, bodyEncoding, type BodyLimits } from './body.js';
+export { readBody, bodyEncoding, parseJsonBody, requireOwnGateway, type BodyLimits } from './body.js';
 export { prepareGatewayScope, type GatewayRouteMetrics } from './gateway-scope.js';

@@ -5,10 +5,10 @@
  * refusal is counted by code in braid_ingest_rejected_total [INV-5].
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import { ERROR_SCHEMA } from '../query/route.js';
 import { MAX_LISTED_SKIPS } from './errors.js';
+import { parseJsonBody, requireOwnGateway } from './body.js';
 import { prepareGatewayScope } from './gateway-scope.js';
 import type { IngestService } from './service.js';
 import { validateIngestBody } from './validate.js';
@@ -86,19 +86,9 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
     }, async (req, reply) => {
       // When the request arrived (fastify's clock starts at onRequest): the clock sample's receive time.
       const receivedAt = Date.now() - reply.elapsedTime;
-      const raw = req.body as Buffer | undefined;
-      if (!raw || raw.length === 0) throw new BadRequestError('body: empty; expected an ingest batch (JSON, optionally gzip)');
-      let doc: unknown;
-      try {
-        doc = JSON.parse(raw.toString('utf8'));
-      } catch (err) {
-        throw new BadRequestError(`body: not valid JSON (${(err as Error).message})`, { cause: err });
-      }
+      const doc = parseJsonBody(req.body as Buffer | undefined, 'an ingest batch');
       const batch = validateIngestBody(doc, { maxReadings: o.maxReadingsPerRequest, maxRecords: MAX_RECORDS });
-      const p = req.principal;
-      if (p?.kind !== 'gateway' || p.gateway !== batch.gateway) {
-        throw new ForbiddenError(`gateway: the token belongs to gateway ${p?.kind === 'gateway' ? p.gateway : '?'}, the body says ${batch.gateway}`);
-      }
+      requireOwnGateway(req.principal, batch.gateway);
       ingest.clocks.sample(batch.gateway, batch.sentAt, receivedAt);
       return ingest.submit(batch);
     });

@@ -6,10 +6,9 @@
  * braid_speed_rejected_total [INV-5].
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { BadRequestError, ForbiddenError } from '../../shared/errors.js';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import type { GatewayClocks } from '../ingest/clock.js';
-import { prepareGatewayScope } from '../ingest/index.js';
+import { parseJsonBody, prepareGatewayScope, requireOwnGateway } from '../ingest/index.js';
 import type { SpeedMetrics } from './metrics.js';
 import { type SpeedLimits, type SpeedPush, pushGateway, validateSpeedPush } from './validate.js';
 
@@ -74,19 +73,9 @@ export async function registerSpeedRoute(app: FastifyInstance, deps: SpeedRouteD
     }, async (req, reply) => {
       // When the request arrived (fastify's clock starts at onRequest): the clock sample's receive time.
       const receivedAt = Date.now() - reply.elapsedTime;
-      const raw = req.body as Buffer | undefined;
-      if (!raw || raw.length === 0) throw new BadRequestError('body: empty; expected a speed push (JSON, optionally gzip)');
-      let doc: unknown;
-      try {
-        doc = JSON.parse(raw.toString('utf8'));
-      } catch (err) {
-        throw new BadRequestError(`body: not valid JSON (${(err as Error).message})`, { cause: err });
-      }
+      const doc = parseJsonBody(req.body as Buffer | undefined, 'a speed push');
       const gateway = pushGateway(doc);
-      const p = req.principal;
-      if (p?.kind !== 'gateway' || p.gateway !== gateway) {
-        throw new ForbiddenError(`gateway: the token belongs to gateway ${p?.kind === 'gateway' ? p.gateway : '?'}, the body says ${gateway}`);
-      }
+      requireOwnGateway(req.principal, gateway);
       const push = validateSpeedPush(doc, limits);
       // A push every second per gateway: the clock estimate's main source of samples.
       deps.clocks.sample(gateway, push.sentAt, receivedAt);
