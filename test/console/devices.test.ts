@@ -191,6 +191,18 @@ maybe('the console at fleet scale', () => {
     expect(await page.innerText('[data-testid=devices-summary]')).toBe(`101–150 of ${fmtInt(FLEET)} devices`);
     expect(await rowsOf(cp)).toEqual(rowsFrom(await api('?gateway=gw-fleet&order=desc&limit=50&offset=100')));
     expect(await page.evaluate(() => location.hash)).toBe('#/devices?gateway=gw-fleet&order=desc&offset=100');
+
+    // A Next click within the typing pause: the click's request carries the form's search, and the
+    // pause ending after it does not take the page back to the first (the pending search used to
+    // fire 250 ms later and reset the offset; CI's paging failure).
+    await page.unrouteAll({ behavior: 'wait' });
+    await page.fill('[data-testid=device-search]', 'fleet-0');
+    await page.click('[data-testid=page-next]');
+    await summaryIs(cp, `151–200 of ${fmtInt(FLEET)} devices matching “fleet-0”`);
+    await page.waitForTimeout(600);
+    await cp.flush();
+    expect(await page.innerText('[data-testid=devices-summary]')).toBe(`151–200 of ${fmtInt(FLEET)} devices matching “fleet-0”`);
+    expect(await page.evaluate(() => location.hash)).toBe('#/devices?q=fleet-0&gateway=gw-fleet&order=desc&offset=150');
     expect(cp.errors).toEqual([]);
   });
 

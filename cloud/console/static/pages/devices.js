@@ -82,14 +82,17 @@ export async function render(el, ctx) {
   // A change of filter shows its first page; typing waits for a pause. The hash is replaced, not
   // pushed per keystroke, and the page redraws in place (the search box keeps its focus).
   let current = query;
+  let typing = null;
   const apply = (offset = 0) => {
+    // Whatever applies reads the whole form, the search typed so far included: a pending search
+    // would only repeat it later, and take a Next clicked meanwhile back to the first page.
+    clearTimeout(typing);
     const next = params(offset);
     history.replaceState(null, '', `#/devices?${new URLSearchParams(next)}`);
     current = queryOf(new URLSearchParams(next));
     // At once, not queued behind a poll in flight (which asked for the page before this one).
     void load();
   };
-  let typing = null;
   q.addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(() => apply(), TYPING_MS); });
   form.addEventListener('submit', (ev) => { ev.preventDefault(); clearTimeout(typing); apply(); });
   for (const c of [status, gateway, sort, order, alerting]) c.addEventListener('change', () => apply());
