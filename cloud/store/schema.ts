@@ -228,6 +228,8 @@ CREATE TABLE IF NOT EXISTS alert_history (
   value      REAL
 );
 CREATE INDEX IF NOT EXISTS alert_history_rule ON alert_history (rule, id);
+-- The history of one device or gateway (GET /api/v1/alerts/history?device=), newest first; PostgreSQL's migration 7.
+CREATE INDEX IF NOT EXISTS alert_history_scope ON alert_history (scope, id);
 
 -- Transitions raised by gateways (POST /api/v1/ingest/alerts), each once by (gateway, id):
 -- committed before the 2xx, merged into alert_states and alert_history by the next evaluation

@@ -289,6 +289,9 @@ const M6_ALERT_INTAKE: readonly string[] = [
   'CREATE INDEX alert_intake_pending ON alert_intake (applied, received_at)',
 ];
 
+/** Migration 7: the history of one device or gateway newest first, without a scan of every rule's (cloud.db's alert_history_scope). */
+const M7_ALERT_HISTORY_SCOPE: readonly string[] = ['CREATE INDEX alert_history_scope ON alert_history (scope, id)'];
+
 /** The tables migrations add beyond cloud.db's (none of them exists in SQLite). */
 export const PG_ONLY_TABLES: readonly string[] = ['batch_slots', 'view_pointer', 'nodes'];
 
@@ -300,6 +303,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 4, name: 'devices by last seen', statements: M4_DEVICES_LAST_SEEN },
   { version: 5, name: 'alerts: rules, states, history', statements: M5_ALERTS },
   { version: 6, name: 'alerts raised by gateways', statements: M6_ALERT_INTAKE },
+  { version: 7, name: 'alert history by scope', statements: M7_ALERT_HISTORY_SCOPE },
 ];
 
 /** The schema version this code writes: the last migration's. */
