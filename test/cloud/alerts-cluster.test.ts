@@ -6,13 +6,12 @@
  * gateway never heard from fires once its silentFor has passed since the rule set was replaced; one
  * naming neither fires for each device the registry knows that has been silent that long.
  */
-import type pg from 'pg';
 import { type CloudApp, createCloud } from '../../cloud/app.js';
 import { addApiKey, addGateway } from '../../cloud/store/credentials.js';
-import { PgCredentialStore, createPgPool, migrate } from '../../cloud/store/pg/index.js';
+import { PgCredentialStore } from '../../cloud/store/pg/index.js';
 import { testCloudConfig } from '../support/cloud.js';
 import { eventually, tempDir } from '../support/gateway.js';
-import { type TestPostgres, havePostgres, startPostgres } from '../support/postgres.js';
+import { type TestPostgres, havePostgres, migratedDatabase, startPostgres } from '../support/postgres.js';
 import { getJson, postSpeed, pushBody } from './speed-fixtures.js';
 import { alertHistory, haveAlertmanager, listAlerts, metricValue, partialOf, putRules, startAlertmanager } from './alerts-fixtures.js';
 
@@ -22,20 +21,21 @@ const have = havePostgres() && haveAlertmanager();
   let server: TestPostgres;
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   beforeAll(async () => { server = await startPostgres(); }, 60_000);
+  /** A fresh migrated database with gateway gw-1's token, an admin key and a read key. */
+  const cloudDatabase = async (name: string) => {
+    const db = await migratedDatabase(server, name, 2);
+    cleanups.push(db.close);
+    const creds = new PgCredentialStore(db.first);
+    const token = await addGateway(creds, 'gw-1');
+    return { url: db.url, token, adminKey: await addApiKey(creds, 'ops', 'admin'), readKey: await addApiKey(creds, 'app', 'read') };
+  };
   afterAll(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
     await server?.stop();
   }, 60_000);
 
   test('both nodes evaluate in turn; each transition is recorded once and each alert sent once; a silence rule fires once', async () => {
-    const url = await server.createDatabase('alerts_cluster');
-    const admin: pg.Pool = createPgPool({ url, poolMax: 2 });
-    cleanups.push(() => admin.end());
-    await migrate(admin);
-    const creds = new PgCredentialStore(admin);
-    const token = await addGateway(creds, 'gw-1');
-    const adminKey = await addApiKey(creds, 'ops', 'admin');
-    const readKey = await addApiKey(creds, 'app', 'read');
+    const { url, token, adminKey, readKey } = await cloudDatabase('alerts_cluster');
     const am = await startAlertmanager();
     cleanups.push(() => am.stop());
     const data = tempDir('braid-alerts-cluster-');
@@ -90,14 +90,7 @@ const have = havePostgres() && haveAlertmanager();
   }, 120_000);
 
   test('1,000 device rules on the PostgreSQL store: every round evaluates them all; the round time is printed', async () => {
-    const url = await server.createDatabase('alerts_thousand');
-    const admin: pg.Pool = createPgPool({ url, poolMax: 2 });
-    cleanups.push(() => admin.end());
-    await migrate(admin);
-    const creds = new PgCredentialStore(admin);
-    const token = await addGateway(creds, 'gw-1');
-    const adminKey = await addApiKey(creds, 'ops', 'admin');
-    const readKey = await addApiKey(creds, 'app', 'read');
+    const { url, token, adminKey, readKey } = await cloudDatabase('alerts_thousand');
     const data = tempDir('braid-alerts-pg1000-');
     cleanups.push(() => data.remove());
     const app = createCloud(testCloudConfig(data.path, { store: { url }, alerts: { evalIntervalMs: 100 } }));
