@@ -55,6 +55,10 @@ export class QueryLayer implements CloudService {
       name: 'braid_query_series_pending', registers: [ctx.registry],
       help: 'Series files of the live manifest queued and not yet built',
     });
+    const filesRead = (ctx.registry.getSingleMetric('braid_query_view_files_read_total') as Counter<'from'> | undefined) ?? new Counter({
+      name: 'braid_query_view_files_read_total', registers: [ctx.registry], labelNames: ['from'] as const,
+      help: 'View files the Parquet reader answered queries from, by where their rows came from (series: a series file, cache: rows kept from an earlier read, duckdb: read from the file)',
+    });
     const compactDir = localDirs(config).compactedViews;
     const parquet = await ParquetViewReader.open({
       viewsDir,
@@ -65,6 +69,11 @@ export class QueryLayer implements CloudService {
         seriesPending.set(e.pending);
         if (e.err) ctx.logger.warn({ err: e.err, view: e.view, version: e.version, file: e.file }, 'no series file for a view file; DuckDB reads it');
         else if (e.result === 'built') ctx.logger.info({ view: e.view, version: e.version, file: e.file, rows: e.rows, bytes: e.bytes, ms: Math.round(e.ms) }, 'series file ready for device queries');
+      },
+      onFilesRead: (n) => {
+        if (n.series) filesRead.inc({ from: 'series' }, n.series);
+        if (n.cache) filesRead.inc({ from: 'cache' }, n.cache);
+        if (n.duckdb) filesRead.inc({ from: 'duckdb' }, n.duckdb);
       },
       onCompacted: (e) => {
         compactions.inc({ result: e.err ? 'failed' : 'built' });

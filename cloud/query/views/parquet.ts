@@ -65,6 +65,8 @@ export interface ParquetViewReaderOptions {
    * answering), or skipped (over seriesMaxBytes); `pending` builds are still queued after this one.
    */
   onSeries?: (e: { view: ViewName; version: number; file: string; ms: number; rows: number; bytes: number; result: 'built' | 'failed' | 'skipped'; err: Error | null; pending: number }) => void;
+  /** Told after each read how many view files answered from a series file, from the cache, and through DuckDB. */
+  onFilesRead?: (n: { series: number; cache: number; duckdb: number }) => void;
 }
 
 export const DEFAULT_PARQUET_VIEW_READER_OPTIONS: Omit<ParquetViewReaderOptions, 'viewsDir'> = {
@@ -190,6 +192,7 @@ export class ParquetViewReader implements ViewReader {
     const perFile = new Map<string, SummaryRow[]>();
     const missing: string[] = [];
     const fromSeries: Array<Promise<void>> = [];
+    let hits = 0;
     for (const f of files) {
       const s = key?.column === 'device' && this.series.size > 0 ? this.series.get(f)?.file : undefined;
       if (s) {
@@ -198,10 +201,13 @@ export class ParquetViewReader implements ViewReader {
         continue;
       }
       const hit = this.cacheGet(f + suffix);
-      if (hit) perFile.set(f, hit);
-      else missing.push(f);
+      if (hit) {
+        perFile.set(f, hit);
+        hits++;
+      } else missing.push(f);
     }
     if (fromSeries.length) await Promise.all(fromSeries);
+    this.options.onFilesRead?.({ series: files.length - hits - missing.length, cache: hits, duckdb: missing.length });
     if (missing.length > 0) {
       const loaded = await this.load(missing, key, req.metric);
       for (const f of missing) {
