@@ -274,6 +274,12 @@ export interface PreviousDay {
   device1m: string;
   gateway1m: string;
   spans: Array<{ gateway: string; lo: number; hi: number }>;
+  /**
+   * Set when the caller computed `touched` already (a table of that name): the relation the
+   * touched minutes' rows are read from, any superset of them (the day's files bounded to the
+   * touched minutes' time range); unset, `touched` is the first step and the rows come from the day.
+   */
+  rowsScan?: string;
 }
 
 /** The minutes of the day's rows whose epochs changed coverage: the only minutes an incremental build recomputes. */
@@ -310,7 +316,7 @@ JOIN (VALUES ${values}) AS c (gateway, lo, hi) ON r.gateway = c.gateway AND r.ep
  * before the shift); a full run merges it exactly.
  */
 export function buildSteps(q: SqlDialect, dayScan: string, watermark: Record<string, number>, previous?: PreviousDay): BuildStep[] | null {
-  const scan = previous ? `(SELECT s.* FROM ${dayScan} s WHERE date_trunc('minute', s.ts) IN (SELECT bucket FROM touched))` : dayScan;
+  const scan = previous ? `(SELECT s.* FROM ${previous.rowsScan ?? dayScan} s WHERE date_trunc('minute', s.ts) IN (SELECT bucket FROM touched))` : dayScan;
   const wm = watermarkSql(watermark);
   const fallback = fallbackMinutesSql(q, scan, watermark);
   if (!wm || !fallback) return null;
@@ -336,7 +342,7 @@ ${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
 FROM ${previous.gateway1m} p JOIN (SELECT DISTINCT metric, mshift FROM shifts) o ON p.metric = o.metric
 WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
   return [
-    ...(previous ? [{ name: 'touched', sql: touchedMinutesSql(dayScan, previous.spans) }] : []),
+    ...(previous && !previous.rowsScan ? [{ name: 'touched', sql: touchedMinutesSql(dayScan, previous.spans) }] : []),
     { name: 'wm', sql: wm },
     { name: 'shifts', sql: shiftsSql(dayScan) },
     { name: 'raw_1m', sql: rawMinutesSql(q, scan) },
