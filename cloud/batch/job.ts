@@ -184,6 +184,9 @@ class Run implements BatchRun {
     const tmpDir = join(this.opts.dataDir, 'tmp', 'batch', `run-${this.id}`);
     let version: number | null = null;
     let published = false;
+    // Each view file's fsync, rename and directory fsync, started as its day is built and awaited
+    // before the manifest: the disk's syncs overlap the next day's SQL instead of following it.
+    const publishing: Array<Promise<void>> = [];
     try {
       await mkdir(viewsDir, { recursive: true });
       let prev: Manifest | null;
@@ -231,7 +234,9 @@ class Run implements BatchRun {
           const b = await buildDay(this.engine, day, files, snap.watermark, tmpDir, await this.previousDay(keptDevice.get(day), keptGateway.get(day), spans));
           for (const [view, tmp] of Object.entries(b.files) as Array<[ViewName, string]>) {
             const rel = `${vdir}/${view}/day=${day}.parquet`;
-            await publishFile(tmp, join(viewsDir, rel));
+            const p = publishFile(tmp, join(viewsDir, rel));
+            p.catch(() => undefined); // awaited below; a failure fails the run there
+            publishing.push(p);
             built[view].set(day, rel);
           }
           readings += b.readings;
@@ -242,6 +247,8 @@ class Run implements BatchRun {
         }
         this.engine.close();
         this.engine = null;
+        // [manifest atomicity] every file it names is durable before the manifest is written.
+        await Promise.all(publishing);
         this.check();
         this.step({ phase: 'publishing', day: null });
         live = {
@@ -274,6 +281,8 @@ class Run implements BatchRun {
       };
     } catch (err) {
       const error = this.aborted ? new BatchAbortedError(`batch run ${this.id} ${this.aborted}`, { cause: err }) : err;
+      // No file step may still be running when its directories are removed.
+      await Promise.allSettled(publishing);
       // An unpublished version is named by no manifest: nobody can be reading it.
       if (version !== null && !published) await rm(join(viewsDir, versionDir(version)), { recursive: true, force: true }).catch(() => undefined);
       await this.stores.batch.finishRun(this.id, {
