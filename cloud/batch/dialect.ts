@@ -35,7 +35,7 @@ export interface MasterRange {
 
 /** An open DuckDB connection with the dialect's statements. */
 export class DuckDialect implements SqlDialect {
-  private constructor(private readonly instance: DuckDBInstance, readonly conn: DuckDBConnection) {}
+  private constructor(private readonly instance: DuckDBInstance, readonly conn: DuckDBConnection, private readonly ownsInstance = true) {}
 
   static async open(opts: EngineOptions): Promise<DuckDialect> {
     await mkdir(opts.tempDir, { recursive: true });
@@ -52,6 +52,17 @@ export class DuckDialect implements SqlDialect {
     // arithmetic a later change may add.
     await conn.run(`SET TimeZone = 'UTC'`);
     return new DuckDialect(instance, conn);
+  }
+
+  /**
+   * Another connection to the same engine, for a second day built at once: its temp tables are its
+   * own (DuckDB keeps them per connection), memory_limit and threads are the engine's. Its close()
+   * closes only it.
+   */
+  async connect(): Promise<DuckDialect> {
+    const conn = await this.instance.connect();
+    await conn.run(`SET TimeZone = 'UTC'`);
+    return new DuckDialect(this.instance, conn, false);
   }
 
   ident(name: string): string {
@@ -168,6 +179,6 @@ export class DuckDialect implements SqlDialect {
 
   close(): void {
     this.conn.closeSync();
-    this.instance.closeSync();
+    if (this.ownsInstance) this.instance.closeSync();
   }
 }
