@@ -319,6 +319,12 @@ export function buildSteps(q: SqlDialect, dayScan: string, watermark: Record<str
   const scan = previous ? `(SELECT s.* FROM ${previous.rowsScan ?? dayScan} s WHERE date_trunc('minute', s.ts) IN (SELECT bucket FROM touched))` : dayScan;
   const wm = watermarkSql(watermark);
   const fallback = fallbackMinutesSql(q, scan, watermark);
+  // A shift may be any value of its series near its readings (m2's rounding is that of the
+  // distance); every series of the day is in the live version's minutes or in the touched rows, so
+  // an incremental build takes the shifts from those rather than from another pass over the day.
+  const shiftSource = previous?.rowsScan
+    ? `(SELECT device, metric, ${q.ident('min')} AS value FROM ${previous.device1m} UNION ALL SELECT device, metric, value FROM ${previous.rowsScan})`
+    : dayScan;
   if (!wm || !fallback) return null;
   const cols = ['count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY].map((n) => q.ident(n));
   const summary = cols.join(', ');
@@ -344,7 +350,7 @@ WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
   return [
     ...(previous && !previous.rowsScan ? [{ name: 'touched', sql: touchedMinutesSql(dayScan, previous.spans) }] : []),
     { name: 'wm', sql: wm },
-    { name: 'shifts', sql: shiftsSql(dayScan) },
+    { name: 'shifts', sql: shiftsSql(shiftSource) },
     { name: 'raw_1m', sql: rawMinutesSql(q, scan) },
     { name: 'fallback_1m', sql: fallback },
     {
