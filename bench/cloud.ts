@@ -10,7 +10,8 @@
  *    under `node --cpu-prof` (paced: the main thread's busy stretches; as fast as the acks).
  * 2. Batch: a master dataset written directly (bench/lib/cloud-master.ts: cloud/ingest/parquet.ts
  *    files + the catalog rows), then the bare DuckDB device_1m aggregation of the same files (the
- *    ceiling, 3 times), `braid batch run --full` (twice), an incremental run with nothing new, then 3
+ *    ceiling, 3 times) and a bare scan of every column (the floor, 3 times), `braid batch run --full`
+ *    (twice; with BENCH_BATCH_ALT_ROOT another checkout's beside it), an incremental run with nothing new, then 3
  *    rounds of 1% new readings (new files, catalog rows, epochs) and an incremental run; the build
  *    statements under EXPLAIN ANALYZE for one day.
  *
@@ -19,7 +20,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import pg from 'pg';
 import { DuckDialect } from '../cloud/batch/dialect.js';
@@ -55,6 +56,8 @@ Environment:
   BENCH_INGEST_GATEWAYS=50      simulated gateways (each its own token), BENCH_INGEST_CLIENTS=2 processes
   BENCH_BATCH_DEVICES=40 BENCH_BATCH_METRICS=5 BENCH_BATCH_INTERVAL_S=10 BENCH_BATCH_DAYS=7
   BENCH_BATCH_GATEWAYS=10 BENCH_BATCH_DUP=0.03 BENCH_BATCH_SEGMENT_MIN=60   the generated master dataset (devices x scale)
+  BENCH_BATCH_ALT_ROOT=DIR      also run \`braid batch run --full\` of another checkout (with node_modules) on the same
+                                master dataset, alternating with this one's (before/after in one run)
   BENCH_CLOUD_CONFIG='{"ingest":{"groupCommitMs":0}}'   merged into the cloud's config
   BENCH_CLOUD_NODE_OPTIONS=--max-semi-space-size=16     node flags for the cloud process
   BENCH_WRITE_DOCS=1|0          write docs/benchmarks.md (default: only a full-scale run of everything)
@@ -116,6 +119,9 @@ const APPEND_SHARE = 0.01;
 const BARE_REPEAT = 3;
 const FULL_REPEAT = 2;
 const INCREMENTAL_ROUNDS = 3;
+/** Another checkout whose `braid batch run --full` runs beside this one's on the same files (before/after). */
+const BATCH_ALT_ROOT = env.BENCH_BATCH_ALT_ROOT ? resolve(env.BENCH_BATCH_ALT_ROOT) : null;
+if (BATCH_ALT_ROOT && !existsSync(join(BATCH_ALT_ROOT, 'bin/braid.js'))) throw new Error(`BENCH_BATCH_ALT_ROOT: no bin/braid.js in ${BATCH_ALT_ROOT}`);
 
 const TARGET = { ingestPerSec: 200_000, ingestP99Ms: 100, batchVsBare: 0.5, incrementalVsFull: 0.1 };
 
@@ -186,6 +192,10 @@ interface BatchResult {
   /** The bare aggregation, BARE_REPEAT times (median used). */
   bare: Array<{ ms: number; rows: number; groups: number }>;
   barePerDay: { ms: number };
+  /** The floor: a bare scan decoding every column of the same files once, no grouping, BARE_REPEAT times. */
+  scan: Array<{ ms: number; rows: number; groups: number }>;
+  /** BENCH_BATCH_ALT_ROOT's `braid batch run --full`, alternating with `full`. */
+  alt: BatchProc[];
   /** `braid batch run --full`, FULL_REPEAT times (median used). */
   full: BatchProc[];
   noop: BatchProc;
@@ -809,12 +819,15 @@ function syncDisks(): void {
   try { execFileSync('sync'); } catch { /* no sync(1): fine */ }
 }
 
-async function batchRun(dataDir: string, full: boolean): Promise<BatchProc> {
+/** `root`: another checkout's braid (BENCH_BATCH_ALT_ROOT). */
+async function batchRun(dataDir: string, full: boolean, root: string = ROOT): Promise<BatchProc> {
   syncDisks();
   const args = ['batch', 'run', '--data-dir', dataDir, '--json', '--no-progress', '--log-level', 'warn'];
   if (full) args.push('--full');
   const t0 = performance.now();
-  const p = braid(args, `braid batch run${full ? ' --full' : ''}`);
+  const name = `braid batch run${full ? ' --full' : ''}${root === ROOT ? '' : ' (BENCH_BATCH_ALT_ROOT)'}`;
+  if (isStopping()) throw new Error('stopping: not starting another process');
+  const p = startProc(name, process.execPath, [join(root, 'bin/braid.js'), ...args], { cwd: root, env: childEnv() });
   let hwm = 0;
   let cpuSec = 0;
   const poll = setInterval(() => {
@@ -834,7 +847,12 @@ async function batchRun(dataDir: string, full: boolean): Promise<BatchProc> {
   return { wallMs, runMs: json.endedAt - json.startedAt, hwm, cpuSec, json };
 }
 
-async function bare(dataDir: string, perDay: boolean): Promise<{ ms: number; rows: number; groups: number }> {
+/**
+ * The bare device_1m aggregation of every master file (`perDay`: one statement per day), or with
+ * `scan` the floor under any aggregation: every column of the same files decoded once (the
+ * dialect's scan, as the batch reads them) into an ungrouped MIN, no grouping, nothing kept.
+ */
+async function bare(dataDir: string, perDay: boolean, scan = false): Promise<{ ms: number; rows: number; groups: number }> {
   const db = await openCloudDb(join(dataDir, 'cloud.db'));
   const snap = await takeSnapshot(db, null);
   await db.close();
@@ -845,6 +863,11 @@ async function bare(dataDir: string, perDay: boolean): Promise<{ ms: number; row
     const t0 = performance.now();
     let groups = 0;
     const groupsOf = async () => Number((await engine.conn.runAndReadAll('SELECT COUNT(*) AS n FROM bare')).getRowObjects()[0].n);
+    if (scan) {
+      const cols = ['device', 'metric', 'ts', 'value', 'gateway', 'seq', 'epoch'].map((c) => `MIN(${c})`).join(', ');
+      await engine.conn.run(`SELECT COUNT(*), ${cols} FROM ${engine.scanMaster(snap.files.map((f) => join(dataDir, f.path)))} s`);
+      return { ms: performance.now() - t0, rows, groups: 0 };
+    }
     if (!perDay) {
       await engine.conn.run(`CREATE OR REPLACE TEMP TABLE bare AS ${bareSql(engine, snap.files.map((f) => join(dataDir, f.path)))}`);
       const msAll = performance.now() - t0;
@@ -877,22 +900,32 @@ async function batchPhase(): Promise<BatchResult> {
   const gen = await writeMaster(dataDir, shape, state, steps, 'hist');
   log(`  ${int(gen.rows)} master rows in ${gen.files} files over ${gen.days.length} days (${mb(gen.bytes)}), ${int(gen.epochs)} epochs, in ${ms(gen.ms)}`);
 
-  log(`batch: bare DuckDB device_1m aggregation of the same files (one statement over all files, ${BARE_REPEAT} times)`);
+  log(`batch: bare DuckDB device_1m aggregation and bare scan (every column, no grouping) of the same files (one statement over all files, ${BARE_REPEAT} times each, alternating)`);
   const bareAll: BatchResult['bare'] = [];
+  const scanAll: BatchResult['scan'] = [];
   for (let i = 0; i < BARE_REPEAT; i++) {
     const r = await bare(dataDir, false);
     bareAll.push(r);
     log(`  bare: ${int(r.rows / (r.ms / 1000))} rows/s (${ms(r.ms)}, ${int(r.groups)} groups)`);
+    const sc = await bare(dataDir, false, true);
+    scanAll.push(sc);
+    log(`  scan: ${int(sc.rows / (sc.ms / 1000))} rows/s (${ms(sc.ms)})`);
   }
   const barePerDay = await bare(dataDir, true);
   log(`  bare, one statement per day: ${int(barePerDay.rows / (barePerDay.ms / 1000))} rows/s (${ms(barePerDay.ms)})`);
 
   const full: BatchProc[] = [];
+  const alt: BatchProc[] = [];
   for (let i = 0; i < FULL_REPEAT; i++) {
     log('batch: braid batch run --full');
     const r = await batchRun(dataDir, true);
     full.push(r);
-    log(`  full: ${int(r.json.rowsRead / (r.runMs / 1000))} rows/s (run ${ms(r.runMs)}, process ${ms(r.wallMs)}), peak RSS ${mb(r.hwm)}, ${r.json.days.length} days`);
+    log(`  full: ${int(r.json.rowsRead / (r.runMs / 1000))} rows/s (run ${ms(r.runMs)}, process ${ms(r.wallMs)}, CPU ${r.cpuSec.toFixed(1)} s), peak RSS ${mb(r.hwm)}, ${r.json.days.length} days`);
+    if (BATCH_ALT_ROOT) {
+      const a = await batchRun(dataDir, true, BATCH_ALT_ROOT);
+      alt.push(a);
+      log(`  full (${BATCH_ALT_ROOT}): ${int(a.json.rowsRead / (a.runMs / 1000))} rows/s (run ${ms(a.runMs)}, process ${ms(a.wallMs)}, CPU ${a.cpuSec.toFixed(1)} s), peak RSS ${mb(a.hwm)}`);
+    }
   }
   const fullMs = median(full.map((r) => r.runMs));
   const noop = await batchRun(dataDir, false);
@@ -927,7 +960,7 @@ async function batchPhase(): Promise<BatchResult> {
     log(`  statements ${ms(sum)} in all vs bare ${ms(explain.bare.wallMs)} for the same day`);
   }
   return {
-    shape: { ...shape, days: SHAPE_DAYS }, gen, bare: bareAll, barePerDay: { ms: barePerDay.ms }, full, noop, rounds, explain,
+    shape: { ...shape, days: SHAPE_DAYS }, gen, bare: bareAll, barePerDay: { ms: barePerDay.ms }, scan: scanAll, alt, full, noop, rounds, explain,
     viewBytes: dirBytes(join(dataDir, 'views')).bytes,
   };
 }
@@ -1024,6 +1057,12 @@ function report(machine: MachineInfo, totalMs: number): string {
     const days = b.full[0].json.days.length;
     L.push(`| Batch --full, master rows/s (${int(b.full[0].json.rowsRead)} rows, ${days} days; the run's own time, median of ${b.full.length}) | ${int(fullRate)} (${ratio(fullRate, bareRate)} bare)${range(b.full.map((r) => r.runMs))} | ${int(bareRate)} (the bare device_1m aggregation of the same files, median of ${b.bare.length})${range(b.bare.map((r) => r.ms))} | >= ${TARGET.batchVsBare}x bare | ${status(fullRate >= TARGET.batchVsBare * bareRate)} |`);
     L.push(`| Batch --full: wall time of the \`braid batch run --full\` process / peak RSS (VmHWM) | ${(fullWall / 1000).toFixed(1)} s / ${mb(Math.max(...b.full.map((r) => r.hwm)))} | bare ${(bareMs / 1000).toFixed(1)} s (one statement per day: ${(b.barePerDay.ms / 1000).toFixed(1)} s) |  |  |`);
+    const scanMs = median(b.scan.map((r) => r.ms));
+    L.push(`| The floor: a bare scan of the same files, every column decoded once, no grouping (median of ${b.scan.length}) | --full = ${ratio(rate(rows, fullMs), rate(rows, scanMs))} of it; bare = ${ratio(bareRate, rate(rows, scanMs))} | ${int(rate(rows, scanMs))} rows/s${range(b.scan.map((r) => r.ms))} |  | info |`);
+    if (b.alt.length) {
+      const altMs = median(b.alt.map((r) => r.runMs));
+      L.push(`| Batch --full of BENCH_BATCH_ALT_ROOT (\`${BATCH_ALT_ROOT}\`), alternating with the runs above: rows/s, CPU | ${int(rate(b.alt[0].json.rowsRead, altMs))} (${ratio(rate(b.alt[0].json.rowsRead, altMs), bareRate)} bare)${range(b.alt.map((r) => r.runMs))}<br><sub>CPU ${b.alt.map((r) => r.cpuSec.toFixed(1)).join(', ')} s; this checkout ${b.full.map((r) => r.cpuSec.toFixed(1)).join(', ')} s</sub> | this checkout ${ratio(altMs, fullMs)} of its time |  | info |`);
+    }
     const r0 = b.rounds[0];
     L.push(`| Incremental after ${APPEND_SHARE * 100}% new readings (${int(r0.append.rows)} rows, new epochs; ${b.rounds.length} rounds, median): run time vs the full run's | ${(incMs / 1000).toFixed(2)} s = ${ratio(incMs, fullMs)} (${r0.run.json.days.length} day of ${days} rebuilt, ${int(median(b.rounds.map((r) => r.run.json.rowsRead)))} rows)${range(b.rounds.map((r) => r.run.runMs))} | full ${(fullMs / 1000).toFixed(1)} s | <= ${TARGET.incrementalVsFull}x | ${status(incMs <= TARGET.incrementalVsFull * fullMs)} |`);
     L.push(`| the same, wall time of the processes (with node + tsx start) | ${(incWall / 1000).toFixed(2)} s = ${ratio(incWall, fullWall)} | full ${(fullWall / 1000).toFixed(1)} s |  | info |`);
@@ -1047,8 +1086,8 @@ function report(machine: MachineInfo, totalMs: number): string {
   if (b) {
     const s = b.shape;
     L.push(`- master dataset: ${s.devices} devices x ${s.metrics.length} metrics, one reading per series every ${s.intervalMs / 1000} s, ${s.days} days from ${new Date(s.startMs).toISOString().slice(0, 16)}Z, ${s.gateways} gateways, ${(s.dupShare * 100).toFixed(0)}% of readings delivered again by a second gateway; epochs = minutes of arrival, one segment per ${s.segmentMs / 60_000} min of arrival: ${int(b.gen.rows)} rows (${int(b.gen.readings)} readings), ${b.gen.files} files, ${mb(b.gen.bytes)}, ${int(b.gen.epochs)} epochs, written in ${ms(b.gen.ms)}`);
-    L.push(`- bare aggregation (DuckDB in the benchmark process, memory_limit 2GB, threads = cores, the dialect's scan): all files in one statement ${b.bare.map((r) => ms(r.ms)).join(', ')} (${int(b.bare[0].groups)} groups); one statement per day ${ms(b.barePerDay.ms)}`);
-    const runs: Array<[string, BatchProc]> = [...b.full.map((r) => ['--full', r] as [string, BatchProc]), ['incremental, nothing new', b.noop],
+    L.push(`- bare aggregation (DuckDB in the benchmark process, memory_limit 2GB, threads = cores, the dialect's scan): all files in one statement ${b.bare.map((r) => ms(r.ms)).join(', ')} (${int(b.bare[0].groups)} groups); one statement per day ${ms(b.barePerDay.ms)}; the bare scan (\`SELECT COUNT(*), MIN(col)...\` of all 7 columns) ${b.scan.map((r) => ms(r.ms)).join(', ')}`);
+    const runs: Array<[string, BatchProc]> = [...b.full.map((r) => ['--full', r] as [string, BatchProc]), ...b.alt.map((r) => ['--full (BENCH_BATCH_ALT_ROOT)', r] as [string, BatchProc]), ['incremental, nothing new', b.noop],
       ...b.rounds.map((r, i) => [`incremental after append ${i + 1} (${int(r.append.rows)} rows in ${r.append.files} files, ${int(r.append.epochs)} epochs)`, r.run] as [string, BatchProc])];
     for (const [name, r] of runs) {
       L.push(`- batch ${name}: process ${ms(r.wallMs)}, run ${ms(r.runMs)}, CPU ${r.cpuSec.toFixed(1)} s, peak RSS ${mb(r.hwm)}; ${r.json.published ? `version ${r.json.version} published` : 'nothing published'}, ${r.json.days.length} days${r.json.days.length && r.json.days.length <= 3 ? ` (${r.json.days.join(', ')})` : ''}, ${int(r.json.rowsRead)} master rows read, ${int(r.json.readings)} readings covered`);

@@ -5,8 +5,9 @@
  */
 import { join } from 'node:path';
 import type { DuckDialect } from './dialect.js';
-import { buildSteps, outputColumns, VIEW_STEPS, type PreviousDay } from './sql.js';
+import { buildSteps, outputColumns, touchedMinutesSql, VIEW_STEPS, type PreviousDay } from './sql.js';
 import type { ViewName } from './sink.js';
+import { MINUTE_MS } from '../../shared/time.js';
 
 export interface DayBuild {
   /** Readings the views of the day cover (after the E filter and dedup). */
@@ -37,9 +38,26 @@ export function viewFileSelect(engine: DuckDialect, view: (typeof VIEW_STEPS)[nu
  * fleet costs a few milliseconds of SQL, and a round trip each was most of it on a busy machine.
  */
 export async function buildDay(engine: DuckDialect, day: string, files: string[], watermark: Record<string, number>, outDir: string, previous?: PreviousDayFiles): Promise<DayBuild> {
-  const prev = previous && { device1m: engine.readParquet(previous.device1m), gateway1m: engine.readParquet(previous.gateway1m), spans: previous.spans };
+  let prev: PreviousDay | undefined;
+  if (previous && files.length) {
+    // The touched minutes from the rows of the changed epochs only, and then their rows from the
+    // touched time range only: bounds on the files' own columns, which the Parquet reader checks
+    // against each file's and row group's statistics (a superset of the rows; the SQL keeps the
+    // same ones as over the whole day).
+    const spans = previous.spans;
+    const changed = spans.length ? engine.scanMaster(files, { epochAbove: Math.min(...spans.map((x) => x.lo)), epochAtMost: Math.max(...spans.map((x) => x.hi)) }) : engine.scanMaster(files);
+    await engine.materialize('touched', touchedMinutesSql(changed, spans));
+    const range = await engine.timestampRange('touched', 'bucket');
+    prev = {
+      device1m: engine.readParquet(previous.device1m), gateway1m: engine.readParquet(previous.gateway1m), spans,
+      rowsScan: engine.scanMaster(files, range ? { fromMs: range.fromMs, toMs: range.toMs + MINUTE_MS } : { fromMs: 0, toMs: 0 }),
+    };
+  }
   const steps = files.length ? buildSteps(engine, engine.scanMaster(files), watermark, prev) : null;
-  if (!steps) return { readings: 0, files: {} };
+  if (!steps) {
+    if (prev) await engine.drop('touched');
+    return { readings: 0, files: {} };
+  }
   const out: Partial<Record<ViewName, string>> = {};
   await engine.materializeAll(steps);
   const n = await engine.sum('device_1m', engine.ident('count'));
@@ -51,6 +69,6 @@ export async function buildDay(engine: DuckDialect, day: string, files: string[]
       out[view.name] = file;
     }
   }
-  await engine.writeAndDrop(writes, steps.map((s) => s.name).reverse());
+  await engine.writeAndDrop(writes, [...steps.map((s) => s.name).reverse(), ...(prev ? ['touched'] : [])]);
   return { readings: n, files: out };
 }

@@ -25,9 +25,17 @@ export interface EngineOptions {
  */
 export const VIEW_ROW_GROUP_ROWS = 131_072;
 
+/** Bounds on the master's own columns (scanMaster): ts in [fromMs, toMs) epoch ms, epoch in (epochAbove, epochAtMost]. */
+export interface MasterRange {
+  fromMs?: number;
+  toMs?: number;
+  epochAbove?: number;
+  epochAtMost?: number;
+}
+
 /** An open DuckDB connection with the dialect's statements. */
 export class DuckDialect implements SqlDialect {
-  private constructor(private readonly instance: DuckDBInstance, readonly conn: DuckDBConnection) {}
+  private constructor(private readonly instance: DuckDBInstance, readonly conn: DuckDBConnection, private readonly ownsInstance = true) {}
 
   static async open(opts: EngineOptions): Promise<DuckDialect> {
     await mkdir(opts.tempDir, { recursive: true });
@@ -44,6 +52,17 @@ export class DuckDialect implements SqlDialect {
     // arithmetic a later change may add.
     await conn.run(`SET TimeZone = 'UTC'`);
     return new DuckDialect(instance, conn);
+  }
+
+  /**
+   * Another connection to the same engine, for a second day built at once: its temp tables are its
+   * own (DuckDB keeps them per connection), memory_limit and threads are the engine's. Its close()
+   * closes only it.
+   */
+  async connect(): Promise<DuckDialect> {
+    const conn = await this.instance.connect();
+    await conn.run(`SET TimeZone = 'UTC'`);
+    return new DuckDialect(this.instance, conn, false);
   }
 
   ident(name: string): string {
@@ -66,14 +85,32 @@ export class DuckDialect implements SqlDialect {
     return `bit_count(${mask})`;
   }
 
-  /** The master files as a relation (a parenthesized query) with ts a UTC TIMESTAMP (no zone). */
-  scanMaster(files: string[]): string {
+  /**
+   * The master files as a relation (a parenthesized query) with ts a UTC TIMESTAMP (no zone). With
+   * `only`, just the rows in those ranges (a superset of what the caller keeps): the bounds are
+   * constants on the files' own columns, so the Parquet reader skips the files and row groups whose
+   * statistics lie outside them (an incremental build reads the hours it recomputes, not the day).
+   */
+  scanMaster(files: string[], only: MasterRange = {}): string {
     const list = files.map(str).join(', ');
+    const where: string[] = [];
+    const tstz = (ms: number) => `TIMESTAMPTZ ${str(new Date(ms).toISOString().replace('T', ' ').replace('Z', '+00'))}`;
+    if (only.fromMs !== undefined) where.push(`ts >= ${tstz(only.fromMs)}`);
+    if (only.toMs !== undefined) where.push(`ts < ${tstz(only.toMs)}`);
+    if (only.epochAbove !== undefined) where.push(`epoch > ${Math.trunc(only.epochAbove)}`);
+    if (only.epochAtMost !== undefined) where.push(`epoch <= ${Math.trunc(only.epochAtMost)}`);
     // Master ts is TIMESTAMP(isAdjustedToUTC) = TIMESTAMPTZ in DuckDB. Its epoch microseconds made
     // into a zone-less TIMESTAMP give the UTC wall clock on any machine, and cost half of a CAST,
     // which goes through ICU's zone rules for every row.
     return `(SELECT device, metric, make_timestamp(epoch_us(ts)) AS ts, value, gateway, seq, epoch
-  FROM read_parquet([${list}], hive_partitioning = false))`;
+  FROM read_parquet([${list}], hive_partitioning = false)${where.length ? `\n  WHERE ${where.join(' AND ')}` : ''})`;
+  }
+
+  /** The smallest and largest of a timestamp column of a table, epoch ms; null when it has no row. */
+  async timestampRange(name: string, column: string): Promise<{ fromMs: number; toMs: number } | null> {
+    const r = await this.conn.runAndReadAll(`SELECT epoch_ms(MIN(${column})) AS lo, epoch_ms(MAX(${column})) AS hi FROM ${this.ident(name)}`);
+    const row = r.getRowObjects()[0];
+    return row.lo === null || row.hi === null ? null : { fromMs: Number(row.lo), toMs: Number(row.hi) };
   }
 
   /** The output type of a timestamp column: TIMESTAMP(MILLIS) in Parquet, the wall clock UTC. */
@@ -142,6 +179,6 @@ export class DuckDialect implements SqlDialect {
 
   close(): void {
     this.conn.closeSync();
-    this.instance.closeSync();
+    if (this.ownsInstance) this.instance.closeSync();
   }
 }

@@ -127,6 +127,8 @@ class Run implements BatchRun {
   private readonly logger: Logger;
   private readonly now: () => number;
   private engine: DuckDialect | null = null;
+  /** The connections building days (the engine's first), DAYS_AT_ONCE at most. */
+  private lanes: DuckDialect[] = [];
   private aborted: string | null = null;
   private effectiveKind: RunKind;
   private rowsRead = 0;
@@ -148,6 +150,16 @@ class Run implements BatchRun {
     this.done.catch(() => undefined);
   }
 
+  /** Close the day connections, then the engine (idempotent). */
+  private closeEngine(): void {
+    for (const lane of this.lanes.slice(1)) {
+      try { lane.close(); } catch { /* already closed */ }
+    }
+    this.lanes = [];
+    try { this.engine?.close(); } catch { /* already closed */ }
+    this.engine = null;
+  }
+
   progress(): BatchProgress {
     return this.tracker.get();
   }
@@ -155,7 +167,7 @@ class Run implements BatchRun {
   abort(reason = 'aborted'): void {
     if (this.aborted) return;
     this.aborted = reason;
-    this.engine?.interrupt();
+    for (const lane of this.lanes) lane.interrupt();
   }
 
   private step(p: Parameters<ProgressTracker['update']>[0]): void {
@@ -172,9 +184,9 @@ class Run implements BatchRun {
    * from its master files alone): when the live version lacks one of its minute views, or wrote its
    * gateway rows before they named their devices.
    */
-  private async previousDay(device1m: string | undefined, gateway1m: string | undefined, spans: PreviousDayFiles['spans']): Promise<PreviousDayFiles | undefined> {
-    if (!device1m || !gateway1m || !this.engine) return undefined;
-    const cols = await this.engine.parquetColumns(gateway1m);
+  private async previousDay(engine: DuckDialect, device1m: string | undefined, gateway1m: string | undefined, spans: PreviousDayFiles['spans']): Promise<PreviousDayFiles | undefined> {
+    if (!device1m || !gateway1m) return undefined;
+    const cols = await engine.parquetColumns(gateway1m);
     if (!cols.includes('first_device') || !cols.includes('last_device')) return undefined;
     return { device1m, gateway1m, spans };
   }
@@ -184,6 +196,9 @@ class Run implements BatchRun {
     const tmpDir = join(this.opts.dataDir, 'tmp', 'batch', `run-${this.id}`);
     let version: number | null = null;
     let published = false;
+    // Each view file's fsync, rename and directory fsync, started as its day is built and awaited
+    // before the manifest: the disk's syncs overlap the next day's SQL instead of following it.
+    const publishing: Array<Promise<void>> = [];
     try {
       await mkdir(viewsDir, { recursive: true });
       let prev: Manifest | null;
@@ -224,24 +239,47 @@ class Run implements BatchRun {
         const kept = (view: ViewName) => new Map((this.effectiveKind === 'full' || !prev ? [] : prev.views[view] ?? []).map((p) => [dayOfPath(p), join(viewsDir, p)]));
         const keptDevice = kept('device_1m');
         const keptGateway = kept('gateway_1m');
-        for (const day of snap.days) {
+        const rowsOf = new Map<string, number>();
+        for (const f of snap.files) rowsOf.set(f.day, (rowsOf.get(f.day) ?? 0) + f.rows);
+        this.lanes = [this.engine];
+        while (this.lanes.length < Math.min(DAYS_AT_ONCE, snap.days.length)) this.lanes.push(await this.engine.connect());
+        const queue = [...snap.days];
+        let failed = false;
+        // Days in order, DAYS_AT_ONCE at a time (each on its own connection): many of a day's
+        // statements are too small for DuckDB to spread over its threads (rollups, the sorted
+        // writes), so one day alone left a core idle for most of a run.
+        const lane = async (engine: DuckDialect) => {
+          try {
+            for (let day = queue.shift(); day !== undefined && !failed; day = queue.shift()) await buildOne(engine, day);
+          } catch (err) {
+            failed = true;
+            throw err;
+          }
+        };
+        const buildOne = async (engine: DuckDialect, day: string) => {
           this.check();
           this.step({ day });
           const files = (byDay.get(day) ?? []).map((p) => join(this.opts.dataDir, p));
-          const b = await buildDay(this.engine, day, files, snap.watermark, tmpDir, await this.previousDay(keptDevice.get(day), keptGateway.get(day), spans));
+          const b = await buildDay(engine, day, files, snap.watermark, tmpDir, await this.previousDay(engine, keptDevice.get(day), keptGateway.get(day), spans));
           for (const [view, tmp] of Object.entries(b.files) as Array<[ViewName, string]>) {
             const rel = `${vdir}/${view}/day=${day}.parquet`;
-            await publishFile(tmp, join(viewsDir, rel));
+            const p = publishFile(tmp, join(viewsDir, rel));
+            p.catch(() => undefined); // awaited below; a failure fails the run there
+            publishing.push(p);
             built[view].set(day, rel);
           }
           readings += b.readings;
-          this.rowsRead += snap.files.filter((f) => f.day === day).reduce((n, f) => n + f.rows, 0);
+          this.rowsRead += rowsOf.get(day) ?? 0;
           this.partitions++;
           this.step({ daysDone: this.partitions, rowsRead: this.rowsRead });
           await this.stores.batch.updateRunProgress(this.id, this.rowsRead, this.partitions);
-        }
-        this.engine.close();
-        this.engine = null;
+        };
+        const settled = await Promise.allSettled(this.lanes.map((e) => lane(e)));
+        const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failure) throw failure.reason;
+        this.closeEngine();
+        // [manifest atomicity] every file it names is durable before the manifest is written.
+        await Promise.all(publishing);
         this.check();
         this.step({ phase: 'publishing', day: null });
         live = {
@@ -274,6 +312,8 @@ class Run implements BatchRun {
       };
     } catch (err) {
       const error = this.aborted ? new BatchAbortedError(`batch run ${this.id} ${this.aborted}`, { cause: err }) : err;
+      // No file step may still be running when its directories are removed.
+      await Promise.allSettled(publishing);
       // An unpublished version is named by no manifest: nobody can be reading it.
       if (version !== null && !published) await rm(join(viewsDir, versionDir(version)), { recursive: true, force: true }).catch(() => undefined);
       await this.stores.batch.finishRun(this.id, {
@@ -283,13 +323,16 @@ class Run implements BatchRun {
       this.logger.error({ err: error }, 'batch run failed');
       throw error;
     } finally {
-      try { this.engine?.close(); } catch { /* already closed */ }
+      this.closeEngine();
       await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
       await this.closeStores().catch(() => undefined);
       await this.lock.release();
     }
   }
 }
+
+/** Days a run builds at once, each on its own DuckDB connection (the engine's memory and threads shared). */
+const DAYS_AT_ONCE = 2;
 
 async function highestVersionDir(viewsDir: string): Promise<number> {
   const names = await readdir(viewsDir).catch(() => [] as string[]);

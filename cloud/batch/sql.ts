@@ -178,9 +178,11 @@ export interface DeviceSource {
  * that break (ts) ties between rows for first/last (the device when rows of several devices merge:
  * `device`, or the rows' first_device/last_device when they already mix devices); rows of one key
  * never tie, their buckets being disjoint in time. With `devices`, the output carries first_device
- * and last_device: the device of the row picked for first and for last. First/last are
- * MIN_BY/MAX_BY over (first_ts, tie) / (last_ts, tie); Chan's m2 needs the group's mean in every
- * row: the group's count and shifted sum, aggregated and joined back (USING the group's columns).
+ * and last_device: the device of the row picked for first and for last. First/last are the rows
+ * with the smallest (first_ts, tie) / largest (last_ts, tie): the group's smallest first_ts and
+ * largest last_ts come with the joined-back aggregate, and of the rows holding them MIN_BY/MAX_BY
+ * by the tie picks one (FILTER). Chan's m2 needs the group's mean in every row: the group's count
+ * and shifted sum, aggregated and joined back (USING the group's columns).
  * (An unordered SUM OVER (PARTITION BY ...) is the same, and DuckDB rewrites it into this when the
  * source is a table; over a UNION it ran a WINDOW operator, 640 ms of gateway_1m's 1.1 s a day.) A `minute` rollup of minute rows
  * only merges rows of the same minute across keys (fleet_1m from gateway_1m).
@@ -194,30 +196,36 @@ export interface DeviceSource {
 export function rollupSql(q: SqlQuoting, source: string, keys: string[], unit: 'minute' | 'hour' | 'day', tie: DeviceSource | null, devices: DeviceSource | null = null, oneShift = false): string {
   const c = (n: string) => q.ident(n);
   const k = keys.map((x) => `${x}, `).join('');
-  const firstBy = tie ? `(first_ts, ${tie.first})` : 'first_ts';
-  const lastBy = tie ? `(last_ts, ${tie.last})` : 'last_ts';
   const rel = oneShift ? '' : '(shift - mshift) + ';
   const dev = `(${rel}ssum / ${c('count')} - tsum / tcount)`;
   const rowSsum = oneShift ? 'ssum' : `(ssum + ${c('count')} * (shift - mshift))`;
-  const deviceCols = devices ? `,
-  MIN_BY(${devices.first}, ${firstBy}) AS first_device,
-  MAX_BY(${devices.last}, ${lastBy}) AS last_device` : '';
+  // With a tie: of the rows holding the group's smallest first_ts (tfirst, from the joined-back
+  // aggregate), the one with the smallest tie column; as MIN_BY(x, (first_ts, tie)), without a row
+  // value key (DuckDB builds a sort key per row for one: 40% of gateway_1m's CPU).
+  const first = tie ? `MIN_BY(${c('first')}, ${tie.first}) FILTER (WHERE first_ts = tfirst)` : `MIN_BY(${c('first')}, first_ts)`;
+  const last = tie ? `MAX_BY(${c('last')}, ${tie.last}) FILTER (WHERE last_ts = tlast)` : `MAX_BY(${c('last')}, last_ts)`;
+  const deviceCols = !devices ? '' : tie ? `,
+  MIN(${devices.first}) FILTER (WHERE first_ts = tfirst) AS first_device,
+  MAX(${devices.last}) FILTER (WHERE last_ts = tlast) AS last_device` : `,
+  MIN_BY(${devices.first}, first_ts) AS first_device,
+  MAX_BY(${devices.last}, last_ts) AS last_device`;
+  const tieCols = tie ? ', MIN(s.first_ts) AS tfirst, MAX(s.last_ts) AS tlast' : '';
   return `SELECT ${k}metric, b AS bucket,
   CAST(SUM(${c('count')}) AS BIGINT) AS ${c('count')},
   SUM(${c('sum')}) AS ${c('sum')},
   MIN(${c('min')}) AS ${c('min')},
   MAX(${c('max')}) AS ${c('max')},
   SUM(m2 + ${c('count')} * ${dev} * ${dev}) AS m2,
-  MIN_BY(${c('first')}, ${firstBy}) AS ${c('first')},
+  ${first} AS ${c('first')},
   MIN(first_ts) AS first_ts,
-  MAX_BY(${c('last')}, ${lastBy}) AS ${c('last')},
+  ${last} AS ${c('last')},
   MAX(last_ts) AS last_ts,
   MIN(${oneShift ? 'shift' : 'mshift'}) AS shift,
   SUM(rsum) AS ssum,
   MIN(mshift) AS mshift${deviceCols}
 FROM (SELECT s.*, date_trunc('${unit}', s.bucket) AS b, ${rowSsum} AS rsum FROM ${source} s) g
 JOIN (
-  SELECT ${k}metric, date_trunc('${unit}', s.bucket) AS b, SUM(${c('count')}) AS tcount, SUM(${rowSsum}) AS tsum
+  SELECT ${k}metric, date_trunc('${unit}', s.bucket) AS b, SUM(${c('count')}) AS tcount, SUM(${rowSsum}) AS tsum${tieCols}
   FROM ${source} s
   GROUP BY ${k}metric, date_trunc('${unit}', s.bucket)
 ) t USING (${k}metric, b)
@@ -266,6 +274,12 @@ export interface PreviousDay {
   device1m: string;
   gateway1m: string;
   spans: Array<{ gateway: string; lo: number; hi: number }>;
+  /**
+   * Set when the caller computed `touched` already (a table of that name): the relation the
+   * touched minutes' rows are read from, any superset of them (the day's files bounded to the
+   * touched minutes' time range); unset, `touched` is the first step and the rows come from the day.
+   */
+  rowsScan?: string;
 }
 
 /** The minutes of the day's rows whose epochs changed coverage: the only minutes an incremental build recomputes. */
@@ -302,9 +316,15 @@ JOIN (VALUES ${values}) AS c (gateway, lo, hi) ON r.gateway = c.gateway AND r.ep
  * before the shift); a full run merges it exactly.
  */
 export function buildSteps(q: SqlDialect, dayScan: string, watermark: Record<string, number>, previous?: PreviousDay): BuildStep[] | null {
-  const scan = previous ? `(SELECT s.* FROM ${dayScan} s WHERE date_trunc('minute', s.ts) IN (SELECT bucket FROM touched))` : dayScan;
+  const scan = previous ? `(SELECT s.* FROM ${previous.rowsScan ?? dayScan} s WHERE date_trunc('minute', s.ts) IN (SELECT bucket FROM touched))` : dayScan;
   const wm = watermarkSql(watermark);
   const fallback = fallbackMinutesSql(q, scan, watermark);
+  // A shift may be any value of its series near its readings (m2's rounding is that of the
+  // distance); every series of the day is in the live version's minutes or in the touched rows, so
+  // an incremental build takes the shifts from those rather than from another pass over the day.
+  const shiftSource = previous?.rowsScan
+    ? `(SELECT device, metric, ${q.ident('min')} AS value FROM ${previous.device1m} UNION ALL SELECT device, metric, value FROM ${previous.rowsScan})`
+    : dayScan;
   if (!wm || !fallback) return null;
   const cols = ['count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY].map((n) => q.ident(n));
   const summary = cols.join(', ');
@@ -328,9 +348,9 @@ ${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
 FROM ${previous.gateway1m} p JOIN (SELECT DISTINCT metric, mshift FROM shifts) o ON p.metric = o.metric
 WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
   return [
-    ...(previous ? [{ name: 'touched', sql: touchedMinutesSql(dayScan, previous.spans) }] : []),
+    ...(previous && !previous.rowsScan ? [{ name: 'touched', sql: touchedMinutesSql(dayScan, previous.spans) }] : []),
     { name: 'wm', sql: wm },
-    { name: 'shifts', sql: shiftsSql(dayScan) },
+    { name: 'shifts', sql: shiftsSql(shiftSource) },
     { name: 'raw_1m', sql: rawMinutesSql(q, scan) },
     { name: 'fallback_1m', sql: fallback },
     {
