@@ -23,7 +23,7 @@ import type { IngestMetrics } from './metrics.js';
 import { type IngestAck, type StagingLine, seqRanges } from './plan.js';
 import { type Range, normalize } from './ranges.js';
 import { SegmentImage } from './segment-image.js';
-import { OpenSegment, newSegmentId, segmentLine } from './staging.js';
+import { OpenSegment, newSegmentId, segmentLine, segmentLineOf } from './staging.js';
 import type { IngestBatch } from './validate.js';
 
 export interface CommitterOptions {
@@ -226,7 +226,8 @@ export class GroupCommitter {
         }
         if (!seg) seg = await this.openSegment();
         const take = rows.length <= this.o.sealMaxReadings - seg.readings ? rows : rows.slice(0, this.o.sealMaxReadings - seg.readings);
-        const bytes = segmentLine(line.gateway, take);
+        // The request's own bytes when the line goes whole into this segment (the usual case).
+        const bytes = take === line.rows && line.json ? segmentLineOf(line.gateway, line.json) : segmentLine(line.gateway, take);
         await seg.append(bytes);
         // Only what the file holds: added once the append is done (a failed one drops the image).
         seg.image?.add(line.gateway, take, bytes.length);
@@ -256,7 +257,7 @@ export class GroupCommitter {
       this.live.delete(id);
       throw err;
     }
-    if (this.o.sealFromMemory) seg.image = new SegmentImage();
+    if (this.o.sealFromMemory) seg.image = new SegmentImage(this.o.sealMaxReadings);
     this.segment = seg;
     if (this.ageTimer) clearTimeout(this.ageTimer);
     this.ageTimer = setTimeout(() => {

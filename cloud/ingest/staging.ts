@@ -85,6 +85,17 @@ export function segmentLine(gateway: string, rows: ReadingTuple[]): Buffer {
   return Buffer.from(`${JSON.stringify({ g: gateway, r: rows })}\n`, 'utf8');
 }
 
+const LINE_END = Buffer.from('}\n', 'utf8');
+
+/**
+ * The same line with `json`, the rows' JSON as a request held it (a JSON array without a newline
+ * byte), taken as it is: no serialization. readSegment reads it back to the same rows.
+ */
+export function segmentLineOf(gateway: string, json: Buffer): Buffer {
+  const head = Buffer.from(`{"g":${JSON.stringify(gateway)},"r":`, 'utf8');
+  return Buffer.concat([head, json, LINE_END], head.length + json.length + LINE_END.length);
+}
+
 /**
  * Read a segment file line by line. A torn last line (a crash mid-append: it was never fsynced,
  * so never acknowledged) is cut off the file. A bad line elsewhere is corruption: throws, and the
