@@ -68,6 +68,14 @@ export class OpenSegment {
     while (off < bytes.length) off += (await this.fh.write(bytes, off, bytes.length - off)).bytesWritten;
   }
 
+  /** Append several buffers in order, in one writev when it takes them all. */
+  async appendAll(bufs: Buffer[]): Promise<void> {
+    if (bufs.length === 1) return this.append(bufs[0]);
+    const total = bufs.reduce((n, b) => n + b.length, 0);
+    const { bytesWritten } = await this.fh.writev(bufs);
+    if (bytesWritten < total) await this.append(Buffer.concat(bufs, total).subarray(bytesWritten));
+  }
+
   /** fdatasync: the appended bytes and the file size, which is what reading them back needs [INV-1]. */
   async sync(): Promise<void> {
     await this.fh.datasync();
