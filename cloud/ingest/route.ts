@@ -10,7 +10,7 @@ import { ERROR_SCHEMA } from '../query/route.js';
 import { MAX_LISTED_SKIPS } from './errors.js';
 import { parseJsonBody, requireOwnGateway } from './body.js';
 import { prepareGatewayScope } from './gateway-scope.js';
-import { topLevelValue } from './raw-json.js';
+import { readingsBytes } from './raw-json.js';
 import type { IngestService } from './service.js';
 import { validateIngestBody } from './validate.js';
 
@@ -92,7 +92,7 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
       const batch = validateIngestBody(doc, { maxReadings: o.maxReadingsPerRequest, maxRecords: MAX_RECORDS });
       requireOwnGateway(req.principal, batch.gateway);
       // The readings' own bytes for the staging line (JSON.parse took this text; a line holds no newline).
-      const json = batch.readings.length > 0 ? topLevelValue(raw!, 'readings') : null;
+      const json = batch.readings.length > 0 ? readingsBytes(raw!, batch.readings.length, batch.noBracket === true) : null;
       if (json && json.indexOf(0x0a) === -1) batch.readingsJson = json;
       ingest.clocks.sample(batch.gateway, batch.sentAt, receivedAt);
       return ingest.submit(batch);
