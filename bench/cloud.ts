@@ -53,6 +53,9 @@ Environment:
   BENCH_INGEST_PACED_REPEAT=1   paced runs of each variant (interleaved, the median p99 reported)
   BENCH_INGEST_PACED_PEER=1     0: no paced run with ingest.sealFromMemory false beside the default one
   BENCH_INGEST_PACED_NICE=N     also paced runs with ingest.sealWorkerNice N
+  BENCH_INGEST_PACED_SEMI=N     also paced runs of this cloud under node --max-semi-space-size=N (MB)
+  BENCH_INGEST_PACED_POOL=N     also paced runs of this cloud with UV_THREADPOOL_SIZE=N (libuv's default 4)
+  BENCH_ALT_ROOT=DIR            also paced runs of the cloud of another checkout (with node_modules), e.g. main, beside this one
   BENCH_INGEST_GATEWAYS=50      simulated gateways (each its own token), BENCH_INGEST_CLIENTS=2 processes
   BENCH_BATCH_DEVICES=40 BENCH_BATCH_METRICS=5 BENCH_BATCH_INTERVAL_S=10 BENCH_BATCH_DAYS=7
   BENCH_BATCH_GATEWAYS=10 BENCH_BATCH_DUP=0.03 BENCH_BATCH_SEGMENT_MIN=60   the generated master dataset (devices x scale)
@@ -78,7 +81,7 @@ type Phase = (typeof ALL_PHASES)[number];
 const PHASES = new Set<Phase>(envChoices('BENCH_PHASES', ALL_PHASES, 'phase'));
 const PROFILE = env.BENCH_PROFILE !== '0';
 const CUSTOM = Object.keys(env).some((k) => /^BENCH_(INGEST|BATCH)_|^BENCH_CLOUD_/.test(k));
-const FULL = SCALE === 1 && PHASES.size === ALL_PHASES.length && PROFILE && !CUSTOM;
+const FULL = SCALE === 1 && PHASES.size === ALL_PHASES.length && PROFILE && !CUSTOM && !env.BENCH_ALT_ROOT;
 const WRITE_DOCS = envWriteDocs(FULL);
 
 const BATCH_READINGS = 5000; // the forwarder's default cloud.batchMaxReadings
@@ -90,6 +93,9 @@ const INGEST_TOTAL = PER_GATEWAY * GATEWAYS;
 const PROFILE_SHARE = 0.4;
 /** The paced latency run lasts about this long at the target rate (x scale). */
 const PACED_SECONDS = 15;
+/** BENCH_ALT_ROOT: another checkout whose cloud joins the paced runs. */
+const ALT_ROOT = env.BENCH_ALT_ROOT ? resolve(env.BENCH_ALT_ROOT) : null;
+if (ALT_ROOT && !existsSync(join(ALT_ROOT, 'bin/braid.js'))) throw new Error(`BENCH_ALT_ROOT: no bin/braid.js in ${ALT_ROOT}`);
 /** The paced runs' offered rate, readings/s (the target's; lower on a machine too loaded to sustain it). */
 const PACED_RATE = Math.max(1000, num('BENCH_INGEST_PACED_RATE', 200_000));
 /** Paced runs of each variant (interleaved; the median p99 reported). */
@@ -100,7 +106,11 @@ const PACED_VARIANTS: PacedVariant[] = [
   // The peer: every seal reads its staging file back and parses it on the main thread (as after a crash).
   { label: 'ingest.sealFromMemory false', tag: 'file', config: { ingest: { sealFromMemory: false } } },
   ...(env.BENCH_INGEST_PACED_NICE ? [{ label: `ingest.sealWorkerNice ${Number(env.BENCH_INGEST_PACED_NICE)}`, tag: 'nice', config: { ingest: { sealWorkerNice: Number(env.BENCH_INGEST_PACED_NICE) } } }] : []),
-].filter((v, i) => i === 0 || v.tag === 'nice' || env.BENCH_INGEST_PACED_PEER !== '0');
+  ...(env.BENCH_INGEST_PACED_SEMI ? [{ label: `node --max-semi-space-size=${Number(env.BENCH_INGEST_PACED_SEMI)}`, tag: 'semi', config: {}, nodeFlags: [`--max-semi-space-size=${Number(env.BENCH_INGEST_PACED_SEMI)}`] }] : []),
+  ...(env.BENCH_INGEST_PACED_POOL ? [{ label: `UV_THREADPOOL_SIZE=${Number(env.BENCH_INGEST_PACED_POOL)}`, tag: 'pool', config: {}, env: { UV_THREADPOOL_SIZE: String(Number(env.BENCH_INGEST_PACED_POOL)) } }] : []),
+  // The fair peer of a change: another checkout's cloud (its defaults) on the same data, in the same run.
+  ...(ALT_ROOT ? [{ label: `the cloud of ${ALT_ROOT}`, tag: 'alt', config: {}, root: ALT_ROOT }] : []),
+].filter((v, i) => i === 0 || v.tag === 'nice' || v.tag === 'semi' || v.tag === 'pool' || v.tag === 'alt' || env.BENCH_INGEST_PACED_PEER !== '0');
 /** ... and its profiled twin this long (two seals of the default 1M-reading segments). */
 const PACED_PROFILE_SECONDS = 10;
 const EPOCH_READINGS = 5 * BATCH_READINGS;
@@ -160,7 +170,7 @@ interface LoadRun {
   /** Paced runs: which variant of the cloud's config. */
   variant?: string;
 }
-interface PacedVariant { label: string; tag: string; config: Record<string, unknown> }
+interface PacedVariant { label: string; tag: string; config: Record<string, unknown>; root?: string; nodeFlags?: string[]; env?: Record<string, string> }
 interface PacedRun { variant: string; run: LoadRun }
 interface CloudCounters { groupCommits: number; requestSecondsSum: number; requests: number; sealedReadings: number; sealCount: number; sealSecondsSum: number; masterFiles: number; staging: number; loopLagP99: number; loopLagMax: number; heapTotal: number; heapUsed: number; external: number }
 interface IngestResult {
@@ -221,17 +231,17 @@ function writeCloudConfig() {
   writeFileSync(configFile, JSON.stringify(results.cloudConfig, null, 2));
 }
 
-function braid(args: string[], name: string, extraNode: string[] = []): Proc {
+function braid(args: string[], name: string, extraNode: string[] = [], root = ROOT, extraEnv: Record<string, string> = {}): Proc {
   if (isStopping()) throw new Error('stopping: not starting another process');
-  return startProc(name, process.execPath, [...extraNode, join(ROOT, 'bin/braid.js'), ...args], { cwd: ROOT, env: childEnv() });
+  return startProc(name, process.execPath, [...extraNode, join(root, 'bin/braid.js'), ...args], { cwd: root, env: childEnv(extraEnv) });
 }
 
 /** `extra`: more CLI arguments (the cluster phase's `--store postgres://... --cache-dir DIR`). */
-async function startCloud(dataDir: string, profileDir?: string, logLevel = 'warn', extra: string[] = [], config = configFile): Promise<{ proc: Proc; url: string; startMs: number }> {
-  const node = [...CLOUD_NODE_FLAGS];
+async function startCloud(dataDir: string, profileDir?: string, logLevel = 'warn', extra: string[] = [], config = configFile, root = ROOT, nodeFlags: string[] = [], extraEnv: Record<string, string> = {}): Promise<{ proc: Proc; url: string; startMs: number }> {
+  const node = [...CLOUD_NODE_FLAGS, ...nodeFlags];
   if (profileDir) node.push('--cpu-prof', '--cpu-prof-dir', profileDir);
   const t0 = performance.now();
-  const proc = braid(['cloud', '--config', config, '--data-dir', dataDir, '--http-port', '0', '--log-level', logLevel, ...extra], 'braid cloud', node);
+  const proc = braid(['cloud', '--config', config, '--data-dir', dataDir, '--http-port', '0', '--log-level', logLevel, ...extra], 'braid cloud', node, root, extraEnv);
   const m = await proc.waitLine(/^cloud ready: (http:\/\/\S+)/, 60_000);
   return { proc, url: m[1], startMs: performance.now() - t0 };
 }
@@ -519,7 +529,7 @@ async function pacedRun(template: string, readKey: string, clients: Clients, v: 
   const cfg = join(work, `cloud-paced-${v.tag}.json`);
   writeFileSync(cfg, JSON.stringify(mergeDeep(structuredClone(results.cloudConfig), v.config), null, 2));
   // Info logging here: the seal log lines ('segment sealed', with their durations) time the seals.
-  const pc = await startCloud(dir, undefined, 'info', [], cfg);
+  const pc = await startCloud(dir, undefined, 'info', [], cfg, v.root, v.nodeFlags, v.env);
   const seals: Array<{ time: number; ms: number; readMs: number; writeMs: number; loopDelayMaxMs: number; from: string }> = [];
   let partial = '';
   pc.proc.child.stderr?.on('data', (chunk: string | Buffer) => {

@@ -23,8 +23,8 @@ import type { IngestMetrics } from './metrics.js';
 import { type IngestAck, type StagingLine, seqRanges } from './plan.js';
 import { type Range, normalize } from './ranges.js';
 import { SegmentImage } from './segment-image.js';
-import { OpenSegment, newSegmentId, segmentLine } from './staging.js';
-import type { IngestBatch } from './validate.js';
+import { OpenSegment, newSegmentId, segmentLine, segmentLineOf } from './staging.js';
+import type { IngestBatch, ReadingTuple } from './validate.js';
 
 export interface CommitterOptions {
   /** Requests arriving within this many ms share one fsync and one transaction. */
@@ -209,15 +209,29 @@ export class GroupCommitter {
     }
   }
 
-  /** Append the lines to the open segment, rotating at sealMaxReadings; fdatasync each segment written. */
+  /**
+   * Append the lines to the open segment, rotating at sealMaxReadings; fdatasync each segment
+   * written. The lines of one segment go in one write (writev): a group of 25 requests was 25
+   * round trips to the thread pool, each waiting behind the gunzips and fsyncs queued there.
+   */
   private async stage(lines: StagingLine[], rotated: OpenSegment[]): Promise<Placement> {
     const placed: Placement = new Map();
     const touched = new Set<OpenSegment>();
+    let pending: Array<{ gateway: string; rows: ReadingTuple[]; bytes: Buffer }> = [];
+    const write = async (seg: OpenSegment | null) => {
+      if (!seg || pending.length === 0) return;
+      const these = pending;
+      pending = [];
+      await seg.appendAll(these.map((p) => p.bytes));
+      // Only what the file holds: added once the append is done (a failed one drops the image).
+      for (const p of these) seg.image?.add(p.gateway, p.rows, p.bytes.length);
+    };
     for (const line of lines) {
       let rows = line.rows;
       while (rows.length > 0) {
         let seg = this.segment;
         if (seg && seg.readings >= this.o.sealMaxReadings) {
+          await write(seg);
           await seg.sync();
           await seg.close();
           touched.delete(seg);
@@ -226,10 +240,9 @@ export class GroupCommitter {
         }
         if (!seg) seg = await this.openSegment();
         const take = rows.length <= this.o.sealMaxReadings - seg.readings ? rows : rows.slice(0, this.o.sealMaxReadings - seg.readings);
-        const bytes = segmentLine(line.gateway, take);
-        await seg.append(bytes);
-        // Only what the file holds: added once the append is done (a failed one drops the image).
-        seg.image?.add(line.gateway, take, bytes.length);
+        // The request's own bytes when the line goes whole into this segment (the usual case).
+        const bytes = take === line.rows && line.json ? segmentLineOf(line.gateway, line.json) : segmentLine(line.gateway, take);
+        pending.push({ gateway: line.gateway, rows: take, bytes });
         seg.readings += take.length;
         touched.add(seg);
         const byGateway = placed.get(seg.id) ?? new Map<string, Range[]>();
@@ -238,6 +251,7 @@ export class GroupCommitter {
         rows = take === rows ? [] : rows.slice(take.length);
       }
     }
+    await write(this.segment);
     // [INV-1] durable before the COMMIT that makes it count, and before any 2xx.
     await Promise.all([...touched].map((s) => s.sync()));
     return placed;
@@ -256,7 +270,7 @@ export class GroupCommitter {
       this.live.delete(id);
       throw err;
     }
-    if (this.o.sealFromMemory) seg.image = new SegmentImage();
+    if (this.o.sealFromMemory) seg.image = new SegmentImage(this.o.sealMaxReadings);
     this.segment = seg;
     if (this.ageTimer) clearTimeout(this.ageTimer);
     this.ageTimer = setTimeout(() => {

@@ -37,8 +37,11 @@ export interface RequestOutcome extends IngestAck {
   future: FutureReadings | null;
 }
 
-/** New readings of one request, to be staged. */
-export interface StagingLine { gateway: string; rows: ReadingTuple[] }
+/**
+ * New readings of one request, to be staged. `json`: the bytes of `rows` as the request held them
+ * (every reading of the request is new), which the staging line then takes as they are.
+ */
+export interface StagingLine { gateway: string; rows: ReadingTuple[]; json?: Buffer }
 
 export interface GroupPlan {
   outcomes: RequestOutcome[];
@@ -184,7 +187,7 @@ export async function planGroup(tx: IngestTx, batches: IngestBatch[], now: numbe
       const want = missing(have, lo, hi);
       fresh = want.length === 0 ? [] : rowsIn(b.readings, want);
       if (fresh.length > 0) {
-        lines.push({ gateway: g, rows: fresh });
+        lines.push(fresh === b.readings && b.readingsJson ? { gateway: g, rows: fresh, json: b.readingsJson } : { gateway: g, rows: fresh });
         st.added = normalize([...st.added, ...seqRanges(fresh)]);
         st.maxSeq = Math.max(st.maxSeq, fresh[fresh.length - 1][0]);
       }

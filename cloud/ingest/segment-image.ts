@@ -15,7 +15,7 @@ import type { ReadingTuple } from './validate.js';
 /** A gateway's seqs in the segment as appended (unsorted runs; normalize() before use) and its row count. */
 export interface GatewayRuns { runs: Range[]; rows: number }
 
-/** Rows a day's columns start with; they grow by doubling. */
+/** Rows a day's columns start with when the segment's size is not known; they grow by doubling. */
 const INITIAL_DAY_ROWS = 16_384;
 
 export class SegmentImage {
@@ -26,12 +26,27 @@ export class SegmentImage {
   /** Bytes of the lines added (as the committer wrote them): a file of another size is not this image's. */
   bytes = 0;
   private last: DayColumns | null = null;
+  private readonly maxRows: number;
+
+  /**
+   * `maxRows`: the most rows the segment will hold (ingest.sealMaxReadings, for the committer's open
+   * segment). The columns of its first two days are then made as large as what is left of it, never
+   * grown: no copy of the columns in a group commit (their memory is not zeroed, so the OS takes it
+   * page by page as rows arrive). 0: unknown (a file read back); the columns start small and grow.
+   */
+  constructor(maxRows = 0) {
+    this.maxRows = maxRows;
+  }
 
   /** One staging line: `rows` of `gateway`, in the order the line holds them; `bytes`, the line's length. */
   add(gateway: string, rows: ReadingTuple[], bytes = 0): void {
     this.bytes += bytes;
     let st = this.perGateway.get(gateway);
     if (!st) this.perGateway.set(gateway, st = { runs: [], rows: 0 });
+    // A new day's columns: what is left of the segment (the most rows that day can ever hold) for
+    // the segment's first two days (today, and the next one around midnight); a third and later
+    // day (a backlog spread over days) starts small, so no segment reserves more than twice its size.
+    const left = Math.max(rows.length, this.maxRows - this.rows);
     st.rows += rows.length;
     this.rows += rows.length;
     // A loop, not push(...): a line may hold 100k rows, past what a spread call can pass.
@@ -41,7 +56,7 @@ export class SegmentImage {
       const day = Math.floor(ts / DAY_MS);
       if (cols?.day !== day) {
         cols = this.days.get(day) ?? null;
-        if (!cols) this.days.set(day, cols = new DayColumns(day, INITIAL_DAY_ROWS));
+        if (!cols) this.days.set(day, cols = new DayColumns(day, this.maxRows > 0 && this.days.size < 2 ? left : INITIAL_DAY_ROWS));
       }
       cols.append(gateway, seq, epoch, device, metric, ts, value);
     }

@@ -68,6 +68,14 @@ export class OpenSegment {
     while (off < bytes.length) off += (await this.fh.write(bytes, off, bytes.length - off)).bytesWritten;
   }
 
+  /** Append several buffers in order, in one writev when it takes them all. */
+  async appendAll(bufs: Buffer[]): Promise<void> {
+    if (bufs.length === 1) return this.append(bufs[0]);
+    const total = bufs.reduce((n, b) => n + b.length, 0);
+    const { bytesWritten } = await this.fh.writev(bufs);
+    if (bytesWritten < total) await this.append(Buffer.concat(bufs, total).subarray(bytesWritten));
+  }
+
   /** fdatasync: the appended bytes and the file size, which is what reading them back needs [INV-1]. */
   async sync(): Promise<void> {
     await this.fh.datasync();
@@ -83,6 +91,17 @@ export class OpenSegment {
 /** One staging line's bytes. */
 export function segmentLine(gateway: string, rows: ReadingTuple[]): Buffer {
   return Buffer.from(`${JSON.stringify({ g: gateway, r: rows })}\n`, 'utf8');
+}
+
+const LINE_END = Buffer.from('}\n', 'utf8');
+
+/**
+ * The same line with `json`, the rows' JSON as a request held it (a JSON array without a newline
+ * byte), taken as it is: no serialization. readSegment reads it back to the same rows.
+ */
+export function segmentLineOf(gateway: string, json: Buffer): Buffer {
+  const head = Buffer.from(`{"g":${JSON.stringify(gateway)},"r":`, 'utf8');
+  return Buffer.concat([head, json, LINE_END], head.length + json.length + LINE_END.length);
 }
 
 /**

@@ -233,3 +233,26 @@ test('own segments are sealed from memory (nothing read back), with the same mas
   expect(file.seals.map((x) => [x.from, x.rows])).toEqual([['file', 1000], ['file', 1000], ['file', 1000]]);
   expect(file.rows).toEqual(memory.rows);
 });
+
+test('a staging line takes the request\'s own bytes of its readings (whitespace, escapes, key order as sent), a body with newlines is written anew, a duplicate row is never staged; sealed from the file, every row as sent', async () => {
+  const readings = makeReadings(1, 40, { days: 2, devices: 3 });
+  readings[2][2] = 'dev-"q]\\ é';
+  const t = await addGatewayToken(dir.path, 'gw-1');
+  cloud = await startTestCloud(dir.path, { ingest: { sealFromMemory: false } });
+  const seg = () => readFileSync(stagingFiles()[0], 'utf8');
+  // Keys in another order, tabs and spaces, readings[2]'s device with a quote, a bracket, a backslash.
+  const spaced = JSON.stringify({ readings: readings.slice(0, 10), v: 1, gateway: 'gw-1', firstSeq: 1, lastSeq: 10 }, null, '\t').replace(/\n/g, ' ');
+  expect((await postIngest(cloud.url, t, null, { raw: Buffer.from(spaced), gzip: false })).status).toBe(200);
+  const line1 = seg().split('\n')[0];
+  expect(line1).toBe(`{"g":"gw-1","r":${spaced.slice(spaced.indexOf('['), spaced.lastIndexOf(']', spaced.indexOf('"v"')) + 1)}}`);
+  // Newlines in the body: the line is serialized (a staging line never holds one).
+  const pretty = JSON.stringify(ingestBody('gw-1', readings.slice(10, 20)), null, 2);
+  expect((await postIngest(cloud.url, t, null, { raw: Buffer.from(pretty), gzip: false })).status).toBe(200);
+  expect(seg().split('\n')[1]).toBe(JSON.stringify({ g: 'gw-1', r: readings.slice(10, 20) }));
+  // Partly duplicate: only the new rows are staged, serialized.
+  expect((await postIngest(cloud.url, t, ingestBody('gw-1', readings.slice(15, 40)))).body).toMatchObject({ stored: 20, duplicates: 5 });
+  expect(seg().split('\n')[2]).toBe(JSON.stringify({ g: 'gw-1', r: readings.slice(20, 40) }));
+  await cloud.server.ingest.sealNow();
+  expect(stagingFiles()).toEqual([]);
+  expectMaster(await readMaster(dir.path), 'gw-1', readings);
+});
