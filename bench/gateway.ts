@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DeviceRegistry, hashGeneratedSecret, hashSecret } from '../edge/registry/index.js';
 import { Db, chunkRows, placeholders } from '../shared/sqlite.js';
-import { bundleBraidCli } from './lib/bundle.js';
+import { buildBraidCli, tsxBraidCli } from './lib/bundle.js';
 import { fillOutbox } from './lib/fill-outbox.js';
 import { deviceSecret } from './lib/secrets.js';
 import { machineInfo, type MachineInfo } from './lib/machine.js';
@@ -77,15 +77,16 @@ const TARGET = { bytesPerReading: 200, qos1VsAedes: 0.5, qos0PerSec: 25_000, pub
 
 const LABEL: Record<PeerKind, string> = { braid: 'Braid gateway', 'braid-alt': `Braid gateway (${ALT_ROOT ?? 'alt'})`, aedes: 'stock aedes (memory)', mosquitto: 'mosquitto' };
 /**
- * The RSS phase also runs the gateway from a bundled JS build, to show what tsx's loader costs, and
- * with the environment deploy/braid-gateway.service gives it (MALLOC_ARENA_MAX=2), as deployed.
+ * The RSS phase runs the gateway from its sources through tsx ('braid'), from `npm run build`'s
+ * output ('braid-js': no tsx loader thread), and as deployed ('braid-unit': the build, with the
+ * environment deploy/braid-gateway.service gives it).
  */
 type RssKind = PeerKind | 'braid-js' | 'braid-unit';
 /** The `Environment=` lines of the shipped systemd unit. */
 const UNIT_ENV: Record<string, string> = Object.fromEntries([...readFileSync(join(ROOT, 'deploy/braid-gateway.service'), 'utf8')
   .matchAll(/^Environment=([A-Z_][A-Z0-9_]*)=(.*)$/gm)].map((m) => [m[1], m[2]]));
-const RSS_LABEL: Record<RssKind, string> = { ...LABEL, 'braid-js': 'Braid gateway, bundled JS (no tsx)',
-  'braid-unit': `Braid gateway with deploy/braid-gateway.service's environment (${Object.entries(UNIT_ENV).map(([k, v]) => `${k}=${v}`).join(' ')})` };
+const RSS_LABEL: Record<RssKind, string> = { ...LABEL, braid: 'Braid gateway (sources through tsx)', 'braid-js': 'Braid gateway, built (npm run build: no tsx)',
+  'braid-unit': `Braid gateway as deployed: built, deploy/braid-gateway.service's environment (${Object.entries(UNIT_ENV).map(([k, v]) => `${k}=${v}`).join(' ')})` };
 
 // ---------------------------------------------------------------------------------------------
 // Results
@@ -452,10 +453,11 @@ async function latencyPhase() {
 // ---------------------------------------------------------------------------------------------
 // RSS with 10k connected devices: raw MQTT connections from 2 light processes
 
-async function rssRun(kind: RssKind, bundled: string | null): Promise<RssRun> {
-  const b = kind === 'braid-js' ? await startBraid({ dataDir: rssDir, configFile, entry: bundled ?? undefined })
-    : kind === 'braid-unit' ? await startBraid({ dataDir: rssDir, configFile, env: UNIT_ENV })
-      : await startPeer(kind, 'rss', rssDir);
+async function rssRun(kind: RssKind, entries: { tsx: string; built: string | null }): Promise<RssRun> {
+  const b = kind === 'braid' ? await startBraid({ dataDir: rssDir, configFile, entry: entries.tsx })
+    : kind === 'braid-js' ? await startBraid({ dataDir: rssDir, configFile, entry: entries.built ?? undefined })
+      : kind === 'braid-unit' ? await startBraid({ dataDir: rssDir, configFile, env: UNIT_ENV, entry: entries.built ?? undefined })
+        : await startPeer(kind, 'rss', rssDir);
   const holders: Proc[] = [];
   try {
     await sleep(1000);
@@ -493,15 +495,15 @@ async function rssRun(kind: RssKind, bundled: string | null): Promise<RssRun> {
 async function rssPhase() {
   log(`rss: ${int(RSS_DEVICES)} devices connected (each publishes one QoS 1 reading), VmRSS of the broker process`);
   const kinds: RssKind[] = [...PEERS];
-  let bundled: string | null = null;
+  const entries = { tsx: tsxBraidCli(ROOT, join(OUT, 'braid-tsx')), built: null as string | null };
   if (PEERS.includes('braid')) {
-    bundled = await bundleBraidCli(ROOT, join(OUT, 'braid-bundle')).catch((err: Error) => { log(`  (no bundled build: ${err.message})`); return null; });
-    if (bundled) kinds.splice(1, 0, 'braid-js');
+    entries.built = await buildBraidCli(ROOT, join(OUT, 'braid-build')).catch((err: Error) => { log(`  (no build: ${err.message})`); return null; });
+    if (entries.built) kinds.splice(1, 0, 'braid-js');
     kinds.splice(1, 0, 'braid-unit');
   }
   for (const kind of kinds) {
     await sleep(1000);
-    const r = await rssRun(kind, bundled);
+    const r = await rssRun(kind, entries);
     results.rss[kind] = r;
     log(`  rss ${RSS_LABEL[kind]}: ${mb(r.rss)} with ${int(r.connected)} connected (${r.failed} failed; baseline ${mb(r.baseline)}, peak ${mb(r.hwm)}; connects took ${ms(r.connectMs)})`);
   }
@@ -657,9 +659,9 @@ function report(machine: MachineInfo, totalMs: number): string {
       verdict(cols, (k) => (results.rss[k] ? results.rss[k]!.rss <= TARGET.rssBytes : null)));
     row('RSS idle before connects / peak (VmHWM)', v((r) => `${mb(r.baseline)} / ${mb(r.hwm)}`));
     const js = results.rss['braid-js'];
-    if (js) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-js']}`, (k) => (k === 'braid' ? `${mb(js.rss)} (idle ${mb(js.baseline)})` : ''), '<= 200 MB', `${status(js.rss <= TARGET.rssBytes)} (info)`);
+    if (js) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-js']}`, (k) => (k === 'braid' ? `${mb(js.rss)} (idle ${mb(js.baseline)}; connected in ${(js.connectMs / 1000).toFixed(1)} s)` : ''), '<= 200 MB', `${status(js.rss <= TARGET.rssBytes)} (info)`);
     const unit = results.rss['braid-unit'];
-    if (unit) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-unit']}`, (k) => (k === 'braid' ? `${mb(unit.rss)} (idle ${mb(unit.baseline)})` : ''), '<= 200 MB', status(unit.rss <= TARGET.rssBytes));
+    if (unit) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-unit']}`, (k) => (k === 'braid' ? `${mb(unit.rss)} (idle ${mb(unit.baseline)}; connected in ${(unit.connectMs / 1000).toFixed(1)} s)` : ''), '<= 200 MB', status(unit.rss <= TARGET.rssBytes));
     row(`time to connect ${int(RSS_DEVICES)} devices (200 CONNECTs in flight)`, v((r) => `${(r.connectMs / 1000).toFixed(1)} s`));
   }
   if (Object.keys(results.drain).length) {

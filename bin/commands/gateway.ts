@@ -1,6 +1,5 @@
 /** `braid gateway` and `braid device add|list|remove|rotate`. */
 import { readFileSync } from 'node:fs';
-import v8 from 'node:v8';
 import type { Command } from 'commander';
 import { gatewayConfigSchema, type GatewayConfig } from '../../edge/config.js';
 import { DeviceRegistry } from '../../edge/registry/index.js';
@@ -8,6 +7,7 @@ import { intOption } from '../cli.js';
 import { GATEWAY_RULES, readTokenText } from './config-lint.js';
 import { checkConfigOption, checkMode, configForRun, printCheck, runCheck } from './check-config.js';
 import { configFrom, logWarnings, onShutdown, rootLogger } from './common.js';
+import { configureGatewayHeap } from './gateway-heap.js';
 
 interface GatewayFlags {
   config?: string;
@@ -40,9 +40,6 @@ function withTokenFromFile(config: GatewayConfig): GatewayConfig {
   return { ...config, cloud: { ...config.cloud, token: readTokenText(readFileSync(config.cloud.tokenFile, 'utf8')) } };
 }
 
-/** V8's old generation may grow this many percent past the live size of the last full GC (see the gateway command). */
-export const HEAP_GROWING_PERCENT = 30;
-
 function gatewayConfig(o: GatewayFlags) {
   return configFrom(gatewayConfigSchema, o.config, gatewayFlagValues(o));
 }
@@ -74,12 +71,9 @@ export function registerGatewayCommands(program: Command): void {
       const config = withTokenFromFile(run.config);
       const logger = rootLogger(config.log.level, 'braid-gateway');
       logWarnings(logger, run.warnings);
-      // A gateway is an appliance with a memory budget: let V8's old generation grow 30% past what
-      // the last full GC kept (V8's own factor for memory-constrained devices), not its default of
-      // up to 4x on a machine with RAM to spare. After a reconnect storm of 10,000 devices that is
-      // ~80 MB less RSS for the same live objects (docs/benchmarks.md, Gateway RSS); V8 reads the
-      // flag at every GC, so setting it now takes effect.
-      v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+      // A gateway is an appliance with a memory budget: a smaller old generation's headroom and
+      // young generation (gateway-heap.ts; docs/benchmarks.md, Gateway RSS).
+      configureGatewayHeap();
       // Loaded here, not at the top: `braid device ...` and --help need none of the broker's modules.
       const { Gateway } = await import('../../edge/gateway.js');
       const gateway = new Gateway(config, logger);

@@ -7,12 +7,18 @@
 import { createHash } from 'node:crypto';
 
 interface Entry {
+  messageId: number;
   digest: string;
   stamps: number[];
 }
 
+/**
+ * A device's entries are a short array, oldest first, searched from the newest: one per device
+ * that ever sent such a message (they outlive a connection, a retransmit may follow a reconnect),
+ * so a Map per device (~0.4 KB of hash table for one entry) was 4 MB of a gateway with 10,000.
+ */
 export class RetransmitStamps {
-  private readonly byDevice = new Map<string, Map<number, Entry>>();
+  private readonly byDevice = new Map<string, Entry[]>();
 
   /** @param perDevice messages remembered per device (at least the client's in-flight window). */
   constructor(private readonly perDevice = 64) {}
@@ -24,20 +30,28 @@ export class RetransmitStamps {
   /** The stamps given to this message the first time, if it is a retransmit of one we stamped. */
   recall(device: string, messageId: number | undefined, digest: string): number[] | undefined {
     if (messageId === undefined) return undefined;
-    const e = this.byDevice.get(device)?.get(messageId);
-    return e && e.digest === digest ? e.stamps : undefined;
+    const list = this.byDevice.get(device);
+    if (!list) return undefined;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const e = list[i];
+      if (e.messageId === messageId) return e.digest === digest ? e.stamps : undefined;
+    }
+    return undefined;
   }
 
   remember(device: string, messageId: number | undefined, digest: string, stamps: number[]): void {
     if (messageId === undefined || stamps.length === 0) return;
-    let m = this.byDevice.get(device);
-    if (!m) {
-      m = new Map();
-      this.byDevice.set(device, m);
+    const entry: Entry = { messageId, digest, stamps };
+    const list = this.byDevice.get(device);
+    if (!list) {
+      this.byDevice.set(device, [entry]);
+      return;
     }
-    m.delete(messageId);
-    m.set(messageId, { digest, stamps });
-    if (m.size > this.perDevice) m.delete(m.keys().next().value as number);
+    // A packet id is reused once its message is acknowledged: the newer message replaces the older.
+    const at = list.findIndex((e) => e.messageId === messageId);
+    if (at >= 0) list.splice(at, 1);
+    list.push(entry);
+    if (list.length > this.perDevice) list.shift();
   }
 
   forget(device: string): void {

@@ -6,9 +6,9 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
-import { connectPacket } from '../support/mqtt-raw.js';
+import { CONNACK, PUBACK, collectPackets, connectPacket, publishPacket } from '../support/mqtt-raw.js';
 import {
-  type TestGateway, connectDevice, endClient, publish, startTestGateway,
+  type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway,
 } from '../support/gateway.js';
 import type { DeepPartial } from '../support/gateway.js';
 import type { GatewayConfig } from '../../edge/config.js';
@@ -193,6 +193,26 @@ describe('connection limits', () => {
     await Promise.all(closed);
     expect(Date.now() - t0).toBeLessThan(10_000); // not the 60 s connect timeout
   }, 30_000);
+
+  it('keeps no copy of a CONNECT after it (the password gone from the parser) and answers every packet id, 65535 included', async () => {
+    await start({});
+    const secret = await tg!.addDevice('raw-1');
+    const s = await rawSocket();
+    const got = collectPackets(s);
+    s.write(connectPacket('raw-1', 'raw-1', secret, 30));
+    await eventually(() => got.some((p) => p.type === CONNACK));
+    expect(got[0].body[1]).toBe(0);
+    // aedes emits clientReady (where the broker lets the CONNECT go) once its CONNACK is written.
+    const clients = (tg!.gateway.broker.aedes as unknown as { clients: Record<string, { connected: boolean; _parser: { settings: Record<string, unknown> } }> }).clients;
+    await eventually(() => clients['raw-1']?.connected);
+    expect(clients['raw-1']._parser.settings).toEqual({ protocolVersion: 4 });
+    // Packet ids in PUBACKs are written without mqtt-packet's number cache: both bytes, every id.
+    const ids = [1, 255, 256, 300, 65535];
+    ids.forEach((id, i) => s.write(publishPacket('devices/raw-1/telemetry', `{"ts":${1732406400000 + i},"temp":${i}}`, 1, id)));
+    await eventually(() => got.filter((p) => p.type === PUBACK).length === ids.length);
+    expect(got.filter((p) => p.type === PUBACK).map((p) => p.body.readUInt16BE(0))).toEqual(ids);
+    expect((await outboxRows()).map((r) => r.value)).toEqual([0, 1, 2, 3, 4]);
+  });
 
   it.each([
     ['above keepaliveMaxSeconds', 61],
