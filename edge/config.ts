@@ -62,6 +62,9 @@ export const gatewayConfigSchema = z.object({
     queueLimit: positive.default(42).describe('Packets queued per client before its CONNECT is handled.'),
     ratePerDevice: positive.default(100).describe('Messages per second a device may publish, sustained; above it the gateway stops reading its socket for a moment.'),
     rateBurst: positive.default(200).describe('Burst above the sustained rate a device may publish at once.'),
+    maxUnackedPerDevice: z.number().int().min(0).default(256).describe(
+      'Telemetry messages (QoS 0 and 1) of one device read off its socket and waiting for their commit, at most: the gateway reads on while they wait and sends their PUBACKs, in order, once committed; past this many it stops reading that device\'s socket until its oldest is committed. 0: every socket read waits for its messages\' commit before the next.',
+    ),
     maxPayloadBytes: positive.default(64 * 1024).describe('Largest telemetry payload, in bytes; a larger one is quarantined (counted).'),
     maxReadingsPerMessage: positive.default(1000).describe('Most readings in one message (a SenML pack or a flat object).'),
     authConcurrency: positive.default(2).describe(

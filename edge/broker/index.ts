@@ -19,7 +19,7 @@ import { RateLimiter, limitPacketSize } from './limits.js';
 import { createBrokerMetrics, type BrokerMetrics } from './metrics.js';
 import { RetransmitStamps } from './retransmit.js';
 import { Sessions } from './sessions.js';
-import { handleTelemetry } from './telemetry.js';
+import { handleTelemetry, isTelemetryTopic } from './telemetry.js';
 
 export { topicAllowed, telemetryTopic, errorsTopic } from './acl.js';
 
@@ -45,6 +45,8 @@ export interface BrokerOptions {
   /** Messages per second per device, sustained; `rateBurst` at once. */
   ratePerDevice: number;
   rateBurst: number;
+  /** Messages of one device read and waiting for their commit before its socket is held (telemetry.ts); 0: each holds it. */
+  maxUnackedPerDevice: number;
   maxPayloadBytes: number;
   maxReadingsPerMessage: number;
   /** Secret checks run at once (scrypt, for operator-chosen secrets); `authQueueMax` more CONNECTs may wait. */
@@ -148,7 +150,7 @@ export class GatewayBroker {
       broker.aedes.publish({ cmd: 'publish', topic: errorsTopic(deviceId), payload, qos: 0, retain: false, dup: false }, () => {});
     };
     const telemetryDeps = {
-      outbox: deps.outbox, metrics, logger, rate, report, now, retransmits: new RetransmitStamps(),
+      outbox: deps.outbox, metrics, logger, rate, report, now, retransmits: new RetransmitStamps(), maxUnacked: opts.maxUnackedPerDevice,
       limits: { maxPayloadBytes: opts.maxPayloadBytes, maxReadingsPerMessage: opts.maxReadingsPerMessage },
     };
 
@@ -302,6 +304,12 @@ export class GatewayBroker {
         }
         if (packet.topic !== telemetryTopic(client.id)) return done(null);
         handleTelemetry(telemetryDeps, client, packet, done);
+      },
+
+      // Telemetry goes to the outbox, not to subscribers (the device itself is the only one the ACL
+      // lets subscribe to it): aedes has it before it is durable when it is acknowledged out of band.
+      authorizeForward(_client, packet) {
+        return isTelemetryTopic(packet.topic) ? null : packet;
       },
 
       authorizeSubscribe(client, sub, done) {

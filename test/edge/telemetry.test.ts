@@ -305,7 +305,7 @@ describe('errors that are not about the payload', () => {
     const outbox = await Outbox.open({ dataDir: dir.path, logger: nullLogger(), registry });
     const metrics = createBrokerMetrics(registry);
     const deps = {
-      outbox, metrics, logger: nullLogger(), rate, report: () => {}, now: Date.now, retransmits: new RetransmitStamps(),
+      outbox, metrics, logger: nullLogger(), rate, report: () => {}, now: Date.now, retransmits: new RetransmitStamps(), maxUnacked: 256,
       limits: null as unknown as PayloadLimits,
     };
     const packet = { cmd: 'publish', topic: TOPIC, payload: Buffer.from('{"temp":1}'), qos: 1, dup: false, retain: false, messageId: 1 } as PublishPacket;
