@@ -167,7 +167,8 @@ class Run implements BatchRun {
   abort(reason = 'aborted'): void {
     if (this.aborted) return;
     this.aborted = reason;
-    for (const lane of this.lanes) lane.interrupt();
+    // Before the day connections exist, the engine alone runs statements.
+    for (const lane of this.lanes.length ? this.lanes : this.engine ? [this.engine] : []) lane.interrupt();
   }
 
   private step(p: Parameters<ProgressTracker['update']>[0]): void {
