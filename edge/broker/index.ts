@@ -7,6 +7,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { Aedes, type Client } from 'aedes';
+import { BufferList } from 'bl';
 import mqttPacket from 'mqtt-packet';
 import type { Registry } from 'prom-client';
 import { WebSocketServer, createWebSocketStream } from 'ws';
@@ -89,6 +90,18 @@ const STORE_UNAVAILABLE_ANSWER_MS = 1000;
  * Process-wide (one mqtt-packet for aedes and MQTT.js), set before the broker writes anything.
  */
 mqttPacket.writeToStream.cacheNumbers = false;
+
+/**
+ * mqtt-packet's parser gathers a connection's bytes in a `bl` BufferListStream: a Duplex stream
+ * (readable and writable states, listeners, ~0.7 KB) of which it uses only the list's methods
+ * (append, consume, slice, read*). The plain BufferList has the same methods without the stream.
+ * Swapped as aedes made the client, before a byte was read; a parser reset after an error (the
+ * connection then closes) makes a stream again.
+ */
+function lightenParser(client: Client): void {
+  const parser = (client as unknown as { _parser?: { _list?: { length: number } } })._parser;
+  if (parser?._list && parser._list.length === 0) parser._list = new BufferList();
+}
 
 /**
  * What mqtt-packet's parser keeps of a client's CONNECT for the packets after it: the protocol
@@ -370,7 +383,7 @@ export class GatewayBroker {
         this.sweepAt = Math.max(64, 2 * this.sockets.size);
       }
       this.sockets.add(socket);
-      aedesHandle(socket);
+      lightenParser(aedesHandle(socket));
     };
     this.tcp = createNetServer(handle);
     const port = await listenOn(this.tcp, this.opts.port, host);
@@ -378,7 +391,7 @@ export class GatewayBroker {
     if (this.opts.wsPort !== null) {
       const http = createHttpServer((_req, res) => { res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket: connect to /mqtt\n'); });
       const wss = new WebSocketServer({ server: http, path: '/mqtt', maxPayload: this.opts.maxPacketBytes + 16 });
-      wss.on('connection', (socket, req) => aedesHandle(createWebSocketStream(socket), req));
+      wss.on('connection', (socket, req) => lightenParser(aedesHandle(createWebSocketStream(socket), req)));
       this.ws = { http, wss };
       wsPort = await listenOn(http, this.opts.wsPort, host);
     }

@@ -194,7 +194,7 @@ describe('connection limits', () => {
     expect(Date.now() - t0).toBeLessThan(10_000); // not the 60 s connect timeout
   }, 30_000);
 
-  it('keeps no copy of a CONNECT after it (the password gone from the parser) and answers every packet id, 65535 included', async () => {
+  it('keeps no copy of a CONNECT after it (the password gone from the parser), parses packets in pieces and answers every packet id, 65535 included', async () => {
     await start({});
     const secret = await tg!.addDevice('raw-1');
     const s = await rawSocket();
@@ -206,12 +206,21 @@ describe('connection limits', () => {
     const clients = (tg!.gateway.broker.aedes as unknown as { clients: Record<string, { connected: boolean; _parser: { settings: Record<string, unknown> } }> }).clients;
     await eventually(() => clients['raw-1']?.connected);
     expect(clients['raw-1']._parser.settings).toEqual({ protocolVersion: 4 });
+    // The parser's byte list is a plain BufferList, not a stream.
+    expect((clients['raw-1']._parser as unknown as { _list: object })._list).not.toHaveProperty('pipe');
     // Packet ids in PUBACKs are written without mqtt-packet's number cache: both bytes, every id.
     const ids = [1, 255, 256, 300, 65535];
     ids.forEach((id, i) => s.write(publishPacket('devices/raw-1/telemetry', `{"ts":${1732406400000 + i},"temp":${i}}`, 1, id)));
     await eventually(() => got.filter((p) => p.type === PUBACK).length === ids.length);
     expect(got.filter((p) => p.type === PUBACK).map((p) => p.body.readUInt16BE(0))).toEqual(ids);
-    expect((await outboxRows()).map((r) => r.value)).toEqual([0, 1, 2, 3, 4]);
+    // One packet in three pieces (header, then the topic's length byte by byte): parsed whole.
+    const split = publishPacket('devices/raw-1/telemetry', '{"ts":1732406400009,"temp":9}', 1, 7);
+    for (const part of [split.subarray(0, 2), split.subarray(2, 3), split.subarray(3)]) {
+      s.write(part);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await eventually(() => got.filter((p) => p.type === PUBACK).length === ids.length + 1);
+    expect((await outboxRows()).map((r) => r.value)).toEqual([0, 1, 2, 3, 4, 9]);
   });
 
   it.each([
