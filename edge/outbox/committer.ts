@@ -247,9 +247,9 @@ export class Committer {
 
   /**
    * The devices of this commit with two or more messages in it: their next ones are on the way. One
-   * submit of each ends the wait: aedes hands over a socket read's packets together, and reads that
-   * client's next chunk only once all of them are acknowledged, so more of a window may not come
-   * before this commit.
+   * submit of each ends the wait: a publisher may refill its window in pieces (mosquitto_pub sends
+   * one message for a burst of PUBACKs and the rest at its next one), so waiting for as many as were
+   * acknowledged only runs the wait to its limit (docs/benchmarks.md, 2026-12-06).
    */
   private expectRefills(batch: Pending[]): void {
     if (this.opts.refillWaitMs <= 0) return;

@@ -29,8 +29,11 @@ const metric = (name: string, labels: Record<string, string> = {}) => metricValu
 const rowCount = async () => (await tg!.gateway.outbox.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox'))!.n;
 const pubackIds = (packets: Incoming[]) => packets.filter((p) => p.type === 4).map((p) => p.body.readUInt16BE(0));
 
-/** A gateway and a raw, connected device `d1`. */
-async function device(overrides: DeepPartial<GatewayConfig> = {}): Promise<{ s: Socket; packets: Incoming[] }> {
+/** Out of band is opt-in: mqtt.maxUnackedPerDevice 0 (the default) keeps aedes' path. */
+const OUT_OF_BAND = { mqtt: { maxUnackedPerDevice: 256 } };
+
+/** A gateway acknowledging out of band and a raw, connected device `d1`. */
+async function device(overrides: DeepPartial<GatewayConfig> = OUT_OF_BAND): Promise<{ s: Socket; packets: Incoming[] }> {
   tg = await startTestGateway(overrides);
   const secret = await tg.addDevice('d1');
   const port = Number(new URL(tg.mqttUrl).port);
@@ -122,7 +125,7 @@ describe('out-of-band PUBACKs', () => {
 
   const haveMosquitto = requireBinary('mosquitto_pub', 'mosquitto-clients');
   (haveMosquitto ? it : it.skip)('mosquitto_pub -l -q 1 with its default window: every line acknowledged and in the outbox when it exits', async () => {
-    tg = await startTestGateway();
+    tg = await startTestGateway(OUT_OF_BAND);
     const secret = await tg.addDevice('m1');
     const lines = Array.from({ length: 500 }, (_, i) => JSON.stringify({ ts: T + i, temp: i })).join('\n') + '\n';
     const code = await new Promise<number>((resolve) => {
