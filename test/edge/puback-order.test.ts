@@ -12,7 +12,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { metricValue } from '../../shared/metrics.js';
 import type { GatewayConfig } from '../../edge/config.js';
 import { collectPackets, connectPacket, publishPacket, type Incoming } from '../support/mqtt-raw.js';
-import { type DeepPartial, type TestGateway, eventually, requireBinary, startTestGateway } from '../support/gateway.js';
+import { type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway } from '../support/gateway.js';
 
 let tg: TestGateway | null = null;
 let sockets: Socket[] = [];
@@ -136,5 +136,23 @@ describe('out-of-band PUBACKs', () => {
     expect(code).toBe(0);
     // No polling: mosquitto_pub exits once every PUBACK came, each after its commit.
     expect(await rowCount()).toBe(500);
+  });
+
+  it.each([['out of band', OUT_OF_BAND], ['through aedes', {}]])('%s: telemetry is not forwarded to subscribers, the device itself included; its other topics are', async (_name, overrides) => {
+    tg = await startTestGateway(overrides);
+    const secret = await tg.addDevice('d1');
+    const c = await connectDevice(tg.mqttUrl, 'd1', secret);
+    try {
+      const got: string[] = [];
+      c.on('message', (topic) => got.push(topic));
+      await new Promise<void>((resolve, reject) => c.subscribe('devices/d1/#', { qos: 1 }, (err) => (err ? reject(err) : resolve())));
+      await publish(c, 'devices/d1/telemetry', JSON.stringify({ ts: T, temp: 1 }));
+      await publish(c, 'devices/d1/state', 'on');
+      await eventually(() => got.includes('devices/d1/state'));
+      expect(got).toEqual(['devices/d1/state']);
+      expect(await rowCount()).toBe(1);
+    } finally {
+      await endClient(c);
+    }
   });
 });
