@@ -31,6 +31,7 @@ Environment:
   BENCH_PEERS=braid,aedes,mosquitto
   BENCH_ALT_ROOT=DIR     also run the gateway of another checkout (with node_modules) beside this one
   BENCH_INFLIGHT=100     mosquitto_pub -M (QoS 1 messages in flight per client)
+  BENCH_PUB_NODELAY=1    mosquitto_pub --nodelay (no Nagle on the publishers' sockets)
   BENCH_PROFILE=1        run each Braid gateway under node --cpu-prof; summaries go in the report
   BENCH_GATEWAY_CONFIG='{"outbox":{"groupCommitMs":2}}'   merged into the gateway's config
   BENCH_WRITE_DOCS=1|0   write docs/benchmarks.md (default: only a full-scale run of everything)
@@ -46,6 +47,8 @@ const env = process.env;
 const SCALE = envScale();
 const REPEAT = Math.round(num('BENCH_REPEAT', 3));
 const INFLIGHT = Math.round(num('BENCH_INFLIGHT', 100));
+/** mosquitto_pub --nodelay (TCP_NODELAY): without it Nagle holds a refill's later PUBLISHes until the broker's ACK. */
+const PUB_NODELAY = env.BENCH_PUB_NODELAY === '1';
 const ALL_PHASES = ['qos1', 'qos1-w20', 'qos0', 'latency', 'rss', 'drain'] as const;
 type Phase = (typeof ALL_PHASES)[number];
 const PHASES = new Set<Phase>(envChoices('BENCH_PHASES', ALL_PHASES, 'phase'));
@@ -246,7 +249,7 @@ async function throughputRun(b: Broker, inputs: Array<{ file: string; payloadByt
     const fd = openSync(files[i], 'r');
     try {
       pubs.push(startProc(`mosquitto_pub ${id}`, 'mosquitto_pub', ['-h', HOST, '-p', String(b.port), '-i', id, '-u', id, '-P', passwordOf(b.kind, id),
-        '-t', `devices/${id}/telemetry`, '-q', String(qos), '-M', String(inflight), '-l'], { stdio: [fd, 'ignore', 'pipe'] }));
+        '-t', `devices/${id}/telemetry`, '-q', String(qos), '-M', String(inflight), '-l', ...(PUB_NODELAY ? ['--nodelay'] : [])], { stdio: [fd, 'ignore', 'pipe'] }));
     } finally {
       closeSync(fd);
     }
@@ -586,7 +589,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     `| SQLite | ${machine.sqlite} |`, `| aedes / MQTT.js | ${machine.aedes} / ${machine.mqttjs} |`, '');
   const cmd = [SCALE !== 1 && `BENCH_SCALE=${SCALE}`, REPEAT !== 3 && `BENCH_REPEAT=${REPEAT}`, PROFILE && 'BENCH_PROFILE=1',
     env.BENCH_PHASES && `BENCH_PHASES=${env.BENCH_PHASES}`, env.BENCH_PEERS && `BENCH_PEERS=${env.BENCH_PEERS}`,
-    INFLIGHT !== 100 && `BENCH_INFLIGHT=${INFLIGHT}`, env.BENCH_GATEWAY_CONFIG && `BENCH_GATEWAY_CONFIG='${env.BENCH_GATEWAY_CONFIG}'`,
+    INFLIGHT !== 100 && `BENCH_INFLIGHT=${INFLIGHT}`, PUB_NODELAY && 'BENCH_PUB_NODELAY=1', env.BENCH_GATEWAY_CONFIG && `BENCH_GATEWAY_CONFIG='${env.BENCH_GATEWAY_CONFIG}'`,
     env.BENCH_GATEWAY_NODE_OPTIONS && `BENCH_GATEWAY_NODE_OPTIONS='${env.BENCH_GATEWAY_NODE_OPTIONS}'`, env.BENCH_GATEWAY_ENV && `BENCH_GATEWAY_ENV='${env.BENCH_GATEWAY_ENV}'`]
     .filter(Boolean).join(' ');
   L.push(`Command: \`${cmd ? `${cmd} ` : ''}npm run bench:gateway\``, '');

@@ -62,8 +62,8 @@ export const gatewayConfigSchema = z.object({
     queueLimit: positive.default(42).describe('Packets queued per client before its CONNECT is handled.'),
     ratePerDevice: positive.default(100).describe('Messages per second a device may publish, sustained; above it the gateway stops reading its socket for a moment.'),
     rateBurst: positive.default(200).describe('Burst above the sustained rate a device may publish at once.'),
-    maxUnackedPerDevice: z.number().int().min(0).default(256).describe(
-      'Telemetry messages (QoS 0 and 1) of one device read off its socket and waiting for their commit, at most: the gateway reads on while they wait and sends their PUBACKs, in order, once committed; past this many it stops reading that device\'s socket until its oldest is committed. 0: every socket read waits for its messages\' commit before the next.',
+    maxUnackedPerDevice: z.number().int().min(0).default(0).describe(
+      'Acknowledge telemetry out of band: up to this many messages (QoS 0 and 1) of one device read off its socket while they wait for their commit, their PUBACKs sent in order once committed; past it the device\'s socket is paused until its oldest is committed. 0 (the default): each socket read\'s messages are committed before the next read, and aedes writes the PUBACKs. Out of band measured slower at mosquitto_pub\'s default window on a loaded 2-core machine (docs/benchmarks.md, 2026-12-06).',
     ),
     maxPayloadBytes: positive.default(64 * 1024).describe('Largest telemetry payload, in bytes; a larger one is quarantined (counted).'),
     maxReadingsPerMessage: positive.default(1000).describe('Most readings in one message (a SenML pack or a flat object).'),

@@ -1,12 +1,12 @@
 /**
  * The telemetry path: parse, stamp, commit, then release the PUBACK [INV-1] ack only after
- * durable. It runs in aedes' `authorizePublish`. A QoS 0 or 1 message is acknowledged out of band:
- * aedes is told it is QoS 0 and goes on reading the device's socket while the message waits for
- * its group commit, and the PUBACK is written here once the commit returned, in the order the
- * PUBLISHes arrived [MQTT-4.6.0-2]. aedes itself reads a client's next socket chunk only once every
- * packet of the current one called back, so a device's window would cross the commit in pieces.
- * A device with `maxUnacked` messages waiting has its socket held (as a throttled one is) until its
- * oldest is committed. QoS 2 keeps aedes' path: `done` after the commit, then aedes' PUBREC.
+ * durable. It runs in aedes' `authorizePublish`; by default `done` is called once the commit
+ * returned and aedes writes the PUBACK (aedes lib/handlers/publish.js writes it before `published`
+ * runs, too late for [INV-1]). With `maxUnacked` above 0 a QoS 0 or 1 message is acknowledged out
+ * of band: aedes is told it is QoS 0 and goes on reading the device's socket while the message waits
+ * for its group commit, and the PUBACK is written here once the commit returned, in the order the
+ * PUBLISHes arrived [MQTT-4.6.0-2]; a device with `maxUnacked` messages waiting has its socket
+ * paused until its oldest is committed. QoS 2 always keeps aedes' path (PUBREC after `done`).
  */
 import type { Client, PublishPacket } from 'aedes';
 import { ClosedError, LimitExceededError, PayloadInvalidError, type BraidError } from '../../shared/errors.js';

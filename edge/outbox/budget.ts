@@ -70,6 +70,9 @@ export async function dropOldest(db: Db, afterSeq: number, bytesToFree: number, 
     'INSERT INTO gaps (created_at, reason, from_seq, to_seq, count, min_ts, max_ts, devices) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     [now, reason, gap.fromSeq, gap.toSeq, gap.count, gap.minTs, gap.maxTs, JSON.stringify(gap.devices)],
   );
+  // The open epoch's row is not written at every commit (committer.ts): should these be its newest
+  // rows, a restart must still find their seqs given (loadCommitterState reads the outbox's).
+  await db.run('UPDATE epochs SET last_seq = MAX(last_seq, ?) WHERE closed_at IS NULL', [gap.toSeq]);
   return gap;
 }
 

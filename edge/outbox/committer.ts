@@ -11,6 +11,9 @@ import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '
 import { outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
 
+/** meta key of the highest seq the cloud acknowledged (edge/forwarder/batch.ts ACKED_SEQ_KEY). */
+const ACKED_SEQ_META_KEY = 'acked_seq';
+
 /** A reading with its event time resolved. */
 export interface Reading {
   device: string;
@@ -81,6 +84,12 @@ export interface CommitterState {
 }
 
 const SEP = '\u0000';
+/**
+ * A partial row already written in this epoch is updated in place, not replaced: an UPDATE leaves
+ * the partials_minute index alone (minute does not change), where REPLACE deletes and inserts its
+ * entry, one more page per commit to the WAL.
+ */
+const PARTIALS_UPSERT = 'ON CONFLICT (device, metric, minute, epoch) DO UPDATE SET count = excluded.count, sum = excluded.sum, min = excluded.min, max = excluded.max, m2 = excluded.m2, first = excluded.first, first_ts = excluded.first_ts, last = excluded.last, last_ts = excluded.last_ts, updated_at = excluded.updated_at';
 /** What a commit probe writes (and deletes): about a group commit of a few hundred readings. */
 const PROBE_BYTES = 64 * 1024;
 const partialKey = (device: string, metric: string, minute: number) => `${device}${SEP}${metric}${SEP}${minute}`;
@@ -238,9 +247,9 @@ export class Committer {
 
   /**
    * The devices of this commit with two or more messages in it: their next ones are on the way. One
-   * submit of each ends the wait: aedes hands over a socket read's packets together, and reads that
-   * client's next chunk only once all of them are acknowledged, so more of a window may not come
-   * before this commit.
+   * submit of each ends the wait: a publisher may refill its window in pieces (mosquitto_pub sends
+   * one message for a burst of PUBACKs and the rest at its next one), so waiting for as many as were
+   * acknowledged only runs the wait to its limit (docs/benchmarks.md, 2026-12-06).
    */
   private expectRefills(batch: Pending[]): void {
     if (this.opts.refillWaitMs <= 0) return;
@@ -304,8 +313,9 @@ export class Committer {
         base = new Map();
         pending.push(db.run('INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) VALUES (?, ?, ?, ?)', [epoch.epoch, epoch.firstSeq, seq, now]));
       } else {
+        // The open epoch's row keeps the last_seq it was opened with until it closes (one page
+        // fewer per commit); loadCommitterState recovers it after a crash.
         epoch = { ...epoch, lastSeq: seq };
-        pending.push(db.run('UPDATE epochs SET last_seq = ? WHERE epoch = ?', [seq, epoch.epoch]));
       }
       for (const chunk of chunkRows(kept, 6)) {
         const params: unknown[] = [];
@@ -334,7 +344,7 @@ export class Committer {
         params.push(device, metric, minute, epoch, s.count, s.sum, s.min, s.max, s.m2, s.first, s.firstTs, s.last, s.lastTs, now);
       }
       pending.push(db.run(
-        `INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at) VALUES ${placeholders(chunk.length, 14)}`,
+        `INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at) VALUES ${placeholders(chunk.length, 14)} ${PARTIALS_UPSERT}`,
         params,
       ));
     }
@@ -391,7 +401,6 @@ export class Committer {
         sql += `INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) VALUES (${epoch.epoch}, ${first}, ${seq}, ${now});\n`;
       } else {
         epoch = { ...epoch, lastSeq: seq };
-        sql += `UPDATE epochs SET last_seq = ${seq} WHERE epoch = ${epoch.epoch};\n`;
       }
       sql += `INSERT INTO outbox (seq, epoch, device, metric, ts, value) SELECT ${first} + j.key, ${epoch.epoch}, j.value->>0, j.value->>1, j.value->>2, (j.value->>3) * pow(2, j.value->>4) FROM json_each(${sqlJson(rows)}) j;\n`;
       const merged = mergePartials(kept, base);
@@ -404,10 +413,10 @@ export class Committer {
       }
       // Columns of a row: 0 device, 1 metric, 2 minute, 3 count, then (mantissa, exponent) pairs of
       // sum 4-5, min 6-7, max 8-9, m2 10-11, first 12-13, last 14-15, and 16 first_ts, 17 last_ts.
-      sql += 'INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at) '
+      sql += 'INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at) '
         + `SELECT j.value->>0, j.value->>1, j.value->>2, ${epoch.epoch}, j.value->>3, (j.value->>4) * pow(2, j.value->>5), (j.value->>6) * pow(2, j.value->>7), `
         + '(j.value->>8) * pow(2, j.value->>9), (j.value->>10) * pow(2, j.value->>11), (j.value->>12) * pow(2, j.value->>13), j.value->>16, '
-        + `(j.value->>14) * pow(2, j.value->>15), j.value->>17, ${now} FROM json_each(${sqlJson(prows)}) j;\n`;
+        + `(j.value->>14) * pow(2, j.value->>15), j.value->>17, ${now} FROM json_each(${sqlJson(prows)}) j WHERE true ${PARTIALS_UPSERT};\n`;
     }
     sql += 'COMMIT;';
     try {
@@ -521,15 +530,27 @@ async function closeEpoch(db: Db, epoch: OpenEpoch, now: number): Promise<void> 
   await db.run('UPDATE epochs SET last_seq = ?, closed_at = ? WHERE epoch = ?', [epoch.lastSeq, now, epoch.epoch]);
 }
 
-/** Read the committer's state back from the database; an epoch left open by a crash is closed. */
+/**
+ * Read the committer's state back from the database; an epoch left open by a crash is closed. The
+ * open epoch's row is written when it opens and when it closes, not at every commit, so its
+ * last_seq after a crash is the highest seq the gateway gave: its outbox rows, or, where the
+ * cloud acknowledged (deleted) them, the acknowledged seq (a drop at the disk budget raises the
+ * row's last_seq to its gap's end, budget.ts). Every seq above the open epoch's first belongs to it.
+ */
 export async function loadCommitterState(db: Db, now: number): Promise<CommitterState> {
-  const last = await db.get<{ epoch: number | null; last_seq: number | null }>('SELECT MAX(epoch) AS epoch, MAX(last_seq) AS last_seq FROM epochs');
+  const last = await db.get<{ epoch: number | null; last_seq: number | null }>(
+    `SELECT MAX(epoch) AS epoch, MAX(
+       COALESCE((SELECT MAX(last_seq) FROM epochs), 0),
+       COALESCE((SELECT MAX(seq) FROM outbox), 0),
+       COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '${ACKED_SEQ_META_KEY}'), 0)) AS last_seq FROM epochs`);
+  const lastSeq = last?.last_seq ?? 0;
   // Everything in an epoch left open is committed; no seq can join it after a restart.
+  await db.run('UPDATE epochs SET last_seq = MAX(last_seq, ?) WHERE closed_at IS NULL AND epoch = (SELECT MAX(epoch) FROM epochs)', [lastSeq]);
   await db.run('UPDATE epochs SET closed_at = ? WHERE closed_at IS NULL', [now]);
   const pending = await db.get<{ n: number; bytes: number | null }>(`SELECT COUNT(*) AS n, SUM(LENGTH(device) + LENGTH(metric) + ${OUTBOX_ROW_OVERHEAD_BYTES}) AS bytes FROM outbox`);
   const q = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM quarantine');
   return {
-    lastSeq: last?.last_seq ?? 0,
+    lastSeq,
     lastEpoch: last?.epoch ?? 0,
     open: null,
     quarantineRows: q?.n ?? 0,

@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 
 -- first_seq..last_seq of each epoch; closed_at is set when the gateway closes it (no more seq).
+-- The row is written when the epoch opens and when it closes: while open, last_seq is the first
+-- commit's (the gateway keeps the current one in memory; a restart recovers it, committer.ts).
 -- reported = 1 once the cloud has acknowledged the closed epoch.
 CREATE TABLE IF NOT EXISTS epochs (
   epoch     INTEGER PRIMARY KEY,
@@ -128,8 +130,8 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
 
 /**
  * Page size of a new gateway.db, in bytes. Every group commit appends to the WAL each page it
- * touched, whole (the leaves of outbox and dedup its readings land in, the speed partials, the
- * epochs row, page 1), and fsyncs it: 1 KiB pages write about half the bytes per reading of the
+ * touched, whole (the leaves of outbox and dedup its readings land in, the speed partials,
+ * page 1), and fsyncs it: 1 KiB pages write about half the bytes per reading of the
  * 4 KiB default at mosquitto_pub's default window (docs/benchmarks.md), which counts on SD cards
  * and eMMC whose endurance is bytes written.
  */

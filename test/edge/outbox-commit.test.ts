@@ -12,6 +12,7 @@ import { Db } from '../../shared/sqlite.js';
 import { nullLogger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
+import { ACKED_SEQ_KEY } from '../../edge/forwarder/batch.js';
 import { tempDir } from '../support/gateway.js';
 
 const T0 = Date.UTC(2026, 11, 5, 12, 0, 0);
@@ -124,6 +125,8 @@ test('repeats: an identity seen before and one repeated inside the group are dro
     [1, 'd1', 'temp', 1], [2, 'd1', 'temp', 2], [3, 'd1', 'temp', 3], [4, 'd2', 'temp', 4], [5, 'd1', 'hum', 5],
   ]);
   expect(o.status().lastSeq).toBe(5);
+  // The open epoch's row is written at opening and closing only: closed, it spans seq 1..5.
+  expect(await (o as unknown as { committer: { closeEpochIfDue: (idleMs: number, at: number) => Promise<boolean> } }).committer.closeEpochIfDue(0, 0)).toBe(true);
   const epochs = await o.reader.all<{ last_seq: number }>('SELECT last_seq FROM epochs');
   expect(epochs).toEqual([{ last_seq: 5 }]);
   const counts = await o.reader.all<{ device: string; metric: string; count: number; sum: number }>('SELECT device, metric, count, sum FROM partials ORDER BY device, metric');
@@ -184,4 +187,35 @@ test('a new gateway.db has 1 KiB pages; one made with 4 KiB pages keeps them and
   expect((await o.reader.get<{ page_size: number }>('PRAGMA page_size'))!.page_size).toBe(4096);
   expect(await o.submit([r('d1', 'temp', T0 - 1000, 1.25)])).toEqual({ accepted: 1, duplicates: 0 });
   expect(await o.reader.get('SELECT seq, value FROM outbox')).toEqual({ seq: 1, value: 1.25 });
+});
+
+test('a restart after a crash finds the open epoch\'s last seq: in the outbox, or in the acknowledged seq once the cloud took the rows', async () => {
+  const o = await open();
+  await o.submit([r('d1', 'temp', T0 - 3000)]); // opens epoch 1; its row is written now, with last_seq 1
+  await o.submit([r('d1', 'temp', T0 - 2000), r('d1', 'temp', T0 - 1000)]); // seq 2 and 3: the row is not rewritten
+  await o.submit([r('d2', 'temp', T0 - 1000)]); // seq 4
+  // The cloud acknowledged 1..3 (the forwarder's transaction, by hand); then a kill -9: no close.
+  await o.writes.tx(async (db) => {
+    await db.run('DELETE FROM outbox WHERE seq <= 3');
+    await db.run('INSERT INTO meta (key, value) VALUES (?, ?)', [ACKED_SEQ_KEY, '3']);
+  });
+  registry = new Registry();
+  const again = await open();
+  expect(again.status()).toMatchObject({ lastSeq: 4, epoch: 1, epochOpen: false });
+  expect(await again.reader.all('SELECT epoch, first_seq, last_seq FROM epochs')).toEqual([{ epoch: 1, first_seq: 1, last_seq: 4 }]);
+
+  // Every row acknowledged before the crash: the acknowledged seq alone says where seq goes on.
+  await again.submit([r('d1', 'temp', T0 + 1000)]); // seq 5, epoch 2
+  await again.writes.tx(async (db) => {
+    await db.run('DELETE FROM outbox WHERE seq <= 5');
+    await db.run('UPDATE meta SET value = ? WHERE key = ?', ['5', ACKED_SEQ_KEY]);
+  });
+  registry = new Registry();
+  const third = await open();
+  expect(third.status()).toMatchObject({ lastSeq: 5, epoch: 2, epochOpen: false });
+  expect(await third.submit([r('d1', 'temp', T0 + 2000)])).toEqual({ accepted: 1, duplicates: 0 });
+  expect(await third.reader.all('SELECT seq, epoch FROM outbox')).toEqual([{ seq: 6, epoch: 3 }]);
+  expect(await third.reader.all('SELECT epoch, first_seq, last_seq FROM epochs WHERE epoch <= 2 ORDER BY epoch')).toEqual([
+    { epoch: 1, first_seq: 1, last_seq: 4 }, { epoch: 2, first_seq: 5, last_seq: 5 },
+  ]);
 });

@@ -12,7 +12,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { metricValue } from '../../shared/metrics.js';
 import type { GatewayConfig } from '../../edge/config.js';
 import { collectPackets, connectPacket, publishPacket, type Incoming } from '../support/mqtt-raw.js';
-import { type DeepPartial, type TestGateway, eventually, requireBinary, startTestGateway } from '../support/gateway.js';
+import { type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway } from '../support/gateway.js';
 
 let tg: TestGateway | null = null;
 let sockets: Socket[] = [];
@@ -29,8 +29,11 @@ const metric = (name: string, labels: Record<string, string> = {}) => metricValu
 const rowCount = async () => (await tg!.gateway.outbox.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox'))!.n;
 const pubackIds = (packets: Incoming[]) => packets.filter((p) => p.type === 4).map((p) => p.body.readUInt16BE(0));
 
-/** A gateway and a raw, connected device `d1`. */
-async function device(overrides: DeepPartial<GatewayConfig> = {}): Promise<{ s: Socket; packets: Incoming[] }> {
+/** Out of band is opt-in: mqtt.maxUnackedPerDevice 0 (the default) keeps aedes' path. */
+const OUT_OF_BAND = { mqtt: { maxUnackedPerDevice: 256 } };
+
+/** A gateway acknowledging out of band and a raw, connected device `d1`. */
+async function device(overrides: DeepPartial<GatewayConfig> = OUT_OF_BAND): Promise<{ s: Socket; packets: Incoming[] }> {
   tg = await startTestGateway(overrides);
   const secret = await tg.addDevice('d1');
   const port = Number(new URL(tg.mqttUrl).port);
@@ -122,7 +125,7 @@ describe('out-of-band PUBACKs', () => {
 
   const haveMosquitto = requireBinary('mosquitto_pub', 'mosquitto-clients');
   (haveMosquitto ? it : it.skip)('mosquitto_pub -l -q 1 with its default window: every line acknowledged and in the outbox when it exits', async () => {
-    tg = await startTestGateway();
+    tg = await startTestGateway(OUT_OF_BAND);
     const secret = await tg.addDevice('m1');
     const lines = Array.from({ length: 500 }, (_, i) => JSON.stringify({ ts: T + i, temp: i })).join('\n') + '\n';
     const code = await new Promise<number>((resolve) => {
@@ -133,5 +136,23 @@ describe('out-of-band PUBACKs', () => {
     expect(code).toBe(0);
     // No polling: mosquitto_pub exits once every PUBACK came, each after its commit.
     expect(await rowCount()).toBe(500);
+  });
+
+  it.each([['out of band', OUT_OF_BAND], ['through aedes', {}]])('%s: telemetry is not forwarded to subscribers, the device itself included; its other topics are', async (_name, overrides) => {
+    tg = await startTestGateway(overrides);
+    const secret = await tg.addDevice('d1');
+    const c = await connectDevice(tg.mqttUrl, 'd1', secret);
+    try {
+      const got: string[] = [];
+      c.on('message', (topic) => got.push(topic));
+      await new Promise<void>((resolve, reject) => c.subscribe('devices/d1/#', { qos: 1 }, (err) => (err ? reject(err) : resolve())));
+      await publish(c, 'devices/d1/telemetry', JSON.stringify({ ts: T, temp: 1 }));
+      await publish(c, 'devices/d1/state', 'on');
+      await eventually(() => got.includes('devices/d1/state'));
+      expect(got).toEqual(['devices/d1/state']);
+      expect(await rowCount()).toBe(1);
+    } finally {
+      await endClient(c);
+    }
   });
 });
