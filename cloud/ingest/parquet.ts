@@ -42,13 +42,23 @@ class DictColumn {
     this.idx = int32s(capacity);
   }
 
+  /** The last string set and its id: rows repeat a gateway, and a device for each of its metrics. */
+  private lastValue: string | null = null;
+  private lastId = 0;
+
   set(i: number, s: string): void {
+    if (s === this.lastValue) {
+      this.idx[i] = this.lastId;
+      return;
+    }
     let id = this.ids.get(s);
     if (id === undefined) {
       id = this.values.length;
       this.values.push(s);
       this.ids.set(s, id);
     }
+    this.lastValue = s;
+    this.lastId = id;
     this.idx[i] = id;
   }
 
