@@ -120,6 +120,26 @@ export class WriteQueue {
   }
 }
 
+/**
+ * `busy_timeout` and WAL mode on a connection. Switching a new file to WAL takes a lock that another
+ * process opening the same file at that moment may hold (a CLI command beside a starting service),
+ * and SQLite answers that SQLITE_BUSY at once, busy handler or not: the switch is retried until
+ * `busyMs` has passed. A file already in WAL mode needs no lock for it.
+ */
+export async function useWal(db: Db, busyMs: number): Promise<void> {
+  await db.exec(`PRAGMA busy_timeout = ${busyMs}`);
+  const until = Date.now() + busyMs;
+  for (let wait = 2; ; wait = Math.min(wait * 2, 100)) {
+    try {
+      await db.exec('PRAGMA journal_mode = WAL');
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= until) throw err;
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+}
+
 /** Run `job` inside BEGIN IMMEDIATE ... COMMIT on `db`; ROLLBACK and rethrow if it throws. */
 export async function transaction<T>(db: Db, job: (db: Db) => Promise<T>): Promise<T> {
   await db.exec('BEGIN IMMEDIATE');

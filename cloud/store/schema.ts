@@ -4,7 +4,7 @@
  * synchronous=FULL: every ingest process and the batch job open it; SQLite's lock serialises
  * their writes (busy_timeout waits instead of failing).
  */
-import { Db } from '../../shared/sqlite.js';
+import { Db, useWal } from '../../shared/sqlite.js';
 
 export const CLOUD_SCHEMA_VERSION = 1;
 
@@ -253,11 +253,8 @@ CREATE INDEX IF NOT EXISTS alert_intake_pending ON alert_intake (applied, receiv
 /** Open cloud.db with its pragmas and schema (any process: ingest, batch, CLI). */
 export async function openCloudDb(file: string): Promise<Db> {
   const db = await Db.open(file);
-  await db.exec(`
-    PRAGMA journal_mode = WAL;
-    PRAGMA synchronous = FULL;
-    PRAGMA busy_timeout = 15000;
-  `);
+  await useWal(db, 15_000);
+  await db.exec('PRAGMA synchronous = FULL');
   await db.exec(DDL);
   await db.run(`INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)`, [String(CLOUD_SCHEMA_VERSION)]);
   return db;

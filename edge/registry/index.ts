@@ -18,7 +18,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ConflictError, NotFoundError, BadRequestError } from '../../shared/errors.js';
-import { Db } from '../../shared/sqlite.js';
+import { Db, useWal } from '../../shared/sqlite.js';
 import { idSchema } from '../config.js';
 
 const scrypt = promisify(scryptCb) as (pw: string | Buffer, salt: Buffer, len: number, opts: { N: number; r: number; p: number; maxmem?: number }) => Promise<Buffer>;
@@ -141,10 +141,9 @@ export class DeviceRegistry {
     // `braid device add` may come first on a new gateway: the data dir as the gateway makes it (0700).
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const db = await Db.open(join(dataDir, 'registry.db'));
+    await useWal(db, 10_000);
     await db.exec(`
-      PRAGMA journal_mode = WAL;
       PRAGMA synchronous = FULL;
-      PRAGMA busy_timeout = 10000;
       CREATE TABLE IF NOT EXISTS devices (
         id         TEXT PRIMARY KEY,
         secret     TEXT NOT NULL,

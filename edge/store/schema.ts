@@ -3,7 +3,7 @@
  * identities, quarantine and gap records. WAL with synchronous=FULL: a commit is on disk when
  * COMMIT returns, so a PUBACK sent after it survives a power loss [INV-1].
  */
-import { Db } from '../../shared/sqlite.js';
+import { Db, useWal } from '../../shared/sqlite.js';
 
 export const GATEWAY_SCHEMA_VERSION = 1;
 
@@ -145,10 +145,9 @@ export async function openGatewayDb(file: string): Promise<Db> {
   // Set before the first table exists, so it takes on a new file only (a WAL database keeps the
   // page size it was made with).
   await db.exec(`PRAGMA page_size = ${GATEWAY_PAGE_SIZE}`);
+  await useWal(db, 10_000);
   await db.exec(`
-    PRAGMA journal_mode = WAL;
     PRAGMA synchronous = FULL;
-    PRAGMA busy_timeout = 10000;
     PRAGMA foreign_keys = OFF;
     PRAGMA cache_size = -32000;
     PRAGMA wal_autocheckpoint = 4000;
