@@ -3,10 +3,9 @@
  * (docs/ingest-protocol.md), and the one transaction that applies the cloud's acknowledgement.
  */
 import { type Db, type WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
-import { getMeta, outboxRowBytes, setMeta } from '../store/schema.js';
+import { ACKED_SEQ_KEY, getMeta, outboxRowBytes, setMeta } from '../store/schema.js';
 
-/** meta key holding the highest seq the cloud has acknowledged; rows at or below it are gone. */
-export const ACKED_SEQ_KEY = 'acked_seq';
+export { ACKED_SEQ_KEY };
 /** Most epoch or gap records in one request; the rest ride along with later ones. */
 const MAX_RECORDS = 10_000;
 /** Ids per `IN (...)` when marking records, well under SQLite's parameter limit. */

@@ -8,11 +8,8 @@ import type { Logger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
-import { outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES } from '../store/schema.js';
+import { ACKED_SEQ_KEY, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
-
-/** meta key of the highest seq the cloud acknowledged (edge/forwarder/batch.ts ACKED_SEQ_KEY). */
-const ACKED_SEQ_META_KEY = 'acked_seq';
 
 /** A reading with its event time resolved. */
 export interface Reading {
@@ -542,7 +539,7 @@ export async function loadCommitterState(db: Db, now: number): Promise<Committer
     `SELECT MAX(epoch) AS epoch, MAX(
        COALESCE((SELECT MAX(last_seq) FROM epochs), 0),
        COALESCE((SELECT MAX(seq) FROM outbox), 0),
-       COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '${ACKED_SEQ_META_KEY}'), 0)) AS last_seq FROM epochs`);
+       COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0)) AS last_seq FROM epochs`, [ACKED_SEQ_KEY]);
   const lastSeq = last?.last_seq ?? 0;
   // Everything in an epoch left open is committed; no seq can join it after a restart.
   await db.run('UPDATE epochs SET last_seq = MAX(last_seq, ?) WHERE closed_at IS NULL AND epoch = (SELECT MAX(epoch) FROM epochs)', [lastSeq]);

@@ -7,6 +7,9 @@ import { Db, useWal } from '../../shared/sqlite.js';
 
 export const GATEWAY_SCHEMA_VERSION = 1;
 
+/** meta key holding the highest seq the cloud has acknowledged; rows at or below it are gone. */
+export const ACKED_SEQ_KEY = 'acked_seq';
+
 const DDL = `
 CREATE TABLE IF NOT EXISTS meta (
   key   TEXT PRIMARY KEY,
