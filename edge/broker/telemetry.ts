@@ -12,7 +12,7 @@ import type { Client, PublishPacket } from 'aedes';
 import { ClosedError, LimitExceededError, PayloadInvalidError, type BraidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { parsePayload, type PayloadLimits } from '../../shared/payload.js';
-import type { Outbox } from '../outbox/index.js';
+import type { CommitResult, CommitSink, Outbox, Reading } from '../outbox/index.js';
 import { errorsTopic } from './acl.js';
 import type { RateLimiter } from './limits.js';
 import { RetransmitStamps } from './retransmit.js';
@@ -37,17 +37,34 @@ export interface TelemetryDeps {
 
 type Done = (err?: Error | null) => void;
 
+/**
+ * One telemetry message from its PUBLISH to its answer: the context its commit comes back with
+ * (committer.ts CommitSink), and, acknowledged out of band, its place in the connection's answers.
+ * The one object the path allocates per message besides the readings: no promise, no closure.
+ */
+interface Msg {
+  client: Client;
+  packet: PublishPacket;
+  /** aedes' callback: until it is called, aedes reads no more of the device's socket (in-band). */
+  done: Done;
+  /** The PUBLISH's packet id; -1 for QoS 0 (nothing to answer). Out of band only. */
+  messageId: number;
+  committed: boolean;
+  /** aedes' callback, kept while the device is over its cap: called once this message is answered. */
+  held: Done | null;
+}
+
 export function handleTelemetry(deps: TelemetryDeps, client: Client, packet: PublishPacket, done: Done): void {
-  const device = client.id;
-  deps.metrics.messages.inc({ qos: String(packet.qos) });
-  const wait = deps.rate.take(device);
+  const path = pathOf(deps);
+  path.countMessage(packet.qos);
+  const wait = deps.rate.take(client.id);
   if (wait > 0) {
     // Over its rate: hold this message (and with it the reads from the device's socket).
     deps.metrics.throttled.inc();
-    setTimeout(() => guarded(deps, client, packet, done), wait);
+    setTimeout(() => guarded(path, client, packet, done), wait);
     return;
   }
-  guarded(deps, client, packet, done);
+  guarded(path, client, packet, done);
 }
 
 /**
@@ -64,18 +81,18 @@ export function isTelemetryTopic(topic: string): boolean {
  * escape aedes' callback (or the throttle's timer) and take the whole gateway down. aedes closes
  * that one connection; nothing was acknowledged, so the device resends.
  */
-function guarded(deps: TelemetryDeps, client: Client, packet: PublishPacket, done: Done): void {
-  const device = client.id;
+function guarded(path: TelemetryPath, client: Client, packet: PublishPacket, done: Done): void {
   try {
-    ingest(deps, client, packet, done);
+    ingest(path, client, packet, done);
   } catch (err) {
-    deps.metrics.unacked.inc({ reason: 'internal' });
-    deps.logger.error({ err, device }, 'telemetry path failed: the message is not acknowledged');
+    path.deps.metrics.unacked.inc({ reason: 'internal' });
+    path.deps.logger.error({ err, device: client.id }, 'telemetry path failed: the message is not acknowledged');
     done(err instanceof Error ? err : new Error(String(err)));
   }
 }
 
-function ingest(deps: TelemetryDeps, client: Client, packet: PublishPacket, done: Done): void {
+function ingest(path: TelemetryPath, client: Client, packet: PublishPacket, done: Done): void {
+  const deps = path.deps;
   const device = client.id;
   const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
   let parsed;
@@ -88,16 +105,23 @@ function ingest(deps: TelemetryDeps, client: Client, packet: PublishPacket, done
     deps.metrics.payloadInvalid.inc({ reason: err.reason });
     deps.report(device, { code: err.code, reason: err.reason, message: err.message, topic: packet.topic });
     deps.logger.debug({ device, reason: err.reason }, 'payload refused');
-    settle(deps, client, packet, done, deps.outbox.quarantine({ device, topic: packet.topic, reason: err.reason, message: err.message, payload }), false);
+    const msg = path.message(client, packet, done);
+    deps.outbox.quarantine({ device, topic: packet.topic, reason: err.reason, message: err.message, payload }).then(
+      () => path.quarantined(msg, null),
+      (e: BraidError) => path.quarantined(msg, e),
+    );
     return;
   }
   // A message is received at one time, so its readings without ts share one stamp; only a name
   // repeated without time (SenML) takes the device's next stamp, to keep an identity of its own.
   let needsStamp = false;
-  for (const r of parsed) if (r.ts === undefined) { needsStamp = true; break; }
-  let readings;
+  for (let i = 0; i < parsed.length; i++) if (parsed[i].ts === undefined) { needsStamp = true; break; }
+  const readings: Reading[] = new Array(parsed.length);
   if (!needsStamp) {
-    readings = parsed.map((r) => ({ device, metric: r.metric, ts: r.ts as number, value: r.value }));
+    for (let i = 0; i < parsed.length; i++) {
+      const r = parsed[i];
+      readings[i] = { device, metric: r.metric, ts: r.ts as number, value: r.value };
+    }
   } else {
     // QoS 2 too: a PUBLISH resent before its PUBREC arrived runs this path again.
     const track = packet.qos > 0;
@@ -105,59 +129,172 @@ function ingest(deps: TelemetryDeps, client: Client, packet: PublishPacket, done
     const recalled = track && packet.dup ? deps.retransmits.recall(device, packet.messageId, digest) : undefined;
     const stamps: number[] = recalled ? [...recalled] : [];
     const repeats = new Map<string, number>();
-    readings = parsed.map((r) => {
-      if (r.ts !== undefined) return { device, metric: r.metric, ts: r.ts, value: r.value };
+    for (let i = 0; i < parsed.length; i++) {
+      const r = parsed[i];
+      if (r.ts !== undefined) {
+        readings[i] = { device, metric: r.metric, ts: r.ts, value: r.value };
+        continue;
+      }
       const k = repeats.get(r.metric) ?? 0;
       repeats.set(r.metric, k + 1);
       while (stamps.length <= k) stamps.push(deps.outbox.stamp(device));
-      return { device, metric: r.metric, ts: stamps[k], value: r.value };
-    });
+      readings[i] = { device, metric: r.metric, ts: stamps[k], value: r.value };
+    }
     if (track) deps.retransmits.remember(device, packet.messageId, digest, stamps);
   }
-  settle(deps, client, packet, done, deps.outbox.submit(readings), true);
+  const msg = path.message(client, packet, done);
+  const refused = deps.outbox.submitTo(readings, path, msg);
+  if (refused) path.settled(msg, refused);
 }
 
-/** Release the message once `committed` resolved: out of band (QoS 0 and 1), or through aedes (QoS 2). */
-function settle(deps: TelemetryDeps, client: Client, packet: PublishPacket, done: Done, committed: Promise<unknown>, report: boolean): void {
-  const failed = (err: BraidError) => {
-    // Not acknowledged: closing the connection makes the device resend its QoS 1 messages.
-    deps.metrics.unacked.inc({ reason: unackedReason(err) });
-    if (report) deps.report(client.id, { code: err.code ?? 'BRAID_ERR_INTERNAL', message: err.message, topic: packet.topic });
-  };
-  if (packet.qos === 2 || deps.maxUnacked <= 0) {
-    committed.then(() => {
-      corkForThisCommit(client);
+const paths = new WeakMap<TelemetryDeps, TelemetryPath>();
+function pathOf(deps: TelemetryDeps): TelemetryPath {
+  let p = paths.get(deps);
+  if (!p) {
+    p = new TelemetryPath(deps);
+    paths.set(deps, p);
+  }
+  return p;
+}
+
+/**
+ * Where the commits of telemetry come back (one per broker): each message is released once its
+ * commit returned [INV-1], through aedes (QoS 2) or with a PUBACK written here (QoS 1), in-band
+ * or out of band (the file's comment). In-band, a group commit's PUBACKs of one connection leave
+ * in one write of one Buffer (4 bytes each: [MQTT-3.4], remaining length 2; the short form is
+ * MQTT 5's success too), in the order the PUBLISHes arrived [MQTT-4.6.0-2], before aedes is let
+ * go on with the message as QoS 0: aedes would write each PUBACK as two chunks of its own
+ * (mqtt-packet corks the socket per packet and uncorks on the next tick) and wait a
+ * setImmediate before going on (docs/benchmarks.md, 2026-12-06 session 7).
+ */
+class TelemetryPath implements CommitSink<Msg> {
+  readonly deps: TelemetryDeps;
+  private readonly outOfBand: boolean;
+  /** Pre-bound children of the messages counter, by QoS: a label object hashed per message costs. */
+  private readonly byQos: Array<{ inc: () => void } | undefined> = [];
+  /** In-band messages of the group being settled, per connection, in arrival order. */
+  private answering = new Map<Client, Msg[]>();
+
+  constructor(deps: TelemetryDeps) {
+    this.deps = deps;
+    this.outOfBand = deps.maxUnacked > 0;
+  }
+
+  countMessage(qos: number): void {
+    let c = this.byQos[qos];
+    if (c === undefined) c = this.byQos[qos] = this.deps.metrics.messages.labels(String(qos));
+    c.inc();
+  }
+
+  /** The message's context; out of band (QoS 0 and 1) it joins the connection's answers and aedes goes on. */
+  message(client: Client, packet: PublishPacket, done: Done): Msg {
+    const msg: Msg = { client, packet, done, messageId: -1, committed: false, held: null };
+    if (packet.qos === 2 || !this.outOfBand) return msg;
+    const acks = acksOf(client);
+    if (acks.failed) {
+      // The connection is closing after an earlier message failed its commit: this one is not
+      // acknowledged either (it may commit; the device resends it and the dedup drops the repeat).
+      msg.done = noop;
+      done(acks.failed);
+      return msg;
+    }
+    msg.messageId = packet.qos === 1 ? packet.messageId ?? -1 : -1;
+    acks.push(msg);
+    // aedes must neither write a PUBACK nor wait for one: to it the message is QoS 0 now.
+    packet.qos = 0;
+    if (acks.waiting <= this.deps.maxUnacked && !client.conn?.writableNeedDrain) {
       done(null);
-    }, (err: BraidError) => {
-      failed(err);
-      done(err);
-    });
+    } else {
+      msg.held = done;
+      holdSocket(client, true);
+    }
+    msg.done = noop;
+    return msg;
+  }
+
+  /** The commit of a message's readings returned (err null) or failed. */
+  settled(msg: Msg, err: Error | null): void {
+    this.answer(msg, err, true);
+  }
+
+  /** The quarantine record of a bad payload is durable (or not): answered as a commit, outside a group. */
+  quarantined(msg: Msg, err: Error | null): void {
+    this.answer(msg, err, false);
+    this.groupSettled();
+  }
+
+  /** `report`: tell the device about a failed commit (not for a payload already reported as bad). */
+  private answer(msg: Msg, err: Error | null, report: boolean): void {
+    const client = msg.client;
+    if (err) {
+      // Not acknowledged: closing the connection makes the device resend its QoS 1 messages.
+      const e = err as BraidError;
+      this.deps.metrics.unacked.inc({ reason: unackedReason(e) });
+      if (report) this.deps.report(client.id, { code: e.code ?? 'BRAID_ERR_INTERNAL', message: e.message, topic: msg.packet.topic });
+      if (msg.done !== noop) msg.done(err);
+      else acksOf(client).fail(client, err);
+      return;
+    }
+    if (msg.done === noop) {
+      // Out of band: answered with the connection's other committed messages at the head.
+      msg.committed = true;
+      acksOf(client).release(client);
+      return;
+    }
+    if (msg.packet.qos === 2) {
+      corkForThisCommit(client);
+      msg.done(null);
+      return;
+    }
+    if (msg.packet.qos === 0) {
+      msg.done(null);
+      return;
+    }
+    let list = this.answering.get(client);
+    if (list === undefined) this.answering.set(client, (list = []));
+    list.push(msg);
+  }
+
+  /** The group's in-band PUBACKs: one write per connection, then aedes goes on with each message. */
+  groupSettled(): void {
+    if (this.answering.size === 0) return;
+    const answering = this.answering;
+    this.answering = new Map();
+    for (const [client, msgs] of answering) answerInBand(client, msgs);
+  }
+}
+
+const noop: Done = () => {};
+
+function answerInBand(client: Client, msgs: Msg[]): void {
+  const conn = client.conn;
+  // As aedes' own write: a client that is neither connecting nor connected gets no packet, and
+  // its messages an error (the connection is going; nothing was acknowledged).
+  const c = client as unknown as { connecting?: boolean; connected?: boolean };
+  if (!(c.connecting || c.connected) || !conn || conn.destroyed) {
+    const err = new Error('connection closed');
+    for (const m of msgs) m.done(err);
     return;
   }
-  const acks = acksOf(client);
-  if (acks.failed) {
-    // The connection is closing after an earlier message failed its commit: this one is not
-    // acknowledged either (it may commit; the device resends it and the dedup drops the repeat).
-    done(acks.failed);
+  const buf = Buffer.allocUnsafe(4 * msgs.length);
+  for (let i = 0, o = 0; i < msgs.length; i++, o += 4) {
+    const m = msgs[i];
+    const id = m.packet.messageId ?? 0;
+    buf[o] = 0x40; // PUBACK
+    buf[o + 1] = 2;
+    buf[o + 2] = id >> 8;
+    buf[o + 3] = id & 0xff;
+    // Answered here: aedes goes on with it as QoS 0 (no PUBACK of its own, no wait).
+    m.packet.qos = 0;
+  }
+  const drained = conn.write(buf);
+  if (!drained && !conn.destroyed) {
+    // A slow reader: as aedes does after a write that filled the socket's buffer, the device's
+    // next packets wait until it drained.
+    conn.once('drain', () => { for (const m of msgs) m.done(null); });
     return;
   }
-  const entry: AckEntry = { messageId: packet.qos === 1 ? packet.messageId ?? -1 : -1, committed: false, held: null };
-  acks.push(entry);
-  // aedes must neither write a PUBACK nor wait for one: to it the message is QoS 0 now.
-  packet.qos = 0;
-  committed.then(() => {
-    entry.committed = true;
-    acks.release(client);
-  }, (err: BraidError) => {
-    failed(err);
-    acks.fail(client, err);
-  });
-  if (acks.waiting <= deps.maxUnacked && !client.conn?.writableNeedDrain) {
-    done(null);
-  } else {
-    entry.held = done;
-    holdSocket(client, true);
-  }
+  for (const m of msgs) m.done(null);
 }
 
 /**
@@ -173,21 +310,13 @@ function holdSocket(client: Client, hold: boolean): void {
   else c._paused = false;
 }
 
-interface AckEntry {
-  /** The PUBLISH's packet id; -1 for QoS 0 (nothing to answer). */
-  messageId: number;
-  committed: boolean;
-  /** aedes' callback, kept while the device is over its cap: called once this message is answered. */
-  held: Done | null;
-}
-
 /**
  * One connection's messages from read to commit, in arrival order: the committed ones at the head
  * are answered together, one write of their PUBACKs (4 bytes each: [MQTT-3.4], remaining length 2;
  * the short form is MQTT 5's success too), never one behind a message not yet durable.
  */
 class Acks {
-  private entries: AckEntry[] = [];
+  private entries: Msg[] = [];
   private head = 0;
   failed: Error | null = null;
   private queued = false;
@@ -196,7 +325,7 @@ class Acks {
     return this.entries.length - this.head;
   }
 
-  push(e: AckEntry): void {
+  push(e: Msg): void {
     this.entries.push(e);
   }
 

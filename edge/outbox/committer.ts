@@ -54,15 +54,35 @@ export interface CommitterOptions {
   quarantinePayloadBytes: number;
 }
 
+/**
+ * Who hears of a submit's commit: `settled` is called once per submit, after COMMIT returned (or
+ * failed: `err` set), synchronously and in submit order for every submit of a group, then
+ * `groupSettled` once. A long-lived object with a context per submit: no promise and no closure per
+ * message on the MQTT path (docs/benchmarks.md, 2026-12-06 session 7).
+ */
+export interface CommitSink<C> {
+  settled(ctx: C, err: Error | null, result: CommitResult | null): void;
+  /** After the `settled` calls of one group (those of a failed group too). */
+  groupSettled?(): void;
+}
+
 interface Pending {
   readings: Reading[];
   /** Who submitted it (a device), for the refill wait. */
   source?: string;
   /** A payload to quarantine instead of readings. */
   quarantine?: QuarantineEntry;
-  resolve: (r: CommitResult) => void;
-  reject: (e: Error) => void;
+  sink: CommitSink<unknown>;
+  ctx: unknown;
 }
+
+/** The promise form of submit: the context is the promise's settle functions. */
+const PROMISE_SINK: CommitSink<{ resolve: (r: CommitResult) => void; reject: (e: Error) => void }> = {
+  settled(ctx, err, result) {
+    if (err) ctx.reject(err);
+    else ctx.resolve(result!);
+  },
+};
 
 export interface OpenEpoch {
   epoch: number;
@@ -135,21 +155,32 @@ export class Committer {
 
   /** Queue readings for the next group commit; resolves once they are durable. */
   submit(readings: Reading[]): Promise<CommitResult> {
-    if (this.closed) return Promise.reject(new ClosedError('gateway is shutting down'));
+    return new Promise((resolve, reject) => {
+      const err = this.submitTo(readings, PROMISE_SINK as CommitSink<unknown>, { resolve, reject });
+      if (err) reject(err);
+    });
+  }
+
+  /**
+   * Queue readings for the next group commit; `sink.settled(ctx, ...)` once they are durable or
+   * the commit failed. Returns the error instead when they are not queued (closing, queue full):
+   * then the sink hears nothing.
+   */
+  submitTo<C>(readings: Reading[], sink: CommitSink<C>, ctx: C): Error | null {
+    if (this.closed) return new ClosedError('gateway is shutting down');
     if (this.queuedReadings + readings.length > this.opts.maxQueuedReadings) {
       this.metrics.dropped.inc({ reason: 'queue_full' }, readings.length);
-      return Promise.reject(new LimitExceededError(`commit queue is full (${this.opts.maxQueuedReadings} readings)`));
+      return new LimitExceededError(`commit queue is full (${this.opts.maxQueuedReadings} readings)`);
     }
     const source = readings.length ? readings[0].device : undefined;
-    return new Promise((resolve, reject) => {
-      this.queue.push({ readings, source, resolve, reject });
-      this.queuedReadings += readings.length;
-      if (source !== undefined && this.refilling.delete(source) && this.refilling.size === 0 && this.waitingRefill) {
-        // Every device the wait was for has sent again: commit on the next turn.
-        this.clearTimer();
-      }
-      this.schedule();
-    });
+    this.queue.push({ readings, source, sink: sink as CommitSink<unknown>, ctx });
+    this.queuedReadings += readings.length;
+    if (source !== undefined && this.refilling.delete(source) && this.refilling.size === 0 && this.waitingRefill) {
+      // Every device the wait was for has sent again: commit on the next turn.
+      this.clearTimer();
+    }
+    this.schedule();
+    return null;
   }
 
   /**
@@ -159,7 +190,7 @@ export class Committer {
   quarantine(entry: QuarantineEntry): Promise<void> {
     if (this.closed) return Promise.reject(new ClosedError('gateway is shutting down'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ readings: [], quarantine: entry, resolve: () => resolve(), reject });
+      this.queue.push({ readings: [], quarantine: entry, sink: PROMISE_SINK as CommitSink<unknown>, ctx: { resolve: () => resolve(), reject } });
       this.schedule();
     });
   }
@@ -229,15 +260,44 @@ export class Committer {
         });
         this.metrics.commitSeconds.observe((performance.now() - started) / 1000);
         this.metrics.commitReadings.observe(n);
-        batch.forEach((p, i) => p.resolve(results[i]));
         this.expectRefills(batch);
         this.healthy();
+        this.settleAll(batch, null, results);
         this.onCommitted(this.state.lastSeq);
       } catch (err) {
         this.logger.error({ err, readings: n }, 'outbox commit failed');
         this.metrics.commitFailures.inc();
         this.failing();
-        for (const p of batch) p.reject(err as Error);
+        this.settleAll(batch, err as Error, null);
+      }
+    }
+  }
+
+  /**
+   * Tell every submit of a group how its commit went, in submit order, then each sink with a
+   * `groupSettled` once. A sink that throws (a bug) is logged; the rest of the group still hears.
+   */
+  private settleAll(batch: Pending[], err: Error | null, results: CommitResult[] | null): void {
+    let first: CommitSink<unknown> | null = null;
+    let more: Array<CommitSink<unknown>> | null = null;
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i];
+      try {
+        p.sink.settled(p.ctx, err, results ? results[i] : null);
+      } catch (e) {
+        this.logger.error({ err: e }, 'a commit\'s receiver failed');
+      }
+      const s = p.sink;
+      if (s.groupSettled && s !== first) {
+        if (first === null) first = s;
+        else if (!more?.includes(s)) (more ??= []).push(s);
+      }
+    }
+    for (const s of more ? [first!, ...more] : first ? [first] : []) {
+      try {
+        s.groupSettled!();
+      } catch (e) {
+        this.logger.error({ err: e }, 'a commit\'s receiver failed');
       }
     }
   }

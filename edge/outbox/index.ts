@@ -10,11 +10,11 @@ import type { Logger } from '../../shared/logger.js';
 import { type Db, WriteQueue } from '../../shared/sqlite.js';
 import { openGatewayDb, openGatewayReader } from '../store/schema.js';
 import { DiskFloor, type DropReason, dropOldest } from './budget.js';
-import { Committer, loadCommitterState, type CommitResult, type QuarantineEntry, type Reading } from './committer.js';
+import { Committer, loadCommitterState, type CommitResult, type CommitSink, type QuarantineEntry, type Reading } from './committer.js';
 import { createOutboxMetrics, type OutboxBacklogSource, type OutboxMetrics } from './metrics.js';
 import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, RETENTION_CHUNK_ROWS } from './retention.js';
 
-export type { CommitResult, QuarantineEntry, Reading } from './committer.js';
+export type { CommitResult, CommitSink, QuarantineEntry, Reading } from './committer.js';
 export type { GapRecord } from './budget.js';
 
 export interface OutboxOptions {
@@ -194,6 +194,12 @@ export class Outbox implements OutboxBacklogSource {
   submit(readings: Reading[]): Promise<CommitResult> {
     this.lastActivityAt = this.now();
     return this.committer.submit(readings);
+  }
+
+  /** submit() without a promise: `sink.settled(ctx, ...)` once durable; the error when not queued (committer.ts). */
+  submitTo<C>(readings: Reading[], sink: CommitSink<C>, ctx: C): Error | null {
+    this.lastActivityAt = this.now();
+    return this.committer.submitTo(readings, sink, ctx);
   }
 
   /** Keep an unparseable payload with its reason; resolves once durable. */
