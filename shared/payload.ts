@@ -43,6 +43,15 @@ const SENML_VERSION = 10;
 
 /** Parse one telemetry payload. Throws PayloadInvalidError. `nowMs` resolves SenML relative times. */
 export function parsePayload(payload: Buffer | string, nowMs: number, limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS): ParsedReading[] {
+  if (typeof payload !== 'string') {
+    const fast = parseFlatFast(payload, nowMs, limits);
+    if (fast !== null) return fast;
+  }
+  return parseFull(payload, nowMs, limits);
+}
+
+/** parsePayload without the fast path: the reference the fast path is held equal to (test/edge/payload-fast.test.ts). */
+export function parseFull(payload: Buffer | string, nowMs: number, limits: PayloadLimits = DEFAULT_PAYLOAD_LIMITS): ParsedReading[] {
   // Size first, on the raw bytes: a huge payload costs nothing but this comparison.
   const bytes = typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.length;
   if (bytes > limits.maxPayloadBytes) {
@@ -97,6 +106,140 @@ function parseFlat(obj: Record<string, unknown>, nowMs: number, limits: PayloadL
   }
   if (out.length === 0) throw new PayloadInvalidError('empty', 'payload has no metric (only a ts, or nothing)');
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fast path: the usual flat payload read straight from its bytes
+
+/** Most keys the fast path takes (its repeat check is quadratic); more go the full way. */
+const FAST_MAX_KEYS = 32;
+/** 10^k for k <= 22: every one exact as a double (Clinger's fast path). */
+const POW10 = Array.from({ length: 23 }, (_, k) => 10 ** k);
+/** Key names seen, by a hash of their bytes: the same few names arrive in every message. */
+const keyCache = new Map<number, string>();
+const KEY_CACHE_MAX = 4096;
+
+/**
+ * The common payload, `{"ts":1732406400000,"temp":21.5,"hum":40}`, read from its bytes without a
+ * string, JSON.parse or an object per message: ASCII only, keys of metric-name characters (no
+ * escapes), values plain decimals of at most 15 digits (no exponent), each key once. It returns
+ * exactly what the full parser returns for such a payload, or null for anything else (another
+ * shape, a limit or check that fails, an error of any kind), which the full parser then answers:
+ * so errors, their reasons and messages are the full parser's own.
+ *
+ * A number of at most 15 digits is an integer m < 2^53 over 10^k with k <= 15, both exact doubles,
+ * and one IEEE division is correctly rounded: the double JSON.parse gives for the same text.
+ */
+export function parseFlatFast(buf: Buffer, nowMs: number, limits: PayloadLimits): ParsedReading[] | null {
+  const end = buf.length;
+  if (end > limits.maxPayloadBytes) return null;
+  let i = skipWs(buf, 0, end);
+  if (i >= end || buf[i] !== 0x7b /* { */) return null;
+  i++;
+  const keys: string[] = [];
+  const values: number[] = [];
+  let tsAt = -1;
+  for (;;) {
+    i = skipWs(buf, i, end);
+    if (i >= end || buf[i] !== 0x22 /* " */) return null;
+    const k0 = ++i;
+    let h = 0x811c9dc5;
+    let allDigits = true;
+    for (; i < end; i++) {
+      const c = buf[i];
+      if (c === 0x22) break;
+      if (!isMetricByte(c)) return null;
+      if (c < 0x30 || c > 0x39) allDigits = false;
+      h = Math.imul(h ^ c, 0x01000193);
+    }
+    const kLen = i - k0;
+    // An array-index key sorts first in a parsed object (the full parser's order); "__proto__" is refused there.
+    if (i >= end || kLen === 0 || kLen > 128 || allDigits) return null;
+    const key = keyOf(buf, k0, i, h);
+    if (key === '__proto__') return null;
+    i = skipWs(buf, i + 1, end);
+    if (i >= end || buf[i] !== 0x3a /* : */) return null;
+    i = skipWs(buf, i + 1, end);
+    // A JSON number without exponent: -?(0|[1-9][0-9]*)(\.[0-9]+)?
+    let neg = false;
+    if (buf[i] === 0x2d /* - */) { neg = true; i++; }
+    if (i >= end) return null;
+    let m = 0;
+    let digits = 0;
+    let frac = 0;
+    let c = buf[i];
+    if (c === 0x30) {
+      i++;
+      digits = 1;
+    } else if (c > 0x30 && c <= 0x39) {
+      while (i < end && (c = buf[i]) >= 0x30 && c <= 0x39) { m = m * 10 + (c - 0x30); digits++; i++; }
+    } else {
+      return null;
+    }
+    if (i < end && buf[i] === 0x2e /* . */) {
+      i++;
+      const f0 = i;
+      while (i < end && (c = buf[i]) >= 0x30 && c <= 0x39) { m = m * 10 + (c - 0x30); digits++; i++; }
+      frac = i - f0;
+      if (frac === 0) return null;
+    }
+    if (digits > 15 || (i < end && (buf[i] === 0x65 || buf[i] === 0x45))) return null; // e, E: the full way
+    const abs = frac === 0 ? m : m / POW10[frac];
+    const value = neg ? -abs : abs;
+    for (let j = 0; j < keys.length; j++) if (keys[j] === key) return null;
+    if (key === 'ts') tsAt = keys.length;
+    keys.push(key);
+    values.push(value);
+    if (keys.length > FAST_MAX_KEYS) return null;
+    i = skipWs(buf, i, end);
+    if (i >= end) return null;
+    if (buf[i] === 0x2c /* , */) { i++; continue; }
+    if (buf[i] !== 0x7d /* } */) return null;
+    i = skipWs(buf, i + 1, end);
+    if (i !== end) return null;
+    break;
+  }
+  const metrics = tsAt >= 0 ? keys.length - 1 : keys.length;
+  if (metrics === 0 || metrics > limits.maxReadingsPerMessage) return null;
+  let ts: number | undefined;
+  if (tsAt >= 0) {
+    ts = parseTimestamp(values[tsAt]);
+    if (ts === undefined || ts < MIN_TS_MS || ts > nowMs + MAX_FUTURE_SKEW_MS) return null;
+  }
+  const out: ParsedReading[] = new Array(metrics);
+  for (let j = 0, o = 0; j < keys.length; j++) {
+    if (j === tsAt) continue;
+    out[o++] = { metric: keys[j], value: values[j], ts };
+  }
+  return out;
+}
+
+function skipWs(buf: Buffer, i: number, end: number): number {
+  while (i < end) {
+    const c = buf[i];
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
+    i++;
+  }
+  return i;
+}
+
+/** A byte of METRIC_RE's class: A-Z a-z 0-9 _ . : - */
+function isMetricByte(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x3a) || c === 0x5f || c === 0x2e || c === 0x2d;
+}
+
+/** The key's string, from the cache when its bytes match one seen before. */
+function keyOf(buf: Buffer, from: number, to: number, hash: number): string {
+  const hit = keyCache.get(hash);
+  if (hit !== undefined && hit.length === to - from) {
+    let same = true;
+    for (let j = 0; j < hit.length; j++) if (hit.charCodeAt(j) !== buf[from + j]) { same = false; break; }
+    if (same) return hit;
+  }
+  const key = buf.toString('latin1', from, to);
+  if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear();
+  keyCache.set(hash, key);
+  return key;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
  */
 import fc from 'fast-check';
 import { BraidError, PayloadInvalidError } from '../../shared/errors.js';
-import { DEFAULT_PAYLOAD_LIMITS, parsePayload, type PayloadLimits } from '../../shared/payload.js';
+import { DEFAULT_PAYLOAD_LIMITS, parseFlatFast, parseFull, parsePayload, type PayloadLimits } from '../../shared/payload.js';
 
 const NOW = Date.UTC(2024, 10, 24, 12, 0, 0); // 2024-11-24T12:00:00Z
 const DAY = 86_400_000;
@@ -436,5 +436,59 @@ describe('parsePayload: SenML (RFC 8428)', () => {
       expect(parse(pack.slice(0, 1000))).toHaveLength(1000);
       expect(reasonOf(pack.slice(0, 3), { maxPayloadBytes: 10_000, maxReadingsPerMessage: 2 })).toBe('too_many');
     });
+  });
+});
+
+describe('parsePayload: the fast path for the usual flat payload (Buffers, as the broker hands them)', () => {
+  /** Both parsers' answer: the readings, or the error's reason and message. */
+  const answer = (f: () => unknown) => {
+    try {
+      return { ok: f() };
+    } catch (err) {
+      expect(err).toBeInstanceOf(PayloadInvalidError);
+      return { reason: (err as PayloadInvalidError).reason, message: (err as Error).message };
+    }
+  };
+  const limits: PayloadLimits = { maxPayloadBytes: 300, maxReadingsPerMessage: 3 };
+  const same = (text: string) => {
+    const buf = Buffer.from(text, 'utf8');
+    expect(answer(() => parsePayload(buf, NOW, limits))).toEqual(answer(() => parseFull(buf, NOW, limits)));
+  };
+
+  it('takes the common shapes, with what the full parser gives', () => {
+    for (const text of ['{"ts":1732406400000,"temp":21.5,"hum":40}', '{"temp":-0.125}', ' {\n"a.b:c-d_e" : -0 ,"ts":1732406400000.5}\t']) {
+      const buf = Buffer.from(text);
+      expect(parseFlatFast(buf, NOW, limits)).not.toBeNull();
+      expect(parsePayload(buf, NOW, limits)).toEqual(parseFull(text, NOW, limits));
+    }
+    expect(Object.is(parsePayload(Buffer.from('{"t":-0}'), NOW)[0].value, -0)).toBe(true);
+  });
+
+  it('leaves the rest to the full parser: same readings, same errors', () => {
+    const cases = [
+      '', ' ', '{}', '{"ts":1732406400000}', '[]', 'null', '{"a":1,"a":2}', '{"2":1,"b":2}', '{"__proto__":1}', '{"a":01}', '{"a":1.}',
+      '{"a":.5}', '{"a":1e3}', '{"a":1E-3}', '{"a":1e400}', '{"a":"1"}', '{"a":true}', '{"a":null}', '{"a":{"b":1}}', '{"a":[1]}',
+      '{"a\\u0062":1}', '{"é":1}', '{"a b":1}', '{"a":1,}', '{"a":1}x', '{"a":1', '{"a":1234567890123456}', '{"a":0.1234567890123456}',
+      '{"a":123456789012345}', '{"a":-0.00000000000001}', '{"ts":946684799999,"a":1}', `{"ts":${NOW + 86_400_001},"a":1}`,
+      `{"ts":${NOW + 86_400_000},"a":1}`, '{"ts":"2024-11-24T12:00:00Z","a":1}', '{"ts":-1,"a":1}', '{"a":1,"b":2,"c":3,"d":4}',
+      '{"a":1,"b":2,"c":3,"ts":1732406400000}', `{"${'m'.repeat(128)}":1}`, `{"${'m'.repeat(129)}":1}`, `{"x":"${'y'.repeat(300)}"}`,
+      '\ufeff{"a":1}', '{"a":-}', '{"a":--1}', '{"a":+1}', '{"":1}',
+    ];
+    for (const text of cases) same(text);
+  });
+
+  it('agrees with the full parser on generated payloads', () => {
+    const key = fc.oneof(fc.constantFrom('ts', 'temp', 'hum', 'a', '7', '__proto__', 'x.y', 'é', 'a"b'), fc.stringMatching(/^[A-Za-z0-9_.:-]{1,6}$/));
+    const num = fc.oneof(
+      fc.double({ noNaN: true, noDefaultInfinity: true }).map((v) => String(v)),
+      fc.integer({ min: -1e6, max: 1e6 }).map(String),
+      fc.integer({ min: 946_684_800_000, max: NOW + 2 * DAY }).map(String),
+      fc.tuple(fc.integer({ min: 0, max: 99999 }), fc.integer({ min: 0, max: 9999999999 })).map(([a, b]) => `${a}.${b}`),
+      fc.stringMatching(/^-?[0-9]{1,17}(\.[0-9]{0,8})?([eE][+-]?[0-9]{1,3})?$/),
+      fc.constantFrom('"1"', 'true', 'null', '{}', '[1]', '-0', '0.0'),
+    );
+    const ws = fc.constantFrom('', ' ', '\n', '\t ');
+    const payload = fc.tuple(fc.array(fc.tuple(key, num, ws), { maxLength: 5 }), ws).map(([pairs, w]) => `${w}{${pairs.map(([k, v, s]) => `${s}${JSON.stringify(k)}${s}:${s}${v}${s}`).join(',')}}${w}`);
+    fc.assert(fc.property(payload, (text) => same(text)), { numRuns: 3000 });
   });
 });
