@@ -9,6 +9,7 @@ import { metricValue, scrapedValue } from '../../shared/metrics.js';
 import { collectPackets, connectPacket, publishPacket } from '../support/mqtt-raw.js';
 import type { Client, PublishPacket } from 'aedes';
 import { Registry } from 'prom-client';
+import { isTelemetryOf, telemetryTopic, topicAllowed } from '../../edge/broker/acl.js';
 import { RateLimiter } from '../../edge/broker/limits.js';
 import { createBrokerMetrics } from '../../edge/broker/metrics.js';
 import { RetransmitStamps } from '../../edge/broker/retransmit.js';
@@ -334,6 +335,21 @@ describe('errors that are not about the payload', () => {
       expect(await h.unacked()).toBe(2);
     } finally {
       await h.close();
+    }
+  });
+});
+
+describe('the ACL helpers, compared in place', () => {
+  it('answer what the prefix and topic strings they no longer build would', () => {
+    const ids = ['', 'a', 'd1', 'a/b', 'devices', 'x/'];
+    const topics = ['', 'devices/', 'devices/a', 'devices/a/', 'devices/a/telemetry', 'devices/a/b/telemetry', 'devices/d1/telemetry', 'devices/d1/x',
+      'devices/d1', 'devices//', 'devices///', 'devices/x//', 'devices/x/telemetry', 'devices/devices/telemetry', 'Devices/a/x', 'devices/a/#', 'devices/x/'];
+    for (const id of ids) {
+      for (const topic of topics) {
+        const prefix = `devices/${id}/`;
+        expect([id, topic, topicAllowed(id, topic)]).toEqual([id, topic, topic.startsWith(prefix) && topic.length !== prefix.length]);
+        expect([id, topic, isTelemetryOf(id, topic)]).toEqual([id, topic, topic === telemetryTopic(id)]);
+      }
     }
   });
 });
