@@ -65,6 +65,30 @@ async function holdCommits(): Promise<() => void> {
 
 const messages = () => metric('braid_mqtt_telemetry_messages_total', { qos: '1' });
 
+describe('in-band PUBACKs (the default): written by the gateway, one write per connection per commit', () => {
+  it('answers a window only after its commit, once each, in arrival order, and reads the next chunk only then [INV-1] [MQTT-4.6.0-2]', async () => {
+    const { s, packets } = await device({});
+    const release = await holdCommits();
+    const first = [7, 3, 65535, 1, 200];
+    s.write(window(first));
+    await eventually(async () => (await messages()) === 5);
+    // In-band, aedes reads no more of the socket until the chunk's messages are answered.
+    s.write(window([9, 8], 100));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await messages()).toBe(5);
+    expect(pubackIds(packets)).toEqual([]);
+    expect(await rowCount()).toBe(0);
+    release();
+    await eventually(() => pubackIds(packets).length >= 7);
+    await new Promise((r) => setTimeout(r, 50));
+    // Once each (aedes, handed the message as QoS 0, writes none of its own), 4-byte PUBACKs.
+    expect(pubackIds(packets)).toEqual([...first, 9, 8]);
+    expect(packets.filter((p) => p.type === 4).every((p) => p.body.length === 2)).toBe(true);
+    expect(await rowCount()).toBe(7);
+    expect(await messages()).toBe(7);
+  });
+});
+
 describe('out-of-band PUBACKs', () => {
   it('reads on while a window waits for its commit, and answers it in arrival order only after the commit [INV-1] [MQTT-4.6.0-2]', async () => {
     const { s, packets } = await device();
