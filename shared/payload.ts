@@ -117,6 +117,8 @@ const FAST_MAX_KEYS = 32;
 const POW10 = Array.from({ length: 23 }, (_, k) => 10 ** k);
 /** Key names seen, by a hash of their bytes: the same few names arrive in every message. */
 const keyCache = new Map<number, string>();
+const FAST_KEYS: string[] = [];
+const FAST_VALUES: number[] = [];
 const KEY_CACHE_MAX = 4096;
 
 /**
@@ -136,8 +138,11 @@ export function parseFlatFast(buf: Buffer, nowMs: number, limits: PayloadLimits)
   let i = skipWs(buf, 0, end);
   if (i >= end || buf[i] !== 0x7b /* { */) return null;
   i++;
-  const keys: string[] = [];
-  const values: number[] = [];
+  // Scratch arrays, reused by every call (the parser is synchronous): no two arrays per message.
+  const keys = FAST_KEYS;
+  const values = FAST_VALUES;
+  keys.length = 0;
+  values.length = 0;
   let tsAt = -1;
   for (;;) {
     i = skipWs(buf, i, end);

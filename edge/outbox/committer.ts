@@ -246,7 +246,9 @@ export class Committer {
         take++;
       }
       const batch = this.queue.splice(0, take);
-      const quarantined = batch.flatMap((p) => (p.quarantine ? [p.quarantine] : []));
+      // A loop, not flatMap: flatMap's callback would make an array per submit.
+      const quarantined: QuarantineEntry[] = [];
+      for (let i = 0; i < batch.length; i++) if (batch[i].quarantine) quarantined.push(batch[i].quarantine!);
       this.queuedReadings -= n;
       const started = performance.now();
       try {
