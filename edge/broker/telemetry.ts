@@ -11,7 +11,7 @@
 import type { Client, PublishPacket } from 'aedes';
 import { ClosedError, LimitExceededError, PayloadInvalidError, type BraidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { parsePayload, type PayloadLimits } from '../../shared/payload.js';
+import { parsePayload, type ParsedReading, type PayloadLimits } from '../../shared/payload.js';
 import type { CommitResult, CommitSink, Outbox, Reading } from '../outbox/index.js';
 import { errorsTopic } from './acl.js';
 import type { RateLimiter } from './limits.js';
@@ -116,13 +116,14 @@ function ingest(path: TelemetryPath, client: Client, packet: PublishPacket, done
   // repeated without time (SenML) takes the device's next stamp, to keep an identity of its own.
   let needsStamp = false;
   for (let i = 0; i < parsed.length; i++) if (parsed[i].ts === undefined) { needsStamp = true; break; }
-  const readings: Reading[] = new Array(parsed.length);
+  let readings: Reading[];
   if (!needsStamp) {
-    for (let i = 0; i < parsed.length; i++) {
-      const r = parsed[i];
-      readings[i] = { device, metric: r.metric, ts: r.ts as number, value: r.value };
-    }
+    // The parser's fresh objects become the readings: the device added, no second object and
+    // array per message (every one of them gets the same shape: metric, value, ts, device).
+    readings = parsed as Array<ParsedReading & { device?: string }> as Reading[];
+    for (let i = 0; i < readings.length; i++) readings[i].device = device;
   } else {
+    readings = new Array(parsed.length);
     // QoS 2 too: a PUBLISH resent before its PUBREC arrived runs this path again.
     const track = packet.qos > 0;
     const digest = track ? RetransmitStamps.digest(payload) : '';
