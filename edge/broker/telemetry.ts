@@ -106,10 +106,9 @@ function ingest(path: TelemetryPath, client: Client, packet: PublishPacket, done
     deps.report(device, { code: err.code, reason: err.reason, message: err.message, topic: packet.topic });
     deps.logger.debug({ device, reason: err.reason }, 'payload refused');
     const msg = path.message(client, packet, done);
-    deps.outbox.quarantine({ device, topic: packet.topic, reason: err.reason, message: err.message, payload }).then(
-      () => path.quarantined(msg, null),
-      (e: BraidError) => path.quarantined(msg, e),
-    );
+    const recorded = deps.outbox.quarantine({ device, topic: packet.topic, reason: err.reason, message: err.message, payload });
+    path.admit(msg);
+    recorded.then(() => path.quarantined(msg, null), (e: BraidError) => path.quarantined(msg, e));
     return;
   }
   // A message is received at one time, so its readings without ts share one stamp; only a name
@@ -145,6 +144,7 @@ function ingest(path: TelemetryPath, client: Client, packet: PublishPacket, done
   }
   const msg = path.message(client, packet, done);
   const refused = deps.outbox.submitTo(readings, path, msg);
+  path.admit(msg);
   if (refused) path.settled(msg, refused);
 }
 
@@ -187,17 +187,26 @@ class TelemetryPath implements CommitSink<Msg> {
     c.inc();
   }
 
-  /** The message's context; out of band (QoS 0 and 1) it joins the connection's answers and aedes goes on. */
+  /** The message's context. */
   message(client: Client, packet: PublishPacket, done: Done): Msg {
-    const msg: Msg = { client, packet, done, messageId: -1, committed: false, held: null };
-    if (packet.qos === 2 || !this.outOfBand) return msg;
+    return { client, packet, done, messageId: -1, committed: false, held: null };
+  }
+
+  /**
+   * After the message's readings were queued: out of band (QoS 0 and 1) it joins the connection's
+   * answers and aedes goes on, which may read and queue the next message at once (so the queue
+   * keeps the order of arrival: this one first).
+   */
+  admit(msg: Msg): void {
+    const { client, packet, done } = msg;
+    if (packet.qos === 2 || !this.outOfBand) return;
+    msg.done = noop;
     const acks = acksOf(client);
     if (acks.failed) {
       // The connection is closing after an earlier message failed its commit: this one is not
       // acknowledged either (it may commit; the device resends it and the dedup drops the repeat).
-      msg.done = noop;
       done(acks.failed);
-      return msg;
+      return;
     }
     msg.messageId = packet.qos === 1 ? packet.messageId ?? -1 : -1;
     acks.push(msg);
@@ -209,8 +218,6 @@ class TelemetryPath implements CommitSink<Msg> {
       msg.held = done;
       holdSocket(client, true);
     }
-    msg.done = noop;
-    return msg;
   }
 
   /** The commit of a message's readings returned (err null) or failed. */
