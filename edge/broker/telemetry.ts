@@ -1,8 +1,9 @@
 /**
  * The telemetry path: parse, stamp, commit, then release the PUBACK [INV-1] ack only after
- * durable. It runs in aedes' `authorizePublish`; by default `done` is called once the commit
- * returned and aedes writes the PUBACK (aedes lib/handlers/publish.js writes it before `published`
- * runs, too late for [INV-1]). With `maxUnacked` above 0 a QoS 0 or 1 message is acknowledged out
+ * durable. It runs in aedes' `authorizePublish` (aedes lib/handlers/publish.js writes its own PUBACK
+ * before `published` runs, too late for [INV-1]); by default `done` is called once the commit
+ * returned, after the gateway wrote the PUBACK itself, one write per connection per group commit,
+ * and aedes goes on with the message as QoS 0 (TelemetryPath). With `maxUnacked` above 0 a QoS 0 or 1 message is acknowledged out
  * of band: aedes is told it is QoS 0 and goes on reading the device's socket while the message waits
  * for its group commit, and the PUBACK is written here once the commit returned, in the order the
  * PUBLISHes arrived [MQTT-4.6.0-2]; a device with `maxUnacked` messages waiting has its socket
