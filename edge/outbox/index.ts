@@ -12,7 +12,7 @@ import { openGatewayDb, openGatewayReader } from '../store/schema.js';
 import { DiskFloor, type DropReason, dropOldest } from './budget.js';
 import { Committer, loadCommitterState, type CommitResult, type QuarantineEntry, type Reading } from './committer.js';
 import { createOutboxMetrics, type OutboxBacklogSource, type OutboxMetrics } from './metrics.js';
-import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, RETENTION_CHUNK_ROWS } from './retention.js';
+import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, pruneSeries, RETENTION_CHUNK_ROWS } from './retention.js';
 
 export type { CommitResult, QuarantineEntry, Reading } from './committer.js';
 export type { GapRecord } from './budget.js';
@@ -320,6 +320,7 @@ export class Outbox implements OutboxBacklogSource {
       if (r.nextTs === null || this.closed) break;
       fromTs = r.nextTs;
     }
+    if (!this.closed) await this.writes.run((db) => pruneSeries(db));
     let partials = 0;
     for (;;) {
       const n = await this.writes.run((db) => prunePartialsChunk(db, now, this.opts.retentionMinutes, RETENTION_CHUNK_ROWS, this.opts.keepUnpushedPartials));
