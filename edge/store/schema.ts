@@ -80,7 +80,7 @@ CREATE INDEX IF NOT EXISTS partials_minute ON partials (minute);
 -- carry the number. Rows no identity refers to any more are pruned (retention.ts).
 ${SERIES_DDL}
 
--- Identities seen, for the 24 h dedup window [INV-2]: key = ts * 2^20 + the series' id (dedupKey).
+-- Identities seen, for the 24 h dedup window [INV-2]: key = ts * 2^20 + the series' id (SERIES_BITS).
 -- A rowid table keyed by ts first: pruning is a range delete, and a group's identities, appended
 -- at the right end, split the last leaf the quick way (a new leaf and its parent), where an index
 -- b-tree (the WITHOUT ROWID table of v1) rebalanced three siblings: 3 of the 9 WAL pages a commit
@@ -197,7 +197,9 @@ export const DEDUP_TS_LIMIT = 2 ** 43;
 async function migrate(db: Db): Promise<void> {
   const hasMeta = await db.get<{ n: number }>("SELECT COUNT(*) AS n FROM sqlite_schema WHERE type = 'table' AND name = 'meta'");
   if (!hasMeta?.n) return;
-  const v = Number((await db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'"))?.value ?? GATEWAY_SCHEMA_VERSION);
+  // A file with tables but no version yet is v1 (or a v2 whose first open stopped before writing
+  // it: migrateToV2 then finds the view and only records the version).
+  const v = Number((await db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'"))?.value ?? 1);
   if (v > GATEWAY_SCHEMA_VERSION) throw new Error(`gateway.db is schema version ${v}; this braid knows versions up to ${GATEWAY_SCHEMA_VERSION} (run a newer braid)`);
   if (v < 2) await migrateToV2(db);
 }
