@@ -114,6 +114,13 @@ export class Committer {
   private refilling = new Set<string>();
   /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
   private openPartials = new Map<string, Summary>();
+  /**
+   * Series numbers known to be committed (device SEP metric -> series.id), so the usual commit
+   * puts the number in its rows instead of looking each reading's series up in SQL. Filled after
+   * COMMIT only; cleared when the retention deletes series (their numbers may be given again) and
+   * when it grows past SERIES_CACHE_MAX.
+   */
+  private seriesCache = new Map<string, number>();
   /** Called after each commit that assigned seq (the forwarder's wake-up). */
   onCommitted: (lastSeq: number) => void = () => {};
   /**
@@ -344,7 +351,10 @@ export class Committer {
     await Promise.all(pending);
     const quarantineDropped = await this.writeQuarantine(db, quarantined, now);
 
-    const apply = () => this.applyCommit({ kept, seq, epoch, base, touched, quarantined: quarantined.length, quarantineDropped, readings: all.length - unkeyed });
+    const apply = () => {
+      this.cacheSeries(ids);
+      this.applyCommit({ kept, seq, epoch, base, touched, quarantined: quarantined.length, quarantineDropped, readings: all.length - unkeyed });
+    };
     return { results, apply };
   }
 
@@ -386,6 +396,8 @@ export class Committer {
     const now = this.now();
     const kept: Array<Reading & { seq: number }> = [];
     const rows: string[] = [];
+    /** Series of this group without a known number: looked up in SQL (and new ones numbered). */
+    const unknown = new Map<string, { device: string; metric: string }>();
     let seq = this.state.lastSeq;
     const results: CommitResult[] = [];
     for (const p of batch) {
@@ -393,7 +405,10 @@ export class Committer {
         const v = exactDouble(r.value);
         if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return null;
         kept.push({ device: r.device, metric: r.metric, ts: r.ts, value: r.value, seq: ++seq });
-        rows.push(`[${jsonString(r.device)},${jsonString(r.metric)},${r.ts},${v}]`);
+        const sk = `${r.device}${SEP}${r.metric}`;
+        const id = this.seriesCache.get(sk);
+        if (id === undefined) unknown.set(sk, { device: r.device, metric: r.metric });
+        rows.push(`[${jsonString(r.device)},${jsonString(r.metric)},${r.ts},${v},${id ?? 0}]`);
       }
       results.push({ accepted: p.readings.length, duplicates: 0 });
     }
@@ -402,12 +417,17 @@ export class Committer {
     let sql = 'BEGIN IMMEDIATE;\n';
     if (kept.length) {
       const readings = sqlJson(rows);
-      // A series seen for the first time gets its number (a full series table fails its CHECK: the
-      // general path sorts that out), then the identities go in as keys of ts and that number.
-      sql += 'INSERT INTO series (device, metric) SELECT DISTINCT j.value->>0, j.value->>1 '
-        + `FROM json_each(${readings}) j WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.device = j.value->>0 AND s.metric = j.value->>1);\n`;
-      sql += `INSERT INTO dedup_keys (key, seen_at) SELECT ((j.value->>2) << ${SERIES_BITS}) | s.id, ${now} `
-        + `FROM json_each(${readings}) j CROSS JOIN series s ON s.device = j.value->>0 AND s.metric = j.value->>1;\n`;
+      if (!unknown.size) {
+        // Every series' number is known (column 5): the identities go in as keys of ts and it.
+        sql += `INSERT INTO dedup_keys (key, seen_at) SELECT ((j.value->>2) << ${SERIES_BITS}) | (j.value->>5), ${now} FROM json_each(${readings}) j;\n`;
+      } else {
+        // A series seen for the first time gets its number (a full series table fails its CHECK:
+        // the general path sorts that out), then each reading's is looked up.
+        sql += 'INSERT INTO series (device, metric) SELECT DISTINCT j.value->>0, j.value->>1 '
+          + `FROM json_each(${readings}) j WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.device = j.value->>0 AND s.metric = j.value->>1);\n`;
+        sql += `INSERT INTO dedup_keys (key, seen_at) SELECT ((j.value->>2) << ${SERIES_BITS}) | s.id, ${now} `
+          + `FROM json_each(${readings}) j CROSS JOIN series s ON s.device = j.value->>0 AND s.metric = j.value->>1;\n`;
+      }
     }
     if (epoch && now - epoch.openedAt >= this.opts.epochMs) {
       sql += `UPDATE epochs SET last_seq = ${epoch.lastSeq}, closed_at = ${now} WHERE epoch = ${epoch.epoch};\n`;
@@ -448,10 +468,28 @@ export class Committer {
       if (isDedupConflict(err)) return null;
       throw err;
     }
+    // Learn the numbers of the series looked up in SQL (committed: nothing can take them back but
+    // the retention, which runs in another write job and clears the cache).
+    // A failed look-up only leaves them to be looked up again next time.
+    const learned = unknown.size ? await seriesIdsOf(db, [...unknown.values()]).catch(() => null) : null;
     const finalEpoch = epoch;
     const finalBase = base;
-    const apply = () => this.applyCommit({ kept, seq, epoch: finalEpoch, base: finalBase, touched, quarantined: 0, quarantineDropped: 0, readings: kept.length });
+    const apply = () => {
+      if (learned) this.cacheSeries(learned);
+      this.applyCommit({ kept, seq, epoch: finalEpoch, base: finalBase, touched, quarantined: 0, quarantineDropped: 0, readings: kept.length });
+    };
     return { results, apply };
+  }
+
+  /** Remember committed series numbers (bounded: past SERIES_CACHE_MAX it starts again). */
+  private cacheSeries(ids: Map<string, number>): void {
+    if (this.seriesCache.size + ids.size > SERIES_CACHE_MAX) this.seriesCache.clear();
+    for (const [k, v] of ids) this.seriesCache.set(k, v);
+  }
+
+  /** Forget every series number: the retention deleted series, whose numbers may be given again. Call inside the write job that deleted them. */
+  forgetSeries(): void {
+    this.seriesCache.clear();
   }
 
   /** The in-memory side of a commit, once COMMIT has returned. */
@@ -649,6 +687,20 @@ function isDedupConflict(err: unknown): boolean {
   return e?.code === 'SQLITE_CONSTRAINT' && /UNIQUE constraint failed: dedup_keys\.|CHECK constraint failed: series_id_max/.test(e.message ?? '');
 }
 
+/** Most series numbers the committer keeps in memory (a fleet's series; about 100 bytes each). */
+const SERIES_CACHE_MAX = 100_000;
+
+/** The numbers of the given series that have one (key: device SEP metric). */
+async function seriesIdsOf(db: Db, list: Array<{ device: string; metric: string }>): Promise<Map<string, number>> {
+  const ids = new Map<string, number>();
+  for (const chunk of chunkRows(list, 2)) {
+    const rows = await db.all<{ id: number; device: string; metric: string }>(
+      `SELECT id, device, metric FROM series WHERE (device, metric) IN (VALUES ${placeholders(chunk.length, 2)})`, chunk.flatMap((c) => [c.device, c.metric]));
+    for (const row of rows) ids.set(`${row.device}${SEP}${row.metric}`, row.id);
+  }
+  return ids;
+}
+
 /**
  * The series number of each (device, metric) of the readings (key: device SEP metric), giving new
  * ones theirs: the next after the highest, or, once that is SERIES_MAX, the lowest free ones (the
@@ -661,11 +713,7 @@ async function seriesIds(db: Db, readings: Reading[]): Promise<Map<string, numbe
   const list = [...wanted.values()];
   const ids = new Map<string, number>();
   const lookup = async () => {
-    for (const chunk of chunkRows(list, 2)) {
-      const rows = await db.all<{ id: number; device: string; metric: string }>(
-        `SELECT id, device, metric FROM series WHERE (device, metric) IN (VALUES ${placeholders(chunk.length, 2)})`, chunk.flatMap((c) => [c.device, c.metric]));
-      for (const row of rows) ids.set(`${row.device}${SEP}${row.metric}`, row.id);
-    }
+    for (const [k, v] of await seriesIdsOf(db, list)) ids.set(k, v);
   };
   await lookup();
   let missing = list.filter((c) => !ids.has(`${c.device}${SEP}${c.metric}`));

@@ -320,7 +320,12 @@ export class Outbox implements OutboxBacklogSource {
       if (r.nextTs === null || this.closed) break;
       fromTs = r.nextTs;
     }
-    if (!this.closed) await this.writes.run((db) => pruneSeries(db));
+    if (!this.closed) {
+      await this.writes.run(async (db) => {
+        // In the same write job: no commit runs between the delete and the cache's clearing.
+        if (await pruneSeries(db)) this.committer.forgetSeries();
+      });
+    }
     let partials = 0;
     for (;;) {
       const n = await this.writes.run((db) => prunePartialsChunk(db, now, this.opts.retentionMinutes, RETENTION_CHUNK_ROWS, this.opts.keepUnpushedPartials));

@@ -3,7 +3,7 @@
  * every pending outbox row, dedup identity (with its seen_at) and partial, and its identities still
  * drop repeats [INV-2]; a file of a newer version is refused; the series numbers of the dedup keys
  * run out only at SERIES_MAX (readings of a new series then dropped, counted, the others kept) and
- * the retention frees the numbers no identity refers to.
+ * the retention frees the numbers no identity refers to (and the committer forgets them).
  */
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -126,4 +126,15 @@ test('series numbers: past SERIES_MAX a new series is dropped (counted) while kn
   expect(await o.submit([r('new', 'temp', T0)])).toEqual({ accepted: 0, duplicates: 1 });
   expect(await dropped()).toBe(2);
   expect((await registry.getSingleMetric('braid_readings_duplicate_total')!.get()).values[0].value).toBe(1);
+
+  // A series the retention deletes is forgotten by the committer too: x, whose identities are gone,
+  // is numbered again when it comes back (its old number no longer names it).
+  await db.exec('DELETE FROM dedup_keys WHERE (key & 1048575) = 500');
+  await db.exec(`WITH RECURSIVE n(i) AS (SELECT 703 UNION ALL SELECT i + 1 FROM n WHERE i < ${SERIES_MAX})
+    INSERT INTO series (id, device, metric) SELECT i, 'old-' || i, 'm' FROM n`);
+  await o.runRetention();
+  expect(await db.get("SELECT COUNT(*) AS n FROM series WHERE device = 'x' OR device LIKE 'old-%'")).toEqual({ n: 0 });
+  expect(await o.submit([r('x', 'temp', T0 + 1000), r('y', 'temp', T0 + 1000)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await db.all('SELECT device, ts FROM dedup WHERE ts = ? ORDER BY device', [T0 + 1000])).toEqual([{ device: 'x', ts: T0 + 1000 }, { device: 'y', ts: T0 + 1000 }]);
+  expect(await o.submit([r('x', 'temp', T0 + 1000)])).toEqual({ accepted: 0, duplicates: 1 });
 }, 60_000);
