@@ -361,7 +361,8 @@ async function diskHeld(dataDir: string): Promise<DiskHeld> {
     let walBytes = 0;
     try { walBytes = statSync(`${file}-wal`).size; } catch { /* none */ }
     return {
-      dedupRows: await count('dedup'), dedupBytes: await bytes("'dedup'"),
+      // v1: the table dedup; v2: dedup_keys and its series (dedup is a view there).
+      dedupRows: await count('dedup'), dedupBytes: await bytes("'dedup', 'dedup_keys', 'series', 'sqlite_autoindex_series_1'"),
       outboxRows: await count('outbox'), outboxBytes: await bytes("'outbox'"),
       partialsBytes: await bytes("'partials', 'partials_minute'"), pageSize, walBytes,
     };
@@ -634,8 +635,12 @@ function report(machine: MachineInfo, totalMs: number): string {
     if (!r || !cols.some((k) => isBraid(k) && r[k]?.some((x) => x.writeBytes !== undefined))) return;
     const per = (k: PeerKind) => median((r[k] ?? []).filter((x) => x.writeBytes !== undefined).map((x) => x.writeBytes! / Math.max(1, x.done)));
     const payload = (k: PeerKind) => median((r[k] ?? []).map((x) => (x.payloadBytes ?? NaN) / Math.max(1, x.n)));
-    row(`Bytes written to disk per reading at -M ${window} (write_bytes of the gateway process / readings committed${reps}; beside it the MQTT payload per reading)`,
-      (k) => (isBraid(k) && r[k] ? `${int(per(k))} B (payload ${int(payload(k))} B)` : ''),
+    // The floor: a write-once log dirties at least one 4 KiB filesystem page per fsync'd commit,
+    // plus the readings' own bytes, at the readings per commit the clients allowed.
+    const perCommit = (k: PeerKind) => median((r[k] ?? []).flatMap((x) => (x.commit ? [x.commit.readingsPerCommit] : [])));
+    const floor = (k: PeerKind) => `; floor ${int(4096 / perCommit(k) + payload(k))} B at ${int(perCommit(k))} readings a commit`;
+    row(`Bytes written to disk per reading at -M ${window} (write_bytes of the gateway process / readings committed${reps}; beside it the MQTT payload per reading and the floor: what a write-once log would write, one 4 KiB filesystem page per fsync'd commit + the payload, at the readings per commit of the run)`,
+      (k) => (isBraid(k) && r[k] ? `${int(per(k))} B (payload ${int(payload(k))} B${Number.isFinite(perCommit(k)) ? floor(k) : ''})` : ''),
       target, target ? verdict(cols, (k) => (isBraid(k) && r[k] ? per(k) <= TARGET.bytesPerReading : null)) : 'info');
   };
   bytesRow('qos1-w20', 20, `<= ${TARGET.bytesPerReading} B`);

@@ -10,6 +10,17 @@
  * SQLite's automatic checkpoint is off and the same checkpoint runs explicitly whenever the WAL
  * holds wal_autocheckpoint pages (as the gateway configures it), with write_bytes read around it.
  *
+ * Where the WAL's bytes go: before each checkpoint (and at the end) the WAL's frame headers are
+ * read (a 32-byte file header, then per frame a 24-byte header whose first 4 bytes are the page
+ * number, the next 4 nonzero on a commit's last frame) and each page mapped to its table or index
+ * with SQLite's dbstat: frames per commit by object (page 1, the database header and
+ * sqlite_schema, apart), and the 4 KiB filesystem pages each commit's frames span (what
+ * write_bytes counts: the page a commit shares with the one before is dirtied again).
+ *
+ * Beside them the floor: what a write-once log would cost at the same readings per commit, one
+ * 4 KiB filesystem page dirtied per fsync'd commit at least (4096 / readings per commit) plus the
+ * reading's own bytes (device, metric, an 8-byte ts and an 8-byte value).
+ *
  *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000]
  */
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -29,9 +40,49 @@ const sync = (opt('--sync')[0] ?? 'FULL').toUpperCase();
 if (!['FULL', 'NORMAL', 'OFF'].includes(sync)) throw new Error('--sync must be FULL, NORMAL or OFF');
 const groups = (opt('--groups')[0] ?? '1,100,750,5000').split(',').map(Number);
 
+const FS_PAGE = 4096;
+/** Frames of a WAL file: page numbers in order, and for each commit its frames' [start, end) offsets in the file. */
+function readWal(file: string, pageSize: number): { pages: number[]; commits: Array<[number, number]> } {
+  let buf: Buffer;
+  try { buf = readFileSync(file); } catch { return { pages: [], commits: [] }; }
+  const frame = 24 + pageSize;
+  const pages: number[] = [];
+  const commits: Array<[number, number]> = [];
+  let start = 32;
+  for (let off = 32; off + frame <= buf.length; off += frame) {
+    pages.push(buf.readUInt32BE(off));
+    if (buf.readUInt32BE(off + 4) !== 0) {
+      commits.push([start, off + frame]);
+      start = off + frame;
+    }
+  }
+  return { pages, commits };
+}
+
+/** Frames appended, by object: a table or index (its leaves and interior pages apart), page 1, free pages. */
+class WalTally {
+  frames = new Map<string, { leaf: number; interior: number }>();
+  commits = 0;
+  frameCount = 0;
+  fsPages = 0;
+  add(pages: number[], commits: Array<[number, number]>, owner: Map<number, { name: string; interior: boolean }>): void {
+    for (const p of pages) {
+      const o = p === 1 ? { name: 'page 1', interior: false } : owner.get(p) ?? { name: 'free', interior: false };
+      const t = this.frames.get(o.name) ?? { leaf: 0, interior: 0 };
+      if (o.interior) t.interior++;
+      else t.leaf++;
+      this.frames.set(o.name, t);
+    }
+    this.frameCount += pages.length;
+    this.commits += commits.length;
+    for (const [a, b] of commits) this.fsPages += Math.floor((b - 1) / FS_PAGE) - Math.floor(a / FS_PAGE) + 1;
+  }
+}
+
 const writeBytes = () => Number(/^write_bytes:\s*(\d+)/m.exec(readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN);
 
-process.stdout.write(`| checkout | synchronous | readings per commit | ms per commit | us per reading | readings/s | bytes written per reading (WAL + checkpoints) | page size |\n|---|---|---:|---:|---:|---:|---:|---:|\n`);
+process.stdout.write(`| checkout | synchronous | readings per commit | ms per commit | us per reading | readings/s | bytes written per reading (WAL + checkpoints) | floor (write-once log) | page size |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n`);
+const breakdowns: string[] = [];
 for (const G of groups) {
   for (const root of roots) {
     const { Outbox } = await import(join(root, 'edge/outbox/index.ts')) as OutboxModule;
@@ -48,8 +99,19 @@ for (const G of groups) {
       const walFile = join(dir, 'gateway.db-wal');
       const walSize = () => { try { return statSync(walFile).size; } catch { return 0; } };
       let checkpointBytes = 0;
+      const tally = new WalTally();
+      const tallyWal = async () => {
+        const { pages, commits } = readWal(walFile, pageSize);
+        if (!pages.length) return;
+        const owner = new Map<number, { name: string; interior: boolean }>();
+        for (const r of await db.all<{ name: string; pageno: number; pagetype: string }>('SELECT name, pageno, pagetype FROM dbstat')) {
+          owner.set(r.pageno, { name: r.name, interior: r.pagetype === 'internal' });
+        }
+        tally.add(pages, commits, owner);
+      };
       const checkpointIfDue = async () => {
         if (walSize() < autoPages * (pageSize + 24)) return;
+        await tallyWal();
         const w = writeBytes();
         // TRUNCATE: the WAL starts again from empty, so its size keeps counting the frames appended.
         await outbox.writes.run((d) => d.exec('PRAGMA wal_checkpoint(TRUNCATE)'));
@@ -70,10 +132,24 @@ for (const G of groups) {
       const ms = performance.now() - t0;
       const commits = n / G;
       const written = writeBytes() - written0;
-      process.stdout.write(`| ${root} | ${sync} | ${G} | ${(ms / commits).toFixed(2)} | ${((ms * 1000) / n).toFixed(1)} | ${Math.round(n / (ms / 1000)).toLocaleString('en-US')} | ${Math.round(written / n)} (${Math.round((written - checkpointBytes) / n)} + ${Math.round(checkpointBytes / n)}) | ${pageSize} |\n`);
+      await tallyWal();
+      const ownBytes = 'dev-0'.length + 'temp'.length + 16;
+      const floor = Math.round(FS_PAGE / G + ownBytes);
+      process.stdout.write(`| ${root} | ${sync} | ${G} | ${(ms / commits).toFixed(2)} | ${((ms * 1000) / n).toFixed(1)} | ${Math.round(n / (ms / 1000)).toLocaleString('en-US')} | ${Math.round(written / n)} (${Math.round((written - checkpointBytes) / n)} + ${Math.round(checkpointBytes / n)}) | ${floor} (${Math.round(FS_PAGE / G)} + ${ownBytes}) | ${pageSize} |\n`);
+      const c = tally.commits || 1;
+      const order = ['page 1', 'outbox', 'dedup', 'partials', 'partials_minute', 'epochs'];
+      // Objects with at least one frame in 200 commits.
+      const shown = (k: string) => { const t = tally.frames.get(k); return !!t && (t.leaf + t.interior) / c >= 0.005; };
+      const names = [...order.filter(shown), ...[...tally.frames.keys()].filter((k) => !order.includes(k) && shown(k)).sort()];
+      const cells = names.map((k) => {
+        const t = tally.frames.get(k)!;
+        return `${k} ${((t.leaf + t.interior) / c).toFixed(2)}${t.interior ? ` (${(t.interior / c).toFixed(2)} interior)` : ''}`;
+      });
+      breakdowns.push(`| ${root} | ${G} | ${tally.commits} | ${(tally.frameCount / c).toFixed(2)}: ${cells.join(', ')} | ${Math.round((tally.frameCount * (pageSize + 24)) / c).toLocaleString('en-US')} B = ${Math.round((tally.frameCount * (pageSize + 24)) / c / G)} B per reading | ${(tally.fsPages / c).toFixed(2)} = ${Math.round((tally.fsPages * FS_PAGE) / c / G)} B per reading |`);
     } finally {
       await outbox.close();
       rmSync(dir, { recursive: true, force: true });
     }
   }
 }
+process.stdout.write(`\nWAL frames per commit by table or index (dbstat; page 1 apart; "free": pages not in any b-tree when read), and the 4 KiB filesystem pages the commit's frames span:\n\n| checkout | readings per commit | commits read | WAL frames per commit, by object | WAL bytes per commit (frames of page size + 24) | 4 KiB filesystem pages per commit |\n|---|---:|---:|---|---:|---:|\n${breakdowns.join('\n')}\n`);

@@ -8,7 +8,7 @@ import type { Logger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
-import { ACKED_SEQ_KEY, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES } from '../store/schema.js';
+import { ACKED_SEQ_KEY, DEDUP_TS_LIMIT, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES, SERIES_BITS, SERIES_MAX } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
 
 /** A reading with its event time resolved. */
@@ -134,6 +134,13 @@ export class Committer {
   private refilling = new Set<string>();
   /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
   private openPartials = new Map<string, Summary>();
+  /**
+   * Series numbers known to be committed (device SEP metric -> series.id), so the usual commit
+   * puts the number in its rows instead of looking each reading's series up in SQL. Filled after
+   * COMMIT only; cleared when the retention deletes series (their numbers may be given again) and
+   * when it grows past SERIES_CACHE_MAX.
+   */
+  private seriesCache = new Map<string, number>();
   /** Called after each commit that assigned seq (the forwarder's wake-up). */
   onCommitted: (lastSeq: number) => void = () => {};
   /**
@@ -329,16 +336,33 @@ export class Committer {
     const all = batch.flatMap((p) => p.readings);
 
     // [INV-2] dedup: INSERT OR IGNORE returns only identities not seen before; a repeat inside
-    // this very batch is ignored too, so the first occurrence wins.
+    // this very batch is ignored too, so the first occurrence wins. An identity is its ts and the
+    // number of its series (schema.ts dedup_keys); a reading whose series has no number (the
+    // series table full) or whose ts a key cannot hold is dropped, counted.
+    const ids = await seriesIds(db, all);
     const fresh = new Set<string>();
-    for (const chunk of chunkRows(all, 4)) {
+    const keyed: Array<{ ts: number; id: number }> = [];
+    const keyOf = (r: Reading): string | null => {
+      const id = ids.get(`${r.device}${SEP}${r.metric}`);
+      return id === undefined || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT ? null : `${r.ts}${SEP}${id}`;
+    };
+    let unkeyed = 0;
+    for (const r of all) {
+      if (keyOf(r) === null) unkeyed++;
+      else keyed.push({ ts: r.ts, id: ids.get(`${r.device}${SEP}${r.metric}`)! });
+    }
+    if (unkeyed) {
+      this.logger.error({ readings: unkeyed, seriesMax: SERIES_MAX }, 'readings dropped: their series (device, metric) finds no number in a full series table, or their ts is out of range');
+      this.metrics.dropped.inc({ reason: 'series_full' }, unkeyed);
+    }
+    for (const chunk of chunkRows(keyed, 3)) {
       const params: unknown[] = [];
-      for (const r of chunk) params.push(r.ts, r.device, r.metric, now);
-      const rows = await db.all<{ ts: number; device: string; metric: string }>(
-        `INSERT OR IGNORE INTO dedup (ts, device, metric, seen_at) VALUES ${placeholders(chunk.length, 4)} RETURNING ts, device, metric`,
+      for (const k of chunk) params.push(k.ts, k.id, now);
+      const rows = await db.all<{ ts: number; id: number }>(
+        `INSERT OR IGNORE INTO dedup_keys (key, seen_at) VALUES ${chunk.map(() => `((? << ${SERIES_BITS}) | ?, ?)`).join(',')} RETURNING key >> ${SERIES_BITS} AS ts, key & ${SERIES_MAX} AS id`,
         params,
       );
-      for (const row of rows) fresh.add(`${row.ts}${SEP}${row.device}${SEP}${row.metric}`);
+      for (const row of rows) fresh.add(`${row.ts}${SEP}${row.id}`);
     }
 
     let seq = this.state.lastSeq;
@@ -346,12 +370,15 @@ export class Committer {
     const kept: Array<Reading & { seq: number }> = [];
     for (const p of batch) {
       let accepted = 0;
+      let dropped = 0;
       for (const r of p.readings) {
-        if (!fresh.delete(`${r.ts}${SEP}${r.device}${SEP}${r.metric}`)) continue;
+        const key = keyOf(r);
+        if (key === null) dropped++;
+        if (key === null || !fresh.delete(key)) continue;
         kept.push({ ...r, seq: ++seq });
         accepted++;
       }
-      results.push({ accepted, duplicates: p.readings.length - accepted });
+      results.push({ accepted, duplicates: p.readings.length - accepted - dropped });
     }
 
     let epoch = this.state.open;
@@ -386,7 +413,10 @@ export class Committer {
     await Promise.all(pending);
     const quarantineDropped = await this.writeQuarantine(db, quarantined, now);
 
-    const apply = () => this.applyCommit({ kept, seq, epoch, base, touched, quarantined: quarantined.length, quarantineDropped, readings: all.length });
+    const apply = () => {
+      this.cacheSeries(ids);
+      this.applyCommit({ kept, seq, epoch, base, touched, quarantined: quarantined.length, quarantineDropped, readings: all.length - unkeyed });
+    };
     return { results, apply };
   }
 
@@ -428,14 +458,19 @@ export class Committer {
     const now = this.now();
     const kept: Array<Reading & { seq: number }> = [];
     const rows: string[] = [];
+    /** Series of this group without a known number: looked up in SQL (and new ones numbered). */
+    const unknown = new Map<string, { device: string; metric: string }>();
     let seq = this.state.lastSeq;
     const results: CommitResult[] = [];
     for (const p of batch) {
       for (const r of p.readings) {
         const v = exactDouble(r.value);
-        if (v === null || !Number.isSafeInteger(r.ts)) return null;
+        if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return null;
         kept.push({ device: r.device, metric: r.metric, ts: r.ts, value: r.value, seq: ++seq });
-        rows.push(`[${jsonString(r.device)},${jsonString(r.metric)},${r.ts},${v}]`);
+        const sk = `${r.device}${SEP}${r.metric}`;
+        const id = this.seriesCache.get(sk);
+        if (id === undefined) unknown.set(sk, { device: r.device, metric: r.metric });
+        rows.push(`[${jsonString(r.device)},${jsonString(r.metric)},${r.ts},${v},${id ?? 0}]`);
       }
       results.push({ accepted: p.readings.length, duplicates: 0 });
     }
@@ -444,7 +479,17 @@ export class Committer {
     let sql = 'BEGIN IMMEDIATE;\n';
     if (kept.length) {
       const readings = sqlJson(rows);
-      sql += `INSERT INTO dedup (ts, device, metric, seen_at) SELECT j.value->>2, j.value->>0, j.value->>1, ${now} FROM json_each(${readings}) j;\n`;
+      if (!unknown.size) {
+        // Every series' number is known (column 5): the identities go in as keys of ts and it.
+        sql += `INSERT INTO dedup_keys (key, seen_at) SELECT ((j.value->>2) << ${SERIES_BITS}) | (j.value->>5), ${now} FROM json_each(${readings}) j;\n`;
+      } else {
+        // A series seen for the first time gets its number (a full series table fails its CHECK:
+        // the general path sorts that out), then each reading's is looked up.
+        sql += 'INSERT INTO series (device, metric) SELECT DISTINCT j.value->>0, j.value->>1 '
+          + `FROM json_each(${readings}) j WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.device = j.value->>0 AND s.metric = j.value->>1);\n`;
+        sql += `INSERT INTO dedup_keys (key, seen_at) SELECT ((j.value->>2) << ${SERIES_BITS}) | s.id, ${now} `
+          + `FROM json_each(${readings}) j CROSS JOIN series s ON s.device = j.value->>0 AND s.metric = j.value->>1;\n`;
+      }
     }
     if (epoch && now - epoch.openedAt >= this.opts.epochMs) {
       sql += `UPDATE epochs SET last_seq = ${epoch.lastSeq}, closed_at = ${now} WHERE epoch = ${epoch.epoch};\n`;
@@ -485,10 +530,28 @@ export class Committer {
       if (isDedupConflict(err)) return null;
       throw err;
     }
+    // Learn the numbers of the series looked up in SQL (committed: nothing can take them back but
+    // the retention, which runs in another write job and clears the cache).
+    // A failed look-up only leaves them to be looked up again next time.
+    const learned = unknown.size ? await seriesIdsOf(db, [...unknown.values()]).catch(() => null) : null;
     const finalEpoch = epoch;
     const finalBase = base;
-    const apply = () => this.applyCommit({ kept, seq, epoch: finalEpoch, base: finalBase, touched, quarantined: 0, quarantineDropped: 0, readings: kept.length });
+    const apply = () => {
+      if (learned) this.cacheSeries(learned);
+      this.applyCommit({ kept, seq, epoch: finalEpoch, base: finalBase, touched, quarantined: 0, quarantineDropped: 0, readings: kept.length });
+    };
     return { results, apply };
+  }
+
+  /** Remember committed series numbers (bounded: past SERIES_CACHE_MAX it starts again). */
+  private cacheSeries(ids: Map<string, number>): void {
+    if (this.seriesCache.size + ids.size > SERIES_CACHE_MAX) this.seriesCache.clear();
+    for (const [k, v] of ids) this.seriesCache.set(k, v);
+  }
+
+  /** Forget every series number: the retention deleted series, whose numbers may be given again. Call inside the write job that deleted them. */
+  forgetSeries(): void {
+    this.seriesCache.clear();
   }
 
   /** The in-memory side of a commit, once COMMIT has returned. */
@@ -677,8 +740,64 @@ function sqlJson(rows: string[]): string {
   return `'${json.includes("'") ? json.replaceAll("'", "''") : json}'`;
 }
 
-/** A repeat of an identity: the fast path's dedup INSERT failed its primary key. */
+/**
+ * What the fast path leaves to the general one: a repeat of an identity (the dedup key's primary
+ * key) or a new series when the series table is full (its CHECK).
+ */
 function isDedupConflict(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
-  return e?.code === 'SQLITE_CONSTRAINT' && /UNIQUE constraint failed: dedup\./.test(e.message ?? '');
+  return e?.code === 'SQLITE_CONSTRAINT' && /UNIQUE constraint failed: dedup_keys\.|CHECK constraint failed: series_id_max/.test(e.message ?? '');
+}
+
+/** Most series numbers the committer keeps in memory (a fleet's series; about 100 bytes each). */
+const SERIES_CACHE_MAX = 100_000;
+
+/** The numbers of the given series that have one (key: device SEP metric). */
+async function seriesIdsOf(db: Db, list: Array<{ device: string; metric: string }>): Promise<Map<string, number>> {
+  const ids = new Map<string, number>();
+  for (const chunk of chunkRows(list, 2)) {
+    const rows = await db.all<{ id: number; device: string; metric: string }>(
+      `SELECT id, device, metric FROM series WHERE (device, metric) IN (VALUES ${placeholders(chunk.length, 2)})`, chunk.flatMap((c) => [c.device, c.metric]));
+    for (const row of rows) ids.set(`${row.device}${SEP}${row.metric}`, row.id);
+  }
+  return ids;
+}
+
+/**
+ * The series number of each (device, metric) of the readings (key: device SEP metric), giving new
+ * ones theirs: the next after the highest, or, once that is SERIES_MAX, the lowest free ones (the
+ * retention prunes series no identity refers to). A series left without one (every number taken)
+ * is missing from the answer.
+ */
+async function seriesIds(db: Db, readings: Reading[]): Promise<Map<string, number>> {
+  const wanted = new Map<string, { device: string; metric: string }>();
+  for (const r of readings) wanted.set(`${r.device}${SEP}${r.metric}`, { device: r.device, metric: r.metric });
+  const list = [...wanted.values()];
+  const ids = new Map<string, number>();
+  const lookup = async () => {
+    for (const [k, v] of await seriesIdsOf(db, list)) ids.set(k, v);
+  };
+  await lookup();
+  let missing = list.filter((c) => !ids.has(`${c.device}${SEP}${c.metric}`));
+  if (!missing.length) return ids;
+  // OR IGNORE: a number past SERIES_MAX fails the CHECK and leaves that series out.
+  for (const chunk of chunkRows(missing, 2)) {
+    await db.run(`INSERT OR IGNORE INTO series (device, metric) VALUES ${placeholders(chunk.length, 2)}`, chunk.flatMap((c) => [c.device, c.metric]));
+  }
+  await lookup();
+  missing = list.filter((c) => !ids.has(`${c.device}${SEP}${c.metric}`));
+  if (!missing.length) return ids;
+  const free = await db.all<{ id: number }>(
+    `SELECT 1 AS id WHERE NOT EXISTS (SELECT 1 FROM series WHERE id = 1)
+     UNION ALL SELECT * FROM (SELECT s.id + 1 AS id FROM series s WHERE s.id < ? AND NOT EXISTS (SELECT 1 FROM series t WHERE t.id = s.id + 1) ORDER BY s.id LIMIT ?)`,
+    [SERIES_MAX, missing.length]);
+  // Each gap found gives its first number; take one per gap and look again for the rest.
+  for (let i = 0; i < missing.length && i < free.length; i++) {
+    await db.run('INSERT INTO series (id, device, metric) VALUES (?, ?, ?)', [free[i].id, missing[i].device, missing[i].metric]);
+    ids.set(`${missing[i].device}${SEP}${missing[i].metric}`, free[i].id);
+  }
+  if (free.length && free.length < missing.length) {
+    for (const [k, v] of await seriesIds(db, readings.filter((r) => !ids.has(`${r.device}${SEP}${r.metric}`)))) ids.set(k, v);
+  }
+  return ids;
 }

@@ -12,7 +12,7 @@ import { openGatewayDb, openGatewayReader } from '../store/schema.js';
 import { DiskFloor, type DropReason, dropOldest } from './budget.js';
 import { Committer, loadCommitterState, type CommitResult, type CommitSink, type QuarantineEntry, type Reading } from './committer.js';
 import { createOutboxMetrics, type OutboxBacklogSource, type OutboxMetrics } from './metrics.js';
-import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, RETENTION_CHUNK_ROWS } from './retention.js';
+import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, pruneSeries, RETENTION_CHUNK_ROWS } from './retention.js';
 
 export type { CommitResult, CommitSink, QuarantineEntry, Reading } from './committer.js';
 export type { GapRecord } from './budget.js';
@@ -325,6 +325,12 @@ export class Outbox implements OutboxBacklogSource {
       dedup += r.deleted;
       if (r.nextTs === null || this.closed) break;
       fromTs = r.nextTs;
+    }
+    if (!this.closed) {
+      await this.writes.run(async (db) => {
+        // In the same write job: no commit runs between the delete and the cache's clearing.
+        if (await pruneSeries(db)) this.committer.forgetSeries();
+      });
     }
     let partials = 0;
     for (;;) {

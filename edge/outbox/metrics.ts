@@ -14,7 +14,7 @@ export function createOutboxMetrics(registry: Registry, source: () => OutboxBack
   return {
     accepted: new Counter({ name: 'braid_readings_accepted_total', help: 'Readings committed to the outbox with a seq', registers }),
     duplicates: new Counter({ name: 'braid_readings_duplicate_total', help: 'Readings dropped as repeats of an identity seen in the dedup window', registers }),
-    dropped: new Counter({ name: 'braid_readings_dropped_total', help: 'Readings dropped at a limit, by reason (queue_full: the commit queue was full, no PUBACK; disk_budget, disk_floor: the oldest unsent readings, over outbox.maxBytes or below outbox.minFreeBytes free on the disk, sent to the cloud as a gap record)', labelNames: ['reason'], registers }),
+    dropped: new Counter({ name: 'braid_readings_dropped_total', help: 'Readings dropped at a limit, by reason (queue_full: the commit queue was full, no PUBACK; disk_budget, disk_floor: the oldest unsent readings, over outbox.maxBytes or below outbox.minFreeBytes free on the disk, sent to the cloud as a gap record; series_full: every one of the 1,048,575 series numbers of the dedup window taken)', labelNames: ['reason'], registers }),
     quarantineDropped: new Counter({ name: 'braid_quarantine_dropped_total', help: 'Quarantined payloads deleted to keep the quarantine within its bound', registers }),
     commitFailures: new Counter({ name: 'braid_commit_failures_total', help: 'Group commits that failed (their readings were not acknowledged)', registers }),
     commitSeconds: new Histogram({ name: 'braid_commit_seconds', help: 'Time of one group commit (SQLite transaction with fsync)', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers }),

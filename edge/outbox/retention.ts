@@ -5,22 +5,37 @@
  */
 import type { Db } from '../../shared/sqlite.js';
 import { CURSOR_KEY, WATERMARK_KEY } from '../speedpush/index.js';
-import { getMeta } from '../store/schema.js';
+import { DEDUP_TS_LIMIT, getMeta, SERIES_BITS, SERIES_MAX } from '../store/schema.js';
 
 export const RETENTION_CHUNK_ROWS = 20_000;
 
 /**
  * Identities whose event time and first sighting are both older than the dedup window [INV-2].
- * `dedup` is keyed by ts first, so the chunk is a range on the leading key.
+ * `dedup_keys` is keyed by ts first (ts * 2^20 + series), so the chunk is a range of keys.
  */
 export async function pruneDedupChunk(db: Db, now: number, windowMs: number, fromTs: number, limit = RETENTION_CHUNK_ROWS): Promise<{ deleted: number; nextTs: number | null }> {
   const cutoff = now - windowMs;
-  const edge = await db.get<{ ts: number }>('SELECT ts FROM dedup WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?', [fromTs, cutoff, limit]);
+  const from = Math.max(fromTs, -DEDUP_TS_LIMIT);
+  const edge = await db.get<{ ts: number }>(
+    `SELECT key >> ${SERIES_BITS} AS ts FROM dedup_keys WHERE key >= (? << ${SERIES_BITS}) AND key < (? << ${SERIES_BITS}) ORDER BY key LIMIT 1 OFFSET ?`, [from, cutoff, limit]);
   // A chunk must move past fromTs: when more than `limit` identities share one ts (a fleet that
   // stamps whole seconds), that ts is taken whole, or the next chunk would start where this one did.
-  const upTo = edge ? (edge.ts > fromTs ? edge.ts : edge.ts + 1) : cutoff;
-  const { changes } = await db.run('DELETE FROM dedup WHERE ts >= ? AND ts < ? AND seen_at < ?', [fromTs, upTo, cutoff]);
+  const upTo = edge ? (edge.ts > from ? edge.ts : edge.ts + 1) : cutoff;
+  const { changes } = await db.run(
+    `DELETE FROM dedup_keys WHERE key >= (? << ${SERIES_BITS}) AND key < (? << ${SERIES_BITS}) AND seen_at < ?`, [from, upTo, cutoff]);
   return { deleted: changes, nextTs: edge ? upTo : null };
+}
+
+/**
+ * Series (device, metric) no dedup identity refers to any more, once their numbers near the end
+ * (SERIES_MAX, schema.ts): new series then take the numbers freed. One scan of the dedup keys, so
+ * only then (a gateway whose devices keep inventing metric names, or years of device churn).
+ */
+export async function pruneSeries(db: Db, nearEnd = 65_536): Promise<number> {
+  const max = await db.get<{ id: number | null }>('SELECT MAX(id) AS id FROM series');
+  if ((max?.id ?? 0) < SERIES_MAX - nearEnd) return 0;
+  const { changes } = await db.run(`DELETE FROM series WHERE id NOT IN (SELECT DISTINCT key & ${SERIES_MAX} FROM dedup_keys)`);
+  return changes;
 }
 
 /**

@@ -5,10 +5,25 @@
  */
 import { Db, useWal } from '../../shared/sqlite.js';
 
-export const GATEWAY_SCHEMA_VERSION = 1;
+/**
+ * 2 (2026-12-06): dedup identities in a rowid table keyed by ts and a series number (`dedup_keys`,
+ * `series`), read through the view `dedup`; a v1 file is migrated when opened (migrateToV2).
+ */
+export const GATEWAY_SCHEMA_VERSION = 2;
 
 /** meta key holding the highest seq the cloud has acknowledged; rows at or below it are gone. */
 export const ACKED_SEQ_KEY = 'acked_seq';
+
+const SERIES_DDL = `CREATE TABLE IF NOT EXISTS series (
+  id     INTEGER PRIMARY KEY CONSTRAINT series_id_max CHECK (id <= 1048575),
+  device TEXT    NOT NULL,
+  metric TEXT    NOT NULL,
+  UNIQUE (device, metric)
+);`;
+const DEDUP_KEYS_DDL = `CREATE TABLE IF NOT EXISTS dedup_keys (
+  key     INTEGER PRIMARY KEY,
+  seen_at INTEGER NOT NULL
+);`;
 
 const DDL = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -61,15 +76,22 @@ CREATE TABLE IF NOT EXISTS partials (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS partials_minute ON partials (minute);
 
--- Identities seen, for the 24 h dedup window [INV-2]. Keyed by event ts first so pruning is a
--- range delete; seen_at keeps a late reading's identity for the whole window.
-CREATE TABLE IF NOT EXISTS dedup (
-  ts      INTEGER NOT NULL,
-  device  TEXT    NOT NULL,
-  metric  TEXT    NOT NULL,
-  seen_at INTEGER NOT NULL,
-  PRIMARY KEY (ts, device, metric)
-) WITHOUT ROWID;
+-- Each (device, metric) with an identity in the dedup window, numbered (1 .. SERIES_MAX): dedup keys
+-- carry the number. Rows no identity refers to any more are pruned (retention.ts).
+${SERIES_DDL}
+
+-- Identities seen, for the 24 h dedup window [INV-2]: key = ts * 2^20 + the series' id (SERIES_BITS).
+-- A rowid table keyed by ts first: pruning is a range delete, and a group's identities, appended
+-- at the right end, split the last leaf the quick way (a new leaf and its parent), where an index
+-- b-tree (the WITHOUT ROWID table of v1) rebalanced three siblings: 3 of the 9 WAL pages a commit
+-- of 20 readings wrote (docs/benchmarks.md, 2026-12-06 session 7). seen_at keeps a late reading's
+-- identity for the whole window.
+${DEDUP_KEYS_DDL}
+
+-- The identities as (ts, device, metric, seen_at), for reading.
+CREATE VIEW IF NOT EXISTS dedup AS
+  SELECT k.key >> 20 AS ts, s.device AS device, s.metric AS metric, k.seen_at AS seen_at
+  FROM dedup_keys k JOIN series s ON s.id = (k.key & 1048575);
 
 -- Payloads that could not be parsed, with the reason; bounded (oldest dropped, counted).
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -155,9 +177,59 @@ export async function openGatewayDb(file: string): Promise<Db> {
     PRAGMA cache_size = -32000;
     PRAGMA wal_autocheckpoint = 4000;
   `);
+  await migrate(db);
   await db.exec(DDL);
   await db.run(`INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)`, [String(GATEWAY_SCHEMA_VERSION)]);
   return db;
+}
+
+/** Bits of a dedup key below the ts: the series id. */
+export const SERIES_BITS = 20;
+/** Most series (device, metric) the dedup window holds at once. */
+export const SERIES_MAX = 2 ** SERIES_BITS - 1;
+/** Event times a dedup key holds: |ts| below 2^43 ms (the year 2248; the payload parser takes 2000 on). */
+export const DEDUP_TS_LIMIT = 2 ** 43;
+
+/**
+ * Bring an older gateway.db to GATEWAY_SCHEMA_VERSION, in one transaction; a newer one is refused
+ * (an older braid would not know its tables).
+ */
+async function migrate(db: Db): Promise<void> {
+  const hasMeta = await db.get<{ n: number }>("SELECT COUNT(*) AS n FROM sqlite_schema WHERE type = 'table' AND name = 'meta'");
+  if (!hasMeta?.n) return;
+  // A file with tables but no version yet is v1 (or a v2 whose first open stopped before writing
+  // it: migrateToV2 then finds the view and only records the version).
+  const v = Number((await db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'"))?.value ?? 1);
+  if (v > GATEWAY_SCHEMA_VERSION) throw new Error(`gateway.db is schema version ${v}; this braid knows versions up to ${GATEWAY_SCHEMA_VERSION} (run a newer braid)`);
+  if (v < 2) await migrateToV2(db);
+}
+
+/**
+ * v1 -> v2: the dedup identities move from the WITHOUT ROWID table `dedup (ts, device, metric,
+ * seen_at)` to `series` and `dedup_keys` (every identity kept, with its seen_at); `dedup` becomes a
+ * view. The outbox, epochs and partials are unchanged.
+ */
+async function migrateToV2(db: Db): Promise<void> {
+  const old = await db.get<{ type: string }>("SELECT type FROM sqlite_schema WHERE name = 'dedup'");
+  if (old?.type === 'table') {
+    const n = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM (SELECT DISTINCT device, metric FROM dedup)');
+    if ((n?.n ?? 0) > SERIES_MAX) throw new Error(`gateway.db: the dedup window holds ${n?.n} series (device, metric), more than the ${SERIES_MAX} of schema version 2`);
+  }
+  await db.exec(`
+    BEGIN IMMEDIATE;
+    ${SERIES_DDL}
+    ${DEDUP_KEYS_DDL}
+    ${old?.type === 'table' ? `
+    INSERT INTO series (device, metric) SELECT DISTINCT device, metric FROM dedup ORDER BY device, metric;
+    INSERT INTO dedup_keys (key, seen_at)
+      SELECT (d.ts << ${SERIES_BITS}) | s.id, d.seen_at FROM dedup d JOIN series s ON s.device = d.device AND s.metric = d.metric
+      WHERE d.ts > -${DEDUP_TS_LIMIT} AND d.ts < ${DEDUP_TS_LIMIT} ORDER BY 1;
+    DROP TABLE dedup;` : ''}
+    INSERT INTO meta (key, value) VALUES ('schema_version', '2') ON CONFLICT(key) DO UPDATE SET value = excluded.value;
+    COMMIT;`).catch(async (err) => {
+    await db.exec('ROLLBACK').catch(() => undefined);
+    throw err;
+  });
 }
 
 /** A second connection for reads (windows, forwarder, health): sees committed data only. */

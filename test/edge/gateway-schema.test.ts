@@ -1,0 +1,140 @@
+/**
+ * gateway.db's schema version 2 (edge/store/schema.ts): a v1 file is migrated when opened, keeping
+ * every pending outbox row, dedup identity (with its seen_at) and partial, and its identities still
+ * drop repeats [INV-2]; a file of a newer version is refused; the series numbers of the dedup keys
+ * run out only at SERIES_MAX (readings of a new series then dropped, counted, the others kept) and
+ * the retention frees the numbers no identity refers to (and the committer forgets them).
+ */
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { Outbox, type Reading } from '../../edge/outbox/index.js';
+import { SERIES_MAX } from '../../edge/store/schema.js';
+import { Db } from '../../shared/sqlite.js';
+import { nullLogger } from '../../shared/logger.js';
+import { tempDir } from '../support/gateway.js';
+
+const T0 = Date.UTC(2026, 11, 6, 5, 0, 0);
+
+let dir: ReturnType<typeof tempDir>;
+let outboxes: Outbox[] = [];
+let registry: Registry;
+
+beforeEach(() => {
+  dir = tempDir('braid-schema-');
+});
+
+afterEach(async () => {
+  for (const o of outboxes) await o.close();
+  outboxes = [];
+  dir.remove();
+});
+
+async function open(now = () => T0): Promise<Outbox> {
+  registry = new Registry();
+  const o = await Outbox.open({ dataDir: dir.path, logger: nullLogger(), registry, now }, { pruneCron: null });
+  outboxes.push(o);
+  return o;
+}
+
+const r = (device: string, metric: string, ts: number, value = 1): Reading => ({ device, metric, ts, value });
+
+/** The tables of a v1 gateway.db that hold readings (as braid made them before version 2). */
+const V1_DDL = `
+PRAGMA page_size = 1024; PRAGMA journal_mode = WAL;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE outbox (seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL);
+CREATE TABLE epochs (epoch INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, opened_at INTEGER NOT NULL, closed_at INTEGER, reported INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE partials (device TEXT NOT NULL, metric TEXT NOT NULL, minute INTEGER NOT NULL, epoch INTEGER NOT NULL, count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, m2 REAL NOT NULL, first REAL NOT NULL, first_ts INTEGER NOT NULL, last REAL NOT NULL, last_ts INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (device, metric, minute, epoch)) WITHOUT ROWID;
+CREATE INDEX partials_minute ON partials (minute);
+CREATE TABLE dedup (ts INTEGER NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, seen_at INTEGER NOT NULL, PRIMARY KEY (ts, device, metric)) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('schema_version', '1');
+`;
+
+test('a v1 gateway.db is migrated when opened: outbox, identities and partials kept, repeats of its identities still dropped', async () => {
+  const file = join(dir.path, 'gateway.db');
+  const v1 = await Db.open(file);
+  await v1.exec(V1_DDL);
+  // 3 devices x 2 metrics x 50 readings: 300 identities, 200 of them still in the outbox (seq 101-300).
+  const identities: Array<{ ts: number; device: string; metric: string; seen_at: number }> = [];
+  for (let i = 0; i < 300; i++) identities.push({ ts: T0 - 3600_000 + Math.floor(i / 6) * 1000, device: `dev-${i % 3}`, metric: i % 2 ? 'hum' : "it's", seen_at: T0 - 3500_000 + i });
+  for (const x of identities) await v1.run('INSERT INTO dedup (ts, device, metric, seen_at) VALUES (?, ?, ?, ?)', [x.ts, x.device, x.metric, x.seen_at]);
+  await v1.run('INSERT INTO epochs (epoch, first_seq, last_seq, opened_at, closed_at) VALUES (1, 1, 300, ?, ?)', [T0 - 3600_000, T0 - 3000_000]);
+  for (let i = 100; i < 300; i++) {
+    const x = identities[i];
+    await v1.run('INSERT INTO outbox (seq, epoch, device, metric, ts, value) VALUES (?, 1, ?, ?, ?, ?)', [i + 1, x.device, x.metric, x.ts, i + 0.5]);
+  }
+  await v1.run("INSERT INTO meta (key, value) VALUES ('acked_seq', '100')");
+  await v1.run('INSERT INTO partials VALUES (?, ?, ?, 1, 2, 3.5, 1, 2.5, 0.5, 1, ?, 2.5, ?, ?)', ['dev-0', 'hum', T0 - 3600_000, T0 - 3600_000, T0 - 3599_000, T0 - 3000_000]);
+  const outboxBefore = await v1.all('SELECT * FROM outbox ORDER BY seq');
+  const partialsBefore = await v1.all('SELECT * FROM partials');
+  await v1.close();
+
+  const o = await open();
+  const db = o.writes.db;
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '2' });
+  expect(await db.get("SELECT type FROM sqlite_schema WHERE name = 'dedup'")).toEqual({ type: 'view' });
+  expect(await db.all('SELECT ts, device, metric, seen_at FROM dedup ORDER BY ts, device, metric')).toEqual(
+    [...identities].sort((a, b) => a.ts - b.ts || (a.device < b.device ? -1 : a.device > b.device ? 1 : a.metric < b.metric ? -1 : 1)));
+  expect(await db.all('SELECT * FROM outbox ORDER BY seq')).toEqual(outboxBefore);
+  expect(await db.all('SELECT * FROM partials')).toEqual(partialsBefore);
+
+  // A repeat of a migrated identity (in the outbox or acknowledged) is dropped; new readings follow seq 300.
+  expect(await o.submit([r('dev-0', "it's", identities[0].ts), r('dev-1', 'hum', identities[299].ts)])).toEqual({ accepted: 0, duplicates: 2 });
+  expect(await o.submit([r('dev-0', 'hum', T0), r('dev-9', 'new', T0)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await db.all('SELECT seq, device, metric FROM outbox WHERE seq > 300 ORDER BY seq')).toEqual([
+    { seq: 301, device: 'dev-0', metric: 'hum' }, { seq: 302, device: 'dev-9', metric: 'new' }]);
+  await o.close();
+
+  // Opened again: already version 2, nothing migrated twice.
+  const again = await open();
+  expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 302 });
+  expect(await again.submit([r('dev-9', 'new', T0)])).toEqual({ accepted: 0, duplicates: 1 });
+  await again.close();
+
+  // A file of a newer version is refused, naming it.
+  const w = await Db.open(file);
+  await w.run("UPDATE meta SET value = '3' WHERE key = 'schema_version'");
+  await w.close();
+  await expect(open()).rejects.toThrow(/schema version 3/);
+});
+
+test('series numbers: past SERIES_MAX a new series is dropped (counted) while known ones commit; the retention frees unused numbers', async () => {
+  const o = await open();
+  const db = o.writes.db;
+  expect(await o.submit([r('a', 'temp', T0 - 1000), r('b', 'temp', T0 - 1000)])).toEqual({ accepted: 2, duplicates: 0 });
+  // Every other number taken by series no identity refers to.
+  await db.exec(`WITH RECURSIVE n(i) AS (SELECT 3 UNION ALL SELECT i + 1 FROM n WHERE i < ${SERIES_MAX})
+    INSERT INTO series (id, device, metric) SELECT i, 'old-' || i, 'm' FROM n`);
+  const dropped = async () => (await registry.getSingleMetric('braid_readings_dropped_total')!.get()).values.find((v) => v.labels.reason === 'series_full')?.value ?? 0;
+
+  expect(await o.submit([r('a', 'temp', T0), r('new', 'temp', T0), r('b', 'temp', T0)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await dropped()).toBe(1);
+  expect(await db.all('SELECT device, ts FROM outbox WHERE ts = ? ORDER BY seq', [T0])).toEqual([{ device: 'a', ts: T0 }, { device: 'b', ts: T0 }]);
+
+  // Numbers freed below the highest are taken by new series.
+  await db.exec('DELETE FROM series WHERE id IN (500, 700)');
+  expect(await o.submit([r('x', 'temp', T0), r('y', 'temp', T0), r('z', 'temp', T0)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await dropped()).toBe(2);
+  expect(await db.all("SELECT id, device FROM series WHERE device IN ('x', 'y', 'z') ORDER BY id")).toEqual([{ id: 500, device: 'x' }, { id: 700, device: 'y' }]);
+  expect(await db.all('SELECT device, ts FROM dedup WHERE ts = ? ORDER BY device', [T0])).toEqual(['a', 'b', 'x', 'y'].map((device) => ({ device, ts: T0 })));
+
+  await o.runRetention();
+  expect(await db.all('SELECT id FROM series ORDER BY id')).toEqual([{ id: 1 }, { id: 2 }, { id: 500 }, { id: 700 }]);
+  expect(await o.submit([r('new', 'temp', T0), r('new', 'hum', T0)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await db.all('SELECT device, metric FROM series WHERE id > 700 ORDER BY device, metric')).toEqual([{ device: 'new', metric: 'hum' }, { device: 'new', metric: 'temp' }]);
+  expect(await db.get('SELECT MAX(id) AS id FROM series')).toEqual({ id: 702 });
+  expect(await o.submit([r('new', 'temp', T0)])).toEqual({ accepted: 0, duplicates: 1 });
+  expect(await dropped()).toBe(2);
+  expect((await registry.getSingleMetric('braid_readings_duplicate_total')!.get()).values[0].value).toBe(1);
+
+  // A series the retention deletes is forgotten by the committer too: x, whose identities are gone,
+  // is numbered again when it comes back (its old number no longer names it).
+  await db.exec('DELETE FROM dedup_keys WHERE (key & 1048575) = 500');
+  await db.exec(`WITH RECURSIVE n(i) AS (SELECT 703 UNION ALL SELECT i + 1 FROM n WHERE i < ${SERIES_MAX})
+    INSERT INTO series (id, device, metric) SELECT i, 'old-' || i, 'm' FROM n`);
+  await o.runRetention();
+  expect(await db.get("SELECT COUNT(*) AS n FROM series WHERE device = 'x' OR device LIKE 'old-%'")).toEqual({ n: 0 });
+  expect(await o.submit([r('x', 'temp', T0 + 1000), r('y', 'temp', T0 + 1000)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await db.all('SELECT device, ts FROM dedup WHERE ts = ? ORDER BY device', [T0 + 1000])).toEqual([{ device: 'x', ts: T0 + 1000 }, { device: 'y', ts: T0 + 1000 }]);
+  expect(await o.submit([r('x', 'temp', T0 + 1000)])).toEqual({ accepted: 0, duplicates: 1 });
+}, 60_000);
