@@ -94,15 +94,20 @@ export function watermarkSql(watermark: Record<string, number>): string | null {
  * (counters near 1e12 ± 500) keep their m2 to rounding of the spread, not of the values.
  */
 export function shiftsSql(scan: string): string {
-  return `SELECT device, metric, shift, MIN(shift) OVER (PARTITION BY metric) AS mshift
+  return `SELECT device, metric, shift, MIN(shift) OVER (PARTITION BY metric) AS mshift, ROW_NUMBER() OVER (ORDER BY device, metric) AS sid
 FROM (SELECT device, metric, MIN(value) AS shift FROM ${scan} s GROUP BY device, metric) x`;
 }
 
-/** The summary aggregates of readings (`value`, `ts`, `shift` columns) in one group, device order by ts. */
+/**
+ * The summary aggregates of readings (`value`, `ts`, `shift`, `mshift`, `sid` columns) in one group,
+ * device order by ts. The sum is the shifted sum plus count * shift, not an aggregate of its own: one
+ * aggregate less per reading, and as close to the exact sum as a direct SUM (the shifted sum is the
+ * exact part, the shift's multiple the rounded one).
+ */
 function readingAggregates(q: SqlQuoting): string {
   const c = (n: string) => q.ident(n);
   return `COUNT(*) AS ${c('count')},
-  SUM(value) AS ${c('sum')},
+  SUM(value - shift) + COUNT(*) * MIN(shift) AS ${c('sum')},
   MIN(value) AS ${c('min')},
   MAX(value) AS ${c('max')},
   VAR_POP(value - shift) * COUNT(*) AS m2,
@@ -112,7 +117,8 @@ function readingAggregates(q: SqlQuoting): string {
   MAX(ts) AS last_ts,
   MIN(shift) AS shift,
   SUM(value - shift) AS ssum,
-  MIN(mshift) AS mshift`;
+  MIN(mshift) AS mshift,
+  MIN(sid) AS sid`;
 }
 
 /**
@@ -135,7 +141,7 @@ export function rawMinutesSql(q: SqlDialect, scan: string): string {
   MIN(grank) AS grank,
   (MIN(grank) = MAX(grank) AND ${q.bitCount(q.bitOrAgg(q.laneBit(lane)))} = COUNT(*)) AS clean
 FROM (
-  SELECT r.device, r.metric, r.ts, r.value, w.grank, o.shift, o.mshift, date_trunc('minute', r.ts) AS bucket
+  SELECT r.device, r.metric, r.ts, r.value, w.grank, o.shift, o.mshift, o.sid, date_trunc('minute', r.ts) AS bucket
   FROM ${scan} r
   JOIN wm w ON r.gateway = w.gateway AND r.epoch <= w.e
   JOIN shifts o ON r.device = o.device AND r.metric = o.metric
@@ -156,7 +162,7 @@ export function fallbackMinutesSql(q: SqlDialect, scan: string, watermark: Recor
   return `SELECT device, gateway, metric, bucket,
   ${readingAggregates(q)}
 FROM (
-  SELECT f.*, o.shift, o.mshift, date_trunc('minute', f.ts) AS bucket
+  SELECT f.*, o.shift, o.mshift, o.sid, date_trunc('minute', f.ts) AS bucket
   FROM (${readings}) f
   JOIN shifts o ON f.device = o.device AND f.metric = o.metric
 ) x
@@ -236,6 +242,14 @@ GROUP BY ${k}metric, b`;
 export interface BuildStep {
   name: string;
   sql: string;
+  /**
+   * Set when `sql` is `SELECT <columns> FROM <table> WHERE <keep> UNION ALL <rest>` over an earlier
+   * step's table: an engine that can change its tables may build the step in place instead (delete
+   * the table's rows that fail `keep`, insert `rest`'s rows with `keep` NULL, and make the step a
+   * view of `columns` over it) rather than copy the kept rows into a new table. Either way the step
+   * holds the same rows, and `keep` stays true on exactly the rows it was true on before.
+   */
+  inPlace?: { table: string; keep: string; columns: string[]; rest: string };
 }
 
 /** One published view of a day: its step's name is the view's. */
@@ -243,6 +257,12 @@ export interface ViewStep {
   name: ViewName;
   /** Key columns of the rows, before metric. */
   keys: string[];
+  /**
+   * The step's columns its file is sorted by, when not keys, metric, bucket: device_1m's rows carry
+   * their series' rank in (device, metric) order (`sid`, from shifts), and sorting by it and bucket
+   * gives the same order as by two strings and bucket at about half the cost.
+   */
+  order?: string[];
   /** Rows mix devices: the step has first_device and last_device (DEVICE_COLUMNS). */
   devices: boolean;
 }
@@ -254,7 +274,7 @@ const CARRIED: DeviceSource = { first: 'first_device', last: 'last_device' };
 
 /** The published views, in the order buildSteps computes them. */
 export const VIEW_STEPS: readonly ViewStep[] = [
-  { name: 'device_1m', keys: ['device'], devices: false },
+  { name: 'device_1m', keys: ['device'], devices: false, order: ['sid', 'bucket'] },
   { name: 'device_1h', keys: ['device'], devices: false },
   { name: 'device_1d', keys: ['device'], devices: false },
   { name: 'gateway_1m', keys: ['gateway'], devices: true },
@@ -339,7 +359,7 @@ SELECT device, gateway, metric, bucket, ${summary} FROM fallback_1m)`;
   p.${c('last')}, CAST(p.last_ts AS TIMESTAMP) AS last_ts, ${shift} AS shift, p.${c('sum')} - p.${c('count')} * ${shift} AS ssum, o.mshift`;
   const keptDevices = previous ? `
 UNION ALL
-${kept('p.device, p.metric', 'o.shift')}
+${kept('p.device, o.sid, p.metric', 'o.shift')}
 FROM ${previous.device1m} p JOIN shifts o ON p.device = o.device AND p.metric = o.metric
 WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
   const keptGateways = previous ? `
@@ -347,6 +367,12 @@ UNION ALL
 ${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
 FROM ${previous.gateway1m} p JOIN (SELECT DISTINCT metric, mshift FROM shifts) o ON p.metric = o.metric
 WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
+  // device_1m: the clean minutes of raw_1m as they are, the fallback's merged across gateways, and
+  // (incremental) the kept minutes; raw_1m's clean rows are most of it (83% here), so an engine
+  // that can builds it in raw_1m itself (BuildStep.inPlace): raw_1m WHERE clean stays what
+  // gateway_1m reads.
+  const device1mColumns = ['device', 'sid', 'metric', 'bucket', 'count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY];
+  const device1mRest = `${rollupSql(q, 'fallback_1m', ['device', 'sid'], 'minute', null, null, true)}${keptDevices}`;
   return [
     ...(previous && !previous.rowsScan ? [{ name: 'touched', sql: touchedMinutesSql(dayScan, previous.spans) }] : []),
     { name: 'wm', sql: wm },
@@ -354,9 +380,10 @@ WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
     { name: 'raw_1m', sql: rawMinutesSql(q, scan) },
     { name: 'fallback_1m', sql: fallback },
     {
-      name: 'device_1m', sql: `SELECT device, metric, bucket, ${summary} FROM raw_1m WHERE clean
+      name: 'device_1m', sql: `SELECT ${device1mColumns.map((n) => q.ident(n)).join(', ')} FROM raw_1m WHERE clean
 UNION ALL
-${rollupSql(q, 'fallback_1m', ['device'], 'minute', null, null, true)}${keptDevices}`,
+${device1mRest}`,
+      inPlace: { table: 'raw_1m', keep: 'clean', columns: device1mColumns, rest: device1mRest },
     },
     { name: 'device_1h', sql: rollupSql(q, 'device_1m', ['device'], 'hour', null, null, true) },
     { name: 'device_1d', sql: rollupSql(q, 'device_1h', ['device'], 'day', null, null, true) },
