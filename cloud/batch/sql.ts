@@ -49,16 +49,18 @@ export const TIMESTAMP_COLUMNS = ['bucket', 'first_ts', 'last_ts'] as const;
  * gateway, the lowest of the identity's, is MIN(gateway). (A ROW_NUMBER window ordered by
  * (gateway, seq) gave the same rows sorting every reading: ~1.2x the time.)
  */
-export function readingsSql(scan: string, watermark: Record<string, number>): string | null {
+export function readingsSql(scan: string, watermark: Record<string, number>, carry: readonly string[] = []): string | null {
   const entries = Object.entries(watermark).filter(([, e]) => e > 0);
   if (entries.length === 0) return null;
   const values = entries.map(([g, e]) => `(${str(g)}, ${Math.trunc(e)})`).join(', ');
-  return `SELECT r.device, r.metric, r.ts,
+  // `carry`: columns of `scan` that are the same for every row of a series, kept per reading.
+  const more = carry.map((c) => `, r.${c}`).join('');
+  return `SELECT r.device, r.metric, r.ts${more},
   MIN_BY(r.value, (r.gateway, r.seq)) AS value,
   MIN(r.gateway) AS gateway
 FROM ${scan} r
 JOIN (VALUES ${values}) AS wm (gateway, e) ON r.gateway = wm.gateway AND r.epoch <= wm.e
-GROUP BY r.device, r.metric, r.ts`;
+GROUP BY r.device, r.metric, r.ts${more}`;
 }
 
 /**
@@ -155,17 +157,15 @@ GROUP BY device, metric, bucket`;
  * reading's gateway, metric, minute.
  */
 export function fallbackMinutesSql(q: SqlDialect, scan: string, watermark: Record<string, number>): string | null {
-  const rows = `(SELECT s.* FROM ${scan} s
-  JOIN (SELECT device, metric, bucket FROM raw_1m WHERE NOT clean) u ON s.device = u.device AND s.metric = u.metric AND date_trunc('minute', s.ts) = u.bucket)`;
-  const readings = readingsSql(rows, watermark);
+  // The series' shift, metric shift and rank come with the unclean group (raw_1m has them), not
+  // from another join of every reading with shifts.
+  const rows = `(SELECT s.*, u.shift, u.mshift, u.sid FROM ${scan} s
+  JOIN (SELECT device, metric, bucket, shift, mshift, sid FROM raw_1m WHERE NOT clean) u ON s.device = u.device AND s.metric = u.metric AND date_trunc('minute', s.ts) = u.bucket)`;
+  const readings = readingsSql(rows, watermark, ['shift', 'mshift', 'sid']);
   if (!readings) return null;
   return `SELECT device, gateway, metric, bucket,
   ${readingAggregates(q)}
-FROM (
-  SELECT f.*, o.shift, o.mshift, o.sid, date_trunc('minute', f.ts) AS bucket
-  FROM (${readings}) f
-  JOIN shifts o ON f.device = o.device AND f.metric = o.metric
-) x
+FROM (SELECT f.*, date_trunc('minute', f.ts) AS bucket FROM (${readings}) f) x
 GROUP BY device, gateway, metric, bucket`;
 }
 
