@@ -74,7 +74,9 @@ export class DuckDialect implements SqlDialect {
   }
 
   laneBit(lane: string): string {
-    return `(CAST(1 AS UBIGINT) << CAST(${lane} AS INTEGER))`;
+    // The shift count as UBIGINT like the mask: with an INTEGER count DuckDB took ~130 ms of CPU
+    // a day (1.78M rows) for the masks, with UBIGINT ~40 ms (2026-12-06).
+    return `(CAST(1 AS UBIGINT) << CAST(${lane} AS UBIGINT))`;
   }
 
   bitOrAgg(mask: string): string {
