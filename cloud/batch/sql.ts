@@ -137,18 +137,37 @@ function readingAggregates(q: SqlQuoting): string {
  * not of the values themselves (which made an unshifted VAR_POP up to 2.7e-9 off on 1e9 ± 500).
  */
 export function rawMinutesSql(q: SqlDialect, scan: string): string {
+  const c = (n: string) => q.ident(n);
   const lane = q.minuteLane('ts');
-  return `SELECT device, metric, bucket,
-  ${readingAggregates(q)},
-  MIN(grank) AS grank,
-  (MIN(grank) = MAX(grank) AND ${q.bitCount(q.bitOrAgg(q.laneBit(lane)))} = COUNT(*)) AS clean
+  // Grouped by the series' rank (sid) rather than its two strings, and the series' names, shifts and
+  // sum (shifted sum + count * shift) put on the 288k groups of a day after, not aggregated over its
+  // 1.78M readings: ~10% of the statement's CPU.
+  return `SELECT o.device, o.metric, g.bucket,
+  g.${c('count')}, g.ssum + g.${c('count')} * o.shift AS ${c('sum')}, g.${c('min')}, g.${c('max')}, g.m2,
+  g.${c('first')}, g.first_ts, g.${c('last')}, g.last_ts,
+  o.shift, g.ssum, o.mshift, o.sid, g.grank, g.clean
 FROM (
-  SELECT r.device, r.metric, r.ts, r.value, w.grank, o.shift, o.mshift, o.sid, date_trunc('minute', r.ts) AS bucket
-  FROM ${scan} r
-  JOIN wm w ON r.gateway = w.gateway AND r.epoch <= w.e
-  JOIN shifts o ON r.device = o.device AND r.metric = o.metric
-) x
-GROUP BY device, metric, bucket`;
+  SELECT sid, bucket,
+    COUNT(*) AS ${c('count')},
+    MIN(value) AS ${c('min')},
+    MAX(value) AS ${c('max')},
+    VAR_POP(value - shift) * COUNT(*) AS m2,
+    MIN_BY(value, ts) AS ${c('first')},
+    MIN(ts) AS first_ts,
+    MAX_BY(value, ts) AS ${c('last')},
+    MAX(ts) AS last_ts,
+    SUM(value - shift) AS ssum,
+    MIN(grank) AS grank,
+    (MIN(grank) = MAX(grank) AND ${q.bitCount(q.bitOrAgg(q.laneBit(lane)))} = COUNT(*)) AS clean
+  FROM (
+    SELECT r.ts, r.value, w.grank, o.shift, o.sid, date_trunc('minute', r.ts) AS bucket
+    FROM ${scan} r
+    JOIN wm w ON r.gateway = w.gateway AND r.epoch <= w.e
+    JOIN shifts o ON r.device = o.device AND r.metric = o.metric
+  ) x
+  GROUP BY sid, bucket
+) g
+JOIN shifts o ON g.sid = o.sid`;
 }
 
 /**
