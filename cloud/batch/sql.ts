@@ -49,18 +49,19 @@ export const TIMESTAMP_COLUMNS = ['bucket', 'first_ts', 'last_ts'] as const;
  * gateway, the lowest of the identity's, is MIN(gateway). (A ROW_NUMBER window ordered by
  * (gateway, seq) gave the same rows sorting every reading: ~1.2x the time.)
  */
-export function readingsSql(scan: string, watermark: Record<string, number>, carry: readonly string[] = []): string | null {
+export function readingsSql(scan: string, watermark: Record<string, number>, series: readonly string[] = ['device', 'metric']): string | null {
   const entries = Object.entries(watermark).filter(([, e]) => e > 0);
   if (entries.length === 0) return null;
   const values = entries.map(([g, e]) => `(${str(g)}, ${Math.trunc(e)})`).join(', ');
-  // `carry`: columns of `scan` that are the same for every row of a series, kept per reading.
-  const more = carry.map((c) => `, r.${c}`).join('');
-  return `SELECT r.device, r.metric, r.ts${more},
+  // `series`: the columns of `scan` naming a reading's series, (device, metric) or one that stands
+  // for them (the fallback's series rank, an integer key rather than two strings).
+  const key = series.map((c) => `r.${c}, `).join('');
+  return `SELECT ${key}r.ts,
   MIN_BY(r.value, (r.gateway, r.seq)) AS value,
   MIN(r.gateway) AS gateway
 FROM ${scan} r
 JOIN (VALUES ${values}) AS wm (gateway, e) ON r.gateway = wm.gateway AND r.epoch <= wm.e
-GROUP BY r.device, r.metric, r.ts${more}`;
+GROUP BY ${key}r.ts`;
 }
 
 /**
@@ -176,16 +177,32 @@ JOIN shifts o ON g.sid = o.sid`;
  * reading's gateway, metric, minute.
  */
 export function fallbackMinutesSql(q: SqlDialect, scan: string, watermark: Record<string, number>): string | null {
-  // The series' shift, metric shift and rank come with the unclean group (raw_1m has them), not
-  // from another join of every reading with shifts.
-  const rows = `(SELECT s.*, u.shift, u.mshift, u.sid FROM ${scan} s
-  JOIN (SELECT device, metric, bucket, shift, mshift, sid FROM raw_1m WHERE NOT clean) u ON s.device = u.device AND s.metric = u.metric AND date_trunc('minute', s.ts) = u.bucket)`;
-  const readings = readingsSql(rows, watermark, ['shift', 'mshift', 'sid']);
+  const c = (n: string) => q.ident(n);
+  // The rows carry their series' rank (sid) from the unclean group, and the dedup and the summary
+  // group by it rather than by two strings; names and shifts are put on the summaries after.
+  const rows = `(SELECT s.*, u.sid FROM ${scan} s
+  JOIN (SELECT device, metric, bucket, sid FROM raw_1m WHERE NOT clean) u ON s.device = u.device AND s.metric = u.metric AND date_trunc('minute', s.ts) = u.bucket)`;
+  const readings = readingsSql(rows, watermark, ['sid']);
   if (!readings) return null;
-  return `SELECT device, gateway, metric, bucket,
-  ${readingAggregates(q)}
-FROM (SELECT f.*, date_trunc('minute', f.ts) AS bucket FROM (${readings}) f) x
-GROUP BY device, gateway, metric, bucket`;
+  return `SELECT o.device, g.gateway, o.metric, g.bucket,
+  g.${c('count')}, g.ssum + g.${c('count')} * o.shift AS ${c('sum')}, g.${c('min')}, g.${c('max')}, g.m2,
+  g.${c('first')}, g.first_ts, g.${c('last')}, g.last_ts,
+  o.shift, g.ssum, o.mshift, o.sid
+FROM (
+  SELECT sid, gateway, bucket,
+    COUNT(*) AS ${c('count')},
+    MIN(value) AS ${c('min')},
+    MAX(value) AS ${c('max')},
+    VAR_POP(value - shift) * COUNT(*) AS m2,
+    MIN_BY(value, ts) AS ${c('first')},
+    MIN(ts) AS first_ts,
+    MAX_BY(value, ts) AS ${c('last')},
+    MAX(ts) AS last_ts,
+    SUM(value - shift) AS ssum
+  FROM (SELECT f.*, o.shift, date_trunc('minute', f.ts) AS bucket FROM (${readings}) f JOIN shifts o ON f.sid = o.sid) x
+  GROUP BY sid, gateway, bucket
+) g
+JOIN shifts o ON g.sid = o.sid`;
 }
 
 /** The intermediate columns a summary relation carries besides the view's: the shift, the sum shifted by it, the metric's shift. */
