@@ -104,7 +104,16 @@ export async function profileDay(opts: { day: string; files: string[]; masterRow
     const steps = buildSteps(engine, engine.scanMaster(opts.files), opts.watermark);
     if (!steps) throw new Error('empty watermark: nothing to profile');
     for (const step of steps) {
-      statements.push(await profiled(engine, step.name, `CREATE OR REPLACE TEMP TABLE ${engine.ident(step.name)} AS ${step.sql}`, opts.rawDir));
+      const p = step.inPlace;
+      if (!p) {
+        statements.push(await profiled(engine, step.name, `CREATE OR REPLACE TEMP TABLE ${engine.ident(step.name)} AS ${step.sql}`, opts.rawDir));
+        continue;
+      }
+      // Built in its table, as the dialect does (cloud/batch/dialect.ts materializeAll).
+      const cols = p.columns.map((c) => engine.ident(c)).join(', ');
+      statements.push(await profiled(engine, `${step.name} (delete from ${p.table})`, `DELETE FROM ${engine.ident(p.table)} WHERE (${p.keep}) IS NOT TRUE`, opts.rawDir));
+      statements.push(await profiled(engine, `${step.name} (insert into ${p.table})`, `INSERT INTO ${engine.ident(p.table)} (${cols}) ${p.rest}`, opts.rawDir));
+      await engine.conn.run(`CREATE OR REPLACE TEMP VIEW ${engine.ident(step.name)} AS SELECT ${cols} FROM ${engine.ident(p.table)}`);
     }
     for (const view of VIEW_STEPS) {
       statements.push(await profiled(engine, `copy ${view.name}`, `COPY (${viewFileSelect(engine, view)}) TO '${join(opts.outDir, `${view.name}.parquet`)}' (FORMAT parquet, COMPRESSION zstd)`, opts.rawDir));

@@ -23,9 +23,9 @@ export interface PreviousDayFiles {
   spans: PreviousDay['spans'];
 }
 
-/** The SELECT that writes a view's file: its columns in file order, sorted by key, metric, bucket. */
+/** The SELECT that writes a view's file: its columns in file order, sorted by key, metric, bucket (or the view's `order`, the same order). */
 export function viewFileSelect(engine: DuckDialect, view: (typeof VIEW_STEPS)[number]): string {
-  const order = [...view.keys, 'metric', 'bucket'].join(', ');
+  const order = (view.order ?? [...view.keys, 'metric', 'bucket']).map((c) => engine.ident(c)).join(', ');
   return `SELECT ${outputColumns(engine, view.keys, (c) => engine.outTimestamp(c), view.devices)} FROM ${engine.ident(view.name)} ORDER BY ${order}`;
 }
 

@@ -49,16 +49,19 @@ export const TIMESTAMP_COLUMNS = ['bucket', 'first_ts', 'last_ts'] as const;
  * gateway, the lowest of the identity's, is MIN(gateway). (A ROW_NUMBER window ordered by
  * (gateway, seq) gave the same rows sorting every reading: ~1.2x the time.)
  */
-export function readingsSql(scan: string, watermark: Record<string, number>): string | null {
+export function readingsSql(scan: string, watermark: Record<string, number>, series: readonly string[] = ['device', 'metric']): string | null {
   const entries = Object.entries(watermark).filter(([, e]) => e > 0);
   if (entries.length === 0) return null;
   const values = entries.map(([g, e]) => `(${str(g)}, ${Math.trunc(e)})`).join(', ');
-  return `SELECT r.device, r.metric, r.ts,
+  // `series`: the columns of `scan` naming a reading's series, (device, metric) or one that stands
+  // for them (the fallback's series rank, an integer key rather than two strings).
+  const key = series.map((c) => `r.${c}, `).join('');
+  return `SELECT ${key}r.ts,
   MIN_BY(r.value, (r.gateway, r.seq)) AS value,
   MIN(r.gateway) AS gateway
 FROM ${scan} r
 JOIN (VALUES ${values}) AS wm (gateway, e) ON r.gateway = wm.gateway AND r.epoch <= wm.e
-GROUP BY r.device, r.metric, r.ts`;
+GROUP BY ${key}r.ts`;
 }
 
 /**
@@ -94,15 +97,20 @@ export function watermarkSql(watermark: Record<string, number>): string | null {
  * (counters near 1e12 ± 500) keep their m2 to rounding of the spread, not of the values.
  */
 export function shiftsSql(scan: string): string {
-  return `SELECT device, metric, shift, MIN(shift) OVER (PARTITION BY metric) AS mshift
+  return `SELECT device, metric, shift, MIN(shift) OVER (PARTITION BY metric) AS mshift, ROW_NUMBER() OVER (ORDER BY device, metric) AS sid
 FROM (SELECT device, metric, MIN(value) AS shift FROM ${scan} s GROUP BY device, metric) x`;
 }
 
-/** The summary aggregates of readings (`value`, `ts`, `shift` columns) in one group, device order by ts. */
+/**
+ * The summary aggregates of readings (`value`, `ts`, `shift`, `mshift`, `sid` columns) in one group,
+ * device order by ts. The sum is the shifted sum plus count * shift, not an aggregate of its own: one
+ * aggregate less per reading, and as close to the exact sum as a direct SUM (the shifted sum is the
+ * exact part, the shift's multiple the rounded one).
+ */
 function readingAggregates(q: SqlQuoting): string {
   const c = (n: string) => q.ident(n);
   return `COUNT(*) AS ${c('count')},
-  SUM(value) AS ${c('sum')},
+  SUM(value - shift) + COUNT(*) * MIN(shift) AS ${c('sum')},
   MIN(value) AS ${c('min')},
   MAX(value) AS ${c('max')},
   VAR_POP(value - shift) * COUNT(*) AS m2,
@@ -112,7 +120,8 @@ function readingAggregates(q: SqlQuoting): string {
   MAX(ts) AS last_ts,
   MIN(shift) AS shift,
   SUM(value - shift) AS ssum,
-  MIN(mshift) AS mshift`;
+  MIN(mshift) AS mshift,
+  MIN(sid) AS sid`;
 }
 
 /**
@@ -129,18 +138,37 @@ function readingAggregates(q: SqlQuoting): string {
  * not of the values themselves (which made an unshifted VAR_POP up to 2.7e-9 off on 1e9 ± 500).
  */
 export function rawMinutesSql(q: SqlDialect, scan: string): string {
+  const c = (n: string) => q.ident(n);
   const lane = q.minuteLane('ts');
-  return `SELECT device, metric, bucket,
-  ${readingAggregates(q)},
-  MIN(grank) AS grank,
-  (MIN(grank) = MAX(grank) AND ${q.bitCount(q.bitOrAgg(q.laneBit(lane)))} = COUNT(*)) AS clean
+  // Grouped by the series' rank (sid) rather than its two strings, and the series' names, shifts and
+  // sum (shifted sum + count * shift) put on the 288k groups of a day after, not aggregated over its
+  // 1.78M readings: ~10% of the statement's CPU.
+  return `SELECT o.device, o.metric, g.bucket,
+  g.${c('count')}, g.ssum + g.${c('count')} * o.shift AS ${c('sum')}, g.${c('min')}, g.${c('max')}, g.m2,
+  g.${c('first')}, g.first_ts, g.${c('last')}, g.last_ts,
+  o.shift, g.ssum, o.mshift, o.sid, g.grank, g.clean
 FROM (
-  SELECT r.device, r.metric, r.ts, r.value, w.grank, o.shift, o.mshift, date_trunc('minute', r.ts) AS bucket
-  FROM ${scan} r
-  JOIN wm w ON r.gateway = w.gateway AND r.epoch <= w.e
-  JOIN shifts o ON r.device = o.device AND r.metric = o.metric
-) x
-GROUP BY device, metric, bucket`;
+  SELECT sid, bucket,
+    COUNT(*) AS ${c('count')},
+    MIN(value) AS ${c('min')},
+    MAX(value) AS ${c('max')},
+    VAR_POP(value - shift) * COUNT(*) AS m2,
+    MIN_BY(value, ts) AS ${c('first')},
+    MIN(ts) AS first_ts,
+    MAX_BY(value, ts) AS ${c('last')},
+    MAX(ts) AS last_ts,
+    SUM(value - shift) AS ssum,
+    MIN(grank) AS grank,
+    (MIN(grank) = MAX(grank) AND ${q.bitCount(q.bitOrAgg(q.laneBit(lane)))} = COUNT(*)) AS clean
+  FROM (
+    SELECT r.ts, r.value, w.grank, o.shift, o.sid, date_trunc('minute', r.ts) AS bucket
+    FROM ${scan} r
+    JOIN wm w ON r.gateway = w.gateway AND r.epoch <= w.e
+    JOIN shifts o ON r.device = o.device AND r.metric = o.metric
+  ) x
+  GROUP BY sid, bucket
+) g
+JOIN shifts o ON g.sid = o.sid`;
 }
 
 /**
@@ -149,18 +177,32 @@ GROUP BY device, metric, bucket`;
  * reading's gateway, metric, minute.
  */
 export function fallbackMinutesSql(q: SqlDialect, scan: string, watermark: Record<string, number>): string | null {
-  const rows = `(SELECT s.* FROM ${scan} s
-  JOIN (SELECT device, metric, bucket FROM raw_1m WHERE NOT clean) u ON s.device = u.device AND s.metric = u.metric AND date_trunc('minute', s.ts) = u.bucket)`;
-  const readings = readingsSql(rows, watermark);
+  const c = (n: string) => q.ident(n);
+  // The rows carry their series' rank (sid) from the unclean group, and the dedup and the summary
+  // group by it rather than by two strings; names and shifts are put on the summaries after.
+  const rows = `(SELECT s.*, u.sid FROM ${scan} s
+  JOIN (SELECT device, metric, bucket, sid FROM raw_1m WHERE NOT clean) u ON s.device = u.device AND s.metric = u.metric AND date_trunc('minute', s.ts) = u.bucket)`;
+  const readings = readingsSql(rows, watermark, ['sid']);
   if (!readings) return null;
-  return `SELECT device, gateway, metric, bucket,
-  ${readingAggregates(q)}
+  return `SELECT o.device, g.gateway, o.metric, g.bucket,
+  g.${c('count')}, g.ssum + g.${c('count')} * o.shift AS ${c('sum')}, g.${c('min')}, g.${c('max')}, g.m2,
+  g.${c('first')}, g.first_ts, g.${c('last')}, g.last_ts,
+  o.shift, g.ssum, o.mshift, o.sid
 FROM (
-  SELECT f.*, o.shift, o.mshift, date_trunc('minute', f.ts) AS bucket
-  FROM (${readings}) f
-  JOIN shifts o ON f.device = o.device AND f.metric = o.metric
-) x
-GROUP BY device, gateway, metric, bucket`;
+  SELECT sid, gateway, bucket,
+    COUNT(*) AS ${c('count')},
+    MIN(value) AS ${c('min')},
+    MAX(value) AS ${c('max')},
+    VAR_POP(value - shift) * COUNT(*) AS m2,
+    MIN_BY(value, ts) AS ${c('first')},
+    MIN(ts) AS first_ts,
+    MAX_BY(value, ts) AS ${c('last')},
+    MAX(ts) AS last_ts,
+    SUM(value - shift) AS ssum
+  FROM (SELECT f.*, o.shift, date_trunc('minute', f.ts) AS bucket FROM (${readings}) f JOIN shifts o ON f.sid = o.sid) x
+  GROUP BY sid, gateway, bucket
+) g
+JOIN shifts o ON g.sid = o.sid`;
 }
 
 /** The intermediate columns a summary relation carries besides the view's: the shift, the sum shifted by it, the metric's shift. */
@@ -236,6 +278,14 @@ GROUP BY ${k}metric, b`;
 export interface BuildStep {
   name: string;
   sql: string;
+  /**
+   * Set when `sql` is `SELECT <columns> FROM <table> WHERE <keep> UNION ALL <rest>` over an earlier
+   * step's table: an engine that can change its tables may build the step in place instead (delete
+   * the table's rows that fail `keep`, insert `rest`'s rows with `keep` NULL, and make the step a
+   * view of `columns` over it) rather than copy the kept rows into a new table. Either way the step
+   * holds the same rows, and `keep` stays true on exactly the rows it was true on before.
+   */
+  inPlace?: { table: string; keep: string; columns: string[]; rest: string };
 }
 
 /** One published view of a day: its step's name is the view's. */
@@ -243,6 +293,12 @@ export interface ViewStep {
   name: ViewName;
   /** Key columns of the rows, before metric. */
   keys: string[];
+  /**
+   * The step's columns its file is sorted by, when not keys, metric, bucket: device_1m's rows carry
+   * their series' rank in (device, metric) order (`sid`, from shifts), and sorting by it and bucket
+   * gives the same order as by two strings and bucket at about half the cost.
+   */
+  order?: string[];
   /** Rows mix devices: the step has first_device and last_device (DEVICE_COLUMNS). */
   devices: boolean;
 }
@@ -254,7 +310,7 @@ const CARRIED: DeviceSource = { first: 'first_device', last: 'last_device' };
 
 /** The published views, in the order buildSteps computes them. */
 export const VIEW_STEPS: readonly ViewStep[] = [
-  { name: 'device_1m', keys: ['device'], devices: false },
+  { name: 'device_1m', keys: ['device'], devices: false, order: ['sid', 'bucket'] },
   { name: 'device_1h', keys: ['device'], devices: false },
   { name: 'device_1d', keys: ['device'], devices: false },
   { name: 'gateway_1m', keys: ['gateway'], devices: true },
@@ -339,7 +395,7 @@ SELECT device, gateway, metric, bucket, ${summary} FROM fallback_1m)`;
   p.${c('last')}, CAST(p.last_ts AS TIMESTAMP) AS last_ts, ${shift} AS shift, p.${c('sum')} - p.${c('count')} * ${shift} AS ssum, o.mshift`;
   const keptDevices = previous ? `
 UNION ALL
-${kept('p.device, p.metric', 'o.shift')}
+${kept('p.device, o.sid, p.metric', 'o.shift')}
 FROM ${previous.device1m} p JOIN shifts o ON p.device = o.device AND p.metric = o.metric
 WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
   const keptGateways = previous ? `
@@ -347,6 +403,12 @@ UNION ALL
 ${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
 FROM ${previous.gateway1m} p JOIN (SELECT DISTINCT metric, mshift FROM shifts) o ON p.metric = o.metric
 WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
+  // device_1m: the clean minutes of raw_1m as they are, the fallback's merged across gateways, and
+  // (incremental) the kept minutes; raw_1m's clean rows are most of it (83% here), so an engine
+  // that can builds it in raw_1m itself (BuildStep.inPlace): raw_1m WHERE clean stays what
+  // gateway_1m reads.
+  const device1mColumns = ['device', 'sid', 'metric', 'bucket', 'count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY];
+  const device1mRest = `${rollupSql(q, 'fallback_1m', ['device', 'sid'], 'minute', null, null, true)}${keptDevices}`;
   return [
     ...(previous && !previous.rowsScan ? [{ name: 'touched', sql: touchedMinutesSql(dayScan, previous.spans) }] : []),
     { name: 'wm', sql: wm },
@@ -354,9 +416,10 @@ WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
     { name: 'raw_1m', sql: rawMinutesSql(q, scan) },
     { name: 'fallback_1m', sql: fallback },
     {
-      name: 'device_1m', sql: `SELECT device, metric, bucket, ${summary} FROM raw_1m WHERE clean
+      name: 'device_1m', sql: `SELECT ${device1mColumns.map((n) => q.ident(n)).join(', ')} FROM raw_1m WHERE clean
 UNION ALL
-${rollupSql(q, 'fallback_1m', ['device'], 'minute', null, null, true)}${keptDevices}`,
+${device1mRest}`,
+      inPlace: { table: 'raw_1m', keep: 'clean', columns: device1mColumns, rest: device1mRest },
     },
     { name: 'device_1h', sql: rollupSql(q, 'device_1m', ['device'], 'hour', null, null, true) },
     { name: 'device_1d', sql: rollupSql(q, 'device_1h', ['device'], 'day', null, null, true) },
