@@ -125,6 +125,23 @@ function readingAggregates(q: SqlQuoting): string {
 }
 
 /**
+ * A minute summary's aggregates over rows carrying `value`, `ts` and their series' `shift`: m2 and
+ * the sum on values shifted by it (exact, docs/batch.md), the rest on the values themselves.
+ */
+function minuteAggregates(q: SqlDialect): string {
+  const c = (n: string) => q.ident(n);
+  return `COUNT(*) AS ${c('count')},
+    MIN(value) AS ${c('min')},
+    MAX(value) AS ${c('max')},
+    VAR_POP(value - shift) * COUNT(*) AS m2,
+    MIN_BY(value, ts) AS ${c('first')},
+    MIN(ts) AS first_ts,
+    MAX_BY(value, ts) AS ${c('last')},
+    MAX(ts) AS last_ts,
+    SUM(value - shift) AS ssum`;
+}
+
+/**
  * 1-minute summaries per device straight from the covered master rows (no dedup), with what tells
  * whether the group needs none. A group is `clean` when one gateway delivered it and the mask of
  * its readings' seconds has a bit per row: then no two rows share a ts, no identity is repeated,
@@ -149,15 +166,7 @@ export function rawMinutesSql(q: SqlDialect, scan: string): string {
   o.shift, g.ssum, o.mshift, o.sid, g.grank, g.clean
 FROM (
   SELECT sid, bucket,
-    COUNT(*) AS ${c('count')},
-    MIN(value) AS ${c('min')},
-    MAX(value) AS ${c('max')},
-    VAR_POP(value - shift) * COUNT(*) AS m2,
-    MIN_BY(value, ts) AS ${c('first')},
-    MIN(ts) AS first_ts,
-    MAX_BY(value, ts) AS ${c('last')},
-    MAX(ts) AS last_ts,
-    SUM(value - shift) AS ssum,
+    ${minuteAggregates(q)},
     MIN(grank) AS grank,
     (MIN(grank) = MAX(grank) AND ${q.bitCount(q.bitOrAgg(q.laneBit(lane)))} = COUNT(*)) AS clean
   FROM (
@@ -190,15 +199,7 @@ export function fallbackMinutesSql(q: SqlDialect, scan: string, watermark: Recor
   o.shift, g.ssum, o.mshift, o.sid
 FROM (
   SELECT sid, gateway, bucket,
-    COUNT(*) AS ${c('count')},
-    MIN(value) AS ${c('min')},
-    MAX(value) AS ${c('max')},
-    VAR_POP(value - shift) * COUNT(*) AS m2,
-    MIN_BY(value, ts) AS ${c('first')},
-    MIN(ts) AS first_ts,
-    MAX_BY(value, ts) AS ${c('last')},
-    MAX(ts) AS last_ts,
-    SUM(value - shift) AS ssum
+    ${minuteAggregates(q)}
   FROM (SELECT f.*, o.shift, date_trunc('minute', f.ts) AS bucket FROM (${readings}) f JOIN shifts o ON f.sid = o.sid) x
   GROUP BY sid, gateway, bucket
 ) g
