@@ -24,7 +24,8 @@ import { type IngestAck, type StagingLine, seqRanges } from './plan.js';
 import { type Range, normalize } from './ranges.js';
 import { SegmentImage } from './segment-image.js';
 import { OpenSegment, newSegmentId, segmentLine, segmentLineOf } from './staging.js';
-import type { IngestBatch, ReadingTuple } from './validate.js';
+import type { ReadingColumns } from './columns.js';
+import type { IngestBatch } from './validate.js';
 
 export interface CommitterOptions {
   /** Requests arriving within this many ms share one fsync and one transaction. */
@@ -217,7 +218,7 @@ export class GroupCommitter {
   private async stage(lines: StagingLine[], rotated: OpenSegment[]): Promise<Placement> {
     const placed: Placement = new Map();
     const touched = new Set<OpenSegment>();
-    let pending: Array<{ gateway: string; rows: ReadingTuple[]; bytes: Buffer }> = [];
+    let pending: Array<{ gateway: string; rows: ReadingColumns; bytes: Buffer }> = [];
     const write = async (seg: OpenSegment | null) => {
       if (!seg || pending.length === 0) return;
       const these = pending;
@@ -248,7 +249,7 @@ export class GroupCommitter {
         const byGateway = placed.get(seg.id) ?? new Map<string, Range[]>();
         byGateway.set(line.gateway, normalize([...(byGateway.get(line.gateway) ?? []), ...seqRanges(take)]));
         placed.set(seg.id, byGateway);
-        rows = take === rows ? [] : rows.slice(take.length);
+        rows = take === rows ? rows.slice(rows.length) : rows.slice(take.length);
       }
     }
     await write(this.segment);
