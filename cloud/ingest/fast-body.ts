@@ -49,54 +49,50 @@ export function parseSlow(raw: Buffer | undefined, limits: ValidateLimits): Inge
   return batch;
 }
 
-// The walk's position and what it saw, kept at module level (one body at a time, synchronously).
-let pos = 0;
+// What the walk saw, kept at module level (one body at a time, synchronously): the last number
+// read, and whether whitespace held a newline (then the readings' bytes cannot be a staging line).
+let out = 0;
 let sawNewline = false;
 
-function ws(buf: Buffer): void {
-  let i = pos;
+/** The index after the whitespace at i. */
+function wsAt(buf: Buffer, i: number): number {
   for (;;) {
     const b = buf[i];
-    if (b === 0x20) { i++; continue; }
-    if (b === NL || b === 0x0d || b === 0x09) { if (b === NL) sawNewline = true; i++; continue; }
-    break;
+    if (b === 0x20 || b === 0x0d || b === 0x09) i++;
+    else if (b === NL) { sawNewline = true; i++; } else return i;
   }
-  pos = i;
 }
 
-/** A plain whole number of at most 15 digits (so a safe integer) at pos, or -1. */
-function uint(buf: Buffer): number {
-  let i = pos;
+/** A plain whole number of at most 15 digits (so a safe integer) at i into `out`: the index after it, or -1. */
+function uintAt(buf: Buffer, i: number): number {
   let b = buf[i];
   if (!(b >= 0x30 && b <= 0x39)) return -1;
   let v = b - 0x30;
-  i++;
-  b = buf[i];
+  const start = i;
+  b = buf[++i];
   if (v === 0 && b >= 0x30 && b <= 0x39) return -1; // a leading zero: not JSON
-  const start = i - 1;
   while (b >= 0x30 && b <= 0x39) {
     v = v * 10 + (b - 0x30);
     b = buf[++i];
   }
   if (i - start > 15 || b === 0x2e || b === 0x65 || b === 0x45) return -1;
-  pos = i;
-  return v;
+  out = v;
+  return i;
 }
 
-/** Any JSON number at pos, finite, exactly as JSON.parse reads it; NaN when not one. */
-function number(buf: Buffer): number {
-  const start = pos;
-  let i = pos;
+/** Any JSON number at i into `out`, exactly as JSON.parse reads it: the index after it, or -1. */
+function numberAt(buf: Buffer, i: number): number {
+  const start = i;
   let b = buf[i];
   const neg = b === 0x2d;
   if (neg) b = buf[++i];
-  if (!(b >= 0x30 && b <= 0x39)) return NaN;
+  if (!(b >= 0x30 && b <= 0x39)) return -1;
   let m = 0;
   let digits = 0;
   if (b === 0x30) {
     b = buf[++i];
     digits = 1;
-    if (b >= 0x30 && b <= 0x39) return NaN;
+    if (b >= 0x30 && b <= 0x39) return -1;
   } else {
     while (b >= 0x30 && b <= 0x39) {
       m = m * 10 + (b - 0x30);
@@ -107,7 +103,7 @@ function number(buf: Buffer): number {
   let frac = 0;
   if (b === 0x2e) {
     b = buf[++i];
-    if (!(b >= 0x30 && b <= 0x39)) return NaN;
+    if (!(b >= 0x30 && b <= 0x39)) return -1;
     while (b >= 0x30 && b <= 0x39) {
       m = m * 10 + (b - 0x30);
       digits++;
@@ -120,71 +116,104 @@ function number(buf: Buffer): number {
     b = buf[++i];
     let eneg = false;
     if (b === 0x2b || b === 0x2d) { eneg = b === 0x2d; b = buf[++i]; }
-    if (!(b >= 0x30 && b <= 0x39)) return NaN;
+    if (!(b >= 0x30 && b <= 0x39)) return -1;
     while (b >= 0x30 && b <= 0x39) {
       if (exp < 100_000) exp = exp * 10 + (b - 0x30);
       b = buf[++i];
     }
     if (eneg) exp = -exp;
   }
-  pos = i;
   const k = exp - frac;
   let v: number;
   // Clinger's fast path: m and 10^|k| are exact doubles, so one division or product rounds once, correctly.
   if (digits <= 15 && k >= -22 && k <= 22) v = k < 0 ? m / POW10[-k] : m * POW10[k];
   else v = Number(buf.toString('latin1', neg ? start + 1 : start, i));
-  return neg ? -v : v;
+  out = neg ? -v : v;
+  return i;
 }
 
-/** A string's dictionary (one per column per body): byte spans, found by a hash of their bytes. */
+/**
+ * A string column's dictionary (one per column per body): each distinct string's byte span, found
+ * by a hash of its bytes in an open-addressed table, and checked byte for byte.
+ */
 class Dict {
   readonly values: string[] = [];
-  private readonly byHash = new Map<number, number>();
   private readonly starts: number[] = [];
-  private readonly ends: number[] = [];
+  private readonly lens: number[] = [];
+  private table = new Int32Array(64);
+  private mask = 63;
   private lastStart = -1;
-  private lastEnd = -1;
+  private lastLen = -1;
   private lastId = -1;
 
   constructor(private readonly what: string, private readonly max: number, private readonly col: number) {}
 
-  /** The id of the string at pos (an opening quote), or -1 (not ASCII without escapes, or not a valid device/metric). */
-  id(buf: Buffer, row: number): number {
-    let i = pos;
+  /** The string that opens at i (a quote): its id into `out` and the index after it, or -1 (not ASCII without escapes, or not a valid device/metric). */
+  at(buf: Buffer, i: number, row: number): number {
     if (buf[i] !== QUOTE) return -1;
     const s = ++i;
     let h = 0;
     for (;;) {
       const b = buf[i];
       if (b === QUOTE) break;
-      if (b === BACKSLASH || b < 0x20 || b >= 0x80 || b === undefined) return -1;
+      if (!(b >= 0x20 && b < 0x80) || b === BACKSLASH) return -1;
       h = (Math.imul(h, 31) + b) | 0;
       i++;
     }
-    const e = i;
-    pos = i + 1;
+    const len = i - s;
     // Rows repeat a device for each of its metrics: the last one first.
-    if (e - s === this.lastEnd - this.lastStart && same(buf, s, this.lastStart, e - s)) return this.lastId;
-    let id = this.byHash.get(h);
-    if (id !== undefined) {
-      if (this.ends[id] - this.starts[id] !== e - s || !same(buf, s, this.starts[id], e - s)) return -1; // a collision: the slow path
-    } else {
-      const v = buf.toString('latin1', s, e);
-      try {
-        str(v, `readings[${row}][${this.col}]`, this.what, this.max);
-      } catch {
-        return -1;
+    if (len === this.lastLen && same(buf, s, this.lastStart, len)) {
+      out = this.lastId;
+      return i + 1;
+    }
+    let slot = (h ^ (h >>> 15)) & this.mask;
+    let id: number;
+    for (;;) {
+      const e = this.table[slot];
+      if (e === 0) {
+        id = this.add(buf, s, len, row, slot);
+        if (id < 0) return -1;
+        break;
       }
-      id = this.values.length;
-      this.values.push(v);
-      this.starts.push(s);
-      this.ends.push(e);
-      this.byHash.set(h, id);
+      if (this.lens[e - 1] === len && same(buf, s, this.starts[e - 1], len)) {
+        id = e - 1;
+        break;
+      }
+      slot = (slot + 1) & this.mask;
     }
     this.lastStart = s;
-    this.lastEnd = e;
+    this.lastLen = len;
     this.lastId = id;
+    out = id;
+    return i + 1;
+  }
+
+  private add(buf: Buffer, s: number, len: number, row: number, slot: number): number {
+    const v = buf.toString('latin1', s, s + len);
+    try {
+      str(v, `readings[${row}][${this.col}]`, this.what, this.max);
+    } catch {
+      return -1;
+    }
+    const id = this.values.length;
+    this.values.push(v);
+    this.starts.push(s);
+    this.lens.push(len);
+    this.table[slot] = id + 1;
+    if (this.values.length * 2 > this.mask) this.rehash(buf);
     return id;
+  }
+
+  private rehash(buf: Buffer): void {
+    this.table = new Int32Array(this.table.length * 2);
+    this.mask = this.table.length - 1;
+    for (let id = 0; id < this.values.length; id++) {
+      let h = 0;
+      for (let k = 0; k < this.lens[id]; k++) h = (Math.imul(h, 31) + buf[this.starts[id] + k]) | 0;
+      let slot = (h ^ (h >>> 15)) & this.mask;
+      while (this.table[slot] !== 0) slot = (slot + 1) & this.mask;
+      this.table[slot] = id + 1;
+    }
   }
 }
 
@@ -193,15 +222,14 @@ function same(buf: Buffer, a: number, b: number, n: number): boolean {
   return true;
 }
 
-/** The readings array at pos as columns, pos after it; null when the slow path must judge it. */
-function readingsColumns(buf: Buffer, max: number): ReadingColumns | null {
-  const arrayStart = pos;
-  pos++;
-  ws(buf);
+/** The readings array that opens at `start` as columns, `end` set to the index after it; null when the slow path must judge it. */
+function readingsColumns(buf: Buffer, start: number, max: number): ReadingColumns | null {
+  let i = start + 1;
+  if (buf[i] <= 0x20) i = wsAt(buf, i);
   const devices = new Dict('device', MAX_DEVICE_LENGTH, 2);
   const metrics = new Dict('metric', MAX_METRIC_LENGTH, 3);
-  if (buf[pos] === CLOSE) {
-    pos++;
+  if (buf[i] === CLOSE) {
+    end = i + 1;
     return ReadingColumns.empty();
   }
   let b: ColumnsBuilder = allocate(Math.min(max, 1024));
@@ -211,47 +239,51 @@ function readingsColumns(buf: Buffer, max: number): ReadingColumns | null {
     if (n === b.capacity) {
       if (n >= max) return null; // over the limit: the slow path's 413
       // From the bytes per row so far, what is left of the body will hold about this many more.
-      const perRow = (pos - arrayStart) / n;
-      b = grow(b, n, Math.min(max, Math.ceil(n + ((buf.length - pos) / perRow) * 1.05) + 16));
+      const perRow = (i - start) / n;
+      b = grow(b, n, Math.min(max, Math.ceil(n + ((buf.length - i) / perRow) * 1.05) + 16));
     }
-    if (buf[pos] !== OPEN) return null;
-    pos++;
-    ws(buf);
-    const seq = uint(buf);
+    if (buf[i] !== OPEN) return null;
+    i++;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if ((i = uintAt(buf, i)) < 0) return null;
+    const seq = out;
     if (seq < 1 || seq <= prev) return null;
-    ws(buf);
-    if (buf[pos] !== COMMA) return null;
-    pos++;
-    ws(buf);
-    const epoch = uint(buf);
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if (buf[i] !== COMMA) return null;
+    i++;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if ((i = uintAt(buf, i)) < 0) return null;
+    const epoch = out;
     if (epoch < 1) return null;
-    ws(buf);
-    if (buf[pos] !== COMMA) return null;
-    pos++;
-    ws(buf);
-    const d = devices.id(buf, n);
-    if (d < 0) return null;
-    ws(buf);
-    if (buf[pos] !== COMMA) return null;
-    pos++;
-    ws(buf);
-    const m = metrics.id(buf, n);
-    if (m < 0) return null;
-    ws(buf);
-    if (buf[pos] !== COMMA) return null;
-    pos++;
-    ws(buf);
-    const ts = uint(buf);
-    if (ts < 0 || ts > MAX_TS_MS) return null;
-    ws(buf);
-    if (buf[pos] !== COMMA) return null;
-    pos++;
-    ws(buf);
-    const value = number(buf);
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if (buf[i] !== COMMA) return null;
+    i++;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if ((i = devices.at(buf, i, n)) < 0) return null;
+    const d = out;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if (buf[i] !== COMMA) return null;
+    i++;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if ((i = metrics.at(buf, i, n)) < 0) return null;
+    const m = out;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if (buf[i] !== COMMA) return null;
+    i++;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if ((i = uintAt(buf, i)) < 0) return null;
+    const ts = out;
+    if (ts > MAX_TS_MS) return null;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if (buf[i] !== COMMA) return null;
+    i++;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if ((i = numberAt(buf, i)) < 0) return null;
+    const value = out;
     if (!Number.isFinite(value)) return null;
-    ws(buf);
-    if (buf[pos] !== CLOSE) return null;
-    pos++;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    if (buf[i] !== CLOSE) return null;
+    i++;
     b.seq[n] = seq;
     b.epoch[n] = epoch;
     b.device[n] = d;
@@ -260,17 +292,18 @@ function readingsColumns(buf: Buffer, max: number): ReadingColumns | null {
     b.value[n] = value;
     n++;
     prev = seq;
-    ws(buf);
-    const c = buf[pos];
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
+    const c = buf[i];
     if (c === CLOSE) {
-      pos++;
+      end = i + 1;
       return b.finish(n, devices.values, metrics.values);
     }
     if (c !== COMMA) return null;
-    pos++;
-    ws(buf);
+    i++;
+    if (buf[i] <= 0x20) i = wsAt(buf, i);
   }
 }
+let end = 0;
 
 const OPEN_BRACE = Buffer.from('{');
 const CLOSE_BRACE = Buffer.from('}');
@@ -302,11 +335,10 @@ export function parseFast(buf: Buffer, limits: ValidateLimits): IngestBatch | nu
     const vs = i;
     if (key === 'readings') {
       if (buf[vs] !== OPEN) return null;
-      pos = vs;
       sawNewline = false;
-      cols = readingsColumns(buf, limits.maxReadings);
+      cols = readingsColumns(buf, vs, limits.maxReadings);
       if (!cols) return null;
-      i = pos;
+      i = end;
       json = sawNewline ? null : buf.subarray(vs, i);
     } else {
       i = skipValue(buf, vs);
