@@ -222,8 +222,12 @@ function same(buf: Buffer, a: number, b: number, n: number): boolean {
   return true;
 }
 
-/** The readings array that opens at `start` as columns, `end` set to the index after it; null when the slow path must judge it. */
-function readingsColumns(buf: Buffer, start: number, max: number): ReadingColumns | null {
+/**
+ * The readings array that opens at `start` as columns, `end` set to the index after it; null when
+ * the slow path must judge it. `expect`: how many rows the body's firstSeq..lastSeq allows when
+ * they came before it (the forwarder writes them first): the columns are made that large at once.
+ */
+function readingsColumns(buf: Buffer, start: number, max: number, expect: number): ReadingColumns | null {
   let i = start + 1;
   if (buf[i] <= 0x20) i = wsAt(buf, i);
   const devices = new Dict('device', MAX_DEVICE_LENGTH, 2);
@@ -232,7 +236,9 @@ function readingsColumns(buf: Buffer, start: number, max: number): ReadingColumn
     end = i + 1;
     return ReadingColumns.empty();
   }
-  let b: ColumnsBuilder = allocate(Math.min(max, 1024));
+  // A row takes at least 18 bytes (`[1,1,"a","b",0,0],`): no more rows than the bytes left hold.
+  const room = Math.ceil((buf.length - start) / 18) + 1;
+  let b: ColumnsBuilder = allocate(expect > 0 && expect <= max ? Math.min(expect, room) : Math.min(max, 1024, room));
   let n = 0;
   let prev = 0;
   for (;;) {
@@ -319,6 +325,8 @@ export function parseFast(buf: Buffer, limits: ValidateLimits): IngestBatch | nu
   const keys = new Set<string>();
   let cols: ReadingColumns | null = null;
   let json: Buffer | null = null;
+  let firstSeq = 0;
+  let lastSeq = -1;
   for (;;) {
     if (buf[i] !== QUOTE) return null;
     const ks = i;
@@ -336,13 +344,16 @@ export function parseFast(buf: Buffer, limits: ValidateLimits): IngestBatch | nu
     if (key === 'readings') {
       if (buf[vs] !== OPEN) return null;
       sawNewline = false;
-      cols = readingsColumns(buf, vs, limits.maxReadings);
+      cols = readingsColumns(buf, vs, limits.maxReadings, firstSeq > 0 && lastSeq >= firstSeq ? lastSeq - firstSeq + 1 : 0);
       if (!cols) return null;
       i = end;
       json = sawNewline ? null : buf.subarray(vs, i);
     } else {
       i = skipValue(buf, vs);
       if (i <= vs) return null;
+      // A hint only (the columns' first size): validation judges these members.
+      if (key === 'firstSeq' && uintAt(buf, vs) === i) firstSeq = out;
+      else if (key === 'lastSeq' && uintAt(buf, vs) === i) lastSeq = out;
       if (rest.length > 1) rest.push(SEP);
       rest.push(buf.subarray(ks, i));
     }
