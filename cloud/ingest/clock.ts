@@ -20,7 +20,7 @@
  * GET /api/v1/gateways reads it, whichever process answers.
  */
 import type { Db } from '../../shared/sqlite.js';
-import type { ReadingTuple } from './validate.js';
+import type { ReadingColumns } from './columns.js';
 
 /** The window of the max filter, in ms. */
 export const CLOCK_WINDOW_MS = 60_000;
@@ -82,13 +82,15 @@ export class GatewayClocks {
 export interface FutureReadings { count: number; device: string; metric: string; ts: number }
 
 /** The readings of `rows` stamped after `limit` (epoch ms), or null when none are. */
-export function futureReadings(rows: ReadingTuple[], limit: number): FutureReadings | null {
+export function futureReadings(rows: ReadingColumns, limit: number): FutureReadings | null {
   let out: FutureReadings | null = null;
-  for (const r of rows) {
-    if (r[4] <= limit) continue;
-    if (!out) out = { count: 0, device: r[2], metric: r[3], ts: r[4] };
+  const ts = rows.ts;
+  for (let i = 0; i < rows.length; i++) {
+    const t = ts[i];
+    if (t <= limit) continue;
+    if (!out) out = { count: 0, device: rows.devices[rows.device[i]], metric: rows.metrics[rows.metric[i]], ts: t };
     out.count++;
-    if (r[4] > out.ts) { out.device = r[2]; out.metric = r[3]; out.ts = r[4]; }
+    if (t > out.ts) { out.device = rows.devices[rows.device[i]]; out.metric = rows.metrics[rows.metric[i]]; out.ts = t; }
   }
   return out;
 }

@@ -24,7 +24,8 @@ import { type IngestAck, type StagingLine, seqRanges } from './plan.js';
 import { type Range, normalize } from './ranges.js';
 import { SegmentImage } from './segment-image.js';
 import { OpenSegment, newSegmentId, segmentLine, segmentLineOf } from './staging.js';
-import type { IngestBatch, ReadingTuple } from './validate.js';
+import type { ReadingColumns } from './columns.js';
+import type { IngestBatch } from './validate.js';
 
 export interface CommitterOptions {
   /** Requests arriving within this many ms share one fsync and one transaction. */
@@ -217,14 +218,14 @@ export class GroupCommitter {
   private async stage(lines: StagingLine[], rotated: OpenSegment[]): Promise<Placement> {
     const placed: Placement = new Map();
     const touched = new Set<OpenSegment>();
-    let pending: Array<{ gateway: string; rows: ReadingTuple[]; bytes: Buffer }> = [];
+    let pending: Array<{ gateway: string; rows: ReadingColumns; parts: Buffer[]; bytes: number }> = [];
     const write = async (seg: OpenSegment | null) => {
       if (!seg || pending.length === 0) return;
       const these = pending;
       pending = [];
-      await seg.appendAll(these.map((p) => p.bytes));
+      await seg.appendAll(these.flatMap((p) => p.parts));
       // Only what the file holds: added once the append is done (a failed one drops the image).
-      for (const p of these) seg.image?.add(p.gateway, p.rows, p.bytes.length);
+      for (const p of these) seg.image?.add(p.gateway, p.rows, p.bytes);
     };
     for (const line of lines) {
       let rows = line.rows;
@@ -241,14 +242,14 @@ export class GroupCommitter {
         if (!seg) seg = await this.openSegment();
         const take = rows.length <= this.o.sealMaxReadings - seg.readings ? rows : rows.slice(0, this.o.sealMaxReadings - seg.readings);
         // The request's own bytes when the line goes whole into this segment (the usual case).
-        const bytes = take === line.rows && line.json ? segmentLineOf(line.gateway, line.json) : segmentLine(line.gateway, take);
-        pending.push({ gateway: line.gateway, rows: take, bytes });
+        const parts = take === line.rows && line.json ? segmentLineOf(line.gateway, line.json) : [segmentLine(line.gateway, take)];
+        pending.push({ gateway: line.gateway, rows: take, parts, bytes: parts.reduce((k, b) => k + b.length, 0) });
         seg.readings += take.length;
         touched.add(seg);
         const byGateway = placed.get(seg.id) ?? new Map<string, Range[]>();
         byGateway.set(line.gateway, normalize([...(byGateway.get(line.gateway) ?? []), ...seqRanges(take)]));
         placed.set(seg.id, byGateway);
-        rows = take === rows ? [] : rows.slice(take.length);
+        rows = take === rows ? rows.slice(rows.length) : rows.slice(take.length);
       }
     }
     await write(this.segment);

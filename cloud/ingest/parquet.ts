@@ -46,6 +46,17 @@ class DictColumn {
   private lastValue: string | null = null;
   private lastId = 0;
 
+  /** The id of `s`, added when new. */
+  id(s: string): number {
+    let id = this.ids.get(s);
+    if (id === undefined) {
+      id = this.values.length;
+      this.values.push(s);
+      this.ids.set(s, id);
+    }
+    return id;
+  }
+
   set(i: number, s: string): void {
     if (s === this.lastValue) {
       this.idx[i] = this.lastId;
@@ -105,7 +116,7 @@ export class DayColumns {
   }
 
   private grow(): void {
-    const cap = this.capacity * 2;
+    const cap = Math.max(1024, this.capacity * 2);
     const g = <T extends Int32Array | Float64Array>(a: T, make: (n: number) => T): T => {
       const b = make(cap);
       b.set(a as never);
@@ -127,6 +138,23 @@ export class DayColumns {
     this.device.set(i, device);
     this.metric.set(i, metric);
     this.gateway.set(i, gateway);
+    this.ts[i] = ts;
+    this.value[i] = value;
+    this.seq[i] = seq;
+    this.epoch[i] = epoch;
+  }
+
+  /** Room for `n` more rows (grown once, by doubling past it). */
+  reserve(n: number): void {
+    while (this.length + n > this.capacity) this.grow();
+  }
+
+  /** One row by dictionary ids (device.id(...), metric.id(...), gateway.id(...)); reserve() first. */
+  appendIds(gateway: number, seq: number, epoch: number, device: number, metric: number, ts: number, value: number): void {
+    const i = this.length++;
+    this.device.idx[i] = device;
+    this.metric.idx[i] = metric;
+    this.gateway.idx[i] = gateway;
     this.ts[i] = ts;
     this.value[i] = value;
     this.seq[i] = seq;

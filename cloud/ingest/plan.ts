@@ -12,7 +12,8 @@ import type { GroupCommitRequest, IngestTx } from '../store/ingest.js';
 import { type FutureReadings, futureReadings } from './clock.js';
 import { IngestEpochConflictError, IngestSeqSkipError, MAX_LISTED_SKIPS } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
-import type { IngestBatch, ReadingTuple } from './validate.js';
+import { type ReadingColumns, seqRangesOf } from './columns.js';
+import type { IngestBatch } from './validate.js';
 
 /** Something stored but worth the gateway's (and its operator's) attention. */
 export interface IngestWarning { code: string; message: string; count: number }
@@ -41,7 +42,7 @@ export interface RequestOutcome extends IngestAck {
  * New readings of one request, to be staged. `json`: the bytes of `rows` as the request held them
  * (every reading of the request is new), which the staging line then takes as they are.
  */
-export interface StagingLine { gateway: string; rows: ReadingTuple[]; json?: Buffer }
+export interface StagingLine { gateway: string; rows: ReadingColumns; json?: Buffer }
 
 export interface GroupPlan {
   outcomes: RequestOutcome[];
@@ -51,28 +52,7 @@ export interface GroupPlan {
 }
 
 /** Consecutive seqs of ascending rows as ranges. */
-export function seqRanges(rows: ReadingTuple[]): Range[] {
-  const out: Range[] = [];
-  for (const r of rows) {
-    const last = out[out.length - 1];
-    if (last && r[0] === last.to + 1) last.to = r[0];
-    else out.push({ from: r[0], to: r[0] });
-  }
-  return out;
-}
-
-/** The rows (ascending seq) whose seq lies in `want` (sorted, merged). */
-function rowsIn(rows: ReadingTuple[], want: Range[]): ReadingTuple[] {
-  if (want.length === 1 && want[0].from <= rows[0][0] && want[0].to >= rows[rows.length - 1][0]) return rows;
-  const out: ReadingTuple[] = [];
-  let k = 0;
-  for (const r of rows) {
-    while (k < want.length && want[k].to < r[0]) k++;
-    if (k === want.length) break;
-    if (want[k].from <= r[0]) out.push(r);
-  }
-  return out;
-}
+export const seqRanges = seqRangesOf;
 
 interface GatewayState { added: Range[]; maxSeq: number }
 
@@ -179,28 +159,30 @@ export async function planGroup(tx: IngestTx, batches: IngestBatch[], now: numbe
     const { added: newGaps, lostReadings: newLostReadings } = await tx.insertGaps(g, b.gaps, now);
     const newEpochs = await tx.insertEpochs(g, b.epochs);
 
-    let fresh: ReadingTuple[] = [];
-    if (b.readings.length > 0) {
-      const lo = b.readings[0][0];
-      const hi = b.readings[b.readings.length - 1][0];
+    let fresh: ReadingColumns | null = null;
+    const n = b.readings.length;
+    if (n > 0) {
+      const lo = b.readings.seq[0];
+      const hi = b.readings.seq[n - 1];
       const have = normalize([...await tx.receivedNear(g, lo, hi), ...st.added]);
       const want = missing(have, lo, hi);
-      fresh = want.length === 0 ? [] : rowsIn(b.readings, want);
-      if (fresh.length > 0) {
+      fresh = want.length === 0 ? null : b.readings.select(want);
+      if (fresh && fresh.length > 0) {
         lines.push(fresh === b.readings && b.readingsJson ? { gateway: g, rows: fresh, json: b.readingsJson } : { gateway: g, rows: fresh });
         st.added = normalize([...st.added, ...seqRanges(fresh)]);
-        st.maxSeq = Math.max(st.maxSeq, fresh[fresh.length - 1][0]);
+        st.maxSeq = Math.max(st.maxSeq, fresh.seq[fresh.length - 1]);
       }
     }
+    const stored = fresh?.length ?? 0;
     // The protocol's lastSeq also covers gap-only tails: the next batch starts after it.
     st.maxSeq = Math.max(st.maxSeq, b.lastSeq);
     // Flagged, not dropped: acknowledged data is never lost, and the clock may be the cloud's.
-    const future = fresh.length > 0 ? futureReadings(fresh, now + maxFutureMs) : null;
+    const future = fresh && stored > 0 ? futureReadings(fresh, now + maxFutureMs) : null;
     if (future) {
       await tx.recordFutureReadings(g, future, now);
       log.warn({ gateway: g, count: future.count, device: future.device, metric: future.metric, ts: future.ts, maxFutureMs }, 'readings stamped ahead of the cloud\'s clock');
     }
-    outcomes.push({ ackSeq: b.lastSeq, stored: fresh.length, duplicates: b.readings.length - fresh.length, newEpochs, newGaps, newLostReadings, future });
+    outcomes.push({ ackSeq: b.lastSeq, stored, duplicates: n - stored, newEpochs, newGaps, newLostReadings, future });
   }
   const added = new Map<string, Range[]>();
   for (const [g, st] of state) if (st.added.length > 0) added.set(g, st.added);

@@ -17,15 +17,15 @@ const BACKSLASH = 0x5c;
 const CLOSE_BRACKET = 0x5d;
 const READINGS_KEY = Buffer.from('"readings"', 'utf8');
 
-const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+export const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 
-function skipWs(buf: Uint8Array, i: number): number {
+export function skipWs(buf: Uint8Array, i: number): number {
   while (i < buf.length && isWs(buf[i])) i++;
   return i;
 }
 
 /** The index after the string that opens at `i` (a quote), or -1. */
-function skipString(buf: Uint8Array, i: number): number {
+export function skipString(buf: Uint8Array, i: number): number {
   for (i++; i < buf.length; i++) {
     const b = buf[i];
     if (b === BACKSLASH) i++;
@@ -35,7 +35,7 @@ function skipString(buf: Uint8Array, i: number): number {
 }
 
 /** The index after the value that starts at `i`, or -1. */
-function skipValue(buf: Uint8Array, i: number): number {
+export function skipValue(buf: Uint8Array, i: number): number {
   const first = buf[i];
   if (first === QUOTE) return skipString(buf, i);
   if (first === 0x5b || first === 0x7b) {

@@ -8,11 +8,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AUTH_ERRORS, errorResponses } from '../api/responses.js';
 import { ERROR_SCHEMA } from '../query/route.js';
 import { MAX_LISTED_SKIPS } from './errors.js';
-import { parseJsonBody, requireOwnGateway } from './body.js';
+import { requireOwnGateway } from './body.js';
+import { parseIngestBody } from './fast-body.js';
 import { prepareGatewayScope } from './gateway-scope.js';
-import { readingsBytes } from './raw-json.js';
 import type { IngestService } from './service.js';
-import { validateIngestBody } from './validate.js';
 
 export const INGEST_PATH = '/api/v1/ingest';
 
@@ -87,13 +86,10 @@ export async function registerIngestRoute(app: FastifyInstance, deps: IngestRout
     }, async (req, reply) => {
       // When the request arrived (fastify's clock starts at onRequest): the clock sample's receive time.
       const receivedAt = Date.now() - reply.elapsedTime;
-      const raw = req.body as Buffer | undefined;
-      const doc = parseJsonBody(raw, 'an ingest batch');
-      const batch = validateIngestBody(doc, { maxReadings: o.maxReadingsPerRequest, maxRecords: MAX_RECORDS });
+      // Straight into columns, or JSON.parse + validation for anything but the usual shape; with
+      // the readings' own bytes for the staging line when they hold no newline.
+      const batch = parseIngestBody(req.body as Buffer | undefined, { maxReadings: o.maxReadingsPerRequest, maxRecords: MAX_RECORDS });
       requireOwnGateway(req.principal, batch.gateway);
-      // The readings' own bytes for the staging line (JSON.parse took this text; a line holds no newline).
-      const json = batch.readings.length > 0 ? readingsBytes(raw!, batch.readings.length, batch.noBracket === true) : null;
-      if (json && json.indexOf(0x0a) === -1) batch.readingsJson = json;
       ingest.clocks.sample(batch.gateway, batch.sentAt, receivedAt);
       return ingest.submit(batch);
     });

@@ -151,7 +151,7 @@ export class Sealer {
     const from = image ? 'memory' : 'file';
     if (!image) {
       const read = new SegmentImage();
-      await readSegment(seg.path, (g, rows) => read.add(g, rows));
+      await readSegment(seg.path, (g, rows) => read.addTuples(g, rows));
       image = read;
     }
     const { days, perGateway } = image;

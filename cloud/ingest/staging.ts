@@ -14,6 +14,7 @@ import type { Logger } from '../../shared/logger.js';
 import { OWNER_LOCK_FILE } from '../../shared/owner-lock.js';
 import type { SegmentImage } from './segment-image.js';
 import { LeaseOwnership, LockOwnership, OWNER_FILE, type StagingLease, type StagingOwnership } from './staging-owner.js';
+import { type ReadingColumns, columnsJson } from './columns.js';
 import type { ReadingTuple } from './validate.js';
 
 export type { StagingLease } from './staging-owner.js';
@@ -89,19 +90,19 @@ export class OpenSegment {
 }
 
 /** One staging line's bytes. */
-export function segmentLine(gateway: string, rows: ReadingTuple[]): Buffer {
-  return Buffer.from(`${JSON.stringify({ g: gateway, r: rows })}\n`, 'utf8');
+export function segmentLine(gateway: string, rows: ReadingColumns): Buffer {
+  return Buffer.from(`{"g":${JSON.stringify(gateway)},"r":${columnsJson(rows)}}\n`, 'utf8');
 }
 
 const LINE_END = Buffer.from('}\n', 'utf8');
 
 /**
  * The same line with `json`, the rows' JSON as a request held it (a JSON array without a newline
- * byte), taken as it is: no serialization. readSegment reads it back to the same rows.
+ * byte), taken as it is: no serialization. readSegment reads it back to the same rows. In
+ * three parts, for a writev: the request's bytes are not copied either.
  */
-export function segmentLineOf(gateway: string, json: Buffer): Buffer {
-  const head = Buffer.from(`{"g":${JSON.stringify(gateway)},"r":`, 'utf8');
-  return Buffer.concat([head, json, LINE_END], head.length + json.length + LINE_END.length);
+export function segmentLineOf(gateway: string, json: Buffer): Buffer[] {
+  return [Buffer.from(`{"g":${JSON.stringify(gateway)},"r":`, 'utf8'), json, LINE_END];
 }
 
 /**

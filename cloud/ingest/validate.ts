@@ -7,15 +7,16 @@
  */
 import { MAX_TS_MS, array, bad, describe, int, num, object, str } from '../api/json-checks.js';
 import type { EpochRow, GapRow } from '../store/ingest-state.js';
+import { ReadingColumns, type ReadingTuple } from './columns.js';
 
-/** `[seq, epoch, device, metric, ts, value]`, as on the wire. */
-export type ReadingTuple = [number, number, string, string, number, number];
+export type { ReadingTuple } from './columns.js';
 
 export interface IngestBatch {
   gateway: string;
   firstSeq: number;
   lastSeq: number;
-  readings: ReadingTuple[];
+  /** As columns (cloud/ingest/columns.ts): no array per reading. */
+  readings: ReadingColumns;
   epochs: EpochRow[];
   gaps: GapRow[];
   sentAt: number | null;
@@ -144,15 +145,30 @@ function gaps(v: unknown, max: number): GapRow[] {
   });
 }
 
-/** Check a parsed body completely. Throws BadRequestError (400) or PayloadTooLargeError (413). */
-export function validateIngestBody(doc: unknown, limits: ValidateLimits = DEFAULT_VALIDATE_LIMITS): IngestBatch {
+/**
+ * Check a parsed body completely. Throws BadRequestError (400) or PayloadTooLargeError (413).
+ * `cols`: the body's readings, already parsed and checked row by row by fast-body.ts (which then
+ * gives `doc` without them); only their seqs against firstSeq..lastSeq are left to check here, and
+ * a failure is judged again by the slow path, so its message does not matter.
+ */
+export function validateIngestBody(doc: unknown, limits: ValidateLimits = DEFAULT_VALIDATE_LIMITS, cols?: ReadingColumns): IngestBatch {
   const o = object(doc, 'body');
   if (o.v !== 1) throw bad('v', `protocol version must be 1, got ${describe(o.v)}`);
   const gateway = str(o.gateway, 'gateway', 'gateway', MAX_GATEWAY_LENGTH);
   const firstSeq = int(o.firstSeq, 'firstSeq', 'firstSeq', 1);
   const lastSeq = int(o.lastSeq, 'lastSeq', 'lastSeq', 0);
   if (lastSeq < firstSeq - 1) throw bad('lastSeq', `lastSeq ${lastSeq} is below firstSeq - 1 (${firstSeq - 1})`);
-  const { rows, noBracket } = readings(o.readings, firstSeq, lastSeq, limits.maxReadings);
+  let rows: ReadingColumns;
+  let noBracket = true;
+  if (cols) {
+    const n = cols.length;
+    if (n > limits.maxReadings || (n > 0 && (cols.seq[0] < firstSeq || cols.seq[n - 1] > lastSeq))) throw bad('readings', 'seq outside firstSeq..lastSeq');
+    rows = cols;
+  } else {
+    const r = readings(o.readings, firstSeq, lastSeq, limits.maxReadings);
+    rows = ReadingColumns.fromTuples(r.rows);
+    noBracket = r.noBracket;
+  }
   if (rows.length === 0 && firstSeq !== lastSeq + 1) {
     throw bad('firstSeq', `a batch without readings must have firstSeq = lastSeq + 1, got ${firstSeq} and ${lastSeq}`);
   }

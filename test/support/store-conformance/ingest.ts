@@ -16,6 +16,7 @@
  */
 import type { IngestStore, Placement, GroupCommitRequest } from '../../../cloud/store/ingest.js';
 import type { CatalogEntry, GapRow } from '../../../cloud/store/ingest-state.js';
+import { ReadingColumns } from '../../../cloud/ingest/columns.js';
 import type { IngestBatch, ReadingTuple } from '../../../cloud/ingest/validate.js';
 import { type StagingLine, seqRanges } from '../../../cloud/ingest/plan.js';
 import type { Range } from '../../../cloud/ingest/ranges.js';
@@ -42,9 +43,9 @@ function readings(from: number, to: number, epoch = 1, ts = (seq: number) => T -
 }
 
 /** A batch carrying seqs from..to (no readings when from > to: firstSeq = lastSeq + 1). */
-function batch(gateway: string, from: number, to: number, o: Partial<Pick<IngestBatch, 'epochs' | 'gaps' | 'readings' | 'firstSeq' | 'lastSeq'>> = {}): IngestBatch {
+function batch(gateway: string, from: number, to: number, o: Partial<Pick<IngestBatch, 'epochs' | 'gaps' | 'firstSeq' | 'lastSeq'>> & { readings?: ReadingTuple[] } = {}): IngestBatch {
   return {
-    gateway, firstSeq: o.firstSeq ?? from, lastSeq: o.lastSeq ?? to, readings: o.readings ?? readings(from, to),
+    gateway, firstSeq: o.firstSeq ?? from, lastSeq: o.lastSeq ?? to, readings: ReadingColumns.fromTuples(o.readings ?? readings(from, to)),
     epochs: o.epochs ?? [], gaps: o.gaps ?? [], sentAt: null,
   };
 }
@@ -60,7 +61,7 @@ function stager(segment = 'seg-1', o: { delayMs?: number; fail?: boolean } = {})
   return {
     lines,
     /** The seqs staged, as "gateway:seq". */
-    seqs: () => lines.flatMap((l) => l.rows.map((r) => `${l.gateway}:${r[0]}`)),
+    seqs: () => lines.flatMap((l) => [...l.rows.seq].map((seq) => `${l.gateway}:${seq}`)),
     stage: async (ls: StagingLine[]): Promise<Placement> => {
       if (o.delayMs) await new Promise((r) => setTimeout(r, o.delayMs));
       if (o.fail) throw new Error('disk full (staging stand-in)');
