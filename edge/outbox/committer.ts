@@ -495,7 +495,8 @@ export class Committer {
    */
   private async commitFast(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     const now = this.now();
-    const kept: Array<Reading & { seq: number }> = [];
+    // The submitted readings themselves: nothing changes them, and the seq is the index's.
+    const kept: Reading[] = [];
     const rows: string[] = [];
     /** Series of this group without a known number: looked up in SQL (and new ones numbered). */
     const unknown = new Map<string, { device: string; metric: string }>();
@@ -505,7 +506,8 @@ export class Committer {
       for (const r of p.readings) {
         const v = exactDouble(r.value);
         if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return null;
-        kept.push({ device: r.device, metric: r.metric, ts: r.ts, value: r.value, seq: ++seq });
+        kept.push(r);
+        seq++;
         const sk = `${r.device}${SEP}${r.metric}`;
         const id = this.seriesCache.get(sk);
         if (id === undefined) unknown.set(sk, { device: r.device, metric: r.metric });
@@ -729,19 +731,53 @@ export async function loadCommitterState(db: Db, now: number): Promise<Committer
   };
 }
 
-/** Merge readings into partials: `next` holds every touched summary (over `base`), `touched` the rows to write. */
+/**
+ * Merge readings into partials: `next` holds every touched summary (over `base`), `touched` the rows
+ * to write. A key's first reading of the group makes its summary (a new object: `base` is the
+ * committed state and stays as it is); the group's further readings of the key are added to that
+ * object in place (addTo), not through a new `of` and `merge` summary each.
+ */
 function mergePartials(kept: Reading[], base: Map<string, Summary>): { next: Map<string, Summary>; touched: Map<string, { device: string; metric: string; minute: number; s: Summary }> } {
   const next = new Map<string, Summary>();
   const touched = new Map<string, { device: string; metric: string; minute: number; s: Summary }>();
   for (const r of kept) {
     const minute = minuteOf(r.ts);
     const key = partialKey(r.device, r.metric, minute);
-    const prev = next.get(key) ?? base.get(key);
+    const own = next.get(key);
+    if (own) {
+      addTo(own, r.value, r.ts, r.device);
+      continue;
+    }
+    const prev = base.get(key);
     const s = prev ? merge(prev, of(r.value, r.ts, r.device)) : of(r.value, r.ts, r.device);
     next.set(key, s);
     touched.set(key, { device: r.device, metric: r.metric, minute, s });
   }
   return { next, touched };
+}
+
+/**
+ * `s` becomes merge(s, of(value, ts, device)), in place: the same arithmetic in the same order
+ * (b.count 1, b.sum / b.count = value, b.m2 0), so the same doubles to the last bit. `s.count` >= 1.
+ */
+function addTo(s: Summary, value: number, ts: number, device: string): void {
+  const count = s.count + 1;
+  const delta = value - s.sum / s.count;
+  s.m2 = s.m2 + 0 + delta * delta * s.count / count;
+  s.count = count;
+  s.sum += value;
+  if (!(s.min < value)) s.min = value;
+  if (!(s.max > value)) s.max = value;
+  if (!(s.firstTs < ts || (s.firstTs === ts && s.firstDevice < device))) {
+    s.first = value;
+    s.firstTs = ts;
+    s.firstDevice = device;
+  }
+  if (!(ts < s.lastTs || (ts === s.lastTs && device < s.lastDevice))) {
+    s.last = value;
+    s.lastTs = ts;
+    s.lastDevice = device;
+  }
 }
 
 const F64 = new Float64Array(1);
