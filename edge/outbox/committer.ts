@@ -484,7 +484,9 @@ export class Committer {
    * trigger (GROUP_COMMIT_SQL) writes the series, dedup keys, epochs, outbox rows and partials. A
    * single statement in autocommit mode is its own transaction: it commits when the run returns
    * (synchronous=FULL) and a failing step rolls all of it back, so nothing is committed after a
-   * failed one. The group goes as bound text parameters (the readings' JSON once, the partials'
+   * failed one. That needs the connection in autocommit mode when the job starts: every write job
+   * on it ends its BEGIN with COMMIT or ROLLBACK (`transaction`; SQLite's ROLLBACK fails only when
+   * no transaction is open). The group goes as bound text parameters (the readings' JSON once, the partials'
    * JSON once), not spliced into SQL: no SQL text to convert and copy on the main thread, no
    * quoting, no statement for SQLite to compile per commit. It assumes every reading is fresh: the
    * dedup INSERT has no OR IGNORE, so a repeat (of an identity already seen or one inside this
