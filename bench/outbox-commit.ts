@@ -21,7 +21,14 @@
  * 4 KiB filesystem page dirtied per fsync'd commit at least (4096 / readings per commit) plus the
  * reading's own bytes (device, metric, an 8-byte ts and an 8-byte value).
  *
- *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000]
+ * CPU around each submit: the main thread's own CPU per commit (the first field of its
+ * /proc/self/task/<pid>/schedstat: the committer's JS, the SQL text or parameters handed to
+ * node-sqlite3, the callbacks; not the time a preempting SQLite thread takes, which a busy
+ * measure such as the event loop's utilization counts; reading the file adds ~10 us, the same for
+ * every checkout) and the process's CPU per commit (cpuUsage: that plus SQLite's thread).
+ * `--readings N` readings per group size (default 20,000, at least 20 commits).
+ *
+ *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000] [--readings 20000]
  */
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -79,9 +86,10 @@ class WalTally {
   }
 }
 
+const mainCpuNs = () => Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
 const writeBytes = () => Number(/^write_bytes:\s*(\d+)/m.exec(readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN);
 
-process.stdout.write(`| checkout | synchronous | readings per commit | ms per commit | us per reading | readings/s | bytes written per reading (WAL + checkpoints) | floor (write-once log) | page size |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n`);
+process.stdout.write(`| checkout | synchronous | readings per commit | ms per commit | us per reading | readings/s | bytes written per reading (WAL + checkpoints) | floor (write-once log) | page size | main thread CPU us per commit | process CPU us per commit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n`);
 const breakdowns: string[] = [];
 for (const G of groups) {
   for (const root of roots) {
@@ -119,13 +127,22 @@ for (const G of groups) {
       };
       const written0 = writeBytes();
       let ts = Date.now() - 3600_000;
-      const total = Math.max(20_000, G * 20);
+      const total = Math.max(Number(opt('--readings')[0] ?? 20_000), G * 20);
       let n = 0;
+      // Around each submit only (not the readings' making, the WAL reads or the checkpoints): the
+      // main thread's own CPU time (its schedstat) and the whole process's CPU.
+      let mainNs = 0;
+      let cpuUs = 0;
       const t0 = performance.now();
       while (n < total) {
         const readings = [];
         for (let i = 0; i < G; i++) readings.push({ device: `dev-${i % 4}`, metric: 'temp', ts: ts++, value: 21.5 + (i % 10) });
+        const m0 = mainCpuNs();
+        const c0 = process.cpuUsage();
         await outbox.submit(readings);
+        const c1 = process.cpuUsage(c0);
+        mainNs += mainCpuNs() - m0;
+        cpuUs += c1.user + c1.system;
         n += G;
         await checkpointIfDue();
       }
@@ -135,7 +152,7 @@ for (const G of groups) {
       await tallyWal();
       const ownBytes = 'dev-0'.length + 'temp'.length + 16;
       const floor = Math.round(FS_PAGE / G + ownBytes);
-      process.stdout.write(`| ${root} | ${sync} | ${G} | ${(ms / commits).toFixed(2)} | ${((ms * 1000) / n).toFixed(1)} | ${Math.round(n / (ms / 1000)).toLocaleString('en-US')} | ${Math.round(written / n)} (${Math.round((written - checkpointBytes) / n)} + ${Math.round(checkpointBytes / n)}) | ${floor} (${Math.round(FS_PAGE / G)} + ${ownBytes}) | ${pageSize} |\n`);
+      process.stdout.write(`| ${root} | ${sync} | ${G} | ${(ms / commits).toFixed(2)} | ${((ms * 1000) / n).toFixed(1)} | ${Math.round(n / (ms / 1000)).toLocaleString('en-US')} | ${Math.round(written / n)} (${Math.round((written - checkpointBytes) / n)} + ${Math.round(checkpointBytes / n)}) | ${floor} (${Math.round(FS_PAGE / G)} + ${ownBytes}) | ${pageSize} | ${Math.round(mainNs / 1000 / commits)} | ${Math.round(cpuUs / commits)} |\n`);
       const c = tally.commits || 1;
       const order = ['page 1', 'outbox', 'dedup', 'partials', 'partials_minute', 'epochs'];
       // Objects with at least one frame in 200 commits.

@@ -62,6 +62,10 @@ describe('the pusher', () => {
       const ts = (endMinute - i) * 60_000 + 1_000;
       await publish(client, 'devices/dev-1/telemetry', JSON.stringify(Object.fromEntries([['ts', ts], ...metrics.map((m) => [m, i])])), 1);
       out.push((endMinute - i) * 60_000);
+      // The next commit in a later millisecond: a commit can take less than one, and two rows
+      // stamped alike would go in key order, not commit order.
+      const at = Date.now();
+      while (Date.now() === at) await new Promise((r) => setTimeout(r, 1));
     }
     return out;
   }
