@@ -15,7 +15,7 @@
 import { MAX_TS_MS, str } from '../api/json-checks.js';
 import { parseJsonBody } from './body.js';
 import { type ColumnsBuilder, ReadingColumns, allocate, grow } from './columns.js';
-import { readingsBytes, skipString, skipValue, skipWs } from './raw-json.js';
+import { plainKeyEnd, readingsBytes, skipString, skipValue, skipWs } from './raw-json.js';
 import { type IngestBatch, MAX_DEVICE_LENGTH, MAX_METRIC_LENGTH, type ValidateLimits, validateIngestBody } from './validate.js';
 
 const QUOTE = 0x22;
@@ -328,12 +328,9 @@ export function parseFast(buf: Buffer, limits: ValidateLimits): IngestBatch | nu
   let firstSeq = 0;
   let lastSeq = -1;
   for (;;) {
-    if (buf[i] !== QUOTE) return null;
     const ks = i;
-    i = skipString(buf, i);
+    i = plainKeyEnd(buf, i); // -1: not a key, or one spelled with escapes
     if (i < 0) return null;
-    const slash = buf.indexOf(BACKSLASH, ks);
-    if (slash !== -1 && slash < i) return null; // a key spelled with escapes
     const key = buf.toString('utf8', ks + 1, i - 1);
     if (keys.has(key)) return null; // JSON.parse keeps the last one: not worth telling apart
     keys.add(key);

@@ -62,6 +62,18 @@ export function skipValue(buf: Uint8Array, i: number): number {
 }
 
 /**
+ * Where the object key starting at `i` ends (past its closing quote), or -1 when `i` holds no key
+ * or the key has an escape: an escaped key may spell any key, so it is not recognised.
+ */
+export function plainKeyEnd(buf: Buffer, i: number): number {
+  if (buf[i] !== QUOTE) return -1;
+  const end = skipString(buf, i);
+  if (end < 0) return -1;
+  const slash = buf.indexOf(BACKSLASH, i);
+  return slash !== -1 && slash < end ? -1 : end;
+}
+
+/**
  * The bytes of the top-level `readings` array of the JSON object `buf`, as a view of it, or null.
  * `rows`: the array's length as parsed (validated: each an array of scalars); `noBracket`: no
  * string in it holds a `]` (then the array's end is found by counting brackets).
@@ -72,13 +84,9 @@ export function readingsBytes(buf: Buffer, rows: number, noBracket: boolean): Bu
   i = skipWs(buf, i + 1);
   let found: Buffer | null = null;
   for (;;) {
-    if (buf[i] !== QUOTE) return null;
     const ks = i;
-    i = skipString(buf, i);
+    i = plainKeyEnd(buf, i);
     if (i < 0) return null;
-    // A key with an escape may spell any key: not recognised, so not accepted.
-    const slash = buf.indexOf(BACKSLASH, ks);
-    if (slash !== -1 && slash < i) return null;
     const isReadings = i - ks === READINGS_KEY.length && buf.compare(READINGS_KEY, 0, READINGS_KEY.length, ks, i) === 0;
     i = skipWs(buf, i);
     if (buf[i] !== 0x3a) return null;
