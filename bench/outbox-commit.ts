@@ -34,6 +34,8 @@
  * its page cache is as full as on a gateway that has run for hours (default 0: a cold cache); with
  * `--warm-free` the filler's rows are then deleted, so its pages are on the freelist (as the
  * forwarder's and retention's deletes leave a gateway's) and the commits' new pages come from it.
+ * `--deletes` then times, through the writer, the forwarder's delete of acknowledged rows (batches
+ * of 1,000, oldest first) and retention's delete of the dedup keys: a small cache makes them read more.
  *
  *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000] [--readings 20000] [--cache -32000,-2000] [--warm 32 [--warm-free]]
  */
@@ -169,6 +171,21 @@ for (const G of groups) {
       const commits = n / G;
       const written = writeBytes() - written0;
       await tallyWal();
+      if (args.includes('--deletes')) {
+        const c0 = process.cpuUsage();
+        const d0 = performance.now();
+        const max = (await db.get<{ m: number }>('SELECT max(seq) AS m FROM outbox'))?.m ?? 0;
+        let batches = 0;
+        for (let upTo = 1000; upTo < max + 1000; upTo += 1000, batches++) {
+          await outbox.writes.run((d) => d.all('DELETE FROM outbox WHERE seq <= ? RETURNING device, metric', [upTo]));
+        }
+        const c1 = process.cpuUsage(c0);
+        const d1 = performance.now();
+        const k0 = process.cpuUsage();
+        await outbox.writes.run((d) => d.run('DELETE FROM dedup_keys WHERE seen_at < ?', [Date.now() + 3600_000]));
+        const k1 = process.cpuUsage(k0);
+        process.stdout.write(`deletes, cache_size ${cacheSize}: forwarder ${batches} batches of 1,000, ${Math.round((c1.user + c1.system) / batches)} us CPU, ${((d1 - d0) / batches).toFixed(2)} ms a batch; retention's dedup keys ${n} rows, ${Math.round((k1.user + k1.system) / 1000)} ms CPU\n`);
+      }
       const ownBytes = 'dev-0'.length + 'temp'.length + 16;
       const floor = Math.round(FS_PAGE / G + ownBytes);
       process.stdout.write(`| ${root} | ${sync} | ${cacheSize} | ${warmMb} | ${G} | ${(ms / commits).toFixed(2)} | ${((ms * 1000) / n).toFixed(1)} | ${Math.round(n / (ms / 1000)).toLocaleString('en-US')} | ${Math.round(written / n)} (${Math.round((written - checkpointBytes) / n)} + ${Math.round(checkpointBytes / n)}) | ${floor} (${Math.round(FS_PAGE / G)} + ${ownBytes}) | ${pageSize} | ${Math.round(mainNs / 1000 / commits)} | ${Math.round(cpuUs / commits)} |\n`);
