@@ -28,7 +28,16 @@
  * every checkout) and the process's CPU per commit (cpuUsage: that plus SQLite's thread).
  * `--readings N` readings per group size (default 20,000, at least 20 commits).
  *
- *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000] [--readings 20000]
+ * `--cache -32000,-2000` runs each group size once per writer cache_size (set on the writer after
+ * it opens, in the order given: give both orders in two runs). `--warm MB` fills gateway.db with a
+ * filler table of that many MB before the timed commits and reads it back through the writer, so
+ * its page cache is as full as on a gateway that has run for hours (default 0: a cold cache); with
+ * `--warm-free` the filler's rows are then deleted, so its pages are on the freelist (as the
+ * forwarder's and retention's deletes leave a gateway's) and the commits' new pages come from it.
+ * `--deletes` then times, through the writer, the forwarder's delete of acknowledged rows (batches
+ * of 1,000, oldest first) and retention's delete of the dedup keys: a small cache makes them read more.
+ *
+ *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000] [--readings 20000] [--cache -32000,-2000] [--warm 32 [--warm-free]]
  */
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -46,6 +55,8 @@ if (!roots.length) roots.push(ROOT);
 const sync = (opt('--sync')[0] ?? 'FULL').toUpperCase();
 if (!['FULL', 'NORMAL', 'OFF'].includes(sync)) throw new Error('--sync must be FULL, NORMAL or OFF');
 const groups = (opt('--groups')[0] ?? '1,100,750,5000').split(',').map(Number);
+const caches: Array<number | undefined> = opt('--cache')[0]?.split(',').map(Number) ?? [undefined];
+const warmMb = Number(opt('--warm')[0] ?? 0);
 
 const FS_PAGE = 4096;
 /** Frames of a WAL file: page numbers in order, and for each commit its frames' [start, end) offsets in the file. */
@@ -89,10 +100,10 @@ class WalTally {
 const mainCpuNs = () => Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
 const writeBytes = () => Number(/^write_bytes:\s*(\d+)/m.exec(readFileSync('/proc/self/io', 'utf8'))?.[1] ?? NaN);
 
-process.stdout.write(`| checkout | synchronous | readings per commit | ms per commit | us per reading | readings/s | bytes written per reading (WAL + checkpoints) | floor (write-once log) | page size | main thread CPU us per commit | process CPU us per commit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n`);
+process.stdout.write(`| checkout | synchronous | cache_size | warm MB | readings per commit | ms per commit | us per reading | readings/s | bytes written per reading (WAL + checkpoints) | floor (write-once log) | page size | main thread CPU us per commit | process CPU us per commit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n`);
 const breakdowns: string[] = [];
 for (const G of groups) {
-  for (const root of roots) {
+  for (const cache of caches) for (const root of roots) {
     const { Outbox } = await import(join(root, 'edge/outbox/index.ts')) as OutboxModule;
     const { nullLogger } = await import(join(root, 'shared/logger.ts')) as LoggerModule;
     // In the checkout's bench/.out (the disk the gateway's data dir would be on), not a tmpfs.
@@ -101,6 +112,16 @@ for (const G of groups) {
     try {
       await outbox.writes.db.exec(`PRAGMA synchronous = ${sync}`);
       const db = outbox.writes.db;
+      if (cache !== undefined) await db.exec(`PRAGMA cache_size = ${cache}`);
+      if (warmMb > 0) {
+        // Rows of 900 B (one a 1 KiB page), then read back through the writer: its cache fills.
+        await db.exec(`CREATE TABLE warm_fill (x BLOB); INSERT INTO warm_fill SELECT randomblob(900) FROM generate_series(1, ${Math.round(warmMb * 1024 * 1024 / 1024)}); PRAGMA wal_checkpoint(TRUNCATE);`).catch(async () => {
+          await db.exec(`CREATE TABLE IF NOT EXISTS warm_fill (x BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${Math.round(warmMb * 1024)}) INSERT INTO warm_fill SELECT randomblob(900) FROM n; PRAGMA wal_checkpoint(TRUNCATE);`);
+        });
+        await db.get('SELECT sum(length(x)) AS n FROM warm_fill');
+        if (args.includes('--warm-free')) await db.exec('DELETE FROM warm_fill; PRAGMA wal_checkpoint(TRUNCATE);');
+      }
+      const cacheSize = (await db.get<{ cache_size: number }>('PRAGMA cache_size'))?.cache_size;
       const autoPages = (await db.get<{ wal_autocheckpoint: number }>('PRAGMA wal_autocheckpoint'))?.wal_autocheckpoint ?? 1000;
       const pageSize = (await db.get<{ page_size: number }>('PRAGMA page_size'))?.page_size ?? 4096;
       await db.exec('PRAGMA wal_autocheckpoint = 0');
@@ -150,9 +171,24 @@ for (const G of groups) {
       const commits = n / G;
       const written = writeBytes() - written0;
       await tallyWal();
+      if (args.includes('--deletes')) {
+        const c0 = process.cpuUsage();
+        const d0 = performance.now();
+        const max = (await db.get<{ m: number }>('SELECT max(seq) AS m FROM outbox'))?.m ?? 0;
+        let batches = 0;
+        for (let upTo = 1000; upTo < max + 1000; upTo += 1000, batches++) {
+          await outbox.writes.run((d) => d.all('DELETE FROM outbox WHERE seq <= ? RETURNING device, metric', [upTo]));
+        }
+        const c1 = process.cpuUsage(c0);
+        const d1 = performance.now();
+        const k0 = process.cpuUsage();
+        await outbox.writes.run((d) => d.run('DELETE FROM dedup_keys WHERE seen_at < ?', [Date.now() + 3600_000]));
+        const k1 = process.cpuUsage(k0);
+        process.stdout.write(`deletes, cache_size ${cacheSize}: forwarder ${batches} batches of 1,000, ${Math.round((c1.user + c1.system) / batches)} us CPU, ${((d1 - d0) / batches).toFixed(2)} ms a batch; retention's dedup keys ${n} rows, ${Math.round((k1.user + k1.system) / 1000)} ms CPU\n`);
+      }
       const ownBytes = 'dev-0'.length + 'temp'.length + 16;
       const floor = Math.round(FS_PAGE / G + ownBytes);
-      process.stdout.write(`| ${root} | ${sync} | ${G} | ${(ms / commits).toFixed(2)} | ${((ms * 1000) / n).toFixed(1)} | ${Math.round(n / (ms / 1000)).toLocaleString('en-US')} | ${Math.round(written / n)} (${Math.round((written - checkpointBytes) / n)} + ${Math.round(checkpointBytes / n)}) | ${floor} (${Math.round(FS_PAGE / G)} + ${ownBytes}) | ${pageSize} | ${Math.round(mainNs / 1000 / commits)} | ${Math.round(cpuUs / commits)} |\n`);
+      process.stdout.write(`| ${root} | ${sync} | ${cacheSize} | ${warmMb} | ${G} | ${(ms / commits).toFixed(2)} | ${((ms * 1000) / n).toFixed(1)} | ${Math.round(n / (ms / 1000)).toLocaleString('en-US')} | ${Math.round(written / n)} (${Math.round((written - checkpointBytes) / n)} + ${Math.round(checkpointBytes / n)}) | ${floor} (${Math.round(FS_PAGE / G)} + ${ownBytes}) | ${pageSize} | ${Math.round(mainNs / 1000 / commits)} | ${Math.round(cpuUs / commits)} |\n`);
       const c = tally.commits || 1;
       const order = ['page 1', 'outbox', 'dedup', 'partials', 'partials_minute', 'epochs'];
       // Objects with at least one frame in 200 commits.
