@@ -3,12 +3,14 @@
  * every pending outbox row, dedup identity (with its seen_at) and partial, and its identities still
  * drop repeats [INV-2]; a file of a newer version is refused; the series numbers of the dedup keys
  * run out only at SERIES_MAX (readings of a new series then dropped, counted, the others kept) and
- * the retention frees the numbers no identity refers to (and the committer forgets them).
+ * the retention frees the numbers no identity refers to (and the committer forgets them); a new file
+ * gets GATEWAY_PAGE_SIZE, an existing one keeps its page size and checkpoints after the same WAL bytes.
  */
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { Outbox, type Reading } from '../../edge/outbox/index.js';
-import { SERIES_MAX } from '../../edge/store/schema.js';
+import { GATEWAY_PAGE_SIZE, GATEWAY_WAL_CHECKPOINT_BYTES, SERIES_MAX } from '../../edge/store/schema.js';
 import { Db } from '../../shared/sqlite.js';
 import { nullLogger } from '../../shared/logger.js';
 import { tempDir } from '../support/gateway.js';
@@ -96,6 +98,24 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
   await w.run("UPDATE meta SET value = '3' WHERE key = 'schema_version'");
   await w.close();
   await expect(open()).rejects.toThrow(/schema version 3/);
+});
+
+test('a new gateway.db gets GATEWAY_PAGE_SIZE; a file made with other pages keeps them, and its WAL checkpoints after the same bytes', async () => {
+  const o = await open();
+  expect(await o.writes.db.get('PRAGMA page_size')).toEqual({ page_size: GATEWAY_PAGE_SIZE });
+  expect(await o.writes.db.get('PRAGMA wal_autocheckpoint')).toEqual({ wal_autocheckpoint: GATEWAY_WAL_CHECKPOINT_BYTES / GATEWAY_PAGE_SIZE });
+  const other = (GATEWAY_PAGE_SIZE as number) === 512 ? 1024 : 512;
+  const file = join(dir.path, 'other', 'gateway.db');
+  mkdirSync(join(dir.path, 'other'));
+  const made = await Db.open(file);
+  await made.exec(`PRAGMA page_size = ${other}; PRAGMA journal_mode = WAL; CREATE TABLE t (x)`);
+  await made.close();
+  const reg = new Registry();
+  const p = await Outbox.open({ dataDir: join(dir.path, 'other'), logger: nullLogger(), registry: reg, now: () => T0 }, { pruneCron: null });
+  outboxes.push(p);
+  expect(await p.writes.db.get('PRAGMA page_size')).toEqual({ page_size: other });
+  expect(await p.writes.db.get('PRAGMA wal_autocheckpoint')).toEqual({ wal_autocheckpoint: GATEWAY_WAL_CHECKPOINT_BYTES / other });
+  expect(await p.submit([r('dev-0', 'temp', T0 - 1000)])).toEqual({ accepted: 1, duplicates: 0 });
 });
 
 test('series numbers: past SERIES_MAX a new series is dropped (counted) while known ones commit; the retention frees unused numbers', async () => {
