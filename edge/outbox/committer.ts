@@ -146,6 +146,8 @@ const GROUP_COMMIT_INSERT = 'INSERT INTO temp.group_commit (rows, known, now, ep
 /** What a commit probe writes (and deletes): about a group commit of a few hundred readings. */
 const PROBE_BYTES = 64 * 1024;
 const partialKey = (device: string, metric: string, minute: number) => `${device}${SEP}${metric}${SEP}${minute}`;
+/** A series' key in the committer's maps of series numbers. */
+const seriesKey = (device: string, metric: string) => `${device}${SEP}${metric}`;
 
 export class Committer {
   private readonly writes: WriteQueue;
@@ -379,15 +381,20 @@ export class Committer {
     // series table full) or whose ts a key cannot hold is dropped, counted.
     const ids = await seriesIds(db, all);
     const fresh = new Set<string>();
+    // Each reading's identity as a Set key (null: dropped), worked out once, in the order of `all`.
+    const keys: Array<string | null> = new Array(all.length);
     const keyed: Array<{ ts: number; id: number }> = [];
-    const keyOf = (r: Reading): string | null => {
-      const id = ids.get(`${r.device}${SEP}${r.metric}`);
-      return id === undefined || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT ? null : `${r.ts}${SEP}${id}`;
-    };
     let unkeyed = 0;
-    for (const r of all) {
-      if (keyOf(r) === null) unkeyed++;
-      else keyed.push({ ts: r.ts, id: ids.get(`${r.device}${SEP}${r.metric}`)! });
+    for (let i = 0; i < all.length; i++) {
+      const r = all[i];
+      const id = ids.get(seriesKey(r.device, r.metric));
+      if (id === undefined || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) {
+        keys[i] = null;
+        unkeyed++;
+      } else {
+        keys[i] = `${r.ts}${SEP}${id}`;
+        keyed.push({ ts: r.ts, id });
+      }
     }
     if (unkeyed) {
       this.logger.error({ readings: unkeyed, seriesMax: SERIES_MAX }, 'readings dropped: their series (device, metric) finds no number in a full series table, or their ts is out of range');
@@ -406,11 +413,12 @@ export class Committer {
     let seq = this.state.lastSeq;
     const results: CommitResult[] = [];
     const kept: Array<Reading & { seq: number }> = [];
+    let i = 0;
     for (const p of batch) {
       let accepted = 0;
       let dropped = 0;
       for (const r of p.readings) {
-        const key = keyOf(r);
+        const key = keys[i++];
         if (key === null) dropped++;
         if (key === null || !fresh.delete(key)) continue;
         kept.push({ ...r, seq: ++seq });
@@ -513,7 +521,7 @@ export class Committer {
         if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return null;
         kept.push(r);
         seq++;
-        const sk = `${r.device}${SEP}${r.metric}`;
+        const sk = seriesKey(r.device, r.metric);
         const id = this.seriesCache.get(sk);
         if (id === undefined) unknown.set(sk, { device: r.device, metric: r.metric });
         rows.push(`[${jsonString(r.device)},${jsonString(r.metric)},${r.ts},${v},${id ?? 0}]`);
@@ -841,7 +849,7 @@ async function seriesIdsOf(db: Db, list: Array<{ device: string; metric: string 
   for (const chunk of chunkRows(list, 2)) {
     const rows = await db.all<{ id: number; device: string; metric: string }>(
       `SELECT id, device, metric FROM series WHERE (device, metric) IN (VALUES ${placeholders(chunk.length, 2)})`, chunk.flatMap((c) => [c.device, c.metric]));
-    for (const row of rows) ids.set(`${row.device}${SEP}${row.metric}`, row.id);
+    for (const row of rows) ids.set(seriesKey(row.device, row.metric), row.id);
   }
   return ids;
 }
@@ -854,21 +862,21 @@ async function seriesIdsOf(db: Db, list: Array<{ device: string; metric: string 
  */
 async function seriesIds(db: Db, readings: Reading[]): Promise<Map<string, number>> {
   const wanted = new Map<string, { device: string; metric: string }>();
-  for (const r of readings) wanted.set(`${r.device}${SEP}${r.metric}`, { device: r.device, metric: r.metric });
+  for (const r of readings) wanted.set(seriesKey(r.device, r.metric), { device: r.device, metric: r.metric });
   const list = [...wanted.values()];
   const ids = new Map<string, number>();
   const lookup = async () => {
     for (const [k, v] of await seriesIdsOf(db, list)) ids.set(k, v);
   };
   await lookup();
-  let missing = list.filter((c) => !ids.has(`${c.device}${SEP}${c.metric}`));
+  let missing = list.filter((c) => !ids.has(seriesKey(c.device, c.metric)));
   if (!missing.length) return ids;
   // OR IGNORE: a number past SERIES_MAX fails the CHECK and leaves that series out.
   for (const chunk of chunkRows(missing, 2)) {
     await db.run(`INSERT OR IGNORE INTO series (device, metric) VALUES ${placeholders(chunk.length, 2)}`, chunk.flatMap((c) => [c.device, c.metric]));
   }
   await lookup();
-  missing = list.filter((c) => !ids.has(`${c.device}${SEP}${c.metric}`));
+  missing = list.filter((c) => !ids.has(seriesKey(c.device, c.metric)));
   if (!missing.length) return ids;
   const free = await db.all<{ id: number }>(
     `SELECT 1 AS id WHERE NOT EXISTS (SELECT 1 FROM series WHERE id = 1)
@@ -877,10 +885,10 @@ async function seriesIds(db: Db, readings: Reading[]): Promise<Map<string, numbe
   // Each gap found gives its first number; take one per gap and look again for the rest.
   for (let i = 0; i < missing.length && i < free.length; i++) {
     await db.run('INSERT INTO series (id, device, metric) VALUES (?, ?, ?)', [free[i].id, missing[i].device, missing[i].metric]);
-    ids.set(`${missing[i].device}${SEP}${missing[i].metric}`, free[i].id);
+    ids.set(seriesKey(missing[i].device, missing[i].metric), free[i].id);
   }
   if (free.length && free.length < missing.length) {
-    for (const [k, v] of await seriesIds(db, readings.filter((r) => !ids.has(`${r.device}${SEP}${r.metric}`)))) ids.set(k, v);
+    for (const [k, v] of await seriesIds(db, readings.filter((r) => !ids.has(seriesKey(r.device, r.metric))))) ids.set(k, v);
   }
   return ids;
 }
