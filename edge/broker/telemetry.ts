@@ -48,7 +48,7 @@ interface Msg {
   packet: PublishPacket;
   /** aedes' callback: until it is called, aedes reads no more of the device's socket (in-band). */
   done: Done;
-  /** The PUBLISH's packet id; -1 for QoS 0 (nothing to answer). Out of band only. */
+  /** The PUBLISH's packet id once it is to be answered here; -1 until then and for QoS 0 (nothing to answer). */
   messageId: number;
   committed: boolean;
   /** aedes' callback, kept while the device is over its cap: called once this message is answered. */
@@ -259,6 +259,7 @@ class TelemetryPath implements CommitSink<Msg> {
       msg.done(null);
       return;
     }
+    msg.messageId = msg.packet.messageId ?? 0;
     let list = this.answering.get(client);
     if (list === undefined) this.answering.set(client, (list = []));
     list.push(msg);
@@ -275,6 +276,24 @@ class TelemetryPath implements CommitSink<Msg> {
 
 const noop: Done = () => {};
 
+/**
+ * The PUBACKs of the messages with a packet id (`count` of them), in order, as one Buffer: 4 bytes
+ * each ([MQTT-3.4], remaining length 2; the short form is MQTT 5's success too).
+ */
+function pubacks(msgs: readonly Msg[], count: number): Buffer {
+  const buf = Buffer.allocUnsafe(4 * count);
+  let o = 0;
+  for (let i = 0; i < msgs.length; i++) {
+    const id = msgs[i].messageId;
+    if (id < 0) continue;
+    buf[o] = 0x40; // PUBACK
+    buf[o + 1] = 2;
+    buf.writeUInt16BE(id, o + 2);
+    o += 4;
+  }
+  return buf;
+}
+
 function answerInBand(client: Client, msgs: Msg[]): void {
   const conn = client.conn;
   // As aedes' own write: a client that is neither connecting nor connected gets no packet, and
@@ -285,17 +304,9 @@ function answerInBand(client: Client, msgs: Msg[]): void {
     for (const m of msgs) m.done(err);
     return;
   }
-  const buf = Buffer.allocUnsafe(4 * msgs.length);
-  for (let i = 0, o = 0; i < msgs.length; i++, o += 4) {
-    const m = msgs[i];
-    const id = m.packet.messageId ?? 0;
-    buf[o] = 0x40; // PUBACK
-    buf[o + 1] = 2;
-    buf[o + 2] = id >> 8;
-    buf[o + 3] = id & 0xff;
-    // Answered here: aedes goes on with it as QoS 0 (no PUBACK of its own, no wait).
-    m.packet.qos = 0;
-  }
+  const buf = pubacks(msgs, msgs.length);
+  // Answered here: aedes goes on with them as QoS 0 (no PUBACK of its own, no wait).
+  for (let i = 0; i < msgs.length; i++) msgs[i].packet.qos = 0;
   const drained = conn.write(buf);
   if (!drained && !conn.destroyed) {
     // A slow reader: as aedes does after a write that filled the socket's buffer, the device's
@@ -364,16 +375,7 @@ class Acks {
     }
     const conn = client.conn;
     if (ids > 0 && !client.closed && conn && !conn.destroyed) {
-      const buf = Buffer.allocUnsafe(4 * ids);
-      let o = 0;
-      for (const e of answered) {
-        if (e.messageId < 0) continue;
-        buf[o] = 0x40; // PUBACK
-        buf[o + 1] = 2;
-        buf.writeUInt16BE(e.messageId, o + 2);
-        o += 4;
-      }
-      conn.write(buf);
+      conn.write(pubacks(answered, ids));
     }
     const held = answered.filter((e) => e.held);
     if (!held.length) return;
