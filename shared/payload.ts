@@ -8,6 +8,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { PayloadInvalidError } from './errors.js';
+import { POW10, skipWs } from './json-bytes.js';
 import { DAY_MS, parseTimestamp } from './time.js';
 
 export interface ParsedReading {
@@ -113,8 +114,6 @@ function parseFlat(obj: Record<string, unknown>, nowMs: number, limits: PayloadL
 
 /** Most keys the fast path takes (its repeat check is quadratic); more go the full way. */
 const FAST_MAX_KEYS = 32;
-/** 10^k for k <= 22: every one exact as a double (Clinger's fast path). */
-const POW10 = Array.from({ length: 23 }, (_, k) => 10 ** k);
 /** Key names seen, by a hash of their bytes: the same few names arrive in every message. */
 const keyCache = new Map<number, string>();
 const FAST_KEYS: string[] = [];
@@ -135,7 +134,7 @@ const KEY_CACHE_MAX = 4096;
 export function parseFlatFast(buf: Buffer, nowMs: number, limits: PayloadLimits): ParsedReading[] | null {
   const end = buf.length;
   if (end > limits.maxPayloadBytes) return null;
-  let i = skipWs(buf, 0, end);
+  let i = skipWs(buf, 0);
   if (i >= end || buf[i] !== 0x7b /* { */) return null;
   i++;
   // Scratch arrays, reused by every call (the parser is synchronous): no two arrays per message.
@@ -145,7 +144,7 @@ export function parseFlatFast(buf: Buffer, nowMs: number, limits: PayloadLimits)
   values.length = 0;
   let tsAt = -1;
   for (;;) {
-    i = skipWs(buf, i, end);
+    i = skipWs(buf, i);
     if (i >= end || buf[i] !== 0x22 /* " */) return null;
     const k0 = ++i;
     let h = 0x811c9dc5;
@@ -162,9 +161,9 @@ export function parseFlatFast(buf: Buffer, nowMs: number, limits: PayloadLimits)
     if (i >= end || kLen === 0 || kLen > 128 || allDigits) return null;
     const key = keyOf(buf, k0, i, h);
     if (key === '__proto__') return null;
-    i = skipWs(buf, i + 1, end);
+    i = skipWs(buf, i + 1);
     if (i >= end || buf[i] !== 0x3a /* : */) return null;
-    i = skipWs(buf, i + 1, end);
+    i = skipWs(buf, i + 1);
     // A JSON number without exponent: -?(0|[1-9][0-9]*)(\.[0-9]+)?
     let neg = false;
     if (buf[i] === 0x2d /* - */) { neg = true; i++; }
@@ -196,11 +195,11 @@ export function parseFlatFast(buf: Buffer, nowMs: number, limits: PayloadLimits)
     keys.push(key);
     values.push(value);
     if (keys.length > FAST_MAX_KEYS) return null;
-    i = skipWs(buf, i, end);
+    i = skipWs(buf, i);
     if (i >= end) return null;
     if (buf[i] === 0x2c /* , */) { i++; continue; }
     if (buf[i] !== 0x7d /* } */) return null;
-    i = skipWs(buf, i + 1, end);
+    i = skipWs(buf, i + 1);
     if (i !== end) return null;
     break;
   }
@@ -217,15 +216,6 @@ export function parseFlatFast(buf: Buffer, nowMs: number, limits: PayloadLimits)
     out[o++] = { metric: keys[j], value: values[j], ts };
   }
   return out;
-}
-
-function skipWs(buf: Buffer, i: number, end: number): number {
-  while (i < end) {
-    const c = buf[i];
-    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
-    i++;
-  }
-  return i;
 }
 
 /** A byte of METRIC_RE's class: A-Z a-z 0-9 _ . : - */

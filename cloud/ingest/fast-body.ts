@@ -12,10 +12,11 @@
  * [INV-5]. The other members (v, gateway, seqs, epochs, gaps, sentAt: small) go through JSON.parse
  * and validateIngestBody as they are. Fuzzed against the old path (test/cloud/ingest-fast-body.test.ts).
  */
+import { POW10, skipWs } from '../../shared/json-bytes.js';
 import { MAX_TS_MS, str } from '../api/json-checks.js';
 import { parseJsonBody } from './body.js';
 import { type ColumnsBuilder, ReadingColumns, allocate, grow } from './columns.js';
-import { plainKeyEnd, readingsBytes, skipString, skipValue, skipWs } from './raw-json.js';
+import { plainKeyEnd, readingsBytes, skipValue } from './raw-json.js';
 import { type IngestBatch, MAX_DEVICE_LENGTH, MAX_METRIC_LENGTH, type ValidateLimits, validateIngestBody } from './validate.js';
 
 const QUOTE = 0x22;
@@ -24,8 +25,6 @@ const COMMA = 0x2c;
 const OPEN = 0x5b;
 const CLOSE = 0x5d;
 const NL = 0x0a;
-/** 10^k, exact as doubles for k <= 22. */
-const POW10 = Array.from({ length: 23 }, (_, k) => 10 ** k);
 
 /**
  * A body as the route needs it: validated, its readings as columns and, when the request's own

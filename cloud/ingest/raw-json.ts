@@ -12,17 +12,12 @@
  * after it opens, which Buffer.indexOf finds natively.
  */
 
+import { isWs, skipWs } from '../../shared/json-bytes.js';
+
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const CLOSE_BRACKET = 0x5d;
 const READINGS_KEY = Buffer.from('"readings"', 'utf8');
-
-export const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
-
-export function skipWs(buf: Uint8Array, i: number): number {
-  while (i < buf.length && isWs(buf[i])) i++;
-  return i;
-}
 
 /** The index after the string that opens at `i` (a quote), or -1. */
 export function skipString(buf: Uint8Array, i: number): number {
