@@ -8,7 +8,7 @@ import type { Logger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
-import { ACKED_SEQ_KEY, DEDUP_TS_LIMIT, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES, SERIES_BITS, SERIES_MAX } from '../store/schema.js';
+import { ACKED_SEQ_KEY, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES, SERIES_MAX } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
 import type sqlite3 from 'sqlite3';
 
@@ -129,9 +129,9 @@ CREATE TEMP VIEW IF NOT EXISTS group_commit (rows, known, now, epoch, first, ope
 CREATE TEMP TRIGGER IF NOT EXISTS group_commit_insert INSTEAD OF INSERT ON group_commit BEGIN
   INSERT INTO series (device, metric) SELECT DISTINCT j.value->>0, j.value->>1 FROM jsonb_each(NEW.rows) j
     WHERE NEW.known = 0 AND NOT EXISTS (SELECT 1 FROM series s WHERE s.device = j.value->>0 AND s.metric = j.value->>1);
-  INSERT INTO dedup_keys (key, seen_at) SELECT ((j.value->>2) << ${SERIES_BITS}) | (j.value->>5), NEW.now FROM jsonb_each(NEW.rows) j
+  INSERT INTO dedup_keys (key, seen_at) SELECT ${dedupKeySql('j.value->>2', 'j.value->>5')}, NEW.now FROM jsonb_each(NEW.rows) j
     WHERE NEW.known = 1;
-  INSERT INTO dedup_keys (key, seen_at) SELECT ((j.value->>2) << ${SERIES_BITS}) | s.id, NEW.now
+  INSERT INTO dedup_keys (key, seen_at) SELECT ${dedupKeySql('j.value->>2', 's.id')}, NEW.now
     FROM jsonb_each(NEW.rows) j CROSS JOIN series s ON s.device = j.value->>0 AND s.metric = j.value->>1 WHERE NEW.known = 0;
   UPDATE epochs SET last_seq = NEW.close_last, closed_at = NEW.now WHERE NEW.close_epoch IS NOT NULL AND epoch = NEW.close_epoch;
   INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) SELECT NEW.epoch, NEW.first, NEW.open_last, NEW.now WHERE NEW.open_last IS NOT NULL;
@@ -404,7 +404,7 @@ export class Committer {
       const params: unknown[] = [];
       for (const k of chunk) params.push(k.ts, k.id, now);
       const rows = await db.all<{ ts: number; id: number }>(
-        `INSERT OR IGNORE INTO dedup_keys (key, seen_at) VALUES ${chunk.map(() => `((? << ${SERIES_BITS}) | ?, ?)`).join(',')} RETURNING key >> ${SERIES_BITS} AS ts, key & ${SERIES_MAX} AS id`,
+        `INSERT OR IGNORE INTO dedup_keys (key, seen_at) VALUES ${chunk.map(() => `(${dedupKeySql('?', '?')}, ?)`).join(',')} RETURNING ${dedupKeyTsSql('key')} AS ts, ${dedupKeySeriesSql('key')} AS id`,
         params,
       );
       for (const row of rows) fresh.add(`${row.ts}${SEP}${row.id}`);

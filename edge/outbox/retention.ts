@@ -5,7 +5,7 @@
  */
 import type { Db } from '../../shared/sqlite.js';
 import { CURSOR_KEY, WATERMARK_KEY } from '../speedpush/index.js';
-import { DEDUP_TS_LIMIT, getMeta, SERIES_BITS, SERIES_MAX } from '../store/schema.js';
+import { DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, getMeta, SERIES_MAX } from '../store/schema.js';
 
 export const RETENTION_CHUNK_ROWS = 20_000;
 
@@ -17,12 +17,12 @@ export async function pruneDedupChunk(db: Db, now: number, windowMs: number, fro
   const cutoff = now - windowMs;
   const from = Math.max(fromTs, -DEDUP_TS_LIMIT);
   const edge = await db.get<{ ts: number }>(
-    `SELECT key >> ${SERIES_BITS} AS ts FROM dedup_keys WHERE key >= (? << ${SERIES_BITS}) AND key < (? << ${SERIES_BITS}) ORDER BY key LIMIT 1 OFFSET ?`, [from, cutoff, limit]);
+    `SELECT ${dedupKeyTsSql('key')} AS ts FROM dedup_keys WHERE key >= ${dedupKeySql('?', '0')} AND key < ${dedupKeySql('?', '0')} ORDER BY key LIMIT 1 OFFSET ?`, [from, cutoff, limit]);
   // A chunk must move past fromTs: when more than `limit` identities share one ts (a fleet that
   // stamps whole seconds), that ts is taken whole, or the next chunk would start where this one did.
   const upTo = edge ? (edge.ts > from ? edge.ts : edge.ts + 1) : cutoff;
   const { changes } = await db.run(
-    `DELETE FROM dedup_keys WHERE key >= (? << ${SERIES_BITS}) AND key < (? << ${SERIES_BITS}) AND seen_at < ?`, [from, upTo, cutoff]);
+    `DELETE FROM dedup_keys WHERE key >= ${dedupKeySql('?', '0')} AND key < ${dedupKeySql('?', '0')} AND seen_at < ?`, [from, upTo, cutoff]);
   return { deleted: changes, nextTs: edge ? upTo : null };
 }
 
@@ -34,7 +34,7 @@ export async function pruneDedupChunk(db: Db, now: number, windowMs: number, fro
 export async function pruneSeries(db: Db, nearEnd = 65_536): Promise<number> {
   const max = await db.get<{ id: number | null }>('SELECT MAX(id) AS id FROM series');
   if ((max?.id ?? 0) < SERIES_MAX - nearEnd) return 0;
-  const { changes } = await db.run(`DELETE FROM series WHERE id NOT IN (SELECT DISTINCT key & ${SERIES_MAX} FROM dedup_keys)`);
+  const { changes } = await db.run(`DELETE FROM series WHERE id NOT IN (SELECT DISTINCT ${dedupKeySeriesSql('key')} FROM dedup_keys)`);
   return changes;
 }
 

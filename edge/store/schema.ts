@@ -14,8 +14,23 @@ export const GATEWAY_SCHEMA_VERSION = 2;
 /** meta key holding the highest seq the cloud has acknowledged; rows at or below it are gone. */
 export const ACKED_SEQ_KEY = 'acked_seq';
 
+/** Bits of a dedup key below the ts: the series id. */
+export const SERIES_BITS = 20;
+/** Most series (device, metric) the dedup window holds at once. */
+export const SERIES_MAX = 2 ** SERIES_BITS - 1;
+/** Event times a dedup key holds: |ts| below 2^43 ms (the year 2248; the payload parser takes 2000 on). */
+export const DEDUP_TS_LIMIT = 2 ** 43;
+
+/**
+ * The dedup key's layout in SQL, the one place it is spelled: the key of an event time and a series
+ * number (SQL expressions, both in range) is ts * 2^SERIES_BITS + id, and back.
+ */
+export const dedupKeySql = (ts: string, id: string) => `((${ts}) << ${SERIES_BITS}) | (${id})`;
+export const dedupKeyTsSql = (key: string) => `(${key} >> ${SERIES_BITS})`;
+export const dedupKeySeriesSql = (key: string) => `(${key} & ${SERIES_MAX})`;
+
 const SERIES_DDL = `CREATE TABLE IF NOT EXISTS series (
-  id     INTEGER PRIMARY KEY CONSTRAINT series_id_max CHECK (id <= 1048575),
+  id     INTEGER PRIMARY KEY CONSTRAINT series_id_max CHECK (id <= ${SERIES_MAX}),
   device TEXT    NOT NULL,
   metric TEXT    NOT NULL,
   UNIQUE (device, metric)
@@ -90,8 +105,8 @@ ${DEDUP_KEYS_DDL}
 
 -- The identities as (ts, device, metric, seen_at), for reading.
 CREATE VIEW IF NOT EXISTS dedup AS
-  SELECT k.key >> 20 AS ts, s.device AS device, s.metric AS metric, k.seen_at AS seen_at
-  FROM dedup_keys k JOIN series s ON s.id = (k.key & 1048575);
+  SELECT ${dedupKeyTsSql('k.key')} AS ts, s.device AS device, s.metric AS metric, k.seen_at AS seen_at
+  FROM dedup_keys k JOIN series s ON s.id = ${dedupKeySeriesSql('k.key')};
 
 -- Payloads that could not be parsed, with the reason; bounded (oldest dropped, counted).
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -195,13 +210,6 @@ export async function openGatewayDb(file: string): Promise<Db> {
   return db;
 }
 
-/** Bits of a dedup key below the ts: the series id. */
-export const SERIES_BITS = 20;
-/** Most series (device, metric) the dedup window holds at once. */
-export const SERIES_MAX = 2 ** SERIES_BITS - 1;
-/** Event times a dedup key holds: |ts| below 2^43 ms (the year 2248; the payload parser takes 2000 on). */
-export const DEDUP_TS_LIMIT = 2 ** 43;
-
 /**
  * Bring an older gateway.db to GATEWAY_SCHEMA_VERSION, in one transaction; a newer one is refused
  * (an older braid would not know its tables).
@@ -234,7 +242,7 @@ async function migrateToV2(db: Db): Promise<void> {
     ${old?.type === 'table' ? `
     INSERT INTO series (device, metric) SELECT DISTINCT device, metric FROM dedup ORDER BY device, metric;
     INSERT INTO dedup_keys (key, seen_at)
-      SELECT (d.ts << ${SERIES_BITS}) | s.id, d.seen_at FROM dedup d JOIN series s ON s.device = d.device AND s.metric = d.metric
+      SELECT ${dedupKeySql('d.ts', 's.id')}, d.seen_at FROM dedup d JOIN series s ON s.device = d.device AND s.metric = d.metric
       WHERE d.ts > -${DEDUP_TS_LIMIT} AND d.ts < ${DEDUP_TS_LIMIT} ORDER BY 1;
     DROP TABLE dedup;` : ''}
     INSERT INTO meta (key, value) VALUES ('schema_version', '2') ON CONFLICT(key) DO UPDATE SET value = excluded.value;
