@@ -27,7 +27,7 @@ export class HttpScript {
   url = '';
   private readonly queue: Step[] = [];
   private readonly server: Server;
-  private readonly fallback: Step;
+  private fallback: Step;
 
   private constructor(fallback: Step) {
     this.fallback = fallback;
@@ -61,6 +61,12 @@ export class HttpScript {
   /** Queue answers for the next requests, in order; once they are used up the fallback answers. */
   script(...steps: Step[]): this {
     this.queue.push(...steps);
+    return this;
+  }
+
+  /** Answer every request past the queued ones with `step` from now on. */
+  otherwise(step: Step): this {
+    this.fallback = step;
     return this;
   }
 
