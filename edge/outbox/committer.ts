@@ -142,12 +142,26 @@ CREATE TEMP TRIGGER IF NOT EXISTS group_commit_insert INSTEAD OF INSERT ON group
       (j.value->>8) * pow(2, j.value->>9), (j.value->>10) * pow(2, j.value->>11), (j.value->>12) * pow(2, j.value->>13), j.value->>16,
       (j.value->>14) * pow(2, j.value->>15), j.value->>17, NEW.now FROM jsonb_each(NEW.prows) j WHERE true ${PARTIALS_UPSERT};
 END;`;
-const GROUP_COMMIT_INSERT = 'INSERT INTO temp.group_commit (rows, known, now, epoch, first, open_last, close_epoch, close_last, prows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)';
+const GROUP_COMMIT_INSERT = 'INSERT INTO temp.group_commit (rows, known, now, epoch, first, open_last, close_epoch, close_last, prows) VALUES (jsonb(?), ?, ?, ?, ?, ?, ?, ?, ?)';
 /** What a commit probe writes (and deletes): about a group commit of a few hundred readings. */
 const PROBE_BYTES = 64 * 1024;
 const partialKey = (device: string, metric: string, minute: number) => `${device}${SEP}${metric}${SEP}${minute}`;
 /** A series' key in the committer's maps of series numbers. */
 const seriesKey = (device: string, metric: string) => `${device}${SEP}${metric}`;
+
+/**
+ * A series as the fast commit path keeps it: its key in seriesCache, the start of its rows' JSON
+ * (`["device","metric",`), its number as seriesCache had it at generation `gen` (0: not known),
+ * and the partials key of the minute its last reading fell in.
+ */
+interface SeriesRow {
+  key: string;
+  prefix: string;
+  id: number;
+  gen: number;
+  minute: number;
+  pkey: string;
+}
 
 export class Committer {
   private readonly writes: WriteQueue;
@@ -179,6 +193,14 @@ export class Committer {
    * when it grows past SERIES_CACHE_MAX.
    */
   private seriesCache = new Map<string, number>();
+  /** Bumped whenever seriesCache changes: a SeriesRow's id is read from it again after that. */
+  private seriesGen = 0;
+  /**
+   * The fast path's view of each series it has seen, by device then metric: no key string built,
+   * hashed and looked up twice per reading (docs/benchmarks.md, gateway session 8).
+   */
+  private seriesRows = new Map<string, Map<string, SeriesRow>>();
+  private seriesRowCount = 0;
   /** The group commit's prepared Statement and the connection it belongs to. */
   private groupCommit: { db: Db; stmt: Promise<sqlite3.Statement> } | null = null;
   /** Called after each commit that assigned seq (the forwarder's wake-up). */
@@ -515,16 +537,23 @@ export class Committer {
     const unknown = new Map<string, { device: string; metric: string }>();
     let seq = this.state.lastSeq;
     const results: CommitResult[] = [];
+    /** Each kept reading's partials key (partialKey), in the order of `kept`. */
+    const pkeys: string[] = [];
     for (const p of batch) {
       for (const r of p.readings) {
         const v = exactDouble(r.value);
         if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return null;
         kept.push(r);
         seq++;
-        const sk = seriesKey(r.device, r.metric);
-        const id = this.seriesCache.get(sk);
-        if (id === undefined) unknown.set(sk, { device: r.device, metric: r.metric });
-        rows.push(`[${jsonString(r.device)},${jsonString(r.metric)},${r.ts},${v},${id ?? 0}]`);
+        const e = this.seriesRow(r.device, r.metric);
+        if (e.id === 0) unknown.set(e.key, { device: r.device, metric: r.metric });
+        rows.push(`${e.prefix}${r.ts},${v},${e.id}]`);
+        const minute = minuteOf(r.ts);
+        if (e.minute !== minute) {
+          e.minute = minute;
+          e.pkey = partialKey(r.device, r.metric, minute);
+        }
+        pkeys.push(e.pkey);
       }
       results.push({ accepted: p.readings.length, duplicates: 0 });
     }
@@ -550,7 +579,7 @@ export class Committer {
       } else {
         epoch = { ...epoch, lastSeq: seq };
       }
-      const merged = mergePartials(kept, base);
+      const merged = mergePartials(kept, base, pkeys);
       touched = merged.next;
       for (const { device, metric, minute, s } of merged.touched.values()) {
         const nums = [exactDouble(s.sum), exactDouble(s.min), exactDouble(s.max), exactDouble(s.m2), exactDouble(s.first), exactDouble(s.last)];
@@ -599,13 +628,38 @@ export class Committer {
 
   /** Remember committed series numbers (bounded: past SERIES_CACHE_MAX it starts again). */
   private cacheSeries(ids: Map<string, number>): void {
+    if (ids.size === 0) return;
     if (this.seriesCache.size + ids.size > SERIES_CACHE_MAX) this.seriesCache.clear();
     for (const [k, v] of ids) this.seriesCache.set(k, v);
+    this.seriesGen++;
   }
 
   /** Forget every series number: the retention deleted series, whose numbers may be given again. Call inside the write job that deleted them. */
   forgetSeries(): void {
     this.seriesCache.clear();
+    this.seriesGen++;
+  }
+
+  /** The fast path's entry of a series, its id as seriesCache has it now (0: not known). */
+  private seriesRow(device: string, metric: string): SeriesRow {
+    let e = this.seriesRows.get(device)?.get(metric);
+    if (e === undefined) {
+      // Bounded as seriesCache is: past SERIES_CACHE_MAX entries it starts again.
+      if (this.seriesRowCount >= SERIES_CACHE_MAX) {
+        this.seriesRows.clear();
+        this.seriesRowCount = 0;
+      }
+      let byMetric = this.seriesRows.get(device);
+      if (byMetric === undefined) this.seriesRows.set(device, (byMetric = new Map()));
+      e = { key: seriesKey(device, metric), prefix: `[${jsonString(device)},${jsonString(metric)},`, id: 0, gen: -1, minute: NaN, pkey: '' };
+      byMetric.set(metric, e);
+      this.seriesRowCount++;
+    }
+    if (e.gen !== this.seriesGen) {
+      e.id = this.seriesCache.get(e.key) ?? 0;
+      e.gen = this.seriesGen;
+    }
+    return e;
   }
 
   /** The in-memory side of a commit, once COMMIT has returned. */
@@ -750,12 +804,13 @@ export async function loadCommitterState(db: Db, now: number): Promise<Committer
  * committed state and stays as it is); the group's further readings of the key are added to that
  * object in place (addTo), not through a new `of` and `merge` summary each.
  */
-function mergePartials(kept: Reading[], base: Map<string, Summary>): { next: Map<string, Summary>; touched: Map<string, { device: string; metric: string; minute: number; s: Summary }> } {
+function mergePartials(kept: Reading[], base: Map<string, Summary>, keys?: readonly string[]): { next: Map<string, Summary>; touched: Map<string, { device: string; metric: string; minute: number; s: Summary }> } {
   const next = new Map<string, Summary>();
   const touched = new Map<string, { device: string; metric: string; minute: number; s: Summary }>();
-  for (const r of kept) {
+  for (let i = 0; i < kept.length; i++) {
+    const r = kept[i];
     const minute = minuteOf(r.ts);
-    const key = partialKey(r.device, r.metric, minute);
+    const key = keys ? keys[i] : partialKey(r.device, r.metric, minute);
     const own = next.get(key);
     if (own) {
       addTo(own, r.value, r.ts, r.device);
