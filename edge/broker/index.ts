@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
-import { Aedes, type Client } from 'aedes';
+import { Aedes, type Client, type PublishPacket } from 'aedes';
 import { BufferList } from 'bl';
 import mqttPacket from 'mqtt-packet';
 import type { Registry } from 'prom-client';
@@ -141,6 +141,51 @@ function skipTelemetryRouting(aedes: Aedes): void {
     }
     publish.call(this, packet, client, done);
   };
+}
+
+type Authorize = (client: Client, packet: PublishPacket, done: (err?: Error | null) => void) => void;
+
+interface ClientInternals {
+  id: string;
+  connected: boolean;
+  connackSent: boolean;
+  _parsingBatch: number;
+  _nextBatch: (err?: Error | null) => void;
+  _keepaliveInterval: number;
+  _keepaliveTimer: { refresh: () => void } | null;
+  _parser: { listeners: (e: string) => Array<(packet: unknown) => void>; removeListener: (e: string, f: (packet: unknown) => void) => void; on: (e: string, f: (packet: unknown) => void) => void };
+}
+
+/**
+ * A connected device's own QoS 0 and 1 telemetry goes from mqtt-packet's parser straight to
+ * `authorize` (the broker's authorizePublish: retain, ACL, telemetry path), with aedes' batch
+ * counting, keepalive refresh and callback to read on: what aedes' enqueue, handle, handlePublish
+ * (its topic checks, a bound callback and a closure a message) and, once answered, its QoS 0
+ * publish (skipTelemetryRouting: nothing) did for such a message (docs/benchmarks.md, 2026-12-06
+ * session 8). A client id with `#`, `+` or `/` (aedes refuses such a topic or counts its levels),
+ * QoS 2, every other packet, and anything before the CONNACK take aedes' own path.
+ */
+function shortcutTelemetry(client: Client, authorize: Authorize): void {
+  const c = client as unknown as ClientInternals;
+  const parser = c._parser;
+  const enqueue = parser?.listeners('packet')[0];
+  if (!enqueue) return;
+  parser.removeListener('packet', enqueue);
+  parser.on('packet', function (this: unknown, packet: unknown) {
+    const p = packet as PublishPacket;
+    if (p.cmd === 'publish' && p.qos !== 2 && c.connackSent && c.connected && isTelemetryOf(c.id, p.topic) && plainId(c.id)) {
+      c._parsingBatch++;
+      if (c._keepaliveInterval > 0) c._keepaliveTimer?.refresh();
+      authorize(client, p, c._nextBatch);
+      return;
+    }
+    enqueue.call(this, packet);
+  });
+}
+
+/** Whether a client id makes a telemetry topic aedes takes as it is (no wildcard, no extra level). */
+function plainId(id: string): boolean {
+  return id.indexOf('/') < 0 && id.indexOf('+') < 0 && id.indexOf('#') < 0;
 }
 
 function authError(message: string, returnCode: number): Error & { returnCode: number } {
@@ -399,6 +444,12 @@ export class GatewayBroker {
   async listen(): Promise<{ port: number; wsPort: number | null; tlsPort: number | null }> {
     const { host } = this.opts;
     const aedesHandle = this.aedes.handle;
+    const aedes = this.aedes as unknown as { authorizePublish: Authorize };
+    const authorize: Authorize = (client, packet, done) => aedes.authorizePublish(client, packet, done);
+    const taken = (client: Client) => {
+      lightenParser(client);
+      shortcutTelemetry(client, authorize);
+    };
     // Every socket, so close() can end those aedes does not know yet.
     const handle = (socket: Socket) => {
       if (this.sockets.size >= this.sweepAt) {
@@ -406,7 +457,7 @@ export class GatewayBroker {
         this.sweepAt = Math.max(64, 2 * this.sockets.size);
       }
       this.sockets.add(socket);
-      lightenParser(aedesHandle(socket));
+      taken(aedesHandle(socket));
     };
     this.tcp = createNetServer(handle);
     const port = await listenOn(this.tcp, this.opts.port, host);
@@ -414,7 +465,7 @@ export class GatewayBroker {
     if (this.opts.wsPort !== null) {
       const http = createHttpServer((_req, res) => { res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket: connect to /mqtt\n'); });
       const wss = new WebSocketServer({ server: http, path: '/mqtt', maxPayload: this.opts.maxPacketBytes + 16 });
-      wss.on('connection', (socket, req) => lightenParser(aedesHandle(createWebSocketStream(socket), req)));
+      wss.on('connection', (socket, req) => taken(aedesHandle(createWebSocketStream(socket), req)));
       this.ws = { http, wss };
       wsPort = await listenOn(http, this.opts.wsPort, host);
     }

@@ -6,7 +6,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
-import { CONNACK, PUBACK, collectPackets, connectPacket, publishPacket } from '../support/mqtt-raw.js';
+import { CONNACK, PUBACK, PUBREC, collectPackets, connectPacket, publishPacket } from '../support/mqtt-raw.js';
 import {
   type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway,
 } from '../support/gateway.js';
@@ -241,6 +241,30 @@ describe('connection limits', () => {
     const ok = await connectDevice(tg!.mqttUrl, 'd1', secret, { keepalive: 60 });
     clients.push(ok);
     expect(ok.connected).toBe(true);
+  });
+
+  it('telemetry taken straight from the parser keeps the connection alive and is answered as aedes answers it; QoS 2 still takes aedes\' path', async () => {
+    await start({});
+    const secret = await tg!.addDevice('ka-1');
+    const s = await rawSocket();
+    const got = collectPackets(s);
+    let closed = false;
+    s.on('close', () => { closed = true; });
+    s.write(connectPacket('ka-1', 'ka-1', secret, 1)); // aedes closes a silent connection after 1.5 s
+    await eventually(() => got.some((p) => p.type === CONNACK));
+    // Only telemetry for 2.4 s, no PINGREQ: each PUBLISH refreshes the keepalive.
+    for (let i = 0; i < 8; i++) {
+      s.write(publishPacket('devices/ka-1/telemetry', `{"ts":${1732406400000 + i},"temp":${i}}`, i % 2 === 0 ? 1 : 0, 10 + i));
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(closed).toBe(false);
+    expect(await metric('braid_mqtt_limit_refused_total', { limit: 'keepalive' })).toBe(0);
+    expect(got.filter((p) => p.type === PUBACK).map((p) => p.body.readUInt16BE(0))).toEqual([10, 12, 14, 16]);
+    expect(await metric('braid_mqtt_telemetry_messages_total', { qos: '1' })).toBe(4);
+    expect(await metric('braid_mqtt_telemetry_messages_total', { qos: '0' })).toBe(4);
+    s.write(publishPacket('devices/ka-1/telemetry', '{"ts":1732406400100,"temp":100}', 2, 99));
+    await eventually(() => got.some((p) => p.type === PUBREC));
+    expect((await outboxRows()).map((r) => r.value)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 100]);
   });
 
   it('takes any keepalive, 0 included, when keepaliveMaxSeconds is 0', async () => {
