@@ -14,7 +14,8 @@ import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { Logger } from '../../shared/logger.js';
 import type { Outbox } from '../outbox/index.js';
 import type { DeviceRegistry } from '../registry/index.js';
-import { errorsTopic, isTelemetryOf, topicAllowed } from './acl.js';
+import { errorsTopic, isTelemetryOf, telemetryTopic, topicAllowed } from './acl.js';
+import { fastPublish, type FastTopic, type PacketParser } from './fast-publish.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { RateLimiter, limitPacketSize } from './limits.js';
 import { createBrokerMetrics, type BrokerMetrics } from './metrics.js';
@@ -180,6 +181,27 @@ function shortcutTelemetry(client: Client, authorize: Authorize): void {
       return;
     }
     enqueue.call(this, packet);
+  });
+}
+
+/**
+ * Read a connected MQTT 3.1.1 device's own QoS 0/1 telemetry from its socket's chunks without
+ * mqtt-packet's byte list (fast-publish.ts); what is not such a packet goes to mqtt-packet.
+ */
+function readTelemetryFast(client: Client, maxPacketBytes: number): void {
+  const c = client as unknown as ClientInternals & { _parser: PacketParser & { settings?: { protocolVersion?: number } } };
+  const parser = c._parser;
+  if (!parser || typeof parser.parse !== 'function') return;
+  let topic: FastTopic | null = null;
+  fastPublish(parser, maxPacketBytes, () => {
+    if (!c.connackSent || !c.connected || parser.settings?.protocolVersion === 5) return null;
+    // A client's id is fixed from its CONNECT on (a reconnect is another client).
+    if (topic === null) {
+      if (!plainId(c.id)) return null;
+      const text = telemetryTopic(c.id);
+      topic = { text, bytes: Buffer.from(text, 'utf8') };
+    }
+    return topic;
   });
 }
 
@@ -449,6 +471,7 @@ export class GatewayBroker {
     const taken = (client: Client) => {
       lightenParser(client);
       shortcutTelemetry(client, authorize);
+      readTelemetryFast(client, this.opts.maxPacketBytes);
     };
     // Every socket, so close() can end those aedes does not know yet.
     const handle = (socket: Socket) => {
