@@ -9,8 +9,8 @@
  * given string, the payload a view of the chunk, as the parser's is). Anything else, from the first
  * byte that is not such a packet to the chunk's end (another packet, a partial packet, a length
  * over the limit, a malformed header, MQTT 5), is handed to the parser itself, as are whole chunks
- * while it holds bytes of its own or an error: so what it answers, errors and limits included, is
- * unchanged.
+ * while it is inside a packet (bytes of its own, or a header and length read with the body still
+ * to come) or holds an error: so what it answers, errors and limits included, is unchanged.
  */
 
 /** What of mqtt-packet's Parser this uses. */
@@ -18,6 +18,8 @@ export interface PacketParser {
   parse(buf: Buffer): number;
   emit(event: 'packet', packet: unknown): boolean;
   _list: { length: number };
+  /** The parser's state: 0 before a packet's first byte (its header, length and body may be consumed from `_list` before the packet is whole). */
+  _stateCounter: number;
   error: Error | null;
 }
 
@@ -47,7 +49,9 @@ export interface FastTopic {
 export function fastPublish(parser: PacketParser, maxPacketBytes: number, topic: () => FastTopic | null): void {
   const parse = parser.parse;
   parser.parse = function fastParse(this: PacketParser, buf: Buffer): number {
-    if (this._list.length !== 0 || this.error) return parse.call(this, buf);
+    // Mid-packet (bytes held, or the header and length already consumed: `_list` empty but the
+    // state past the header), the chunk continues that packet: the parser's.
+    if (this._list.length !== 0 || this._stateCounter !== 0 || this.error) return parse.call(this, buf);
     const end = buf.length;
     let i = 0;
     while (i < end) {

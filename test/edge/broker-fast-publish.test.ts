@@ -92,6 +92,28 @@ test('one chunk of whole packets after another: each read fast, payloads views o
   expect(fast.fastRead).toBe(stock.packets.length);
 });
 
+test('a chunk that ends after a header, or after a header and its length, is continued by the parser', () => {
+  // A PUBACK cut after its header and length: its packet id 0x30 <len> reads as the header of a
+  // QoS 0 PUBLISH, and the bytes after as that PUBLISH's telemetry topic and payload.
+  const tb = topic.bytes;
+  const tail = Buffer.concat([Buffer.from([0x00, tb.length]), tb, Buffer.from('x')]);
+  const cont = Buffer.concat([Buffer.from([0x30, tail.length]), tail]);
+  for (const chunks of [[Buffer.from([0x40, 0x02]), cont], [Buffer.from([0x40]), Buffer.from([0x02]), cont]]) {
+    const stock = run(chunks, false);
+    const fast = run(chunks, true);
+    expect(stock.packets[0]).toMatchObject({ cmd: 'puback', messageId: (0x30 << 8) | tail.length });
+    expect(fast.packets).toEqual(stock.packets);
+    expect(fast.errors).toEqual(stock.errors);
+    expect(fast.fastRead).toBe(0);
+  }
+  // Cut after a telemetry PUBLISH's header and length: the body is the parser's, the next whole one fast.
+  const one = mqttPacket.generate({ cmd: 'publish', topic: TOPIC, payload: Buffer.from('{"t":1}'), qos: 1, messageId: 9, retain: false, dup: false });
+  const chunks = [one.subarray(0, 2), one.subarray(2), one];
+  const fast = run(chunks, true);
+  expect(fast.packets).toEqual(run(chunks, false).packets);
+  expect(fast.fastRead).toBe(1);
+});
+
 test('a packet over the size limit, a malformed header and MQTT 5 are left to the parser', () => {
   const rand = rng(42);
   const big = mqttPacket.generate({ cmd: 'publish', topic: TOPIC, payload: Buffer.alloc(300, 1), qos: 1, messageId: 7, retain: false, dup: false });
