@@ -7,6 +7,7 @@ import { mkdir, mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promis
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runThreads } from '../../cloud/batch/job.js';
 import { startBatchRun, VIEW_NAMES, type BatchJobOptions, type ViewChanges, type ViewSink } from '../../cloud/batch/index.js';
 import { BatchLock } from '../../cloud/batch/lock.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
@@ -73,6 +74,14 @@ async function check(dir: string, all: FixtureReading[], e: Record<string, numbe
 }
 
 describe('batch runs', () => {
+  it('a run spreads batch.threads over the days it builds: two days at once, the engine\'s threads making up the rest', () => {
+    expect(runThreads(0, 8, 2)).toEqual({ lanes: 2, engineThreads: 1 });
+    expect(runThreads(0, 1, 2)).toEqual({ lanes: 1, engineThreads: 2 });
+    expect(runThreads(0, 8, 16)).toEqual({ lanes: 2, engineThreads: 15 });
+    expect(runThreads(1, 8, 16)).toEqual({ lanes: 1, engineThreads: 1 });
+    expect(runThreads(3, 0, 2)).toEqual({ lanes: 1, engineThreads: 3 });
+  });
+
   it('[INV-4] incremental runs after appends equal one --full run; master files are never touched', async () => {
     const dir = await tempDir();
     const fx = await MasterFixture.open(dir);
