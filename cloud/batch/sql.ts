@@ -78,10 +78,11 @@ export interface SqlDialect extends SqlQuoting {
   /** The number of bits set in a mask. */
   bitCount(mask: string): string;
   /**
-   * The fallback dedup's key, ordered as the row value (grank, seq) (two BIGINTs): the row value
-   * itself in standard SQL; an engine may pack it into one value of the same order.
+   * The fallback dedup's key, ordered as the row value (grank, seq) (two BIGINTs). Optional: the
+   * row value itself when absent (standard SQL); an engine may pack it into one value of the same
+   * order.
    */
-  dedupKey(grank: string, seq: string): string;
+  dedupKey?(grank: string, seq: string): string;
 }
 
 /**
@@ -207,7 +208,7 @@ FROM (
   SELECT sid, grank, bucket,
     ${minuteAggregates(q)}
   FROM (SELECT f.*, o.shift, date_trunc('minute', f.ts) AS bucket FROM (
-    SELECT r.sid, r.ts, MIN_BY(r.value, ${q.dedupKey('w.grank', 'r.seq')}) AS value, MIN(w.grank) AS grank
+    SELECT r.sid, r.ts, MIN_BY(r.value, ${q.dedupKey?.('w.grank', 'r.seq') ?? '(w.grank, r.seq)'}) AS value, MIN(w.grank) AS grank
     FROM ${rows} r
     JOIN wm w ON r.gateway = w.gateway AND r.epoch <= w.e
     GROUP BY r.sid, r.ts
