@@ -3,6 +3,7 @@
  * a new manifest atomically, hand the days to the sinks, collect old versions, record the run.
  */
 import { mkdir, readdir, rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { nullLogger, type Logger } from '../../shared/logger.js';
 import { buildDay, type PreviousDayFiles } from './build.js';
@@ -232,7 +233,8 @@ class Run implements BatchRun {
         const vdir = versionDir(version);
         await mkdir(tmpDir, { recursive: true });
         const built = Object.fromEntries(VIEW_NAMES.map((v) => [v, new Map<string, string>()])) as Record<ViewName, Map<string, string>>;
-        this.engine = await DuckDialect.open({ memoryLimit: this.opts.memoryLimit, threads: this.opts.threads, tempDir: this.opts.spillDir ?? join(this.opts.dataDir, 'tmp', 'duckdb') });
+        const { lanes, engineThreads } = runThreads(this.opts.threads, snap.days.length);
+        this.engine = await DuckDialect.open({ memoryLimit: this.opts.memoryLimit, threads: engineThreads, tempDir: this.opts.spillDir ?? join(this.opts.dataDir, 'tmp', 'duckdb') });
         const byDay = new Map<string, string[]>();
         for (const f of snap.files) byDay.set(f.day, [...(byDay.get(f.day) ?? []), f.path]);
         // Incremental: a day the live version has both minute views of keeps their untouched minutes.
@@ -243,7 +245,7 @@ class Run implements BatchRun {
         const rowsOf = new Map<string, number>();
         for (const f of snap.files) rowsOf.set(f.day, (rowsOf.get(f.day) ?? 0) + f.rows);
         this.lanes = [this.engine];
-        while (this.lanes.length < Math.min(DAYS_AT_ONCE, snap.days.length)) this.lanes.push(await this.engine.connect());
+        while (this.lanes.length < lanes) this.lanes.push(await this.engine.connect());
         const queue = [...snap.days];
         let failed = false;
         // Days in order, DAYS_AT_ONCE at a time (each on its own connection): many of a day's
@@ -332,8 +334,24 @@ class Run implements BatchRun {
   }
 }
 
-/** Days a run builds at once, each on its own DuckDB connection (the engine's memory and threads shared). */
+/** Days a run builds at once at most, each on its own DuckDB connection (the engine's memory and threads shared). */
 const DAYS_AT_ONCE = 2;
+
+/**
+ * How a run spreads its threads (`threads`: batch.threads, 0 = one per core) over the days it
+ * builds: `lanes` days at once (each on its own connection), and the engine's DuckDB `threads` so
+ * that the lanes' own threads (each statement runs on its caller's thread plus the engine's
+ * `threads - 1` workers) and the workers together are `threads`. Two days at once on 2 cores thus
+ * run each on one thread: a day's statements on one thread took ~28% less CPU than on two
+ * (1.47-1.50 vs 2.07-2.09 s a day, one process alternating, 2026-12-06; DuckDB's parallel hash
+ * aggregates and sorts merge per-thread partitions), and the two days keep both cores busy. One day
+ * (an incremental run) gets every thread.
+ */
+export function runThreads(threads: number, days: number, cores = availableParallelism()): { lanes: number; engineThreads: number } {
+  const total = threads > 0 ? threads : Math.max(1, cores);
+  const lanes = Math.max(1, Math.min(DAYS_AT_ONCE, days, total));
+  return { lanes, engineThreads: Math.max(1, total - lanes + 1) };
+}
 
 async function highestVersionDir(viewsDir: string): Promise<number> {
   const names = await readdir(viewsDir).catch(() => [] as string[]);

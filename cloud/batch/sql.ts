@@ -77,6 +77,12 @@ export interface SqlDialect extends SqlQuoting {
   bitOrAgg(mask: string): string;
   /** The number of bits set in a mask. */
   bitCount(mask: string): string;
+  /**
+   * The fallback dedup's key, ordered as the row value (grank, seq) (two BIGINTs). Optional: the
+   * row value itself when absent (standard SQL); an engine may pack it into one value of the same
+   * order.
+   */
+  dedupKey?(grank: string, seq: string): string;
 }
 
 /**
@@ -182,28 +188,35 @@ JOIN shifts o ON g.sid = o.sid`;
 
 /**
  * The groups of raw_1m that are not clean (`unclean`), recomputed from their rows: the covered,
- * deduplicated readings (readingsSql over the rows of those groups), summarized per device, the
- * reading's gateway, metric, minute.
+ * deduplicated readings [INV-2], summarized per device, the reading's gateway, metric, minute. The
+ * dedup is readingsSql's (one row per identity, the value of the lowest (gateway, seq), the lowest
+ * gateway) over the gateways' ranks in `wm` (the SQL order of their ids), so its key is two
+ * integers, which the dialect may pack into one (`dedupKey`), and the gateway's name is put on
+ * the summaries after.
  */
-export function fallbackMinutesSql(q: SqlDialect, scan: string, watermark: Record<string, number>): string | null {
+export function fallbackMinutesSql(q: SqlDialect, scan: string): string {
   const c = (n: string) => q.ident(n);
   // The rows carry their series' rank (sid) from the unclean group, and the dedup and the summary
   // group by it rather than by two strings; names and shifts are put on the summaries after.
   const rows = `(SELECT s.*, u.sid FROM ${scan} s
   JOIN (SELECT device, metric, bucket, sid FROM raw_1m WHERE NOT clean) u ON s.device = u.device AND s.metric = u.metric AND date_trunc('minute', s.ts) = u.bucket)`;
-  const readings = readingsSql(rows, watermark, ['sid']);
-  if (!readings) return null;
-  return `SELECT o.device, g.gateway, o.metric, g.bucket,
+  return `SELECT o.device, w.gateway, o.metric, g.bucket,
   g.${c('count')}, g.ssum + g.${c('count')} * o.shift AS ${c('sum')}, g.${c('min')}, g.${c('max')}, g.m2,
   g.${c('first')}, g.first_ts, g.${c('last')}, g.last_ts,
   o.shift, g.ssum, o.mshift, o.sid
 FROM (
-  SELECT sid, gateway, bucket,
+  SELECT sid, grank, bucket,
     ${minuteAggregates(q)}
-  FROM (SELECT f.*, o.shift, date_trunc('minute', f.ts) AS bucket FROM (${readings}) f JOIN shifts o ON f.sid = o.sid) x
-  GROUP BY sid, gateway, bucket
+  FROM (SELECT f.*, o.shift, date_trunc('minute', f.ts) AS bucket FROM (
+    SELECT r.sid, r.ts, MIN_BY(r.value, ${q.dedupKey?.('w.grank', 'r.seq') ?? '(w.grank, r.seq)'}) AS value, MIN(w.grank) AS grank
+    FROM ${rows} r
+    JOIN wm w ON r.gateway = w.gateway AND r.epoch <= w.e
+    GROUP BY r.sid, r.ts
+  ) f JOIN shifts o ON f.sid = o.sid) x
+  GROUP BY sid, grank, bucket
 ) g
-JOIN shifts o ON g.sid = o.sid`;
+JOIN shifts o ON g.sid = o.sid
+JOIN wm w ON g.grank = w.grank`;
 }
 
 /** The intermediate columns a summary relation carries besides the view's: the shift, the sum shifted by it, the metric's shift. */
@@ -375,14 +388,13 @@ JOIN (VALUES ${values}) AS c (gateway, lo, hi) ON r.gateway = c.gateway AND r.ep
 export function buildSteps(q: SqlDialect, dayScan: string, watermark: Record<string, number>, previous?: PreviousDay): BuildStep[] | null {
   const scan = previous ? `(SELECT s.* FROM ${previous.rowsScan ?? dayScan} s WHERE date_trunc('minute', s.ts) IN (SELECT bucket FROM touched))` : dayScan;
   const wm = watermarkSql(watermark);
-  const fallback = fallbackMinutesSql(q, scan, watermark);
   // A shift may be any value of its series near its readings (m2's rounding is that of the
   // distance); every series of the day is in the live version's minutes or in the touched rows, so
   // an incremental build takes the shifts from those rather than from another pass over the day.
   const shiftSource = previous?.rowsScan
     ? `(SELECT device, metric, ${q.ident('min')} AS value FROM ${previous.device1m} UNION ALL SELECT device, metric, value FROM ${previous.rowsScan})`
     : dayScan;
-  if (!wm || !fallback) return null;
+  if (!wm) return null;
   const cols = ['count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY].map((n) => q.ident(n));
   const summary = cols.join(', ');
   // A row per device, gateway, minute: the clean groups (each one gateway's) and the fallback's.
@@ -415,7 +427,7 @@ WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
     { name: 'wm', sql: wm },
     { name: 'shifts', sql: shiftsSql(shiftSource) },
     { name: 'raw_1m', sql: rawMinutesSql(q, scan) },
-    { name: 'fallback_1m', sql: fallback },
+    { name: 'fallback_1m', sql: fallbackMinutesSql(q, scan) },
     {
       name: 'device_1m', sql: `SELECT ${device1mColumns.map((n) => q.ident(n)).join(', ')} FROM raw_1m WHERE clean
 UNION ALL

@@ -162,6 +162,34 @@ describe('batch views conformance with shared/summary.ts', () => {
     expect(views.gateway_1h.get(`gw-b|temp|${t}`)!.summary).toMatchObject({ count: 2, first: 2, last: 4, firstDevice: 'd2', lastDevice: 'd4' });
     expect(views.device_1m.get(`d1|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 100 });
   });
+
+  it('a gateway that delivers one identity twice: its lower seq wins, under a lower gateway\'s copy', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const a = new GatewaySim('gw-a');
+    const b = new GatewaySim('gw-b');
+    const t = DAY0 + 7_200_000;
+    const rows = [
+      b.reading('d1', 'temp', t, 30), // gw-b seq 1
+      b.reading('d1', 'temp', t, 40), // gw-b seq 2: the same identity again
+      b.reading('d2', 'temp', t + 1_000, 7), // gw-b seq 3
+      b.reading('d2', 'temp', t + 1_000, 8), // gw-b seq 4: seq 3 wins
+      a.reading('d1', 'temp', t, 20), // gw-a seq 1: gw-a < gw-b, this one wins for d1
+      a.reading('d1', 'temp', t, 10), // gw-a seq 2
+    ];
+    a.closeEpoch();
+    b.closeEpoch();
+    await fx.seal(rows);
+    await a.report(fx);
+    await b.report(fx);
+    await fx.close();
+    await (await startBatchRun(jobOptions(dir), { trigger: 'cli' })).done;
+    const views = await readViews(dir);
+    expect(views.device_1m.get(`d1|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 20, first: 20 });
+    expect(views.device_1m.get(`d2|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 7, first: 7 });
+    expect(views.gateway_1m.get(`gw-a|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 20 });
+    expect(views.gateway_1m.get(`gw-b|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 7 });
+  });
 });
 
 describe('view columns', () => {

@@ -7,6 +7,9 @@ import { mkdir, mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promis
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runThreads } from '../../cloud/batch/job.js';
+import { takeSnapshot } from '../../cloud/batch/state.js';
+import { watermark } from '../../cloud/ingest/watermark.js';
 import { startBatchRun, VIEW_NAMES, type BatchJobOptions, type ViewChanges, type ViewSink } from '../../cloud/batch/index.js';
 import { BatchLock } from '../../cloud/batch/lock.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
@@ -73,6 +76,58 @@ async function check(dir: string, all: FixtureReading[], e: Record<string, numbe
 }
 
 describe('batch runs', () => {
+  it('E as the snapshot reads it from cloud.db equals watermark() over every epoch, sealed and gap row (random rows)', async () => {
+    const db = await openCloudDb(join(await tempDir(), 'cloud.db'));
+    const rand = rng(11);
+    const int = (n: number) => Math.floor(rand() * n);
+    let positive = 0;
+    try {
+      for (let round = 0; round < 60; round++) {
+        await db.exec('DELETE FROM epochs; DELETE FROM sealed; DELETE FROM gaps');
+        const epochs: Array<{ gateway: string; epoch: number; firstSeq: number; lastSeq: number }> = [];
+        const sealed: Array<{ gateway: string; from: number; to: number }> = [];
+        const gaps: Array<{ gateway: string; from: number; to: number }> = [];
+        for (const gateway of ['g-b', 'g-a', 'g-c']) {
+          let seq = 1;
+          for (let epoch = int(5) === 0 ? 0 : 1, n = int(9); epoch <= n; epoch++) {
+            const len = int(5) === 0 ? 0 : 1 + int(4);
+            if (int(12) > 0) epochs.push({ gateway, epoch, firstSeq: seq, lastSeq: seq + len - 1 }); // some numbers never reported
+            seq += len;
+          }
+          // Sealed: disjoint ranges, some adjacent (covered only by their union), some seqs left out.
+          for (let from = 1; from < seq;) {
+            const to = Math.min(seq - 1, from + int(6));
+            if (int(7) > 0) sealed.push({ gateway, from, to });
+            from = to + 1 + (int(4) === 0 ? 1 + int(2) : 0);
+          }
+          for (let i = int(3); i > 0; i--) {
+            const from = 1 + int(seq);
+            gaps.push({ gateway, from, to: from + int(3) });
+          }
+        }
+        for (const e of epochs) await db.run('INSERT INTO epochs (gateway, epoch, first_seq, last_seq) VALUES (?, ?, ?, ?)', [e.gateway, e.epoch, e.firstSeq, e.lastSeq]);
+        for (const r of sealed) await db.run('INSERT INTO sealed (gateway, from_seq, to_seq) VALUES (?, ?, ?)', [r.gateway, r.from, r.to]);
+        for (const [i, r] of gaps.entries()) {
+          await db.run(`INSERT INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at) VALUES (?, ?, 'disk', ?, ?, 1, 0, 0, '[]', 0)`, [r.gateway, i, r.from, r.to]);
+        }
+        const want = watermark(epochs, sealed, gaps);
+        expect((await takeSnapshot(db, null)).watermark).toEqual(want);
+        positive += Object.values(want).filter((x) => x > 1).length;
+      }
+      expect(positive).toBeGreaterThan(20); // the rounds exercise E beyond the first epoch
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('a run spreads batch.threads over the days it builds: two days at once, the engine\'s threads making up the rest', () => {
+    expect(runThreads(0, 8, 2)).toEqual({ lanes: 2, engineThreads: 1 });
+    expect(runThreads(0, 1, 2)).toEqual({ lanes: 1, engineThreads: 2 });
+    expect(runThreads(0, 8, 16)).toEqual({ lanes: 2, engineThreads: 15 });
+    expect(runThreads(1, 8, 16)).toEqual({ lanes: 1, engineThreads: 1 });
+    expect(runThreads(3, 0, 2)).toEqual({ lanes: 1, engineThreads: 3 });
+  });
+
   it('[INV-4] incremental runs after appends equal one --full run; master files are never touched', async () => {
     const dir = await tempDir();
     const fx = await MasterFixture.open(dir);
