@@ -55,7 +55,7 @@ export const cloudConfigSchema = z.object({
       .describe('node-cron schedule of the batch run, in UTC (5 fields, or 6 with seconds first); null runs none (use `braid batch run`).'),
     memoryLimit: z.string().regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'must be a size like 2GB').default('2GB')
       .describe('DuckDB memory_limit of a batch run, like 2GB; past it DuckDB spills to dataDir/tmp/duckdb (cacheDir/duckdb when cacheDir is set).'),
-    threads: z.number().int().min(0).default(0).describe('DuckDB threads of a batch run (0 = one per core).'),
+    threads: z.number().int().min(0).default(0).describe('Threads of a batch run in all (0 = one per core): two days built at once take one each and the DuckDB workers the rest; a run of one day gets them all.'),
     retainVersionsMs: positive.default(24 * 3600_000).describe('Superseded view versions are deleted this long after they stopped being live, in ms.'),
   }).strict().prefault({}).describe('The batch job that rebuilds the views.'),
   speed: z.object({
