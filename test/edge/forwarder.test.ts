@@ -97,9 +97,11 @@ describe('Forwarder', () => {
   test('413 halves the batch at once, and successes grow it back gradually', async () => {
     await insertReadings(h.fx, 1, 60);
     h.cloud.script(answer.status(413, { code: 'BRAID_ERR_PAYLOAD_TOO_LARGE' }), answer.status(413, { code: 'BRAID_ERR_PAYLOAD_TOO_LARGE' }));
-    const { fwd, registry } = make({ batchMaxReadings: 16, retryInitialMs: 1000 });
+    // A backoff of 10 s: the three requests' 500 ms bound below is "no backoff", with room for a
+    // loaded run's pauses (with 1 s the bound left 500 ms).
+    const { fwd, registry } = make({ batchMaxReadings: 16, retryInitialMs: 10_000 });
     await fwd.start();
-    await until(async () => (await pending()) === 0);
+    await until(async () => (await pending()) === 0, 8000);
 
     const sizes = h.cloud.requests.map((r) => seqsOf(r).length);
     expect(sizes.slice(0, 3)).toEqual([16, 8, 4]);
@@ -107,8 +109,8 @@ describe('Forwarder', () => {
     expect(sizes[3]).toBeLessThan(8);
     expect(Math.max(...sizes.slice(3))).toBeLessThanOrEqual(16);
     expect(firstArrivals(h.cloud.requests)).toEqual(range(1, 60));
-    // No backoff after a 413 (retryInitialMs is 1 s).
-    expect(h.cloud.requests[2].at - h.cloud.requests[0].at).toBeLessThan(500);
+    // No backoff after a 413 (retryInitialMs is 10 s).
+    expect(h.cloud.requests[2].at - h.cloud.requests[0].at).toBeLessThan(5_000);
     expect(await metric(registry, 'braid_forward_requests_total', { outcome: 'retry' })).toBe(2);
   });
 
@@ -177,12 +179,13 @@ describe('Forwarder', () => {
   test('a partial ack deletes up to ackSeq and sends the rest at once', async () => {
     await insertReadings(h.fx, 1, 10);
     h.cloud.script(ack(() => 6));
-    const { fwd, acks } = make({ retryInitialMs: 1000 });
+    // "At once": well under a 10 s backoff (with 1 s the bound left a loaded run 500 ms).
+    const { fwd, acks } = make({ retryInitialMs: 10_000 });
     await fwd.start();
-    await until(async () => (await pending()) === 0);
+    await until(async () => (await pending()) === 0, 8000);
     expect(h.cloud.requests.map(seqsOf)).toEqual([range(1, 10), range(7, 10)]);
     expect(acks.map((a) => a.rows)).toEqual([6, 4]);
-    expect(h.cloud.requests[1].at - h.cloud.requests[0].at).toBeLessThan(500);
+    expect(h.cloud.requests[1].at - h.cloud.requests[0].at).toBeLessThan(5_000);
   });
 
   test('sends closed epochs with the batch that covers them, and unsent gaps; marks both once acknowledged', async () => {
