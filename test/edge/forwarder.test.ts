@@ -51,11 +51,13 @@ describe('Forwarder', () => {
     h.cloud.script(
       answer.checking(look, answer.destroy()),
       answer.checking(look, answer.status(500, { code: 'BRAID_ERR_INTERNAL', message: 'disk' })),
-      answer.checking(look, answer.after(5000, ack())), // past requestTimeoutMs
+      answer.checking(look, answer.after(60_000, ack())), // past requestTimeoutMs
     );
-    const { fwd, registry } = make({ batchMaxReadings: 10, requestTimeoutMs: 150 });
+    // 2 s for a request: the answered ones must all come within it (exactly 3 retries), and at
+    // 150 ms a loaded run's slow answer would time out one more.
+    const { fwd, registry } = make({ batchMaxReadings: 10, requestTimeoutMs: 2000 });
     await fwd.start();
-    await until(async () => (await pending()) === 0, 5000, 'outbox drained');
+    await until(async () => (await pending()) === 0, 15_000, 'outbox drained');
 
     expect(seenWhileFailing).toEqual([30, 30, 30]);
     expect(h.cloud.requests.slice(0, 4).map(seqsOf)).toEqual([range(1, 10), range(1, 10), range(1, 10), range(1, 10)]);
