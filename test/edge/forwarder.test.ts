@@ -72,15 +72,18 @@ describe('Forwarder', () => {
     const failures: number[] = [];
     const note = () => { failures.push(fwd.status().consecutiveFailures); };
     h.cloud.script(...Array.from({ length: 5 }, () => answer.checking(note, answer.status(503, { code: 'BRAID_ERR_UNAVAILABLE' }))));
-    const { fwd, registry } = make({ retryInitialMs: 20, retryMaxMs: 1000, jitter: 0 });
+    // From 100 ms (was 20): the ratio below took one pause of ~100 ms in the first gap of 20 ms
+    // to fail in a loaded run; now it takes ~450 ms.
+    const INITIAL_MS = 100;
+    const { fwd, registry } = make({ retryInitialMs: INITIAL_MS, retryMaxMs: 10_000, jitter: 0 });
     await fwd.start();
-    await until(async () => (await pending()) === 0);
+    await until(async () => (await pending()) === 0, 15_000);
 
     const at = h.cloud.requests.map((r) => r.at);
     const gaps = at.slice(1).map((t, i) => t - at[i]);
     expect(gaps).toHaveLength(5);
     // Timers never fire early, so the lower bounds are tight; upper bounds only as ratios.
-    gaps.forEach((g, k) => expect(g).toBeGreaterThanOrEqual(20 * 2 ** k * 0.9));
+    gaps.forEach((g, k) => expect(g).toBeGreaterThanOrEqual(INITIAL_MS * 2 ** k * 0.9));
     expect(gaps[4] / gaps[0]).toBeGreaterThan(3);
     expect(failures).toEqual([0, 1, 2, 3, 4]);
     expect(await metric(registry, 'braid_forward_consecutive_failures')).toBe(0);
