@@ -172,7 +172,7 @@ test('random bursts and pauses across idle and age limits keep epochs tiling seq
     }));
     await sleep(Math.random() < 0.4 ? 150 + Math.random() * 150 : Math.random() * 40);
   }
-  await eventually(async () => !(await health(g)).outbox.epochOpen, 3000, 20);
+  await eventually(async () => !(await health(g)).outbox.epochOpen, 10_000, 20);
   const { epochs } = await checkEpochInvariants(g.dir);
   expect(epochs.length).toBeGreaterThan(1);
   expect(epochs.every((e) => e.closed_at !== null)).toBe(true);

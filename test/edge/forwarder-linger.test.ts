@@ -88,7 +88,7 @@ describe('linger, against a scripted cloud', () => {
     await fwd.start();
     await insertReadings(h.fx, 1, 2);
     fwd.notify(2);
-    await h.cloud.waitForRequests(1, 2000);
+    await h.cloud.waitForRequests(1, 10_000);
     expect(h.cloud.requests.map(seqsOf)).toEqual([range(1, 2)]);
     expect(() => h.make({ lingerMs: -1 })).toThrow(expect.objectContaining({ code: 'BRAID_ERR_CONFIG_INVALID', message: expect.stringContaining('lingerMs') }));
   });

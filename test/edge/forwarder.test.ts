@@ -215,7 +215,7 @@ describe('Forwarder', () => {
     await h.fx.writes.run((db) => db.run('UPDATE epochs SET closed_at = 5000, last_seq = 30 WHERE epoch = 3'));
     const gap2 = await insertGap(h.fx, 26, 30, ['dev-3']);
     fwd.notify();
-    await until(() => h.cloud.requests.length === 3 && fwd.status().ackedSeq === 30, 2000, 'the record-only batch');
+    await until(() => h.cloud.requests.length === 3 && fwd.status().ackedSeq === 30, 10_000, 'the record-only batch');
     expect(decodeIngest(h.cloud.requests[2])).toMatchObject({
       firstSeq: 31, lastSeq: 30, readings: [], epochs: [{ epoch: 3, firstSeq: 21, lastSeq: 30 }], gaps: [{ id: gap2, devices: ['dev-3'] }],
     });

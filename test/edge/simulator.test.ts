@@ -150,7 +150,7 @@ describe('Simulator against a real gateway', () => {
     const sim = new Simulator({ url: gw.mqttUrl, devices: [dev], ratePerDevice: 10, onMessage: (m) => seen.push({ ...m, at: Date.now() }) });
     sims.push(sim);
     await sim.start();
-    await eventually(async () => sim.snapshot().offlinePeriods === 1 && (await health()).devices.connected === 0, 3000);
+    await eventually(async () => sim.snapshot().offlinePeriods === 1 && (await health()).devices.connected === 0, 10_000);
     await eventually(() => sim.snapshot().buffered > 0, 5000);
     await new Promise((r) => setTimeout(r, 300));
     const stats = await sim.stop();

@@ -135,7 +135,7 @@ describe('the pusher', () => {
     // Refusals back off 40, 80, 160, 320, 640 ms: past the 50 ms cap of a cloud that does not answer.
     expect(gap(5)).toBeGreaterThanOrEqual(300);
     expect(gap(6)).toBeGreaterThanOrEqual(600);
-    await eventually(() => p.status().consecutiveFailures === 0, 2_000);
+    await eventually(() => p.status().consecutiveFailures === 0, 10_000);
   }, 20_000);
 
   test('the other sender\'s success ends a backoff after no answer or a bare 5xx, not one the cloud asked for (429, Retry-After) nor a refusal', async () => {
