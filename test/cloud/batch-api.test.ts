@@ -96,7 +96,7 @@ describe('manifest atomicity', () => {
     expect(polls).toBeGreaterThan(20);
     // The temporary manifest never lingers.
     expect(existsSync(join(dir, 'views', 'manifest.json.tmp'))).toBe(false);
-  });
+  }, 90_000);
 });
 
 describe('BatchScheduler', () => {
@@ -254,7 +254,7 @@ describe('braid batch run', () => {
     expect(locked.code).toBe(1);
     expect(locked.stderr).toContain('[BRAID_ERR_BATCH_RUNNING]');
     expect(statSync(join(dir, 'batch.lock')).isFile()).toBe(true);
-  });
+  }, 90_000);
 
   it('rejects a bad config value naming the key', async () => {
     const r = await braid(['batch', 'run', '--memory-limit', 'lots', '--data-dir', await tempDir()]);
