@@ -94,6 +94,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     }, 10_000, 50);
     const history = await alertHistory(cloud.url, keys.read, '?rule=hot');
     expect(history.map((h) => [h.from, h.to])).toEqual([['firing', 'resolved'], ['pending', 'firing'], [null, 'pending']]);
+    // The round that resolved it posts to Alertmanager before it records the send and sets its
+    // gauges: wait for a round that ended after Alertmanager heard it (its count is observed last).
+    const rounds = metricValue(await metrics(cloud, keys.read), 'braid_alert_evaluation_seconds_count');
+    await eventually(async () => metricValue(await metrics(cloud, keys.read), 'braid_alert_evaluation_seconds_count') > rounds, 10_000, 20);
     const text = await metrics(cloud, keys.read);
     expect(metricValue(text, 'braid_alert_rules')).toBe(1);
     expect(metricValue(text, 'braid_alerts', 'state="resolved"')).toBe(1);

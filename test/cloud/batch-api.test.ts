@@ -96,7 +96,7 @@ describe('manifest atomicity', () => {
     expect(polls).toBeGreaterThan(20);
     // The temporary manifest never lingers.
     expect(existsSync(join(dir, 'views', 'manifest.json.tmp'))).toBe(false);
-  });
+  }, 90_000);
 });
 
 describe('BatchScheduler', () => {
@@ -237,7 +237,9 @@ describe('braid batch run', () => {
     const fx = await MasterFixture.open(dir);
     await append(fx, new GatewaySim('gw-a'), DAY0, 2, 100);
     await fx.close();
-    const first = await braid(['batch', 'run', '--data-dir', dir]);
+    // --no-progress: a run past 1 s (a loaded machine) prints progress lines on stderr, which must
+    // otherwise be empty (no warning, no error).
+    const first = await braid(['batch', 'run', '--no-progress', '--data-dir', dir]);
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(/batch run 1 ok \(full\): version 1 published; 2 days rebuilt, 200 master rows read/);
@@ -252,7 +254,7 @@ describe('braid batch run', () => {
     expect(locked.code).toBe(1);
     expect(locked.stderr).toContain('[BRAID_ERR_BATCH_RUNNING]');
     expect(statSync(join(dir, 'batch.lock')).isFile()).toBe(true);
-  });
+  }, 90_000);
 
   it('rejects a bad config value naming the key', async () => {
     const r = await braid(['batch', 'run', '--memory-limit', 'lots', '--data-dir', await tempDir()]);

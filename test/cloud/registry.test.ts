@@ -26,7 +26,9 @@ type DeviceDoc = { id: string; gateway: string; online: boolean; metrics: string
 
 test('GET /api/v1/gateways: online while pushing, then offline after staleAfterMs; health, E, received seq, gap records and seq holes', async () => {
   const { tokens, admin, read } = await credentials(dir.path, ['gw-1', 'gw-2']);
-  cloud = await startSpeedCloud(dir.path, { speed: { staleAfterMs: 600 } }, { pruneGraceMs: 0 });
+  // Online is asserted by reads right after a push: 3 s of staleness for them (a loaded run stalled
+  // past 600 ms would read gw-1 offline), then the wait for offline.
+  cloud = await startSpeedCloud(dir.path, { speed: { staleAfterMs: 3_000 } }, { pruneGraceMs: 0 });
   const token = tokens['gw-1'];
 
   // Ingest: seq 1..10 (epoch 1, closed), 11..20 (16..20 alone, a skip, is refused), then a gap record 21..25 with 26..30.
@@ -51,7 +53,7 @@ test('GET /api/v1/gateways: online while pushing, then offline after staleAfterM
   expect(await getJson(cloud.url, '/api/v1/gateways', token)).toMatchObject({ status: 403, body: { code: 'BRAID_ERR_FORBIDDEN' } });
   const a = await getJson(cloud.url, '/api/v1/gateways', read);
   expect(a.status).toBe(200);
-  // An admin key reads the same answer; `online` is left out of the comparison, as it moves with the clock (600 ms here).
+  // An admin key reads the same answer; `online` is left out of the comparison, as it moves with the clock (3 s here).
   const asAdmin = await getJson(cloud.url, '/api/v1/gateways', admin);
   const still = (doc: Record<string, unknown>) => (doc.gateways as GatewayDoc[]).map(({ online: _o, ...g }) => g);
   expect({ status: asAdmin.status, gateways: still(asAdmin.body) }).toEqual({ status: 200, gateways: still(a.body) });
@@ -74,7 +76,7 @@ test('GET /api/v1/gateways: online while pushing, then offline after staleAfterM
   });
 
   // No push for longer than staleAfterMs: offline, and so are its devices.
-  await eventually(async () => ((await getJson(cloud!.url, '/api/v1/gateways', admin)).body.gateways as GatewayDoc[])[0].online === false, 3000);
+  await eventually(async () => ((await getJson(cloud!.url, '/api/v1/gateways', admin)).body.gateways as GatewayDoc[])[0].online === false, 15_000);
   const devices = (await getJson(cloud.url, '/api/v1/devices', admin)).body.devices as DeviceDoc[];
   expect(devices).toMatchObject([{ id: 'd1', online: false }]);
   // A push brings it back.

@@ -156,7 +156,7 @@ const have = havePostgres();
       expect(apps).toEqual([{ app: 'braid-batch node-a:4242' }]);
       await expect(b.store.batch.tryLock('node-b:1')).rejects.toThrow(/node-a:4242.*advisory lock/);
       // The refused caller's connection is not left open.
-      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-batch node-b:1'`)).rows[0].n === 0, 2000);
+      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-batch node-b:1'`)).rows[0].n === 0, 10_000);
     } finally {
       await held.release();
     }
@@ -170,7 +170,7 @@ const have = havePostgres();
     const heard: Array<{ v: number; at: number }> = [];
     const stop = b.store.views.onPublished((v) => heard.push({ v, at: Date.now() }));
     try {
-      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-listen'`)).rows[0].n === 1, 3000);
+      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-listen'`)).rows[0].n === 1, 10_000);
       await new Promise((r) => setTimeout(r, 200));
       for (const v of [1, 2, 3]) {
         const t0 = Date.now();
@@ -192,13 +192,13 @@ const have = havePostgres();
     const heard: number[] = [];
     const stop = b.store.views.onPublished((v) => heard.push(v));
     try {
-      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-listen'`)).rows[0].n === 1, 3000);
+      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-listen'`)).rows[0].n === 1, 10_000);
       await new Promise((r) => setTimeout(r, 400));
       await admin!.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'braid-listen'`);
       expect(await a.store.views.publish(1, fixtureManifest(2))).toBe(true);
       await eventually(() => heard.includes(2), 2000, 10);
       // LISTEN is back on the next poll.
-      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-listen'`)).rows[0].n === 1, 3000);
+      await eventually(async () => (await admin!.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'braid-listen'`)).rows[0].n === 1, 10_000);
       expect(await a.store.views.publish(2, fixtureManifest(3))).toBe(true);
       await eventually(() => heard.includes(3), 1000, 10);
       expect(heard).toEqual([2, 3]);

@@ -56,7 +56,7 @@ async function replayed(c: MqttClient, filter: string, markerTopic: string): Pro
   });
   await new Promise<void>((resolve, reject) => c.subscribe(filter, { qos: 1 }, (err) => (err ? reject(err) : resolve())));
   await new Promise<void>((resolve, reject) => c.publish(markerTopic, 'marker', { qos: 1 }, (err) => (err ? reject(err) : resolve())));
-  await eventually(() => marker, 3000);
+  await eventually(() => marker, 10_000);
   return got;
 }
 

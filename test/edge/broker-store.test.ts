@@ -117,7 +117,7 @@ describe('while the outbox cannot commit', () => {
     expect(r).toHaveLength(1002);
     expect(r[0]).toEqual({ device: 'd1', metric: 'temp', value: 1 });
     expect(r[1001]).toEqual({ device: 'd1', metric: 'temp', value: 2 });
-  });
+  }, 60_000);
 
   const haveMosquitto = requireBinary('mosquitto_pub', 'mosquitto-clients');
   (haveMosquitto ? it : it.skip)('mosquitto_pub is refused as broker unavailable, and publishes once the store commits again', async () => {

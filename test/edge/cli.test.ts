@@ -105,7 +105,7 @@ describe('--help', () => {
     for (const flag of ['--config', '--data-dir', '--id', '--mqtt-port', '--ws-port', '--http-port', '--cloud-url', '--token']) expect(helps.get('gateway')).toContain(flag);
     for (const flag of ['--secret', '--data-dir', '--config']) expect(helps.get('device add')).toContain(flag);
     expect(helps.get('device list')).toContain('--json');
-  });
+  }, 120_000);
 
   it('exits 2 on a usage error in any command, with the usage hint', async () => {
     const runs = await Promise.all([
@@ -123,7 +123,7 @@ describe('--help', () => {
     expect(runs[1].stderr).toContain("missing required argument 'deviceId'");
     expect(runs[2].stderr).toContain('Usage: braid device');
     expect(runs[3].stderr).toContain('--mqtt-port must be a whole number, got "abc"');
-  });
+  }, 60_000);
 });
 
 describe('braid device', () => {
@@ -174,7 +174,7 @@ describe('braid device', () => {
     await expect(connectDevice(tg.mqttUrl, 'd2', 'chosen-secret')).rejects.toMatchObject({ code: 5 });
     await expect(connectDevice(tg.mqttUrl, 'd1', gen)).rejects.toMatchObject({ code: 5 });
     clients.push(await connectDevice(tg.mqttUrl, 'd2', rotated));
-  });
+  }, 60_000);
 
   it('refuses to add an existing device with a clear message, a non-zero exit and no secret', async () => {
     const d = dir();
@@ -308,5 +308,5 @@ describe('braid gateway', () => {
     const tg = await startTestGateway({}, d);
     gateways.push(tg);
     expect(await tg.gateway.outbox.reader.all('SELECT seq, device, metric, value FROM outbox')).toEqual([{ seq: 1, device: 'd1', metric: 'temp', value: 21.5 }]);
-  });
+  }, 60_000);
 });

@@ -67,18 +67,25 @@ test('poke() ends an idle wait but not a backoff; retryNow() ends a backoff', as
 });
 
 test('idle waits run start to start: a slow step is followed after the rest of the interval, a slower one at once', async () => {
-  const { sender } = make({ idleMs: 200 });
+  // Five times the 200 / 120 / 300 ms this was written with: a pause of the event loop longer than
+  // 120 ms (a major GC late in an in-band run) fired the rest of the interval past its slack.
+  const IDLE_MS = 1_000;
+  const [SLOW, SLOWER] = [600, 1_500];
+  const { sender } = make({ idleMs: IDLE_MS });
   const slow = (ms: number) => async () => { await sleep(ms); return IDLE; };
-  const { runs, step } = scripted([slow(120), slow(300), slow(0)]);
+  const { runs, step } = scripted([slow(SLOW), slow(SLOWER), slow(0)]);
   sender.begin();
   sender.run(step);
-  await sleep(800);
+  const until = performance.now() + 20_000;
+  while (runs.length < 3 && performance.now() < until) await sleep(20);
   expect(runs.length).toBeGreaterThanOrEqual(3);
   const gap = (i: number) => runs[i].at - runs[i - 1].at;
-  expect(gap(1)).toBeGreaterThanOrEqual(195);
-  expect(gap(1)).toBeLessThan(200 + 120);
-  expect(gap(2)).toBeGreaterThanOrEqual(295);
-  expect(gap(2)).toBeLessThan(300 + 200);
+  // After the rest of the interval (start to start), not a whole interval after the step ended.
+  expect(gap(1)).toBeGreaterThanOrEqual(IDLE_MS - 5);
+  expect(gap(1)).toBeLessThan(IDLE_MS + SLOW);
+  // At once after a step longer than the interval, not an interval after it.
+  expect(gap(2)).toBeGreaterThanOrEqual(SLOWER - 5);
+  expect(gap(2)).toBeLessThan(SLOWER + IDLE_MS);
 });
 
 test('close() during a linger runs one last step with flush; during an idle wait, none', async () => {

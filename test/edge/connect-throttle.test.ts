@@ -105,13 +105,15 @@ describe('a burst of wrong passwords', () => {
   });
 
   it('backs a client id off exponentially, and lets its right secret in once the wait is over', async () => {
-    await start({ mqtt: { authBackoffAfterFailures: 1, authBackoffInitialMs: 300, authBackoffMaxMs: 600 } }, ['d1'], 'right');
+    // A wait of 2 s: the CONNECTs that must land inside it come right after the failure, but a
+    // loaded run can stall past a wait of 300 ms (the right secret is then checked and let in).
+    await start({ mqtt: { authBackoffAfterFailures: 1, authBackoffInitialMs: 2_000, authBackoffMaxMs: 4_000 } }, ['d1'], 'right');
     expect((await rawConnect('d1', 'wrong')).code).toBe(5);
     // Within the wait even the right secret is not checked: CONNACK 3, counted, no hash.
     expect((await rawConnect('d1', 'right')).code).toBe(3);
     expect(await metric('braid_mqtt_connect_refused_total', { reason: 'auth_backoff' })).toBe(1);
     expect(await metric('braid_mqtt_auth_verifications_total', { result: 'ok' })).toBe(0);
-    await new Promise((r) => setTimeout(r, 400));
+    await new Promise((r) => setTimeout(r, 2_100));
     const ok = await rawConnect('d1', 'right');
     expect(ok.code).toBe(0);
     ok.socket.destroy();

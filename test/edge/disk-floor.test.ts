@@ -54,7 +54,7 @@ describe('an outbox whose disk fills up', () => {
     const pagesBefore = await freePageBytes(outbox.reader);
     await sleep(FLOOR_CHECK_MS + 100);
     await outbox.submit([reading(N + 1)]);
-    await eventually(async () => (await metricValue(registry, 'braid_readings_dropped_total', { reason: 'disk_floor' })) > 0, 3000);
+    await eventually(async () => (await metricValue(registry, 'braid_readings_dropped_total', { reason: 'disk_floor' })) > 0, 10_000);
     const dropped = await metricValue(registry, 'braid_readings_dropped_total', { reason: 'disk_floor' });
     const deficit = FLOOR + FLOOR / 10 - free - pagesBefore;
     const droppedBytes = Array.from({ length: dropped }, (_, i) => outboxRowBytes(reading(i).device, reading(i).metric)).reduce((a, b) => a + b, 0);

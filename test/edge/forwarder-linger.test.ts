@@ -48,7 +48,10 @@ describe('linger, against a scripted cloud', () => {
   });
 
   test('a held batch goes once lingerMs has passed since its first commit', async () => {
-    const { fwd } = h.make({ lingerMs: 300, idlePollMs: 60_000 });
+    // The second commit must come inside the linger (150 ms after the first, 1,350 ms to spare: a
+    // stall of 150 ms in a loaded run sent 1..3 alone when the linger was 300 ms).
+    const LINGER_MS = 1_500;
+    const { fwd } = h.make({ lingerMs: LINGER_MS, idlePollMs: 60_000 });
     await fwd.start();
     const t0 = performance.now();
     await insertReadings(h.fx, 1, 3);
@@ -56,8 +59,8 @@ describe('linger, against a scripted cloud', () => {
     await sleep(150);
     await insertReadings(h.fx, 4, 3);
     fwd.notify(6); // later rows do not restart the clock
-    await h.cloud.waitForRequests(1, 5000);
-    expect(h.cloud.requests[0].at - t0).toBeGreaterThanOrEqual(300 - 5);
+    await h.cloud.waitForRequests(1, 10_000);
+    expect(h.cloud.requests[0].at - t0).toBeGreaterThanOrEqual(LINGER_MS - 5);
     expect(h.cloud.requests.map(seqsOf)).toEqual([range(1, 6)]);
   });
 
@@ -85,7 +88,7 @@ describe('linger, against a scripted cloud', () => {
     await fwd.start();
     await insertReadings(h.fx, 1, 2);
     fwd.notify(2);
-    await h.cloud.waitForRequests(1, 2000);
+    await h.cloud.waitForRequests(1, 10_000);
     expect(h.cloud.requests.map(seqsOf)).toEqual([range(1, 2)]);
     expect(() => h.make({ lingerMs: -1 })).toThrow(expect.objectContaining({ code: 'BRAID_ERR_CONFIG_INVALID', message: expect.stringContaining('lingerMs') }));
   });

@@ -51,11 +51,13 @@ describe('Forwarder', () => {
     h.cloud.script(
       answer.checking(look, answer.destroy()),
       answer.checking(look, answer.status(500, { code: 'BRAID_ERR_INTERNAL', message: 'disk' })),
-      answer.checking(look, answer.after(5000, ack())), // past requestTimeoutMs
+      answer.checking(look, answer.after(60_000, ack())), // past requestTimeoutMs
     );
-    const { fwd, registry } = make({ batchMaxReadings: 10, requestTimeoutMs: 150 });
+    // 2 s for a request: the answered ones must all come within it (exactly 3 retries), and at
+    // 150 ms a loaded run's slow answer would time out one more.
+    const { fwd, registry } = make({ batchMaxReadings: 10, requestTimeoutMs: 2000 });
     await fwd.start();
-    await until(async () => (await pending()) === 0, 5000, 'outbox drained');
+    await until(async () => (await pending()) === 0, 15_000, 'outbox drained');
 
     expect(seenWhileFailing).toEqual([30, 30, 30]);
     expect(h.cloud.requests.slice(0, 4).map(seqsOf)).toEqual([range(1, 10), range(1, 10), range(1, 10), range(1, 10)]);
@@ -70,15 +72,18 @@ describe('Forwarder', () => {
     const failures: number[] = [];
     const note = () => { failures.push(fwd.status().consecutiveFailures); };
     h.cloud.script(...Array.from({ length: 5 }, () => answer.checking(note, answer.status(503, { code: 'BRAID_ERR_UNAVAILABLE' }))));
-    const { fwd, registry } = make({ retryInitialMs: 20, retryMaxMs: 1000, jitter: 0 });
+    // From 100 ms (was 20): the ratio below took one pause of ~100 ms in the first gap of 20 ms
+    // to fail in a loaded run; now it takes ~450 ms.
+    const INITIAL_MS = 100;
+    const { fwd, registry } = make({ retryInitialMs: INITIAL_MS, retryMaxMs: 10_000, jitter: 0 });
     await fwd.start();
-    await until(async () => (await pending()) === 0);
+    await until(async () => (await pending()) === 0, 15_000);
 
     const at = h.cloud.requests.map((r) => r.at);
     const gaps = at.slice(1).map((t, i) => t - at[i]);
     expect(gaps).toHaveLength(5);
     // Timers never fire early, so the lower bounds are tight; upper bounds only as ratios.
-    gaps.forEach((g, k) => expect(g).toBeGreaterThanOrEqual(20 * 2 ** k * 0.9));
+    gaps.forEach((g, k) => expect(g).toBeGreaterThanOrEqual(INITIAL_MS * 2 ** k * 0.9));
     expect(gaps[4] / gaps[0]).toBeGreaterThan(3);
     expect(failures).toEqual([0, 1, 2, 3, 4]);
     expect(await metric(registry, 'braid_forward_consecutive_failures')).toBe(0);
@@ -97,9 +102,11 @@ describe('Forwarder', () => {
   test('413 halves the batch at once, and successes grow it back gradually', async () => {
     await insertReadings(h.fx, 1, 60);
     h.cloud.script(answer.status(413, { code: 'BRAID_ERR_PAYLOAD_TOO_LARGE' }), answer.status(413, { code: 'BRAID_ERR_PAYLOAD_TOO_LARGE' }));
-    const { fwd, registry } = make({ batchMaxReadings: 16, retryInitialMs: 1000 });
+    // A backoff of 10 s: the three requests' 500 ms bound below is "no backoff", with room for a
+    // loaded run's pauses (with 1 s the bound left 500 ms).
+    const { fwd, registry } = make({ batchMaxReadings: 16, retryInitialMs: 10_000 });
     await fwd.start();
-    await until(async () => (await pending()) === 0);
+    await until(async () => (await pending()) === 0, 8000);
 
     const sizes = h.cloud.requests.map((r) => seqsOf(r).length);
     expect(sizes.slice(0, 3)).toEqual([16, 8, 4]);
@@ -107,8 +114,8 @@ describe('Forwarder', () => {
     expect(sizes[3]).toBeLessThan(8);
     expect(Math.max(...sizes.slice(3))).toBeLessThanOrEqual(16);
     expect(firstArrivals(h.cloud.requests)).toEqual(range(1, 60));
-    // No backoff after a 413 (retryInitialMs is 1 s).
-    expect(h.cloud.requests[2].at - h.cloud.requests[0].at).toBeLessThan(500);
+    // No backoff after a 413 (retryInitialMs is 10 s).
+    expect(h.cloud.requests[2].at - h.cloud.requests[0].at).toBeLessThan(5_000);
     expect(await metric(registry, 'braid_forward_requests_total', { outcome: 'retry' })).toBe(2);
   });
 
@@ -177,12 +184,13 @@ describe('Forwarder', () => {
   test('a partial ack deletes up to ackSeq and sends the rest at once', async () => {
     await insertReadings(h.fx, 1, 10);
     h.cloud.script(ack(() => 6));
-    const { fwd, acks } = make({ retryInitialMs: 1000 });
+    // "At once": well under a 10 s backoff (with 1 s the bound left a loaded run 500 ms).
+    const { fwd, acks } = make({ retryInitialMs: 10_000 });
     await fwd.start();
-    await until(async () => (await pending()) === 0);
+    await until(async () => (await pending()) === 0, 8000);
     expect(h.cloud.requests.map(seqsOf)).toEqual([range(1, 10), range(7, 10)]);
     expect(acks.map((a) => a.rows)).toEqual([6, 4]);
-    expect(h.cloud.requests[1].at - h.cloud.requests[0].at).toBeLessThan(500);
+    expect(h.cloud.requests[1].at - h.cloud.requests[0].at).toBeLessThan(5_000);
   });
 
   test('sends closed epochs with the batch that covers them, and unsent gaps; marks both once acknowledged', async () => {
@@ -207,7 +215,7 @@ describe('Forwarder', () => {
     await h.fx.writes.run((db) => db.run('UPDATE epochs SET closed_at = 5000, last_seq = 30 WHERE epoch = 3'));
     const gap2 = await insertGap(h.fx, 26, 30, ['dev-3']);
     fwd.notify();
-    await until(() => h.cloud.requests.length === 3 && fwd.status().ackedSeq === 30, 2000, 'the record-only batch');
+    await until(() => h.cloud.requests.length === 3 && fwd.status().ackedSeq === 30, 10_000, 'the record-only batch');
     expect(decodeIngest(h.cloud.requests[2])).toMatchObject({
       firstSeq: 31, lastSeq: 30, readings: [], epochs: [{ epoch: 3, firstSeq: 21, lastSeq: 30 }], gaps: [{ id: gap2, devices: ['dev-3'] }],
     });

@@ -110,7 +110,12 @@ describe('alerts at the gateway', () => {
     cloud = await startSpeedCloud(cloudDir.path, { alerts: { evalIntervalMs: 200 }, http: { port } });
     await eventually(() => gw!.gateway.alerts.status().unsent === 0, 20_000, 50);
     await eventually(async () => (await alertHistory(cloud!.url, keys.read, '?rule=hot')).some((h) => h.to === 'firing'), 10_000, 50);
-    await new Promise((r) => setTimeout(r, 1_000)); // a few more rounds (the cloud's own evaluation of the same readings)
+    // A few more rounds (the cloud's own evaluation of the same readings, and the merge of what the
+    // gateway sent, which a round does only after the ingest recorded it): three that ended after
+    // now, counted, rather than a fixed second a loaded machine may not give them.
+    const roundsText = async () => (await getJson(cloud!.url, '/metrics', keys.read)).body.text as string;
+    const rounds0 = metricValue(await roundsText(), 'braid_alert_evaluation_seconds_count');
+    await eventually(async () => metricValue(await roundsText(), 'braid_alert_evaluation_seconds_count') >= rounds0 + 3, 20_000, 50);
     const firings = (await alertHistory(cloud.url, keys.read, '?rule=hot')).filter((h) => h.to === 'firing');
     expect(firings).toEqual([expect.objectContaining({ rule: 'hot', scope: { device: 'd-1' } })]);
     const text = (await getJson(cloud.url, '/metrics', keys.read)).body.text as string;

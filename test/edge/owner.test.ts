@@ -99,7 +99,7 @@ describe('one braid gateway per data dir', () => {
     const removed = await braid(['device', 'remove', 'd1', '--data-dir', d]);
     expect(removed.code).toBe(0);
     expect(removed.stdout).toContain('device d1 removed');
-  });
+  }, 60_000);
 
   it('lets a new one start at once after the first is killed with SIGKILL, with what the first acknowledged', async () => {
     const d = dir();
@@ -120,7 +120,7 @@ describe('one braid gateway per data dir', () => {
     const third = await braid(gatewayArgs(d));
     expect(third.code).toBe(2);
     expect(third.stderr).toContain(`in use by pid ${next.proc.pid}`);
-  });
+  }, 60_000);
 
   it('of three started at the same instant, exactly one runs and the others exit 2 naming it', async () => {
     const d = dir();
@@ -143,7 +143,7 @@ describe('one braid gateway per data dir', () => {
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(new RegExp(`in use by (pid ${served[0].pid}|another process)`));
     }
-  });
+  }, 60_000);
 
   it('refuses a second Gateway in the same process too, and frees the dir on release', async () => {
     const d = dir();
@@ -205,7 +205,7 @@ describe('files and secrets', () => {
     expect(mode(join(d, 'registry.db'))).toBe(0o600);
     expect(mode(join(d, 'gateway.db'))).toBe(0o600);
     await g.stop('SIGTERM');
-  });
+  }, 60_000);
 
   it('--token-file: the token works, is not in /proc/<pid>/cmdline, and a world-readable file is refused', async () => {
     const cloudDir = dir();
@@ -233,5 +233,5 @@ describe('files and secrets', () => {
     const refused = await braid(['gateway', '--data-dir', dir(), '--mqtt-port', '0', '--http-port', '0', '--cloud-url', cloud.url, '--token-file', tokenFile]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/"cloud\.tokenFile".*can be read by every user/);
-  });
+  }, 60_000);
 });

@@ -150,7 +150,7 @@ describe('Simulator against a real gateway', () => {
     const sim = new Simulator({ url: gw.mqttUrl, devices: [dev], ratePerDevice: 10, onMessage: (m) => seen.push({ ...m, at: Date.now() }) });
     sims.push(sim);
     await sim.start();
-    await eventually(async () => sim.snapshot().offlinePeriods === 1 && (await health()).devices.connected === 0, 3000);
+    await eventually(async () => sim.snapshot().offlinePeriods === 1 && (await health()).devices.connected === 0, 10_000);
     await eventually(() => sim.snapshot().buffered > 0, 5000);
     await new Promise((r) => setTimeout(r, 300));
     const stats = await sim.stop();
@@ -238,7 +238,7 @@ describe('braid simulate (the command)', () => {
       expect({ args: cases[i][0], code: r.code }).toEqual({ args: cases[i][0], code: 2 });
       expect(r.stderr).toMatch(cases[i][1]);
     });
-  });
+  }, 60_000);
 
   it('registers its devices, runs for --duration, and its --json summary reconciles with the gateway', async () => {
     const r = await braid(['--url', gw.mqttUrl, '--register', gw.dir, '--devices', '3', '--rate', '10', '--duration', '2',
@@ -255,7 +255,7 @@ describe('braid simulate (the command)', () => {
     try {
       expect((await reg.list()).map((d) => d.id)).toEqual(['sim-0001', 'sim-0002', 'sim-0003']);
     } finally { await reg.close(); }
-  });
+  }, 60_000);
 
   it('prints a human summary, and exits 1 naming the device when the broker refuses it', async () => {
     await gw.addDevice('sim-0001', 'pw');
@@ -272,5 +272,5 @@ describe('braid simulate (the command)', () => {
     const refused = await braid(['--url', gw.mqttUrl, '--secret', 'wrong', '--devices', '1', '--duration', '1']);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/cannot connect to mqtt:\/\/127\.0\.0\.1:\d+: device sim-0001: .*Not authorized/);
-  });
+  }, 60_000);
 });

@@ -84,7 +84,7 @@ test('refusals (401, 400) and a malformed 2xx keep the cursor, back off and send
   const p = start();
   await p.start();
   await server.waitForRequests(4);
-  await eventually(async () => (await cursorMeta()) !== undefined, 2000);
+  await eventually(async () => (await cursorMeta()) !== undefined, 10_000);
   expect([0, 1, 2, 3].map((i) => body(i).partials)).toEqual(Array(4).fill(body(0).partials));
   expect(body(0).partials).toHaveLength(4);
   expect(await metricValue(registry, 'braid_speedpush_requests_total', { outcome: 'rejected' })).toBe(2);
@@ -109,17 +109,17 @@ test('a 413 halves the page at once; the rest follows without waiting for the in
 test('the answered watermark is kept in meta, and partials of epochs at or below it are not pushed again', async () => {
   await readings(3);
   // Let epoch 1 close, then more readings go into epoch 2.
-  await eventually(async () => (await gw.gateway.outbox.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM epochs WHERE closed_at IS NOT NULL'))!.n >= 1, 3000);
+  await eventually(async () => (await gw.gateway.outbox.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM epochs WHERE closed_at IS NOT NULL'))!.n >= 1, 10_000);
   // The cloud answers 0 once, then 1 from then on (a cloud's watermark does not go back by itself;
   // the pusher follows it when it does, so a fallback of 0 would undo the 1 within one interval).
   server.script(OK(0)).otherwise(OK(1));
   const p = start();
   await p.start();
   await server.waitForRequests(2);
-  await eventually(async () => (await getMeta(gw.gateway.outbox.reader, WATERMARK_KEY)) === '1', 2000);
+  await eventually(async () => (await getMeta(gw.gateway.outbox.reader, WATERMARK_KEY)) === '1', 10_000);
   expect(p.status()).toMatchObject({ watermark: 1, manifestVersion: 3 });
   await readings(2, 10);
-  await eventually(() => server.requests.some((r, i) => i >= 2 && body(i).partials.length > 0), 3000);
+  await eventually(() => server.requests.some((r, i) => i >= 2 && body(i).partials.length > 0), 10_000);
   for (let i = 2; i < server.requests.length; i++) for (const t of body(i).partials) expect(t[3]).toBeGreaterThan(1);
 });
 

@@ -151,7 +151,7 @@ export function useForwarderHarness(): ForwarderHarness {
       const acks: AckInfo[] = [];
       const fwd = new Forwarder(
         { reader: h.fx.reader, writes: h.fx.writes, logger, registry, gatewayId: 'gw-1', onAcked: (i) => acks.push(i) },
-        { url: h.cloud.url, token: 'tok-1', retryInitialMs: 20, retryMaxMs: 400, requestTimeoutMs: 2000, idlePollMs: 50, ...opts },
+        { url: h.cloud.url, token: 'tok-1', retryInitialMs: 20, retryMaxMs: 400, requestTimeoutMs: 10_000, idlePollMs: 50, ...opts },
       );
       forwarders.push(fwd);
       return { fwd, registry, acks };

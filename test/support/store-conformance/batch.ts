@@ -176,7 +176,7 @@ export function batchStoreConformance(name: string, open: () => Promise<BatchSto
       await lock(a, 'node-a:201');
       await expect(b.batch.tryLock('node-b:202')).rejects.toMatchObject({ code: 'BRAID_ERR_BATCH_RUNNING' });
       await o.killLockHolder();
-      const got = await eventually(async () => b.batch.tryLock('node-b:202').then((l) => { locks.push(l); return true; }, () => false), 3000, 50);
+      const got = await eventually(async () => b.batch.tryLock('node-b:202').then((l) => { locks.push(l); return true; }, () => false), 10_000, 50);
       expect(got).toBe(true);
       await expect(a.batch.tryLock('node-a:203')).rejects.toMatchObject({ code: 'BRAID_ERR_BATCH_RUNNING' });
     });
