@@ -35,6 +35,15 @@ export function jobOptions(dataDir: string): BatchJobOptions {
   return { dataDir, memoryLimit: '512MB', threads: 2, retainVersionsMs: 3600_000 };
 }
 
+/** The gateways close their epochs, the rows are sealed, each gateway reports, and a full batch runs on `dir`. */
+async function sealAndRun(dir: string, fx: MasterFixture, gws: GatewaySim[], rows: FixtureReading[]) {
+  for (const g of gws) g.closeEpoch();
+  await fx.seal(rows);
+  for (const g of gws) await g.report(fx);
+  await fx.close();
+  return (await startBatchRun(jobOptions(dir), { trigger: 'cli' })).done;
+}
+
 /**
  * Random readings from three gateways over three days: gw-b's epoch `hole` is not sealed (so E[gw-b]
  * stops before it while its later epochs are in master), gw-c's last epoch is never closed.
@@ -109,11 +118,7 @@ describe('batch views conformance with shared/summary.ts', () => {
         if (rand() < 0.05) all.push(gws.find((x) => x !== g)!.reading(device, 'energy', ts, r.value + 1));
       }
     }
-    for (const g of gws) g.closeEpoch();
-    await fx.seal(all);
-    for (const g of gws) await g.report(fx);
-    await fx.close();
-    const result = await (await startBatchRun(jobOptions(dir), { trigger: 'cli' })).done;
+    const result = await sealAndRun(dir, fx, gws, all);
     const covered = coveredReadings(all, result.watermark);
     expect(result.readings).toBe(covered.length);
     const got = await readViews(dir);
@@ -140,13 +145,7 @@ describe('batch views conformance with shared/summary.ts', () => {
       a.reading('d1', 'temp', t, 100), // identity of b's d1 reading: gw-a < gw-b, this one wins
       b.reading('d4', 'temp', t + 59_000, 4), // same ts as gw-a's last (d9): the fleet's last across gateways is d9
     ];
-    a.closeEpoch();
-    b.closeEpoch();
-    await fx.seal(rows);
-    await a.report(fx);
-    await b.report(fx);
-    await fx.close();
-    await (await startBatchRun(jobOptions(dir), { trigger: 'cli' })).done;
+    await sealAndRun(dir, fx, [a, b], rows);
     const views = await readViews(dir);
     const fleet = views.fleet_1h.get(`|temp|${t}`)!.summary;
     expect(fleet).toMatchObject({ count: 5, first: 100, firstTs: t, last: 9, lastTs: t + 59_000, min: 2, max: 100 });
@@ -177,13 +176,7 @@ describe('batch views conformance with shared/summary.ts', () => {
       a.reading('d1', 'temp', t, 20), // gw-a seq 1: gw-a < gw-b, this one wins for d1
       a.reading('d1', 'temp', t, 10), // gw-a seq 2
     ];
-    a.closeEpoch();
-    b.closeEpoch();
-    await fx.seal(rows);
-    await a.report(fx);
-    await b.report(fx);
-    await fx.close();
-    await (await startBatchRun(jobOptions(dir), { trigger: 'cli' })).done;
+    await sealAndRun(dir, fx, [a, b], rows);
     const views = await readViews(dir);
     expect(views.device_1m.get(`d1|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 20, first: 20 });
     expect(views.device_1m.get(`d2|temp|${t}`)!.summary).toMatchObject({ count: 1, sum: 7, first: 7 });
