@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import type { DuckDialect } from './dialect.js';
-import { buildSteps, outputColumns, touchedMinutesSql, VIEW_STEPS, type PreviousDay } from './sql.js';
+import { buildSteps, outputColumns, previousFileOf, touchedMinutesSql, VIEW_STEPS, type PreviousDay } from './sql.js';
 import type { ViewName } from './sink.js';
 import { MINUTE_MS } from '../../shared/time.js';
 
@@ -16,17 +16,35 @@ export interface DayBuild {
   files: Partial<Record<ViewName, string>>;
 }
 
-/** An incremental build's view of the live version of the day: its device_1m and gateway_1m files (absolute paths). */
+/**
+ * An incremental build's view of the live version of the day: its files (absolute paths) of the
+ * minute views and the hour views, which it merges into instead of computing again (sql.ts PreviousDay).
+ */
 export interface PreviousDayFiles {
   device1m: string;
   gateway1m: string;
+  fleet1m: string;
+  device1h: string;
+  gateway1h: string;
+  fleet1h: string;
   spans: PreviousDay['spans'];
 }
 
-/** The SELECT that writes a view's file: its columns in file order, sorted by key, metric, bucket (or the view's `order`, the same order). */
-export function viewFileSelect(engine: DuckDialect, view: (typeof VIEW_STEPS)[number]): string {
+/**
+ * The SELECT that writes a view's file: its columns in file order, sorted by key, metric, bucket (or
+ * the view's `order`, the same order). With `kept` (an incremental build of a minute view, whose
+ * step holds the touched minutes only), the live file's rows of the other minutes join them.
+ */
+export function viewFileSelect(engine: DuckDialect, view: (typeof VIEW_STEPS)[number], kept?: string): string {
+  const cols = outputColumns(engine, view.keys, (c) => engine.outTimestamp(c), view.devices);
+  if (kept) {
+    const order = [...view.keys, 'metric', 'bucket'].map((c) => engine.ident(c)).join(', ');
+    return `SELECT * FROM (SELECT ${cols} FROM ${kept} p WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)
+UNION ALL
+SELECT ${cols} FROM ${engine.ident(view.name)}) v ORDER BY ${order}`;
+  }
   const order = (view.order ?? [...view.keys, 'metric', 'bucket']).map((c) => engine.ident(c)).join(', ');
-  return `SELECT ${outputColumns(engine, view.keys, (c) => engine.outTimestamp(c), view.devices)} FROM ${engine.ident(view.name)} ORDER BY ${order}`;
+  return `SELECT ${cols} FROM ${engine.ident(view.name)} ORDER BY ${order}`;
 }
 
 /**
@@ -49,7 +67,9 @@ export async function buildDay(engine: DuckDialect, day: string, files: string[]
     await engine.materialize('touched', touchedMinutesSql(changed, spans));
     const range = await engine.timestampRange('touched', 'bucket');
     prev = {
-      device1m: engine.readParquet(previous.device1m), gateway1m: engine.readParquet(previous.gateway1m), spans,
+      device1m: engine.readParquet(previous.device1m), gateway1m: engine.readParquet(previous.gateway1m), fleet1m: engine.readParquet(previous.fleet1m),
+      device1h: engine.readParquet(previous.device1h), gateway1h: engine.readParquet(previous.gateway1h), fleet1h: engine.readParquet(previous.fleet1h),
+      spans,
       rowsScan: engine.scanMaster(files, range ? { fromMs: range.fromMs, toMs: range.toMs + MINUTE_MS } : { fromMs: 0, toMs: 0 }),
     };
   }
@@ -60,12 +80,14 @@ export async function buildDay(engine: DuckDialect, day: string, files: string[]
   }
   const out: Partial<Record<ViewName, string>> = {};
   await engine.materializeAll(steps);
-  const n = await engine.sum('device_1m', engine.ident('count'));
+  // device_1d holds the whole day (incremental, device_1m only its touched minutes).
+  const n = await engine.sum('device_1d', engine.ident('count'));
   const writes: Array<{ select: string; file: string }> = [];
   if (n > 0) {
     for (const view of VIEW_STEPS) {
       const file = join(outDir, `${view.name}-day=${day}.parquet`);
-      writes.push({ select: viewFileSelect(engine, view), file });
+      const kept = prev && previousFileOf(prev, view.name);
+      writes.push({ select: viewFileSelect(engine, view, kept || undefined), file });
       out[view.name] = file;
     }
   }
