@@ -130,6 +130,8 @@ class Run implements BatchRun {
   private engine: DuckDialect | null = null;
   /** The connections building days (the engine's first), DAYS_AT_ONCE at most. */
   private lanes: DuckDialect[] = [];
+  /** A one-day incremental run's second connection, which writes device_1m's file beside the other steps (build.ts). */
+  private helper: DuckDialect | null = null;
   private aborted: string | null = null;
   private effectiveKind: RunKind;
   private rowsRead = 0;
@@ -157,6 +159,8 @@ class Run implements BatchRun {
       try { lane.close(); } catch { /* already closed */ }
     }
     this.lanes = [];
+    try { this.helper?.close(); } catch { /* already closed */ }
+    this.helper = null;
     try { this.engine?.close(); } catch { /* already closed */ }
     this.engine = null;
   }
@@ -170,6 +174,7 @@ class Run implements BatchRun {
     this.aborted = reason;
     // Before the day connections exist, the engine alone runs statements.
     for (const lane of this.lanes.length ? this.lanes : this.engine ? [this.engine] : []) lane.interrupt();
+    this.helper?.interrupt();
   }
 
   private step(p: Parameters<ProgressTracker['update']>[0]): void {
@@ -247,6 +252,8 @@ class Run implements BatchRun {
         for (const f of snap.files) rowsOf.set(f.day, (rowsOf.get(f.day) ?? 0) + f.rows);
         this.lanes = [this.engine];
         while (this.lanes.length < lanes) this.lanes.push(await this.engine.connect());
+        // One day (most incremental runs): a second connection writes its largest file beside the other steps.
+        if (lanes === 1 && this.effectiveKind !== 'full') this.helper = await this.engine.connect();
         const queue = [...snap.days];
         let failed = false;
         // Days in order, DAYS_AT_ONCE at a time (each on its own connection): many of a day's
@@ -264,7 +271,7 @@ class Run implements BatchRun {
           this.check();
           this.step({ day });
           const files = (byDay.get(day) ?? []).map((p) => join(this.opts.dataDir, p));
-          const b = await buildDay(engine, day, files, snap.watermark, tmpDir, await this.previousDay(engine, keptOf(day), spans));
+          const b = await buildDay(engine, day, files, snap.watermark, tmpDir, await this.previousDay(engine, keptOf(day), spans), this.helper ?? undefined);
           for (const [view, tmp] of Object.entries(b.files) as Array<[ViewName, string]>) {
             const rel = `${vdir}/${view}/day=${day}.parquet`;
             const p = publishFile(tmp, join(viewsDir, rel));
