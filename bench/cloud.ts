@@ -19,7 +19,7 @@
  * bench:cloud markers. Knobs: `npm run bench:cloud -- --help`.
  */
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import pg from 'pg';
@@ -210,7 +210,7 @@ interface BatchResult {
   full: BatchProc[];
   noop: BatchProc;
   /** INCREMENTAL_ROUNDS x (append APPEND_SHARE new readings, incremental run); median used. */
-  rounds: Array<{ append: WriteReport; run: BatchProc }>;
+  rounds: Array<{ append: WriteReport; run: BatchProc; alt?: BatchProc }>;
   explain?: DayProfile;
   viewBytes: number;
 }
@@ -972,9 +972,20 @@ async function batchPhase(): Promise<BatchResult> {
   for (let i = 0; i < INCREMENTAL_ROUNDS; i++) {
     log(`batch: appending ${int(newSteps * series)} new readings (${APPEND_SHARE * 100}%: the next ${((newSteps * SHAPE_INTERVAL_MS) / 3600_000).toFixed(1)} h of the stream, new epochs), then an incremental run`);
     const append = await writeMaster(dataDir, shape, state, newSteps, `new${i + 1}`);
+    // BENCH_BATCH_ALT_ROOT: the other checkout's incremental run first, on the same state (the
+    // manifest it replaced put back after it, so this checkout's run rebuilds the same day).
+    let altRun: BatchProc | undefined;
+    if (BATCH_ALT_ROOT) {
+      const manifestFile = join(dataDir, 'views', 'manifest.json');
+      const live = readFileSync(manifestFile);
+      altRun = await batchRun(dataDir, false, BATCH_ALT_ROOT);
+      writeFileSync(`${manifestFile}.bench`, live);
+      renameSync(`${manifestFile}.bench`, manifestFile);
+      log(`  incremental (${BATCH_ALT_ROOT}): run ${ms(altRun.runMs)} (process ${ms(altRun.wallMs)}, CPU ${altRun.cpuSec.toFixed(2)} s) = ${ratio(altRun.runMs, median(alt.map((r) => r.runMs)))} of its full run`);
+    }
     const run = await batchRun(dataDir, false);
-    rounds.push({ append, run });
-    log(`  incremental: run ${ms(run.runMs)} (process ${ms(run.wallMs)}) = ${ratio(run.runMs, fullMs)} of the full run; days ${run.json.days.join(', ')}`);
+    rounds.push({ append, run, alt: altRun });
+    log(`  incremental: run ${ms(run.runMs)} (process ${ms(run.wallMs)}, CPU ${run.cpuSec.toFixed(2)} s) = ${ratio(run.runMs, fullMs)} of the full run; days ${run.json.days.join(', ')}`);
   }
 
   let explain: DayProfile | undefined;
@@ -1127,7 +1138,8 @@ function report(machine: MachineInfo, totalMs: number): string {
     L.push(`- master dataset: ${s.devices} devices x ${s.metrics.length} metrics, one reading per series every ${s.intervalMs / 1000} s, ${s.days} days from ${new Date(s.startMs).toISOString().slice(0, 16)}Z, ${s.gateways} gateways, ${(s.dupShare * 100).toFixed(0)}% of readings delivered again by a second gateway; epochs = minutes of arrival, one segment per ${s.segmentMs / 60_000} min of arrival: ${int(b.gen.rows)} rows (${int(b.gen.readings)} readings), ${b.gen.files} files, ${mb(b.gen.bytes)}, ${int(b.gen.epochs)} epochs, written in ${ms(b.gen.ms)}`);
     L.push(`- bare aggregation (DuckDB in the benchmark process, memory_limit 2GB, threads = cores, the dialect's scan): all files in one statement ${b.bare.map((r) => ms(r.ms)).join(', ')} (${int(b.bare[0].groups)} groups); one statement per day ${ms(b.barePerDay.ms)}; the bare scan (\`SELECT COUNT(*), MIN(col)...\` of all 7 columns) ${b.scan.map((r) => ms(r.ms)).join(', ')}`);
     const runs: Array<[string, BatchProc]> = [...b.full.map((r) => ['--full', r] as [string, BatchProc]), ...b.alt.map((r) => ['--full (BENCH_BATCH_ALT_ROOT)', r] as [string, BatchProc]), ['incremental, nothing new', b.noop],
-      ...b.rounds.map((r, i) => [`incremental after append ${i + 1} (${int(r.append.rows)} rows in ${r.append.files} files, ${int(r.append.epochs)} epochs)`, r.run] as [string, BatchProc])];
+      ...b.rounds.map((r, i) => [`incremental after append ${i + 1} (${int(r.append.rows)} rows in ${r.append.files} files, ${int(r.append.epochs)} epochs)`, r.run] as [string, BatchProc]),
+      ...b.rounds.flatMap((r, i) => (r.alt ? [[`incremental after append ${i + 1} (BENCH_BATCH_ALT_ROOT, on the same state)`, r.alt] as [string, BatchProc]] : []))];
     for (const [name, r] of runs) {
       L.push(`- batch ${name}: process ${ms(r.wallMs)}, run ${ms(r.runMs)}, CPU ${r.cpuSec.toFixed(1)} s, peak RSS ${mb(r.hwm)}; ${r.json.published ? `version ${r.json.version} published` : 'nothing published'}, ${r.json.days.length} days${r.json.days.length && r.json.days.length <= 3 ? ` (${r.json.days.join(', ')})` : ''}, ${int(r.json.rowsRead)} master rows read, ${int(r.json.readings)} readings covered`);
     }

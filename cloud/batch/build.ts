@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import type { DuckDialect } from './dialect.js';
-import { buildSteps, outputColumns, touchedMinutesSql, VIEW_STEPS, type PreviousDay } from './sql.js';
+import { buildSteps, outputColumns, previousFileOf, touchedMinutesSql, VIEW_STEPS, type PreviousDay } from './sql.js';
 import type { ViewName } from './sink.js';
 import { MINUTE_MS } from '../../shared/time.js';
 
@@ -16,17 +16,35 @@ export interface DayBuild {
   files: Partial<Record<ViewName, string>>;
 }
 
-/** An incremental build's view of the live version of the day: its device_1m and gateway_1m files (absolute paths). */
+/**
+ * An incremental build's view of the live version of the day: its files (absolute paths) of the
+ * minute views and the hour views, which it merges into instead of computing again (sql.ts PreviousDay).
+ */
 export interface PreviousDayFiles {
   device1m: string;
   gateway1m: string;
+  fleet1m: string;
+  device1h: string;
+  gateway1h: string;
+  fleet1h: string;
   spans: PreviousDay['spans'];
 }
 
-/** The SELECT that writes a view's file: its columns in file order, sorted by key, metric, bucket (or the view's `order`, the same order). */
-export function viewFileSelect(engine: DuckDialect, view: (typeof VIEW_STEPS)[number]): string {
+/**
+ * The SELECT that writes a view's file: its columns in file order, sorted by key, metric, bucket (or
+ * the view's `order`, the same order). With `kept` (an incremental build of a minute view, whose
+ * step holds the touched minutes only), the live file's rows of the other minutes join them.
+ */
+export function viewFileSelect(engine: DuckDialect, view: (typeof VIEW_STEPS)[number], kept?: string, tables: { touched: string; source: string } = { touched: 'touched', source: engine.ident(view.name) }): string {
+  const cols = outputColumns(engine, view.keys, (c) => engine.outTimestamp(c), view.devices);
+  if (kept) {
+    const order = [...view.keys, 'metric', 'bucket'].map((c) => engine.ident(c)).join(', ');
+    return `SELECT * FROM (SELECT ${cols} FROM ${kept} p WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM ${tables.touched})
+UNION ALL
+SELECT ${cols} FROM ${tables.source}) v ORDER BY ${order}`;
+  }
   const order = (view.order ?? [...view.keys, 'metric', 'bucket']).map((c) => engine.ident(c)).join(', ');
-  return `SELECT ${outputColumns(engine, view.keys, (c) => engine.outTimestamp(c), view.devices)} FROM ${engine.ident(view.name)} ORDER BY ${order}`;
+  return `SELECT ${cols} FROM ${engine.ident(view.name)} ORDER BY ${order}`;
 }
 
 /**
@@ -37,7 +55,7 @@ export function viewFileSelect(engine: DuckDialect, view: (typeof VIEW_STEPS)[nu
  * the engine in three calls (the steps, the count, the files), not one each: a day of a small
  * fleet costs a few milliseconds of SQL, and a round trip each was most of it on a busy machine.
  */
-export async function buildDay(engine: DuckDialect, day: string, files: string[], watermark: Record<string, number>, outDir: string, previous?: PreviousDayFiles): Promise<DayBuild> {
+export async function buildDay(engine: DuckDialect, day: string, files: string[], watermark: Record<string, number>, outDir: string, previous?: PreviousDayFiles, helper?: DuckDialect): Promise<DayBuild> {
   let prev: PreviousDay | undefined;
   if (previous && files.length) {
     // The touched minutes from the rows of the changed epochs only, and then their rows from the
@@ -49,7 +67,9 @@ export async function buildDay(engine: DuckDialect, day: string, files: string[]
     await engine.materialize('touched', touchedMinutesSql(changed, spans));
     const range = await engine.timestampRange('touched', 'bucket');
     prev = {
-      device1m: engine.readParquet(previous.device1m), gateway1m: engine.readParquet(previous.gateway1m), spans,
+      device1m: engine.readParquet(previous.device1m), gateway1m: engine.readParquet(previous.gateway1m), fleet1m: engine.readParquet(previous.fleet1m),
+      device1h: engine.readParquet(previous.device1h), gateway1h: engine.readParquet(previous.gateway1h), fleet1h: engine.readParquet(previous.fleet1h),
+      spans,
       rowsScan: engine.scanMaster(files, range ? { fromMs: range.fromMs, toMs: range.toMs + MINUTE_MS } : { fromMs: 0, toMs: 0 }),
     };
   }
@@ -59,16 +79,40 @@ export async function buildDay(engine: DuckDialect, day: string, files: string[]
     return { readings: 0, files: {} };
   }
   const out: Partial<Record<ViewName, string>> = {};
-  await engine.materializeAll(steps);
-  const n = await engine.sum('device_1m', engine.ident('count'));
-  const writes: Array<{ select: string; file: string }> = [];
-  if (n > 0) {
-    for (const view of VIEW_STEPS) {
-      const file = join(outDir, `${view.name}-day=${day}.parquet`);
-      writes.push({ select: viewFileSelect(engine, view), file });
-      out[view.name] = file;
+  const file = (view: ViewName) => join(outDir, `${view}-day=${day}.parquet`);
+  // An incremental build with a helper connection writes device_1m's file (the largest, a merge of
+  // the live file's rows with the touched minutes', most of its time serial) on it while this
+  // connection computes the other steps: the touched minutes and `touched` are copied where the
+  // helper sees them (a few thousand rows).
+  const split = prev && helper ? steps.findIndex((s) => s.name === 'device_1m') + 1 : 0;
+  let device1m: Promise<void> | null = null;
+  let shared: string[] = [];
+  try {
+    if (split > 0) {
+      await engine.materializeAll(steps.slice(0, split));
+      const t = await engine.share(['touched', 'device_1m'], `day_${day.replace(/-/g, '')}`);
+      shared = Object.values(t);
+      const view = VIEW_STEPS.find((v) => v.name === 'device_1m')!;
+      device1m = helper!.copyToParquet(viewFileSelect(helper!, view, previousFileOf(prev!, 'device_1m'), { touched: t.touched, source: t.device_1m }), file('device_1m'));
+      device1m.catch(() => undefined); // awaited below
     }
+    await engine.materializeAll(steps.slice(split));
+    // device_1d holds the whole day (incremental, device_1m only its touched minutes).
+    const n = await engine.sum('device_1d', engine.ident('count'));
+    const writes: Array<{ select: string; file: string }> = [];
+    if (n > 0) {
+      for (const view of VIEW_STEPS) {
+        out[view.name] = file(view.name);
+        if (device1m && view.name === 'device_1m') continue;
+        const kept = prev && previousFileOf(prev, view.name);
+        writes.push({ select: viewFileSelect(engine, view, kept || undefined), file: file(view.name) });
+      }
+    }
+    await engine.writeAndDrop(writes, [...steps.map((s) => s.name).reverse(), ...(prev ? ['touched'] : [])]);
+    if (device1m) await device1m;
+    return { readings: n, files: out };
+  } finally {
+    if (device1m) await device1m.catch(() => undefined);
+    if (shared.length) await engine.dropShared(shared).catch(() => undefined);
   }
-  await engine.writeAndDrop(writes, [...steps.map((s) => s.name).reverse(), ...(prev ? ['touched'] : [])]);
-  return { readings: n, files: out };
 }

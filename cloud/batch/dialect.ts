@@ -168,6 +168,26 @@ export class DuckDialect implements SqlDialect {
     return `DROP ${view ? 'VIEW' : 'TABLE'} IF EXISTS ${this.ident(name)}`;
   }
 
+  /**
+   * Copy temp tables into tables of the engine's database that every connection of it sees (temp
+   * tables are their connection's own), named `<prefix>_<name>`; returns those names, quoted.
+   */
+  async share(names: readonly string[], prefix: string): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    const sql: string[] = [];
+    for (const n of names) {
+      out[n] = `main.${this.ident(`${prefix}_${n}`)}`;
+      sql.push(`CREATE OR REPLACE TABLE ${out[n]} AS SELECT * FROM temp.${this.ident(n)};`);
+    }
+    await this.conn.run(sql.join('\n'));
+    return out;
+  }
+
+  /** Drop tables share() made (their quoted names). */
+  async dropShared(names: readonly string[]): Promise<void> {
+    if (names.length) await this.conn.run(names.map((n) => `DROP TABLE IF EXISTS ${n};`).join('\n'));
+  }
+
   /** A Parquet file as a relation (a view file of the live version). */
   readParquet(file: string): string {
     return `read_parquet(${str(file)})`;

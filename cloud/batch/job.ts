@@ -130,6 +130,8 @@ class Run implements BatchRun {
   private engine: DuckDialect | null = null;
   /** The connections building days (the engine's first), DAYS_AT_ONCE at most. */
   private lanes: DuckDialect[] = [];
+  /** A one-day incremental run's second connection, which writes device_1m's file beside the other steps (build.ts). */
+  private helper: DuckDialect | null = null;
   private aborted: string | null = null;
   private effectiveKind: RunKind;
   private rowsRead = 0;
@@ -157,6 +159,8 @@ class Run implements BatchRun {
       try { lane.close(); } catch { /* already closed */ }
     }
     this.lanes = [];
+    try { this.helper?.close(); } catch { /* already closed */ }
+    this.helper = null;
     try { this.engine?.close(); } catch { /* already closed */ }
     this.engine = null;
   }
@@ -170,6 +174,7 @@ class Run implements BatchRun {
     this.aborted = reason;
     // Before the day connections exist, the engine alone runs statements.
     for (const lane of this.lanes.length ? this.lanes : this.engine ? [this.engine] : []) lane.interrupt();
+    this.helper?.interrupt();
   }
 
   private step(p: Parameters<ProgressTracker['update']>[0]): void {
@@ -183,14 +188,15 @@ class Run implements BatchRun {
 
   /**
    * The live version's files of a day for an incremental build, or undefined (the day is built
-   * from its master files alone): when the live version lacks one of its minute views, or wrote its
-   * gateway rows before they named their devices.
+   * from its master files alone): when the live version lacks one of the views the build merges
+   * into (the minute and hour views), or wrote its gateway rows before they named their devices.
    */
-  private async previousDay(engine: DuckDialect, device1m: string | undefined, gateway1m: string | undefined, spans: PreviousDayFiles['spans']): Promise<PreviousDayFiles | undefined> {
-    if (!device1m || !gateway1m) return undefined;
+  private async previousDay(engine: DuckDialect, kept: Record<MergedView, string | undefined>, spans: PreviousDayFiles['spans']): Promise<PreviousDayFiles | undefined> {
+    const { device_1m: device1m, gateway_1m: gateway1m, fleet_1m: fleet1m, device_1h: device1h, gateway_1h: gateway1h, fleet_1h: fleet1h } = kept;
+    if (!device1m || !gateway1m || !fleet1m || !device1h || !gateway1h || !fleet1h) return undefined;
     const cols = await engine.parquetColumns(gateway1m);
     if (!cols.includes('first_device') || !cols.includes('last_device')) return undefined;
-    return { device1m, gateway1m, spans };
+    return { device1m, gateway1m, fleet1m, device1h, gateway1h, fleet1h, spans };
   }
 
   private async execute(): Promise<BatchRunResult> {
@@ -237,15 +243,17 @@ class Run implements BatchRun {
         this.engine = await DuckDialect.open({ memoryLimit: this.opts.memoryLimit, threads: engineThreads, tempDir: this.opts.spillDir ?? join(this.opts.dataDir, 'tmp', 'duckdb') });
         const byDay = new Map<string, string[]>();
         for (const f of snap.files) byDay.set(f.day, [...(byDay.get(f.day) ?? []), f.path]);
-        // Incremental: a day the live version has both minute views of keeps their untouched minutes.
+        // Incremental: a day the live version has the minute and hour views of keeps their untouched minutes and hours.
         const spans = changedSpans(prev?.watermark ?? {}, snap.watermark);
         const kept = (view: ViewName) => new Map((this.effectiveKind === 'full' || !prev ? [] : prev.views[view] ?? []).map((p) => [dayOfPath(p), join(viewsDir, p)]));
-        const keptDevice = kept('device_1m');
-        const keptGateway = kept('gateway_1m');
+        const keptFiles = Object.fromEntries(MERGED_VIEWS.map((v) => [v, kept(v)])) as Record<MergedView, Map<string, string>>;
+        const keptOf = (day: string) => Object.fromEntries(MERGED_VIEWS.map((v) => [v, keptFiles[v].get(day)])) as Record<MergedView, string | undefined>;
         const rowsOf = new Map<string, number>();
         for (const f of snap.files) rowsOf.set(f.day, (rowsOf.get(f.day) ?? 0) + f.rows);
         this.lanes = [this.engine];
         while (this.lanes.length < lanes) this.lanes.push(await this.engine.connect());
+        // One day (most incremental runs): a second connection writes its largest file beside the other steps.
+        if (lanes === 1 && this.effectiveKind !== 'full') this.helper = await this.engine.connect();
         const queue = [...snap.days];
         let failed = false;
         // Days in order, DAYS_AT_ONCE at a time (each on its own connection): many of a day's
@@ -263,7 +271,7 @@ class Run implements BatchRun {
           this.check();
           this.step({ day });
           const files = (byDay.get(day) ?? []).map((p) => join(this.opts.dataDir, p));
-          const b = await buildDay(engine, day, files, snap.watermark, tmpDir, await this.previousDay(engine, keptDevice.get(day), keptGateway.get(day), spans));
+          const b = await buildDay(engine, day, files, snap.watermark, tmpDir, await this.previousDay(engine, keptOf(day), spans), this.helper ?? undefined);
           for (const [view, tmp] of Object.entries(b.files) as Array<[ViewName, string]>) {
             const rel = `${vdir}/${view}/day=${day}.parquet`;
             const p = publishFile(tmp, join(viewsDir, rel));
@@ -333,6 +341,10 @@ class Run implements BatchRun {
     }
   }
 }
+
+/** The views whose live files of a day an incremental build merges into (sql.ts PreviousDay). */
+const MERGED_VIEWS = ['device_1m', 'gateway_1m', 'fleet_1m', 'device_1h', 'gateway_1h', 'fleet_1h'] as const;
+type MergedView = (typeof MERGED_VIEWS)[number];
 
 /** Days a run builds at once at most, each on its own DuckDB connection (the engine's memory and threads shared). */
 const DAYS_AT_ONCE = 2;

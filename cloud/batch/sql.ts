@@ -336,13 +336,18 @@ export const VIEW_STEPS: readonly ViewStep[] = [
 ];
 
 /**
- * What an incremental build of a day keeps from the live version: that day's device_1m and
- * gateway_1m rows (relations over their files), and per gateway the epoch span (lo, hi] whose
- * readings changed since it (state.ts changedSpans).
+ * What an incremental build of a day keeps from the live version: that day's files (relations over
+ * them) of the views it merges into rather than recomputes (the minutes of device_1m, gateway_1m
+ * and fleet_1m, the hours of device_1h, gateway_1h and fleet_1h), and per gateway the epoch span
+ * (lo, hi] whose readings changed since it (state.ts changedSpans).
  */
 export interface PreviousDay {
   device1m: string;
   gateway1m: string;
+  fleet1m: string;
+  device1h: string;
+  gateway1h: string;
+  fleet1h: string;
   spans: Array<{ gateway: string; lo: number; hi: number }>;
   /**
    * Set when the caller computed `touched` already (a table of that name): the relation the
@@ -350,6 +355,14 @@ export interface PreviousDay {
    * touched minutes' time range); unset, `touched` is the first step and the rows come from the day.
    */
   rowsScan?: string;
+}
+
+/** The live file of each merged view in an incremental build (PreviousDay), by view name. */
+export function previousFileOf(previous: PreviousDay, view: ViewName): string | undefined {
+  const files: Partial<Record<ViewName, string>> = {
+    device_1m: previous.device1m, gateway_1m: previous.gateway1m, fleet_1m: previous.fleet1m,
+  };
+  return files[view];
 }
 
 /** The minutes of the day's rows whose epochs changed coverage: the only minutes an incremental build recomputes. */
@@ -377,22 +390,28 @@ JOIN (VALUES ${values}) AS c (gateway, lo, hi) ON r.gateway = c.gateway AND r.ep
  * first_device/last_device, and dedup leaves no two gateways with one (device, metric, ts).
  *
  * With `previous` (an incremental run), only the minutes holding a reading whose coverage changed
- * (`touched`) are computed from the master rows; the other minutes' device_1m and gateway_1m rows
- * are the live version's, and every hour and day is merged again from the minutes. Exact: a
- * reading's coverage is decided by its epoch and its identity lies in its minute, so a minute none
- * of whose readings changed coverage has the same readings, and the same rows, as before. The kept
- * rows' shifted sums are taken from their stored sums (sum - count * shift), so a kept minute of
- * values large against their spread merges with the rounding of its sum (as every rollup did
+ * (`touched`) are computed from the master rows, and the minute steps (device_1m, gateway_1m,
+ * fleet_1m) hold those minutes only: their files take the other minutes' rows from the live
+ * version's files as they are (build.ts viewFileSelect). An hour holding a touched minute
+ * (`touched_1h`) is merged again from its minutes (its other minutes read from the live minute
+ * files); every other hour's row is the live version's; every day is merged again from its hours.
+ * Exact: a reading's coverage is decided by its epoch and its identity lies in its minute, so a
+ * minute none of whose readings changed coverage has the same readings, and the same rows, as
+ * before, and an hour none of whose minutes changed has the same row. The kept rows' shifted sums
+ * are taken from their stored sums (sum - count * shift), so a kept minute or hour of values large
+ * against their spread merges with the rounding of its sum (as every rollup did
  * before the shift); a full run merges it exactly.
  */
 export function buildSteps(q: SqlDialect, dayScan: string, watermark: Record<string, number>, previous?: PreviousDay): BuildStep[] | null {
   const scan = previous ? `(SELECT s.* FROM ${previous.rowsScan ?? dayScan} s WHERE date_trunc('minute', s.ts) IN (SELECT bucket FROM touched))` : dayScan;
   const wm = watermarkSql(watermark);
+  const c = (n: string) => q.ident(n);
   // A shift may be any value of its series near its readings (m2's rounding is that of the
-  // distance); every series of the day is in the live version's minutes or in the touched rows, so
-  // an incremental build takes the shifts from those rather than from another pass over the day.
+  // distance); every series of the day is in the live version's hours or in the touched rows, so
+  // an incremental build takes the shifts from those (the hours' minimums: a row per series and
+  // hour) rather than from another pass over the day.
   const shiftSource = previous?.rowsScan
-    ? `(SELECT device, metric, ${q.ident('min')} AS value FROM ${previous.device1m} UNION ALL SELECT device, metric, value FROM ${previous.rowsScan})`
+    ? `(SELECT device, metric, ${c('min')} AS value FROM ${previous.device1h} UNION ALL SELECT device, metric, value FROM ${previous.rowsScan})`
     : dayScan;
   if (!wm) return null;
   const cols = ['count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY].map((n) => q.ident(n));
@@ -402,27 +421,12 @@ export function buildSteps(q: SqlDialect, dayScan: string, watermark: Record<str
 FROM raw_1m m JOIN wm w ON m.grank = w.grank WHERE m.clean
 UNION ALL
 SELECT device, gateway, metric, bucket, ${summary} FROM fallback_1m)`;
-  const c = (n: string) => q.ident(n);
-  const kept = (cols: string, shift: string) => `SELECT ${cols}, CAST(p.bucket AS TIMESTAMP) AS bucket,
-  p.${c('count')}, p.${c('sum')}, p.${c('min')}, p.${c('max')}, p.m2, p.${c('first')}, CAST(p.first_ts AS TIMESTAMP) AS first_ts,
-  p.${c('last')}, CAST(p.last_ts AS TIMESTAMP) AS last_ts, ${shift} AS shift, p.${c('sum')} - p.${c('count')} * ${shift} AS ssum, o.mshift`;
-  const keptDevices = previous ? `
-UNION ALL
-${kept('p.device, o.sid, p.metric', 'o.shift')}
-FROM ${previous.device1m} p JOIN shifts o ON p.device = o.device AND p.metric = o.metric
-WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
-  const keptGateways = previous ? `
-UNION ALL
-${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
-FROM ${previous.gateway1m} p JOIN (SELECT DISTINCT metric, mshift FROM shifts) o ON p.metric = o.metric
-WHERE CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)` : '';
-  // device_1m: the clean minutes of raw_1m as they are, the fallback's merged across gateways, and
-  // (incremental) the kept minutes; raw_1m's clean rows are most of it (83% here), so an engine
-  // that can builds it in raw_1m itself (BuildStep.inPlace): raw_1m WHERE clean stays what
-  // gateway_1m reads.
+  // device_1m: the clean minutes of raw_1m as they are and the fallback's merged across gateways;
+  // raw_1m's clean rows are most of it (83% here), so an engine that can builds it in raw_1m
+  // itself (BuildStep.inPlace): raw_1m WHERE clean stays what gateway_1m reads.
   const device1mColumns = ['device', 'sid', 'metric', 'bucket', 'count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY];
-  const device1mRest = `${rollupSql(q, 'fallback_1m', ['device', 'sid'], 'minute', null, null, true)}${keptDevices}`;
-  return [
+  const device1mRest = rollupSql(q, 'fallback_1m', ['device', 'sid'], 'minute', null, null, true);
+  const head: BuildStep[] = [
     ...(previous && !previous.rowsScan ? [{ name: 'touched', sql: touchedMinutesSql(dayScan, previous.spans) }] : []),
     { name: 'wm', sql: wm },
     { name: 'shifts', sql: shiftsSql(shiftSource) },
@@ -434,13 +438,76 @@ UNION ALL
 ${device1mRest}`,
       inPlace: { table: 'raw_1m', keep: 'clean', columns: device1mColumns, rest: device1mRest },
     },
-    { name: 'device_1h', sql: rollupSql(q, 'device_1m', ['device'], 'hour', null, null, true) },
+  ];
+  const gateway1m = rollupSql(q, deviceGateway1m, ['gateway'], 'minute', OWN, OWN);
+  if (!previous) {
+    return [
+      ...head,
+      { name: 'device_1h', sql: rollupSql(q, 'device_1m', ['device'], 'hour', null, null, true) },
+      { name: 'device_1d', sql: rollupSql(q, 'device_1h', ['device'], 'day', null, null, true) },
+      { name: 'gateway_1m', sql: gateway1m },
+      { name: 'gateway_1h', sql: rollupSql(q, 'gateway_1m', ['gateway'], 'hour', null, CARRIED) },
+      { name: 'gateway_1d', sql: rollupSql(q, 'gateway_1h', ['gateway'], 'day', null, CARRIED) },
+      { name: 'fleet_1m', sql: rollupSql(q, 'gateway_1m', [], 'minute', CARRIED, CARRIED) },
+      { name: 'fleet_1h', sql: rollupSql(q, 'device_1h', [], 'hour', OWN, OWN) },
+      { name: 'fleet_1d', sql: rollupSql(q, 'fleet_1h', [], 'day', null, CARRIED) },
+    ];
+  }
+  // Incremental: the minute steps hold the touched minutes only (their files merge them with the
+  // live file's other minutes: build.ts viewFileSelect); an hour is merged again from its minutes
+  // when it holds a touched minute (`touched_1h`; its other minutes read from the live minute
+  // file), and kept from the live hour file otherwise; every day is merged from its hours. A kept
+  // row's shifted sum comes from its stored sum (sum - count * shift).
+  const kept = (keyCols: string, shift: string) => `SELECT ${keyCols}, CAST(p.bucket AS TIMESTAMP) AS bucket,
+  p.${c('count')}, p.${c('sum')}, p.${c('min')}, p.${c('max')}, p.m2, p.${c('first')}, CAST(p.first_ts AS TIMESTAMP) AS first_ts,
+  p.${c('last')}, CAST(p.last_ts AS TIMESTAMP) AS last_ts, ${shift} AS shift, p.${c('sum')} - p.${c('count')} * ${shift} AS ssum, o.mshift`;
+  const byDevice = 'JOIN shifts o ON p.device = o.device AND p.metric = o.metric';
+  const byMetric = 'JOIN (SELECT DISTINCT metric, mshift FROM shifts) o ON p.metric = o.metric';
+  const inTouchedHours = `date_trunc('hour', CAST(p.bucket AS TIMESTAMP)) IN (SELECT bucket FROM touched_1h) AND CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched)`;
+  const untouchedHours = 'CAST(p.bucket AS TIMESTAMP) NOT IN (SELECT bucket FROM touched_1h)';
+  const gatewayCols = ['gateway', 'metric', 'bucket', 'count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY, 'first_device', 'last_device'].map((n) => q.ident(n)).join(', ');
+  return [
+    ...head,
+    { name: 'touched_1h', sql: `SELECT DISTINCT date_trunc('hour', bucket) AS bucket FROM touched` },
+    {
+      name: 'device_1m_th', sql: `SELECT device, metric, bucket, ${summary} FROM device_1m
+UNION ALL
+${kept('p.device, p.metric', 'o.shift')}
+FROM ${previous.device1m} p ${byDevice}
+WHERE ${inTouchedHours}`,
+    },
+    {
+      name: 'device_1h', sql: `${rollupSql(q, 'device_1m_th', ['device'], 'hour', null, null, true)}
+UNION ALL
+${kept('p.device, p.metric', 'o.shift')}
+FROM ${previous.device1h} p ${byDevice}
+WHERE ${untouchedHours}`,
+    },
     { name: 'device_1d', sql: rollupSql(q, 'device_1h', ['device'], 'day', null, null, true) },
-    { name: 'gateway_1m', sql: `${rollupSql(q, deviceGateway1m, ['gateway'], 'minute', OWN, OWN)}${keptGateways}` },
-    { name: 'gateway_1h', sql: rollupSql(q, 'gateway_1m', ['gateway'], 'hour', null, CARRIED) },
+    { name: 'gateway_1m', sql: gateway1m },
+    {
+      name: 'gateway_1m_th', sql: `SELECT ${gatewayCols} FROM gateway_1m
+UNION ALL
+${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
+FROM ${previous.gateway1m} p ${byMetric}
+WHERE ${inTouchedHours}`,
+    },
+    {
+      name: 'gateway_1h', sql: `${rollupSql(q, 'gateway_1m_th', ['gateway'], 'hour', null, CARRIED)}
+UNION ALL
+${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
+FROM ${previous.gateway1h} p ${byMetric}
+WHERE ${untouchedHours}`,
+    },
     { name: 'gateway_1d', sql: rollupSql(q, 'gateway_1h', ['gateway'], 'day', null, CARRIED) },
     { name: 'fleet_1m', sql: rollupSql(q, 'gateway_1m', [], 'minute', CARRIED, CARRIED) },
-    { name: 'fleet_1h', sql: rollupSql(q, 'device_1h', [], 'hour', OWN, OWN) },
+    {
+      name: 'fleet_1h', sql: `${rollupSql(q, '(SELECT * FROM device_1h WHERE bucket IN (SELECT bucket FROM touched_1h))', [], 'hour', OWN, OWN)}
+UNION ALL
+${kept('p.metric', 'o.mshift')}, p.first_device, p.last_device
+FROM ${previous.fleet1h} p ${byMetric}
+WHERE ${untouchedHours}`,
+    },
     { name: 'fleet_1d', sql: rollupSql(q, 'fleet_1h', [], 'day', null, CARRIED) },
   ];
 }

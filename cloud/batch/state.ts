@@ -49,13 +49,22 @@ export function changedSpans(prev: Record<string, number>, next: Record<string, 
  */
 async function readWatermark(db: Db): Promise<Record<string, number>> {
   // Per gateway: 1 when it has no epoch 1, else the first epoch number after a run of reported ones.
-  const stops = await db.all<{ gateway: string; stop: number }>(
-    `SELECT gateway, CASE WHEN EXISTS (SELECT 1 FROM epochs o WHERE o.gateway = e.gateway AND o.epoch = 1) THEN MIN(epoch) + 1 ELSE 1 END AS stop
-     FROM epochs e
-     WHERE epoch >= 1 AND NOT EXISTS (SELECT 1 FROM epochs x WHERE x.gateway = e.gateway AND x.epoch = e.epoch + 1)
-     GROUP BY gateway
-     UNION ALL
-     SELECT gateway, 1 AS stop FROM epochs GROUP BY gateway HAVING MAX(epoch) < 1`);
+  // Most gateways' epoch numbers run from 1 without a hole: then that is one past the largest, which
+  // one pass over the primary key tells (count, smallest and largest); only when some gateway has a
+  // hole does SQLite look for each epoch's successor (one index seek per epoch: 38 against 11 ms
+  // over the bench's 100,800 epochs, 2026-12-06).
+  const runs = await db.all<{ gateway: string; lo: number | null; hi: number; n: number }>(
+    `SELECT gateway, MIN(CASE WHEN epoch >= 1 THEN epoch END) AS lo, MAX(epoch) AS hi, SUM(epoch >= 1) AS n FROM epochs GROUP BY gateway`);
+  const holes = runs.some((r) => r.lo === 1 && r.n !== r.hi);
+  const stops = !holes
+    ? runs.map((r) => ({ gateway: r.gateway, stop: r.lo === 1 ? r.hi + 1 : 1 }))
+    : await db.all<{ gateway: string; stop: number }>(
+      `SELECT gateway, CASE WHEN EXISTS (SELECT 1 FROM epochs o WHERE o.gateway = e.gateway AND o.epoch = 1) THEN MIN(epoch) + 1 ELSE 1 END AS stop
+       FROM epochs e
+       WHERE epoch >= 1 AND NOT EXISTS (SELECT 1 FROM epochs x WHERE x.gateway = e.gateway AND x.epoch = e.epoch + 1)
+       GROUP BY gateway
+       UNION ALL
+       SELECT gateway, 1 AS stop FROM epochs GROUP BY gateway HAVING MAX(epoch) < 1`);
   const candidates = await db.all<{ gateway: string; epoch: number; firstSeq: number; lastSeq: number }>(
     `SELECT gateway, epoch, first_seq AS firstSeq, last_seq AS lastSeq FROM epochs e
      WHERE epoch >= 1 AND first_seq <= last_seq

@@ -157,6 +157,24 @@ describe('batch runs', () => {
     await fx.close();
   });
 
+  it('[INV-4] an incremental run that touches two hours of a full day merges them into its other minutes and hours, as --full builds them', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 13);
+    await fleet.append(1500, DAY0, 1);
+    await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    // New readings in hours 5 and 6 only (minutes with readings already and new ones).
+    await fleet.append(40, DAY0 + 5 * 3600_000, 2 / 24);
+    const r = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    expect(r.kind).toBe('incremental');
+    expect(r.days).toEqual([dayOf(DAY0)]);
+    await check(dir, fleet.all, fleet.e());
+    const incremental = await readViews(dir);
+    await (await startBatchRun(opts(dir), { full: true, trigger: 'cli' })).done;
+    expect(sameViews(await readViews(dir), incremental)).toEqual([]);
+    await fx.close();
+  });
+
   it('[INV-4] deleting views/ and rerunning restores the same rows', async () => {
     const dir = await tempDir();
     const fx = await MasterFixture.open(dir);
