@@ -136,11 +136,13 @@ export async function planGroup(tx: IngestTx, batches: IngestBatch[], now: numbe
   const state = new Map<string, GatewayState>();
   const lines: StagingLine[] = [];
   const outcomes: RequestOutcome[] = [];
+  // Nothing below writes `received` (commitGroupIn does, after staging): read for every gateway at once.
+  const storedMax = batches.length > 0 ? await tx.maxReceived([...new Set(batches.map((b) => b.gateway))]) : new Map<string, number>();
   for (const b of batches) {
     const g = b.gateway;
     let st = state.get(g);
     if (!st) {
-      const stored = await tx.maxReceived(g);
+      const stored = storedMax.get(g) ?? 0;
       st = { added: [], maxSeq: stored, stored };
       state.set(g, st);
     }

@@ -17,7 +17,7 @@ import { planSeal } from './seal-plan.js';
 /** The IngestTx view of a connection inside a transaction. */
 function sqliteIngestTx(db: Db): IngestTx {
   return {
-    maxReceived: (g) => maxReceived(db, g),
+    maxReceived: (gs) => maxReceived(db, gs),
     receivedNear: (g, from, to) => rangesNear(db, { table: 'received', gateway: g }, from, to),
     gapRangesIn: (g, from, to) => gapRangesIn(db, g, from, to),
     storedEpochs: (g, epochs) => storedEpochs(db, g, epochs),

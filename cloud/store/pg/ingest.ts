@@ -79,8 +79,9 @@ async function addRanges(c: pg.PoolClient, table: RangeTable, key: string[], ran
 
 function pgIngestTx(c: pg.PoolClient): IngestTx {
   return {
-    maxReceived: async (g) => (await c.query<{ to: number }>(
-      'SELECT to_seq AS "to" FROM received WHERE gateway = $1 ORDER BY from_seq DESC LIMIT 1', [g])).rows[0]?.to ?? 0,
+    maxReceived: async (gs) => new Map((await c.query<{ gateway: string; to: number | null }>(
+      `SELECT g.gateway, (SELECT to_seq FROM received r WHERE r.gateway = g.gateway ORDER BY r.from_seq DESC LIMIT 1) AS "to"
+       FROM unnest($1::text[]) AS g(gateway)`, [gs])).rows.map((r) => [r.gateway, Number(r.to ?? 0)])),
     receivedNear: (g, from, to) => rangesNear(c, 'received', [g], from, to),
     gapRangesIn: async (g, from, to) => (await c.query<Range>(
       'SELECT from_seq AS "from", to_seq AS "to" FROM gaps WHERE gateway = $1 AND to_seq >= $2 AND from_seq <= $3', [g, from, to])).rows,
