@@ -46,6 +46,9 @@ const VARIANTS: Record<string, Props> = {
   'seal-uncompressed': () => delta(base().setCompression(pq.Compression.UNCOMPRESSED)).build(),
   'seal-chunk-stats': () => delta(base().setStatisticsEnabled(pq.EnabledStatistics.Chunk)).build(),
   'seal-v2-pages': () => delta(base().setWriterVersion(pq.WriterVersion.V2)).build(),
+  'seal-ids-plain': () => ['device', 'metric', 'gateway'].reduce((b, c) => b.setColumnDictionaryEnabled(c, false), delta(base())).build(),
+  'seal-ids-delta': () => ['device', 'metric', 'gateway'].reduce((b, c) => b.setColumnDictionaryEnabled(c, false).setColumnEncoding(c, pq.Encoding.DELTA_BYTE_ARRAY), delta(base())).build(),
+  'seal-gw-plain': () => delta(base()).setColumnDictionaryEnabled('gateway', false).build(),
   'seal-512k-groups': () => delta(base().setMaxRowGroupSize(524_288)).build(),
 };
 
