@@ -113,10 +113,12 @@ async function skipped(tx: IngestTx, g: string, held: number, b: IngestBatch): P
 export async function commitGroupIn(tx: IngestTx, req: GroupCommitRequest): Promise<GroupPlan> {
   const now = req.now();
   const p = await planGroup(tx, req.batches, now, req.log, req.maxFutureMs);
+  const offsets: Array<{ gateway: string; offsetMs: number }> = [];
   for (const g of new Set(req.batches.map((b) => b.gateway))) {
     const offset = req.clockOffset(g, now);
-    if (offset !== null) await tx.recordClockOffset(g, offset, now);
+    if (offset !== null) offsets.push({ gateway: g, offsetMs: offset });
   }
+  if (offsets.length > 0) await tx.recordClockOffsets(offsets, now);
   if (p.lines.length > 0) {
     // [INV-1] durable before the COMMIT that makes it count.
     const placed = await req.stage(p.lines);

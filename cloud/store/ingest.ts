@@ -97,8 +97,8 @@ export interface IngestTx {
   /** Insert-once by (gateway, id); how many were new, and the seqs of the new cloud_lost ones. */
   insertGaps(gateway: string, gaps: GapRow[], now: number): Promise<{ added: number; lostReadings: number }>;
   recordFutureReadings(gateway: string, f: FutureReadings, now: number): Promise<void>;
-  /** Store the gateway's current clock offset estimate (gateway_clock). */
-  recordClockOffset(gateway: string, offsetMs: number, now: number): Promise<void>;
+  /** Store the current clock offset estimates of these gateways, each named once (gateway_clock; one statement for a group). */
+  recordClockOffsets(offsets: Array<{ gateway: string; offsetMs: number }>, now: number): Promise<void>;
   /** The segment's `staged` ranges by gateway. */
   stagedRanges(segment: string): Promise<Map<string, Range[]>>;
   addReceived(gateway: string, ranges: Range[]): Promise<void>;

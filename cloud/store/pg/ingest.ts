@@ -109,11 +109,15 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
       }
       return { added, lostReadings };
     },
-    recordClockOffset: async (g, offsetMs, now) => {
-      await c.query(
-        `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ($1, $2, $3)
-         ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
-        [g, Math.round(offsetMs), now]);
+    recordClockOffsets: async (offsets, now) => {
+      for (const chunk of chunks(offsets, 3)) {
+        const params: unknown[] = [];
+        for (const o of chunk) params.push(o.gateway, Math.round(o.offsetMs), now);
+        await c.query(
+          `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ${values(chunk.length, 3)}
+           ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
+          params);
+      }
     },
     recordFutureReadings: async (g, f, now) => {
       await c.query(
