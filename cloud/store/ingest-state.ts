@@ -41,6 +41,11 @@ export async function addRanges(db: Db, set: RangeSet, ranges: Range[]): Promise
     const near = await rangesNear(db, set, r.from, r.to);
     const merged = normalize([r, ...near])[0];
     if (near.length === 1 && near[0].from === merged.from && near[0].to === merged.to) continue;
+    if (near.length === 1 && near[0].from === merged.from) {
+      // The common case, a range growing at its end (the next batch of a gateway): one statement, not a DELETE and an INSERT.
+      await db.run(`UPDATE ${set.table} SET to_seq = ? WHERE ${k.where} AND from_seq = ?`, [merged.to, ...k.params, merged.from]);
+      continue;
+    }
     for (const chunk of chunkRows(near, 1, 500)) {
       await db.run(`DELETE FROM ${set.table} WHERE ${k.where} AND from_seq IN ${placeholders(1, chunk.length)}`, [...k.params, ...chunk.map((n) => n.from)]);
     }
