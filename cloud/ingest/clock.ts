@@ -19,7 +19,7 @@
  * `gateway_clock` in cloud.db with the transactions those requests commit anyway, which is where
  * GET /api/v1/gateways reads it, whichever process answers.
  */
-import type { Db } from '../../shared/sqlite.js';
+import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
 import type { ReadingColumns } from './columns.js';
 
 /** The window of the max filter, in ms. */
@@ -101,6 +101,18 @@ export async function recordClockOffset(db: Db, gateway: string, offsetMs: numbe
     `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES (?, ?, ?)
      ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
     [gateway, Math.round(offsetMs), now]);
+}
+
+/** Store several gateways' offset estimates (each gateway once), one statement per 300 of them; run inside the caller's transaction. */
+export async function recordClockOffsets(db: Db, offsets: Array<{ gateway: string; offsetMs: number }>, now: number): Promise<void> {
+  for (const chunk of chunkRows(offsets, 3, 900)) {
+    const params: unknown[] = [];
+    for (const o of chunk) params.push(o.gateway, Math.round(o.offsetMs), now);
+    await db.run(
+      `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ${placeholders(chunk.length, 3)}
+       ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
+      params);
+  }
 }
 
 /** Add a batch's future readings to the gateway's count, keeping the furthest-ahead one as its example. */

@@ -267,9 +267,32 @@ function toBigInt64(a: Float64Array, n: number): BigInt64Array {
  */
 export const ROW_GROUP_ROWS = 131_072;
 
-/** zstd Parquet from an Arrow IPC stream. Synchronous WebAssembly: about 0.5 s per million rows here. */
+/**
+ * Integer columns written DELTA_BINARY_PACKED with no dictionary: seq counts up by one per gateway,
+ * ts and epoch creep up within a request, so their deltas pack into a few bits, where a dictionary
+ * (the writer's default for every column) hashes every value, then gives up on a million distinct
+ * ts or seq once its page passes 1 MB. bench/seal-encode.ts, a 1M-reading day shaped as the paced
+ * load (2026-12-06): 0.32 vs 0.39 us of CPU a row to encode, 2.16 vs 3.14 B a row, DuckDB's bare
+ * scan and device_1m aggregation of the file no slower. DuckDB, Trino, Spark 3.3+ and pyarrow read
+ * it (a Parquet 2 encoding in ordinary v1 data pages).
+ */
+export const DELTA_COLUMNS = ['ts', 'seq', 'epoch'];
+
+/**
+ * The writer settings of every master file: zstd (parquet-wasm 0.8 takes no level: the Rust writer's
+ * default, a fast one: the same file UNCOMPRESSED took only 8% less CPU, and 2.6x the bytes), row
+ * groups of `rowGroupRows`, DELTA_COLUMNS. The worker builds the
+ * same from its workerData (WORKER_SOURCE's writerProperties).
+ */
+export function sealWriterProperties(rowGroupRows = ROW_GROUP_ROWS): pq.WriterProperties {
+  let b = new pq.WriterPropertiesBuilder().setCompression(pq.Compression.ZSTD).setMaxRowGroupSize(rowGroupRows);
+  for (const c of DELTA_COLUMNS) b = b.setColumnDictionaryEnabled(c, false).setColumnEncoding(c, pq.Encoding.DELTA_BINARY_PACKED);
+  return b.build();
+}
+
+/** zstd Parquet from an Arrow IPC stream. Synchronous WebAssembly: about 0.3-0.4 s per million rows here. */
 export function encodeParquetIpc(ipc: Uint8Array): Uint8Array {
-  const props = new pq.WriterPropertiesBuilder().setCompression(pq.Compression.ZSTD).setMaxRowGroupSize(ROW_GROUP_ROWS).build();
+  const props = sealWriterProperties();
   return pq.writeParquet(pq.Table.fromIPCStream(ipc), props);
 }
 
@@ -347,12 +370,17 @@ function ipcOf(c) {
   });
   return A.tableToIPC(table, 'stream');
 }
+// sealWriterProperties, from workerData.
+function writerProperties(m) {
+  let b = new m.WriterPropertiesBuilder().setCompression(m.Compression.ZSTD).setMaxRowGroupSize(workerData.rowGroupRows);
+  for (const c of workerData.deltaColumns) b = b.setColumnDictionaryEnabled(c, false).setColumnEncoding(c, m.Encoding.DELTA_BINARY_PACKED);
+  return b.build();
+}
 parentPort.on('message', async ({ id, ipc, columns }) => {
   try {
     const m = await pq;
     const gateways = columns ? stats(columns) : undefined;
-    const props = new m.WriterPropertiesBuilder().setCompression(m.Compression.ZSTD).setMaxRowGroupSize(workerData.rowGroupRows).build();
-    const out = m.writeParquet(m.Table.fromIPCStream(columns ? ipcOf(columns) : ipc), props);
+    const out = m.writeParquet(m.Table.fromIPCStream(columns ? ipcOf(columns) : ipc), writerProperties(m));
     parentPort.postMessage({ id, out, gateways }, [out.buffer]);
   } catch (err) {
     parentPort.postMessage({ id, error: String(err && err.stack || err) });
@@ -418,7 +446,7 @@ export class ParquetEncoder {
     try {
       const req = createRequire(import.meta.url);
       const parquetWasm = pathToFileURL(req.resolve('parquet-wasm')).href;
-      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { parquetWasm, arrow: req.resolve('apache-arrow'), rowGroupRows: ROW_GROUP_ROWS, nice: this.nice } });
+      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { parquetWasm, arrow: req.resolve('apache-arrow'), rowGroupRows: ROW_GROUP_ROWS, deltaColumns: DELTA_COLUMNS, nice: this.nice } });
       w.unref();
       w.on('message', (m: Reply) => {
         const p = this.pending.get(m.id);

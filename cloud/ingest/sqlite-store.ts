@@ -9,7 +9,7 @@ import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../st
 import {
   type CatalogEntry, addRanges, deleteStaged, gapRangesIn, insertEpochs, insertFiles, insertGaps, maxReceived, rangesNear, stagedRanges, storedEpochs,
 } from '../store/ingest-state.js';
-import { recordClockOffset, recordFutureReadings } from './clock.js';
+import { recordClockOffsets, recordFutureReadings } from './clock.js';
 import { type GroupPlan, commitGroupIn } from './plan.js';
 import type { Range } from './ranges.js';
 import { planSeal } from './seal-plan.js';
@@ -17,14 +17,14 @@ import { planSeal } from './seal-plan.js';
 /** The IngestTx view of a connection inside a transaction. */
 function sqliteIngestTx(db: Db): IngestTx {
   return {
-    maxReceived: (g) => maxReceived(db, g),
+    maxReceived: (gs) => maxReceived(db, gs),
     receivedNear: (g, from, to) => rangesNear(db, { table: 'received', gateway: g }, from, to),
     gapRangesIn: (g, from, to) => gapRangesIn(db, g, from, to),
     storedEpochs: (g, epochs) => storedEpochs(db, g, epochs),
     insertEpochs: (g, epochs) => insertEpochs(db, g, epochs),
     insertGaps: (g, gaps, now) => insertGaps(db, g, gaps, now),
     recordFutureReadings: (g, f, now) => recordFutureReadings(db, g, f, now),
-    recordClockOffset: (g, offsetMs, now) => recordClockOffset(db, g, offsetMs, now),
+    recordClockOffsets: (offsets, now) => recordClockOffsets(db, offsets, now),
     stagedRanges: (segment) => stagedRanges(db, segment),
     addReceived: (g, ranges) => addRanges(db, { table: 'received', gateway: g }, ranges),
     addStaged: (segment, g, ranges) => addRanges(db, { table: 'staged', segment, gateway: g }, ranges),

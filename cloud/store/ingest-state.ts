@@ -41,6 +41,11 @@ export async function addRanges(db: Db, set: RangeSet, ranges: Range[]): Promise
     const near = await rangesNear(db, set, r.from, r.to);
     const merged = normalize([r, ...near])[0];
     if (near.length === 1 && near[0].from === merged.from && near[0].to === merged.to) continue;
+    if (near.length === 1 && near[0].from === merged.from) {
+      // The common case, a range growing at its end (the next batch of a gateway): one statement, not a DELETE and an INSERT.
+      await db.run(`UPDATE ${set.table} SET to_seq = ? WHERE ${k.where} AND from_seq = ?`, [merged.to, ...k.params, merged.from]);
+      continue;
+    }
     for (const chunk of chunkRows(near, 1, 500)) {
       await db.run(`DELETE FROM ${set.table} WHERE ${k.where} AND from_seq IN ${placeholders(1, chunk.length)}`, [...k.params, ...chunk.map((n) => n.from)]);
     }
@@ -48,10 +53,21 @@ export async function addRanges(db: Db, set: RangeSet, ranges: Range[]): Promise
   }
 }
 
-/** The highest seq of a gateway in `received`, 0 when none. */
-export async function maxReceived(db: Db, gateway: string): Promise<number> {
-  const row = await db.get<{ to: number }>('SELECT to_seq AS "to" FROM received WHERE gateway = ? ORDER BY from_seq DESC LIMIT 1', [gateway]);
-  return row?.to ?? 0;
+/**
+ * Per gateway, its highest seq in `received` (0 when none), in one statement per 500 gateways:
+ * each the last row by from_seq, one index seek (the ranges are merged, so its to_seq is the
+ * highest).
+ */
+export async function maxReceived(db: Db, gateways: string[]): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const chunk of chunkRows(gateways, 1, 500)) {
+    const rows = await db.all<{ gateway: string; to: number | null }>(
+      `WITH g(gateway) AS (VALUES ${placeholders(chunk.length, 1)})
+       SELECT g.gateway AS gateway, (SELECT to_seq FROM received r WHERE r.gateway = g.gateway ORDER BY r.from_seq DESC LIMIT 1) AS "to" FROM g`,
+      chunk);
+    for (const r of rows) out.set(r.gateway, r.to ?? 0);
+  }
+  return out;
 }
 
 /** The staged ranges of `segment`, by gateway. */

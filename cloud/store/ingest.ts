@@ -81,8 +81,11 @@ export interface IngestStore {
  * read-decide-write safe against another process or node (SQLite: the database's write lock).
  */
 export interface IngestTx {
-  /** The highest seq of the gateway in `received`, 0 when none. */
-  maxReceived(gateway: string): Promise<number>;
+  /**
+   * Per gateway, its highest seq in `received` (0 when none): one read for a whole group's gateways
+   * (it was one per gateway, ~25 a group under load).
+   */
+  maxReceived(gateways: string[]): Promise<Map<string, number>>;
   /** `received` ranges of the gateway that overlap or touch [from, to], sorted. */
   receivedNear(gateway: string, from: number, to: number): Promise<Range[]>;
   /** Gap-record ranges of the gateway that overlap [from, to]. */
@@ -94,8 +97,8 @@ export interface IngestTx {
   /** Insert-once by (gateway, id); how many were new, and the seqs of the new cloud_lost ones. */
   insertGaps(gateway: string, gaps: GapRow[], now: number): Promise<{ added: number; lostReadings: number }>;
   recordFutureReadings(gateway: string, f: FutureReadings, now: number): Promise<void>;
-  /** Store the gateway's current clock offset estimate (gateway_clock). */
-  recordClockOffset(gateway: string, offsetMs: number, now: number): Promise<void>;
+  /** Store the current clock offset estimates of these gateways, each named once (gateway_clock; one statement for a group). */
+  recordClockOffsets(offsets: Array<{ gateway: string; offsetMs: number }>, now: number): Promise<void>;
   /** The segment's `staged` ranges by gateway. */
   stagedRanges(segment: string): Promise<Map<string, Range[]>>;
   addReceived(gateway: string, ranges: Range[]): Promise<void>;

@@ -94,12 +94,17 @@ test('the Parquet types outside tools see', async () => {
   const c = await db.connect();
   const r = await c.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet('${dir.path}/master/**/*.parquet', hive_partitioning = true)`);
   const types = Object.fromEntries(r.getRowObjects().map((x) => [x.column_name, x.column_type]));
-  c.closeSync();
-  db.closeSync();
   expect(types).toEqual({
     device: 'VARCHAR', metric: 'VARCHAR', ts: 'TIMESTAMP WITH TIME ZONE', value: 'DOUBLE',
     gateway: 'VARCHAR', seq: 'BIGINT', epoch: 'BIGINT', day: 'DATE',
   });
+  // docs/cloud-storage.md: ids dictionary-encoded, ts, seq and epoch DELTA_BINARY_PACKED.
+  const enc = await c.runAndReadAll(`SELECT path_in_schema AS col, encodings FROM parquet_metadata('${dir.path}/master/**/*.parquet')`);
+  const encodings = Object.fromEntries(enc.getRowObjects().map((x) => [x.col, String(x.encodings)]));
+  c.closeSync();
+  db.closeSync();
+  for (const col of ['device', 'metric', 'gateway']) expect(encodings[col]).toMatch(/DICTIONARY/);
+  for (const col of ['ts', 'seq', 'epoch']) expect(encodings[col]).toMatch(/^(RLE, )?DELTA_BINARY_PACKED$/);
 });
 
 test('a segment holds at most sealMaxReadings; a big request spills into the next one', async () => {
@@ -196,6 +201,7 @@ test("the Parquet worker builds the same file and per-gateway bounds as this thr
     const rows = (b: Uint8Array) => arrow.tableFromIPC(pq.readParquet(b).intoIPCStream()).toArray().map((r) => r.toJSON());
     expect(there.gateways).toEqual(here.gateways);
     expect(there.gateways.map((x) => [x.gateway, x.rows, x.minSeq])).toEqual([['gw-ä', 1000, 2 ** 45], ['gw-2', 2000, 2 ** 45 + 1]]);
+    expect(Buffer.from(there.bytes).equals(Buffer.from(here.bytes))).toBe(true); // the same writer settings
     const a = rows(there.bytes);
     expect(a).toEqual(rows(here.bytes));
     expect(a.length).toBe(3000);

@@ -245,6 +245,17 @@ describe('storing', () => {
     expect(await metric('braid_ingest_readings_total')).toBe(100);
   });
 
+  test('a gzip body that inflates to many times gunzipChunkBytes (several chunks, joined) is stored whole', async () => {
+    // Runs of spaces inflate well: ~330 KB of JSON from far less gzip, past the one chunk
+    // that gunzipChunkBytes sizes from the Content-Length.
+    const json = JSON.stringify(ingestBody('gw-1', makeReadings(1, 2000))).replace(/,/g, `,${' '.repeat(20)}`);
+    const raw = gzipSync(json);
+    expect(json.length).toBeGreaterThan(8 * raw.length);
+    const a = await postIngest(cloud.url, token, null, { raw });
+    expect(a.body).toEqual({ ackSeq: 2000, stored: 2000, duplicates: 0 });
+    expect(await received()).toEqual([{ from_seq: 1, to_seq: 2000 }]);
+  });
+
   test('[INV-2] retries and overlapping batches are stored once, repeats counted', async () => {
     const first = ingestBody('gw-1', makeReadings(1, 100));
     expect((await postIngest(cloud.url, token, first)).body).toEqual({ ackSeq: 100, stored: 100, duplicates: 0 });

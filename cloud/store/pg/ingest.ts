@@ -72,6 +72,11 @@ async function addRanges(c: pg.PoolClient, table: RangeTable, key: string[], ran
     const near = await rangesNear(c, table, key, r.from, r.to);
     const merged = normalize([r, ...near])[0];
     if (near.length === 1 && near[0].from === merged.from && near[0].to === merged.to) continue;
+    if (near.length === 1 && near[0].from === merged.from) {
+      // The common case, a range growing at its end: one statement.
+      await c.query(`UPDATE ${table} SET to_seq = $${n + 2} WHERE ${where} AND from_seq = $${n + 1}`, [...key, merged.from, merged.to]);
+      continue;
+    }
     if (near.length > 0) await c.query(`DELETE FROM ${table} WHERE ${where} AND from_seq = ANY($${n + 1}::bigint[])`, [...key, near.map((x) => x.from)]);
     await c.query(`INSERT INTO ${table} (${cols}, from_seq, to_seq) VALUES ${values(1, n + 2)}`, [...key, merged.from, merged.to]);
   }
@@ -79,8 +84,9 @@ async function addRanges(c: pg.PoolClient, table: RangeTable, key: string[], ran
 
 function pgIngestTx(c: pg.PoolClient): IngestTx {
   return {
-    maxReceived: async (g) => (await c.query<{ to: number }>(
-      'SELECT to_seq AS "to" FROM received WHERE gateway = $1 ORDER BY from_seq DESC LIMIT 1', [g])).rows[0]?.to ?? 0,
+    maxReceived: async (gs) => new Map((await c.query<{ gateway: string; to: number | null }>(
+      `SELECT g.gateway, (SELECT to_seq FROM received r WHERE r.gateway = g.gateway ORDER BY r.from_seq DESC LIMIT 1) AS "to"
+       FROM unnest($1::text[]) AS g(gateway)`, [gs])).rows.map((r) => [r.gateway, Number(r.to ?? 0)])),
     receivedNear: (g, from, to) => rangesNear(c, 'received', [g], from, to),
     gapRangesIn: async (g, from, to) => (await c.query<Range>(
       'SELECT from_seq AS "from", to_seq AS "to" FROM gaps WHERE gateway = $1 AND to_seq >= $2 AND from_seq <= $3', [g, from, to])).rows,
@@ -108,11 +114,15 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
       }
       return { added, lostReadings };
     },
-    recordClockOffset: async (g, offsetMs, now) => {
-      await c.query(
-        `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ($1, $2, $3)
-         ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
-        [g, Math.round(offsetMs), now]);
+    recordClockOffsets: async (offsets, now) => {
+      for (const chunk of chunks(offsets, 3)) {
+        const params: unknown[] = [];
+        for (const o of chunk) params.push(o.gateway, Math.round(o.offsetMs), now);
+        await c.query(
+          `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ${values(chunk.length, 3)}
+           ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
+          params);
+      }
     },
     recordFutureReadings: async (g, f, now) => {
       await c.query(
