@@ -172,6 +172,34 @@ test('refill wait: the next commit waits for the devices the last one acknowledg
   }
 });
 
+test('rows built at submit time are built again when the series numbers change before their commit (the retention gave a number to another series)', async () => {
+  const o = await open({ refillWaitMs: 0 });
+  expect(await o.submit([r('d1', 'temp', T0 - 3000)])).toEqual({ accepted: 1, duplicates: 0 });
+  const old = (await o.reader.get<{ id: number }>("SELECT id FROM series WHERE device = 'd1'"))!.id;
+  let release!: () => void;
+  const held = new Promise<void>((res) => { release = res; });
+  // What the retention's series prune does, in one write job: the number goes to another series.
+  const prune = o.writes.run(async (db) => {
+    await held;
+    await db.run('DELETE FROM dedup_keys');
+    await db.run('DELETE FROM series');
+    await db.run("INSERT INTO series (id, device, metric) VALUES (?, 'd2', 'temp')", [old]);
+    (o as unknown as { committer: { forgetSeries(): void } }).committer.forgetSeries();
+  });
+  // Submitted (their rows built with d1's old number) while the prune's job holds the writer.
+  const several = o.submit([r('d1', 'temp', T0 - 2000, 2), r('d1', 'temp', T0 - 1000, 3)]);
+  const one = o.submit([r('d1', 'temp', T0 - 500, 4)]);
+  release();
+  await prune;
+  expect(await Promise.all([several, one])).toEqual([{ accepted: 2, duplicates: 0 }, { accepted: 1, duplicates: 0 }]);
+  const now = (await o.reader.get<{ id: number }>("SELECT id FROM series WHERE device = 'd1'"))!.id;
+  expect(now).not.toBe(old);
+  expect(await o.reader.all('SELECT key >> 20 AS ts, key & 1048575 AS id FROM dedup_keys ORDER BY key')).toEqual(
+    [T0 - 2000, T0 - 1000, T0 - 500].map((ts) => ({ ts, id: now })));
+  expect(await o.reader.all('SELECT seq, device, ts, value FROM outbox WHERE seq > 1 ORDER BY seq')).toEqual(
+    [[2, T0 - 2000, 2], [3, T0 - 1000, 3], [4, T0 - 500, 4]].map(([seq, ts, value]) => ({ seq, device: 'd1', ts, value })));
+});
+
 test('a new gateway.db has 1 KiB pages; one made with 4 KiB pages keeps them and takes readings', async () => {
   let o = await open();
   expect((await o.reader.get<{ page_size: number }>('PRAGMA page_size'))!.page_size).toBe(1024);
