@@ -362,84 +362,43 @@ export class Committer {
     });
   }
 
-  /**
-   * Commits the queue group by group. The next group's statement is issued as soon as the last
-   * one's commit has returned and its in-memory side (apply: seq, epoch, partials, series numbers)
-   * is done, and only then is the last group settled (its PUBACKs written, the refills it asks for
-   * noted, its metrics, the forwarder woken): that work runs while SQLite commits the next group,
-   * not between the two commits. Each group is still settled only after its own COMMIT returned
-   * [INV-1], and groups are settled in commit order (the PUBACK order of a connection). The refill
-   * wait before a group is thus for the devices of the group before the last one (their PUBACKs
-   * went out while the last one committed), unless nothing is queued: then the last group is
-   * settled and its devices are waited for as before.
-   */
   private async flushLoop(): Promise<void> {
-    /** The settle work of the committed group not yet settled; run once (settlePrev). */
-    let pending: (() => void) | null = null;
-    const settlePrev = () => {
-      const f = pending;
-      pending = null;
-      if (!f) return;
+    // After a commit with refills to wait for, the loop ends and schedule() waits for them.
+    while (this.queue.length && !(this.refilling.size && this.opts.refillWaitMs > 0 && this.queuedReadings < this.opts.maxBatchReadings && !this.closed)) {
+      // Take a prefix in one splice: shift() per item is quadratic on a long queue.
+      let n = 0;
+      let take = 0;
+      while (take < this.queue.length && (take === 0 || n + this.queue[take].readings.length <= this.opts.maxBatchReadings)) {
+        n += this.queue[take].readings.length;
+        take++;
+      }
+      const batch = this.queue.splice(0, take);
+      // A loop, not flatMap: flatMap's callback would make an array per submit.
+      const quarantined: QuarantineEntry[] = [];
+      for (let i = 0; i < batch.length; i++) if (batch[i].quarantine) quarantined.push(batch[i].quarantine!);
+      this.queuedReadings -= n;
+      const started = performance.now();
       try {
-        f();
-      } catch (e) {
-        this.logger.error({ err: e }, 'a commit\'s receiver failed');
+        // apply() runs inside the same write job, right after COMMIT: no other write job (an
+        // epoch close) can see the state between the two.
+        const results = await this.writes.run(async (db) => {
+          const fast = quarantined.length ? null : await this.commitFast(db, batch);
+          const { results: r, apply } = fast ?? await transaction(db, (d) => this.commit(d, batch, quarantined));
+          apply();
+          return r;
+        });
+        this.metrics.commitSeconds.observe((performance.now() - started) / 1000);
+        this.metrics.commitReadings.observe(n);
+        this.expectRefills(batch);
+        this.healthy();
+        this.settleAll(batch, null, results);
+        this.onCommitted(this.state.lastSeq);
+      } catch (err) {
+        this.logger.error({ err, readings: n }, 'outbox commit failed');
+        this.metrics.commitFailures.inc();
+        this.failing();
+        this.settleAll(batch, err as Error, null);
       }
-    };
-    try {
-      // After a commit with refills to wait for, the loop ends and schedule() waits for them.
-      while (this.queue.length && !(this.refilling.size && this.opts.refillWaitMs > 0 && this.queuedReadings < this.opts.maxBatchReadings && !this.closed)) {
-        // Take a prefix in one splice: shift() per item is quadratic on a long queue.
-        let n = 0;
-        let take = 0;
-        while (take < this.queue.length && (take === 0 || n + this.queue[take].readings.length <= this.opts.maxBatchReadings)) {
-          n += this.queue[take].readings.length;
-          take++;
-        }
-        const batch = this.queue.splice(0, take);
-        // A loop, not flatMap: flatMap's callback would make an array per submit.
-        const quarantined: QuarantineEntry[] = [];
-        for (let i = 0; i < batch.length; i++) if (batch[i].quarantine) quarantined.push(batch[i].quarantine!);
-        this.queuedReadings -= n;
-        const started = performance.now();
-        // The group before is settled once this one's statement is on SQLite's thread, or on the
-        // next turn of the event loop when this job waits behind another write job.
-        const fallback = pending ? setImmediate(settlePrev) : null;
-        let results: CommitResult[];
-        try {
-          // apply() runs inside the same write job, right after COMMIT: no other write job (an
-          // epoch close) can see the state between the two, and the next group is built on it.
-          results = await this.writes.run(async (db) => {
-            const fast = quarantined.length ? null : await this.commitFast(db, batch, settlePrev);
-            settlePrev();
-            const { results: r, apply } = fast ?? await transaction(db, (d) => this.commit(d, batch, quarantined));
-            apply();
-            return r;
-          });
-        } catch (err) {
-          if (fallback) clearImmediate(fallback);
-          settlePrev();
-          this.logger.error({ err, readings: n }, 'outbox commit failed');
-          this.metrics.commitFailures.inc();
-          this.failing();
-          this.settleAll(batch, err as Error, null);
-          continue;
-        }
-        if (fallback) clearImmediate(fallback);
-        settlePrev();
-        const lastSeq = this.state.lastSeq;
-        const seconds = (performance.now() - started) / 1000;
-        pending = () => {
-          this.metrics.commitSeconds.observe(seconds);
-          this.metrics.commitReadings.observe(n);
-          this.expectRefills(batch);
-          this.healthy();
-          this.settleAll(batch, null, results);
-          this.onCommitted(lastSeq);
-        };
-      }
-    } finally {
-      settlePrev();
     }
   }
 
@@ -627,7 +586,7 @@ export class Committer {
    * Doubles go as an integer mantissa and a power of two (`m * pow(2, e)`, exact for every finite
    * double): SQLite's decimal parsing is not correctly rounded for every double.
    */
-  private async commitFast(db: Db, batch: Pending[], issued: () => void): Promise<{ results: CommitResult[]; apply: () => void } | null> {
+  private async commitFast(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     const now = this.now();
     // The submitted readings themselves: nothing changes them, and the seq is the index's.
     const kept: Reading[] = [];
@@ -697,8 +656,6 @@ export class Committer {
       await new Promise<void>((resolve, reject) => {
         // Joined (flat) strings: node-sqlite3 copies a flat string as it binds it, a concatenated one is flattened first.
         stmt.run([`[${rows.join(',')}]`, unknown.size ? 0 : 1, now, epoch?.epoch ?? null, first, openLast, closeEpoch, closeLast, `[${prows.join(',')}]`], (err: Error | null) => (err ? reject(err) : resolve()));
-        // The statement is on SQLite's thread: the group before is settled meanwhile.
-        issued();
       });
     } catch (err) {
       if (isDedupConflict(err)) return null;
