@@ -75,16 +75,6 @@ interface Pending {
   quarantine?: QuarantineEntry;
   sink: CommitSink<unknown>;
   ctx: unknown;
-  /**
-   * The readings' rows of the fast path's JSON (joined by commas), built at submit time while the
-   * commit before runs on SQLite's thread, with their series numbers as seriesCache had them at
-   * generation `gen`; null when not built (a series without a known number, a value or ts the
-   * JSON form does not carry): commitFast builds them then.
-   */
-  rows: string | null;
-  /** Each reading's partials key, in order (one reading: the key itself), when `rows` is built. */
-  pkeys: string | string[] | null;
-  gen: number;
 }
 
 /** The promise form of submit: the context is the promise's settle functions. */
@@ -252,9 +242,7 @@ export class Committer {
       return new LimitExceededError(`commit queue is full (${this.opts.maxQueuedReadings} readings)`);
     }
     const source = readings.length ? readings[0].device : undefined;
-    const pending: Pending = { readings, source, sink: sink as CommitSink<unknown>, ctx, rows: null, pkeys: null, gen: this.seriesGen };
-    this.prebuild(pending);
-    this.queue.push(pending);
+    this.queue.push({ readings, source, sink: sink as CommitSink<unknown>, ctx });
     this.queuedReadings += readings.length;
     if (source !== undefined && this.refilling.delete(source) && this.refilling.size === 0 && this.waitingRefill) {
       // Every device the wait was for has sent again: commit on the next turn.
@@ -271,58 +259,12 @@ export class Committer {
   quarantine(entry: QuarantineEntry): Promise<void> {
     if (this.closed) return Promise.reject(new ClosedError('gateway is shutting down'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ readings: [], quarantine: entry, sink: PROMISE_SINK as CommitSink<unknown>, ctx: { resolve: () => resolve(), reject }, rows: null, pkeys: null, gen: 0 });
+      this.queue.push({ readings: [], quarantine: entry, sink: PROMISE_SINK as CommitSink<unknown>, ctx: { resolve: () => resolve(), reject } });
       this.schedule();
     });
   }
 
   private waitingRefill = false;
-
-  /**
-   * A submit's rows of the fast path's JSON and partials keys, built now (off the commit cycle's
-   * critical path: commitFast only joins them), when every reading's series number is known and
-   * its ts and value go in the JSON form; else left for commitFast. The same strings commitFast
-   * would build at this generation of the series numbers; it builds them again if that changed.
-   */
-  private prebuild(p: Pending): void {
-    const readings = p.readings;
-    if (readings.length === 1) {
-      const r = readings[0];
-      const v = exactDouble(r.value);
-      if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return;
-      const e = this.seriesRow(r.device, r.metric);
-      if (e.id === 0) return;
-      p.rows = `${e.prefix}${r.ts},${v},${e.id}]`;
-      p.pkeys = this.pkeyOf(e, r);
-      p.gen = this.seriesGen;
-      return;
-    }
-    let rows = '';
-    const pkeys: string[] = [];
-    for (let i = 0; i < readings.length; i++) {
-      const r = readings[i];
-      const v = exactDouble(r.value);
-      if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return;
-      const e = this.seriesRow(r.device, r.metric);
-      if (e.id === 0) return;
-      rows += `${i ? ',' : ''}${e.prefix}${r.ts},${v},${e.id}]`;
-      pkeys.push(this.pkeyOf(e, r));
-    }
-    if (!readings.length) return;
-    p.rows = rows;
-    p.pkeys = pkeys;
-    p.gen = this.seriesGen;
-  }
-
-  /** The partials key of a reading of series `e` (remembered for its last minute). */
-  private pkeyOf(e: SeriesRow, r: Reading): string {
-    const minute = minuteOf(r.ts);
-    if (e.minute !== minute) {
-      e.minute = minute;
-      e.pkey = partialKey(r.device, r.metric, minute);
-    }
-    return e.pkey;
-  }
 
   private schedule(): void {
     if (this.timer || this.flushing) return;
@@ -598,17 +540,6 @@ export class Committer {
     /** Each kept reading's partials key (partialKey), in the order of `kept`. */
     const pkeys: string[] = [];
     for (const p of batch) {
-      if (p.rows !== null && p.gen === this.seriesGen) {
-        // Built at submit time, with the series numbers as they still are.
-        const readings = p.readings;
-        for (let i = 0; i < readings.length; i++) kept.push(readings[i]);
-        seq += readings.length;
-        rows.push(p.rows);
-        if (typeof p.pkeys === 'string') pkeys.push(p.pkeys);
-        else for (const k of p.pkeys!) pkeys.push(k);
-        results.push({ accepted: readings.length, duplicates: 0 });
-        continue;
-      }
       for (const r of p.readings) {
         const v = exactDouble(r.value);
         if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return null;
@@ -617,7 +548,12 @@ export class Committer {
         const e = this.seriesRow(r.device, r.metric);
         if (e.id === 0) unknown.set(e.key, { device: r.device, metric: r.metric });
         rows.push(`${e.prefix}${r.ts},${v},${e.id}]`);
-        pkeys.push(this.pkeyOf(e, r));
+        const minute = minuteOf(r.ts);
+        if (e.minute !== minute) {
+          e.minute = minute;
+          e.pkey = partialKey(r.device, r.metric, minute);
+        }
+        pkeys.push(e.pkey);
       }
       results.push({ accepted: p.readings.length, duplicates: 0 });
     }

@@ -172,7 +172,7 @@ test('refill wait: the next commit waits for the devices the last one acknowledg
   }
 });
 
-test('rows built at submit time are built again when the series numbers change before their commit (the retention gave a number to another series)', async () => {
+test('readings queued while the retention gives their series\' number to another series get the series\' new number', async () => {
   const o = await open({ refillWaitMs: 0 });
   expect(await o.submit([r('d1', 'temp', T0 - 3000)])).toEqual({ accepted: 1, duplicates: 0 });
   const old = (await o.reader.get<{ id: number }>("SELECT id FROM series WHERE device = 'd1'"))!.id;
@@ -186,7 +186,7 @@ test('rows built at submit time are built again when the series numbers change b
     await db.run("INSERT INTO series (id, device, metric) VALUES (?, 'd2', 'temp')", [old]);
     (o as unknown as { committer: { forgetSeries(): void } }).committer.forgetSeries();
   });
-  // Submitted (their rows built with d1's old number) while the prune's job holds the writer.
+  // Submitted while d1 still has its old number and the prune's job holds the writer.
   const several = o.submit([r('d1', 'temp', T0 - 2000, 2), r('d1', 'temp', T0 - 1000, 3)]);
   const one = o.submit([r('d1', 'temp', T0 - 500, 4)]);
   release();
