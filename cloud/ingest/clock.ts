@@ -97,22 +97,28 @@ export function futureReadings(rows: ReadingColumns, limit: number): FutureReadi
 
 /** Store a gateway's current offset estimate; run inside the caller's transaction. */
 export async function recordClockOffset(db: Db, gateway: string, offsetMs: number, now: number): Promise<void> {
-  await db.run(
-    `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES (?, ?, ?)
-     ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
-    [gateway, Math.round(offsetMs), now]);
+  await recordClockOffsets(db, [{ gateway, offsetMs }], now);
+}
+
+/**
+ * The upsert of gateways' offset estimates for `values`, a VALUES list of rows of three parameters
+ * (`clockOffsetParams`) in the store's placeholder style: SQLite's and PostgreSQL's alike.
+ */
+export function clockOffsetsUpsert(values: string): string {
+  return `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ${values}
+     ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`;
+}
+
+/** The parameters of `clockOffsetsUpsert` for these gateways (each once). */
+export function clockOffsetParams(offsets: ReadonlyArray<{ gateway: string; offsetMs: number }>, now: number): unknown[] {
+  const params: unknown[] = [];
+  for (const o of offsets) params.push(o.gateway, Math.round(o.offsetMs), now);
+  return params;
 }
 
 /** Store several gateways' offset estimates (each gateway once), one statement per 300 of them; run inside the caller's transaction. */
 export async function recordClockOffsets(db: Db, offsets: Array<{ gateway: string; offsetMs: number }>, now: number): Promise<void> {
-  for (const chunk of chunkRows(offsets, 3, 900)) {
-    const params: unknown[] = [];
-    for (const o of chunk) params.push(o.gateway, Math.round(o.offsetMs), now);
-    await db.run(
-      `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ${placeholders(chunk.length, 3)}
-       ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
-      params);
-  }
+  for (const chunk of chunkRows(offsets, 3, 900)) await db.run(clockOffsetsUpsert(placeholders(chunk.length, 3)), clockOffsetParams(chunk, now));
 }
 
 /** Add a batch's future readings to the gateway's count, keeping the furthest-ahead one as its example. */

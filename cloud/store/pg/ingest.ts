@@ -18,6 +18,7 @@
  * answers 503 (StagingLeaseLostError).
  */
 import type pg from 'pg';
+import { clockOffsetParams, clockOffsetsUpsert } from '../../ingest/clock.js';
 import { type GroupPlan, commitGroupIn } from '../../ingest/plan.js';
 import { type Range, normalize } from '../../ingest/ranges.js';
 import { planSeal } from '../../ingest/seal-plan.js';
@@ -115,14 +116,7 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
       return { added, lostReadings };
     },
     recordClockOffsets: async (offsets, now) => {
-      for (const chunk of chunks(offsets, 3)) {
-        const params: unknown[] = [];
-        for (const o of chunk) params.push(o.gateway, Math.round(o.offsetMs), now);
-        await c.query(
-          `INSERT INTO gateway_clock (gateway, offset_ms, offset_at) VALUES ${values(chunk.length, 3)}
-           ON CONFLICT (gateway) DO UPDATE SET offset_ms = excluded.offset_ms, offset_at = excluded.offset_at`,
-          params);
-      }
+      for (const chunk of chunks(offsets, 3)) await c.query(clockOffsetsUpsert(values(chunk.length, 3)), clockOffsetParams(chunk, now));
     },
     recordFutureReadings: async (g, f, now) => {
       await c.query(
