@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import type { DuckDialect } from './dialect.js';
-import { buildSteps, outputColumns, previousFileOf, touchedMinutesSql, VIEW_STEPS, type PreviousDay } from './sql.js';
+import { buildSteps, MERGED_VIEWS, type MergedView, outputColumns, previousFileOf, touchedMinutesSql, VIEW_STEPS, type PreviousDay } from './sql.js';
 import type { ViewName } from './sink.js';
 import { MINUTE_MS } from '../../shared/time.js';
 
@@ -21,12 +21,7 @@ export interface DayBuild {
  * minute views and the hour views, which it merges into instead of computing again (sql.ts PreviousDay).
  */
 export interface PreviousDayFiles {
-  device1m: string;
-  gateway1m: string;
-  fleet1m: string;
-  device1h: string;
-  gateway1h: string;
-  fleet1h: string;
+  files: Record<MergedView, string>;
   spans: PreviousDay['spans'];
 }
 
@@ -67,8 +62,7 @@ export async function buildDay(engine: DuckDialect, day: string, files: string[]
     await engine.materialize('touched', touchedMinutesSql(changed, spans));
     const range = await engine.timestampRange('touched', 'bucket');
     prev = {
-      device1m: engine.readParquet(previous.device1m), gateway1m: engine.readParquet(previous.gateway1m), fleet1m: engine.readParquet(previous.fleet1m),
-      device1h: engine.readParquet(previous.device1h), gateway1h: engine.readParquet(previous.gateway1h), fleet1h: engine.readParquet(previous.fleet1h),
+      files: Object.fromEntries(MERGED_VIEWS.map((v) => [v, engine.readParquet(previous.files[v])])) as Record<MergedView, string>,
       spans,
       rowsScan: engine.scanMaster(files, range ? { fromMs: range.fromMs, toMs: range.toMs + MINUTE_MS } : { fromMs: 0, toMs: 0 }),
     };

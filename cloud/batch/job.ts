@@ -16,6 +16,7 @@ import { nextViews, type Manifest } from './manifest.js';
 import { ProgressTracker, type BatchProgress } from './progress.js';
 import { VIEW_NAMES, type SinkOutcome, type ViewName, type ViewSink } from './sink.js';
 import { changedSpans, LAST_VERSION_KEY, type RunKind, type RunTrigger } from './state.js';
+import { MERGED_VIEWS, type MergedView } from './sql.js';
 import { openSqliteBatchStores, processName, type BatchLockHandle, type BatchStores } from './store.js';
 
 export interface BatchJobOptions {
@@ -192,11 +193,11 @@ class Run implements BatchRun {
    * into (the minute and hour views), or wrote its gateway rows before they named their devices.
    */
   private async previousDay(engine: DuckDialect, kept: Record<MergedView, string | undefined>, spans: PreviousDayFiles['spans']): Promise<PreviousDayFiles | undefined> {
-    const { device_1m: device1m, gateway_1m: gateway1m, fleet_1m: fleet1m, device_1h: device1h, gateway_1h: gateway1h, fleet_1h: fleet1h } = kept;
-    if (!device1m || !gateway1m || !fleet1m || !device1h || !gateway1h || !fleet1h) return undefined;
-    const cols = await engine.parquetColumns(gateway1m);
+    if (MERGED_VIEWS.some((v) => !kept[v])) return undefined;
+    const files = kept as Record<MergedView, string>;
+    const cols = await engine.parquetColumns(files.gateway_1m);
     if (!cols.includes('first_device') || !cols.includes('last_device')) return undefined;
-    return { device1m, gateway1m, fleet1m, device1h, gateway1h, fleet1h, spans };
+    return { files, spans };
   }
 
   private async execute(): Promise<BatchRunResult> {
@@ -341,10 +342,6 @@ class Run implements BatchRun {
     }
   }
 }
-
-/** The views whose live files of a day an incremental build merges into (sql.ts PreviousDay). */
-const MERGED_VIEWS = ['device_1m', 'gateway_1m', 'fleet_1m', 'device_1h', 'gateway_1h', 'fleet_1h'] as const;
-type MergedView = (typeof MERGED_VIEWS)[number];
 
 /** Days a run builds at once at most, each on its own DuckDB connection (the engine's memory and threads shared). */
 const DAYS_AT_ONCE = 2;

@@ -341,13 +341,15 @@ export const VIEW_STEPS: readonly ViewStep[] = [
  * and fleet_1m, the hours of device_1h, gateway_1h and fleet_1h), and per gateway the epoch span
  * (lo, hi] whose readings changed since it (state.ts changedSpans).
  */
+/** The views whose live files of a day an incremental build merges into (PreviousDay). */
+export const MERGED_VIEWS = ['device_1m', 'gateway_1m', 'fleet_1m', 'device_1h', 'gateway_1h', 'fleet_1h'] as const;
+export type MergedView = (typeof MERGED_VIEWS)[number];
+/** The minute views among them: their files take the live file's untouched minutes as they are (build.ts viewFileSelect). */
+const MINUTE_MERGED: ReadonlySet<ViewName> = new Set<ViewName>(['device_1m', 'gateway_1m', 'fleet_1m']);
+
 export interface PreviousDay {
-  device1m: string;
-  gateway1m: string;
-  fleet1m: string;
-  device1h: string;
-  gateway1h: string;
-  fleet1h: string;
+  /** A relation over the live file of each merged view, by view name. */
+  files: Record<MergedView, string>;
   spans: Array<{ gateway: string; lo: number; hi: number }>;
   /**
    * Set when the caller computed `touched` already (a table of that name): the relation the
@@ -357,12 +359,9 @@ export interface PreviousDay {
   rowsScan?: string;
 }
 
-/** The live file of each merged view in an incremental build (PreviousDay), by view name. */
+/** The live file a minute view's file merges its touched minutes into (incremental), or undefined. */
 export function previousFileOf(previous: PreviousDay, view: ViewName): string | undefined {
-  const files: Partial<Record<ViewName, string>> = {
-    device_1m: previous.device1m, gateway_1m: previous.gateway1m, fleet_1m: previous.fleet1m,
-  };
-  return files[view];
+  return MINUTE_MERGED.has(view) ? previous.files[view as MergedView] : undefined;
 }
 
 /** The minutes of the day's rows whose epochs changed coverage: the only minutes an incremental build recomputes. */
@@ -411,7 +410,7 @@ export function buildSteps(q: SqlDialect, dayScan: string, watermark: Record<str
   // an incremental build takes the shifts from those (the hours' minimums: a row per series and
   // hour) rather than from another pass over the day.
   const shiftSource = previous?.rowsScan
-    ? `(SELECT device, metric, ${c('min')} AS value FROM ${previous.device1h} UNION ALL SELECT device, metric, value FROM ${previous.rowsScan})`
+    ? `(SELECT device, metric, ${c('min')} AS value FROM ${previous.files.device_1h} UNION ALL SELECT device, metric, value FROM ${previous.rowsScan})`
     : dayScan;
   if (!wm) return null;
   const cols = ['count', 'sum', 'min', 'max', 'm2', 'first', 'first_ts', 'last', 'last_ts', ...CARRY].map((n) => q.ident(n));
@@ -473,14 +472,14 @@ ${device1mRest}`,
       name: 'device_1m_th', sql: `SELECT device, metric, bucket, ${summary} FROM device_1m
 UNION ALL
 ${kept('p.device, p.metric', 'o.shift')}
-FROM ${previous.device1m} p ${byDevice}
+FROM ${previous.files.device_1m} p ${byDevice}
 WHERE ${inTouchedHours}`,
     },
     {
       name: 'device_1h', sql: `${rollupSql(q, 'device_1m_th', ['device'], 'hour', null, null, true)}
 UNION ALL
 ${kept('p.device, p.metric', 'o.shift')}
-FROM ${previous.device1h} p ${byDevice}
+FROM ${previous.files.device_1h} p ${byDevice}
 WHERE ${untouchedHours}`,
     },
     { name: 'device_1d', sql: rollupSql(q, 'device_1h', ['device'], 'day', null, null, true) },
@@ -489,14 +488,14 @@ WHERE ${untouchedHours}`,
       name: 'gateway_1m_th', sql: `SELECT ${gatewayCols} FROM gateway_1m
 UNION ALL
 ${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
-FROM ${previous.gateway1m} p ${byMetric}
+FROM ${previous.files.gateway_1m} p ${byMetric}
 WHERE ${inTouchedHours}`,
     },
     {
       name: 'gateway_1h', sql: `${rollupSql(q, 'gateway_1m_th', ['gateway'], 'hour', null, CARRIED)}
 UNION ALL
 ${kept('p.gateway, p.metric', 'o.mshift')}, p.first_device, p.last_device
-FROM ${previous.gateway1h} p ${byMetric}
+FROM ${previous.files.gateway_1h} p ${byMetric}
 WHERE ${untouchedHours}`,
     },
     { name: 'gateway_1d', sql: rollupSql(q, 'gateway_1h', ['gateway'], 'day', null, CARRIED) },
@@ -505,7 +504,7 @@ WHERE ${untouchedHours}`,
       name: 'fleet_1h', sql: `${rollupSql(q, '(SELECT * FROM device_1h WHERE bucket IN (SELECT bucket FROM touched_1h))', [], 'hour', OWN, OWN)}
 UNION ALL
 ${kept('p.metric', 'o.mshift')}, p.first_device, p.last_device
-FROM ${previous.fleet1h} p ${byMetric}
+FROM ${previous.files.fleet_1h} p ${byMetric}
 WHERE ${untouchedHours}`,
     },
     { name: 'fleet_1d', sql: rollupSql(q, 'fleet_1h', [], 'day', null, CARRIED) },
