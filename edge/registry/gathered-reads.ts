@@ -78,7 +78,7 @@ export class GatheredReads {
         for (const list of batch.values()) for (const w of list) w.reject(err);
       } else {
         const byId = new Map<string, CredentialRow>();
-        for (const r of rows) byId.set(r.id, { secret: r.secret, updated_at: r.updated_at });
+        for (const r of rows) byId.set(r.id, r);
         for (const [id, list] of batch) {
           const row = byId.get(id);
           for (const w of list) w.resolve(row);
