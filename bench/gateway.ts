@@ -108,7 +108,9 @@ interface RssRun { baseline: number; rss: number; hwm: number; connected: number
   /** The same for the main thread alone (JavaScript, and the I/O it does itself). */
   mainCpuSec: number;
   /** Braid: the group commits of the devices' first readings (count, readings, seconds). */
-  commits?: { commits: number; readings: number; seconds: number }; errors: Record<string, number>; heap?: { total: number; used: number; external: number } }
+  commits?: { commits: number; readings: number; seconds: number };
+  /** Braid: V8's collections during the storm by kind (minor, major, incremental, weakcb), their count and pause seconds. */
+  gc?: Record<string, { count: number; seconds: number }>; errors: Record<string, number>; heap?: { total: number; used: number; external: number } }
 interface DrainRun { readings: number; ms: number; perSec: number; sinkPerSec: number; sinkRequests: number; ceilingPerSec: number; ceilingMs: number; fillMs: number; cpuSec: number }
 
 const results = {
@@ -476,6 +478,7 @@ async function rssRun(kind: RssKind, entries: { tsx: string; built: string | nul
   try {
     await sleep(1000);
     const baseline = memoryOf(b.pid).rss;
+    const gc0 = b.httpUrl ? await gcPauses(b) : null;
     const cpu0 = cpuSecondsOf(b.pid);
     const main0 = mainThreadCpuSecondsOf(b.pid);
     const per = Math.ceil(RSS_DEVICES / RSS_HOLDERS);
@@ -490,6 +493,7 @@ async function rssRun(kind: RssKind, entries: { tsx: string; built: string | nul
       .map((m) => JSON.parse(m.input ?? '{}') as { connected: number; failed: number; ms: number; errors: Record<string, number> });
     const cpuSec = cpuSecondsOf(b.pid) - cpu0;
     const mainCpuSec = mainThreadCpuSecondsOf(b.pid) - main0;
+    const gc1 = gc0 ? await gcPauses(b) : null;
     await sleep(2000);
     const mem = memoryOf(b.pid);
     const c = b.httpUrl ? await gatewayCounters(b) : null;
@@ -505,12 +509,25 @@ async function rssRun(kind: RssKind, entries: { tsx: string; built: string | nul
       errors,
       heap: c ? { total: c.heapTotal, used: c.heapUsed, external: c.external } : undefined,
       commits: c ? { commits: c.commits, readings: c.commitReadings, seconds: c.commitSeconds } : undefined,
+      gc: gc0 && gc1 ? Object.fromEntries(Object.entries(gc1).map(([k, v]) => [k, { count: v.count - (gc0[k]?.count ?? 0), seconds: v.seconds - (gc0[k]?.seconds ?? 0) }])) : undefined,
     };
   } finally {
     for (const h of holders) h.child.stdin?.end('close\n');
     await Promise.all(holders.map((h) => Promise.race([h.exited, sleep(10_000).then(() => h.stop())])));
     await b.stop();
   }
+}
+
+/** V8's collections so far by kind, from the gateway's prom-client default metrics (nodejs_gc_duration_seconds). */
+async function gcPauses(b: Broker): Promise<Record<string, { count: number; seconds: number }>> {
+  const text = await (await fetch(`${b.httpUrl}/metrics`)).text();
+  const out: Record<string, { count: number; seconds: number }> = {};
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(sum|count)\{kind="([a-z]+)"\} ([0-9.eE+-]+)$/gm)) {
+    const e = (out[m[2]] ??= { count: 0, seconds: 0 });
+    if (m[1] === 'sum') e.seconds = Number(m[3]);
+    else e.count = Number(m[3]);
+  }
+  return out;
 }
 
 async function rssPhase() {
@@ -723,7 +740,7 @@ function report(machine: MachineInfo, totalMs: number): string {
   }
   for (const [k, r] of Object.entries(results.rss)) {
     if (!r) continue;
-    L.push(`- rss ${RSS_LABEL[k as RssKind]}: ${int(r.connected)} connected, ${r.failed} failed${Object.keys(r.errors).length ? ` (${JSON.stringify(r.errors)})` : ''}; VmRSS ${mb(r.rss)}, idle ${mb(r.baseline)}, VmHWM ${mb(r.hwm)}; connected in ${ms(r.connectMs)} with ${r.cpuSec.toFixed(1)} s of broker CPU (main thread ${r.mainCpuSec.toFixed(1)} s); per connection ${((r.rss - r.baseline) / Math.max(1, r.connected) / 1024).toFixed(1)} KB${r.heap ? `; V8 heap ${mb(r.heap.total)} (used ${mb(r.heap.used)}), external ${mb(r.heap.external)}, the rest (native: code, malloc arenas, libuv, SQLite) ${mb(r.rss - r.heap.total - r.heap.external)}` : ''}${r.commits ? `; the first readings in ${int(r.commits.commits)} group commits of ${(r.commits.readings / Math.max(1, r.commits.commits)).toFixed(1)} readings, ${((r.commits.seconds * 1000) / Math.max(1, r.commits.commits)).toFixed(2)} ms each` : ''}`);
+    L.push(`- rss ${RSS_LABEL[k as RssKind]}: ${int(r.connected)} connected, ${r.failed} failed${Object.keys(r.errors).length ? ` (${JSON.stringify(r.errors)})` : ''}; VmRSS ${mb(r.rss)}, idle ${mb(r.baseline)}, VmHWM ${mb(r.hwm)}; connected in ${ms(r.connectMs)} with ${r.cpuSec.toFixed(1)} s of broker CPU (main thread ${r.mainCpuSec.toFixed(1)} s); per connection ${((r.rss - r.baseline) / Math.max(1, r.connected) / 1024).toFixed(1)} KB${r.heap ? `; V8 heap ${mb(r.heap.total)} (used ${mb(r.heap.used)}), external ${mb(r.heap.external)}, the rest (native: code, malloc arenas, libuv, SQLite) ${mb(r.rss - r.heap.total - r.heap.external)}` : ''}${r.commits ? `; the first readings in ${int(r.commits.commits)} group commits of ${(r.commits.readings / Math.max(1, r.commits.commits)).toFixed(1)} readings, ${((r.commits.seconds * 1000) / Math.max(1, r.commits.commits)).toFixed(2)} ms each` : ''}${r.gc ? `; V8 collections during the storm (main-thread pauses): ${Object.entries(r.gc).filter(([, g]) => g.count > 0).map(([k, g]) => `${k} ${g.count} (${ms(g.seconds * 1000)})`).join(', ')}` : ''}`);
   }
   for (const [k, d] of Object.entries(results.drain)) {
     if (!d) continue;
