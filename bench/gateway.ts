@@ -17,7 +17,7 @@ import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, bytesInFlightTo, sleep } from './lib/net.js';
 import { PEER_KINDS, ROOT, TSX, isBraid, childEnv, commitSummary, gatewayCounters, GATEWAY_ENV, GATEWAY_NODE_FLAGS, health, mainThreadProfile, startAedes, startBraid, startMosquitto, MOSQUITTO, type Broker, type PeerKind } from './lib/peers.js';
 import { profileMarkdown, summarizeProfile } from './lib/profile.js';
-import { cpuSecondsOf, memoryOf, startProc, stopAll, writeBytesOf, type Proc } from './lib/procs.js';
+import { cpuSecondsOf, mainThreadCpuSecondsOf, memoryOf, startProc, stopAll, writeBytesOf, type Proc } from './lib/procs.js';
 import { OUT, publishReport } from './lib/report.js';
 import { logger, runBench, workDir } from './lib/run.js';
 import { envChoices, envJson, envNumber as num, envScale, envWriteDocs, exitOnHelp, mergeDeep } from './lib/settings.js';
@@ -36,6 +36,7 @@ Environment:
   BENCH_GATEWAY_CONFIG='{"outbox":{"groupCommitMs":2}}'   merged into the gateway's config
   BENCH_WRITE_DOCS=1|0   write docs/benchmarks.md (default: only a full-scale run of everything)
   BENCH_KEEP=1           keep the temp dir (data dirs, latency samples)
+  BENCH_RSS_BUILT=0      rss: skip the built and as-deployed gateways (the connect storm's CPU beside a checkout)
 Output: bench/.out/latest.md and latest.json, profiles in bench/.out/profiles/.`;
 
 exitOnHelp(usage);
@@ -101,7 +102,15 @@ interface TpRun { n: number; done: number; ms: number; perSec: number; publisher
 /** Braid: what gateway.db holds per row after a phase (dbstat: pages of each table and its indexes). */
 interface DiskHeld { dedupRows: number; dedupBytes: number; outboxRows: number; outboxBytes: number; partialsBytes: number; pageSize: number; walBytes: number }
 interface LatRun { p50: number; p90: number; p99: number; p999: number; max: number; samples: number; offeredPerSec: number; unacked: number; errors: number; cpuSec: number; clientCpuSec: number; commit?: CommitStats; loopLagP99Ms?: number; loopLagMaxMs?: number }
-interface RssRun { baseline: number; rss: number; hwm: number; connected: number; failed: number; connectMs: number; errors: Record<string, number>; heap?: { total: number; used: number; external: number } }
+interface RssRun { baseline: number; rss: number; hwm: number; connected: number; failed: number; connectMs: number;
+  /** CPU of the broker process (all threads) from the holders' start until every device's PUBACK came. */
+  cpuSec: number;
+  /** The same for the main thread alone (JavaScript, and the I/O it does itself). */
+  mainCpuSec: number;
+  /** Braid: the group commits of the devices' first readings (count, readings, seconds). */
+  commits?: { commits: number; readings: number; seconds: number };
+  /** Braid: V8's collections during the storm by kind (minor, major, incremental, weakcb), their count and pause seconds. */
+  gc?: Record<string, { count: number; seconds: number }>; errors: Record<string, number>; heap?: { total: number; used: number; external: number } }
 interface DrainRun { readings: number; ms: number; perSec: number; sinkPerSec: number; sinkRequests: number; ceilingPerSec: number; ceilingMs: number; fillMs: number; cpuSec: number }
 
 const results = {
@@ -458,14 +467,20 @@ async function latencyPhase() {
 // RSS with 10k connected devices: raw MQTT connections from 2 light processes
 
 async function rssRun(kind: RssKind, entries: { tsx: string; built: string | null }): Promise<RssRun> {
-  const b = kind === 'braid' ? await startBraid({ dataDir: rssDir, configFile, entry: entries.tsx })
+  const profileDir = PROFILE && kind === 'braid' ? join(PROFILE_DIR, 'braid-rss') : undefined;
+  if (profileDir) { rmSync(profileDir, { recursive: true, force: true }); mkdirSync(profileDir, { recursive: true }); }
+  const b = kind === 'braid' ? await startBraid({ dataDir: rssDir, configFile, entry: entries.tsx, profileDir })
     : kind === 'braid-js' ? await startBraid({ dataDir: rssDir, configFile, entry: entries.built ?? undefined })
       : kind === 'braid-unit' ? await startBraid({ dataDir: rssDir, configFile, env: UNIT_ENV, entry: entries.built ?? undefined })
         : await startPeer(kind, 'rss', rssDir);
+  if (profileDir) results.profiles.push({ name: `${LABEL.braid}, rss`, dir: profileDir, pid: b.pid });
   const holders: Proc[] = [];
   try {
     await sleep(1000);
     const baseline = memoryOf(b.pid).rss;
+    const gc0 = b.httpUrl ? await gcPauses(b) : null;
+    const cpu0 = cpuSecondsOf(b.pid);
+    const main0 = mainThreadCpuSecondsOf(b.pid);
     const per = Math.ceil(RSS_DEVICES / RSS_HOLDERS);
     for (let h = 0; h < RSS_HOLDERS; h++) {
       const from = h * per;
@@ -476,6 +491,9 @@ async function rssRun(kind: RssKind, entries: { tsx: string; built: string | nul
     }
     const reports = (await Promise.all(holders.map((h) => h.waitLine(/^\{"connected"/, 300_000))))
       .map((m) => JSON.parse(m.input ?? '{}') as { connected: number; failed: number; ms: number; errors: Record<string, number> });
+    const cpuSec = cpuSecondsOf(b.pid) - cpu0;
+    const mainCpuSec = mainThreadCpuSecondsOf(b.pid) - main0;
+    const gc1 = gc0 ? await gcPauses(b) : null;
     await sleep(2000);
     const mem = memoryOf(b.pid);
     const c = b.httpUrl ? await gatewayCounters(b) : null;
@@ -486,8 +504,12 @@ async function rssRun(kind: RssKind, entries: { tsx: string; built: string | nul
       connected: reports.reduce((a, r) => a + r.connected, 0),
       failed: reports.reduce((a, r) => a + r.failed, 0),
       connectMs: Math.max(...reports.map((r) => r.ms)),
+      cpuSec,
+      mainCpuSec,
       errors,
       heap: c ? { total: c.heapTotal, used: c.heapUsed, external: c.external } : undefined,
+      commits: c ? { commits: c.commits, readings: c.commitReadings, seconds: c.commitSeconds } : undefined,
+      gc: gc0 && gc1 ? Object.fromEntries(Object.entries(gc1).map(([k, v]) => [k, { count: v.count - (gc0[k]?.count ?? 0), seconds: v.seconds - (gc0[k]?.seconds ?? 0) }])) : undefined,
     };
   } finally {
     for (const h of holders) h.child.stdin?.end('close\n');
@@ -496,11 +518,23 @@ async function rssRun(kind: RssKind, entries: { tsx: string; built: string | nul
   }
 }
 
+/** V8's collections so far by kind, from the gateway's prom-client default metrics (nodejs_gc_duration_seconds). */
+async function gcPauses(b: Broker): Promise<Record<string, { count: number; seconds: number }>> {
+  const text = await (await fetch(`${b.httpUrl}/metrics`)).text();
+  const out: Record<string, { count: number; seconds: number }> = {};
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(sum|count)\{kind="([a-z]+)"\} ([0-9.eE+-]+)$/gm)) {
+    const e = (out[m[2]] ??= { count: 0, seconds: 0 });
+    if (m[1] === 'sum') e.seconds = Number(m[3]);
+    else e.count = Number(m[3]);
+  }
+  return out;
+}
+
 async function rssPhase() {
   log(`rss: ${int(RSS_DEVICES)} devices connected (each publishes one QoS 1 reading), VmRSS of the broker process`);
   const kinds: RssKind[] = [...PEERS];
   const entries = { tsx: tsxBraidCli(ROOT, join(OUT, 'braid-tsx')), built: null as string | null };
-  if (PEERS.includes('braid')) {
+  if (PEERS.includes('braid') && env.BENCH_RSS_BUILT !== '0') {
     entries.built = await buildBraidCli(ROOT, join(OUT, 'braid-build')).catch((err: Error) => { log(`  (no build: ${err.message})`); return null; });
     if (entries.built) kinds.splice(1, 0, 'braid-js');
     kinds.splice(1, 0, 'braid-unit');
@@ -509,7 +543,7 @@ async function rssPhase() {
     await sleep(1000);
     const r = await rssRun(kind, entries);
     results.rss[kind] = r;
-    log(`  rss ${RSS_LABEL[kind]}: ${mb(r.rss)} with ${int(r.connected)} connected (${r.failed} failed; baseline ${mb(r.baseline)}, peak ${mb(r.hwm)}; connects took ${ms(r.connectMs)})`);
+    log(`  rss ${RSS_LABEL[kind]}: ${mb(r.rss)} with ${int(r.connected)} connected (${r.failed} failed; baseline ${mb(r.baseline)}, peak ${mb(r.hwm)}; connects took ${ms(r.connectMs)}, broker CPU ${r.cpuSec.toFixed(1)} s, main thread ${r.mainCpuSec.toFixed(1)} s${r.commits ? `; ${int(r.commits.commits)} group commits` : ''})`);
   }
 }
 
@@ -591,7 +625,8 @@ function report(machine: MachineInfo, totalMs: number): string {
   const cmd = [SCALE !== 1 && `BENCH_SCALE=${SCALE}`, REPEAT !== 3 && `BENCH_REPEAT=${REPEAT}`, PROFILE && 'BENCH_PROFILE=1',
     env.BENCH_PHASES && `BENCH_PHASES=${env.BENCH_PHASES}`, env.BENCH_PEERS && `BENCH_PEERS=${env.BENCH_PEERS}`,
     INFLIGHT !== 100 && `BENCH_INFLIGHT=${INFLIGHT}`, PUB_NODELAY && 'BENCH_PUB_NODELAY=1', env.BENCH_GATEWAY_CONFIG && `BENCH_GATEWAY_CONFIG='${env.BENCH_GATEWAY_CONFIG}'`,
-    env.BENCH_GATEWAY_NODE_OPTIONS && `BENCH_GATEWAY_NODE_OPTIONS='${env.BENCH_GATEWAY_NODE_OPTIONS}'`, env.BENCH_GATEWAY_ENV && `BENCH_GATEWAY_ENV='${env.BENCH_GATEWAY_ENV}'`]
+    env.BENCH_GATEWAY_NODE_OPTIONS && `BENCH_GATEWAY_NODE_OPTIONS='${env.BENCH_GATEWAY_NODE_OPTIONS}'`, env.BENCH_GATEWAY_ENV && `BENCH_GATEWAY_ENV='${env.BENCH_GATEWAY_ENV}'`,
+    env.BENCH_RSS_BUILT === '0' && 'BENCH_RSS_BUILT=0']
     .filter(Boolean).join(' ');
   L.push(`Command: \`${cmd ? `${cmd} ` : ''}npm run bench:gateway\``, '');
   const cols = PEERS;
@@ -671,6 +706,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     const unit = results.rss['braid-unit'];
     if (unit) row(`RSS with ${int(RSS_DEVICES)} devices, ${RSS_LABEL['braid-unit']}`, (k) => (k === 'braid' ? `${mb(unit.rss)} (idle ${mb(unit.baseline)}; connected in ${(unit.connectMs / 1000).toFixed(1)} s)` : ''), '<= 200 MB', status(unit.rss <= TARGET.rssBytes));
     row(`time to connect ${int(RSS_DEVICES)} devices (200 CONNECTs in flight)`, v((r) => `${(r.connectMs / 1000).toFixed(1)} s`));
+    row('broker CPU for the connect storm: all threads (main thread)', v((r) => `${r.cpuSec.toFixed(1)} s (${r.mainCpuSec.toFixed(1)} s)`));
   }
   if (Object.keys(results.drain).length) {
     const d = results.drain;
@@ -704,7 +740,7 @@ function report(machine: MachineInfo, totalMs: number): string {
   }
   for (const [k, r] of Object.entries(results.rss)) {
     if (!r) continue;
-    L.push(`- rss ${RSS_LABEL[k as RssKind]}: ${int(r.connected)} connected, ${r.failed} failed${Object.keys(r.errors).length ? ` (${JSON.stringify(r.errors)})` : ''}; VmRSS ${mb(r.rss)}, idle ${mb(r.baseline)}, VmHWM ${mb(r.hwm)}; per connection ${((r.rss - r.baseline) / Math.max(1, r.connected) / 1024).toFixed(1)} KB${r.heap ? `; V8 heap ${mb(r.heap.total)} (used ${mb(r.heap.used)}), external ${mb(r.heap.external)}, the rest (native: code, malloc arenas, libuv, SQLite) ${mb(r.rss - r.heap.total - r.heap.external)}` : ''}`);
+    L.push(`- rss ${RSS_LABEL[k as RssKind]}: ${int(r.connected)} connected, ${r.failed} failed${Object.keys(r.errors).length ? ` (${JSON.stringify(r.errors)})` : ''}; VmRSS ${mb(r.rss)}, idle ${mb(r.baseline)}, VmHWM ${mb(r.hwm)}; connected in ${ms(r.connectMs)} with ${r.cpuSec.toFixed(1)} s of broker CPU (main thread ${r.mainCpuSec.toFixed(1)} s); per connection ${((r.rss - r.baseline) / Math.max(1, r.connected) / 1024).toFixed(1)} KB${r.heap ? `; V8 heap ${mb(r.heap.total)} (used ${mb(r.heap.used)}), external ${mb(r.heap.external)}, the rest (native: code, malloc arenas, libuv, SQLite) ${mb(r.rss - r.heap.total - r.heap.external)}` : ''}${r.commits ? `; the first readings in ${int(r.commits.commits)} group commits of ${(r.commits.readings / Math.max(1, r.commits.commits)).toFixed(1)} readings, ${((r.commits.seconds * 1000) / Math.max(1, r.commits.commits)).toFixed(2)} ms each` : ''}${r.gc ? `; V8 collections during the storm (main-thread pauses): ${Object.entries(r.gc).filter(([, g]) => g.count > 0).map(([k, g]) => `${k} ${g.count} (${ms(g.seconds * 1000)})`).join(', ')}` : ''}`);
   }
   for (const [k, d] of Object.entries(results.drain)) {
     if (!d) continue;

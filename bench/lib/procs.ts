@@ -126,7 +126,16 @@ export function memoryOf(pid: number): { rss: number; hwm: number } {
 
 /** CPU seconds (user + system) a process has used so far (from /proc/<pid>/stat). */
 export function cpuSecondsOf(pid: number): number {
-  const stat = readProc(`/proc/${pid}/stat`);
+  return cpuSecondsOfStat(`/proc/${pid}/stat`);
+}
+
+/** CPU seconds of a process's main thread alone (its JavaScript; /proc/<pid>/task/<pid>/stat). */
+export function mainThreadCpuSecondsOf(pid: number): number {
+  return cpuSecondsOfStat(`/proc/${pid}/task/${pid}/stat`);
+}
+
+function cpuSecondsOfStat(file: string): number {
+  const stat = readProc(file);
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state); utime is field 14, stime field 15.
   return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ = 100 on Linux

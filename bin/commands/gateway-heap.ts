@@ -24,8 +24,9 @@ function startedWith(flag: string): boolean {
  *
  * And keep the young generation's semi-space at most SEMI_SPACE_MAX_MB: V8 grows it from 1 MB to
  * 16 MB when many young objects survive (a connect storm does), and after the storm 2 x 16 MB stay
- * committed, ~25 MB of RSS. `--max-semi-space-size` would do it but is read only when the process
- * starts (deploy/braid-gateway.service sets it in NODE_OPTIONS); `--semi-space-growth-factor` is
+ * committed, ~25 MB of RSS. `--max-semi-space-size=4` would do it but is read only when the process
+ * starts, and cost a 10k connect storm 20-35% more CPU for no less RSS (docs/benchmarks.md,
+ * 2026-12-06 session 9: deploy/braid-gateway.service no longer sets it); `--semi-space-growth-factor` is
  * read at each growth, so after every GC the factor is 1 (no growth) once the space has reached the
  * cap and 2 (V8's default) below it, as when V8 shrank it again at low allocation rates. GCs are
  * reported after the turn of the event loop they ran in, so two growths within one turn (several MB

@@ -346,6 +346,11 @@ export class GatewayBroker {
       authenticate(client, username, password, done) {
         const id = client.id;
         const keepalive = keepalives.get(client) ?? 0;
+        const will = wills.has(client);
+        // Read once: entries kept for the life of each connection are 10k ephemerons for V8's
+        // marker to go through at every full GC of a gateway holding 10k devices.
+        keepalives.delete(client);
+        wills.delete(client);
         // Keepalive 0 (never) is over any limit too. Refused as mosquitto does for MQTT < 5
         // (max_keepalive): CONNACK 2, the one 3.1.1 code about what the client sent.
         if (opts.keepaliveMaxSeconds > 0 && (keepalive === 0 || keepalive > opts.keepaliveMaxSeconds)) {
@@ -368,7 +373,7 @@ export class GatewayBroker {
         // A will is a message the gateway would publish for the device after it is gone (after a
         // revocation too): on the telemetry topic a reading nobody sent, elsewhere one nobody but
         // the device may read. Refused as mosquitto refuses a will its ACL denies.
-        if (wills.has(client)) {
+        if (will) {
           return done(refuse('will', 'will messages are not accepted', NOT_AUTHORIZED), false);
         }
         // Devices would be taken and then dropped at their first publish: tell them to come back,

@@ -169,6 +169,33 @@ describe('authentication', () => {
     expect(await refused('d2', d2Secret)).toMatchObject({ code: 5 });
     expect(await metric('braid_mqtt_auth_failures_total', { reason: 'bad_credentials' })).toBe(2);
   });
+
+  it('reads the rows of concurrent CONNECTs together, and refuses a device rotated or removed by another process just before its CONNECT, amid a burst', async () => {
+    const ids = Array.from({ length: 30 }, (_, i) => `b${i}`);
+    const secrets = new Map<string, string>();
+    for (const id of ids) secrets.set(id, await tg.addDevice(id));
+    const cli = await DeviceRegistry.open(tg.dir);
+    registries.push(cli);
+    // Every device in once: its secret has verified (were it remembered anywhere, it would be now).
+    for (const c of await Promise.all(ids.map((id) => connectDevice(tg.mqttUrl, id, secrets.get(id))))) await endClient(c);
+    const before = tg.gateway.devices.readStats;
+    // A burst whose reads may be under way while the other process commits; then b0's old secret
+    // and the removed b1 inside a second burst.
+    const burst1 = ids.slice(2, 16).map((id) => connect(id, secrets.get(id)));
+    const rotated = await cli.rotate('b0');
+    await cli.remove('b1');
+    const burst2 = ids.slice(16).map((id) => connect(id, secrets.get(id)));
+    const [oldSecret, removed] = await Promise.all([refused('b0', secrets.get('b0')), refused('b1', secrets.get('b1'))]);
+    expect(oldSecret).toMatchObject({ code: 5 });
+    expect(removed).toMatchObject({ code: 5 });
+    const connected = await Promise.all([...burst1, ...burst2]);
+    expect(connected.every((c) => c.connected)).toBe(true);
+    expect((await connect('b0', rotated)).connected).toBe(true);
+    const after = tg.gateway.devices.readStats;
+    const read = after.ids - before.ids;
+    expect(read).toBeGreaterThanOrEqual(ids.length + 1);
+    expect(after.statements - before.statements).toBeLessThan(read);
+  });
 });
 
 describe('how secrets are stored', () => {
