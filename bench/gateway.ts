@@ -363,7 +363,8 @@ async function diskHeld(dataDir: string): Promise<DiskHeld> {
     return {
       // v1: the table dedup; v2: dedup_keys and its series (dedup is a view there).
       dedupRows: await count('dedup'), dedupBytes: await bytes("'dedup', 'dedup_keys', 'series', 'sqlite_autoindex_series_1'"),
-      outboxRows: await count('outbox'), outboxBytes: await bytes("'outbox'"),
+      // v3: outbox_rows (outbox is a view there).
+      outboxRows: await count('outbox'), outboxBytes: await bytes("'outbox', 'outbox_rows'"),
       partialsBytes: await bytes("'partials', 'partials_minute'"), pageSize, walBytes,
     };
   } finally {

@@ -39,7 +39,7 @@ export async function dropOldest(db: Db, afterSeq: number, bytesToFree: number, 
     let exhausted = false;
     while (freed < target) {
       const rows = await db.all<{ seq: number; device: string; metric: string; ts: number }>(
-        'SELECT seq, device, metric, ts FROM outbox WHERE seq > ? ORDER BY seq LIMIT 5000', [cursor]);
+        'SELECT o.seq, s.device, s.metric, o.ts FROM outbox_rows o JOIN series s ON s.id = o.series WHERE o.seq > ? ORDER BY o.seq LIMIT 5000', [cursor]);
       if (!rows.length) { exhausted = true; break; }
       const from = rows[0].seq;
       for (const r of rows) {
@@ -56,7 +56,7 @@ export async function dropOldest(db: Db, afterSeq: number, bytesToFree: number, 
         if (freed >= target) break;
       }
       // Rows from..cursor are all unsent (seq > afterSeq), so a range delete is exact.
-      await db.run('DELETE FROM outbox WHERE seq BETWEEN ? AND ?', [from, cursor]);
+      await db.run('DELETE FROM outbox_rows WHERE seq BETWEEN ? AND ?', [from, cursor]);
     }
     if (exhausted || !more) break;
     const wanted = await more();

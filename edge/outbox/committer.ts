@@ -112,7 +112,8 @@ const PARTIALS_UPSERT = 'ON CONFLICT (device, metric, minute, epoch) DO UPDATE S
  * The usual group commit as one statement: an INSERT into this temp view runs the trigger, every
  * step of it inside the statement's own transaction. Parameters (the view's columns): `rows` the
  * readings' JSON ([device, metric, ts, mantissa, exponent, series number or 0] each), `known` 1
- * when every series number is in `rows`, `now`, `epoch` the open epoch after the commit, `first`
+ * when every series number is in `rows` (else a row with 0 looks its series up, after the new
+ * series got theirs), `now`, `epoch` the open epoch after the commit, `first`
  * the group's first seq, `open_last` the last seq of an epoch this commit opens (else NULL),
  * `close_epoch` and `close_last` an epoch this commit closes (else NULL), `prows` the partials'
  * JSON. Columns of a partials row: 0 device, 1 metric, 2 minute, 3 count, then (mantissa,
@@ -123,20 +124,20 @@ const PARTIALS_UPSERT = 'ON CONFLICT (device, metric, minute, epoch) DO UPDATE S
  * json_each hands each row back as JSON text that every `->>` parses again (15-19% less CPU per
  * commit, bench/outbox-commit.ts).
  */
+/** A commit row's series number looked up (evaluated only for a row without one: COALESCE stops at its first non-NULL). */
+const SERIES_OF_ROW = '(SELECT s.id FROM series s WHERE s.device = j.value->>0 AND s.metric = j.value->>1)';
 const GROUP_COMMIT_SQL = `
 CREATE TEMP VIEW IF NOT EXISTS group_commit (rows, known, now, epoch, first, open_last, close_epoch, close_last, prows)
   AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL;
 CREATE TEMP TRIGGER IF NOT EXISTS group_commit_insert INSTEAD OF INSERT ON group_commit BEGIN
   INSERT INTO series (device, metric) SELECT DISTINCT j.value->>0, j.value->>1 FROM jsonb_each(NEW.rows) j
     WHERE NEW.known = 0 AND NOT EXISTS (SELECT 1 FROM series s WHERE s.device = j.value->>0 AND s.metric = j.value->>1);
-  INSERT INTO dedup_keys (key, seen_at) SELECT ${dedupKeySql('j.value->>2', 'j.value->>5')}, NEW.now FROM jsonb_each(NEW.rows) j
-    WHERE NEW.known = 1;
-  INSERT INTO dedup_keys (key, seen_at) SELECT ${dedupKeySql('j.value->>2', 's.id')}, NEW.now
-    FROM jsonb_each(NEW.rows) j CROSS JOIN series s ON s.device = j.value->>0 AND s.metric = j.value->>1 WHERE NEW.known = 0;
+  INSERT INTO dedup_keys (key, late) SELECT ${dedupKeySql('j.value->>2', `COALESCE(NULLIF(j.value->>5, 0), ${SERIES_OF_ROW})`)}, MAX(0, NEW.now - (j.value->>2))
+    FROM jsonb_each(NEW.rows) j;
   UPDATE epochs SET last_seq = NEW.close_last, closed_at = NEW.now WHERE NEW.close_epoch IS NOT NULL AND epoch = NEW.close_epoch;
   INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) SELECT NEW.epoch, NEW.first, NEW.open_last, NEW.now WHERE NEW.open_last IS NOT NULL;
-  INSERT INTO outbox (seq, epoch, device, metric, ts, value)
-    SELECT NEW.first + j.key, NEW.epoch, j.value->>0, j.value->>1, j.value->>2, (j.value->>3) * pow(2, j.value->>4) FROM jsonb_each(NEW.rows) j;
+  INSERT INTO outbox_rows (seq, epoch, series, ts, value)
+    SELECT NEW.first + j.key, NEW.epoch, COALESCE(NULLIF(j.value->>5, 0), ${SERIES_OF_ROW}), j.value->>2, (j.value->>3) * pow(2, j.value->>4) FROM jsonb_each(NEW.rows) j;
   INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
     SELECT j.value->>0, j.value->>1, j.value->>2, NEW.epoch, j.value->>3, (j.value->>4) * pow(2, j.value->>5), (j.value->>6) * pow(2, j.value->>7),
       (j.value->>8) * pow(2, j.value->>9), (j.value->>10) * pow(2, j.value->>11), (j.value->>12) * pow(2, j.value->>13), j.value->>16,
@@ -150,15 +151,15 @@ const partialKey = (device: string, metric: string, minute: number) => `${device
 const seriesKey = (device: string, metric: string) => `${device}${SEP}${metric}`;
 
 /**
- * A series as the fast commit path keeps it: its key in seriesCache, the start of its rows' JSON
- * (`["device","metric",`), its number as seriesCache had it at generation `gen` (0: not known),
- * and the partials key of the minute its last reading fell in.
+ * A series as the committer keeps it: the start of its rows' JSON (`["device","metric",`), its
+ * number once known to be committed (0: not known), and the partials key of the minute its last
+ * reading fell in.
  */
 interface SeriesRow {
-  key: string;
+  device: string;
+  metric: string;
   prefix: string;
   id: number;
-  gen: number;
   minute: number;
   pkey: string;
 }
@@ -187,17 +188,11 @@ export class Committer {
   /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
   private openPartials = new Map<string, Summary>();
   /**
-   * Series numbers known to be committed (device SEP metric -> series.id), so the usual commit
-   * puts the number in its rows instead of looking each reading's series up in SQL. Filled after
-   * COMMIT only; cleared when the retention deletes series (their numbers may be given again) and
-   * when it grows past SERIES_CACHE_MAX.
-   */
-  private seriesCache = new Map<string, number>();
-  /** Bumped whenever seriesCache changes: a SeriesRow's id is read from it again after that. */
-  private seriesGen = 0;
-  /**
-   * The fast path's view of each series it has seen, by device then metric: no key string built,
-   * hashed and looked up twice per reading (docs/benchmarks.md, gateway session 8).
+   * Each series the committer has seen, by device then metric: no key string built, hashed and
+   * looked up twice per reading (docs/benchmarks.md, gateway session 8). A row's number, known to
+   * be committed, lets the usual commit put it in its rows instead of looking each reading's series
+   * up in SQL: set after COMMIT only (cacheSeries); every row is dropped when the retention deletes
+   * series (their numbers may be given again, forgetSeries) and when they grow past SERIES_CACHE_MAX.
    */
   private seriesRows = new Map<string, Map<string, SeriesRow>>();
   private seriesRowCount = 0;
@@ -406,6 +401,8 @@ export class Committer {
     // Each reading's identity as a Set key (null: dropped), worked out once, in the order of `all`.
     const keys: Array<string | null> = new Array(all.length);
     const keyed: Array<{ ts: number; id: number }> = [];
+    /** Each kept reading's series number, by the index in `all`. */
+    const seriesOf: number[] = new Array(all.length);
     let unkeyed = 0;
     for (let i = 0; i < all.length; i++) {
       const r = all[i];
@@ -416,6 +413,7 @@ export class Committer {
       } else {
         keys[i] = `${r.ts}${SEP}${id}`;
         keyed.push({ ts: r.ts, id });
+        seriesOf[i] = id;
       }
     }
     if (unkeyed) {
@@ -424,9 +422,9 @@ export class Committer {
     }
     for (const chunk of chunkRows(keyed, 3)) {
       const params: unknown[] = [];
-      for (const k of chunk) params.push(k.ts, k.id, now);
+      for (const k of chunk) params.push(k.ts, k.id, Math.max(0, now - k.ts));
       const rows = await db.all<{ ts: number; id: number }>(
-        `INSERT OR IGNORE INTO dedup_keys (key, seen_at) VALUES ${chunk.map(() => `(${dedupKeySql('?', '?')}, ?)`).join(',')} RETURNING ${dedupKeyTsSql('key')} AS ts, ${dedupKeySeriesSql('key')} AS id`,
+        `INSERT OR IGNORE INTO dedup_keys (key, late) VALUES ${chunk.map(() => `(${dedupKeySql('?', '?')}, ?)`).join(',')} RETURNING ${dedupKeyTsSql('key')} AS ts, ${dedupKeySeriesSql('key')} AS id`,
         params,
       );
       for (const row of rows) fresh.add(`${row.ts}${SEP}${row.id}`);
@@ -434,16 +432,17 @@ export class Committer {
 
     let seq = this.state.lastSeq;
     const results: CommitResult[] = [];
-    const kept: Array<Reading & { seq: number }> = [];
+    const kept: Array<Reading & { seq: number; series: number }> = [];
     let i = 0;
     for (const p of batch) {
       let accepted = 0;
       let dropped = 0;
       for (const r of p.readings) {
-        const key = keys[i++];
+        const at = i++;
+        const key = keys[at];
         if (key === null) dropped++;
         if (key === null || !fresh.delete(key)) continue;
-        kept.push({ ...r, seq: ++seq });
+        kept.push({ ...r, seq: ++seq, series: seriesOf[at] });
         accepted++;
       }
       results.push({ accepted, duplicates: p.readings.length - accepted - dropped });
@@ -471,10 +470,10 @@ export class Committer {
         // fewer per commit); loadCommitterState recovers it after a crash.
         epoch = { ...epoch, lastSeq: seq };
       }
-      for (const chunk of chunkRows(kept, 6)) {
+      for (const chunk of chunkRows(kept, 5)) {
         const params: unknown[] = [];
-        for (const r of chunk) params.push(r.seq, epoch.epoch, r.device, r.metric, r.ts, r.value);
-        pending.push(db.run(`INSERT INTO outbox (seq, epoch, device, metric, ts, value) VALUES ${placeholders(chunk.length, 6)}`, params));
+        for (const r of chunk) params.push(r.seq, epoch.epoch, r.series, r.ts, r.value);
+        pending.push(db.run(`INSERT INTO outbox_rows (seq, epoch, series, ts, value) VALUES ${placeholders(chunk.length, 5)}`, params));
       }
       touched = this.writePartials(db, kept, epoch.epoch, base, now, pending);
     }
@@ -482,7 +481,7 @@ export class Committer {
     const quarantineDropped = await this.writeQuarantine(db, quarantined, now);
 
     const apply = () => {
-      this.cacheSeries(ids);
+      this.cacheSeries(all, ids);
       this.applyCommit({ kept, seq, epoch, base, touched, quarantined: quarantined.length, quarantineDropped, readings: all.length - unkeyed });
     };
     return { results, apply };
@@ -534,7 +533,7 @@ export class Committer {
     const kept: Reading[] = [];
     const rows: string[] = [];
     /** Series of this group without a known number: looked up in SQL (and new ones numbered). */
-    const unknown = new Map<string, { device: string; metric: string }>();
+    const unknown = new Set<SeriesRow>();
     let seq = this.state.lastSeq;
     const results: CommitResult[] = [];
     /** Each kept reading's partials key (partialKey), in the order of `kept`. */
@@ -546,7 +545,7 @@ export class Committer {
         kept.push(r);
         seq++;
         const e = this.seriesRow(r.device, r.metric);
-        if (e.id === 0) unknown.set(e.key, { device: r.device, metric: r.metric });
+        if (e.id === 0) unknown.add(e);
         rows.push(`${e.prefix}${r.ts},${v},${e.id}]`);
         const minute = minuteOf(r.ts);
         if (e.minute !== minute) {
@@ -600,11 +599,11 @@ export class Committer {
     // Learn the numbers of the series looked up in SQL (committed: nothing can take them back but
     // the retention, which runs in another write job and clears the cache).
     // A failed look-up only leaves them to be looked up again next time.
-    const learned = unknown.size ? await seriesIdsOf(db, [...unknown.values()]).catch(() => null) : null;
+    const learned = unknown.size ? await seriesIdsOf(db, [...unknown]).catch(() => null) : null;
     const finalEpoch = epoch;
     const finalBase = base;
     const apply = () => {
-      if (learned) this.cacheSeries(learned);
+      if (learned) this.cacheSeries(unknown, learned);
       this.applyCommit({ kept, seq, epoch: finalEpoch, base: finalBase, touched, quarantined: 0, quarantineDropped: 0, readings: kept.length });
     };
     return { results, apply };
@@ -626,38 +625,34 @@ export class Committer {
     return this.groupCommit.stmt;
   }
 
-  /** Remember committed series numbers (bounded: past SERIES_CACHE_MAX it starts again). */
-  private cacheSeries(ids: Map<string, number>): void {
+  /** Remember the committed numbers `ids` (key: device SEP metric) of these series. */
+  private cacheSeries(series: Iterable<{ device: string; metric: string }>, ids: Map<string, number>): void {
     if (ids.size === 0) return;
-    if (this.seriesCache.size + ids.size > SERIES_CACHE_MAX) this.seriesCache.clear();
-    for (const [k, v] of ids) this.seriesCache.set(k, v);
-    this.seriesGen++;
+    for (const x of series) {
+      const id = ids.get(seriesKey(x.device, x.metric));
+      if (id !== undefined) this.seriesRow(x.device, x.metric).id = id;
+    }
   }
 
   /** Forget every series number: the retention deleted series, whose numbers may be given again. Call inside the write job that deleted them. */
   forgetSeries(): void {
-    this.seriesCache.clear();
-    this.seriesGen++;
+    this.seriesRows.clear();
+    this.seriesRowCount = 0;
   }
 
-  /** The fast path's entry of a series, its id as seriesCache has it now (0: not known). */
+  /** The committer's entry of a series (bounded: past SERIES_CACHE_MAX entries it starts again). */
   private seriesRow(device: string, metric: string): SeriesRow {
     let e = this.seriesRows.get(device)?.get(metric);
     if (e === undefined) {
-      // Bounded as seriesCache is: past SERIES_CACHE_MAX entries it starts again.
       if (this.seriesRowCount >= SERIES_CACHE_MAX) {
         this.seriesRows.clear();
         this.seriesRowCount = 0;
       }
       let byMetric = this.seriesRows.get(device);
       if (byMetric === undefined) this.seriesRows.set(device, (byMetric = new Map()));
-      e = { key: seriesKey(device, metric), prefix: `[${jsonString(device)},${jsonString(metric)},`, id: 0, gen: -1, minute: NaN, pkey: '' };
+      e = { device, metric, prefix: `[${jsonString(device)},${jsonString(metric)},`, id: 0, minute: NaN, pkey: '' };
       byMetric.set(metric, e);
       this.seriesRowCount++;
-    }
-    if (e.gen !== this.seriesGen) {
-      e.id = this.seriesCache.get(e.key) ?? 0;
-      e.gen = this.seriesGen;
     }
     return e;
   }
@@ -780,13 +775,13 @@ export async function loadCommitterState(db: Db, now: number): Promise<Committer
   const last = await db.get<{ epoch: number | null; last_seq: number | null }>(
     `SELECT MAX(epoch) AS epoch, MAX(
        COALESCE((SELECT MAX(last_seq) FROM epochs), 0),
-       COALESCE((SELECT MAX(seq) FROM outbox), 0),
+       COALESCE((SELECT MAX(seq) FROM outbox_rows), 0),
        COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0)) AS last_seq FROM epochs`, [ACKED_SEQ_KEY]);
   const lastSeq = last?.last_seq ?? 0;
   // Everything in an epoch left open is committed; no seq can join it after a restart.
   await db.run('UPDATE epochs SET last_seq = MAX(last_seq, ?) WHERE closed_at IS NULL AND epoch = (SELECT MAX(epoch) FROM epochs)', [lastSeq]);
   await db.run('UPDATE epochs SET closed_at = ? WHERE closed_at IS NULL', [now]);
-  const pending = await db.get<{ n: number; bytes: number | null }>(`SELECT COUNT(*) AS n, SUM(LENGTH(device) + LENGTH(metric) + ${OUTBOX_ROW_OVERHEAD_BYTES}) AS bytes FROM outbox`);
+  const pending = await db.get<{ n: number; bytes: number | null }>(`SELECT COUNT(*) AS n, SUM(LENGTH(s.device) + LENGTH(s.metric) + ${OUTBOX_ROW_OVERHEAD_BYTES}) AS bytes FROM outbox_rows o JOIN series s ON s.id = o.series`);
   const q = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM quarantine');
   return {
     lastSeq,

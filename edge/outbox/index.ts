@@ -253,7 +253,7 @@ export class Outbox implements OutboxBacklogSource {
     // `epoch >= ...`: should that epoch's row be gone, the next one's opening is the best bound left.
     const row = await this.reader.get<{ at: number | null }>(
       `SELECT (SELECT opened_at FROM epochs WHERE epoch >= o.epoch ORDER BY epoch LIMIT 1) AS at
-       FROM outbox o ORDER BY o.seq LIMIT 1`);
+       FROM outbox_rows o ORDER BY o.seq LIMIT 1`);
     return row?.at ?? null;
   }
 
