@@ -3,7 +3,7 @@
  * (docs/ingest-protocol.md), and the one transaction that applies the cloud's acknowledgement.
  */
 import { type Db, type WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
-import { ACKED_SEQ_KEY, getMeta, OUTBOX_ROW_OVERHEAD_BYTES, setMeta } from '../store/schema.js';
+import { ACKED_SEQ_KEY, flushDedupKeys, getMeta, OUTBOX_ROW_OVERHEAD_BYTES, setMeta } from '../store/schema.js';
 
 export { ACKED_SEQ_KEY };
 /** Most epoch or gap records in one request; the rest ride along with later ones. */
@@ -168,6 +168,8 @@ export function applyAck(writes: WriteQueue, batch: Batch, ackSeq: number, prevA
     // request carried are durable in the master dataset. min(ackSeq, lastSeq) never reaches rows
     // this request did not carry. RETURNING counts what this statement removed, not rows the disk
     // budget dropped meanwhile (the budget accounts for those itself).
+    // [INV-2] the identities of the rows go to dedup_keys before the rows (schema.ts DEDUP_FLUSHED_KEY).
+    if (upTo > 0) await flushDedupKeys(db, upTo);
     const deleted = upTo > 0
       ? await db.all<{ bytes: number }>(
         `DELETE FROM outbox_rows WHERE seq <= ? RETURNING (SELECT LENGTH(s.device) + LENGTH(s.metric) + ${OUTBOX_ROW_OVERHEAD_BYTES} FROM series s WHERE s.id = outbox_rows.series) AS bytes`, [upTo])

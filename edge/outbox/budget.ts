@@ -7,7 +7,7 @@
 import { statfs } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Db } from '../../shared/sqlite.js';
-import { outboxRowBytes } from '../store/schema.js';
+import { flushDedupKeys, outboxRowBytes } from '../store/schema.js';
 
 /** Why readings were dropped: over outbox.maxBytes, or below outbox.minFreeBytes free on the disk. */
 export type DropReason = 'disk_budget' | 'disk_floor';
@@ -55,7 +55,9 @@ export async function dropOldest(db: Db, afterSeq: number, bytesToFree: number, 
         cursor = r.seq;
         if (freed >= target) break;
       }
-      // Rows from..cursor are all unsent (seq > afterSeq), so a range delete is exact.
+      // Rows from..cursor are all unsent (seq > afterSeq), so a range delete is exact; their
+      // identities go to dedup_keys first [INV-2] (schema.ts DEDUP_FLUSHED_KEY).
+      await flushDedupKeys(db, cursor);
       await db.run('DELETE FROM outbox_rows WHERE seq BETWEEN ? AND ?', [from, cursor]);
     }
     if (exhausted || !more) break;

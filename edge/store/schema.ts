@@ -10,12 +10,29 @@ import { Db, useWal } from '../../shared/sqlite.js';
  * `series`), read through the view `dedup`; a v1 file is migrated when opened (migrateToV2).
  * 3 (2026-12-06): outbox rows carry the series number instead of the device and metric text
  * (`outbox_rows`, read through the view `outbox`), and an identity keeps how late it was seen
- * (`late`, ms) instead of its seen_at; a v2 file is migrated when opened (migrateToV3).
+ * (`late`, ms) instead of its seen_at; the identities of the newest outbox rows are written to
+ * `dedup_keys` in batches (DEDUP_FLUSHED_KEY); a v2 file is migrated when opened (migrateToV3).
  */
 export const GATEWAY_SCHEMA_VERSION = 3;
 
 /** meta key holding the highest seq the cloud has acknowledged; rows at or below it are gone. */
 export const ACKED_SEQ_KEY = 'acked_seq';
+
+/**
+ * meta key holding the seq up to which the outbox rows' identities are in `dedup_keys` (absent: 0).
+ * A group commit writes its readings' outbox rows only; their identities (ts, series, late) are
+ * copied into `dedup_keys` in batches (flushDedupKeys: by the committer every DEDUP_FLUSH_READINGS,
+ * before any outbox row is deleted, and before the retention prunes). Meanwhile the identities
+ * seen are those of `dedup_keys` and of the outbox rows above this seq [INV-2] (the view `dedup`).
+ * A group's identities land in as many places of the key order as its devices' clocks disagree
+ * (each device's event times run on their own), and each place is a leaf and its parent written
+ * again at every commit; a batch of thousands, sorted, writes each of those leaves once
+ * (docs/benchmarks.md, gateway session 9).
+ */
+export const DEDUP_FLUSHED_KEY = 'dedup_flushed_seq';
+
+/** SQL: the seq up to which the outbox rows' identities are in dedup_keys. */
+export const DEDUP_FLUSHED_SQL = `COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '${DEDUP_FLUSHED_KEY}'), 0)`;
 
 /** Bits of a dedup key below the ts: the series id. */
 export const SERIES_BITS = 20;
@@ -53,13 +70,17 @@ const DEDUP_KEYS_DDL = (name = 'dedup_keys') => `CREATE TABLE IF NOT EXISTS ${na
   key  INTEGER PRIMARY KEY,
   late INTEGER NOT NULL
 );`;
-/** The outbox's rows: the reading's series number (`series`), not its device and metric text. */
+/**
+ * The outbox's rows: the reading's series number (`series`), not its device and metric text, and
+ * how late it was committed (`late`, ms from ts, 0 if before: its identity's, see DEDUP_FLUSHED_KEY).
+ */
 const OUTBOX_ROWS_DDL = `CREATE TABLE IF NOT EXISTS outbox_rows (
   seq    INTEGER PRIMARY KEY,
   epoch  INTEGER NOT NULL,
   series INTEGER NOT NULL,
   ts     INTEGER NOT NULL,
-  value  REAL    NOT NULL
+  value  REAL    NOT NULL,
+  late   INTEGER NOT NULL
 );`;
 
 const DDL = `
@@ -122,10 +143,13 @@ CREATE VIEW IF NOT EXISTS outbox AS
 CREATE TRIGGER IF NOT EXISTS outbox_insert INSTEAD OF INSERT ON outbox BEGIN
   INSERT INTO series (device, metric) SELECT NEW.device, NEW.metric
     WHERE NOT EXISTS (SELECT 1 FROM series WHERE device = NEW.device AND metric = NEW.metric);
-  INSERT INTO outbox_rows (seq, epoch, series, ts, value)
-    VALUES (NEW.seq, NEW.epoch, (SELECT id FROM series WHERE device = NEW.device AND metric = NEW.metric), NEW.ts, NEW.value);
+  INSERT INTO outbox_rows (seq, epoch, series, ts, value, late)
+    VALUES (NEW.seq, NEW.epoch, (SELECT id FROM series WHERE device = NEW.device AND metric = NEW.metric), NEW.ts, NEW.value, 0);
 END;
+-- A row's identity goes to dedup_keys before the row, as flushDedupKeys does.
 CREATE TRIGGER IF NOT EXISTS outbox_delete INSTEAD OF DELETE ON outbox BEGIN
+  INSERT OR IGNORE INTO dedup_keys (key, late) SELECT ${dedupKeySql('ts', 'series')}, late FROM outbox_rows
+    WHERE seq = OLD.seq AND seq > ${DEDUP_FLUSHED_SQL};
   DELETE FROM outbox_rows WHERE seq = OLD.seq;
 END;
 
@@ -137,10 +161,14 @@ END;
 -- identity for the whole window after its sighting.
 ${DEDUP_KEYS_DDL()}
 
--- The identities as (ts, device, metric, seen_at), for reading; seen_at is max(ts, first sighting).
+-- The identities as (ts, device, metric, seen_at), for reading: those of dedup_keys and of the
+-- outbox rows not yet copied there (DEDUP_FLUSHED_KEY); seen_at is max(ts, first sighting).
 CREATE VIEW IF NOT EXISTS dedup AS
   SELECT ${dedupKeyTsSql('k.key')} AS ts, s.device AS device, s.metric AS metric, ${dedupKeyTsSql('k.key')} + k.late AS seen_at
-  FROM dedup_keys k JOIN series s ON s.id = ${dedupKeySeriesSql('k.key')};
+  FROM dedup_keys k JOIN series s ON s.id = ${dedupKeySeriesSql('k.key')}
+  UNION ALL
+  SELECT o.ts AS ts, s.device AS device, s.metric AS metric, o.ts + o.late AS seen_at
+  FROM outbox_rows o JOIN series s ON s.id = o.series WHERE o.seq > ${DEDUP_FLUSHED_SQL};
 
 -- Payloads that could not be parsed, with the reason; bounded (oldest dropped, counted).
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -312,9 +340,11 @@ async function migrateToV3(db: Db): Promise<void> {
     ${oldOutbox ? `
     INSERT INTO series (device, metric) SELECT DISTINCT device, metric FROM outbox o
       WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.device = o.device AND s.metric = o.metric) ORDER BY device, metric;
-    INSERT INTO outbox_rows (seq, epoch, series, ts, value)
-      SELECT o.seq, o.epoch, s.id, o.ts, o.value FROM outbox o JOIN series s ON s.device = o.device AND s.metric = o.metric ORDER BY o.seq;
+    INSERT INTO outbox_rows (seq, epoch, series, ts, value, late)
+      SELECT o.seq, o.epoch, s.id, o.ts, o.value, 0 FROM outbox o JOIN series s ON s.device = o.device AND s.metric = o.metric ORDER BY o.seq;
     DROP TABLE outbox;` : ''}
+    -- Version 2 wrote every outbox row's identity to the dedup keys at its commit.
+    INSERT INTO meta (key, value) SELECT '${DEDUP_FLUSHED_KEY}', COALESCE(MAX(seq), 0) FROM outbox_rows WHERE true ON CONFLICT (key) DO NOTHING;
     ${oldKeys ? `
     DROP VIEW IF EXISTS dedup;
     ${DEDUP_KEYS_DDL('dedup_keys_v3')}
@@ -326,6 +356,18 @@ async function migrateToV3(db: Db): Promise<void> {
     await db.exec('ROLLBACK').catch(() => undefined);
     throw err;
   });
+}
+
+/**
+ * Copy the identities of the outbox rows up to `upTo` not yet in dedup_keys there, sorted by key,
+ * and move DEDUP_FLUSHED_KEY up to `upTo` (never down). Inside the caller's transaction: before an
+ * outbox row is deleted, its identity must be in dedup_keys [INV-2].
+ */
+export async function flushDedupKeys(db: Db, upTo: number): Promise<void> {
+  await db.run(`INSERT OR IGNORE INTO dedup_keys (key, late) SELECT ${dedupKeySql('ts', 'series')}, late FROM outbox_rows
+    WHERE seq > ${DEDUP_FLUSHED_SQL} AND seq <= ? ORDER BY 1`, [upTo]);
+  await db.run(`INSERT INTO meta (key, value) VALUES ('${DEDUP_FLUSHED_KEY}', ?)
+    ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))`, [upTo]);
 }
 
 /** A second connection for reads (windows, forwarder, health): sees committed data only. */
