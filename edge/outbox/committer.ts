@@ -532,39 +532,49 @@ export class Committer {
   /**
    * The usual group commit in one round trip to SQLite's thread: the whole transaction is one run
    * of a Statement prepared once per connection, `INSERT INTO temp.group_commit`, whose INSTEAD OF
-   * trigger (GROUP_COMMIT_SQL) writes the series, dedup keys, epochs, outbox rows and partials. A
+   * trigger (GROUP_COMMIT_SQL) writes the epochs, outbox rows, partials (and a batch of identities into dedup_keys). A
    * single statement in autocommit mode is its own transaction: it commits when the run returns
    * (synchronous=FULL) and a failing step rolls all of it back, so nothing is committed after a
    * failed one. That needs the connection in autocommit mode when the job starts: every write job
    * on it ends its BEGIN with COMMIT or ROLLBACK (`transaction`; SQLite's ROLLBACK fails only when
    * no transaction is open). The group goes as bound text parameters (the readings' JSON once, the partials'
    * JSON once), not spliced into SQL: no SQL text to convert and copy on the main thread, no
-   * quoting, no statement for SQLite to compile per commit. It assumes every reading is fresh: the
-   * dedup INSERT has no OR IGNORE, so a repeat (of an identity already seen or one inside this
-   * group) fails it with a UNIQUE constraint, the statement is rolled back and null returned, and
-   * the caller commits the group the general way, which sorts out the repeats [INV-2]. Also null
-   * (nothing written) for what the JSON form does not carry: a ts that is not a safe integer or a
-   * value that is not finite (the payload parser lets neither through).
+   * quoting, no statement for SQLite to compile per commit. It takes groups of fresh readings of
+   * numbered series only: a repeat of an identity the committer holds (`unflushed`) or one inside
+   * this group, or a series without a known number, returns null before SQL; a repeat of one in
+   * dedup_keys fails the statement (RAISE), which is rolled back, and null is returned. The caller
+   * then commits the group the general way, which sorts out the repeats and numbers the series
+   * [INV-2]. Also null (nothing written) for what the JSON form does not carry: a ts that is not a
+   * safe integer or a value that is not finite (the payload parser lets neither through).
    *
    * Doubles go as an integer mantissa and a power of two (`m * pow(2, e)`, exact for every finite
    * double): SQLite's decimal parsing is not correctly rounded for every double.
    */
   private async commitFast(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     // The group's identities go into `unflushed` as they are checked (so a repeat inside the group
-    // is found too) and out again unless the group commits.
-    const sets: Array<Set<number>> = [];
-    const tss: number[] = [];
-    let committed = false;
+    // is found too), and out again unless the group commits: the first `added` readings' (no list
+    // kept per reading: the way back is walked again, only when the group does not commit).
+    let added = 0;
+    const undo = () => {
+      let n = added;
+      added = 0;
+      for (const p of batch) {
+        for (const r of p.readings) {
+          if (n-- === 0) return null;
+          this.unflushed.get(this.seriesRow(r.device, r.metric).id)?.delete(r.ts);
+        }
+      }
+      return null;
+    };
     try {
-      const done = await this.commitFastRun(db, batch, sets, tss);
-      committed = done !== null;
-      return done;
-    } finally {
-      if (!committed) for (let i = 0; i < sets.length; i++) sets[i].delete(tss[i]);
+      return await this.commitFastRun(db, batch, () => added++, undo);
+    } catch (err) {
+      undo();
+      throw err;
     }
   }
 
-  private async commitFastRun(db: Db, batch: Pending[], sets: Array<Set<number>>, tss: number[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
+  private async commitFastRun(db: Db, batch: Pending[], add: () => void, undo: () => null): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     const now = this.now();
     // The submitted readings themselves: nothing changes them, and the seq is the index's.
     const kept: Reading[] = [];
@@ -576,17 +586,16 @@ export class Committer {
     for (const p of batch) {
       for (const r of p.readings) {
         const v = exactDouble(r.value);
-        if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return null;
+        if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return undo();
         const e = this.seriesRow(r.device, r.metric);
         // A series without a known number: the general path numbers it (new) or looks it up.
-        if (e.id === 0) return null;
+        if (e.id === 0) return undo();
         // [INV-2] an identity not yet in dedup_keys, or one of this group: the general path drops it.
         let seen = this.unflushed.get(e.id);
         if (seen === undefined) this.unflushed.set(e.id, (seen = new Set()));
-        if (seen.has(r.ts)) return null;
+        if (seen.has(r.ts)) return undo();
         seen.add(r.ts);
-        sets.push(seen);
-        tss.push(r.ts);
+        add();
         kept.push(r);
         seq++;
         rows.push(`[${r.ts},${v},${e.id}]`);
@@ -625,19 +634,19 @@ export class Committer {
       touched = merged.next;
       for (const { device, metric, minute, s } of merged.touched.values()) {
         const nums = [exactDouble(s.sum), exactDouble(s.min), exactDouble(s.max), exactDouble(s.m2), exactDouble(s.first), exactDouble(s.last)];
-        if (nums.includes(null) || !Number.isSafeInteger(s.firstTs) || !Number.isSafeInteger(s.lastTs)) return null;
+        if (nums.includes(null) || !Number.isSafeInteger(s.firstTs) || !Number.isSafeInteger(s.lastTs)) return undo();
         prows.push(`[${jsonString(device)},${jsonString(metric)},${minute},${s.count},${nums.join(',')},${s.firstTs},${s.lastTs}]`);
       }
     }
     const flush = this.unflushedCount + kept.length >= DEDUP_FLUSH_READINGS;
-    const stmt = await this.groupCommitStatement(db);
     try {
+      const stmt = await this.groupCommitStatement(db);
       await new Promise<void>((resolve, reject) => {
         // Joined (flat) strings: node-sqlite3 copies a flat string as it binds it, a concatenated one is flattened first.
         stmt.run([`[${rows.join(',')}]`, now, epoch?.epoch ?? null, first, openLast, closeEpoch, closeLast, `[${prows.join(',')}]`, flush ? seq : null], (err: Error | null) => (err ? reject(err) : resolve()));
       });
     } catch (err) {
-      if (isDedupConflict(err)) return null;
+      if (isDedupConflict(err)) return undo();
       throw err;
     }
     const finalEpoch = epoch;

@@ -255,7 +255,7 @@ test('a restart after a crash finds the open epoch\'s last seq: in the outbox, o
   ]);
 });
 
-test('identities go to dedup_keys in batches: a repeat is dropped before (from memory, after a restart from the outbox), across the forwarder\'s ack and the disk budget\'s drop, and after', async () => {
+test('identities go to dedup_keys in batches: a repeat is dropped before (from memory, after a restart from the outbox), across the forwarder\'s ack and the disk budget\'s drop, and after; a failed commit leaves none', async () => {
   const count = async (o: Outbox) => (await o.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM dedup_keys'))!.n;
   const flushed = async (o: Outbox) => Number((await o.reader.get<{ value: string }>(`SELECT value FROM meta WHERE key = '${DEDUP_FLUSHED_KEY}'`))?.value ?? 0);
   const o = await open({ refillWaitMs: 0 });
@@ -291,4 +291,11 @@ test('identities go to dedup_keys in batches: a repeat is dropped before (from m
   // A repeat of a copied identity fails the one statement; the general path drops it.
   expect(await b.submit([r('d1', 'temp', T0), r('d2', 'temp', T0 + DEDUP_FLUSH_READINGS + 1)])).toEqual({ accepted: 1, duplicates: 1 });
   expect(await b.reader.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 6 + DEDUP_FLUSH_READINGS });
+
+  // A group whose commit fails leaves no identity behind: its resend commits.
+  await b.writes.db.exec("CREATE TEMP TRIGGER refuse BEFORE INSERT ON outbox_rows BEGIN SELECT RAISE(ABORT, 'refused'); END");
+  const again = [r('d1', 'temp', T0 - 100), r('d2', 'temp', T0 - 100)];
+  await expect(b.submit(again)).rejects.toThrow(/refused/);
+  await b.writes.db.exec('DROP TRIGGER refuse');
+  expect(await b.submit(again)).toEqual({ accepted: 2, duplicates: 0 });
 }, 60_000);
