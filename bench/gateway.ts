@@ -520,7 +520,7 @@ async function rssPhase() {
 async function drainRun(kind: PeerKind): Promise<DrainRun> {
   const dir = kind === 'braid-alt' ? `${drainDir}-alt` : drainDir;
   log(`drain ${LABEL[kind]}: fill an outbox with ${int(DRAIN_READINGS)} readings, restart the gateway with --cloud-url at a local sink`);
-  const fill = await fillOutbox(dir, DRAIN_READINGS);
+  const fill = await fillOutbox(dir, DRAIN_READINGS, rootOf(kind));
   log(`  filled in ${ms(fill.ms)}`);
   const sink = startProc('ingest sink', process.execPath, [...TSX, join(ROOT, 'bench/peers/ingest-sink.ts'), '0'], { cwd: ROOT, env: childEnv() });
   try {
