@@ -372,7 +372,8 @@ async function diskHeld(dataDir: string): Promise<DiskHeld> {
     return {
       // v1: the table dedup; v2: dedup_keys and its series (dedup is a view there).
       dedupRows: await count('dedup'), dedupBytes: await bytes("'dedup', 'dedup_keys', 'series', 'sqlite_autoindex_series_1'"),
-      outboxRows: await count('outbox'), outboxBytes: await bytes("'outbox'"),
+      // v3: outbox_rows (outbox is a view there).
+      outboxRows: await count('outbox'), outboxBytes: await bytes("'outbox', 'outbox_rows'"),
       partialsBytes: await bytes("'partials', 'partials_minute'"), pageSize, walBytes,
     };
   } finally {
@@ -553,7 +554,7 @@ async function rssPhase() {
 async function drainRun(kind: PeerKind): Promise<DrainRun> {
   const dir = kind === 'braid-alt' ? `${drainDir}-alt` : drainDir;
   log(`drain ${LABEL[kind]}: fill an outbox with ${int(DRAIN_READINGS)} readings, restart the gateway with --cloud-url at a local sink`);
-  const fill = await fillOutbox(dir, DRAIN_READINGS);
+  const fill = await fillOutbox(dir, DRAIN_READINGS, rootOf(kind));
   log(`  filled in ${ms(fill.ms)}`);
   const sink = startProc('ingest sink', process.execPath, [...TSX, join(ROOT, 'bench/peers/ingest-sink.ts'), '0'], { cwd: ROOT, env: childEnv() });
   try {

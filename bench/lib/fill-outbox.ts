@@ -1,19 +1,26 @@
 /**
- * Fill a gateway's outbox directly in `<dataDir>/gateway.db` (schema: edge/store/schema.ts) with
- * `count` readings in closed epochs of 50k seq, as a gateway that buffered while offline has it:
- * 1000 devices x 2 metrics, event times in the last hours. Seconds instead of minutes of MQTT.
+ * Fill a gateway's outbox directly in `<dataDir>/gateway.db` (schema: edge/store/schema.ts of the
+ * checkout at `root`, this one by default: the gateway that will open it) with `count` readings in
+ * closed epochs of 50k seq, as a gateway that buffered while offline has it: 1000 devices x 2
+ * metrics, event times in the last hours, their identities in the dedup keys (schema version 3
+ * and on: flushDedupKeys). Seconds instead of minutes of MQTT.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chunkRows, placeholders } from '../../shared/sqlite.js';
-import { openGatewayDb } from '../../edge/store/schema.js';
+import type { Db } from '../../shared/sqlite.js';
+import { ROOT } from './peers.js';
 
 const EPOCH_SEQ = 50_000;
 
-export async function fillOutbox(dataDir: string, count: number): Promise<{ count: number; ms: number }> {
+export async function fillOutbox(dataDir: string, count: number, root = ROOT): Promise<{ count: number; ms: number }> {
   const t0 = performance.now();
   mkdirSync(dataDir, { recursive: true });
-  const db = await openGatewayDb(join(dataDir, 'gateway.db'));
+  const schema = await import(join(root, 'edge/store/schema.ts')) as {
+    openGatewayDb: (file: string) => Promise<Db>;
+    flushDedupKeys?: (db: Db, upTo: number) => Promise<void>;
+  };
+  const db = await schema.openGatewayDb(join(dataDir, 'gateway.db'));
   try {
     const row = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox');
     if ((row?.n ?? 0) > 0) throw new Error(`${dataDir}: outbox is not empty`);
@@ -33,6 +40,7 @@ export async function fillOutbox(dataDir: string, count: number): Promise<{ coun
         await db.run(`INSERT INTO outbox (seq, epoch, device, metric, ts, value) VALUES ${placeholders(chunk.length, 6)}`, params);
       }
     }
+    await schema.flushDedupKeys?.(db, count);
     await db.exec('COMMIT');
   } finally {
     await db.close();

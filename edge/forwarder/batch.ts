@@ -3,7 +3,7 @@
  * (docs/ingest-protocol.md), and the one transaction that applies the cloud's acknowledgement.
  */
 import { type Db, type WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
-import { ACKED_SEQ_KEY, getMeta, outboxRowBytes, setMeta } from '../store/schema.js';
+import { ACKED_SEQ_KEY, flushDedupKeys, getMeta, OUTBOX_ROW_OVERHEAD_BYTES, setMeta } from '../store/schema.js';
 
 export { ACKED_SEQ_KEY };
 /** Most epoch or gap records in one request; the rest ride along with later ones. */
@@ -42,7 +42,7 @@ export async function loadAckedSeq(reader: Db): Promise<number> {
 
 /** Rows still in the outbox (unacknowledged), for close() and status pages. */
 export async function countPending(reader: Db, ackedSeq: number): Promise<number> {
-  const row = await reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox WHERE seq > ?', [ackedSeq]);
+  const row = await reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox_rows WHERE seq > ?', [ackedSeq]);
   return row?.n ?? 0;
 }
 
@@ -93,7 +93,9 @@ export async function readBatch(reader: Db, ackedSeq: number, maxReadings: numbe
     'SELECT epoch, first_seq, last_seq FROM epochs WHERE closed_at IS NOT NULL AND reported = 0 ORDER BY epoch LIMIT ?', [MAX_RECORDS]);
   const gapRows = await unsentGaps(reader);
   const rows = await reader.all<{ seq: number; epoch: number; device: string; metric: string; ts: number; value: number }>(
-    'SELECT seq, epoch, device, metric, ts, value FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?', [ackedSeq, Math.max(1, maxReadings)]);
+    // The rows carry their series' number (schema.ts outbox_rows); the retention keeps a series while a row refers to it.
+    'SELECT o.seq, o.epoch, s.device, s.metric, o.ts, o.value FROM outbox_rows o JOIN series s ON s.id = o.series WHERE o.seq > ? ORDER BY o.seq LIMIT ?',
+    [ackedSeq, Math.max(1, maxReadings)]);
 
   const allEpochs: EpochRecord[] = epochRows.map((e) => ({ epoch: e.epoch, firstSeq: e.first_seq, lastSeq: e.last_seq }));
   let allGaps: GapRecord[] = gapRows.map(toGapRecord);
@@ -166,14 +168,17 @@ export function applyAck(writes: WriteQueue, batch: Batch, ackSeq: number, prevA
     // request carried are durable in the master dataset. min(ackSeq, lastSeq) never reaches rows
     // this request did not carry. RETURNING counts what this statement removed, not rows the disk
     // budget dropped meanwhile (the budget accounts for those itself).
+    // [INV-2] the identities of the rows go to dedup_keys before the rows (schema.ts DEDUP_FLUSHED_KEY).
+    if (upTo > 0) await flushDedupKeys(db, upTo);
     const deleted = upTo > 0
-      ? await db.all<{ device: string; metric: string }>('DELETE FROM outbox WHERE seq <= ? RETURNING device, metric', [upTo])
+      ? await db.all<{ bytes: number }>(
+        `DELETE FROM outbox_rows WHERE seq <= ? RETURNING (SELECT LENGTH(s.device) + LENGTH(s.metric) + ${OUTBOX_ROW_OVERHEAD_BYTES} FROM series s WHERE s.id = outbox_rows.series) AS bytes`, [upTo])
       : [];
     await markIds(db, 'epochs', 'reported = 1', 'epoch', batch.epochs.map((e) => e.epoch));
     await markIds(db, 'gaps', 'sent = 1', 'id', batch.gaps.map((g) => g.id));
     if (ackedSeq !== prevAcked) await setMeta(db, ACKED_SEQ_KEY, ackedSeq);
     let bytes = 0;
-    for (const r of deleted) bytes += outboxRowBytes(r.device, r.metric);
+    for (const r of deleted) bytes += r.bytes;
     return { ackedSeq, rows: deleted.length, bytes };
   });
 }

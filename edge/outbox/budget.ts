@@ -7,7 +7,7 @@
 import { statfs } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Db } from '../../shared/sqlite.js';
-import { outboxRowBytes } from '../store/schema.js';
+import { flushDedupKeys, outboxRowBytes } from '../store/schema.js';
 
 /** Why readings were dropped: over outbox.maxBytes, or below outbox.minFreeBytes free on the disk. */
 export type DropReason = 'disk_budget' | 'disk_floor';
@@ -39,7 +39,7 @@ export async function dropOldest(db: Db, afterSeq: number, bytesToFree: number, 
     let exhausted = false;
     while (freed < target) {
       const rows = await db.all<{ seq: number; device: string; metric: string; ts: number }>(
-        'SELECT seq, device, metric, ts FROM outbox WHERE seq > ? ORDER BY seq LIMIT 5000', [cursor]);
+        'SELECT o.seq, s.device, s.metric, o.ts FROM outbox_rows o JOIN series s ON s.id = o.series WHERE o.seq > ? ORDER BY o.seq LIMIT 5000', [cursor]);
       if (!rows.length) { exhausted = true; break; }
       const from = rows[0].seq;
       for (const r of rows) {
@@ -55,8 +55,10 @@ export async function dropOldest(db: Db, afterSeq: number, bytesToFree: number, 
         cursor = r.seq;
         if (freed >= target) break;
       }
-      // Rows from..cursor are all unsent (seq > afterSeq), so a range delete is exact.
-      await db.run('DELETE FROM outbox WHERE seq BETWEEN ? AND ?', [from, cursor]);
+      // Rows from..cursor are all unsent (seq > afterSeq), so a range delete is exact; their
+      // identities go to dedup_keys first [INV-2] (schema.ts DEDUP_FLUSHED_KEY).
+      await flushDedupKeys(db, cursor);
+      await db.run('DELETE FROM outbox_rows WHERE seq BETWEEN ? AND ?', [from, cursor]);
     }
     if (exhausted || !more) break;
     const wanted = await more();

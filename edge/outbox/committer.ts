@@ -8,7 +8,7 @@ import type { Logger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
-import { ACKED_SEQ_KEY, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES, SERIES_MAX } from '../store/schema.js';
+import { ACKED_SEQ_KEY, DEDUP_FLUSHED_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES, SERIES_MAX } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
 import type sqlite3 from 'sqlite3';
 
@@ -102,6 +102,14 @@ export interface CommitterState {
 }
 
 const SEP = '\u0000';
+/** The group commit's error when an identity of the group is in dedup_keys (isDedupConflict). */
+const REPEAT_MESSAGE = 'a repeat of an identity in dedup_keys';
+/**
+ * Readings whose identities the committer keeps in memory (`unflushed`) before a group commit
+ * copies them into dedup_keys (schema.ts DEDUP_FLUSHED_KEY): thousands sorted in one statement
+ * write each leaf they land in once, where each group's own would write it again every commit.
+ */
+export const DEDUP_FLUSH_READINGS = 4096;
 /**
  * A partial row already written in this epoch is updated in place, not replaced: an UPDATE leaves
  * the partials_minute index alone (minute does not change), where REPLACE deletes and inserts its
@@ -111,38 +119,39 @@ const PARTIALS_UPSERT = 'ON CONFLICT (device, metric, minute, epoch) DO UPDATE S
 /**
  * The usual group commit as one statement: an INSERT into this temp view runs the trigger, every
  * step of it inside the statement's own transaction. Parameters (the view's columns): `rows` the
- * readings' JSON ([device, metric, ts, mantissa, exponent, series number or 0] each), `known` 1
- * when every series number is in `rows`, `now`, `epoch` the open epoch after the commit, `first`
- * the group's first seq, `open_last` the last seq of an epoch this commit opens (else NULL),
- * `close_epoch` and `close_last` an epoch this commit closes (else NULL), `prows` the partials'
- * JSON. Columns of a partials row: 0 device, 1 metric, 2 minute, 3 count, then (mantissa,
- * exponent) pairs of sum 4-5, min 6-7, max 8-9, m2 10-11, first 12-13, last 14-15, and 16
- * first_ts, 17 last_ts. A new series gets its number (a full series table fails its CHECK: the
- * general path sorts that out) before the readings' are looked up. jsonb_each, not json_each:
- * the text is parsed into SQLite's binary JSON once and each row's fields read from that, where
- * json_each hands each row back as JSON text that every `->>` parses again (15-19% less CPU per
- * commit, bench/outbox-commit.ts).
+ * readings' JSON ([ts, mantissa, exponent, series number] each; every series numbered already),
+ * `now`, `epoch` the open epoch after the commit, `first` the group's first seq, `open_last` the
+ * last seq of an epoch this commit opens (else NULL), `close_epoch` and `close_last` an epoch this
+ * commit closes (else NULL), `prows` the partials' JSON, `flush` the seq up to which the outbox
+ * rows' identities are copied into dedup_keys in this commit (else NULL; schema.ts
+ * DEDUP_FLUSHED_KEY). Columns of a partials row: 0 device, 1 metric, 2 minute, 3 count, then
+ * (mantissa, exponent) pairs of sum 4-5, min 6-7, max 8-9, m2 10-11, first 12-13, last 14-15, and
+ * 16 first_ts, 17 last_ts. A reading whose identity is in dedup_keys fails the statement (RAISE):
+ * the committer has already held the group against the identities not copied there yet (its
+ * `unflushed`) and against itself. jsonb_each, not json_each: the text is parsed into SQLite's
+ * binary JSON once and each row's fields read from that, where json_each hands each row back as
+ * JSON text that every `->>` parses again (15-19% less CPU per commit, bench/outbox-commit.ts).
  */
 const GROUP_COMMIT_SQL = `
-CREATE TEMP VIEW IF NOT EXISTS group_commit (rows, known, now, epoch, first, open_last, close_epoch, close_last, prows)
+CREATE TEMP VIEW IF NOT EXISTS group_commit (rows, now, epoch, first, open_last, close_epoch, close_last, prows, flush)
   AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL;
 CREATE TEMP TRIGGER IF NOT EXISTS group_commit_insert INSTEAD OF INSERT ON group_commit BEGIN
-  INSERT INTO series (device, metric) SELECT DISTINCT j.value->>0, j.value->>1 FROM jsonb_each(NEW.rows) j
-    WHERE NEW.known = 0 AND NOT EXISTS (SELECT 1 FROM series s WHERE s.device = j.value->>0 AND s.metric = j.value->>1);
-  INSERT INTO dedup_keys (key, seen_at) SELECT ${dedupKeySql('j.value->>2', 'j.value->>5')}, NEW.now FROM jsonb_each(NEW.rows) j
-    WHERE NEW.known = 1;
-  INSERT INTO dedup_keys (key, seen_at) SELECT ${dedupKeySql('j.value->>2', 's.id')}, NEW.now
-    FROM jsonb_each(NEW.rows) j CROSS JOIN series s ON s.device = j.value->>0 AND s.metric = j.value->>1 WHERE NEW.known = 0;
+  SELECT RAISE(ABORT, '${REPEAT_MESSAGE}') FROM jsonb_each(NEW.rows) j
+    WHERE EXISTS (SELECT 1 FROM dedup_keys k WHERE k.key = ${dedupKeySql('j.value->>0', 'j.value->>3')});
   UPDATE epochs SET last_seq = NEW.close_last, closed_at = NEW.now WHERE NEW.close_epoch IS NOT NULL AND epoch = NEW.close_epoch;
   INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) SELECT NEW.epoch, NEW.first, NEW.open_last, NEW.now WHERE NEW.open_last IS NOT NULL;
-  INSERT INTO outbox (seq, epoch, device, metric, ts, value)
-    SELECT NEW.first + j.key, NEW.epoch, j.value->>0, j.value->>1, j.value->>2, (j.value->>3) * pow(2, j.value->>4) FROM jsonb_each(NEW.rows) j;
+  INSERT INTO outbox_rows (seq, epoch, series, ts, value, late)
+    SELECT NEW.first + j.key, NEW.epoch, j.value->>3, j.value->>0, (j.value->>1) * pow(2, j.value->>2), MAX(0, NEW.now - (j.value->>0)) FROM jsonb_each(NEW.rows) j;
+  INSERT OR IGNORE INTO dedup_keys (key, late) SELECT ${dedupKeySql('ts', 'series')}, late FROM outbox_rows
+    WHERE NEW.flush IS NOT NULL AND seq > ${DEDUP_FLUSHED_SQL} AND seq <= NEW.flush ORDER BY 1;
+  INSERT INTO meta (key, value) SELECT '${DEDUP_FLUSHED_KEY}', NEW.flush WHERE NEW.flush IS NOT NULL
+    ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER));
   INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
     SELECT j.value->>0, j.value->>1, j.value->>2, NEW.epoch, j.value->>3, (j.value->>4) * pow(2, j.value->>5), (j.value->>6) * pow(2, j.value->>7),
       (j.value->>8) * pow(2, j.value->>9), (j.value->>10) * pow(2, j.value->>11), (j.value->>12) * pow(2, j.value->>13), j.value->>16,
       (j.value->>14) * pow(2, j.value->>15), j.value->>17, NEW.now FROM jsonb_each(NEW.prows) j WHERE true ${PARTIALS_UPSERT};
 END;`;
-const GROUP_COMMIT_INSERT = 'INSERT INTO temp.group_commit (rows, known, now, epoch, first, open_last, close_epoch, close_last, prows) VALUES (jsonb(?), ?, ?, ?, ?, ?, ?, ?, ?)';
+const GROUP_COMMIT_INSERT = 'INSERT INTO temp.group_commit (rows, now, epoch, first, open_last, close_epoch, close_last, prows, flush) VALUES (jsonb(?), ?, ?, ?, ?, ?, ?, ?, ?)';
 /** What a commit probe writes (and deletes): about a group commit of a few hundred readings. */
 const PROBE_BYTES = 64 * 1024;
 const partialKey = (device: string, metric: string, minute: number) => `${device}${SEP}${metric}${SEP}${minute}`;
@@ -150,15 +159,13 @@ const partialKey = (device: string, metric: string, minute: number) => `${device
 const seriesKey = (device: string, metric: string) => `${device}${SEP}${metric}`;
 
 /**
- * A series as the fast commit path keeps it: its key in seriesCache, the start of its rows' JSON
- * (`["device","metric",`), its number as seriesCache had it at generation `gen` (0: not known),
- * and the partials key of the minute its last reading fell in.
+ * A series as the committer keeps it: its number once known to be committed (0: not known), and
+ * the partials key of the minute its last reading fell in.
  */
 interface SeriesRow {
-  key: string;
-  prefix: string;
+  device: string;
+  metric: string;
   id: number;
-  gen: number;
   minute: number;
   pkey: string;
 }
@@ -187,19 +194,22 @@ export class Committer {
   /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
   private openPartials = new Map<string, Summary>();
   /**
-   * Series numbers known to be committed (device SEP metric -> series.id), so the usual commit
-   * puts the number in its rows instead of looking each reading's series up in SQL. Filled after
-   * COMMIT only; cleared when the retention deletes series (their numbers may be given again) and
-   * when it grows past SERIES_CACHE_MAX.
-   */
-  private seriesCache = new Map<string, number>();
-  /** Bumped whenever seriesCache changes: a SeriesRow's id is read from it again after that. */
-  private seriesGen = 0;
-  /**
-   * The fast path's view of each series it has seen, by device then metric: no key string built,
-   * hashed and looked up twice per reading (docs/benchmarks.md, gateway session 8).
+   * Each series the committer has seen, by device then metric: no key string built, hashed and
+   * looked up twice per reading (docs/benchmarks.md, gateway session 8). A row's number, known to
+   * be committed, lets the usual commit put it in its rows instead of looking each reading's series
+   * up in SQL: set after COMMIT only (cacheSeries); every row is dropped when the retention deletes
+   * series (their numbers may be given again, forgetSeries) and when they grow past SERIES_CACHE_MAX.
    */
   private seriesRows = new Map<string, Map<string, SeriesRow>>();
+  /**
+   * [INV-2] The identities (series number -> ts) of the committed outbox rows not yet copied into
+   * dedup_keys (schema.ts DEDUP_FLUSHED_KEY), with how many: the group commit checks its readings
+   * against these, and SQL against dedup_keys. Rebuilt from the outbox when the gateway opens; may
+   * also hold identities copied by another job (the forwarder's ack, the disk budget), which
+   * are in dedup_keys too, until the next flush here.
+   */
+  private unflushed = new Map<number, Set<number>>();
+  private unflushedCount = 0;
   private seriesRowCount = 0;
   /** The group commit's prepared Statement and the connection it belongs to. */
   private groupCommit: { db: Db; stmt: Promise<sqlite3.Statement> } | null = null;
@@ -213,13 +223,14 @@ export class Committer {
   /** Called when commits start failing (true) and when they succeed again (false). */
   onHealth: (failing: boolean) => void = () => {};
 
-  constructor(deps: { writes: WriteQueue; logger: Logger; metrics: OutboxMetrics; now: () => number }, opts: CommitterOptions, state: CommitterState) {
+  constructor(deps: { writes: WriteQueue; logger: Logger; metrics: OutboxMetrics; now: () => number }, opts: CommitterOptions, state: CommitterState, identities: UnflushedIdentity[] = []) {
     this.writes = deps.writes;
     this.logger = deps.logger;
     this.metrics = deps.metrics;
     this.now = deps.now;
     this.opts = opts;
     this.state = state;
+    for (const x of identities) this.addUnflushed(x.series, x.ts);
   }
 
   /** Queue readings for the next group commit; resolves once they are durable. */
@@ -397,15 +408,18 @@ export class Committer {
     const now = this.now();
     const all = batch.flatMap((p) => p.readings);
 
-    // [INV-2] dedup: INSERT OR IGNORE returns only identities not seen before; a repeat inside
-    // this very batch is ignored too, so the first occurrence wins. An identity is its ts and the
-    // number of its series (schema.ts dedup_keys); a reading whose series has no number (the
-    // series table full) or whose ts a key cannot hold is dropped, counted.
+    // [INV-2] dedup: an identity seen before is in dedup_keys or among the outbox rows not copied
+    // there yet (`unflushed`); a repeat inside this very batch is dropped too, so the first
+    // occurrence wins. An identity is its ts and the number of its series (schema.ts dedup_keys);
+    // a reading whose series has no number (the series table full) or whose ts a key cannot hold
+    // is dropped, counted.
     const ids = await seriesIds(db, all);
-    const fresh = new Set<string>();
+    const seen = new Set<string>();
     // Each reading's identity as a Set key (null: dropped), worked out once, in the order of `all`.
     const keys: Array<string | null> = new Array(all.length);
     const keyed: Array<{ ts: number; id: number }> = [];
+    /** Each kept reading's series number, by the index in `all`. */
+    const seriesOf: number[] = new Array(all.length);
     let unkeyed = 0;
     for (let i = 0; i < all.length; i++) {
       const r = all[i];
@@ -416,34 +430,38 @@ export class Committer {
       } else {
         keys[i] = `${r.ts}${SEP}${id}`;
         keyed.push({ ts: r.ts, id });
+        seriesOf[i] = id;
       }
     }
     if (unkeyed) {
       this.logger.error({ readings: unkeyed, seriesMax: SERIES_MAX }, 'readings dropped: their series (device, metric) finds no number in a full series table, or their ts is out of range');
       this.metrics.dropped.inc({ reason: 'series_full' }, unkeyed);
     }
-    for (const chunk of chunkRows(keyed, 3)) {
-      const params: unknown[] = [];
-      for (const k of chunk) params.push(k.ts, k.id, now);
-      const rows = await db.all<{ ts: number; id: number }>(
-        `INSERT OR IGNORE INTO dedup_keys (key, seen_at) VALUES ${chunk.map(() => `(${dedupKeySql('?', '?')}, ?)`).join(',')} RETURNING ${dedupKeyTsSql('key')} AS ts, ${dedupKeySeriesSql('key')} AS id`,
-        params,
-      );
-      for (const row of rows) fresh.add(`${row.ts}${SEP}${row.id}`);
+    // The keys as one JSON parameter, each looked up by its rowid (CROSS JOIN: the keys' list is the
+    // outer loop, never a scan of dedup_keys); a long IN list of expressions compiles in quadratic
+    // time (45,000 keys in statements of 16,383 took 14-29 s).
+    {
+      const look = keyed.filter((k) => !this.unflushed.get(k.id)?.has(k.ts)).map((k) => `[${k.ts},${k.id}]`);
+      const rows = look.length ? await db.all<{ ts: number; id: number }>(
+        `SELECT ${dedupKeyTsSql('k.key')} AS ts, ${dedupKeySeriesSql('k.key')} AS id FROM json_each(?) j
+           CROSS JOIN dedup_keys k ON k.key = ${dedupKeySql('j.value->>0', 'j.value->>1')}`, [`[${look.join(',')}]`]) : [];
+      for (const row of rows) seen.add(`${row.ts}${SEP}${row.id}`);
     }
 
     let seq = this.state.lastSeq;
     const results: CommitResult[] = [];
-    const kept: Array<Reading & { seq: number }> = [];
+    const kept: Array<Reading & { seq: number; series: number }> = [];
     let i = 0;
     for (const p of batch) {
       let accepted = 0;
       let dropped = 0;
       for (const r of p.readings) {
-        const key = keys[i++];
+        const at = i++;
+        const key = keys[at];
         if (key === null) dropped++;
-        if (key === null || !fresh.delete(key)) continue;
-        kept.push({ ...r, seq: ++seq });
+        if (key === null || seen.has(key) || this.unflushed.get(seriesOf[at])?.has(r.ts)) continue;
+        seen.add(key);
+        kept.push({ ...r, seq: ++seq, series: seriesOf[at] });
         accepted++;
       }
       results.push({ accepted, duplicates: p.readings.length - accepted - dropped });
@@ -473,16 +491,20 @@ export class Committer {
       }
       for (const chunk of chunkRows(kept, 6)) {
         const params: unknown[] = [];
-        for (const r of chunk) params.push(r.seq, epoch.epoch, r.device, r.metric, r.ts, r.value);
-        pending.push(db.run(`INSERT INTO outbox (seq, epoch, device, metric, ts, value) VALUES ${placeholders(chunk.length, 6)}`, params));
+        for (const r of chunk) params.push(r.seq, epoch.epoch, r.series, r.ts, r.value, Math.max(0, now - r.ts));
+        pending.push(db.run(`INSERT INTO outbox_rows (seq, epoch, series, ts, value, late) VALUES ${placeholders(chunk.length, 6)}`, params));
       }
       touched = this.writePartials(db, kept, epoch.epoch, base, now, pending);
     }
+    const flush = this.unflushedCount + kept.length >= DEDUP_FLUSH_READINGS;
+    if (flush) pending.push(flushDedupKeys(db, seq));
     await Promise.all(pending);
     const quarantineDropped = await this.writeQuarantine(db, quarantined, now);
 
     const apply = () => {
-      this.cacheSeries(ids);
+      this.cacheSeries(all, ids);
+      if (flush) this.clearUnflushed();
+      else for (const r of kept) this.addUnflushed(r.series, r.ts);
       this.applyCommit({ kept, seq, epoch, base, touched, quarantined: quarantined.length, quarantineDropped, readings: all.length - unkeyed });
     };
     return { results, apply };
@@ -511,30 +533,53 @@ export class Committer {
   /**
    * The usual group commit in one round trip to SQLite's thread: the whole transaction is one run
    * of a Statement prepared once per connection, `INSERT INTO temp.group_commit`, whose INSTEAD OF
-   * trigger (GROUP_COMMIT_SQL) writes the series, dedup keys, epochs, outbox rows and partials. A
+   * trigger (GROUP_COMMIT_SQL) writes the epochs, outbox rows, partials (and a batch of identities into dedup_keys). A
    * single statement in autocommit mode is its own transaction: it commits when the run returns
    * (synchronous=FULL) and a failing step rolls all of it back, so nothing is committed after a
    * failed one. That needs the connection in autocommit mode when the job starts: every write job
    * on it ends its BEGIN with COMMIT or ROLLBACK (`transaction`; SQLite's ROLLBACK fails only when
    * no transaction is open). The group goes as bound text parameters (the readings' JSON once, the partials'
    * JSON once), not spliced into SQL: no SQL text to convert and copy on the main thread, no
-   * quoting, no statement for SQLite to compile per commit. It assumes every reading is fresh: the
-   * dedup INSERT has no OR IGNORE, so a repeat (of an identity already seen or one inside this
-   * group) fails it with a UNIQUE constraint, the statement is rolled back and null returned, and
-   * the caller commits the group the general way, which sorts out the repeats [INV-2]. Also null
-   * (nothing written) for what the JSON form does not carry: a ts that is not a safe integer or a
-   * value that is not finite (the payload parser lets neither through).
+   * quoting, no statement for SQLite to compile per commit. It takes groups of fresh readings of
+   * numbered series only: a repeat of an identity the committer holds (`unflushed`) or one inside
+   * this group, or a series without a known number, returns null before SQL; a repeat of one in
+   * dedup_keys fails the statement (RAISE), which is rolled back, and null is returned. The caller
+   * then commits the group the general way, which sorts out the repeats and numbers the series
+   * [INV-2]. Also null (nothing written) for what the JSON form does not carry: a ts that is not a
+   * safe integer or a value that is not finite (the payload parser lets neither through).
    *
    * Doubles go as an integer mantissa and a power of two (`m * pow(2, e)`, exact for every finite
    * double): SQLite's decimal parsing is not correctly rounded for every double.
    */
   private async commitFast(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
+    // The group's identities go into `unflushed` as they are checked (so a repeat inside the group
+    // is found too), and out again unless the group commits: the first `added` readings' (no list
+    // kept per reading: the way back is walked again, only when the group does not commit).
+    let added = 0;
+    const undo = () => {
+      let n = added;
+      added = 0;
+      for (const p of batch) {
+        for (const r of p.readings) {
+          if (n-- === 0) return null;
+          this.unflushed.get(this.seriesRow(r.device, r.metric).id)?.delete(r.ts);
+        }
+      }
+      return null;
+    };
+    try {
+      return await this.commitFastRun(db, batch, () => added++, undo);
+    } catch (err) {
+      undo();
+      throw err;
+    }
+  }
+
+  private async commitFastRun(db: Db, batch: Pending[], add: () => void, undo: () => null): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     const now = this.now();
     // The submitted readings themselves: nothing changes them, and the seq is the index's.
     const kept: Reading[] = [];
     const rows: string[] = [];
-    /** Series of this group without a known number: looked up in SQL (and new ones numbered). */
-    const unknown = new Map<string, { device: string; metric: string }>();
     let seq = this.state.lastSeq;
     const results: CommitResult[] = [];
     /** Each kept reading's partials key (partialKey), in the order of `kept`. */
@@ -542,12 +587,19 @@ export class Committer {
     for (const p of batch) {
       for (const r of p.readings) {
         const v = exactDouble(r.value);
-        if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return null;
+        if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return undo();
+        const e = this.seriesRow(r.device, r.metric);
+        // A series without a known number: the general path numbers it (new) or looks it up.
+        if (e.id === 0) return undo();
+        // [INV-2] an identity not yet in dedup_keys, or one of this group: the general path drops it.
+        let seen = this.unflushed.get(e.id);
+        if (seen === undefined) this.unflushed.set(e.id, (seen = new Set()));
+        if (seen.has(r.ts)) return undo();
+        seen.add(r.ts);
+        add();
         kept.push(r);
         seq++;
-        const e = this.seriesRow(r.device, r.metric);
-        if (e.id === 0) unknown.set(e.key, { device: r.device, metric: r.metric });
-        rows.push(`${e.prefix}${r.ts},${v},${e.id}]`);
+        rows.push(`[${r.ts},${v},${e.id}]`);
         const minute = minuteOf(r.ts);
         if (e.minute !== minute) {
           e.minute = minute;
@@ -583,28 +635,26 @@ export class Committer {
       touched = merged.next;
       for (const { device, metric, minute, s } of merged.touched.values()) {
         const nums = [exactDouble(s.sum), exactDouble(s.min), exactDouble(s.max), exactDouble(s.m2), exactDouble(s.first), exactDouble(s.last)];
-        if (nums.includes(null) || !Number.isSafeInteger(s.firstTs) || !Number.isSafeInteger(s.lastTs)) return null;
+        if (nums.includes(null) || !Number.isSafeInteger(s.firstTs) || !Number.isSafeInteger(s.lastTs)) return undo();
         prows.push(`[${jsonString(device)},${jsonString(metric)},${minute},${s.count},${nums.join(',')},${s.firstTs},${s.lastTs}]`);
       }
     }
-    const stmt = await this.groupCommitStatement(db);
+    const flush = this.unflushedCount + kept.length >= DEDUP_FLUSH_READINGS;
     try {
+      const stmt = await this.groupCommitStatement(db);
       await new Promise<void>((resolve, reject) => {
         // Joined (flat) strings: node-sqlite3 copies a flat string as it binds it, a concatenated one is flattened first.
-        stmt.run([`[${rows.join(',')}]`, unknown.size ? 0 : 1, now, epoch?.epoch ?? null, first, openLast, closeEpoch, closeLast, `[${prows.join(',')}]`], (err: Error | null) => (err ? reject(err) : resolve()));
+        stmt.run([`[${rows.join(',')}]`, now, epoch?.epoch ?? null, first, openLast, closeEpoch, closeLast, `[${prows.join(',')}]`, flush ? seq : null], (err: Error | null) => (err ? reject(err) : resolve()));
       });
     } catch (err) {
-      if (isDedupConflict(err)) return null;
+      if (isDedupConflict(err)) return undo();
       throw err;
     }
-    // Learn the numbers of the series looked up in SQL (committed: nothing can take them back but
-    // the retention, which runs in another write job and clears the cache).
-    // A failed look-up only leaves them to be looked up again next time.
-    const learned = unknown.size ? await seriesIdsOf(db, [...unknown.values()]).catch(() => null) : null;
     const finalEpoch = epoch;
     const finalBase = base;
     const apply = () => {
-      if (learned) this.cacheSeries(learned);
+      if (flush) this.clearUnflushed();
+      else this.unflushedCount += kept.length;
       this.applyCommit({ kept, seq, epoch: finalEpoch, base: finalBase, touched, quarantined: 0, quarantineDropped: 0, readings: kept.length });
     };
     return { results, apply };
@@ -626,38 +676,60 @@ export class Committer {
     return this.groupCommit.stmt;
   }
 
-  /** Remember committed series numbers (bounded: past SERIES_CACHE_MAX it starts again). */
-  private cacheSeries(ids: Map<string, number>): void {
+  /** A committed reading's identity, not in dedup_keys yet. */
+  private addUnflushed(series: number, ts: number): void {
+    let seen = this.unflushed.get(series);
+    if (seen === undefined) this.unflushed.set(series, (seen = new Set()));
+    seen.add(ts);
+    this.unflushedCount++;
+  }
+
+  /** Every committed identity is in dedup_keys now. */
+  private clearUnflushed(): void {
+    this.unflushed = new Map();
+    this.unflushedCount = 0;
+  }
+
+  /**
+   * Copy the identities of every committed outbox row into dedup_keys (schema.ts flushDedupKeys)
+   * and forget them here, once that committed, in the same write job (no commit between). The
+   * retention calls it before pruning dedup_keys, so no identity it prunes is held here past the window.
+   */
+  flushIdentities(): Promise<void> {
+    return this.writes.run(async (db) => {
+      await transaction(db, (d) => flushDedupKeys(d, this.state.lastSeq));
+      this.clearUnflushed();
+    });
+  }
+
+  /** Remember the committed numbers `ids` (key: device SEP metric) of these series. */
+  private cacheSeries(series: Iterable<{ device: string; metric: string }>, ids: Map<string, number>): void {
     if (ids.size === 0) return;
-    if (this.seriesCache.size + ids.size > SERIES_CACHE_MAX) this.seriesCache.clear();
-    for (const [k, v] of ids) this.seriesCache.set(k, v);
-    this.seriesGen++;
+    for (const x of series) {
+      const id = ids.get(seriesKey(x.device, x.metric));
+      if (id !== undefined) this.seriesRow(x.device, x.metric).id = id;
+    }
   }
 
   /** Forget every series number: the retention deleted series, whose numbers may be given again. Call inside the write job that deleted them. */
   forgetSeries(): void {
-    this.seriesCache.clear();
-    this.seriesGen++;
+    this.seriesRows.clear();
+    this.seriesRowCount = 0;
   }
 
-  /** The fast path's entry of a series, its id as seriesCache has it now (0: not known). */
+  /** The committer's entry of a series (bounded: past SERIES_CACHE_MAX entries it starts again). */
   private seriesRow(device: string, metric: string): SeriesRow {
     let e = this.seriesRows.get(device)?.get(metric);
     if (e === undefined) {
-      // Bounded as seriesCache is: past SERIES_CACHE_MAX entries it starts again.
       if (this.seriesRowCount >= SERIES_CACHE_MAX) {
         this.seriesRows.clear();
         this.seriesRowCount = 0;
       }
       let byMetric = this.seriesRows.get(device);
       if (byMetric === undefined) this.seriesRows.set(device, (byMetric = new Map()));
-      e = { key: seriesKey(device, metric), prefix: `[${jsonString(device)},${jsonString(metric)},`, id: 0, gen: -1, minute: NaN, pkey: '' };
+      e = { device, metric, id: 0, minute: NaN, pkey: '' };
       byMetric.set(metric, e);
       this.seriesRowCount++;
-    }
-    if (e.gen !== this.seriesGen) {
-      e.id = this.seriesCache.get(e.key) ?? 0;
-      e.gen = this.seriesGen;
     }
     return e;
   }
@@ -769,6 +841,14 @@ async function closeEpoch(db: Db, epoch: OpenEpoch, now: number): Promise<void> 
   await db.run('UPDATE epochs SET last_seq = ?, closed_at = ? WHERE epoch = ?', [epoch.lastSeq, now, epoch.epoch]);
 }
 
+/** The identity of an outbox row not yet copied into dedup_keys. */
+export interface UnflushedIdentity { series: number; ts: number }
+
+/** The identities of the outbox rows not yet copied into dedup_keys (schema.ts DEDUP_FLUSHED_KEY). */
+export function loadUnflushedIdentities(db: Db): Promise<UnflushedIdentity[]> {
+  return db.all<UnflushedIdentity>(`SELECT series, ts FROM outbox_rows WHERE seq > ${DEDUP_FLUSHED_SQL}`);
+}
+
 /**
  * Read the committer's state back from the database; an epoch left open by a crash is closed. The
  * open epoch's row is written when it opens and when it closes, not at every commit, so its
@@ -780,13 +860,13 @@ export async function loadCommitterState(db: Db, now: number): Promise<Committer
   const last = await db.get<{ epoch: number | null; last_seq: number | null }>(
     `SELECT MAX(epoch) AS epoch, MAX(
        COALESCE((SELECT MAX(last_seq) FROM epochs), 0),
-       COALESCE((SELECT MAX(seq) FROM outbox), 0),
+       COALESCE((SELECT MAX(seq) FROM outbox_rows), 0),
        COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0)) AS last_seq FROM epochs`, [ACKED_SEQ_KEY]);
   const lastSeq = last?.last_seq ?? 0;
   // Everything in an epoch left open is committed; no seq can join it after a restart.
   await db.run('UPDATE epochs SET last_seq = MAX(last_seq, ?) WHERE closed_at IS NULL AND epoch = (SELECT MAX(epoch) FROM epochs)', [lastSeq]);
   await db.run('UPDATE epochs SET closed_at = ? WHERE closed_at IS NULL', [now]);
-  const pending = await db.get<{ n: number; bytes: number | null }>(`SELECT COUNT(*) AS n, SUM(LENGTH(device) + LENGTH(metric) + ${OUTBOX_ROW_OVERHEAD_BYTES}) AS bytes FROM outbox`);
+  const pending = await db.get<{ n: number; bytes: number | null }>(`SELECT COUNT(*) AS n, SUM(LENGTH(s.device) + LENGTH(s.metric) + ${OUTBOX_ROW_OVERHEAD_BYTES}) AS bytes FROM outbox_rows o JOIN series s ON s.id = o.series`);
   const q = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM quarantine');
   return {
     lastSeq,
@@ -886,13 +966,10 @@ function jsonString(s: string): string {
   return q;
 }
 
-/**
- * What the fast path leaves to the general one: a repeat of an identity (the dedup key's primary
- * key) or a new series when the series table is full (its CHECK).
- */
+/** What the fast path leaves to the general one: a repeat of an identity in dedup_keys (the trigger's RAISE). */
 function isDedupConflict(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
-  return e?.code === 'SQLITE_CONSTRAINT' && /UNIQUE constraint failed: dedup_keys\.|CHECK constraint failed: series_id_max/.test(e.message ?? '');
+  return e?.code === 'SQLITE_CONSTRAINT' && (e.message ?? '').includes(REPEAT_MESSAGE);
 }
 
 /** Most series numbers the committer keeps in memory (a fleet's series; about 100 bytes each). */

@@ -10,7 +10,7 @@ import type { Logger } from '../../shared/logger.js';
 import { type Db, WriteQueue } from '../../shared/sqlite.js';
 import { openGatewayDb, openGatewayReader } from '../store/schema.js';
 import { DiskFloor, type DropReason, dropOldest } from './budget.js';
-import { Committer, loadCommitterState, type CommitResult, type CommitSink, type QuarantineEntry, type Reading } from './committer.js';
+import { Committer, loadCommitterState, loadUnflushedIdentities, type CommitResult, type CommitSink, type QuarantineEntry, type Reading } from './committer.js';
 import { createOutboxMetrics, type OutboxBacklogSource, type OutboxMetrics } from './metrics.js';
 import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, pruneSeries, RETENTION_CHUNK_ROWS } from './retention.js';
 
@@ -129,6 +129,7 @@ export class Outbox implements OutboxBacklogSource {
     const writer = await openGatewayDb(file);
     const reader = await openGatewayReader(file);
     const state = await loadCommitterState(writer, now());
+    const identities = await loadUnflushedIdentities(writer);
     let outbox: Outbox | null = null;
     const metrics = createOutboxMetrics(deps.registry, () => outbox);
     const writes = new WriteQueue(writer);
@@ -140,7 +141,7 @@ export class Outbox implements OutboxBacklogSource {
       epochMs: opts.epochMs,
       quarantineMaxRows: opts.quarantineMaxRows,
       quarantinePayloadBytes: 1024,
-    }, state);
+    }, state, identities);
     const opened = new Outbox(writes, reader, committer, metrics, deps, opts);
     outbox = opened;
     committer.onCommitted = () => opened.afterCommit();
@@ -253,7 +254,7 @@ export class Outbox implements OutboxBacklogSource {
     // `epoch >= ...`: should that epoch's row be gone, the next one's opening is the best bound left.
     const row = await this.reader.get<{ at: number | null }>(
       `SELECT (SELECT opened_at FROM epochs WHERE epoch >= o.epoch ORDER BY epoch LIMIT 1) AS at
-       FROM outbox o ORDER BY o.seq LIMIT 1`);
+       FROM outbox_rows o ORDER BY o.seq LIMIT 1`);
     return row?.at ?? null;
   }
 
@@ -319,6 +320,8 @@ export class Outbox implements OutboxBacklogSource {
     const now = this.now();
     let dedup = 0;
     let fromTs = -Infinity;
+    // Every identity in dedup_keys first, none left in the committer's memory past the window.
+    await this.committer.flushIdentities();
     for (;;) {
       const from = fromTs;
       const r = await this.writes.run((db) => pruneDedupChunk(db, now, this.opts.dedupWindowMs, from));

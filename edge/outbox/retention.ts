@@ -21,20 +21,23 @@ export async function pruneDedupChunk(db: Db, now: number, windowMs: number, fro
   // A chunk must move past fromTs: when more than `limit` identities share one ts (a fleet that
   // stamps whole seconds), that ts is taken whole, or the next chunk would start where this one did.
   const upTo = edge ? (edge.ts > from ? edge.ts : edge.ts + 1) : cutoff;
+  // ts + late: the later of the identity's ts and its first sighting (schema.ts dedup_keys).
   const { changes } = await db.run(
-    `DELETE FROM dedup_keys WHERE key >= ${dedupKeySql('?', '0')} AND key < ${dedupKeySql('?', '0')} AND seen_at < ?`, [from, upTo, cutoff]);
+    `DELETE FROM dedup_keys WHERE key >= ${dedupKeySql('?', '0')} AND key < ${dedupKeySql('?', '0')} AND ${dedupKeyTsSql('key')} + late < ?`, [from, upTo, cutoff]);
   return { deleted: changes, nextTs: edge ? upTo : null };
 }
 
 /**
- * Series (device, metric) no dedup identity refers to any more, once their numbers near the end
- * (SERIES_MAX, schema.ts): new series then take the numbers freed. One scan of the dedup keys, so
- * only then (a gateway whose devices keep inventing metric names, or years of device churn).
+ * Series (device, metric) no dedup identity and no outbox row refers to any more, once their
+ * numbers near the end (SERIES_MAX, schema.ts): new series then take the numbers freed. One scan of
+ * the dedup keys and the outbox, so only then (a gateway whose devices keep inventing metric names,
+ * or years of device churn).
  */
 export async function pruneSeries(db: Db, nearEnd = 65_536): Promise<number> {
   const max = await db.get<{ id: number | null }>('SELECT MAX(id) AS id FROM series');
   if ((max?.id ?? 0) < SERIES_MAX - nearEnd) return 0;
-  const { changes } = await db.run(`DELETE FROM series WHERE id NOT IN (SELECT DISTINCT ${dedupKeySeriesSql('key')} FROM dedup_keys)`);
+  const { changes } = await db.run(
+    `DELETE FROM series WHERE id NOT IN (SELECT DISTINCT ${dedupKeySeriesSql('key')} FROM dedup_keys) AND id NOT IN (SELECT series FROM outbox_rows)`);
   return changes;
 }
 

@@ -8,11 +8,31 @@ import { Db, useWal } from '../../shared/sqlite.js';
 /**
  * 2 (2026-12-06): dedup identities in a rowid table keyed by ts and a series number (`dedup_keys`,
  * `series`), read through the view `dedup`; a v1 file is migrated when opened (migrateToV2).
+ * 3 (2026-12-06): outbox rows carry the series number instead of the device and metric text
+ * (`outbox_rows`, read through the view `outbox`), and an identity keeps how late it was seen
+ * (`late`, ms) instead of its seen_at; the identities of the newest outbox rows are written to
+ * `dedup_keys` in batches (DEDUP_FLUSHED_KEY); a v2 file is migrated when opened (migrateToV3).
  */
-export const GATEWAY_SCHEMA_VERSION = 2;
+export const GATEWAY_SCHEMA_VERSION = 3;
 
 /** meta key holding the highest seq the cloud has acknowledged; rows at or below it are gone. */
 export const ACKED_SEQ_KEY = 'acked_seq';
+
+/**
+ * meta key holding the seq up to which the outbox rows' identities are in `dedup_keys` (absent: 0).
+ * A group commit writes its readings' outbox rows only; their identities (ts, series, late) are
+ * copied into `dedup_keys` in batches (flushDedupKeys: by the committer every DEDUP_FLUSH_READINGS,
+ * before any outbox row is deleted, and before the retention prunes). Meanwhile the identities
+ * seen are those of `dedup_keys` and of the outbox rows above this seq [INV-2] (the view `dedup`).
+ * A group's identities land in as many places of the key order as its devices' clocks disagree
+ * (each device's event times run on their own), and each place is a leaf and its parent written
+ * again at every commit; a batch of thousands, sorted, writes each of those leaves once
+ * (docs/benchmarks.md, gateway session 9).
+ */
+export const DEDUP_FLUSHED_KEY = 'dedup_flushed_seq';
+
+/** SQL: the seq up to which the outbox rows' identities are in dedup_keys. */
+export const DEDUP_FLUSHED_SQL = `COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '${DEDUP_FLUSHED_KEY}'), 0)`;
 
 /** Bits of a dedup key below the ts: the series id. */
 export const SERIES_BITS = 20;
@@ -35,9 +55,32 @@ const SERIES_DDL = `CREATE TABLE IF NOT EXISTS series (
   metric TEXT    NOT NULL,
   UNIQUE (device, metric)
 );`;
-const DEDUP_KEYS_DDL = `CREATE TABLE IF NOT EXISTS dedup_keys (
+/** Version 2's dedup keys (what migrateToV2 makes and migrateToV3 converts). */
+const DEDUP_KEYS_V2_DDL = `CREATE TABLE IF NOT EXISTS dedup_keys (
   key     INTEGER PRIMARY KEY,
   seen_at INTEGER NOT NULL
+);`;
+/**
+ * late: ms from the identity's ts to its first sighting, 0 when seen before its ts (a device clock
+ * ahead). The retention keeps an identity while its ts or its sighting is in the window, so it needs
+ * max(ts, seen_at) = ts + late, exactly; a reading that arrives at once is late by a few ms, 1-2
+ * bytes where seen_at took 6 (SQLite's smallest integer that holds it).
+ */
+const DEDUP_KEYS_DDL = (name = 'dedup_keys') => `CREATE TABLE IF NOT EXISTS ${name} (
+  key  INTEGER PRIMARY KEY,
+  late INTEGER NOT NULL
+);`;
+/**
+ * The outbox's rows: the reading's series number (`series`), not its device and metric text, and
+ * how late it was committed (`late`, ms from ts, 0 if before: its identity's, see DEDUP_FLUSHED_KEY).
+ */
+const OUTBOX_ROWS_DDL = `CREATE TABLE IF NOT EXISTS outbox_rows (
+  seq    INTEGER PRIMARY KEY,
+  epoch  INTEGER NOT NULL,
+  series INTEGER NOT NULL,
+  ts     INTEGER NOT NULL,
+  value  REAL    NOT NULL,
+  late   INTEGER NOT NULL
 );`;
 
 const DDL = `
@@ -47,15 +90,11 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 
 -- Every accepted reading, in seq order, until the cloud acknowledges it.
--- seq is contiguous per gateway; epoch is the span of seq it belongs to.
-CREATE TABLE IF NOT EXISTS outbox (
-  seq    INTEGER PRIMARY KEY,
-  epoch  INTEGER NOT NULL,
-  device TEXT    NOT NULL,
-  metric TEXT    NOT NULL,
-  ts     INTEGER NOT NULL,
-  value  REAL    NOT NULL
-);
+-- seq is contiguous per gateway; epoch is the span of seq it belongs to; series the number of its
+-- (device, metric) in the table series (the retention keeps a series while a row refers to it).
+-- 15 bytes of text fewer a row than the device and metric would take (docs/benchmarks.md,
+-- gateway session 9): fewer WAL pages a group commit and fewer bytes for SQLite to write.
+${OUTBOX_ROWS_DDL}
 
 -- first_seq..last_seq of each epoch; closed_at is set when the gateway closes it (no more seq).
 -- The row is written when the epoch opens and when it closes: while open, last_seq is the first
@@ -91,22 +130,45 @@ CREATE TABLE IF NOT EXISTS partials (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS partials_minute ON partials (minute);
 
--- Each (device, metric) with an identity in the dedup window, numbered (1 .. SERIES_MAX): dedup keys
--- carry the number. Rows no identity refers to any more are pruned (retention.ts).
+-- Each (device, metric) with an identity in the dedup window or a row in the outbox, numbered
+-- (1 .. SERIES_MAX): dedup keys and outbox rows carry the number. Rows nothing refers to any more
+-- are pruned (retention.ts).
 ${SERIES_DDL}
+
+-- The outbox as (seq, epoch, device, metric, ts, value), for reading; rows written through it
+-- (tools, fixtures) get their series' number, a new series the next one.
+CREATE VIEW IF NOT EXISTS outbox AS
+  SELECT o.seq AS seq, o.epoch AS epoch, s.device AS device, s.metric AS metric, o.ts AS ts, o.value AS value
+  FROM outbox_rows o JOIN series s ON s.id = o.series;
+CREATE TRIGGER IF NOT EXISTS outbox_insert INSTEAD OF INSERT ON outbox BEGIN
+  INSERT INTO series (device, metric) SELECT NEW.device, NEW.metric
+    WHERE NOT EXISTS (SELECT 1 FROM series WHERE device = NEW.device AND metric = NEW.metric);
+  INSERT INTO outbox_rows (seq, epoch, series, ts, value, late)
+    VALUES (NEW.seq, NEW.epoch, (SELECT id FROM series WHERE device = NEW.device AND metric = NEW.metric), NEW.ts, NEW.value, 0);
+END;
+-- A row's identity goes to dedup_keys before the row, as flushDedupKeys does.
+CREATE TRIGGER IF NOT EXISTS outbox_delete INSTEAD OF DELETE ON outbox BEGIN
+  INSERT OR IGNORE INTO dedup_keys (key, late) SELECT ${dedupKeySql('ts', 'series')}, late FROM outbox_rows
+    WHERE seq = OLD.seq AND seq > ${DEDUP_FLUSHED_SQL};
+  DELETE FROM outbox_rows WHERE seq = OLD.seq;
+END;
 
 -- Identities seen, for the 24 h dedup window [INV-2]: key = ts * 2^20 + the series' id (SERIES_BITS).
 -- A rowid table keyed by ts first: pruning is a range delete, and a group's identities, appended
 -- at the right end, split the last leaf the quick way (a new leaf and its parent), where an index
 -- b-tree (the WITHOUT ROWID table of v1) rebalanced three siblings: 3 of the 9 WAL pages a commit
--- of 20 readings wrote (docs/benchmarks.md, 2026-12-06 session 7). seen_at keeps a late reading's
--- identity for the whole window.
-${DEDUP_KEYS_DDL}
+-- of 20 readings wrote (docs/benchmarks.md, 2026-12-06 session 7). late keeps a late reading's
+-- identity for the whole window after its sighting.
+${DEDUP_KEYS_DDL()}
 
--- The identities as (ts, device, metric, seen_at), for reading.
+-- The identities as (ts, device, metric, seen_at), for reading: those of dedup_keys and of the
+-- outbox rows not yet copied there (DEDUP_FLUSHED_KEY); seen_at is max(ts, first sighting).
 CREATE VIEW IF NOT EXISTS dedup AS
-  SELECT ${dedupKeyTsSql('k.key')} AS ts, s.device AS device, s.metric AS metric, k.seen_at AS seen_at
-  FROM dedup_keys k JOIN series s ON s.id = ${dedupKeySeriesSql('k.key')};
+  SELECT ${dedupKeyTsSql('k.key')} AS ts, s.device AS device, s.metric AS metric, ${dedupKeyTsSql('k.key')} + k.late AS seen_at
+  FROM dedup_keys k JOIN series s ON s.id = ${dedupKeySeriesSql('k.key')}
+  UNION ALL
+  SELECT o.ts AS ts, s.device AS device, s.metric AS metric, o.ts + o.late AS seen_at
+  FROM outbox_rows o JOIN series s ON s.id = o.series WHERE o.seq > ${DEDUP_FLUSHED_SQL};
 
 -- Payloads that could not be parsed, with the reason; bounded (oldest dropped, counted).
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -222,6 +284,7 @@ async function migrate(db: Db): Promise<void> {
   const v = Number((await db.get<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'"))?.value ?? 1);
   if (v > GATEWAY_SCHEMA_VERSION) throw new Error(`gateway.db is schema version ${v}; this braid knows versions up to ${GATEWAY_SCHEMA_VERSION} (run a newer braid)`);
   if (v < 2) await migrateToV2(db);
+  if (v < 3) await migrateToV3(db);
 }
 
 /**
@@ -238,7 +301,7 @@ async function migrateToV2(db: Db): Promise<void> {
   await db.exec(`
     BEGIN IMMEDIATE;
     ${SERIES_DDL}
-    ${DEDUP_KEYS_DDL}
+    ${DEDUP_KEYS_V2_DDL}
     ${old?.type === 'table' ? `
     INSERT INTO series (device, metric) SELECT DISTINCT device, metric FROM dedup ORDER BY device, metric;
     INSERT INTO dedup_keys (key, seen_at)
@@ -250,6 +313,61 @@ async function migrateToV2(db: Db): Promise<void> {
     await db.exec('ROLLBACK').catch(() => undefined);
     throw err;
   });
+}
+
+/**
+ * v2 -> v3: the outbox's rows move to `outbox_rows` with their series number (a (device, metric)
+ * without one gets the next number), `outbox` becomes a view; the dedup keys keep `late` (ms from
+ * ts to seen_at, 0 when seen before it) instead of seen_at: what the retention reads of them,
+ * max(ts, seen_at), stays exact. Every pending row keeps its seq, epoch, ts and value; epochs and
+ * partials are unchanged.
+ */
+async function migrateToV3(db: Db): Promise<void> {
+  const old = await db.get<{ type: string }>("SELECT type FROM sqlite_schema WHERE name = 'outbox'");
+  const oldOutbox = old?.type === 'table';
+  if (oldOutbox) {
+    const n = await db.get<{ n: number }>(
+      `SELECT (SELECT COALESCE(MAX(id), 0) FROM series) + (SELECT COUNT(*) FROM (SELECT DISTINCT device, metric FROM outbox o
+         WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.device = o.device AND s.metric = o.metric))) AS n`);
+    if ((n?.n ?? 0) > SERIES_MAX) throw new Error(`gateway.db: the outbox and the dedup window need ${n?.n} series numbers (device, metric), more than the ${SERIES_MAX} of schema version 3`);
+  }
+  const keys = await db.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'dedup_keys'");
+  const oldKeys = keys !== undefined && /\bseen_at\b/.test(keys.sql);
+  await db.exec(`
+    BEGIN IMMEDIATE;
+    ${SERIES_DDL}
+    ${OUTBOX_ROWS_DDL}
+    ${oldOutbox ? `
+    INSERT INTO series (device, metric) SELECT DISTINCT device, metric FROM outbox o
+      WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.device = o.device AND s.metric = o.metric) ORDER BY device, metric;
+    INSERT INTO outbox_rows (seq, epoch, series, ts, value, late)
+      SELECT o.seq, o.epoch, s.id, o.ts, o.value, 0 FROM outbox o JOIN series s ON s.device = o.device AND s.metric = o.metric ORDER BY o.seq;
+    DROP TABLE outbox;` : ''}
+    -- Version 2 wrote every outbox row's identity to the dedup keys at its commit.
+    INSERT INTO meta (key, value) SELECT '${DEDUP_FLUSHED_KEY}', COALESCE(MAX(seq), 0) FROM outbox_rows WHERE true ON CONFLICT (key) DO NOTHING;
+    ${oldKeys ? `
+    DROP VIEW IF EXISTS dedup;
+    ${DEDUP_KEYS_DDL('dedup_keys_v3')}
+    INSERT INTO dedup_keys_v3 (key, late) SELECT key, MAX(0, seen_at - ${dedupKeyTsSql('key')}) FROM dedup_keys ORDER BY key;
+    DROP TABLE dedup_keys;
+    ALTER TABLE dedup_keys_v3 RENAME TO dedup_keys;` : ''}
+    INSERT INTO meta (key, value) VALUES ('schema_version', '3') ON CONFLICT(key) DO UPDATE SET value = excluded.value;
+    COMMIT;`).catch(async (err) => {
+    await db.exec('ROLLBACK').catch(() => undefined);
+    throw err;
+  });
+}
+
+/**
+ * Copy the identities of the outbox rows up to `upTo` not yet in dedup_keys there, sorted by key,
+ * and move DEDUP_FLUSHED_KEY up to `upTo` (never down). Inside the caller's transaction: before an
+ * outbox row is deleted, its identity must be in dedup_keys [INV-2].
+ */
+export async function flushDedupKeys(db: Db, upTo: number): Promise<void> {
+  await db.run(`INSERT OR IGNORE INTO dedup_keys (key, late) SELECT ${dedupKeySql('ts', 'series')}, late FROM outbox_rows
+    WHERE seq > ${DEDUP_FLUSHED_SQL} AND seq <= ? ORDER BY 1`, [upTo]);
+  await db.run(`INSERT INTO meta (key, value) VALUES ('${DEDUP_FLUSHED_KEY}', ?)
+    ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))`, [upTo]);
 }
 
 /** A second connection for reads (windows, forwarder, health): sees committed data only. */
@@ -270,7 +388,10 @@ export async function setMeta(db: Db, key: string, value: string | number): Prom
 
 /**
  * Disk the outbox spends on one reading, in bytes, as the disk budget counts it: the row's text
- * plus its numbers and the B-tree's overhead, measured on a filled outbox (about 48 bytes).
+ * plus its numbers and the B-tree's overhead, measured on a filled outbox (about 48 bytes) of
+ * schema version 2. Version 3's rows hold the series number instead of the text (about 30 bytes):
+ * the budget keeps this measure, so outbox.maxBytes admits the readings it did and overstates
+ * their disk, on the safe side.
  */
 export const OUTBOX_ROW_OVERHEAD_BYTES = 48;
 

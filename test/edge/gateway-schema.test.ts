@@ -1,7 +1,8 @@
 /**
- * gateway.db's schema version 2 (edge/store/schema.ts): a v1 file is migrated when opened, keeping
- * every pending outbox row, dedup identity (with its seen_at) and partial, and its identities still
- * drop repeats [INV-2]; a file of a newer version is refused; the series numbers of the dedup keys
+ * gateway.db's schema versions 2 and 3 (edge/store/schema.ts): a v1 or v2 file is migrated when
+ * opened, keeping every pending outbox row, open epoch, dedup identity (with its seen_at) and
+ * partial, the forwarder sending the same readings, and its identities still drop repeats
+ * [INV-2]; a file of a newer version is refused; the series numbers of the dedup keys
  * run out only at SERIES_MAX (readings of a new series then dropped, counted, the others kept) and
  * the retention frees the numbers no identity refers to (and the committer forgets them); a new file
  * gets GATEWAY_PAGE_SIZE, an existing one keeps its page size and checkpoints after the same WAL bytes.
@@ -9,6 +10,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
+import { readBatch } from '../../edge/forwarder/batch.js';
 import { Outbox, type Reading } from '../../edge/outbox/index.js';
 import { GATEWAY_PAGE_SIZE, GATEWAY_WAL_CHECKPOINT_BYTES, SERIES_MAX } from '../../edge/store/schema.js';
 import { Db } from '../../shared/sqlite.js';
@@ -73,7 +75,7 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
 
   const o = await open();
   const db = o.writes.db;
-  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '2' });
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '3' });
   expect(await db.get("SELECT type FROM sqlite_schema WHERE name = 'dedup'")).toEqual({ type: 'view' });
   expect(await db.all('SELECT ts, device, metric, seen_at FROM dedup ORDER BY ts, device, metric')).toEqual(
     [...identities].sort((a, b) => a.ts - b.ts || (a.device < b.device ? -1 : a.device > b.device ? 1 : a.metric < b.metric ? -1 : 1)));
@@ -87,7 +89,7 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
     { seq: 301, device: 'dev-0', metric: 'hum' }, { seq: 302, device: 'dev-9', metric: 'new' }]);
   await o.close();
 
-  // Opened again: already version 2, nothing migrated twice.
+  // Opened again: already version 3, nothing migrated twice.
   const again = await open();
   expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 302 });
   expect(await again.submit([r('dev-9', 'new', T0)])).toEqual({ accepted: 0, duplicates: 1 });
@@ -95,9 +97,83 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
 
   // A file of a newer version is refused, naming it.
   const w = await Db.open(file);
-  await w.run("UPDATE meta SET value = '3' WHERE key = 'schema_version'");
+  await w.run("UPDATE meta SET value = '4' WHERE key = 'schema_version'");
   await w.close();
-  await expect(open()).rejects.toThrow(/schema version 3/);
+  await expect(open()).rejects.toThrow(/schema version 4/);
+});
+
+/** A v2 gateway.db's tables that hold readings (as braid made them before version 3). */
+const V2_DDL = `
+PRAGMA page_size = 1024; PRAGMA journal_mode = WAL;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE outbox (seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL);
+CREATE TABLE epochs (epoch INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, opened_at INTEGER NOT NULL, closed_at INTEGER, reported INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE partials (device TEXT NOT NULL, metric TEXT NOT NULL, minute INTEGER NOT NULL, epoch INTEGER NOT NULL, count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, m2 REAL NOT NULL, first REAL NOT NULL, first_ts INTEGER NOT NULL, last REAL NOT NULL, last_ts INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (device, metric, minute, epoch)) WITHOUT ROWID;
+CREATE INDEX partials_minute ON partials (minute);
+CREATE TABLE series (id INTEGER PRIMARY KEY CONSTRAINT series_id_max CHECK (id <= 1048575), device TEXT NOT NULL, metric TEXT NOT NULL, UNIQUE (device, metric));
+CREATE TABLE dedup_keys (key INTEGER PRIMARY KEY, seen_at INTEGER NOT NULL);
+CREATE VIEW dedup AS SELECT (k.key >> 20) AS ts, s.device AS device, s.metric AS metric, k.seen_at AS seen_at FROM dedup_keys k JOIN series s ON s.id = (k.key & 1048575);
+INSERT INTO meta (key, value) VALUES ('schema_version', '2');
+`;
+
+test('a v2 gateway.db opens as v3: pending rows, the open epoch, identities and partials kept; the forwarder sends the same readings, a repeat is still one', async () => {
+  const file = join(dir.path, 'gateway.db');
+  const v2 = await Db.open(file);
+  await v2.exec(V2_DDL);
+  // Identities of 3 series, one seen before its ts (a device clock ahead); rows of a fourth series
+  // that has no number (v2 numbered only what the dedup window held).
+  const series = [['dev-0', 'temp'], ['dev-1', "it's"], ['dev-2', 'hum']];
+  await v2.run('INSERT INTO series (id, device, metric) VALUES (1, ?, ?), (7, ?, ?), (9, ?, ?)', series.flat());
+  const identities: Array<{ ts: number; device: string; metric: string; seen_at: number }> = [];
+  for (let i = 0; i < 120; i++) {
+    const [id, [device, metric]] = [[1, 7, 9][i % 3], series[i % 3]];
+    const ts = T0 - 600_000 + i * 1000;
+    const seenAt = i === 5 ? ts - 2000 : T0 - 500_000 + i * 977;
+    identities.push({ ts, device, metric, seen_at: seenAt });
+    await v2.run('INSERT INTO dedup_keys (key, seen_at) VALUES ((? << 20) | ?, ?)', [ts, id, seenAt]);
+  }
+  // seq 1-60 acknowledged (epoch 1); 61-90 in epoch 2, closed, not reported; 91-130 in epoch 3, left
+  // open by a crash (its row as written when it opened: last_seq its first commit's).
+  await v2.run('INSERT INTO epochs (epoch, first_seq, last_seq, opened_at, closed_at, reported) VALUES (1, 1, 60, ?, ?, 1), (2, 61, 90, ?, ?, 0), (3, 91, 95, ?, NULL, 0)',
+    [T0 - 600_000, T0 - 560_000, T0 - 560_000, T0 - 520_000, T0 - 520_000]);
+  for (let seq = 61; seq <= 130; seq++) {
+    const x = seq <= 120 ? identities[seq - 1] : { device: 'dev-3', metric: 'co2', ts: T0 - 10_000 + seq };
+    await v2.run('INSERT INTO outbox (seq, epoch, device, metric, ts, value) VALUES (?, ?, ?, ?, ?, ?)', [seq, seq <= 90 ? 2 : 3, x.device, x.metric, x.ts, seq / 3]);
+  }
+  await v2.run("INSERT INTO meta (key, value) VALUES ('acked_seq', '60')");
+  await v2.run('INSERT INTO partials VALUES (?, ?, ?, 3, 2, 3.5, 1, 2.5, 0.5, 1, ?, 2.5, ?, ?)', ['dev-3', 'co2', T0 - 60_000, T0 - 9_000, T0 - 8_000, T0 - 5_000]);
+  const outboxBefore = await v2.all<{ seq: number; epoch: number; device: string; metric: string; ts: number; value: number }>('SELECT * FROM outbox ORDER BY seq');
+  const partialsBefore = await v2.all('SELECT * FROM partials');
+  await v2.close();
+
+  const o = await open();
+  const db = o.writes.db;
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '3' });
+  expect(await db.get("SELECT type FROM sqlite_schema WHERE name = 'outbox'")).toEqual({ type: 'view' });
+  expect(await db.all('SELECT * FROM outbox ORDER BY seq')).toEqual(outboxBefore);
+  expect(await db.all('SELECT * FROM partials')).toEqual(partialsBefore);
+  // seen_at reads as the later of ts and the first sighting: what the retention keeps an identity by.
+  expect(await db.all('SELECT ts, device, metric, seen_at FROM dedup ORDER BY ts')).toEqual(identities.map((x) => ({ ...x, seen_at: Math.max(x.ts, x.seen_at) })));
+  expect(await db.get('SELECT COUNT(*) AS n FROM dedup_keys')).toEqual({ n: 120 });
+  expect(o.status()).toMatchObject({ pending: 70, lastSeq: 130 });
+
+  // The forwarder sends the same readings, and the epochs: 2, and 3 closed at the last seq given.
+  const batch = await readBatch(o.reader, 60, 1000);
+  expect(batch).toMatchObject({ firstSeq: 61, lastSeq: 130, epochs: [{ epoch: 2, firstSeq: 61, lastSeq: 90 }, { epoch: 3, firstSeq: 91, lastSeq: 130 }] });
+  expect(batch!.readings).toEqual(outboxBefore.map((r) => [r.seq, r.epoch, r.device, r.metric, r.ts, r.value]));
+
+  // A repeat of a migrated identity (pending or acknowledged) is a duplicate; a new reading follows seq 130.
+  expect(await o.submit([0, 119, 5].map((i) => r(identities[i].device, identities[i].metric, identities[i].ts)))).toEqual({ accepted: 0, duplicates: 3 });
+  expect(await o.submit([r('dev-3', 'co2', T0), r('dev-0', 'temp', T0)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await db.all('SELECT seq, epoch, device, metric FROM outbox WHERE seq > 130 ORDER BY seq')).toEqual([
+    { seq: 131, epoch: 4, device: 'dev-3', metric: 'co2' }, { seq: 132, epoch: 4, device: 'dev-0', metric: 'temp' }]);
+  await o.close();
+
+  // Opened again: already version 3, nothing migrated twice.
+  const again = await open();
+  expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 122 });
+  expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM outbox')).toEqual({ n: 72 });
+  expect(await again.submit([r('dev-3', 'co2', T0)])).toEqual({ accepted: 0, duplicates: 1 });
 });
 
 test('a new gateway.db gets GATEWAY_PAGE_SIZE; a file made with other pages keeps them, and its WAL checkpoints after the same bytes', async () => {
@@ -147,9 +223,18 @@ test('series numbers: past SERIES_MAX a new series is dropped (counted) while kn
   expect(await dropped()).toBe(2);
   expect((await registry.getSingleMetric('braid_readings_duplicate_total')!.get()).values[0].value).toBe(1);
 
-  // A series the retention deletes is forgotten by the committer too: x, whose identities are gone,
-  // is numbered again when it comes back (its old number no longer names it).
+  // A series an outbox row refers to is kept, its identities gone or not (the row reads by its number).
   await db.exec('DELETE FROM dedup_keys WHERE (key & 1048575) = 500');
+  await db.exec(`WITH RECURSIVE n(i) AS (SELECT 703 UNION ALL SELECT i + 1 FROM n WHERE i < ${SERIES_MAX})
+    INSERT INTO series (id, device, metric) SELECT i, 'old-' || i, 'm' FROM n`);
+  await o.runRetention();
+  expect(await db.get("SELECT COUNT(*) AS n FROM series WHERE device LIKE 'old-%'")).toEqual({ n: 0 });
+  expect(await db.all("SELECT id, device FROM series WHERE device = 'x'")).toEqual([{ id: 500, device: 'x' }]);
+  expect(await db.all("SELECT device, ts FROM outbox WHERE device = 'x'")).toEqual([{ device: 'x', ts: T0 }]);
+
+  // A series the retention deletes is forgotten by the committer too: x, whose identities and
+  // outbox rows are gone, is numbered again when it comes back (its old number no longer names it).
+  await db.exec('DELETE FROM outbox_rows WHERE series = 500');
   await db.exec(`WITH RECURSIVE n(i) AS (SELECT 703 UNION ALL SELECT i + 1 FROM n WHERE i < ${SERIES_MAX})
     INSERT INTO series (id, device, metric) SELECT i, 'old-' || i, 'm' FROM n`);
   await o.runRetention();

@@ -3,16 +3,19 @@
  * path (one exec of SQL around JSON literals) stores every value exactly as the general path
  * binds it, falls back to the general path on a repeat (seen before or inside the group) with
  * the first occurrence kept [INV-2], waits for the refills of windowed publishers only until they
- * arrive, and new databases get 1 KiB pages while an existing one keeps its own.
+ * arrive, and new databases get 1 KiB pages while an existing one keeps its own; the identities
+ * reach dedup_keys in batches and every repeat is still dropped on the way [INV-2].
  */
 import { Registry } from 'prom-client';
 import { Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
-import { exactDouble } from '../../edge/outbox/committer.js';
+import { DEDUP_FLUSH_READINGS, exactDouble } from '../../edge/outbox/committer.js';
+import { dropOldest } from '../../edge/outbox/budget.js';
+import { DEDUP_FLUSHED_KEY } from '../../edge/store/schema.js';
 import { Db } from '../../shared/sqlite.js';
 import { nullLogger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
-import { ACKED_SEQ_KEY } from '../../edge/forwarder/batch.js';
+import { ACKED_SEQ_KEY, applyAck } from '../../edge/forwarder/batch.js';
 import { tempDir } from '../support/gateway.js';
 
 const T0 = Date.UTC(2026, 11, 5, 12, 0, 0);
@@ -178,9 +181,11 @@ test('readings queued while the retention gives their series\' number to another
   const old = (await o.reader.get<{ id: number }>("SELECT id FROM series WHERE device = 'd1'"))!.id;
   let release!: () => void;
   const held = new Promise<void>((res) => { release = res; });
-  // What the retention's series prune does, in one write job: the number goes to another series.
+  // What the retention's series prune does, in one write job: the number goes to another series
+  // (no outbox row refers to it: its reading acknowledged).
   const prune = o.writes.run(async (db) => {
     await held;
+    await db.run('DELETE FROM outbox_rows');
     await db.run('DELETE FROM dedup_keys');
     await db.run('DELETE FROM series');
     await db.run("INSERT INTO series (id, device, metric) VALUES (?, 'd2', 'temp')", [old]);
@@ -194,6 +199,8 @@ test('readings queued while the retention gives their series\' number to another
   expect(await Promise.all([several, one])).toEqual([{ accepted: 2, duplicates: 0 }, { accepted: 1, duplicates: 0 }]);
   const now = (await o.reader.get<{ id: number }>("SELECT id FROM series WHERE device = 'd1'"))!.id;
   expect(now).not.toBe(old);
+  // The identities go to dedup_keys in batches; the retention copies those not there yet first.
+  await o.runRetention();
   expect(await o.reader.all('SELECT key >> 20 AS ts, key & 1048575 AS id FROM dedup_keys ORDER BY key')).toEqual(
     [T0 - 2000, T0 - 1000, T0 - 500].map((ts) => ({ ts, id: now })));
   expect(await o.reader.all('SELECT seq, device, ts, value FROM outbox WHERE seq > 1 ORDER BY seq')).toEqual(
@@ -247,3 +254,48 @@ test('a restart after a crash finds the open epoch\'s last seq: in the outbox, o
     { epoch: 1, first_seq: 1, last_seq: 4 }, { epoch: 2, first_seq: 5, last_seq: 5 },
   ]);
 });
+
+test('identities go to dedup_keys in batches: a repeat is dropped before (from memory, after a restart from the outbox), across the forwarder\'s ack and the disk budget\'s drop, and after; a failed commit leaves none', async () => {
+  const count = async (o: Outbox) => (await o.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM dedup_keys'))!.n;
+  const flushed = async (o: Outbox) => Number((await o.reader.get<{ value: string }>(`SELECT value FROM meta WHERE key = '${DEDUP_FLUSHED_KEY}'`))?.value ?? 0);
+  const o = await open({ refillWaitMs: 0 });
+  const a = [r('d1', 'temp', T0 - 9000), r('d2', 'temp', T0 - 9000)];
+  expect(await o.submit(a)).toEqual({ accepted: 2, duplicates: 0 }); // new series: the general path
+  expect(await o.submit([r('d1', 'temp', T0 - 8000), r('d2', 'temp', T0 - 8000)])).toEqual({ accepted: 2, duplicates: 0 }); // the one statement
+  expect(await count(o)).toBe(0);
+  // Repeats of identities held in memory only, alone and beside a fresh reading (the fast path's group falls back).
+  expect(await o.submit([r('d1', 'temp', T0 - 8000)])).toEqual({ accepted: 0, duplicates: 1 });
+  expect(await o.submit([r('d2', 'temp', T0 - 7000), ...a])).toEqual({ accepted: 1, duplicates: 2 });
+  expect(await o.reader.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 5 });
+
+  // A kill -9 (no close): the identities come back from the outbox rows not flushed.
+  registry = new Registry();
+  const b = await open({ refillWaitMs: 0 });
+  expect(await b.submit([r('d1', 'temp', T0 - 9000), r('d2', 'temp', T0 - 7000)])).toEqual({ accepted: 0, duplicates: 2 });
+
+  // The forwarder's ack of seq 1-3 and a drop of seq 4 at the disk budget copy their identities first.
+  await applyAck(b.writes, { firstSeq: 1, lastSeq: 3, readings: [], epochs: [], gaps: [] }, 3, 0);
+  expect(await count(b)).toBe(3);
+  expect(await flushed(b)).toBe(3);
+  await b.writes.tx((db) => dropOldest(db, 3, 1, T0));
+  expect(await count(b)).toBe(4);
+  expect(await b.reader.get('SELECT COUNT(*) AS n FROM outbox')).toEqual({ n: 1 });
+  expect(await b.submit([r('d1', 'temp', T0 - 9000), r('d2', 'temp', T0 - 8000), r('d2', 'temp', T0 - 7000)])).toEqual({ accepted: 0, duplicates: 3 });
+
+  // Past DEDUP_FLUSH_READINGS a group commit copies every identity it holds, its own too, in one statement.
+  const many: Reading[] = [];
+  for (let i = 0; i < DEDUP_FLUSH_READINGS; i++) many.push(r(`d${1 + (i % 2)}`, 'temp', T0 + i));
+  for (let i = 0; i < many.length; i += 200) expect((await b.submit(many.slice(i, i + 200))).accepted).toBe(Math.min(200, many.length - i));
+  expect(await flushed(b)).toBe(5 + DEDUP_FLUSH_READINGS);
+  expect(await count(b)).toBe(5 + DEDUP_FLUSH_READINGS);
+  // A repeat of a copied identity fails the one statement; the general path drops it.
+  expect(await b.submit([r('d1', 'temp', T0), r('d2', 'temp', T0 + DEDUP_FLUSH_READINGS + 1)])).toEqual({ accepted: 1, duplicates: 1 });
+  expect(await b.reader.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 6 + DEDUP_FLUSH_READINGS });
+
+  // A group whose commit fails leaves no identity behind: its resend commits.
+  await b.writes.db.exec("CREATE TEMP TRIGGER refuse BEFORE INSERT ON outbox_rows BEGIN SELECT RAISE(ABORT, 'refused'); END");
+  const again = [r('d1', 'temp', T0 - 100), r('d2', 'temp', T0 - 100)];
+  await expect(b.submit(again)).rejects.toThrow(/refused/);
+  await b.writes.db.exec('DROP TRIGGER refuse');
+  expect(await b.submit(again)).toEqual({ accepted: 2, duplicates: 0 });
+}, 60_000);
