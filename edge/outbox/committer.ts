@@ -553,29 +553,33 @@ export class Committer {
    */
   private async commitFast(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     // The group's identities go into `unflushed` as they are checked (so a repeat inside the group
-    // is found too), and out again unless the group commits: the first `added` readings' (no list
-    // kept per reading: the way back is walked again, only when the group does not commit).
-    let added = 0;
+    // is found too), and out again unless the group commits. Their series numbers are kept as they
+    // were checked: the series rows may be dropped meanwhile (SERIES_CACHE_MAX), and an identity
+    // left behind would turn the next reading with it away as a repeat, unstored.
+    const ids: number[] = [];
     const undo = () => {
-      let n = added;
-      added = 0;
+      let at = 0;
       for (const p of batch) {
         for (const r of p.readings) {
-          if (n-- === 0) return null;
-          this.unflushed.get(this.seriesRow(r.device, r.metric).id)?.delete(r.ts);
+          if (at === ids.length) {
+            ids.length = 0;
+            return null;
+          }
+          this.unflushed.get(ids[at++])?.delete(r.ts);
         }
       }
+      ids.length = 0;
       return null;
     };
     try {
-      return await this.commitFastRun(db, batch, () => added++, undo);
+      return await this.commitFastRun(db, batch, (id) => ids.push(id), undo);
     } catch (err) {
       undo();
       throw err;
     }
   }
 
-  private async commitFastRun(db: Db, batch: Pending[], add: () => void, undo: () => null): Promise<{ results: CommitResult[]; apply: () => void } | null> {
+  private async commitFastRun(db: Db, batch: Pending[], add: (series: number) => void, undo: () => null): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     const now = this.now();
     // The submitted readings themselves: nothing changes them, and the seq is the index's.
     const kept: Reading[] = [];
@@ -596,7 +600,7 @@ export class Committer {
         if (seen === undefined) this.unflushed.set(e.id, (seen = new Set()));
         if (seen.has(r.ts)) return undo();
         seen.add(r.ts);
-        add();
+        add(e.id);
         kept.push(r);
         seq++;
         rows.push(`[${r.ts},${v},${e.id}]`);
