@@ -1,6 +1,11 @@
 /** Jest runs the TypeScript sources as ESM through SWC (no type check: `npm run typecheck` does that). */
+import { availableParallelism } from 'node:os';
+
 export default {
   testEnvironment: 'node',
+  // Two test files at a time at least (jest's default is cores - 1: one at a time on a 2-core CI
+  // machine, where most files wait on servers, child processes and timers rather than the CPU).
+  maxWorkers: Math.max(2, availableParallelism() - 1),
   extensionsToTreatAsEsm: ['.ts'],
   transform: {
     '^.+\\.ts$': ['@swc/jest', {

@@ -193,7 +193,14 @@ export async function startCluster(server: TestPostgres, name: string, o: Cluste
       for (const d of dirs) d.remove();
     },
   };
-  for (let i = 0; i < o.nodes; i++) await start(i);
+  // All at once, as a cluster's nodes come up (each a process of its own, ~1-2 s to its ready
+  // line): one start failing closes the others, so no node outlives a failed startCluster.
+  const started = await Promise.allSettled(nodes.map((n) => start(n.index)));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await c.close();
+    throw failed.reason;
+  }
   return c;
 }
 

@@ -10,8 +10,8 @@
  * Missing binaries skip with a visible message, but fail under CI=true (as requireBinary does).
  */
 import { execFile } from 'node:child_process';
-import { chownSync, existsSync, readFileSync } from 'node:fs';
-import { userInfo } from 'node:os';
+import { chownSync, existsSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type pg from 'pg';
@@ -52,6 +52,40 @@ export function havePostgres(): boolean {
   return false;
 }
 
+const INITDB_ARGS = ['-U', PG_USER, '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync'];
+
+/**
+ * The data dir `initdb INITDB_ARGS` makes, kept in the temp dir for every later server of this
+ * machine (keyed by the user, the initdb binary and the arguments): each server starts from a copy.
+ * Made at most once even with several jest workers: each makes its own and renames it into place;
+ * whoever comes second keeps the first one's.
+ */
+async function initdbTemplate(asRoot: boolean): Promise<string> {
+  const initdb = join(PG_BIN, 'initdb');
+  const key = `${userInfo().uid}-${Math.trunc(statSync(initdb).mtimeMs)}-${INITDB_ARGS.join(' ').replace(/[^A-Za-z0-9=]+/g, '_')}`;
+  const template = join(tmpdir(), `braid-pg-template-${key}`);
+  if (existsSync(join(template, 'PG_VERSION'))) return template;
+  const dir = tempDir('braid-pg-initdb-');
+  try {
+    if (asRoot) {
+      const { stdout } = await run('id', ['-u', 'postgres']);
+      const { stdout: gid } = await run('id', ['-g', 'postgres']);
+      chownSync(dir.path, Number(stdout.trim()), Number(gid.trim()));
+    }
+    const data = join(dir.path, 'data');
+    await (asRoot ? run('runuser', ['-u', 'postgres', '--', initdb, '-D', data, ...INITDB_ARGS], { cwd: dir.path }) : run(initdb, ['-D', data, ...INITDB_ARGS], { cwd: dir.path }));
+    try {
+      renameSync(data, template);
+    } catch (err) {
+      // Another worker's template got there first (a non-empty dir is not replaced).
+      if (!existsSync(join(template, 'PG_VERSION'))) throw err;
+    }
+  } finally {
+    rmSync(dir.path, { recursive: true, force: true });
+  }
+  return template;
+}
+
 /** Start a server; `stop()` it in afterAll. */
 export async function startPostgres(): Promise<TestPostgres> {
   const dir = tempDir('braid-pg-');
@@ -81,7 +115,8 @@ export async function startPostgres(): Promise<TestPostgres> {
   };
 
   try {
-    await pg('initdb', ['-D', data, '-U', PG_USER, '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync']);
+    // A copy of the machine's initdb template (made once: initdb is ~1-2 s of a file's start, a copy under 1 s).
+    await run('cp', ['-a', await initdbTemplate(asRoot), data]);
     // A free port can be taken between freePort() and the server's bind: try a few.
     let port = 0;
     let opts = '';
