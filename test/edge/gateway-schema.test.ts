@@ -42,14 +42,18 @@ async function open(now = () => T0): Promise<Outbox> {
 
 const r = (device: string, metric: string, ts: number, value = 1): Reading => ({ device, metric, ts, value });
 
-/** The tables of a v1 gateway.db that hold readings (as braid made them before version 2). */
-const V1_DDL = `
+/** The tables versions 1 and 2 of gateway.db share: meta, the outbox with its device and metric text, epochs, partials. */
+const V1_V2_DDL = `
 PRAGMA page_size = 1024; PRAGMA journal_mode = WAL;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE outbox (seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL);
 CREATE TABLE epochs (epoch INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, opened_at INTEGER NOT NULL, closed_at INTEGER, reported INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE partials (device TEXT NOT NULL, metric TEXT NOT NULL, minute INTEGER NOT NULL, epoch INTEGER NOT NULL, count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, m2 REAL NOT NULL, first REAL NOT NULL, first_ts INTEGER NOT NULL, last REAL NOT NULL, last_ts INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (device, metric, minute, epoch)) WITHOUT ROWID;
 CREATE INDEX partials_minute ON partials (minute);
+`;
+
+/** The tables of a v1 gateway.db that hold readings (as braid made them before version 2). */
+const V1_DDL = `${V1_V2_DDL}
 CREATE TABLE dedup (ts INTEGER NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, seen_at INTEGER NOT NULL, PRIMARY KEY (ts, device, metric)) WITHOUT ROWID;
 INSERT INTO meta (key, value) VALUES ('schema_version', '1');
 `;
@@ -103,13 +107,7 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
 });
 
 /** A v2 gateway.db's tables that hold readings (as braid made them before version 3). */
-const V2_DDL = `
-PRAGMA page_size = 1024; PRAGMA journal_mode = WAL;
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE outbox (seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL);
-CREATE TABLE epochs (epoch INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, opened_at INTEGER NOT NULL, closed_at INTEGER, reported INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE partials (device TEXT NOT NULL, metric TEXT NOT NULL, minute INTEGER NOT NULL, epoch INTEGER NOT NULL, count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, m2 REAL NOT NULL, first REAL NOT NULL, first_ts INTEGER NOT NULL, last REAL NOT NULL, last_ts INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (device, metric, minute, epoch)) WITHOUT ROWID;
-CREATE INDEX partials_minute ON partials (minute);
+const V2_DDL = `${V1_V2_DDL}
 CREATE TABLE series (id INTEGER PRIMARY KEY CONSTRAINT series_id_max CHECK (id <= 1048575), device TEXT NOT NULL, metric TEXT NOT NULL, UNIQUE (device, metric));
 CREATE TABLE dedup_keys (key INTEGER PRIMARY KEY, seen_at INTEGER NOT NULL);
 CREATE VIEW dedup AS SELECT (k.key >> 20) AS ts, s.device AS device, s.metric AS metric, k.seen_at AS seen_at FROM dedup_keys k JOIN series s ON s.id = (k.key & 1048575);
