@@ -45,3 +45,32 @@ export function missing(ranges: Range[], from: number, to: number): Range[] {
   if (cur <= to) out.push({ from: cur, to });
   return out;
 }
+
+/** A gateway's range row in a range set table (received, sealed, staged): its key and extent. */
+export interface GatewayRange { gateway: string; from: number; to: number }
+
+/**
+ * The rows to delete and insert so that a merged range set also holds `add` (by gateway), given
+ * `near`: every row of the set that overlaps or touches a range of `add` (rangesNear's rows for each,
+ * repeats allowed). Rows not near any added range touch no merged range either (the set was merged),
+ * so they stay as they are. A row kept as it is appears in neither list.
+ */
+export function rangeChanges(near: GatewayRange[], add: Map<string, Range[]>): { del: GatewayRange[]; ins: GatewayRange[] } {
+  const byGateway = new Map<string, Map<number, Range>>();
+  for (const r of near) {
+    let m = byGateway.get(r.gateway);
+    if (!m) byGateway.set(r.gateway, m = new Map());
+    m.set(r.from, { from: r.from, to: r.to });
+  }
+  const del: GatewayRange[] = [];
+  const ins: GatewayRange[] = [];
+  for (const [gateway, ranges] of add) {
+    if (ranges.length === 0) continue;
+    const have = [...(byGateway.get(gateway)?.values() ?? [])];
+    const merged = normalize([...have, ...ranges]);
+    const same = (a: Range, b: Range) => a.from === b.from && a.to === b.to;
+    for (const h of have) if (!merged.some((m) => same(m, h))) del.push({ gateway, ...h });
+    for (const m of merged) if (!have.some((h) => same(h, m))) ins.push({ gateway, ...m });
+  }
+  return { del, ins };
+}

@@ -5,8 +5,8 @@
  * transactions (the WriteQueue): that is what makes a read-decide-write sequence safe against a
  * second ingest process on the same data dir.
  */
-import { normalize, type Range } from '../ingest/ranges.js';
-import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
+import { type GatewayRange, type Range, normalize, rangeChanges } from '../ingest/ranges.js';
+import { type Db, MAX_SQL_PARAMS, chunkRows, placeholders } from '../../shared/sqlite.js';
 
 /** A merged range set: a table and the key that picks one set in it. */
 export type RangeSet =
@@ -50,6 +50,40 @@ export async function addRanges(db: Db, set: RangeSet, ranges: Range[]): Promise
       await db.run(`DELETE FROM ${set.table} WHERE ${k.where} AND from_seq IN ${placeholders(1, chunk.length)}`, [...k.params, ...chunk.map((n) => n.from)]);
     }
     await db.run(`INSERT INTO ${set.table} (${k.cols}, from_seq, to_seq) VALUES (${k.params.map(() => '?').join(', ')}, ?, ?)`, [...k.params, merged.from, merged.to]);
+  }
+}
+
+/**
+ * addRanges for many gateways at once (a group commit's or a seal's: ~25-50 gateways): one read of
+ * the rows that overlap or touch any added range (rangesNear's predicate for each), then one DELETE
+ * and one INSERT of the rows that change (ranges.ts rangeChanges), per chunk of parameters, instead
+ * of two or more statements per gateway. `segment`: the staged set of that segment.
+ */
+export async function addRangesAll(db: Db, table: 'received' | 'sealed' | 'staged', byGateway: Map<string, Range[]>, segment?: string): Promise<void> {
+  const items: GatewayRange[] = [];
+  for (const [gateway, ranges] of byGateway) for (const r of normalize(ranges)) items.push({ gateway, ...r });
+  if (items.length === 0) return;
+  const staged = table === 'staged';
+  if (staged !== (segment !== undefined)) throw new Error('addRangesAll: a segment for staged, and only for staged');
+  const seg = staged ? [segment] : [];
+  const near: GatewayRange[] = [];
+  for (const chunk of chunkRows(items, 3, MAX_SQL_PARAMS - 1)) {
+    near.push(...await db.all<GatewayRange>(
+      `WITH v(gateway, f, t) AS (VALUES ${placeholders(chunk.length, 3)})
+       SELECT s.gateway AS gateway, s.from_seq AS "from", s.to_seq AS "to" FROM v JOIN ${table} s
+         ON ${staged ? 's.segment = ? AND ' : ''}s.gateway = v.gateway AND s.from_seq <= v.t + 1 AND s.to_seq >= v.f - 1
+        AND s.from_seq >= COALESCE((SELECT MAX(x.from_seq) FROM ${table} x
+          WHERE ${staged ? 'x.segment = s.segment AND ' : ''}x.gateway = v.gateway AND x.from_seq <= v.f - 1), v.f - 1)`,
+      [...chunk.flatMap((r) => [r.gateway, r.from, r.to]), ...seg]));
+  }
+  const { del, ins } = rangeChanges(near, byGateway);
+  for (const chunk of chunkRows(del, 2, MAX_SQL_PARAMS - 1)) {
+    await db.run(`DELETE FROM ${table} WHERE ${staged ? 'segment = ? AND ' : ''}(gateway, from_seq) IN (VALUES ${placeholders(chunk.length, 2)})`,
+      [...seg, ...chunk.flatMap((r) => [r.gateway, r.from])]);
+  }
+  for (const chunk of chunkRows(ins, staged ? 4 : 3)) {
+    await db.run(`INSERT INTO ${table} (${staged ? 'segment, ' : ''}gateway, from_seq, to_seq) VALUES ${placeholders(chunk.length, staged ? 4 : 3)}`,
+      chunk.flatMap((r) => [...seg, r.gateway, r.from, r.to]));
   }
 }
 

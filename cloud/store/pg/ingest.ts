@@ -20,7 +20,7 @@
 import type pg from 'pg';
 import { clockOffsetParams, clockOffsetsUpsert } from '../../ingest/clock.js';
 import { type GroupPlan, commitGroupIn } from '../../ingest/plan.js';
-import { type Range, normalize } from '../../ingest/ranges.js';
+import { type GatewayRange, type Range, normalize, rangeChanges } from '../../ingest/ranges.js';
 import { planSeal } from '../../ingest/seal-plan.js';
 import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../ingest.js';
 import { StagingLeaseLostError } from '../nodes.js';
@@ -83,6 +83,36 @@ async function addRanges(c: pg.PoolClient, table: RangeTable, key: string[], ran
   }
 }
 
+/**
+ * ingest-state.ts addRangesAll: addRanges for many gateways in one read, one delete and one insert
+ * (arrays as parameters: no chunking). `segment`: the staged set of that segment.
+ */
+async function addRangesAll(c: pg.PoolClient, table: RangeTable, byGateway: Map<string, Range[]>, segment?: string): Promise<void> {
+  const items: GatewayRange[] = [];
+  for (const [gateway, ranges] of byGateway) for (const r of normalize(ranges)) items.push({ gateway, ...r });
+  if (items.length === 0) return;
+  const staged = table === 'staged';
+  if (staged !== (segment !== undefined)) throw new Error('addRangesAll: a segment for staged, and only for staged');
+  const seg = staged ? [segment] : [];
+  const near = await c.query<GatewayRange>(
+    `SELECT s.gateway, s.from_seq AS "from", s.to_seq AS "to"
+     FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(gateway, f, t) JOIN ${table} s
+       ON ${staged ? 's.segment = $4 AND ' : ''}s.gateway = v.gateway AND s.from_seq <= v.t + 1 AND s.to_seq >= v.f - 1
+      AND s.from_seq >= COALESCE((SELECT MAX(x.from_seq) FROM ${table} x
+        WHERE ${staged ? 'x.segment = s.segment AND ' : ''}x.gateway = v.gateway AND x.from_seq <= v.f - 1), v.f - 1)`,
+    [items.map((r) => r.gateway), items.map((r) => r.from), items.map((r) => r.to), ...seg]);
+  const { del, ins } = rangeChanges(near.rows.map((r) => ({ gateway: r.gateway, from: Number(r.from), to: Number(r.to) })), byGateway);
+  if (del.length > 0) {
+    await c.query(`DELETE FROM ${table} WHERE ${staged ? 'segment = $3 AND ' : ''}(gateway, from_seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))`,
+      [del.map((r) => r.gateway), del.map((r) => r.from), ...seg]);
+  }
+  if (ins.length > 0) {
+    await c.query(`INSERT INTO ${table} (${staged ? 'segment, ' : ''}gateway, from_seq, to_seq)
+       SELECT ${staged ? '$4::text, ' : ''}* FROM unnest($1::text[], $2::bigint[], $3::bigint[])`,
+      [ins.map((r) => r.gateway), ins.map((r) => r.from), ins.map((r) => r.to), ...seg]);
+  }
+}
+
 function pgIngestTx(c: pg.PoolClient): IngestTx {
   return {
     maxReceived: async (gs) => new Map((await c.query<{ gateway: string; to: number | null }>(
@@ -138,6 +168,8 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
     },
     addReceived: (g, ranges) => addRanges(c, 'received', [g], ranges),
     addStaged: (segment, g, ranges) => addRanges(c, 'staged', [segment, g], ranges),
+    addReceivedAll: (byGateway) => addRangesAll(c, 'received', byGateway),
+    addStagedAll: (segment, byGateway) => addRangesAll(c, 'staged', byGateway, segment),
   };
 }
 
@@ -186,7 +218,7 @@ export class PgIngestStore implements IngestStore {
             chunk.flatMap((g) => [f.path, g.gateway, g.minSeq, g.maxSeq, g.minEpoch, g.maxEpoch, g.rows]));
         }
       }
-      for (const [g, ranges] of valid) if (ranges.length > 0) await addRanges(c, 'sealed', [g], ranges);
+      await addRangesAll(c, 'sealed', valid);
       await c.query('DELETE FROM staged WHERE segment = $1', [segment]);
     });
   }
