@@ -133,23 +133,28 @@ export const CLOUD_LOST_REASON = 'cloud_lost';
 /** min_ts and max_ts of a gap record whose event-time range is unknown (no reading has a negative ts). */
 export const UNKNOWN_TS = -1;
 
-/** Record closed epochs; a resent one is kept as first stored. Returns how many were new. */
-export async function insertEpochs(db: Db, gateway: string, epochs: EpochRow[]): Promise<number> {
-  let added = 0;
-  for (const chunk of chunkRows(epochs, 4, 4000)) {
-    const params: unknown[] = [];
-    for (const e of chunk) params.push(gateway, e.epoch, e.firstSeq, e.lastSeq);
-    added += (await db.run(`INSERT OR IGNORE INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${placeholders(chunk.length, 4)}`, params)).changes;
+/** Insert-once by (gateway, epoch): a group's new epochs of every gateway, per chunk of 4,000 parameters. */
+export async function insertEpochs(db: Db, byGateway: Map<string, EpochRow[]>): Promise<void> {
+  const rows = [...byGateway].flatMap(([gateway, epochs]) => epochs.map((e) => [gateway, e.epoch, e.firstSeq, e.lastSeq]));
+  for (const chunk of chunkRows(rows, 4, 4000)) {
+    await db.run(`INSERT OR IGNORE INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${placeholders(chunk.length, 4)}`, chunk.flat());
   }
-  return added;
 }
 
-/** The stored spans of these epochs of a gateway (those stored; per chunk of 500, in the database's order). */
-export async function storedEpochs(db: Db, gateway: string, epochs: number[]): Promise<EpochRow[]> {
-  const out: EpochRow[] = [];
-  for (const chunk of chunkRows(epochs, 1, 500)) {
-    out.push(...await db.all<EpochRow>(
-      `SELECT epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs WHERE gateway = ? AND epoch IN ${placeholders(1, chunk.length)}`, [gateway, ...chunk]));
+/** The stored spans of these epochs, by gateway (those stored): one read per 500 of them, for every gateway of a group. */
+export async function storedEpochs(db: Db, byGateway: Map<string, number[]>): Promise<Map<string, EpochRow[]>> {
+  const out = new Map<string, EpochRow[]>();
+  const asked = [...byGateway].flatMap(([gateway, epochs]) => [...new Set(epochs)].map((epoch) => [gateway, epoch]));
+  for (const chunk of chunkRows(asked, 2, 1000)) {
+    const rows = await db.all<EpochRow & { gateway: string }>(
+      `WITH v(gateway, epoch) AS (VALUES ${placeholders(chunk.length, 2)})
+       SELECT e.gateway AS gateway, e.epoch AS epoch, e.first_seq AS "firstSeq", e.last_seq AS "lastSeq" FROM v JOIN epochs e ON e.gateway = v.gateway AND e.epoch = v.epoch`,
+      chunk.flat());
+    for (const { gateway, ...e } of rows) {
+      const l = out.get(gateway) ?? [];
+      l.push(e);
+      out.set(gateway, l);
+    }
   }
   return out;
 }

@@ -121,16 +121,21 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
     receivedNear: (g, from, to) => rangesNear(c, 'received', [g], from, to),
     gapRangesIn: async (g, from, to) => (await c.query<Range>(
       'SELECT from_seq AS "from", to_seq AS "to" FROM gaps WHERE gateway = $1 AND to_seq >= $2 AND from_seq <= $3', [g, from, to])).rows,
-    storedEpochs: async (g, epochs) => (await c.query<EpochRow>(
-      'SELECT epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs WHERE gateway = $1 AND epoch = ANY($2::bigint[]) ORDER BY epoch', [g, epochs])).rows,
-    insertEpochs: async (g, epochs) => {
-      let added = 0;
-      for (const chunk of chunks(epochs, 4)) {
-        const r = await c.query(`INSERT INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${values(chunk.length, 4)} ON CONFLICT DO NOTHING`,
-          chunk.flatMap((e) => [g, e.epoch, e.firstSeq, e.lastSeq]));
-        added += r.rowCount ?? 0;
-      }
-      return added;
+    storedEpochs: async (byGateway) => {
+      const asked = [...byGateway].flatMap(([g, epochs]) => [...new Set(epochs)].map((e) => [g, e] as const));
+      const r = await c.query<EpochRow & { gateway: string }>(
+        `SELECT e.gateway, e.epoch, e.first_seq AS "firstSeq", e.last_seq AS "lastSeq"
+         FROM unnest($1::text[], $2::bigint[]) AS v(gateway, epoch) JOIN epochs e ON e.gateway = v.gateway AND e.epoch = v.epoch`,
+        [asked.map((x) => x[0]), asked.map((x) => x[1])]);
+      const out = new Map<string, EpochRow[]>();
+      for (const { gateway, ...e } of r.rows) out.set(gateway, [...(out.get(gateway) ?? []), { epoch: Number(e.epoch), firstSeq: Number(e.firstSeq), lastSeq: Number(e.lastSeq) }]);
+      return out;
+    },
+    insertEpochs: async (byGateway) => {
+      const rows = [...byGateway].flatMap(([g, epochs]) => epochs.map((e) => ({ g, ...e })));
+      if (rows.length === 0) return;
+      await c.query(`INSERT INTO epochs (gateway, epoch, first_seq, last_seq) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) ON CONFLICT DO NOTHING`,
+        [rows.map((x) => x.g), rows.map((x) => x.epoch), rows.map((x) => x.firstSeq), rows.map((x) => x.lastSeq)]);
     },
     insertGaps: async (g, gaps, now) => {
       let added = 0;

@@ -199,6 +199,23 @@ export function ingestStoreConformance(name: string, factory: () => Promise<Inge
       expect((await s.commitGroup(request([good], st.stage))).outcomes).toEqual([accepted({ ackSeq: 20, stored: 10, newEpochs: 1 })]);
     });
 
+    test('within one group, a batch\'s epochs count as stored for the batches after it: the same span is no new epoch, another span a conflict', async () => {
+      const st = stager();
+      const first = batch('gw-1', 1, 10, { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 10 }] });
+      const same = batch('gw-1', 11, 20, { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 10 }, { epoch: 2, firstSeq: 11, lastSeq: 20 }] });
+      const other = batch('gw-1', 21, 30, { epochs: [{ epoch: 2, firstSeq: 11, lastSeq: 21 }] });
+      const gw2 = batch('gw-2', 1, 5, { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 5 }] });
+      const plan = await s.commitGroup(request([first, same, other, gw2], st.stage));
+      expect(plan.outcomes.map((o) => [o.stored, o.newEpochs, o.refused?.code ?? null])).toEqual([
+        [10, 1, null], [10, 1, null], [0, 0, 'BRAID_ERR_INGEST_EPOCH_CONFLICT'], [5, 1, null],
+      ]);
+      expect(plan.outcomes[2].refused!.message).toMatch(/epoch 2 of gateway gw-1 is stored as seqs 11\.\.20, this batch says 11\.\.21/);
+      expect(await epochs()).toEqual([
+        { gateway: 'gw-1', epoch: 1, first_seq: 1, last_seq: 10 }, { gateway: 'gw-1', epoch: 2, first_seq: 11, last_seq: 20 },
+        { gateway: 'gw-2', epoch: 1, first_seq: 1, last_seq: 5 },
+      ]);
+    });
+
     test('gap records are kept once, account for their seqs, and cloud_lost ones count their seqs', async () => {
       const st = stager();
       const b = batch('gw-1', 1, 5, { gaps: [gap(1, 6, 10)], lastSeq: 10 });
