@@ -54,10 +54,12 @@ export async function addRanges(db: Db, set: RangeSet, ranges: Range[]): Promise
 }
 
 /**
- * addRanges for many gateways at once (a group commit's or a seal's: ~25-50 gateways): one read of
- * the rows that overlap or touch any added range (rangesNear's predicate for each), then one DELETE
- * and one INSERT of the rows that change (ranges.ts rangeChanges), per chunk of parameters, instead
- * of two or more statements per gateway. `segment`: the staged set of that segment.
+ * addRanges for many gateways at once (a group commit's or a seal's: up to ~50 gateways): one read
+ * of the rows that overlap or touch any added range (rangesNear's predicate for each), then a
+ * DELETE, an UPDATE and an INSERT of the rows that change, each only when there are some
+ * (ranges.ts rangeChanges), per chunk of parameters, instead of two or more statements per gateway.
+ * A set growing at its end (every gateway's, as the forwarder sends) is the read and one UPDATE.
+ * `segment`: the staged set of that segment.
  */
 export async function addRangesAll(db: Db, table: 'received' | 'sealed' | 'staged', byGateway: Map<string, Range[]>, segment?: string): Promise<void> {
   const items: GatewayRange[] = [];
@@ -76,10 +78,15 @@ export async function addRangesAll(db: Db, table: 'received' | 'sealed' | 'stage
           WHERE ${staged ? 'x.segment = s.segment AND ' : ''}x.gateway = v.gateway AND x.from_seq <= v.f - 1), v.f - 1)`,
       [...chunk.flatMap((r) => [r.gateway, r.from, r.to]), ...seg]));
   }
-  const { del, ins } = rangeChanges(near, byGateway);
+  const { del, upd, ins } = rangeChanges(near, byGateway);
   for (const chunk of chunkRows(del, 2, MAX_SQL_PARAMS - 1)) {
     await db.run(`DELETE FROM ${table} WHERE ${staged ? 'segment = ? AND ' : ''}(gateway, from_seq) IN (VALUES ${placeholders(chunk.length, 2)})`,
       [...seg, ...chunk.flatMap((r) => [r.gateway, r.from])]);
+  }
+  for (const chunk of chunkRows(upd, 3, MAX_SQL_PARAMS - 1)) {
+    await db.run(`WITH v(gateway, f, t) AS (VALUES ${placeholders(chunk.length, 3)})
+       UPDATE ${table} SET to_seq = v.t FROM v WHERE ${staged ? `${table}.segment = ? AND ` : ''}${table}.gateway = v.gateway AND ${table}.from_seq = v.f`,
+      [...chunk.flatMap((r) => [r.gateway, r.from, r.to]), ...seg]);
   }
   for (const chunk of chunkRows(ins, staged ? 4 : 3)) {
     await db.run(`INSERT INTO ${table} (${staged ? 'segment, ' : ''}gateway, from_seq, to_seq) VALUES ${placeholders(chunk.length, staged ? 4 : 3)}`,

@@ -84,8 +84,8 @@ async function addRanges(c: pg.PoolClient, table: RangeTable, key: string[], ran
 }
 
 /**
- * ingest-state.ts addRangesAll: addRanges for many gateways in one read, one delete and one insert
- * (arrays as parameters: no chunking). `segment`: the staged set of that segment.
+ * ingest-state.ts addRangesAll: addRanges for many gateways in one read and a delete, an update and
+ * an insert, each only when needed (arrays as parameters: no chunking). `segment`: the staged set.
  */
 async function addRangesAll(c: pg.PoolClient, table: RangeTable, byGateway: Map<string, Range[]>, segment?: string): Promise<void> {
   const items: GatewayRange[] = [];
@@ -101,10 +101,15 @@ async function addRangesAll(c: pg.PoolClient, table: RangeTable, byGateway: Map<
       AND s.from_seq >= COALESCE((SELECT MAX(x.from_seq) FROM ${table} x
         WHERE ${staged ? 'x.segment = s.segment AND ' : ''}x.gateway = v.gateway AND x.from_seq <= v.f - 1), v.f - 1)`,
     [items.map((r) => r.gateway), items.map((r) => r.from), items.map((r) => r.to), ...seg]);
-  const { del, ins } = rangeChanges(near.rows.map((r) => ({ gateway: r.gateway, from: Number(r.from), to: Number(r.to) })), byGateway);
+  const { del, upd, ins } = rangeChanges(near.rows.map((r) => ({ gateway: r.gateway, from: Number(r.from), to: Number(r.to) })), byGateway);
   if (del.length > 0) {
     await c.query(`DELETE FROM ${table} WHERE ${staged ? 'segment = $3 AND ' : ''}(gateway, from_seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))`,
       [del.map((r) => r.gateway), del.map((r) => r.from), ...seg]);
+  }
+  if (upd.length > 0) {
+    await c.query(`UPDATE ${table} AS s SET to_seq = v.t FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(gateway, f, t)
+       WHERE ${staged ? 's.segment = $4 AND ' : ''}s.gateway = v.gateway AND s.from_seq = v.f`,
+      [upd.map((r) => r.gateway), upd.map((r) => r.from), upd.map((r) => r.to), ...seg]);
   }
   if (ins.length > 0) {
     await c.query(`INSERT INTO ${table} (${staged ? 'segment, ' : ''}gateway, from_seq, to_seq)
