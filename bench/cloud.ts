@@ -55,6 +55,8 @@ Environment:
   BENCH_INGEST_PACED_NICE=N     also paced runs with ingest.sealWorkerNice N
   BENCH_INGEST_PACED_SEMI=N     also paced runs of this cloud under node --max-semi-space-size=N (MB)
   BENCH_INGEST_PACED_POOL=N     also paced runs of this cloud with UV_THREADPOOL_SIZE=N (libuv's default 4)
+  BENCH_INGEST_PACED_NOSEAL=1   also paced runs of this cloud with no seal during the load (segments of 4M readings,
+                                sealed at SIGTERM): the tail the seals' share can be cut to
   BENCH_ALT_ROOT=DIR            also paced runs of the cloud of another checkout (with node_modules), e.g. main, beside this one
   BENCH_INGEST_GATEWAYS=50      simulated gateways (each its own token), BENCH_INGEST_CLIENTS=2 processes
   BENCH_BATCH_DEVICES=40 BENCH_BATCH_METRICS=5 BENCH_BATCH_INTERVAL_S=10 BENCH_BATCH_DAYS=7
@@ -107,10 +109,11 @@ const PACED_VARIANTS: PacedVariant[] = [
   { label: 'ingest.sealFromMemory false', tag: 'file', config: { ingest: { sealFromMemory: false } } },
   ...(env.BENCH_INGEST_PACED_NICE ? [{ label: `ingest.sealWorkerNice ${Number(env.BENCH_INGEST_PACED_NICE)}`, tag: 'nice', config: { ingest: { sealWorkerNice: Number(env.BENCH_INGEST_PACED_NICE) } } }] : []),
   ...(env.BENCH_INGEST_PACED_SEMI ? [{ label: `node --max-semi-space-size=${Number(env.BENCH_INGEST_PACED_SEMI)}`, tag: 'semi', config: {}, nodeFlags: [`--max-semi-space-size=${Number(env.BENCH_INGEST_PACED_SEMI)}`] }] : []),
+  ...(env.BENCH_INGEST_PACED_NOSEAL === '1' ? [{ label: 'no seal during the load', tag: 'noseal', config: { ingest: { sealMaxReadings: 4_000_000, sealMaxAgeMs: 3_600_000 } } }] : []),
   ...(env.BENCH_INGEST_PACED_POOL ? [{ label: `UV_THREADPOOL_SIZE=${Number(env.BENCH_INGEST_PACED_POOL)}`, tag: 'pool', config: {}, env: { UV_THREADPOOL_SIZE: String(Number(env.BENCH_INGEST_PACED_POOL)) } }] : []),
   // The fair peer of a change: another checkout's cloud (its defaults) on the same data, in the same run.
   ...(ALT_ROOT ? [{ label: `the cloud of ${ALT_ROOT}`, tag: 'alt', config: {}, root: ALT_ROOT }] : []),
-].filter((v, i) => i === 0 || v.tag === 'nice' || v.tag === 'semi' || v.tag === 'pool' || v.tag === 'alt' || env.BENCH_INGEST_PACED_PEER !== '0');
+].filter((v, i) => i === 0 || v.tag === 'nice' || v.tag === 'noseal' || v.tag === 'semi' || v.tag === 'pool' || v.tag === 'alt' || env.BENCH_INGEST_PACED_PEER !== '0');
 /** ... and its profiled twin this long (two seals of the default 1M-reading segments). */
 const PACED_PROFILE_SECONDS = 10;
 const EPOCH_READINGS = 5 * BATCH_READINGS;

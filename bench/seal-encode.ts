@@ -5,13 +5,16 @@
  * what the Parquet worker pays per seal), the file's bytes per row, and what DuckDB pays to read
  * the file back (a bare scan of every column, and bench:cloud's bare device_1m aggregation), CPU of
  * the whole process (DuckDB's threads included). Medians of BENCH_REPEAT, variants interleaved.
+ * The duckdb variants write with DuckDB's own writer instead (DUCK_VARIANTS): their encode CPU is
+ * the process's over the table's filling and the COPY, the file's write included.
  *
  *   node --import tsx bench/seal-encode.ts
  *   BENCH_ROWS=1000000 BENCH_REPEAT=5 BENCH_VARIANTS=before,seal node --import tsx bench/seal-encode.ts
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import duckdb from '@duckdb/node-bindings';
 import * as pq from 'parquet-wasm';
 import { DuckDialect } from '../cloud/batch/dialect.js';
 import { DELTA_COLUMNS, DayColumns, ROW_GROUP_ROWS, sealWriterProperties } from '../cloud/ingest/parquet.js';
@@ -80,8 +83,70 @@ const cpuMs = () => {
 };
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 
+/**
+ * DuckDB's own Parquet writer (the batch's engine), measured as the seal would run it: the day's
+ * columns copied into a table by data chunks (device, metric, gateway as ENUMs of the dictionaries,
+ * so their ids are copied, no string per row), then COPY ... (FORMAT parquet, zstd, v2 encodings),
+ * one thread. Its options: what follows PARQUET_VERSION V2 in the COPY. DuckDB has no per-column
+ * encoding: a number column keeps a dictionary while it fits DICTIONARY_SIZE_LIMIT, else it goes
+ * DELTA_BINARY_PACKED (integers) or BYTE_STREAM_SPLIT (doubles); an ENUM is always a dictionary.
+ */
+const DUCK_VARIANTS: Record<string, string> = {
+  duckdb: '',
+  'duckdb-no-number-dict': ', DICTIONARY_SIZE_LIMIT 1',
+};
+
+async function duckWrite(conn: duckdb.Connection, c: DayColumns, path: string, options: string): Promise<void> {
+  const q = (x: string) => `'${x.replace(/'/g, "''")}'`;
+  const en = (values: string[]) => `ENUM(${values.map(q).join(', ')})`;
+  await duckdb.query(conn, `CREATE OR REPLACE TEMP TABLE seal_rows (device ${en(c.device.values)}, metric ${en(c.metric.values)}, ts TIMESTAMPTZ, value DOUBLE, gateway ${en(c.gateway.values)}, seq BIGINT, epoch BIGINT)`);
+  const app = duckdb.appender_create(conn, null, 'seal_rows');
+  const types = [0, 1, 2, 3, 4, 5, 6].map((i) => duckdb.appender_column_type(app, i));
+  const width = (t: duckdb.LogicalType) => ({ [duckdb.Type.UTINYINT]: 1, [duckdb.Type.USMALLINT]: 2 } as Record<number, number>)[duckdb.enum_internal_type(t)] ?? 4;
+  const chunk = duckdb.create_data_chunk(types);
+  const V = duckdb.vector_size();
+  const i64 = new BigInt64Array(V);
+  const h = new Int32Array(i64.buffer);
+  const put = (k: number, a: ArrayBufferView, bytes: number) => duckdb.copy_data_to_vector(duckdb.data_chunk_get_vector(chunk, k), 0, a.buffer as ArrayBuffer, a.byteOffset, bytes);
+  const ids = (k: number, idx: Int32Array, off: number, m: number) => {
+    const w = width(types[k]);
+    if (w === 4) return put(k, idx.subarray(off, off + m), m * 4);
+    const a = w === 1 ? new Uint8Array(m) : new Uint16Array(m);
+    for (let i = 0; i < m; i++) a[i] = idx[off + i];
+    put(k, a, m * w);
+  };
+  const int64 = (k: number, f: Float64Array, off: number, m: number, scale: number) => {
+    for (let i = 0; i < m; i++) {
+      const x = f[off + i] * scale;
+      const hi = Math.floor(x / 4294967296);
+      h[2 * i] = (x - hi * 4294967296) | 0;
+      h[2 * i + 1] = hi;
+    }
+    put(k, i64, m * 8);
+  };
+  for (let off = 0; off < c.length; off += V) {
+    const m = Math.min(V, c.length - off);
+    duckdb.data_chunk_reset(chunk);
+    ids(0, c.device.idx, off, m);
+    ids(1, c.metric.idx, off, m);
+    int64(2, c.ts, off, m, 1000);
+    put(3, c.value.subarray(off, off + m), m * 8);
+    ids(4, c.gateway.idx, off, m);
+    int64(5, c.seq, off, m, 1);
+    int64(6, c.epoch, off, m, 1);
+    duckdb.data_chunk_set_size(chunk, m);
+    duckdb.append_data_chunk(app, chunk);
+  }
+  duckdb.appender_close_sync(app);
+  await duckdb.query(conn, `COPY seal_rows TO ${q(path)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${ROW_GROUP_ROWS}, PARQUET_VERSION V2${options})`);
+  await duckdb.query(conn, 'DROP TABLE seal_rows');
+}
+
 async function main(): Promise<void> {
-  const names = env.BENCH_VARIANTS ? env.BENCH_VARIANTS.split(',') : Object.keys(VARIANTS);
+  const names = env.BENCH_VARIANTS ? env.BENCH_VARIANTS.split(',') : [...Object.keys(VARIANTS), ...Object.keys(DUCK_VARIANTS)];
+  const cfg = duckdb.create_config();
+  duckdb.set_config(cfg, 'threads', '1');
+  const duckConn = await duckdb.connect(await duckdb.open(':memory:', cfg));
   const dir = mkdtempSync(join(tmpdir(), 'seal-encode-'));
   const cols = rows();
   const table = cols.table();
@@ -89,6 +154,16 @@ async function main(): Promise<void> {
   const { tableToIPC } = await import('apache-arrow');
   for (let r = 0; r < REPEAT; r++) {
     for (const name of names) {
+      if (name in DUCK_VARIANTS) {
+        const file = join(dir, `${name}-${r}.parquet`);
+        const t0 = cpuMs();
+        await duckWrite(duckConn, cols, file, DUCK_VARIANTS[name]);
+        const t = cpuMs() - t0;
+        const e = res.get(name) ?? { enc: [], bytes: statSync(file).size, scan: [], agg: [], file };
+        e.enc.push(t);
+        res.set(name, e);
+        continue;
+      }
       const ipc = tableToIPC(table, 'stream');
       const t0 = cpuMs();
       const out = pq.writeParquet(pq.Table.fromIPCStream(ipc), VARIANTS[name]());

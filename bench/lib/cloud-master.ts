@@ -167,13 +167,16 @@ export async function writeMaster(dataDir: string, shape: FleetShape, state: Str
   let nEpochs = 0;
   await db.exec('BEGIN IMMEDIATE');
   try {
+    const epochRows = async () => (await db.all<{ n: number }>('SELECT COUNT(*) AS n FROM epochs'))[0].n;
+    nEpochs -= await epochRows();
     await insertFiles(db, catalog, Date.now());
     for (let g = 0; g < shape.gateways; g++) {
       const first = epochs[g][0]?.firstSeq;
       if (first !== undefined) await addRanges(db, { table: 'sealed', gateway: gatewayNames[g] }, [{ from: first, to: state.seq[g] }]);
       await addRanges(db, { table: 'received', gateway: gatewayNames[g] }, first !== undefined ? [{ from: first, to: state.seq[g] }] : []);
-      nEpochs += await insertEpochs(db, gatewayNames[g], epochs[g]);
+      await insertEpochs(db, new Map([[gatewayNames[g], epochs[g]]]));
     }
+    nEpochs += await epochRows();
     await db.exec('COMMIT');
   } catch (err) {
     await db.exec('ROLLBACK').catch(() => undefined);

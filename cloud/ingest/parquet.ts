@@ -9,6 +9,7 @@
  * encoded; the embedded Arrow schema says dictionary<int32, utf8>); ts: INT64
  * TIMESTAMP(MILLIS, isAdjustedToUTC=true); value: DOUBLE; seq, epoch: INT64.
  */
+import { open } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -302,9 +303,10 @@ export function encodeParquet(table: arrow.Table): Uint8Array {
 }
 
 /**
- * The worker's whole program: an IPC stream in (encode), or a day's columns in (encodeColumns: the
- * Arrow table and the per-gateway bounds are built here too, so a seal costs the main thread
- * nothing but the postMessage), Parquet out. Plain JS evaluated as a worker (no TypeScript loader
+ * The worker's whole program: an IPC stream in, Parquet out (encode); or a day's columns and a path
+ * in (writeColumns: the Arrow table, the per-gateway bounds, the encoding, the file's write and its
+ * fsync all here, so a seal's file costs the main thread a postMessage and no copy of its bytes),
+ * the file's size and bounds out. Plain JS evaluated as a worker (no TypeScript loader
  * needed there, under tsx or jest alike); parquet-wasm's and apache-arrow's paths come in
  * workerData. It builds the same table as DayColumns.table() and the same bounds as
  * DayColumns.gatewayStats() (test/cloud/ingest-seal.test.ts holds them equal).
@@ -318,7 +320,9 @@ if (workerData.nice) {
     if (tid > 0) require('node:os').setPriority(tid, workerData.nice);
   } catch { /* elsewhere, or not allowed: the default priority */ }
 }
-const pq = import(workerData.parquetWasm);
+const fs = require('node:fs');
+let pqLoaded = null;
+const pq = () => (pqLoaded = pqLoaded || import(workerData.parquetWasm));
 let A = null;
 const utf8 = new TextEncoder();
 function dict(col, n) {
@@ -376,22 +380,40 @@ function writerProperties(m) {
   for (const c of workerData.deltaColumns) b = b.setColumnDictionaryEnabled(c, false).setColumnEncoding(c, m.Encoding.DELTA_BINARY_PACKED);
   return b.build();
 }
-parentPort.on('message', async ({ id, ipc, columns }) => {
+// fsync a file written here; its size.
+function syncFile(path) {
+  const fd = fs.openSync(path, 'r+');
   try {
-    const m = await pq;
-    const gateways = columns ? stats(columns) : undefined;
-    const out = m.writeParquet(m.Table.fromIPCStream(columns ? ipcOf(columns) : ipc), writerProperties(m));
-    parentPort.postMessage({ id, out, gateways }, [out.buffer]);
+    fs.fsyncSync(fd);
+    return fs.fstatSync(fd).size;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+parentPort.on('message', async ({ id, ipc, columns, path }) => {
+  try {
+    if (path) {
+      // A seal's day: written to \`path\` and fsynced here (its bytes never go to the main
+      // thread); the caller links it into master/.
+      const m = await pq();
+      const gateways = stats(columns);
+      fs.writeFileSync(path, m.writeParquet(m.Table.fromIPCStream(ipcOf(columns)), writerProperties(m)));
+      parentPort.postMessage({ id, bytes: syncFile(path), gateways });
+      return;
+    }
+    const m = await pq();
+    const out = m.writeParquet(m.Table.fromIPCStream(ipc), writerProperties(m));
+    parentPort.postMessage({ id, out }, [out.buffer]);
   } catch (err) {
     parentPort.postMessage({ id, error: String(err && err.stack || err) });
   }
 });
 `;
 
-/** A day's Parquet file and the per-gateway bounds of its rows. */
-export interface EncodedDay { bytes: Uint8Array; gateways: GatewayStats }
+/** A day's Parquet file as written (and fsynced) at the path given: its size and the per-gateway bounds of its rows. */
+export interface WrittenDay { bytes: number; gateways: GatewayStats }
 
-type Reply = { id: number; out?: Uint8Array; gateways?: GatewayStats; error?: string };
+type Reply = { id: number; out?: Uint8Array; bytes?: number; gateways?: GatewayStats; error?: string };
 
 /**
  * Parquet encoding off the event loop: a million rows take about half a second of synchronous
@@ -413,24 +435,37 @@ export class ParquetEncoder {
     this.nice = nice;
   }
 
+  /**
+   * Write a day's columns as Parquet at `path` and fsync it, all in the worker (table, bounds,
+   * encoding, the file's write and fsync): the columns' buffers are transferred, not copied, so `c`
+   * is empty afterwards, and the file's bytes never come back to this thread. On this thread if
+   * there is no worker. A failure may leave a partial file at `path`.
+   */
+  async writeColumns(c: DayColumns, path: string): Promise<WrittenDay> {
+    const w = this.inline || this.closed ? null : this.start();
+    if (!w) {
+      const gateways = c.gatewayStats();
+      const bytes = encodeParquet(c.table());
+      const fh = await open(path, 'w');
+      try {
+        await fh.writeFile(bytes);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      return { bytes: bytes.length, gateways };
+    }
+    const { message, transfer } = c.detach();
+    const r = await this.post(w, { columns: message, path }, transfer);
+    return { bytes: r.bytes!, gateways: r.gateways! };
+  }
+
   async encode(table: arrow.Table): Promise<Uint8Array> {
     const ipc = arrow.tableToIPC(table, 'stream');
     const w = this.inline || this.closed ? null : this.start();
     if (!w) return encodeParquetIpc(ipc);
     const r = await this.post(w, { ipc }, [ipc.buffer as ArrayBuffer]);
     return r.out!;
-  }
-
-  /**
-   * Encode a day's columns, table building and bounds included, in the worker: the columns' buffers
-   * are transferred, not copied, so `c` is empty afterwards. On this thread if there is no worker.
-   */
-  async encodeColumns(c: DayColumns): Promise<EncodedDay> {
-    const w = this.inline || this.closed ? null : this.start();
-    if (!w) return { gateways: c.gatewayStats(), bytes: encodeParquet(c.table()) };
-    const { message, transfer } = c.detach();
-    const r = await this.post(w, { columns: message }, transfer);
-    return { bytes: r.out!, gateways: r.gateways! };
   }
 
   private post(w: Worker, body: object, transfer: ArrayBuffer[]): Promise<Reply> {
@@ -452,8 +487,8 @@ export class ParquetEncoder {
         const p = this.pending.get(m.id);
         if (!p) return;
         this.pending.delete(m.id);
-        if (m.out) p.resolve({ ...m, out: new Uint8Array(m.out.buffer, m.out.byteOffset, m.out.byteLength) });
-        else p.reject(new Error(`parquet worker: ${m.error}`));
+        if (m.error !== undefined) p.reject(new Error(`parquet worker: ${m.error}`));
+        else p.resolve(m.out ? { ...m, out: new Uint8Array(m.out.buffer, m.out.byteOffset, m.out.byteLength) } : m);
       });
       const fail = (err: Error) => {
         if (this.worker !== w) return;

@@ -9,6 +9,7 @@
 import type { BraidError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import type { GroupCommitRequest, IngestTx } from '../store/ingest.js';
+import type { EpochRow } from '../store/ingest-state.js';
 import { type FutureReadings, futureReadings } from './clock.js';
 import { IngestEpochConflictError, IngestSeqSkipError, MAX_LISTED_SKIPS } from './errors.js';
 import { missing, normalize, type Range } from './ranges.js';
@@ -63,10 +64,14 @@ interface GatewayState { added: Range[]; maxSeq: number; stored: number }
 const fmtRanges = (rs: Range[]) => rs.slice(0, 3).map((r) => (r.from === r.to ? `${r.from}` : `${r.from}..${r.to}`)).join(', ')
   + (rs.length > 3 ? ` and ${rs.length - 3} more range(s)` : '');
 
-/** The first epoch record of `b` whose span differs from the stored one (or another of b's), as a message; null when none. */
-async function epochConflict(tx: IngestTx, g: string, b: IngestBatch): Promise<string | null> {
+/**
+ * The first epoch record of `b` whose span differs from the stored one (or another of b's), as a
+ * message; null when none. `known`: the gateway's epochs stored, and those of this group's batches
+ * accepted before `b` (insertEpochs records them at the group's end).
+ */
+function epochConflict(known: Map<number, EpochRow> | undefined, g: string, b: IngestBatch): string | null {
   if (b.epochs.length === 0) return null;
-  const seen = new Map<number, { firstSeq: number; lastSeq: number }>();
+  const seen = new Map<number, EpochRow>();
   for (const e of b.epochs) {
     const other = seen.get(e.epoch);
     if (other && (other.firstSeq !== e.firstSeq || other.lastSeq !== e.lastSeq)) {
@@ -74,9 +79,9 @@ async function epochConflict(tx: IngestTx, g: string, b: IngestBatch): Promise<s
     }
     seen.set(e.epoch, e);
   }
-  for (const s of await tx.storedEpochs(g, [...seen.keys()])) {
-    const e = seen.get(s.epoch)!;
-    if (s.firstSeq !== e.firstSeq || s.lastSeq !== e.lastSeq) {
+  for (const e of seen.values()) {
+    const s = known?.get(e.epoch);
+    if (s && (s.firstSeq !== e.firstSeq || s.lastSeq !== e.lastSeq)) {
       return `epochs: epoch ${s.epoch} of gateway ${g} is stored as seqs ${s.firstSeq}..${s.lastSeq}, this batch says ${e.firstSeq}..${e.lastSeq}; `
         + 'a closed epoch never changes (a gateway whose data dir was reset needs a new gateway id); nothing of this batch was stored';
     }
@@ -122,10 +127,9 @@ export async function commitGroupIn(tx: IngestTx, req: GroupCommitRequest): Prom
   if (p.lines.length > 0) {
     // [INV-1] durable before the COMMIT that makes it count.
     const placed = await req.stage(p.lines);
-    for (const [g, ranges] of p.added) await tx.addReceived(g, ranges);
-    for (const [segment, byGateway] of placed) {
-      for (const [g, ranges] of byGateway) await tx.addStaged(segment, g, ranges);
-    }
+    // Every gateway's at once: a few statements a group, not ~4 a gateway.
+    await tx.addReceivedAll(p.added);
+    for (const [segment, byGateway] of placed) await tx.addStagedAll(segment, byGateway);
   }
   return p;
 }
@@ -140,6 +144,13 @@ export async function planGroup(tx: IngestTx, batches: IngestBatch[], now: numbe
   const outcomes: RequestOutcome[] = [];
   // Nothing below writes `received` (commitGroupIn does, after staging): read for every gateway at once.
   const storedMax = batches.length > 0 ? await tx.maxReceived([...new Set(batches.map((b) => b.gateway))]) : new Map<string, number>();
+  // The stored spans of every epoch the group's batches name, in one read (was one a batch); the
+  // new ones are inserted at the end in one statement (was one a batch), and meanwhile kept here.
+  const asked = new Map<string, number[]>();
+  for (const b of batches) if (b.epochs.length > 0) asked.set(b.gateway, [...(asked.get(b.gateway) ?? []), ...b.epochs.map((e) => e.epoch)]);
+  const knownEpochs = new Map<string, Map<number, EpochRow>>();
+  if (asked.size > 0) for (const [g, rows] of await tx.storedEpochs(asked)) knownEpochs.set(g, new Map(rows.map((r) => [r.epoch, r])));
+  const epochsToInsert = new Map<string, EpochRow[]>();
   for (const b of batches) {
     const g = b.gateway;
     let st = state.get(g);
@@ -161,14 +172,23 @@ export async function planGroup(tx: IngestTx, batches: IngestBatch[], now: numbe
       outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, newLostReadings: 0, refused: new IngestSeqSkipError(message, details), future: null });
       continue;
     }
-    const conflict = await epochConflict(tx, g, b);
+    const conflict = epochConflict(knownEpochs.get(g), g, b);
     if (conflict) {
       log.warn({ gateway: g, firstSeq: b.firstSeq, lastSeq: b.lastSeq }, conflict);
       outcomes.push({ ackSeq: 0, stored: 0, duplicates: 0, newEpochs: 0, newGaps: 0, newLostReadings: 0, refused: new IngestEpochConflictError(conflict), future: null });
       continue;
     }
     const { added: newGaps, lostReadings: newLostReadings } = await tx.insertGaps(g, b.gaps, now);
-    const newEpochs = await tx.insertEpochs(g, b.epochs);
+    let newEpochs = 0;
+    for (const e of b.epochs) {
+      let known = knownEpochs.get(g);
+      if (!known) knownEpochs.set(g, known = new Map());
+      // Insert-once by (gateway, epoch): a resent one is kept as first stored.
+      if (known.has(e.epoch)) continue;
+      known.set(e.epoch, e);
+      epochsToInsert.set(g, [...(epochsToInsert.get(g) ?? []), e]);
+      newEpochs++;
+    }
 
     let fresh: ReadingColumns | null = null;
     const n = b.readings.length;
@@ -196,6 +216,7 @@ export async function planGroup(tx: IngestTx, batches: IngestBatch[], now: numbe
     }
     outcomes.push({ ackSeq: b.lastSeq, stored, duplicates: n - stored, newEpochs, newGaps, newLostReadings, future });
   }
+  if (epochsToInsert.size > 0) await tx.insertEpochs(epochsToInsert);
   const added = new Map<string, Range[]>();
   for (const [g, st] of state) if (st.added.length > 0) added.set(g, st.added);
   return { outcomes, lines, added };

@@ -45,3 +45,38 @@ export function missing(ranges: Range[], from: number, to: number): Range[] {
   if (cur <= to) out.push({ from: cur, to });
   return out;
 }
+
+/** A gateway's range row in a range set table (received, sealed, staged): its key and extent. */
+export interface GatewayRange { gateway: string; from: number; to: number }
+
+/**
+ * The rows to delete, update (the same from_seq, a new to_seq) and insert so that a merged range set
+ * also holds `add` (by gateway), given `near`: every row of the set that overlaps or touches a range
+ * of `add` (rangesNear's rows for each, repeats allowed). Rows not near any added range touch no
+ * merged range either (the set was merged), so they stay as they are, as does a near row that
+ * merged into nothing larger. The common case, a set growing at its end, is one update.
+ */
+export function rangeChanges(near: GatewayRange[], add: Map<string, Range[]>): { del: GatewayRange[]; upd: GatewayRange[]; ins: GatewayRange[] } {
+  const byGateway = new Map<string, Map<number, Range>>();
+  for (const r of near) {
+    let m = byGateway.get(r.gateway);
+    if (!m) byGateway.set(r.gateway, m = new Map());
+    m.set(r.from, { from: r.from, to: r.to });
+  }
+  const del: GatewayRange[] = [];
+  const upd: GatewayRange[] = [];
+  const ins: GatewayRange[] = [];
+  for (const [gateway, ranges] of add) {
+    if (ranges.length === 0) continue;
+    const have = byGateway.get(gateway) ?? new Map<number, Range>();
+    const merged = normalize([...have.values(), ...ranges]);
+    const starts = new Set(merged.map((m) => m.from));
+    for (const h of have.values()) if (!starts.has(h.from)) del.push({ gateway, ...h });
+    for (const m of merged) {
+      const h = have.get(m.from);
+      if (!h) ins.push({ gateway, ...m });
+      else if (h.to !== m.to) upd.push({ gateway, ...m });
+    }
+  }
+  return { del, upd, ins };
+}

@@ -18,14 +18,14 @@
  * 5. Delete the staging file.
  */
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { Logger } from '../../shared/logger.js';
 import type { IngestStore } from '../store/ingest.js';
 import type { CatalogEntry } from '../store/ingest-state.js';
 import type { IngestMetrics } from './metrics.js';
-import { type DayColumns, type ParquetEncoder, dayString } from './parquet.js';
+import { type DayColumns, type ParquetEncoder, type WrittenDay, dayString } from './parquet.js';
 import { type Range, covers, normalize } from './ranges.js';
 import { type GatewayRuns, SegmentImage } from './segment-image.js';
 import { fsyncDir, readSegment } from './staging.js';
@@ -65,9 +65,10 @@ export interface SealReport {
   dropped: number;
   /** Where the rows came from: the committer's image of the segment, or its file. */
   from: 'memory' | 'file';
-  /** Time spent reading the segment (0 from memory), writing Parquet, and in all, in ms. */
+  /** Time spent reading the segment (0 from memory), writing Parquet, in the two cloud.db transactions (steps 2 and 4), and in all, in ms. */
   readMs: number;
   writeMs: number;
+  storeMs: number;
   ms: number;
   /** The event loop's delay while this seal ran (what requests waited for a turn meanwhile), p99 and max, in ms. */
   loopDelayP99Ms: number;
@@ -160,6 +161,7 @@ export class Sealer {
     const inFile = new Map<string, Range[]>();
     for (const [g, st] of perGateway) inFile.set(g, normalize(st.runs));
     const { valid, adopted, lost } = await this.d.store.sealBegin(seg.id, inFile);
+    const t1b = performance.now();
     if (lost.length > 0) {
       // Acknowledged seqs that `staged` vouches for and the file does not hold: the file is still
       // being written (a segment taken for sealing too early) or damaged. Sealing it now would drop
@@ -179,13 +181,14 @@ export class Sealer {
     const t3 = performance.now();
 
     await this.d.store.sealCommit(seg.id, files, valid, this.now());
+    const t4 = performance.now();
     await this.d.removeSegment(seg.path);
 
     const ms = performance.now() - t0;
     this.d.metrics.sealedReadings.inc(kept);
     this.d.metrics.sealSeconds.observe(ms / 1000);
     return { segment: seg.id, rows: kept, files: files.map((f) => f.path), adopted, dropped: total - kept, from,
-      readMs: Math.round(t1 - t0), writeMs: Math.round(t3 - t2), ms: Math.round(ms),
+      readMs: Math.round(t1 - t0), writeMs: Math.round(t3 - t2), storeMs: Math.round(t1b - t1 + t4 - t3), ms: Math.round(ms),
       // The histogram counts in ns; a loop turn no longer than the resolution is about 5 ms here.
       loopDelayP99Ms: Math.round(loop.percentile(99) / 1e6), loopDelayMaxMs: Math.round(loop.max / 1e6) };
   }
@@ -235,20 +238,19 @@ export class Sealer {
     const existing = await stat(target).catch(() => null);
     if (existing) return { path: rel, day, rows, gateways: c.gatewayStats(), bytes: existing.size };
 
-    // The columns move to the worker (not copied): `c` is empty from here on.
-    const { bytes, gateways } = await this.d.encoder.encodeColumns(c);
-    const entry = { path: rel, day, rows, gateways };
     const tmpDir = join(this.d.dataDir, 'tmp');
     await mkdir(tmpDir, { recursive: true });
     // A name of this process's own: in cluster mode a node whose staging was claimed from it may still
     // be sealing a segment the claimant seals too (both link the same target; the second finds it).
     const tmp = join(tmpDir, `part-${segment}-${day}.${process.pid}-${randomBytes(3).toString('hex')}.parquet.tmp`);
-    const fh = await open(tmp, 'w');
+    // The columns move to the worker (not copied: `c` is empty from here on), which writes the file
+    // and fsyncs it; nothing of it comes back to this thread.
+    let written: WrittenDay;
     try {
-      await fh.writeFile(bytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
+      written = await this.d.encoder.writeColumns(c, tmp);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
     }
     const created = await mkdir(dayDir, { recursive: true });
     if (created) await fsyncDir(join(this.d.dataDir, 'master'));
@@ -260,6 +262,6 @@ export class Sealer {
     }
     await unlink(tmp);
     await fsyncDir(dayDir);
-    return { ...entry, bytes: bytes.length };
+    return { path: rel, day, rows, gateways: written.gateways, bytes: written.bytes };
   }
 }

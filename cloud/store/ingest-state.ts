@@ -5,8 +5,8 @@
  * transactions (the WriteQueue): that is what makes a read-decide-write sequence safe against a
  * second ingest process on the same data dir.
  */
-import { normalize, type Range } from '../ingest/ranges.js';
-import { type Db, chunkRows, placeholders } from '../../shared/sqlite.js';
+import { type GatewayRange, type Range, normalize, rangeChanges } from '../ingest/ranges.js';
+import { type Db, MAX_SQL_PARAMS, chunkRows, placeholders } from '../../shared/sqlite.js';
 
 /** A merged range set: a table and the key that picks one set in it. */
 export type RangeSet =
@@ -50,6 +50,47 @@ export async function addRanges(db: Db, set: RangeSet, ranges: Range[]): Promise
       await db.run(`DELETE FROM ${set.table} WHERE ${k.where} AND from_seq IN ${placeholders(1, chunk.length)}`, [...k.params, ...chunk.map((n) => n.from)]);
     }
     await db.run(`INSERT INTO ${set.table} (${k.cols}, from_seq, to_seq) VALUES (${k.params.map(() => '?').join(', ')}, ?, ?)`, [...k.params, merged.from, merged.to]);
+  }
+}
+
+/**
+ * addRanges for many gateways at once (a group commit's or a seal's: up to ~50 gateways): one read
+ * of the rows that overlap or touch any added range (rangesNear's predicate for each), then a
+ * DELETE, an UPDATE and an INSERT of the rows that change, each only when there are some
+ * (ranges.ts rangeChanges), per chunk of parameters, instead of two or more statements per gateway.
+ * A set growing at its end (every gateway's, as the forwarder sends) is the read and one UPDATE.
+ * `segment`: the staged set of that segment.
+ */
+export async function addRangesAll(db: Db, table: 'received' | 'sealed' | 'staged', byGateway: Map<string, Range[]>, segment?: string): Promise<void> {
+  const items: GatewayRange[] = [];
+  for (const [gateway, ranges] of byGateway) for (const r of normalize(ranges)) items.push({ gateway, ...r });
+  if (items.length === 0) return;
+  const staged = table === 'staged';
+  if (staged !== (segment !== undefined)) throw new Error('addRangesAll: a segment for staged, and only for staged');
+  const seg = staged ? [segment] : [];
+  const near: GatewayRange[] = [];
+  for (const chunk of chunkRows(items, 3, MAX_SQL_PARAMS - 1)) {
+    near.push(...await db.all<GatewayRange>(
+      `WITH v(gateway, f, t) AS (VALUES ${placeholders(chunk.length, 3)})
+       SELECT s.gateway AS gateway, s.from_seq AS "from", s.to_seq AS "to" FROM v JOIN ${table} s
+         ON ${staged ? 's.segment = ? AND ' : ''}s.gateway = v.gateway AND s.from_seq <= v.t + 1 AND s.to_seq >= v.f - 1
+        AND s.from_seq >= COALESCE((SELECT MAX(x.from_seq) FROM ${table} x
+          WHERE ${staged ? 'x.segment = s.segment AND ' : ''}x.gateway = v.gateway AND x.from_seq <= v.f - 1), v.f - 1)`,
+      [...chunk.flatMap((r) => [r.gateway, r.from, r.to]), ...seg]));
+  }
+  const { del, upd, ins } = rangeChanges(near, byGateway);
+  for (const chunk of chunkRows(del, 2, MAX_SQL_PARAMS - 1)) {
+    await db.run(`DELETE FROM ${table} WHERE ${staged ? 'segment = ? AND ' : ''}(gateway, from_seq) IN (VALUES ${placeholders(chunk.length, 2)})`,
+      [...seg, ...chunk.flatMap((r) => [r.gateway, r.from])]);
+  }
+  for (const chunk of chunkRows(upd, 3, MAX_SQL_PARAMS - 1)) {
+    await db.run(`WITH v(gateway, f, t) AS (VALUES ${placeholders(chunk.length, 3)})
+       UPDATE ${table} SET to_seq = v.t FROM v WHERE ${staged ? `${table}.segment = ? AND ` : ''}${table}.gateway = v.gateway AND ${table}.from_seq = v.f`,
+      [...chunk.flatMap((r) => [r.gateway, r.from, r.to]), ...seg]);
+  }
+  for (const chunk of chunkRows(ins, staged ? 4 : 3)) {
+    await db.run(`INSERT INTO ${table} (${staged ? 'segment, ' : ''}gateway, from_seq, to_seq) VALUES ${placeholders(chunk.length, staged ? 4 : 3)}`,
+      chunk.flatMap((r) => [...seg, r.gateway, r.from, r.to]));
   }
 }
 
@@ -99,23 +140,28 @@ export const CLOUD_LOST_REASON = 'cloud_lost';
 /** min_ts and max_ts of a gap record whose event-time range is unknown (no reading has a negative ts). */
 export const UNKNOWN_TS = -1;
 
-/** Record closed epochs; a resent one is kept as first stored. Returns how many were new. */
-export async function insertEpochs(db: Db, gateway: string, epochs: EpochRow[]): Promise<number> {
-  let added = 0;
-  for (const chunk of chunkRows(epochs, 4, 4000)) {
-    const params: unknown[] = [];
-    for (const e of chunk) params.push(gateway, e.epoch, e.firstSeq, e.lastSeq);
-    added += (await db.run(`INSERT OR IGNORE INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${placeholders(chunk.length, 4)}`, params)).changes;
+/** Insert-once by (gateway, epoch): a group's new epochs of every gateway, per chunk of 4,000 parameters. */
+export async function insertEpochs(db: Db, byGateway: Map<string, EpochRow[]>): Promise<void> {
+  const rows = [...byGateway].flatMap(([gateway, epochs]) => epochs.map((e) => [gateway, e.epoch, e.firstSeq, e.lastSeq]));
+  for (const chunk of chunkRows(rows, 4, 4000)) {
+    await db.run(`INSERT OR IGNORE INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${placeholders(chunk.length, 4)}`, chunk.flat());
   }
-  return added;
 }
 
-/** The stored spans of these epochs of a gateway (those stored; per chunk of 500, in the database's order). */
-export async function storedEpochs(db: Db, gateway: string, epochs: number[]): Promise<EpochRow[]> {
-  const out: EpochRow[] = [];
-  for (const chunk of chunkRows(epochs, 1, 500)) {
-    out.push(...await db.all<EpochRow>(
-      `SELECT epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs WHERE gateway = ? AND epoch IN ${placeholders(1, chunk.length)}`, [gateway, ...chunk]));
+/** The stored spans of these epochs, by gateway (those stored): one read per 500 of them, for every gateway of a group. */
+export async function storedEpochs(db: Db, byGateway: Map<string, number[]>): Promise<Map<string, EpochRow[]>> {
+  const out = new Map<string, EpochRow[]>();
+  const asked = [...byGateway].flatMap(([gateway, epochs]) => [...new Set(epochs)].map((epoch) => [gateway, epoch]));
+  for (const chunk of chunkRows(asked, 2, 1000)) {
+    const rows = await db.all<EpochRow & { gateway: string }>(
+      `WITH v(gateway, epoch) AS (VALUES ${placeholders(chunk.length, 2)})
+       SELECT e.gateway AS gateway, e.epoch AS epoch, e.first_seq AS "firstSeq", e.last_seq AS "lastSeq" FROM v JOIN epochs e ON e.gateway = v.gateway AND e.epoch = v.epoch`,
+      chunk.flat());
+    for (const { gateway, ...e } of rows) {
+      const l = out.get(gateway) ?? [];
+      l.push(e);
+      out.set(gateway, l);
+    }
   }
   return out;
 }

@@ -90,10 +90,10 @@ export interface IngestTx {
   receivedNear(gateway: string, from: number, to: number): Promise<Range[]>;
   /** Gap-record ranges of the gateway that overlap [from, to]. */
   gapRangesIn(gateway: string, from: number, to: number): Promise<Range[]>;
-  /** The stored spans of these epochs of the gateway (those stored). */
-  storedEpochs(gateway: string, epochs: number[]): Promise<EpochRow[]>;
-  /** Insert-once by (gateway, epoch); how many were new. */
-  insertEpochs(gateway: string, epochs: EpochRow[]): Promise<number>;
+  /** The stored spans of these epochs, by gateway (those stored): one read for a whole group's batches. */
+  storedEpochs(byGateway: Map<string, number[]>): Promise<Map<string, EpochRow[]>>;
+  /** Insert-once by (gateway, epoch), a whole group's new epochs in one statement. */
+  insertEpochs(byGateway: Map<string, EpochRow[]>): Promise<void>;
   /** Insert-once by (gateway, id); how many were new, and the seqs of the new cloud_lost ones. */
   insertGaps(gateway: string, gaps: GapRow[], now: number): Promise<{ added: number; lostReadings: number }>;
   recordFutureReadings(gateway: string, f: FutureReadings, now: number): Promise<void>;
@@ -103,4 +103,8 @@ export interface IngestTx {
   stagedRanges(segment: string): Promise<Map<string, Range[]>>;
   addReceived(gateway: string, ranges: Range[]): Promise<void>;
   addStaged(segment: string, gateway: string, ranges: Range[]): Promise<void>;
+  /** addReceived for every gateway of a group at once: a read, a delete and an insert, not ~4 statements per gateway. */
+  addReceivedAll(byGateway: Map<string, Range[]>): Promise<void>;
+  /** addStaged for every gateway of a group in this segment at once. */
+  addStagedAll(segment: string, byGateway: Map<string, Range[]>): Promise<void>;
 }

@@ -3,7 +3,7 @@
  * stored readings with their `day` partition, the catalog and `sealed` agree, staging is emptied,
  * segments rotate by size and by age, and no master file is ever modified [INV-4]. A process's own
  * segments are sealed from the columns its committer kept (nothing read back), with the same result
- * as from the file; the worker's Parquet equals this thread's.
+ * as from the file; the worker's Parquet (which it writes and fsyncs itself) equals this thread's.
  */
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -180,7 +180,7 @@ test('[INV-1] a segment file that lacks staged seqs (still being written, or dam
   expectMaster(rows, 'gw-1', [...first, ...second]);
 });
 
-test("the Parquet worker builds the same file and per-gateway bounds as this thread, takes the columns' buffers without a copy, and runs at its nice value", async () => {
+test("the Parquet worker builds the same file and per-gateway bounds as this thread, takes the columns' buffers without a copy, writes and fsyncs the file itself, and runs at its nice value", async () => {
   const fill = (c: DayColumns) => {
     for (let i = 0; i < 3000; i++) {
       const g = i % 3 === 0 ? 'gw-ä' : 'gw-2';
@@ -195,7 +195,11 @@ test("the Parquet worker builds the same file and per-gateway bounds as this thr
   try {
     const here = { bytes: encodeParquet(mine.table()), gateways: mine.gatewayStats() };
     const ts = theirs.ts;
-    const there = await encoder.encodeColumns(theirs);
+    // The worker writes and fsyncs the file itself (the seal's path); its bytes are read back here.
+    const path = join(dir.path, 'day.parquet');
+    const written = await encoder.writeColumns(theirs, path);
+    const there = { bytes: readFileSync(path), gateways: written.gateways };
+    expect(written.bytes).toBe(there.bytes.length);
     expect(ts.byteLength).toBe(0); // transferred
     expect(theirs.length).toBe(0);
     const rows = (b: Uint8Array) => arrow.tableFromIPC(pq.readParquet(b).intoIPCStream()).toArray().map((r) => r.toJSON());

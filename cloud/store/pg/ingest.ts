@@ -20,7 +20,7 @@
 import type pg from 'pg';
 import { clockOffsetParams, clockOffsetsUpsert } from '../../ingest/clock.js';
 import { type GroupPlan, commitGroupIn } from '../../ingest/plan.js';
-import { type Range, normalize } from '../../ingest/ranges.js';
+import { type GatewayRange, type Range, normalize, rangeChanges } from '../../ingest/ranges.js';
 import { planSeal } from '../../ingest/seal-plan.js';
 import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../ingest.js';
 import { StagingLeaseLostError } from '../nodes.js';
@@ -83,6 +83,41 @@ async function addRanges(c: pg.PoolClient, table: RangeTable, key: string[], ran
   }
 }
 
+/**
+ * ingest-state.ts addRangesAll: addRanges for many gateways in one read and a delete, an update and
+ * an insert, each only when needed (arrays as parameters: no chunking). `segment`: the staged set.
+ */
+async function addRangesAll(c: pg.PoolClient, table: RangeTable, byGateway: Map<string, Range[]>, segment?: string): Promise<void> {
+  const items: GatewayRange[] = [];
+  for (const [gateway, ranges] of byGateway) for (const r of normalize(ranges)) items.push({ gateway, ...r });
+  if (items.length === 0) return;
+  const staged = table === 'staged';
+  if (staged !== (segment !== undefined)) throw new Error('addRangesAll: a segment for staged, and only for staged');
+  const seg = staged ? [segment] : [];
+  const near = await c.query<GatewayRange>(
+    `SELECT s.gateway, s.from_seq AS "from", s.to_seq AS "to"
+     FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(gateway, f, t) JOIN ${table} s
+       ON ${staged ? 's.segment = $4 AND ' : ''}s.gateway = v.gateway AND s.from_seq <= v.t + 1 AND s.to_seq >= v.f - 1
+      AND s.from_seq >= COALESCE((SELECT MAX(x.from_seq) FROM ${table} x
+        WHERE ${staged ? 'x.segment = s.segment AND ' : ''}x.gateway = v.gateway AND x.from_seq <= v.f - 1), v.f - 1)`,
+    [items.map((r) => r.gateway), items.map((r) => r.from), items.map((r) => r.to), ...seg]);
+  const { del, upd, ins } = rangeChanges(near.rows.map((r) => ({ gateway: r.gateway, from: Number(r.from), to: Number(r.to) })), byGateway);
+  if (del.length > 0) {
+    await c.query(`DELETE FROM ${table} WHERE ${staged ? 'segment = $3 AND ' : ''}(gateway, from_seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))`,
+      [del.map((r) => r.gateway), del.map((r) => r.from), ...seg]);
+  }
+  if (upd.length > 0) {
+    await c.query(`UPDATE ${table} AS s SET to_seq = v.t FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(gateway, f, t)
+       WHERE ${staged ? 's.segment = $4 AND ' : ''}s.gateway = v.gateway AND s.from_seq = v.f`,
+      [upd.map((r) => r.gateway), upd.map((r) => r.from), upd.map((r) => r.to), ...seg]);
+  }
+  if (ins.length > 0) {
+    await c.query(`INSERT INTO ${table} (${staged ? 'segment, ' : ''}gateway, from_seq, to_seq)
+       SELECT ${staged ? '$4::text, ' : ''}* FROM unnest($1::text[], $2::bigint[], $3::bigint[])`,
+      [ins.map((r) => r.gateway), ins.map((r) => r.from), ins.map((r) => r.to), ...seg]);
+  }
+}
+
 function pgIngestTx(c: pg.PoolClient): IngestTx {
   return {
     maxReceived: async (gs) => new Map((await c.query<{ gateway: string; to: number | null }>(
@@ -91,16 +126,21 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
     receivedNear: (g, from, to) => rangesNear(c, 'received', [g], from, to),
     gapRangesIn: async (g, from, to) => (await c.query<Range>(
       'SELECT from_seq AS "from", to_seq AS "to" FROM gaps WHERE gateway = $1 AND to_seq >= $2 AND from_seq <= $3', [g, from, to])).rows,
-    storedEpochs: async (g, epochs) => (await c.query<EpochRow>(
-      'SELECT epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs WHERE gateway = $1 AND epoch = ANY($2::bigint[]) ORDER BY epoch', [g, epochs])).rows,
-    insertEpochs: async (g, epochs) => {
-      let added = 0;
-      for (const chunk of chunks(epochs, 4)) {
-        const r = await c.query(`INSERT INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${values(chunk.length, 4)} ON CONFLICT DO NOTHING`,
-          chunk.flatMap((e) => [g, e.epoch, e.firstSeq, e.lastSeq]));
-        added += r.rowCount ?? 0;
-      }
-      return added;
+    storedEpochs: async (byGateway) => {
+      const asked = [...byGateway].flatMap(([g, epochs]) => [...new Set(epochs)].map((e) => [g, e] as const));
+      const r = await c.query<EpochRow & { gateway: string }>(
+        `SELECT e.gateway, e.epoch, e.first_seq AS "firstSeq", e.last_seq AS "lastSeq"
+         FROM unnest($1::text[], $2::bigint[]) AS v(gateway, epoch) JOIN epochs e ON e.gateway = v.gateway AND e.epoch = v.epoch`,
+        [asked.map((x) => x[0]), asked.map((x) => x[1])]);
+      const out = new Map<string, EpochRow[]>();
+      for (const { gateway, ...e } of r.rows) out.set(gateway, [...(out.get(gateway) ?? []), { epoch: Number(e.epoch), firstSeq: Number(e.firstSeq), lastSeq: Number(e.lastSeq) }]);
+      return out;
+    },
+    insertEpochs: async (byGateway) => {
+      const rows = [...byGateway].flatMap(([g, epochs]) => epochs.map((e) => ({ g, ...e })));
+      if (rows.length === 0) return;
+      await c.query(`INSERT INTO epochs (gateway, epoch, first_seq, last_seq) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) ON CONFLICT DO NOTHING`,
+        [rows.map((x) => x.g), rows.map((x) => x.epoch), rows.map((x) => x.firstSeq), rows.map((x) => x.lastSeq)]);
     },
     insertGaps: async (g, gaps, now) => {
       let added = 0;
@@ -138,6 +178,8 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
     },
     addReceived: (g, ranges) => addRanges(c, 'received', [g], ranges),
     addStaged: (segment, g, ranges) => addRanges(c, 'staged', [segment, g], ranges),
+    addReceivedAll: (byGateway) => addRangesAll(c, 'received', byGateway),
+    addStagedAll: (segment, byGateway) => addRangesAll(c, 'staged', byGateway, segment),
   };
 }
 
@@ -186,7 +228,7 @@ export class PgIngestStore implements IngestStore {
             chunk.flatMap((g) => [f.path, g.gateway, g.minSeq, g.maxSeq, g.minEpoch, g.maxEpoch, g.rows]));
         }
       }
-      for (const [g, ranges] of valid) if (ranges.length > 0) await addRanges(c, 'sealed', [g], ranges);
+      await addRangesAll(c, 'sealed', valid);
       await c.query('DELETE FROM staged WHERE segment = $1', [segment]);
     });
   }

@@ -12,6 +12,7 @@
  * - a group whose staging throws leaves nothing: the resend is decided afresh [INV-1];
  * - sealBegin: vouched seqs, unvouched ones adopted only when nobody holds them, staged seqs the
  *   file lost reported and never valid; repeated, the same answer;
+ * - many gateways' ranges recorded at once (a group's, a seal's) keep every range set merged;
  * - sealCommit: catalog, sealed (merged across segments), staged rows out; committed twice, the same catalog.
  */
 import type { IngestStore, Placement, GroupCommitRequest } from '../../../cloud/store/ingest.js';
@@ -198,6 +199,23 @@ export function ingestStoreConformance(name: string, factory: () => Promise<Inge
       expect((await s.commitGroup(request([good], st.stage))).outcomes).toEqual([accepted({ ackSeq: 20, stored: 10, newEpochs: 1 })]);
     });
 
+    test('within one group, a batch\'s epochs count as stored for the batches after it: the same span is no new epoch, another span a conflict', async () => {
+      const st = stager();
+      const first = batch('gw-1', 1, 10, { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 10 }] });
+      const same = batch('gw-1', 11, 20, { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 10 }, { epoch: 2, firstSeq: 11, lastSeq: 20 }] });
+      const other = batch('gw-1', 21, 30, { epochs: [{ epoch: 2, firstSeq: 11, lastSeq: 21 }] });
+      const gw2 = batch('gw-2', 1, 5, { epochs: [{ epoch: 1, firstSeq: 1, lastSeq: 5 }] });
+      const plan = await s.commitGroup(request([first, same, other, gw2], st.stage));
+      expect(plan.outcomes.map((o) => [o.stored, o.newEpochs, o.refused?.code ?? null])).toEqual([
+        [10, 1, null], [10, 1, null], [0, 0, 'BRAID_ERR_INGEST_EPOCH_CONFLICT'], [5, 1, null],
+      ]);
+      expect(plan.outcomes[2].refused!.message).toMatch(/epoch 2 of gateway gw-1 is stored as seqs 11\.\.20, this batch says 11\.\.21/);
+      expect(await epochs()).toEqual([
+        { gateway: 'gw-1', epoch: 1, first_seq: 1, last_seq: 10 }, { gateway: 'gw-1', epoch: 2, first_seq: 11, last_seq: 20 },
+        { gateway: 'gw-2', epoch: 1, first_seq: 1, last_seq: 5 },
+      ]);
+    });
+
     test('gap records are kept once, account for their seqs, and cloud_lost ones count their seqs', async () => {
       const st = stager();
       const b = batch('gw-1', 1, 5, { gaps: [gap(1, 6, 10)], lastSeq: 10 });
@@ -271,6 +289,26 @@ export function ingestStoreConformance(name: string, factory: () => Promise<Inge
       const other = await (await h.another()).sealBegin('seg-1', inFile);
       expect(other.valid).toEqual(first.valid);
       expect(other.adopted).toBe(0);
+    });
+
+    test('many gateways\' ranges recorded at once keep every set merged: a range joining two rows, one spanning several, one apart, one growing at its end, a new gateway', async () => {
+      const sealed = () => h.rows('SELECT gateway, from_seq, to_seq FROM sealed ORDER BY gateway, from_seq');
+      const valid = (m: Record<string, Array<[number, number]>>) => new Map(Object.entries(m).map(([g, rs]) => [g, rs.map(([from, to]) => ({ from, to }))]));
+      const rows = (g: string, rs: Array<[number, number]>) => rs.map(([from_seq, to_seq]) => ({ gateway: g, from_seq, to_seq }));
+      await s.sealCommit('seg-a', [], valid({ 'gw-1': [[1, 10], [21, 30], [41, 50]], 'gw-2': [[1, 5], [8, 9], [12, 13], [20, 30]], 'gw-3': [[1, 100]] }), T);
+      expect(await sealed()).toEqual([...rows('gw-1', [[1, 10], [21, 30], [41, 50]]), ...rows('gw-2', [[1, 5], [8, 9], [12, 13], [20, 30]]), ...rows('gw-3', [[1, 100]])]);
+      await s.sealCommit('seg-b', [], valid({ 'gw-1': [[11, 20], [60, 70]], 'gw-2': [[4, 25]], 'gw-3': [[101, 200]], 'gw-4': [[7, 9]] }), T);
+      expect(await sealed()).toEqual([
+        ...rows('gw-1', [[1, 30], [41, 50], [60, 70]]), ...rows('gw-2', [[1, 30]]), ...rows('gw-3', [[1, 200]]), ...rows('gw-4', [[7, 9]]),
+      ]);
+      // received and staged the same way, in one group of three gateways (a hole filled, a set grown, a new one).
+      const st = stager('seg-1');
+      await s.commitGroup(request([batch('gw-1', 1, 10), batch('gw-2', 1, 5)], st.stage));
+      await s.commitGroup(request([batch('gw-1', 21, 30, { gaps: [gap(1, 11, 20)] }), batch('gw-2', 6, 9)], st.stage));
+      await s.commitGroup(request([batch('gw-1', 11, 20), batch('gw-2', 10, 12), batch('gw-3', 1, 4)], st.stage));
+      const want = [...rows('gw-1', [[1, 30]]), ...rows('gw-2', [[1, 12]]), ...rows('gw-3', [[1, 4]])];
+      expect(await received()).toEqual(want);
+      expect(await staged()).toEqual(want.map((r) => ({ segment: 'seg-1', ...r })));
     });
 
     test('sealCommit: catalog, sealed merged across segments, staged rows out; committed twice, the same catalog', async () => {
