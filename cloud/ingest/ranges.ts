@@ -80,3 +80,14 @@ export function rangeChanges(near: GatewayRange[], add: Map<string, Range[]>): {
   }
   return { del, upd, ins };
 }
+
+/**
+ * What addRangesAll (the SQLite and PostgreSQL stores) adds to a range set table: every gateway's
+ * ranges normalized, in one list, and the parameter that picks the segment's set in `staged`.
+ */
+export function rangesToAdd(table: 'received' | 'sealed' | 'staged', byGateway: Map<string, Range[]>, segment?: string): { items: GatewayRange[]; seg: string[] } {
+  if ((table === 'staged') !== (segment !== undefined)) throw new Error('addRangesAll: a segment for staged, and only for staged');
+  const items: GatewayRange[] = [];
+  for (const [gateway, ranges] of byGateway) for (const r of normalize(ranges)) items.push({ gateway, ...r });
+  return { items, seg: segment === undefined ? [] : [segment] };
+}

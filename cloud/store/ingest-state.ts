@@ -5,7 +5,7 @@
  * transactions (the WriteQueue): that is what makes a read-decide-write sequence safe against a
  * second ingest process on the same data dir.
  */
-import { type GatewayRange, type Range, normalize, rangeChanges } from '../ingest/ranges.js';
+import { type GatewayRange, type Range, normalize, rangeChanges, rangesToAdd } from '../ingest/ranges.js';
 import { type Db, MAX_SQL_PARAMS, chunkRows, placeholders } from '../../shared/sqlite.js';
 
 /** A merged range set: a table and the key that picks one set in it. */
@@ -62,12 +62,9 @@ export async function addRanges(db: Db, set: RangeSet, ranges: Range[]): Promise
  * `segment`: the staged set of that segment.
  */
 export async function addRangesAll(db: Db, table: 'received' | 'sealed' | 'staged', byGateway: Map<string, Range[]>, segment?: string): Promise<void> {
-  const items: GatewayRange[] = [];
-  for (const [gateway, ranges] of byGateway) for (const r of normalize(ranges)) items.push({ gateway, ...r });
+  const { items, seg } = rangesToAdd(table, byGateway, segment);
   if (items.length === 0) return;
   const staged = table === 'staged';
-  if (staged !== (segment !== undefined)) throw new Error('addRangesAll: a segment for staged, and only for staged');
-  const seg = staged ? [segment] : [];
   const near: GatewayRange[] = [];
   for (const chunk of chunkRows(items, 3, MAX_SQL_PARAMS - 1)) {
     near.push(...await db.all<GatewayRange>(

@@ -20,7 +20,7 @@
 import type pg from 'pg';
 import { clockOffsetParams, clockOffsetsUpsert } from '../../ingest/clock.js';
 import { type GroupPlan, commitGroupIn } from '../../ingest/plan.js';
-import { type GatewayRange, type Range, normalize, rangeChanges } from '../../ingest/ranges.js';
+import { type GatewayRange, type Range, normalize, rangeChanges, rangesToAdd } from '../../ingest/ranges.js';
 import { planSeal } from '../../ingest/seal-plan.js';
 import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../ingest.js';
 import { StagingLeaseLostError } from '../nodes.js';
@@ -88,12 +88,9 @@ async function addRanges(c: pg.PoolClient, table: RangeTable, key: string[], ran
  * an insert, each only when needed (arrays as parameters: no chunking). `segment`: the staged set.
  */
 async function addRangesAll(c: pg.PoolClient, table: RangeTable, byGateway: Map<string, Range[]>, segment?: string): Promise<void> {
-  const items: GatewayRange[] = [];
-  for (const [gateway, ranges] of byGateway) for (const r of normalize(ranges)) items.push({ gateway, ...r });
+  const { items, seg } = rangesToAdd(table, byGateway, segment);
   if (items.length === 0) return;
   const staged = table === 'staged';
-  if (staged !== (segment !== undefined)) throw new Error('addRangesAll: a segment for staged, and only for staged');
-  const seg = staged ? [segment] : [];
   const near = await c.query<GatewayRange>(
     `SELECT s.gateway, s.from_seq AS "from", s.to_seq AS "to"
      FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(gateway, f, t) JOIN ${table} s
