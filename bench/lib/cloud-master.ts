@@ -2,7 +2,7 @@
  * A master dataset written directly, the way ingest's seal leaves it (docs/cloud-storage.md): zstd
  * Parquet files `master/day=D/part-<segment>.parquet` built with cloud/ingest/parquet.ts
  * (DayColumns, the same encoder the sealer runs in its worker), and the cloud.db rows the batch
- * reads, written with cloud/store/ingest-state.ts (the sealer's own insertFiles/addRanges and
+ * reads, written with cloud/store/ingest-state.ts (the sealer's own insertFiles/addRangesAll and
  * ingest's insertEpochs): `files`, `file_gateways`, `sealed`, `epochs`. Minutes instead of hours of
  * ingest for ten million readings.
  *
@@ -18,7 +18,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DayColumns, ParquetEncoder, dayString } from '../../cloud/ingest/parquet.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
-import { addRanges, insertEpochs, insertFiles, type CatalogEntry } from '../../cloud/store/ingest-state.js';
+import { addRangesAll, insertEpochs, insertFiles, type CatalogEntry } from '../../cloud/store/ingest-state.js';
 import { DAY_MS } from '../../shared/time.js';
 
 export interface FleetShape {
@@ -172,8 +172,9 @@ export async function writeMaster(dataDir: string, shape: FleetShape, state: Str
     await insertFiles(db, catalog, Date.now());
     for (let g = 0; g < shape.gateways; g++) {
       const first = epochs[g][0]?.firstSeq;
-      if (first !== undefined) await addRanges(db, { table: 'sealed', gateway: gatewayNames[g] }, [{ from: first, to: state.seq[g] }]);
-      await addRanges(db, { table: 'received', gateway: gatewayNames[g] }, first !== undefined ? [{ from: first, to: state.seq[g] }] : []);
+      const held = new Map([[gatewayNames[g], first !== undefined ? [{ from: first, to: state.seq[g] }] : []]]);
+      await addRangesAll(db, 'sealed', held);
+      await addRangesAll(db, 'received', held);
       await insertEpochs(db, new Map([[gatewayNames[g], epochs[g]]]));
     }
     nEpochs += await epochRows();

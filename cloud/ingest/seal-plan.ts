@@ -27,6 +27,8 @@ export async function planSeal(tx: IngestTx, segment: string, inFile: Map<string
   const staged = await tx.stagedRanges(segment);
   const valid = new Map<string, Range[]>();
   const lost: SealBegin['lost'] = [];
+  /** The lines adopted, by gateway: recorded in `received` and `staged` together at the end (the reads above are per gateway). */
+  const adopts = new Map<string, Range[]>();
   let adopted = 0;
   for (const [g, ranges] of staged) {
     if (!inFile.has(g)) lost.push({ gateway: g, lost: ranges });
@@ -41,12 +43,15 @@ export async function planSeal(tx: IngestTx, segment: string, inFile: Map<string
       adopt.push(...missing(held, e.from, e.to));
     }
     if (adopt.length > 0) {
-      await tx.addReceived(g, adopt);
-      await tx.addStaged(segment, g, adopt);
+      adopts.set(g, adopt);
       adopted += adopt.reduce((s, r) => s + r.to - r.from + 1, 0);
     }
     // Only what the file holds: a staged seq lost from the file must not look sealed.
     valid.set(g, intersect(normalize([...have, ...adopt]), file));
+  }
+  if (adopts.size > 0) {
+    await tx.addReceivedAll(adopts);
+    await tx.addStagedAll(segment, adopts);
   }
   return { valid, adopted, lost };
 }

@@ -7,7 +7,7 @@
 import type { Db, WriteQueue } from '../../shared/sqlite.js';
 import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../store/ingest.js';
 import {
-  type CatalogEntry, addRanges, addRangesAll, deleteStaged, gapRangesIn, insertEpochs, insertFiles, insertGaps, maxReceived, rangesNear, stagedRanges, storedEpochs,
+  type CatalogEntry, addRangesAll, deleteStaged, gapRangesIn, insertEpochs, insertFiles, insertGaps, maxReceived, rangesNear, stagedRanges, storedEpochs,
 } from '../store/ingest-state.js';
 import { recordClockOffsets, recordFutureReadings } from './clock.js';
 import { type GroupPlan, commitGroupIn } from './plan.js';
@@ -26,8 +26,6 @@ function sqliteIngestTx(db: Db): IngestTx {
     recordFutureReadings: (g, f, now) => recordFutureReadings(db, g, f, now),
     recordClockOffsets: (offsets, now) => recordClockOffsets(db, offsets, now),
     stagedRanges: (segment) => stagedRanges(db, segment),
-    addReceived: (g, ranges) => addRanges(db, { table: 'received', gateway: g }, ranges),
-    addStaged: (segment, g, ranges) => addRanges(db, { table: 'staged', segment, gateway: g }, ranges),
     addReceivedAll: (byGateway) => addRangesAll(db, 'received', byGateway),
     addStagedAll: (segment, byGateway) => addRangesAll(db, 'staged', byGateway, segment),
   };

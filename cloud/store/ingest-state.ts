@@ -5,7 +5,7 @@
  * transactions (the WriteQueue): that is what makes a read-decide-write sequence safe against a
  * second ingest process on the same data dir.
  */
-import { type GatewayRange, type Range, normalize, rangeChanges, rangesToAdd } from '../ingest/ranges.js';
+import { type GatewayRange, type Range, rangeChanges, rangesToAdd } from '../ingest/ranges.js';
 import { type Db, MAX_SQL_PARAMS, chunkRows, placeholders } from '../../shared/sqlite.js';
 
 /** A merged range set: a table and the key that picks one set in it. */
@@ -13,10 +13,10 @@ export type RangeSet =
   | { table: 'received' | 'sealed'; gateway: string }
   | { table: 'staged'; segment: string; gateway: string };
 
-function keyOf(set: RangeSet): { where: string; params: string[]; cols: string; } {
+function keyOf(set: RangeSet): { where: string; params: string[] } {
   return set.table === 'staged'
-    ? { where: 'segment = ? AND gateway = ?', params: [set.segment, set.gateway], cols: 'segment, gateway' }
-    : { where: 'gateway = ?', params: [set.gateway], cols: 'gateway' };
+    ? { where: 'segment = ? AND gateway = ?', params: [set.segment, set.gateway] }
+    : { where: 'gateway = ?', params: [set.gateway] };
 }
 
 /**
@@ -34,30 +34,12 @@ export async function rangesNear(db: Db, set: RangeSet, from: number, to: number
   return rows.filter((r) => r.to >= from - 1);
 }
 
-/** Add `ranges` to `set`, keeping it merged (no two rows overlap or touch). */
-export async function addRanges(db: Db, set: RangeSet, ranges: Range[]): Promise<void> {
-  const k = keyOf(set);
-  for (const r of normalize(ranges)) {
-    const near = await rangesNear(db, set, r.from, r.to);
-    const merged = normalize([r, ...near])[0];
-    if (near.length === 1 && near[0].from === merged.from && near[0].to === merged.to) continue;
-    if (near.length === 1 && near[0].from === merged.from) {
-      // The common case, a range growing at its end (the next batch of a gateway): one statement, not a DELETE and an INSERT.
-      await db.run(`UPDATE ${set.table} SET to_seq = ? WHERE ${k.where} AND from_seq = ?`, [merged.to, ...k.params, merged.from]);
-      continue;
-    }
-    for (const chunk of chunkRows(near, 1, 500)) {
-      await db.run(`DELETE FROM ${set.table} WHERE ${k.where} AND from_seq IN ${placeholders(1, chunk.length)}`, [...k.params, ...chunk.map((n) => n.from)]);
-    }
-    await db.run(`INSERT INTO ${set.table} (${k.cols}, from_seq, to_seq) VALUES (${k.params.map(() => '?').join(', ')}, ?, ?)`, [...k.params, merged.from, merged.to]);
-  }
-}
-
 /**
- * addRanges for many gateways at once (a group commit's or a seal's: up to ~50 gateways): one read
- * of the rows that overlap or touch any added range (rangesNear's predicate for each), then a
- * DELETE, an UPDATE and an INSERT of the rows that change, each only when there are some
- * (ranges.ts rangeChanges), per chunk of parameters, instead of two or more statements per gateway.
+ * Add each gateway's ranges to its set in `table`, keeping every set merged (no two rows overlap
+ * or touch), for all the gateways of a group commit or a seal at once (up to ~50): one read of the
+ * rows that overlap or touch any added range (rangesNear's predicate for each), then a DELETE, an
+ * UPDATE and an INSERT of the rows that change, each only when there are some (ranges.ts
+ * rangeChanges), per chunk of parameters, instead of two or more statements per gateway.
  * A set growing at its end (every gateway's, as the forwarder sends) is the read and one UPDATE.
  * `segment`: the staged set of that segment.
  */

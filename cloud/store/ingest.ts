@@ -101,10 +101,8 @@ export interface IngestTx {
   recordClockOffsets(offsets: Array<{ gateway: string; offsetMs: number }>, now: number): Promise<void>;
   /** The segment's `staged` ranges by gateway. */
   stagedRanges(segment: string): Promise<Map<string, Range[]>>;
-  addReceived(gateway: string, ranges: Range[]): Promise<void>;
-  addStaged(segment: string, gateway: string, ranges: Range[]): Promise<void>;
-  /** addReceived for every gateway of a group at once: a read, a delete and an insert, not ~4 statements per gateway. */
+  /** Add each gateway's ranges to its `received` set, kept merged: every gateway of a group at once (a read, then an update, a delete and an insert as needed). */
   addReceivedAll(byGateway: Map<string, Range[]>): Promise<void>;
-  /** addStaged for every gateway of a group in this segment at once. */
+  /** The same for each gateway's `staged` set of this segment. */
   addStagedAll(segment: string, byGateway: Map<string, Range[]>): Promise<void>;
 }

@@ -20,7 +20,7 @@
 import type pg from 'pg';
 import { clockOffsetParams, clockOffsetsUpsert } from '../../ingest/clock.js';
 import { type GroupPlan, commitGroupIn } from '../../ingest/plan.js';
-import { type GatewayRange, type Range, normalize, rangeChanges, rangesToAdd } from '../../ingest/ranges.js';
+import { type GatewayRange, type Range, rangeChanges, rangesToAdd } from '../../ingest/ranges.js';
 import { planSeal } from '../../ingest/seal-plan.js';
 import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../ingest.js';
 import { StagingLeaseLostError } from '../nodes.js';
@@ -64,28 +64,9 @@ async function rangesNear(c: pg.PoolClient, table: RangeTable, key: string[], fr
   return r.rows.filter((x) => x.to >= from - 1);
 }
 
-/** ingest-state.ts addRanges: the set stays merged (no two rows overlap or touch). */
-async function addRanges(c: pg.PoolClient, table: RangeTable, key: string[], ranges: Range[]): Promise<void> {
-  const where = table === 'staged' ? 'segment = $1 AND gateway = $2' : 'gateway = $1';
-  const cols = table === 'staged' ? 'segment, gateway' : 'gateway';
-  const n = key.length;
-  for (const r of normalize(ranges)) {
-    const near = await rangesNear(c, table, key, r.from, r.to);
-    const merged = normalize([r, ...near])[0];
-    if (near.length === 1 && near[0].from === merged.from && near[0].to === merged.to) continue;
-    if (near.length === 1 && near[0].from === merged.from) {
-      // The common case, a range growing at its end: one statement.
-      await c.query(`UPDATE ${table} SET to_seq = $${n + 2} WHERE ${where} AND from_seq = $${n + 1}`, [...key, merged.from, merged.to]);
-      continue;
-    }
-    if (near.length > 0) await c.query(`DELETE FROM ${table} WHERE ${where} AND from_seq = ANY($${n + 1}::bigint[])`, [...key, near.map((x) => x.from)]);
-    await c.query(`INSERT INTO ${table} (${cols}, from_seq, to_seq) VALUES ${values(1, n + 2)}`, [...key, merged.from, merged.to]);
-  }
-}
-
 /**
- * ingest-state.ts addRangesAll: addRanges for many gateways in one read and a delete, an update and
- * an insert, each only when needed (arrays as parameters: no chunking). `segment`: the staged set.
+ * ingest-state.ts addRangesAll: every gateway's ranges added to its set, each set kept merged, in one
+ * read and a delete, an update and an insert, each only when needed (arrays as parameters: no chunking). `segment`: the staged set.
  */
 async function addRangesAll(c: pg.PoolClient, table: RangeTable, byGateway: Map<string, Range[]>, segment?: string): Promise<void> {
   const { items, seg } = rangesToAdd(table, byGateway, segment);
@@ -173,8 +154,6 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
       }
       return out;
     },
-    addReceived: (g, ranges) => addRanges(c, 'received', [g], ranges),
-    addStaged: (segment, g, ranges) => addRanges(c, 'staged', [segment, g], ranges),
     addReceivedAll: (byGateway) => addRangesAll(c, 'received', byGateway),
     addStagedAll: (segment, byGateway) => addRangesAll(c, 'staged', byGateway, segment),
   };
