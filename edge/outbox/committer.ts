@@ -8,7 +8,7 @@ import type { Logger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
-import { ACKED_SEQ_KEY, DEDUP_FLUSHED_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES, SERIES_MAX } from '../store/schema.js';
+import { ACKED_SEQ_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, flushDedupKeysSql, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES, SERIES_MAX } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
 import type sqlite3 from 'sqlite3';
 
@@ -142,10 +142,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS group_commit_insert INSTEAD OF INSERT ON group
   INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) SELECT NEW.epoch, NEW.first, NEW.open_last, NEW.now WHERE NEW.open_last IS NOT NULL;
   INSERT INTO outbox_rows (seq, epoch, series, ts, value, late)
     SELECT NEW.first + j.key, NEW.epoch, j.value->>3, j.value->>0, (j.value->>1) * pow(2, j.value->>2), MAX(0, NEW.now - (j.value->>0)) FROM jsonb_each(NEW.rows) j;
-  INSERT OR IGNORE INTO dedup_keys (key, late) SELECT ${dedupKeySql('ts', 'series')}, late FROM outbox_rows
-    WHERE NEW.flush IS NOT NULL AND seq > ${DEDUP_FLUSHED_SQL} AND seq <= NEW.flush ORDER BY 1;
-  INSERT INTO meta (key, value) SELECT '${DEDUP_FLUSHED_KEY}', NEW.flush WHERE NEW.flush IS NOT NULL
-    ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER));
+  ${flushDedupKeysSql('NEW.flush', 'NEW.flush IS NOT NULL').join(';\n  ')};
   INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
     SELECT j.value->>0, j.value->>1, j.value->>2, NEW.epoch, j.value->>3, (j.value->>4) * pow(2, j.value->>5), (j.value->>6) * pow(2, j.value->>7),
       (j.value->>8) * pow(2, j.value->>9), (j.value->>10) * pow(2, j.value->>11), (j.value->>12) * pow(2, j.value->>13), j.value->>16,

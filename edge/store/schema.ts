@@ -359,15 +359,28 @@ async function migrateToV3(db: Db): Promise<void> {
 }
 
 /**
+ * The two statements of flushDedupKeys, with `upTo` an SQL expression (a parameter, or the group
+ * commit trigger's NEW.flush) and both run only `when` (an SQL condition).
+ */
+export function flushDedupKeysSql(upTo: string, when = 'true'): [string, string] {
+  return [
+    `INSERT OR IGNORE INTO dedup_keys (key, late) SELECT ${dedupKeySql('ts', 'series')}, late FROM outbox_rows
+    WHERE ${when} AND seq > ${DEDUP_FLUSHED_SQL} AND seq <= ${upTo} ORDER BY 1`,
+    // WHERE always there: an upsert's SELECT needs one to parse.
+    `INSERT INTO meta (key, value) SELECT '${DEDUP_FLUSHED_KEY}', ${upTo} WHERE ${when}
+    ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))`,
+  ];
+}
+
+/**
  * Copy the identities of the outbox rows up to `upTo` not yet in dedup_keys there, sorted by key,
  * and move DEDUP_FLUSHED_KEY up to `upTo` (never down). Inside the caller's transaction: before an
  * outbox row is deleted, its identity must be in dedup_keys [INV-2].
  */
 export async function flushDedupKeys(db: Db, upTo: number): Promise<void> {
-  await db.run(`INSERT OR IGNORE INTO dedup_keys (key, late) SELECT ${dedupKeySql('ts', 'series')}, late FROM outbox_rows
-    WHERE seq > ${DEDUP_FLUSHED_SQL} AND seq <= ? ORDER BY 1`, [upTo]);
-  await db.run(`INSERT INTO meta (key, value) VALUES ('${DEDUP_FLUSHED_KEY}', ?)
-    ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))`, [upTo]);
+  const [keys, mark] = flushDedupKeysSql('?');
+  await db.run(keys, [upTo]);
+  await db.run(mark, [upTo]);
 }
 
 /** A second connection for reads (windows, forwarder, health): sees committed data only. */
