@@ -3,7 +3,7 @@
  * (docs/ingest-protocol.md), and the one transaction that applies the cloud's acknowledgement.
  */
 import { type Db, type WriteQueue, chunkRows, placeholders } from '../../shared/sqlite.js';
-import { ACKED_SEQ_KEY, flushDedupKeys, getMeta, OUTBOX_ROW_OVERHEAD_BYTES, setMeta } from '../store/schema.js';
+import { ACKED_SEQ_KEY, flushDedupKeys, getMeta, outboxRowBytesSql, setMeta } from '../store/schema.js';
 
 export { ACKED_SEQ_KEY };
 /** Most epoch or gap records in one request; the rest ride along with later ones. */
@@ -172,7 +172,7 @@ export function applyAck(writes: WriteQueue, batch: Batch, ackSeq: number, prevA
     if (upTo > 0) await flushDedupKeys(db, upTo);
     const deleted = upTo > 0
       ? await db.all<{ bytes: number }>(
-        `DELETE FROM outbox_rows WHERE seq <= ? RETURNING (SELECT LENGTH(s.device) + LENGTH(s.metric) + ${OUTBOX_ROW_OVERHEAD_BYTES} FROM series s WHERE s.id = outbox_rows.series) AS bytes`, [upTo])
+        `DELETE FROM outbox_rows WHERE seq <= ? RETURNING (SELECT ${outboxRowBytesSql('s.device', 's.metric')} FROM series s WHERE s.id = outbox_rows.series) AS bytes`, [upTo])
       : [];
     await markIds(db, 'epochs', 'reported = 1', 'epoch', batch.epochs.map((e) => e.epoch));
     await markIds(db, 'gaps', 'sent = 1', 'id', batch.gaps.map((g) => g.id));

@@ -8,7 +8,7 @@ import type { Logger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
-import { ACKED_SEQ_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, flushDedupKeysSql, outboxRowBytes, OUTBOX_ROW_OVERHEAD_BYTES, SERIES_MAX } from '../store/schema.js';
+import { ACKED_SEQ_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, flushDedupKeysSql, outboxRowBytes, outboxRowBytesSql, SERIES_MAX } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
 import type sqlite3 from 'sqlite3';
 
@@ -867,7 +867,7 @@ export async function loadCommitterState(db: Db, now: number): Promise<Committer
   // Everything in an epoch left open is committed; no seq can join it after a restart.
   await db.run('UPDATE epochs SET last_seq = MAX(last_seq, ?) WHERE closed_at IS NULL AND epoch = (SELECT MAX(epoch) FROM epochs)', [lastSeq]);
   await db.run('UPDATE epochs SET closed_at = ? WHERE closed_at IS NULL', [now]);
-  const pending = await db.get<{ n: number; bytes: number | null }>(`SELECT COUNT(*) AS n, SUM(LENGTH(s.device) + LENGTH(s.metric) + ${OUTBOX_ROW_OVERHEAD_BYTES}) AS bytes FROM outbox_rows o JOIN series s ON s.id = o.series`);
+  const pending = await db.get<{ n: number; bytes: number | null }>(`SELECT COUNT(*) AS n, SUM(${outboxRowBytesSql('s.device', 's.metric')}) AS bytes FROM outbox_rows o JOIN series s ON s.id = o.series`);
   const q = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM quarantine');
   return {
     lastSeq,

@@ -411,3 +411,6 @@ export const OUTBOX_ROW_OVERHEAD_BYTES = 48;
 export function outboxRowBytes(device: string, metric: string): number {
   return device.length + metric.length + OUTBOX_ROW_OVERHEAD_BYTES;
 }
+
+/** outboxRowBytes in SQL, of the device's and the metric's text (SQL expressions). */
+export const outboxRowBytesSql = (device: string, metric: string) => `LENGTH(${device}) + LENGTH(${metric}) + ${OUTBOX_ROW_OVERHEAD_BYTES}`;
