@@ -3,10 +3,10 @@
  * TCP sockets: packet size, topic depth, per-device rate, CONNECT timeout, keepalive ceiling.
  * [INV-5] bad input costs only itself; [INV-6] what a limit refuses is counted.
  */
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
-import { CONNACK, PUBACK, PUBREC, collectPackets, connectPacket, publishPacket } from '../support/mqtt-raw.js';
+import { CONNACK, PUBACK, PUBREC, collectPackets, connectPacket, openSocket, publishPacket } from '../support/mqtt-raw.js';
 import {
   type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway,
 } from '../support/gateway.js';
@@ -49,14 +49,7 @@ function waitClose(c: MqttClient, timeoutMs = 3000): Promise<void> {
   });
 }
 
-function rawSocket(): Promise<Socket> {
-  const port = Number(new URL(tg!.mqttUrl).port);
-  return new Promise((resolve, reject) => {
-    const s = netConnect(port, '127.0.0.1', () => resolve(s));
-    s.once('error', reject);
-    sockets.push(s);
-  });
-}
+const rawSocket = () => openSocket(tg!.mqttUrl, sockets);
 
 describe('packet size', () => {
   const MAX = 1024;

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
-import { PUBCOMP, PUBREC, collectPackets, connectPacket, publishPacket, pubrelPacket } from '../support/mqtt-raw.js';
+import { PUBCOMP, PUBREC, collectPackets, connectPacket, openSocket, publishPacket, pubrelPacket } from '../support/mqtt-raw.js';
 import {
   type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway, tempDir,
 } from '../support/gateway.js';
@@ -69,13 +69,7 @@ function run(cmd: string, args: string[], timeoutMs = 10_000): Promise<{ code: n
   });
 }
 
-function rawSocket(): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect(Number(port()), '127.0.0.1', () => resolve(s));
-    s.once('error', reject);
-    sockets.push(s);
-  });
-}
+const rawSocket = () => openSocket(tg.mqttUrl, sockets);
 
 describe('retained messages', () => {
   it('clears the retain flag of a telemetry publish (counted), stores the reading, and replays nothing', async () => {

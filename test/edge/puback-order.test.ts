@@ -8,10 +8,10 @@
  * commit.
  */
 import { execFile } from 'node:child_process';
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { metricValue } from '../../shared/metrics.js';
 import type { GatewayConfig } from '../../edge/config.js';
-import { collectPackets, connectPacket, publishPacket, type Incoming } from '../support/mqtt-raw.js';
+import { collectPackets, connectPacket, openSocket, publishPacket, type Incoming } from '../support/mqtt-raw.js';
 import { type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway } from '../support/gateway.js';
 
 let tg: TestGateway | null = null;
@@ -36,12 +36,7 @@ const OUT_OF_BAND = { mqtt: { maxUnackedPerDevice: 256 } };
 async function device(overrides: DeepPartial<GatewayConfig> = OUT_OF_BAND): Promise<{ s: Socket; packets: Incoming[] }> {
   tg = await startTestGateway(overrides);
   const secret = await tg.addDevice('d1');
-  const port = Number(new URL(tg.mqttUrl).port);
-  const s = await new Promise<Socket>((resolve, reject) => {
-    const c = netConnect(port, '127.0.0.1', () => resolve(c));
-    c.once('error', reject);
-    sockets.push(c);
-  });
+  const s = await openSocket(tg.mqttUrl, sockets);
   const packets = collectPackets(s);
   s.write(connectPacket('d1', 'd1', secret, 30));
   await eventually(() => packets.some((p) => p.type === 2));

@@ -4,6 +4,18 @@
  * CONNECT and PUBLISH encoders and a reader for CONNACK and PUBACK. (MQTT.js costs tens of KB per
  * client, which would make the client side heavier than the brokers measured.)
  */
+import { connect as netConnect, type Socket } from 'node:net';
+
+/** A TCP connection to the broker at `mqttUrl` (mqtt://host:port), nothing sent yet; added to `opened` for the test's cleanup. */
+export function openSocket(mqttUrl: string, opened: Socket[]): Promise<Socket> {
+  const url = new URL(mqttUrl);
+  return new Promise((resolve, reject) => {
+    const s = netConnect(Number(url.port), url.hostname, () => resolve(s));
+    s.once('error', reject);
+    opened.push(s);
+  });
+}
+
 function varLength(n: number): number[] {
   const out: number[] = [];
   do {
