@@ -119,10 +119,29 @@ export const CLOUD_LOST_REASON = 'cloud_lost';
 /** min_ts and max_ts of a gap record whose event-time range is unknown (no reading has a negative ts). */
 export const UNKNOWN_TS = -1;
 
+/** A group's epoch rows of every gateway as (gateway, epoch, first_seq, last_seq) tuples (both stores' insertEpochs). */
+export function epochTuples(byGateway: Map<string, EpochRow[]>): Array<[string, number, number, number]> {
+  return [...byGateway].flatMap(([gateway, epochs]) => epochs.map((e): [string, number, number, number] => [gateway, e.epoch, e.firstSeq, e.lastSeq]));
+}
+
+/** The (gateway, epoch) pairs asked for, each once (both stores' storedEpochs). */
+export function epochsAsked(byGateway: Map<string, number[]>): Array<[string, number]> {
+  return [...byGateway].flatMap(([gateway, epochs]) => [...new Set(epochs)].map((epoch): [string, number] => [gateway, epoch]));
+}
+
+/** Stored epoch rows grouped by gateway, added to `out` (both stores' storedEpochs). */
+export function epochsByGateway(rows: Iterable<EpochRow & { gateway: string }>, out = new Map<string, EpochRow[]>()): Map<string, EpochRow[]> {
+  for (const { gateway, ...e } of rows) {
+    const l = out.get(gateway);
+    if (l) l.push(e);
+    else out.set(gateway, [e]);
+  }
+  return out;
+}
+
 /** Insert-once by (gateway, epoch): a group's new epochs of every gateway, per chunk of 4,000 parameters. */
 export async function insertEpochs(db: Db, byGateway: Map<string, EpochRow[]>): Promise<void> {
-  const rows = [...byGateway].flatMap(([gateway, epochs]) => epochs.map((e) => [gateway, e.epoch, e.firstSeq, e.lastSeq]));
-  for (const chunk of chunkRows(rows, 4, 4000)) {
+  for (const chunk of chunkRows(epochTuples(byGateway), 4, 4000)) {
     await db.run(`INSERT OR IGNORE INTO epochs (gateway, epoch, first_seq, last_seq) VALUES ${placeholders(chunk.length, 4)}`, chunk.flat());
   }
 }
@@ -130,17 +149,11 @@ export async function insertEpochs(db: Db, byGateway: Map<string, EpochRow[]>): 
 /** The stored spans of these epochs, by gateway (those stored): one read per 500 of them, for every gateway of a group. */
 export async function storedEpochs(db: Db, byGateway: Map<string, number[]>): Promise<Map<string, EpochRow[]>> {
   const out = new Map<string, EpochRow[]>();
-  const asked = [...byGateway].flatMap(([gateway, epochs]) => [...new Set(epochs)].map((epoch) => [gateway, epoch]));
-  for (const chunk of chunkRows(asked, 2, 1000)) {
-    const rows = await db.all<EpochRow & { gateway: string }>(
+  for (const chunk of chunkRows(epochsAsked(byGateway), 2, 1000)) {
+    epochsByGateway(await db.all<EpochRow & { gateway: string }>(
       `WITH v(gateway, epoch) AS (VALUES ${placeholders(chunk.length, 2)})
        SELECT e.gateway AS gateway, e.epoch AS epoch, e.first_seq AS "firstSeq", e.last_seq AS "lastSeq" FROM v JOIN epochs e ON e.gateway = v.gateway AND e.epoch = v.epoch`,
-      chunk.flat());
-    for (const { gateway, ...e } of rows) {
-      const l = out.get(gateway) ?? [];
-      l.push(e);
-      out.set(gateway, l);
-    }
+      chunk.flat()), out);
   }
   return out;
 }

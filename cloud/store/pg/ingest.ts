@@ -24,7 +24,7 @@ import { type GatewayRange, type Range, rangeChanges, rangesToAdd } from '../../
 import { planSeal } from '../../ingest/seal-plan.js';
 import type { GroupCommitRequest, IngestStore, IngestTx, SealBegin } from '../ingest.js';
 import { StagingLeaseLostError } from '../nodes.js';
-import { type CatalogEntry, CLOUD_LOST_REASON, type EpochRow, UNKNOWN_TS } from '../ingest-state.js';
+import { type CatalogEntry, CLOUD_LOST_REASON, type EpochRow, UNKNOWN_TS, epochTuples, epochsAsked, epochsByGateway } from '../ingest-state.js';
 import { PG_MAX_PARAMS } from './speed.js';
 import { pgTransaction } from './pool.js';
 import { asStoreError } from './unavailable.js';
@@ -105,20 +105,18 @@ function pgIngestTx(c: pg.PoolClient): IngestTx {
     gapRangesIn: async (g, from, to) => (await c.query<Range>(
       'SELECT from_seq AS "from", to_seq AS "to" FROM gaps WHERE gateway = $1 AND to_seq >= $2 AND from_seq <= $3', [g, from, to])).rows,
     storedEpochs: async (byGateway) => {
-      const asked = [...byGateway].flatMap(([g, epochs]) => [...new Set(epochs)].map((e) => [g, e] as const));
+      const asked = epochsAsked(byGateway);
       const r = await c.query<EpochRow & { gateway: string }>(
         `SELECT e.gateway, e.epoch, e.first_seq AS "firstSeq", e.last_seq AS "lastSeq"
          FROM unnest($1::text[], $2::bigint[]) AS v(gateway, epoch) JOIN epochs e ON e.gateway = v.gateway AND e.epoch = v.epoch`,
         [asked.map((x) => x[0]), asked.map((x) => x[1])]);
-      const out = new Map<string, EpochRow[]>();
-      for (const { gateway, ...e } of r.rows) out.set(gateway, [...(out.get(gateway) ?? []), { epoch: Number(e.epoch), firstSeq: Number(e.firstSeq), lastSeq: Number(e.lastSeq) }]);
-      return out;
+      return epochsByGateway(r.rows.map((e) => ({ gateway: e.gateway, epoch: Number(e.epoch), firstSeq: Number(e.firstSeq), lastSeq: Number(e.lastSeq) })));
     },
     insertEpochs: async (byGateway) => {
-      const rows = [...byGateway].flatMap(([g, epochs]) => epochs.map((e) => ({ g, ...e })));
+      const rows = epochTuples(byGateway);
       if (rows.length === 0) return;
       await c.query(`INSERT INTO epochs (gateway, epoch, first_seq, last_seq) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) ON CONFLICT DO NOTHING`,
-        [rows.map((x) => x.g), rows.map((x) => x.epoch), rows.map((x) => x.firstSeq), rows.map((x) => x.lastSeq)]);
+        [rows.map((x) => x[0]), rows.map((x) => x[1]), rows.map((x) => x[2]), rows.map((x) => x[3])]);
     },
     insertGaps: async (g, gaps, now) => {
       let added = 0;
