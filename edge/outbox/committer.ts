@@ -593,8 +593,7 @@ export class Committer {
         // A series without a known number: the general path numbers it (new) or looks it up.
         if (e.id === 0) return undo();
         // [INV-2] an identity not yet in dedup_keys, or one of this group: the general path drops it.
-        let seen = this.unflushed.get(e.id);
-        if (seen === undefined) this.unflushed.set(e.id, (seen = new Set()));
+        const seen = this.unflushedOf(e.id);
         if (seen.has(r.ts)) return undo();
         seen.add(r.ts);
         add(e.id);
@@ -677,11 +676,16 @@ export class Committer {
     return this.groupCommit.stmt;
   }
 
-  /** A committed reading's identity, not in dedup_keys yet. */
-  private addUnflushed(series: number, ts: number): void {
+  /** The ts of a series' identities not in dedup_keys yet (made empty on first use). */
+  private unflushedOf(series: number): Set<number> {
     let seen = this.unflushed.get(series);
     if (seen === undefined) this.unflushed.set(series, (seen = new Set()));
-    seen.add(ts);
+    return seen;
+  }
+
+  /** A committed reading's identity, not in dedup_keys yet. */
+  private addUnflushed(series: number, ts: number): void {
+    this.unflushedOf(series).add(ts);
     this.unflushedCount++;
   }
 
