@@ -170,13 +170,14 @@ export async function writeMaster(dataDir: string, shape: FleetShape, state: Str
     const epochRows = async () => (await db.all<{ n: number }>('SELECT COUNT(*) AS n FROM epochs'))[0].n;
     nEpochs -= await epochRows();
     await insertFiles(db, catalog, Date.now());
-    for (let g = 0; g < shape.gateways; g++) {
+    // Every gateway at once, as a seal (sealed) and a group commit (received, epochs) record them.
+    const held = new Map(gatewayNames.map((name, g) => {
       const first = epochs[g][0]?.firstSeq;
-      const held = new Map([[gatewayNames[g], first !== undefined ? [{ from: first, to: state.seq[g] }] : []]]);
-      await addRangesAll(db, 'sealed', held);
-      await addRangesAll(db, 'received', held);
-      await insertEpochs(db, new Map([[gatewayNames[g], epochs[g]]]));
-    }
+      return [name, first !== undefined ? [{ from: first, to: state.seq[g] }] : []];
+    }));
+    await addRangesAll(db, 'sealed', held);
+    await addRangesAll(db, 'received', held);
+    await insertEpochs(db, new Map(gatewayNames.map((name, g) => [name, epochs[g]])));
     nEpochs += await epochRows();
     await db.exec('COMMIT');
   } catch (err) {
