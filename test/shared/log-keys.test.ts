@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { addDeviceCli, killAllChildGateways, spawnGateway } from '../support/child-gateway.js';
-import { addGatewayToken, killAllChildClouds, spawnCloud } from '../support/cloud.js';
+import { addGatewayToken, killAllChildClouds, queryCloudDb, spawnCloud } from '../support/cloud.js';
 import { connectDevice, endClient, eventually, publish, tempDir } from '../support/gateway.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -82,6 +82,10 @@ test('no log line of a gateway, a cloud or a batch run repeats a key', async () 
   await publish(c, 'devices/d1/telemetry', 'not json', 1); // a quarantined payload logs too
   const health = async () => (await (await fetch(`${gw.httpUrl}/api/v1/health`)).json()) as { outbox: { pending: number } };
   await eventually(async () => (await health()).outbox.pending === 0, 20_000, 100);
+  // The batch below reads the master dataset: the sink writes (and logs) only once the readings are
+  // sealed there, which trails the gateway's acknowledged send by up to the seal age.
+  const sealed = async () => (await queryCloudDb<{ n: number }>(cloudDir, 'SELECT COALESCE(SUM(to_seq - from_seq + 1), 0) AS n FROM sealed'))[0].n;
+  await eventually(async () => (await sealed()) >= 5, 20_000, 100);
 
   // A batch run whose InfluxDB sink fails: the sink's lines.
   const batch = await new Promise<string>((res) => {
