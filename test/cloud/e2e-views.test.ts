@@ -215,8 +215,10 @@ async function scenario(): Promise<void> {
   const at = new Map<string, GatewayId>(DEVICES.map((d) => [d.id, d.home]));
   for (const d of DEVICES) await connect(d.id, d.home);
 
-  /** Each device publishes its messages in order (QoS 1, awaiting each PUBACK), devices in parallel. */
-  /** Every device's plan, in order; with `holdLast`, each device's last message waits for it. */
+  /**
+   * Each device publishes its messages in order (QoS 1, awaiting each PUBACK), devices in parallel;
+   * with `holdLast`, each device's last message waits for it.
+   */
   const publishAll = (plans: Map<string, Msg[]>, paceMs = 0, holdLast?: Promise<void>) => Promise.all([...plans].map(async ([device, msgs]) => {
     for (const [i, m] of msgs.entries()) {
       if (holdLast && i === msgs.length - 1) await holdLast;
