@@ -87,8 +87,8 @@ export const gatewayConfigSchema = z.object({
     port: port.default(8080).describe('Local REST API (windows, health, metrics); 0 picks a free port.'),
   }).strict().prefault({}).describe('The local REST API.'),
   outbox: z.object({
-    groupCommitMs: z.number().int().min(0).default(0).describe(
-      'Readings arriving within this many ms share one SQLite transaction (group commit); 0 commits on the next turn of the event loop, and what arrives during a commit forms the next group.',
+    groupCommitMs: z.number().int().min(0).default(25).describe(
+      'Longest wait, in ms, for more readings to share one SQLite transaction (group commit) and its fsync: a device\'s PUBACK waits at most this long beyond the commit. It is not taken while a queued message comes from a device keeping a window of QoS 1 messages in flight (which sends more only after their PUBACKs), nor once 256 readings are queued; what arrives during a commit forms the next group. Devices that each send one message at a time share commits only through it: with 0 (commit on the next turn of the event loop) a fleet of them gets a commit, and its pages written to the disk, for every message or two.',
     ),
     refillWaitMs: z.number().int().min(0).default(1).describe(
       'Longest wait, in ms, before the next group commit for each device the last one acknowledged several messages of (a publisher that keeps a window of QoS 1 messages in flight) to send again, so that many devices\' windows share one commit and one fsync instead of each taking a commit of its own; 0 does not wait. Devices that sent one message are not waited for.',

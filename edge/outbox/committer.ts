@@ -36,7 +36,13 @@ export interface QuarantineEntry {
 }
 
 export interface CommitterOptions {
-  /** Readings arriving within this many ms share one transaction. */
+  /**
+   * Longest wait, in ms, for more readings to share a group commit (the linger): taken only while
+   * no queued submit's device has another message not yet settled (a publisher keeping a window in
+   * flight sends more only after its PUBACKs: waiting would only hold it up) and fewer than
+   * LINGER_FULL_READINGS readings are queued; measured from the oldest queued submit. 0: commit on
+   * the next turn of the event loop.
+   */
   groupCommitMs: number;
   /**
    * Longest wait, in ms, before the next group commit for the devices the last one acknowledged
@@ -110,6 +116,13 @@ const REPEAT_MESSAGE = 'a repeat of an identity in dedup_keys';
  * write each leaf they land in once, where each group's own would write it again every commit.
  */
 export const DEDUP_FLUSH_READINGS = 4096;
+/**
+ * Readings queued that end the linger (groupCommitMs) at once: a commit of this many appends about
+ * as many pages a reading as a larger one (docs/benchmarks.md, Gateway: a fleet of devices).
+ */
+export const LINGER_FULL_READINGS = 256;
+/** Devices remembered as windowed at most (then forgotten, and learnt again from their next commit). */
+const WINDOWED_MAX = 100_000;
 /**
  * A partial row already written in this epoch is updated in place, not replaced: an UPDATE leaves
  * the partials_minute index alone (minute does not change), where REPLACE deletes and inserts its
@@ -188,6 +201,22 @@ export class Committer {
    * one fsync instead of taking turns, each in a commit of its own.
    */
   private refilling = new Set<string>();
+  /**
+   * Each device's submits queued or being committed. A device with two or more keeps a window of
+   * messages in flight: the linger does not wait for it (mayLinger).
+   */
+  private unsettled = new Map<string, number>();
+  /**
+   * Devices whose last commit held two or more of their messages: publishers keeping a window in
+   * flight, whose next message may come alone (the rest held back by Nagle until the PUBACKs).
+   */
+  private windowed = new Set<string>();
+  /** A queued submit's device keeps a window (another message unsettled, or `windowed`). */
+  private queueWindowed = false;
+  /** When the oldest queued submit was queued (performance.now()): the linger runs from it. */
+  private queuedSince = 0;
+  /** The scheduled commit is the linger's (a submit that ends it commits at once). */
+  private lingering = false;
   /** Summaries of the open epoch's partials: the in-memory side of rows in `partials`. */
   private openPartials = new Map<string, Summary>();
   /**
@@ -250,10 +279,19 @@ export class Committer {
       return new LimitExceededError(`commit queue is full (${this.opts.maxQueuedReadings} readings)`);
     }
     const source = readings.length ? readings[0].device : undefined;
+    if (this.queue.length === 0) this.queuedSince = performance.now();
     this.queue.push({ readings, source, sink: sink as CommitSink<unknown>, ctx });
     this.queuedReadings += readings.length;
+    if (source !== undefined) {
+      const n = (this.unsettled.get(source) ?? 0) + 1;
+      this.unsettled.set(source, n);
+      if (n > 1 || this.windowed.has(source)) this.queueWindowed = true;
+    }
     if (source !== undefined && this.refilling.delete(source) && this.refilling.size === 0 && this.waitingRefill) {
       // Every device the wait was for has sent again: commit on the next turn.
+      this.clearTimer();
+    } else if (this.lingering && !this.mayLinger()) {
+      // A windowed device, or enough readings: the linger ends.
       this.clearTimer();
     }
     this.schedule();
@@ -267,6 +305,7 @@ export class Committer {
   quarantine(entry: QuarantineEntry): Promise<void> {
     if (this.closed) return Promise.reject(new ClosedError('gateway is shutting down'));
     return new Promise((resolve, reject) => {
+      if (this.queue.length === 0) this.queuedSince = performance.now();
       this.queue.push({ readings: [], quarantine: entry, sink: PROMISE_SINK as CommitSink<unknown>, ctx: { resolve: () => resolve(), reject } });
       this.schedule();
     });
@@ -286,15 +325,33 @@ export class Committer {
       this.timer = () => { clearTimeout(h); this.waitingRefill = false; };
       return;
     }
-    // groupCommitMs 0: commit on the next turn of the event loop (a 0 ms setTimeout is 1 ms);
-    // what arrives while a commit runs forms the next group anyway.
-    if (this.opts.groupCommitMs === 0) {
-      const h = setImmediate(() => this.flushNow());
-      this.timer = () => clearImmediate(h);
-    } else {
-      const h = setTimeout(() => this.flushNow(), this.opts.groupCommitMs);
-      this.timer = () => clearTimeout(h);
+    if (this.mayLinger()) {
+      const h = setTimeout(() => this.flushNow(), Math.max(0, this.queuedSince + this.opts.groupCommitMs - performance.now()));
+      this.lingering = true;
+      this.timer = () => { clearTimeout(h); this.lingering = false; };
+      return;
     }
+    // Commit on the next turn of the event loop (a 0 ms setTimeout is 1 ms); what arrives while a
+    // commit runs forms the next group anyway.
+    const h = setImmediate(() => this.flushNow());
+    this.timer = () => clearImmediate(h);
+  }
+
+  /**
+   * Whether the next commit may wait for more readings (groupCommitMs): devices that send one
+   * message at a time, each on its own clock, share a commit only if it waits for them; a fleet of
+   * them otherwise gets a commit, and its pages written and fsync'd, for every message or two
+   * (docs/benchmarks.md, Gateway: a fleet of devices). Not while a queued submit's device has
+   * another message unsettled (its window refills only after PUBACKs), nor with
+   * LINGER_FULL_READINGS queued, nor when closing.
+   */
+  private mayLinger(): boolean {
+    return this.opts.groupCommitMs > 0 && !this.queueWindowed && this.queuedReadings < LINGER_FULL_READINGS && !this.closed;
+  }
+
+  /** The oldest queued submit has waited the linger out (or none may wait). */
+  private lingerDone(): boolean {
+    return !this.mayLinger() || performance.now() - this.queuedSince >= this.opts.groupCommitMs;
   }
 
   private clearTimer(): void {
@@ -313,8 +370,9 @@ export class Committer {
   }
 
   private async flushLoop(): Promise<void> {
-    // After a commit with refills to wait for, the loop ends and schedule() waits for them.
-    while (this.queue.length && !(this.refilling.size && this.opts.refillWaitMs > 0 && this.queuedReadings < this.opts.maxBatchReadings && !this.closed)) {
+    // After a commit with refills to wait for, or while the queued readings may linger, the loop
+    // ends and schedule() waits for them.
+    while (this.queue.length && !(this.refilling.size && this.opts.refillWaitMs > 0 && this.queuedReadings < this.opts.maxBatchReadings && !this.closed) && this.lingerDone()) {
       // Take a prefix in one splice: shift() per item is quadratic on a long queue.
       let n = 0;
       let take = 0;
@@ -323,6 +381,7 @@ export class Committer {
         take++;
       }
       const batch = this.queue.splice(0, take);
+      if (this.queue.length === 0) this.queueWindowed = false;
       // A loop, not flatMap: flatMap's callback would make an array per submit.
       const quarantined: QuarantineEntry[] = [];
       for (let i = 0; i < batch.length; i++) if (batch[i].quarantine) quarantined.push(batch[i].quarantine!);
@@ -361,6 +420,11 @@ export class Committer {
     let more: Array<CommitSink<unknown>> | null = null;
     for (let i = 0; i < batch.length; i++) {
       const p = batch[i];
+      if (p.source !== undefined) {
+        const n = this.unsettled.get(p.source)!;
+        if (n > 1) this.unsettled.set(p.source, n - 1);
+        else this.unsettled.delete(p.source);
+      }
       try {
         p.sink.settled(p.ctx, err, results ? results[i] : null);
       } catch (e) {
@@ -382,19 +446,28 @@ export class Committer {
   }
 
   /**
-   * The devices of this commit with two or more messages in it: their next ones are on the way. One
-   * submit of each ends the wait: a publisher may refill its window in pieces (mosquitto_pub sends
-   * one message for a burst of PUBACKs and the rest at its next one), so waiting for as many as were
-   * acknowledged only runs the wait to its limit (docs/benchmarks.md, 2026-12-06).
+   * The devices of this commit with two or more messages in it: their next ones are on the way (the
+   * refill wait), and they keep a window in flight (`windowed`: the linger does not wait for them;
+   * a device with one message in it is taken off). One submit of each ends the refill wait: a
+   * publisher may refill its window in pieces (mosquitto_pub sends one message for a burst of
+   * PUBACKs and the rest at its next one), so waiting for as many as were acknowledged only runs
+   * the wait to its limit (docs/benchmarks.md, 2026-12-06).
    */
   private expectRefills(batch: Pending[]): void {
-    if (this.opts.refillWaitMs <= 0) return;
+    if (this.opts.refillWaitMs <= 0 && this.opts.groupCommitMs <= 0) return;
     const seen = new Set<string>();
+    const several = new Set<string>();
     for (const p of batch) {
       if (p.source === undefined) continue;
-      if (seen.has(p.source)) this.refilling.add(p.source);
+      if (seen.has(p.source)) several.add(p.source);
       else seen.add(p.source);
     }
+    if (this.windowed.size > WINDOWED_MAX) this.windowed.clear();
+    for (const d of seen) {
+      if (several.has(d)) this.windowed.add(d);
+      else this.windowed.delete(d);
+    }
+    if (this.opts.refillWaitMs > 0) for (const d of several) this.refilling.add(d);
   }
 
   /**

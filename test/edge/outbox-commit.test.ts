@@ -8,7 +8,7 @@
  */
 import { Registry } from 'prom-client';
 import { Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
-import { DEDUP_FLUSH_READINGS, exactDouble } from '../../edge/outbox/committer.js';
+import { DEDUP_FLUSH_READINGS, exactDouble, LINGER_FULL_READINGS } from '../../edge/outbox/committer.js';
 import { dropOldest } from '../../edge/outbox/budget.js';
 import { DEDUP_FLUSHED_KEY } from '../../edge/store/schema.js';
 import { Db } from '../../shared/sqlite.js';
@@ -173,6 +173,84 @@ test('refill wait: the next commit waits for the devices the last one acknowledg
   } finally {
     await db.close();
   }
+});
+
+describe('the linger (outbox.groupCommitMs): devices sending one message at a time share commits; a window never waits', () => {
+  const commits = async () => {
+    const values = (await registry.getSingleMetric('braid_commit_batch_readings')!.get()).values as Array<{ metricName?: string; value: number }>;
+    return values.find((v) => v.metricName === 'braid_commit_batch_readings_count')?.value ?? 0;
+  };
+  const later = (ms: number) => new Promise((res) => setTimeout(res, ms));
+
+  test('readings of single-message devices arriving within the linger share one commit, which starts once the oldest has waited it out', async () => {
+    const o = await open({ groupCommitMs: 1000, refillWaitMs: 0 });
+    const t0 = performance.now();
+    const a = o.submit([r('a', 'temp', T0 - 9000)]);
+    await later(50);
+    expect(o.status().lastSeq).toBe(0);
+    const b = o.submit([r('b', 'temp', T0 - 9000), r('b', 'hum', T0 - 9000)]);
+    expect(await Promise.all([a, b])).toEqual([{ accepted: 1, duplicates: 0 }, { accepted: 2, duplicates: 0 }]);
+    // The linger runs from the oldest queued reading (a's), not from the last one.
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(1000 - 2);
+    expect(await commits()).toBe(1);
+    expect(o.status().lastSeq).toBe(3);
+  });
+
+  test('what arrives while a commit runs lingers too, from its own arrival: a fleet of single-message devices is not committed a message or two at a time', async () => {
+    const o = await open({ groupCommitMs: 1000, refillWaitMs: 0 });
+    const a = o.submit([r('a', 'temp', T0 - 9000)]);
+    // A write job ahead of a's commit holds it, as a slow commit would.
+    let release!: () => void;
+    let holding!: () => void;
+    const held = new Promise<void>((res) => { holding = res; });
+    void o.writes.run(() => new Promise<void>((res) => { release = res; holding(); }));
+    await held;
+    await later(1100); // a's linger is over: its commit waits behind the job
+    const b = o.submit([r('b', 'temp', T0 - 9000)]);
+    const bAt = performance.now();
+    release();
+    expect(await a).toEqual({ accepted: 1, duplicates: 0 });
+    await later(50);
+    // b arrived during a's commit: it waits its own linger, not the next turn.
+    expect(o.status().lastSeq).toBe(1);
+    expect(await b).toEqual({ accepted: 1, duplicates: 0 });
+    expect(performance.now() - bAt).toBeGreaterThanOrEqual(1000 - 2);
+    expect(await commits()).toBe(2);
+  });
+
+  test('a device with a second message unsettled keeps a window: the commit goes at once, and while it is settled later ones wait no more', async () => {
+    // A linger far longer than the test: only the window can end it.
+    const o = await open({ groupCommitMs: 60_000, refillWaitMs: 0 });
+    const first = o.submit([r('a', 'temp', T0 - 9000)]);
+    const single = o.submit([r('b', 'temp', T0 - 9000)]);
+    await later(50);
+    expect(o.status().lastSeq).toBe(0);
+    // a's second message while its first is unsettled.
+    const second = o.submit([r('a', 'temp', T0 - 8000)]);
+    expect(await Promise.all([first, single, second])).toEqual([1, 1, 1].map((accepted) => ({ accepted, duplicates: 0 })));
+    expect(await commits()).toBe(1);
+    // That commit held two of a's messages: a keeps a window, and its next message alone commits at once.
+    expect(await o.submit([r('a', 'temp', T0 - 7000)])).toEqual({ accepted: 1, duplicates: 0 });
+    expect(await commits()).toBe(2);
+    // A commit with one message of a takes it off: its next message waits with the others.
+    const next = o.submit([r('a', 'temp', T0 - 6000)]);
+    await later(50);
+    expect(o.status().lastSeq).toBe(4);
+    // close() commits what lingers at once.
+    await o.close();
+    expect(await next).toEqual({ accepted: 1, duplicates: 0 });
+    expect(await commits()).toBe(3);
+  });
+
+  test(`${LINGER_FULL_READINGS} readings queued end the linger`, async () => {
+    const o = await open({ groupCommitMs: 60_000, refillWaitMs: 0 });
+    const few = o.submit(Array.from({ length: LINGER_FULL_READINGS - 1 }, (_, i) => r('a', `m${i}`, T0 - 9000)));
+    await later(50);
+    expect(o.status().lastSeq).toBe(0);
+    const one = o.submit([r('b', 'temp', T0 - 9000)]);
+    expect(await Promise.all([few, one])).toEqual([{ accepted: LINGER_FULL_READINGS - 1, duplicates: 0 }, { accepted: 1, duplicates: 0 }]);
+    expect(await commits()).toBe(1);
+  });
 });
 
 test('readings queued while the retention gives their series\' number to another series get the series\' new number', async () => {
