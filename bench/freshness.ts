@@ -480,7 +480,7 @@ function shippedDefaults(): string[] {
   return [
     `| gateway \`speed.pushIntervalMs\` | ${g.speed.pushIntervalMs} ms | time from the start of one speed push to the start of the next (a slow push is followed at once): a reading waits up to one cycle for its push |`,
     `| gateway \`speed.pushMaxPartials\` | ${int(g.speed.pushMaxPartials)} | partials per push (a full page is followed at once by the next) |`,
-    `| gateway \`outbox.groupCommitMs\` | ${g.outbox.groupCommitMs} ms | readings share a transaction (outbox row + speed partial) this long; then PUBACK |`,
+    `| gateway \`outbox.groupCommitMs\` | ${g.outbox.groupCommitMs} ms | a reading of a device sending one message at a time waits at most this long for others to share its transaction (outbox row + speed partial); then PUBACK |`,
     `| gateway \`outbox.epochMs\` / \`epochIdleMs\` | ${int(g.outbox.epochMs)} / ${int(g.outbox.epochIdleMs)} ms | epoch length (partials are per epoch; not on the freshness path) |`,
     `| gateway forwarder \`idlePollMs\` (not a config key) | ${DEFAULT_FORWARDER_OPTIONS.idlePollMs} ms | the raw readings' way to the master dataset; the query's speed side does not wait for it |`,
     `| cloud \`ingest.groupCommitMs\` | ${c.ingest.groupCommitMs} ms | ingest (master dataset) only |`,

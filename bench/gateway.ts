@@ -15,7 +15,7 @@ import { fillOutbox } from './lib/fill-outbox.js';
 import { deviceSecret } from './lib/secrets.js';
 import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, bytesInFlightTo, sleep } from './lib/net.js';
-import { PEER_KINDS, ROOT, TSX, isBraid, childEnv, commitSummary, gatewayCounters, GATEWAY_ENV, GATEWAY_NODE_FLAGS, health, mainThreadProfile, startAedes, startBraid, startMosquitto, MOSQUITTO, type Broker, type PeerKind } from './lib/peers.js';
+import { PEER_KINDS, ROOT, TSX, isBraid, childEnv, commitSummary, gatewayCounters, GATEWAY_ENV, GATEWAY_NODE_FLAGS, health, mainThreadProfile, startAedes, startBraid, startMosquitto, MOSQUITTO, type Broker, type GatewayCounters, type PeerKind } from './lib/peers.js';
 import { profileMarkdown, summarizeProfile } from './lib/profile.js';
 import { cpuSecondsOf, mainThreadCpuSecondsOf, memoryOf, startProc, stopAll, writeBytesOf, type Proc } from './lib/procs.js';
 import { OUT, publishReport } from './lib/report.js';
@@ -27,7 +27,7 @@ const usage = `npm run bench:gateway   (node --import tsx bench/gateway.ts)
 Environment:
   BENCH_SCALE=1          scale every count (0.1 for a quick run; latency load stays 25k msg/s)
   BENCH_REPEAT=3         throughput runs per peer (the median is reported)
-  BENCH_PHASES=qos1,qos1-w20,qos0,latency,rss,drain
+  BENCH_PHASES=qos1,qos1-w20,qos0,latency,fleet,rss,drain
   BENCH_PEERS=braid,aedes,mosquitto
   BENCH_ALT_ROOT=DIR     also run the gateway of another checkout (with node_modules) beside this one
   BENCH_INFLIGHT=100     mosquitto_pub -M (QoS 1 messages in flight per client)
@@ -50,7 +50,7 @@ const REPEAT = Math.round(num('BENCH_REPEAT', 3));
 const INFLIGHT = Math.round(num('BENCH_INFLIGHT', 100));
 /** mosquitto_pub --nodelay (TCP_NODELAY): without it Nagle holds a refill's later PUBLISHes until the broker's ACK. */
 const PUB_NODELAY = env.BENCH_PUB_NODELAY === '1';
-const ALL_PHASES = ['qos1', 'qos1-w20', 'qos0', 'latency', 'rss', 'drain'] as const;
+const ALL_PHASES = ['qos1', 'qos1-w20', 'qos0', 'latency', 'fleet', 'rss', 'drain'] as const;
 type Phase = (typeof ALL_PHASES)[number];
 const PHASES = new Set<Phase>(envChoices('BENCH_PHASES', ALL_PHASES, 'phase'));
 const PEERS: PeerKind[] = envChoices('BENCH_PEERS', PEER_KINDS, 'peer');
@@ -72,6 +72,11 @@ const LAT_RATE_PER_CLIENT = 1250; // 20 x 1250 = 25k msg/s: the QoS 0 target loa
 const LAT_WORKERS = 2;
 const LAT_WARMUP_MS = 2000;
 const LAT_DURATION_MS = Math.max(3000, Math.round(10_000 * SCALE));
+/** A fleet: devices each sending one message (4 metrics) a second on its own clock, QoS 1. */
+const FLEET_DEVICES = Math.max(100, Math.round(1000 * SCALE));
+const FLEET_METRICS = ['temp', 'hum', 'pressure', 'co2'];
+const FLEET_WARMUP_MS = 8000;
+const FLEET_DURATION_MS = Math.max(10_000, Math.round(30_000 * SCALE));
 const RSS_DEVICES = Math.max(100, Math.round(10_000 * SCALE));
 const RSS_HOLDERS = 2;
 const DRAIN_READINGS = Math.max(20_000, Math.round(500_000 * SCALE));
@@ -101,7 +106,9 @@ interface TpRun { n: number; done: number; ms: number; perSec: number; publisher
   writeBytes?: number; payloadBytes?: number }
 /** Braid: what gateway.db holds per row after a phase (dbstat: pages of each table and its indexes). */
 interface DiskHeld { dedupRows: number; dedupBytes: number; outboxRows: number; outboxBytes: number; partialsBytes: number; pageSize: number; walBytes: number }
-interface LatRun { p50: number; p90: number; p99: number; p999: number; max: number; samples: number; offeredPerSec: number; unacked: number; errors: number; cpuSec: number; clientCpuSec: number; commit?: CommitStats; loopLagP99Ms?: number; loopLagMaxMs?: number }
+interface LatRun { p50: number; p90: number; p99: number; p999: number; max: number; samples: number; offeredPerSec: number; unacked: number; errors: number; cpuSec: number; clientCpuSec: number; commit?: CommitStats; loopLagP99Ms?: number; loopLagMaxMs?: number;
+  /** Braid, over the measured window: readings committed and write_bytes of the gateway process. */
+  readings?: number; writeBytes?: number }
 interface RssRun { baseline: number; rss: number; hwm: number; connected: number; failed: number; connectMs: number;
   /** CPU of the broker process (all threads) from the holders' start until every device's PUBACK came. */
   cpuSec: number;
@@ -117,6 +124,8 @@ const results = {
   tp: {} as Partial<Record<'qos1' | 'qos1-w20' | 'qos0', Partial<Record<PeerKind, TpRun[]>>>>,
   lat: {} as Partial<Record<PeerKind, LatRun>>,
   latRuns: {} as Partial<Record<PeerKind, LatRun[]>>,
+  fleet: {} as Partial<Record<PeerKind, LatRun>>,
+  fleetRuns: {} as Partial<Record<PeerKind, LatRun[]>>,
   rss: {} as Partial<Record<RssKind, RssRun>>,
   drain: {} as Partial<Record<PeerKind, DrainRun>>,
   /** fdatasync of a 20 KB overwrite per second on the data dir's disk, measured before each QoS 1 phase. */
@@ -153,6 +162,7 @@ const runStart = Date.now();
 
 const tpDevices = Array.from({ length: TP_CLIENTS }, (_, i) => `tp-${i + 1}`);
 const latDevices = Array.from({ length: LAT_CLIENTS }, (_, i) => `lat-${String(i + 1).padStart(2, '0')}`);
+const fleetDevices = Array.from({ length: FLEET_DEVICES }, (_, i) => `fleet-${String(i + 1).padStart(4, '0')}`);
 const RSS_PREFIX = 'rss-';
 
 function writeGatewayConfig() {
@@ -384,27 +394,47 @@ async function diskHeld(dataDir: string): Promise<DiskHeld> {
 // ---------------------------------------------------------------------------------------------
 // PUBACK latency at 25k msg/s: 20 MQTT.js clients x 1250 msg/s QoS 1, in 2 worker processes
 
-async function latencyRun(b: Broker, tsBase: number, rep: number): Promise<LatRun & { all: Float64Array }> {
+/** A paced load of MQTT.js devices (bench/clients/latency.ts), in `workers` processes. */
+interface PacedLoad { name: string; devices: string[]; ratePerClient: number; workers: number; warmupMs: number; durationMs: number; spread?: boolean; metrics?: string[] }
+
+const LATENCY_LOAD: PacedLoad = { name: 'latency', devices: latDevices, ratePerClient: LAT_RATE_PER_CLIENT, workers: LAT_WORKERS, warmupMs: LAT_WARMUP_MS, durationMs: LAT_DURATION_MS };
+const FLEET_LOAD: PacedLoad = { name: 'fleet', devices: fleetDevices, ratePerClient: 1, workers: 2, warmupMs: FLEET_WARMUP_MS, durationMs: FLEET_DURATION_MS, spread: true, metrics: FLEET_METRICS };
+
+/**
+ * One run of a paced load: PUBACK latencies of the measured window (after the warm-up); for Braid
+ * also its group commits, readings committed and write_bytes over that window.
+ */
+async function pacedRun(b: Broker, load: PacedLoad, tsBase: number, rep: number): Promise<LatRun & { all: Float64Array }> {
   const url = `mqtt://${HOST}:${b.port}`;
   const workers: Proc[] = [];
   const files: string[] = [];
-  const per = Math.ceil(LAT_CLIENTS / LAT_WORKERS);
-  for (let w = 0; w < LAT_WORKERS; w++) {
-    const clients = latDevices.slice(w * per, (w + 1) * per).map((id) => ({ id, secret: passwordOf(b.kind, id) }));
-    const out = join(work, `lat-${b.kind}-${rep}-${w}.bin`);
+  const per = Math.ceil(load.devices.length / load.workers);
+  for (let w = 0; w < load.workers; w++) {
+    const clients = load.devices.slice(w * per, (w + 1) * per).map((id) => ({ id, secret: passwordOf(b.kind, id) }));
+    const out = join(work, `${load.name}-${b.kind}-${rep}-${w}.bin`);
     files.push(out);
-    const args = { url, clients, ratePerClient: LAT_RATE_PER_CLIENT, warmupMs: LAT_WARMUP_MS, durationMs: LAT_DURATION_MS, tsBase, out };
-    workers.push(startProc(`latency worker ${w}`, process.execPath, [...TSX, join(ROOT, 'bench/clients/latency.ts'), JSON.stringify(args)],
+    const args = { url, clients, ratePerClient: load.ratePerClient, warmupMs: load.warmupMs, durationMs: load.durationMs, tsBase, out, spread: load.spread, metrics: load.metrics };
+    workers.push(startProc(`${load.name} worker ${w}`, process.execPath, [...TSX, join(ROOT, 'bench/clients/latency.ts'), JSON.stringify(args)],
       { cwd: ROOT, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] }));
   }
-  await Promise.all(workers.map((w) => w.waitLine(/^\{"ready":true\}/, 60_000)));
-  const counters0 = isBraid(b.kind) ? await gatewayCounters(b) : null;
+  await Promise.all(workers.map((w) => w.waitLine(/^\{"ready":true\}/, 120_000)));
   const cpu0 = cpuSecondsOf(b.pid);
   const startAt = Date.now() + 300;
   for (const w of workers) w.child.stdin?.write(`go ${startAt}\n`);
-  const lines = await Promise.all(workers.map((w) => w.waitLine(/^\{"sent"/, LAT_WARMUP_MS + LAT_DURATION_MS + 60_000)));
+  const done = Promise.all(workers.map((w) => w.waitLine(/^\{"sent"/, load.warmupMs + load.durationMs + 60_000)));
+  let window: { counters0: GatewayCounters; counters1: GatewayCounters; readings: number; writeBytes: number } | null = null;
+  if (isBraid(b.kind)) {
+    await sleep(Math.max(0, startAt + load.warmupMs - Date.now()));
+    const seq0 = (await health(b)).outbox.lastSeq;
+    const written0 = writeBytesOf(b.pid);
+    const counters0 = await gatewayCounters(b);
+    await sleep(Math.max(0, startAt + load.warmupMs + load.durationMs - Date.now()));
+    const writeBytes = writeBytesOf(b.pid) - written0;
+    const readings = (await health(b)).outbox.lastSeq - seq0;
+    window = { counters0, counters1: await gatewayCounters(b), readings, writeBytes };
+  }
+  const lines = await done;
   const cpuSec = cpuSecondsOf(b.pid) - cpu0;
-  const counters1 = counters0 ? await gatewayCounters(b) : null;
   await Promise.all(workers.map((w) => w.exited));
   const summaries = lines.map((m) => JSON.parse(m.input ?? '{}') as { offeredPerSec: number; unacked: number; errors: number; cpuSec: number });
   const parts = files.map((f) => {
@@ -424,9 +454,11 @@ async function latencyRun(b: Broker, tsBase: number, rep: number): Promise<LatRu
     errors: summaries.reduce((a, s) => a + s.errors, 0),
     cpuSec,
     clientCpuSec: summaries.reduce((a, s) => a + s.cpuSec, 0),
-    commit: counters0 && counters1 ? commitSummary(counters0, counters1) : undefined,
-    loopLagP99Ms: counters1 ? counters1.loopLagP99 * 1000 : undefined,
-    loopLagMaxMs: counters1 ? counters1.loopLagMax * 1000 : undefined,
+    commit: window ? commitSummary(window.counters0, window.counters1) : undefined,
+    loopLagP99Ms: window ? window.counters1.loopLagP99 * 1000 : undefined,
+    loopLagMaxMs: window ? window.counters1.loopLagMax * 1000 : undefined,
+    readings: window?.readings,
+    writeBytes: window?.writeBytes,
   };
 }
 
@@ -443,25 +475,34 @@ function pooled(runs: Array<LatRun & { all: Float64Array }>): LatRun {
   };
 }
 
-async function latencyPhase() {
-  log(`latency: ${LAT_CLIENTS} MQTT.js clients x ${LAT_RATE_PER_CLIENT} msg/s QoS 1 (${int(LAT_CLIENTS * LAT_RATE_PER_CLIENT)}/s) in ${LAT_WORKERS} processes, ${LAT_WARMUP_MS / 1000} s warm-up + ${LAT_DURATION_MS / 1000} s measured, ${REPEAT} run(s) per peer`);
+async function pacedPhase(load: PacedLoad, into: { pooled: Partial<Record<PeerKind, LatRun>>; runs: Partial<Record<PeerKind, LatRun[]>> }) {
   const runs: Partial<Record<PeerKind, Array<LatRun & { all: Float64Array }>>> = {};
-  await withPeers('latency', async (brokers) => {
+  await withPeers(load.name, async (brokers) => {
     for (let rep = 0; rep < REPEAT; rep++) {
       const order = brokers.map((_, i) => brokers[(i + rep) % brokers.length]);
       for (const b of order) {
         await sleep(500);
         // Distinct event times per run (the gateway drops repeated identities).
-        const r = await latencyRun(b, runStart - 12 * 3600_000 + rep * 600_000, rep);
+        const r = await pacedRun(b, load, runStart - 12 * 3600_000 + rep * 600_000, rep);
         (runs[b.kind] ??= []).push(r);
-        log(`  latency ${LABEL[b.kind]}: p50 ${ms(r.p50)} p99 ${ms(r.p99)} max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered (${r.samples} samples, ${r.unacked} unacked)`);
+        log(`  ${load.name} ${LABEL[b.kind]}: p50 ${ms(r.p50)} p99 ${ms(r.p99)} max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered (${r.samples} samples, ${r.unacked} unacked)${r.writeBytes !== undefined ? `; ${int(r.writeBytes / Math.max(1, r.readings ?? 0))} B written a reading, ${r.commit ? `${int(r.commit.readingsPerCommit)} readings a commit` : ''}` : ''}`);
       }
     }
   });
   for (const [k, list] of Object.entries(runs)) {
-    results.lat[k as PeerKind] = pooled(list!);
-    results.latRuns[k as PeerKind] = list!.map(({ all: _all, ...rest }) => rest);
+    into.pooled[k as PeerKind] = pooled(list!);
+    into.runs[k as PeerKind] = list!.map(({ all: _all, ...rest }) => rest);
   }
+}
+
+async function latencyPhase() {
+  log(`latency: ${LAT_CLIENTS} MQTT.js clients x ${LAT_RATE_PER_CLIENT} msg/s QoS 1 (${int(LAT_CLIENTS * LAT_RATE_PER_CLIENT)}/s) in ${LAT_WORKERS} processes, ${LAT_WARMUP_MS / 1000} s warm-up + ${LAT_DURATION_MS / 1000} s measured, ${REPEAT} run(s) per peer`);
+  await pacedPhase(LATENCY_LOAD, { pooled: results.lat, runs: results.latRuns });
+}
+
+async function fleetPhase() {
+  log(`fleet: ${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s QoS 1 (${FLEET_METRICS.length} metrics a message), each on its own clock, in 2 processes, ${FLEET_WARMUP_MS / 1000} s warm-up + ${FLEET_DURATION_MS / 1000} s measured, ${REPEAT} run(s) per peer`);
+  await pacedPhase(FLEET_LOAD, { pooled: results.fleet, runs: results.fleetRuns });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,6 +738,17 @@ function report(machine: MachineInfo, totalMs: number): string {
     row('PUBACK latency p99.9 / max', v((r) => `${ms(r.p999)} / ${ms(r.max)}`));
     row('load offered during the measured window, msg/s', v((r) => int(r.offeredPerSec)), int(LAT_CLIENTS * LAT_RATE_PER_CLIENT));
   }
+  if (Object.keys(results.fleet).length) {
+    const fleet = `${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s of ${FLEET_METRICS.length} metrics, QoS 1, each on its own clock${REPEAT > 1 ? `, ${REPEAT} runs` : ''}`;
+    const runs = (k: PeerKind) => results.fleetRuns[k] ?? [];
+    const per = (k: PeerKind) => median(runs(k).filter((x) => x.writeBytes !== undefined).map((x) => x.writeBytes! / Math.max(1, x.readings ?? 0)));
+    const perCommit = (k: PeerKind) => median(runs(k).flatMap((x) => (x.commit ? [x.commit.readingsPerCommit] : [])));
+    row(`A fleet (${fleet}): bytes written to disk per reading (write_bytes of the gateway process over the measured window / readings committed; median) and readings a commit`,
+      (k) => (isBraid(k) && runs(k).length ? `${int(per(k))} B, ${int(perCommit(k))} readings a commit` : ''), '', 'info');
+    const v = (f: (r: LatRun) => string) => (k: PeerKind) => (results.fleet[k] ? f(results.fleet[k]!) : 'n/a');
+    row('the same fleet: PUBACK latency p50 / p99 (runs pooled)', v((r) => `${ms(r.p50)} / ${ms(r.p99)}`), `p99 <= ${TARGET.pubackP99Ms} ms`,
+      verdict(cols, (k) => (results.fleet[k] ? results.fleet[k]!.p99 <= TARGET.pubackP99Ms : null)));
+  }
   if (Object.keys(results.rss).length) {
     const v = (f: (r: RssRun) => string) => (k: PeerKind) => (results.rss[k] ? f(results.rss[k]!) : 'n/a');
     row(`RSS with ${int(RSS_DEVICES)} devices connected (VmRSS)`, v((r) => mb(r.rss)), '<= 200 MB',
@@ -739,6 +791,11 @@ function report(machine: MachineInfo, totalMs: number): string {
       L.push(`- latency ${LABEL[k as PeerKind]}: p50 ${ms(r.p50)}, p90 ${ms(r.p90)}, p99 ${ms(r.p99)}, p99.9 ${ms(r.p999)}, max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered; ${int(r.samples)} samples, ${r.unacked} unacked, ${r.errors} errors; CPU over the ${((LAT_DURATION_MS + LAT_WARMUP_MS) / 1000).toFixed(0)} s: broker ${r.cpuSec.toFixed(1)} s, the ${LAT_WORKERS} client processes ${r.clientCpuSec.toFixed(1)} s${r.commit ? `; ${commitText(r.commit)}; event-loop delay p99 ${ms(r.loopLagP99Ms ?? NaN)}, max ${ms(r.loopLagMaxMs ?? NaN)}` : ''}`);
     }
   }
+  for (const [k, list] of Object.entries(results.fleetRuns)) {
+    for (const r of list ?? []) {
+      L.push(`- fleet ${LABEL[k as PeerKind]}: p50 ${ms(r.p50)}, p90 ${ms(r.p90)}, p99 ${ms(r.p99)}, max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered; ${int(r.samples)} samples, ${r.unacked} unacked, ${r.errors} errors${r.writeBytes !== undefined ? `; ${int(r.readings ?? 0)} readings committed in the ${FLEET_DURATION_MS / 1000} s window, written ${mb(r.writeBytes)} = ${int(r.writeBytes / Math.max(1, r.readings ?? 0))} B a reading` : ''}${r.commit ? `; ${commitText(r.commit)}` : ''}`);
+    }
+  }
   for (const [k, r] of Object.entries(results.rss)) {
     if (!r) continue;
     L.push(`- rss ${RSS_LABEL[k as RssKind]}: ${int(r.connected)} connected, ${r.failed} failed${Object.keys(r.errors).length ? ` (${JSON.stringify(r.errors)})` : ''}; VmRSS ${mb(r.rss)}, idle ${mb(r.baseline)}, VmHWM ${mb(r.hwm)}; connected in ${ms(r.connectMs)} with ${r.cpuSec.toFixed(1)} s of broker CPU (main thread ${r.mainCpuSec.toFixed(1)} s); per connection ${((r.rss - r.baseline) / Math.max(1, r.connected) / 1024).toFixed(1)} KB${r.heap ? `; V8 heap ${mb(r.heap.total)} (used ${mb(r.heap.used)}), external ${mb(r.heap.external)}, the rest (native: code, malloc arenas, libuv, SQLite) ${mb(r.rss - r.heap.total - r.heap.external)}` : ''}${r.commits ? `; the first readings in ${int(r.commits.commits)} group commits of ${(r.commits.readings / Math.max(1, r.commits.commits)).toFixed(1)} readings, ${((r.commits.seconds * 1000) / Math.max(1, r.commits.commits)).toFixed(2)} ms each` : ''}${r.gc ? `; V8 collections during the storm (main-thread pauses): ${Object.entries(r.gc).filter(([, g]) => g.count > 0).map(([k, g]) => `${k} ${g.count} (${ms(g.seconds * 1000)})`).join(', ')}` : ''}`);
@@ -779,7 +836,7 @@ async function main() {
     const jobs: Array<Promise<void>> = [];
     for (const kind of PEERS.filter(isBraid)) {
       const suffix = kind === 'braid-alt' ? '-alt' : '';
-      if (PHASES.has('qos1') || PHASES.has('qos1-w20') || PHASES.has('qos0') || PHASES.has('latency')) jobs.push(register(`${tpDir}${suffix}`, [...tpDevices, ...latDevices], kind));
+      if (PHASES.has('qos1') || PHASES.has('qos1-w20') || PHASES.has('qos0') || PHASES.has('latency') || PHASES.has('fleet')) jobs.push(register(`${tpDir}${suffix}`, [...tpDevices, ...latDevices, ...fleetDevices], kind));
       if (PHASES.has('rss')) jobs.push(register(`${rssDir}${suffix}`, Array.from({ length: RSS_DEVICES }, (_, i) => `${RSS_PREFIX}${i}`), kind));
     }
     await Promise.all(jobs);
@@ -793,6 +850,7 @@ async function main() {
     if (PHASES.has(phase)) await throughputPhase(phase, phaseIndex);
   }
   if (PHASES.has('latency')) await latencyPhase();
+  if (PHASES.has('fleet')) await fleetPhase();
   if (PHASES.has('rss')) await rssPhase();
   if (PHASES.has('drain') && PEERS.some(isBraid)) await drainPhase();
 

@@ -40,6 +40,9 @@
  * later, as bench:gateway's publishers do (each its own lines from one base, at its own pace): a
  * group's dedup keys then land in 4 places of the key order, not all at its end (default: one
  * event-time counter for all, a fleet whose readings carry the time they were taken).
+ * `--fleet N`: N devices each sending one message of 4 metrics a second of event time, in turn (as
+ * bench:gateway's fleet phase): a group of G readings holds G/4 devices' messages, each a partial
+ * row of its own (the speed layer's current minute of 4N series).
  *
  *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000] [--readings 20000] [--cache -32000,-2000] [--warm 32 [--warm-free]]
  */
@@ -62,6 +65,8 @@ const groups = (opt('--groups')[0] ?? '1,100,750,5000').split(',').map(Number);
 const caches: Array<number | undefined> = opt('--cache')[0]?.split(',').map(Number) ?? [undefined];
 const warmMb = Number(opt('--warm')[0] ?? 0);
 const drift = Number(opt('--drift')[0] ?? 0);
+const fleet = Number(opt('--fleet')[0] ?? 0);
+const FLEET_METRICS = ['temp', 'hum', 'pressure', 'co2'];
 
 const FS_PAGE = 4096;
 /** Frames of a WAL file: page numbers in order, and for each commit its frames' [start, end) offsets in the file. */
@@ -163,6 +168,12 @@ for (const G of groups) {
       while (n < total) {
         const readings = [];
         for (let i = 0; i < G; i++) {
+          if (fleet) {
+            // Message k of the fleet: device k mod N, its (k div N)-th second, 4 metrics a message.
+            const k = Math.floor((n + i) / FLEET_METRICS.length);
+            readings.push({ device: `dev-${k % fleet}`, metric: FLEET_METRICS[(n + i) % FLEET_METRICS.length], ts: ts + Math.floor(k / fleet) * 1000, value: 21.5 + (i % 10) });
+            continue;
+          }
           const d = i % 4;
           readings.push({ device: `dev-${d}`, metric: 'temp', ts: drift ? ts + d * drift + Math.floor((n + i) / 4) : ts++, value: 21.5 + (i % 10) });
         }

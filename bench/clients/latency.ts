@@ -1,5 +1,8 @@
 /**
- * PUBACK latency at a paced load: MQTT.js devices publishing QoS 1 at `ratePerClient` each.
+ * PUBACK latency at a paced load: MQTT.js devices publishing QoS 1 at `ratePerClient` each; with
+ * `spread`, each client's schedule is offset by its share of the period (a fleet whose devices each
+ * keep their own clock), not all of them at the same instants; `metrics` names the metrics of each
+ * message (default: temp).
  * Argument: a JSON object (see Args). Connects every client, prints `{"ready":true}`, and waits for
  * a stdin line `go <epoch ms>` to start at that moment (so several workers start together). Each
  * client keeps to its schedule (it catches up after a stall: the offered load stays the target);
@@ -18,6 +21,8 @@ interface Args {
   durationMs: number;
   tsBase: number;
   out: string;
+  spread?: boolean;
+  metrics?: string[];
 }
 
 const args = JSON.parse(process.argv[2]) as Args;
@@ -64,15 +69,21 @@ const measureFrom = t0 + args.warmupMs;
 const measureTo = t0 + total;
 const sentPer = new Array<number>(clients.length).fill(0);
 const topics = args.clients.map((c) => `devices/${c.id}/telemetry`);
+const periodMs = 1000 / args.ratePerClient;
+const offsets = args.clients.map((_, i) => (args.spread ? (periodMs * i) / args.clients.length : 0));
+const metrics = args.metrics ?? ['temp'];
+/** Event times a period apart (at least 1 ms: distinct identities at any rate). */
+const tsStep = Math.max(1, Math.round(periodMs));
 
 function pump() {
   const now = performance.now();
   const elapsed = Math.min(now, measureTo) - t0;
-  const due = Math.floor((elapsed * args.ratePerClient) / 1000);
   for (let i = 0; i < clients.length; i++) {
+    const due = Math.floor(((elapsed + offsets[i]) * args.ratePerClient) / 1000);
     while (sentPer[i] < due) {
       const n = sentPer[i]++;
-      const payload = `{"ts":${args.tsBase + n},"temp":${(20 + (n % 100) / 10).toFixed(1)}}`;
+      const value = (20 + (n % 100) / 10).toFixed(1);
+      const payload = `{"ts":${args.tsBase + n * tsStep},${metrics.map((m) => `"${m}":${value}`).join(',')}}`;
       const at = performance.now();
       const inWindow = at >= measureFrom;
       if (inWindow) sentInWindow++;

@@ -60,9 +60,10 @@ function q(xs: number[]): { p50: number; p99: number; max: number } {
 export function outageReport(r: OutageResult): string {
   const L: string[] = [];
   const lengths = [...new Set(r.rounds.map((x) => x.lengthS))].sort((a, b) => a - b);
+  // Config values as written in a config file: test/docs.test.ts checks a stated default against the schema's.
   L.push(`Outages, the same fleet load (${int(r.devices)} devices, ${int(r.readingsPerSec)} readings/s offered) throughout: the cloud killed with SIGKILL, ` +
     `started again after the outage on its port and data dir; from its \`cloud ready\` line a probe reading at once, then one every ${r.probeMs} ms on average for ${r.recoveryS} s, ` +
-    `the merged query polled meanwhile. Gateway: shipped defaults (speed push retries capped at \`speed.retryMaxMs\` = ${int(r.speedRetryMaxMs)} ms, ingest at \`cloud.retryMaxMs\` = ${int(r.ingestRetryMaxMs)} ms). ` +
+    `the merged query polled meanwhile. Gateway: shipped defaults (speed push retries capped at \`speed.retryMaxMs\` = ${r.speedRetryMaxMs} ms, ingest at \`cloud.retryMaxMs\` = ${r.ingestRetryMaxMs} ms). ` +
     `Outage lengths interleaved over ${Math.max(...r.rounds.map((x) => x.repeat))} repeats.`, '');
   L.push('| Outage | n | **return → first new reading visible, p50 / p99 / max** | publish → visible during the catch-up, p50 / p99 (readings) | ingest failures in a row at the return | backlog at the return (readings) | of it still unacknowledged when the reading showed | ingest resumed (return → first ack) | catch-up (return → backlog acknowledged) | cloud start → ready |');
   L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
