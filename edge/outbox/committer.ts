@@ -38,10 +38,10 @@ export interface QuarantineEntry {
 export interface CommitterOptions {
   /**
    * Longest wait, in ms, for more readings to share a group commit (the linger): taken only while
-   * no queued submit's device has another message not yet settled (a publisher keeping a window in
-   * flight sends more only after its PUBACKs: waiting would only hold it up) and fewer than
-   * LINGER_FULL_READINGS readings are queued; measured from the oldest queued submit. 0: commit on
-   * the next turn of the event loop.
+   * no queued submit comes from a device keeping a window in flight (another of its messages not yet
+   * settled, or several in its last commit: such a publisher sends more only after its PUBACKs, so
+   * waiting would only hold it up) and fewer than LINGER_FULL_READINGS readings are queued; measured
+   * from the oldest queued submit. 0: commit on the next turn of the event loop.
    */
   groupCommitMs: number;
   /**
@@ -117,8 +117,9 @@ const REPEAT_MESSAGE = 'a repeat of an identity in dedup_keys';
  */
 export const DEDUP_FLUSH_READINGS = 4096;
 /**
- * Readings queued that end the linger (groupCommitMs) at once: a commit of this many appends about
- * as many pages a reading as a larger one (docs/benchmarks.md, Gateway: a fleet of devices).
+ * Readings queued that end the linger (groupCommitMs) at once: past it a larger commit saves
+ * little a reading (the commit path with a fleet's readings: 423 B written a reading at 256, 371 B
+ * at 1,024; docs/benchmarks.md, gateway, session 12: a fleet), and the PUBACKs wait no longer.
  */
 export const LINGER_FULL_READINGS = 256;
 /** Devices remembered as windowed at most (then forgotten, and learnt again from their next commit). */
@@ -341,9 +342,9 @@ export class Committer {
    * Whether the next commit may wait for more readings (groupCommitMs): devices that send one
    * message at a time, each on its own clock, share a commit only if it waits for them; a fleet of
    * them otherwise gets a commit, and its pages written and fsync'd, for every message or two
-   * (docs/benchmarks.md, Gateway: a fleet of devices). Not while a queued submit's device has
-   * another message unsettled (its window refills only after PUBACKs), nor with
-   * LINGER_FULL_READINGS queued, nor when closing.
+   * (docs/benchmarks.md, gateway, session 12: a fleet). Not while a queued submit's device keeps a
+   * window (`queueWindowed`: its window refills only after PUBACKs), nor with LINGER_FULL_READINGS
+   * queued, nor when closing.
    */
   private mayLinger(): boolean {
     return this.opts.groupCommitMs > 0 && !this.queueWindowed && this.queuedReadings < LINGER_FULL_READINGS && !this.closed;
