@@ -16,7 +16,7 @@ import { nullLogger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
 import { ACKED_SEQ_KEY, applyAck } from '../../edge/forwarder/batch.js';
-import { tempDir } from '../support/gateway.js';
+import { commitCount, tempDir } from '../support/gateway.js';
 
 const T0 = Date.UTC(2026, 11, 5, 12, 0, 0);
 
@@ -148,20 +148,16 @@ test('repeats: an identity seen before and one repeated inside the group are dro
 test('refill wait: the next commit waits for the devices the last one acknowledged several messages of, and goes as soon as each has sent again', async () => {
   // A wait far longer than the test: the commit can only come from the refills arriving.
   const o = await open({ refillWaitMs: 60_000 });
-  const commits = async () => {
-    const values = (await registry.getSingleMetric('braid_commit_batch_readings')!.get()).values as Array<{ metricName?: string; value: number }>;
-    return values.find((v) => v.metricName === 'braid_commit_batch_readings_count')!.value;
-  };
   await Promise.all([o.submit([r('a', 'temp', T0 - 9000)]), o.submit([r('a', 'temp', T0 - 8000)]), o.submit([r('b', 'temp', T0 - 9000)]),
     o.submit([r('c', 'temp', T0 - 9000)]), o.submit([r('c', 'temp', T0 - 8000)])]);
-  expect(await commits()).toBe(1);
+  expect(await commitCount(registry)).toBe(1);
   // a and c had two messages in that commit, b one: the next commit waits for a and c, not for b.
   const next = [o.submit([r('b', 'temp', T0 - 7000)]), o.submit([r('a', 'temp', T0 - 7000)])];
   await new Promise((res) => setTimeout(res, 50));
   expect(o.status().lastSeq).toBe(5);
   next.push(o.submit([r('c', 'temp', T0 - 7000)]), o.submit([r('c', 'temp', T0 - 6000)]));
   expect(await Promise.all(next)).toEqual([1, 1, 1, 1].map((accepted) => ({ accepted, duplicates: 0 })));
-  expect(await commits()).toBe(2);
+  expect(await commitCount(registry)).toBe(2);
   expect(o.status().lastSeq).toBe(9);
   // c had two messages in that commit: d's reading waits for c, and close() commits it at once.
   const last = o.submit([r('d', 'temp', T0 - 5000)]);
@@ -176,10 +172,6 @@ test('refill wait: the next commit waits for the devices the last one acknowledg
 });
 
 describe('the linger (outbox.groupCommitMs): devices sending one message at a time share commits; a window never waits', () => {
-  const commits = async () => {
-    const values = (await registry.getSingleMetric('braid_commit_batch_readings')!.get()).values as Array<{ metricName?: string; value: number }>;
-    return values.find((v) => v.metricName === 'braid_commit_batch_readings_count')?.value ?? 0;
-  };
   const later = (ms: number) => new Promise((res) => setTimeout(res, ms));
 
   test('readings of single-message devices arriving within the linger share one commit, which starts once the oldest has waited it out', async () => {
@@ -192,7 +184,7 @@ describe('the linger (outbox.groupCommitMs): devices sending one message at a ti
     expect(await Promise.all([a, b])).toEqual([{ accepted: 1, duplicates: 0 }, { accepted: 2, duplicates: 0 }]);
     // The linger runs from the oldest queued reading (a's), not from the last one.
     expect(performance.now() - t0).toBeGreaterThanOrEqual(1000 - 2);
-    expect(await commits()).toBe(1);
+    expect(await commitCount(registry)).toBe(1);
     expect(o.status().lastSeq).toBe(3);
   });
 
@@ -215,7 +207,7 @@ describe('the linger (outbox.groupCommitMs): devices sending one message at a ti
     expect(o.status().lastSeq).toBe(1);
     expect(await b).toEqual({ accepted: 1, duplicates: 0 });
     expect(performance.now() - bAt).toBeGreaterThanOrEqual(1000 - 2);
-    expect(await commits()).toBe(2);
+    expect(await commitCount(registry)).toBe(2);
   });
 
   test('a device with a second message unsettled keeps a window: the commit goes at once, and while it is settled later ones wait no more', async () => {
@@ -228,10 +220,10 @@ describe('the linger (outbox.groupCommitMs): devices sending one message at a ti
     // a's second message while its first is unsettled.
     const second = o.submit([r('a', 'temp', T0 - 8000)]);
     expect(await Promise.all([first, single, second])).toEqual([1, 1, 1].map((accepted) => ({ accepted, duplicates: 0 })));
-    expect(await commits()).toBe(1);
+    expect(await commitCount(registry)).toBe(1);
     // That commit held two of a's messages: a keeps a window, and its next message alone commits at once.
     expect(await o.submit([r('a', 'temp', T0 - 7000)])).toEqual({ accepted: 1, duplicates: 0 });
-    expect(await commits()).toBe(2);
+    expect(await commitCount(registry)).toBe(2);
     // A commit with one message of a takes it off: its next message waits with the others.
     const next = o.submit([r('a', 'temp', T0 - 6000)]);
     await later(50);
@@ -239,7 +231,7 @@ describe('the linger (outbox.groupCommitMs): devices sending one message at a ti
     // close() commits what lingers at once.
     await o.close();
     expect(await next).toEqual({ accepted: 1, duplicates: 0 });
-    expect(await commits()).toBe(3);
+    expect(await commitCount(registry)).toBe(3);
   });
 
   test(`${LINGER_FULL_READINGS} readings queued end the linger`, async () => {
@@ -249,7 +241,7 @@ describe('the linger (outbox.groupCommitMs): devices sending one message at a ti
     expect(o.status().lastSeq).toBe(0);
     const one = o.submit([r('b', 'temp', T0 - 9000)]);
     expect(await Promise.all([few, one])).toEqual([{ accepted: LINGER_FULL_READINGS - 1, duplicates: 0 }, { accepted: 1, duplicates: 0 }]);
-    expect(await commits()).toBe(1);
+    expect(await commitCount(registry)).toBe(1);
   });
 });
 

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { Registry } from 'prom-client';
 import { gatewayConfigSchema, type GatewayConfig } from '../../edge/config.js';
 import { Gateway } from '../../edge/gateway.js';
 import { loadConfig } from '../../shared/config.js';
@@ -87,6 +88,12 @@ export function publish(client: MqttClient, topic: string, payload: string | Buf
 
 export function endClient(client: MqttClient): Promise<void> {
   return new Promise((resolve) => client.end(true, {}, () => resolve()));
+}
+
+/** Group commits so far on a registry (the count of the braid_commit_batch_readings histogram). */
+export async function commitCount(registry: Registry): Promise<number> {
+  const { values } = await registry.getSingleMetric('braid_commit_batch_readings')!.get();
+  return (values as Array<{ metricName?: string; value: number }>).find((v) => v.metricName === 'braid_commit_batch_readings_count')?.value ?? 0;
 }
 
 /** Poll `check` until it returns a truthy value or `timeoutMs` passes. */
