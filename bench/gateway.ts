@@ -128,6 +128,7 @@ const results = {
   fleetRuns: {} as Partial<Record<PeerKind, LatRun[]>>,
   rss: {} as Partial<Record<RssKind, RssRun>>,
   drain: {} as Partial<Record<PeerKind, DrainRun>>,
+  drainRuns: {} as Partial<Record<PeerKind, DrainRun[]>>,
   /** fdatasync of a 20 KB overwrite per second on the data dir's disk, measured before each QoS 1 phase. */
   fsyncPerSec: {} as Partial<Record<'qos1' | 'qos1-w20', number>>,
   held: {} as Partial<Record<'qos1' | 'qos1-w20' | 'qos0', Partial<Record<PeerKind, DiskHeld>>>>,
@@ -595,6 +596,7 @@ async function rssPhase() {
 async function drainRun(kind: PeerKind): Promise<DrainRun> {
   const dir = kind === 'braid-alt' ? `${drainDir}-alt` : drainDir;
   log(`drain ${LABEL[kind]}: fill an outbox with ${int(DRAIN_READINGS)} readings, restart the gateway with --cloud-url at a local sink`);
+  rmSync(dir, { recursive: true, force: true }); // each run drains a gateway.db of its own
   const fill = await fillOutbox(dir, DRAIN_READINGS, rootOf(kind));
   log(`  filled in ${ms(fill.ms)}`);
   const sink = startProc('ingest sink', process.execPath, [...TSX, join(ROOT, 'bench/peers/ingest-sink.ts'), '0'], { cwd: ROOT, env: childEnv() });
@@ -638,8 +640,15 @@ async function drainRun(kind: PeerKind): Promise<DrainRun> {
   }
 }
 
+/** REPEAT drains a gateway, interleaved with the other's; the run of median rate is reported, the range beside it. */
 async function drainPhase() {
-  for (const kind of PEERS.filter(isBraid)) results.drain[kind] = await drainRun(kind);
+  for (let rep = 0; rep < REPEAT; rep++) {
+    for (const kind of PEERS.filter(isBraid)) (results.drainRuns[kind] ??= []).push(await drainRun(kind));
+  }
+  for (const [kind, runs] of Object.entries(results.drainRuns) as Array<[PeerKind, DrainRun[]]>) {
+    const sorted = [...runs].sort((a, b) => a.perSec - b.perSec);
+    results.drain[kind] = sorted[(sorted.length - 1) >> 1];
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -764,8 +773,12 @@ function report(machine: MachineInfo, totalMs: number): string {
   if (Object.keys(results.drain).length) {
     const d = results.drain;
     const first = Object.values(d)[0]!;
-    row(`Outbox drain, readings/s (${int(first.readings)} buffered, gzip JSON batches of ${DRAIN_BATCH} to a local sink)`,
-      (k) => (d[k] ? `${int(d[k]!.perSec)} (${ratio(d[k]!.perSec, d[k]!.ceilingPerSec)} of the sink ceiling)` : ''),
+    const spread = (k: PeerKind) => {
+      const xs = (results.drainRuns[k] ?? []).map((r) => r.perSec);
+      return xs.length > 1 ? `<br><sub>${int(Math.min(...xs))}-${int(Math.max(...xs))}</sub>` : '';
+    };
+    row(`Outbox drain, readings/s (${int(first.readings)} buffered, gzip JSON batches of ${DRAIN_BATCH} to a local sink${REPEAT > 1 ? `, median of ${REPEAT} runs, range below` : ''})`,
+      (k) => (d[k] ? `${int(d[k]!.perSec)} (${ratio(d[k]!.perSec, d[k]!.ceilingPerSec)} of the sink ceiling)${spread(k)}` : ''),
       `>= ${int(TARGET.drainPerSec)}/s`, verdict(cols, (k) => (d[k] ? d[k]!.perSec >= TARGET.drainPerSec : null)));
     row('the sink\'s own ceiling (pre-built batches, one request at a time)', (k) => (d[k] ? int(d[k]!.ceilingPerSec) : ''));
   }
@@ -800,8 +813,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     if (!r) continue;
     L.push(`- rss ${RSS_LABEL[k as RssKind]}: ${int(r.connected)} connected, ${r.failed} failed${Object.keys(r.errors).length ? ` (${JSON.stringify(r.errors)})` : ''}; VmRSS ${mb(r.rss)}, idle ${mb(r.baseline)}, VmHWM ${mb(r.hwm)}; connected in ${ms(r.connectMs)} with ${r.cpuSec.toFixed(1)} s of broker CPU (main thread ${r.mainCpuSec.toFixed(1)} s); per connection ${((r.rss - r.baseline) / Math.max(1, r.connected) / 1024).toFixed(1)} KB${r.heap ? `; V8 heap ${mb(r.heap.total)} (used ${mb(r.heap.used)}), external ${mb(r.heap.external)}, the rest (native: code, malloc arenas, libuv, SQLite) ${mb(r.rss - r.heap.total - r.heap.external)}` : ''}${r.commits ? `; the first readings in ${int(r.commits.commits)} group commits of ${(r.commits.readings / Math.max(1, r.commits.commits)).toFixed(1)} readings, ${((r.commits.seconds * 1000) / Math.max(1, r.commits.commits)).toFixed(2)} ms each` : ''}${r.gc ? `; V8 collections during the storm (main-thread pauses): ${Object.entries(r.gc).filter(([, g]) => g.count > 0).map(([k, g]) => `${k} ${g.count} (${ms(g.seconds * 1000)})`).join(', ')}` : ''}`);
   }
-  for (const [k, d] of Object.entries(results.drain)) {
-    if (!d) continue;
+  for (const [k, d] of Object.entries(results.drainRuns).flatMap(([k, rs]) => (rs ?? []).map((r) => [k, r] as const))) {
     L.push(`- drain ${LABEL[k as PeerKind]}: ${int(d.readings)} readings in ${ms(d.ms)} (from the gateway's ready line to health outbox.pending = 0), ${d.sinkRequests} requests; sink-side ${int(d.sinkPerSec)}/s; gateway CPU ${d.cpuSec.toFixed(1)} s; outbox filled directly in ${ms(d.fillMs)}`);
     L.push(`- sink ceiling: ${int(d.readings)} readings as pre-built gzip batches of ${DRAIN_BATCH}, one request at a time, in ${ms(d.ceilingMs)}`);
   }

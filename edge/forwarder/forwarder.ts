@@ -43,6 +43,12 @@ export class Forwarder {
    * commit seen since (rows found by the idle poll, e.g. at start, have waited already: no linger).
    */
   private pendingSince: number | null = null;
+  /**
+   * The batch after the one in flight, read while its request and acknowledgement run (a backlog
+   * drains at the pace of the slower of the two, not of their sum). `after`: the seq it was read
+   * from, the in-flight batch's lastSeq; used only when the acknowledgement lands exactly there.
+   */
+  private readAhead: ReadAhead | null = null;
   /** Per warning code of ingest answers: when its last line was logged, and how many came since unlogged. */
   private readonly warned = new Map<string, { at: number; unlogged: number }>();
 
@@ -118,6 +124,9 @@ export class Forwarder {
 
   private async shutdown(): Promise<CloseReport> {
     await this.sender.close();
+    // A read ahead still running finishes before the caller closes the reader under it.
+    await this.readAhead?.batch;
+    this.readAhead = null;
     if (this.ownsNodes) this.nodes?.close();
     let pending: number | null = null;
     try {
@@ -130,7 +139,7 @@ export class Forwarder {
   }
 
   private async step(flush: boolean): Promise<Next> {
-    const batch = await readBatch(this.deps.reader, this.ackedSeq, this.sender.size);
+    const batch = await this.nextBatch();
     if (!batch) {
       // A notify during the read may name rows it missed: keep their clock for the next step.
       if (!this.sender.pokedDuringStep) this.pendingSince = null;
@@ -154,6 +163,46 @@ export class Forwarder {
   }
 
   /**
+   * The batch read ahead, when the last acknowledgement ended where it began and it is full at
+   * today's working size (a success after a 413 grows the size: then the larger batch is read); else
+   * one read now.
+   */
+  private async nextBatch(): Promise<Batch | null> {
+    const ahead = this.readAhead;
+    this.readAhead = null;
+    if (ahead && ahead.after === this.ackedSeq) {
+      const batch = await ahead.batch;
+      if (batch && batch.readings.length >= this.sender.size) return batch;
+    }
+    return readBatch(this.deps.reader, this.ackedSeq, this.sender.size);
+  }
+
+  /**
+   * Start reading the batch after `inflight` (a full one: a backlog), on the reader while the
+   * request runs. It leaves out the epoch and gap records `inflight` carries: they are marked only
+   * when its acknowledgement lands, so the read still finds them. Any other record it finds is
+   * unsent, and a gap the disk budget writes meanwhile is read as a later readBatch would read it.
+   * A read that fails is not an error here: nextBatch reads again.
+   */
+  private readAheadOf(inflight: Batch): void {
+    if (inflight.readings.length < this.sender.size || this.sender.closing) return;
+    const epochs = new Set(inflight.epochs.map((e) => e.epoch));
+    const gaps = new Set(inflight.gaps.map((g) => g.id));
+    const batch = readBatch(this.deps.reader, inflight.lastSeq, this.sender.size).then((b) => {
+      if (!b) return null;
+      b.epochs = b.epochs.filter((e) => !epochs.has(e.epoch));
+      b.gaps = b.gaps.filter((g) => !gaps.has(g.id));
+      // The seqs of a gap left out were below this batch: it begins at its first reading or the first gap it still carries.
+      b.firstSeq = b.gaps.reduce((m, g) => Math.min(m, g.fromSeq), b.readings[0]?.[0] ?? b.firstSeq);
+      return b;
+    }, (err: unknown) => {
+      this.log.debug({ err }, 'reading the next batch ahead failed; it is read again after the acknowledgement');
+      return null;
+    });
+    this.readAhead = { after: inflight.lastSeq, batch };
+  }
+
+  /**
    * How much longer a batch short of the working size may wait for more readings (Kafka's
    * linger.ms): one request per lingerMs instead of one per group commit, and no reading waits
    * more than lingerMs (plus the request in flight) for its request. A full batch goes at once.
@@ -165,6 +214,7 @@ export class Forwarder {
 
   private async send(batch: Batch): Promise<Next> {
     const body = await gzipJson(JSON.stringify(ingestBody(batch, this.deps.gatewayId, this.now())));
+    this.readAheadOf(batch);
     this.metrics.bytesSent.inc(body.length);
     const stop = this.metrics.requestSeconds.startTimer();
     let ack: IngestAck;
@@ -270,4 +320,10 @@ export class Forwarder {
     this.log.debug({ ackSeq: applied.ackedSeq, rows: applied.rows, epochs: batch.epochs.length, gaps: batch.gaps.length }, 'batch acknowledged');
     return NOW;
   }
+}
+
+interface ReadAhead {
+  /** The seq it was read after. */
+  after: number;
+  batch: Promise<Batch | null>;
 }

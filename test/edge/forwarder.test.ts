@@ -226,3 +226,47 @@ describe('Forwarder', () => {
     expect(h.cloud.requests).toHaveLength(3); // nothing left to send: no empty requests
   });
 });
+
+describe('Forwarder: the batch after a full one is read while its request runs', () => {
+  test('the read-ahead leaves out the records in flight, and one closed meanwhile rides with a later batch', async () => {
+    const gap1 = await insertGap(h.fx, 1, 5, ['dev-1']);
+    await insertReadings(h.fx, 6, 30, { epoch: 1 });
+    await insertEpoch(h.fx, 1, 1, 12, true);
+    await insertEpoch(h.fx, 2, 13, 40, false);
+    // The first request is answered 300 ms late; by then the read-ahead has read 16..25, so epoch 3,
+    // closed now (seqs 13..20), is not in it although it ends below its lastSeq: it goes with 26..35.
+    h.cloud.script(answer.checking(async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      await h.fx.writes.run((db) => db.run('UPDATE epochs SET closed_at = 3000, last_seq = 20 WHERE epoch = 2'));
+    }, ack()));
+    const { fwd } = make({ batchMaxReadings: 10, idlePollMs: 60_000 });
+    await fwd.start();
+    await until(async () => (await pending()) === 0 && h.cloud.requests.length === 3);
+
+    const [b1, b2, b3] = h.cloud.requests.map(decodeIngest);
+    expect(b1).toMatchObject({ firstSeq: 1, lastSeq: 15, epochs: [{ epoch: 1 }], gaps: [{ id: gap1 }] });
+    expect(b2).toMatchObject({ firstSeq: 16, lastSeq: 25, epochs: [], gaps: [] });
+    expect(b3).toMatchObject({ firstSeq: 26, lastSeq: 35, epochs: [{ epoch: 2, firstSeq: 13, lastSeq: 20 }], gaps: [] });
+    expect(h.cloud.requests.flatMap(seqsOf)).toEqual(range(6, 35));
+    expect(await h.fx.reader.all('SELECT epoch, reported FROM epochs ORDER BY epoch')).toEqual([{ epoch: 1, reported: 1 }, { epoch: 2, reported: 1 }]);
+  });
+
+  test('a partial ack drops the batch read ahead: the next request begins after ackSeq', async () => {
+    await insertReadings(h.fx, 1, 30);
+    h.cloud.script(ack(() => 6));
+    const { fwd, acks } = make({ batchMaxReadings: 10, idlePollMs: 60_000 });
+    await fwd.start();
+    await until(async () => (await pending()) === 0, 8000);
+    expect(h.cloud.requests.map(seqsOf)).toEqual([range(1, 10), range(7, 16), range(17, 26), range(27, 30)]);
+    expect(acks.map((a) => a.ackSeq)).toEqual([6, 16, 26, 30]);
+  });
+
+  test('a failed request drops it too: the same readings go again', async () => {
+    await insertReadings(h.fx, 1, 20);
+    h.cloud.script(answer.status(500, { code: 'BRAID_ERR_INTERNAL', message: 'disk' }));
+    const { fwd } = make({ batchMaxReadings: 10, idlePollMs: 60_000 });
+    await fwd.start();
+    await until(async () => (await pending()) === 0, 8000);
+    expect(h.cloud.requests.map(seqsOf)).toEqual([range(1, 10), range(1, 10), range(11, 20)]);
+  });
+});
