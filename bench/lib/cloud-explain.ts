@@ -9,7 +9,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DuckDialect } from '../../cloud/batch/dialect.js';
+import { DuckDialect, VIEW_PARQUET_OPTIONS } from '../../cloud/batch/dialect.js';
 import { viewFileSelect } from '../../cloud/batch/build.js';
 import { buildSteps, VIEW_STEPS } from '../../cloud/batch/sql.js';
 
@@ -116,7 +116,7 @@ export async function profileDay(opts: { day: string; files: string[]; masterRow
       await engine.conn.run(`CREATE OR REPLACE TEMP VIEW ${engine.ident(step.name)} AS SELECT ${cols} FROM ${engine.ident(p.table)}`);
     }
     for (const view of VIEW_STEPS) {
-      statements.push(await profiled(engine, `copy ${view.name}`, `COPY (${viewFileSelect(engine, view)}) TO '${join(opts.outDir, `${view.name}.parquet`)}' (FORMAT parquet, COMPRESSION zstd)`, opts.rawDir));
+      statements.push(await profiled(engine, `copy ${view.name}`, `COPY (${viewFileSelect(engine, view)}) TO '${join(opts.outDir, `${view.name}.parquet`)}' (${VIEW_PARQUET_OPTIONS})`, opts.rawDir));
     }
     const bare = await profiled(engine, 'bare device_1m', `CREATE OR REPLACE TEMP TABLE bare AS ${bareSql(engine, opts.files)}`, opts.rawDir);
 

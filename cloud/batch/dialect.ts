@@ -25,6 +25,15 @@ export interface EngineOptions {
  */
 export const VIEW_ROW_GROUP_ROWS = 131_072;
 
+/**
+ * The COPY options of every view file (and of the query's compacted copies of them). Parquet's
+ * v2 encodings (DELTA_BINARY_PACKED for the times and counts, BYTE_STREAM_SPLIT for the doubles)
+ * under zstd at level 1: a day's device_1m file (184k rows) was written in 115 ms against 151 ms
+ * with v1 at zstd's default level, 6% smaller (3.73 vs 3.98 MB) and scanned in 14.7 vs 20.8 ms
+ * (2026-12-06, the bench:cloud data). DuckDB, Arrow, Spark and Trino read both.
+ */
+export const VIEW_PARQUET_OPTIONS = `FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION V2, ROW_GROUP_SIZE ${VIEW_ROW_GROUP_ROWS}`;
+
 /** Bounds on the master's own columns (scanMaster): ts in [fromMs, toMs) epoch ms, epoch in (epochAbove, epochAtMost]. */
 export interface MasterRange {
   fromMs?: number;
@@ -215,7 +224,7 @@ export class DuckDialect implements SqlDialect {
   }
 
   /**
-   * Write a query's rows to one zstd Parquet file (the caller fsyncs and renames it). Row groups of
+   * Write a query's rows to one Parquet file (VIEW_PARQUET_OPTIONS; the caller fsyncs and renames it). Row groups of
    * VIEW_ROW_GROUP_ROWS: rows are sorted by key, so a query for one device reads the one or two row
    * groups whose statistics hold it.
    */
@@ -224,7 +233,7 @@ export class DuckDialect implements SqlDialect {
   }
 
   private copySql(select: string, file: string): string {
-    return `COPY (${select}) TO ${str(file)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${VIEW_ROW_GROUP_ROWS})`;
+    return `COPY (${select}) TO ${str(file)} (${VIEW_PARQUET_OPTIONS})`;
   }
 
   /** Stop the running statement (close of the scheduler). */

@@ -30,7 +30,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDBInstance, DuckDBListValue, LIST, VARCHAR, type DuckDBConnection, type DuckDBPreparedStatement, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
-import { VIEW_ROW_GROUP_ROWS } from '../../batch/dialect.js';
+import { VIEW_PARQUET_OPTIONS } from '../../batch/dialect.js';
 import type { Manifest, ViewName } from '../../batch/index.js';
 import { HOUR_MS } from '../../../shared/time.js';
 import { viewFiles } from '../manifest.js';
@@ -412,7 +412,7 @@ export class ParquetViewReader implements ViewReader {
       const list = files.map(sqlString).join(', ');
       const order = `${key ? `${key}, ` : ''}metric, bucket`;
       const r = await pooled.conn.runAndReadAll(`COPY (SELECT * FROM read_parquet([${list}], union_by_name = true) ORDER BY ${order})
-        TO ${sqlString(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${VIEW_ROW_GROUP_ROWS})`);
+        TO ${sqlString(tmp)} (${VIEW_PARQUET_OPTIONS})`);
       rows = Number(r.getRows()[0]?.[0] ?? 0);
       await rename(tmp, c.path);
       c.ready = true;
