@@ -26,13 +26,14 @@ export interface EngineOptions {
 export const VIEW_ROW_GROUP_ROWS = 131_072;
 
 /**
- * The COPY options of every view file (and of the query's compacted copies of them). Parquet's
- * v2 encodings (DELTA_BINARY_PACKED for the times and counts, BYTE_STREAM_SPLIT for the doubles)
- * under zstd at level 1: a day's device_1m file (184k rows) was written in 115 ms against 151 ms
- * with v1 at zstd's default level, 6% smaller (3.73 vs 3.98 MB) and scanned in 14.7 vs 20.8 ms
- * (2026-12-06, the bench:cloud data). DuckDB, Arrow, Spark and Trino read both.
+ * The COPY options of every view file (and of the query's compacted copies of them): Parquet v1
+ * encodings under zstd at its default level. Parquet's v2 encodings (DELTA_BINARY_PACKED,
+ * BYTE_STREAM_SPLIT) under zstd level 1 were measured and not taken (2026-12-06): a day's dense
+ * device_1m file was written a quarter faster (115 vs 151 ms) and 6% smaller, but the query
+ * benchmark's year of sparse days and one dense day took 17% more disk (222.5 vs 189.5 MB at a
+ * tenth of its scale, each view larger; 1,604 MB at full scale against 1,241 MB in an earlier run).
  */
-export const VIEW_PARQUET_OPTIONS = `FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION V2, ROW_GROUP_SIZE ${VIEW_ROW_GROUP_ROWS}`;
+export const VIEW_PARQUET_OPTIONS = `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${VIEW_ROW_GROUP_ROWS}`;
 
 /** Bounds on the master's own columns (scanMaster): ts in [fromMs, toMs) epoch ms, epoch in (epochAbove, epochAtMost]. */
 export interface MasterRange {
