@@ -119,7 +119,10 @@ describe('linger, end to end: MQTT.js device -> gateway -> real cloud', () => {
     const cloud = await startRecordedCloud(cloudDir.path, rec);
     closeCloud = cloud.close;
     const { url } = cloud;
-    gw = await startTestGateway({ id: GW, cloud: { url, token: tokens[GW], lingerMs: LINGER }, outbox: { epochIdleMs: 60_000 } });
+    // The forwarder's linger alone: the group commit's (outbox.groupCommitMs, 25 ms by default for a
+    // device sending one message at a time) would hold each PUBACK below, and the trickle would be
+    // ~65 messages in 2 s instead of hundreds: ~5 a request, at the edge of the bound below.
+    gw = await startTestGateway({ id: GW, cloud: { url, token: tokens[GW], lingerMs: LINGER }, outbox: { epochIdleMs: 60_000, groupCommitMs: 0 } });
     // A round trip as the gateway lives it: one forwarder step, from reading the outbox through
     // gzip, the request and the answer to the recorded ack (the cloud's own handling is only part
     // of it; on a loaded machine the disk and the thread pool are the rest).
