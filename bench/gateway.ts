@@ -658,6 +658,11 @@ function status(ok: boolean | null): string {
   return ok === null ? 'n/a' : ok ? '**met**' : '**short**';
 }
 
+/** A table cell's range of several runs' rates, below the median (nothing for one run). */
+function rangeBelow(xs: number[]): string {
+  return xs.length > 1 ? `<br><sub>${int(Math.min(...xs))}-${int(Math.max(...xs))}</sub>` : '';
+}
+
 function commitText(c: CommitStats): string {
   return `${int(c.commits)} group commits of ${int(c.readingsPerCommit)} readings, ${ms(c.msPerCommit)} on average (p50 <= ${ms(c.p50Ms)}, p99 <= ${ms(c.p99Ms)}; ${(100 * c.slowShare).toFixed(1)}% over 25 ms)`;
 }
@@ -698,11 +703,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     if (!r) return;
     const v = (k: PeerKind) => medianRun(r[k]);
     const aedes = v('aedes');
-    const range = (k: PeerKind) => {
-      const xs = (r[k] ?? []).map((x) => x.perSec);
-      return xs.length > 1 ? `<br><sub>${int(Math.min(...xs))}-${int(Math.max(...xs))}</sub>` : '';
-    };
-    row(title, (k) => `${int(v(k))}${isBraid(k) && Number.isFinite(aedes) ? ` (${ratio(v(k), aedes)} aedes)` : ''}${range(k)}`,
+    row(title, (k) => `${int(v(k))}${isBraid(k) && Number.isFinite(aedes) ? ` (${ratio(v(k), aedes)} aedes)` : ''}${rangeBelow((r[k] ?? []).map((x) => x.perSec))}`,
       target, judge ? verdict(cols, (k) => judge(k, v(k), aedes)) : 'info');
   };
   const reps = REPEAT > 1 ? `, median of ${REPEAT} runs, range below` : '';
@@ -773,12 +774,8 @@ function report(machine: MachineInfo, totalMs: number): string {
   if (Object.keys(results.drain).length) {
     const d = results.drain;
     const first = Object.values(d)[0]!;
-    const spread = (k: PeerKind) => {
-      const xs = (results.drainRuns[k] ?? []).map((r) => r.perSec);
-      return xs.length > 1 ? `<br><sub>${int(Math.min(...xs))}-${int(Math.max(...xs))}</sub>` : '';
-    };
     row(`Outbox drain, readings/s (${int(first.readings)} buffered, gzip JSON batches of ${DRAIN_BATCH} to a local sink${REPEAT > 1 ? `, median of ${REPEAT} runs, range below` : ''})`,
-      (k) => (d[k] ? `${int(d[k]!.perSec)} (${ratio(d[k]!.perSec, d[k]!.ceilingPerSec)} of the sink ceiling)${spread(k)}` : ''),
+      (k) => (d[k] ? `${int(d[k]!.perSec)} (${ratio(d[k]!.perSec, d[k]!.ceilingPerSec)} of the sink ceiling)${rangeBelow((results.drainRuns[k] ?? []).map((r) => r.perSec))}` : ''),
       `>= ${int(TARGET.drainPerSec)}/s`, verdict(cols, (k) => (d[k] ? d[k]!.perSec >= TARGET.drainPerSec : null)));
     row('the sink\'s own ceiling (pre-built batches, one request at a time)', (k) => (d[k] ? int(d[k]!.ceilingPerSec) : ''));
   }

@@ -80,25 +80,30 @@ function toGapRecord(g: GapRowDb): GapRecord {
   };
 }
 
+/** Epoch and gap records a batch in flight carries: the batch read ahead of it leaves them out (still unmarked until its ack). */
+export interface InFlightRecords { epochs: ReadonlySet<number>; gaps: ReadonlySet<number> }
+
 /**
- * The next batch after `ackedSeq`, or null when there is nothing to send.
+ * The next batch after `ackedSeq`, or null when there is nothing to send. With `inFlight`, the
+ * records it names are left out, as if already marked.
  *
  * Epochs and gaps are read BEFORE the readings (two statements on a shared reader, no snapshot):
  * an epoch closed, or a gap written, by then only names seqs committed by then, so when the
  * readings query finds none past `ackedSeq`, every seq those records name is already gone from
  * the outbox, and `lastSeq` may safely move up to a gap's end.
  */
-export async function readBatch(reader: Db, ackedSeq: number, maxReadings: number): Promise<Batch | null> {
+export async function readBatch(reader: Db, ackedSeq: number, maxReadings: number, inFlight?: InFlightRecords): Promise<Batch | null> {
   const epochRows = await reader.all<{ epoch: number; first_seq: number; last_seq: number }>(
     'SELECT epoch, first_seq, last_seq FROM epochs WHERE closed_at IS NOT NULL AND reported = 0 ORDER BY epoch LIMIT ?', [MAX_RECORDS]);
-  const gapRows = await unsentGaps(reader);
+  const gapsNow = async () => (await unsentGaps(reader)).filter((g) => !inFlight?.gaps.has(g.id)).map(toGapRecord);
+  let allGaps: GapRecord[] = await gapsNow();
   const rows = await reader.all<{ seq: number; epoch: number; device: string; metric: string; ts: number; value: number }>(
     // The rows carry their series' number (schema.ts outbox_rows); the retention keeps a series while a row refers to it.
     'SELECT o.seq, o.epoch, s.device, s.metric, o.ts, o.value FROM outbox_rows o JOIN series s ON s.id = o.series WHERE o.seq > ? ORDER BY o.seq LIMIT ?',
     [ackedSeq, Math.max(1, maxReadings)]);
 
-  const allEpochs: EpochRecord[] = epochRows.map((e) => ({ epoch: e.epoch, firstSeq: e.first_seq, lastSeq: e.last_seq }));
-  let allGaps: GapRecord[] = gapRows.map(toGapRecord);
+  const allEpochs: EpochRecord[] = epochRows.filter((e) => !inFlight?.epochs.has(e.epoch))
+    .map((e) => ({ epoch: e.epoch, firstSeq: e.first_seq, lastSeq: e.last_seq }));
 
   if (rows.length === 0) {
     if (allEpochs.length === 0 && allGaps.length === 0) return null;
@@ -108,7 +113,7 @@ export async function readBatch(reader: Db, ackedSeq: number, maxReadings: numbe
     // hole, read the gaps again and take those up to lastSeq (which stays as decided above).
     const covered = normalizeRanges(allGaps.map((g) => [g.fromSeq, g.toSeq] as const));
     if (lastSeq > ackedSeq && !(covered.length > 0 && covered[0][0] <= ackedSeq + 1 && covered[0][1] >= lastSeq)) {
-      allGaps = (await unsentGaps(reader)).map(toGapRecord).filter((g) => g.toSeq <= lastSeq);
+      allGaps = (await gapsNow()).filter((g) => g.toSeq <= lastSeq);
     }
     return { firstSeq: lastSeq + 1, lastSeq, readings: [], epochs: allEpochs, gaps: allGaps };
   }
@@ -122,7 +127,7 @@ export async function readBatch(reader: Db, ackedSeq: number, maxReadings: numbe
   let prev = ackedSeq;
   for (const r of rows) {
     if (r.seq !== prev + 1) {
-      allGaps = (await unsentGaps(reader)).map(toGapRecord);
+      allGaps = await gapsNow();
       break;
     }
     prev = r.seq;

@@ -186,16 +186,8 @@ export class Forwarder {
    */
   private readAheadOf(inflight: Batch): void {
     if (inflight.readings.length < this.sender.size || this.sender.closing) return;
-    const epochs = new Set(inflight.epochs.map((e) => e.epoch));
-    const gaps = new Set(inflight.gaps.map((g) => g.id));
-    const batch = readBatch(this.deps.reader, inflight.lastSeq, this.sender.size).then((b) => {
-      if (!b) return null;
-      b.epochs = b.epochs.filter((e) => !epochs.has(e.epoch));
-      b.gaps = b.gaps.filter((g) => !gaps.has(g.id));
-      // The seqs of a gap left out were below this batch: it begins at its first reading or the first gap it still carries.
-      b.firstSeq = b.gaps.reduce((m, g) => Math.min(m, g.fromSeq), b.readings[0]?.[0] ?? b.firstSeq);
-      return b;
-    }, (err: unknown) => {
+    const inFlight = { epochs: new Set(inflight.epochs.map((e) => e.epoch)), gaps: new Set(inflight.gaps.map((g) => g.id)) };
+    const batch = readBatch(this.deps.reader, inflight.lastSeq, this.sender.size, inFlight).catch((err: unknown) => {
       this.log.debug({ err }, 'reading the next batch ahead failed; it is read again after the acknowledgement');
       return null;
     });
