@@ -44,6 +44,13 @@
  * bench:gateway's fleet phase): a group of G readings holds G/4 devices' messages, each a partial
  * row of its own (the speed layer's current minute of 4N series).
  *
+ * `--windows M` (with `--fleet N`): before the commits, the partials of N devices x 4 metrics x
+ * the M minutes before theirs are written in minute order (a gateway that has run M minutes: the
+ * commits then update rows of a full table), and after them the speed layer's reads timed through
+ * the reader connection, warm, 300 of each: one device's windows of a metric (edge/speed
+ * readWindows, the last 24 h) and one device's 4 metrics over an hour (the alerts' read); beside
+ * them the file's size. What a layout of the partials costs the writes and the reads.
+ *
  *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000] [--readings 20000] [--cache -32000,-2000] [--warm 32 [--warm-free]]
  */
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -54,6 +61,7 @@ import { ROOT } from './lib/peers.js';
 
 interface OutboxModule { Outbox: typeof OutboxClass }
 interface LoggerModule { nullLogger: () => import('../shared/logger.js').Logger }
+interface SpeedModule { readWindows: typeof import('../edge/speed/index.js').readWindows }
 
 const args = process.argv.slice(2);
 const opt = (name: string) => args.flatMap((a, i) => (a === name && args[i + 1] ? [args[i + 1]] : []));
@@ -66,6 +74,7 @@ const caches: Array<number | undefined> = opt('--cache')[0]?.split(',').map(Numb
 const warmMb = Number(opt('--warm')[0] ?? 0);
 const drift = Number(opt('--drift')[0] ?? 0);
 const fleet = Number(opt('--fleet')[0] ?? 0);
+const windowMinutes = Number(opt('--windows')[0] ?? 0);
 const FLEET_METRICS = ['temp', 'hum', 'pressure', 'co2'];
 
 const FS_PAGE = 4096;
@@ -112,6 +121,7 @@ const writeBytes = () => Number(/^write_bytes:\s*(\d+)/m.exec(readFileSync('/pro
 
 process.stdout.write(`| checkout | synchronous | cache_size | warm MB | readings per commit | ms per commit | us per reading | readings/s | bytes written per reading (WAL + checkpoints) | floor (write-once log) | page size | main thread CPU us per commit | process CPU us per commit |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n`);
 const breakdowns: string[] = [];
+const windowReads: string[] = [];
 for (const G of groups) {
   for (const cache of caches) for (const root of roots) {
     const { Outbox } = await import(join(root, 'edge/outbox/index.ts')) as OutboxModule;
@@ -156,8 +166,10 @@ for (const G of groups) {
         await outbox.writes.run((d) => d.exec('PRAGMA wal_checkpoint(TRUNCATE)'));
         checkpointBytes += writeBytes() - w;
       };
-      const written0 = writeBytes();
       let ts = Date.now() - 3600_000;
+      const commitMinute = Math.floor(ts / 60_000) * 60_000;
+      if (fleet && windowMinutes > 0) await fillPartials(outbox, commitMinute);
+      const written0 = writeBytes();
       const total = Math.max(Number(opt('--readings')[0] ?? 20_000), G * 20);
       let n = 0;
       // Around each submit only (not the readings' making, the WAL reads or the checkpoints): the
@@ -206,6 +218,7 @@ for (const G of groups) {
         const k1 = process.cpuUsage(k0);
         process.stdout.write(`deletes, cache_size ${cacheSize}: forwarder ${batches} batches of 1,000, ${Math.round((c1.user + c1.system) / batches)} us CPU, ${((d1 - d0) / batches).toFixed(2)} ms a batch; retention's dedup keys ${n} rows, ${Math.round((k1.user + k1.system) / 1000)} ms CPU\n`);
       }
+      if (fleet && windowMinutes > 0) windowReads.push(`| ${root} | ${G} | ${await timeWindowReads(root, outbox, dir, commitMinute)} |`);
       const ownBytes = 'dev-0'.length + 'temp'.length + 16;
       const floor = Math.round(FS_PAGE / G + ownBytes);
       process.stdout.write(`| ${root} | ${sync} | ${cacheSize} | ${warmMb} | ${G} | ${(ms / commits).toFixed(2)} | ${((ms * 1000) / n).toFixed(1)} | ${Math.round(n / (ms / 1000)).toLocaleString('en-US')} | ${Math.round(written / n)} (${Math.round((written - checkpointBytes) / n)} + ${Math.round(checkpointBytes / n)}) | ${floor} (${Math.round(FS_PAGE / G)} + ${ownBytes}) | ${pageSize} | ${Math.round(mainNs / 1000 / commits)} | ${Math.round(cpuUs / commits)} |\n`);
@@ -225,4 +238,42 @@ for (const G of groups) {
     }
   }
 }
+if (windowReads.length) {
+  process.stdout.write(`\nThe speed layer's reads of ${fleet.toLocaleString('en-US')} devices x ${FLEET_METRICS.length} metrics x ${windowMinutes} minutes of partials (warm, 300 reads each, median / p99):\n\n| checkout | readings per commit | windows of a device's metric (${Math.min(windowMinutes, 1440)} rows) | a device's ${FLEET_METRICS.length} metrics over an hour | gateway.db after |\n|---|---:|---|---|---:|\n${windowReads.join('\n')}\n`);
+}
 process.stdout.write(`\nWAL frames per commit by table or index (dbstat; page 1 apart; "free": pages not in any b-tree when read), and the 4 KiB filesystem pages the commit's frames span:\n\n| checkout | readings per commit | commits read | WAL frames per commit, by object | WAL bytes per commit (frames of page size + 24) | 4 KiB filesystem pages per commit |\n|---|---:|---:|---|---:|---:|\n${breakdowns.join('\n')}\n`);
+
+/** --windows: the partials of the fleet's devices for the `windowMinutes` minutes before `minute`, in minute order. */
+async function fillPartials(outbox: OutboxClass, minute: number): Promise<void> {
+  const first = minute - windowMinutes * 60_000;
+  const metrics = FLEET_METRICS.map((m) => `"${m}"`).join(', ');
+  await outbox.writes.run((d) => d.exec(`
+    WITH RECURSIVE k(v) AS (SELECT 0 UNION ALL SELECT v + 1 FROM k WHERE v < ${windowMinutes - 1}),
+      dv(v) AS (SELECT 0 UNION ALL SELECT v + 1 FROM dv WHERE v < ${fleet - 1})
+    INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
+    SELECT 'dev-' || dv.v, m.value, ${first} + k.v * 60000, 1, 60, 1290.5, 20.1, 22.9, 3.25, 21.5, ${first} + k.v * 60000, 21.7, ${first} + k.v * 60000 + 59000, ${first} + k.v * 60000 + 60000
+    FROM k, dv, json_each('[${metrics}]') m
+    ORDER BY k.v, dv.v;
+    PRAGMA wal_checkpoint(TRUNCATE);`));
+}
+
+/** --windows: time the reads the speed layer makes of the partials at `minute` (the checkout's own readWindows). */
+async function timeWindowReads(root: string, outbox: OutboxClass, dir: string, minute: number): Promise<string> {
+  const { readWindows } = (await import(join(root, 'edge/speed/index.ts'))) as SpeedModule;
+  const rand = (i: number) => `dev-${(i * 7919) % fleet}`;
+  const time = async (f: (i: number) => Promise<unknown>) => {
+    for (let i = 0; i < 30; i++) await f(i);
+    const t: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      const t0 = performance.now();
+      await f(i);
+      t.push(performance.now() - t0);
+    }
+    t.sort((a, b) => a - b);
+    return `${t[150].toFixed(2)} / ${t[296].toFixed(2)} ms`;
+  };
+  const windows = await time((i) => readWindows(outbox.reader, rand(i), FLEET_METRICS[i % FLEET_METRICS.length], minute + 30_000));
+  const hour = await time((i) => outbox.reader.all(`SELECT metric, minute, count, sum, min, max, m2, first, first_ts, last, last_ts FROM partials
+    WHERE device = ? AND minute >= ? AND minute < ?`, [rand(i), minute - 60 * 60_000, minute + 60_000]));
+  return `${windows} | ${hour} | ${(statSync(join(dir, 'gateway.db')).size / 1e6).toFixed(1)} MB`;
+}

@@ -52,14 +52,14 @@ export async function prunePartialsChunk(db: Db, now: number, retentionMinutes: 
   const cutoff = now - retentionMinutes * 60_000;
   if (!keepUnpushed) {
     const { changes } = await db.run(
-      'DELETE FROM partials WHERE (device, metric, minute, epoch) IN (SELECT device, metric, minute, epoch FROM partials WHERE minute < ? LIMIT ?)',
+      'DELETE FROM partials WHERE rowid IN (SELECT rowid FROM partials WHERE minute < ? LIMIT ?)',
       [cutoff, limit]);
     return changes;
   }
   const cursor = Number((await getMeta(db, CURSOR_KEY)) ?? 0) || 0;
   const watermark = Number((await getMeta(db, WATERMARK_KEY)) ?? 0) || 0;
   const { changes } = await db.run(
-    `DELETE FROM partials WHERE (device, metric, minute, epoch) IN (SELECT device, metric, minute, epoch FROM partials
+    `DELETE FROM partials WHERE rowid IN (SELECT rowid FROM partials
        WHERE minute < ? AND (epoch <= ? OR updated_at < ?) LIMIT ?)`,
     [cutoff, watermark, cursor, limit]);
   return changes;

@@ -48,7 +48,7 @@ export interface Page {
 }
 
 const COLUMNS = 'device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at';
-// The index on updated_at holds the WITHOUT ROWID key after it, so this order needs no sort.
+// The cursor index holds the partial's key after updated_at (ensureCursorIndex), so this order needs no sort.
 const ORDER = 'ORDER BY updated_at, device, metric, minute, epoch';
 
 export function partialKey(r: Pick<PartialRow, 'device' | 'metric' | 'minute' | 'epoch'>): string {
@@ -60,11 +60,13 @@ export function toTuple(r: PartialRow): PartialTuple {
 }
 
 /**
- * The push reads partials in updated_at order; without this index each read would scan every
- * partial of the retention (a day of device x metric x minute x epoch).
+ * The push reads partials in (updated_at, key) order, up and down; without this index each read
+ * would scan every partial of the retention (a day of device x metric x minute x epoch). The key
+ * is in it so that neither order needs a sort: the entries are the size they were when the table
+ * was clustered by the key (gateway.db v3), whose index on updated_at alone held it.
  */
 export async function ensureCursorIndex(writes: WriteQueue): Promise<void> {
-  await writes.run((db) => db.exec('CREATE INDEX IF NOT EXISTS partials_updated_at ON partials (updated_at)'));
+  await writes.run((db) => db.exec('CREATE INDEX IF NOT EXISTS partials_updated_at ON partials (updated_at, device, metric, minute, epoch)'));
 }
 
 function metaInt(text: string | undefined): number {

@@ -1,17 +1,22 @@
 /**
- * gateway.db's schema versions 2 and 3 (edge/store/schema.ts): a v1 or v2 file is migrated when
+ * gateway.db's schema versions 2, 3 and 4 (edge/store/schema.ts): a v1, v2 or v3 file is migrated when
  * opened, keeping every pending outbox row, open epoch, dedup identity (with its seen_at) and
  * partial, the forwarder sending the same readings, and its identities still drop repeats
- * [INV-2]; a file of a newer version is refused; the series numbers of the dedup keys
+ * [INV-2]; a v3 file's partials move to a rowid table with every row and the windows they give kept,
+and are updated in place after; a file of a newer version is refused; the series numbers of the dedup keys
  * run out only at SERIES_MAX (readings of a new series then dropped, counted, the others kept) and
  * the retention frees the numbers no identity refers to (and the committer forgets them); a new file
  * gets GATEWAY_PAGE_SIZE, an existing one keeps its page size and checkpoints after the same WAL bytes.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { readBatch } from '../../edge/forwarder/batch.js';
+import { readWindows } from '../../edge/speed/index.js';
 import { Outbox, type Reading } from '../../edge/outbox/index.js';
+import { prunePartialsChunk } from '../../edge/outbox/retention.js';
 import { GATEWAY_PAGE_SIZE, GATEWAY_WAL_CHECKPOINT_BYTES, SERIES_MAX } from '../../edge/store/schema.js';
 import { Db } from '../../shared/sqlite.js';
 import { nullLogger } from '../../shared/logger.js';
@@ -33,9 +38,9 @@ afterEach(async () => {
   dir.remove();
 });
 
-async function open(now = () => T0): Promise<Outbox> {
+async function open(now = () => T0, logger = nullLogger()): Promise<Outbox> {
   registry = new Registry();
-  const o = await Outbox.open({ dataDir: dir.path, logger: nullLogger(), registry, now }, { pruneCron: null });
+  const o = await Outbox.open({ dataDir: dir.path, logger, registry, now }, { pruneCron: null });
   outboxes.push(o);
   return o;
 }
@@ -79,7 +84,7 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
 
   const o = await open();
   const db = o.writes.db;
-  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '3' });
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '4' });
   expect(await db.get("SELECT type FROM sqlite_schema WHERE name = 'dedup'")).toEqual({ type: 'view' });
   expect(await db.all('SELECT ts, device, metric, seen_at FROM dedup ORDER BY ts, device, metric')).toEqual(
     [...identities].sort((a, b) => a.ts - b.ts || (a.device < b.device ? -1 : a.device > b.device ? 1 : a.metric < b.metric ? -1 : 1)));
@@ -93,7 +98,7 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
     { seq: 301, device: 'dev-0', metric: 'hum' }, { seq: 302, device: 'dev-9', metric: 'new' }]);
   await o.close();
 
-  // Opened again: already version 3, nothing migrated twice.
+  // Opened again: already version 4, nothing migrated twice.
   const again = await open();
   expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 302 });
   expect(await again.submit([r('dev-9', 'new', T0)])).toEqual({ accepted: 0, duplicates: 1 });
@@ -101,9 +106,9 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
 
   // A file of a newer version is refused, naming it.
   const w = await Db.open(file);
-  await w.run("UPDATE meta SET value = '4' WHERE key = 'schema_version'");
+  await w.run("UPDATE meta SET value = '5' WHERE key = 'schema_version'");
   await w.close();
-  await expect(open()).rejects.toThrow(/schema version 4/);
+  await expect(open()).rejects.toThrow(/schema version 5/);
 });
 
 /** A v2 gateway.db's tables that hold readings (as braid made them before version 3). */
@@ -114,7 +119,7 @@ CREATE VIEW dedup AS SELECT (k.key >> 20) AS ts, s.device AS device, s.metric AS
 INSERT INTO meta (key, value) VALUES ('schema_version', '2');
 `;
 
-test('a v2 gateway.db opens as v3: pending rows, the open epoch, identities and partials kept; the forwarder sends the same readings, a repeat is still one', async () => {
+test('a v2 gateway.db opens as v4 (through v3): pending rows, the open epoch, identities and partials kept; the forwarder sends the same readings, a repeat is still one', async () => {
   const file = join(dir.path, 'gateway.db');
   const v2 = await Db.open(file);
   await v2.exec(V2_DDL);
@@ -146,7 +151,7 @@ test('a v2 gateway.db opens as v3: pending rows, the open epoch, identities and 
 
   const o = await open();
   const db = o.writes.db;
-  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '3' });
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '4' });
   expect(await db.get("SELECT type FROM sqlite_schema WHERE name = 'outbox'")).toEqual({ type: 'view' });
   expect(await db.all('SELECT * FROM outbox ORDER BY seq')).toEqual(outboxBefore);
   expect(await db.all('SELECT * FROM partials')).toEqual(partialsBefore);
@@ -167,11 +172,81 @@ test('a v2 gateway.db opens as v3: pending rows, the open epoch, identities and 
     { seq: 131, epoch: 4, device: 'dev-3', metric: 'co2' }, { seq: 132, epoch: 4, device: 'dev-0', metric: 'temp' }]);
   await o.close();
 
-  // Opened again: already version 3, nothing migrated twice.
+  // Opened again: already version 4, nothing migrated twice.
   const again = await open();
   expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 122 });
   expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM outbox')).toEqual({ n: 72 });
   expect(await again.submit([r('dev-3', 'co2', T0)])).toEqual({ accepted: 0, duplicates: 1 });
+});
+
+/** Version 3's partials: a WITHOUT ROWID table clustered by its key, and the speed push's index on updated_at alone. */
+const V3_PARTIALS_DDL = `
+CREATE TABLE partials (device TEXT NOT NULL, metric TEXT NOT NULL, minute INTEGER NOT NULL, epoch INTEGER NOT NULL, count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, m2 REAL NOT NULL, first REAL NOT NULL, first_ts INTEGER NOT NULL, last REAL NOT NULL, last_ts INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (device, metric, minute, epoch)) WITHOUT ROWID;
+CREATE INDEX partials_minute ON partials (minute);
+CREATE INDEX partials_updated_at ON partials (updated_at);
+`;
+
+test('a v3 gateway.db opens as v4: every partial kept in a rowid table, the same windows, updated in place after, pruned by minute', async () => {
+  // A v3 file as braid made it: the tables of today with version 3's partials, filled by commits.
+  let now = T0;
+  const first = await open(() => now);
+  const devices = ['dev-0', 'dev-1', "it's"];
+  for (let s = 0; s < 180; s += 7) {
+    now = T0 + s * 1000;
+    await first.submit(devices.flatMap((d, i) => [r(d, 'temp', now - 500, s + i), r(d, 'hum', now - 400, 100 - s)]));
+  }
+  const rows = await first.writes.db.all('SELECT * FROM partials ORDER BY device, metric, minute, epoch');
+  expect(rows.length).toBeGreaterThanOrEqual(devices.length * 2 * 3); // 3 minutes, an epoch or more each
+  const windowsBefore = await readWindows(first.reader, 'dev-1', 'temp', now);
+  await first.close();
+  outboxes = [];
+  const file = join(dir.path, 'gateway.db');
+  const v3 = await Db.open(file);
+  await v3.exec(`BEGIN; DROP TABLE partials; ${V3_PARTIALS_DDL}
+    UPDATE meta SET value = '3' WHERE key = 'schema_version'; COMMIT;`);
+  for (const x of rows as Array<Record<string, number | string>>) {
+    await v3.run(`INSERT INTO partials VALUES (${Object.keys(x).map(() => '?').join(', ')})`, Object.values(x));
+  }
+  await v3.close();
+
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = pino({ level: 'info' }, new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk)) as Record<string, unknown>); cb(); } }));
+  const o = await open(() => now, logger);
+  const db = o.writes.db;
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '4' });
+  // The operator sees why the gateway takes a while to start, and when it is done.
+  expect(lines.filter((l) => /gateway.db/.test(String(l.msg))).map((l) => [l.msg, l.from, l.to])).toEqual([
+    ['migrating gateway.db to a newer schema version; the gateway starts once it is done', 3, 4], ['gateway.db migrated', 3, 4]]);
+  const ddl = await db.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'partials'");
+  expect(ddl!.sql).not.toMatch(/WITHOUT ROWID/i);
+  expect(ddl!.sql).toMatch(/UNIQUE \(device, metric, minute, epoch\)/);
+  expect((await db.all<{ name: string }>("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'partials' AND sql IS NOT NULL ORDER BY name")).map((x) => x.name)).toEqual(['partials_minute']);
+  expect(await db.all('SELECT * FROM partials ORDER BY device, metric, minute, epoch')).toEqual(rows);
+  // Appended in minute order: the rowids follow the minutes.
+  const order = await db.all<{ minute: number }>('SELECT minute FROM partials ORDER BY rowid');
+  expect(order.map((x) => x.minute)).toEqual(order.map((x) => x.minute).sort((a, b) => a - b));
+  expect(await readWindows(o.reader, 'dev-1', 'temp', now)).toEqual(windowsBefore);
+
+  // A reading in a minute that has a partial updates that row (the key is unique, no second row).
+  const before = await db.get<{ n: number; count: number; id: number }>(
+    "SELECT COUNT(*) AS n, SUM(count) AS count, MAX(rowid) AS id FROM partials WHERE device = 'dev-1' AND metric = 'temp' AND minute = ?", [Math.floor((now - 500) / 60_000) * 60_000]);
+  expect(await o.submit([r('dev-1', 'temp', now - 200, 7)])).toEqual({ accepted: 1, duplicates: 0 });
+  const epochs = await db.all<{ epoch: number; count: number }>("SELECT epoch, count FROM partials WHERE device = 'dev-1' AND metric = 'temp' AND minute = ? ORDER BY epoch", [Math.floor((now - 500) / 60_000) * 60_000]);
+  expect(epochs.reduce((n, x) => n + x.count, 0)).toBe(before!.count + 1);
+  const w = await readWindows(o.reader, 'dev-1', 'temp', now);
+  expect(w.windows['1h'].count).toBe(windowsBefore.windows['1h'].count + 1);
+  await o.submit([r('dev-1', 'temp', now - 100, 8)]);
+  expect(await db.get("SELECT COUNT(*) AS n FROM partials WHERE device = 'dev-1' AND metric = 'temp' AND minute = ?", [Math.floor((now - 500) / 60_000) * 60_000]))
+    .toEqual({ n: epochs.length });
+
+  // The retention prunes by minute through the rowids: the first minute's rows, in chunks.
+  const old = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM partials WHERE minute < ?', [T0 + 60_000]);
+  const total = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM partials');
+  expect(old!.n).toBeGreaterThan(2);
+  expect(await prunePartialsChunk(db, T0 + 61 * 60_000, 60, 2)).toBe(2);
+  expect(await prunePartialsChunk(db, T0 + 61 * 60_000, 60)).toBe(old!.n - 2);
+  expect(await db.get('SELECT COUNT(*) AS n FROM partials WHERE minute < ?', [T0 + 60_000])).toEqual({ n: 0 });
+  expect(await db.get('SELECT COUNT(*) AS n FROM partials')).toEqual({ n: total!.n - old!.n });
 });
 
 test('a new gateway.db gets GATEWAY_PAGE_SIZE; a file made with other pages keeps them, and its WAL checkpoints after the same bytes', async () => {
