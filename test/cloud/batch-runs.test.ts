@@ -8,8 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runThreads } from '../../cloud/batch/job.js';
-import { takeSnapshot } from '../../cloud/batch/state.js';
-import { watermark } from '../../cloud/ingest/watermark.js';
+import { EPOCHS_FROM_SQL, takeSnapshot } from '../../cloud/batch/state.js';
+import { watermark, watermarkFrom, type EpochRow } from '../../cloud/ingest/watermark.js';
 import { startBatchRun, VIEW_NAMES, type BatchJobOptions, type ViewChanges, type ViewSink } from '../../cloud/batch/index.js';
 import { BatchLock } from '../../cloud/batch/lock.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
@@ -75,46 +75,109 @@ async function check(dir: string, all: FixtureReading[], e: Record<string, numbe
   expect(diffs.slice(0, 10)).toEqual([]);
 }
 
+type IngestRows = {
+  epochs: Array<{ gateway: string; epoch: number; firstSeq: number; lastSeq: number }>;
+  sealed: Array<{ gateway: string; from: number; to: number }>;
+  gaps: Array<{ gateway: string; from: number; to: number }>;
+};
+
+/**
+ * Random ingest rows of three gateways: epochs (some numbers never reported, some empty, epoch 0
+ * at times), sealed ranges (disjoint, some adjacent, some seqs left out) and gap records.
+ */
+function randomIngestRows(rand: () => number): IngestRows {
+  const int = (n: number) => Math.floor(rand() * n);
+  const rows: IngestRows = { epochs: [], sealed: [], gaps: [] };
+  for (const gateway of ['g-b', 'g-a', 'g-c']) {
+    let seq = 1;
+    for (let epoch = int(5) === 0 ? 0 : 1, n = int(9); epoch <= n; epoch++) {
+      const len = int(5) === 0 ? 0 : 1 + int(4);
+      if (int(12) > 0) rows.epochs.push({ gateway, epoch, firstSeq: seq, lastSeq: seq + len - 1 }); // some numbers never reported
+      seq += len;
+    }
+    // Sealed: disjoint ranges, some adjacent (covered only by their union), some seqs left out.
+    for (let from = 1; from < seq;) {
+      const to = Math.min(seq - 1, from + int(6));
+      if (int(7) > 0) rows.sealed.push({ gateway, from, to });
+      from = to + 1 + (int(4) === 0 ? 1 + int(2) : 0);
+    }
+    for (let i = int(3); i > 0; i--) {
+      const from = 1 + int(seq);
+      rows.gaps.push({ gateway, from, to: from + int(3) });
+    }
+  }
+  return rows;
+}
+
+async function insertIngestRows(db: Awaited<ReturnType<typeof openCloudDb>>, rows: IngestRows, firstGapId = 0): Promise<void> {
+  for (const e of rows.epochs) await db.run('INSERT INTO epochs (gateway, epoch, first_seq, last_seq) VALUES (?, ?, ?, ?)', [e.gateway, e.epoch, e.firstSeq, e.lastSeq]);
+  for (const r of rows.sealed) await db.run('INSERT INTO sealed (gateway, from_seq, to_seq) VALUES (?, ?, ?)', [r.gateway, r.from, r.to]);
+  for (const [i, r] of rows.gaps.entries()) {
+    await db.run(`INSERT INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at) VALUES (?, ?, 'disk', ?, ?, 1, 0, 0, '[]', 0)`, [r.gateway, firstGapId + i, r.from, r.to]);
+  }
+}
+
 describe('batch runs', () => {
   it('E as the snapshot reads it from cloud.db equals watermark() over every epoch, sealed and gap row (random rows)', async () => {
     const db = await openCloudDb(join(await tempDir(), 'cloud.db'));
     const rand = rng(11);
-    const int = (n: number) => Math.floor(rand() * n);
     let positive = 0;
     try {
       for (let round = 0; round < 60; round++) {
         await db.exec('DELETE FROM epochs; DELETE FROM sealed; DELETE FROM gaps');
-        const epochs: Array<{ gateway: string; epoch: number; firstSeq: number; lastSeq: number }> = [];
-        const sealed: Array<{ gateway: string; from: number; to: number }> = [];
-        const gaps: Array<{ gateway: string; from: number; to: number }> = [];
-        for (const gateway of ['g-b', 'g-a', 'g-c']) {
-          let seq = 1;
-          for (let epoch = int(5) === 0 ? 0 : 1, n = int(9); epoch <= n; epoch++) {
-            const len = int(5) === 0 ? 0 : 1 + int(4);
-            if (int(12) > 0) epochs.push({ gateway, epoch, firstSeq: seq, lastSeq: seq + len - 1 }); // some numbers never reported
-            seq += len;
-          }
-          // Sealed: disjoint ranges, some adjacent (covered only by their union), some seqs left out.
-          for (let from = 1; from < seq;) {
-            const to = Math.min(seq - 1, from + int(6));
-            if (int(7) > 0) sealed.push({ gateway, from, to });
-            from = to + 1 + (int(4) === 0 ? 1 + int(2) : 0);
-          }
-          for (let i = int(3); i > 0; i--) {
-            const from = 1 + int(seq);
-            gaps.push({ gateway, from, to: from + int(3) });
-          }
-        }
-        for (const e of epochs) await db.run('INSERT INTO epochs (gateway, epoch, first_seq, last_seq) VALUES (?, ?, ?, ?)', [e.gateway, e.epoch, e.firstSeq, e.lastSeq]);
-        for (const r of sealed) await db.run('INSERT INTO sealed (gateway, from_seq, to_seq) VALUES (?, ?, ?)', [r.gateway, r.from, r.to]);
-        for (const [i, r] of gaps.entries()) {
-          await db.run(`INSERT INTO gaps (gateway, id, reason, from_seq, to_seq, count, min_ts, max_ts, devices, received_at) VALUES (?, ?, 'disk', ?, ?, 1, 0, 0, '[]', 0)`, [r.gateway, i, r.from, r.to]);
-        }
-        const want = watermark(epochs, sealed, gaps);
+        const rows = randomIngestRows(rand);
+        await insertIngestRows(db, rows);
+        const want = watermark(rows.epochs, rows.sealed, rows.gaps);
         expect((await takeSnapshot(db, null)).watermark).toEqual(want);
         positive += Object.values(want).filter((x) => x > 1).length;
       }
       expect(positive).toBeGreaterThan(20); // the rounds exercise E beyond the first epoch
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('an incremental snapshot reads E from the E before it and the epochs since, and equals watermark() over every row (random rows added over time)', async () => {
+    const db = await openCloudDb(join(await tempDir(), 'cloud.db'));
+    const rand = rng(23);
+    let moved = 0;
+    let fallbacks = 0;
+    try {
+      for (let round = 0; round < 150; round++) {
+        await db.exec('DELETE FROM epochs; DELETE FROM sealed; DELETE FROM gaps');
+        const all = randomIngestRows(rand);
+        // What had arrived by the run before: per gateway, the rows below a seq (an epoch when all of it is).
+        const cut = new Map(['g-a', 'g-b', 'g-c'].map((g) => [g, 1 + Math.floor(rand() * 30)]));
+        const before = (r: { gateway: string; to?: number; lastSeq?: number }) => (r.to ?? r.lastSeq!) < cut.get(r.gateway)!;
+        const early = { epochs: all.epochs.filter(before), sealed: all.sealed.filter(before), gaps: all.gaps.filter(before) };
+        const late = { epochs: all.epochs.filter((r) => !before(r)), sealed: all.sealed.filter((r) => !before(r)), gaps: all.gaps.filter((r) => !before(r)) };
+        await insertIngestRows(db, early);
+        const prev = (await takeSnapshot(db, null)).watermark;
+        expect(prev).toEqual(watermark(early.epochs, early.sealed, early.gaps));
+        await insertIngestRows(db, late, early.gaps.length);
+        const want = watermark(all.epochs, all.sealed, all.gaps);
+        const got = await takeSnapshot(db, prev);
+        expect(got.watermark).toEqual(want);
+        // Taken from the epochs since prev (not by falling back to every epoch): only those are read.
+        const since = await db.all<EpochRow>(EPOCHS_FROM_SQL, [JSON.stringify(prev)]);
+        expect(since.filter((r) => r.epoch !== null && r.epoch < (prev[r.gateway] ?? 0))).toEqual([]);
+        expect(watermarkFrom(prev, since, all.sealed, all.gaps)).toEqual(want);
+        moved += Object.keys(want).filter((g) => want[g] > (prev[g] ?? 0)).length;
+        // A prev that does not hold here (an epoch that is not complete, a gateway cloud.db has no
+        // epoch of: a cloud.db other than the one it was read from) is not trusted: E is read from every epoch.
+        const incomplete = all.epochs.find((x) => x.epoch === (want[x.gateway] ?? 0) + 1); // reported, not complete: E stops below it
+        if (incomplete) {
+          fallbacks++;
+          const bad = { ...prev, [incomplete.gateway]: incomplete.epoch };
+          expect(watermarkFrom(bad, await db.all<EpochRow>(EPOCHS_FROM_SQL, [JSON.stringify(bad)]), all.sealed, all.gaps)).toBeNull();
+          expect((await takeSnapshot(db, bad)).watermark).toEqual(want);
+        }
+        const gone = { ...prev, 'g-gone': 3 };
+        expect(watermarkFrom(gone, await db.all<EpochRow>(EPOCHS_FROM_SQL, [JSON.stringify(gone)]), all.sealed, all.gaps)).toBeNull();
+        expect((await takeSnapshot(db, gone)).watermark).toEqual(want);
+      }
+      expect(moved).toBeGreaterThan(30); // gateways whose E moved past the E before
+      expect(fallbacks).toBeGreaterThan(20);
     } finally {
       await db.close();
     }

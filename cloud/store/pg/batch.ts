@@ -22,7 +22,7 @@ import { changedSpans, type MasterFile, type RunKind, type RunRow, type RunTrigg
 import { emptyViews, writeManifest, type Manifest } from '../../batch/manifest.js';
 import { VIEW_NAMES, type ViewName } from '../../batch/sink.js';
 import type { BatchLockHandle, BatchStore, FinishedRun, ViewPointer } from '../../batch/store.js';
-import { watermark } from '../../ingest/watermark.js';
+import { watermark, watermarkFrom, type EpochRow } from '../../ingest/watermark.js';
 import { pgTransaction } from './pool.js';
 
 /** The batch lock's advisory key: 'braid-bt' as 8 ASCII bytes (the migration lock is 'braid-mg'). */
@@ -63,6 +63,21 @@ interface RawRun {
 }
 
 const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
+
+/**
+ * The gateways' epochs from prev[g] on, as cloud/batch/state.ts EPOCHS_FROM_SQL reads them from
+ * cloud.db: the gateways by a skip scan of the primary key, then a range of it for each. $1: prev as JSON.
+ */
+const EPOCHS_FROM_SQL = `WITH RECURSIVE g(gateway) AS (
+  SELECT MIN(gateway) FROM epochs
+  UNION ALL
+  SELECT (SELECT MIN(x.gateway) FROM epochs x WHERE x.gateway > g.gateway) FROM g WHERE g.gateway IS NOT NULL
+), p(gateway, e) AS (SELECT key, value::bigint FROM jsonb_each_text($1::jsonb))
+SELECT g.gateway AS gateway, e.epoch AS epoch, e.first_seq AS "firstSeq", e.last_seq AS "lastSeq"
+FROM g LEFT JOIN p ON p.gateway = g.gateway
+LEFT JOIN epochs e ON e.gateway = g.gateway AND e.epoch >= COALESCE(p.e, 0)
+WHERE g.gateway IS NOT NULL
+ORDER BY g.gateway, e.epoch`;
 
 export class PgBatchStore implements BatchStore {
   readonly kind = 'postgres' as const;
@@ -116,13 +131,14 @@ export class PgBatchStore implements BatchStore {
 
   snapshot(prev: Record<string, number> | null): Promise<Snapshot> {
     return pgTransaction(this.pool, async (client) => {
-      const epochs = (await client.query<{ gateway: string; epoch: number; firstSeq: number; lastSeq: number }>(
-        'SELECT gateway, epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs')).rows;
       const sealed = (await client.query<{ gateway: string; from: number; to: number }>(
         'SELECT gateway, from_seq AS "from", to_seq AS "to" FROM sealed')).rows;
       const gaps = (await client.query<{ gateway: string; from: number; to: number }>(
         'SELECT gateway, from_seq AS "from", to_seq AS "to" FROM gaps')).rows;
-      const e = watermark(epochs, sealed, gaps);
+      // Incremental: E from the E before and the epochs since (state.ts takeSnapshot), else from every epoch.
+      const since = prev === null ? null : watermarkFrom(prev, (await client.query<EpochRow>(EPOCHS_FROM_SQL, [JSON.stringify(prev)])).rows, sealed, gaps);
+      const e = since ?? watermark((await client.query<{ gateway: string; epoch: number; firstSeq: number; lastSeq: number }>(
+        'SELECT gateway, epoch, first_seq AS "firstSeq", last_seq AS "lastSeq" FROM epochs')).rows, sealed, gaps);
       let days: string[];
       if (prev === null) {
         days = (await client.query<{ day: string }>('SELECT DISTINCT day COLLATE "C" AS day FROM files ORDER BY 1')).rows.map((r) => r.day);
