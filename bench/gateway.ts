@@ -12,6 +12,7 @@ import { DeviceRegistry, hashGeneratedSecret, hashSecret } from '../edge/registr
 import { Db, chunkRows, placeholders } from '../shared/sqlite.js';
 import { buildBraidCli, tsxBraidCli } from './lib/bundle.js';
 import { fillOutbox } from './lib/fill-outbox.js';
+import { fillGatewayPartials } from './lib/fill-partials.js';
 import { deviceSecret } from './lib/secrets.js';
 import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, bytesInFlightTo, sleep } from './lib/net.js';
@@ -36,6 +37,7 @@ Environment:
   BENCH_GATEWAY_CONFIG='{"outbox":{"groupCommitMs":2}}'   merged into the gateway's config
   BENCH_WRITE_DOCS=1|0   write docs/benchmarks.md (default: only a full-scale run of everything)
   BENCH_KEEP=1           keep the temp dir (data dirs, latency samples)
+  BENCH_FLEET_WARM_MINUTES=240  fleet: the gateway.db first holds the fleet's partials of this many minutes before (0: empty)
   BENCH_RSS_BUILT=0      rss: skip the built and as-deployed gateways (the connect storm's CPU beside a checkout)
 Output: bench/.out/latest.md and latest.json, profiles in bench/.out/profiles/.`;
 
@@ -77,6 +79,8 @@ const FLEET_DEVICES = Math.max(100, Math.round(1000 * SCALE));
 const FLEET_METRICS = ['temp', 'hum', 'pressure', 'co2'];
 const FLEET_WARMUP_MS = 8000;
 const FLEET_DURATION_MS = Math.max(10_000, Math.round(30_000 * SCALE));
+/** The fleet's partials of this many minutes before its runs are in gateway.db first: a gateway in service, not a fresh one. */
+const FLEET_WARM_MINUTES = Math.round(num('BENCH_FLEET_WARM_MINUTES', 240));
 const RSS_DEVICES = Math.max(100, Math.round(10_000 * SCALE));
 const RSS_HOLDERS = 2;
 const DRAIN_READINGS = Math.max(20_000, Math.round(500_000 * SCALE));
@@ -503,6 +507,14 @@ async function latencyPhase() {
 
 async function fleetPhase() {
   log(`fleet: ${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s QoS 1 (${FLEET_METRICS.length} metrics a message), each on its own clock, in 2 processes, ${FLEET_WARMUP_MS / 1000} s warm-up + ${FLEET_DURATION_MS / 1000} s measured, ${REPEAT} run(s) per peer`);
+  if (FLEET_WARM_MINUTES > 0) {
+    // The runs' event times start 12 h before the bench (pacedPhase); the partials of the hours before them.
+    const beforeMinute = Math.floor((runStart - 12 * 3600_000) / 60_000) * 60_000;
+    for (const kind of PEERS.filter(isBraid)) {
+      const f = await fillGatewayPartials(`${tpDir}${kind === 'braid-alt' ? '-alt' : ''}`, { devices: fleetDevices, metrics: FLEET_METRICS, minutes: FLEET_WARM_MINUTES, beforeMinute }, rootOf(kind));
+      log(`  ${LABEL[kind]}: gateway.db holds the fleet's partials of the ${FLEET_WARM_MINUTES} minutes before (${int(f.rows)} rows, written in ${ms(f.ms)})`);
+    }
+  }
   await pacedPhase(FLEET_LOAD, { pooled: results.fleet, runs: results.fleetRuns });
 }
 
@@ -749,7 +761,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     row('load offered during the measured window, msg/s', v((r) => int(r.offeredPerSec)), int(LAT_CLIENTS * LAT_RATE_PER_CLIENT));
   }
   if (Object.keys(results.fleet).length) {
-    const fleet = `${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s of ${FLEET_METRICS.length} metrics, QoS 1, each on its own clock${REPEAT > 1 ? `, ${REPEAT} runs` : ''}`;
+    const fleet = `${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s of ${FLEET_METRICS.length} metrics, QoS 1, each on its own clock${FLEET_WARM_MINUTES > 0 ? `, gateway.db holding their partials of the ${FLEET_WARM_MINUTES} minutes before` : ''}${REPEAT > 1 ? `, ${REPEAT} runs` : ''}`;
     const runs = (k: PeerKind) => results.fleetRuns[k] ?? [];
     const per = (k: PeerKind) => median(runs(k).filter((x) => x.writeBytes !== undefined).map((x) => x.writeBytes! / Math.max(1, x.readings ?? 0)));
     const perCommit = (k: PeerKind) => median(runs(k).flatMap((x) => (x.commit ? [x.commit.readingsPerCommit] : [])));

@@ -57,6 +57,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Registry } from 'prom-client';
 import type { Outbox as OutboxClass } from '../edge/outbox/index.js';
+import { fillPartials } from './lib/fill-partials.js';
 import { ROOT } from './lib/peers.js';
 
 interface OutboxModule { Outbox: typeof OutboxClass }
@@ -168,7 +169,10 @@ for (const G of groups) {
       };
       let ts = Date.now() - 3600_000;
       const commitMinute = Math.floor(ts / 60_000) * 60_000;
-      if (fleet && windowMinutes > 0) await fillPartials(outbox, commitMinute);
+      if (fleet && windowMinutes > 0) {
+        const devices = Array.from({ length: fleet }, (_, i) => `dev-${i}`);
+        await outbox.writes.run((d) => fillPartials(d, { devices, metrics: FLEET_METRICS, minutes: windowMinutes, beforeMinute: commitMinute }));
+      }
       const written0 = writeBytes();
       const total = Math.max(Number(opt('--readings')[0] ?? 20_000), G * 20);
       let n = 0;
@@ -242,20 +246,6 @@ if (windowReads.length) {
   process.stdout.write(`\nThe speed layer's reads of ${fleet.toLocaleString('en-US')} devices x ${FLEET_METRICS.length} metrics x ${windowMinutes} minutes of partials (warm, 300 reads each, median / p99):\n\n| checkout | readings per commit | windows of a device's metric (${Math.min(windowMinutes, 1440)} rows) | a device's ${FLEET_METRICS.length} metrics over an hour | gateway.db after |\n|---|---:|---|---|---:|\n${windowReads.join('\n')}\n`);
 }
 process.stdout.write(`\nWAL frames per commit by table or index (dbstat; page 1 apart; "free": pages not in any b-tree when read), and the 4 KiB filesystem pages the commit's frames span:\n\n| checkout | readings per commit | commits read | WAL frames per commit, by object | WAL bytes per commit (frames of page size + 24) | 4 KiB filesystem pages per commit |\n|---|---:|---:|---|---:|---:|\n${breakdowns.join('\n')}\n`);
-
-/** --windows: the partials of the fleet's devices for the `windowMinutes` minutes before `minute`, in minute order. */
-async function fillPartials(outbox: OutboxClass, minute: number): Promise<void> {
-  const first = minute - windowMinutes * 60_000;
-  const metrics = FLEET_METRICS.map((m) => `"${m}"`).join(', ');
-  await outbox.writes.run((d) => d.exec(`
-    WITH RECURSIVE k(v) AS (SELECT 0 UNION ALL SELECT v + 1 FROM k WHERE v < ${windowMinutes - 1}),
-      dv(v) AS (SELECT 0 UNION ALL SELECT v + 1 FROM dv WHERE v < ${fleet - 1})
-    INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
-    SELECT 'dev-' || dv.v, m.value, ${first} + k.v * 60000, 1, 60, 1290.5, 20.1, 22.9, 3.25, 21.5, ${first} + k.v * 60000, 21.7, ${first} + k.v * 60000 + 59000, ${first} + k.v * 60000 + 60000
-    FROM k, dv, json_each('[${metrics}]') m
-    ORDER BY k.v, dv.v;
-    PRAGMA wal_checkpoint(TRUNCATE);`));
-}
 
 /** --windows: time the reads the speed layer makes of the partials at `minute` (the checkout's own readWindows). */
 async function timeWindowReads(root: string, outbox: OutboxClass, dir: string, minute: number): Promise<string> {

@@ -1,0 +1,42 @@
+/**
+ * The speed partials of a gateway that has run for a while: `devices` x `metrics` x the `minutes`
+ * minutes before `beforeMinute` (epoch ms, a minute's start), one row each (epoch 1, a minute of
+ * one reading a second), written in minute order as a gateway writes them, then checkpointed. The
+ * commits measured after it update rows of a full table, as on a gateway in service, where a fresh
+ * gateway.db has only the rows the measurement itself makes (docs/benchmarks.md, gateway session 14).
+ */
+import { join } from 'node:path';
+import type { Db } from '../../shared/sqlite.js';
+import { ROOT } from './peers.js';
+
+export interface PartialsFill {
+  devices: readonly string[];
+  metrics: readonly string[];
+  minutes: number;
+  beforeMinute: number;
+}
+
+/** The fill's statements on an open gateway.db (any schema version: plain INSERT into partials). */
+export async function fillPartials(db: Db, f: PartialsFill): Promise<number> {
+  if (f.minutes <= 0) return 0;
+  const first = f.beforeMinute - f.minutes * 60_000;
+  await db.run(`WITH RECURSIVE k(v) AS (SELECT 0 UNION ALL SELECT v + 1 FROM k WHERE v < ?)
+    INSERT OR IGNORE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
+    SELECT d.value, m.value, ?1 + k.v * 60000, 1, 60, 1290.5, 20.1, 22.9, 3.25, 21.5, ?1 + k.v * 60000, 21.7, ?1 + k.v * 60000 + 59000, ?1 + k.v * 60000 + 60000
+    FROM k, json_each(?) d, json_each(?) m
+    ORDER BY k.v, d.key, m.key`.replace(/\?1/g, String(first)), [f.minutes - 1, JSON.stringify(f.devices), JSON.stringify(f.metrics)]);
+  await db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+  return f.devices.length * f.metrics.length * f.minutes;
+}
+
+/** fillPartials on `<dataDir>/gateway.db`, opened with the schema of the checkout at `root` (the gateway that will open it). */
+export async function fillGatewayPartials(dataDir: string, f: PartialsFill, root = ROOT): Promise<{ rows: number; ms: number }> {
+  const t0 = performance.now();
+  const schema = await import(join(root, 'edge/store/schema.ts')) as { openGatewayDb: (file: string) => Promise<Db> };
+  const db = await schema.openGatewayDb(join(dataDir, 'gateway.db'));
+  try {
+    return { rows: await fillPartials(db, f), ms: performance.now() - t0 };
+  } finally {
+    await db.close();
+  }
+}
