@@ -4,10 +4,9 @@
  * the cloud are dropped, counted, and replaced by one gap record (device set, seq range, count,
  * time range) that the forwarder sends to the cloud like a batch.
  */
-import { statfs } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Db } from '../../shared/sqlite.js';
-import { flushDedupKeys, outboxRowBytes } from '../store/schema.js';
+import { flushDedupKeys, freeDiskBytes, outboxRowBytes } from '../store/schema.js';
 
 /** Why readings were dropped: over outbox.maxBytes, or below outbox.minFreeBytes free on the disk. */
 export type DropReason = 'disk_budget' | 'disk_floor';
@@ -76,12 +75,6 @@ export async function dropOldest(db: Db, afterSeq: number, bytesToFree: number, 
   // rows, a restart must still find their seqs given (loadCommitterState reads the outbox's).
   await db.run('UPDATE epochs SET last_seq = MAX(last_seq, ?) WHERE closed_at IS NULL', [gap.toSeq]);
   return gap;
-}
-
-/** Free bytes on the filesystem of `dir` for an unprivileged writer (statfs: bavail x bsize; root's reserve is not the gateway's to plan on). */
-export async function freeDiskBytes(dir: string): Promise<number> {
-  const s = await statfs(dir);
-  return s.bavail * s.bsize;
 }
 
 /**

@@ -126,7 +126,7 @@ export class Outbox implements OutboxBacklogSource {
     const opts = { ...DEFAULT_OUTBOX_OPTIONS, ...options };
     const now = deps.now ?? Date.now;
     const file = join(deps.dataDir, 'gateway.db');
-    const writer = await openGatewayDb(file, deps.logger);
+    const writer = await openGatewayDb(file, { logger: deps.logger, freeDiskBytes: deps.freeDiskBytes });
     const reader = await openGatewayReader(file);
     const state = await loadCommitterState(writer, now());
     const identities = await loadUnflushedIdentities(writer);

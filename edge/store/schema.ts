@@ -3,6 +3,8 @@
  * identities, quarantine and gap records. WAL with synchronous=FULL: a commit is on disk when
  * COMMIT returns, so a PUBACK sent after it survives a power loss [INV-1].
  */
+import { statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { nullLogger, type Logger } from '../../shared/logger.js';
 import { Db, useWal } from '../../shared/sqlite.js';
 
@@ -266,25 +268,38 @@ export const GATEWAY_PAGE_SIZE = 1024;
  */
 export const GATEWAY_WAL_CHECKPOINT_BYTES = 4000 * 1024;
 
+export interface GatewayDbOptions {
+  logger?: Logger;
+  /** Free bytes on the filesystem of a directory (default: statfs); a migration that copies a table checks it first. */
+  freeDiskBytes?: (dir: string) => Promise<number>;
+}
+
 /** Open the gateway database for writing, with its pragmas and schema (an older file migrated, logged). */
-export async function openGatewayDb(file: string, logger: Logger = nullLogger()): Promise<Db> {
+export async function openGatewayDb(file: string, opts: GatewayDbOptions = {}): Promise<Db> {
+  const logger = opts.logger ?? nullLogger();
   const db = await Db.open(file);
-  // Statements run in the order issued: the committer sends a transaction's statements together.
-  db.raw.serialize();
-  // Set before the first table exists, so it takes on a new file only (a WAL database keeps the
-  // page size it was made with).
-  await db.exec(`PRAGMA page_size = ${GATEWAY_PAGE_SIZE}`);
-  await useWal(db, 10_000);
-  await db.exec(`
-    PRAGMA synchronous = FULL;
-    PRAGMA foreign_keys = OFF;
-    PRAGMA cache_size = -32000;
-  `);
-  const pageSize = (await db.get<{ page_size: number }>('PRAGMA page_size'))?.page_size ?? GATEWAY_PAGE_SIZE;
-  await db.exec(`PRAGMA wal_autocheckpoint = ${Math.round(GATEWAY_WAL_CHECKPOINT_BYTES / pageSize)}`);
-  await migrate(db, logger);
-  await db.exec(DDL);
-  await db.run(`INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)`, [String(GATEWAY_SCHEMA_VERSION)]);
+  try {
+    // Statements run in the order issued: the committer sends a transaction's statements together.
+    db.raw.serialize();
+    // Set before the first table exists, so it takes on a new file only (a WAL database keeps the
+    // page size it was made with).
+    await db.exec(`PRAGMA page_size = ${GATEWAY_PAGE_SIZE}`);
+    await useWal(db, 10_000);
+    await db.exec(`
+      PRAGMA synchronous = FULL;
+      PRAGMA foreign_keys = OFF;
+      PRAGMA cache_size = -32000;
+    `);
+    const pageSize = (await db.get<{ page_size: number }>('PRAGMA page_size'))?.page_size ?? GATEWAY_PAGE_SIZE;
+    await db.exec(`PRAGMA wal_autocheckpoint = ${Math.round(GATEWAY_WAL_CHECKPOINT_BYTES / pageSize)}`);
+    await migrate(db, logger, () => (opts.freeDiskBytes ?? freeDiskBytes)(dirname(file)));
+    await db.exec(DDL);
+    await db.run(`INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)`, [String(GATEWAY_SCHEMA_VERSION)]);
+  } catch (err) {
+    // A refused or failed migration, a newer file: the caller gets the error, not an open handle.
+    await db.close().catch(() => undefined);
+    throw err;
+  }
   return db;
 }
 
@@ -292,7 +307,7 @@ export async function openGatewayDb(file: string, logger: Logger = nullLogger())
  * Bring an older gateway.db to GATEWAY_SCHEMA_VERSION, in one transaction; a newer one is refused
  * (an older braid would not know its tables).
  */
-async function migrate(db: Db, logger: Logger): Promise<void> {
+async function migrate(db: Db, logger: Logger, freeBytes: () => Promise<number>): Promise<void> {
   const hasMeta = await db.get<{ n: number }>("SELECT COUNT(*) AS n FROM sqlite_schema WHERE type = 'table' AND name = 'meta'");
   if (!hasMeta?.n) return;
   // A file with tables but no version yet is v1 (or a v2 whose first open stopped before writing
@@ -305,7 +320,7 @@ async function migrate(db: Db, logger: Logger): Promise<void> {
   logger.info({ from: v, to: GATEWAY_SCHEMA_VERSION }, 'migrating gateway.db to a newer schema version; the gateway starts once it is done');
   if (v < 2) await migrateToV2(db);
   if (v < 3) await migrateToV3(db);
-  if (v < 4) await migrateToV4(db);
+  if (v < 4) await migrateToV4(db, freeBytes);
   logger.info({ from: v, to: GATEWAY_SCHEMA_VERSION, ms: Date.now() - started }, 'gateway.db migrated');
 }
 
@@ -380,15 +395,39 @@ async function migrateToV3(db: Db): Promise<void> {
   });
 }
 
+/** Free space a migration leaves besides what it needs (the WAL's headers, the commits that follow it). */
+const MIGRATION_MARGIN_BYTES = 64 * 1024 * 1024;
+
+/** Free bytes on the filesystem of `dir` for an unprivileged writer (statfs: bavail x bsize; root's reserve is not the gateway's to plan on). */
+export async function freeDiskBytes(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+}
+
 /**
  * v3 -> v4: the speed partials move to a rowid table (PARTIALS_DDL), in minute order, every row
  * kept as it was; their indexes go with the old table (the speed push makes its own again at start,
  * speedpush/page.ts ensureCursorIndex). ~15 s a million partials on a 2-core server's SSD (720,000
  * in 10.8 s, 2026-12-07); a day of a 1,000-device fleet's is several million, minutes on an SD card, once.
  */
-async function migrateToV4(db: Db): Promise<void> {
+async function migrateToV4(db: Db, freeBytes: () => Promise<number>): Promise<void> {
   const old = await db.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'partials'");
   const clustered = old !== undefined && /WITHOUT\s+ROWID/i.test(old.sql);
+  if (clustered) {
+    // The copy and its indexes (~1.1x the old b-trees) go to the WAL, then into the file past its
+    // end (the old pages are freed only as the transaction ends): about twice the partials' size,
+    // less the file's free pages, more than that free. Refused before it starts, not half-way
+    // with the disk full.
+    const size = await db.get<{ n: number | null }>(
+      "SELECT SUM(pgsize) AS n FROM dbstat('main', 1) WHERE name IN (SELECT name FROM sqlite_schema WHERE tbl_name = 'partials')");
+    const pages = await db.get<{ n: number }>('SELECT freelist_count * page_size AS n FROM pragma_freelist_count, pragma_page_size');
+    const need = Math.round(2.2 * (size?.n ?? 0)) - (pages?.n ?? 0) + MIGRATION_MARGIN_BYTES;
+    const free = await freeBytes();
+    if (free < need) {
+      const mb = (n: number) => `${Math.ceil(n / 1e6).toLocaleString('en-US')} MB`;
+      throw new Error(`gateway.db: migrating to schema version 4 rewrites the speed partials (${mb(size?.n ?? 0)}) and needs about ${mb(need)} free on its filesystem; ${mb(free)} are free. Free some space and start the gateway again: the file is unchanged (schema version 3)`);
+    }
+  }
   const cols = 'device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at';
   await db.exec(`
     BEGIN IMMEDIATE;

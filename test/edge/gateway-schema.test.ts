@@ -38,9 +38,9 @@ afterEach(async () => {
   dir.remove();
 });
 
-async function open(now = () => T0, logger = nullLogger()): Promise<Outbox> {
+async function open(now = () => T0, logger = nullLogger(), freeDiskBytes?: (dir: string) => Promise<number>): Promise<Outbox> {
   registry = new Registry();
-  const o = await Outbox.open({ dataDir: dir.path, logger, registry, now }, { pruneCron: null });
+  const o = await Outbox.open({ dataDir: dir.path, logger, registry, now, freeDiskBytes }, { pruneCron: null });
   outboxes.push(o);
   return o;
 }
@@ -208,6 +208,15 @@ test('a v3 gateway.db opens as v4: every partial kept in a rowid table, the same
     await v3.run(`INSERT INTO partials VALUES (${Object.keys(x).map(() => '?').join(', ')})`, Object.values(x));
   }
   await v3.close();
+
+  // Too little disk for the copy: refused before it starts, naming what it needs; the file is left as it was.
+  const free = 60_000_000;
+  await expect(open(() => now, nullLogger(), async (d) => (d === dir.path ? free : Infinity)))
+    .rejects.toThrow(/migrating to schema version 4 rewrites the speed partials \(\d+ MB\) and needs about \d+ MB free on its filesystem; 60 MB are free\. .* unchanged \(schema version 3\)/);
+  const still = await Db.open(file);
+  expect(await still.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '3' });
+  expect(await still.all('SELECT * FROM partials ORDER BY device, metric, minute, epoch')).toEqual(rows);
+  await still.close();
 
   const lines: Array<Record<string, unknown>> = [];
   const logger = pino({ level: 'info' }, new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk)) as Record<string, unknown>); cb(); } }));
