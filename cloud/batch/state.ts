@@ -98,21 +98,26 @@ async function readWatermark(db: Db): Promise<Record<string, number>> {
 }
 
 /**
- * The gateways' epochs from prev[g] on (EpochRow: watermarkFrom's input), in one statement: the
- * gateways by a skip scan of the primary key (one seek a gateway, not a pass over its epochs), then
- * for each a range of the key. `?` is prev as a JSON object. The same statement, in PostgreSQL's
- * spelling, is store/pg/batch.ts's.
+ * The gateways' epochs from prev[g] on (EpochRow: watermarkFrom's input), in one statement of SQL
+ * that SQLite and PostgreSQL both run: the gateways by a skip scan of the primary key (one seek a
+ * gateway, not a pass over its epochs), then for each a range of the key. `prev` is a relation
+ * (key, value) of the E before, from its JSON: the store's own JSON function on its parameter.
  */
-export const EPOCHS_FROM_SQL = `WITH RECURSIVE g(gateway) AS (
+export function epochsFromSql(prev: string): string {
+  return `WITH RECURSIVE g(gateway) AS (
   SELECT MIN(gateway) FROM epochs
   UNION ALL
   SELECT (SELECT MIN(x.gateway) FROM epochs x WHERE x.gateway > g.gateway) FROM g WHERE g.gateway IS NOT NULL
-), p(gateway, e) AS (SELECT key, value FROM json_each(?))
-SELECT g.gateway AS gateway, e.epoch AS epoch, e.first_seq AS firstSeq, e.last_seq AS lastSeq
+), p(gateway, e) AS (${prev})
+SELECT g.gateway AS gateway, e.epoch AS epoch, e.first_seq AS "firstSeq", e.last_seq AS "lastSeq"
 FROM g LEFT JOIN p ON p.gateway = g.gateway
 LEFT JOIN epochs e ON e.gateway = g.gateway AND e.epoch >= COALESCE(p.e, 0)
 WHERE g.gateway IS NOT NULL
 ORDER BY g.gateway, e.epoch`;
+}
+
+/** epochsFromSql on cloud.db: prev is the parameter, JSON text. */
+export const EPOCHS_FROM_SQL = epochsFromSql('SELECT key, value FROM json_each(?)');
 
 /**
  * E as of now, given the E of the run before (`prev`): from the epochs above it only

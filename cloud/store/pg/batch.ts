@@ -18,7 +18,7 @@
 import pg from 'pg';
 import type { Logger } from '../../../shared/logger.js';
 import { BatchRunningError } from '../../batch/errors.js';
-import { changedSpans, type MasterFile, type RunKind, type RunRow, type RunTrigger, type Snapshot } from '../../batch/state.js';
+import { changedSpans, epochsFromSql, type MasterFile, type RunKind, type RunRow, type RunTrigger, type Snapshot } from '../../batch/state.js';
 import { emptyViews, writeManifest, type Manifest } from '../../batch/manifest.js';
 import { VIEW_NAMES, type ViewName } from '../../batch/sink.js';
 import type { BatchLockHandle, BatchStore, FinishedRun, ViewPointer } from '../../batch/store.js';
@@ -64,20 +64,8 @@ interface RawRun {
 
 const json = (v: unknown): string | null => (v === null || v === undefined ? null : JSON.stringify(v));
 
-/**
- * The gateways' epochs from prev[g] on, as cloud/batch/state.ts EPOCHS_FROM_SQL reads them from
- * cloud.db: the gateways by a skip scan of the primary key, then a range of it for each. $1: prev as JSON.
- */
-const EPOCHS_FROM_SQL = `WITH RECURSIVE g(gateway) AS (
-  SELECT MIN(gateway) FROM epochs
-  UNION ALL
-  SELECT (SELECT MIN(x.gateway) FROM epochs x WHERE x.gateway > g.gateway) FROM g WHERE g.gateway IS NOT NULL
-), p(gateway, e) AS (SELECT key, value::bigint FROM jsonb_each_text($1::jsonb))
-SELECT g.gateway AS gateway, e.epoch AS epoch, e.first_seq AS "firstSeq", e.last_seq AS "lastSeq"
-FROM g LEFT JOIN p ON p.gateway = g.gateway
-LEFT JOIN epochs e ON e.gateway = g.gateway AND e.epoch >= COALESCE(p.e, 0)
-WHERE g.gateway IS NOT NULL
-ORDER BY g.gateway, e.epoch`;
+/** The gateways' epochs from prev[g] on (cloud/batch/state.ts epochsFromSql); $1: prev as JSON. */
+const EPOCHS_FROM_SQL = epochsFromSql('SELECT key, value::bigint FROM jsonb_each_text($1::jsonb)');
 
 export class PgBatchStore implements BatchStore {
   readonly kind = 'postgres' as const;
