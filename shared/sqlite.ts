@@ -169,3 +169,22 @@ export function placeholders(rows: number, perRow: number): string {
   const one = `(${new Array(perRow).fill('?').join(',')})`;
   return new Array(rows).fill(one).join(',');
 }
+
+/**
+ * The columns of a speed partial in SQLite, the gateway's `partials` and the cloud's
+ * `speed_partials` alike: one device's metric in one minute of event time, for the readings of one
+ * epoch, and their summary (shared/summary.ts). Each table puts its own columns around them.
+ */
+export const PARTIAL_COLUMNS_DDL = `device    TEXT    NOT NULL,
+  metric    TEXT    NOT NULL,
+  minute    INTEGER NOT NULL,
+  epoch     INTEGER NOT NULL,
+  count     INTEGER NOT NULL,
+  sum       REAL    NOT NULL,
+  min       REAL    NOT NULL,
+  max       REAL    NOT NULL,
+  m2        REAL    NOT NULL,
+  first     REAL    NOT NULL,
+  first_ts  INTEGER NOT NULL,
+  last      REAL    NOT NULL,
+  last_ts   INTEGER NOT NULL`;

@@ -4,7 +4,7 @@
  * synchronous=FULL: every ingest process and the batch job open it; SQLite's lock serialises
  * their writes (busy_timeout waits instead of failing).
  */
-import { Db, useWal } from '../../shared/sqlite.js';
+import { Db, PARTIAL_COLUMNS_DDL, useWal } from '../../shared/sqlite.js';
 
 export const CLOUD_SCHEMA_VERSION = 1;
 
@@ -131,19 +131,7 @@ CREATE TABLE IF NOT EXISTS batch_runs (
 -- E[gateway] matter; those at or below it are pruned once that manifest is live.
 CREATE TABLE IF NOT EXISTS speed_partials (
   gateway     TEXT    NOT NULL,
-  device      TEXT    NOT NULL,
-  metric      TEXT    NOT NULL,
-  minute      INTEGER NOT NULL,
-  epoch       INTEGER NOT NULL,
-  count       INTEGER NOT NULL,
-  sum         REAL    NOT NULL,
-  min         REAL    NOT NULL,
-  max         REAL    NOT NULL,
-  m2          REAL    NOT NULL,
-  first       REAL    NOT NULL,
-  first_ts    INTEGER NOT NULL,
-  last        REAL    NOT NULL,
-  last_ts     INTEGER NOT NULL,
+  ${PARTIAL_COLUMNS_DDL},
   received_at INTEGER NOT NULL,
   PRIMARY KEY (gateway, device, metric, minute, epoch)
 ) WITHOUT ROWID;

@@ -6,7 +6,7 @@
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { nullLogger, type Logger } from '../../shared/logger.js';
-import { Db, useWal } from '../../shared/sqlite.js';
+import { Db, PARTIAL_COLUMNS_DDL, useWal } from '../../shared/sqlite.js';
 
 /**
  * 2 (2026-12-06): dedup identities in a rowid table keyed by ts and a series number (`dedup_keys`,
@@ -100,19 +100,7 @@ const OUTBOX_ROWS_DDL = `CREATE TABLE IF NOT EXISTS outbox_rows (
  * ~0.9 ms more for 240 minutes.
  */
 const PARTIALS_DDL = (name = 'partials') => `CREATE TABLE IF NOT EXISTS ${name} (
-  device    TEXT    NOT NULL,
-  metric    TEXT    NOT NULL,
-  minute    INTEGER NOT NULL,
-  epoch     INTEGER NOT NULL,
-  count     INTEGER NOT NULL,
-  sum       REAL    NOT NULL,
-  min       REAL    NOT NULL,
-  max       REAL    NOT NULL,
-  m2        REAL    NOT NULL,
-  first     REAL    NOT NULL,
-  first_ts  INTEGER NOT NULL,
-  last      REAL    NOT NULL,
-  last_ts   INTEGER NOT NULL,
+  ${PARTIAL_COLUMNS_DDL},
   updated_at INTEGER NOT NULL
 );`;
 /**
