@@ -19,12 +19,11 @@ export interface PartialsFill {
 /** The fill's statements on an open gateway.db (any schema version: plain INSERT into partials). */
 export async function fillPartials(db: Db, f: PartialsFill): Promise<number> {
   if (f.minutes <= 0) return 0;
-  const first = f.beforeMinute - f.minutes * 60_000;
-  await db.run(`WITH RECURSIVE k(v) AS (SELECT 0 UNION ALL SELECT v + 1 FROM k WHERE v < ?)
+  await db.run(`WITH RECURSIVE k(minute) AS (SELECT ? UNION ALL SELECT minute + 60000 FROM k WHERE minute + 60000 < ?)
     INSERT OR IGNORE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
-    SELECT d.value, m.value, ?1 + k.v * 60000, 1, 60, 1290.5, 20.1, 22.9, 3.25, 21.5, ?1 + k.v * 60000, 21.7, ?1 + k.v * 60000 + 59000, ?1 + k.v * 60000 + 60000
+    SELECT d.value, m.value, k.minute, 1, 60, 1290.5, 20.1, 22.9, 3.25, 21.5, k.minute, 21.7, k.minute + 59000, k.minute + 60000
     FROM k, json_each(?) d, json_each(?) m
-    ORDER BY k.v, d.key, m.key`.replace(/\?1/g, String(first)), [f.minutes - 1, JSON.stringify(f.devices), JSON.stringify(f.metrics)]);
+    ORDER BY k.minute, d.key, m.key`, [f.beforeMinute - f.minutes * 60_000, f.beforeMinute, JSON.stringify(f.devices), JSON.stringify(f.metrics)]);
   await db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
   return f.devices.length * f.metrics.length * f.minutes;
 }

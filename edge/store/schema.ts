@@ -15,8 +15,9 @@ import { Db, PARTIAL_COLUMNS_DDL, useWal } from '../../shared/sqlite.js';
  * (`outbox_rows`, read through the view `outbox`), and an identity keeps how late it was seen
  * (`late`, ms) instead of its seen_at; the identities of the newest outbox rows are written to
  * `dedup_keys` in batches (DEDUP_FLUSHED_KEY); a v2 file is migrated when opened (migrateToV3).
- * 4 (2026-12-07): the speed partials in a rowid table with their key in a unique index (PARTIALS_DDL), not a
- * WITHOUT ROWID table clustered by it; a v3 file is migrated when opened (migrateToV4).
+ * 4 (2026-12-07): the speed partials in a rowid table with their key in a unique index
+ * (PARTIALS_DDL), not a WITHOUT ROWID table clustered by it; a v3 file is migrated when opened
+ * (migrateToV4).
  */
 export const GATEWAY_SCHEMA_VERSION = 4;
 
@@ -90,14 +91,14 @@ const OUTBOX_ROWS_DDL = `CREATE TABLE IF NOT EXISTS outbox_rows (
 
 /**
  * Speed partials: the summary (shared/summary.ts) of one device's metric in one minute of event
- * time, for the readings of one epoch. A rowid table, its key in a unique index (PARTIALS_INDEXES): rows are appended as their
- * minutes come, so a commit's new and updated rows share the table's last leaves whatever devices
- * they are of, and only the key's index (a key and a rowid an entry) takes a page per device.
- * Clustered by the key (WITHOUT ROWID, versions 1-3), a fleet's commit rewrote a 1 KiB leaf of
- * whole rows per device it held: at 108 readings a commit of 1,000 devices, 13.3 against 29.5
- * pages a commit, 359 against 608 B written a reading (bench/outbox-commit.ts --fleet,
- * docs/benchmarks.md gateway session 13); one device's window, read through the index, takes
- * ~0.9 ms more for 240 minutes.
+ * time, for the readings of one epoch. A rowid table, its key in a unique index (PARTIALS_INDEXES):
+ * rows are appended as their minutes come, so a commit's new and updated rows share the table's
+ * last leaves whatever devices they are of, and only the key's index (a key and a rowid an entry)
+ * takes a page per device, for a new row. Clustered by the key (WITHOUT ROWID, versions 1-3), a
+ * commit rewrote a 1 KiB leaf of whole rows per series it held: 1,000 devices x 4 metrics with 4
+ * hours of their partials kept wrote 3,821 B a reading against 350 B now (bench:gateway's fleet
+ * phase; docs/benchmarks.md gateway session 14). One device's windows, read through the index,
+ * take ~1.3 ms more for 240 minutes.
  */
 const PARTIALS_DDL = (name = 'partials') => `CREATE TABLE IF NOT EXISTS ${name} (
   ${PARTIAL_COLUMNS_DDL},

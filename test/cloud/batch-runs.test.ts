@@ -13,6 +13,7 @@ import { watermark, watermarkFrom, type EpochRow } from '../../cloud/ingest/wate
 import { startBatchRun, VIEW_NAMES, type BatchJobOptions, type ViewChanges, type ViewSink } from '../../cloud/batch/index.js';
 import { BatchLock } from '../../cloud/batch/lock.js';
 import { openCloudDb } from '../../cloud/store/schema.js';
+import type { Db } from '../../shared/sqlite.js';
 import { DAY_MS } from '../../shared/time.js';
 import {
   coveredReadings, dayOf, expectedViews, GatewaySim, hashMaster, MasterFixture, readViews, rng, sameViews, viewDiffs, type FixtureReading,
@@ -109,7 +110,7 @@ function randomIngestRows(rand: () => number): IngestRows {
   return rows;
 }
 
-async function insertIngestRows(db: Awaited<ReturnType<typeof openCloudDb>>, rows: IngestRows, firstGapId = 0): Promise<void> {
+async function insertIngestRows(db: Db, rows: IngestRows, firstGapId = 0): Promise<void> {
   for (const e of rows.epochs) await db.run('INSERT INTO epochs (gateway, epoch, first_seq, last_seq) VALUES (?, ?, ?, ?)', [e.gateway, e.epoch, e.firstSeq, e.lastSeq]);
   for (const r of rows.sealed) await db.run('INSERT INTO sealed (gateway, from_seq, to_seq) VALUES (?, ?, ?)', [r.gateway, r.from, r.to]);
   for (const [i, r] of rows.gaps.entries()) {
