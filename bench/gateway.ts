@@ -18,7 +18,7 @@ import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, bytesInFlightTo, sleep } from './lib/net.js';
 import { PEER_KINDS, ROOT, TSX, isBraid, childEnv, commitSummary, gatewayCounters, GATEWAY_ENV, GATEWAY_NODE_FLAGS, health, mainThreadProfile, startAedes, startBraid, startMosquitto, MOSQUITTO, type Broker, type GatewayCounters, type PeerKind } from './lib/peers.js';
 import { profileMarkdown, summarizeProfile } from './lib/profile.js';
-import { cpuSecondsOf, mainThreadCpuSecondsOf, memoryOf, startProc, stopAll, writeBytesOf, type Proc } from './lib/procs.js';
+import { cpuSecondsOf, mainThreadCpuSecondsOf, memoryOf, startProc, stopAll, writeBytesOf, writeBytesOfTask, type Proc } from './lib/procs.js';
 import { OUT, publishReport } from './lib/report.js';
 import { logger, runBench, workDir } from './lib/run.js';
 import { envChoices, envJson, envNumber as num, envScale, envWriteDocs, exitOnHelp, mergeDeep } from './lib/settings.js';
@@ -122,6 +122,8 @@ interface RssRun { baseline: number; rss: number; hwm: number; connected: number
   commits?: { commits: number; readings: number; seconds: number };
   /** Braid: V8's collections during the storm by kind (minor, major, incremental, weakcb), their count and pause seconds. */
   gc?: Record<string, { count: number; seconds: number }>; errors: Record<string, number>; heap?: { total: number; used: number; external: number } }
+/** What a write-once log's group commit costs on this disk (logCommitProbe). */
+interface LogProbe { readings: number; recordBytes: number; msPerCommit: number; readingsPerSec: number; bytesPerReading: number }
 interface DrainRun { readings: number; ms: number; perSec: number; sinkPerSec: number; sinkRequests: number; ceilingPerSec: number; ceilingMs: number; fillMs: number; cpuSec: number }
 
 const results = {
@@ -133,8 +135,8 @@ const results = {
   rss: {} as Partial<Record<RssKind, RssRun>>,
   drain: {} as Partial<Record<PeerKind, DrainRun>>,
   drainRuns: {} as Partial<Record<PeerKind, DrainRun[]>>,
-  /** fdatasync of a 20 KB overwrite per second on the data dir's disk, measured before each QoS 1 phase. */
-  fsyncPerSec: {} as Partial<Record<'qos1' | 'qos1-w20', number>>,
+  /** The disk's own cost of the gateway's group commits (logCommitProbe), measured after each QoS 1 phase. */
+  disk: {} as Partial<Record<'qos1' | 'qos1-w20', LogProbe>>,
   held: {} as Partial<Record<'qos1' | 'qos1-w20' | 'qos0', Partial<Record<PeerKind, DiskHeld>>>>,
   profiles: [] as Array<{ name: string; dir: string; pid: number }>,
   registerMs: 0,
@@ -321,10 +323,6 @@ async function throughputPhase(phase: 'qos1' | 'qos1-w20' | 'qos0', phaseIndex: 
   log(`${phase}: ${TP_CLIENTS} x mosquitto_pub -l -q ${qos}${qos ? ` -M ${inflight}` : ''}, ${TP_PER_CLIENT} msgs each, ${reps} run(s) per peer`);
   const out: Partial<Record<PeerKind, TpRun[]>> = {};
   results.tp[phase] = out;
-  if (phase !== 'qos0') {
-    results.fsyncPerSec[phase] = fsyncRate(work);
-    log(`  the disk: ${int(results.fsyncPerSec[phase]!)} fdatasync/s of a 20 KB overwrite`);
-  }
   await withPeers(phase, async (brokers) => {
     for (let rep = 0; rep < reps; rep++) {
       // Distinct event times per run: the gateway would drop repeated identities as duplicates.
@@ -343,31 +341,54 @@ async function throughputPhase(phase: 'qos1' | 'qos1-w20' | 'qos0', phaseIndex: 
     for (const b of brokers.filter((x) => isBraid(x.kind))) held[b.kind] = await diskHeld(b.kind === 'braid-alt' ? `${tpDir}-alt` : tpDir);
     results.held[phase] = held;
   });
+  // The disk's side of the same commits, at the group size the gateway's runs had.
+  const braid = out.braid ?? [];
+  const group = median(braid.flatMap((r) => (r.commit ? [r.commit.readingsPerCommit] : [])));
+  if (phase !== 'qos0' && Number.isFinite(group)) {
+    const record = median(braid.map((r) => (r.payloadBytes ?? NaN) / Math.max(1, r.n)));
+    const d = logCommitProbe(work, group, Number.isFinite(record) ? record : 32);
+    results.disk[phase] = d;
+    log(`  the disk: a write-once log's commit of ${int(d.readings)} readings (${int(d.readings * d.recordBytes)} B + fdatasync) ${ms(d.msPerCommit)}, ${int(d.readingsPerSec)} readings/s, ${int(d.bytesPerReading)} B written a reading`);
+  }
 }
 
 /**
- * The disk's own limit on a durable QoS 1 broker: fdatasync per second of a 20 KB overwrite inside
- * a preallocated file (about one group commit's WAL append at 1 KiB pages), for 1 s. With every
- * device's window in one commit, the ceiling is devices x window x this rate.
+ * The disk's own cost of a durable group commit, with no database: a write-once log's append of
+ * `readings` records of `recordBytes` each (one write) and its fdatasync, one after the other for
+ * 1 s, in a preallocated file overwritten in place (as SQLite reuses its WAL: no commit changes the
+ * file's size, so no journal commit of the filesystem's joins the fsync). At the group size the
+ * gateway's runs had, this is what a gateway whose commit cost only the disk's would take a group,
+ * and the bytes the kernel counts for it (write_bytes of this thread: every 4 KiB page a commit
+ * dirties, the one it shares with the commit before included).
  */
-function fsyncRate(dir: string): number {
-  const file = join(dir, 'fsync-probe.bin');
-  const span = 4 * 1024 * 1024;
-  writeFileSync(file, Buffer.alloc(span + 32 * 1024));
-  const fd = openSync(file, 'r+');
+function logCommitProbe(dir: string, readings: number, recordBytes: number): LogProbe {
+  const file = join(dir, 'log-probe.bin');
+  const len = Math.max(1, Math.round(readings * recordBytes));
+  const span = 16 * 1024 * 1024;
+  const fd = openSync(file, 'w+');
   try {
+    // Made 4 KiB at a time, as a log (or SQLite's WAL) grows: one large write leaves large folios in
+    // the page cache, and write_bytes counts a whole folio when one byte of it turns dirty (2 MB a
+    // commit on this machine's kernel for a 1 KB append).
+    const page = Buffer.alloc(4096);
+    for (let at = 0; at < span + len; at += page.length) writeSync(fd, page, 0, page.length, at);
     fdatasyncSync(fd);
-    const buf = Buffer.alloc(20 * 1024, 7);
+    const buf = Buffer.alloc(len, 7);
     let pos = 0;
     let n = 0;
+    // This thread's own counter: the process's also takes in the children it reaps (the gateways).
+    const self = `${process.pid}/task/${process.pid}`;
+    const w0 = writeBytesOfTask(self);
     const t0 = performance.now();
     while (performance.now() - t0 < 1000) {
-      writeSync(fd, buf, 0, buf.length, pos);
+      writeSync(fd, buf, 0, len, pos);
       fdatasyncSync(fd);
-      pos = (pos + buf.length) % span;
+      pos = pos + len > span ? 0 : pos + len;
       n++;
     }
-    return n / ((performance.now() - t0) / 1000);
+    const elapsed = performance.now() - t0;
+    const written = writeBytesOfTask(self) - w0;
+    return { readings, recordBytes, msPerCommit: elapsed / n, readingsPerSec: (n * readings) / (elapsed / 1000), bytesPerReading: written / (n * readings) };
   } finally {
     closeSync(fd);
     rmSync(file, { force: true });
@@ -724,10 +745,11 @@ function report(machine: MachineInfo, totalMs: number): string {
   tpRow('qos1-w20', `QoS 1 throughput, msg/s, mosquitto_pub default window -M 20${reps}`,
     `>= ${TARGET.qos1VsAedes}x aedes`, (_k, b, a) => (Number.isFinite(b) && Number.isFinite(a) ? b >= TARGET.qos1VsAedes * a : null));
   for (const [phase, window] of [['qos1', INFLIGHT], ['qos1-w20', 20]] as const) {
-    const rate = results.fsyncPerSec[phase];
-    if (rate === undefined || !results.tp[phase]) continue;
-    row(`the disk's limit at -M ${window}: ${int(rate)} fdatasync/s (20 KB overwrite) x ${TP_CLIENTS} devices x ${window} in flight, if every window shares one commit`,
-      (k) => (isBraid(k) ? `${int(rate * TP_CLIENTS * window)}` : ''), '', 'info');
+    const d = results.disk[phase];
+    const gw = median((results.tp[phase]?.braid ?? []).flatMap((x) => (x.commit ? [x.commit.msPerCommit] : [])));
+    if (!d) continue;
+    row(`the disk's limit at -M ${window}: a write-once log's group commit of the gateway's ${int(d.readings)} readings (${int(d.readings * d.recordBytes)} B appended in a preallocated file, then fdatasync), one after another: ${ms(d.msPerCommit)} a commit (the gateway's: ${ms(gw)}), in readings/s and bytes written a reading`,
+      (k) => (k === 'braid' ? `${int(d.readingsPerSec)}; ${int(d.bytesPerReading)} B` : ''), '', 'info');
   }
   const bytesRow = (phase: 'qos1' | 'qos1-w20', window: number, target: string) => {
     const r = results.tp[phase];

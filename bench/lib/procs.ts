@@ -147,7 +147,15 @@ function cpuSecondsOfStat(file: string): number {
  * page written again after an fsync counts again, whatever part of it changed).
  */
 export function writeBytesOf(pid: number): number {
-  const m = /^write_bytes:\s*(\d+)/m.exec(readProc(`/proc/${pid}/io`));
+  return writeBytesOfTask(String(pid));
+}
+
+/**
+ * write_bytes of /proc/<task>/io: `<pid>` for a process (which also counts the children it has
+ * reaped), `<pid>/task/<tid>` for one thread alone.
+ */
+export function writeBytesOfTask(task: string): number {
+  const m = /^write_bytes:\s*(\d+)/m.exec(readProc(`/proc/${task}/io`));
   return m ? Number(m[1]) : NaN;
 }
 
