@@ -95,7 +95,7 @@ export const gatewayConfigSchema = z.object({
     ),
     maxBatchReadings: positive.default(20_000).describe('Most readings in one group commit.'),
     maxQueuedReadings: positive.default(200_000).describe('Readings waiting for a commit before new ones are refused (counted).'),
-    epochMs: positive.default(60_000).describe('An epoch closes after this long, in ms.'),
+    epochMs: positive.default(60_000).describe('Epochs close on the clock\'s multiples of this many ms (12:01:00, 12:02:00, ... with the default minute, UTC), so one spans at most this long.'),
     epochIdleMs: positive.default(2_000).describe('An epoch closes once no reading has arrived for this long, in ms.'),
     maxBytes: positive.default(1024 * 1024 * 1024).describe('Disk budget for unsent readings, in bytes; past it the oldest are dropped and a gap record goes to the cloud.'),
     minFreeBytes: z.number().int().min(0).default(256 * 1024 * 1024).describe(

@@ -53,7 +53,10 @@ export interface CommitterOptions {
   maxBatchReadings: number;
   /** Readings waiting for a commit before new ones are refused. */
   maxQueuedReadings: number;
-  /** An epoch closes after this long, in ms. */
+  /**
+   * Epochs close on the clock's multiples of this many ms (every minute by default): an epoch spans
+   * at most epochMs (epochDue).
+   */
   epochMs: number;
   /** Most quarantined payloads kept; older ones are deleted (counted). */
   quarantineMaxRows: number;
@@ -129,6 +132,19 @@ const WINDOWED_MAX = 100_000;
  * the partials_minute index alone (minute does not change), where REPLACE deletes and inserts its
  * entry, one more page per commit to the WAL.
  */
+/**
+ * Whether an epoch opened at `openedAt` is due to close at `now`: the clock has passed a multiple of
+ * `epochMs` since it opened (12:01:00.000 with the default minute), so it spans at most epochMs.
+ * Aligned with the clock rather than epochMs from each opening: a fleet's readings carry the time
+ * they were taken, so their minutes begin when the clock's do, and each series starts one partial
+ * row a minute (for its new minute and the new epoch at once) where an epoch closing mid-minute
+ * gave it two, each a key in a leaf of its own of the unique index, written to the WAL and again by
+ * the checkpoint (docs/benchmarks.md, gateway session 15).
+ */
+export function epochDue(openedAt: number, now: number, epochMs: number): boolean {
+  return Math.floor(now / epochMs) > Math.floor(openedAt / epochMs);
+}
+
 const PARTIALS_UPSERT = 'ON CONFLICT (device, metric, minute, epoch) DO UPDATE SET count = excluded.count, sum = excluded.sum, min = excluded.min, max = excluded.max, m2 = excluded.m2, first = excluded.first, first_ts = excluded.first_ts, last = excluded.last, last_ts = excluded.last_ts, updated_at = excluded.updated_at';
 /**
  * The usual group commit as one statement: an INSERT into this temp view runs the trigger, every
@@ -544,7 +560,7 @@ export class Committer {
     // The writer connection runs statements in the order issued (serialize mode, schema.ts), so
     // they go out together and are awaited once: one wait on SQLite's thread instead of several.
     const pending: Array<Promise<unknown>> = [];
-    if (epoch && now - epoch.openedAt >= this.opts.epochMs) {
+    if (epoch && epochDue(epoch.openedAt, now, this.opts.epochMs)) {
       pending.push(closeEpoch(db, epoch, now));
       epoch = null;
       base = new Map();
@@ -687,7 +703,7 @@ export class Committer {
     let base = this.openPartials;
     let closeEpoch: number | null = null;
     let closeLast: number | null = null;
-    if (epoch && now - epoch.openedAt >= this.opts.epochMs) {
+    if (epoch && epochDue(epoch.openedAt, now, this.opts.epochMs)) {
       closeEpoch = epoch.epoch;
       closeLast = epoch.lastSeq;
       epoch = null;
@@ -883,7 +899,7 @@ export class Committer {
     const open = this.state.open;
     if (!open) return false;
     const now = this.now();
-    if (now - lastActivityAt < idleMs && now - open.openedAt < this.opts.epochMs) return false;
+    if (now - lastActivityAt < idleMs && !epochDue(open.openedAt, now, this.opts.epochMs)) return false;
     return this.writes.run(async (db) => {
       // Re-check inside the queue: a commit may have closed or extended it meanwhile.
       const cur = this.state.open;

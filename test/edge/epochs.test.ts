@@ -1,6 +1,6 @@
 /**
- * Epochs (DESIGN.md, vector watermark): spans of seq closed by the gateway after epochMs and at
- * once when idle. Epochs tile the seq line with no overlap; a reading's row and its speed partial
+ * Epochs (DESIGN.md, vector watermark): spans of seq closed by the gateway on the clock's multiples
+ * of epochMs and at once when idle. Epochs tile the seq line with no overlap; a reading's row and its speed partial
  * carry the same epoch, so the partials of an epoch count exactly its outbox rows [INV-2].
  */
 import type { MqttClient } from 'mqtt';
@@ -8,6 +8,7 @@ import { queryGatewayDb } from '../support/child-gateway.js';
 import { type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway } from '../support/gateway.js';
 import type { GatewayConfig } from '../../edge/config.js';
 import { minuteOf } from '../../shared/time.js';
+import { epochDue } from '../../edge/outbox/committer.js';
 
 interface EpochRow { epoch: number; first_seq: number; last_seq: number; opened_at: number; closed_at: number | null }
 interface OutboxRow { seq: number; epoch: number; device: string; metric: string; ts: number; value: number }
@@ -139,6 +140,18 @@ test('an idle epoch closes after epochIdleMs and the next reading opens a new on
   await checkEpochInvariants(g.dir);
 });
 
+test('epochDue: an epoch closes once the clock passes a multiple of epochMs after its opening', () => {
+  const M = 60_000;
+  const at = (hms: string) => Date.parse(`2026-12-07T${hms}Z`);
+  expect(epochDue(at('12:00:00.000'), at('12:00:59.999'), M)).toBe(false);
+  expect(epochDue(at('12:00:00.000'), at('12:01:00.000'), M)).toBe(true);
+  expect(epochDue(at('12:00:59.999'), at('12:01:00.000'), M)).toBe(true);
+  expect(epochDue(at('12:00:30.000'), at('12:00:59.999'), M)).toBe(false);
+  expect(epochDue(at('12:00:30.000'), at('12:03:10.000'), M)).toBe(true);
+  // A clock that went back does not close it.
+  expect(epochDue(at('12:00:30.000'), at('11:59:50.000'), M)).toBe(false);
+});
+
 test('epochMs closes an epoch under steady load (never idle)', async () => {
   const EPOCH_MS = 250;
   const g = await start({ epochIdleMs: 10_000, epochMs: EPOCH_MS }, ['ep-a', 'ep-b']);
@@ -152,10 +165,11 @@ test('epochMs closes an epoch under steady load (never idle)', async () => {
   const { epochs } = await checkEpochInvariants(g.dir);
   expect(epochs.length).toBeGreaterThanOrEqual(3);
   for (const e of epochs.slice(0, -1)) {
-    const life = e.closed_at! - e.opened_at;
-    expect(life).toBeGreaterThanOrEqual(EPOCH_MS);
-    // Closed by age at the next commit, long before the 10 s idle limit (slack for a loaded machine).
-    expect(life).toBeLessThan(EPOCH_MS + 2000);
+    // Closed by age once the clock passed the multiple of EPOCH_MS after its opening, at the next
+    // commit: long before the 10 s idle limit (slack for a loaded machine).
+    const slotEnd = (Math.floor(e.opened_at / EPOCH_MS) + 1) * EPOCH_MS;
+    expect(e.closed_at!).toBeGreaterThanOrEqual(slotEnd);
+    expect(e.closed_at! - slotEnd).toBeLessThan(2000);
   }
 });
 
