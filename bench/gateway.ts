@@ -18,7 +18,7 @@ import { machineInfo, type MachineInfo } from './lib/machine.js';
 import { HOST, bytesInFlightTo, sleep } from './lib/net.js';
 import { PEER_KINDS, ROOT, TSX, isBraid, childEnv, commitSummary, gatewayCounters, GATEWAY_ENV, GATEWAY_NODE_FLAGS, health, mainThreadProfile, startAedes, startBraid, startMosquitto, MOSQUITTO, type Broker, type GatewayCounters, type PeerKind } from './lib/peers.js';
 import { profileMarkdown, summarizeProfile } from './lib/profile.js';
-import { cpuSecondsOf, mainThreadCpuSecondsOf, memoryOf, startProc, stopAll, writeBytesOf, writeBytesOfTask, type Proc } from './lib/procs.js';
+import { cpuSecondsOf, deviceWrittenBytes, mainThreadCpuSecondsOf, memoryOf, startProc, stopAll, writeBytesOf, writeBytesOfTask, type Proc } from './lib/procs.js';
 import { OUT, publishReport } from './lib/report.js';
 import { logger, runBench, workDir } from './lib/run.js';
 import { envChoices, envJson, envNumber as num, envScale, envWriteDocs, exitOnHelp, mergeDeep } from './lib/settings.js';
@@ -78,9 +78,12 @@ const LAT_DURATION_MS = Math.max(3000, Math.round(10_000 * SCALE));
 const FLEET_DEVICES = Math.max(100, Math.round(1000 * SCALE));
 const FLEET_METRICS = ['temp', 'hum', 'pressure', 'co2'];
 const FLEET_WARMUP_MS = 8000;
-const FLEET_DURATION_MS = Math.max(10_000, Math.round(30_000 * SCALE));
+// Whole minutes: every minute (and every epoch, 60 s) each of the fleet's series starts a new
+// partial row, whose key takes a leaf of its own in the unique index, so a window of part of a
+// minute read ~350 or ~650 B a reading as it held a minute's start or not.
+const FLEET_DURATION_MS = 60_000 * Math.max(1, Math.round(SCALE));
 /** The fleet's partials of this many minutes before its runs are in gateway.db first: a gateway in service, not a fresh one. */
-const FLEET_WARM_MINUTES = Math.round(num('BENCH_FLEET_WARM_MINUTES', 240));
+const FLEET_WARM_MINUTES = Math.round(num('BENCH_FLEET_WARM_MINUTES', 240, { zeroOk: true }));
 const RSS_DEVICES = Math.max(100, Math.round(10_000 * SCALE));
 const RSS_HOLDERS = 2;
 const DRAIN_READINGS = Math.max(20_000, Math.round(500_000 * SCALE));
@@ -107,12 +110,14 @@ const RSS_LABEL: Record<RssKind, string> = { ...LABEL, braid: 'Braid gateway (so
 interface CommitStats { commits: number; readingsPerCommit: number; msPerCommit: number; p50Ms: number; p99Ms: number; slowShare: number }
 interface TpRun { n: number; done: number; ms: number; perSec: number; publishersMs: number; cpuSec: number; commit?: CommitStats; note?: string;
   /** Braid: write_bytes of the gateway process over the run, and the MQTT payload bytes of its readings. */
-  writeBytes?: number; payloadBytes?: number }
+  writeBytes?: number; payloadBytes?: number;
+  /** Braid: what the data dir's block device wrote over the same span, all writers (deviceWrittenBytes). */
+  deviceBytes?: number }
 /** Braid: what gateway.db holds per row after a phase (dbstat: pages of each table and its indexes). */
 interface DiskHeld { dedupRows: number; dedupBytes: number; outboxRows: number; outboxBytes: number; partialsBytes: number; pageSize: number; walBytes: number }
 interface LatRun { p50: number; p90: number; p99: number; p999: number; max: number; samples: number; offeredPerSec: number; unacked: number; errors: number; cpuSec: number; clientCpuSec: number; commit?: CommitStats; loopLagP99Ms?: number; loopLagMaxMs?: number;
-  /** Braid, over the measured window: readings committed and write_bytes of the gateway process. */
-  readings?: number; writeBytes?: number }
+  /** Braid, over the measured window: readings committed, write_bytes of the gateway process and the device's writes (deviceWrittenBytes). */
+  readings?: number; writeBytes?: number; deviceBytes?: number }
 interface RssRun { baseline: number; rss: number; hwm: number; connected: number; failed: number; connectMs: number;
   /** CPU of the broker process (all threads) from the holders' start until every device's PUBACK came. */
   cpuSec: number;
@@ -266,6 +271,7 @@ async function throughputRun(b: Broker, inputs: Array<{ file: string; payloadByt
   const n = files.length * TP_PER_CLIENT;
   const before = isBraid(b.kind) ? (await health(b)).outbox.lastSeq : 0;
   const written0 = isBraid(b.kind) ? writeBytesOf(b.pid) : NaN;
+  const device0 = isBraid(b.kind) ? deviceWrittenBytes(work) : NaN;
   const counters0 = isBraid(b.kind) ? await gatewayCounters(b) : null;
   const cpu0 = cpuSecondsOf(b.pid);
   const t0 = performance.now();
@@ -312,8 +318,9 @@ async function throughputRun(b: Broker, inputs: Array<{ file: string; payloadByt
   // Bytes written: what the commits wrote (WAL appends, fsync'd) and the checkpoints that ran
   // meanwhile; sampled once the last reading is committed.
   const writeBytes = isBraid(b.kind) ? writeBytesOf(b.pid) - written0 : undefined;
+  const deviceBytes = isBraid(b.kind) ? deviceWrittenBytes(work) - device0 : undefined;
   const payloadBytes = inputs.reduce((a, x) => a + x.payloadBytes, 0);
-  return { n, done, ms: elapsed, perSec: done / (elapsed / 1000), publishersMs, cpuSec, commit, note, writeBytes, payloadBytes };
+  return { n, done, ms: elapsed, perSec: done / (elapsed / 1000), publishersMs, cpuSec, commit, note, writeBytes, payloadBytes, deviceBytes };
 }
 
 async function throughputPhase(phase: 'qos1' | 'qos1-w20' | 'qos0', phaseIndex: number) {
@@ -334,7 +341,7 @@ async function throughputPhase(phase: 'qos1' | 'qos1-w20' | 'qos0', phaseIndex: 
         await sleep(500);
         const r = await throughputRun(b, files, qos, inflight);
         (out[b.kind] ??= []).push(r);
-        log(`  ${phase} ${LABEL[b.kind]}: ${int(r.perSec)} msg/s (${int(r.done)} in ${ms(r.ms)}; broker CPU ${r.cpuSec.toFixed(2)} s)${r.writeBytes !== undefined ? `; ${int(r.writeBytes / Math.max(1, r.done))} B written per reading` : ''}${r.note ? `; ${r.note}` : ''}`);
+        log(`  ${phase} ${LABEL[b.kind]}: ${int(r.perSec)} msg/s (${int(r.done)} in ${ms(r.ms)}; broker CPU ${r.cpuSec.toFixed(2)} s)${r.writeBytes !== undefined ? `; ${int(r.writeBytes / Math.max(1, r.done))} B written per reading${deviceText(r.deviceBytes, r.done)}` : ''}${r.note ? `; ${r.note}` : ''}`);
       }
     }
     const held: Partial<Record<PeerKind, DiskHeld>> = {};
@@ -421,10 +428,12 @@ async function diskHeld(dataDir: string): Promise<DiskHeld> {
 // PUBACK latency at 25k msg/s: 20 MQTT.js clients x 1250 msg/s QoS 1, in 2 worker processes
 
 /** A paced load of MQTT.js devices (bench/clients/latency.ts), in `workers` processes. */
-interface PacedLoad { name: string; devices: string[]; ratePerClient: number; workers: number; warmupMs: number; durationMs: number; spread?: boolean; metrics?: string[] }
+interface PacedLoad { name: string; devices: string[]; ratePerClient: number; workers: number; warmupMs: number; durationMs: number; spread?: boolean; metrics?: string[];
+  /** Each reading stamped by its device's clock (less the run's offset), as a real fleet's: bench/clients/latency.ts clockTs. */
+  clockTs?: boolean }
 
 const LATENCY_LOAD: PacedLoad = { name: 'latency', devices: latDevices, ratePerClient: LAT_RATE_PER_CLIENT, workers: LAT_WORKERS, warmupMs: LAT_WARMUP_MS, durationMs: LAT_DURATION_MS };
-const FLEET_LOAD: PacedLoad = { name: 'fleet', devices: fleetDevices, ratePerClient: 1, workers: 2, warmupMs: FLEET_WARMUP_MS, durationMs: FLEET_DURATION_MS, spread: true, metrics: FLEET_METRICS };
+const FLEET_LOAD: PacedLoad = { name: 'fleet', devices: fleetDevices, ratePerClient: 1, workers: 2, warmupMs: FLEET_WARMUP_MS, durationMs: FLEET_DURATION_MS, spread: true, metrics: FLEET_METRICS, clockTs: true };
 
 /**
  * One run of a paced load: PUBACK latencies of the measured window (after the warm-up); for Braid
@@ -439,7 +448,9 @@ async function pacedRun(b: Broker, load: PacedLoad, tsBase: number, rep: number)
     const clients = load.devices.slice(w * per, (w + 1) * per).map((id) => ({ id, secret: passwordOf(b.kind, id) }));
     const out = join(work, `${load.name}-${b.kind}-${rep}-${w}.bin`);
     files.push(out);
-    const args = { url, clients, ratePerClient: load.ratePerClient, warmupMs: load.warmupMs, durationMs: load.durationMs, tsBase, out, spread: load.spread, metrics: load.metrics };
+    // With clockTs the workers stamp each reading with their clock shifted by tsBase's offset from
+    // the bench's start (whole minutes: the readings' minutes begin with the clock's).
+    const args = { url, clients, ratePerClient: load.ratePerClient, warmupMs: load.warmupMs, durationMs: load.durationMs, tsBase: load.clockTs ? tsBase - runStart : tsBase, out, spread: load.spread, metrics: load.metrics, clockTs: load.clockTs };
     workers.push(startProc(`${load.name} worker ${w}`, process.execPath, [...TSX, join(ROOT, 'bench/clients/latency.ts'), JSON.stringify(args)],
       { cwd: ROOT, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] }));
   }
@@ -448,16 +459,18 @@ async function pacedRun(b: Broker, load: PacedLoad, tsBase: number, rep: number)
   const startAt = Date.now() + 300;
   for (const w of workers) w.child.stdin?.write(`go ${startAt}\n`);
   const done = Promise.all(workers.map((w) => w.waitLine(/^\{"sent"/, load.warmupMs + load.durationMs + 60_000)));
-  let window: { counters0: GatewayCounters; counters1: GatewayCounters; readings: number; writeBytes: number } | null = null;
+  let window: { counters0: GatewayCounters; counters1: GatewayCounters; readings: number; writeBytes: number; deviceBytes: number } | null = null;
   if (isBraid(b.kind)) {
     await sleep(Math.max(0, startAt + load.warmupMs - Date.now()));
     const seq0 = (await health(b)).outbox.lastSeq;
     const written0 = writeBytesOf(b.pid);
+    const device0 = deviceWrittenBytes(work);
     const counters0 = await gatewayCounters(b);
     await sleep(Math.max(0, startAt + load.warmupMs + load.durationMs - Date.now()));
     const writeBytes = writeBytesOf(b.pid) - written0;
+    const deviceBytes = deviceWrittenBytes(work) - device0;
     const readings = (await health(b)).outbox.lastSeq - seq0;
-    window = { counters0, counters1: await gatewayCounters(b), readings, writeBytes };
+    window = { counters0, counters1: await gatewayCounters(b), readings, writeBytes, deviceBytes };
   }
   const lines = await done;
   const cpuSec = cpuSecondsOf(b.pid) - cpu0;
@@ -485,6 +498,7 @@ async function pacedRun(b: Broker, load: PacedLoad, tsBase: number, rep: number)
     loopLagMaxMs: window ? window.counters1.loopLagMax * 1000 : undefined,
     readings: window?.readings,
     writeBytes: window?.writeBytes,
+    deviceBytes: window?.deviceBytes,
   };
 }
 
@@ -511,7 +525,7 @@ async function pacedPhase(load: PacedLoad, into: { pooled: Partial<Record<PeerKi
         // Distinct event times per run (the gateway drops repeated identities).
         const r = await pacedRun(b, load, runStart - 12 * 3600_000 + rep * 600_000, rep);
         (runs[b.kind] ??= []).push(r);
-        log(`  ${load.name} ${LABEL[b.kind]}: p50 ${ms(r.p50)} p99 ${ms(r.p99)} max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered (${r.samples} samples, ${r.unacked} unacked)${r.writeBytes !== undefined ? `; ${int(r.writeBytes / Math.max(1, r.readings ?? 0))} B written a reading, ${r.commit ? `${int(r.commit.readingsPerCommit)} readings a commit` : ''}` : ''}`);
+        log(`  ${load.name} ${LABEL[b.kind]}: p50 ${ms(r.p50)} p99 ${ms(r.p99)} max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered (${r.samples} samples, ${r.unacked} unacked)${r.writeBytes !== undefined ? `; ${int(r.writeBytes / Math.max(1, r.readings ?? 0))} B written a reading${deviceText(r.deviceBytes, r.readings ?? 0)}, ${r.commit ? `${int(r.commit.readingsPerCommit)} readings a commit` : ''}` : ''}`);
       }
     }
   });
@@ -700,6 +714,11 @@ function commitText(c: CommitStats): string {
   return `${int(c.commits)} group commits of ${int(c.readingsPerCommit)} readings, ${ms(c.msPerCommit)} on average (p50 <= ${ms(c.p50Ms)}, p99 <= ${ms(c.p99Ms)}; ${(100 * c.slowShare).toFixed(1)}% over 25 ms)`;
 }
 
+/** The device's writes a reading beside write_bytes (all writers, the filesystem's journal too). */
+function deviceText(bytes: number | undefined, readings: number): string {
+  return bytes !== undefined && Number.isFinite(bytes) ? ` (the device: ${int(bytes / Math.max(1, readings))} B, all writers)` : '';
+}
+
 function medianRun(runs: TpRun[] | undefined): number {
   return runs?.length ? median(runs.map((r) => r.perSec)) : NaN;
 }
@@ -760,8 +779,10 @@ function report(machine: MachineInfo, totalMs: number): string {
     // plus the readings' own bytes, at the readings per commit the clients allowed.
     const perCommit = (k: PeerKind) => median((r[k] ?? []).flatMap((x) => (x.commit ? [x.commit.readingsPerCommit] : [])));
     const floor = (k: PeerKind) => `; floor ${int(4096 / perCommit(k) + payload(k))} B at ${int(perCommit(k))} readings a commit`;
-    row(`Bytes written to disk per reading at -M ${window} (write_bytes of the gateway process / readings committed${reps}; beside it the MQTT payload per reading and the floor: what a write-once log would write, one 4 KiB filesystem page per fsync'd commit + the payload, at the readings per commit of the run)`,
-      (k) => (isBraid(k) && r[k] ? `${int(per(k))} B (payload ${int(payload(k))} B${Number.isFinite(perCommit(k)) ? floor(k) : ''})` : ''),
+    const device = (k: PeerKind) => median((r[k] ?? []).flatMap((x) => (x.deviceBytes !== undefined && Number.isFinite(x.deviceBytes) ? [x.deviceBytes / Math.max(1, x.done)] : [])));
+    const deviceCell = (k: PeerKind) => (Number.isFinite(device(k)) ? `; the device ${int(device(k))} B` : '');
+    row(`Bytes written to disk per reading at -M ${window} (write_bytes of the gateway process / readings committed${reps}; beside it the MQTT payload per reading, the floor: what a write-once log would write, one 4 KiB filesystem page per fsync'd commit + the payload, at the readings per commit of the run, and what the data dir's block device wrote a reading over the same runs, all writers)`,
+      (k) => (isBraid(k) && r[k] ? `${int(per(k))} B (payload ${int(payload(k))} B${Number.isFinite(perCommit(k)) ? floor(k) : ''}${deviceCell(k)})` : ''),
       target, target ? verdict(cols, (k) => (isBraid(k) && r[k] ? per(k) <= TARGET.bytesPerReading : null)) : 'info');
   };
   bytesRow('qos1-w20', 20, `<= ${TARGET.bytesPerReading} B`);
@@ -787,8 +808,9 @@ function report(machine: MachineInfo, totalMs: number): string {
     const runs = (k: PeerKind) => results.fleetRuns[k] ?? [];
     const per = (k: PeerKind) => median(runs(k).filter((x) => x.writeBytes !== undefined).map((x) => x.writeBytes! / Math.max(1, x.readings ?? 0)));
     const perCommit = (k: PeerKind) => median(runs(k).flatMap((x) => (x.commit ? [x.commit.readingsPerCommit] : [])));
-    row(`A fleet (${fleet}): bytes written to disk per reading (write_bytes of the gateway process over the measured window / readings committed; median) and readings a commit`,
-      (k) => (isBraid(k) && runs(k).length ? `${int(per(k))} B, ${int(perCommit(k))} readings a commit` : ''), '', 'info');
+    const device = (k: PeerKind) => median(runs(k).flatMap((x) => (x.deviceBytes !== undefined && Number.isFinite(x.deviceBytes) ? [x.deviceBytes / Math.max(1, x.readings ?? 0)] : [])));
+    row(`A fleet (${fleet}): bytes written to disk per reading (write_bytes of the gateway process over the measured window / readings committed; median; beside it what the data dir's block device wrote a reading, all writers) and readings a commit`,
+      (k) => (isBraid(k) && runs(k).length ? `${int(per(k))} B${Number.isFinite(device(k)) ? ` (the device ${int(device(k))} B)` : ''}, ${int(perCommit(k))} readings a commit` : ''), '', 'info');
     const v = (f: (r: LatRun) => string) => (k: PeerKind) => (results.fleet[k] ? f(results.fleet[k]!) : 'n/a');
     row('the same fleet: PUBACK latency p50 / p99 (runs pooled)', v((r) => `${ms(r.p50)} / ${ms(r.p99)}`), `p99 <= ${TARGET.pubackP99Ms} ms`,
       verdict(cols, (k) => (results.fleet[k] ? results.fleet[k]!.p99 <= TARGET.pubackP99Ms : null)));
@@ -820,7 +842,7 @@ function report(machine: MachineInfo, totalMs: number): string {
   for (const [phase, byPeer] of Object.entries(results.tp)) {
     for (const [k, runs] of Object.entries(byPeer ?? {})) {
       for (const r of runs ?? []) {
-        L.push(`- ${phase} ${LABEL[k as PeerKind]}: ${int(r.perSec)}/s, ${int(r.done)} of ${int(r.n)} in ${ms(r.ms)} (publishers exited after ${ms(r.publishersMs)}); broker CPU ${r.cpuSec.toFixed(2)} s = ${((r.cpuSec * 1e6) / Math.max(1, r.done)).toFixed(1)} us/msg${r.commit ? `; ${commitText(r.commit)}` : ''}${r.writeBytes !== undefined ? `; written ${mb(r.writeBytes)} = ${int(r.writeBytes / Math.max(1, r.done))} B per reading (payload ${((r.payloadBytes ?? 0) / Math.max(1, r.n)).toFixed(1)} B)` : ''}${r.note ? `; ${r.note}` : ''}`);
+        L.push(`- ${phase} ${LABEL[k as PeerKind]}: ${int(r.perSec)}/s, ${int(r.done)} of ${int(r.n)} in ${ms(r.ms)} (publishers exited after ${ms(r.publishersMs)}); broker CPU ${r.cpuSec.toFixed(2)} s = ${((r.cpuSec * 1e6) / Math.max(1, r.done)).toFixed(1)} us/msg${r.commit ? `; ${commitText(r.commit)}` : ''}${r.writeBytes !== undefined ? `; written ${mb(r.writeBytes)} = ${int(r.writeBytes / Math.max(1, r.done))} B per reading (payload ${((r.payloadBytes ?? 0) / Math.max(1, r.n)).toFixed(1)} B)${deviceText(r.deviceBytes, r.done)}` : ''}${r.note ? `; ${r.note}` : ''}`);
       }
     }
   }
@@ -837,7 +859,7 @@ function report(machine: MachineInfo, totalMs: number): string {
   }
   for (const [k, list] of Object.entries(results.fleetRuns)) {
     for (const r of list ?? []) {
-      L.push(`- fleet ${LABEL[k as PeerKind]}: p50 ${ms(r.p50)}, p90 ${ms(r.p90)}, p99 ${ms(r.p99)}, max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered; ${int(r.samples)} samples, ${r.unacked} unacked, ${r.errors} errors${r.writeBytes !== undefined ? `; ${int(r.readings ?? 0)} readings committed in the ${FLEET_DURATION_MS / 1000} s window, written ${mb(r.writeBytes)} = ${int(r.writeBytes / Math.max(1, r.readings ?? 0))} B a reading` : ''}${r.commit ? `; ${commitText(r.commit)}` : ''}`);
+      L.push(`- fleet ${LABEL[k as PeerKind]}: p50 ${ms(r.p50)}, p90 ${ms(r.p90)}, p99 ${ms(r.p99)}, max ${ms(r.max)} at ${int(r.offeredPerSec)} msg/s offered; ${int(r.samples)} samples, ${r.unacked} unacked, ${r.errors} errors${r.writeBytes !== undefined ? `; ${int(r.readings ?? 0)} readings committed in the ${FLEET_DURATION_MS / 1000} s window, written ${mb(r.writeBytes)} = ${int(r.writeBytes / Math.max(1, r.readings ?? 0))} B a reading${deviceText(r.deviceBytes, r.readings ?? 0)}` : ''}${r.commit ? `; ${commitText(r.commit)}` : ''}`);
     }
   }
   for (const [k, r] of Object.entries(results.rss)) {

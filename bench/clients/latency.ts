@@ -2,7 +2,9 @@
  * PUBACK latency at a paced load: MQTT.js devices publishing QoS 1 at `ratePerClient` each; with
  * `spread`, each client's schedule is offset by its share of the period (a fleet whose devices each
  * keep their own clock), not all of them at the same instants; `metrics` names the metrics of each
- * message (default: temp).
+ * message (default: temp). Event times: `tsBase` + a period per message, the same count for every
+ * client; with `clockTs`, each client's clock at the publish instead, shifted by `tsBase` (a real
+ * fleet's readings: its minutes begin when the wall clock's do), strictly increasing per client.
  * Argument: a JSON object (see Args). Connects every client, prints `{"ready":true}`, and waits for
  * a stdin line `go <epoch ms>` to start at that moment (so several workers start together). Each
  * client keeps to its schedule (it catches up after a stall: the offered load stays the target);
@@ -23,6 +25,7 @@ interface Args {
   out: string;
   spread?: boolean;
   metrics?: string[];
+  clockTs?: boolean;
 }
 
 const args = JSON.parse(process.argv[2]) as Args;
@@ -76,6 +79,12 @@ const metrics = args.metrics ?? ['temp'];
 const bodies = Array.from({ length: 100 }, (_, k) => metrics.map((m) => `"${m}":${(20 + k / 10).toFixed(1)}`).join(','));
 /** Event times a period apart (at least 1 ms: distinct identities at any rate). */
 const tsStep = Math.max(1, Math.round(periodMs));
+const lastTs = new Array<number>(clients.length).fill(-Infinity);
+function eventTs(i: number, n: number): number {
+  if (!args.clockTs) return args.tsBase + n * tsStep;
+  lastTs[i] = Math.max(lastTs[i] + 1, Date.now() + args.tsBase);
+  return lastTs[i];
+}
 
 function pump() {
   const now = performance.now();
@@ -84,7 +93,7 @@ function pump() {
     const due = Math.floor(((elapsed + offsets[i]) * args.ratePerClient) / 1000);
     while (sentPer[i] < due) {
       const n = sentPer[i]++;
-      const payload = `{"ts":${args.tsBase + n * tsStep},${bodies[n % 100]}}`;
+      const payload = `{"ts":${eventTs(i, n)},${bodies[n % 100]}}`;
       const at = performance.now();
       const inWindow = at >= measureFrom;
       if (inWindow) sentInWindow++;

@@ -3,7 +3,7 @@
  * stopped at the end, on error, on SIGINT/SIGTERM and (SIGKILL, synchronously) on exit.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 export interface Proc {
@@ -148,6 +148,24 @@ function cpuSecondsOfStat(file: string): number {
  */
 export function writeBytesOf(pid: number): number {
   return writeBytesOfTask(String(pid));
+}
+
+/**
+ * Bytes the block device holding `path` has written, all writers together (the filesystem's journal
+ * too): sectors written (the 7th field of /sys/dev/block/<major>:<minor>/stat) x 512. What the card
+ * wears from, where write_bytes counts what a process dirtied: a whole large folio of the page cache
+ * when one byte of it changes (the kernel of docs/benchmarks.md's runs makes them for a file read
+ * ahead or written in one large write). NaN where the path is on no block device (overlay, tmpfs).
+ */
+export function deviceWrittenBytes(path: string): number {
+  const dev = statSync(path).dev;
+  const major = Math.floor(dev / 256) & 0xfff;
+  const minor = (dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00);
+  try {
+    return Number(readProc(`/sys/dev/block/${major}:${minor}/stat`).trim().split(/\s+/)[6]) * 512;
+  } catch {
+    return NaN;
+  }
 }
 
 /**
