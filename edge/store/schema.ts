@@ -96,9 +96,10 @@ const OUTBOX_ROWS_DDL = `CREATE TABLE IF NOT EXISTS outbox_rows (
  * last leaves whatever devices they are of, and only the key's index (a key and a rowid an entry)
  * takes a page per device, for a new row. Clustered by the key (WITHOUT ROWID, versions 1-3), a
  * commit rewrote a 1 KiB leaf of whole rows per series it held: 1,000 devices x 4 metrics with 4
- * hours of their partials kept wrote 3,821 B a reading against 350 B now (bench:gateway's fleet
- * phase; docs/benchmarks.md gateway session 14). One device's windows, read through the index,
- * take ~1.3 ms more for 240 minutes.
+ * hours of their partials kept wrote 3,821 B a reading (30 s windows) against 656-680 B over whole
+ * minutes with this layout, 515-518 B with epochs on the clock's minutes (bench:gateway's fleet
+ * phase; docs/benchmarks.md gateway sessions 14 and 15). One device's windows, read through the
+ * index, take ~1.3 ms more for 240 minutes.
  */
 const PARTIALS_DDL = (name = 'partials') => `CREATE TABLE IF NOT EXISTS ${name} (
   ${PARTIAL_COLUMNS_DDL},
