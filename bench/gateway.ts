@@ -719,6 +719,11 @@ function deviceText(bytes: number | undefined, readings: number): string {
   return bytes !== undefined && Number.isFinite(bytes) ? ` (the device: ${int(bytes / Math.max(1, readings))} B, all writers)` : '';
 }
 
+/** The median over runs of the device's writes a reading (median() leaves out the runs without them: NaN). */
+function deviceMedian<R extends { deviceBytes?: number }>(runs: R[], readings: (r: R) => number): number {
+  return median(runs.map((x) => (x.deviceBytes ?? NaN) / Math.max(1, readings(x))));
+}
+
 function medianRun(runs: TpRun[] | undefined): number {
   return runs?.length ? median(runs.map((r) => r.perSec)) : NaN;
 }
@@ -779,7 +784,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     // plus the readings' own bytes, at the readings per commit the clients allowed.
     const perCommit = (k: PeerKind) => median((r[k] ?? []).flatMap((x) => (x.commit ? [x.commit.readingsPerCommit] : [])));
     const floor = (k: PeerKind) => `; floor ${int(4096 / perCommit(k) + payload(k))} B at ${int(perCommit(k))} readings a commit`;
-    const device = (k: PeerKind) => median((r[k] ?? []).flatMap((x) => (x.deviceBytes !== undefined && Number.isFinite(x.deviceBytes) ? [x.deviceBytes / Math.max(1, x.done)] : [])));
+    const device = (k: PeerKind) => deviceMedian(r[k] ?? [], (x) => x.done);
     const deviceCell = (k: PeerKind) => (Number.isFinite(device(k)) ? `; the device ${int(device(k))} B` : '');
     row(`Bytes written to disk per reading at -M ${window} (write_bytes of the gateway process / readings committed${reps}; beside it the MQTT payload per reading, the floor: what a write-once log would write, one 4 KiB filesystem page per fsync'd commit + the payload, at the readings per commit of the run, and what the data dir's block device wrote a reading over the same runs, all writers)`,
       (k) => (isBraid(k) && r[k] ? `${int(per(k))} B (payload ${int(payload(k))} B${Number.isFinite(perCommit(k)) ? floor(k) : ''}${deviceCell(k)})` : ''),
@@ -808,7 +813,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     const runs = (k: PeerKind) => results.fleetRuns[k] ?? [];
     const per = (k: PeerKind) => median(runs(k).filter((x) => x.writeBytes !== undefined).map((x) => x.writeBytes! / Math.max(1, x.readings ?? 0)));
     const perCommit = (k: PeerKind) => median(runs(k).flatMap((x) => (x.commit ? [x.commit.readingsPerCommit] : [])));
-    const device = (k: PeerKind) => median(runs(k).flatMap((x) => (x.deviceBytes !== undefined && Number.isFinite(x.deviceBytes) ? [x.deviceBytes / Math.max(1, x.readings ?? 0)] : [])));
+    const device = (k: PeerKind) => deviceMedian(runs(k), (x) => x.readings ?? 0);
     row(`A fleet (${fleet}): bytes written to disk per reading (write_bytes of the gateway process over the measured window / readings committed; median; beside it what the data dir's block device wrote a reading, all writers) and readings a commit`,
       (k) => (isBraid(k) && runs(k).length ? `${int(per(k))} B${Number.isFinite(device(k)) ? ` (the device ${int(device(k))} B)` : ''}, ${int(perCommit(k))} readings a commit` : ''), '', 'info');
     const v = (f: (r: LatRun) => string) => (k: PeerKind) => (results.fleet[k] ? f(results.fleet[k]!) : 'n/a');

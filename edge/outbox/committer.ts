@@ -128,11 +128,6 @@ export const LINGER_FULL_READINGS = 256;
 /** Devices remembered as windowed at most (then forgotten, and learnt again from their next commit). */
 const WINDOWED_MAX = 100_000;
 /**
- * A partial row already written in this epoch is updated in place, not replaced: an UPDATE leaves
- * the partials_minute index alone (minute does not change), where REPLACE deletes and inserts its
- * entry, one more page per commit to the WAL.
- */
-/**
  * Whether an epoch opened at `openedAt` is due to close at `now`: the clock has passed a multiple of
  * `epochMs` since it opened (12:01:00.000 with the default minute), so it spans at most epochMs.
  * Aligned with the clock rather than epochMs from each opening: a fleet's readings carry the time
@@ -145,6 +140,11 @@ export function epochDue(openedAt: number, now: number, epochMs: number): boolea
   return Math.floor(now / epochMs) > Math.floor(openedAt / epochMs);
 }
 
+/**
+ * A partial row already written in this epoch is updated in place, not replaced: an UPDATE leaves
+ * the partials_minute index alone (minute does not change), where REPLACE deletes and inserts its
+ * entry, one more page per commit to the WAL.
+ */
 const PARTIALS_UPSERT = 'ON CONFLICT (device, metric, minute, epoch) DO UPDATE SET count = excluded.count, sum = excluded.sum, min = excluded.min, max = excluded.max, m2 = excluded.m2, first = excluded.first, first_ts = excluded.first_ts, last = excluded.last, last_ts = excluded.last_ts, updated_at = excluded.updated_at';
 /**
  * The usual group commit as one statement: an INSERT into this temp view runs the trigger, every

@@ -1,7 +1,8 @@
 /**
  * Epochs (DESIGN.md, vector watermark): spans of seq closed by the gateway on the clock's multiples
- * of epochMs and at once when idle. Epochs tile the seq line with no overlap; a reading's row and its speed partial
- * carry the same epoch, so the partials of an epoch count exactly its outbox rows [INV-2].
+ * of epochMs and at once when idle. Epochs tile the seq line with no overlap; a reading's row and
+ * its speed partial carry the same epoch, so the partials of an epoch count exactly its outbox rows
+ * [INV-2].
  */
 import type { MqttClient } from 'mqtt';
 import { queryGatewayDb } from '../support/child-gateway.js';
