@@ -8,7 +8,7 @@ import type { Logger } from '../../shared/logger.js';
 import { merge, of, type Summary } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
-import { ACKED_SEQ_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, flushDedupKeysSql, outboxRowBytes, outboxRowBytesSql, SERIES_MAX } from '../store/schema.js';
+import { ACKED_SEQ_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, flushDedupKeysSql, outboxRowBytes, outboxRowBytesSql, PARTIALS_KEY, SERIES_MAX } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
 import type sqlite3 from 'sqlite3';
 
@@ -145,7 +145,7 @@ export function epochDue(openedAt: number, now: number, epochMs: number): boolea
  * the partials_minute index alone (minute does not change), where REPLACE deletes and inserts its
  * entry, one more page per commit to the WAL.
  */
-const PARTIALS_UPSERT = 'ON CONFLICT (device, metric, minute, epoch) DO UPDATE SET count = excluded.count, sum = excluded.sum, min = excluded.min, max = excluded.max, m2 = excluded.m2, first = excluded.first, first_ts = excluded.first_ts, last = excluded.last, last_ts = excluded.last_ts, updated_at = excluded.updated_at';
+const PARTIALS_UPSERT = `ON CONFLICT (${PARTIALS_KEY}) DO UPDATE SET count = excluded.count, sum = excluded.sum, min = excluded.min, max = excluded.max, m2 = excluded.m2, first = excluded.first, first_ts = excluded.first_ts, last = excluded.last, last_ts = excluded.last_ts, updated_at = excluded.updated_at`;
 /**
  * The usual group commit as one statement: an INSERT into this temp view runs the trigger, every
  * step of it inside the statement's own transaction. Parameters (the view's columns): `rows` the

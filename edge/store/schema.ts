@@ -18,8 +18,10 @@ import { Db, PARTIAL_COLUMNS_DDL, useWal } from '../../shared/sqlite.js';
  * 4 (2026-12-07): the speed partials in a rowid table with their key in a unique index
  * (PARTIALS_DDL), not a WITHOUT ROWID table clustered by it; a v3 file is migrated when opened
  * (migrateToV4).
+ * 5 (2026-12-07): the partials' key ordered (device, minute, metric, epoch) (PARTIALS_KEY), not
+ * (device, metric, minute, epoch); a v4 file's index is made again when opened (migrateToV5).
  */
-export const GATEWAY_SCHEMA_VERSION = 4;
+export const GATEWAY_SCHEMA_VERSION = 5;
 
 /** meta key holding the highest seq the cloud has acknowledged; rows at or below it are gone. */
 export const ACKED_SEQ_KEY = 'acked_seq';
@@ -106,11 +108,24 @@ const PARTIALS_DDL = (name = 'partials') => `CREATE TABLE IF NOT EXISTS ${name} 
   updated_at INTEGER NOT NULL
 );`;
 /**
+ * The partials' key, in its index's order: a device's metrics side by side within each minute.
+ * Each series starts a row a minute (its new minute, and the new epoch, at once), and the row's
+ * key goes into the unique index beside the device's keys of the minute before: ordered by
+ * (device, metric, minute) a device's 4 metrics were 4 places of the key order, each a leaf of its
+ * own written to the WAL and again by the checkpoint; ordered by minute within the device, they
+ * are one. The commit path with a fleet of 1,000 devices x 4 metrics and 4 hours of their partials
+ * kept: 502-582 against 686-788 B written a reading, partials_key's WAL frames a commit 3.3-4.9
+ * against 6.8-9.2 (bench/outbox-commit.ts --fleet 1000 --windows 240; docs/benchmarks.md, gateway
+ * session 16). What it costs: one device's windows of a metric read its other metrics' keys of the
+ * same minutes too (the index's device and minute range, the metric filtered in the index).
+ */
+export const PARTIALS_KEY = 'device, minute, metric, epoch';
+/**
  * The partials' indexes: their key, unique (what the upserts conflict on and the reads find a
- * series' minutes by), and the retention's by event minute. Made after the rows when migrating:
+ * device's minutes by), and the retention's by event minute. Made after the rows when migrating:
  * built from sorted keys, not one insert at a time.
  */
-const PARTIALS_INDEXES = `CREATE UNIQUE INDEX IF NOT EXISTS partials_key ON partials (device, metric, minute, epoch);
+const PARTIALS_INDEXES = `CREATE UNIQUE INDEX IF NOT EXISTS partials_key ON partials (${PARTIALS_KEY});
 CREATE INDEX IF NOT EXISTS partials_minute ON partials (minute);`;
 
 const DDL = `
@@ -315,6 +330,7 @@ async function migrate(db: Db, logger: Logger, freeBytes: () => Promise<number>)
   if (v < 2) await migrateToV2(db);
   if (v < 3) await migrateToV3(db);
   if (v < 4) await migrateToV4(db, freeBytes);
+  if (v < 5) await migrateToV5(db, freeBytes);
   logger.info({ from: v, to: GATEWAY_SCHEMA_VERSION, ms: Date.now() - started }, 'gateway.db migrated');
 }
 
@@ -409,21 +425,9 @@ export async function freeDiskBytes(dir: string): Promise<number> {
 async function migrateToV4(db: Db, freeBytes: () => Promise<number>): Promise<void> {
   const old = await db.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'partials'");
   const clustered = old !== undefined && /WITHOUT\s+ROWID/i.test(old.sql);
-  if (clustered) {
-    // The copy and its indexes (~1.1x the old b-trees) go to the WAL, then into the file past its
-    // end (the old pages are freed only as the transaction ends): about twice the partials' size,
-    // less the file's free pages, more than that free. Refused before it starts, not half-way
-    // with the disk full.
-    const size = await db.get<{ n: number | null }>(
-      "SELECT SUM(pgsize) AS n FROM dbstat('main', 1) WHERE name IN (SELECT name FROM sqlite_schema WHERE tbl_name = 'partials')");
-    const pages = await db.get<{ n: number }>('SELECT freelist_count * page_size AS n FROM pragma_freelist_count, pragma_page_size');
-    const need = Math.round(2.2 * (size?.n ?? 0)) - (pages?.n ?? 0) + MIGRATION_MARGIN_BYTES;
-    const free = await freeBytes();
-    if (free < need) {
-      const mb = (n: number) => `${Math.ceil(n / 1e6).toLocaleString('en-US')} MB`;
-      throw new Error(`gateway.db: migrating to schema version 4 rewrites the speed partials (${mb(size?.n ?? 0)}) and needs about ${mb(need)} free on its filesystem; ${mb(free)} are free. Free some space and start the gateway again: the file is unchanged (schema version 3)`);
-    }
-  }
+  // The copy and its indexes (~1.1x the old b-trees) go to the WAL, then into the file past its
+  // end (the old pages are freed only as the transaction ends): about twice the partials' size.
+  if (clustered) await requireMigrationSpace(db, freeBytes, 4, "tbl_name = 'partials'", 2.2, 'rewrites the speed partials');
   const cols = 'device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at';
   await db.exec(`
     BEGIN IMMEDIATE;
@@ -438,6 +442,44 @@ async function migrateToV4(db: Db, freeBytes: () => Promise<number>): Promise<vo
     await db.exec('ROLLBACK').catch(() => undefined);
     throw err;
   });
+}
+
+/**
+ * v4 -> v5: the partials' unique index made again in PARTIALS_KEY's order, from sorted keys; the
+ * rows are untouched. A file migrated from v3 in the same open has it already.
+ */
+async function migrateToV5(db: Db, freeBytes: () => Promise<number>): Promise<void> {
+  const index = await db.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = 'partials_key'");
+  const stale = index !== undefined && !index.sql.includes(`(${PARTIALS_KEY})`);
+  // The new index goes to the WAL, then into the file past its end (the old one's pages are freed
+  // only as the transaction ends): about the old index's size again.
+  if (stale) await requireMigrationSpace(db, freeBytes, 5, "name = 'partials_key'", 1.2, "makes the speed partials' key index again");
+  await db.exec(`
+    BEGIN IMMEDIATE;
+    ${stale ? `DROP INDEX partials_key;
+    ${PARTIALS_INDEXES}` : ''}
+    INSERT INTO meta (key, value) VALUES ('schema_version', '5') ON CONFLICT(key) DO UPDATE SET value = excluded.value;
+    COMMIT;`).catch(async (err) => {
+    await db.exec('ROLLBACK').catch(() => undefined);
+    throw err;
+  });
+}
+
+/**
+ * Refuse a migration to version `to` before it starts, not half-way with the disk full: it writes
+ * about `factor` x the pages of the schema objects `objects` (an SQL condition on sqlite_schema),
+ * less the file's free pages, and leaves MIGRATION_MARGIN_BYTES besides. `what` says what it does.
+ */
+async function requireMigrationSpace(db: Db, freeBytes: () => Promise<number>, to: number, objects: string, factor: number, what: string): Promise<void> {
+  const size = await db.get<{ n: number | null }>(
+    `SELECT SUM(pgsize) AS n FROM dbstat('main', 1) WHERE name IN (SELECT name FROM sqlite_schema WHERE ${objects})`);
+  const pages = await db.get<{ n: number }>('SELECT freelist_count * page_size AS n FROM pragma_freelist_count, pragma_page_size');
+  const need = Math.round(factor * (size?.n ?? 0)) - (pages?.n ?? 0) + MIGRATION_MARGIN_BYTES;
+  const free = await freeBytes();
+  if (free < need) {
+    const mb = (n: number) => `${Math.ceil(n / 1e6).toLocaleString('en-US')} MB`;
+    throw new Error(`gateway.db: migrating to schema version ${to} ${what} (${mb(size?.n ?? 0)}) and needs about ${mb(need)} free on its filesystem; ${mb(free)} are free. Free some space and start the gateway again: the file is unchanged (schema version ${to - 1})`);
+  }
 }
 
 /**

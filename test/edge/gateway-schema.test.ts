@@ -1,9 +1,10 @@
 /**
- * gateway.db's schema versions 2, 3 and 4 (edge/store/schema.ts): a v1, v2 or v3 file is migrated when
+ * gateway.db's schema versions 2 to 5 (edge/store/schema.ts): a v1, v2, v3 or v4 file is migrated when
  * opened, keeping every pending outbox row, open epoch, dedup identity (with its seen_at) and
  * partial, the forwarder sending the same readings, and its identities still drop repeats
  * [INV-2]; a v3 file's partials move to a rowid table with every row and the windows they give kept,
-and are updated in place after; a file of a newer version is refused; the series numbers of the dedup keys
+ * and are updated in place after; a v4 file's partials key is made again in its new order, the rows,
+ * windows and alerts' reads as they were; a file of a newer version is refused; the series numbers of the dedup keys
  * run out only at SERIES_MAX (readings of a new series then dropped, counted, the others kept) and
  * the retention frees the numbers no identity refers to (and the committer forgets them); a new file
  * gets GATEWAY_PAGE_SIZE, an existing one keeps its page size and checkpoints after the same WAL bytes.
@@ -17,7 +18,7 @@ import { readBatch } from '../../edge/forwarder/batch.js';
 import { readWindows } from '../../edge/speed/index.js';
 import { Outbox, type Reading } from '../../edge/outbox/index.js';
 import { prunePartialsChunk } from '../../edge/outbox/retention.js';
-import { GATEWAY_PAGE_SIZE, GATEWAY_WAL_CHECKPOINT_BYTES, SERIES_MAX } from '../../edge/store/schema.js';
+import { GATEWAY_PAGE_SIZE, GATEWAY_SCHEMA_VERSION, GATEWAY_WAL_CHECKPOINT_BYTES, PARTIALS_KEY, SERIES_MAX } from '../../edge/store/schema.js';
 import { Db } from '../../shared/sqlite.js';
 import { nullLogger } from '../../shared/logger.js';
 import { tempDir } from '../support/gateway.js';
@@ -84,7 +85,7 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
 
   const o = await open();
   const db = o.writes.db;
-  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '4' });
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: String(GATEWAY_SCHEMA_VERSION) });
   expect(await db.get("SELECT type FROM sqlite_schema WHERE name = 'dedup'")).toEqual({ type: 'view' });
   expect(await db.all('SELECT ts, device, metric, seen_at FROM dedup ORDER BY ts, device, metric')).toEqual(
     [...identities].sort((a, b) => a.ts - b.ts || (a.device < b.device ? -1 : a.device > b.device ? 1 : a.metric < b.metric ? -1 : 1)));
@@ -98,7 +99,7 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
     { seq: 301, device: 'dev-0', metric: 'hum' }, { seq: 302, device: 'dev-9', metric: 'new' }]);
   await o.close();
 
-  // Opened again: already version 4, nothing migrated twice.
+  // Opened again: already the current version, nothing migrated twice.
   const again = await open();
   expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 302 });
   expect(await again.submit([r('dev-9', 'new', T0)])).toEqual({ accepted: 0, duplicates: 1 });
@@ -106,9 +107,9 @@ test('a v1 gateway.db is migrated when opened: outbox, identities and partials k
 
   // A file of a newer version is refused, naming it.
   const w = await Db.open(file);
-  await w.run("UPDATE meta SET value = '5' WHERE key = 'schema_version'");
+  await w.run("UPDATE meta SET value = ? WHERE key = 'schema_version'", [String(GATEWAY_SCHEMA_VERSION + 1)]);
   await w.close();
-  await expect(open()).rejects.toThrow(/schema version 5/);
+  await expect(open()).rejects.toThrow(`schema version ${GATEWAY_SCHEMA_VERSION + 1}`);
 });
 
 /** A v2 gateway.db's tables that hold readings (as braid made them before version 3). */
@@ -151,7 +152,7 @@ test('a v2 gateway.db opens as v4 (through v3): pending rows, the open epoch, id
 
   const o = await open();
   const db = o.writes.db;
-  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '4' });
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: String(GATEWAY_SCHEMA_VERSION) });
   expect(await db.get("SELECT type FROM sqlite_schema WHERE name = 'outbox'")).toEqual({ type: 'view' });
   expect(await db.all('SELECT * FROM outbox ORDER BY seq')).toEqual(outboxBefore);
   expect(await db.all('SELECT * FROM partials')).toEqual(partialsBefore);
@@ -172,7 +173,7 @@ test('a v2 gateway.db opens as v4 (through v3): pending rows, the open epoch, id
     { seq: 131, epoch: 4, device: 'dev-3', metric: 'co2' }, { seq: 132, epoch: 4, device: 'dev-0', metric: 'temp' }]);
   await o.close();
 
-  // Opened again: already version 4, nothing migrated twice.
+  // Opened again: already the current version, nothing migrated twice.
   const again = await open();
   expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM dedup')).toEqual({ n: 122 });
   expect(await again.writes.db.get('SELECT COUNT(*) AS n FROM outbox')).toEqual({ n: 72 });
@@ -222,14 +223,14 @@ test('a v3 gateway.db opens as v4: every partial kept in a rowid table, the same
   const logger = pino({ level: 'info' }, new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk)) as Record<string, unknown>); cb(); } }));
   const o = await open(() => now, logger);
   const db = o.writes.db;
-  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '4' });
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: String(GATEWAY_SCHEMA_VERSION) });
   // The operator sees why the gateway takes a while to start, and when it is done.
   expect(lines.filter((l) => /gateway.db/.test(String(l.msg))).map((l) => [l.msg, l.from, l.to])).toEqual([
-    ['migrating gateway.db to a newer schema version; the gateway starts once it is done', 3, 4], ['gateway.db migrated', 3, 4]]);
+    ['migrating gateway.db to a newer schema version; the gateway starts once it is done', 3, GATEWAY_SCHEMA_VERSION], ['gateway.db migrated', 3, GATEWAY_SCHEMA_VERSION]]);
   const ddl = await db.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'partials'");
   expect(ddl!.sql).not.toMatch(/WITHOUT ROWID/i);
   expect((await db.all<{ name: string; sql: string }>("SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'partials' ORDER BY name"))).toEqual([
-    { name: 'partials_key', sql: 'CREATE UNIQUE INDEX partials_key ON partials (device, metric, minute, epoch)' },
+    { name: 'partials_key', sql: `CREATE UNIQUE INDEX partials_key ON partials (${PARTIALS_KEY})` },
     { name: 'partials_minute', sql: 'CREATE INDEX partials_minute ON partials (minute)' }]);
   expect(await db.all('SELECT * FROM partials ORDER BY device, metric, minute, epoch')).toEqual(rows);
   // A reading of a new minute goes after every migrated row.
@@ -258,6 +259,53 @@ test('a v3 gateway.db opens as v4: every partial kept in a rowid table, the same
   expect(await prunePartialsChunk(db, T0 + 61 * 60_000, 60)).toBe(old!.n - 2);
   expect(await db.get('SELECT COUNT(*) AS n FROM partials WHERE minute < ?', [T0 + 60_000])).toEqual({ n: 0 });
   expect(await db.get('SELECT COUNT(*) AS n FROM partials')).toEqual({ n: total!.n - old!.n });
+});
+
+test("a v4 gateway.db opens as v5: the partials' key index made again in its new order, every row, the windows and the upserts as before", async () => {
+  let now = T0;
+  const first = await open(() => now);
+  const devices = ['dev-0', 'dev-1', "it's"];
+  for (let s = 0; s < 180; s += 7) {
+    now = T0 + s * 1000;
+    await first.submit(devices.flatMap((d, i) => [r(d, 'temp', now - 500, s + i), r(d, 'hum', now - 400, 100 - s), r(d, 'co2', now - 300, s * i)]));
+  }
+  const rows = await first.writes.db.all('SELECT rowid, * FROM partials ORDER BY rowid');
+  expect(rows.length).toBeGreaterThanOrEqual(devices.length * 3 * 3);
+  const windowsBefore = await readWindows(first.reader, 'dev-1', 'hum', now);
+  await first.close();
+  outboxes = [];
+  // The file as version 4 left it: the key ordered by (device, metric, minute, epoch).
+  const file = join(dir.path, 'gateway.db');
+  const v4 = await Db.open(file);
+  await v4.exec(`BEGIN; DROP INDEX partials_key; CREATE UNIQUE INDEX partials_key ON partials (device, metric, minute, epoch);
+    UPDATE meta SET value = '4' WHERE key = 'schema_version'; COMMIT;`);
+  await v4.close();
+
+  // Too little disk for the new index: refused before it starts, naming what it needs; the file is left as it was.
+  await expect(open(() => now, nullLogger(), async (d) => (d === dir.path ? 60_000_000 : Infinity)))
+    .rejects.toThrow(/migrating to schema version 5 makes the speed partials' key index again \(\d+ MB\) and needs about \d+ MB free on its filesystem; 60 MB are free\. .* unchanged \(schema version 4\)/);
+  const still = await Db.open(file);
+  expect(await still.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '4' });
+  expect(await still.get("SELECT sql FROM sqlite_schema WHERE name = 'partials_key'")).toEqual({ sql: 'CREATE UNIQUE INDEX partials_key ON partials (device, metric, minute, epoch)' });
+  await still.close();
+
+  const o = await open(() => now);
+  const db = o.writes.db;
+  expect(await db.get("SELECT value FROM meta WHERE key = 'schema_version'")).toEqual({ value: '5' });
+  expect(await db.get("SELECT sql FROM sqlite_schema WHERE name = 'partials_key'")).toEqual({ sql: 'CREATE UNIQUE INDEX partials_key ON partials (device, minute, metric, epoch)' });
+  expect(await db.all('SELECT rowid, * FROM partials ORDER BY rowid')).toEqual(rows);
+  expect(await readWindows(o.reader, 'dev-1', 'hum', now)).toEqual(windowsBefore);
+  // The reads find a device's minutes through the key, and the upserts conflict on it: a reading in
+  // a minute that has a row in the open epoch updates that row, no second one.
+  expect((await db.all<{ detail: string }>("EXPLAIN QUERY PLAN SELECT minute, count, sum FROM partials WHERE device = 'dev-1' AND metric = 'hum' AND minute BETWEEN 0 AND 1 ORDER BY minute DESC")).map((x) => x.detail))
+    .toEqual(['SEARCH partials USING INDEX partials_key (device=? AND minute>? AND minute<?)']);
+  const minute = Math.floor((now - 400) / 60_000) * 60_000;
+  await o.submit([r('dev-1', 'hum', now - 100, 7)]);
+  const n = await db.get<{ n: number; count: number }>("SELECT COUNT(*) AS n, SUM(count) AS count FROM partials WHERE device = 'dev-1' AND metric = 'hum' AND minute = ?", [minute]);
+  await o.submit([r('dev-1', 'hum', now - 50, 8)]);
+  expect(await db.get("SELECT COUNT(*) AS n, SUM(count) AS count FROM partials WHERE device = 'dev-1' AND metric = 'hum' AND minute = ?", [minute]))
+    .toEqual({ n: n!.n, count: n!.count + 1 });
+  expect((await readWindows(o.reader, 'dev-1', 'hum', now)).windows['1h'].count).toBe(windowsBefore.windows['1h'].count + 2);
 });
 
 test('a new gateway.db gets GATEWAY_PAGE_SIZE; a file made with other pages keeps them, and its WAL checkpoints after the same bytes', async () => {
