@@ -38,6 +38,7 @@ Environment:
   BENCH_WRITE_DOCS=1|0   write docs/benchmarks.md (default: only a full-scale run of everything)
   BENCH_KEEP=1           keep the temp dir (data dirs, latency samples)
   BENCH_FLEET_WARM_MINUTES=240  fleet: the gateway.db first holds the fleet's partials of this many minutes before (0: empty)
+  BENCH_FLEET_CURSOR_INDEX=1    fleet: the gateway.db has the speed push's index on the partials, as with a cloud (0: without)
   BENCH_RSS_BUILT=0      rss: skip the built and as-deployed gateways (the connect storm's CPU beside a checkout)
 Output: bench/.out/latest.md and latest.json, profiles in bench/.out/profiles/.`;
 
@@ -84,6 +85,7 @@ const FLEET_WARMUP_MS = 8000;
 const FLEET_DURATION_MS = 60_000 * Math.max(1, Math.round(SCALE));
 /** The fleet's partials of this many minutes before its runs are in gateway.db first: a gateway in service, not a fresh one. */
 const FLEET_WARM_MINUTES = Math.round(num('BENCH_FLEET_WARM_MINUTES', 240, { zeroOk: true }));
+const FLEET_CURSOR_INDEX = process.env.BENCH_FLEET_CURSOR_INDEX !== '0';
 const RSS_DEVICES = Math.max(100, Math.round(10_000 * SCALE));
 const RSS_HOLDERS = 2;
 const DRAIN_READINGS = Math.max(20_000, Math.round(500_000 * SCALE));
@@ -542,12 +544,12 @@ async function latencyPhase() {
 
 async function fleetPhase() {
   log(`fleet: ${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s QoS 1 (${FLEET_METRICS.length} metrics a message), each on its own clock, in 2 processes, ${FLEET_WARMUP_MS / 1000} s warm-up + ${FLEET_DURATION_MS / 1000} s measured, ${REPEAT} run(s) per peer`);
-  if (FLEET_WARM_MINUTES > 0) {
+  if (FLEET_WARM_MINUTES > 0 || FLEET_CURSOR_INDEX) {
     // The runs' event times start 12 h before the bench (pacedPhase); the partials of the hours before them.
     const beforeMinute = Math.floor((runStart - 12 * 3600_000) / 60_000) * 60_000;
     for (const kind of PEERS.filter(isBraid)) {
-      const f = await fillGatewayPartials(`${tpDir}${kind === 'braid-alt' ? '-alt' : ''}`, { devices: fleetDevices, metrics: FLEET_METRICS, minutes: FLEET_WARM_MINUTES, beforeMinute }, rootOf(kind));
-      log(`  ${LABEL[kind]}: gateway.db holds the fleet's partials of the ${FLEET_WARM_MINUTES} minutes before (${int(f.rows)} rows, written in ${ms(f.ms)})`);
+      const f = await fillGatewayPartials(`${tpDir}${kind === 'braid-alt' ? '-alt' : ''}`, { devices: fleetDevices, metrics: FLEET_METRICS, minutes: FLEET_WARM_MINUTES, beforeMinute, cursorIndex: FLEET_CURSOR_INDEX }, rootOf(kind));
+      log(`  ${LABEL[kind]}: gateway.db holds the fleet's partials of the ${FLEET_WARM_MINUTES} minutes before (${int(f.rows)} rows, written in ${ms(f.ms)})${FLEET_CURSOR_INDEX ? ", and the speed push's index on them (a gateway with a cloud)" : ''}`);
     }
   }
   await pacedPhase(FLEET_LOAD, { pooled: results.fleet, runs: results.fleetRuns });
@@ -809,7 +811,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     row('load offered during the measured window, msg/s', v((r) => int(r.offeredPerSec)), int(LAT_CLIENTS * LAT_RATE_PER_CLIENT));
   }
   if (Object.keys(results.fleet).length) {
-    const fleet = `${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s of ${FLEET_METRICS.length} metrics, QoS 1, each on its own clock${FLEET_WARM_MINUTES > 0 ? `, gateway.db holding their partials of the ${FLEET_WARM_MINUTES} minutes before` : ''}${REPEAT > 1 ? `, ${REPEAT} runs` : ''}`;
+    const fleet = `${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s of ${FLEET_METRICS.length} metrics, QoS 1, each on its own clock${FLEET_WARM_MINUTES > 0 ? `, gateway.db holding their partials of the ${FLEET_WARM_MINUTES} minutes before` : ''}${FLEET_CURSOR_INDEX ? ", with the speed push's index on them (a gateway with a cloud)" : ''}${REPEAT > 1 ? `, ${REPEAT} runs` : ''}`;
     const runs = (k: PeerKind) => results.fleetRuns[k] ?? [];
     const per = (k: PeerKind) => median(runs(k).filter((x) => x.writeBytes !== undefined).map((x) => x.writeBytes! / Math.max(1, x.readings ?? 0)));
     const perCommit = (k: PeerKind) => median(runs(k).flatMap((x) => (x.commit ? [x.commit.readingsPerCommit] : [])));

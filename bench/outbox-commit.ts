@@ -50,6 +50,8 @@
  * the reader connection, warm, 300 of each: one device's windows of a metric (edge/speed
  * readWindows, the last 24 h) and one device's 4 metrics over an hour (the alerts' read); beside
  * them the file's size. What a layout of the partials costs the writes and the reads.
+ * `--cursor-index`: the speed push's index on the partials (each checkout's own
+ * edge/speedpush/page.ts ensureCursorIndex) made first, as on a gateway with a cloud.
  *
  *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000] [--readings 20000] [--cache -32000,-2000] [--warm 32 [--warm-free]]
  */
@@ -62,6 +64,7 @@ import { ROOT } from './lib/peers.js';
 
 interface OutboxModule { Outbox: typeof OutboxClass }
 interface LoggerModule { nullLogger: () => import('../shared/logger.js').Logger }
+interface PageModule { ensureCursorIndex: typeof import('../edge/speedpush/page.js').ensureCursorIndex }
 interface SpeedModule { readWindows: typeof import('../edge/speed/index.js').readWindows }
 
 const args = process.argv.slice(2);
@@ -76,6 +79,7 @@ const warmMb = Number(opt('--warm')[0] ?? 0);
 const drift = Number(opt('--drift')[0] ?? 0);
 const fleet = Number(opt('--fleet')[0] ?? 0);
 const windowMinutes = Number(opt('--windows')[0] ?? 0);
+const cursorIndex = args.includes('--cursor-index');
 const FLEET_METRICS = ['temp', 'hum', 'pressure', 'co2'];
 
 const FS_PAGE = 4096;
@@ -141,6 +145,10 @@ for (const G of groups) {
         });
         await db.get('SELECT sum(length(x)) AS n FROM warm_fill');
         if (args.includes('--warm-free')) await db.exec('DELETE FROM warm_fill; PRAGMA wal_checkpoint(TRUNCATE);');
+      }
+      if (cursorIndex) {
+        const { ensureCursorIndex } = await import(join(root, 'edge/speedpush/page.ts')) as PageModule;
+        await ensureCursorIndex(outbox.writes);
       }
       const cacheSize = (await db.get<{ cache_size: number }>('PRAGMA cache_size'))?.cache_size;
       const autoPages = (await db.get<{ wal_autocheckpoint: number }>('PRAGMA wal_autocheckpoint'))?.wal_autocheckpoint ?? 1000;

@@ -28,12 +28,22 @@ export async function fillPartials(db: Db, f: PartialsFill): Promise<number> {
   return f.devices.length * f.metrics.length * f.minutes;
 }
 
-/** fillPartials on `<dataDir>/gateway.db`, opened with the schema of the checkout at `root` (the gateway that will open it). */
-export async function fillGatewayPartials(dataDir: string, f: PartialsFill, root = ROOT): Promise<{ rows: number; ms: number }> {
+/**
+ * fillPartials on `<dataDir>/gateway.db`, opened with the schema of the checkout at `root` (the
+ * gateway that will open it); with `cursorIndex`, the speed push's index on the partials made first
+ * (that checkout's edge/speedpush/page.ts ensureCursorIndex): a gateway with a cloud has it, and
+ * every commit that updates a partial moves its entry (docs/benchmarks.md, gateway session 16).
+ */
+export async function fillGatewayPartials(dataDir: string, f: PartialsFill & { cursorIndex?: boolean }, root = ROOT): Promise<{ rows: number; ms: number }> {
   const t0 = performance.now();
   const schema = await import(join(root, 'edge/store/schema.ts')) as { openGatewayDb: (file: string) => Promise<Db> };
   const db = await schema.openGatewayDb(join(dataDir, 'gateway.db'));
   try {
+    if (f.cursorIndex) {
+      const { WriteQueue } = await import(join(root, 'shared/sqlite.ts')) as typeof import('../../shared/sqlite.js');
+      const { ensureCursorIndex } = await import(join(root, 'edge/speedpush/page.ts')) as typeof import('../../edge/speedpush/page.js');
+      await ensureCursorIndex(new WriteQueue(db));
+    }
     return { rows: await fillPartials(db, f), ms: performance.now() - t0 };
   } finally {
     await db.close();

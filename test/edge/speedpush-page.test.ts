@@ -1,10 +1,12 @@
 /**
  * Which partials the next speed push carries (edge/speedpush/page.ts), on a real gateway.db: the
  * cursor on updated_at with its ties (several commits in one ms), pages cut inside one ms, the
- * watermark, a clock stepped back; and a randomized model check that no update is ever lost.
+ * watermark, a clock stepped back; the cursor index (updated_at alone, an older form made again);
+ * and a randomized model check that no update is ever lost.
  */
 import fc from 'fast-check';
-import { type Page, type PartialRow, type Position, partialKey, readPage } from '../../edge/speedpush/page.js';
+import { CURSOR_INDEX_SQL, ensureCursorIndex, type Page, type PartialRow, type Position, partialKey, readBacklogPage, readPage } from '../../edge/speedpush/page.js';
+import { WriteQueue } from '../../shared/sqlite.js';
 import { gatewayDbEach } from '../support/gateway-db.js';
 
 const gdb = gatewayDbEach('braid-sp-page-');
@@ -118,3 +120,25 @@ test('randomized: commits stamped by a coarse clock, interleaved with pages of a
     },
   ), { numRuns: 150 });
 }, 60_000);
+
+test('the cursor index holds updated_at alone: an index of the older form (the key after it) is made again; both reads follow it without a sort', async () => {
+  const index = () => gdb.db.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE name = 'partials_updated_at'");
+  expect(await index()).toEqual({ sql: CURSOR_INDEX_SQL });
+  await gdb.db.exec('DROP INDEX partials_updated_at; CREATE INDEX partials_updated_at ON partials (updated_at, device, metric, minute, epoch)');
+  for (const d of ['b', 'a', 'c']) await put(d, 1, 1, 1, 100);
+  await ensureCursorIndex(new WriteQueue(gdb.db));
+  expect(await index()).toEqual({ sql: CURSOR_INDEX_SQL });
+  // Again: already of this form, left as it is.
+  await ensureCursorIndex(new WriteQueue(gdb.db));
+  expect(await gdb.db.get("SELECT COUNT(*) AS n FROM sqlite_schema WHERE name = 'partials_updated_at'")).toEqual({ n: 1 });
+  const plan = async (sql: string, params: unknown[]) => (await gdb.reader.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params)).map((x) => x.detail);
+  expect(await plan('SELECT * FROM partials WHERE updated_at > ? AND epoch > ? ORDER BY updated_at, rowid LIMIT 5', [0, 0]))
+    .toEqual(['SEARCH partials USING INDEX partials_updated_at (updated_at>?)']);
+  expect(await plan('SELECT * FROM partials WHERE (updated_at, rowid) < (?, ?) AND updated_at >= ? AND epoch > ? ORDER BY updated_at DESC, rowid DESC LIMIT 5', [200, 9, 0, 0]))
+    .toEqual(['SEARCH partials USING INDEX partials_updated_at (updated_at>? AND (updated_at,rowid)<(?,?))']);
+  // Rows of one ms come in the order they were first written (their rowids), up and down.
+  expect(names(await readPage(gdb.reader, START, 0, 100, 1000))).toEqual(['b:1', 'a:1', 'c:1']);
+  const down = await readBacklogPage(gdb.reader, { low: START, hi: 200, below: null }, 0, 2);
+  expect(down.rows.map((r) => r.device)).toEqual(['c', 'a']);
+  expect((await readBacklogPage(gdb.reader, down.next, 0, 2)).rows.map((r) => r.device)).toEqual(['b']);
+});
