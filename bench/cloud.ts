@@ -37,7 +37,7 @@ import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { busyStretches, type Stretch } from './lib/cloud-stretch.js';
 import { CLUSTER_CONFIGS, CLUSTER_IDLE_MS, clusterReport, type ClusterConfig, type ClusterCosts, type ClusterLoad, type ClusterResult } from './lib/cloud-cluster.js';
 import { havePostgres, pgCounters, pgDelta, startBenchPostgres, WireBytes, type BenchPostgres } from './lib/postgres.js';
-import { cpuSecondsOf, memoryOf, startProc, stopAll, type Proc } from './lib/procs.js';
+import { cpuSecondsOf, memoryOf, startProc, stopAll, writeBytesOf, type Proc } from './lib/procs.js';
 import { OUT, publishReport } from './lib/report.js';
 import { isStopping, logger, runBench, workDir } from './lib/run.js';
 import { envChoices, envJson, envNumber, envScale, envTimeoutMs, envWriteDocs, exitOnHelp, mergeDeep } from './lib/settings.js';
@@ -704,11 +704,6 @@ async function ingestPhase(): Promise<IngestResult> {
 
 // ---------------------------------------------------------------------------------------------
 // Cluster: the same load on the embedded store, one node on PostgreSQL, two nodes on one PostgreSQL and one data dir
-
-/** A node's storage writes (/proc/<pid>/io write_bytes: what it sent towards the disk; staging, master, cloud.db). */
-function writeBytesOf(pid: number): number {
-  try { return Number(readFileSync(`/proc/${pid}/io`, 'utf8').match(/^write_bytes: (\d+)/m)?.[1] ?? NaN); } catch { return NaN; }
-}
 
 /** braid cloud gateway add ... would make new tokens: the template's token hashes (and the read key's) go into the database as they are. */
 async function copyCredentials(template: string, url: string, dataDir: string): Promise<void> {

@@ -173,7 +173,9 @@ export function deviceWrittenBytes(path: string): number {
  * reaped), `<pid>/task/<tid>` for one thread alone.
  */
 export function writeBytesOfTask(task: string): number {
-  const m = /^write_bytes:\s*(\d+)/m.exec(readProc(`/proc/${task}/io`));
+  let io: string;
+  try { io = readProc(`/proc/${task}/io`); } catch { return NaN; } // gone
+  const m = /^write_bytes:\s*(\d+)/m.exec(io);
   return m ? Number(m[1]) : NaN;
 }
 

@@ -187,15 +187,27 @@ CREATE INDEX partials_minute ON partials (minute);
 CREATE INDEX partials_updated_at ON partials (updated_at);
 `;
 
-test('a v3 gateway.db opens as v4: every partial kept in a rowid table, the same windows, updated in place after, pruned by minute', async () => {
-  // A v3 file as braid made it: the tables of today with version 3's partials, filled by commits.
-  let now = T0;
-  const first = await open(() => now);
+/** Each metric's values: at second `s` of device `i`. */
+const FILL_VALUES: Record<string, (s: number, i: number) => number> = { temp: (s, i) => s + i, hum: (s) => 100 - s, co2: (s, i) => s * i };
+
+/**
+ * A gateway.db filled by commits as braid makes them: 3 devices (one with a quote in its id) x
+ * `metrics`, a message every 7 s over 3 minutes from T0; `now` is the last message's time.
+ */
+async function filledByCommits(metrics: string[]): Promise<{ first: Outbox; devices: string[]; now: number }> {
+  const clock = { now: T0 };
+  const first = await open(() => clock.now);
   const devices = ['dev-0', 'dev-1', "it's"];
   for (let s = 0; s < 180; s += 7) {
-    now = T0 + s * 1000;
-    await first.submit(devices.flatMap((d, i) => [r(d, 'temp', now - 500, s + i), r(d, 'hum', now - 400, 100 - s)]));
+    clock.now = T0 + s * 1000;
+    await first.submit(devices.flatMap((d, i) => metrics.map((m, j) => r(d, m, clock.now - 500 + 100 * j, FILL_VALUES[m](s, i)))));
   }
+  return { first, devices, now: clock.now };
+}
+
+test('a v3 gateway.db opens as v4: every partial kept in a rowid table, the same windows, updated in place after, pruned by minute', async () => {
+  // A v3 file as braid made it: the tables of today with version 3's partials, filled by commits.
+  const { first, devices, now } = await filledByCommits(['temp', 'hum']);
   const rows = await first.writes.db.all('SELECT * FROM partials ORDER BY device, metric, minute, epoch');
   expect(rows.length).toBeGreaterThanOrEqual(devices.length * 2 * 3); // 3 minutes, an epoch or more each
   const windowsBefore = await readWindows(first.reader, 'dev-1', 'temp', now);
@@ -262,13 +274,7 @@ test('a v3 gateway.db opens as v4: every partial kept in a rowid table, the same
 });
 
 test("a v4 gateway.db opens as v5: the partials' key index made again in its new order, every row, the windows and the upserts as before", async () => {
-  let now = T0;
-  const first = await open(() => now);
-  const devices = ['dev-0', 'dev-1', "it's"];
-  for (let s = 0; s < 180; s += 7) {
-    now = T0 + s * 1000;
-    await first.submit(devices.flatMap((d, i) => [r(d, 'temp', now - 500, s + i), r(d, 'hum', now - 400, 100 - s), r(d, 'co2', now - 300, s * i)]));
-  }
+  const { first, devices, now } = await filledByCommits(['temp', 'hum', 'co2']);
   const rows = await first.writes.db.all('SELECT rowid, * FROM partials ORDER BY rowid');
   expect(rows.length).toBeGreaterThanOrEqual(devices.length * 3 * 3);
   const windowsBefore = await readWindows(first.reader, 'dev-1', 'hum', now);
