@@ -6,7 +6,7 @@
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { nullLogger, type Logger } from '../../shared/logger.js';
-import { Db, PARTIAL_COLUMNS_DDL, useWal } from '../../shared/sqlite.js';
+import { Db, PARTIAL_COLUMNS_DDL, transaction, useWal } from '../../shared/sqlite.js';
 
 /**
  * 2 (2026-12-06): dedup identities in a rowid table keyed by ts and a series number (`dedup_keys`,
@@ -345,8 +345,7 @@ async function migrateToV2(db: Db): Promise<void> {
     const n = await db.get<{ n: number }>('SELECT COUNT(*) AS n FROM (SELECT DISTINCT device, metric FROM dedup)');
     if ((n?.n ?? 0) > SERIES_MAX) throw new Error(`gateway.db: the dedup window holds ${n?.n} series (device, metric), more than the ${SERIES_MAX} of schema version 2`);
   }
-  await db.exec(`
-    BEGIN IMMEDIATE;
+  await migrateTo(db, 2, `
     ${SERIES_DDL}
     ${DEDUP_KEYS_V2_DDL}
     ${old?.type === 'table' ? `
@@ -355,11 +354,7 @@ async function migrateToV2(db: Db): Promise<void> {
       SELECT ${dedupKeySql('d.ts', 's.id')}, d.seen_at FROM dedup d JOIN series s ON s.device = d.device AND s.metric = d.metric
       WHERE d.ts > -${DEDUP_TS_LIMIT} AND d.ts < ${DEDUP_TS_LIMIT} ORDER BY 1;
     DROP TABLE dedup;` : ''}
-    INSERT INTO meta (key, value) VALUES ('schema_version', '2') ON CONFLICT(key) DO UPDATE SET value = excluded.value;
-    COMMIT;`).catch(async (err) => {
-    await db.exec('ROLLBACK').catch(() => undefined);
-    throw err;
-  });
+`);
 }
 
 /**
@@ -380,8 +375,7 @@ async function migrateToV3(db: Db): Promise<void> {
   }
   const keys = await db.get<{ sql: string }>("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'dedup_keys'");
   const oldKeys = keys !== undefined && /\bseen_at\b/.test(keys.sql);
-  await db.exec(`
-    BEGIN IMMEDIATE;
+  await migrateTo(db, 3, `
     ${SERIES_DDL}
     ${OUTBOX_ROWS_DDL}
     ${oldOutbox ? `
@@ -398,11 +392,16 @@ async function migrateToV3(db: Db): Promise<void> {
     INSERT INTO dedup_keys_v3 (key, late) SELECT key, MAX(0, seen_at - ${dedupKeyTsSql('key')}) FROM dedup_keys ORDER BY key;
     DROP TABLE dedup_keys;
     ALTER TABLE dedup_keys_v3 RENAME TO dedup_keys;` : ''}
-    INSERT INTO meta (key, value) VALUES ('schema_version', '3') ON CONFLICT(key) DO UPDATE SET value = excluded.value;
-    COMMIT;`).catch(async (err) => {
-    await db.exec('ROLLBACK').catch(() => undefined);
-    throw err;
-  });
+`);
+}
+
+/**
+ * One migration step: `script` (SQL statements) and the new schema_version, in one transaction
+ * (BEGIN IMMEDIATE ... COMMIT; rolled back whole on any failure: the file stays at the version before).
+ */
+function migrateTo(db: Db, version: number, script: string): Promise<void> {
+  return transaction(db, (d) => d.exec(`${script}
+    INSERT INTO meta (key, value) VALUES ('schema_version', '${version}') ON CONFLICT(key) DO UPDATE SET value = excluded.value;`));
 }
 
 /** Free space a migration leaves besides what it needs (the WAL's headers, the commits that follow it). */
@@ -429,19 +428,14 @@ async function migrateToV4(db: Db, freeBytes: () => Promise<number>): Promise<vo
   // end (the old pages are freed only as the transaction ends): about twice the partials' size.
   if (clustered) await requireMigrationSpace(db, freeBytes, 4, "tbl_name = 'partials'", 2.2, 'rewrites the speed partials');
   const cols = 'device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at';
-  await db.exec(`
-    BEGIN IMMEDIATE;
+  await migrateTo(db, 4, `
     ${clustered ? `
     ${PARTIALS_DDL('partials_v4')}
     INSERT INTO partials_v4 (${cols}) SELECT ${cols} FROM partials;
     DROP TABLE partials;
     ALTER TABLE partials_v4 RENAME TO partials;
     ${PARTIALS_INDEXES}` : ''}
-    INSERT INTO meta (key, value) VALUES ('schema_version', '4') ON CONFLICT(key) DO UPDATE SET value = excluded.value;
-    COMMIT;`).catch(async (err) => {
-    await db.exec('ROLLBACK').catch(() => undefined);
-    throw err;
-  });
+`);
 }
 
 /**
@@ -454,15 +448,10 @@ async function migrateToV5(db: Db, freeBytes: () => Promise<number>): Promise<vo
   // The new index goes to the WAL, then into the file past its end (the old one's pages are freed
   // only as the transaction ends): about the old index's size again.
   if (stale) await requireMigrationSpace(db, freeBytes, 5, "name = 'partials_key'", 1.2, "makes the speed partials' key index again");
-  await db.exec(`
-    BEGIN IMMEDIATE;
+  await migrateTo(db, 5, `
     ${stale ? `DROP INDEX partials_key;
     ${PARTIALS_INDEXES}` : ''}
-    INSERT INTO meta (key, value) VALUES ('schema_version', '5') ON CONFLICT(key) DO UPDATE SET value = excluded.value;
-    COMMIT;`).catch(async (err) => {
-    await db.exec('ROLLBACK').catch(() => undefined);
-    throw err;
-  });
+`);
 }
 
 /**
