@@ -549,7 +549,8 @@ async function fleetPhase() {
     const beforeMinute = Math.floor((runStart - 12 * 3600_000) / 60_000) * 60_000;
     for (const kind of PEERS.filter(isBraid)) {
       const f = await fillGatewayPartials(`${tpDir}${kind === 'braid-alt' ? '-alt' : ''}`, { devices: fleetDevices, metrics: FLEET_METRICS, minutes: FLEET_WARM_MINUTES, beforeMinute, cursorIndex: FLEET_CURSOR_INDEX }, rootOf(kind));
-      log(`  ${LABEL[kind]}: gateway.db holds the fleet's partials of the ${FLEET_WARM_MINUTES} minutes before (${int(f.rows)} rows, written in ${ms(f.ms)})${FLEET_CURSOR_INDEX ? ", and the speed push's index on them (a gateway with a cloud)" : ''}`);
+      const held = FLEET_WARM_MINUTES > 0 ? `the fleet's partials of the ${FLEET_WARM_MINUTES} minutes before (${int(f.rows)} rows, written in ${ms(f.ms)})` : 'no partials';
+      log(`  ${LABEL[kind]}: gateway.db holds ${held}${FLEET_CURSOR_INDEX ? ", and the speed push's index on the partials (a gateway with a cloud)" : ''}`);
     }
   }
   await pacedPhase(FLEET_LOAD, { pooled: results.fleet, runs: results.fleetRuns });
@@ -811,7 +812,7 @@ function report(machine: MachineInfo, totalMs: number): string {
     row('load offered during the measured window, msg/s', v((r) => int(r.offeredPerSec)), int(LAT_CLIENTS * LAT_RATE_PER_CLIENT));
   }
   if (Object.keys(results.fleet).length) {
-    const fleet = `${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s of ${FLEET_METRICS.length} metrics, QoS 1, each on its own clock${FLEET_WARM_MINUTES > 0 ? `, gateway.db holding their partials of the ${FLEET_WARM_MINUTES} minutes before` : ''}${FLEET_CURSOR_INDEX ? ", with the speed push's index on them (a gateway with a cloud)" : ''}${REPEAT > 1 ? `, ${REPEAT} runs` : ''}`;
+    const fleet = `${int(FLEET_DEVICES)} MQTT.js devices x 1 msg/s of ${FLEET_METRICS.length} metrics, QoS 1, each on its own clock${FLEET_WARM_MINUTES > 0 ? `, gateway.db holding their partials of the ${FLEET_WARM_MINUTES} minutes before` : ''}${FLEET_CURSOR_INDEX ? ", with the speed push's index on the partials (a gateway with a cloud)" : ''}${REPEAT > 1 ? `, ${REPEAT} runs` : ''}`;
     const runs = (k: PeerKind) => results.fleetRuns[k] ?? [];
     const per = (k: PeerKind) => median(runs(k).filter((x) => x.writeBytes !== undefined).map((x) => x.writeBytes! / Math.max(1, x.readings ?? 0)));
     const perCommit = (k: PeerKind) => median(runs(k).flatMap((x) => (x.commit ? [x.commit.readingsPerCommit] : [])));
