@@ -198,9 +198,15 @@ export class DuckDialect implements SqlDialect {
     if (names.length) await this.conn.run(names.map((n) => `DROP TABLE IF EXISTS ${n};`).join('\n'));
   }
 
-  /** A Parquet file as a relation (a view file of the live version). */
-  readParquet(file: string): string {
-    return `read_parquet(${str(file)})`;
+  /** Parquet files as a relation (view files of the live version). */
+  readParquet(files: string | readonly string[]): string {
+    return typeof files === 'string' ? `read_parquet(${str(files)})` : `read_parquet([${files.map(str).join(', ')}])`;
+  }
+
+  /** The UTC hours (0-23) of the `bucket` column of a query's rows, ascending. */
+  async hoursOf(select: string): Promise<number[]> {
+    const r = await this.conn.runAndReadAll(`SELECT DISTINCT CAST(hour(bucket) AS INTEGER) AS h FROM (${select}) v ORDER BY h`);
+    return r.getRowObjects().map((x) => Number(x.h));
   }
 
   /** The column names of a Parquet file. */

@@ -6,11 +6,11 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { nullLogger, type Logger } from '../../shared/logger.js';
-import { buildDay, type PreviousDayFiles } from './build.js';
+import { buildDay, compactDay, type LiveFile, type PreviousDayFiles } from './build.js';
 import { deliver } from './deliver.js';
 import { DuckDialect } from './dialect.js';
 import { BatchAbortedError, BatchRunningError } from './errors.js';
-import { dayOfPath, parseVersionDir, publishFile, versionDir } from './files.js';
+import { HOUR_FILE_VIEWS, parseVersionDir, publishFiles, recentDay, versionDir, viewFileName, viewPartOfPath, type ViewPart } from './files.js';
 import { collectVersions } from './gc.js';
 import { nextViews, type Manifest } from './manifest.js';
 import { ProgressTracker, type BatchProgress } from './progress.js';
@@ -192,12 +192,17 @@ class Run implements BatchRun {
    * from its master files alone): when the live version lacks one of the views the build merges
    * into (the minute and hour views), or wrote its gateway rows before they named their devices.
    */
-  private async previousDay(engine: DuckDialect, kept: Record<MergedView, string | undefined>, spans: PreviousDayFiles['spans']): Promise<PreviousDayFiles | undefined> {
-    if (MERGED_VIEWS.some((v) => !kept[v])) return undefined;
-    const files = kept as Record<MergedView, string>;
-    const cols = await engine.parquetColumns(files.gateway_1m);
+  private async previousDay(engine: DuckDialect, kept: Record<MergedView, LiveFile[]>, spans: PreviousDayFiles['spans']): Promise<PreviousDayFiles | undefined> {
+    for (const v of MERGED_VIEWS) {
+      const files = kept[v];
+      if (!files.length) return undefined;
+      // A minute view: a day file, or hour files; an hour view: a day file.
+      const hours = files.filter((f) => f.hour !== null).length;
+      if (HOUR_FILE_VIEWS.has(v) ? hours !== files.length && files.length !== 1 : files.length !== 1 || hours) return undefined;
+    }
+    const cols = await engine.parquetColumns(kept.gateway_1m[0].path);
     if (!cols.includes('first_device') || !cols.includes('last_device')) return undefined;
-    return { files, spans };
+    return { files: kept, spans };
   }
 
   private async execute(): Promise<BatchRunResult> {
@@ -239,16 +244,22 @@ class Run implements BatchRun {
         version = Math.max(prev?.version ?? 0, last, await highestVersionDir(viewsDir)) + 1;
         const vdir = versionDir(version);
         await mkdir(tmpDir, { recursive: true });
-        const built = Object.fromEntries(VIEW_NAMES.map((v) => [v, new Map<string, string>()])) as Record<ViewName, Map<string, string>>;
+        const built = Object.fromEntries(VIEW_NAMES.map((v) => [v, new Map<string, string[]>()])) as Record<ViewName, Map<string, string[]>>;
         const { lanes, engineThreads } = runThreads(this.opts.threads, snap.days.length);
         this.engine = await DuckDialect.open({ memoryLimit: this.opts.memoryLimit, threads: engineThreads, tempDir: this.opts.spillDir ?? join(this.opts.dataDir, 'tmp', 'duckdb') });
         const byDay = new Map<string, string[]>();
         for (const f of snap.files) byDay.set(f.day, [...(byDay.get(f.day) ?? []), f.path]);
         // Incremental: a day the live version has the minute and hour views of keeps their untouched minutes and hours.
         const spans = changedSpans(prev?.watermark ?? {}, snap.watermark);
-        const kept = (view: ViewName) => new Map((this.effectiveKind === 'full' || !prev ? [] : prev.views[view] ?? []).map((p) => [dayOfPath(p), join(viewsDir, p)]));
-        const keptFiles = Object.fromEntries(MERGED_VIEWS.map((v) => [v, kept(v)])) as Record<MergedView, Map<string, string>>;
-        const keptOf = (day: string) => Object.fromEntries(MERGED_VIEWS.map((v) => [v, keptFiles[v].get(day)])) as Record<MergedView, string | undefined>;
+        // The live files of each day, by view (relative paths, with their hours).
+        const liveByDay = Object.fromEntries(VIEW_NAMES.map((v) => [v, new Map<string, Array<ViewPart & { rel: string }>>()])) as Record<ViewName, Map<string, Array<ViewPart & { rel: string }>>>;
+        if (this.effectiveKind !== 'full' && prev) {
+          for (const v of VIEW_NAMES) for (const rel of prev.views[v] ?? []) {
+            const part = viewPartOfPath(rel);
+            if (part) liveByDay[v].set(part.day, [...(liveByDay[v].get(part.day) ?? []), { ...part, rel }]);
+          }
+        }
+        const keptOf = (day: string) => Object.fromEntries(MERGED_VIEWS.map((v) => [v, (liveByDay[v].get(day) ?? []).map((f) => ({ path: join(viewsDir, f.rel), hour: f.hour }))])) as Record<MergedView, LiveFile[]>;
         const rowsOf = new Map<string, number>();
         for (const f of snap.files) rowsOf.set(f.day, (rowsOf.get(f.day) ?? 0) + f.rows);
         this.lanes = [this.engine];
@@ -256,6 +267,13 @@ class Run implements BatchRun {
         // One day (most incremental runs): a second connection writes its largest file beside the other steps.
         if (lanes === 1 && this.effectiveKind !== 'full') this.helper = await this.engine.connect();
         const queue = [...snap.days];
+        const rebuilt = new Set(snap.days);
+        const startedMs = this.now();
+        const publish = (moves: Array<{ tmp: string; target: string }>) => {
+          const p = publishFiles(moves);
+          p.catch(() => undefined); // awaited below; a failure fails the run there
+          publishing.push(p);
+        };
         let failed = false;
         // Days in order, DAYS_AT_ONCE at a time (each on its own connection): many of a day's
         // statements are too small for DuckDB to spread over its threads (rollups, the sorted
@@ -272,14 +290,23 @@ class Run implements BatchRun {
           this.check();
           this.step({ day });
           const files = (byDay.get(day) ?? []).map((p) => join(this.opts.dataDir, p));
-          const b = await buildDay(engine, day, files, snap.watermark, tmpDir, await this.previousDay(engine, keptOf(day), spans), this.helper ?? undefined);
-          for (const [view, tmp] of Object.entries(b.files) as Array<[ViewName, string]>) {
-            const rel = `${vdir}/${view}/day=${day}.parquet`;
-            const p = publishFile(tmp, join(viewsDir, rel));
-            p.catch(() => undefined); // awaited below; a failure fails the run there
-            publishing.push(p);
-            built[view].set(day, rel);
+          const b = await buildDay(engine, day, files, snap.watermark, tmpDir, {
+            previous: await this.previousDay(engine, keptOf(day), spans), helper: this.helper ?? undefined, hourFiles: recentDay(day, startedMs),
+          });
+          // The day's files in the new version: those built, and for an hour file view the live
+          // files of the hours the build did not replace (an incremental build's untouched hours).
+          const replaced = b.replacedHours && new Set(b.replacedHours);
+          const moves: Array<{ tmp: string; target: string }> = [];
+          for (const view of VIEW_NAMES) {
+            const rels = replaced && HOUR_FILE_VIEWS.has(view) ? (liveByDay[view].get(day) ?? []).filter((f) => f.hour !== null && !replaced.has(f.hour)).map((f) => f.rel) : [];
+            for (const f of b.files[view] ?? []) {
+              const rel = `${vdir}/${viewFileName(view, day, f.hour)}`;
+              moves.push({ tmp: f.file, target: join(viewsDir, rel) });
+              rels.push(rel);
+            }
+            if (rels.length) built[view].set(day, rels);
           }
+          publish(moves);
           readings += b.readings;
           this.rowsRead += rowsOf.get(day) ?? 0;
           this.partitions++;
@@ -289,6 +316,29 @@ class Run implements BatchRun {
         const settled = await Promise.allSettled(this.lanes.map((e) => lane(e)));
         const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
         if (failure) throw failure.reason;
+        // Days no longer recent whose minute views are still hour files, and that no build above
+        // rewrote: each minute view's hour files become one day file (the same rows); the day's
+        // other views stay as they are. This bounds the files to those of the recent days.
+        const compacted = new Set<string>();
+        for (const day of [...liveByDay.device_1m.keys()].sort()) {
+          if (rebuilt.has(day) || recentDay(day, startedMs)) continue;
+          const live = Object.fromEntries([...HOUR_FILE_VIEWS].map((v) => [v, (liveByDay[v].get(day) ?? []).map((f) => ({ path: join(viewsDir, f.rel), hour: f.hour }))]));
+          if (Object.values(live).every((fs) => fs.every((f) => f.hour === null))) continue;
+          this.check();
+          const files = await compactDay(this.engine, day, live, tmpDir);
+          const moves: Array<{ tmp: string; target: string }> = [];
+          for (const view of VIEW_NAMES) {
+            const made = files[view];
+            if (made) {
+              const rel = `${vdir}/${viewFileName(view, day, null)}`;
+              moves.push({ tmp: made, target: join(viewsDir, rel) });
+              built[view].set(day, [rel]);
+            } else built[view].set(day, (liveByDay[view].get(day) ?? []).map((f) => f.rel));
+          }
+          publish(moves);
+          compacted.add(day);
+        }
+        if (compacted.size) this.logger.info({ days: [...compacted] }, 'minute views of days no longer recent compacted from hour files into day files');
         this.closeEngine();
         // [manifest atomicity] every file it names is durable before the manifest is written.
         await Promise.all(publishing);
@@ -296,7 +346,7 @@ class Run implements BatchRun {
         this.step({ phase: 'publishing', day: null });
         live = {
           version, createdAt: new Date(this.now()).toISOString(), watermark: snap.watermark,
-          views: nextViews(this.effectiveKind === 'full' ? null : prev, new Set(snap.days), built),
+          views: nextViews(this.effectiveKind === 'full' ? null : prev, new Set([...rebuilt, ...compacted]), built),
         };
         // [manifest atomicity] every file it names is durable before the pointer moves (the rename).
         // Compare-and-set on the version this run started from: two runs never both publish.
@@ -310,7 +360,7 @@ class Run implements BatchRun {
       }
       this.step({ phase: 'sinks' });
       const sinks = live ? await deliver(this.stores.batch, this.deps.sinks ?? [], live, viewsDir, this.logger) : {};
-      const deletedVersions = await collectVersions(this.stores.batch, viewsDir, live, this.now(), this.opts.retainVersionsMs, this.logger);
+      const deletedVersions = await collectVersions(this.stores.batch, viewsDir, live, this.now(), this.opts.retainVersionsMs, this.logger, prev);
       const endedAt = this.now();
       this.step({ phase: 'done' });
       await this.stores.batch.finishRun(this.id, {

@@ -7,7 +7,7 @@ import { readFile, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ManifestInvalidError } from './errors.js';
-import { dayOfPath, fsyncPath, parseVersionDir } from './files.js';
+import { dayOfPath, fsyncPath, parseVersionDir, viewPartKey } from './files.js';
 import { VIEW_NAMES, type ViewName } from './sink.js';
 
 export interface Manifest {
@@ -97,20 +97,21 @@ export function referencedVersions(m: Manifest | null): Set<string> {
 }
 
 /**
- * The next manifest's views: `built` (this version's new files, per view and day) for the days
- * rebuilt, the previous manifest's files for every other day. A rebuilt day with no rows in a view
- * has no file in it.
+ * The next manifest's views: `built` (per view and rebuilt day, every file the day has now: this
+ * version's new files and, for an hour file view, the live files of the hours the run did not
+ * touch) for the days rebuilt, the previous manifest's files for every other day. A rebuilt day
+ * with no rows in a view has no file in it. Lists are in time order (viewPartKey).
  */
-export function nextViews(prev: Manifest | null, rebuilt: Set<string>, built: Record<ViewName, Map<string, string>>): Record<ViewName, string[]> {
+export function nextViews(prev: Manifest | null, rebuilt: Set<string>, built: Record<ViewName, Map<string, string[]>>): Record<ViewName, string[]> {
   const out = emptyViews();
   for (const view of VIEW_NAMES) {
-    const byDay = new Map<string, string>();
+    const paths: string[] = [];
     for (const p of prev?.views[view] ?? []) {
       const d = dayOfPath(p);
-      if (d && !rebuilt.has(d)) byDay.set(d, p);
+      if (d && !rebuilt.has(d)) paths.push(p);
     }
-    for (const [d, p] of built[view]) byDay.set(d, p);
-    out[view] = [...byDay.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, p]) => p);
+    for (const ps of built[view].values()) paths.push(...ps);
+    out[view] = paths.map((p) => [viewPartKey(p), p] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, p]) => p);
   }
   return out;
 }

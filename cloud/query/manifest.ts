@@ -6,11 +6,11 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MANIFEST_FILE, readManifest, type Manifest, type ViewName } from '../batch/index.js';
+import { MANIFEST_FILE, readManifest, viewPartOfPath, type Manifest, type ViewName } from '../batch/index.js';
 import type { ViewPointer } from '../batch/store.js';
 import type { LiveView } from '../speed/live-manifest.js';
 import type { Logger } from '../../shared/logger.js';
-import { DAY_MS } from '../../shared/time.js';
+import { DAY_MS, HOUR_MS } from '../../shared/time.js';
 
 /** Where a query gets the live manifest (null: no batch has published yet). */
 export interface ManifestSource {
@@ -103,51 +103,60 @@ export class PointerManifestSource implements ManifestSource {
   }
 }
 
-interface DayFile {
-  /** UTC midnight of the file's day, epoch ms. */
-  day: number;
+interface ViewFile {
+  /** Where the file's rows lie, epoch ms [start, end): its UTC day, or its hour for an hour file. */
+  start: number;
+  end: number;
   /** Path relative to views/. */
   path: string;
 }
 
-const dayIndex = new WeakMap<Manifest, Map<ViewName, DayFile[]>>();
-const DAY_RE = /day=(\d{4})-(\d{2})-(\d{2})\.parquet$/;
+const fileIndex = new WeakMap<Manifest, Map<ViewName, ViewFile[]>>();
 
-function filesByDay(manifest: Manifest, view: ViewName): DayFile[] {
-  let byView = dayIndex.get(manifest);
+function filesInTime(manifest: Manifest, view: ViewName): ViewFile[] {
+  let byView = fileIndex.get(manifest);
   if (!byView) {
     byView = new Map();
-    dayIndex.set(manifest, byView);
+    fileIndex.set(manifest, byView);
   }
   let files = byView.get(view);
   if (!files) {
     files = [];
     for (const path of manifest.views[view] ?? []) {
-      const m = DAY_RE.exec(path);
-      if (m) files.push({ day: Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])), path });
+      const span = viewFileSpan(path);
+      if (span) files.push({ ...span, path });
     }
-    files.sort((a, b) => a.day - b.day);
+    files.sort((a, b) => a.start - b.start);
     byView.set(view, files);
   }
   return files;
 }
 
+/** Where a view file's rows lie, epoch ms [start, end), from its name (a day or an hour file); null for another name. */
+export function viewFileSpan(path: string): { start: number; end: number } | null {
+  const part = viewPartOfPath(path);
+  if (!part) return null;
+  const day = Date.parse(`${part.day}T00:00:00Z`);
+  return part.hour === null ? { start: day, end: day + DAY_MS } : { start: day + part.hour * HOUR_MS, end: day + (part.hour + 1) * HOUR_MS };
+}
+
 /**
- * The manifest's files of `view` whose UTC day overlaps [fromMs, toMs), oldest first: day pruning
- * from the file names (one file per view and day), before any file is opened.
+ * The manifest's files of `view` whose rows' time (their UTC day, or hour for an hour file)
+ * overlaps [fromMs, toMs), oldest first: pruning from the file names, before any file is opened.
  */
 export function viewFiles(manifest: Manifest, view: ViewName, fromMs: number, toMs: number): string[] {
-  const files = filesByDay(manifest, view);
-  // first file whose day ends after fromMs (binary search: a year of days is 365 entries per view)
+  const files = filesInTime(manifest, view);
+  // first file that ends after fromMs (binary search: a year of days is 365 entries per view;
+  // files do not overlap, so their ends are in order too)
   let lo = 0;
   let hi = files.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (files[mid].day + DAY_MS <= fromMs) lo = mid + 1;
+    if (files[mid].end <= fromMs) lo = mid + 1;
     else hi = mid;
   }
   const out: string[] = [];
-  for (let i = lo; i < files.length && files[i].day < toMs; i++) out.push(files[i].path);
+  for (let i = lo; i < files.length && files[i].start < toMs; i++) out.push(files[i].path);
   return out;
 }
 

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { BatchScheduler, registerBatchRoutes, startBatchRun, VIEW_NAMES, type BatchSchedulerOptions, type ViewSink } from '../../cloud/batch/index.js';
+import { BatchScheduler, registerBatchRoutes, startBatchRun, VIEW_NAMES, viewPartOfPath, type BatchSchedulerOptions, type ViewSink } from '../../cloud/batch/index.js';
 import { DAY_MS } from '../../shared/time.js';
 import { GatewaySim, MasterFixture, readViews, sameViews, type FixtureReading } from '../support/master-fixture.js';
 
@@ -57,7 +57,10 @@ describe('manifest atomicity', () => {
     const problems: string[] = [];
     const seen = new Set<number>();
     // [manifest atomicity] every poll: the manifest parses, every file it names exists and is whole
-    // Parquet, no file is newer than the manifest, and each day is one version across all views.
+    // Parquet, no file is newer than the manifest, each day's hour and day views are one version,
+    // and the three minute views have the same files (a day file, or hour files of a recent day),
+    // each of that version or an older one (an incremental run keeps the hour files of the hours it
+    // did not touch; a run compacts the hour files of a day no longer recent).
     const reader = (async () => {
       while (!stop) {
         await new Promise((r) => setImmediate(r));
@@ -66,27 +69,45 @@ describe('manifest atomicity', () => {
         try {
           const m = JSON.parse(readFileSync(file, 'utf8')) as { version: number; views: Record<string, string[]> };
           seen.add(m.version);
-          const dayVersion = new Map<string, string>();
+          const dayVersion = new Map<string, number>();
+          const minuteFiles = new Map<string, string[]>();
           for (const view of VIEW_NAMES) {
+            const hourly = view.endsWith('_1m');
+            if (hourly) minuteFiles.set(view, []);
             for (const p of m.views[view]) {
               const bytes = readFileSync(join(dir, 'views', p));
               if (bytes.subarray(0, 4).toString() !== 'PAR1' || bytes.subarray(-4).toString() !== 'PAR1') problems.push(`${p}: not whole`);
-              const [vdir, , day] = p.split('/');
-              if (Number(vdir.slice(1)) > m.version) problems.push(`${p}: newer than manifest ${m.version}`);
-              if ((dayVersion.get(day) ?? vdir) !== vdir) problems.push(`${day}: two versions in manifest ${m.version}`);
-              dayVersion.set(day, vdir);
+              const version = Number(p.split('/')[0].slice(1));
+              const part = viewPartOfPath(p);
+              if (version > m.version) problems.push(`${p}: newer than manifest ${m.version}`);
+              if (!part || (!hourly && part.hour !== null)) problems.push(`${p}: not a view file of a day${hourly ? ' or an hour' : ''}`);
+              else if (hourly) minuteFiles.get(view)!.push(`${p.split('/')[0]}/${part.day}/${part.hour ?? 'day'}`);
+              else if ((dayVersion.get(part.day) ?? version) !== version) problems.push(`${part.day}: two versions in manifest ${m.version}`);
+              else dayVersion.set(part.day, version);
             }
           }
-          for (const view of VIEW_NAMES) if (m.views[view].length !== dayVersion.size) problems.push(`${view}: missing days in manifest ${m.version}`);
+          for (const view of VIEW_NAMES) {
+            if (!view.endsWith('_1m') && m.views[view].length !== dayVersion.size) problems.push(`${view}: missing days in manifest ${m.version}`);
+          }
+          const [first, ...others] = [...minuteFiles.values()];
+          for (const files of others) if (files.join() !== first.join()) problems.push(`minute views with different hour files in manifest ${m.version}`);
+          for (const f of first) {
+            const [vdir, day] = f.split('/');
+            if (!dayVersion.has(day)) problems.push(`${f}: a day the hour and day views lack, in manifest ${m.version}`);
+          }
+          if (new Set(first.map((f) => f.split('/')[1])).size !== dayVersion.size) problems.push(`minute views: missing days in manifest ${m.version}`);
           polls++;
         } catch (err) {
           problems.push(String(err));
         }
       }
     })();
+    // Each run a day later than the one before (on the evening of the day it appends to): the
+    // recent days' minute views are hour files, merged hour by hour, and compacted into day files
+    // once the days are no longer recent.
     for (let i = 0; i < 6; i++) {
       await append(fx, g, DAY0 + (i % 4) * DAY_MS, 1 + (i % 2), 200);
-      await (await startBatchRun(options(dir), { trigger: 'cli', full: i === 3 })).done;
+      await (await startBatchRun(options(dir), { trigger: 'cli', full: i === 3 }, { now: () => DAY0 + i * DAY_MS + 20 * 3600_000 })).done;
     }
     stop = true;
     await reader;

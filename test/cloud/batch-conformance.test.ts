@@ -10,6 +10,7 @@ import { startBatchRun, type BatchJobOptions } from '../../cloud/batch/index.js'
 import { changedSpans } from '../../cloud/batch/state.js';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { nextViews, emptyViews, readManifest, type Manifest } from '../../cloud/batch/manifest.js';
+import { viewFileName, viewPartOfPath } from '../../cloud/batch/files.js';
 import type { ViewName } from '../../cloud/batch/sink.js';
 import { readingsSql } from '../../cloud/batch/sql.js';
 import { bucketStart, DAY_MS } from '../../shared/time.js';
@@ -229,12 +230,34 @@ describe('batch pure parts', () => {
   it('nextViews keeps the previous files of the days not rebuilt and drops rebuilt days left empty', () => {
     const prev: Manifest = {
       version: 3, createdAt: '', watermark: {},
-      views: { ...emptyViews(), device_1m: ['v000002/device_1m/day=2024-11-20.parquet', 'v000003/device_1m/day=2024-11-21.parquet'] },
+      views: {
+        ...emptyViews(),
+        device_1h: ['v000002/device_1h/day=2024-11-20.parquet', 'v000003/device_1h/day=2024-11-21.parquet'],
+        device_1m: ['v000002/device_1m/day=2024-11-20-hour=23.parquet', 'v000003/device_1m/day=2024-11-21-hour=00.parquet', 'v000003/device_1m/day=2024-11-21-hour=01.parquet'],
+      },
     };
-    const built = Object.fromEntries(Object.keys(emptyViews()).map((v) => [v, new Map<string, string>()])) as never as Parameters<typeof nextViews>[2];
-    built.device_1m.set('2024-11-19', 'v000004/device_1m/day=2024-11-19.parquet');
+    const built = Object.fromEntries(Object.keys(emptyViews()).map((v) => [v, new Map<string, string[]>()])) as never as Parameters<typeof nextViews>[2];
+    built.device_1h.set('2024-11-19', ['v000004/device_1h/day=2024-11-19.parquet']);
+    // An incremental day: hour 01 written again, hour 00 kept from version 3 (job.ts lists both).
+    built.device_1m.set('2024-11-21', ['v000004/device_1m/day=2024-11-21-hour=01.parquet', 'v000003/device_1m/day=2024-11-21-hour=00.parquet']);
+    built.device_1m.set('2024-11-19', ['v000004/device_1m/day=2024-11-19-hour=10.parquet', 'v000004/device_1m/day=2024-11-19-hour=09.parquet']);
     const next = nextViews(prev, new Set(['2024-11-19', '2024-11-21']), built);
-    expect(next.device_1m).toEqual(['v000004/device_1m/day=2024-11-19.parquet', 'v000002/device_1m/day=2024-11-20.parquet']);
+    expect(next.device_1h).toEqual(['v000004/device_1h/day=2024-11-19.parquet', 'v000002/device_1h/day=2024-11-20.parquet']);
+    // In time order: by day, a day's hour files by hour, whatever version wrote them.
+    expect(next.device_1m).toEqual([
+      'v000004/device_1m/day=2024-11-19-hour=09.parquet', 'v000004/device_1m/day=2024-11-19-hour=10.parquet',
+      'v000002/device_1m/day=2024-11-20-hour=23.parquet',
+      'v000003/device_1m/day=2024-11-21-hour=00.parquet', 'v000004/device_1m/day=2024-11-21-hour=01.parquet',
+    ]);
+  });
+
+  it('view file paths: a day file, or an hour file of a minute view', () => {
+    expect(viewFileName('device_1h', '2024-11-21', null)).toBe('device_1h/day=2024-11-21.parquet');
+    expect(viewFileName('fleet_1m', '2024-11-21', 7)).toBe('fleet_1m/day=2024-11-21-hour=07.parquet');
+    expect(viewPartOfPath('v000004/fleet_1m/day=2024-11-21-hour=07.parquet')).toEqual({ day: '2024-11-21', hour: 7 });
+    expect(viewPartOfPath('v000004/device_1h/day=2024-11-21.parquet')).toEqual({ day: '2024-11-21', hour: null });
+    expect(viewPartOfPath('v000004/device_1m/day=2024-11-21-hour=24.parquet')).toBeNull();
+    expect(viewPartOfPath('v000004/device_1m/day=2024-11-21/part-0.parquet')).toBeNull();
   });
 });
 

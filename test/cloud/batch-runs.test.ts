@@ -5,8 +5,10 @@
  */
 import { mkdir, mkdtemp, rm, readdir, readFile, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { dayOfPath, viewPartOfPath } from '../../cloud/batch/files.js';
 import { runThreads } from '../../cloud/batch/job.js';
 import { EPOCHS_FROM_SQL, takeSnapshot } from '../../cloud/batch/state.js';
 import { watermark, watermarkFrom, type EpochRow } from '../../cloud/ingest/watermark.js';
@@ -69,6 +71,11 @@ class Fleet {
   e(): Record<string, number> {
     return Object.fromEntries(this.gws.map((g) => [g.id, g.currentEpoch - 1]));
   }
+}
+
+/** The live manifest's views of a data dir: per view, its paths as the file lists them. */
+async function liveViews(dir: string): Promise<Record<string, string[]>> {
+  return (JSON.parse(await readFile(join(dir, 'views/manifest.json'), 'utf8')) as { views: Record<string, string[]> }).views;
 }
 
 async function check(dir: string, all: FixtureReading[], e: Record<string, number>): Promise<void> {
@@ -225,17 +232,67 @@ describe('batch runs', () => {
     const dir = await tempDir();
     const fx = await MasterFixture.open(dir);
     const fleet = new Fleet(fx, 13);
+    // Runs on the evening of DAY0: a recent day, whose minute views are hour files.
+    const now = () => DAY0 + 20 * 3600_000;
     await fleet.append(1500, DAY0, 1);
-    await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    await (await startBatchRun(opts(dir), { trigger: 'cli' }, { now })).done;
     // New readings in hours 5 and 6 only (minutes with readings already and new ones).
     await fleet.append(40, DAY0 + 5 * 3600_000, 2 / 24);
-    const r = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    const r = await (await startBatchRun(opts(dir), { trigger: 'cli' }, { now })).done;
     expect(r.kind).toBe('incremental');
     expect(r.days).toEqual([dayOf(DAY0)]);
     await check(dir, fleet.all, fleet.e());
+    // Only the touched hours' files of the minute views were written again; the day's other hours
+    // keep version 1's files. The hour and day views are one file a day, written again.
+    const views = await liveViews(dir);
+    for (const v of ['device_1m', 'gateway_1m', 'fleet_1m']) {
+      const files = views[v].map((p) => ({ version: p.split('/')[0], hour: viewPartOfPath(p)!.hour }));
+      expect({ v, rewritten: files.filter((f) => f.version === 'v000002').map((f) => f.hour) }).toEqual({ v, rewritten: [5, 6] });
+      expect({ v, hours: files.map((f) => f.hour) }).toEqual({ v, hours: Array.from({ length: 24 }, (_, h) => h) });
+    }
+    for (const v of ['device_1h', 'gateway_1d', 'fleet_1h']) expect(views[v]).toEqual([`v000002/${v}/day=${dayOf(DAY0)}.parquet`]);
     const incremental = await readViews(dir);
-    await (await startBatchRun(opts(dir), { full: true, trigger: 'cli' })).done;
+    await (await startBatchRun(opts(dir), { full: true, trigger: 'cli' }, { now })).done;
     expect(sameViews(await readViews(dir), incremental)).toEqual([]);
+    // Two days later DAY0 is no longer recent: the next run that publishes (new readings of
+    // another day) compacts its minute views into day files, and leaves its other views as they are.
+    const newDay = await fleet.append(40, DAY0 + 2 * DAY_MS, 1);
+    const later = () => DAY0 + 2 * DAY_MS + 3600_000;
+    const r3 = await (await startBatchRun(opts(dir), { trigger: 'cli' }, { now: later })).done;
+    expect({ kind: r3.kind, days: r3.days, version: r3.version }).toEqual({ kind: 'incremental', days: [dayOf(DAY0 + 2 * DAY_MS)], version: 4 });
+    const compacted = await liveViews(dir);
+    const ofDay = (v: string, d: number) => compacted[v].filter((p) => viewPartOfPath(p)!.day === dayOf(d));
+    for (const v of ['device_1m', 'gateway_1m', 'fleet_1m']) expect(ofDay(v, DAY0)).toEqual([`v000004/${v}/day=${dayOf(DAY0)}.parquet`]);
+    for (const v of ['device_1h', 'gateway_1d', 'fleet_1h']) expect(ofDay(v, DAY0)).toEqual([`v000003/${v}/day=${dayOf(DAY0)}.parquet`]);
+    // The new day is recent: a file for each hour of its readings.
+    const newHours = [...new Set(newDay.map((x) => Math.floor((x.ts - DAY0 - 2 * DAY_MS) / 3600_000)))].sort((a, b) => a - b);
+    expect(ofDay('device_1m', DAY0 + 2 * DAY_MS).map((p) => viewPartOfPath(p)!.hour)).toEqual(newHours);
+    await check(dir, fleet.all, fleet.e());
+    await fx.close();
+  });
+
+  it('[INV-4] a recent day whose minute views are day files (written when it was not recent, or before hour files) is merged into hour files, every hour of it', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 17);
+    await fleet.append(600, DAY0, 2);
+    await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
+    // Run long after: neither day is recent, so each minute view is a file a day (as every day was before hour files).
+    const first = await liveViews(dir);
+    for (const v of ['device_1m', 'gateway_1m', 'fleet_1m']) expect(first[v]).toEqual([0, 1].map((d) => `v000001/${v}/day=${dayOf(DAY0 + d * DAY_MS)}.parquet`));
+    // Now a run on the second day, which is recent: readings of its hour 3.
+    await fleet.append(30, DAY0 + DAY_MS + 3 * 3600_000, 1 / 24);
+    const r = await (await startBatchRun(opts(dir), { trigger: 'cli' }, { now: () => DAY0 + DAY_MS + 5 * 3600_000 })).done;
+    expect({ kind: r.kind, days: r.days }).toEqual({ kind: 'incremental', days: [dayOf(DAY0 + DAY_MS)] });
+    await check(dir, fleet.all, fleet.e());
+    const next = await liveViews(dir);
+    for (const v of ['device_1m', 'gateway_1m', 'fleet_1m']) {
+      // The day not touched keeps its day file; the touched day, recent now, is hour files, every hour of it.
+      expect(next[v].filter((p) => viewPartOfPath(p)!.hour === null)).toEqual([`v000001/${v}/day=${dayOf(DAY0)}.parquet`]);
+      const hours = next[v].filter((p) => p.startsWith('v000002/'));
+      expect(hours.length).toBeGreaterThan(20);
+      expect(hours.every((p) => viewPartOfPath(p)!.day === dayOf(DAY0 + DAY_MS) && viewPartOfPath(p)!.hour !== null)).toBe(true);
+    }
     await fx.close();
   });
 
@@ -273,7 +330,7 @@ describe('batch runs', () => {
     const r = await (await startBatchRun(opts(dir), { trigger: 'cli' })).done;
     expect({ kind: r.kind, days: r.days }).toEqual({ kind: 'full', days: [0, 1, 2].map((d) => dayOf(DAY0 + d * DAY_MS)) });
     const manifest = JSON.parse(await readFile(file, 'utf8')) as { views: Record<string, string[]> };
-    for (const v of ['gateway_1m', 'fleet_1m']) expect({ v, files: manifest.views[v].length }).toEqual({ v, files: 3 });
+    for (const v of ['gateway_1m', 'fleet_1m']) expect({ v, days: new Set(manifest.views[v].map((p) => dayOfPath(p))).size }).toEqual({ v, days: 3 });
     await check(dir, fleet.all, fleet.e());
     // The next one is incremental again.
     await fleet.append(50, DAY0 + 2 * DAY_MS, 1);
@@ -416,6 +473,47 @@ describe('batch runs', () => {
     await fx.close();
   });
 
+  it('a file a later run replaced, in a version that stays live by its other hour files, is deleted batch.retainVersionsMs later', async () => {
+    const dir = await tempDir();
+    const fx = await MasterFixture.open(dir);
+    const fleet = new Fleet(fx, 23);
+    let t = DAY0 + 20 * 3600_000; // DAY0 recent: its minute views are hour files
+    const now = () => t;
+    const run = async () => (await startBatchRun(opts(dir, { retainVersionsMs: 60_000 }), { trigger: 'cli' }, { now })).done;
+    const day = dayOf(DAY0);
+    const at = (rel: string) => existsSync(join(dir, 'views', rel));
+    await fleet.append(400, DAY0, 1);
+    await run();
+    const hour5 = `v000001/device_1m/day=${day}-hour=05.parquet`;
+    const hour4 = `v000001/device_1m/day=${day}-hour=04.parquet`;
+    const hours1 = `v000001/device_1h/day=${day}.parquet`;
+    expect([at(hour5), at(hour4), at(hours1)]).toEqual([true, true, true]);
+    // Hour 5 and the day's hour view written again by version 2; version 1 stays live by its other hours.
+    await fleet.append(30, DAY0 + 5 * 3600_000, 1 / 24);
+    await run();
+    t += 30_000;
+    await fleet.append(30, DAY0 + 6 * 3600_000, 1 / 24);
+    await run();
+    const names = async () => Object.values(await liveViews(dir)).flat();
+    expect(await names()).toContain(hour4);
+    expect(await names()).not.toContain(hour5);
+    // Replaced 30 s ago: kept for a reader of the manifest before.
+    expect([at(hour5), at(hours1)]).toEqual([true, true]);
+    t += 30_000;
+    const r = await run();
+    expect(r.published).toBe(false);
+    expect(r.deletedVersions).toEqual([]);
+    expect([at(hour5), at(hours1), at(hour4)]).toEqual([false, false, true]);
+    // Version 2's files replaced by version 3 (its device_1h of the day) go 60 s after that run.
+    expect(at(`v000002/device_1h/day=${day}.parquet`)).toBe(true);
+    t += 30_000;
+    await run();
+    expect(at(`v000002/device_1h/day=${day}.parquet`)).toBe(false);
+    expect(at(`v000002/device_1m/day=${day}-hour=05.parquet`)).toBe(true);
+    await check(dir, fleet.all, fleet.e());
+    await fx.close();
+  });
+
   it('old versions are deleted batch.retainVersionsMs after they stopped being live', async () => {
     const dir = await tempDir();
     const fx = await MasterFixture.open(dir);
@@ -428,7 +526,8 @@ describe('batch runs', () => {
     await run();
     await fleet.append(100, DAY0);
     await run();
-    // v000001's only day was rebuilt: it is not live any more, but kept for the retention.
+    // v000001's only day was rebuilt (not recent: its minute views are day files, written again
+    // whole): it is not live any more, but kept for the retention.
     expect(await versions()).toEqual(['v000001', 'v000002']);
     t += 30_000;
     await run(true);

@@ -8,7 +8,7 @@ import { existsSync, renameSync, truncateSync } from 'node:fs';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { readManifest, startBatchRun, type Manifest } from '../../cloud/batch/index.js';
+import { readManifest, startBatchRun, viewPartOfPath, type Manifest } from '../../cloud/batch/index.js';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import {
   buildSeriesFile, FileManifestSource, InfluxViewReader, ParquetViewReader, SeriesFile, SeriesLayoutError, viewFiles, type ViewReadRequest,
@@ -16,7 +16,7 @@ import {
 import { createInfluxSink, quoteStringField, toLine, type InfluxConfig } from '../../cloud/sinks/influx/index.js';
 import { loadConfig } from '../../shared/config.js';
 import { nullLogger } from '../../shared/logger.js';
-import { DAY_MS } from '../../shared/time.js';
+import { DAY_MS, HOUR_MS } from '../../shared/time.js';
 import { listFiles } from '../support/cloud.js';
 import { requireBinary, tempDir } from '../support/gateway.js';
 import { startInfluxd } from '../support/influx.js';
@@ -114,18 +114,26 @@ describe('ParquetViewReader', () => {
     g.closeEpoch();
     await g.report(fx);
     await fx.close();
-    await (await startBatchRun({ dataDir: dir.path, memoryLimit: '256MB', threads: 1, retainVersionsMs: 3600_000 }, { trigger: 'cli' })).done;
+    // Run on the 24th: the 23rd to the 25th are recent (device_1m in hour files), the 22nd is not (a day file).
+    await (await startBatchRun({ dataDir: dir.path, memoryLimit: '256MB', threads: 1, retainVersionsMs: 3600_000 }, { trigger: 'cli' }, { now: () => DAY0 + 2 * DAY_MS + 1 })).done;
     manifest = (await readManifest(join(dir.path, 'views')))!;
   });
   afterAll(() => dir?.remove());
 
-  it('picks the files of the days that overlap [from, to) from the manifest alone', () => {
-    const days = (from: number, to: number) => viewFiles(manifest, 'device_1m', from, to).map((p) => p.slice(-18, -8));
+  it('picks the files whose day (an hour for a minute view\'s hour file) overlaps [from, to) from the manifest alone', () => {
+    const days = (from: number, to: number) => viewFiles(manifest, 'device_1h', from, to).map((p) => p.slice(-18, -8));
     expect(days(DAY0, DAY0 + 4 * DAY_MS)).toEqual(['2024-11-22', '2024-11-23', '2024-11-24', '2024-11-25']);
     expect(days(DAY0 + DAY_MS - 1, DAY0 + DAY_MS + 1)).toEqual(['2024-11-22', '2024-11-23']);
     expect(days(DAY0 + DAY_MS, DAY0 + 2 * DAY_MS)).toEqual(['2024-11-23']);
     expect(days(DAY0 - 10 * DAY_MS, DAY0)).toEqual([]);
     expect(days(DAY0 + 4 * DAY_MS, DAY0 + 9 * DAY_MS)).toEqual([]);
+    // device_1m: the 22nd a day file, the recent days a file an hour with rows (each day's rows lie in its hour 0).
+    const hours = (from: number, to: number) => viewFiles(manifest, 'device_1m', from, to).map((p) => viewPartOfPath(p));
+    expect(hours(DAY0, DAY0 + 4 * DAY_MS)).toEqual([{ day: '2024-11-22', hour: null }, ...[1, 2, 3].map((d) => ({ day: `2024-11-2${2 + d}`, hour: 0 }))]);
+    expect(hours(DAY0 + DAY_MS - 1, DAY0 + DAY_MS + 1)).toEqual([{ day: '2024-11-22', hour: null }, { day: '2024-11-23', hour: 0 }]);
+    expect(hours(DAY0 + DAY_MS + HOUR_MS, DAY0 + 2 * DAY_MS)).toEqual([]);
+    expect(hours(DAY0 + DAY_MS + HOUR_MS - 1, DAY0 + DAY_MS + HOUR_MS)).toEqual([{ day: '2024-11-23', hour: 0 }]);
+    expect(hours(DAY0 + HOUR_MS, DAY0 + DAY_MS)).toEqual([{ day: '2024-11-22', hour: null }]);
   });
 
   it('keeps the rows of (file, key, metric) it read, bounded by cacheRows, and answers the same from them', async () => {

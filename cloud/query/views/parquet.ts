@@ -1,7 +1,7 @@
 /**
  * The Parquet views of a manifest, read by one long-lived embedded DuckDB (docs/cloud-storage.md,
- * Views). A read opens only the files whose UTC day overlaps the range (day pruning from the
- * manifest's file names), pushes metric and key down to the Parquet scan (the files are sorted by
+ * Views). A read opens only the files whose UTC day (an hour for a minute view's hour file)
+ * overlaps the range (pruning from the manifest's file names), pushes metric and key down to the Parquet scan (the files are sorted by
  * key, metric, bucket, so row-group statistics skip the other keys), and reads through prepared
  * statements on a small pool of connections, with DuckDB's Parquet metadata cache on.
  *
@@ -18,8 +18,8 @@
  * the day files answer (the same rows). The copies are derived data: deleting them is safe.
  *
  * Device queries read series files where there are some (./series.ts): with a `seriesDir`, for each
- * manifest version, after the compactions, the reader turns the device-view day files of the newest
- * `seriesHotDays` days (`seriesDir/files/`, one per view file: a day file that the next version
+ * manifest version, after the compactions, the reader turns the device-view files (days, and
+ * device_1m's hours) of the newest `seriesHotDays` days (`seriesDir/files/`, one per view file: a file that the next version
  * keeps keeps its series file) and the compacted copies of the device views (`seriesDir/v<version>/`)
  * into series files, newest day first, within `seriesMaxBytes`; those no kept version names go as
  * the copies do. A device's day at 1m or
@@ -32,8 +32,8 @@ import { join } from 'node:path';
 import { DuckDBInstance, DuckDBListValue, LIST, VARCHAR, type DuckDBConnection, type DuckDBPreparedStatement, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import { VIEW_PARQUET_OPTIONS } from '../../batch/dialect.js';
 import type { Manifest, ViewName } from '../../batch/index.js';
-import { HOUR_MS } from '../../../shared/time.js';
-import { viewFiles } from '../manifest.js';
+import { DAY_MS, HOUR_MS } from '../../../shared/time.js';
+import { viewFiles, viewFileSpan } from '../manifest.js';
 import { buildSeriesFile, parquetRows, SeriesFile, seriesBytes } from './series.js';
 import { VIEW_SPECS, keyOf, type SummaryRow, type ViewReader, type ViewReadRequest } from './types.js';
 
@@ -332,7 +332,7 @@ export class ParquetViewReader implements ViewReader {
     const hot = [...days].filter(Number.isFinite).sort((a, b) => b - a).slice(0, this.options.seriesHotDays);
     for (const day of hot) {
       for (const v of deviceViews) {
-        for (const rel of viewFiles(manifest, v, day, day + 1)) {
+        for (const rel of viewFiles(manifest, v, day, day + DAY_MS)) {
           jobs.push({ view: v, source: join(this.options.viewsDir, rel), target: join(dir, 'files', `${rel.replaceAll('/', '_')}.series`) });
         }
       }
@@ -492,9 +492,8 @@ export class ParquetViewReader implements ViewReader {
 }
 
 const compactionId = (version: number, view: ViewName) => `v${version}/${view}`;
-const DAY_FILE_RE = /day=(\d{4})-(\d{2})-(\d{2})\.parquet$/;
 /** UTC midnight of a view file's day (from its name), NaN for a name without one. */
 function dayOf(path: string): number {
-  const m = DAY_FILE_RE.exec(path);
-  return m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) : NaN;
+  const span = viewFileSpan(path);
+  return span ? span.start - (span.start % DAY_MS) : NaN;
 }
