@@ -8,7 +8,7 @@ import type { DuckDialect } from './dialect.js';
 import { buildSteps, MERGED_VIEWS, type MergedView, outputColumns, previousFileOf, touchedMinutesSql, VIEW_STEPS, type PreviousDay } from './sql.js';
 import type { ViewName } from './sink.js';
 import { HOUR_MS, MINUTE_MS } from '../../shared/time.js';
-import { HOUR_FILE_VIEWS } from './files.js';
+import { dayStartMs, HOUR_FILE_VIEWS, viewFileName } from './files.js';
 
 export interface DayBuild {
   /** Readings the views of the day cover (after the E filter and dedup). */
@@ -53,6 +53,12 @@ interface Within {
   toMs: number;
 }
 
+/** A view file's order in the engine's quoting: key, metric, bucket. */
+const fileOrder = (engine: DuckDialect, view: (typeof VIEW_STEPS)[number]) => [...view.keys, 'metric', 'bucket'].map((c) => engine.ident(c)).join(', ');
+
+/** Where a build writes a view file before it is published: its name in the version directory, flattened into `outDir`. */
+const tmpFile = (outDir: string, view: ViewName, day: string, hour: number | null) => join(outDir, viewFileName(view, day, hour).replace('/', '-'));
+
 const tsLiteral = (ms: number) => `TIMESTAMP '${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')}'`;
 
 /**
@@ -73,12 +79,9 @@ SELECT ${cols} FROM ${tables.source}`;
  */
 export function viewFileSelect(engine: DuckDialect, view: (typeof VIEW_STEPS)[number], kept?: string, tables: { touched: string; source: string } = { touched: 'touched', source: engine.ident(view.name) }, within?: Within): string {
   const range = within ? ` WHERE bucket >= ${tsLiteral(within.fromMs)} AND bucket < ${tsLiteral(within.toMs)}` : '';
-  if (kept) {
-    const order = [...view.keys, 'metric', 'bucket'].map((c) => engine.ident(c)).join(', ');
-    return `SELECT * FROM (${viewRows(engine, view, kept, tables)}) v${range} ORDER BY ${order}`;
-  }
+  if (kept) return `SELECT * FROM (${viewRows(engine, view, kept, tables)}) v${range} ORDER BY ${fileOrder(engine, view)}`;
   const cols = outputColumns(engine, view.keys, (c) => engine.outTimestamp(c), view.devices);
-  const order = (view.order ?? [...view.keys, 'metric', 'bucket']).map((c) => engine.ident(c)).join(', ');
+  const order = view.order ? view.order.map((c) => engine.ident(c)).join(', ') : fileOrder(engine, view);
   return `SELECT ${cols} FROM ${engine.ident(view.name)}${range} ORDER BY ${order}`;
 }
 
@@ -139,8 +142,8 @@ export async function buildDay(engine: DuckDialect, day: string, files: string[]
     if (prev) await engine.drop('touched');
     return { readings: 0, files: {}, replacedHours: null };
   }
-  const dayMs = Date.parse(`${day}T00:00:00Z`);
-  const file = (view: ViewName, hour: number | null) => join(outDir, `${view}-day=${day}${hour === null ? '' : `-hour=${String(hour).padStart(2, '0')}`}.parquet`);
+  const dayMs = dayStartMs(day);
+  const file = (view: ViewName, hour: number | null) => tmpFile(outDir, view, day, hour);
   const out: Partial<Record<ViewName, BuiltFile[]>> = {};
   const write = (view: ViewName, hour: number | null, select: string) => {
     out[view] = [...(out[view] ?? []), { file: file(view, hour), hour }];
@@ -205,9 +208,8 @@ export async function compactDay(engine: DuckDialect, day: string, files: Partia
   for (const view of VIEW_STEPS) {
     const live = files[view.name];
     if (!live?.length) continue;
-    const order = [...view.keys, 'metric', 'bucket'].map((c) => engine.ident(c)).join(', ');
-    out[view.name] = join(outDir, `${view.name}-day=${day}.parquet`);
-    writes.push({ select: `SELECT * FROM ${engine.readParquet(live.map((f) => f.path))} ORDER BY ${order}`, file: out[view.name]! });
+    out[view.name] = tmpFile(outDir, view.name, day, null);
+    writes.push({ select: `SELECT * FROM ${engine.readParquet(live.map((f) => f.path))} ORDER BY ${fileOrder(engine, view)}`, file: out[view.name]! });
   }
   await engine.writeAndDrop(writes, []);
   return out;

@@ -1,6 +1,7 @@
 /** Durable file steps: fsync a file or a directory, rename into place, version directory names. */
 import { open, rename, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { DAY_MS, HOUR_MS } from '../../shared/time.js';
 import type { ViewName } from './sink.js';
 
 /** fsync a file or a directory (a directory's fsync makes a rename or a new entry in it durable). */
@@ -52,11 +53,16 @@ export const HOUR_FILE_VIEWS: ReadonlySet<ViewName> = new Set<ViewName>(['device
  * hour files of a day into once the day is no longer recent (job.ts).
  */
 export function recentDay(day: string, nowMs: number): boolean {
-  return Date.parse(`${day}T00:00:00Z`) + RECENT_DAYS * 86_400_000 > nowMs;
+  return dayStartMs(day) + RECENT_DAYS * DAY_MS > nowMs;
 }
 
 /** Days, the run's own included, whose minute views are hour files. */
 export const RECENT_DAYS = 2;
+
+/** UTC midnight of a `YYYY-MM-DD` day, epoch ms. */
+export function dayStartMs(day: string): number {
+  return Date.parse(`${day}T00:00:00Z`);
+}
 
 /** Where a view file lies in time: its UTC day and, for an hour file, its hour (0-23). */
 export interface ViewPart {
@@ -84,8 +90,10 @@ export function viewFileName(view: ViewName, day: string, hour: number | null): 
   return hour === null ? `${view}/day=${day}.parquet` : `${view}/day=${day}-hour=${String(hour).padStart(2, '0')}.parquet`;
 }
 
-/** The order of view files in a manifest's list: by day, a day's hour files by hour. */
-export function viewPartKey(path: string): string {
-  const p = viewPartOfPath(path);
-  return p ? `${p.day}${p.hour === null ? '' : `T${String(p.hour).padStart(2, '0')}`}` : path;
+/** Where a view file's rows lie, epoch ms [start, end), from its name (a day or an hour file); null for another name. */
+export function viewFileSpan(path: string): { start: number; end: number } | null {
+  const part = viewPartOfPath(path);
+  if (!part) return null;
+  const day = dayStartMs(part.day);
+  return part.hour === null ? { start: day, end: day + DAY_MS } : { start: day + part.hour * HOUR_MS, end: day + (part.hour + 1) * HOUR_MS };
 }

@@ -9,7 +9,7 @@ export { VIEW_NAMES } from './sink.js';
 export type { SinkOutcome, ViewChanges, ViewName, ViewSink } from './sink.js';
 export { readManifest, MANIFEST_FILE } from './manifest.js';
 /** Where a view file lies in time (a day file, or an hour file of a minute view), from its path. */
-export { viewPartOfPath } from './files.js';
+export { viewFileSpan, viewPartOfPath } from './files.js';
 export type { Manifest } from './manifest.js';
 export { BatchAbortedError, BatchRunningError, ManifestInvalidError } from './errors.js';
 export { progressLine } from './progress.js';

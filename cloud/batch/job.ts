@@ -259,7 +259,9 @@ class Run implements BatchRun {
             if (part) liveByDay[v].set(part.day, [...(liveByDay[v].get(part.day) ?? []), { ...part, rel }]);
           }
         }
-        const keptOf = (day: string) => Object.fromEntries(MERGED_VIEWS.map((v) => [v, (liveByDay[v].get(day) ?? []).map((f) => ({ path: join(viewsDir, f.rel), hour: f.hour }))])) as Record<MergedView, LiveFile[]>;
+        const liveOf = (view: ViewName, day: string) => liveByDay[view].get(day) ?? [];
+        const liveFiles = (view: ViewName, day: string): LiveFile[] => liveOf(view, day).map((f) => ({ path: join(viewsDir, f.rel), hour: f.hour }));
+        const keptOf = (day: string) => Object.fromEntries(MERGED_VIEWS.map((v) => [v, liveFiles(v, day)])) as Record<MergedView, LiveFile[]>;
         const rowsOf = new Map<string, number>();
         for (const f of snap.files) rowsOf.set(f.day, (rowsOf.get(f.day) ?? 0) + f.rows);
         this.lanes = [this.engine];
@@ -298,7 +300,7 @@ class Run implements BatchRun {
           const replaced = b.replacedHours && new Set(b.replacedHours);
           const moves: Array<{ tmp: string; target: string }> = [];
           for (const view of VIEW_NAMES) {
-            const rels = replaced && HOUR_FILE_VIEWS.has(view) ? (liveByDay[view].get(day) ?? []).filter((f) => f.hour !== null && !replaced.has(f.hour)).map((f) => f.rel) : [];
+            const rels = replaced && HOUR_FILE_VIEWS.has(view) ? liveOf(view, day).filter((f) => f.hour !== null && !replaced.has(f.hour)).map((f) => f.rel) : [];
             for (const f of b.files[view] ?? []) {
               const rel = `${vdir}/${viewFileName(view, day, f.hour)}`;
               moves.push({ tmp: f.file, target: join(viewsDir, rel) });
@@ -322,7 +324,7 @@ class Run implements BatchRun {
         const compacted = new Set<string>();
         for (const day of [...liveByDay.device_1m.keys()].sort()) {
           if (rebuilt.has(day) || recentDay(day, startedMs)) continue;
-          const live = Object.fromEntries([...HOUR_FILE_VIEWS].map((v) => [v, (liveByDay[v].get(day) ?? []).map((f) => ({ path: join(viewsDir, f.rel), hour: f.hour }))]));
+          const live = Object.fromEntries([...HOUR_FILE_VIEWS].map((v) => [v, liveFiles(v, day)]));
           if (Object.values(live).every((fs) => fs.every((f) => f.hour === null))) continue;
           this.check();
           const files = await compactDay(this.engine, day, live, tmpDir);
@@ -333,7 +335,7 @@ class Run implements BatchRun {
               const rel = `${vdir}/${viewFileName(view, day, null)}`;
               moves.push({ tmp: made, target: join(viewsDir, rel) });
               built[view].set(day, [rel]);
-            } else built[view].set(day, (liveByDay[view].get(day) ?? []).map((f) => f.rel));
+            } else built[view].set(day, liveOf(view, day).map((f) => f.rel));
           }
           publish(moves);
           compacted.add(day);

@@ -7,7 +7,7 @@ import { readFile, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ManifestInvalidError } from './errors.js';
-import { dayOfPath, fsyncPath, parseVersionDir, viewPartKey } from './files.js';
+import { dayOfPath, fsyncPath, parseVersionDir, viewFileSpan } from './files.js';
 import { VIEW_NAMES, type ViewName } from './sink.js';
 
 export interface Manifest {
@@ -100,7 +100,7 @@ export function referencedVersions(m: Manifest | null): Set<string> {
  * The next manifest's views: `built` (per view and rebuilt day, every file the day has now: this
  * version's new files and, for an hour file view, the live files of the hours the run did not
  * touch) for the days rebuilt, the previous manifest's files for every other day. A rebuilt day
- * with no rows in a view has no file in it. Lists are in time order (viewPartKey).
+ * with no rows in a view has no file in it. Lists are in time order (files do not overlap).
  */
 export function nextViews(prev: Manifest | null, rebuilt: Set<string>, built: Record<ViewName, Map<string, string[]>>): Record<ViewName, string[]> {
   const out = emptyViews();
@@ -111,7 +111,7 @@ export function nextViews(prev: Manifest | null, rebuilt: Set<string>, built: Re
       if (d && !rebuilt.has(d)) paths.push(p);
     }
     for (const ps of built[view].values()) paths.push(...ps);
-    out[view] = paths.map((p) => [viewPartKey(p), p] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, p]) => p);
+    out[view] = paths.map((p) => [viewFileSpan(p)?.start ?? 0, p] as const).sort(([a], [b]) => a - b).map(([, p]) => p);
   }
   return out;
 }

@@ -6,11 +6,10 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MANIFEST_FILE, readManifest, viewPartOfPath, type Manifest, type ViewName } from '../batch/index.js';
+import { MANIFEST_FILE, readManifest, viewFileSpan, type Manifest, type ViewName } from '../batch/index.js';
 import type { ViewPointer } from '../batch/store.js';
 import type { LiveView } from '../speed/live-manifest.js';
 import type { Logger } from '../../shared/logger.js';
-import { DAY_MS, HOUR_MS } from '../../shared/time.js';
 
 /** Where a query gets the live manifest (null: no batch has published yet). */
 export interface ManifestSource {
@@ -130,14 +129,6 @@ function filesInTime(manifest: Manifest, view: ViewName): ViewFile[] {
     byView.set(view, files);
   }
   return files;
-}
-
-/** Where a view file's rows lie, epoch ms [start, end), from its name (a day or an hour file); null for another name. */
-export function viewFileSpan(path: string): { start: number; end: number } | null {
-  const part = viewPartOfPath(path);
-  if (!part) return null;
-  const day = Date.parse(`${part.day}T00:00:00Z`);
-  return part.hour === null ? { start: day, end: day + DAY_MS } : { start: day + part.hour * HOUR_MS, end: day + (part.hour + 1) * HOUR_MS };
 }
 
 /**

@@ -31,9 +31,9 @@ import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDBInstance, DuckDBListValue, LIST, VARCHAR, type DuckDBConnection, type DuckDBPreparedStatement, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import { VIEW_PARQUET_OPTIONS } from '../../batch/dialect.js';
-import type { Manifest, ViewName } from '../../batch/index.js';
+import { viewFileSpan, type Manifest, type ViewName } from '../../batch/index.js';
 import { DAY_MS, HOUR_MS } from '../../../shared/time.js';
-import { viewFiles, viewFileSpan } from '../manifest.js';
+import { viewFiles } from '../manifest.js';
 import { buildSeriesFile, parquetRows, SeriesFile, seriesBytes } from './series.js';
 import { VIEW_SPECS, keyOf, type SummaryRow, type ViewReader, type ViewReadRequest } from './types.js';
 
