@@ -93,6 +93,9 @@ export const gatewayConfigSchema = z.object({
     refillWaitMs: z.number().int().min(0).default(1).describe(
       'Longest wait, in ms, before the next group commit for each device the last one acknowledged several messages of (a publisher that keeps a window of QoS 1 messages in flight) to send again, so that many devices\' windows share one commit and one fsync instead of each taking a commit of its own; 0 does not wait. Devices that sent one message are not waited for.',
     ),
+    commitLog: z.boolean().default(true).describe(
+      'A group of fresh readings whose record fits a 4 KiB page (up to about 80 readings of a few devices, as devices keeping windows of QoS 1 messages in flight send) is durable, and its PUBACKs go, once written to the commit log (`commit.log` in the data dir: one write of that page with O_DSYNC); it goes into gateway.db afterwards, many groups in one transaction, within 250 ms (at once for the local REST API\'s windows and the speed push). Other groups (larger ones, repeats, new series, old timestamps, quarantined payloads) commit in gateway.db as before. false: every group commits in gateway.db before its PUBACKs (a log left by an earlier run is still replayed when the gateway starts).',
+    ),
     maxBatchReadings: positive.default(20_000).describe('Most readings in one group commit.'),
     maxQueuedReadings: positive.default(200_000).describe('Readings waiting for a commit before new ones are refused (counted).'),
     epochMs: positive.default(60_000).describe('Epochs close on the clock\'s multiples of this many ms (12:01:00, 12:02:00, ... with the default minute, UTC), so one spans at most this long.'),

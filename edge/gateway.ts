@@ -111,6 +111,7 @@ export class Gateway {
     this.speedPush = new SpeedPusher({
       reader: this.outbox.reader,
       writes: this.outbox.writes,
+      applied: () => this.outbox.applied(),
       logger: this.logger,
       registry: this.registry,
       gatewayId: c.id,
@@ -132,7 +133,11 @@ export class Gateway {
     this.api = buildGatewayApi({
       logger: this.logger,
       registry: this.registry,
-      windows: (device, metric) => readWindows(this.outbox.reader, device, metric, Date.now()),
+      // After every acknowledged reading is in gateway.db: a device's PUBACK, then its window.
+      windows: async (device, metric) => {
+        await this.outbox.applied();
+        return readWindows(this.outbox.reader, device, metric, Date.now());
+      },
       health: () => this.health(),
     });
 

@@ -103,7 +103,24 @@ export class WriteQueue {
     this.db = db;
   }
 
+  /**
+   * Runs at the start of every job queued with `run` or `tx` (not `runBare`'s): the edge's
+   * committer applies the group commits its log holds and gateway.db not yet, so every other writer
+   * sees them (committer.ts applyPending). A throw fails the job.
+   */
+  before: ((db: Db) => Promise<void>) | null = null;
+
   run<T>(job: (db: Db) => Promise<T>): Promise<T> {
+    const next = this.tail.then(async () => {
+      if (this.before) await this.before(this.db);
+      return job(this.db);
+    });
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Queue `job` like `run`, without the `before` hook (the hook's own owner's jobs). */
+  runBare<T>(job: (db: Db) => Promise<T>): Promise<T> {
     const next = this.tail.then(() => job(this.db));
     this.tail = next.catch(() => undefined);
     return next;

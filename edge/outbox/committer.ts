@@ -1,7 +1,10 @@
 /**
  * Durable ingest: group commit of readings into the outbox, the epoch bookkeeping, the speed
  * partials and the dedup identities, all in one SQLite transaction [INV-2]. A submit resolves only
- * after COMMIT returned (synchronous=FULL), which is what releases a QoS 1 PUBACK [INV-1].
+ * once its group is durable, which is what releases a QoS 1 PUBACK [INV-1]: after COMMIT returned
+ * (synchronous=FULL), or, for a small group of fresh readings, after its record (that same
+ * transaction's statement) is written to the commit log (commit-log.ts), whose records go into
+ * gateway.db later, in order, many in one transaction (applyPending).
  */
 import { LimitExceededError, ClosedError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
@@ -10,6 +13,7 @@ import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
 import { ACKED_SEQ_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, flushDedupKeysSql, outboxRowBytes, outboxRowBytesSql, PARTIALS_KEY, SERIES_MAX } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
+import { CommitLog, LOG_PAGE, type LogRecord } from './commit-log.js';
 import type sqlite3 from 'sqlite3';
 
 /** A reading with its event time resolved. */
@@ -125,6 +129,24 @@ export const DEDUP_FLUSH_READINGS = 4096;
  * at 1,024; docs/benchmarks.md, gateway, session 12: a fleet), and the PUBACKs wait no longer.
  */
 export const LINGER_FULL_READINGS = 256;
+/**
+ * The commit log's groups go into gateway.db together (applyPending) once this many readings wait,
+ * or APPLY_MS after the first of them, or before any other write job (WriteQueue.before), or when a
+ * reader asks (applied): a transaction of many groups writes each page it touches once and syncs
+ * once, where a commit per group wrote page 1, the outbox's last leaf and its parent and the
+ * partials' leaf every time (docs/benchmarks.md, gateway, session 18).
+ */
+export const APPLY_READINGS = 4096;
+/**
+ * Groups of more readings than this commit in gateway.db at once, not through the commit log (nor
+ * does a group whose record takes more than a page, commitLogged): a SQLite commit's pages then
+ * cost each reading little, and the log's pages and the apply would cost it more (bench:gateway at
+ * -M 100, groups of ~180: 172-188 against 146-174 B written a reading, and a lower rate; a fleet's
+ * groups of ~110 readings of ~110 series: 587-689 against 537-573 B; at -M 20, groups of ~40:
+ * 205-228 against 317-347 B). A cheap test before the group is prepared: no reading's row is under 32 B.
+ */
+export const LOG_MAX_READINGS = 128;
+export const APPLY_MS = 250;
 /** Devices remembered as windowed at most (then forgotten, and learnt again from their next commit). */
 const WINDOWED_MAX = 100_000;
 /**
@@ -254,6 +276,24 @@ export class Committer {
   private unflushed = new Map<number, Set<number>>();
   private unflushedCount = 0;
   private seriesRowCount = 0;
+  /**
+   * The commit log (commit-log.ts), or null: then every group commits in gateway.db before its
+   * PUBACKs. With it, a group of fresh readings of numbered series is durable once its record is
+   * written, and waits in `unapplied` (in order) until applyPending puts it into gateway.db.
+   */
+  private readonly log: CommitLog | null;
+  private unapplied: LogRecord[] = [];
+  private unappliedReadings = 0;
+  private applyTimer: NodeJS.Timeout | null = null;
+  private applyQueued = false;
+  /**
+   * [INV-2] Upper bounds on the ts of the identities in dedup_keys: `dedupHi` over all of them when
+   * the gateway opened, `seriesHi` per series over those copied there since (clearUnflushed). A
+   * reading above both for its series, and not in `unflushed`, is new without a look at dedup_keys:
+   * what the commit log's groups need, decided before their PUBACKs with no SQL (commitLogged).
+   */
+  private readonly dedupHi: number;
+  private seriesHi = new Map<number, number>();
   /** The group commit's prepared Statement and the connection it belongs to. */
   private groupCommit: { db: Db; stmt: Promise<sqlite3.Statement> } | null = null;
   /** Called after each commit that assigned seq (the forwarder's wake-up). */
@@ -266,8 +306,18 @@ export class Committer {
   /** Called when commits start failing (true) and when they succeed again (false). */
   onHealth: (failing: boolean) => void = () => {};
 
-  constructor(deps: { writes: WriteQueue; logger: Logger; metrics: OutboxMetrics; now: () => number }, opts: CommitterOptions, state: CommitterState, identities: UnflushedIdentity[] = []) {
+  constructor(
+    deps: { writes: WriteQueue; logger: Logger; metrics: OutboxMetrics; now: () => number; log?: CommitLog | null },
+    opts: CommitterOptions,
+    state: CommitterState,
+    identities: UnflushedIdentity[] = [],
+    dedupHi = Infinity,
+  ) {
     this.writes = deps.writes;
+    this.log = deps.log ?? null;
+    this.dedupHi = dedupHi;
+    // Every other write job sees the logged groups in gateway.db first.
+    if (this.log) this.writes.before = (db) => this.applyPending(db);
     this.logger = deps.logger;
     this.metrics = deps.metrics;
     this.now = deps.now;
@@ -407,18 +457,28 @@ export class Committer {
       try {
         // apply() runs inside the same write job, right after COMMIT: no other write job (an
         // epoch close) can see the state between the two.
-        const results = await this.writes.run(async (db) => {
+        const { results, logged } = await this.writes.runBare(async (db) => {
+          if (this.log && !quarantined.length && n <= LOG_MAX_READINGS) {
+            const l = await this.commitLogged(db, batch);
+            if (l) {
+              l.apply();
+              return { results: l.results, logged: true };
+            }
+          }
+          // The SQL paths build on gateway.db as it is: with every logged group in it.
+          await this.applyPending(db);
           const fast = quarantined.length ? null : await this.commitFast(db, batch);
           const { results: r, apply } = fast ?? await transaction(db, (d) => this.commit(d, batch, quarantined));
           apply();
-          return r;
+          return { results: r, logged: false };
         });
         this.metrics.commitSeconds.observe((performance.now() - started) / 1000);
         this.metrics.commitReadings.observe(n);
         this.expectRefills(batch);
         this.healthy();
         this.settleAll(batch, null, results);
-        this.onCommitted(this.state.lastSeq);
+        // A logged group reaches the forwarder when it is applied (applyPending).
+        if (!logged) this.onCommitted(this.state.lastSeq);
       } catch (err) {
         this.logger.error({ err, readings: n }, 'outbox commit failed');
         this.metrics.commitFailures.inc();
@@ -639,6 +699,140 @@ export class Committer {
    * double): SQLite's decimal parsing is not correctly rounded for every double.
    */
   private async commitFast(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
+    const g = this.prepareFast(batch, false);
+    if (!g) return null;
+    try {
+      await runStatement(await this.groupCommitStatement(db), g.record.params);
+    } catch (err) {
+      g.undo();
+      if (isDedupConflict(err)) return null;
+      throw err;
+    }
+    return { results: g.results, apply: g.apply };
+  }
+
+  /**
+   * The usual group as a record of the commit log [INV-1]: durable once written, its PUBACKs sent
+   * then, its statement run in gateway.db later with others (applyPending). It takes groups of at
+   * most LOG_MAX_READINGS (flushLoop) that commitFast would take, and of those only readings whose ts is above every identity of their series in
+   * dedup_keys (`dedupHi`, `seriesHi`), so the dedup is decided here, with no SQL [INV-2]; null
+   * (nothing written) for any other group, which commits in gateway.db as before. When LOG_REWIND_BYTES
+   * of the log are used, the records written go into gateway.db first, so this one can go at 0.
+   */
+  private async commitLogged(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
+    const g = this.prepareFast(batch, true);
+    if (!g) return null;
+    // One page a commit is what the log saves; a group whose record takes more (many series, or
+    // many readings) costs less as a SQLite commit.
+    const buf = CommitLog.encode(g.record);
+    if (buf.length > LOG_PAGE) {
+      g.undo();
+      return null;
+    }
+    try {
+      if (this.log!.full()) await this.applyPending(db);
+      await this.log!.append(g.record, buf);
+    } catch (err) {
+      g.undo();
+      throw err;
+    }
+    return {
+      results: g.results,
+      apply: () => {
+        g.apply();
+        this.unapplied.push(g.record);
+        this.unappliedReadings += g.record.count;
+        this.scheduleApply();
+      },
+    };
+  }
+
+  /**
+   * Put the logged groups into gateway.db, in order, in one transaction; then the log may be written
+   * over up to their last seq, and the forwarder hears of them. A failure keeps them all waiting
+   * (they are in the log) and fails the caller: the next write job tries again.
+   */
+  private async applyPending(db: Db): Promise<void> {
+    if (!this.unapplied.length) return;
+    this.clearApplyTimer();
+    const take = this.unapplied;
+    const readings = this.unappliedReadings;
+    this.unapplied = [];
+    this.unappliedReadings = 0;
+    const started = performance.now();
+    try {
+      const stmt = await this.groupCommitStatement(db);
+      // One at a time: a statement still queued when a failed one's ROLLBACK ran would commit alone.
+      await transaction(db, async () => {
+        for (const r of take) await runStatement(stmt, r.params);
+      });
+    } catch (err) {
+      this.unapplied = take.concat(this.unapplied);
+      this.unappliedReadings += readings;
+      this.logger.error({ err, readings }, 'applying the commit log to gateway.db failed');
+      this.metrics.commitFailures.inc();
+      this.failing();
+      throw err;
+    }
+    this.metrics.applySeconds.observe((performance.now() - started) / 1000);
+    this.metrics.applyReadings.observe(readings);
+    const last = take[take.length - 1];
+    this.log!.appliedUpTo(last.first + last.count - 1);
+    this.onCommitted(this.state.lastSeq);
+  }
+
+  /** After a logged group: its apply, at once past APPLY_READINGS waiting, else within APPLY_MS. */
+  private scheduleApply(): void {
+    if (this.unappliedReadings >= APPLY_READINGS) {
+      this.applySoon();
+      return;
+    }
+    if (!this.applyTimer) {
+      this.applyTimer = setTimeout(() => {
+        this.applyTimer = null;
+        this.applySoon();
+      }, APPLY_MS);
+      this.applyTimer.unref();
+    }
+  }
+
+  private applySoon(): void {
+    if (this.applyQueued) return;
+    this.applyQueued = true;
+    this.writes.runBare(async (db) => {
+      this.applyQueued = false;
+      await this.applyPending(db);
+    }).catch(() => undefined); // logged and counted by applyPending; the next write job tries again
+  }
+
+  private clearApplyTimer(): void {
+    if (this.applyTimer) clearTimeout(this.applyTimer);
+    this.applyTimer = null;
+  }
+
+  /**
+   * Resolves once gateway.db holds every group acknowledged so far: for a reader connection that
+   * must see them (the windows API after a PUBACK).
+   */
+  async applied(): Promise<void> {
+    if (this.unapplied.length) await this.writes.runBare((db) => this.applyPending(db));
+  }
+
+  /**
+   * A group of fresh readings of numbered series as one group commit statement, with its results,
+   * what to apply in memory once it is durable, and the undo of its identities otherwise; null
+   * (nothing changed) for a group it cannot take: a repeat of an identity the committer holds
+   * (`unflushed`) or one inside the group, a series without a known number, and, for the commit
+   * log (`logged`), a ts not above every identity of its series in dedup_keys. The group commit
+   * statement itself fails (RAISE) on a repeat in dedup_keys; commitFast then leaves the group to
+   * the general way, which sorts out the repeats and numbers the series [INV-2]. Also null for what
+   * the JSON form does not carry: a ts that is not a safe integer or a value that is not finite
+   * (the payload parser lets neither through).
+   *
+   * Doubles go as an integer mantissa and a power of two (`m * pow(2, e)`, exact for every finite
+   * double): SQLite's decimal parsing is not correctly rounded for every double.
+   */
+  private prepareFast(batch: Pending[], logged: boolean): { record: LogRecord; results: CommitResult[]; apply: () => void; undo: () => void } | null {
     // The group's identities go into `unflushed` as they are checked (so a repeat inside the group
     // is found too), and out again unless the group commits. Their series numbers are kept as they
     // were checked: the series rows may be dropped meanwhile (SERIES_CACHE_MAX), and an identity
@@ -650,23 +844,17 @@ export class Committer {
         for (const r of p.readings) {
           if (at === ids.length) {
             ids.length = 0;
-            return null;
+            return;
           }
           this.unflushed.get(ids[at++])?.delete(r.ts);
         }
       }
       ids.length = 0;
+    };
+    const fail = () => {
+      undo();
       return null;
     };
-    try {
-      return await this.commitFastRun(db, batch, (id) => ids.push(id), undo);
-    } catch (err) {
-      undo();
-      throw err;
-    }
-  }
-
-  private async commitFastRun(db: Db, batch: Pending[], add: (series: number) => void, undo: () => null): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     const now = this.now();
     // The submitted readings themselves: nothing changes them, and the seq is the index's.
     const kept: Reading[] = [];
@@ -678,15 +866,17 @@ export class Committer {
     for (const p of batch) {
       for (const r of p.readings) {
         const v = exactDouble(r.value);
-        if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return undo();
+        if (v === null || !Number.isSafeInteger(r.ts) || Math.abs(r.ts) >= DEDUP_TS_LIMIT) return fail();
         const e = this.seriesRow(r.device, r.metric);
         // A series without a known number: the general path numbers it (new) or looks it up.
-        if (e.id === 0) return undo();
+        if (e.id === 0) return fail();
+        // [INV-2] an identity that dedup_keys may hold: the statement's check decides (not logged).
+        if (logged && !(r.ts > this.dedupHi && r.ts > (this.seriesHi.get(e.id) ?? -Infinity))) return fail();
         // [INV-2] an identity not yet in dedup_keys, or one of this group: the general path drops it.
         const seen = this.unflushedOf(e.id);
-        if (seen.has(r.ts)) return undo();
+        if (seen.has(r.ts)) return fail();
         seen.add(r.ts);
-        add(e.id);
+        ids.push(e.id);
         kept.push(r);
         seq++;
         rows.push(`[${r.ts},${v},${e.id}]`);
@@ -725,40 +915,29 @@ export class Committer {
       touched = merged.next;
       for (const { device, metric, minute, s } of merged.touched.values()) {
         const nums = [exactDouble(s.sum), exactDouble(s.min), exactDouble(s.max), exactDouble(s.m2), exactDouble(s.first), exactDouble(s.last)];
-        if (nums.includes(null) || !Number.isSafeInteger(s.firstTs) || !Number.isSafeInteger(s.lastTs)) return undo();
+        if (nums.includes(null) || !Number.isSafeInteger(s.firstTs) || !Number.isSafeInteger(s.lastTs)) return fail();
         prows.push(`[${jsonString(device)},${jsonString(metric)},${minute},${s.count},${nums.join(',')},${s.firstTs},${s.lastTs}]`);
       }
     }
+    // The commit log takes groups that give seqs only: each of its records continues the last.
+    if (logged && !kept.length) return fail();
     const flush = this.unflushedCount + kept.length >= DEDUP_FLUSH_READINGS;
-    try {
-      const stmt = await this.groupCommitStatement(db);
-      await new Promise<void>((resolve, reject) => {
-        // Joined (flat) strings: node-sqlite3 copies a flat string as it binds it, a concatenated one is flattened first.
-        stmt.run([`[${rows.join(',')}]`, now, epoch?.epoch ?? null, first, openLast, closeEpoch, closeLast, `[${prows.join(',')}]`, flush ? seq : null], (err: Error | null) => (err ? reject(err) : resolve()));
-      });
-    } catch (err) {
-      if (isDedupConflict(err)) return undo();
-      throw err;
-    }
     const finalEpoch = epoch;
     const finalBase = base;
+    // Joined (flat) strings: node-sqlite3 copies a flat string as it binds it, a concatenated one is flattened first.
+    const params = [`[${rows.join(',')}]`, now, epoch?.epoch ?? null, first, openLast, closeEpoch, closeLast, `[${prows.join(',')}]`, flush ? seq : null];
     const apply = () => {
       if (flush) this.clearUnflushed();
       else this.unflushedCount += kept.length;
       this.applyCommit({ kept, seq, epoch: finalEpoch, base: finalBase, touched, quarantined: 0, quarantineDropped: 0, readings: kept.length });
     };
-    return { results, apply };
+    return { record: { first, count: kept.length, params }, results, apply, undo };
   }
 
   /** The group commit's Statement on this connection, with its temp view and trigger (made once). */
   private groupCommitStatement(db: Db): Promise<sqlite3.Statement> {
     if (this.groupCommit?.db !== db) {
-      const made = (async () => {
-        await db.exec(GROUP_COMMIT_SQL);
-        return new Promise<sqlite3.Statement>((resolve, reject) => {
-          const stmt: sqlite3.Statement = db.raw.prepare(GROUP_COMMIT_INSERT, (err: Error | null) => (err ? reject(err) : resolve(stmt)));
-        });
-      })();
+      const made = prepareGroupCommit(db);
       // A failed preparation is tried again at the next commit.
       made.catch(() => { if (this.groupCommit?.stmt === made) this.groupCommit = null; });
       this.groupCommit = { db, stmt: made };
@@ -779,8 +958,13 @@ export class Committer {
     this.unflushedCount++;
   }
 
-  /** Every committed identity is in dedup_keys now. */
+  /** Every committed identity is in dedup_keys now; `seriesHi` bounds their ts. */
   private clearUnflushed(): void {
+    for (const [series, seen] of this.unflushed) {
+      let hi = this.seriesHi.get(series) ?? -Infinity;
+      for (const ts of seen) if (ts > hi) hi = ts;
+      if (hi > -Infinity) this.seriesHi.set(series, hi);
+    }
     this.unflushed = new Map();
     this.unflushedCount = 0;
   }
@@ -920,16 +1104,66 @@ export class Committer {
       if (!this.flushing) this.flushNow();
       await this.flushing;
     }
+    if (this.log) {
+      // What the log holds and gateway.db not yet goes in now; should that fail, the next opening replays it.
+      this.clearApplyTimer();
+      await this.writes.runBare((db) => this.applyPending(db)).catch(() => undefined);
+    }
     // The connection closes only once its statements are finalized.
     const gc = this.groupCommit;
     this.groupCommit = null;
     if (gc) {
-      await this.writes.run(async () => {
+      await this.writes.runBare(async () => {
         const stmt = await gc.stmt.catch(() => null);
         if (stmt) await new Promise<void>((resolve) => stmt.finalize(() => resolve()));
       });
     }
+    this.log?.close();
   }
+}
+
+/** The group commit's temp view and trigger on this connection (made once), and its Statement. */
+async function prepareGroupCommit(db: Db): Promise<sqlite3.Statement> {
+  await db.exec(GROUP_COMMIT_SQL);
+  return new Promise<sqlite3.Statement>((resolve, reject) => {
+    const stmt: sqlite3.Statement = db.raw.prepare(GROUP_COMMIT_INSERT, (err: Error | null) => (err ? reject(err) : resolve(stmt)));
+  });
+}
+
+/** Run the group commit Statement once with `params`. */
+function runStatement(stmt: sqlite3.Statement, params: unknown[]): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    stmt.run(params, (err: Error | null) => (err ? reject(err) : resolve()));
+  });
+}
+
+/**
+ * Apply the commit log's records that gateway.db does not hold yet (commit-log.ts replayable), in
+ * order, in one transaction, before anything else reads or writes the file: each is the statement
+ * its group ran or would have run, against the state it was decided on [INV-1].
+ */
+export async function replayCommitLog(db: Db, records: LogRecord[]): Promise<void> {
+  if (!records.length) return;
+  const stmt = await prepareGroupCommit(db);
+  try {
+    await transaction(db, async () => {
+      for (const r of records) await runStatement(stmt, r.params);
+    });
+  } finally {
+    await new Promise<void>((resolve) => stmt.finalize(() => resolve()));
+  }
+}
+
+/** The highest seq gateway.db gave (loadCommitterState's lastSeq), before it closes a crashed epoch. */
+export async function loadLastSeq(db: Db): Promise<number> {
+  const row = await db.get<{ last_seq: number | null }>(LAST_SEQ_SQL, [ACKED_SEQ_KEY]);
+  return row?.last_seq ?? 0;
+}
+
+/** The highest ts of any identity in dedup_keys, -Infinity for none (Committer's dedupHi). */
+export async function loadDedupHi(db: Db): Promise<number> {
+  const row = await db.get<{ ts: number | null }>(`SELECT ${dedupKeyTsSql('MAX(key)')} AS ts FROM dedup_keys`);
+  return row?.ts ?? -Infinity;
 }
 
 async function closeEpoch(db: Db, epoch: OpenEpoch, now: number): Promise<void> {
@@ -944,6 +1178,12 @@ export function loadUnflushedIdentities(db: Db): Promise<UnflushedIdentity[]> {
   return db.all<UnflushedIdentity>(`SELECT series, ts FROM outbox_rows WHERE seq > ${DEDUP_FLUSHED_SQL}`);
 }
 
+/** The highest epoch and the highest seq given: the epochs', the outbox's, and the acknowledged one (meta, bound). */
+const LAST_SEQ_SQL = `SELECT MAX(epoch) AS epoch, MAX(
+   COALESCE((SELECT MAX(last_seq) FROM epochs), 0),
+   COALESCE((SELECT MAX(seq) FROM outbox_rows), 0),
+   COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0)) AS last_seq FROM epochs`;
+
 /**
  * Read the committer's state back from the database; an epoch left open by a crash is closed. The
  * open epoch's row is written when it opens and when it closes, not at every commit, so its
@@ -952,11 +1192,7 @@ export function loadUnflushedIdentities(db: Db): Promise<UnflushedIdentity[]> {
  * row's last_seq to its gap's end, budget.ts). Every seq above the open epoch's first belongs to it.
  */
 export async function loadCommitterState(db: Db, now: number): Promise<CommitterState> {
-  const last = await db.get<{ epoch: number | null; last_seq: number | null }>(
-    `SELECT MAX(epoch) AS epoch, MAX(
-       COALESCE((SELECT MAX(last_seq) FROM epochs), 0),
-       COALESCE((SELECT MAX(seq) FROM outbox_rows), 0),
-       COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0)) AS last_seq FROM epochs`, [ACKED_SEQ_KEY]);
+  const last = await db.get<{ epoch: number | null; last_seq: number | null }>(LAST_SEQ_SQL, [ACKED_SEQ_KEY]);
   const lastSeq = last?.last_seq ?? 0;
   // Everything in an epoch left open is committed; no seq can join it after a restart.
   await db.run('UPDATE epochs SET last_seq = MAX(last_seq, ?) WHERE closed_at IS NULL AND epoch = (SELECT MAX(epoch) FROM epochs)', [lastSeq]);

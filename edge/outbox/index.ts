@@ -1,8 +1,10 @@
 /**
  * The outbox: the gateway's durable log of accepted readings, with the speed partials, dedup
- * identities, epochs, quarantine and gap records beside it in `gateway.db`. The only door to
- * edge/outbox/.
+ * identities, epochs, quarantine and gap records beside it in `gateway.db`, and the commit log
+ * (`commit.log`, commit-log.ts) holding the newest small groups until they are in gateway.db. The
+ * only door to edge/outbox/.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Registry } from 'prom-client';
@@ -10,7 +12,8 @@ import type { Logger } from '../../shared/logger.js';
 import { type Db, WriteQueue } from '../../shared/sqlite.js';
 import { openGatewayDb, openGatewayReader } from '../store/schema.js';
 import { DiskFloor, type DropReason, dropOldest } from './budget.js';
-import { Committer, loadCommitterState, loadUnflushedIdentities, type CommitResult, type CommitSink, type QuarantineEntry, type Reading } from './committer.js';
+import { CommitLog, replayable } from './commit-log.js';
+import { Committer, loadCommitterState, loadDedupHi, loadLastSeq, loadUnflushedIdentities, replayCommitLog, type CommitResult, type CommitSink, type QuarantineEntry, type Reading } from './committer.js';
 import { createOutboxMetrics, type OutboxBacklogSource, type OutboxMetrics } from './metrics.js';
 import { pruneBookkeeping, pruneDedupChunk, prunePartialsChunk, pruneSeries, RETENTION_CHUNK_ROWS } from './retention.js';
 
@@ -47,6 +50,12 @@ export interface OutboxOptions {
    * covered by the cloud's views, so late readings reach the cloud's speed side [INV-3].
    */
   keepUnpushedPartials: boolean;
+  /**
+   * Groups of fresh readings are durable once written to the commit log (`commit.log` in the data
+   * dir, commit-log.ts) and go into gateway.db afterwards, many in one transaction; false: every
+   * group commits in gateway.db before its PUBACKs.
+   */
+  commitLog: boolean;
 }
 
 export const DEFAULT_OUTBOX_OPTIONS: OutboxOptions = {
@@ -63,7 +72,11 @@ export const DEFAULT_OUTBOX_OPTIONS: OutboxOptions = {
   retentionMinutes: 25 * 60,
   pruneCron: '*/5 * * * *',
   keepUnpushedPartials: false,
+  commitLog: true,
 };
+
+/** The commit log's file in the data dir (commit-log.ts). */
+export const COMMIT_LOG_FILE = 'commit.log';
 
 /** How often a failing outbox tries a probe commit, in ms. */
 const COMMIT_PROBE_MS = 1000;
@@ -128,12 +141,28 @@ export class Outbox implements OutboxBacklogSource {
     const file = join(deps.dataDir, 'gateway.db');
     const writer = await openGatewayDb(file, { logger: deps.logger, freeDiskBytes: deps.freeDiskBytes });
     const reader = await openGatewayReader(file);
+    // [INV-1] What the commit log holds and gateway.db not (a crash between a group's PUBACKs and
+    // its apply) goes in before anything reads the file. Without the log now, a log left by an
+    // earlier run is still replayed, then left as it is.
+    const logFile = join(deps.dataDir, COMMIT_LOG_FILE);
+    let log: CommitLog | null = null;
+    if (opts.commitLog || existsSync(logFile)) {
+      const opened = CommitLog.open(logFile);
+      const replay = replayable(opened.records, await loadLastSeq(writer));
+      if (replay.length) {
+        await replayCommitLog(writer, replay);
+        deps.logger.info({ records: replay.length, readings: replay.reduce((n, r) => n + r.count, 0) }, 'commit log replayed into gateway.db');
+      }
+      if (opts.commitLog) log = opened.log;
+      else opened.log.close();
+    }
     const state = await loadCommitterState(writer, now());
     const identities = await loadUnflushedIdentities(writer);
+    const dedupHi = log ? await loadDedupHi(writer) : Infinity;
     let outbox: Outbox | null = null;
     const metrics = createOutboxMetrics(deps.registry, () => outbox);
     const writes = new WriteQueue(writer);
-    const committer = new Committer({ writes, logger: deps.logger, metrics, now }, {
+    const committer = new Committer({ writes, logger: deps.logger, metrics, now, log }, {
       groupCommitMs: opts.groupCommitMs,
       refillWaitMs: opts.refillWaitMs,
       maxBatchReadings: opts.maxBatchReadings,
@@ -141,7 +170,7 @@ export class Outbox implements OutboxBacklogSource {
       epochMs: opts.epochMs,
       quarantineMaxRows: opts.quarantineMaxRows,
       quarantinePayloadBytes: 1024,
-    }, state, identities);
+    }, state, identities, dedupHi);
     const opened = new Outbox(writes, reader, committer, metrics, deps, opts);
     outbox = opened;
     committer.onCommitted = () => opened.afterCommit();
@@ -201,6 +230,14 @@ export class Outbox implements OutboxBacklogSource {
   submitTo<C>(readings: Reading[], sink: CommitSink<C>, ctx: C): Error | null {
     this.lastActivityAt = this.now();
     return this.committer.submitTo(readings, sink, ctx);
+  }
+
+  /**
+   * Resolves once gateway.db holds every reading acknowledged so far (the commit log's groups go in
+   * within APPLY_MS otherwise): for a read on `reader` that must see them.
+   */
+  applied(): Promise<void> {
+    return this.committer.applied();
   }
 
   /** Keep an unparseable payload with its reason; resolves once durable. */

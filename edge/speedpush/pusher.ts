@@ -222,6 +222,7 @@ export class SpeedPusher {
    */
   private async read(now: number): Promise<Outgoing> {
     const limit = this.sender.consecutiveFailures > 0 ? Math.min(this.sender.size, PROBE_MAX_PARTIALS) : this.sender.size;
+    await this.deps.applied?.();
     if (this.backlog === null) {
       const page = await readPage(this.deps.reader, this.position, this.watermark, limit, now);
       this.oldestPendingAt = page.rows.length ? page.rows[0].updated_at : null;

@@ -10,6 +10,8 @@ export interface SpeedPusherDeps {
   reader: Db;
   /** The gateway's write queue (the cursor and watermark go to the meta table through it). */
   writes: WriteQueue;
+  /** Resolves once gateway.db holds every acknowledged reading (Outbox.applied): a push carries all of them. */
+  applied?: () => Promise<void>;
   logger: Logger;
   registry: Registry;
   gatewayId: string;

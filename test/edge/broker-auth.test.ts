@@ -10,9 +10,7 @@ import type { MqttClient } from 'mqtt';
 import { metricValue, scrapedValue } from '../../shared/metrics.js';
 import { DeviceRegistry, hashSecret, verifySecret } from '../../edge/registry/index.js';
 import { Db } from '../../shared/sqlite.js';
-import {
-  type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway,
-} from '../support/gateway.js';
+import { type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway, gatewayDbAll } from '../support/gateway.js';
 import { CONNACK, collectPackets, connectPacket, openSocket } from '../support/mqtt-raw.js';
 
 const MAX_CLIENT_ID = 16;
@@ -67,7 +65,7 @@ async function scraped(name: string, labels: Record<string, string> = {}): Promi
   return scrapedValue(await (await fetch(`${tg.httpUrl}/metrics`)).text(), name, labels);
 }
 
-const outboxRows = () => tg.gateway.outbox.reader.all<{ seq: number; device: string; metric: string; ts: number; value: number }>('SELECT * FROM outbox ORDER BY seq');
+const outboxRows = () => gatewayDbAll<{ seq: number; device: string; metric: string; ts: number; value: number }>(tg.gateway.outbox, 'SELECT * FROM outbox ORDER BY seq');
 
 function waitClose(c: MqttClient, timeoutMs = 3000): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -7,9 +7,7 @@ import type { Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
 import { CONNACK, PUBACK, PUBREC, collectPackets, connectPacket, openSocket, publishPacket } from '../support/mqtt-raw.js';
-import {
-  type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway,
-} from '../support/gateway.js';
+import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, gatewayDbAll } from '../support/gateway.js';
 import type { DeepPartial } from '../support/gateway.js';
 import type { GatewayConfig } from '../../edge/config.js';
 
@@ -40,7 +38,7 @@ async function connect(id: string, extra: Parameters<typeof connectDevice>[3] = 
 
 const metric = (name: string, labels: Record<string, string> = {}) => metricValue(tg!.gateway.registry, name, labels);
 
-const outboxRows = () => tg!.gateway.outbox.reader.all<{ seq: number; device: string; metric: string; ts: number; value: number }>('SELECT * FROM outbox ORDER BY seq');
+const outboxRows = () => gatewayDbAll<{ seq: number; device: string; metric: string; ts: number; value: number }>(tg!.gateway.outbox, 'SELECT * FROM outbox ORDER BY seq');
 
 function waitClose(c: MqttClient, timeoutMs = 3000): Promise<void> {
   return new Promise((resolve, reject) => {

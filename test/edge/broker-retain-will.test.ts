@@ -13,9 +13,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
 import { PUBCOMP, PUBREC, collectPackets, connectPacket, openSocket, publishPacket, pubrelPacket } from '../support/mqtt-raw.js';
-import {
-  type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway, tempDir,
-} from '../support/gateway.js';
+import { type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway, tempDir, gatewayDbAll } from '../support/gateway.js';
 
 let tg: TestGateway;
 let clients: MqttClient[] = [];
@@ -34,7 +32,7 @@ afterEach(async () => {
 });
 
 const metric = (name: string, labels: Record<string, string> = {}) => metricValue(tg.gateway.registry, name, labels);
-const rows = () => tg.gateway.outbox.reader.all<{ device: string; metric: string; ts: number; value: number }>('SELECT device, metric, ts, value FROM outbox ORDER BY seq');
+const rows = () => gatewayDbAll<{ device: string; metric: string; ts: number; value: number }>(tg.gateway.outbox, 'SELECT device, metric, ts, value FROM outbox ORDER BY seq');
 const port = () => new URL(tg.mqttUrl).port;
 
 async function connect(id: string, secret: string, extra: Parameters<typeof connectDevice>[3] = {}): Promise<MqttClient> {

@@ -11,15 +11,13 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
-import {
-  connectDevice, eventually, publish, requireBinary, startTestGateway, tempDir,
-} from '../support/gateway.js';
+import { connectDevice, eventually, publish, requireBinary, startTestGateway, tempDir, gatewayDbAll } from '../support/gateway.js';
 import { e2eScope } from '../support/scope.js';
 
 const scope = e2eScope();
 
 const metric = (name: string, labels: Record<string, string> = {}) => metricValue(scope.gw!.gateway.registry, name, labels);
-const rows = () => scope.gw!.gateway.outbox.reader.all<{ device: string; metric: string; value: number }>('SELECT device, metric, value FROM outbox ORDER BY seq');
+const rows = () => gatewayDbAll<{ device: string; metric: string; value: number }>(scope.gw!.gateway.outbox, 'SELECT device, metric, value FROM outbox ORDER BY seq');
 
 /** A SenML pack of `n` readings with fresh identities: enough new rows to need new pages. */
 function bigPack(n: number, base: number): string {

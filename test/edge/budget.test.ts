@@ -65,6 +65,8 @@ test('[INV-6] over the disk budget: the oldest readings are dropped, counted and
   const h = await health();
   expect(h.outbox.lastSeq).toBe(sent.length);
 
+  // Every acknowledged reading in gateway.db first (the commit log's groups go in within a second).
+  await gw.gateway.outbox.applied();
   const rows = await queryGatewayDb<OutboxRow>(gw.dir, 'SELECT seq, device, metric, ts, value FROM outbox ORDER BY seq');
   const gaps = await queryGatewayDb<GapRow>(gw.dir, 'SELECT from_seq, to_seq, count, min_ts, max_ts, devices, reason, sent FROM gaps ORDER BY from_seq');
   const dropped = sent.length - rows.length;
@@ -141,6 +143,8 @@ test('[INV-6] a restart reads the budget state back: bytes, pending and later dr
   clients.push(c);
   for (let i = 150; i < 300; i++) await send(i);
   await eventually(async () => (await health()).outbox.bytes <= MAX_BYTES, 5000);
+  // Every acknowledged reading in gateway.db first (the commit log's groups go in within a second).
+  await gw.gateway.outbox.applied();
   const rows = await queryGatewayDb<{ seq: number }>(dir, 'SELECT seq FROM outbox ORDER BY seq');
   const gaps = await queryGatewayDb<GapRow>(dir, 'SELECT from_seq, to_seq, count FROM gaps ORDER BY from_seq');
   const dropped = 1200 - rows.length;
@@ -166,6 +170,8 @@ test('[INV-6] a concurrent burst far over the budget ends under it, every drop c
   await eventually(async () => (await health()).outbox.bytes <= MAX_BYTES, 5000);
   const h = await health();
   expect(h.outbox.lastSeq).toBe(total);
+  // Every acknowledged reading in gateway.db first (the commit log's groups go in within a second).
+  await gw.gateway.outbox.applied();
   const rows = await queryGatewayDb<OutboxRow>(gw.dir, 'SELECT seq, device, metric, ts, value FROM outbox ORDER BY seq');
   const gaps = await queryGatewayDb<GapRow>(gw.dir, 'SELECT from_seq, to_seq, count, min_ts, max_ts, devices FROM gaps ORDER BY from_seq');
   const dropped = total - rows.length;

@@ -8,9 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { DeviceRegistry } from '../../edge/registry/index.js';
-import {
-  type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir,
-} from '../support/gateway.js';
+import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir, gatewayDbAll } from '../support/gateway.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const BRAID = join(ROOT, 'bin/braid.js');
@@ -138,7 +136,7 @@ describe('braid device', () => {
     const c = await connectDevice(tg.mqttUrl, 'd1', secret);
     clients.push(c);
     await publish(c, 'devices/d1/telemetry', '{"temp":21.5}');
-    expect(await tg.gateway.outbox.reader.all('SELECT device, metric, value FROM outbox')).toEqual([{ device: 'd1', metric: 'temp', value: 21.5 }]);
+    expect(await gatewayDbAll(tg.gateway.outbox, 'SELECT device, metric, value FROM outbox')).toEqual([{ device: 'd1', metric: 'temp', value: 21.5 }]);
   });
 
   it('`device add --secret S` prints S; `list --json` lists ids without secrets; `rotate` and `remove` work', async () => {
@@ -307,6 +305,6 @@ describe('braid gateway', () => {
     // What was acknowledged is in the outbox for the next start [INV-1].
     const tg = await startTestGateway({}, d);
     gateways.push(tg);
-    expect(await tg.gateway.outbox.reader.all('SELECT seq, device, metric, value FROM outbox')).toEqual([{ seq: 1, device: 'd1', metric: 'temp', value: 21.5 }]);
+    expect(await gatewayDbAll(tg.gateway.outbox, 'SELECT seq, device, metric, value FROM outbox')).toEqual([{ seq: 1, device: 'd1', metric: 'temp', value: 21.5 }]);
   }, 60_000);
 });

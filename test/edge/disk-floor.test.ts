@@ -64,7 +64,8 @@ describe('an outbox whose disk fills up', () => {
     expect(freeAfter).toBeGreaterThanOrEqual(FLOOR + FLOOR / 10 - 4096);
     expect(freeAfter).toBeLessThan(FLOOR + FLOOR / 10 + 32_768);
 
-    // The oldest went, in one gap record with reason disk_floor; the newest stay.
+    // The oldest went, in one gap record with reason disk_floor; the newest stay (every one acknowledged in gateway.db first).
+    await outbox.applied();
     const gaps = await queryGatewayDb<GapRow>(dir.path, 'SELECT from_seq, to_seq, count, min_ts, max_ts, devices, reason FROM gaps');
     expect(gaps).toEqual([{
       from_seq: 1, to_seq: dropped, count: dropped, min_ts: reading(0).ts, max_ts: reading(dropped - 1).ts,

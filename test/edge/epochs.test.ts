@@ -35,6 +35,8 @@ async function start(outbox: DeepPartial<GatewayConfig['outbox']>, devices: stri
 }
 
 async function tables(dir: string) {
+  // Every acknowledged reading in gateway.db first (the commit log's groups go in within a second).
+  if (gw && gw.dir === dir) await gw.gateway.outbox.applied();
   return {
     epochs: await queryGatewayDb<EpochRow>(dir, 'SELECT epoch, first_seq, last_seq, opened_at, closed_at FROM epochs ORDER BY epoch'),
     rows: await queryGatewayDb<OutboxRow>(dir, 'SELECT seq, epoch, device, metric, ts, value FROM outbox ORDER BY seq'),

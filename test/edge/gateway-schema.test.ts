@@ -202,6 +202,7 @@ async function filledByCommits(metrics: string[]): Promise<{ first: Outbox; devi
     clock.now = T0 + s * 1000;
     await first.submit(devices.flatMap((d, i) => metrics.map((m, j) => r(d, m, clock.now - 500 + 100 * j, FILL_VALUES[m](s, i)))));
   }
+  await first.applied();
   return { first, devices, now: clock.now };
 }
 
@@ -309,6 +310,7 @@ test("a v4 gateway.db opens as v5: the partials' key index made again in its new
   await o.submit([r('dev-1', 'hum', now - 100, 7)]);
   const n = await db.get<{ n: number; count: number }>("SELECT COUNT(*) AS n, SUM(count) AS count FROM partials WHERE device = 'dev-1' AND metric = 'hum' AND minute = ?", [minute]);
   await o.submit([r('dev-1', 'hum', now - 50, 8)]);
+  await o.applied();
   expect(await db.get("SELECT COUNT(*) AS n, SUM(count) AS count FROM partials WHERE device = 'dev-1' AND metric = 'hum' AND minute = ?", [minute]))
     .toEqual({ n: n!.n, count: n!.count + 1 });
   expect((await readWindows(o.reader, 'dev-1', 'hum', now)).windows['1h'].count).toBe(windowsBefore.windows['1h'].count + 2);

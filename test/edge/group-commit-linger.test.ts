@@ -4,7 +4,7 @@
  * [INV-1]; a device keeping a window of messages in flight is never held by the linger. Real
  * aedes, MQTT.js devices, real SQLite.
  */
-import { type TestGateway, commitCount, connectDevice, endClient, publish, startTestGateway } from '../support/gateway.js';
+import { type TestGateway, commitCount, connectDevice, endClient, publish, startTestGateway, gatewayDbGet } from '../support/gateway.js';
 import type { MqttClient } from 'mqtt';
 
 let tg: TestGateway | null = null;
@@ -19,7 +19,7 @@ afterEach(async () => {
 
 const T = Date.UTC(2026, 11, 6, 0, 0, 0);
 const commits = () => commitCount(tg!.gateway.registry);
-const rows = async () => (await tg!.gateway.outbox.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox'))!.n;
+const rows = async () => (await gatewayDbGet<{ n: number }>(tg!.gateway.outbox, 'SELECT COUNT(*) AS n FROM outbox'))!.n;
 
 async function device(id: string): Promise<MqttClient> {
   const c = await connectDevice(tg!.mqttUrl, id, await tg!.addDevice(id));

@@ -14,9 +14,7 @@ import { createCloud, type CloudApp } from '../../cloud/app.js';
 import { outboxRowBytes } from '../../edge/store/schema.js';
 import { scrapedValue } from '../../shared/metrics.js';
 import { addGatewayToken, testCloudConfig } from '../support/cloud.js';
-import {
-  type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir,
-} from '../support/gateway.js';
+import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir, gatewayDbAll } from '../support/gateway.js';
 
 let tg: TestGateway | null = null;
 let client: MqttClient | null = null;
@@ -108,7 +106,7 @@ test('at the disk budget the gauges follow the drops: bytes back under the budge
   expect(dropped).toBeGreaterThan(0);
   expect(scrapedValue(text, 'braid_outbox_pending_readings')).toBe(80 - dropped);
   expect(scrapedValue(text, 'braid_outbox_max_bytes')).toBe(maxBytes);
-  const [{ n }] = await tg.gateway.outbox.reader.all<{ n: number }>('SELECT COUNT(*) AS n FROM outbox');
+  const [{ n }] = await gatewayDbAll<{ n: number }>(tg.gateway.outbox, 'SELECT COUNT(*) AS n FROM outbox');
   expect(n).toBe(80 - dropped);
 });
 

@@ -328,7 +328,8 @@ test('a restart after a crash finds the open epoch\'s last seq: in the outbox, o
 test('identities go to dedup_keys in batches: a repeat is dropped before (from memory, after a restart from the outbox), across the forwarder\'s ack and the disk budget\'s drop, and after; a failed commit leaves none', async () => {
   const count = async (o: Outbox) => (await o.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM dedup_keys'))!.n;
   const flushed = async (o: Outbox) => Number((await o.reader.get<{ value: string }>(`SELECT value FROM meta WHERE key = '${DEDUP_FLUSHED_KEY}'`))?.value ?? 0);
-  const o = await open({ refillWaitMs: 0 });
+  // The SQL paths (the commit log's dedup is test/edge/commit-log.test.ts's).
+  const o = await open({ refillWaitMs: 0, commitLog: false });
   const a = [r('d1', 'temp', T0 - 9000), r('d2', 'temp', T0 - 9000)];
   expect(await o.submit(a)).toEqual({ accepted: 2, duplicates: 0 }); // new series: the general path
   expect(await o.submit([r('d1', 'temp', T0 - 8000), r('d2', 'temp', T0 - 8000)])).toEqual({ accepted: 2, duplicates: 0 }); // the one statement
@@ -340,7 +341,7 @@ test('identities go to dedup_keys in batches: a repeat is dropped before (from m
 
   // A kill -9 (no close): the identities come back from the outbox rows not flushed.
   registry = new Registry();
-  const b = await open({ refillWaitMs: 0 });
+  const b = await open({ refillWaitMs: 0, commitLog: false });
   expect(await b.submit([r('d1', 'temp', T0 - 9000), r('d2', 'temp', T0 - 7000)])).toEqual({ accepted: 0, duplicates: 2 });
 
   // The forwarder's ack of seq 1-3 and a drop of seq 4 at the disk budget copy their identities first.

@@ -12,7 +12,7 @@ import type { Socket } from 'node:net';
 import { metricValue } from '../../shared/metrics.js';
 import type { GatewayConfig } from '../../edge/config.js';
 import { collectPackets, connectPacket, openSocket, publishPacket, type Incoming } from '../support/mqtt-raw.js';
-import { type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, requireBinary, startTestGateway } from '../support/gateway.js';
+import { type DeepPartial, type TestGateway, connectDevice, endClient, eventually, gatewayDbGet, publish, requireBinary, startTestGateway } from '../support/gateway.js';
 
 let tg: TestGateway | null = null;
 let sockets: Socket[] = [];
@@ -26,7 +26,7 @@ afterEach(async () => {
 
 const T = Date.UTC(2024, 10, 24, 0, 0, 0);
 const metric = (name: string, labels: Record<string, string> = {}) => metricValue(tg!.gateway.registry, name, labels);
-const rowCount = async () => (await tg!.gateway.outbox.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox'))!.n;
+const rowCount = async () => (await gatewayDbGet<{ n: number }>(tg!.gateway.outbox, 'SELECT COUNT(*) AS n FROM outbox'))!.n;
 const pubackIds = (packets: Incoming[]) => packets.filter((p) => p.type === 4).map((p) => p.body.readUInt16BE(0));
 
 /** Out of band is opt-in: mqtt.maxUnackedPerDevice 0 (the default) keeps aedes' path. */

@@ -8,9 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MqttClient } from 'mqtt';
 import { metricValue } from '../../shared/metrics.js';
-import {
-  type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway,
-} from '../support/gateway.js';
+import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, gatewayDbAll } from '../support/gateway.js';
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'braid.js');
 
@@ -70,7 +68,7 @@ function closedWithin(c: MqttClient): { within: (ms: number) => Promise<number> 
 }
 
 const metric = (name: string, labels: Record<string, string> = {}) => metricValue(tg.gateway.registry, name, labels);
-const rows = () => tg.gateway.outbox.reader.all<{ device: string; value: number }>('SELECT device, value FROM outbox ORDER BY seq');
+const rows = () => gatewayDbAll<{ device: string; value: number }>(tg.gateway.outbox, 'SELECT device, value FROM outbox ORDER BY seq');
 
 async function refusedCode(id: string, secret: string): Promise<number | undefined> {
   try {

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { DeviceRegistry } from '../../edge/registry/index.js';
 import { type SentMessage, type SimDevice, Simulator, type SimulatorOptions, resolveOptions } from '../../edge/simulator/index.js';
 import { minuteOf } from '../../shared/time.js';
-import { type TestGateway, eventually, startTestGateway } from '../support/gateway.js';
+import { type TestGateway, eventually, startTestGateway, gatewayDbAll } from '../support/gateway.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const BRAID = join(ROOT, 'bin/braid.js');
@@ -85,7 +85,7 @@ describe('Simulator against a real gateway', () => {
     expect(h.quarantined).toBe(stats.malformed);
     expect(h.readings.accepted).toBe(stats.readings);
     // Rejections are reported to the device on its errors topic; the quarantine keeps each payload.
-    const rows = await gw.gateway.outbox.reader.all<{ device: string; reason: string }>('SELECT device, reason FROM quarantine');
+    const rows = await gatewayDbAll<{ device: string; reason: string }>(gw.gateway.outbox, 'SELECT device, reason FROM quarantine');
     expect(rows).toHaveLength(stats.malformed);
     expect(new Set(rows.map((r) => r.reason)).size).toBeGreaterThanOrEqual(4);
     expect(sent.filter((m) => m.kind === 'malformed').every((m) => m.ts === null && m.values === null)).toBe(true);
@@ -104,11 +104,11 @@ describe('Simulator against a real gateway', () => {
       expect(Math.abs(m.ts! - (Date.now() - lateByMs))).toBeLessThan(60_000);
       expected.set(minuteOf(m.ts!), (expected.get(minuteOf(m.ts!)) ?? 0) + 1);
     }
-    const rows = await gw.gateway.outbox.reader.all<{ minute: number; n: number }>(
+    const rows = await gatewayDbAll<{ minute: number; n: number }>(gw.gateway.outbox, 
       'SELECT minute, SUM(count) AS n FROM partials WHERE device = ? GROUP BY minute ORDER BY minute', [late.id]);
     expect(new Map(rows.map((r) => [r.minute, r.n]))).toEqual(expected);
     // The outbox holds the very timestamps that were sent.
-    const ts = await gw.gateway.outbox.reader.all<{ ts: number }>('SELECT ts FROM outbox WHERE device = ? ORDER BY ts', [late.id]);
+    const ts = await gatewayDbAll<{ ts: number }>(gw.gateway.outbox, 'SELECT ts FROM outbox WHERE device = ? ORDER BY ts', [late.id]);
     expect(ts.map((r) => r.ts)).toEqual(sent.filter((m) => m.device === late.id).map((m) => m.ts).sort((a, b) => a! - b!));
     // Not in the last hour's window; in the 24 h one.
     const w = await (await fetch(`${gw.httpUrl}/api/v1/windows?device=${late.id}&metric=temp`)).json() as { windows: Record<string, { count: number }> };
@@ -138,7 +138,7 @@ describe('Simulator against a real gateway', () => {
     ]);
     const h = await settled(stats.readings, 0);
     expect(h.readings.accepted).toBe(stats.readings);
-    const rows = await gw.gateway.outbox.reader.all<{ device: string; metric: string; ts: number; value: number }>('SELECT device, metric, ts, value FROM outbox');
+    const rows = await gatewayDbAll<{ device: string; metric: string; ts: number; value: number }>(gw.gateway.outbox, 'SELECT device, metric, ts, value FROM outbox');
     const want = sent.flatMap((m) => Object.entries(m.values!).map(([metric, value]) => ({ device: m.device, metric, ts: m.ts, value })));
     const key = (r: { device: string; metric: string; ts: number | null }) => `${r.device}/${r.metric}/${r.ts}`;
     expect(rows.map(key).sort()).toEqual(want.map(key).sort());
@@ -163,7 +163,7 @@ describe('Simulator against a real gateway', () => {
     const buffered = seen.filter((m) => m.kind === 'buffered');
     expect(buffered).toHaveLength(stats.buffered);
     expect(buffered[0].at - buffered[0].ts!).toBeGreaterThanOrEqual(500);
-    const ts = new Set((await gw.gateway.outbox.reader.all<{ ts: number }>('SELECT DISTINCT ts FROM outbox')).map((r) => r.ts));
+    const ts = new Set((await gatewayDbAll<{ ts: number }>(gw.gateway.outbox, 'SELECT DISTINCT ts FROM outbox')).map((r) => r.ts));
     expect(buffered.every((m) => ts.has(m.ts!))).toBe(true);
   });
 

@@ -12,7 +12,7 @@ import { getMeta } from '../../edge/store/schema.js';
 import { metricValue } from '../../shared/metrics.js';
 import { nullLogger } from '../../shared/logger.js';
 import { HttpScript, answer } from '../support/http-script.js';
-import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway } from '../support/gateway.js';
+import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, gatewayDbGet } from '../support/gateway.js';
 
 let gw: TestGateway;
 let server: HttpScript;
@@ -45,6 +45,7 @@ async function readings(n: number, offset = 0): Promise<void> {
 function start(o: Partial<SpeedPushOptions> = {}): SpeedPusher {
   pusher = new SpeedPusher({
     reader: gw.gateway.outbox.reader, writes: gw.gateway.outbox.writes, logger: nullLogger(), registry, gatewayId: 'gw-http',
+    applied: () => gw.gateway.outbox.applied(),
     health: () => gw.gateway.health(), connectedDevices: () => gw.gateway.broker.connectedDevices(),
   }, { url: server.url, token: 'bgt_test', pushIntervalMs: 40, retryInitialMs: 20, retryMaxMs: 60, jitter: 0, ...o });
   return pusher;
@@ -109,7 +110,7 @@ test('a 413 halves the page at once; the rest follows without waiting for the in
 test('the answered watermark is kept in meta, and partials of epochs at or below it are not pushed again', async () => {
   await readings(3);
   // Let epoch 1 close, then more readings go into epoch 2.
-  await eventually(async () => (await gw.gateway.outbox.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM epochs WHERE closed_at IS NOT NULL'))!.n >= 1, 10_000);
+  await eventually(async () => (await gatewayDbGet<{ n: number }>(gw.gateway.outbox, 'SELECT COUNT(*) AS n FROM epochs WHERE closed_at IS NOT NULL'))!.n >= 1, 10_000);
   // The cloud answers 0 once, then 1 from then on (a cloud's watermark does not go back by itself;
   // the pusher follows it when it does, so a fallback of 0 would undo the 1 within one interval).
   server.script(OK(0)).otherwise(OK(1));

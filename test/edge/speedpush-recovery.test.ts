@@ -18,7 +18,7 @@ import { nullLogger } from '../../shared/logger.js';
 import { WriteQueue } from '../../shared/sqlite.js';
 import { gatewayDbEach } from '../support/gateway-db.js';
 import { HttpScript, answer } from '../support/http-script.js';
-import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir } from '../support/gateway.js';
+import { type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir, gatewayDbGet } from '../support/gateway.js';
 
 const OK = answer.status(200, { watermark: 0, manifestVersion: null, stored: 1 });
 const DOWN = answer.status(503, { code: 'BRAID_ERR_UNAVAILABLE', message: 'down' });
@@ -46,6 +46,7 @@ describe('the pusher', () => {
   function start(o: Partial<SpeedPushOptions> = {}): SpeedPusher {
     pusher = new SpeedPusher({
       reader: gw.gateway.outbox.reader, writes: gw.gateway.outbox.writes, logger: nullLogger(), registry: new Registry(), gatewayId: 'gw-rec',
+      applied: () => gw.gateway.outbox.applied(),
       health: async () => ({}), connectedDevices: () => [],
     }, { url: server.url, token: 'bgt_test', pushIntervalMs: 5_000, retryInitialMs: 20, retryMaxMs: 100, retryAfterMaxMs: 5_000, jitter: 0, ...o });
     return pusher;
@@ -100,7 +101,7 @@ describe('the pusher', () => {
     const taken = server.requests.slice(2).flatMap((_, k) => minutes(k + 2));
     expect(new Set(taken)).toEqual(new Set([...all, late]));
     expect(taken).toHaveLength(all.length + 1);
-    const top = await gw.gateway.outbox.reader.get<{ at: number }>('SELECT MAX(updated_at) AS at FROM partials');
+    const top = await gatewayDbGet<{ at: number }>(gw.gateway.outbox, 'SELECT MAX(updated_at) AS at FROM partials');
     expect(Number(await getMeta(gw.gateway.outbox.reader, CURSOR_KEY))).toBe(top!.at);
     expect(p.status().cursor).toBe(top!.at);
   });

@@ -65,8 +65,11 @@ async function send(n: number, minutes = 5, salt = 0): Promise<void> {
 interface Row { device: string; metric: string; minute: number; epoch: number; count: number; sum: number; min: number; max: number; m2: number; first: number; first_ts: number; last: number; last_ts: number }
 
 const COLS = 'device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts';
-const gatewayPartials = (minEpochExclusive = 0) => queryGatewayDb<Row>(gwDir.path,
-  `SELECT ${COLS} FROM partials WHERE epoch > ? ORDER BY device, metric, minute, epoch`, [minEpochExclusive]);
+/** The gateway's partials, once every reading it acknowledged is in gateway.db (the commit log's groups go in within a second). */
+async function gatewayPartials(minEpochExclusive = 0): Promise<Row[]> {
+  await e2e.gw?.gateway.outbox.applied();
+  return queryGatewayDb<Row>(gwDir.path, `SELECT ${COLS} FROM partials WHERE epoch > ? ORDER BY device, metric, minute, epoch`, [minEpochExclusive]);
+}
 const cloudPartials = async (): Promise<Row[]> => (await storedPartials(cloudDir.path, GW)).map(({ gateway: _g, ...r }) => r);
 
 /** The cloud holds exactly the gateway's partials (of epochs above `e`). */

@@ -18,9 +18,7 @@ import type { GatewayConfig } from '../../edge/config.js';
 import { Outbox } from '../../edge/outbox/index.js';
 import { nullLogger } from '../../shared/logger.js';
 import type { PayloadLimits } from '../../shared/payload.js';
-import {
-  type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir,
-} from '../support/gateway.js';
+import { type DeepPartial, type TestGateway, connectDevice, endClient, eventually, publish, startTestGateway, tempDir, gatewayDbAll } from '../support/gateway.js';
 
 const TOPIC = 'devices/d1/telemetry';
 
@@ -60,8 +58,8 @@ async function scraped(name: string, labels: Record<string, string> = {}): Promi
 }
 
 interface Row { seq: number; epoch: number; device: string; metric: string; ts: number; value: number }
-const rows = () => tg!.gateway.outbox.reader.all<Row>('SELECT * FROM outbox ORDER BY seq');
-const quarantine = () => tg!.gateway.outbox.reader.all<{ id: number; device: string; topic: string; reason: string; message: string; payload: Buffer }>('SELECT * FROM quarantine ORDER BY id');
+const rows = () => gatewayDbAll<Row>(tg!.gateway.outbox, 'SELECT * FROM outbox ORDER BY seq');
+const quarantine = () => gatewayDbAll<{ id: number; device: string; topic: string; reason: string; message: string; payload: Buffer }>(tg!.gateway.outbox, 'SELECT * FROM quarantine ORDER BY id');
 
 const T = Date.UTC(2024, 10, 24, 0, 0, 0); // within the accepted range, well in the past
 

@@ -97,6 +97,21 @@ export async function commitCount(registry: Registry): Promise<number> {
 }
 
 /** Poll `check` until it returns a truthy value or `timeoutMs` passes. */
+/**
+ * A read of a running gateway's gateway.db on its reader connection, once every reading it has
+ * acknowledged is in the file: the commit log's groups go in within a second otherwise
+ * (Outbox.applied, edge/outbox/commit-log.ts).
+ */
+export async function gatewayDbAll<T>(outbox: { applied(): Promise<void>; reader: { all<R>(sql: string, params?: unknown[]): Promise<R[]> } }, sql: string, params: unknown[] = []): Promise<T[]> {
+  await outbox.applied();
+  return outbox.reader.all<T>(sql, params);
+}
+
+/** gatewayDbAll's first row (undefined for none). */
+export async function gatewayDbGet<T>(outbox: Parameters<typeof gatewayDbAll>[0], sql: string, params: unknown[] = []): Promise<T | undefined> {
+  return (await gatewayDbAll<T>(outbox, sql, params))[0];
+}
+
 export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 5000, stepMs = 25): Promise<T> {
   const until = Date.now() + timeoutMs;
   let last: unknown;

@@ -1,0 +1,223 @@
+/**
+ * The commit log (edge/outbox/commit-log.ts; committer.ts commitLogged, applyPending): a group of
+ * fresh readings is durable once its record is written [INV-1], goes into gateway.db later with
+ * others, before any other write job and when a reader asks; a crash image (the files as a kill -9
+ * leaves them) replays what gateway.db lacks; repeats are still dropped, the first kept [INV-2];
+ * an apply that fails keeps the readings and fails the commits' health. Real SQLite, real files.
+ */
+import { copyFileSync, existsSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { CommitLog, LOG_PAGE, LOG_PREALLOC_BYTES, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
+import { DEDUP_FLUSH_READINGS } from '../../edge/outbox/committer.js';
+import { COMMIT_LOG_FILE, Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
+import { nullLogger } from '../../shared/logger.js';
+import { metricValue } from '../../shared/metrics.js';
+import { tempDir } from '../support/gateway.js';
+
+const T0 = Date.UTC(2026, 11, 7, 12, 0, 0);
+
+let dirs: Array<ReturnType<typeof tempDir>> = [];
+let outboxes: Outbox[] = [];
+
+afterEach(async () => {
+  for (const o of outboxes) await o.close();
+  outboxes = [];
+  for (const d of dirs) d.remove();
+  dirs = [];
+});
+
+function dir(): string {
+  const d = tempDir('braid-commit-log-');
+  dirs.push(d);
+  return d.path;
+}
+
+async function open(dataDir: string, opts: Partial<OutboxOptions> = {}, registry = new Registry()): Promise<Outbox> {
+  const o = await Outbox.open({ dataDir, logger: nullLogger(), registry, now: () => T0 }, { pruneCron: null, refillWaitMs: 0, ...opts });
+  outboxes.push(o);
+  return o;
+}
+
+const r = (device: string, ts: number, value = 1, metric = 'temp'): Reading => ({ device, metric, ts, value });
+async function histogramSum(registry: Registry, name: string): Promise<number | undefined> {
+  const { values } = await registry.getSingleMetric(name)!.get();
+  return values.find((v) => (v as { metricName?: string }).metricName === `${name}_sum`)?.value;
+}
+
+const rows = async (o: Outbox) => (await o.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox_rows'))!.n;
+const seqs = async (o: Outbox) => (await o.reader.all<{ seq: number; ts: number; value: number }>('SELECT seq, ts, value FROM outbox_rows ORDER BY seq'));
+
+/** The data dir's files as a kill -9 leaves them (no write job runs meanwhile), copied to a new dir. */
+function crashImage(from: string): string {
+  const to = dir();
+  for (const f of ['gateway.db', 'gateway.db-wal', COMMIT_LOG_FILE]) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(to, f));
+  return to;
+}
+
+const record = (first: number, count: number, tag: string): LogRecord => {
+  const readings = Array.from({ length: count }, (_, i) => [T0 + first + i, 1, 0, 1]);
+  return { first, count, params: [JSON.stringify(readings), T0, 1, first, null, null, null, `[${JSON.stringify(tag)}]`, null] };
+};
+
+test('the log file: records come back in file order; the replay takes those after gateway.db\'s last seq, contiguous; written over once applied; a torn record ends the read', async () => {
+  const file = join(dir(), COMMIT_LOG_FILE);
+  const { log, records } = CommitLog.open(file);
+  expect(records).toEqual([]);
+  expect(statSync(file).size).toBe(LOG_PREALLOC_BYTES);
+  const [a, b, c] = [record(1, 2, 'a'), record(3, 1, 'b"\u00e9'), record(4, 3, 'c'.repeat(LOG_PAGE))];
+  for (const x of [a, b, c]) await log.append(x);
+  log.close();
+
+  const again = CommitLog.open(file);
+  expect(again.records).toEqual([a, b, c]);
+  expect(replayable(again.records, 0)).toEqual([a, b, c]);
+  expect(replayable(again.records, 2)).toEqual([b, c]);
+  expect(replayable(again.records, 3)).toEqual([c]);
+  expect(replayable(again.records, 6)).toEqual([]);
+  // A gap in seq ends the replay: what follows cannot continue gateway.db.
+  expect(replayable([a, c], 0)).toEqual([a]);
+
+  // Everything written is applied: the next record goes at offset 0, over `a`; b and c stay, older.
+  again.log.appliedUpTo(6);
+  const d = record(7, 1, 'd');
+  await again.log.append(d);
+  again.log.close();
+  const third = CommitLog.open(file);
+  expect(third.records).toEqual([d, b, c]);
+  expect(replayable(third.records, 6)).toEqual([d]);
+  expect(replayable(third.records, 7)).toEqual([]);
+  third.log.close();
+
+  // A record cut by a crash (its bytes not all written): the read ends there, nothing after it is taken.
+  const fd = openSync(file, 'r+');
+  writeSync(fd, Buffer.from('x'), 0, 1, 20);
+  closeSync(fd);
+  const torn = CommitLog.open(file);
+  expect(torn.records).toEqual([]);
+  torn.log.close();
+});
+
+test('a group of fresh readings is acknowledged from the log, reaches gateway.db with others, and a crash image replays it exactly [INV-1]', async () => {
+  const d = dir();
+  const registry = new Registry();
+  const o = await open(d, {}, registry);
+  // New series: numbered by the general path, in gateway.db at once.
+  expect(await o.submit([r('d1', T0), r('d2', T0)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await rows(o)).toBe(2);
+  // Fresh readings of numbered series: durable in the log; gateway.db gets them later.
+  expect(await o.submit([r('d1', T0 + 1, 0.1), r('d2', T0 + 1, -2.5e-300)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await o.submit([r('d1', T0 + 2, 3), r('d1', T0 + 3, 4)])).toEqual({ accepted: 2, duplicates: 0 });
+  expect(await rows(o)).toBe(2);
+  expect(o.status()).toMatchObject({ lastSeq: 6, pending: 6 });
+  expect(CommitLog.open(join(crashImage(d), COMMIT_LOG_FILE)).records.map((x) => [x.first, x.count])).toEqual([[3, 2], [5, 2]]);
+
+  // A kill -9 now: the restart puts the two logged groups into gateway.db before anything else.
+  const image = crashImage(d);
+  const b = await open(image);
+  expect(await seqs(b)).toEqual([
+    { seq: 1, ts: T0, value: 1 }, { seq: 2, ts: T0, value: 1 }, { seq: 3, ts: T0 + 1, value: 0.1 },
+    { seq: 4, ts: T0 + 1, value: -2.5e-300 }, { seq: 5, ts: T0 + 2, value: 3 }, { seq: 6, ts: T0 + 3, value: 4 },
+  ]);
+  expect(b.status()).toMatchObject({ lastSeq: 6, pending: 6 });
+  // The partials as the groups left them, and the crashed epoch closed with every seq.
+  expect(await b.reader.get('SELECT count, sum, first, last FROM partials WHERE device = ?', ['d1'])).toEqual({ count: 4, sum: 1 + 0.1 + 3 + 4, first: 1, last: 4 });
+  expect(await b.reader.all('SELECT first_seq, last_seq, closed_at IS NOT NULL AS closed FROM epochs')).toEqual([{ first_seq: 1, last_seq: 6, closed: 1 }]);
+  // Repeats of the replayed identities are dropped; the seq goes on from 6.
+  expect(await b.submit([r('d1', T0 + 1), r('d1', T0 + 4)])).toEqual({ accepted: 1, duplicates: 1 });
+  await b.applied();
+  expect((await seqs(b)).map((x) => x.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  // Replayed once: a second restart of the same files finds nothing more to apply.
+  await b.close();
+  outboxes = outboxes.filter((x) => x !== b);
+  const c = await open(image);
+  expect(await rows(c)).toBe(7);
+
+  // The original goes on: its reader sees the logged groups once asked (or within APPLY_MS).
+  await o.applied();
+  expect(await rows(o)).toBe(6);
+  expect(await histogramSum(registry, 'braid_commit_log_apply_readings')).toBe(4);
+});
+
+test('repeats: of a logged identity not yet in gateway.db, inside a group, and of old identities after a restart, are dropped with the first kept [INV-2]', async () => {
+  const d = dir();
+  const o = await open(d);
+  expect(await o.submit([r('d1', T0)])).toEqual({ accepted: 1, duplicates: 0 });
+  expect(await o.submit([r('d1', T0 + 1, 5)])).toEqual({ accepted: 1, duplicates: 0 });
+  // Logged, not applied: held in memory; a group with a repeat leaves the log for the general path.
+  expect(await o.submit([r('d1', T0 + 1, 6), r('d1', T0 + 2, 7), r('d1', T0 + 2, 8)])).toEqual({ accepted: 1, duplicates: 2 });
+  await o.applied();
+  expect((await seqs(o)).map((x) => [x.seq, x.value])).toEqual([[1, 1], [2, 5], [3, 7]]);
+
+  // Past DEDUP_FLUSH_READINGS the identities go into dedup_keys: an older ts of the series then
+  // takes the SQL path, which finds repeats there and lets new ones in.
+  const many: Reading[] = [];
+  for (let i = 0; i < DEDUP_FLUSH_READINGS; i++) many.push(r('d1', T0 + 10 + i));
+  for (let i = 0; i < many.length; i += 500) await o.submit(many.slice(i, i + 500));
+  expect(await o.submit([r('d1', T0 + 20), r('d1', T0 + 5)])).toEqual({ accepted: 1, duplicates: 1 });
+  await o.applied();
+  expect(await rows(o)).toBe(3 + DEDUP_FLUSH_READINGS + 1);
+
+  // After a restart every identity of gateway.db is below dedupHi: repeats are found in SQL.
+  const b = await open(crashImage(d));
+  expect(await b.submit([r('d1', T0 + 1), r('d1', T0 + 5), r('d1', T0 + 10 + DEDUP_FLUSH_READINGS)])).toEqual({ accepted: 1, duplicates: 2 });
+});
+
+test('a group whose record would take more than a page (many series) commits in gateway.db at once, not in the log', async () => {
+  const d = dir();
+  const o = await open(d);
+  const devices = Array.from({ length: 40 }, (_, i) => `device-with-a-long-name-${i}`);
+  await o.submit(devices.map((x) => r(x, T0)));
+  // 40 series: a record of their partials would take two pages.
+  await o.submit(devices.map((x) => r(x, T0 + 1)));
+  expect(await rows(o)).toBe(80);
+  // A few series: one page, logged.
+  await o.submit(devices.slice(0, 4).map((x) => r(x, T0 + 2)));
+  expect(await rows(o)).toBe(80);
+  expect(CommitLog.open(join(crashImage(d), COMMIT_LOG_FILE)).records.map((x) => [x.first, x.count])).toEqual([[81, 4]]);
+});
+
+test('every other write job sees the logged groups in gateway.db first; the epoch closes after them', async () => {
+  const o = await open(dir());
+  await o.submit([r('d1', T0)]);
+  await o.submit([r('d1', T0 + 1), r('d1', T0 + 2)]);
+  expect(await rows(o)).toBe(1);
+  expect(await o.writes.run((db) => db.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox_rows'))).toEqual({ n: 3 });
+  await o.close();
+  outboxes = [];
+});
+
+test('an apply that fails keeps the readings (in the log, and applied by the next write job once it can) and marks the commits failing', async () => {
+  const d = dir();
+  const registry = new Registry();
+  const o = await open(d, {}, registry);
+  await o.submit([r('d1', T0)]);
+  await o.writes.db.exec("CREATE TEMP TRIGGER refuse BEFORE INSERT ON outbox_rows BEGIN SELECT RAISE(ABORT, 'refused'); END");
+  // Acknowledged from the log: gateway.db is not needed for that.
+  expect(await o.submit([r('d1', T0 + 1), r('d1', T0 + 2)])).toEqual({ accepted: 2, duplicates: 0 });
+  await expect(o.applied()).rejects.toThrow(/refused/);
+  expect(o.commitsFailingSince()).not.toBeNull();
+  expect(await metricValue(registry, 'braid_commit_failures_total')).toBe(1);
+  // A write job meanwhile fails too: it would not see the readings.
+  await expect(o.writes.run(async () => 'ran')).rejects.toThrow(/refused/);
+
+  // A kill -9 now loses nothing acknowledged.
+  const b = await open(crashImage(d));
+  expect((await seqs(b)).map((x) => x.seq)).toEqual([1, 2, 3]);
+
+  await o.writes.db.exec('DROP TRIGGER refuse');
+  await o.applied();
+  expect((await seqs(o)).map((x) => x.seq)).toEqual([1, 2, 3]);
+});
+
+test('commitLog false: every group commits in gateway.db before it resolves; a log left by an earlier run is replayed first', async () => {
+  const d = dir();
+  const o = await open(d);
+  await o.submit([r('d1', T0)]);
+  await o.submit([r('d1', T0 + 1)]);
+  const image = crashImage(d);
+  const b = await open(image, { commitLog: false });
+  expect(await rows(b)).toBe(2);
+  await b.submit([r('d1', T0 + 2)]);
+  expect(await rows(b)).toBe(3);
+});
