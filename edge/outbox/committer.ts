@@ -1088,6 +1088,10 @@ export class Committer {
       // Re-check inside the queue: a commit may have closed or extended it meanwhile.
       const cur = this.state.open;
       if (!cur || cur.epoch !== open.epoch) return false;
+      // [INV-1] Never over seqs gateway.db lacks (the log's records a failed apply left at a stop):
+      // the epoch's last_seq would say they are in, and the next start would not replay them.
+      // That start closes it, as after a crash.
+      if (this.unapplied.length) return false;
       await closeEpoch(db, cur, this.now());
       this.state.open = null;
       this.openPartials = new Map();
@@ -1108,6 +1112,9 @@ export class Committer {
       // What the log holds and gateway.db not yet goes in now; should that fail, the next opening replays it.
       this.clearApplyTimer();
       await this.writes.runBare((db) => this.applyPending(db)).catch(() => undefined);
+      // What did not go in stays in the log for the next start: no later job tries (and makes a
+      // statement the closing connection would have to finalize).
+      this.writes.before = null;
     }
     // The connection closes only once its statements are finalized.
     const gc = this.groupCommit;

@@ -8,7 +8,7 @@
 import { copyFileSync, existsSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { CommitLog, LOG_PAGE, LOG_PREALLOC_BYTES, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
+import { CommitLog, LOG_PAGE, LOG_PREALLOC_BYTES, LOG_REWIND_BYTES, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
 import { DEDUP_FLUSH_READINGS } from '../../edge/outbox/committer.js';
 import { COMMIT_LOG_FILE, Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
 import { nullLogger } from '../../shared/logger.js';
@@ -205,9 +205,38 @@ test('an apply that fails keeps the readings (in the log, and applied by the nex
   const b = await open(crashImage(d));
   expect((await seqs(b)).map((x) => x.seq)).toEqual([1, 2, 3]);
 
+  // The log fills (LOG_REWIND_BYTES of records waiting): the next group must wait for the apply,
+  // which fails, so it is refused, not acknowledged; nothing acknowledged is lost.
+  let acked = 3;
+  let refused: unknown = null;
+  for (let i = 0; i < LOG_REWIND_BYTES / LOG_PAGE + 10 && refused === null; i++) {
+    try {
+      await o.submit([r('d1', T0 + 10 + i)]);
+      acked++;
+    } catch (err) {
+      refused = err;
+    }
+  }
+  expect(String(refused)).toMatch(/refused/);
+  // A page each: the group of seq 2-3, then groups of one, up to LOG_REWIND_BYTES.
+  expect(acked).toBe(1 + 2 + (LOG_REWIND_BYTES / LOG_PAGE - 1));
   await o.writes.db.exec('DROP TRIGGER refuse');
   await o.applied();
-  expect((await seqs(o)).map((x) => x.seq)).toEqual([1, 2, 3]);
+  expect((await seqs(o)).map((x) => x.seq)).toEqual(Array.from({ length: acked }, (_, i) => i + 1));
+  // Taken again once the apply succeeds.
+  expect(await o.submit([r('d1', T0 + 5000)])).toEqual({ accepted: 1, duplicates: 0 });
+});
+
+test('a stop whose apply fails closes cleanly and leaves the records to the next start', async () => {
+  const d = dir();
+  const o = await open(d);
+  await o.submit([r('d1', T0)]);
+  await o.submit([r('d1', T0 + 1), r('d1', T0 + 2)]);
+  await o.writes.db.exec("CREATE TEMP TRIGGER refuse BEFORE INSERT ON outbox_rows BEGIN SELECT RAISE(ABORT, 'refused'); END");
+  outboxes = [];
+  await o.close();
+  const b = await open(d);
+  expect((await seqs(b)).map((x) => x.seq)).toEqual([1, 2, 3]);
 });
 
 test('commitLog false: every group commits in gateway.db before it resolves; a log left by an earlier run is replayed first', async () => {
