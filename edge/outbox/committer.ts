@@ -286,6 +286,8 @@ export class Committer {
   private unappliedReadings = 0;
   private applyTimer: NodeJS.Timeout | null = null;
   private applyQueued = false;
+  /** The last apply failed (the commits' health stays failing until one succeeds). */
+  private applyFailing = false;
   /**
    * [INV-2] Upper bounds on the ts of the identities in dedup_keys: `dedupHi` over all of them when
    * the gateway opened, `seriesHi` per series over those copied there since (clearUnflushed). A
@@ -475,7 +477,8 @@ export class Committer {
         this.metrics.commitSeconds.observe((performance.now() - started) / 1000);
         this.metrics.commitReadings.observe(n);
         this.expectRefills(batch);
-        this.healthy();
+        // A logged group says nothing of gateway.db: while its apply fails, commits stay failing.
+        if (!this.applyFailing) this.healthy();
         this.settleAll(batch, null, results);
         // A logged group reaches the forwarder when it is applied (applyPending).
         if (!logged) this.onCommitted(this.state.lastSeq);
@@ -771,8 +774,13 @@ export class Committer {
       this.unappliedReadings += readings;
       this.logger.error({ err, readings }, 'applying the commit log to gateway.db failed');
       this.metrics.commitFailures.inc();
+      this.applyFailing = true;
       this.failing();
       throw err;
+    }
+    if (this.applyFailing) {
+      this.applyFailing = false;
+      this.healthy();
     }
     this.metrics.applySeconds.observe((performance.now() - started) / 1000);
     this.metrics.applyReadings.observe(readings);

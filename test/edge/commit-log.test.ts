@@ -200,14 +200,18 @@ test('an apply that fails keeps the readings (in the log, and applied by the nex
   expect(await metricValue(registry, 'braid_commit_failures_total')).toBe(1);
   // A write job meanwhile fails too: it would not see the readings.
   await expect(o.writes.run(async () => 'ran')).rejects.toThrow(/refused/);
+  // A group the log takes meanwhile is acknowledged, and the commits stay failing.
+  const failingSince = o.commitsFailingSince();
+  expect(await o.submit([r('d1', T0 + 3)])).toEqual({ accepted: 1, duplicates: 0 });
+  expect(o.commitsFailingSince()).toBe(failingSince);
 
   // A kill -9 now loses nothing acknowledged.
   const b = await open(crashImage(d));
-  expect((await seqs(b)).map((x) => x.seq)).toEqual([1, 2, 3]);
+  expect((await seqs(b)).map((x) => x.seq)).toEqual([1, 2, 3, 4]);
 
   // The log fills (LOG_REWIND_BYTES of records waiting): the next group must wait for the apply,
   // which fails, so it is refused, not acknowledged; nothing acknowledged is lost.
-  let acked = 3;
+  let acked = 4;
   let refused: unknown = null;
   for (let i = 0; i < LOG_REWIND_BYTES / LOG_PAGE + 10 && refused === null; i++) {
     try {
@@ -220,9 +224,11 @@ test('an apply that fails keeps the readings (in the log, and applied by the nex
   expect(String(refused)).toMatch(/refused/);
   // A page each: the group of seq 2-3, then groups of one, up to LOG_REWIND_BYTES.
   expect(acked).toBe(1 + 2 + (LOG_REWIND_BYTES / LOG_PAGE - 1));
+  expect(o.commitsFailingSince()).toBe(failingSince);
   await o.writes.db.exec('DROP TRIGGER refuse');
   await o.applied();
   expect((await seqs(o)).map((x) => x.seq)).toEqual(Array.from({ length: acked }, (_, i) => i + 1));
+  expect(o.commitsFailingSince()).toBeNull();
   // Taken again once the apply succeeds.
   expect(await o.submit([r('d1', T0 + 5000)])).toEqual({ accepted: 1, duplicates: 0 });
 });
