@@ -653,8 +653,10 @@ export class Committer {
 
     const apply = () => {
       this.cacheSeries(all, ids);
+      // The group's own identities too: the flush copied them, and clearUnflushed bounds the
+      // commit log's dedup (seriesHi) by what it holds.
+      for (const r of kept) this.addUnflushed(r.series, r.ts);
       if (flush) this.clearUnflushed();
-      else for (const r of kept) this.addUnflushed(r.series, r.ts);
       this.applyCommit({ kept, seq, epoch, base, touched, quarantined: quarantined.length, quarantineDropped, readings: all.length - unkeyed });
     };
     return { results, apply };

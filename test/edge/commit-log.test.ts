@@ -163,6 +163,20 @@ test('repeats: of a logged identity not yet in gateway.db, inside a group, and o
   expect(await b.submit([r('d1', T0 + 1), r('d1', T0 + 5), r('d1', T0 + 10 + DEDUP_FLUSH_READINGS)])).toEqual({ accepted: 1, duplicates: 2 });
 });
 
+test('identities a general-path commit copies into dedup_keys bound the log\'s dedup too: their repeat is dropped [INV-2]', async () => {
+  const o = await open(dir());
+  await o.submit([r('d1', T0)]);
+  // 4,095 identities held, then a group with a new series (the general path) copies them and its own.
+  const held = DEDUP_FLUSH_READINGS - 1;
+  for (let i = 1; i < held; i += 500) await o.submit(Array.from({ length: Math.min(500, held - i) }, (_, k) => r('d1', T0 + i + k)));
+  expect(await o.submit([r('d1', T0 + 9000), r('d2', T0)])).toEqual({ accepted: 2, duplicates: 0 });
+  await o.applied();
+  expect(await o.reader.get('SELECT COUNT(*) AS n FROM dedup_keys')).toEqual({ n: held + 2 });
+  // Their repeats, alone: each is in dedup_keys only.
+  expect(await o.submit([r('d1', T0 + 9000)])).toEqual({ accepted: 0, duplicates: 1 });
+  expect(await o.submit([r('d2', T0)])).toEqual({ accepted: 0, duplicates: 1 });
+});
+
 test('a group whose record would take more than a page (many series) commits in gateway.db at once, not in the log', async () => {
   const d = dir();
   const o = await open(d);
