@@ -48,11 +48,16 @@ async function histogramSum(registry: Registry, name: string): Promise<number | 
 const rows = async (o: Outbox) => (await o.reader.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox_rows'))!.n;
 const seqs = async (o: Outbox) => (await o.reader.all<{ seq: number; ts: number; value: number }>('SELECT seq, ts, value FROM outbox_rows ORDER BY seq'));
 
-/** The data dir's files as a kill -9 leaves them (no write job runs meanwhile), copied to a new dir. */
-function crashImage(from: string): string {
-  const to = dir();
-  for (const f of ['gateway.db', 'gateway.db-wal', COMMIT_LOG_FILE]) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(to, f));
-  return to;
+/**
+ * The data dir's files as a kill -9 leaves them, copied to a new dir: inside a write job of the
+ * outbox's, so no transaction, checkpoint or log write is half done in the copy.
+ */
+function crashImage(o: Outbox, from: string): Promise<string> {
+  return o.writes.runBare(async () => {
+    const to = dir();
+    for (const f of ['gateway.db', 'gateway.db-wal', COMMIT_LOG_FILE]) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(to, f));
+    return to;
+  });
 }
 
 const record = (first: number, count: number, tag: string): LogRecord => {
@@ -110,10 +115,10 @@ test('a group of fresh readings is acknowledged from the log, reaches gateway.db
   expect(await o.submit([r('d1', T0 + 2, 3), r('d1', T0 + 3, 4)])).toEqual({ accepted: 2, duplicates: 0 });
   expect(await rows(o)).toBe(2);
   expect(o.status()).toMatchObject({ lastSeq: 6, pending: 6 });
-  expect(CommitLog.open(join(crashImage(d), COMMIT_LOG_FILE)).records.map((x) => [x.first, x.count])).toEqual([[3, 2], [5, 2]]);
+  expect(CommitLog.open(join(await crashImage(o, d), COMMIT_LOG_FILE)).records.map((x) => [x.first, x.count])).toEqual([[3, 2], [5, 2]]);
 
   // A kill -9 now: the restart puts the two logged groups into gateway.db before anything else.
-  const image = crashImage(d);
+  const image = await crashImage(o, d);
   const b = await open(image);
   expect(await seqs(b)).toEqual([
     { seq: 1, ts: T0, value: 1 }, { seq: 2, ts: T0, value: 1 }, { seq: 3, ts: T0 + 1, value: 0.1 },
@@ -159,7 +164,7 @@ test('repeats: of a logged identity not yet in gateway.db, inside a group, and o
   expect(await rows(o)).toBe(3 + DEDUP_FLUSH_READINGS + 1);
 
   // After a restart every identity of gateway.db is below dedupHi: repeats are found in SQL.
-  const b = await open(crashImage(d));
+  const b = await open(await crashImage(o, d));
   expect(await b.submit([r('d1', T0 + 1), r('d1', T0 + 5), r('d1', T0 + 10 + DEDUP_FLUSH_READINGS)])).toEqual({ accepted: 1, duplicates: 2 });
 });
 
@@ -177,6 +182,62 @@ test('identities a general-path commit copies into dedup_keys bound the log\'s d
   expect(await o.submit([r('d2', T0)])).toEqual({ accepted: 0, duplicates: 1 });
 });
 
+test('randomized: fresh, late, repeated and new-series readings in groups of every size, with flushes and crash restarts: each identity stored once, its first value kept, seq contiguous [INV-1] [INV-2]', async () => {
+  let seed = 20261207;
+  const rand = (n: number) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n; };
+  let d = dir();
+  let o = await open(d);
+  /** Identity (device, ts) -> the value stored: what the outbox must hold in the end. */
+  const stored = new Map<string, number>();
+  const newest = new Map<string, number>();
+  /** Each device's stored ts, oldest first: repeats are drawn from them. */
+  const history = new Map<string, number[]>();
+  let devices = 4;
+  let total = 0;
+  for (let round = 0; round < 400; round++) {
+    // Small groups (the log's), middling ones, and some past LOG_MAX_READINGS.
+    const size = rand(10);
+    const n = size < 4 ? 1 + rand(3) : size < 9 ? 4 + rand(57) : 130 + rand(200);
+    const group: Reading[] = [];
+    for (let i = 0; i < n; i++) {
+      if (rand(60) === 0) devices++;
+      const device = `dev-${rand(devices)}`;
+      const top = newest.get(device) ?? T0;
+      const past = history.get(device) ?? [];
+      const kind = rand(20);
+      // Mostly the next reading of the device; some late (older, new or not), some repeats of any age.
+      const ts = kind === 0 ? top - rand(5000)
+        : kind <= 2 && past.length ? past[rand(past.length)]
+          : kind === 3 ? top - rand(50)
+            : top + 1 + rand(3);
+      newest.set(device, Math.max(top, ts));
+      group.push(r(device, ts, rand(1000) / 8));
+    }
+    let accepted = 0;
+    for (const x of group) {
+      const id = `${x.device}|${x.ts}`;
+      if (stored.has(id)) continue;
+      stored.set(id, x.value);
+      if (!history.has(x.device)) history.set(x.device, []);
+      history.get(x.device)!.push(x.ts);
+      accepted++;
+    }
+    total += group.length;
+    expect(await o.submit(group)).toEqual({ accepted, duplicates: group.length - accepted });
+    if (round % 100 === 99) {
+      // A kill -9 now: the restart goes on from the files.
+      d = await crashImage(o, d);
+      o = await open(d);
+    }
+  }
+  expect(total).toBeGreaterThan(2 * DEDUP_FLUSH_READINGS);
+  await o.applied();
+  const rows = await o.reader.all<{ seq: number; device: string; ts: number; value: number }>('SELECT seq, device, ts, value FROM outbox ORDER BY seq');
+  expect(rows.map((x) => x.seq)).toEqual(rows.map((_, i) => i + 1));
+  expect(new Map(rows.map((x) => [`${x.device}|${x.ts}`, x.value]))).toEqual(stored);
+  expect(rows.length).toBe(stored.size);
+}, 60_000);
+
 test('a group whose record would take more than a page (many series) commits in gateway.db at once, not in the log', async () => {
   const d = dir();
   const o = await open(d);
@@ -188,7 +249,7 @@ test('a group whose record would take more than a page (many series) commits in 
   // A few series: one page, logged.
   await o.submit(devices.slice(0, 4).map((x) => r(x, T0 + 2)));
   expect(await rows(o)).toBe(80);
-  expect(CommitLog.open(join(crashImage(d), COMMIT_LOG_FILE)).records.map((x) => [x.first, x.count])).toEqual([[81, 4]]);
+  expect(CommitLog.open(join(await crashImage(o, d), COMMIT_LOG_FILE)).records.map((x) => [x.first, x.count])).toEqual([[81, 4]]);
 });
 
 test('every other write job sees the logged groups in gateway.db first; the epoch closes after them', async () => {
@@ -220,7 +281,7 @@ test('an apply that fails keeps the readings (in the log, and applied by the nex
   expect(o.commitsFailingSince()).toBe(failingSince);
 
   // A kill -9 now loses nothing acknowledged.
-  const b = await open(crashImage(d));
+  const b = await open(await crashImage(o, d));
   expect((await seqs(b)).map((x) => x.seq)).toEqual([1, 2, 3, 4]);
 
   // The log fills (LOG_REWIND_BYTES of records waiting): the next group must wait for the apply,
@@ -264,7 +325,7 @@ test('commitLog false: every group commits in gateway.db before it resolves; a l
   const o = await open(d);
   await o.submit([r('d1', T0)]);
   await o.submit([r('d1', T0 + 1)]);
-  const image = crashImage(d);
+  const image = await crashImage(o, d);
   const b = await open(image, { commitLog: false });
   expect(await rows(b)).toBe(2);
   await b.submit([r('d1', T0 + 2)]);
