@@ -111,12 +111,10 @@ export class WriteQueue {
   before: ((db: Db) => Promise<void>) | null = null;
 
   run<T>(job: (db: Db) => Promise<T>): Promise<T> {
-    const next = this.tail.then(async () => {
-      if (this.before) await this.before(this.db);
-      return job(this.db);
+    return this.runBare(async (db) => {
+      if (this.before) await this.before(db);
+      return job(db);
     });
-    this.tail = next.catch(() => undefined);
-    return next;
   }
 
   /** Queue `job` like `run`, without the `before` hook (the hook's own owner's jobs). */

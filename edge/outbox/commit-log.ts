@@ -105,8 +105,7 @@ export class CommitLog {
   /** A record as written: header, payload, zeros to the end of its last page. */
   static encode(record: LogRecord): Buffer {
     const payload = Buffer.from(JSON.stringify(record.params), 'utf8');
-    const size = Math.ceil((HEADER_BYTES + payload.length) / LOG_PAGE) * LOG_PAGE;
-    const buf = Buffer.alloc(size);
+    const buf = Buffer.alloc(recordBytes(payload.length));
     MAGIC.copy(buf, 0);
     buf.writeUInt32LE(payload.length, MAGIC.length);
     buf.writeUInt32LE(crc32(payload), MAGIC.length + 4);
@@ -146,6 +145,9 @@ export class CommitLog {
   }
 }
 
+/** The bytes a record of a `length`-byte payload takes in the log: whole pages. */
+const recordBytes = (length: number) => Math.ceil((HEADER_BYTES + length) / LOG_PAGE) * LOG_PAGE;
+
 /** Every whole record of the log from offset 0, in file order, up to the first page without one. */
 function readRecords(fd: number): LogRecord[] {
   const size = fstatSync(fd).size;
@@ -166,7 +168,7 @@ function readRecords(fd: number): LogRecord[] {
     const record = recordOf(params);
     if (!record) break;
     out.push(record);
-    at += Math.ceil((HEADER_BYTES + length) / LOG_PAGE) * LOG_PAGE;
+    at += recordBytes(length);
   }
   return out;
 }

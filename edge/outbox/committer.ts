@@ -137,16 +137,17 @@ export const LINGER_FULL_READINGS = 256;
  * partials' leaf every time (docs/benchmarks.md, gateway, session 18).
  */
 export const APPLY_READINGS = 4096;
+export const APPLY_MS = 250;
 /**
  * Groups of more readings than this commit in gateway.db at once, not through the commit log (nor
  * does a group whose record takes more than a page, commitLogged): a SQLite commit's pages then
  * cost each reading little, and the log's pages and the apply would cost it more (bench:gateway at
  * -M 100, groups of ~180: 172-188 against 146-174 B written a reading, and a lower rate; a fleet's
  * groups of ~110 readings of ~110 series: 587-689 against 537-573 B; at -M 20, groups of ~40:
- * 205-228 against 317-347 B). A cheap test before the group is prepared: no reading's row is under 32 B.
+ * 205-228 against 317-347 B). A cheap test before the group is prepared: no reading's row is
+ * under 32 B.
  */
 export const LOG_MAX_READINGS = 128;
-export const APPLY_MS = 250;
 /** Devices remembered as windowed at most (then forgotten, and learnt again from their next commit). */
 const WINDOWED_MAX = 100_000;
 /**
@@ -719,10 +720,11 @@ export class Committer {
   /**
    * The usual group as a record of the commit log [INV-1]: durable once written, its PUBACKs sent
    * then, its statement run in gateway.db later with others (applyPending). It takes groups of at
-   * most LOG_MAX_READINGS (flushLoop) that commitFast would take, and of those only readings whose ts is above every identity of their series in
-   * dedup_keys (`dedupHi`, `seriesHi`), so the dedup is decided here, with no SQL [INV-2]; null
-   * (nothing written) for any other group, which commits in gateway.db as before. When LOG_REWIND_BYTES
-   * of the log are used, the records written go into gateway.db first, so this one can go at 0.
+   * most LOG_MAX_READINGS (flushLoop) that commitFast would take, and of those only readings whose
+   * ts is above every identity of their series in dedup_keys (`dedupHi`, `seriesHi`), so the dedup
+   * is decided here, with no SQL [INV-2]; null (nothing written) for any other group, which commits
+   * in gateway.db as before. When LOG_REWIND_BYTES of the log are used, the records written go into
+   * gateway.db first, so this one can go at 0.
    */
   private async commitLogged(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     const g = this.prepareFast(batch, true);
