@@ -34,6 +34,7 @@ Environment:
   BENCH_INFLIGHT=100     mosquitto_pub -M (QoS 1 messages in flight per client)
   BENCH_PUB_NODELAY=1    mosquitto_pub --nodelay (no Nagle on the publishers' sockets)
   BENCH_PROFILE=1        run each Braid gateway under node --cpu-prof; summaries go in the report
+  BENCH_PROFILE_INTERVAL_US=1000   the profiles' sampling interval (node --cpu-prof-interval; 50-200 to see sub-ms gaps)
   BENCH_GATEWAY_CONFIG='{"outbox":{"groupCommitMs":2}}'   merged into the gateway's config
   BENCH_WRITE_DOCS=1|0   write docs/benchmarks.md (default: only a full-scale run of everything)
   BENCH_KEEP=1           keep the temp dir (data dirs, latency samples)

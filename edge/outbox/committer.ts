@@ -185,12 +185,12 @@ const PARTIALS_UPSERT = `ON CONFLICT (${PARTIALS_KEY}) DO UPDATE SET count = exc
  * binary JSON once and each row's fields read from that, where json_each hands each row back as
  * JSON text that every `->>` parses again (15-19% less CPU per commit, bench/outbox-commit.ts).
  */
-const GROUP_COMMIT_SQL = `
-CREATE TEMP VIEW IF NOT EXISTS group_commit (rows, now, epoch, first, open_last, close_epoch, close_last, prows, flush)
+const groupCommitTrigger = (view: string, checkRepeats: boolean) => `
+CREATE TEMP VIEW IF NOT EXISTS ${view} (rows, now, epoch, first, open_last, close_epoch, close_last, prows, flush)
   AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL;
-CREATE TEMP TRIGGER IF NOT EXISTS group_commit_insert INSTEAD OF INSERT ON group_commit BEGIN
-  SELECT RAISE(ABORT, '${REPEAT_MESSAGE}') FROM jsonb_each(NEW.rows) j
-    WHERE EXISTS (SELECT 1 FROM dedup_keys k WHERE k.key = ${dedupKeySql('j.value->>0', 'j.value->>3')});
+CREATE TEMP TRIGGER IF NOT EXISTS ${view}_insert INSTEAD OF INSERT ON ${view} BEGIN
+  ${checkRepeats ? `SELECT RAISE(ABORT, '${REPEAT_MESSAGE}') FROM jsonb_each(NEW.rows) j
+    WHERE EXISTS (SELECT 1 FROM dedup_keys k WHERE k.key = ${dedupKeySql('j.value->>0', 'j.value->>3')});` : ''}
   UPDATE epochs SET last_seq = NEW.close_last, closed_at = NEW.now WHERE NEW.close_epoch IS NOT NULL AND epoch = NEW.close_epoch;
   INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) SELECT NEW.epoch, NEW.first, NEW.open_last, NEW.now WHERE NEW.open_last IS NOT NULL;
   INSERT INTO outbox_rows (seq, epoch, series, ts, value, late)
@@ -201,7 +201,32 @@ CREATE TEMP TRIGGER IF NOT EXISTS group_commit_insert INSTEAD OF INSERT ON group
       (j.value->>8) * pow(2, j.value->>9), (j.value->>10) * pow(2, j.value->>11), (j.value->>12) * pow(2, j.value->>13), j.value->>16,
       (j.value->>14) * pow(2, j.value->>15), j.value->>17, NEW.now FROM jsonb_each(NEW.prows) j WHERE true ${PARTIALS_UPSERT};
 END;`;
+const GROUP_COMMIT_SQL = groupCommitTrigger('group_commit', true);
 const GROUP_COMMIT_INSERT = 'INSERT INTO temp.group_commit (rows, now, epoch, first, open_last, close_epoch, close_last, prows, flush) VALUES (jsonb(?), ?, ?, ?, ?, ?, ?, ?, ?)';
+/**
+ * The commit log's records into gateway.db as one statement (applyRecords, replayCommitLog): its
+ * one parameter is a JSON array of the records' parameters (applyJson), whose every element runs
+ * the group commit's trigger in turn, in order. One trip to SQLite's thread for all of them, where a
+ * statement a record took one each and a callback on the main thread (4,096 readings: ~100 of
+ * them). It is the group commit without the look into dedup_keys: a record's readings were found
+ * new before it was written (commitLogged) [INV-2]. A single statement, so its own transaction.
+ */
+const GROUP_APPLY_SQL = groupCommitTrigger('group_apply', false);
+const GROUP_APPLY_INSERT = `INSERT INTO temp.group_apply (rows, now, epoch, first, open_last, close_epoch, close_last, prows, flush)
+  SELECT jsonb_extract(j.value, '$[0]'), j.value->>1, j.value->>2, j.value->>3, j.value->>4, j.value->>5, j.value->>6, jsonb_extract(j.value, '$[7]'), j.value->>8
+  FROM jsonb_each(jsonb(?)) j ORDER BY j.key`;
+
+/**
+ * The records' parameters as GROUP_APPLY_INSERT takes them: the readings' and the partials' JSON
+ * (texts, params 0 and 7) go in as they are, not as strings of JSON to parse once more.
+ */
+export function applyJson(records: LogRecord[]): string {
+  const out: string[] = [];
+  for (const { params: p } of records) {
+    out.push(`[${p[0] as string},${JSON.stringify(p[1])},${JSON.stringify(p[2])},${JSON.stringify(p[3])},${JSON.stringify(p[4])},${JSON.stringify(p[5])},${JSON.stringify(p[6])},${p[7] as string},${JSON.stringify(p[8])}]`);
+  }
+  return `[${out.join(',')}]`;
+}
 /** What a commit probe writes (and deletes): about a group commit of a few hundred readings. */
 const PROBE_BYTES = 64 * 1024;
 const partialKey = (device: string, metric: string, minute: number) => `${device}${SEP}${metric}${SEP}${minute}`;
@@ -287,6 +312,8 @@ export class Committer {
   private unappliedReadings = 0;
   private applyTimer: NodeJS.Timeout | null = null;
   private applyQueued = false;
+  /** The apply running in the background (applySoon), if one is; it never rejects. */
+  private applying: Promise<void> | null = null;
   /** The last apply failed (the commits' health stays failing until one succeeds). */
   private applyFailing = false;
   /**
@@ -297,8 +324,8 @@ export class Committer {
    */
   private readonly dedupHi: number;
   private seriesHi = new Map<number, number>();
-  /** The group commit's prepared Statement and the connection it belongs to. */
-  private groupCommit: { db: Db; stmt: Promise<sqlite3.Statement> } | null = null;
+  /** The group commit's and the apply's prepared Statements and the connection they belong to. */
+  private statements = new Map<GroupStatement, { db: Db; stmt: Promise<sqlite3.Statement> }>();
   /** Called after each commit that assigned seq (the forwarder's wake-up). */
   onCommitted: (lastSeq: number) => void = () => {};
   /**
@@ -708,7 +735,7 @@ export class Committer {
     const g = this.prepareFast(batch, false);
     if (!g) return null;
     try {
-      await runStatement(await this.groupCommitStatement(db), g.record.params);
+      await runStatement(await this.statement(db, 'commit'), g.record.params);
     } catch (err) {
       g.undo();
       if (isDedupConflict(err)) return null;
@@ -755,11 +782,22 @@ export class Committer {
   }
 
   /**
-   * Put the logged groups into gateway.db, in order, in one transaction; then the log may be written
-   * over up to their last seq, and the forwarder hears of them. A failure keeps them all waiting
-   * (they are in the log) and fails the caller: the next write job tries again.
+   * Put the logged groups into gateway.db: after the apply running in the background, if one is
+   * (applySoon), those waiting now. Every write job that touches gateway.db calls it first (the
+   * `before` hook, the SQL commit paths, applied(), close()): one transaction at a time on the
+   * connection, and the records in order. A failure fails the caller (applyRecords).
    */
   private async applyPending(db: Db): Promise<void> {
+    while (this.applying) await this.applying;
+    await this.applyRecords(db);
+  }
+
+  /**
+   * The logged groups waiting, into gateway.db in order in one statement (GROUP_APPLY_INSERT); then the log may be
+   * written over up to their last seq, and the forwarder hears of them. A failure keeps them all
+   * waiting (they are in the log) and fails the caller: the next write job tries again.
+   */
+  private async applyRecords(db: Db): Promise<void> {
     if (!this.unapplied.length) return;
     this.clearApplyTimer();
     const take = this.unapplied;
@@ -768,11 +806,7 @@ export class Committer {
     this.unappliedReadings = 0;
     const started = performance.now();
     try {
-      const stmt = await this.groupCommitStatement(db);
-      // One at a time: a statement still queued when a failed one's ROLLBACK ran would commit alone.
-      await transaction(db, async () => {
-        for (const r of take) await runStatement(stmt, r.params);
-      });
+      await runStatement(await this.statement(db, 'apply'), [applyJson(take)]);
     } catch (err) {
       this.unapplied = take.concat(this.unapplied);
       this.unappliedReadings += readings;
@@ -789,8 +823,10 @@ export class Committer {
     this.metrics.applySeconds.observe((performance.now() - started) / 1000);
     this.metrics.applyReadings.observe(readings);
     const last = take[take.length - 1];
-    this.log!.appliedUpTo(last.first + last.count - 1);
-    this.onCommitted(this.state.lastSeq);
+    const lastSeq = last.first + last.count - 1;
+    this.log!.appliedUpTo(lastSeq);
+    // Not state.lastSeq: logged groups may have come after these while they went in (applySoon).
+    this.onCommitted(lastSeq);
   }
 
   /** After a logged group: its apply, at once past APPLY_READINGS waiting, else within APPLY_MS. */
@@ -808,13 +844,29 @@ export class Committer {
     }
   }
 
+  /**
+   * Start an apply in the background: the write job that starts it ends at once, so the logged
+   * groups queued behind it are written and acknowledged while gateway.db takes the records (an
+   * apply of 4,096 readings takes 20-50 ms here, and held every PUBACK that long while it was a
+   * write job of its own: docs/benchmarks.md, gateway, session 19). What touches gateway.db waits
+   * for it (applyPending). When it ends, the groups logged meanwhile get their own, as scheduleApply
+   * would have started it (a failed one is tried again by the next write job).
+   */
   private applySoon(): void {
-    if (this.applyQueued) return;
+    // A closing committer applies what is left itself (close).
+    if (this.applyQueued || this.closed) return;
     this.applyQueued = true;
     this.writes.runBare(async (db) => {
       this.applyQueued = false;
-      await this.applyPending(db);
-    }).catch(() => undefined); // logged and counted by applyPending; the next write job tries again
+      if (this.applying || !this.unapplied.length) return;
+      this.applying = this.applyRecords(db).then(() => {
+        this.applying = null;
+        // A timer that fired meanwhile found this one running (the check above).
+        if (this.unapplied.length && (this.unappliedReadings >= APPLY_READINGS || !this.applyTimer)) this.applySoon();
+      }, () => {
+        this.applying = null; // logged and counted by applyRecords; the next write job tries again
+      });
+    }).catch(() => undefined);
   }
 
   private clearApplyTimer(): void {
@@ -827,7 +879,15 @@ export class Committer {
    * must see them (the windows API after a PUBACK).
    */
   async applied(): Promise<void> {
-    if (this.unapplied.length) await this.writes.runBare((db) => this.applyPending(db));
+    if (this.unapplied.length || this.applying) await this.writes.runBare((db) => this.applyPending(db));
+  }
+
+  /**
+   * Resolves once no apply runs in the background (none starts before the caller's write job
+   * ends, when awaited inside one): gateway.db's files are then at rest there, for a copy of them.
+   */
+  async applyIdle(): Promise<void> {
+    while (this.applying) await this.applying;
   }
 
   /**
@@ -946,15 +1006,18 @@ export class Committer {
     return { record: { first, count: kept.length, params }, results, apply, undo };
   }
 
-  /** The group commit's Statement on this connection, with its temp view and trigger (made once). */
-  private groupCommitStatement(db: Db): Promise<sqlite3.Statement> {
-    if (this.groupCommit?.db !== db) {
-      const made = prepareGroupCommit(db);
-      // A failed preparation is tried again at the next commit.
-      made.catch(() => { if (this.groupCommit?.stmt === made) this.groupCommit = null; });
-      this.groupCommit = { db, stmt: made };
-    }
-    return this.groupCommit.stmt;
+  /**
+   * The group commit's Statement on this connection ('commit'), or the commit log's apply ('apply'),
+   * with its temp view and trigger (made once).
+   */
+  private statement(db: Db, kind: GroupStatement): Promise<sqlite3.Statement> {
+    const held = this.statements.get(kind);
+    if (held?.db === db) return held.stmt;
+    const made = prepareGroupStatement(db, kind);
+    // A failed preparation is tried again at the next commit.
+    made.catch(() => { if (this.statements.get(kind)?.stmt === made) this.statements.delete(kind); });
+    this.statements.set(kind, { db, stmt: made });
+    return made;
   }
 
   /** The ts of a series' identities not in dedup_keys yet (made empty on first use). */
@@ -1129,23 +1192,27 @@ export class Committer {
       this.writes.before = null;
     }
     // The connection closes only once its statements are finalized.
-    const gc = this.groupCommit;
-    this.groupCommit = null;
-    if (gc) {
+    const held = [...this.statements.values()];
+    this.statements.clear();
+    if (held.length) {
       await this.writes.runBare(async () => {
-        const stmt = await gc.stmt.catch(() => null);
-        if (stmt) await new Promise<void>((resolve) => stmt.finalize(() => resolve()));
+        for (const h of held) {
+          const stmt = await h.stmt.catch(() => null);
+          if (stmt) await new Promise<void>((resolve) => stmt.finalize(() => resolve()));
+        }
       });
     }
     this.log?.close();
   }
 }
 
-/** The group commit's temp view and trigger on this connection (made once), and its Statement. */
-async function prepareGroupCommit(db: Db): Promise<sqlite3.Statement> {
-  await db.exec(GROUP_COMMIT_SQL);
+type GroupStatement = 'commit' | 'apply';
+
+/** The temp view and trigger of the group commit or of the apply on this connection (made once), and its Statement. */
+async function prepareGroupStatement(db: Db, kind: GroupStatement): Promise<sqlite3.Statement> {
+  await db.exec(kind === 'commit' ? GROUP_COMMIT_SQL : GROUP_APPLY_SQL);
   return new Promise<sqlite3.Statement>((resolve, reject) => {
-    const stmt: sqlite3.Statement = db.raw.prepare(GROUP_COMMIT_INSERT, (err: Error | null) => (err ? reject(err) : resolve(stmt)));
+    const stmt: sqlite3.Statement = db.raw.prepare(kind === 'commit' ? GROUP_COMMIT_INSERT : GROUP_APPLY_INSERT, (err: Error | null) => (err ? reject(err) : resolve(stmt)));
   });
 }
 
@@ -1158,16 +1225,14 @@ function runStatement(stmt: sqlite3.Statement, params: unknown[]): Promise<void>
 
 /**
  * Apply the commit log's records that gateway.db does not hold yet (commit-log.ts replayable), in
- * order, in one transaction, before anything else reads or writes the file: each is the statement
- * its group ran or would have run, against the state it was decided on [INV-1].
+ * order, in one statement (its own transaction), before anything else reads or writes the file:
+ * each is the statement its group would have run, against the state it was decided on [INV-1].
  */
 export async function replayCommitLog(db: Db, records: LogRecord[]): Promise<void> {
   if (!records.length) return;
-  const stmt = await prepareGroupCommit(db);
+  const stmt = await prepareGroupStatement(db, 'apply');
   try {
-    await transaction(db, async () => {
-      for (const r of records) await runStatement(stmt, r.params);
-    });
+    await runStatement(stmt, [applyJson(records)]);
   } finally {
     await new Promise<void>((resolve) => stmt.finalize(() => resolve()));
   }

@@ -240,6 +240,11 @@ export class Outbox implements OutboxBacklogSource {
     return this.committer.applied();
   }
 
+  /** Resolves once the commit log's apply running in the background, if any, has ended (Committer.applyIdle). */
+  applyIdle(): Promise<void> {
+    return this.committer.applyIdle();
+  }
+
   /** Keep an unparseable payload with its reason; resolves once durable. */
   quarantine(entry: QuarantineEntry): Promise<void> {
     return this.committer.quarantine(entry);

@@ -9,10 +9,11 @@ import { copyFileSync, existsSync, openSync, closeSync, statSync, writeSync } fr
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { CommitLog, LOG_PAGE, LOG_PREALLOC_BYTES, LOG_REWIND_BYTES, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
-import { DEDUP_FLUSH_READINGS } from '../../edge/outbox/committer.js';
+import { APPLY_READINGS, DEDUP_FLUSH_READINGS } from '../../edge/outbox/committer.js';
 import { COMMIT_LOG_FILE, Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
 import { nullLogger } from '../../shared/logger.js';
 import { metricValue } from '../../shared/metrics.js';
+import { Db } from '../../shared/sqlite.js';
 import { tempDir } from '../support/gateway.js';
 
 const T0 = Date.UTC(2026, 11, 7, 12, 0, 0);
@@ -54,6 +55,7 @@ const seqs = async (o: Outbox) => (await o.reader.all<{ seq: number; ts: number;
  */
 function crashImage(o: Outbox, from: string): Promise<string> {
   return o.writes.runBare(async () => {
+    await o.applyIdle();
     const to = dir();
     for (const f of ['gateway.db', 'gateway.db-wal', COMMIT_LOG_FILE]) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(to, f));
     return to;
@@ -260,6 +262,40 @@ test('every other write job sees the logged groups in gateway.db first; the epoc
   expect(await o.writes.run((db) => db.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox_rows'))).toEqual({ n: 3 });
   await o.close();
   outboxes = [];
+});
+
+test('an apply holds no acknowledgement: groups the log takes while one runs are acknowledged; every other write job waits for it and sees them all', async () => {
+  const d = dir();
+  const o = await open(d);
+  await o.submit([r('d1', T0)]);
+  let ts = T0;
+  const group = (n: number) => Array.from({ length: n }, () => r('d1', ++ts));
+  // Just under APPLY_READINGS waiting in the log: the next group starts an apply in the background.
+  for (let left = APPLY_READINGS - 1; left > 0; left -= Math.min(64, left)) await o.submit(group(Math.min(64, left)));
+  expect(await rows(o)).toBe(1);
+  // Another connection holds gateway.db's write lock: that apply waits for it (busy_timeout).
+  const blocker = await Db.open(join(d, 'gateway.db'));
+  await blocker.exec('BEGIN IMMEDIATE');
+  let released = false;
+  try {
+    expect(await o.submit(group(1))).toEqual({ accepted: 1, duplicates: 0 });
+    // Acknowledged from the log while the apply waits, not after it.
+    const later = o.submit(group(2)).then((x) => ({ x, released }));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([later, new Promise((resolve) => { timer = setTimeout(resolve, 3000); })]);
+    clearTimeout(timer);
+    // A write job queued now runs once the apply has ended, with the groups logged meanwhile in too.
+    const job = o.writes.run((db) => db.get<{ n: number }>('SELECT COUNT(*) AS n FROM outbox_rows')).then((x) => ({ x, released }));
+    released = true;
+    await blocker.exec('COMMIT');
+    expect(await later).toEqual({ x: { accepted: 2, duplicates: 0 }, released: false });
+    expect(await job).toEqual({ x: { n: 1 + APPLY_READINGS + 2 }, released: true });
+  } finally {
+    if (!released) await blocker.exec('ROLLBACK').catch(() => undefined);
+    await blocker.close();
+  }
+  expect(o.commitsFailingSince()).toBeNull();
+  expect((await seqs(o)).map((x) => x.seq)).toEqual(Array.from({ length: 1 + APPLY_READINGS + 2 }, (_, i) => i + 1));
 });
 
 test('an apply that fails keeps the readings (in the log, and applied by the next write job once it can) and marks the commits failing', async () => {
