@@ -8,6 +8,12 @@
  * (docs/benchmarks.md, gateway, session 18). The PUBACKs of the group follow that write; the
  * statements go into gateway.db afterwards, many records in one transaction (Committer.applyPending).
  *
+ * The write is made on the main thread while the log's writes take under INLINE_MAX_MS (an
+ * average, WriteTimes), and on the thread pool otherwise: a write of a page to a fast disk takes
+ * less than the two hops to a pool thread and back, which held a commit at mosquitto_pub's default
+ * window ~0.15 ms longer (docs/benchmarks.md, gateway, session 19); a slow disk (an SD card: ms a
+ * write) must not hold the event loop that long at every commit.
+ *
  * A record is applied once gateway.db holds its seqs (synchronous=FULL: durable when COMMIT
  * returns). When every record written is applied, the next one goes at offset 0 again, over records
  * that gateway.db holds already. Opening the gateway reads the log from the start: the records
@@ -41,6 +47,28 @@ export const LOG_PREALLOC_BYTES = 4 * 1024 * 1024;
 /** Once this much of the log holds records, the next append waits for them to be applied and starts again at 0. */
 export const LOG_REWIND_BYTES = 3 * 1024 * 1024;
 
+/** Writes go on the main thread while the log's writes take less than this on average (ms). */
+export const INLINE_MAX_MS = 0.5;
+
+/**
+ * How long the log's writes take, on average (exponentially weighted, 1/16 a write): a write on
+ * the main thread is timed around the call, one on the thread pool from its dispatch to its
+ * callback (the hops included). One write that stalls (a device flush) sends the next to the pool
+ * until the average is back under INLINE_MAX_MS: ~15 writes of 0.2 ms after a 10 ms stall.
+ */
+export class WriteTimes {
+  private avg = 0;
+
+  record(ms: number): void {
+    this.avg += (ms - this.avg) / 16;
+  }
+
+  /** Whether the next write goes on the main thread. */
+  inline(): boolean {
+    return this.avg < INLINE_MAX_MS;
+  }
+}
+
 /** One group commit's statement parameters, with the seqs it gives. */
 export interface LogRecord {
   /** The first seq of the group (the statement's `first`). */
@@ -58,6 +86,10 @@ export class CommitLog {
   private written = 0;
   private applied = 0;
   private closed = false;
+  /** How long its writes take (where the next one is made). */
+  readonly times = new WriteTimes();
+  /** Called after each write: whether it was made on the main thread, and its time in ms. */
+  onWrite: (inline: boolean, ms: number) => void = () => {};
 
   private constructor(fd: number) {
     this.fd = fd;
@@ -122,13 +154,32 @@ export class CommitLog {
     this.rewindIfApplied();
     const size = buf.length;
     const at = this.offset;
+    const started = performance.now();
+    const done = (inline: boolean, n: number) => {
+      const ms = performance.now() - started;
+      this.times.record(ms);
+      this.onWrite(inline, ms);
+      if (n !== size) throw new Error(`commit log: short write (${n} of ${size} bytes)`);
+      this.offset = at + size;
+      this.written = record.first + record.count - 1;
+    };
+    if (this.times.inline()) {
+      try {
+        done(true, writeSync(this.fd, buf, 0, size, at));
+        return Promise.resolve();
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     return new Promise((resolve, reject) => {
       fsWrite(this.fd, buf, 0, size, at, (err, n) => {
         if (err) return reject(err);
-        if (n !== size) return reject(new Error(`commit log: short write (${n} of ${size} bytes)`));
-        this.offset = at + size;
-        this.written = record.first + record.count - 1;
-        resolve();
+        try {
+          done(false, n);
+          resolve();
+        } catch (e) {
+          reject(e);
+        }
       });
     });
   }

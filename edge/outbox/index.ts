@@ -162,6 +162,10 @@ export class Outbox implements OutboxBacklogSource {
     let outbox: Outbox | null = null;
     const metrics = createOutboxMetrics(deps.registry, () => outbox);
     const writes = new WriteQueue(writer);
+    if (log) {
+      const [main, pool] = [metrics.logWrites.labels('main'), metrics.logWrites.labels('pool')];
+      log.onWrite = (inline) => (inline ? main : pool).inc();
+    }
     const committer = new Committer({ writes, logger: deps.logger, metrics, now, log }, {
       groupCommitMs: opts.groupCommitMs,
       refillWaitMs: opts.refillWaitMs,

@@ -8,7 +8,7 @@
 import { copyFileSync, existsSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { CommitLog, LOG_PAGE, LOG_PREALLOC_BYTES, LOG_REWIND_BYTES, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
+import { CommitLog, INLINE_MAX_MS, LOG_PAGE, LOG_PREALLOC_BYTES, LOG_REWIND_BYTES, WriteTimes, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
 import { APPLY_READINGS, DEDUP_FLUSH_READINGS } from '../../edge/outbox/committer.js';
 import { COMMIT_LOG_FILE, Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
 import { nullLogger } from '../../shared/logger.js';
@@ -103,6 +103,41 @@ test('the log file: records come back in file order; the replay takes those afte
   const torn = CommitLog.open(file);
   expect(torn.records).toEqual([]);
   torn.log.close();
+});
+
+test('the log writes on the main thread while its writes are fast, on the thread pool once they are slow (a stall) and back when the average is fast again; the records are the same either way', async () => {
+  const t = new WriteTimes();
+  expect(t.inline()).toBe(true);
+  for (let i = 0; i < 50; i++) t.record(0.2);
+  expect(t.inline()).toBe(true);
+  // One 10 ms stall: to the pool, for ~15 writes of 0.2 ms.
+  t.record(10);
+  expect(t.inline()).toBe(false);
+  let writes = 0;
+  while (!t.inline()) {
+    t.record(0.2);
+    writes++;
+  }
+  expect(writes).toBeGreaterThan(5);
+  expect(writes).toBeLessThan(20);
+  // A disk whose every write takes a millisecond stays on the pool.
+  for (let i = 0; i < 100; i++) t.record(2 * INLINE_MAX_MS);
+  expect(t.inline()).toBe(false);
+
+  const file = join(dir(), COMMIT_LOG_FILE);
+  const { log } = CommitLog.open(file);
+  const where: boolean[] = [];
+  log.onWrite = (inline) => where.push(inline);
+  const recs = [record(1, 2, 'a'), record(3, 1, 'b'), record(4, 3, 'c'), record(7, 1, 'd')];
+  await log.append(recs[0]);
+  log.times.record(16 * 100); // as after a write of 100 ms: the next ones go to the pool
+  await log.append(recs[1]);
+  await log.append(recs[2]);
+  for (let i = 0; i < 200; i++) log.times.record(0);
+  await log.append(recs[3]);
+  log.close();
+  expect(where).toEqual([true, false, false, true]);
+  expect(CommitLog.open(file).records).toEqual(recs);
 });
 
 test('a group of fresh readings is acknowledged from the log, reaches gateway.db with others, and a crash image replays it exactly [INV-1]', async () => {
