@@ -15,12 +15,15 @@
  * write) must not hold the event loop that long at every commit.
  *
  * A record is applied once gateway.db holds its seqs (synchronous=FULL: durable when COMMIT
- * returns). When every record written is applied, the next one goes at offset 0 again, over records
- * that gateway.db holds already. Opening the gateway reads the log from the start: the records
- * after gateway.db's last seq, contiguous in seq, are applied before anything else (replay); a
- * record whose seqs gateway.db holds is one applied before, one with other seqs is older than the
- * log's start and ends the read, as does a page without a whole record (a write cut by a crash:
- * its PUBACKs never left).
+ * returns). The file is a ring: a record goes after the last one written, or at offset 0 when it
+ * does not fit before the end (and at 0 whenever every record written is applied), never over a
+ * record not yet applied: those are written while the committer's apply runs in the background,
+ * so the log is seldom all applied at once (full(): the next group waits for the apply). Opening
+ * the gateway reads every page that begins a whole record (others: payload pages, a record cut
+ * by a crash, one partly written over), and applies the records after gateway.db's last seq,
+ * contiguous in seq, before anything else (replay); a record whose seqs gateway.db holds is one
+ * applied before. A record cut by a crash is the last one written: its PUBACKs never left, and
+ * none was written after it (the committer writes one record at a time).
  *
  * Record: the magic (8 bytes, with bytes UTF-8 text never holds, so no payload is taken for a
  * header), the payload's length (u32 LE), its CRC-32 (u32 LE), then the payload: the statement's
@@ -39,13 +42,11 @@ const HEADER_BYTES = MAGIC.length + 8;
 /** Records start at the filesystem's page boundaries and fill whole pages. */
 export const LOG_PAGE = 4096;
 /**
- * The log's size as made (zeros, written a page at a time): appends inside it change no file size,
- * so O_DSYNC writes only the data. Past it the log grows (rare: every record written is applied
- * first once REWIND_BYTES are used, Committer).
+ * The log's size, made once with zeros a page at a time: appends inside it change no file size,
+ * so O_DSYNC writes only the data. About 25 s of records at mosquitto_pub's default window, where
+ * an apply takes 4,096 readings (~100 records) every ~100 ms.
  */
 export const LOG_PREALLOC_BYTES = 4 * 1024 * 1024;
-/** Once this much of the log holds records, the next append waits for them to be applied and starts again at 0. */
-export const LOG_REWIND_BYTES = 3 * 1024 * 1024;
 
 /** Writes go on the main thread while the log's writes take less than this on average (ms). */
 export const INLINE_MAX_MS = 0.5;
@@ -81,10 +82,10 @@ export interface LogRecord {
 
 export class CommitLog {
   private readonly fd: number;
+  /** Where the last record written ends. */
   private offset = 0;
-  /** Highest seq written to the log, and highest seq gateway.db holds durably. */
-  private written = 0;
-  private applied = 0;
+  /** The records written and not yet in gateway.db, oldest first: where each starts, and its last seq. */
+  private unapplied: Array<{ at: number; last: number }> = [];
   private closed = false;
   /** How long its writes take (where the next one is made). */
   readonly times = new WriteTimes();
@@ -96,8 +97,9 @@ export class CommitLog {
   }
 
   /**
-   * Open (or make) the log at `file` and read its records: every whole record from offset 0 in
-   * file order (the caller picks those to replay, replayable).
+   * Open (or make) the log at `file` and read its records: every whole record, in seq order (the
+   * caller picks those to replay, replayable, and applies them before the first append, which goes
+   * at offset 0).
    */
   static open(file: string): { log: CommitLog; records: LogRecord[] } {
     const made = !existsSync(file);
@@ -124,14 +126,24 @@ export class CommitLog {
     return { log: new CommitLog(openSync(file, constants.O_RDWR | constants.O_DSYNC)), records };
   }
 
-  /** Where the next record goes: offset 0 once everything written is applied. */
-  private rewindIfApplied(): void {
-    if (this.offset > 0 && this.applied >= this.written) this.offset = 0;
+  /**
+   * Where a record of `size` bytes goes: after the last one written, or at 0 when it does not fit
+   * before the end or when every record written is applied; null when the records not yet applied
+   * leave no room for it.
+   */
+  private placeFor(size: number): number | null {
+    if (!this.unapplied.length) return size <= LOG_PREALLOC_BYTES ? 0 : null;
+    const tail = this.unapplied[0].at;
+    const head = this.offset;
+    // Not wrapped (the oldest waiting record before the last one's end): free past head and before tail.
+    if (head > tail) return head + size <= LOG_PREALLOC_BYTES ? head : size <= tail ? 0 : null;
+    // Wrapped: free from head up to the oldest waiting record.
+    return head + size <= tail ? head : null;
   }
 
-  /** Whether the next append must wait for the records written to be applied (LOG_REWIND_BYTES used). */
+  /** Whether a record of a page has no room until the records written are applied (the committer applies them first). */
   full(): boolean {
-    return this.offset >= LOG_REWIND_BYTES && this.applied < this.written;
+    return this.placeFor(LOG_PAGE) === null;
   }
 
   /** A record as written: header, payload, zeros to the end of its last page. */
@@ -151,9 +163,9 @@ export class CommitLog {
    */
   append(record: LogRecord, buf = CommitLog.encode(record)): Promise<void> {
     if (this.closed) return Promise.reject(new Error('the commit log is closed'));
-    this.rewindIfApplied();
     const size = buf.length;
-    const at = this.offset;
+    const at = this.placeFor(size);
+    if (at === null) return Promise.reject(new Error(`commit log: no room for a record of ${size} bytes until the records written are in gateway.db`));
     const started = performance.now();
     const done = (inline: boolean, n: number) => {
       const ms = performance.now() - started;
@@ -161,7 +173,7 @@ export class CommitLog {
       this.onWrite(inline, ms);
       if (n !== size) throw new Error(`commit log: short write (${n} of ${size} bytes)`);
       this.offset = at + size;
-      this.written = record.first + record.count - 1;
+      this.unapplied.push({ at, last: record.first + record.count - 1 });
     };
     if (this.times.inline()) {
       try {
@@ -186,7 +198,9 @@ export class CommitLog {
 
   /** gateway.db holds every seq up to `seq` durably: those records may be written over. */
   appliedUpTo(seq: number): void {
-    if (seq > this.applied) this.applied = seq;
+    let n = 0;
+    while (n < this.unapplied.length && this.unapplied[n].last <= seq) n++;
+    if (n) this.unapplied.splice(0, n);
   }
 
   close(): void {
@@ -199,29 +213,38 @@ export class CommitLog {
 /** The bytes a record of a `length`-byte payload takes in the log: whole pages. */
 const recordBytes = (length: number) => Math.ceil((HEADER_BYTES + length) / LOG_PAGE) * LOG_PAGE;
 
-/** Every whole record of the log from offset 0, in file order, up to the first page without one. */
+/**
+ * Every whole record of the log, in seq order: each page is read for one that starts there (a
+ * payload page never does: the magic has bytes UTF-8 text never holds), and one that fails its
+ * check (cut by a crash, partly written over) is passed over, a page at a time.
+ */
 function readRecords(fd: number): LogRecord[] {
   const size = fstatSync(fd).size;
   const out: LogRecord[] = [];
   const head = Buffer.alloc(HEADER_BYTES);
   for (let at = 0; at + HEADER_BYTES <= size;) {
-    if (readSync(fd, head, 0, HEADER_BYTES, at) !== HEADER_BYTES || !head.subarray(0, MAGIC.length).equals(MAGIC)) break;
-    const length = head.readUInt32LE(MAGIC.length);
-    if (at + HEADER_BYTES + length > size) break;
-    const payload = Buffer.alloc(length);
-    if (readSync(fd, payload, 0, length, at + HEADER_BYTES) !== length || crc32(payload) !== head.readUInt32LE(MAGIC.length + 4)) break;
-    let params: unknown;
-    try {
-      params = JSON.parse(payload.toString('utf8'));
-    } catch {
-      break;
-    }
-    const record = recordOf(params);
-    if (!record) break;
-    out.push(record);
-    at += recordBytes(length);
+    const record = readRecord(fd, head, at, size);
+    at += record ? recordBytes(record.length) : LOG_PAGE;
+    if (record) out.push(record.record);
   }
-  return out;
+  return out.sort((a, b) => a.first - b.first);
+}
+
+/** The whole record starting at `at`, with its payload's length, or null. */
+function readRecord(fd: number, head: Buffer, at: number, size: number): { record: LogRecord; length: number } | null {
+  if (readSync(fd, head, 0, HEADER_BYTES, at) !== HEADER_BYTES || !head.subarray(0, MAGIC.length).equals(MAGIC)) return null;
+  const length = head.readUInt32LE(MAGIC.length);
+  if (at + HEADER_BYTES + length > size) return null;
+  const payload = Buffer.alloc(length);
+  if (readSync(fd, payload, 0, length, at + HEADER_BYTES) !== length || crc32(payload) !== head.readUInt32LE(MAGIC.length + 4)) return null;
+  let params: unknown;
+  try {
+    params = JSON.parse(payload.toString('utf8'));
+  } catch {
+    return null;
+  }
+  const record = recordOf(params);
+  return record ? { record, length } : null;
 }
 
 /** The record of a statement's parameters (first at 3, the readings' JSON at 0), or null if they are not such. */
@@ -239,7 +262,8 @@ function recordOf(params: unknown): LogRecord | null {
 
 /**
  * The records to apply after gateway.db's last seq `lastSeq`: those that continue it, contiguous
- * in seq, in file order. Records gateway.db holds are passed over; any other ends the list.
+ * in seq, from `records` in seq order (readRecords'). Records gateway.db holds are passed over;
+ * a gap ends the list.
  */
 export function replayable(records: LogRecord[], lastSeq: number): LogRecord[] {
   const out: LogRecord[] = [];

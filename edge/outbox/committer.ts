@@ -750,8 +750,8 @@ export class Committer {
    * most LOG_MAX_READINGS (flushLoop) that commitFast would take, and of those only readings whose
    * ts is above every identity of their series in dedup_keys (`dedupHi`, `seriesHi`), so the dedup
    * is decided here, with no SQL [INV-2]; null (nothing written) for any other group, which commits
-   * in gateway.db as before. When LOG_REWIND_BYTES of the log are used, the records written go into
-   * gateway.db first, so this one can go at 0.
+   * in gateway.db as before. When the records not yet applied leave the log no room (CommitLog.full:
+   * the apply is far behind, or failing), they go into gateway.db first.
    */
   private async commitLogged(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     const g = this.prepareFast(batch, true);

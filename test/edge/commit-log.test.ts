@@ -8,7 +8,7 @@
 import { copyFileSync, existsSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { CommitLog, INLINE_MAX_MS, LOG_PAGE, LOG_PREALLOC_BYTES, LOG_REWIND_BYTES, WriteTimes, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
+import { CommitLog, INLINE_MAX_MS, LOG_PAGE, LOG_PREALLOC_BYTES, WriteTimes, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
 import { APPLY_READINGS, DEDUP_FLUSH_READINGS } from '../../edge/outbox/committer.js';
 import { COMMIT_LOG_FILE, Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
 import { nullLogger } from '../../shared/logger.js';
@@ -67,7 +67,7 @@ const record = (first: number, count: number, tag: string): LogRecord => {
   return { first, count, params: [JSON.stringify(readings), T0, 1, first, null, null, null, `[${JSON.stringify(tag)}]`, null] };
 };
 
-test('the log file: records come back in file order; the replay takes those after gateway.db\'s last seq, contiguous; written over once applied; a torn record ends the read', async () => {
+test('the log file: records come back in seq order; the replay takes those after gateway.db\'s last seq, contiguous; a ring that never writes over a record not applied; a torn record is passed over', async () => {
   const file = join(dir(), COMMIT_LOG_FILE);
   const { log, records } = CommitLog.open(file);
   expect(records).toEqual([]);
@@ -91,17 +91,39 @@ test('the log file: records come back in file order; the replay takes those afte
   await again.log.append(d);
   again.log.close();
   const third = CommitLog.open(file);
-  expect(third.records).toEqual([d, b, c]);
+  expect(third.records).toEqual([b, c, d]);
   expect(replayable(third.records, 6)).toEqual([d]);
   expect(replayable(third.records, 7)).toEqual([]);
-  third.log.close();
 
-  // A record cut by a crash (its bytes not all written): the read ends there, nothing after it is taken.
+  // A ring: records go on past the end at 0 again, over applied ones only; with no room, an
+  // append is refused and full() says so.
+  const { log: ring } = third;
+  const pages = LOG_PREALLOC_BYTES / LOG_PAGE;
+  let seq = 8;
+  for (let i = 0; i < pages; i++) await ring.append(record(seq++, 1, 'r'));
+  expect(ring.full()).toBe(true);
+  await expect(ring.append(record(seq, 1, 'r'))).rejects.toThrow(/no room/);
+  // The oldest half applied: the next records go at 0, after the last page.
+  ring.appliedUpTo(7 + pages / 2);
+  expect(ring.full()).toBe(false);
+  for (let i = 0; i < pages / 2; i++) await ring.append(record(seq++, 1, 'w'));
+  expect(ring.full()).toBe(true);
+  ring.close();
+  const wrapped = CommitLog.open(file);
+  // Every page holds a record now: the newer half (written at 0) and the older, in seq order.
+  expect(wrapped.records.map((x) => x.first)).toEqual(Array.from({ length: pages }, (_, i) => 8 + pages / 2 + i));
+  expect(replayable(wrapped.records, 7 + pages / 2).length).toBe(pages);
+  wrapped.log.close();
+
+  // A record cut by a crash (its bytes not all written) is passed over: the replay stops before it.
   const fd = openSync(file, 'r+');
   writeSync(fd, Buffer.from('x'), 0, 1, 20);
   closeSync(fd);
   const torn = CommitLog.open(file);
-  expect(torn.records).toEqual([]);
+  expect(torn.records.map((x) => x.first)).not.toContain(8 + pages);
+  expect(torn.records.length).toBe(pages - 1);
+  expect(replayable(torn.records, 7 + pages)).toEqual([]);
+  expect(replayable(torn.records, 7 + pages / 2).length).toBe(pages / 2);
   torn.log.close();
 });
 
@@ -355,11 +377,11 @@ test('an apply that fails keeps the readings (in the log, and applied by the nex
   const b = await open(await crashImage(o, d));
   expect((await seqs(b)).map((x) => x.seq)).toEqual([1, 2, 3, 4]);
 
-  // The log fills (LOG_REWIND_BYTES of records waiting): the next group must wait for the apply,
+  // The log fills (a page for each group waiting): the next group must wait for the apply,
   // which fails, so it is refused, not acknowledged; nothing acknowledged is lost.
   let acked = 4;
   let refused: unknown = null;
-  for (let i = 0; i < LOG_REWIND_BYTES / LOG_PAGE + 10 && refused === null; i++) {
+  for (let i = 0; i < LOG_PREALLOC_BYTES / LOG_PAGE + 10 && refused === null; i++) {
     try {
       await o.submit([r('d1', T0 + 10 + i)]);
       acked++;
@@ -368,8 +390,8 @@ test('an apply that fails keeps the readings (in the log, and applied by the nex
     }
   }
   expect(String(refused)).toMatch(/refused/);
-  // A page each: the group of seq 2-3, then groups of one, up to LOG_REWIND_BYTES.
-  expect(acked).toBe(1 + 2 + (LOG_REWIND_BYTES / LOG_PAGE - 1));
+  // A page each: the group of seq 2-3, then groups of one, up to the log's end.
+  expect(acked).toBe(1 + 2 + (LOG_PREALLOC_BYTES / LOG_PAGE - 1));
   expect(o.commitsFailingSince()).toBe(failingSince);
   await o.writes.db.exec('DROP TRIGGER refuse');
   await o.applied();
