@@ -1,6 +1,10 @@
 /** Jest runs the TypeScript sources as ESM through SWC (no type check: `npm run typecheck` does that). */
 import { availableParallelism } from 'node:os';
 
+// Every worker inherits it: an SQLite error then names the test code's call (shared/sqlite.ts), where
+// node-sqlite3 alone gives the message only ("SQLITE_BUSY: database is locked", nothing to find it by).
+process.env.BRAID_SQLITE_VERBOSE ??= '1';
+
 export default {
   testEnvironment: 'node',
   // Two test files at a time at least (jest's default is cores - 1: one at a time on a 2-core CI

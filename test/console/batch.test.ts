@@ -5,7 +5,7 @@
  * ends in the history, and a second "Run now" during it (409).
  */
 import type { Browser } from 'playwright-core';
-import { type BatchStatus, batchOptionsFrom, startBatchRun } from '../../cloud/batch/index.js';
+import { type BatchStatus, type BatchStores, batchOptionsFrom, openSqliteBatchStores, startBatchRun } from '../../cloud/batch/index.js';
 import {
   type ConsolePage, apiCall, fmtDuration, fmtInt, fmtNum, fmtTime, haveChromium, launchChromium, newConsolePage, nextRender, screenshot, tableRows,
 } from '../support/browser.js';
@@ -84,8 +84,24 @@ maybe('console: batch runs (admin key)', () => {
 
   it('Run now while another process runs the batch: the 409 with its code and message, and that run shown', async () => {
     const { page } = cp;
-    // `braid batch run` as another process would: it holds batch.lock.
-    const other = await startBatchRun(batchOptionsFrom(world.cloud.server.config), { trigger: 'cli', full: true });
+    // `braid batch run` as another process would: it holds batch.lock and its batch_runs row says
+    // running. It is held before it reads the catalog until the page has shown it (it would
+    // otherwise often end before the page's next poll).
+    const opts = batchOptionsFrom(world.cloud.server.config);
+    const stores = await openSqliteBatchStores(opts.dataDir);
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => { release = resolve; });
+    const held: BatchStores = {
+      views: stores.views,
+      batch: new Proxy(stores.batch, {
+        get(target, key) {
+          if (key === 'snapshot') return async (prev: Record<string, number> | null) => { await gate; return target.snapshot(prev); };
+          const v = Reflect.get(target, key) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      }),
+    };
+    const other = await startBatchRun(opts, { trigger: 'cli', full: true }, { store: held });
     try {
       await page.click('[data-testid=run-now]');
       await page.waitForSelector('[data-testid=run-answer] [data-testid=error]');
@@ -105,7 +121,8 @@ maybe('console: batch runs (admin key)', () => {
       expect(shown).toBe(last.running!.rowsRead === null ? 'No progress recorded yet.'
         : `${fmtInt(last.running!.rowsRead)} rows read, ${fmtInt(last.running!.partitions)} days built so far.`);
     } finally {
-      await other.done;
+      release();
+      await other.done.finally(() => stores.close());
     }
     await page.waitForSelector('[data-testid=idle]');
     await expectHistory((await status()).runs);
