@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 
 // Every worker inherits it: an SQLite error then names the test code's call (shared/sqlite.ts), where
 // node-sqlite3 alone gives the message only ("SQLITE_BUSY: database is locked", nothing to find it by).
-process.env.BRAID_SQLITE_VERBOSE ??= '1';
+process.env.SQLITE3_VERBOSE ??= '1';
 
 export default {
   testEnvironment: 'node',

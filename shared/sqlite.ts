@@ -12,9 +12,10 @@ import sqlite3 from 'sqlite3';
 /** Databases hold device secrets' hashes, tokens and readings: the process's user only. */
 export const DB_FILE_MODE = 0o600;
 
-// BRAID_SQLITE_VERBOSE=1 (the test runs set it, jest.config.js): an SQLite error's stack names the
-// JavaScript call that ran the statement (node-sqlite3's verbose mode; a stack captured per call).
-if (process.env.BRAID_SQLITE_VERBOSE === '1') sqlite3.verbose();
+// SQLITE3_VERBOSE=1 (the test runs set it, jest.config.js; BRAID_* names are config keys): an
+// SQLite error's stack names the JavaScript call that ran the statement (node-sqlite3's verbose
+// mode; a stack captured per call).
+if (process.env.SQLITE3_VERBOSE === '1') sqlite3.verbose();
 
 /**
  * Make `file` owner-only before SQLite opens it for writing: created 0600 if missing (SQLite gives
