@@ -1,12 +1,12 @@
 /**
  * The commit log: where the usual group commit is durable [INV-1]. A group of fresh readings is
  * one record, the parameters of its group commit statement (committer.ts GROUP_COMMIT_SQL), written
- * with O_DSYNC (the write returns once the data is on the disk, one hop to the thread pool) at a
- * 4 KiB page boundary, padded to whole pages, in a preallocated file (`commit.log` in the data
- * dir): one write of a page or two a commit where SQLite's commit writes a frame of 1 KiB per page
- * it changes (page 1, the outbox's last leaf and its parent, the partials, ...) and then fsyncs
- * (docs/benchmarks.md, gateway, session 18). The PUBACKs of the group follow that write; the
- * statements go into gateway.db afterwards, many records in one transaction (Committer.applyPending).
+ * with O_DSYNC (the write returns once the data is on the disk) at a 4 KiB page boundary, padded
+ * to whole pages, in a preallocated file (`commit.log` in the data dir): one write of a page or
+ * two a commit where SQLite's commit writes a frame of 1 KiB per page it changes (page 1, the
+ * outbox's last leaf and its parent, the partials, ...) and then fsyncs (docs/benchmarks.md,
+ * gateway, session 18). The PUBACKs of the group follow that write; the records go into gateway.db
+ * afterwards, many in one statement (Committer.applyPending).
  *
  * The write is made on the main thread while the log's writes take under INLINE_MAX_MS (an
  * average, WriteTimes), and on the thread pool otherwise: a write of a page to a fast disk takes
@@ -30,8 +30,9 @@
  * parameters as JSON. The magic names the parameters' form ('BRL1'): a change to GROUP_COMMIT_SQL's
  * parameters takes a new magic, and a replay of the old records in their own form.
  *
- * A gateway of an earlier version does not read the log: a clean stop applies all of it first
- * (Committer.close); after a crash, start this version once before going back.
+ * A gateway of an earlier version does not read the log, or reads it from offset 0 in file order
+ * only (session 18's, before the ring): a clean stop applies all of it first (Committer.close);
+ * after a crash, start this version once before going back.
  */
 import { closeSync, constants, existsSync, fstatSync, fsyncSync, openSync, readSync, write as fsWrite, writeSync } from 'node:fs';
 import { dirname } from 'node:path';

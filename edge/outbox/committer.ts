@@ -218,14 +218,12 @@ const GROUP_APPLY_INSERT = `INSERT INTO temp.group_apply (rows, now, epoch, firs
 
 /**
  * The records' parameters as GROUP_APPLY_INSERT takes them: the readings' and the partials' JSON
- * (texts, params 0 and 7) go in as they are, not as strings of JSON to parse once more.
+ * (texts, params 0 and 7, which it reads with jsonb_extract) go in as they are, not as strings of
+ * JSON to parse once more; the others as JSON values.
  */
 export function applyJson(records: LogRecord[]): string {
-  const out: string[] = [];
-  for (const { params: p } of records) {
-    out.push(`[${p[0] as string},${JSON.stringify(p[1])},${JSON.stringify(p[2])},${JSON.stringify(p[3])},${JSON.stringify(p[4])},${JSON.stringify(p[5])},${JSON.stringify(p[6])},${p[7] as string},${JSON.stringify(p[8])}]`);
-  }
-  return `[${out.join(',')}]`;
+  const asJson = (x: unknown, i: number) => (i === 0 || i === 7 ? x as string : JSON.stringify(x));
+  return `[${records.map((r) => `[${r.params.map(asJson).join(',')}]`).join(',')}]`;
 }
 /** What a commit probe writes (and deletes): about a group commit of a few hundred readings. */
 const PROBE_BYTES = 64 * 1024;
@@ -788,7 +786,7 @@ export class Committer {
    * connection, and the records in order. A failure fails the caller (applyRecords).
    */
   private async applyPending(db: Db): Promise<void> {
-    while (this.applying) await this.applying;
+    await this.applyIdle();
     await this.applyRecords(db);
   }
 
