@@ -162,17 +162,54 @@ export function isoUtc(ms: number): string {
 const jsonNumber = (n: number | null): string => (n !== null && Number.isFinite(n) ? `${n}` : 'null');
 
 /**
- * The points of the answer as JSON text, written from the merged buckets with no Point object per
- * bucket: the same text as JSON.stringify(toPoints(buckets, agg)) (test/cloud/query-serialize.test.ts).
+ * Buckets in one part of pointsJsonParts and bucketsCsvParts: about 110 bytes each, so a part's
+ * text stays far under V8's large-object size (128 KiB). A day at 1m as one string (160 KB) went to
+ * the large-object space, which is old generation, twice (the points, then the answer around
+ * them) every query: a mark-compact every ~120 ms under a device-query load, its marking steps in
+ * the queries' p99 (docs/benchmarks.md, Query, 2026-12-07).
  */
-export function pointsJson(buckets: readonly MergedBucket[], agg: Agg): string {
+const PART_BUCKETS = 256;
+
+/**
+ * The points of the answer as JSON text, in parts (their concatenation is the array), written from
+ * the merged buckets with no Point object per bucket: the same text as
+ * JSON.stringify(toPoints(buckets, agg)) (test/cloud/query-serialize.test.ts).
+ */
+export function pointsJsonParts(buckets: readonly MergedBucket[], agg: Agg): string[] {
+  const parts: string[] = [];
   let out = '[';
   for (let i = 0; i < buckets.length; i++) {
     const b = buckets[i];
     const total = totalOf(b);
     out += `${i === 0 ? '' : ','}{"t":"${isoUtc(b.start)}","value":${jsonNumber(derive(total, agg))},"count":${jsonNumber(total.count)},"batch":${jsonNumber(b.batch.count)},"speed":${jsonNumber(b.speed.count)},"provisional":${b.provisional}}`;
+    if ((i + 1) % PART_BUCKETS === 0) {
+      parts.push(out);
+      out = '';
+    }
   }
-  return `${out}]`;
+  parts.push(`${out}]`);
+  return parts;
+}
+
+/** pointsJsonParts as one string. */
+export function pointsJson(buckets: readonly MergedBucket[], agg: Agg): string {
+  return pointsJsonParts(buckets, agg).join('');
+}
+
+/**
+ * An answer's body in one buffer, its memory outside V8's heap: `head` and `tail` as UTF-8 (names
+ * may be any text), `ascii` between them, parts of pointsJsonParts or bucketsCsvParts, which hold
+ * ASCII only (times, numbers, booleans) and are copied byte for byte (latin1: 0.27 against 0.42 ms
+ * for a day at 1m as UTF-8 here).
+ */
+export function bodyOf(head: string, ascii: readonly string[], tail: string): Buffer {
+  let n = Buffer.byteLength(head, 'utf8') + Buffer.byteLength(tail, 'utf8');
+  for (const p of ascii) n += p.length;
+  const buf = Buffer.allocUnsafeSlow(n);
+  let at = buf.write(head, 0, 'utf8');
+  for (const p of ascii) at += buf.write(p, at, 'latin1');
+  buf.write(tail, at, 'utf8');
+  return buf;
 }
 
 /** `t,value,count,batch,speed,provisional` with a header line. */
@@ -182,12 +219,24 @@ export function toCsv(points: readonly Point[]): string {
   return out;
 }
 
-/** The same CSV as toCsv(toPoints(buckets, agg)), without the points. */
-export function bucketsCsv(buckets: readonly MergedBucket[], agg: Agg): string {
+/** The same CSV as toCsv(toPoints(buckets, agg)), without the points, in parts (PART_BUCKETS). */
+export function bucketsCsvParts(buckets: readonly MergedBucket[], agg: Agg): string[] {
+  const parts: string[] = [];
   let out = 't,value,count,batch,speed,provisional\n';
-  for (const b of buckets) {
+  for (let i = 0; i < buckets.length; i++) {
+    const b = buckets[i];
     const total = totalOf(b);
     out += `${isoUtc(b.start)},${derive(total, agg) ?? ''},${total.count},${b.batch.count},${b.speed.count},${b.provisional}\n`;
+    if ((i + 1) % PART_BUCKETS === 0) {
+      parts.push(out);
+      out = '';
+    }
   }
-  return out;
+  parts.push(out);
+  return parts;
+}
+
+/** bucketsCsvParts as one string. */
+export function bucketsCsv(buckets: readonly MergedBucket[], agg: Agg): string {
+  return bucketsCsvParts(buckets, agg).join('');
 }

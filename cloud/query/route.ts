@@ -5,7 +5,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errorReply } from '../../shared/http-errors.js';
 import { AGGS } from '../../shared/summary.js';
-import { bucketsCsv, pointsJson } from './merge.js';
+import { bodyOf, bucketsCsvParts, pointsJsonParts } from './merge.js';
 import type { QueryParams } from './params.js';
 import type { MergedAnswer, QueryService } from './service.js';
 
@@ -100,12 +100,13 @@ export function wantsCsv(accept: string | undefined): boolean {
 /**
  * The JSON of an answer, written straight from its merged buckets: the text JSON.stringify gives
  * for query()'s answer (keys in QUERY_ANSWER_SCHEMA's order), without a Point object per bucket and
- * without a second walk by the schema's serializer.
+ * without a second walk by the schema's serializer; as UTF-8, built from parts that each stay out
+ * of V8's large-object space (merge.ts PART_BUCKETS).
  */
-export function answerJson(a: MergedAnswer): string {
+export function answerJson(a: MergedAnswer): Buffer {
   const head = `{"metric":${JSON.stringify(a.metric)},"scope":${JSON.stringify(a.scope)},"step":${JSON.stringify(a.step)},"agg":${JSON.stringify(a.agg)},`
     + `"manifest":${JSON.stringify({ version: a.manifest.version, watermark: a.manifest.watermark })},"points":`;
-  return `${head}${pointsJson(a.buckets, a.agg)}${a.degraded === undefined ? '' : `,"degraded":${JSON.stringify(a.degraded)}`}}`;
+  return bodyOf(head, pointsJsonParts(a.buckets, a.agg), `${a.degraded === undefined ? '' : `,"degraded":${JSON.stringify(a.degraded)}`}}`);
 }
 
 export function registerQueryRoute(app: FastifyInstance, deps: QueryRouteDeps): void {
@@ -146,9 +147,9 @@ export function registerQueryRoute(app: FastifyInstance, deps: QueryRouteDeps): 
     if (answer.degraded) void reply.header('x-braid-degraded', 'speed-store-unreachable');
     if (wantsCsv(req.headers.accept)) {
       void reply.header('content-type', 'text/csv; charset=utf-8');
-      return bucketsCsv(answer.buckets, answer.agg);
+      return bodyOf('', bucketsCsvParts(answer.buckets, answer.agg), '');
     }
-    // A string with a JSON content type is sent as it is: the schema's serializer does not run again.
+    // A buffer with a JSON content type is sent as it is: the schema's serializer does not run again.
     void reply.header('content-type', 'application/json; charset=utf-8');
     return answerJson(answer);
   });

@@ -8,7 +8,7 @@
  */
 import fastJson from 'fast-json-stringify';
 import {
-  answerJson, bucketsCsv, isoUtc, mergeBuckets, partialSummary, pointsJson, QUERY_ANSWER_SCHEMA, toCsv, toPoints, type MergedAnswer, type MergedBucket, type SpeedPartial, type SummaryRow,
+  answerJson, bucketsCsv, bucketsCsvParts, isoUtc, mergeBuckets, partialSummary, pointsJson, pointsJsonParts, QUERY_ANSWER_SCHEMA, toCsv, toPoints, bodyOf, type MergedAnswer, type MergedBucket, type SpeedPartial, type SummaryRow,
 } from '../../cloud/query/index.js';
 import { AGGS, derive, EMPTY, merge } from '../../shared/summary.js';
 import { bucketStart, iso } from '../../shared/time.js';
@@ -26,7 +26,8 @@ function randomCase(seed: number): { rows: SummaryRow[]; partials: SpeedPartial[
     return (r() - 0.5) * 10 ** Math.floor(r() * 30 - 10);
   };
   const rows: SummaryRow[] = [];
-  for (let m = 0; m < 300; m++) {
+  // 1,000 minutes: the 1m answers run past the parts' size (PART_BUCKETS, 256).
+  for (let m = 0; m < 1000; m++) {
     if (r() < 0.4) continue;
     const v = value();
     const count = 1 + Math.floor(r() * 5);
@@ -69,7 +70,7 @@ describe('the query answer written from the merged buckets', () => {
           };
           const merged: MergedAnswer = { ...head, buckets, ...(degraded ? { degraded } : {}) };
           const answer = { ...head, points: reference, ...(degraded ? { degraded } : {}) };
-          const text = answerJson(merged);
+          const text = answerJson(merged).toString('utf8');
           expect(text).toBe(JSON.stringify(answer));
           // The schema serializer refused a NaN (an avg of sums overflowed both ways: the answer was a
           // 500); otherwise the text is the one it wrote.
@@ -125,5 +126,25 @@ describe('the query answer written from the merged buckets', () => {
     expect(pointsJson(buckets, 'sum')).toBe(`[{"t":"${iso(DAY0)}","value":null,"count":2,"batch":2,"speed":0,"provisional":false}]`);
     expect(pointsJson(buckets, 'max')).toBe(`[{"t":"${iso(DAY0)}","value":1.7e+308,"count":2,"batch":2,"speed":0,"provisional":false}]`);
     expect(pointsJson([], 'avg')).toBe('[]');
+  });
+
+  it('answers of every size around the parts\' size are one JSON text and one CSV, each part far under the large-object size', () => {
+    for (const n of [255, 256, 257, 512, 513, 1440]) {
+      const rows: SummaryRow[] = Array.from({ length: n }, (_, i) => ({
+        bucket: DAY0 + i * 60_000, count: 2, sum: i + 0.5, min: i, max: i + 0.5, m2: 0.125,
+        first: i, firstTs: DAY0 + i * 60_000, firstDevice: 'd', last: i + 0.5, lastTs: DAY0 + i * 60_000 + 1, lastDevice: 'd',
+      }));
+      const buckets = mergeBuckets(60_000, rows, [], () => false);
+      const reference = toPoints(buckets, 'avg');
+      const parts = pointsJsonParts(buckets, 'avg');
+      expect(parts.join('')).toBe(JSON.stringify(reference));
+      expect(Math.max(...parts.map((p) => p.length))).toBeLessThan(64 * 1024);
+      const csv = bucketsCsvParts(buckets, 'avg');
+      expect(csv.join('')).toBe(toCsv(reference));
+      expect(bodyOf('', csv, '').toString('utf8')).toBe(toCsv(reference));
+      expect(bodyOf('é"', parts, 'é').toString('utf8')).toBe(`é"${JSON.stringify(reference)}é`);
+      const merged: MergedAnswer = { metric: 'temp', scope: { device: 'd' }, step: '1m', agg: 'avg', manifest: { version: 1, watermark: {} }, buckets };
+      expect(JSON.parse(answerJson(merged).toString('utf8')).points).toEqual(reference);
+    }
   });
 });

@@ -11,7 +11,7 @@ import { Registry } from 'prom-client';
 import { readManifest, startBatchRun, viewPartOfPath, type Manifest } from '../../cloud/batch/index.js';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import {
-  buildSeriesFile, FileManifestSource, InfluxViewReader, ParquetViewReader, SeriesFile, SeriesLayoutError, viewFiles, type ViewReadRequest,
+  buildSeriesFile, FileManifestSource, InfluxViewReader, ParquetViewReader, SeriesFile, SeriesIds, SeriesLayoutError, viewFiles, type ViewReadRequest,
 } from '../../cloud/query/index.js';
 import { createInfluxSink, quoteStringField, toLine, type InfluxConfig } from '../../cloud/sinks/influx/index.js';
 import { loadConfig } from '../../shared/config.js';
@@ -310,11 +310,24 @@ describe('ParquetViewReader', () => {
     try {
       const good = await write('good', [row('a', 0, '1'), row('a', 60_000, '2'), row('b', 0, '3')]);
       expect(await buildSeriesFile(conn, good, join(work.path, 'good.series'))).toMatchObject({ rows: 3, series: 2 });
-      const file = await SeriesFile.open(join(work.path, 'good.series'));
+      // Two files numbering their series in one SeriesIds: each reads its own rows, and none of a
+      // series numbered by the other file only (an id past its directory, or one it does not hold).
+      const ids = new SeriesIds();
+      const file = await SeriesFile.open(join(work.path, 'good.series'), ids);
+      const other = await write('other', [row('b', 0, '5'), row('b', 60_000, '6'), row('c', 0, '7')]);
+      await buildSeriesFile(conn, other, join(work.path, 'other.series'));
+      const second = await SeriesFile.open(join(work.path, 'other.series'), ids);
+      expect(ids.size).toBe(3);
       expect((await file.read('a', 'temp', 0, 120_000)).map((r) => [r.bucket, r.sum])).toEqual([[0, 1], [60_000, 2]]);
       expect((await file.read('a', 'temp', 60_000, 120_000)).map((r) => r.sum)).toEqual([2]);
+      expect((await file.read('b', 'temp', 0, 120_000)).map((r) => r.sum)).toEqual([3]);
       expect(await file.read('c', 'temp', 0, 120_000)).toEqual([]);
+      expect(await file.read('d', 'temp', 0, 120_000)).toEqual([]);
+      expect((await second.read('b', 'temp', 0, 120_000)).map((r) => [r.bucket, r.sum])).toEqual([[0, 5], [60_000, 6]]);
+      expect((await second.read('c', 'temp', 0, 120_000)).map((r) => r.sum)).toEqual([7]);
+      expect(await second.read('a', 'temp', 0, 120_000)).toEqual([]);
       await file.close();
+      await second.close();
       for (const [name, rows, why] of [
         ['split', [row('a', 0, '1'), row('b', 0, '2'), row('a', 60_000, '3')], /not contiguous/],
         ['unordered', [row('a', 60_000, '1'), row('a', 0, '2')], /out of order/],

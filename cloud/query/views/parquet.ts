@@ -34,7 +34,7 @@ import { VIEW_PARQUET_OPTIONS } from '../../batch/dialect.js';
 import { viewFileSpan, type Manifest, type ViewName } from '../../batch/index.js';
 import { DAY_MS, HOUR_MS } from '../../../shared/time.js';
 import { viewFiles } from '../manifest.js';
-import { buildSeriesFile, parquetRows, SeriesFile, seriesBytes } from './series.js';
+import { buildSeriesFile, parquetRows, SeriesFile, seriesBytes, SeriesIds } from './series.js';
 import { VIEW_SPECS, keyOf, type SummaryRow, type ViewReader, type ViewReadRequest } from './types.js';
 
 export interface ParquetViewReaderOptions {
@@ -124,6 +124,8 @@ export class ParquetViewReader implements ViewReader {
   private compacting: Promise<void> = Promise.resolve();
   /** Open series files by the view file (or compacted copy) they hold; their bytes count against seriesMaxBytes. */
   private readonly series = new Map<string, { file: SeriesFile; target: string }>();
+  /** The series of every open series file, numbered once (their directories index by it). */
+  private readonly seriesIds = new SeriesIds();
   /** Sources queued or open, and the sources of each version scheduled. */
   private readonly seriesQueued = new Set<string>();
   private readonly seriesOf = new Map<number, string[]>();
@@ -358,7 +360,7 @@ export class ParquetViewReader implements ViewReader {
     try {
       if (this.closed) return;
       if (copy && !copy.ready) throw new Error(`the compacted copy ${source} was not built`);
-      let file = existsSync(target) ? await SeriesFile.open(target).catch(() => null) : null;
+      let file = existsSync(target) ? await SeriesFile.open(target, this.seriesIds).catch(() => null) : null;
       if (!file) {
         const pooled = await this.acquire();
         try {
@@ -372,7 +374,7 @@ export class ParquetViewReader implements ViewReader {
         } finally {
           this.release(pooled);
         }
-        file = await SeriesFile.open(target);
+        file = await SeriesFile.open(target, this.seriesIds);
       }
       rows = file.rows;
       bytes = file.bytes;

@@ -142,16 +142,51 @@ export async function buildSeriesFile(conn: DuckDBConnection, source: string, ta
   }
 }
 
-/** An open series file: its directory in memory, its rows read on demand. */
+/**
+ * The series (device, metric) of a reader's series files, numbered once: each file's directory is
+ * then two typed arrays indexed by that number. A directory held as a Map per file (a key string,
+ * an entry and an object per series) cost 31 files of 10,000 series 62 MB of the cloud's 80 MB heap,
+ * 1.2M objects that every major GC marked: 45-98 ms pauses in the device queries' p99
+ * (docs/benchmarks.md, Query, 2026-12-07). Numbers are never given back: a reader numbers every
+ * series its files have held in the process's life (a retired device's keep theirs, ~100 bytes
+ * each), where each file's Map held its own.
+ */
+export class SeriesIds {
+  private readonly ids = new Map<string, number>();
+
+  /** The number of (device, metric), given one if it has none. */
+  idOf(device: string, metric: string): number {
+    const key = seriesKey(device, metric);
+    let id = this.ids.get(key);
+    if (id === undefined) {
+      id = this.ids.size;
+      this.ids.set(key, id);
+    }
+    return id;
+  }
+
+  /** The number of (device, metric), if it has one. */
+  find(device: string, metric: string): number | undefined {
+    return this.ids.get(seriesKey(device, metric));
+  }
+
+  /** Series numbered so far. */
+  get size(): number {
+    return this.ids.size;
+  }
+}
+
+/** An open series file: its directory in memory (by SeriesIds number), its rows read on demand. */
 export class SeriesFile {
   private closed = false;
   private reading = 0;
   private closing: (() => void) | null = null;
 
-  private constructor(private readonly fh: FileHandle, private readonly dir: Map<string, { first: number; rows: number }>, readonly rows: number, readonly bytes: number) {}
+  /** `first[id]`, `count[id]`: the row range of series `id` (count 0, or an id past the arrays: none in the file). */
+  private constructor(private readonly fh: FileHandle, private readonly ids: SeriesIds, private readonly first: Float64Array, private readonly count: Float64Array, readonly rows: number, readonly bytes: number) {}
 
-  /** Open a series file written by buildSeriesFile; throws on anything else. */
-  static async open(path: string): Promise<SeriesFile> {
+  /** Open a series file written by buildSeriesFile, its series numbered in `ids`; throws on anything else. */
+  static async open(path: string, ids: SeriesIds): Promise<SeriesFile> {
     const fh = await open(path, 'r');
     try {
       const { size } = await fh.stat();
@@ -165,9 +200,15 @@ export class SeriesFile {
       }
       const raw = Buffer.alloc(dirLength);
       await fh.read(raw, 0, dirLength, dirOffset);
-      const dir = new Map<string, { first: number; rows: number }>();
-      for (const [d, m, first, n] of JSON.parse(raw.toString('utf8')) as Array<[string, string, number, number]>) dir.set(seriesKey(d, m), { first, rows: n });
-      return new SeriesFile(fh, dir, rows, size);
+      const dir = JSON.parse(raw.toString('utf8')) as Array<[string, string, number, number]>;
+      const at = dir.map(([d, m]) => ids.idOf(d, m));
+      const first = new Float64Array(ids.size);
+      const count = new Float64Array(ids.size);
+      for (let i = 0; i < dir.length; i++) {
+        first[at[i]] = dir[i][2];
+        count[at[i]] = dir[i][3];
+      }
+      return new SeriesFile(fh, ids, first, count, rows, size);
     } catch (err) {
       await fh.close();
       throw err;
@@ -177,15 +218,16 @@ export class SeriesFile {
   /** The rows of (device, metric) with buckets in [fromMs, toMs), in bucket order. */
   async read(device: string, metric: string, fromMs: number, toMs: number): Promise<SummaryRow[]> {
     if (this.closed) throw new Error('series file closed');
-    const at = this.dir.get(seriesKey(device, metric));
-    if (!at || at.rows === 0) return [];
-    const vals = new Float64Array(at.rows * ROW_DOUBLES);
+    const id = this.ids.find(device, metric);
+    if (id === undefined || id >= this.count.length || this.count[id] === 0) return [];
+    const n = this.count[id];
+    const vals = new Float64Array(n * ROW_DOUBLES);
     this.reading++;
     try {
-      const want = at.rows * ROW_BYTES;
+      const want = n * ROW_BYTES;
       let got = 0;
       while (got < want) {
-        const { bytesRead } = await this.fh.read(new Uint8Array(vals.buffer, got, want - got), 0, want - got, HEADER_BYTES + at.first * ROW_BYTES + got);
+        const { bytesRead } = await this.fh.read(new Uint8Array(vals.buffer, got, want - got), 0, want - got, HEADER_BYTES + this.first[id] * ROW_BYTES + got);
         if (bytesRead === 0) throw new Error('series file truncated');
         got += bytesRead;
       }
