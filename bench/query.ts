@@ -288,6 +288,30 @@ async function waitForCompactions(url: string, key: string): Promise<{ ms: numbe
 // ---------------------------------------------------------------------------------------------
 // Measuring
 
+/** Longest wait for the servers to go quiet before the questions (settle). */
+const SETTLE_MAX_MS = 120_000;
+
+/**
+ * Wait until none of `pids` used more than 5% of a core over a second (or SETTLE_MAX_MS), and say
+ * how long that took: a server still busy with its start (influxd opening the shards of a data dir
+ * kept in BENCH_QUERY_DATA, a cloud finishing its background builds) would be measured beside it,
+ * and a p99 of 200 questions is the second slowest (two runs of 2026-12-07 had InfluxDB's p99 of a
+ * device's day at 252-277 ms against 37-40 ms in the others, Braid's 86-332 ms against 17-23 ms).
+ */
+async function settle(pids: number[]): Promise<{ ms: number | null; cpu: string }> {
+  const t0 = performance.now();
+  let last = pids.map(cpuSecondsOf);
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = pids.map(cpuSecondsOf);
+    const used = now.map((c, i) => c - last[i]);
+    last = now;
+    const cpu = `CPU over the last second: ${used.map((u) => `${(u * 100).toFixed(0)}%`).join(', ')} of a core`;
+    if (used.every((u) => u <= 0.05)) return { ms: performance.now() - t0, cpu };
+    if (performance.now() - t0 > SETTLE_MAX_MS) return { ms: null, cpu };
+  }
+}
+
 type Who = 'braid' | 'alt' | 'influx';
 interface Measured { question: Question; braid: number[]; alt: number[]; influx: number[]; braidBuckets: number; influxBuckets: number; checked: number; mismatch: string | null }
 
@@ -451,6 +475,8 @@ async function main() {
       if (loadedFile) writeFileSync(loadedFile, JSON.stringify(influxLoad));
     }
     log(`  ${int(influxLoad.points)} points in ${ms(influxLoad.ms)}`);
+    const settled = await settle([influx.pid, cloud.proc.pid, ...(alt ? [alt.proc.pid] : [])]);
+    log(`  the servers settled ${settled.ms == null ? `not within ${SETTLE_MAX_MS / 1000} s` : `in ${ms(settled.ms)}`} (${settled.cpu})`);
     log('queries (each question: both systems one at a time, interleaved)');
     const results = await measure(url, key, influx.url, alt);
     const procs = {
