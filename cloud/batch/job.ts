@@ -313,7 +313,11 @@ class Run implements BatchRun {
           this.rowsRead += rowsOf.get(day) ?? 0;
           this.partitions++;
           this.step({ daysDone: this.partitions, rowsRead: this.rowsRead });
-          await this.stores.batch.updateRunProgress(this.id, this.rowsRead, this.partitions);
+          // What the console shows of a run in progress: a failed update is logged, not the run's
+          // failure (finishRun writes the same counts at the end).
+          await this.stores.batch.updateRunProgress(this.id, this.rowsRead, this.partitions).catch((err: unknown) => {
+            this.logger.warn({ err }, 'batch run progress not recorded');
+          });
         };
         const settled = await Promise.allSettled(this.lanes.map((e) => lane(e)));
         const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');

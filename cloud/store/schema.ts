@@ -241,6 +241,14 @@ CREATE INDEX IF NOT EXISTS alert_intake_pending ON alert_intake (applied, receiv
 /** Open cloud.db with its pragmas and schema (any process: ingest, batch, CLI). */
 export async function openCloudDb(file: string): Promise<Db> {
   const db = await Db.open(file);
+  // One statement at a time on the connection. In node-sqlite3's parallel mode a get() leaves its
+  // statement active (a read transaction open) until its finalize, and a write another caller
+  // queued on the same connection meanwhile ran inside it: once any other connection had committed
+  // since, SQLite answered SQLITE_BUSY at once (the snapshot cannot be upgraded; no busy wait
+  // helps). A batch run's progress update on the batch connection, beside a lastSuccessAt() or
+  // getMeta() of another caller, failed the run that way (test/cloud/oracle.test.ts and the
+  // console's batch test in CI; test/cloud/cloud-db.test.ts).
+  db.raw.serialize();
   await useWal(db, 15_000);
   await db.exec('PRAGMA synchronous = FULL');
   await db.exec(DDL);

@@ -71,6 +71,38 @@ test('SQLite: processes opening a new cloud.db at the same moment all open it (t
   }
 }, 120_000);
 
+test('SQLite: a run\'s progress update beside another caller\'s read on the batch connection, while ingest commits, never fails', async () => {
+  // node-sqlite3's parallel mode left a get()'s statement active until its finalize, and a write
+  // queued on the connection meanwhile ran inside that read: after another connection's commit,
+  // SQLITE_BUSY at once (79 of 300 here; a batch run failed that way in CI). openCloudDb's
+  // connections run one statement at a time.
+  const d = tempDir('braid-progress-busy-');
+  const stores = await openSqliteBatchStores(d.path);
+  const ingest = await openCloudDb(join(d.path, 'cloud.db'));
+  try {
+    // Rows for both reads to find (a read that finds none is done at its first step).
+    await stores.batch.setMeta('batch.lastVersion', 1);
+    const done = await stores.batch.insertRun('full', 'cli', 1);
+    await stores.batch.finishRun(done, { endedAt: 2, outcome: 'ok', rowsRead: 1, partitions: 1, version: 1, watermark: {}, sinks: null, error: null });
+    const id = await stores.batch.insertRun('full', 'cli', 3);
+    const failures: string[] = [];
+    for (let i = 1; i <= 300; i++) {
+      await Promise.all([
+        stores.batch.getMeta('batch.lastVersion'),
+        stores.batch.lastSuccessAt(),
+        ingest.run("INSERT INTO meta (key, value) VALUES ('ingest.probe', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [String(i)]),
+        stores.batch.updateRunProgress(id, i, i).catch((err: Error) => { failures.push(err.message); }),
+      ]);
+    }
+    expect(failures).toEqual([]);
+    expect((await stores.batch.listRuns()).find((r) => r.id === id)).toMatchObject({ rowsRead: 300, partitions: 300 });
+  } finally {
+    await ingest.close();
+    await stores.close();
+    d.remove();
+  }
+}, 60_000);
+
 test('SQLite: a run whose base version was replaced while it built publishes nothing and fails with BRAID_ERR_BATCH_RUNNING', async () => {
   const d = tempDir('braid-cas-run-');
   try {
