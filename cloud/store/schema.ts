@@ -247,7 +247,7 @@ export async function openCloudDb(file: string): Promise<Db> {
   // since, SQLite answered SQLITE_BUSY at once (the snapshot cannot be upgraded; no busy wait
   // helps). A batch run's progress update on the batch connection, beside a lastSuccessAt() or
   // getMeta() of another caller, failed the run that way (test/cloud/oracle.test.ts and the
-  // console's batch test in CI; test/cloud/cloud-db.test.ts).
+  // console's batch test in CI; test/cloud/store-batch.test.ts).
   db.raw.serialize();
   await useWal(db, 15_000);
   await db.exec('PRAGMA synchronous = FULL');

@@ -74,7 +74,7 @@ test('SQLite: processes opening a new cloud.db at the same moment all open it (t
 test('SQLite: a run\'s progress update beside another caller\'s read on the batch connection, while ingest commits, never fails', async () => {
   // node-sqlite3's parallel mode left a get()'s statement active until its finalize, and a write
   // queued on the connection meanwhile ran inside that read: after another connection's commit,
-  // SQLITE_BUSY at once (79 of 300 here; a batch run failed that way in CI). openCloudDb's
+  // SQLITE_BUSY at once (143 of 300 here before; a batch run failed that way in CI). openCloudDb's
   // connections run one statement at a time.
   const d = tempDir('braid-progress-busy-');
   const stores = await openSqliteBatchStores(d.path);
