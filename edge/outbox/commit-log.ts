@@ -9,7 +9,7 @@
  * afterwards, many in one statement (Committer.applyPending).
  *
  * The write is made on the main thread while the log's writes take under INLINE_MAX_MS (an
- * average, WriteTimes), and on the thread pool otherwise: a write of a page to a fast disk takes
+ * average, shared/io-times.ts), and on the thread pool otherwise: a write of a page to a fast disk takes
  * less than the two hops to a pool thread and back, which held a commit at mosquitto_pub's default
  * window ~0.15 ms longer (docs/benchmarks.md, gateway, session 19); a slow disk (an SD card: ms a
  * write) must not hold the event loop that long at every commit.
@@ -37,6 +37,7 @@
 import { closeSync, constants, existsSync, fstatSync, fsyncSync, openSync, readSync, write as fsWrite, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { IoTimes } from '../../shared/io-times.js';
 
 const MAGIC = Buffer.from([0xff, 0xfe, 0x42, 0x52, 0x4c, 0x31, 0xfe, 0xff]);
 const HEADER_BYTES = MAGIC.length + 8;
@@ -51,25 +52,6 @@ export const LOG_PREALLOC_BYTES = 4 * 1024 * 1024;
 
 /** Writes go on the main thread while the log's writes take less than this on average (ms). */
 export const INLINE_MAX_MS = 0.5;
-
-/**
- * How long the log's writes take, on average (exponentially weighted, 1/16 a write): a write on
- * the main thread is timed around the call, one on the thread pool from its dispatch to its
- * callback (the hops included). One write that stalls (a device flush) sends the next to the pool
- * until the average is back under INLINE_MAX_MS: ~15 writes of 0.2 ms after a 10 ms stall.
- */
-export class WriteTimes {
-  private avg = 0;
-
-  record(ms: number): void {
-    this.avg += (ms - this.avg) / 16;
-  }
-
-  /** Whether the next write goes on the main thread. */
-  inline(): boolean {
-    return this.avg < INLINE_MAX_MS;
-  }
-}
 
 /** One group commit's statement parameters, with the seqs it gives. */
 export interface LogRecord {
@@ -89,7 +71,7 @@ export class CommitLog {
   private unapplied: Array<{ at: number; last: number }> = [];
   private closed = false;
   /** How long its writes take (where the next one is made). */
-  readonly times = new WriteTimes();
+  readonly times = new IoTimes(INLINE_MAX_MS);
   /** Called after each write: whether it was made on the main thread, and its time in ms. */
   onWrite: (inline: boolean, ms: number) => void = () => {};
 

@@ -11,10 +11,11 @@ import { Registry } from 'prom-client';
 import { readManifest, startBatchRun, viewPartOfPath, type Manifest } from '../../cloud/batch/index.js';
 import { cloudConfigSchema } from '../../cloud/config.js';
 import {
-  buildSeriesFile, FileManifestSource, InfluxViewReader, ParquetViewReader, SeriesFile, SeriesIds, SeriesLayoutError, viewFiles, type ViewReadRequest,
+  buildSeriesFile, FileManifestSource, InfluxViewReader, ParquetViewReader, SERIES_READ_INLINE_MS, SeriesFile, SeriesIds, SeriesLayoutError, viewFiles, type ViewReadRequest,
 } from '../../cloud/query/index.js';
 import { createInfluxSink, quoteStringField, toLine, type InfluxConfig } from '../../cloud/sinks/influx/index.js';
 import { loadConfig } from '../../shared/config.js';
+import { IoTimes } from '../../shared/io-times.js';
 import { nullLogger } from '../../shared/logger.js';
 import { DAY_MS, HOUR_MS } from '../../shared/time.js';
 import { listFiles } from '../support/cloud.js';
@@ -326,6 +327,17 @@ describe('ParquetViewReader', () => {
       expect((await second.read('b', 'temp', 0, 120_000)).map((r) => [r.bucket, r.sum])).toEqual([[0, 5], [60_000, 6]]);
       expect((await second.read('c', 'temp', 0, 120_000)).map((r) => r.sum)).toEqual([7]);
       expect(await second.read('a', 'temp', 0, 120_000)).toEqual([]);
+      // Reads on the main thread while they are fast, on the thread pool once they are slow: the
+      // same rows either way, and each read's time recorded where the next one goes.
+      const times = new IoTimes(SERIES_READ_INLINE_MS);
+      const third = await SeriesFile.open(join(work.path, 'other.series'), ids, times);
+      expect(times.inline()).toBe(true);
+      const inline = await third.read('b', 'temp', 0, 120_000);
+      for (let i = 0; i < 64; i++) times.record(10 * SERIES_READ_INLINE_MS);
+      expect(times.inline()).toBe(false);
+      expect(await third.read('b', 'temp', 0, 120_000)).toEqual(inline);
+      expect(inline.map((r) => r.sum)).toEqual([5, 6]);
+      await third.close();
       await file.close();
       await second.close();
       for (const [name, rows, why] of [

@@ -8,10 +8,11 @@
 import { copyFileSync, existsSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { CommitLog, INLINE_MAX_MS, LOG_PAGE, LOG_PREALLOC_BYTES, WriteTimes, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
+import { CommitLog, INLINE_MAX_MS, LOG_PAGE, LOG_PREALLOC_BYTES, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
 import { APPLY_READINGS, DEDUP_FLUSH_READINGS } from '../../edge/outbox/committer.js';
 import { COMMIT_LOG_FILE, Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
 import { nullLogger } from '../../shared/logger.js';
+import { IoTimes } from '../../shared/io-times.js';
 import { metricValue } from '../../shared/metrics.js';
 import { Db } from '../../shared/sqlite.js';
 import { tempDir } from '../support/gateway.js';
@@ -128,7 +129,7 @@ test('the log file: records come back in seq order; the replay takes those after
 });
 
 test('the log writes on the main thread while its writes are fast, on the thread pool once they are slow (a stall) and back when the average is fast again; the records are the same either way', async () => {
-  const t = new WriteTimes();
+  const t = new IoTimes(INLINE_MAX_MS);
   expect(t.inline()).toBe(true);
   for (let i = 0; i < 50; i++) t.record(0.2);
   expect(t.inline()).toBe(true);

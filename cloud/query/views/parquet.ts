@@ -32,9 +32,10 @@ import { join } from 'node:path';
 import { DuckDBInstance, DuckDBListValue, LIST, VARCHAR, type DuckDBConnection, type DuckDBPreparedStatement, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import { VIEW_PARQUET_OPTIONS } from '../../batch/dialect.js';
 import { viewFileSpan, type Manifest, type ViewName } from '../../batch/index.js';
+import { IoTimes } from '../../../shared/io-times.js';
 import { DAY_MS, HOUR_MS } from '../../../shared/time.js';
 import { viewFiles } from '../manifest.js';
-import { buildSeriesFile, parquetRows, SeriesFile, seriesBytes, SeriesIds } from './series.js';
+import { buildSeriesFile, parquetRows, SERIES_READ_INLINE_MS, SeriesFile, seriesBytes, SeriesIds } from './series.js';
 import { VIEW_SPECS, keyOf, type SummaryRow, type ViewReader, type ViewReadRequest } from './types.js';
 
 export interface ParquetViewReaderOptions {
@@ -126,6 +127,8 @@ export class ParquetViewReader implements ViewReader {
   private readonly series = new Map<string, { file: SeriesFile; target: string }>();
   /** The series of every open series file, numbered once (their directories index by it). */
   private readonly seriesIds = new SeriesIds();
+  /** Where the series files' reads go: the main thread while they are fast (SERIES_READ_INLINE_MS). */
+  private readonly seriesTimes = new IoTimes(SERIES_READ_INLINE_MS);
   /** Sources queued or open, and the sources of each version scheduled. */
   private readonly seriesQueued = new Set<string>();
   private readonly seriesOf = new Map<number, string[]>();
@@ -360,7 +363,7 @@ export class ParquetViewReader implements ViewReader {
     try {
       if (this.closed) return;
       if (copy && !copy.ready) throw new Error(`the compacted copy ${source} was not built`);
-      let file = existsSync(target) ? await SeriesFile.open(target, this.seriesIds).catch(() => null) : null;
+      let file = existsSync(target) ? await SeriesFile.open(target, this.seriesIds, this.seriesTimes).catch(() => null) : null;
       if (!file) {
         const pooled = await this.acquire();
         try {
@@ -374,7 +377,7 @@ export class ParquetViewReader implements ViewReader {
         } finally {
           this.release(pooled);
         }
-        file = await SeriesFile.open(target, this.seriesIds);
+        file = await SeriesFile.open(target, this.seriesIds, this.seriesTimes);
       }
       rows = file.rows;
       bytes = file.bytes;

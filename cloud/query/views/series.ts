@@ -17,8 +17,10 @@
  * first_ts, last, last_ts), then the directory as JSON: `[[device, metric, firstRow, rows], ...]`.
  * Written to a temp name, fsynced, renamed: a file that exists is whole.
  */
+import { readSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import type { DuckDBConnection } from '@duckdb/node-api';
+import { IoTimes } from '../../../shared/io-times.js';
 import type { SummaryRow } from './types.js';
 
 const MAGIC = 'BRAIDSR1';
@@ -26,6 +28,14 @@ const HEADER_BYTES = 32;
 /** bucket, count, sum, min, max, m2, first, first_ts, last, last_ts. */
 export const ROW_DOUBLES = 10;
 const ROW_BYTES = ROW_DOUBLES * 8;
+/**
+ * A series' rows are read on the main thread while such reads take less than this on average (ms),
+ * on the thread pool otherwise (IoTimes). The page cache answers a read of a day at 1m's hour file
+ * (4.8 KB) in a few us, less than the two hops to the pool and back (24 of them a query); a cold
+ * file (the disk) sends the reads to the pool after a few, where several go to the disk at once
+ * (docs/benchmarks.md, Query, session 21).
+ */
+export const SERIES_READ_INLINE_MS = 0.2;
 /** Rows gathered before a write while building. */
 const WRITE_ROWS = 16_384;
 
@@ -183,10 +193,13 @@ export class SeriesFile {
   private closing: (() => void) | null = null;
 
   /** `first[id]`, `count[id]`: the row range of series `id` (count 0, or an id past the arrays: none in the file). */
-  private constructor(private readonly fh: FileHandle, private readonly ids: SeriesIds, private readonly first: Float64Array, private readonly count: Float64Array, readonly rows: number, readonly bytes: number) {}
+  private constructor(private readonly fh: FileHandle, private readonly ids: SeriesIds, private readonly times: IoTimes, private readonly first: Float64Array, private readonly count: Float64Array, readonly rows: number, readonly bytes: number) {}
 
-  /** Open a series file written by buildSeriesFile, its series numbered in `ids`; throws on anything else. */
-  static async open(path: string, ids: SeriesIds): Promise<SeriesFile> {
+  /**
+   * Open a series file written by buildSeriesFile, its series numbered in `ids`; throws on anything
+   * else. `times`: where its reads go, shared by the files of one disk.
+   */
+  static async open(path: string, ids: SeriesIds, times = new IoTimes(SERIES_READ_INLINE_MS)): Promise<SeriesFile> {
     const fh = await open(path, 'r');
     try {
       const { size } = await fh.stat();
@@ -208,7 +221,7 @@ export class SeriesFile {
         first[at[i]] = dir[i][2];
         count[at[i]] = dir[i][3];
       }
-      return new SeriesFile(fh, ids, first, count, rows, size);
+      return new SeriesFile(fh, ids, times, first, count, rows, size);
     } catch (err) {
       await fh.close();
       throw err;
@@ -225,12 +238,17 @@ export class SeriesFile {
     this.reading++;
     try {
       const want = n * ROW_BYTES;
+      const inline = this.times.inline();
+      const started = performance.now();
       let got = 0;
       while (got < want) {
-        const { bytesRead } = await this.fh.read(new Uint8Array(vals.buffer, got, want - got), 0, want - got, HEADER_BYTES + this.first[id] * ROW_BYTES + got);
+        const into = new Uint8Array(vals.buffer, got, want - got);
+        const at = HEADER_BYTES + this.first[id] * ROW_BYTES + got;
+        const bytesRead = inline ? readSync(this.fh.fd, into, 0, into.length, at) : (await this.fh.read(into, 0, into.length, at)).bytesRead;
         if (bytesRead === 0) throw new Error('series file truncated');
         got += bytesRead;
       }
+      this.times.record(performance.now() - started);
     } finally {
       if (--this.reading === 0 && this.closing) this.closing();
     }
