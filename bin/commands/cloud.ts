@@ -7,6 +7,7 @@ import { intOption } from '../cli.js';
 import { CLOUD_RULES } from './config-lint.js';
 import { checkConfigOption, checkMode, configForRun, printCheckWithStore, runCheck } from './check-config.js';
 import { configFrom, logWarnings, onShutdown, rootLogger } from './common.js';
+import { configureCloudHeap } from './heap.js';
 
 interface CloudFlags {
   config?: string;
@@ -91,6 +92,8 @@ export function registerCloudCommands(program: Command): void {
       const { config, warnings } = configForRun(cloudConfigSchema, CLOUD_RULES, { file: o.config, flags: cloudFlagValues(o) });
       const logger = rootLogger(config.log.level, 'braid-cloud');
       logWarnings(logger, warnings);
+      // Queries' rows stay in the young generation (heap.ts; docs/benchmarks.md, Query, session 21).
+      configureCloudHeap();
       // Loaded here: `braid cloud key ...` and --help need none of fastify, Arrow or Parquet.
       const { createCloud } = await import('../../cloud/app.js');
       const { server } = createCloud(config, { logger });

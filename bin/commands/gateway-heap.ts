@@ -4,17 +4,13 @@
  */
 import { PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';
+import { startedWith } from './heap.js';
 
 /** V8's old generation may grow this many percent past the live size of the last full GC. */
 export const HEAP_GROWING_PERCENT = 30;
 
 /** The young generation's semi-space grows to at most this many MB (V8's default on 64 bits: 16). */
 export const SEMI_SPACE_MAX_MB = 4;
-
-/** Whether the process was started with this V8 flag (command line or NODE_OPTIONS): the operator's choice stands. */
-function startedWith(flag: string): boolean {
-  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith(flag) || a.startsWith(flag.replace(/-/g, '_')));
-}
 
 /**
  * Let V8's old generation grow 30% past what the last full GC kept (V8's own factor for
