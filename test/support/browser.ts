@@ -66,8 +66,11 @@ export async function newConsolePage(browser: Browser, baseUrl: string, o: { key
     const entry = { url, method: r.request().method(), status: r.status(), body: null as unknown, auth: null as string | null };
     responses.push(entry);
     const done = (async () => {
-      entry.auth = (await r.request().allHeaders()).authorization ?? null;
-      try { entry.body = await r.json(); } catch { /* not JSON */ }
+      // A response that arrives as the test closes its context has no headers or body to give any
+      // more: its entry keeps nulls (an assertion on it fails as such), and no rejection is left
+      // unhandled to fail whichever test runs next.
+      try { entry.auth = (await r.request().allHeaders()).authorization ?? null; } catch { return; }
+      try { entry.body = await r.json(); } catch { /* not JSON, or the context closed */ }
     })();
     pending.set(done, `${entry.method} ${url.pathname}${url.search}`);
     void done.finally(() => pending.delete(done));
