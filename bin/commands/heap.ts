@@ -15,9 +15,10 @@ export function startedWith(flag: string): boolean {
  * rows and buckets live for its few milliseconds, but a scavenge that lands while one is in flight
  * (at its I/O) finds them alive, and from then on every query's rows went to the old generation
  * (0.4 MB a device's day at 1m): a mark-compact about every second under a query load, its marking
- * steps in the queries' tail. Whether a run fell into that was luck (2 of 4 runs of 1,500 questions:
- * p99 19-45 ms against 10.6-13.1 ms with the flag off in 4 of 4; docs/benchmarks.md, Query, session
- * 21). V8 reads the flag at every scavenge, so setting it now takes effect.
+ * steps in the queries' tail. Whether a run fell into that was luck: one cloud asked 1,500 device
+ * days at 1m, 7 of 11 runs did (p99 14.5-45.7 ms), and none of 12 with pretenuring off (p99
+ * 10.6-15.2 ms; docs/benchmarks.md, Query, session 21). The gateway keeps V8's default (no gain
+ * measured there). V8 reads the flag at every scavenge, so setting it now takes effect.
  */
 export function configureCloudHeap(): void {
   if (startedWith('--allocation-site-pretenuring') || startedWith('--no-allocation-site-pretenuring')) return;
