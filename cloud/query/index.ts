@@ -2,7 +2,7 @@
 export { QueryLayer, type QueryLayerOptions } from './layer.js';
 export { QueryService, type MergedAnswer, type QueryAnswer, type QueryDeps, type QueryHooks, type QueryOptions } from './service.js';
 export { planQuery, DEFAULT_AGG, DEFAULT_STEP, type QueryParams, type QueryPlan, type Scope } from './params.js';
-export { bucketsCsv, bucketsCsvParts, isoUtc, mergeBuckets, partialSummary, pointsJson, pointsJsonParts, toCsv, bodyOf, toPoints, type MergedBucket, type Point } from './merge.js';
+export { bucketsCsvParts, isoUtc, mergeBuckets, partialSummary, pointsJsonParts, toCsv, bodyOf, toPoints, type MergedBucket, type Point } from './merge.js';
 export { FileManifestSource, viewFiles, type ManifestSource } from './manifest.js';
 export { cloudSpeedSource, speedSourceOf, NO_SPEED, type SpeedPartial, type SpeedPartialsRequest, type SpeedSource } from './speed.js';
 export { QUERY_PATH, QUERY_ANSWER_SCHEMA, ERROR_SCHEMA, answerJson, registerQueryRoute, wantsCsv } from './route.js';

@@ -191,11 +191,6 @@ export function pointsJsonParts(buckets: readonly MergedBucket[], agg: Agg): str
   return parts;
 }
 
-/** pointsJsonParts as one string. */
-export function pointsJson(buckets: readonly MergedBucket[], agg: Agg): string {
-  return pointsJsonParts(buckets, agg).join('');
-}
-
 /**
  * An answer's body in one buffer, its memory outside V8's heap: `head` and `tail` as UTF-8 (names
  * may be any text), `ascii` between them, parts of pointsJsonParts or bucketsCsvParts, which hold
@@ -234,9 +229,4 @@ export function bucketsCsvParts(buckets: readonly MergedBucket[], agg: Agg): str
   }
   parts.push(out);
   return parts;
-}
-
-/** bucketsCsvParts as one string. */
-export function bucketsCsv(buckets: readonly MergedBucket[], agg: Agg): string {
-  return bucketsCsvParts(buckets, agg).join('');
 }

@@ -1,6 +1,6 @@
 /**
  * The query's answer written as text straight from the merged buckets (cloud/query/route.ts
- * answerJson, merge.ts pointsJson and bucketsCsv) is the text the answer's objects gave before:
+ * answerJson, merge.ts pointsJsonParts and bucketsCsvParts, joined) is the text the answer's objects gave before:
  * JSON.stringify's and the route schema's serializer's (fast-json-stringify, what fastify ran), and
  * toCsv's (a NaN value, which the schema serializer refused with a 500, is null as JSON.stringify
  * writes it). Random buckets of batch rows and speed partials, every agg, values that are not finite
@@ -8,7 +8,7 @@
  */
 import fastJson from 'fast-json-stringify';
 import {
-  answerJson, bucketsCsv, bucketsCsvParts, isoUtc, mergeBuckets, partialSummary, pointsJson, pointsJsonParts, QUERY_ANSWER_SCHEMA, toCsv, toPoints, bodyOf, type MergedAnswer, type MergedBucket, type SpeedPartial, type SummaryRow,
+  answerJson, bucketsCsvParts, isoUtc, mergeBuckets, partialSummary, pointsJsonParts, QUERY_ANSWER_SCHEMA, toCsv, toPoints, bodyOf, type MergedAnswer, type MergedBucket, type SpeedPartial, type SummaryRow,
 } from '../../cloud/query/index.js';
 import { AGGS, derive, EMPTY, merge } from '../../shared/summary.js';
 import { bucketStart, iso } from '../../shared/time.js';
@@ -61,8 +61,8 @@ describe('the query answer written from the merged buckets', () => {
         });
         const points = toPoints(buckets, agg);
         expect(points).toEqual(reference);
-        expect(pointsJson(buckets, agg)).toBe(JSON.stringify(reference));
-        expect(bucketsCsv(buckets, agg)).toBe(toCsv(reference));
+        expect(pointsJsonParts(buckets, agg).join('')).toBe(JSON.stringify(reference));
+        expect(bucketsCsvParts(buckets, agg).join('')).toBe(toCsv(reference));
         for (const degraded of [undefined, 'speed store "unreachable"\n']) {
           const head = {
             metric: 'rel "hum"\\', scope: seed % 2 ? { device: 'd"1\\é' } : { fleet: true as const }, step: '1m', agg,
@@ -123,9 +123,9 @@ describe('the query answer written from the merged buckets', () => {
       first: 1.7e308, firstTs: DAY0 + i * 60_000, firstDevice: 'd', last: 1.7e308, lastTs: DAY0 + i * 60_000, lastDevice: 'd',
     }));
     const buckets = mergeBuckets(120_000, rows, [], () => false);
-    expect(pointsJson(buckets, 'sum')).toBe(`[{"t":"${iso(DAY0)}","value":null,"count":2,"batch":2,"speed":0,"provisional":false}]`);
-    expect(pointsJson(buckets, 'max')).toBe(`[{"t":"${iso(DAY0)}","value":1.7e+308,"count":2,"batch":2,"speed":0,"provisional":false}]`);
-    expect(pointsJson([], 'avg')).toBe('[]');
+    expect(pointsJsonParts(buckets, 'sum').join('')).toBe(`[{"t":"${iso(DAY0)}","value":null,"count":2,"batch":2,"speed":0,"provisional":false}]`);
+    expect(pointsJsonParts(buckets, 'max').join('')).toBe(`[{"t":"${iso(DAY0)}","value":1.7e+308,"count":2,"batch":2,"speed":0,"provisional":false}]`);
+    expect(pointsJsonParts([], 'avg').join('')).toBe('[]');
   });
 
   it('answers of every size around the parts\' size are one JSON text and one CSV, each part far under the large-object size', () => {
