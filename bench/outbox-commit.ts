@@ -50,8 +50,8 @@
  * the reader connection, warm, 300 of each: one device's windows of a metric (edge/speed
  * readWindows, the last 24 h) and one device's 4 metrics over an hour (the alerts' read); beside
  * them the file's size. What a layout of the partials costs the writes and the reads.
- * `--cursor-index`: the speed push's index on the partials (each checkout's own
- * edge/speedpush/page.ts ensureCursorIndex) made first, as on a gateway with a cloud.
+ * `--cursor-index`: the speed push's index on the partials (each checkout's own, fill-partials.ts
+ * ensureSpeedPushIndex) made first, as on a gateway with a cloud.
  *
  *   node --import tsx bench/outbox-commit.ts [--root DIR]... [--sync FULL|OFF] [--groups 1,100,750,5000] [--readings 20000] [--cache -32000,-2000] [--warm 32 [--warm-free]]
  */
@@ -59,12 +59,11 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Registry } from 'prom-client';
 import type { Outbox as OutboxClass } from '../edge/outbox/index.js';
-import { fillPartials } from './lib/fill-partials.js';
+import { ensureSpeedPushIndex, fillPartials } from './lib/fill-partials.js';
 import { ROOT } from './lib/peers.js';
 
 interface OutboxModule { Outbox: typeof OutboxClass }
 interface LoggerModule { nullLogger: () => import('../shared/logger.js').Logger }
-interface PageModule { ensureCursorIndex: typeof import('../edge/speedpush/page.js').ensureCursorIndex }
 interface SpeedModule { readWindows: typeof import('../edge/speed/index.js').readWindows }
 
 const args = process.argv.slice(2);
@@ -147,8 +146,7 @@ for (const G of groups) {
         if (args.includes('--warm-free')) await db.exec('DELETE FROM warm_fill; PRAGMA wal_checkpoint(TRUNCATE);');
       }
       if (cursorIndex) {
-        const { ensureCursorIndex } = await import(join(root, 'edge/speedpush/page.ts')) as PageModule;
-        await ensureCursorIndex(outbox.writes);
+        await ensureSpeedPushIndex(root, outbox.writes);
       }
       const cacheSize = (await db.get<{ cache_size: number }>('PRAGMA cache_size'))?.cache_size;
       const autoPages = (await db.get<{ wal_autocheckpoint: number }>('PRAGMA wal_autocheckpoint'))?.wal_autocheckpoint ?? 1000;

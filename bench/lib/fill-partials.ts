@@ -29,10 +29,21 @@ export async function fillPartials(db: Db, f: PartialsFill): Promise<number> {
 }
 
 /**
+ * The speed push's index on the partials, as the checkout at `root` makes it when its push starts
+ * (edge/speedpush/page.ts: `ensurePushIndex`, on `epoch`, since session 22; `ensureCursorIndex`, on
+ * `updated_at`, before): a gateway with a cloud has it.
+ */
+export async function ensureSpeedPushIndex(root: string, writes: import('../../shared/sqlite.js').WriteQueue): Promise<void> {
+  const page = await import(join(root, 'edge/speedpush/page.ts')) as { ensurePushIndex?: (w: unknown) => Promise<void>; ensureCursorIndex?: (w: unknown) => Promise<void> };
+  const ensure = page.ensurePushIndex ?? page.ensureCursorIndex;
+  if (!ensure) throw new Error(`${root}/edge/speedpush/page.ts makes no speed push index (neither ensurePushIndex nor ensureCursorIndex)`);
+  await ensure(writes);
+}
+
+/**
  * fillPartials on `<dataDir>/gateway.db`, opened with the schema of the checkout at `root` (the
  * gateway that will open it); with `cursorIndex`, the speed push's index on the partials made first
- * (that checkout's edge/speedpush/page.ts ensureCursorIndex): a gateway with a cloud has it, and
- * every commit that updates a partial moves its entry (docs/benchmarks.md, gateway session 16).
+ * (ensureSpeedPushIndex): a gateway with a cloud has it (docs/benchmarks.md, gateway sessions 16 and 22).
  */
 export async function fillGatewayPartials(dataDir: string, f: PartialsFill & { cursorIndex?: boolean }, root = ROOT): Promise<{ rows: number; ms: number }> {
   const t0 = performance.now();
@@ -41,8 +52,7 @@ export async function fillGatewayPartials(dataDir: string, f: PartialsFill & { c
   try {
     if (f.cursorIndex) {
       const { WriteQueue } = await import(join(root, 'shared/sqlite.ts')) as typeof import('../../shared/sqlite.js');
-      const { ensureCursorIndex } = await import(join(root, 'edge/speedpush/page.ts')) as typeof import('../../edge/speedpush/page.js');
-      await ensureCursorIndex(new WriteQueue(db));
+      await ensureSpeedPushIndex(root, new WriteQueue(db));
     }
     return { rows: await fillPartials(db, f), ms: performance.now() - t0 };
   } finally {

@@ -19,7 +19,7 @@ import { SpeedPushResponseInvalidError, SpeedPushTimeoutError, SpeedPushUnreacha
 import { type SpeedPushMetrics, createSpeedPushMetrics } from './metrics.js';
 import { DEFAULT_SPEED_PUSH_OPTIONS, type SpeedPushOptions, checkSpeedPushOptions } from './options.js';
 import {
-  type Backlog, type BacklogPage, type Page, type PartialRow, type Position, ensureCursorIndex, highestUpdatedAt, loadPosition, readBacklogPage, readPage,
+  type Backlog, type BacklogPage, type Page, type PartialRow, type Position, ensurePushIndex, findBacklog, loadPosition, readBacklogPage, readPage,
   savePosition, toTuple,
 } from './page.js';
 import type { SpeedPushAnswer, SpeedPushBody, SpeedPusherDeps, SpeedPushStatus } from './types.js';
@@ -100,12 +100,12 @@ export class SpeedPusher {
   private lastUrl: string | null = null;
   private closed: Promise<void> | null = null;
 
-  /** Everything below it is acknowledged (and, during a backlog, its lower end): the cursor in meta. */
-  private position: Position = { cursor: 0, ties: new Map() };
+  /** Everything below it is acknowledged (and, during a backlog, its lower end): the position in meta. */
+  private position: Position = { cursor: 0, ties: new Map(), done: 0 };
   /** A backlog being pushed newest first, null when none. */
   private backlog: Backlog | null = null;
   /** During a backlog: the position of the partials changed since it was found (from its `hi` up). */
-  private fresh: Position = { cursor: 0, ties: new Map() };
+  private fresh: Position = { cursor: 0, ties: new Map(), done: 0 };
   /** performance.now() of the read that produced `position` (null: loaded at start). */
   private positionReadAt: number | null = null;
   private watermark = 0;
@@ -139,8 +139,8 @@ export class SpeedPusher {
     this.watermark = loaded.watermark;
     this.metrics.watermark.set(this.watermark);
     if (this.sender.closing || this.nodes === null) return;
-    await ensureCursorIndex(this.deps.writes);
-    this.log.info({ url: this.nodes.status().nodes.join(','), cursor: this.position.cursor, watermark: this.watermark, pushIntervalMs: this.o.pushIntervalMs }, 'pushing speed partials');
+    await ensurePushIndex(this.deps.writes);
+    this.log.info({ url: this.nodes.status().nodes.join(','), cursor: this.position.cursor, done: this.position.done, watermark: this.watermark, pushIntervalMs: this.o.pushIntervalMs }, 'pushing speed partials');
     this.sender.run(() => this.step());
   }
 
@@ -218,21 +218,29 @@ export class SpeedPusher {
    * The next push's rows. Oldest first from the cursor while that fits one page; a full page means
    * a backlog (an outage, a burst): from then on each push carries the rows changed since it was
    * found (at most half the page, so the backlog moves on under any load) and fills the page with
-   * the backlog's newest rows.
+   * the backlog's newest rows. While pushes fail nothing is acknowledged, and each attempt finds a
+   * backlog again: the probe carries the newest partials, and no read grows with the outage (the
+   * rows changed since a backlog found at its start would be all of it, read through the push
+   * index's epochs and sorted at every attempt).
    */
   private async read(now: number): Promise<Outgoing> {
-    const limit = this.sender.consecutiveFailures > 0 ? Math.min(this.sender.size, PROBE_MAX_PARTIALS) : this.sender.size;
+    const failing = this.sender.consecutiveFailures > 0;
+    const limit = failing ? Math.min(this.sender.size, PROBE_MAX_PARTIALS) : this.sender.size;
     await this.deps.applied?.();
+    const had = this.backlog !== null;
+    if (failing && had) this.backlog = null;
     if (this.backlog === null) {
-      const page = await readPage(this.deps.reader, this.position, this.watermark, limit, now);
-      this.oldestPendingAt = page.rows.length ? page.rows[0].updated_at : null;
-      if (!(page.full && page.advanced)) return { rows: page.rows, page };
-      const hi = await highestUpdatedAt(this.deps.reader);
-      // hi above now: the clock went back; the rows "in the future" go oldest first as before.
-      if (hi === null || hi <= this.position.cursor || hi > now) return { rows: page.rows, page };
-      this.backlog = { low: this.position, hi, below: null };
-      this.fresh = { cursor: hi, ties: new Map() };
-      this.log.info({ cursor: this.position.cursor, hi }, 'speed push backlog: pushing the newest partials first');
+      let found = failing && had ? await findBacklog(this.deps.reader, this.position, this.watermark, now) : null;
+      if (found === null) {
+        const page = await readPage(this.deps.reader, this.position, this.watermark, limit, now);
+        this.oldestPendingAt = page.rows.length ? page.rows[0].updated_at : null;
+        if (!(page.full && page.advanced)) return { rows: page.rows, page };
+        found = await findBacklog(this.deps.reader, this.position, this.watermark, now);
+        if (found === null) return { rows: page.rows, page };
+      }
+      this.backlog = found.backlog;
+      this.fresh = found.fresh;
+      if (!had) this.log.info({ cursor: this.position.cursor, done: this.position.done, closed: found.backlog.closed, hi: found.backlog.hi }, 'speed push backlog: pushing the newest partials first');
     }
     const up = await readPage(this.deps.reader, this.fresh, this.watermark, Math.ceil(limit / 2), now);
     const down = await readBacklogPage(this.deps.reader, this.backlog!, this.watermark, limit - up.rows.length);
@@ -248,7 +256,7 @@ export class SpeedPusher {
   private rewind(now: number, readAt: number): void {
     const floor = this.positionReadAt === null ? 0 : Math.max(0, Math.floor(now - (readAt - this.positionReadAt)) - 1);
     this.log.warn({ cursor: this.position.cursor, now, floor }, 'the clock went back; pushing again from an earlier cursor');
-    this.position = { cursor: Math.min(this.position.cursor, floor), ties: new Map() };
+    this.position = { cursor: Math.min(this.position.cursor, floor), ties: new Map(), done: this.position.done };
   }
 
   private async body(rows: PartialRow[]): Promise<SpeedPushBody> {
@@ -281,8 +289,8 @@ export class SpeedPusher {
       more = !down.done || (up.full && up.advanced);
     }
     // During a backlog the cursor in meta stays at its lower end: a restart pushes the backlog again (the upsert absorbs it).
-    if (next.cursor !== this.position.cursor || answer.watermark !== this.watermark) {
-      await savePosition(this.deps.writes, next.cursor, answer.watermark);
+    if (next.cursor !== this.position.cursor || next.done !== this.position.done || answer.watermark !== this.watermark) {
+      await savePosition(this.deps.writes, next, answer.watermark);
     }
     if (answer.watermark !== this.watermark) this.log.debug({ from: this.watermark, to: answer.watermark }, 'cloud watermark moved');
     if (next !== this.position) {

@@ -418,7 +418,7 @@ export async function freeDiskBytes(dir: string): Promise<number> {
  * the old table's key order (sorting them by minute took twice as long: 11.3 against 5.2 s for
  * 720,000 rows on a 2-core server's SSD, 2026-12-07; new rows go after them either way), and their
  * indexes are made after them from sorted keys. The old table's indexes go with it (the speed push
- * makes its own again at start, speedpush/page.ts ensureCursorIndex). A day of a 1,000-device
+ * makes its own again at start, speedpush/page.ts ensurePushIndex). A day of a 1,000-device
  * fleet's partials is several million rows: ~7 s a million here, minutes on an SD card, once.
  */
 async function migrateToV4(db: Db, freeBytes: () => Promise<number>): Promise<void> {

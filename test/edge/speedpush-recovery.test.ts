@@ -178,14 +178,14 @@ describe('readBacklogPage', () => {
   }
   const key = (device: string, epoch = 1) => partialKey({ device, metric: 'temp', minute: 60_000, epoch });
 
-  test('pages down from hi, cut inside one ms, without loss or repeat; rows at or above hi, ties at the low cursor and epochs at or below the watermark are left out', async () => {
+  test('pages down by (epoch, rowid), cut inside one ms, without loss or repeat; rows of open epochs at or above hi, ties at the low cursor and epochs at or below the watermark are left out', async () => {
     await put('pushed', 1, 1, 100); // at the low cursor, already pushed
     await put('grown', 1, 2, 100); // at the low cursor, grew since (count 2 > 1 pushed)
     for (const d of ['a', 'b', 'c', 'd']) await put(d, 1, 1, 150);
     await put('old-epoch', 1, 1, 160);
     await put('e', 2, 1, 170);
     await put('top', 2, 1, 200); // at hi: the upper part's
-    const start: Backlog = { low: { cursor: 100, ties: new Map([[key('pushed'), 1], [key('grown'), 1]]) }, hi: 200, below: null };
+    const start: Backlog = { low: { cursor: 100, ties: new Map([[key('pushed'), 1], [key('grown'), 1]]), done: 0 }, closed: 0, hi: 200, below: null };
     const seen: string[] = [];
     let b = start;
     for (let i = 0; i < 10; i++) {
@@ -203,6 +203,9 @@ describe('readBacklogPage', () => {
     await put('c', 1, 2, 210);
     const again = await readBacklogPage(gdb.reader, start, 0, 100);
     expect(again.rows.map((r) => r.device)).toEqual(['e', 'old-epoch', 'd', 'b', 'a', 'grown']);
+    // The rows of an epoch closed when the backlog was found are all the backlog's (they cannot change).
+    const closed = await readBacklogPage(gdb.reader, { ...start, closed: 1 }, 0, 100);
+    expect(closed.rows.map((r) => r.device)).toEqual(['e', 'c', 'old-epoch', 'd', 'b', 'a', 'grown']);
   });
 });
 
@@ -212,32 +215,52 @@ describe('the pusher, randomized', () => {
       fc.record({
         initial: fc.integer({ min: 0, max: 25 }),
         page: fc.integer({ min: 1, max: 6 }),
-        // Per answer: commits made while the push is in flight (keys 0..11), and whether the cloud takes it.
-        answers: fc.array(fc.record({ keys: fc.array(fc.nat(11), { maxLength: 5 }), tick: fc.boolean(), ok: fc.boolean() }), { maxLength: 25 }),
+        // Per answer: commits made while the push is in flight (keys 0..11), whether the open epoch
+        // closes first, and whether the cloud takes it.
+        answers: fc.array(fc.record({ keys: fc.array(fc.nat(11), { maxLength: 5 }), tick: fc.boolean(), close: fc.boolean(), ok: fc.boolean() }), { maxLength: 25 }),
       }),
       async ({ initial, page, answers }) => {
         const dir = tempDir('braid-sp-rand-');
         const db = await openGatewayDb(join(dir.path, 'gateway.db'));
         const reader = await openGatewayReader(join(dir.path, 'gateway.db'));
         const writes = new WriteQueue(db);
-        const counts = new Map<number, number>();
+        // Counts by `device@epoch`.
+        const counts = new Map<string, number>();
         let clock = 1;
+        let epoch = 1;
+        await writes.run((d) => d.run('INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) VALUES (1, 1, 1, 0)'));
         // A coarse clock: several commits share a ms unless it ticks, and a commit is never stamped below one already visible.
+        // Upserts as the group commit's (a row keeps its rowid), into the open epoch.
         const commit = async (k: number, tick: boolean) => {
           if (tick) clock++;
-          const n = (counts.get(k) ?? 0) + 1;
-          counts.set(k, n);
-          await writes.run((d) => d.run(`INSERT OR REPLACE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
-            VALUES (?, 'temp', 60000, 1, ?, ?, 1, 1, 0, 1, 60000, 1, 60000, ?)`, [`d${k}`, n, n, clock]));
+          const n = (counts.get(`d${k}@${epoch}`) ?? 0) + 1;
+          counts.set(`d${k}@${epoch}`, n);
+          await writes.run((d) => d.run(`INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
+            VALUES (?, 'temp', 60000, ?, ?, ?, 1, 1, 0, 1, 60000, 1, 60000, ?)
+            ON CONFLICT (device, minute, metric, epoch) DO UPDATE SET count = excluded.count, sum = excluded.sum, updated_at = excluded.updated_at`, [`d${k}`, epoch, n, n, clock]));
         };
-        for (let i = 0; i < initial; i++) await commit(i % 12, i % 3 === 0);
+        // The open epoch closes and the next opens, in one transaction, as a group commit does it.
+        const close = async () => {
+          epoch++;
+          await writes.tx(async (d) => {
+            await d.run('UPDATE epochs SET closed_at = ? WHERE epoch = ?', [clock, epoch - 1]);
+            await d.run('INSERT INTO epochs (epoch, first_seq, last_seq, opened_at) VALUES (?, ?, ?, ?)', [epoch, epoch, epoch, clock]);
+          });
+        };
+        for (let i = 0; i < initial; i++) {
+          if (i % 7 === 6) await close();
+          await commit(i % 12, i % 3 === 0);
+        }
         const taken = new Map<string, number>();
         let i = 0;
         const server = await HttpScript.start(async (req, res) => {
           const a = answers[i++];
+          if (a?.close) await close();
           if (a) for (const k of a.keys) await commit(k, a.tick);
           if (a && !a.ok) return answer.status(503, { code: 'BRAID_ERR_UNAVAILABLE', message: 'down' })(req, res);
-          for (const t of (JSON.parse(gunzipSync(req.body).toString('utf8')) as SpeedPushBody).partials) taken.set(t[0], Math.max(taken.get(t[0]) ?? 0, t[4]));
+          for (const t of (JSON.parse(gunzipSync(req.body).toString('utf8')) as SpeedPushBody).partials) {
+            taken.set(`${t[0]}@${t[3]}`, Math.max(taken.get(`${t[0]}@${t[3]}`) ?? 0, t[4]));
+          }
           return OK(req, res);
         });
         const p = new SpeedPusher({
@@ -245,7 +268,7 @@ describe('the pusher, randomized', () => {
         }, { url: server.url, token: 'bgt_test', pushIntervalMs: 10, pushMaxPartials: page, retryInitialMs: 1, retryMaxMs: 2, jitter: 0 });
         try {
           await p.start();
-          await eventually(() => i > answers.length && !p.catchingUp && [...counts].every(([k, n]) => taken.get(`d${k}`) === n), 10_000, 5);
+          await eventually(() => i > answers.length && !p.catchingUp && [...counts].every(([k, n]) => taken.get(k) === n), 10_000, 5);
         } finally {
           await p.close();
           await server.close();

@@ -78,10 +78,11 @@ async function inSync(e = 0): Promise<boolean> {
   return a.length > 0 && JSON.stringify(a) === JSON.stringify(b);
 }
 
-async function setCursor(value: number): Promise<void> {
+/** The push's position back to the start: cursor 0, no epoch done (page.ts Position). */
+async function pushFromStart(): Promise<void> {
   const db = await Db.open(join(gwDir.path, 'gateway.db'));
   try {
-    await db.run(`INSERT INTO meta (key, value) VALUES ('speed_push_cursor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, [String(value)]);
+    await db.run(`INSERT INTO meta (key, value) VALUES ('speed_push_cursor', '0'), ('speed_push_done_epoch', '0') ON CONFLICT(key) DO UPDATE SET value = excluded.value`);
   } finally {
     await db.close();
   }
@@ -130,7 +131,7 @@ test('a NUL in the gateway\'s own health document (a peer\'s error text) goes as
   expect(withoutNul({ a: 'x\u0000y', b: { c: ['\\u0000 stays as typed'] } })).toEqual({ a: 'x\ufffdy', b: { c: ['\\u0000 stays as typed'] } });
 }, 30_000);
 
-test('a push from cursor 0 again, in small pages, changes nothing in the cloud [idempotent]', async () => {
+test('a push from the start again, in small pages, changes nothing in the cloud [idempotent]', async () => {
   e2e.cloud = await startSpeedCloud(cloudDir.path);
   e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url, { pushMaxPartials: 7 }), gwDir.path);
   await connectAll();
@@ -141,7 +142,7 @@ test('a push from cursor 0 again, in small pages, changes nothing in the cloud [
   await endClient(e2e.clients.pop()!);
   await e2e.gw.close();
 
-  await setCursor(0);
+  await pushFromStart();
   e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url, { pushMaxPartials: 7 }), gwDir.path);
   await eventually(async () => scrapedValue(await gatewayMetrics(), 'braid_speedpush_partials_sent_total') >= before.length, 10_000);
   expect(await cloudPartials()).toEqual(before);
@@ -209,10 +210,10 @@ test('after a batch run publishes E: the cloud prunes epochs <= E once live, the
   // The gateway keeps them for its own windows.
   expect((await gatewayPartials()).length).toBeGreaterThan(0);
 
-  // From cursor 0 again: it pushes nothing of epochs <= E, and what comes next still arrives.
+  // From the start again: it pushes nothing of epochs <= E, and what comes next still arrives.
   for (const c of e2e.clients.splice(0)) await endClient(c);
   await e2e.gw.close();
-  await setCursor(0);
+  await pushFromStart();
   e2e.gw = await startTestGateway(gatewayOptions(e2e.cloud.url), gwDir.path);
   await eventually(() => e2e.gw!.gateway.speedPush.status().pushes >= 3, 5000);
   expect(e2e.gw.gateway.speedPush.status().partialsSent).toBe(0);

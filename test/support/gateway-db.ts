@@ -1,9 +1,9 @@
 /**
  * Test support: a gateway.db of its own for each test, in a temp dir, opened as the speed pusher
- * reads it: the writer, a reader connection, and the cursor index on updated_at.
+ * reads it: the writer, a reader connection, and the push's index on epoch.
  */
 import { join } from 'node:path';
-import { ensureCursorIndex } from '../../edge/speedpush/page.js';
+import { ensurePushIndex } from '../../edge/speedpush/page.js';
 import { openGatewayDb, openGatewayReader } from '../../edge/store/schema.js';
 import { type Db, WriteQueue } from '../../shared/sqlite.js';
 import { tempDir } from './gateway.js';
@@ -25,7 +25,7 @@ export function gatewayDbEach(prefix: string): GatewayDbFixture {
     dir = tempDir(prefix);
     fx.db = await openGatewayDb(join(dir.path, 'gateway.db'));
     fx.reader = await openGatewayReader(join(dir.path, 'gateway.db'));
-    await ensureCursorIndex(new WriteQueue(fx.db));
+    await ensurePushIndex(new WriteQueue(fx.db));
   });
   afterEach(async () => {
     await fx.reader.close();
