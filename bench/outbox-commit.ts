@@ -61,13 +61,14 @@ import { Registry } from 'prom-client';
 import type { Outbox as OutboxClass } from '../edge/outbox/index.js';
 import { ensureSpeedPushIndex, fillPartials } from './lib/fill-partials.js';
 import { ROOT } from './lib/peers.js';
+import { argValues } from './lib/settings.js';
 
 interface OutboxModule { Outbox: typeof OutboxClass }
 interface LoggerModule { nullLogger: () => import('../shared/logger.js').Logger }
 interface SpeedModule { readWindows: typeof import('../edge/speed/index.js').readWindows }
 
 const args = process.argv.slice(2);
-const opt = (name: string) => args.flatMap((a, i) => (a === name && args[i + 1] ? [args[i + 1]] : []));
+const opt = (name: string) => argValues(name, args);
 const roots = opt('--root').map((r) => resolve(r));
 if (!roots.length) roots.push(ROOT);
 const sync = (opt('--sync')[0] ?? 'FULL').toUpperCase();

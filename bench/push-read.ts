@@ -10,11 +10,11 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { ensureSpeedPushIndex } from './lib/fill-partials.js';
+import { ensureSpeedPushIndex, fillPartials } from './lib/fill-partials.js';
 import { ROOT } from './lib/peers.js';
+import { argValues } from './lib/settings.js';
 
-const args = process.argv.slice(2);
-const opt = (name: string, fallback: string) => args.flatMap((a, i) => (a === name && args[i + 1] ? [args[i + 1]] : []))[0] ?? fallback;
+const opt = (name: string, fallback: string) => argValues(name)[0] ?? fallback;
 const root = resolve(opt('--root', ROOT));
 const devices = Number(opt('--devices', '1000'));
 const updated = Number(opt('--updated', '1'));
@@ -32,19 +32,14 @@ const reader = await schema.openGatewayReader(join(dir, 'gateway.db'));
 try {
   await ensureSpeedPushIndex(root, new sqlite.WriteQueue(db));
   const now = Math.floor(Date.now() / 60_000) * 60_000;
-  const start = now - MINUTES * 60_000;
-  const dev = JSON.stringify(Array.from({ length: devices }, (_, i) => `dev-${i}`));
-  const met = JSON.stringify(METRICS);
-  // Minute i's rows in epoch i + 1, stamped at the minute's end, written in minute order.
-  await db.run(`WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?)
-    INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
-    SELECT d.value, m.value, ? + k.i * 60000, k.i + 1, 60, 1290.5, 20.1, 22.9, 3.25, 21.5, ? + k.i * 60000, 21.7, ? + k.i * 60000 + 59000, ? + k.i * 60000 + 59999
-    FROM k, json_each(?) d, json_each(?) m ORDER BY k.i, d.key, m.key`, [MINUTES, start, start, start, start, dev, met]);
+  const names = Array.from({ length: devices }, (_, i) => `dev-${i}`);
+  // Minute i's rows in epoch i + 1, stamped at the minute's end: below the cursor.
+  await fillPartials(db, { devices: names, metrics: METRICS, minutes: MINUTES, beforeMinute: now, epochPerMinute: true });
   // The open epoch: every series' row of the current minute; the share `updated` stamped after the cursor (now + 30 s).
   await db.run(`INSERT INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
     SELECT d.value, m.value, ?, ?, 30, 645, 20.1, 22.9, 3.25, 21.5, ?, 21.7, ? + 29000,
       CASE WHEN (d.key * 4 + m.key) % 1000 < ? THEN ? + 30000 + (d.key % 1000) ELSE ? + 29000 - (d.key % 1000) END
-    FROM json_each(?) d, json_each(?) m ORDER BY d.key, m.key`, [now, MINUTES + 1, now, now, Math.round(updated * 1000), now, now, dev, met]);
+    FROM json_each(?) d, json_each(?) m ORDER BY d.key, m.key`, [now, MINUTES + 1, now, now, Math.round(updated * 1000), now, now, JSON.stringify(names), JSON.stringify(METRICS)]);
   await db.exec(`WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ${MINUTES + 1})
     INSERT INTO epochs (epoch, first_seq, last_seq, opened_at, closed_at) SELECT i, i, i, 0, CASE WHEN i <= ${MINUTES} THEN 1 ELSE NULL END FROM k;
     PRAGMA wal_checkpoint(TRUNCATE);`);

@@ -1,7 +1,9 @@
 /**
  * The speed partials of a gateway that has run for a while: `devices` x `metrics` x the `minutes`
- * minutes before `beforeMinute` (epoch ms, a minute's start), one row each (epoch 1, a minute of
- * one reading a second), written in minute order as a gateway writes them, then checkpointed. The
+ * minutes before `beforeMinute` (epoch ms, a minute's start), one row each (a minute of one reading
+ * a second; all in epoch 1, or with `epochPerMinute` the i-th minute in epoch i + 1, as the
+ * committer's epochs on the clock's minutes make them), written in minute order as a gateway
+ * writes them, then checkpointed. The
  * commits measured after it update rows of a full table, as on a gateway in service, where a fresh
  * gateway.db has only the rows the measurement itself makes (docs/benchmarks.md, gateway session 14).
  */
@@ -14,15 +16,16 @@ export interface PartialsFill {
   metrics: readonly string[];
   minutes: number;
   beforeMinute: number;
+  epochPerMinute?: boolean;
 }
 
 /** The fill's statements on an open gateway.db (any schema version: plain INSERT into partials). */
 export async function fillPartials(db: Db, f: PartialsFill): Promise<number> {
   if (f.minutes <= 0) return 0;
-  await db.run(`WITH RECURSIVE k(minute) AS (SELECT ? UNION ALL SELECT minute + 60000 FROM k WHERE minute + 60000 < ?)
+  await db.run(`WITH RECURSIVE k(minute) AS (SELECT ?1 UNION ALL SELECT minute + 60000 FROM k WHERE minute + 60000 < ?2)
     INSERT OR IGNORE INTO partials (device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at)
-    SELECT d.value, m.value, k.minute, 1, 60, 1290.5, 20.1, 22.9, 3.25, 21.5, k.minute, 21.7, k.minute + 59000, k.minute + 60000
-    FROM k, json_each(?) d, json_each(?) m
+    SELECT d.value, m.value, k.minute, ${f.epochPerMinute ? '(k.minute - ?1) / 60000 + 1' : '1'}, 60, 1290.5, 20.1, 22.9, 3.25, 21.5, k.minute, 21.7, k.minute + 59000, k.minute + 60000
+    FROM k, json_each(?3) d, json_each(?4) m
     ORDER BY k.minute, d.key, m.key`, [f.beforeMinute - f.minutes * 60_000, f.beforeMinute, JSON.stringify(f.devices), JSON.stringify(f.metrics)]);
   await db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
   return f.devices.length * f.metrics.length * f.minutes;

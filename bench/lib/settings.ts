@@ -12,6 +12,11 @@ export function exitOnHelp(usage: string): void {
   process.exit(0);
 }
 
+/** The values of a command-line option given as `name value`, each time it is given (the scripts run by hand with `--flags`). */
+export function argValues(name: string, args: readonly string[] = process.argv.slice(2)): string[] {
+  return args.flatMap((a, i) => (a === name && args[i + 1] ? [args[i + 1]] : []));
+}
+
 /**
  * A number > 0 from the environment, `dflt` when unset or empty. `zeroOk` admits 0 for the
  * knobs where none is a meaningful choice (a duplicate share of 0, no devices beyond the minimum).
