@@ -76,6 +76,8 @@ export const PAGE_SQL = `SELECT ${NAMES.map((c) => `p.${c}`).join(', ')}, p.rowi
   FROM (SELECT rowid AS r FROM partials WHERE epoch > ? AND updated_at >= ? ORDER BY updated_at, rowid LIMIT ?) s
   CROSS JOIN partials p ON p.rowid = s.r`;
 const byUpdatedAt = (a: PartialRow, b: PartialRow) => a.updated_at - b.updated_at || a.rid - b.rid;
+/** The push reads the epochs above it: those done from `pos`, and those the cloud's views cover. */
+const floorOf = (pos: Position, watermark: number) => Math.max(pos.done, watermark);
 
 export function partialKey(r: Pick<PartialRow, 'device' | 'metric' | 'minute' | 'epoch'>): string {
   return `${r.device}\u0000${r.metric}\u0000${r.minute}\u0000${r.epoch}`;
@@ -151,7 +153,7 @@ export async function readPage(reader: Db, pos: Position, watermark: number, lim
   const n = Math.max(1, limit);
   const closed = await closedThrough(reader);
   // One read: the ties are rows at the cursor, the lowest updated_at taken, so n + ties rows hold n new ones.
-  const raw = await reader.all<PartialRow>(PAGE_SQL, [Math.max(pos.done, watermark), pos.cursor, n + pos.ties.size]);
+  const raw = await reader.all<PartialRow>(PAGE_SQL, [floorOf(pos, watermark), pos.cursor, n + pos.ties.size]);
   raw.sort(byUpdatedAt);
   const rows = (pos.ties.size ? raw.filter((r) => r.updated_at !== pos.cursor || pos.ties.get(partialKey(r)) !== r.count) : raw).slice(0, n);
   const full = rows.length === n;
@@ -205,9 +207,10 @@ export interface BacklogPage {
  */
 export async function findBacklog(reader: Db, low: Position, watermark: number, now: number): Promise<{ backlog: Backlog; fresh: Position } | null> {
   const closed = await closedThrough(reader);
-  const top = await reader.get<{ at: number | null }>('SELECT MAX(updated_at) AS at FROM partials WHERE epoch > ?', [Math.max(closed, low.done, watermark)]);
+  const floor = floorOf(low, watermark);
+  const top = await reader.get<{ at: number | null }>('SELECT MAX(updated_at) AS at FROM partials WHERE epoch > ?', [Math.max(closed, floor)]);
   const hi = Math.max(low.cursor, top?.at ?? 0);
-  if (hi > now || (hi === low.cursor && closed <= Math.max(low.done, watermark))) return null;
+  if (hi > now || (hi === low.cursor && closed <= floor)) return null;
   return {
     backlog: { low, closed, hi, below: null },
     fresh: { cursor: hi, ties: hi === low.cursor ? low.ties : new Map(), done: Math.max(low.done, closed) },
@@ -222,7 +225,7 @@ export async function readBacklogPage(reader: Db, b: Backlog, watermark: number,
   const raw = await reader.all<PartialRow>(
     `SELECT ${COLUMNS} FROM partials WHERE epoch > ? ${top.sql} AND updated_at >= ? AND (epoch <= ? OR updated_at < ?)
        ORDER BY epoch DESC, rowid DESC LIMIT ?`,
-    [Math.max(b.low.done, watermark), ...top.params, b.low.cursor, b.closed, b.hi, n]);
+    [floorOf(b.low, watermark), ...top.params, b.low.cursor, b.closed, b.hi, n]);
   const done = raw.length < n;
   if (raw.length === 0) return { rows: [], next: b, done };
   const last = raw[raw.length - 1];
