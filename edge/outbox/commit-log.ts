@@ -27,20 +27,30 @@
  *
  * Record: the magic (8 bytes, with bytes UTF-8 text never holds, so no payload is taken for a
  * header), the payload's length (u32 LE), its CRC-32 (u32 LE), then the payload: the statement's
- * parameters as JSON. The magic names the parameters' form ('BRL1'): a change to GROUP_COMMIT_SQL's
+ * parameters as JSON. The magic names the parameters' form: a change to GROUP_COMMIT_SQL's
  * parameters takes a new magic, and a replay of the old records in their own form.
+ * - 'BRL2' (written): every parameter but the partials' (PARTIALS_PARAM, null). The partials are
+ *   what the readings make of the open epoch's, so the replay makes them again (committer.ts
+ *   withPartials); without them a group of a hundred series is a page or two, not six, and a
+ *   fleet's groups go through the log too (docs/benchmarks.md, gateway, session 23).
+ * - 'BRL1' (read): every parameter, the partials' too (sessions 18-22).
  *
- * A gateway of an earlier version does not read the log, or reads it from offset 0 in file order
- * only (session 18's, before the ring): a clean stop applies all of it first (Committer.close);
- * after a crash, start this version once before going back.
+ * A gateway of an earlier version does not read the log, reads it from offset 0 in file order
+ * only (session 18's, before the ring), or reads only 'BRL1' records (sessions 19-22): a clean stop
+ * applies all of it first (Committer.close); after a crash, start this version once before going back.
  */
 import { closeSync, constants, existsSync, fstatSync, fsyncSync, openSync, readSync, write as fsWrite, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { IoTimes } from '../../shared/io-times.js';
 
-const MAGIC = Buffer.from([0xff, 0xfe, 0x42, 0x52, 0x4c, 0x31, 0xfe, 0xff]);
+/** 'BRL2': the records written, without the partials' parameter. */
+const MAGIC = Buffer.from([0xff, 0xfe, 0x42, 0x52, 0x4c, 0x32, 0xfe, 0xff]);
+/** 'BRL1': records with every parameter (sessions 18-22), still read. */
+const MAGIC_V1 = Buffer.from([0xff, 0xfe, 0x42, 0x52, 0x4c, 0x31, 0xfe, 0xff]);
 const HEADER_BYTES = MAGIC.length + 8;
+/** The partials' parameter of GROUP_COMMIT_INSERT: not written ('BRL2'), null in a record read. */
+export const PARTIALS_PARAM = 7;
 /** Records start at the filesystem's page boundaries and fill whole pages. */
 export const LOG_PAGE = 4096;
 /**
@@ -59,7 +69,10 @@ export interface LogRecord {
   first: number;
   /** Readings (seqs) in the group. */
   count: number;
-  /** The parameters of GROUP_COMMIT_INSERT, in order. */
+  /**
+   * The parameters of GROUP_COMMIT_INSERT, in order. The partials' (PARTIALS_PARAM) is null in a
+   * record read back from a 'BRL2' log: the replay makes it again.
+   */
   params: unknown[];
 }
 
@@ -124,14 +137,14 @@ export class CommitLog {
     return head + size <= tail ? head : null;
   }
 
-  /** Whether a record of a page has no room until the records written are applied (the committer applies them first). */
-  full(): boolean {
-    return this.placeFor(LOG_PAGE) === null;
+  /** Whether a record of `size` bytes has no room until the records written are applied (the committer applies them first). */
+  full(size = LOG_PAGE): boolean {
+    return this.placeFor(size) === null;
   }
 
   /** A record as written: header, payload, zeros to the end of its last page. */
   static encode(record: LogRecord): Buffer {
-    const payload = Buffer.from(JSON.stringify(record.params), 'utf8');
+    const payload = Buffer.from(JSON.stringify(record.params.map((x, i) => (i === PARTIALS_PARAM ? null : x))), 'utf8');
     const buf = Buffer.alloc(recordBytes(payload.length));
     MAGIC.copy(buf, 0);
     buf.writeUInt32LE(payload.length, MAGIC.length);
@@ -215,7 +228,9 @@ function readRecords(fd: number): LogRecord[] {
 
 /** The whole record starting at `at`, with its payload's length, or null. */
 function readRecord(fd: number, head: Buffer, at: number, size: number): { record: LogRecord; length: number } | null {
-  if (readSync(fd, head, 0, HEADER_BYTES, at) !== HEADER_BYTES || !head.subarray(0, MAGIC.length).equals(MAGIC)) return null;
+  if (readSync(fd, head, 0, HEADER_BYTES, at) !== HEADER_BYTES) return null;
+  const magic = head.subarray(0, MAGIC.length);
+  if (!magic.equals(MAGIC) && !magic.equals(MAGIC_V1)) return null;
   const length = head.readUInt32LE(MAGIC.length);
   if (at + HEADER_BYTES + length > size) return null;
   const payload = Buffer.alloc(length);
@@ -226,13 +241,17 @@ function readRecord(fd: number, head: Buffer, at: number, size: number): { recor
   } catch {
     return null;
   }
-  const record = recordOf(params);
+  const record = recordOf(params, magic.equals(MAGIC_V1));
   return record ? { record, length } : null;
 }
 
-/** The record of a statement's parameters (first at 3, the readings' JSON at 0), or null if they are not such. */
-function recordOf(params: unknown): LogRecord | null {
+/**
+ * The record of a statement's parameters (first at 3, the readings' JSON at 0; the partials' JSON
+ * at PARTIALS_PARAM in a 'BRL1' record, `withPartials`, null otherwise), or null if they are not such.
+ */
+function recordOf(params: unknown, withPartials: boolean): LogRecord | null {
   if (!Array.isArray(params) || typeof params[0] !== 'string' || !Number.isSafeInteger(params[3])) return null;
+  if (withPartials ? typeof params[PARTIALS_PARAM] !== 'string' : params[PARTIALS_PARAM] !== null) return null;
   let rows: unknown;
   try {
     rows = JSON.parse(params[0]);

@@ -2,18 +2,19 @@
  * Durable ingest: group commit of readings into the outbox, the epoch bookkeeping, the speed
  * partials and the dedup identities, all in one SQLite transaction [INV-2]. A submit resolves only
  * once its group is durable, which is what releases a QoS 1 PUBACK [INV-1]: after COMMIT returned
- * (synchronous=FULL), or, for a small group of fresh readings, after its record (that same
- * transaction's statement) is written to the commit log (commit-log.ts), whose records go into
- * gateway.db later, in order, many in one transaction (applyPending).
+ * (synchronous=FULL), or, for a group of fresh readings (LOG_MAX_READINGS), after its record (that
+ * same transaction's statement; a replay makes its partials again, withPartials) is written to the
+ * commit log (commit-log.ts), whose records go into gateway.db later, in order, many in one
+ * transaction (applyPending).
  */
 import { LimitExceededError, ClosedError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
-import { merge, of, type Summary } from '../../shared/summary.js';
+import { fromColumns, merge, of, type Summary, type SummaryColumns } from '../../shared/summary.js';
 import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
 import { ACKED_SEQ_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, flushDedupKeysSql, outboxRowBytes, outboxRowBytesSql, PARTIALS_KEY, SERIES_MAX } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
-import { CommitLog, LOG_PAGE, type LogRecord } from './commit-log.js';
+import { CommitLog, LOG_PAGE, PARTIALS_PARAM, type LogRecord } from './commit-log.js';
 import type sqlite3 from 'sqlite3';
 
 /** A reading with its event time resolved. */
@@ -139,15 +140,23 @@ export const LINGER_FULL_READINGS = 256;
 export const APPLY_READINGS = 4096;
 export const APPLY_MS = 250;
 /**
- * Groups of more readings than this commit in gateway.db at once, not through the commit log (nor
- * does a group whose record takes more than a page, commitLogged): a SQLite commit's pages then
- * cost each reading little, and the log's pages and the apply would cost it more (bench:gateway at
- * -M 100, groups of ~180: 172-188 against 146-174 B written a reading, and a lower rate; a fleet's
- * groups of ~110 readings of ~110 series: 587-689 against 537-573 B; at -M 20, groups of ~40:
- * 205-228 against 317-347 B). A cheap test before the group is prepared: no reading's row is
- * under 32 B.
+ * The most a record of the commit log takes: a group whose record is larger commits in gateway.db
+ * at once (commitLogged). Records hold the readings, not their partials (commit-log.ts 'BRL2'):
+ * ~40 B a reading, so a group of ~180 (bench:gateway at -M 100) is two pages and a fleet's ~110
+ * readings of ~110 series two, where their partials made six.
  */
-export const LOG_MAX_READINGS = 128;
+export const LOG_MAX_RECORD_BYTES = 4 * LOG_PAGE;
+/**
+ * Groups of more readings than this commit in gateway.db at once, not through the commit log: a
+ * cheap test before the group is prepared (no reading's row is under 32 B, so more would not fit
+ * LOG_MAX_RECORD_BYTES). Through the log, with records of readings only (session 23, against
+ * groups of at most 128 and a page before, 3 runs each): at -M 100 (groups of ~180) 67.6-79.7k
+ * against 60.8-64.4k msg/s and the same bytes (147-166 against 161-164 B a reading); a fleet of
+ * 1,000 devices (groups of ~110 readings of ~110 series) 421-425 against 428-446 B a reading, its
+ * commits 1.2-1.5 against 3.2-3.4 ms and PUBACK p99 30 against 35 ms (docs/benchmarks.md, gateway,
+ * session 23).
+ */
+export const LOG_MAX_READINGS = LOG_MAX_RECORD_BYTES / 32;
 /** Devices remembered as windowed at most (then forgotten, and learnt again from their next commit). */
 const WINDOWED_MAX = 100_000;
 /**
@@ -754,15 +763,14 @@ export class Committer {
   private async commitLogged(db: Db, batch: Pending[]): Promise<{ results: CommitResult[]; apply: () => void } | null> {
     const g = this.prepareFast(batch, true);
     if (!g) return null;
-    // One page a commit is what the log saves; a group whose record takes more (many series, or
-    // many readings) costs less as a SQLite commit.
+    // A page or a few a commit is what the log saves; a larger group costs less as a SQLite commit.
     const buf = CommitLog.encode(g.record);
-    if (buf.length > LOG_PAGE) {
+    if (buf.length > LOG_MAX_RECORD_BYTES) {
       g.undo();
       return null;
     }
     try {
-      if (this.log!.full()) await this.applyPending(db);
+      if (this.log!.full(buf.length)) await this.applyPending(db);
       await this.log!.append(g.record, buf);
     } catch (err) {
       g.undo();
@@ -983,11 +991,7 @@ export class Committer {
       }
       const merged = mergePartials(kept, base, pkeys);
       touched = merged.next;
-      for (const { device, metric, minute, s } of merged.touched.values()) {
-        const nums = [exactDouble(s.sum), exactDouble(s.min), exactDouble(s.max), exactDouble(s.m2), exactDouble(s.first), exactDouble(s.last)];
-        if (nums.includes(null) || !Number.isSafeInteger(s.firstTs) || !Number.isSafeInteger(s.lastTs)) return fail();
-        prows.push(`[${jsonString(device)},${jsonString(metric)},${minute},${s.count},${nums.join(',')},${s.firstTs},${s.lastTs}]`);
-      }
+      if (!partialRows(merged.touched, prows)) return fail();
     }
     // The commit log takes groups that give seqs only: each of its records continues the last.
     if (logged && !kept.length) return fail();
@@ -1228,12 +1232,76 @@ function runStatement(stmt: sqlite3.Statement, params: unknown[]): Promise<void>
  */
 export async function replayCommitLog(db: Db, records: LogRecord[]): Promise<void> {
   if (!records.length) return;
+  const full = await withPartials(db, records);
   const stmt = await prepareGroupStatement(db, 'apply');
   try {
-    await runStatement(stmt, [applyJson(records)]);
+    await runStatement(stmt, [applyJson(full)]);
   } finally {
     await new Promise<void>((resolve) => stmt.finalize(() => resolve()));
   }
+}
+
+/**
+ * The records with their partials' parameter (PARTIALS_PARAM), made again where the log left it out
+ * ('BRL2'): each record's readings merged into the open epoch's partials as its group commit merged
+ * them (mergePartials, the same doubles in the same order), so the statement is the one its group
+ * decided [INV-2: a reading's outbox row and its partial in one transaction]. The open epoch's
+ * partials start as gateway.db holds them (every group before the first record is in: the replay
+ * takes the records after gateway.db's last seq), and from none at a record that opens an epoch:
+ * an epoch is never open across a restart (loadCommitterState), so no group of it was decided on
+ * partials that gateway.db lacks.
+ */
+export async function withPartials(db: Db, records: LogRecord[]): Promise<LogRecord[]> {
+  if (records.every((r) => r.params[PARTIALS_PARAM] !== null)) return records;
+  const readings = records.map((r) => JSON.parse(r.params[0] as string) as Array<[number, number, number, number]>);
+  const ids = [...new Set(readings.flatMap((rows) => rows.map((x) => x[3])))];
+  const series = new Map<number, { device: string; metric: string }>();
+  for (const row of await db.all<{ id: number; device: string; metric: string }>(
+    'SELECT id, device, metric FROM series WHERE id IN (SELECT value FROM json_each(?))', [JSON.stringify(ids)])) {
+    series.set(row.id, row);
+  }
+  const kept = readings.map((rows, i) => rows.map(([ts, m, e, id]): Reading => {
+    const s = series.get(id);
+    if (!s) throw new Error(`commit log: the record of seq ${records[i].first} names series ${id}, which gateway.db does not hold`);
+    return { device: s.device, metric: s.metric, ts, value: m * 2 ** e };
+  }));
+  // The partials gateway.db holds of the epoch the first records continue (up to one that opens an epoch).
+  const base = new Map<string, Summary>();
+  const continued = records.findIndex((r) => r.params[4] !== null);
+  const wanted = new Map<string, [string, string, number]>();
+  for (const rows of kept.slice(0, continued < 0 ? kept.length : continued)) {
+    for (const r of rows) wanted.set(partialKey(r.device, r.metric, minuteOf(r.ts)), [r.device, r.metric, minuteOf(r.ts)]);
+  }
+  if (wanted.size) {
+    const stored = await db.all<SummaryColumns & { device: string; metric: string; minute: number }>(
+      `SELECT p.device, p.metric, p.minute, p.count, p.sum, p.min, p.max, p.m2, p.first, p.first_ts, p.last, p.last_ts
+       FROM json_each(?) j JOIN partials p ON p.device = j.value->>0 AND p.minute = j.value->>2 AND p.metric = j.value->>1 AND p.epoch = ?`,
+      [JSON.stringify([...wanted.values()]), records[0].params[2]]);
+    for (const p of stored) base.set(partialKey(p.device, p.metric, p.minute), fromColumns(p, p.device));
+  }
+  return records.map((record, i) => {
+    // A record that opens an epoch (open_last) starts its partials from none.
+    if (record.params[4] !== null) base.clear();
+    const merged = mergePartials(kept[i], base);
+    for (const [k, s] of merged.next) base.set(k, s);
+    if (record.params[PARTIALS_PARAM] !== null) return record;
+    const prows: string[] = [];
+    if (!partialRows(merged.touched, prows)) throw new Error(`commit log: the record of seq ${record.first} makes a partial that is not finite`);
+    return { ...record, params: record.params.map((x, j) => (j === PARTIALS_PARAM ? `[${prows.join(',')}]` : x)) };
+  });
+}
+
+/**
+ * The partials' JSON rows of GROUP_COMMIT_INSERT (its columns, committer.ts groupCommitTrigger) for
+ * the touched summaries, pushed on `out`; false if one holds a number JSON cannot carry exactly.
+ */
+function partialRows(touched: Map<string, { device: string; metric: string; minute: number; s: Summary }>, out: string[]): boolean {
+  for (const { device, metric, minute, s } of touched.values()) {
+    const nums = [exactDouble(s.sum), exactDouble(s.min), exactDouble(s.max), exactDouble(s.m2), exactDouble(s.first), exactDouble(s.last)];
+    if (nums.includes(null) || !Number.isSafeInteger(s.firstTs) || !Number.isSafeInteger(s.lastTs)) return false;
+    out.push(`[${jsonString(device)},${jsonString(metric)},${minute},${s.count},${nums.join(',')},${s.firstTs},${s.lastTs}]`);
+  }
+  return true;
 }
 
 /** The highest seq gateway.db gave (loadCommitterState's lastSeq), before it closes a crashed epoch. */

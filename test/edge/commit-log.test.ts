@@ -7,9 +7,10 @@
  */
 import { copyFileSync, existsSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { Registry } from 'prom-client';
-import { CommitLog, INLINE_MAX_MS, LOG_PAGE, LOG_PREALLOC_BYTES, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
-import { APPLY_READINGS, DEDUP_FLUSH_READINGS } from '../../edge/outbox/committer.js';
+import { CommitLog, INLINE_MAX_MS, LOG_PAGE, LOG_PREALLOC_BYTES, PARTIALS_PARAM, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
+import { APPLY_READINGS, DEDUP_FLUSH_READINGS, LOG_MAX_READINGS, LOG_MAX_RECORD_BYTES } from '../../edge/outbox/committer.js';
 import { COMMIT_LOG_FILE, Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
 import { nullLogger } from '../../shared/logger.js';
 import { IoTimes } from '../../shared/io-times.js';
@@ -63,9 +64,10 @@ function crashImage(o: Outbox, from: string): Promise<string> {
   });
 }
 
+/** A record as the log gives it back: the partials' parameter (PARTIALS_PARAM) is not written; `tag` rides in `now`'s. */
 const record = (first: number, count: number, tag: string): LogRecord => {
   const readings = Array.from({ length: count }, (_, i) => [T0 + first + i, 1, 0, 1]);
-  return { first, count, params: [JSON.stringify(readings), T0, 1, first, null, null, null, `[${JSON.stringify(tag)}]`, null] };
+  return { first, count, params: [JSON.stringify(readings), tag, 1, first, null, null, null, null, null] };
 };
 
 test('the log file: records come back in seq order; the replay takes those after gateway.db\'s last seq, contiguous; a ring that never writes over a record not applied; a torn record is passed over', async () => {
@@ -126,6 +128,27 @@ test('the log file: records come back in seq order; the replay takes those after
   expect(replayable(torn.records, 7 + pages)).toEqual([]);
   expect(replayable(torn.records, 7 + pages / 2).length).toBe(pages / 2);
   torn.log.close();
+
+  // A record of sessions 18-22 ('BRL1', its partials' parameter written) is read with it; one of
+  // this form ('BRL2') that holds a partials' parameter is not one the log wrote.
+  const old = (magic: string, params: unknown[]) => {
+    const payload = Buffer.from(JSON.stringify(params));
+    const buf = Buffer.alloc(LOG_PAGE);
+    Buffer.from([0xff, 0xfe, ...Buffer.from(magic), 0xfe, 0xff]).copy(buf, 0);
+    buf.writeUInt32LE(payload.length, 8);
+    buf.writeUInt32LE(crc32(payload), 12);
+    payload.copy(buf, 16);
+    return buf;
+  };
+  const v1 = record(1, 2, 'v1');
+  v1.params[PARTIALS_PARAM] = '[["d1","temp",0,2,2,0,1,0,1,0,0,0,1,0,1,0,1,2]]';
+  const fd2 = openSync(file, 'r+');
+  writeSync(fd2, old('BRL1', v1.params), 0, LOG_PAGE, 0);
+  writeSync(fd2, old('BRL2', v1.params), 0, LOG_PAGE, LOG_PAGE);
+  closeSync(fd2);
+  const both = CommitLog.open(file);
+  both.log.close();
+  expect(both.records.filter((x) => x.params[1] === 'v1')).toEqual([v1]);
 });
 
 test('the log writes on the main thread while its writes are fast, on the thread pool once they are slow (a stall) and back when the average is fast again; the records are the same either way', async () => {
@@ -298,19 +321,76 @@ test('randomized: fresh, late, repeated and new-series readings in groups of eve
   expect(rows.length).toBe(stored.size);
 }, 60_000);
 
-test('a group whose record would take more than a page (many series) commits in gateway.db at once, not in the log', async () => {
+test('a record holds the readings, not their partials: a group of many series is logged in a page; one past LOG_MAX_READINGS commits in gateway.db at once', async () => {
   const d = dir();
   const o = await open(d);
-  const devices = Array.from({ length: 40 }, (_, i) => `device-with-a-long-name-${i}`);
+  const devices = Array.from({ length: 120 }, (_, i) => `device-with-a-long-name-${i}`);
   await o.submit(devices.map((x) => r(x, T0)));
-  // 40 series: a record of their partials would take two pages.
+  // 120 series, a fleet's group: the record is the readings (~30 B each), the partials made again at a replay.
   await o.submit(devices.map((x) => r(x, T0 + 1)));
-  expect(await rows(o)).toBe(80);
-  // A few series: one page, logged.
-  await o.submit(devices.slice(0, 4).map((x) => r(x, T0 + 2)));
-  expect(await rows(o)).toBe(80);
-  expect(CommitLog.open(join(await crashImage(o, d), COMMIT_LOG_FILE)).records.map((x) => [x.first, x.count])).toEqual([[81, 4]]);
+  expect(await rows(o)).toBe(120);
+  const logged = CommitLog.open(join(await crashImage(o, d), COMMIT_LOG_FILE));
+  expect(logged.records.map((x) => [x.first, x.count, x.params[PARTIALS_PARAM]])).toEqual([[121, 120, null]]);
+  expect(CommitLog.encode(logged.records[0]).length).toBeLessThanOrEqual(LOG_MAX_RECORD_BYTES);
+  logged.log.close();
+  // Past LOG_MAX_READINGS: a SQLite commit at once.
+  const many = Array.from({ length: LOG_MAX_READINGS + 1 }, (_, i) => r(devices[i % devices.length], T0 + 2 + Math.floor(i / devices.length)));
+  await o.submit(many);
+  expect(await rows(o)).toBe(120 + 120 + many.length);
 });
+
+/** Every partial row, in key order: what the speed layer holds. */
+const partials = (db: Db) => db.all('SELECT device, metric, minute, epoch, count, sum, min, max, m2, first, first_ts, last, last_ts, updated_at FROM partials ORDER BY device, metric, minute, epoch');
+
+test('randomized: a crash image replays records without their partials to the partials the groups wrote, across epochs that close and readings that fall into rows gateway.db holds [INV-1] [INV-2]', async () => {
+  let seed = 20261208;
+  const rand = (n: number) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n; };
+  let now = T0;
+  const d = dir();
+  const o = await Outbox.open({ dataDir: d, logger: nullLogger(), registry: new Registry(), now: () => now }, { pruneCron: null, refillWaitMs: 0, epochMs: 60_000 });
+  outboxes.push(o);
+  const devices = Array.from({ length: 12 }, (_, i) => `dev-${i}`);
+  const metrics = ['temp', 'hum'];
+  // Every series numbered first (the general path).
+  await o.submit(devices.flatMap((device) => metrics.map((metric) => r(device, T0 - 120_000, 0, metric))));
+  const clock = new Map<string, number>(devices.map((x) => [x, T0 - 120_000]));
+  let images = 0;
+  let closes = 0;
+  for (let round = 0; round < 300; round++) {
+    now += rand(4000);
+    const group: Reading[] = [];
+    for (let i = 1 + rand(40); i > 0; i--) {
+      const device = devices[rand(devices.length)];
+      // Fresh readings (above every identity of their series), some minutes behind the clock: rows of earlier minutes grow too.
+      const ts = clock.get(device)! + 1 + rand(20_000);
+      clock.set(device, ts);
+      // Values whose sums and m2 round: the replay must make the same doubles.
+      group.push(r(device, ts, (rand(2_000_000) - 1_000_000) / 7 + 1e9 * rand(2), metrics[rand(metrics.length)]));
+    }
+    expect((await o.submit(group)).accepted).toBe(group.length);
+    if (round % 37 === 36) {
+      // A kill -9 now: the image replays what gateway.db lacks; its partials are those the groups wrote.
+      const image = await crashImage(o, d);
+      const held = await Db.open(join(image, 'gateway.db'));
+      const lastSeq = (await held.get<{ seq: number }>('SELECT MAX(seq) AS seq FROM outbox_rows'))!.seq;
+      await held.close();
+      const log = CommitLog.open(join(image, COMMIT_LOG_FILE));
+      log.log.close();
+      const replayed = replayable(log.records, lastSeq);
+      const b = await open(image);
+      await o.applied();
+      expect(await partials(b.reader)).toEqual(await partials(o.reader));
+      await b.close();
+      outboxes = outboxes.filter((x) => x !== b);
+      if (replayed.length) images++;
+      if (replayed.some((x) => x.params[4] !== null)) closes++;
+    }
+  }
+  // The images had records to replay, some of them across an epoch's close.
+  expect(images).toBeGreaterThan(4);
+  expect(closes).toBeGreaterThan(0);
+  expect((await o.reader.get<{ n: number }>('SELECT COUNT(DISTINCT epoch) AS n FROM partials'))!.n).toBeGreaterThan(5);
+}, 60_000);
 
 test('every other write job sees the logged groups in gateway.db first; the epoch closes after them', async () => {
   const o = await open(dir());
