@@ -36,6 +36,12 @@ export const RESOLVED_MAX_KEEP_MS = 86_400_000; // 1 day
 const INTAKE_PER_ROUND = 5_000;
 /** Merged queries of one round at once. */
 const QUERY_CONCURRENCY = 8;
+/**
+ * Longest the cloud leaves an alert as a gateway's transition set it, waiting for a speed push that
+ * gateway sent after it (AlertService.held): a gateway that went quiet meanwhile is judged on what
+ * the cloud has after this.
+ */
+export const GATEWAY_HOLD_MAX_MS = 120_000;
 /** Alerts per POST to Alertmanager. */
 const NOTIFY_CHUNK = 500;
 
@@ -103,6 +109,18 @@ export class AlertService implements CloudService {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private round: Promise<RoundResult> | null = null;
+  /**
+   * Alerts a gateway's transition set, by key, until the cloud holds a speed push that gateway sent
+   * after it: the gateway judged them on its own partials, which reach the cloud with its next push
+   * (every second), while its transition may come first. Judged on the cloud's data before that, a
+   * firing the gateway raised found no reading, was resolved and fired again at the push, and
+   * Alertmanager heard all three (a gateway's resolve the other way round). Until then the rule's
+   * evaluation leaves the alert as it is, as for a rule whose query failed; at most
+   * GATEWAY_HOLD_MAX_MS. `at` is the transition's time and the push's `sentAt` (both the gateway's
+   * clock); `merged` the round's (the cloud's clock). In memory: after a restart, or on another
+   * node of a cluster, the next rounds judge as before.
+   */
+  private held = new Map<string, { gateway: string; at: number; merged: number }>();
 
   constructor(private readonly query: () => QueryService, private readonly now: () => number = Date.now) {}
 
@@ -188,13 +206,15 @@ export class AlertService implements CloudService {
       evaluated.set(`${rule}\u0000${key}`, { ...e, rule, scope: key });
     };
 
-    // Silence rules read the registry once per round.
+    // Silence rules (and held alerts) read the registry once per round.
+    let statuses: ReturnType<CloudContext['store']['registry']['gatewayStatuses']> | null = null;
+    const gatewayStatuses = () => (statuses ??= this.ctx!.store.registry.gatewayStatuses());
     let registry: Promise<{ devices: Map<string, number>; gateways: Map<string, number> }> | null = null;
     const lastSeen = () => (registry ??= (async () => {
-      const [devices, statuses] = await Promise.all([this.ctx!.store.registry.listDevices(), this.ctx!.store.registry.gatewayStatuses()]);
+      const [devices, byGateway] = await Promise.all([this.ctx!.store.registry.listDevices(), gatewayStatuses()]);
       return {
         devices: new Map(devices.map((d) => [d.id, d.lastSeen])),
-        gateways: new Map([...statuses].map(([g, s]) => [g, s.lastPushAt])),
+        gateways: new Map([...byGateway].map(([g, s]) => [g, s.lastPushAt])),
       };
     })());
     const since = set.updatedAt ?? now;
@@ -240,6 +260,7 @@ export class AlertService implements CloudService {
         byKey.set(key, merged.next);
         putRows.set(key, merged.next);
         transitions.push(merged.transition);
+        this.held.set(key, { gateway: t.gateway, at: t.at, merged: now });
       }
       this.intake!.transitions.inc({ result: merged ? 'merged' : 'same_episode' });
     }
@@ -254,7 +275,19 @@ export class AlertService implements CloudService {
         after.set(key, step.next);
       }
     };
-    for (const [key, e] of evaluated) apply(key, e.rule, e.scope, e);
+    // Held alerts whose gateway has pushed since (or held too long) are judged again.
+    if (this.held.size) {
+      const byGateway = await gatewayStatuses();
+      for (const [key, h] of this.held) {
+        const sentAt = byGateway.get(h.gateway)?.sentAt ?? null;
+        if ((sentAt !== null && sentAt > h.at) || now - h.merged >= GATEWAY_HOLD_MAX_MS || !byKey.has(key)) this.held.delete(key);
+      }
+    }
+    for (const [key, e] of evaluated) {
+      const prev = byKey.get(key);
+      if (this.held.has(key) && prev) after.set(key, prev);
+      else apply(key, e.rule, e.scope, e);
+    }
     // Alerts no rule evaluated this round (a rule removed, or one that now names another scope):
     // their condition is false, so they resolve like any other (a firing one after the hysteresis).
     for (const [key, s] of byKey) {

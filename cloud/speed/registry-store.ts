@@ -44,10 +44,10 @@ function parseJson<T>(text: string | null, fallback: T): T {
 }
 
 export async function gatewayStatuses(db: Db): Promise<Map<string, GatewayStatusRow>> {
-  const rows = await db.all<{ gateway: string; last_push_at: number; health: string; connected: string }>(
-    'SELECT gateway, last_push_at, health, connected FROM gateway_status');
+  const rows = await db.all<{ gateway: string; last_push_at: number; sent_at: number | null; health: string; connected: string }>(
+    'SELECT gateway, last_push_at, sent_at, health, connected FROM gateway_status');
   return new Map(rows.map((r) => [r.gateway, {
-    gateway: r.gateway, lastPushAt: r.last_push_at, health: parseJson<Record<string, unknown> | null>(r.health, null), connected: parseJson<string[]>(r.connected, []),
+    gateway: r.gateway, lastPushAt: r.last_push_at, sentAt: r.sent_at, health: parseJson<Record<string, unknown> | null>(r.health, null), connected: parseJson<string[]>(r.connected, []),
   }]));
 }
 

@@ -63,7 +63,14 @@ export interface SpeedStore {
   lastContact(): Promise<Record<string, number>>;
 }
 
-export interface GatewayStatusRow { gateway: string; lastPushAt: number; health: Record<string, unknown> | null; connected: string[] }
+export interface GatewayStatusRow {
+  gateway: string;
+  lastPushAt: number;
+  /** The gateway's clock when it sent the last push stored (its `sentAt`), null if it sent none. */
+  sentAt: number | null;
+  health: Record<string, unknown> | null;
+  connected: string[];
+}
 /** A gap record; minTs and maxTs null when its event-time range is unknown (cloud_lost). */
 export interface GapEntry { fromSeq: number; toSeq: number; count: number; reason: string; minTs: number | null; maxTs: number | null; devices: string[] }
 export interface SeqGapEntry { fromSeq: number; toSeq: number; seenAt: number }

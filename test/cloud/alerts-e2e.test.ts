@@ -106,6 +106,40 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     expect(metricValue(text, 'braid_alert_notifications_total', 'result="failed"')).toBe(0);
   }, 60_000);
 
+  test('a gateway\'s firing that reaches the cloud before its speed push stays firing until the push: neither the cloud nor Alertmanager sees it resolved and fired again', async () => {
+    const am = await startAlertmanager();
+    cleanups.push(() => am.stop());
+    const { cloud, keys } = await cloudWith({ alertmanagerUrl: am.url, evalIntervalMs: 100 });
+    // Pushes every 3 s; the gateway judges its own partials every 100 ms and sends a transition at once.
+    const gw = await startTestGateway({ id: 'gw-1', cloud: { url: cloud.url, token: keys.tokens['gw-1'] }, speed: { pushIntervalMs: 3_000 }, alerts: { evalIntervalMs: 100 } });
+    cleanups.push(() => gw.close());
+    const device = await connectDevice(gw.mqttUrl, 'boiler-1', await gw.addDevice('boiler-1'));
+    cleanups.push(() => endClient(device));
+    await putRules(cloud.url, keys.admin, { rules: [{ name: 'boiler-hot', metric: 'temp', agg: 'last', window: '1m', op: '>', threshold: 90, for: '0s', device: 'boiler-1' }] });
+    // The rules come with a push's answer; then a push has just gone, and the next is ~3 s away.
+    await eventually(async () => (gw.gateway.alerts.status().rules === 1 ? true : null), 10_000, 20);
+
+    const t0 = Date.now();
+    await publish(device, 'devices/boiler-1/telemetry', JSON.stringify({ ts: t0, temp: 95.5 }), 1);
+    const seen: string[] = [];
+    let pushed = false;
+    while (Date.now() - t0 < 5_000) {
+      const alert = (await listAlerts(cloud.url, keys.read)).find((a) => a.rule === 'boiler-hot');
+      if (alert && seen[seen.length - 1] !== alert.state) seen.push(alert.state);
+      const answer = (await getJson(cloud.url, `/api/v1/query?device=boiler-1&metric=temp&from=${t0 - 3_600_000}&to=${t0 + 3_600_000}&step=2h`, keys.read)).body;
+      pushed ||= (answer.points as Array<{ count: number }>).some((p) => p.count > 0);
+      await sleep(20);
+    }
+    // The firing came from the gateway before the cloud had the reading, and stayed.
+    expect(pushed).toBe(true);
+    expect(seen).toEqual(['firing']);
+    const history = await alertHistory(cloud.url, keys.read, '?rule=boiler-hot');
+    expect(history.map((h) => [h.from, h.to])).toEqual([[null, 'firing']]);
+    const firing = (await listAlerts(cloud.url, keys.read)).find((a) => a.rule === 'boiler-hot');
+    expect(firing).toMatchObject({ state: 'firing', value: 95.5 });
+    await eventually(async () => (await am.alerts()).some((x) => x.labels.alertname === 'boiler-hot' && Date.parse(x.endsAt) > Date.now()), 10_000, 20);
+  }, 60_000);
+
   test('a real device through a real gateway: its MQTT reading fires the rule in the cloud and at Alertmanager, a lower one resolves it', async () => {
     const am = await startAlertmanager();
     cleanups.push(() => am.stop());

@@ -239,11 +239,12 @@ export class PgSpeedStore implements SpeedStore, RegistryStore {
   }
 
   async gatewayStatuses(): Promise<Map<string, GatewayStatusRow>> {
-    const r = await this.pool.query<{ gateway: string; last_push_at: number; health: unknown; connected: unknown }>(
-      'SELECT gateway, last_push_at, health, connected FROM gateway_status');
+    const r = await this.pool.query<{ gateway: string; last_push_at: number; sent_at: number | null; health: unknown; connected: unknown }>(
+      'SELECT gateway, last_push_at, sent_at, health, connected FROM gateway_status');
     return new Map(r.rows.map((row) => [row.gateway, {
       gateway: row.gateway,
       lastPushAt: row.last_push_at,
+      sentAt: row.sent_at,
       health: row.health !== null && typeof row.health === 'object' ? row.health as Record<string, unknown> : null,
       connected: jsonArray(row.connected),
     }]));
