@@ -268,8 +268,9 @@ export function speedStoreConformance(name: string, factory: () => Promise<Speed
       expect(await s.registeredLastContact()).toEqual(new Map([['gw-1', T]]));
       expect(await s.lastContact()).toEqual({ 'gw-1': T, 'gw-2': T });
       const status = await s.gatewayStatuses();
-      expect(status.get('gw-1')).toEqual({ gateway: 'gw-1', lastPushAt: T, health, connected: ['d1', 'd2'] });
-      expect(status.get('gw-2')).toEqual({ gateway: 'gw-2', lastPushAt: T, health: { status: 'ok', gatewayId: 'gw-2' }, connected: [] });
+      // sentAt: the push's own (the gateway's clock), null when it sent none.
+      expect(status.get('gw-1')).toEqual({ gateway: 'gw-1', lastPushAt: T, sentAt: T - 5, health, connected: ['d1', 'd2'] });
+      expect(status.get('gw-2')).toEqual({ gateway: 'gw-2', lastPushAt: T, sentAt: null, health: { status: 'ok', gatewayId: 'gw-2' }, connected: [] });
       expect(status.has('gw-3')).toBe(false);
       const dev = (id: string, gateway: string, firstSeen: number, lastSeen: number, metrics: string[]) => ({ id, gateway, firstSeen, lastSeen, metrics });
       expect(await s.listDevices()).toEqual([
@@ -296,7 +297,7 @@ export function speedStoreConformance(name: string, factory: () => Promise<Speed
       // A push committed with an older clock (another node's) does not move last contact back; its health is the latest sent.
       await s.storePushes([entry(push('gw-1', [], { health: { status: 'late' } }))], T - 60_000);
       expect(await s.lastContact()).toEqual({ 'gw-1': T + 6000, 'gw-2': T + 7000 });
-      expect((await s.gatewayStatuses()).get('gw-1')).toEqual({ gateway: 'gw-1', lastPushAt: T + 6000, health: { status: 'late' }, connected: [] });
+      expect((await s.gatewayStatuses()).get('gw-1')).toEqual({ gateway: 'gw-1', lastPushAt: T + 6000, sentAt: T - 5, health: { status: 'late' }, connected: [] });
       expect(await s.registeredLastContact()).toEqual(new Map([['gw-1', T + 6000]]));
       expect(await (await h.another()).listDevices('gw-1')).toEqual((await s.listDevices('gw-1')));
     });
