@@ -27,6 +27,7 @@ import { type CompiledRule, compileRule } from './rules.js';
 import { registerSilenceRoute } from './silences.js';
 import { type AlertScope, parseScope, scopeKey } from './scope.js';
 import { stepAlert } from './state.js';
+import type { GatewayStatusRow } from '../store/speed.js';
 
 /** A resolved alert is listed this long after it resolved, then forgotten (its transitions stay in the history). */
 export const RESOLVED_KEEP_MS = 3_600_000; // 1 hour
@@ -277,7 +278,8 @@ export class AlertService implements CloudService {
     };
     // Held alerts whose gateway has pushed since (or held too long) are judged again.
     if (this.held.size) {
-      const byGateway = await gatewayStatuses();
+      // Unread (the store out of reach): they stay held this round, as the rules whose query failed.
+      const byGateway = await gatewayStatuses().catch(() => new Map<string, GatewayStatusRow>());
       for (const [key, h] of this.held) {
         const sentAt = byGateway.get(h.gateway)?.sentAt ?? null;
         if ((sentAt !== null && sentAt > h.at) || now - h.merged >= GATEWAY_HOLD_MAX_MS || !byKey.has(key)) this.held.delete(key);
