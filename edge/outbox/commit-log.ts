@@ -29,7 +29,7 @@
  * header), the payload's length (u32 LE), its CRC-32 (u32 LE), then the payload: the statement's
  * parameters as JSON. The magic names the parameters' form: a change to GROUP_COMMIT_SQL's
  * parameters takes a new magic, and a replay of the old records in their own form.
- * - 'BRL2' (written): every parameter but the partials' (PARTIALS_PARAM, null). The partials are
+ * - 'BRL2' (written): every parameter but the partials' (PARAM.partials, null). The partials are
  *   what the readings make of the open epoch's, so the replay makes them again (committer.ts
  *   withPartials); without them a group of a hundred series is a page or two, not six, and a
  *   fleet's groups go through the log too (docs/benchmarks.md, gateway, session 23).
@@ -49,8 +49,13 @@ const MAGIC = Buffer.from([0xff, 0xfe, 0x42, 0x52, 0x4c, 0x32, 0xfe, 0xff]);
 /** 'BRL1': records with every parameter (sessions 18-22), still read. */
 const MAGIC_V1 = Buffer.from([0xff, 0xfe, 0x42, 0x52, 0x4c, 0x31, 0xfe, 0xff]);
 const HEADER_BYTES = MAGIC.length + 8;
-/** The partials' parameter of GROUP_COMMIT_INSERT: not written ('BRL2'), null in a record read. */
-export const PARTIALS_PARAM = 7;
+/**
+ * Where the parameters of GROUP_COMMIT_INSERT that the log and the replay read sit in a record's
+ * `params` (committer.ts groupCommitTrigger names them all): the readings' JSON, the open epoch
+ * after the group, its first seq, the last seq of an epoch it opens (else null), and the partials'
+ * JSON, not written ('BRL2') and null in a record read.
+ */
+export const PARAM = { rows: 0, epoch: 2, first: 3, openLast: 4, partials: 7 } as const;
 /** Records start at the filesystem's page boundaries and fill whole pages. */
 export const LOG_PAGE = 4096;
 /**
@@ -70,7 +75,7 @@ export interface LogRecord {
   /** Readings (seqs) in the group. */
   count: number;
   /**
-   * The parameters of GROUP_COMMIT_INSERT, in order. The partials' (PARTIALS_PARAM) is null in a
+   * The parameters of GROUP_COMMIT_INSERT, in order. The partials' (PARAM.partials) is null in a
    * record read back from a 'BRL2' log: the replay makes it again.
    */
   params: unknown[];
@@ -144,7 +149,7 @@ export class CommitLog {
 
   /** A record as written: header, payload, zeros to the end of its last page. */
   static encode(record: LogRecord): Buffer {
-    const payload = Buffer.from(JSON.stringify(record.params.map((x, i) => (i === PARTIALS_PARAM ? null : x))), 'utf8');
+    const payload = Buffer.from(JSON.stringify(record.params.map((x, i) => (i === PARAM.partials ? null : x))), 'utf8');
     const buf = Buffer.alloc(recordBytes(payload.length));
     MAGIC.copy(buf, 0);
     buf.writeUInt32LE(payload.length, MAGIC.length);
@@ -246,20 +251,20 @@ function readRecord(fd: number, head: Buffer, at: number, size: number): { recor
 }
 
 /**
- * The record of a statement's parameters (first at 3, the readings' JSON at 0; the partials' JSON
- * at PARTIALS_PARAM in a 'BRL1' record, `withPartials`, null otherwise), or null if they are not such.
+ * The record of a statement's parameters (PARAM: the first seq, the readings' JSON; the partials'
+ * JSON in a 'BRL1' record, `withPartials`, null otherwise), or null if they are not such.
  */
 function recordOf(params: unknown, withPartials: boolean): LogRecord | null {
-  if (!Array.isArray(params) || typeof params[0] !== 'string' || !Number.isSafeInteger(params[3])) return null;
-  if (withPartials ? typeof params[PARTIALS_PARAM] !== 'string' : params[PARTIALS_PARAM] !== null) return null;
+  if (!Array.isArray(params) || typeof params[PARAM.rows] !== 'string' || !Number.isSafeInteger(params[PARAM.first])) return null;
+  if (withPartials ? typeof params[PARAM.partials] !== 'string' : params[PARAM.partials] !== null) return null;
   let rows: unknown;
   try {
-    rows = JSON.parse(params[0]);
+    rows = JSON.parse(params[PARAM.rows]);
   } catch {
     return null;
   }
   if (!Array.isArray(rows) || rows.length === 0) return null;
-  return { first: params[3] as number, count: rows.length, params };
+  return { first: params[PARAM.first] as number, count: rows.length, params };
 }
 
 /**

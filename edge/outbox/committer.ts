@@ -14,7 +14,7 @@ import { minuteOf } from '../../shared/time.js';
 import { type Db, type WriteQueue, chunkRows, placeholders, transaction } from '../../shared/sqlite.js';
 import { ACKED_SEQ_KEY, DEDUP_FLUSHED_SQL, DEDUP_TS_LIMIT, dedupKeySeriesSql, dedupKeySql, dedupKeyTsSql, flushDedupKeys, flushDedupKeysSql, outboxRowBytes, outboxRowBytesSql, PARTIALS_KEY, SERIES_MAX } from '../store/schema.js';
 import type { OutboxMetrics } from './metrics.js';
-import { CommitLog, LOG_PAGE, PARTIALS_PARAM, type LogRecord } from './commit-log.js';
+import { CommitLog, LOG_PAGE, PARAM, type LogRecord } from './commit-log.js';
 import type sqlite3 from 'sqlite3';
 
 /** A reading with its event time resolved. */
@@ -231,7 +231,7 @@ const GROUP_APPLY_INSERT = `INSERT INTO temp.group_apply (rows, now, epoch, firs
  * JSON to parse once more; the others as JSON values.
  */
 export function applyJson(records: LogRecord[]): string {
-  const asJson = (x: unknown, i: number) => (i === 0 || i === 7 ? x as string : JSON.stringify(x));
+  const asJson = (x: unknown, i: number) => (i === PARAM.rows || i === PARAM.partials ? x as string : JSON.stringify(x));
   return `[${records.map((r) => `[${r.params.map(asJson).join(',')}]`).join(',')}]`;
 }
 /** What a commit probe writes (and deletes): about a group commit of a few hundred readings. */
@@ -1242,7 +1242,7 @@ export async function replayCommitLog(db: Db, records: LogRecord[]): Promise<voi
 }
 
 /**
- * The records with their partials' parameter (PARTIALS_PARAM), made again where the log left it out
+ * The records with their partials' parameter (PARAM.partials), made again where the log left it out
  * ('BRL2'): each record's readings merged into the open epoch's partials as its group commit merged
  * them (mergePartials, the same doubles in the same order), so the statement is the one its group
  * decided [INV-2: a reading's outbox row and its partial in one transaction]. The open epoch's
@@ -1252,8 +1252,8 @@ export async function replayCommitLog(db: Db, records: LogRecord[]): Promise<voi
  * partials that gateway.db lacks.
  */
 export async function withPartials(db: Db, records: LogRecord[]): Promise<LogRecord[]> {
-  if (records.every((r) => r.params[PARTIALS_PARAM] !== null)) return records;
-  const readings = records.map((r) => JSON.parse(r.params[0] as string) as Array<[number, number, number, number]>);
+  if (records.every((r) => r.params[PARAM.partials] !== null)) return records;
+  const readings = records.map((r) => JSON.parse(r.params[PARAM.rows] as string) as Array<[number, number, number, number]>);
   const ids = [...new Set(readings.flatMap((rows) => rows.map((x) => x[3])))];
   const series = new Map<number, { device: string; metric: string }>();
   for (const row of await db.all<{ id: number; device: string; metric: string }>(
@@ -1267,27 +1267,30 @@ export async function withPartials(db: Db, records: LogRecord[]): Promise<LogRec
   }));
   // The partials gateway.db holds of the epoch the first records continue (up to one that opens an epoch).
   const base = new Map<string, Summary>();
-  const continued = records.findIndex((r) => r.params[4] !== null);
+  const continued = records.findIndex((r) => r.params[PARAM.openLast] !== null);
   const wanted = new Map<string, [string, string, number]>();
   for (const rows of kept.slice(0, continued < 0 ? kept.length : continued)) {
-    for (const r of rows) wanted.set(partialKey(r.device, r.metric, minuteOf(r.ts)), [r.device, r.metric, minuteOf(r.ts)]);
+    for (const r of rows) {
+      const minute = minuteOf(r.ts);
+      wanted.set(partialKey(r.device, r.metric, minute), [r.device, r.metric, minute]);
+    }
   }
   if (wanted.size) {
     const stored = await db.all<SummaryColumns & { device: string; metric: string; minute: number }>(
       `SELECT p.device, p.metric, p.minute, p.count, p.sum, p.min, p.max, p.m2, p.first, p.first_ts, p.last, p.last_ts
        FROM json_each(?) j JOIN partials p ON p.device = j.value->>0 AND p.minute = j.value->>2 AND p.metric = j.value->>1 AND p.epoch = ?`,
-      [JSON.stringify([...wanted.values()]), records[0].params[2]]);
+      [JSON.stringify([...wanted.values()]), records[0].params[PARAM.epoch]]);
     for (const p of stored) base.set(partialKey(p.device, p.metric, p.minute), fromColumns(p, p.device));
   }
   return records.map((record, i) => {
     // A record that opens an epoch (open_last) starts its partials from none.
-    if (record.params[4] !== null) base.clear();
+    if (record.params[PARAM.openLast] !== null) base.clear();
     const merged = mergePartials(kept[i], base);
     for (const [k, s] of merged.next) base.set(k, s);
-    if (record.params[PARTIALS_PARAM] !== null) return record;
+    if (record.params[PARAM.partials] !== null) return record;
     const prows: string[] = [];
     if (!partialRows(merged.touched, prows)) throw new Error(`commit log: the record of seq ${record.first} makes a partial that is not finite`);
-    return { ...record, params: record.params.map((x, j) => (j === PARTIALS_PARAM ? `[${prows.join(',')}]` : x)) };
+    return { ...record, params: record.params.map((x, j) => (j === PARAM.partials ? `[${prows.join(',')}]` : x)) };
   });
 }
 

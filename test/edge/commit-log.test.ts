@@ -9,7 +9,7 @@ import { copyFileSync, existsSync, openSync, closeSync, statSync, writeSync } fr
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { Registry } from 'prom-client';
-import { CommitLog, INLINE_MAX_MS, LOG_PAGE, LOG_PREALLOC_BYTES, PARTIALS_PARAM, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
+import { CommitLog, INLINE_MAX_MS, LOG_PAGE, LOG_PREALLOC_BYTES, PARAM, replayable, type LogRecord } from '../../edge/outbox/commit-log.js';
 import { APPLY_READINGS, DEDUP_FLUSH_READINGS, LOG_MAX_READINGS, LOG_MAX_RECORD_BYTES } from '../../edge/outbox/committer.js';
 import { COMMIT_LOG_FILE, Outbox, type OutboxOptions, type Reading } from '../../edge/outbox/index.js';
 import { nullLogger } from '../../shared/logger.js';
@@ -64,7 +64,7 @@ function crashImage(o: Outbox, from: string): Promise<string> {
   });
 }
 
-/** A record as the log gives it back: the partials' parameter (PARTIALS_PARAM) is not written; `tag` rides in `now`'s. */
+/** A record as the log gives it back: the partials' parameter (PARAM.partials) is not written; `tag` rides in `now`'s. */
 const record = (first: number, count: number, tag: string): LogRecord => {
   const readings = Array.from({ length: count }, (_, i) => [T0 + first + i, 1, 0, 1]);
   return { first, count, params: [JSON.stringify(readings), tag, 1, first, null, null, null, null, null] };
@@ -141,7 +141,7 @@ test('the log file: records come back in seq order; the replay takes those after
     return buf;
   };
   const v1 = record(1, 2, 'v1');
-  v1.params[PARTIALS_PARAM] = '[["d1","temp",0,2,2,0,1,0,1,0,0,0,1,0,1,0,1,2]]';
+  v1.params[PARAM.partials] = '[["d1","temp",0,2,2,0,1,0,1,0,0,0,1,0,1,0,1,2]]';
   const fd2 = openSync(file, 'r+');
   writeSync(fd2, old('BRL1', v1.params), 0, LOG_PAGE, 0);
   writeSync(fd2, old('BRL2', v1.params), 0, LOG_PAGE, LOG_PAGE);
@@ -330,7 +330,7 @@ test('a record holds the readings, not their partials: a group of many series is
   await o.submit(devices.map((x) => r(x, T0 + 1)));
   expect(await rows(o)).toBe(120);
   const logged = CommitLog.open(join(await crashImage(o, d), COMMIT_LOG_FILE));
-  expect(logged.records.map((x) => [x.first, x.count, x.params[PARTIALS_PARAM]])).toEqual([[121, 120, null]]);
+  expect(logged.records.map((x) => [x.first, x.count, x.params[PARAM.partials]])).toEqual([[121, 120, null]]);
   expect(CommitLog.encode(logged.records[0]).length).toBeLessThanOrEqual(LOG_MAX_RECORD_BYTES);
   logged.log.close();
   // Past LOG_MAX_READINGS: a SQLite commit at once.
